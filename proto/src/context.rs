@@ -1,0 +1,74 @@
+//! Context strings: every hash, MAC key and KDF in the protocol is
+//! domain-separated by exactly one of these. Each is a BLAKE3 `derive_key`
+//! context, so hashing under one context can never collide with hashing
+//! under another. The version is part of the string; a change to any
+//! encoding gets a new string, never a silently different meaning.
+//!
+//! The test vectors in `vectors/v1.json` name the context they were made
+//! under, and the replay test fails if any constant here changes.
+
+/// Hash of a body ciphertext.
+pub const BODY_HASH: &str = "grompi v1 body hash";
+/// Digest of one recipient block (recipient slot and ciphertext).
+pub const BLOCK_DIGEST: &str = "grompi v1 block digest";
+/// Hash of the envelope header: what recipient blocks bind to.
+pub const ENVELOPE_CORE: &str = "grompi v1 envelope core";
+/// Hash of a whole envelope: core hash and all block digests.
+pub const ENVELOPE_HASH: &str = "grompi v1 envelope hash";
+/// Commitment to a body key (makes body encryption key-committing).
+pub const KEY_COMMITMENT: &str = "grompi v1 body key commitment";
+/// Hash of a slot set (keys and roles, in slot order).
+pub const SLOT_SET: &str = "grompi v1 slot set";
+/// The head before index 0 of a conversation.
+pub const GENESIS_HEAD: &str = "grompi v1 genesis head";
+/// One step of the head chain.
+pub const HEAD_CHAIN: &str = "grompi v1 head chain";
+/// Root MAC key between an order server and a slot, from their X25519 DH.
+pub const ORDER_MAC_KEY: &str = "grompi v1 order mac key";
+/// Attestation subkey, derived from the root MAC key.
+pub const ATTESTATION_MAC: &str = "grompi v1 attestation mac";
+/// Submission subkey, derived from the root MAC key.
+pub const SUBMISSION_MAC: &str = "grompi v1 submission mac";
+/// Head-proof subkey, derived from the root MAC key.
+pub const HEAD_PROOF_MAC: &str = "grompi v1 head proof mac";
+/// Account id from identity keys.
+pub const ACCOUNT_ID: &str = "grompi v1 account id";
+/// Prefix of the message an identity key signs to register or sign in.
+pub const SIGN_IN: &str = "grompi v1 sign-in";
+/// Prefix of the message an identity key signs to certify a prekey.
+pub const PREKEY_SIGNATURE: &str = "grompi v1 prekey";
+
+/// Every context string, for tests that check they are distinct and covered
+/// by the test vectors.
+pub const ALL: &[&str] = &[
+    BODY_HASH,
+    BLOCK_DIGEST,
+    ENVELOPE_CORE,
+    ENVELOPE_HASH,
+    KEY_COMMITMENT,
+    SLOT_SET,
+    GENESIS_HEAD,
+    HEAD_CHAIN,
+    ORDER_MAC_KEY,
+    ATTESTATION_MAC,
+    SUBMISSION_MAC,
+    HEAD_PROOF_MAC,
+    ACCOUNT_ID,
+    SIGN_IN,
+    PREKEY_SIGNATURE,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn contexts_are_distinct_and_versioned() {
+        let set: HashSet<_> = ALL.iter().collect();
+        assert_eq!(set.len(), ALL.len(), "two context strings are equal");
+        for ctx in ALL {
+            assert!(ctx.starts_with("grompi v1 "), "{ctx} is not versioned");
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! The network descriptor: one TOML file that names the router and the N
+//! order servers, with the order servers' long-term public keys pinned.
+//!
+//! Clients trust exactly the order server keys listed here; the router uses
+//! the addresses and TLS roots to reach the order servers. The file is small
+//! and self-contained (certificates are inlined as PEM) so it can be handed
+//! to every member out of band and compared by hash.
+//!
+//! ```toml
+//! version = 1
+//! name = "example"
+//! # Optional: how many order servers must attest an index before a client
+//! # accepts it. Defaults to all of them. Must be a strict majority.
+//! quorum = 3
+//!
+//! [router]
+//! address = "https://127.0.0.1:7000"
+//! tls_ca_pem = """-----BEGIN CERTIFICATE-----
+//! ...
+//! -----END CERTIFICATE-----"""
+//!
+//! [[order_server]]
+//! name = "alpha"
+//! address = "https://127.0.0.1:7101"
+//! public_key = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"
+//! tls_ca_pem = "..."
+//! ```
+//!
+//! Parsing checks everything a client relies on and names the offending
+//! entry in the error: the format version, 1 to [`MAX_ORDER_SERVERS`] order
+//! servers, distinct names and keys, keys that are 32 bytes of hex and not of
+//! low order, addresses that are `https://` URLs, and a quorum that is a
+//! strict majority (below that, the router alone could fork a conversation
+//! by showing each half of the members a different half of the servers).
+
+use crate::keys::OrderServerKey;
+use crate::limits::{MAX_DESCRIPTOR_BYTES, MAX_ORDER_SERVERS};
+use serde::Deserialize;
+use std::collections::HashSet;
+
+/// The only descriptor format version this code reads.
+pub const DESCRIPTOR_VERSION: u32 = 1;
+
+/// Why a network descriptor was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorError {
+    /// The file is larger than any descriptor needs to be.
+    #[error("descriptor is {got} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+        /// The size of the file.
+        got: usize,
+    },
+    /// The text is not valid TOML, or has unknown or mistyped keys.
+    #[error("descriptor is not valid: {0}")]
+    Syntax(String),
+    /// A format version this code does not read.
+    #[error("descriptor version {got} is not supported (this build reads version {supported})")]
+    UnsupportedVersion {
+        /// The version in the file.
+        got: u32,
+        /// The version this code reads.
+        supported: u32,
+    },
+    /// No order server, or more than the protocol allows.
+    #[error("descriptor lists {got} order servers; between 1 and {max} are allowed")]
+    OrderServerCount {
+        /// The number listed.
+        got: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// Two order servers share a name.
+    #[error("order server name {0:?} appears twice")]
+    DuplicateName(String),
+    /// Two order servers share a public key.
+    #[error("order servers {first:?} and {second:?} have the same public key")]
+    DuplicateKey {
+        /// The first server with the key.
+        first: String,
+        /// The second.
+        second: String,
+    },
+    /// An order server's public key is not 64 hex digits.
+    #[error("order server {name:?}: public_key must be 64 hex digits (32 bytes): {reason}")]
+    BadKey {
+        /// The server.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// An order server's public key is of low order, so MACs under it would
+    /// be computable by anyone.
+    #[error("order server {0:?}: public_key is of low order and cannot be used")]
+    LowOrderKey(String),
+    /// A name is empty or has characters other than letters, digits, `-`, `_`, `.`.
+    #[error("{what} name {name:?} must be 1 to 64 letters, digits, '-', '_' or '.'")]
+    BadName {
+        /// What the name belongs to.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// An address that is not an `https://host:port` URL.
+    #[error("{what}: address {address:?} must look like https://host:port")]
+    BadAddress {
+        /// Whose address.
+        what: String,
+        /// The address.
+        address: String,
+    },
+    /// A TLS root that is not PEM.
+    #[error("{0}: tls_ca_pem must be a PEM certificate (-----BEGIN CERTIFICATE-----)")]
+    BadCertificate(String),
+    /// A quorum that is zero, larger than the number of servers, or not a
+    /// strict majority.
+    #[error(
+        "quorum {quorum} of {servers} order servers is not allowed: it must be more than half \
+         of them (at least {min}) and at most all of them"
+    )]
+    BadQuorum {
+        /// The quorum given.
+        quorum: usize,
+        /// The number of order servers.
+        servers: usize,
+        /// The smallest allowed quorum.
+        min: usize,
+    },
+}
+
+/// The router, as the descriptor names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterEntry {
+    /// Where clients reach the router: `https://host:port`.
+    pub address: String,
+    /// The PEM certificate clients accept as the router's TLS root.
+    pub tls_ca_pem: String,
+}
+
+/// One order server, as the descriptor names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderServerEntry {
+    /// A short, unique name chosen by its operator.
+    pub name: String,
+    /// Where the router reaches it: `https://host:port`.
+    pub address: String,
+    /// Its long-term X25519 key: the pin every client checks tags against.
+    pub public_key: OrderServerKey,
+    /// The PEM certificate the router accepts as this server's TLS root.
+    pub tls_ca_pem: String,
+}
+
+/// A parsed and validated network descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkDescriptor {
+    /// A name for the network, shown to users.
+    pub name: String,
+    /// The router.
+    pub router: RouterEntry,
+    /// The order servers, in descriptor order; an order server's position in
+    /// this list is its `server` number on the wire.
+    pub order_servers: Vec<OrderServerEntry>,
+    /// How many order servers must attest an index before a client accepts it.
+    pub quorum: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDescriptor {
+    version: u32,
+    name: String,
+    quorum: Option<usize>,
+    router: RawRouter,
+    #[serde(default)]
+    order_server: Vec<RawOrderServer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouter {
+    address: String,
+    tls_ca_pem: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOrderServer {
+    name: String,
+    address: String,
+    public_key: String,
+    tls_ca_pem: String,
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), DescriptorError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DescriptorError::BadName {
+            what,
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn check_address(what: &str, address: &str) -> Result<(), DescriptorError> {
+    let bad = || DescriptorError::BadAddress {
+        what: what.to_owned(),
+        address: address.to_owned(),
+    };
+    let rest = address.strip_prefix("https://").ok_or_else(bad)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty()
+        || host.contains('/')
+        || host.chars().any(char::is_whitespace)
+        || port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn check_pem(what: &str, pem: &str) -> Result<(), DescriptorError> {
+    if pem.contains("-----BEGIN CERTIFICATE-----") && pem.contains("-----END CERTIFICATE-----") {
+        Ok(())
+    } else {
+        Err(DescriptorError::BadCertificate(what.to_owned()))
+    }
+}
+
+/// The smallest quorum allowed for `servers` order servers: a strict majority.
+pub const fn min_quorum(servers: usize) -> usize {
+    servers / 2 + 1
+}
+
+impl NetworkDescriptor {
+    /// Parses and validates a descriptor from TOML text.
+    pub fn parse(text: &str) -> Result<Self, DescriptorError> {
+        if text.len() > MAX_DESCRIPTOR_BYTES {
+            return Err(DescriptorError::TooLarge {
+                max: MAX_DESCRIPTOR_BYTES,
+                got: text.len(),
+            });
+        }
+        let raw: RawDescriptor =
+            toml::from_str(text).map_err(|e| DescriptorError::Syntax(e.to_string()))?;
+        if raw.version != DESCRIPTOR_VERSION {
+            return Err(DescriptorError::UnsupportedVersion {
+                got: raw.version,
+                supported: DESCRIPTOR_VERSION,
+            });
+        }
+        check_name("network", &raw.name)?;
+        check_address("router", &raw.router.address)?;
+        check_pem("router", &raw.router.tls_ca_pem)?;
+        let n = raw.order_server.len();
+        if n == 0 || n > MAX_ORDER_SERVERS {
+            return Err(DescriptorError::OrderServerCount {
+                got: n,
+                max: MAX_ORDER_SERVERS,
+            });
+        }
+        let mut names = HashSet::new();
+        let mut order_servers: Vec<OrderServerEntry> = Vec::with_capacity(n);
+        for s in raw.order_server {
+            check_name("order server", &s.name)?;
+            if !names.insert(s.name.clone()) {
+                return Err(DescriptorError::DuplicateName(s.name));
+            }
+            let what = format!("order server {:?}", s.name);
+            check_address(&what, &s.address)?;
+            check_pem(&what, &s.tls_ca_pem)?;
+            let bytes = hex::decode(s.public_key.trim()).map_err(|e| DescriptorError::BadKey {
+                name: s.name.clone(),
+                reason: e.to_string(),
+            })?;
+            let public_key = OrderServerKey::parse("public_key", &bytes).map_err(|e| {
+                DescriptorError::BadKey {
+                    name: s.name.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            if public_key.is_low_order() {
+                return Err(DescriptorError::LowOrderKey(s.name));
+            }
+            if let Some(first) = order_servers.iter().find(|o| o.public_key == public_key) {
+                return Err(DescriptorError::DuplicateKey {
+                    first: first.name.clone(),
+                    second: s.name,
+                });
+            }
+            order_servers.push(OrderServerEntry {
+                name: s.name,
+                address: s.address,
+                public_key,
+                tls_ca_pem: s.tls_ca_pem,
+            });
+        }
+        let quorum = raw.quorum.unwrap_or(n);
+        if quorum < min_quorum(n) || quorum > n {
+            return Err(DescriptorError::BadQuorum {
+                quorum,
+                servers: n,
+                min: min_quorum(n),
+            });
+        }
+        Ok(Self {
+            name: raw.name,
+            router: RouterEntry {
+                address: raw.router.address,
+                tls_ca_pem: raw.router.tls_ca_pem,
+            },
+            order_servers,
+            quorum,
+        })
+    }
+
+    /// Writes the descriptor as TOML that [`NetworkDescriptor::parse`] reads back.
+    pub fn to_toml(&self) -> String {
+        let mut out = format!(
+            "version = {DESCRIPTOR_VERSION}\nname = {}\nquorum = {}\n\n[router]\naddress = {}\ntls_ca_pem = {}\n",
+            toml_string(&self.name),
+            self.quorum,
+            toml_string(&self.router.address),
+            toml_string(&self.router.tls_ca_pem),
+        );
+        for s in &self.order_servers {
+            out.push_str(&format!(
+                "\n[[order_server]]\nname = {}\naddress = {}\npublic_key = \"{}\"\ntls_ca_pem = {}\n",
+                toml_string(&s.name),
+                toml_string(&s.address),
+                s.public_key.to_hex(),
+                toml_string(&s.tls_ca_pem),
+            ));
+        }
+        out
+    }
+
+    /// The number of order servers.
+    pub fn server_count(&self) -> usize {
+        self.order_servers.len()
+    }
+
+    /// The most order servers that may equivocate while no fork is possible
+    /// at this quorum: a fork needs at least `2t - N` equivocating servers.
+    pub fn tolerated_equivocators(&self) -> usize {
+        (2 * self.quorum - self.server_count()).saturating_sub(1)
+    }
+}
+
+/// A TOML basic string with every character that needs it escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::OrderServerSecret;
+
+    const PEM: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+
+    fn key(seed: u8) -> String {
+        OrderServerSecret::from_bytes([seed; 32])
+            .public_key()
+            .to_hex()
+    }
+
+    fn sample(servers: usize, quorum: Option<usize>) -> String {
+        let mut d = NetworkDescriptor {
+            name: "test".into(),
+            router: RouterEntry {
+                address: "https://127.0.0.1:7000".into(),
+                tls_ca_pem: PEM.into(),
+            },
+            order_servers: (0..servers)
+                .map(|i| OrderServerEntry {
+                    name: format!("s{i}"),
+                    address: format!("https://127.0.0.1:{}", 7100 + i),
+                    public_key: OrderServerSecret::from_bytes([i as u8 + 1; 32]).public_key(),
+                    tls_ca_pem: PEM.into(),
+                })
+                .collect(),
+            quorum: servers,
+        }
+        .to_toml();
+        if let Some(q) = quorum {
+            d = d.replace(&format!("quorum = {servers}"), &format!("quorum = {q}"));
+        }
+        d
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let text = sample(3, None);
+        let d = NetworkDescriptor::parse(&text).unwrap();
+        assert_eq!(d.server_count(), 3);
+        assert_eq!(d.quorum, 3);
+        assert_eq!(NetworkDescriptor::parse(&d.to_toml()).unwrap(), d);
+    }
+
+    #[test]
+    fn quorum_defaults_to_all_and_must_be_a_majority() {
+        let text = sample(3, None).replace("quorum = 3\n", "");
+        assert_eq!(NetworkDescriptor::parse(&text).unwrap().quorum, 3);
+        assert_eq!(NetworkDescriptor::parse(&sample(3, Some(2))).unwrap().quorum, 2);
+        assert!(matches!(
+            NetworkDescriptor::parse(&sample(3, Some(1))),
+            Err(DescriptorError::BadQuorum { quorum: 1, servers: 3, min: 2 })
+        ));
+        assert!(matches!(
+            NetworkDescriptor::parse(&sample(4, Some(2))),
+            Err(DescriptorError::BadQuorum { min: 3, .. })
+        ));
+        assert!(matches!(
+            NetworkDescriptor::parse(&sample(3, Some(4))),
+            Err(DescriptorError::BadQuorum { .. })
+        ));
+    }
+
+    #[test]
+    fn tolerated_equivocators_follow_the_bound() {
+        // N = 3: t = 3 tolerates 2 (any one honest), t = 2 tolerates 0.
+        let d = NetworkDescriptor::parse(&sample(3, None)).unwrap();
+        assert_eq!(d.tolerated_equivocators(), 2);
+        let d = NetworkDescriptor::parse(&sample(3, Some(2))).unwrap();
+        assert_eq!(d.tolerated_equivocators(), 0);
+        let d = NetworkDescriptor::parse(&sample(5, Some(4))).unwrap();
+        assert_eq!(d.tolerated_equivocators(), 2);
+    }
+
+    #[test]
+    fn rejections_name_what_is_wrong() {
+        let good = sample(2, None);
+        let cases: Vec<(String, fn(&DescriptorError) -> bool)> = vec![
+            (good.replace("version = 1", "version = 2"), |e| {
+                matches!(e, DescriptorError::UnsupportedVersion { got: 2, .. })
+            }),
+            (good.replace("name = \"s1\"", "name = \"s0\""), |e| {
+                matches!(e, DescriptorError::DuplicateName(n) if n == "s0")
+            }),
+            (good.replace(&key(2), &key(1)), |e| {
+                matches!(e, DescriptorError::DuplicateKey { .. })
+            }),
+            (good.replace(&key(1), "abcd"), |e| {
+                matches!(e, DescriptorError::BadKey { name, .. } if name == "s0")
+            }),
+            (good.replace(&key(1), &"zz".repeat(32)), |e| {
+                matches!(e, DescriptorError::BadKey { .. })
+            }),
+            (good.replace(&key(1), &"00".repeat(32)), |e| {
+                matches!(e, DescriptorError::LowOrderKey(n) if n == "s0")
+            }),
+            (good.replace("https://127.0.0.1:7000", "http://127.0.0.1:7000"), |e| {
+                matches!(e, DescriptorError::BadAddress { what, .. } if what == "router")
+            }),
+            (good.replace("https://127.0.0.1:7100", "https://127.0.0.1:0"), |e| {
+                matches!(e, DescriptorError::BadAddress { .. })
+            }),
+            (good.replace("https://127.0.0.1:7101", "https://127.0.0.1"), |e| {
+                matches!(e, DescriptorError::BadAddress { .. })
+            }),
+            (good.replacen("-----BEGIN CERTIFICATE-----", "x", 1), |e| {
+                matches!(e, DescriptorError::BadCertificate(w) if w == "router")
+            }),
+            (good.replace("name = \"test\"", "name = \"a b\""), |e| {
+                matches!(e, DescriptorError::BadName { what: "network", .. })
+            }),
+            (format!("{good}\nextra = 1\n"), |e| matches!(e, DescriptorError::Syntax(_))),
+            (good.replace("version = 1", "version = \"1\""), |e| {
+                matches!(e, DescriptorError::Syntax(_))
+            }),
+            ("version = 1\nname = \"x\"\n[router]\naddress = \"https://r:1\"\ntls_ca_pem = \"-----BEGIN CERTIFICATE-----\\n-----END CERTIFICATE-----\"\n".to_owned(), |e| {
+                matches!(e, DescriptorError::OrderServerCount { got: 0, .. })
+            }),
+            ("x".repeat(MAX_DESCRIPTOR_BYTES + 1), |e| {
+                matches!(e, DescriptorError::TooLarge { .. })
+            }),
+        ];
+        for (text, check) in cases {
+            let err = NetworkDescriptor::parse(&text).unwrap_err();
+            assert!(check(&err), "unexpected error {err:?}");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn too_many_servers_are_refused() {
+        let err = NetworkDescriptor::parse(&sample(MAX_ORDER_SERVERS + 1, None)).unwrap_err();
+        assert!(matches!(err, DescriptorError::OrderServerCount { got: 17, max: 16 }));
+    }
+
+    #[test]
+    fn strings_with_quotes_and_newlines_round_trip() {
+        let mut d = NetworkDescriptor::parse(&sample(1, None)).unwrap();
+        d.router.tls_ca_pem = format!("{PEM}\"\\\t\u{1}");
+        assert_eq!(NetworkDescriptor::parse(&d.to_toml()).unwrap(), d);
+    }
+}

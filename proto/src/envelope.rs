@@ -1,0 +1,363 @@
+//! The envelope: what is ordered.
+//!
+//! An envelope has a header (seen by everyone), a body ciphertext (seen by
+//! members) and one recipient block per recipient (each seen only by its
+//! recipient). Its hash is built in two layers so that a member can recompute
+//! it from the header, the body, its own block and the other blocks' digests:
+//!
+//! ```text
+//! core_hash     = H_core(conv, epoch, kind, sender, seq, last_seen,
+//!                        body_hash, key_commitment, slot_set_hash?)
+//! envelope_hash = H_env(core_hash, [block_digest...])
+//! ```
+//!
+//! Recipient blocks carry the body key and the core hash, so a block can only
+//! be used with the envelope it was made for; the key commitment in the
+//! header means every member who accepts an index decrypts the body under
+//! the same key, and so reads the same plaintext.
+
+use crate::context;
+use crate::encoding::Canonical;
+use crate::fixed::fixed32;
+use crate::ids::{ConversationId, Epoch, Index, Sequence, SlotIndex};
+use crate::slots::SlotSetHash;
+
+fixed32!(
+    /// Hash of a body ciphertext.
+    BodyHash
+);
+fixed32!(
+    /// Digest of one recipient block.
+    BlockDigest
+);
+fixed32!(
+    /// Hash of an envelope header (what recipient blocks bind to).
+    CoreHash
+);
+fixed32!(
+    /// Hash of a whole envelope: what order servers attest.
+    EnvelopeHash
+);
+fixed32!(
+    /// Commitment to the body key.
+    KeyCommitment
+);
+
+/// What an envelope is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EnvelopeKind {
+    /// First envelope of a conversation: member list and roles.
+    Setup,
+    /// An application message.
+    Message,
+    /// A membership change; installs the next epoch's slot set.
+    Update,
+    /// What the sender has processed, and what it could not decrypt.
+    Receipt,
+    /// Cover traffic; carries nothing.
+    Noise,
+}
+
+impl EnvelopeKind {
+    /// The code used in the canonical encoding and on the wire.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Setup => 1,
+            Self::Message => 2,
+            Self::Update => 3,
+            Self::Receipt => 4,
+            Self::Noise => 5,
+        }
+    }
+
+    /// The kind with this code, if any.
+    pub const fn from_code(code: i32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Setup),
+            2 => Some(Self::Message),
+            3 => Some(Self::Update),
+            4 => Some(Self::Receipt),
+            5 => Some(Self::Noise),
+            _ => None,
+        }
+    }
+
+    /// Whether envelopes of this kind install a slot set (and so must carry
+    /// its hash).
+    pub const fn installs_slot_set(self) -> bool {
+        matches!(self, Self::Setup | Self::Update)
+    }
+}
+
+/// The header of an envelope. Constructed only through [`EnvelopeHeader::new`]
+/// or parsing, both of which check that `slot_set_hash` is present exactly
+/// when the kind installs a slot set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeHeader {
+    conversation: ConversationId,
+    epoch: Epoch,
+    kind: EnvelopeKind,
+    sender: SlotIndex,
+    sequence: Sequence,
+    last_seen: Option<Index>,
+    body_hash: BodyHash,
+    key_commitment: KeyCommitment,
+    slot_set_hash: Option<SlotSetHash>,
+}
+
+/// The fields of an [`EnvelopeHeader`], for construction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderFields {
+    /// Conversation the envelope belongs to.
+    pub conversation: ConversationId,
+    /// Epoch whose slot set the sender belongs to.
+    pub epoch: Epoch,
+    /// Kind of envelope.
+    pub kind: EnvelopeKind,
+    /// Sender's slot.
+    pub sender: SlotIndex,
+    /// Sender's sequence number.
+    pub sequence: Sequence,
+    /// Highest index the sender had accepted (causal context).
+    pub last_seen: Option<Index>,
+    /// Hash of the body ciphertext.
+    pub body_hash: BodyHash,
+    /// Commitment to the body key.
+    pub key_commitment: KeyCommitment,
+    /// Hash of the slot set a Setup or Update installs.
+    pub slot_set_hash: Option<SlotSetHash>,
+}
+
+impl EnvelopeHeader {
+    /// Builds a header; fails if `slot_set_hash` is present on a kind that
+    /// installs no slot set or missing on one that does, or the sequence is 0.
+    pub fn new(fields: HeaderFields) -> Result<Self, crate::WireError> {
+        if fields.kind.installs_slot_set() != fields.slot_set_hash.is_some() {
+            return Err(crate::WireError::Invalid {
+                field: "header.slot_set_hash",
+                reason: "required on Setup and Update, forbidden on other kinds",
+            });
+        }
+        if fields.sequence.0 == 0 {
+            return Err(crate::WireError::Invalid {
+                field: "header.sequence",
+                reason: "sequence numbers start at 1",
+            });
+        }
+        Ok(Self {
+            conversation: fields.conversation,
+            epoch: fields.epoch,
+            kind: fields.kind,
+            sender: fields.sender,
+            sequence: fields.sequence,
+            last_seen: fields.last_seen,
+            body_hash: fields.body_hash,
+            key_commitment: fields.key_commitment,
+            slot_set_hash: fields.slot_set_hash,
+        })
+    }
+
+    /// The header's fields.
+    pub fn fields(&self) -> HeaderFields {
+        HeaderFields {
+            conversation: self.conversation,
+            epoch: self.epoch,
+            kind: self.kind,
+            sender: self.sender,
+            sequence: self.sequence,
+            last_seen: self.last_seen,
+            body_hash: self.body_hash,
+            key_commitment: self.key_commitment,
+            slot_set_hash: self.slot_set_hash,
+        }
+    }
+
+    /// Conversation the envelope belongs to.
+    pub fn conversation(&self) -> ConversationId {
+        self.conversation
+    }
+    /// Epoch whose slot set the sender belongs to.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+    /// Kind of envelope.
+    pub fn kind(&self) -> EnvelopeKind {
+        self.kind
+    }
+    /// Sender's slot.
+    pub fn sender(&self) -> SlotIndex {
+        self.sender
+    }
+    /// Sender's sequence number.
+    pub fn sequence(&self) -> Sequence {
+        self.sequence
+    }
+    /// Highest index the sender had accepted.
+    pub fn last_seen(&self) -> Option<Index> {
+        self.last_seen
+    }
+    /// Hash of the body ciphertext.
+    pub fn body_hash(&self) -> BodyHash {
+        self.body_hash
+    }
+    /// Commitment to the body key.
+    pub fn key_commitment(&self) -> KeyCommitment {
+        self.key_commitment
+    }
+    /// Hash of the slot set this envelope installs (Setup and Update only).
+    pub fn slot_set_hash(&self) -> Option<SlotSetHash> {
+        self.slot_set_hash
+    }
+
+    /// The canonical encoding of the header.
+    pub fn canonical(&self) -> Canonical {
+        Canonical::new()
+            .fixed(self.conversation.as_bytes())
+            .u64(self.epoch.0)
+            .u8(self.kind.code())
+            .u32(self.sender.0)
+            .u64(self.sequence.0)
+            .opt_u64(self.last_seen.map(|i| i.0))
+            .fixed(self.body_hash.as_bytes())
+            .fixed(self.key_commitment.as_bytes())
+            .opt_fixed(self.slot_set_hash.as_ref().map(SlotSetHash::as_bytes))
+    }
+
+    /// The core hash: what recipient blocks bind to.
+    pub fn core_hash(&self) -> CoreHash {
+        CoreHash::from_bytes(self.canonical().hash(context::ENVELOPE_CORE))
+    }
+}
+
+impl BodyHash {
+    /// Hash of a body ciphertext.
+    pub fn of(body: &[u8]) -> Self {
+        Self(Canonical::new().bytes(body).hash(context::BODY_HASH))
+    }
+}
+
+impl KeyCommitment {
+    /// Commitment to a 32-byte body key.
+    pub fn to_key(key: &[u8; 32]) -> Self {
+        Self(Canonical::new().fixed(key).hash(context::KEY_COMMITMENT))
+    }
+}
+
+impl EnvelopeHash {
+    /// The envelope hash from the core hash and all block digests in order.
+    pub fn compute(core: &CoreHash, digests: &[BlockDigest]) -> Self {
+        let mut c = Canonical::new().fixed(core.as_bytes()).count(digests.len());
+        for d in digests {
+            c = c.fixed(d.as_bytes());
+        }
+        Self(c.hash(context::ENVELOPE_HASH))
+    }
+}
+
+/// One recipient's block: the body key and core hash, encrypted pairwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientBlock {
+    /// The recipient's slot.
+    pub recipient: SlotIndex,
+    /// The pairwise ciphertext.
+    pub ciphertext: Vec<u8>,
+}
+
+impl RecipientBlock {
+    /// The digest of this block.
+    pub fn digest(&self) -> BlockDigest {
+        BlockDigest(
+            Canonical::new()
+                .u32(self.recipient.0)
+                .bytes(&self.ciphertext)
+                .hash(context::BLOCK_DIGEST),
+        )
+    }
+}
+
+/// What an order server orders: the header and the block digests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeSummary {
+    /// The header.
+    pub header: EnvelopeHeader,
+    /// One digest per recipient block, in block order.
+    pub block_digests: Vec<BlockDigest>,
+}
+
+impl EnvelopeSummary {
+    /// The envelope hash.
+    pub fn hash(&self) -> EnvelopeHash {
+        EnvelopeHash::compute(&self.header.core_hash(), &self.block_digests)
+    }
+}
+
+/// A whole envelope as a sender submits it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// The header; its body hash matches `body`.
+    header: EnvelopeHeader,
+    /// The body ciphertext.
+    body: Vec<u8>,
+    /// Recipient blocks, at most one per slot.
+    blocks: Vec<RecipientBlock>,
+}
+
+impl Envelope {
+    /// Assembles an envelope; fails if the header's body hash does not match
+    /// the body or two blocks name the same recipient.
+    pub fn new(
+        header: EnvelopeHeader,
+        body: Vec<u8>,
+        blocks: Vec<RecipientBlock>,
+    ) -> Result<Self, crate::WireError> {
+        if BodyHash::of(&body) != header.body_hash() {
+            return Err(crate::WireError::Invalid {
+                field: "envelope.body",
+                reason: "body does not match the header's body hash",
+            });
+        }
+        let mut seen = std::collections::HashSet::with_capacity(blocks.len());
+        if !blocks.iter().all(|b| seen.insert(b.recipient)) {
+            return Err(crate::WireError::Invalid {
+                field: "envelope.blocks",
+                reason: "two blocks for the same recipient slot",
+            });
+        }
+        Ok(Self {
+            header,
+            body,
+            blocks,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &EnvelopeHeader {
+        &self.header
+    }
+    /// The body ciphertext.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+    /// The recipient blocks.
+    pub fn blocks(&self) -> &[RecipientBlock] {
+        &self.blocks
+    }
+
+    /// The summary an order server sees.
+    pub fn summary(&self) -> EnvelopeSummary {
+        EnvelopeSummary {
+            header: self.header.clone(),
+            block_digests: self.blocks.iter().map(RecipientBlock::digest).collect(),
+        }
+    }
+
+    /// The envelope hash.
+    pub fn hash(&self) -> EnvelopeHash {
+        self.summary().hash()
+    }
+
+    /// Splits the envelope into its parts.
+    pub fn into_parts(self) -> (EnvelopeHeader, Vec<u8>, Vec<RecipientBlock>) {
+        (self.header, self.body, self.blocks)
+    }
+}

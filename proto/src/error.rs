@@ -1,0 +1,250 @@
+//! Errors: [`WireError`] for input that does not parse, and [`Misbehaviour`]
+//! for every way a peer (router, order server or member) can deviate from
+//! the protocol. Each variant of [`Misbehaviour`] is detected somewhere and
+//! exercised by a simulator scenario.
+
+use crate::ids::{Epoch, Index, Sequence, SlotIndex};
+
+/// Why a wire message or file did not parse into a domain type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The bytes are not a valid protobuf encoding of the message.
+    #[error("not a valid protobuf message: {0}")]
+    Decode(String),
+    /// A required field is absent.
+    #[error("missing required field {0}")]
+    MissingField(&'static str),
+    /// A fixed-length field has the wrong length.
+    #[error("field {field} must be {expected} bytes, got {got}")]
+    WrongLength {
+        /// The field.
+        field: &'static str,
+        /// Its required length.
+        expected: usize,
+        /// The length received.
+        got: usize,
+    },
+    /// A variable-length field is longer than the protocol allows.
+    #[error("field {field} is {got} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// The limit.
+        max: usize,
+        /// The size received.
+        got: usize,
+    },
+    /// A list has more items than the protocol allows.
+    #[error("field {field} has {got} items, more than the limit of {max}")]
+    TooMany {
+        /// The field.
+        field: &'static str,
+        /// The limit.
+        max: usize,
+        /// The count received.
+        got: usize,
+    },
+    /// An enum field has a value this version does not know (or the
+    /// unspecified zero value).
+    #[error("field {field} has unknown value {value}")]
+    UnknownEnum {
+        /// The field.
+        field: &'static str,
+        /// The value received.
+        value: i32,
+    },
+    /// A field is well-formed but breaks a rule of the protocol.
+    #[error("field {field} is invalid: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// The rule broken.
+        reason: &'static str,
+    },
+}
+
+impl From<prost::DecodeError> for WireError {
+    fn from(e: prost::DecodeError) -> Self {
+        Self::Decode(e.to_string())
+    }
+}
+
+/// Every way a peer can misbehave, named once. Order servers detect the
+/// first group (and refuse), clients detect the rest (and raise an alert).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misbehaviour {
+    // ---- Any peer -------------------------------------------------------
+    /// A message did not parse.
+    #[error("malformed input: {0}")]
+    Malformed(#[from] WireError),
+    /// A key offered for key agreement is of low order.
+    #[error("a public key is of low order")]
+    LowOrderKey,
+
+    // ---- Detected by an order server (of the router or a sender) --------
+    /// An open request for a conversation id the server has already seen.
+    #[error("conversation already exists; ids are never reused")]
+    ConversationExists,
+    /// A request for a conversation the server never opened.
+    #[error("unknown conversation")]
+    UnknownConversation,
+    /// An envelope from an epoch other than the conversation's current one.
+    #[error("wrong epoch: the conversation is at epoch {expected}, the envelope says {got}")]
+    WrongEpoch {
+        /// The current epoch.
+        expected: Epoch,
+        /// The epoch in the request.
+        got: Epoch,
+    },
+    /// A sender slot outside the slot set.
+    #[error("slot {slot} does not exist; the slot set has {slot_count} slots")]
+    UnknownSlot {
+        /// The slot named.
+        slot: SlotIndex,
+        /// Size of the slot set.
+        slot_count: usize,
+    },
+    /// The sender's submission tag does not verify: the envelope was not
+    /// sent by the holder of the slot key (an injection attempt).
+    #[error("submission tag does not verify for slot {slot}")]
+    BadSubmissionTag {
+        /// The claimed sender slot.
+        slot: SlotIndex,
+    },
+    /// A sequence number not above the last one seen from the slot (a replay).
+    #[error("sequence {got} from slot {slot} is not above the last accepted {last}")]
+    SequenceNotIncreasing {
+        /// The sender slot.
+        slot: SlotIndex,
+        /// The last sequence attested for it.
+        last: Sequence,
+        /// The sequence in the request.
+        got: Sequence,
+    },
+    /// The router asked for an index other than the next one.
+    #[error("index {got} requested, but the next index is {expected}")]
+    IndexMismatch {
+        /// The server's next index.
+        expected: Index,
+        /// The index requested.
+        got: Index,
+    },
+    /// The router's previous head is not the server's head.
+    #[error("previous head does not match the attested chain at index {index}")]
+    HeadMismatch {
+        /// The index whose predecessor was wrong.
+        index: Index,
+    },
+    /// A different envelope for an index that is already attested.
+    #[error("index {index} is already attested to a different envelope")]
+    Equivocation {
+        /// The index.
+        index: Index,
+    },
+    /// An Update from a slot without the admin role.
+    #[error("slot {slot} may not send updates")]
+    NotAuthorized {
+        /// The sender slot.
+        slot: SlotIndex,
+    },
+    /// The slot set supplied does not match the hash in the header.
+    #[error("slot set does not match the header's slot set hash")]
+    SlotSetMismatch,
+    /// An envelope kind that is not allowed at this point (a Setup after
+    /// index 0, anything else at index 0).
+    #[error("envelope kind not allowed here: {0}")]
+    UnexpectedKind(&'static str),
+    /// A configured limit was exceeded.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+
+    // ---- Detected by a client (of the router, order servers or senders) --
+    /// An order server's tag does not verify.
+    #[error("attestation from order server {server} does not verify at index {index}")]
+    BadAttestation {
+        /// The order server's position in the descriptor.
+        server: u32,
+        /// The index.
+        index: Index,
+    },
+    /// Order servers attest different heads for one index: a fork.
+    #[error("order servers disagree on the head of index {index}: the conversation was forked")]
+    ConflictingHeads {
+        /// The index.
+        index: Index,
+    },
+    /// A delivery for an index already accepted, with a different envelope.
+    #[error("a different envelope was delivered for accepted index {index}")]
+    RewrittenIndex {
+        /// The index.
+        index: Index,
+    },
+    /// A delivery for an index already accepted, with the same envelope.
+    #[error("index {index} was delivered again")]
+    Replay {
+        /// The index.
+        index: Index,
+    },
+    /// A delivery whose conversation, or epoch, is not the one expected.
+    #[error("a delivery from another conversation or epoch")]
+    WrongContext,
+    /// Deliveries stopped with a gap the router does not fill.
+    #[error("indices after {after} are missing")]
+    Gap {
+        /// The last index accepted.
+        after: Index,
+    },
+    /// A recipient block's digest does not match the delivered digest list.
+    #[error("recipient block does not match its digest")]
+    BlockDigestMismatch,
+    /// The body key in a block does not match the header's commitment.
+    #[error("body key does not match the header's key commitment")]
+    KeyCommitmentMismatch,
+    /// A block or body that does not decrypt, or a block bound to another
+    /// envelope.
+    #[error("could not decrypt: {0}")]
+    Undecryptable(&'static str),
+    /// The sender of an envelope cannot be authenticated.
+    #[error("the sender of index {index} could not be authenticated")]
+    UnauthenticatedSender {
+        /// The index.
+        index: Index,
+    },
+    /// A membership change that the membership rules forbid.
+    #[error("unauthorized membership change: {0}")]
+    UnauthorizedUpdate(&'static str),
+    /// A Setup or Update assigns this member a slot key it does not hold.
+    #[error("the slot assigned to this member is not one of its order keys")]
+    ForeignSlotKey,
+    /// A head proof that does not verify, or answers another nonce.
+    #[error("head proof from order server {server} does not verify")]
+    BadHeadProof {
+        /// The order server's position.
+        server: u32,
+    },
+    /// A head proof whose head differs from this member's transcript at the
+    /// same count.
+    #[error("order server {server} proves a head that differs from ours at count {count}")]
+    HeadProofFork {
+        /// The order server's position.
+        server: u32,
+        /// The count.
+        count: u64,
+    },
+    /// Attested indices exist that were not delivered to this member.
+    #[error("order server {server} has attested {attested} indices, only {delivered} were delivered")]
+    Withheld {
+        /// The order server's position.
+        server: u32,
+        /// Indices the server attests.
+        attested: u64,
+        /// Indices delivered to this member.
+        delivered: u64,
+    },
+    /// A member's receipt names a head that differs from ours.
+    #[error("a receipt reports a different head at index {index}")]
+    ReceiptMismatch {
+        /// The index.
+        index: Index,
+    },
+}
