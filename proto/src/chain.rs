@@ -60,11 +60,17 @@ mod tests {
         let g = Head::genesis(&c);
         let e = EnvelopeHash::from_bytes([2; 32]);
         let h = g.next(&c, Epoch(0), Index(0), &e);
-        assert_ne!(h, g.next(&ConversationId::from_bytes([3; 32]), Epoch(0), Index(0), &e));
+        assert_ne!(
+            h,
+            g.next(&ConversationId::from_bytes([3; 32]), Epoch(0), Index(0), &e)
+        );
         assert_ne!(h, g.next(&c, Epoch(1), Index(0), &e));
         assert_ne!(h, g.next(&c, Epoch(0), Index(1), &e));
         assert_ne!(h, h.next(&c, Epoch(0), Index(0), &e));
-        assert_ne!(h, g.next(&c, Epoch(0), Index(0), &EnvelopeHash::from_bytes([4; 32])));
+        assert_ne!(
+            h,
+            g.next(&c, Epoch(0), Index(0), &EnvelopeHash::from_bytes([4; 32]))
+        );
         assert_ne!(g, Head::genesis(&ConversationId::from_bytes([3; 32])));
     }
 }

@@ -423,10 +423,19 @@ mod tests {
     fn quorum_defaults_to_all_and_must_be_a_majority() {
         let text = sample(3, None).replace("quorum = 3\n", "");
         assert_eq!(NetworkDescriptor::parse(&text).unwrap().quorum, 3);
-        assert_eq!(NetworkDescriptor::parse(&sample(3, Some(2))).unwrap().quorum, 2);
+        assert_eq!(
+            NetworkDescriptor::parse(&sample(3, Some(2)))
+                .unwrap()
+                .quorum,
+            2
+        );
         assert!(matches!(
             NetworkDescriptor::parse(&sample(3, Some(1))),
-            Err(DescriptorError::BadQuorum { quorum: 1, servers: 3, min: 2 })
+            Err(DescriptorError::BadQuorum {
+                quorum: 1,
+                servers: 3,
+                min: 2
+            })
         ));
         assert!(matches!(
             NetworkDescriptor::parse(&sample(4, Some(2))),
@@ -449,10 +458,12 @@ mod tests {
         assert_eq!(d.tolerated_equivocators(), 2);
     }
 
+    type Case = (String, fn(&DescriptorError) -> bool);
+
     #[test]
     fn rejections_name_what_is_wrong() {
         let good = sample(2, None);
-        let cases: Vec<(String, fn(&DescriptorError) -> bool)> = vec![
+        let cases: Vec<Case> = vec![
             (good.replace("version = 1", "version = 2"), |e| {
                 matches!(e, DescriptorError::UnsupportedVersion { got: 2, .. })
             }),
@@ -507,7 +518,10 @@ mod tests {
     #[test]
     fn too_many_servers_are_refused() {
         let err = NetworkDescriptor::parse(&sample(MAX_ORDER_SERVERS + 1, None)).unwrap_err();
-        assert!(matches!(err, DescriptorError::OrderServerCount { got: 17, max: 16 }));
+        assert!(matches!(
+            err,
+            DescriptorError::OrderServerCount { got: 17, max: 16 }
+        ));
     }
 
     #[test]

@@ -232,7 +232,9 @@ pub enum Misbehaviour {
         count: u64,
     },
     /// Attested indices exist that were not delivered to this member.
-    #[error("order server {server} has attested {attested} indices, only {delivered} were delivered")]
+    #[error(
+        "order server {server} has attested {attested} indices, only {delivered} were delivered"
+    )]
     Withheld {
         /// The order server's position.
         server: u32,

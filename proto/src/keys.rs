@@ -41,9 +41,7 @@ impl X25519Secret {
     }
 
     fn agree(&self, peer: &[u8; 32]) -> Result<x25519_dalek::SharedSecret, KeyAgreementError> {
-        let shared = self
-            .0
-            .diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
+        let shared = self.0.diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
         if shared.was_contributory() {
             Ok(shared)
         } else {
@@ -106,7 +104,11 @@ impl SlotSecret {
     /// The MAC keys this slot shares with an order server.
     pub fn mac_keys(&self, server: &OrderServerKey) -> Result<MacKeys, KeyAgreementError> {
         let shared = self.0.agree(server.as_bytes())?;
-        Ok(MacKeys::derive(shared.as_bytes(), server, &self.public_key()))
+        Ok(MacKeys::derive(
+            shared.as_bytes(),
+            server,
+            &self.public_key(),
+        ))
     }
 }
 

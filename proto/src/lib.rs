@@ -28,6 +28,7 @@
 //! | [`keys`] | order server and slot key pairs, MAC key derivation |
 //! | [`mac`] | tags: attestation, submission, head proof |
 //! | [`wire`] | conversions between generated and domain types |
+//! | [`vectors`] | the known-answer test vector format (`vectors/v1.json`) |
 //! | [`descriptor`] | the network descriptor (TOML) |
 //! | [`limits`] | hard protocol limits enforced at parse time |
 //! | [`error`] | [`WireError`] and [`Misbehaviour`] |
@@ -44,6 +45,7 @@ pub mod keys;
 pub mod limits;
 pub mod mac;
 pub mod slots;
+pub mod vectors;
 pub mod wire;
 
 mod fixed;
@@ -55,13 +57,21 @@ pub use envelope::{
     EnvelopeSummary, KeyCommitment, RecipientBlock,
 };
 pub use error::{Misbehaviour, WireError};
-pub use ids::{AccountId, Challenge, ConversationId, Epoch, Index, ProofNonce, Sequence, SlotIndex};
+pub use ids::{
+    AccountId, Challenge, ConversationId, Epoch, Index, ProofNonce, Sequence, SlotIndex,
+};
 pub use keys::{MacKeys, OrderServerKey, OrderServerSecret, SlotSecret};
 pub use mac::{AttestationStatement, HeadProofStatement, Tag};
 pub use slots::{SlotEntry, SlotKey, SlotRole, SlotSet, SlotSetHash};
 
 /// Generated protobuf messages and gRPC services (package `grompi.v1`).
-#[allow(missing_docs, clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 pub mod pb {
     tonic::include_proto!("grompi.v1");
 

@@ -104,7 +104,12 @@ impl MacKeys {
     }
 
     /// Whether `tag` is this key's submission tag for `envelope` at `sequence`.
-    pub fn verify_submission(&self, envelope: &EnvelopeHash, sequence: Sequence, tag: &Tag) -> bool {
+    pub fn verify_submission(
+        &self,
+        envelope: &EnvelopeHash,
+        sequence: Sequence,
+        tag: &Tag,
+    ) -> bool {
         tag.verify(&self.submit(envelope, sequence))
     }
 
@@ -144,8 +149,20 @@ mod tests {
         };
         let tag = server.attest(&s);
         assert!(member.verify_attestation(&s, &tag));
-        assert!(!member.verify_attestation(&AttestationStatement { index: Index(4), ..s }, &tag));
-        assert!(!member.verify_attestation(&AttestationStatement { epoch: Epoch(1), ..s }, &tag));
+        assert!(!member.verify_attestation(
+            &AttestationStatement {
+                index: Index(4),
+                ..s
+            },
+            &tag
+        ));
+        assert!(!member.verify_attestation(
+            &AttestationStatement {
+                epoch: Epoch(1),
+                ..s
+            },
+            &tag
+        ));
         // The same statement under another purpose's key does not verify.
         let p = HeadProofStatement {
             conversation: s.conversation,

@@ -1,12 +1,12 @@
 //! Slots: the anonymous, single-use keys under which members (and padding)
 //! appear to order servers in one conversation epoch.
 
+use crate::WireError;
 use crate::context;
 use crate::encoding::Canonical;
 use crate::fixed::fixed32;
 use crate::ids::SlotIndex;
 use crate::limits::MAX_SLOTS;
-use crate::WireError;
 
 fixed32!(
     /// A slot's X25519 public key (an order key, used for one conversation

@@ -4,6 +4,7 @@
 //! fields exactly 32 bytes, lists and blobs within [`crate::limits`], enums
 //! known. Conversions back to the wire cannot fail.
 
+use crate::WireError;
 use crate::chain::Head;
 use crate::envelope::{
     BlockDigest, BodyHash, Envelope, EnvelopeHeader, EnvelopeKind, EnvelopeSummary, HeaderFields,
@@ -14,7 +15,6 @@ use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCKS, MAX_BODY_BYTES, MAX_SLOTS};
 use crate::mac::{Attestation, HeadProof, HeadProofStatement, Tag};
 use crate::pb;
 use crate::slots::{SlotEntry, SlotKey, SlotRole, SlotSet, SlotSetHash};
-use crate::WireError;
 
 /// Decodes protobuf bytes and parses them into a domain type.
 pub fn decode<P, T>(bytes: &[u8]) -> Result<T, WireError>
@@ -77,7 +77,10 @@ impl TryFrom<pb::EnvelopeHeader> for EnvelopeHeader {
         let slot_set_hash = if h.slot_set_hash.is_empty() {
             None
         } else {
-            Some(SlotSetHash::parse("header.slot_set_hash", &h.slot_set_hash)?)
+            Some(SlotSetHash::parse(
+                "header.slot_set_hash",
+                &h.slot_set_hash,
+            )?)
         };
         EnvelopeHeader::new(HeaderFields {
             conversation: ConversationId::parse("header.conversation_id", &h.conversation_id)?,

@@ -1,0 +1,564 @@
+//! Known-answer test vectors for every hash, MAC and key derivation of the
+//! protocol, as published in `vectors/v1.json`.
+//!
+//! Each vector names the primitive (`derive_key`, `keyed_hash`, `x25519` or
+//! `message`), its context or key, the exact input bytes and the expected
+//! output, plus the structured fields the input was encoded from. Another
+//! implementation checks two things per vector: that its canonical encoding
+//! of `fields` gives `input`, and that the primitive over `input` gives
+//! `output`. See `docs/PROTOCOL.md`, section "Test vectors".
+//!
+//! [`compute`] recomputes every vector with this crate's own functions, so
+//! the replay test fails if any context string, encoding or derivation
+//! changes. Set `GROMPI_WRITE_VECTORS=1` when running the tests to rewrite
+//! the file after an intended change (and bump the version in every context
+//! string it touches).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One known-answer vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vector {
+    /// What is computed.
+    pub name: String,
+    /// `derive_key` (BLAKE3 KDF mode), `keyed_hash` (BLAKE3 keyed mode),
+    /// `x25519` (Diffie-Hellman) or `message` (bytes that are signed).
+    pub primitive: String,
+    /// The BLAKE3 context string, for `derive_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The key (hex), for `keyed_hash`; the secret scalar (hex), for `x25519`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The structured inputs, for reference.
+    pub fields: BTreeMap<String, serde_json::Value>,
+    /// The exact input bytes (hex): the canonical encoding of `fields`, or
+    /// the peer public key for `x25519`.
+    pub input: String,
+    /// The expected output (hex); for `message`, equal to `input`.
+    pub output: String,
+}
+
+/// The file format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorFile {
+    /// Protocol version the vectors belong to.
+    pub version: u32,
+    /// How to use the file.
+    pub description: String,
+    /// The vectors.
+    pub vectors: Vec<Vector>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Head;
+    use crate::context;
+    use crate::encoding::Canonical;
+    use crate::envelope::{
+        BodyHash, EnvelopeHash, EnvelopeHeader, EnvelopeKind, HeaderFields, KeyCommitment,
+        RecipientBlock,
+    };
+    use crate::ids::{
+        AccountId, Challenge, ConversationId, Epoch, Index, ProofNonce, Sequence, SlotIndex,
+        prekey_signing_message,
+    };
+    use crate::keys::{MacKeys, OrderServerSecret, SlotSecret};
+    use crate::mac::{AttestationStatement, HeadProofStatement, submission_canonical};
+    use crate::slots::{SlotEntry, SlotRole, SlotSet};
+    use serde_json::json;
+
+    const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/v1.json");
+
+    fn h(b: &[u8]) -> String {
+        hex::encode(b)
+    }
+
+    fn derive(
+        name: &str,
+        ctx: &str,
+        fields: serde_json::Value,
+        input: &Canonical,
+        out: &[u8; 32],
+    ) -> Vector {
+        Vector {
+            name: name.into(),
+            primitive: "derive_key".into(),
+            context: Some(ctx.into()),
+            key: None,
+            fields: serde_json::from_value(fields).unwrap(),
+            input: h(input.as_bytes()),
+            output: h(out),
+        }
+    }
+
+    fn keyed(
+        name: &str,
+        key: &[u8; 32],
+        fields: serde_json::Value,
+        input: &Canonical,
+        out: &[u8; 32],
+    ) -> Vector {
+        Vector {
+            name: name.into(),
+            primitive: "keyed_hash".into(),
+            context: None,
+            key: Some(h(key)),
+            fields: serde_json::from_value(fields).unwrap(),
+            input: h(input.as_bytes()),
+            output: h(out),
+        }
+    }
+
+    /// Every vector, computed with this crate's functions from fixed inputs.
+    fn compute() -> Vec<Vector> {
+        let mut v = Vec::new();
+        let conv = ConversationId::from_bytes([0x11; 32]);
+
+        // Body hash, key commitment, block digest.
+        let body = b"an encrypted body".to_vec();
+        let body_hash = BodyHash::of(&body);
+        v.push(derive(
+            "body_hash",
+            context::BODY_HASH,
+            json!({"body": h(&body)}),
+            &Canonical::new().bytes(&body),
+            body_hash.as_bytes(),
+        ));
+        let body_key = [0x22; 32];
+        let commitment = KeyCommitment::to_key(&body_key);
+        v.push(derive(
+            "key_commitment",
+            context::KEY_COMMITMENT,
+            json!({"body_key": h(&body_key)}),
+            &Canonical::new().fixed(&body_key),
+            commitment.as_bytes(),
+        ));
+        let blocks = [
+            RecipientBlock {
+                recipient: SlotIndex(0),
+                ciphertext: b"block for slot 0".to_vec(),
+            },
+            RecipientBlock {
+                recipient: SlotIndex(2),
+                ciphertext: b"block for slot 2".to_vec(),
+            },
+        ];
+        for (i, b) in blocks.iter().enumerate() {
+            v.push(derive(
+                &format!("block_digest_{i}"),
+                context::BLOCK_DIGEST,
+                json!({"recipient_slot": b.recipient.0, "ciphertext": h(&b.ciphertext)}),
+                &Canonical::new().u32(b.recipient.0).bytes(&b.ciphertext),
+                b.digest().as_bytes(),
+            ));
+        }
+
+        // Slot set hash.
+        let server = OrderServerSecret::from_bytes([0x33; 32]);
+        let slot = SlotSecret::from_bytes([0x44; 32]);
+        let other = SlotSecret::from_bytes([0x55; 32]);
+        let set = SlotSet::new(vec![
+            SlotEntry {
+                key: slot.public_key(),
+                role: SlotRole::Admin,
+            },
+            SlotEntry {
+                key: other.public_key(),
+                role: SlotRole::Member,
+            },
+        ])
+        .unwrap();
+        let mut c = Canonical::new().count(2);
+        for e in set.entries() {
+            c = c.fixed(e.key.as_bytes()).u8(e.role.code());
+        }
+        v.push(derive(
+            "slot_set_hash",
+            context::SLOT_SET,
+            json!({"slots": [
+                {"key": slot.public_key().to_hex(), "role": "admin (2)"},
+                {"key": other.public_key().to_hex(), "role": "member (1)"}
+            ]}),
+            &c,
+            set.hash().as_bytes(),
+        ));
+
+        // Envelope core hash and envelope hash, for a Setup and a Message.
+        let headers = [
+            EnvelopeHeader::new(HeaderFields {
+                conversation: conv,
+                epoch: Epoch(0),
+                kind: EnvelopeKind::Setup,
+                sender: SlotIndex(0),
+                sequence: Sequence(1),
+                last_seen: None,
+                body_hash,
+                key_commitment: commitment,
+                slot_set_hash: Some(set.hash()),
+            })
+            .unwrap(),
+            EnvelopeHeader::new(HeaderFields {
+                conversation: conv,
+                epoch: Epoch(3),
+                kind: EnvelopeKind::Message,
+                sender: SlotIndex(1),
+                sequence: Sequence(7),
+                last_seen: Some(Index(41)),
+                body_hash,
+                key_commitment: commitment,
+                slot_set_hash: None,
+            })
+            .unwrap(),
+        ];
+        let digests: Vec<_> = blocks.iter().map(RecipientBlock::digest).collect();
+        let mut envelope_hashes = Vec::new();
+        for (i, header) in headers.iter().enumerate() {
+            let f = header.fields();
+            v.push(derive(
+                &format!("envelope_core_{i}"),
+                context::ENVELOPE_CORE,
+                json!({
+                    "conversation_id": conv.to_hex(),
+                    "epoch": f.epoch.0,
+                    "kind": f.kind.code(),
+                    "sender_slot": f.sender.0,
+                    "sequence": f.sequence.0,
+                    "last_seen_index": f.last_seen.map(|i| i.0),
+                    "body_hash": f.body_hash.to_hex(),
+                    "key_commitment": f.key_commitment.to_hex(),
+                    "slot_set_hash": f.slot_set_hash.map(|s| s.to_hex()),
+                }),
+                &header.canonical(),
+                header.core_hash().as_bytes(),
+            ));
+            let core = header.core_hash();
+            let env = EnvelopeHash::compute(&core, &digests);
+            let mut c = Canonical::new().fixed(core.as_bytes()).count(digests.len());
+            for d in &digests {
+                c = c.fixed(d.as_bytes());
+            }
+            v.push(derive(
+                &format!("envelope_hash_{i}"),
+                context::ENVELOPE_HASH,
+                json!({
+                    "core_hash": core.to_hex(),
+                    "block_digests": digests.iter().map(|d| d.to_hex()).collect::<Vec<_>>(),
+                }),
+                &c,
+                env.as_bytes(),
+            ));
+            envelope_hashes.push(env);
+        }
+
+        // Head chain: genesis, index 0 (the Setup), index 1.
+        let genesis = Head::genesis(&conv);
+        v.push(derive(
+            "genesis_head",
+            context::GENESIS_HEAD,
+            json!({"conversation_id": conv.to_hex()}),
+            &Canonical::new().fixed(conv.as_bytes()),
+            genesis.as_bytes(),
+        ));
+        let mut prev = genesis;
+        let mut heads = Vec::new();
+        for (i, (env, epoch)) in envelope_hashes.iter().zip([Epoch(0), Epoch(0)]).enumerate() {
+            let index = Index(i as u64);
+            let next = prev.next(&conv, epoch, index, env);
+            v.push(derive(
+                &format!("head_{i}"),
+                context::HEAD_CHAIN,
+                json!({
+                    "conversation_id": conv.to_hex(), "epoch": epoch.0, "index": index.0,
+                    "previous_head": prev.to_hex(), "envelope_hash": env.to_hex(),
+                }),
+                &Canonical::new()
+                    .fixed(conv.as_bytes())
+                    .u64(epoch.0)
+                    .u64(index.0)
+                    .fixed(prev.as_bytes())
+                    .fixed(env.as_bytes()),
+                next.as_bytes(),
+            ));
+            heads.push(next);
+            prev = next;
+        }
+
+        // MAC key derivation: X25519, root key, three subkeys.
+        let dh = *x25519_dalek::StaticSecret::from([0x33; 32])
+            .diffie_hellman(&x25519_dalek::PublicKey::from(
+                *slot.public_key().as_bytes(),
+            ))
+            .as_bytes();
+        v.push(Vector {
+            name: "order_server_dh".into(),
+            primitive: "x25519".into(),
+            context: None,
+            key: Some(h(&[0x33; 32])),
+            fields: serde_json::from_value(json!({
+                "server_secret": h(&[0x33; 32]),
+                "server_public": server.public_key().to_hex(),
+                "slot_secret": h(&[0x44; 32]),
+                "slot_public": slot.public_key().to_hex(),
+            }))
+            .unwrap(),
+            input: slot.public_key().to_hex(),
+            output: h(&dh),
+        });
+        let mut root_input = dh.to_vec();
+        root_input.extend_from_slice(server.public_key().as_bytes());
+        root_input.extend_from_slice(slot.public_key().as_bytes());
+        let root = blake3::derive_key(context::ORDER_MAC_KEY, &root_input);
+        v.push(Vector {
+            name: "order_mac_root_key".into(),
+            primitive: "derive_key".into(),
+            context: Some(context::ORDER_MAC_KEY.into()),
+            key: None,
+            fields: serde_json::from_value(json!({
+                "dh": h(&dh),
+                "server_public": server.public_key().to_hex(),
+                "slot_public": slot.public_key().to_hex(),
+            }))
+            .unwrap(),
+            input: h(&root_input),
+            output: h(&root),
+        });
+        let keys: MacKeys = server.mac_keys(&slot.public_key()).unwrap();
+        let member_keys = slot.mac_keys(&server.public_key()).unwrap();
+        assert_eq!(
+            keys.attestation.as_bytes(),
+            member_keys.attestation.as_bytes()
+        );
+        for (name, ctx, key) in [
+            (
+                "attestation_mac_key",
+                context::ATTESTATION_MAC,
+                keys.attestation.as_bytes(),
+            ),
+            (
+                "submission_mac_key",
+                context::SUBMISSION_MAC,
+                keys.submission.as_bytes(),
+            ),
+            (
+                "head_proof_mac_key",
+                context::HEAD_PROOF_MAC,
+                keys.head_proof.as_bytes(),
+            ),
+        ] {
+            v.push(Vector {
+                name: name.into(),
+                primitive: "derive_key".into(),
+                context: Some(ctx.into()),
+                key: None,
+                fields: serde_json::from_value(json!({"root_key": h(&root)})).unwrap(),
+                input: h(&root),
+                output: h(key),
+            });
+        }
+
+        // The three tags.
+        let statement = AttestationStatement {
+            conversation: conv,
+            epoch: Epoch(0),
+            index: Index(1),
+            head: heads[1],
+        };
+        v.push(keyed(
+            "attestation_tag",
+            keys.attestation.as_bytes(),
+            json!({"conversation_id": conv.to_hex(), "epoch": 0, "index": 1, "head": heads[1].to_hex()}),
+            &statement.canonical(),
+            keys.attest(&statement).as_bytes(),
+        ));
+        v.push(keyed(
+            "submission_tag",
+            keys.submission.as_bytes(),
+            json!({"envelope_hash": envelope_hashes[1].to_hex(), "sequence": 7}),
+            &submission_canonical(&envelope_hashes[1], Sequence(7)),
+            keys.submit(&envelope_hashes[1], Sequence(7)).as_bytes(),
+        ));
+        let proof = HeadProofStatement {
+            conversation: conv,
+            epoch: Epoch(0),
+            count: 2,
+            head: heads[1],
+            nonce: ProofNonce::from_bytes([0x66; 32]),
+        };
+        v.push(keyed(
+            "head_proof_tag",
+            keys.head_proof.as_bytes(),
+            json!({"conversation_id": conv.to_hex(), "epoch": 0, "count": 2,
+                   "head": heads[1].to_hex(), "nonce": h(&[0x66; 32])}),
+            &proof.canonical(),
+            keys.prove_head(&proof).as_bytes(),
+        ));
+
+        // Account id and the two signed messages.
+        let (signing, session) = ([0x77; 32], [0x88; 32]);
+        v.push(derive(
+            "account_id",
+            context::ACCOUNT_ID,
+            json!({"signing_key": h(&signing), "session_key": h(&session)}),
+            &Canonical::new().fixed(&signing).fixed(&session),
+            AccountId::of_identity(&signing, &session).as_bytes(),
+        ));
+        let challenge = Challenge::from_bytes([0x99; 32]);
+        let msg = challenge.signing_message();
+        v.push(Vector {
+            name: "sign_in_message".into(),
+            primitive: "message".into(),
+            context: Some(context::SIGN_IN.into()),
+            key: None,
+            fields: serde_json::from_value(json!({"challenge": challenge.to_hex()})).unwrap(),
+            input: h(&msg),
+            output: h(&msg),
+        });
+        let prekey = [0xaa; 32];
+        let msg = prekey_signing_message(&prekey);
+        v.push(Vector {
+            name: "prekey_message".into(),
+            primitive: "message".into(),
+            context: Some(context::PREKEY_SIGNATURE.into()),
+            key: None,
+            fields: serde_json::from_value(json!({"prekey": h(&prekey)})).unwrap(),
+            input: h(&msg),
+            output: h(&msg),
+        });
+        v
+    }
+
+    fn load() -> VectorFile {
+        let text = std::fs::read_to_string(PATH).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Checks a vector with the raw primitive only, as another implementation would.
+    fn check_primitive(v: &Vector) {
+        let input = hex::decode(&v.input).unwrap();
+        let output = hex::decode(&v.output).unwrap();
+        match v.primitive.as_str() {
+            "derive_key" => {
+                let ctx = v.context.as_deref().unwrap();
+                assert_eq!(
+                    blake3::derive_key(ctx, &input).to_vec(),
+                    output,
+                    "{}",
+                    v.name
+                );
+            }
+            "keyed_hash" => {
+                let key: [u8; 32] = hex::decode(v.key.as_deref().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                assert_eq!(
+                    blake3::keyed_hash(&key, &input).as_bytes().to_vec(),
+                    output,
+                    "{}",
+                    v.name
+                );
+            }
+            "x25519" => {
+                let secret: [u8; 32] = hex::decode(v.key.as_deref().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
+                let public: [u8; 32] = input.try_into().unwrap();
+                let dh = x25519_dalek::StaticSecret::from(secret)
+                    .diffie_hellman(&x25519_dalek::PublicKey::from(public));
+                assert_eq!(dh.as_bytes().to_vec(), output, "{}", v.name);
+            }
+            "message" => {
+                assert_eq!(input, output, "{}", v.name);
+                // A signed message starts with its length-prefixed context string.
+                let ctx = v.context.as_deref().unwrap();
+                let prefix = Canonical::new().bytes(ctx.as_bytes());
+                assert!(input.starts_with(prefix.as_bytes()), "{}", v.name);
+            }
+            other => panic!("unknown primitive {other} in {}", v.name),
+        }
+    }
+
+    #[test]
+    fn published_vectors_match_this_implementation() {
+        let computed = compute();
+        if std::env::var_os("GROMPI_WRITE_VECTORS").is_some() {
+            let file = VectorFile {
+                version: 1,
+                description: "Known-answer vectors for every hash, MAC and key derivation of \
+                              grompi protocol version 1. For each vector: encode `fields` \
+                              canonically (docs/PROTOCOL.md) and compare with `input`, then \
+                              apply `primitive` (with `context` or `key`) to `input` and \
+                              compare with `output`. All byte strings are lower-case hex."
+                    .into(),
+                vectors: computed.clone(),
+            };
+            let text = serde_json::to_string_pretty(&file).unwrap() + "\n";
+            std::fs::write(PATH, text).unwrap();
+        }
+        let file = load();
+        assert_eq!(file.version, 1);
+        assert_eq!(file.vectors.len(), computed.len(), "vector count changed");
+        for (published, ours) in file.vectors.iter().zip(&computed) {
+            assert_eq!(
+                published, ours,
+                "vector {} no longer matches",
+                published.name
+            );
+        }
+    }
+
+    #[test]
+    fn published_vectors_are_self_consistent() {
+        for v in &load().vectors {
+            check_primitive(v);
+        }
+    }
+
+    #[test]
+    fn every_context_string_is_covered_and_pinned() {
+        let file = load();
+        for ctx in context::ALL {
+            assert!(
+                file.vectors
+                    .iter()
+                    .any(|v| v.context.as_deref() == Some(*ctx)),
+                "no vector uses context {ctx:?}"
+            );
+        }
+        // Each context string is checked byte for byte against the file, so a
+        // change to any constant fails here as well as in the replay.
+        for v in &file.vectors {
+            if let Some(ctx) = &v.context {
+                assert!(
+                    context::ALL.contains(&ctx.as_str()),
+                    "vector {} uses unknown context {ctx:?}",
+                    v.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_context_changes_every_derive_key_output() {
+        // What the replay relies on: the output depends on the context string.
+        for v in load()
+            .vectors
+            .iter()
+            .filter(|v| v.primitive == "derive_key")
+        {
+            let input = hex::decode(&v.input).unwrap();
+            let ctx = v.context.as_deref().unwrap();
+            let changed = ctx.replace(" v1 ", " v2 ");
+            assert_ne!(
+                h(&blake3::derive_key(&changed, &input)),
+                v.output,
+                "vector {} does not depend on its context",
+                v.name
+            );
+        }
+    }
+}
