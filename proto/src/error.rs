@@ -250,3 +250,219 @@ pub enum Misbehaviour {
         index: Index,
     },
 }
+
+/// The kind of a [`Misbehaviour`], without its details: for metrics labels,
+/// simulator scenarios (one per kind) and stable names in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MisbehaviourKind {
+    /// See [`Misbehaviour::Malformed`].
+    Malformed,
+    /// See [`Misbehaviour::LowOrderKey`].
+    LowOrderKey,
+    /// See [`Misbehaviour::ConversationExists`].
+    ConversationExists,
+    /// See [`Misbehaviour::UnknownConversation`].
+    UnknownConversation,
+    /// See [`Misbehaviour::WrongEpoch`].
+    WrongEpoch,
+    /// See [`Misbehaviour::UnknownSlot`].
+    UnknownSlot,
+    /// See [`Misbehaviour::BadSubmissionTag`].
+    BadSubmissionTag,
+    /// See [`Misbehaviour::SequenceNotIncreasing`].
+    SequenceNotIncreasing,
+    /// See [`Misbehaviour::IndexMismatch`].
+    IndexMismatch,
+    /// See [`Misbehaviour::HeadMismatch`].
+    HeadMismatch,
+    /// See [`Misbehaviour::Equivocation`].
+    Equivocation,
+    /// See [`Misbehaviour::NotAuthorized`].
+    NotAuthorized,
+    /// See [`Misbehaviour::SlotSetMismatch`].
+    SlotSetMismatch,
+    /// See [`Misbehaviour::UnexpectedKind`].
+    UnexpectedKind,
+    /// See [`Misbehaviour::LimitExceeded`].
+    LimitExceeded,
+    /// See [`Misbehaviour::BadAttestation`].
+    BadAttestation,
+    /// See [`Misbehaviour::ConflictingHeads`].
+    ConflictingHeads,
+    /// See [`Misbehaviour::RewrittenIndex`].
+    RewrittenIndex,
+    /// See [`Misbehaviour::Replay`].
+    Replay,
+    /// See [`Misbehaviour::WrongContext`].
+    WrongContext,
+    /// See [`Misbehaviour::Gap`].
+    Gap,
+    /// See [`Misbehaviour::BlockDigestMismatch`].
+    BlockDigestMismatch,
+    /// See [`Misbehaviour::KeyCommitmentMismatch`].
+    KeyCommitmentMismatch,
+    /// See [`Misbehaviour::Undecryptable`].
+    Undecryptable,
+    /// See [`Misbehaviour::UnauthenticatedSender`].
+    UnauthenticatedSender,
+    /// See [`Misbehaviour::UnauthorizedUpdate`].
+    UnauthorizedUpdate,
+    /// See [`Misbehaviour::ForeignSlotKey`].
+    ForeignSlotKey,
+    /// See [`Misbehaviour::BadHeadProof`].
+    BadHeadProof,
+    /// See [`Misbehaviour::HeadProofFork`].
+    HeadProofFork,
+    /// See [`Misbehaviour::Withheld`].
+    Withheld,
+    /// See [`Misbehaviour::ReceiptMismatch`].
+    ReceiptMismatch,
+}
+
+impl MisbehaviourKind {
+    /// Every kind, in declaration order.
+    pub const ALL: &'static [MisbehaviourKind] = &[
+        Self::Malformed,
+        Self::LowOrderKey,
+        Self::ConversationExists,
+        Self::UnknownConversation,
+        Self::WrongEpoch,
+        Self::UnknownSlot,
+        Self::BadSubmissionTag,
+        Self::SequenceNotIncreasing,
+        Self::IndexMismatch,
+        Self::HeadMismatch,
+        Self::Equivocation,
+        Self::NotAuthorized,
+        Self::SlotSetMismatch,
+        Self::UnexpectedKind,
+        Self::LimitExceeded,
+        Self::BadAttestation,
+        Self::ConflictingHeads,
+        Self::RewrittenIndex,
+        Self::Replay,
+        Self::WrongContext,
+        Self::Gap,
+        Self::BlockDigestMismatch,
+        Self::KeyCommitmentMismatch,
+        Self::Undecryptable,
+        Self::UnauthenticatedSender,
+        Self::UnauthorizedUpdate,
+        Self::ForeignSlotKey,
+        Self::BadHeadProof,
+        Self::HeadProofFork,
+        Self::Withheld,
+        Self::ReceiptMismatch,
+    ];
+
+    /// A stable snake_case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::LowOrderKey => "low_order_key",
+            Self::ConversationExists => "conversation_exists",
+            Self::UnknownConversation => "unknown_conversation",
+            Self::WrongEpoch => "wrong_epoch",
+            Self::UnknownSlot => "unknown_slot",
+            Self::BadSubmissionTag => "bad_submission_tag",
+            Self::SequenceNotIncreasing => "sequence_not_increasing",
+            Self::IndexMismatch => "index_mismatch",
+            Self::HeadMismatch => "head_mismatch",
+            Self::Equivocation => "equivocation",
+            Self::NotAuthorized => "not_authorized",
+            Self::SlotSetMismatch => "slot_set_mismatch",
+            Self::UnexpectedKind => "unexpected_kind",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::BadAttestation => "bad_attestation",
+            Self::ConflictingHeads => "conflicting_heads",
+            Self::RewrittenIndex => "rewritten_index",
+            Self::Replay => "replay",
+            Self::WrongContext => "wrong_context",
+            Self::Gap => "gap",
+            Self::BlockDigestMismatch => "block_digest_mismatch",
+            Self::KeyCommitmentMismatch => "key_commitment_mismatch",
+            Self::Undecryptable => "undecryptable",
+            Self::UnauthenticatedSender => "unauthenticated_sender",
+            Self::UnauthorizedUpdate => "unauthorized_update",
+            Self::ForeignSlotKey => "foreign_slot_key",
+            Self::BadHeadProof => "bad_head_proof",
+            Self::HeadProofFork => "head_proof_fork",
+            Self::Withheld => "withheld",
+            Self::ReceiptMismatch => "receipt_mismatch",
+        }
+    }
+
+    /// The kind with this name, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for MisbehaviourKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Misbehaviour {
+    /// The kind of this misbehaviour.
+    pub const fn kind(&self) -> MisbehaviourKind {
+        match self {
+            Self::Malformed(_) => MisbehaviourKind::Malformed,
+            Self::LowOrderKey => MisbehaviourKind::LowOrderKey,
+            Self::ConversationExists => MisbehaviourKind::ConversationExists,
+            Self::UnknownConversation => MisbehaviourKind::UnknownConversation,
+            Self::WrongEpoch { .. } => MisbehaviourKind::WrongEpoch,
+            Self::UnknownSlot { .. } => MisbehaviourKind::UnknownSlot,
+            Self::BadSubmissionTag { .. } => MisbehaviourKind::BadSubmissionTag,
+            Self::SequenceNotIncreasing { .. } => MisbehaviourKind::SequenceNotIncreasing,
+            Self::IndexMismatch { .. } => MisbehaviourKind::IndexMismatch,
+            Self::HeadMismatch { .. } => MisbehaviourKind::HeadMismatch,
+            Self::Equivocation { .. } => MisbehaviourKind::Equivocation,
+            Self::NotAuthorized { .. } => MisbehaviourKind::NotAuthorized,
+            Self::SlotSetMismatch => MisbehaviourKind::SlotSetMismatch,
+            Self::UnexpectedKind(_) => MisbehaviourKind::UnexpectedKind,
+            Self::LimitExceeded(_) => MisbehaviourKind::LimitExceeded,
+            Self::BadAttestation { .. } => MisbehaviourKind::BadAttestation,
+            Self::ConflictingHeads { .. } => MisbehaviourKind::ConflictingHeads,
+            Self::RewrittenIndex { .. } => MisbehaviourKind::RewrittenIndex,
+            Self::Replay { .. } => MisbehaviourKind::Replay,
+            Self::WrongContext => MisbehaviourKind::WrongContext,
+            Self::Gap { .. } => MisbehaviourKind::Gap,
+            Self::BlockDigestMismatch => MisbehaviourKind::BlockDigestMismatch,
+            Self::KeyCommitmentMismatch => MisbehaviourKind::KeyCommitmentMismatch,
+            Self::Undecryptable(_) => MisbehaviourKind::Undecryptable,
+            Self::UnauthenticatedSender { .. } => MisbehaviourKind::UnauthenticatedSender,
+            Self::UnauthorizedUpdate(_) => MisbehaviourKind::UnauthorizedUpdate,
+            Self::ForeignSlotKey => MisbehaviourKind::ForeignSlotKey,
+            Self::BadHeadProof { .. } => MisbehaviourKind::BadHeadProof,
+            Self::HeadProofFork { .. } => MisbehaviourKind::HeadProofFork,
+            Self::Withheld { .. } => MisbehaviourKind::Withheld,
+            Self::ReceiptMismatch { .. } => MisbehaviourKind::ReceiptMismatch,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_are_unique_and_parse_back() {
+        let mut names = std::collections::HashSet::new();
+        for k in MisbehaviourKind::ALL {
+            assert!(names.insert(k.name()), "{} twice", k.name());
+            assert_eq!(MisbehaviourKind::from_name(k.name()), Some(*k));
+        }
+        assert_eq!(
+            Misbehaviour::Gap { after: Index(3) }.kind(),
+            MisbehaviourKind::Gap
+        );
+        assert_eq!(
+            Misbehaviour::Malformed(WireError::MissingField("x"))
+                .kind()
+                .name(),
+            "malformed"
+        );
+    }
+}

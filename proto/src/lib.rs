@@ -56,7 +56,7 @@ pub use envelope::{
     BlockDigest, BodyHash, CoreHash, Envelope, EnvelopeHash, EnvelopeHeader, EnvelopeKind,
     EnvelopeSummary, KeyCommitment, RecipientBlock,
 };
-pub use error::{Misbehaviour, WireError};
+pub use error::{Misbehaviour, MisbehaviourKind, WireError};
 pub use ids::{
     AccountId, Challenge, ConversationId, Epoch, Index, ProofNonce, Sequence, SlotIndex,
 };
