@@ -1,0 +1,22 @@
+//! What every server process shares: TLS material, tracing, metrics,
+//! health and graceful shutdown.
+//!
+//! The router, the order server and the simulator's real-network mode all
+//! use these helpers, so that every process is operated the same way: the
+//! same TLS file layout, the same log filter variable (`RUST_LOG`), the same
+//! Prometheus endpoint, the same reaction to SIGTERM.
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`tls`] | self-signed TLS identities, pinned mutual-TLS configs for tonic |
+//! | [`secret_file`] | atomic, `0600` files for secret keys |
+//! | [`telemetry`] | `tracing` logs and the Prometheus metrics endpoint |
+//! | [`shutdown`] | the signal that starts a graceful shutdown |
+#![forbid(unsafe_code)]
+
+pub mod secret_file;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
