@@ -2,4 +2,404 @@
 //!
 //! The helpers that build and start the binaries live here; the tests are
 //! under `tests/`.
+//!
+//! * [`binary`] builds every binary of the workspace once per test process
+//!   (same profile as the tests) and returns the path of one;
+//! * [`Process`] owns a child process and kills it when dropped;
+//! * [`wait_for_bound_addrs`] waits for the `bound-addrs.toml` a server
+//!   writes into its data directory once its listeners are bound (servers
+//!   listen on port 0, so tests never race for ports);
+//! * [`connect`] and [`wait_healthy`] open a TLS channel and wait for gRPC
+//!   health;
+//! * [`OrderServerNode`] initialises, configures and starts an order server.
+//!
+//! # Layout
+//!
+//! Everything is in this one module; each helper is small.
 #![forbid(unsafe_code)]
+
+use grompi_ops::tls::{self, TlsIdentity};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Why a harness step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// Building the binaries failed.
+    #[error("cargo build failed: {0}")]
+    Build(String),
+    /// A file or process operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Something did not happen in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+    /// A process exited early.
+    #[error("{name} exited early with {status}; stderr:\n{stderr}")]
+    Exited {
+        /// The binary.
+        name: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// Output did not have the expected form.
+    #[error("unexpected output: {0}")]
+    Output(String),
+    /// TLS material failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A gRPC connection failed.
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> HarnessError {
+    let what = what.into();
+    move |source| HarnessError::Io { what, source }
+}
+
+/// The target directory of the running test binary (`target/debug`).
+fn target_dir() -> Result<PathBuf, HarnessError> {
+    let exe = std::env::current_exe().map_err(io("current_exe"))?;
+    // target/debug/deps/<test> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| HarnessError::Output(format!("no target dir above {}", exe.display())))
+}
+
+fn cargo_build(args: &[&str]) -> Result<(), String> {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .current_dir(&workspace)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} exited with {status}", args.join(" ")))
+    }
+}
+
+/// Builds every binary of the workspace once per test process. If that
+/// fails (another crate does not compile), each binary is then built on
+/// its own, once, so that one broken crate does not stop every test.
+fn build_once(name: &str) -> Result<(), HarnessError> {
+    static WORKSPACE: OnceLock<Result<(), String>> = OnceLock::new();
+    static SINGLE: Mutex<Vec<(String, Result<(), String>)>> = Mutex::new(Vec::new());
+    let workspace = WORKSPACE.get_or_init(|| cargo_build(&["build", "--bins", "--workspace"]));
+    let Err(workspace_error) = workspace else {
+        return Ok(());
+    };
+    let mut single = SINGLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, r)) = single.iter().find(|(n, _)| n == name) {
+        return r.clone().map_err(HarnessError::Build);
+    }
+    eprintln!("building the whole workspace failed ({workspace_error}); building {name} alone");
+    let r = cargo_build(&["build", "--bin", name]);
+    single.push((name.to_owned(), r.clone()));
+    r.map_err(HarnessError::Build)
+}
+
+/// Builds every binary of the workspace (once per test process, dev
+/// profile) and returns the path of `name`.
+pub fn binary(name: &str) -> Result<PathBuf, HarnessError> {
+    build_once(name)?;
+    let path = target_dir()?.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(HarnessError::Output(format!(
+            "{} was not built",
+            path.display()
+        )))
+    }
+}
+
+/// A child process, killed (SIGKILL) and reaped when dropped.
+pub struct Process {
+    name: String,
+    child: Option<Child>,
+    stderr_path: PathBuf,
+}
+
+impl Process {
+    /// Spawns `binary` with `args`; its stderr goes to `stderr_path`.
+    pub fn spawn(binary: &Path, args: &[&str], stderr_path: &Path) -> Result<Self, HarnessError> {
+        let stderr = std::fs::File::create(stderr_path)
+            .map_err(io(format!("create {}", stderr_path.display())))?;
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(io(format!("spawn {}", binary.display())))?;
+        Ok(Self {
+            name: binary
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            child: Some(child),
+            stderr_path: stderr_path.to_path_buf(),
+        })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Fails if the process has exited.
+    pub fn check_running(&mut self) -> Result<(), HarnessError> {
+        let stderr = self.stderr();
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            return Err(HarnessError::Exited {
+                name: self.name.clone(),
+                status,
+                stderr,
+            });
+        }
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit;
+    /// returns its exit status.
+    pub fn terminate(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, HarnessError> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(HarnessError::Output("process already reaped".into()));
+        };
+        let pid = child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .map_err(io("kill -TERM"))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().map_err(io("wait"))? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "{} to exit after SIGTERM",
+                    self.name
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The addresses a server bound, from its `bound-addrs.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct BoundAddrs {
+    /// The gRPC listener.
+    pub grpc: SocketAddr,
+    /// The Prometheus endpoint, if configured.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Waits (polling) until `<data_dir>/bound-addrs.toml` exists and parses,
+/// failing early if `process` exits.
+pub async fn wait_for_bound_addrs(
+    data_dir: &Path,
+    process: &mut Process,
+    timeout: Duration,
+) -> Result<BoundAddrs, HarnessError> {
+    let path = data_dir.join("bound-addrs.toml");
+    let deadline = Instant::now() + timeout;
+    loop {
+        process.check_running()?;
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(addrs) = toml::from_str::<BoundAddrs>(&text)
+        {
+            return Ok(addrs);
+        }
+        if Instant::now() > deadline {
+            return Err(HarnessError::Timeout(format!("{}", path.display())));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Opens a TLS channel to `addr`, trusting only `server_cert_pem` for the
+/// name `localhost`, presenting `identity` when given.
+pub async fn connect(
+    addr: SocketAddr,
+    server_cert_pem: &str,
+    identity: Option<&TlsIdentity>,
+) -> Result<tonic::transport::Channel, HarnessError> {
+    tls::install_crypto_provider();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))?
+        .tls_config(tls::client_config(server_cert_pem, "localhost", identity))?
+        .connect_timeout(Duration::from_secs(5));
+    Ok(endpoint.connect().await?)
+}
+
+/// Waits until the gRPC health service reports `service` as serving.
+pub async fn wait_healthy(
+    channel: &tonic::transport::Channel,
+    service: &str,
+    timeout: Duration,
+) -> Result<(), HarnessError> {
+    use tonic_health::pb::{health_check_response::ServingStatus, health_client::HealthClient};
+    let mut client = HealthClient::new(channel.clone());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = client
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await;
+        if let Ok(r) = r
+            && r.into_inner().status == ServingStatus::Serving as i32
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(HarnessError::Timeout(format!("health of {service}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An order server's data directory, configuration and the router identity
+/// allowed to call it.
+pub struct OrderServerNode {
+    /// Holds every file; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// The server's public key, as `init` printed it (hex).
+    pub public_key_hex: String,
+    /// The server's TLS certificate (PEM).
+    pub server_cert_pem: String,
+    /// The router's client identity (the pinned one).
+    pub router: TlsIdentity,
+}
+
+/// A started order server.
+pub struct RunningOrderServer {
+    /// The process.
+    pub process: Process,
+    /// Its bound addresses.
+    pub addrs: BoundAddrs,
+}
+
+/// The gRPC service name of the order service, for health checks.
+pub const ORDER_SERVICE: &str = "grompi.v1.OrderService";
+
+impl OrderServerNode {
+    /// Runs `order-server init` in a fresh temporary directory and writes a
+    /// configuration listening on port 0 with metrics, plus `extra` TOML
+    /// appended (for example a `[limits]` table).
+    pub fn init(extra: &str) -> Result<Self, HarnessError> {
+        let bin = binary("order-server")?;
+        let dir = tempfile::tempdir().map_err(io("tempdir"))?;
+        let data_dir = dir.path().join("data");
+        let out = Command::new(&bin)
+            .args(["init", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .map_err(io("order-server init"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            return Err(HarnessError::Output(format!(
+                "init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let public_key_hex = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("public_key = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .ok_or_else(|| HarnessError::Output(format!("no public_key line in {stdout:?}")))?
+            .to_owned();
+        let server_cert_pem = tls::read_cert_pem(&data_dir.join("tls.crt"))?;
+        let router = TlsIdentity::generate(&[])?;
+        router.write_to(dir.path(), "router")?;
+        let config = dir.path().join("order.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\
+             router_certificate = \"router.crt\"\nlog = \"info\"\n{extra}"
+        );
+        std::fs::write(&config, text).map_err(io("write order.toml"))?;
+        Ok(Self {
+            dir,
+            data_dir,
+            config,
+            public_key_hex,
+            server_cert_pem,
+            router,
+        })
+    }
+
+    /// Starts the server and waits until it has bound its listeners.
+    pub async fn start(&self) -> Result<RunningOrderServer, HarnessError> {
+        let bin = binary("order-server")?;
+        let _ = std::fs::remove_file(self.data_dir.join("bound-addrs.toml"));
+        let config = self.config.to_string_lossy().into_owned();
+        let mut process = Process::spawn(
+            &bin,
+            &["serve", "--config", &config],
+            &self.dir.path().join("order-server.stderr"),
+        )?;
+        let addrs =
+            wait_for_bound_addrs(&self.data_dir, &mut process, Duration::from_secs(30)).await?;
+        Ok(RunningOrderServer { process, addrs })
+    }
+
+    /// A channel to `server` presenting the pinned router identity, once the
+    /// server reports healthy.
+    pub async fn channel(
+        &self,
+        server: &RunningOrderServer,
+    ) -> Result<tonic::transport::Channel, HarnessError> {
+        let channel = connect(server.addrs.grpc, &self.server_cert_pem, Some(&self.router)).await?;
+        wait_healthy(&channel, ORDER_SERVICE, Duration::from_secs(30)).await?;
+        Ok(channel)
+    }
+}

@@ -1,0 +1,393 @@
+//! Group commit: one writer thread owns the redb write path. Request
+//! handlers queue jobs; the writer drains everything queued (up to
+//! [`Limits::max_commit_items`](crate::limits::Limits) items), runs the core
+//! over the whole batch in one write transaction, commits it durably, and
+//! only then answers every job of the batch. No tag leaves the process
+//! before the commit that records it.
+//!
+//! If the store fails, every job of the batch gets the error, nothing of
+//! the batch is committed, and the writer stops (fail-stop): later jobs get
+//! [`CommitError::Stopped`]. Serving on after a storage failure could
+//! forget attestations.
+
+use crate::core::OrderCore;
+use crate::redb_store::{RedbStore, RedbWrite};
+use crate::refusal::{Refusal, reason_label};
+use crate::request::AttestRequest;
+use crate::store::{StoreError, StoreRead};
+use crate::telemetry;
+use grompi_proto::mac::Attestation;
+use grompi_proto::{ConversationId, Head, Misbehaviour, SlotSet};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a job got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommitError {
+    /// The store failed while this job's batch ran or committed.
+    #[error("storage failure, nothing of this batch was committed: {0}")]
+    Store(#[from] StoreError),
+    /// The writer has stopped (shutdown, or an earlier storage failure).
+    #[error("the order server is not accepting writes")]
+    Stopped,
+}
+
+/// One item of an attest job: parsed, or already refused at parsing.
+pub type AttestItemInput = Result<AttestRequest, Refusal>;
+
+/// The answer to an attest job: one result per item, in request order.
+pub type AttestAnswer = Vec<Result<Attestation, Refusal>>;
+
+enum Job {
+    Open {
+        conversation: ConversationId,
+        slots: SlotSet,
+        reply: oneshot::Sender<Result<Result<Head, Misbehaviour>, CommitError>>,
+    },
+    Attest {
+        items: Vec<AttestItemInput>,
+        reply: oneshot::Sender<Result<AttestAnswer, CommitError>>,
+    },
+    /// Finish what is queued, then refuse new jobs and exit; the reply is
+    /// sent once new jobs are refused.
+    Stop(oneshot::Sender<()>),
+}
+
+impl Job {
+    fn weight(&self) -> usize {
+        match self {
+            Job::Open { .. } => 1,
+            Job::Attest { items, .. } => items.len().max(1),
+            Job::Stop(_) => 0,
+        }
+    }
+}
+
+/// The handle request handlers use to queue jobs. Cloneable; when every
+/// handle is dropped the writer finishes the queue and exits.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// The writer thread; join it after dropping every [`Committer`].
+pub struct Writer {
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Waits for the writer to finish the queued jobs and exit.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            tracing::error!("the writer thread panicked");
+        }
+    }
+}
+
+impl Committer {
+    /// Starts the writer thread over `store`. `queue` bounds the number of
+    /// queued jobs (handlers wait when it is full).
+    pub fn start(
+        core: Arc<OrderCore>,
+        store: Arc<RedbStore>,
+        queue: usize,
+    ) -> std::io::Result<(Committer, Writer)> {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let max_items = core.limits().max_commit_items;
+        if let Ok(n) = store.conversation_count() {
+            metrics::gauge!(telemetry::OPEN_CONVERSATIONS).set(n as f64);
+        }
+        let thread = std::thread::Builder::new()
+            .name("order-writer".into())
+            .spawn(move || run(&core, &store, rx, max_items))?;
+        Ok((Committer { jobs: tx }, Writer { thread }))
+    }
+
+    /// Opens a conversation; answers after the commit.
+    pub async fn open(
+        &self,
+        conversation: ConversationId,
+        slots: SlotSet,
+    ) -> Result<Result<Head, Misbehaviour>, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Open {
+                conversation,
+                slots,
+                reply,
+            })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        rx.await.map_err(|_| CommitError::Stopped)?
+    }
+
+    /// Asks the writer to commit and answer everything queued before this
+    /// call, then to refuse new jobs and exit (even while other handles to
+    /// it still exist, for example in lingering connections).
+    /// Returns once new jobs are refused.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.jobs.send(Job::Stop(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Attests a batch of items; answers after the commit.
+    pub async fn attest(&self, items: Vec<AttestItemInput>) -> Result<AttestAnswer, CommitError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Attest { items, reply })
+            .await
+            .map_err(|_| CommitError::Stopped)?;
+        rx.await.map_err(|_| CommitError::Stopped)?
+    }
+}
+
+enum Answer {
+    Open(Result<Head, Misbehaviour>),
+    Attest(AttestAnswer),
+}
+
+fn run(core: &OrderCore, store: &RedbStore, mut rx: mpsc::Receiver<Job>, max_items: usize) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut weight = first.weight();
+        let mut stop = matches!(first, Job::Stop(_));
+        let mut batch = vec![first];
+        while weight < max_items && !stop {
+            match rx.try_recv() {
+                Ok(job) => {
+                    weight += job.weight();
+                    stop = matches!(job, Job::Stop(_));
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut stoppers = Vec::new();
+        batch.retain_mut(|j| match j {
+            Job::Stop(reply) => {
+                let (dummy, _) = oneshot::channel();
+                stoppers.push(std::mem::replace(reply, dummy));
+                false
+            }
+            _ => true,
+        });
+        if stop {
+            // Jobs already queued are still run; new ones are refused.
+            rx.close();
+            for s in stoppers {
+                let _ = s.send(());
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        match run_batch(core, store, &batch) {
+            Ok((answers, opened, evidence)) => {
+                metrics::histogram!(telemetry::COMMIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!(telemetry::COMMIT_BATCH_ITEMS).record(weight as f64);
+                metrics::gauge!(telemetry::OPEN_CONVERSATIONS).increment(opened as f64);
+                if let Some(total) = evidence {
+                    metrics::gauge!(telemetry::EVIDENCE_TOTAL).set(total as f64);
+                }
+                for (job, answer) in batch.into_iter().zip(answers) {
+                    match (job, answer) {
+                        (Job::Open { reply, .. }, Answer::Open(a)) => {
+                            let _ = reply.send(Ok(a));
+                        }
+                        (Job::Attest { reply, .. }, Answer::Attest(a)) => {
+                            count(&a);
+                            let _ = reply.send(Ok(a));
+                        }
+                        _ => tracing::error!("answers out of step with jobs"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage failure: refusing all further writes");
+                for job in batch {
+                    fail(job, CommitError::Store(e.clone()));
+                }
+                rx.close();
+                while let Ok(job) = rx.try_recv() {
+                    fail(job, CommitError::Stopped);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn fail(job: Job, e: CommitError) {
+    match job {
+        Job::Open { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Job::Attest { reply, .. } => {
+            let _ = reply.send(Err(e));
+        }
+        Job::Stop(reply) => {
+            let _ = reply.send(());
+        }
+    }
+}
+
+fn count(answer: &AttestAnswer) {
+    for r in answer {
+        match r {
+            Ok(_) => metrics::counter!(telemetry::ATTESTATIONS).increment(1),
+            Err(refusal) => {
+                metrics::counter!(telemetry::REFUSALS, "reason" => reason_label(&refusal.reason))
+                    .increment(1);
+                tracing::debug!(%refusal, "refused an item");
+            }
+        }
+    }
+}
+
+type BatchResult = (Vec<Answer>, u64, Option<u64>);
+
+/// Runs a batch in one transaction and commits it. Any store error aborts
+/// the transaction (dropped uncommitted).
+fn run_batch(
+    core: &OrderCore,
+    store: &RedbStore,
+    batch: &[Job],
+) -> Result<BatchResult, StoreError> {
+    let txn = store.begin_write()?;
+    let mut answers = Vec::with_capacity(batch.len());
+    let mut opened = 0;
+    let evidence;
+    {
+        let mut w = RedbWrite::open(&txn)?;
+        let evidence_before = w.evidence_total()?;
+        for job in batch {
+            match job {
+                Job::Open {
+                    conversation,
+                    slots,
+                    ..
+                } => {
+                    let r = core.open(&mut w, conversation, slots)?;
+                    if r.is_ok() {
+                        opened += 1;
+                    }
+                    answers.push(Answer::Open(r));
+                }
+                Job::Attest { items, .. } => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for item in items {
+                        out.push(match item {
+                            Ok(request) => core.attest(&mut w, request)?,
+                            Err(refusal) => Err(refusal.clone()),
+                        });
+                    }
+                    answers.push(Answer::Attest(out));
+                }
+                Job::Stop(_) => {}
+            }
+        }
+        let after = w.evidence_total()?;
+        evidence = (after != evidence_before).then_some(after);
+    }
+    RedbStore::commit(txn)?;
+    Ok((answers, opened, evidence))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::Limits;
+    use crate::redb_store::RedbRead;
+    use crate::store::StoreRead;
+    use grompi_proto::envelope::HeaderFields;
+    use grompi_proto::{
+        BodyHash, EnvelopeHeader, EnvelopeKind, EnvelopeSummary, Epoch, Index, KeyCommitment,
+        OrderServerSecret, Sequence, SlotEntry, SlotIndex, SlotRole, SlotSecret,
+    };
+
+    fn setup_item(
+        conv: ConversationId,
+        slots: &SlotSet,
+        keys: &grompi_proto::MacKeys,
+    ) -> AttestRequest {
+        let envelope = EnvelopeSummary {
+            header: EnvelopeHeader::new(HeaderFields {
+                conversation: conv,
+                epoch: Epoch(0),
+                kind: EnvelopeKind::Setup,
+                sender: SlotIndex(0),
+                sequence: Sequence(1),
+                last_seen: None,
+                body_hash: BodyHash::from_bytes([1; 32]),
+                key_commitment: KeyCommitment::from_bytes([2; 32]),
+                slot_set_hash: Some(slots.hash()),
+            })
+            .unwrap(),
+            block_digests: vec![],
+        };
+        AttestRequest {
+            submission_tag: keys.submit(&envelope.hash(), Sequence(1)),
+            envelope,
+            index: Index(0),
+            previous_head: Head::genesis(&conv),
+            next_slots: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_jobs_are_committed_and_answered_then_stop_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
+        let secret = OrderServerSecret::from_bytes([3; 32]);
+        let server_key = secret.public_key();
+        let core = Arc::new(OrderCore::new(secret, 0, Limits::default()));
+        let (committer, writer) = Committer::start(core, Arc::clone(&store), 64).unwrap();
+        let slot = SlotSecret::from_bytes([4; 32]);
+        let keys = slot.mac_keys(&server_key).unwrap();
+        let slots = SlotSet::new(vec![SlotEntry {
+            key: slot.public_key(),
+            role: SlotRole::Admin,
+        }])
+        .unwrap();
+        let mut tasks = Vec::new();
+        for c in 0..100u8 {
+            let committer = committer.clone();
+            let slots = slots.clone();
+            let keys = keys.clone();
+            tasks.push(tokio::spawn(async move {
+                let conv = ConversationId::from_bytes([c; 32]);
+                committer.open(conv, slots.clone()).await.unwrap().unwrap();
+                let answer = committer
+                    .attest(vec![Ok(setup_item(conv, &slots, &keys))])
+                    .await
+                    .unwrap();
+                assert_eq!(answer.len(), 1);
+                answer[0].as_ref().unwrap().head
+            }));
+        }
+        let mut heads = Vec::new();
+        for t in tasks {
+            heads.push(t.await.unwrap());
+        }
+        committer.stop().await;
+        let after = committer.attest(vec![]).await;
+        assert_eq!(after.unwrap_err(), CommitError::Stopped);
+        drop(committer);
+        writer.join();
+        // Every answered attestation is in the committed database.
+        let txn = store.begin_read().unwrap();
+        let read = RedbRead::open(&txn).unwrap();
+        for (c, head) in heads.iter().enumerate() {
+            let rec = read
+                .record(&ConversationId::from_bytes([c as u8; 32]), Index(0))
+                .unwrap()
+                .unwrap();
+            assert_eq!(&rec.head, head);
+        }
+        assert_eq!(store.conversation_count().unwrap(), 100);
+    }
+}

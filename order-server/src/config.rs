@@ -1,0 +1,202 @@
+//! The configuration file (`order.toml`). Every key is documented in
+//! `docs/OPERATING.md`. Unknown keys are refused, so a typo never silently
+//! falls back to a default. Relative paths are resolved against the
+//! directory of the configuration file.
+//!
+//! ```toml
+//! listen = "0.0.0.0:7400"
+//! data_dir = "/var/lib/grompi-order"
+//! router_certificate = "/etc/grompi/router.crt"
+//! metrics_listen = "127.0.0.1:9400"
+//! position = 0
+//!
+//! [limits]
+//! max_slots = 1024
+//! ```
+
+use crate::limits::{LimitOutOfRange, Limits};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest configuration file accepted, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// The order server's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address and port of the gRPC listener (port 0: any free port; the
+    /// bound address is written to `<data_dir>/bound-addrs.toml`).
+    pub listen: SocketAddr,
+    /// Directory with the key, the TLS material and the database.
+    pub data_dir: PathBuf,
+    /// PEM file with the router's client certificate: the only client
+    /// certificate accepted.
+    pub router_certificate: PathBuf,
+    /// Address of the Prometheus metrics endpoint; none when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// This server's position in the network descriptor, echoed in every
+    /// attestation and head proof.
+    #[serde(default)]
+    pub position: u32,
+    /// Largest gRPC request accepted, in bytes.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Most jobs (requests) waiting for the writer before handlers wait.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Seconds to wait, after SIGTERM, for requests in flight and open
+    /// connections before stopping anyway.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_seconds: u64,
+    /// Log filter used when `RUST_LOG` is not set.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_max_request_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_queue() -> usize {
+    4096
+}
+
+fn default_grace() -> u64 {
+    10
+}
+
+fn default_log() -> String {
+    "info".to_owned()
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is too large to be a configuration file.
+    #[error("{path} is {size} bytes; a configuration file is at most {MAX_CONFIG_BYTES}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its position.
+        message: String,
+    },
+    /// A limit is out of range.
+    #[error(transparent)]
+    Limit(#[from] LimitOutOfRange),
+    /// A value is out of range.
+    #[error("{key} = {value}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// Parses configuration text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path, path: &Path) -> Result<Self, ConfigError> {
+        let mut c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        c.data_dir = base.join(&c.data_dir);
+        c.router_certificate = base.join(&c.router_certificate);
+        c.limits.validate()?;
+        if !(64 * 1024..=1 << 30).contains(&c.max_request_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "max_request_bytes",
+                value: c.max_request_bytes.to_string(),
+                reason: "must be between 65536 and 1073741824",
+            });
+        }
+        if c.queue == 0 {
+            return Err(ConfigError::Invalid {
+                key: "queue",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        Ok(c)
+    }
+
+    /// Reads and parses the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(read)?.len();
+        if size > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = Config::parse(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nrouter_certificate = \"/etc/r.crt\"\n",
+            Path::new("/srv/order"),
+            Path::new("order.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/order/data"));
+        assert_eq!(c.router_certificate, PathBuf::from("/etc/r.crt"));
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.metrics_listen, None);
+    }
+
+    #[test]
+    fn typos_and_loose_limits_are_refused_with_the_key_named() {
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nrouter_certificate = \"r\"\n";
+        let err = Config::parse(
+            &format!("{base}lisen = 1\n"),
+            Path::new("."),
+            Path::new("o.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        let err = Config::parse(
+            &format!("{base}[limits]\nmax_slots = 5000\n"),
+            Path::new("."),
+            Path::new("o.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("limits.max_slots"), "{err}");
+    }
+}

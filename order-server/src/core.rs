@@ -1,0 +1,421 @@
+//! The order server's logic, free of I/O: open a conversation, attest the
+//! next envelope, prove the head. It reads and writes through
+//! [`StoreRead`]/[`StoreWrite`] inside the caller's transaction and never
+//! commits; the caller commits the whole batch before any answer leaves.
+//!
+//! Each operation checks everything before it writes anything, so a refused
+//! request leaves no trace but (for equivocation attempts) its evidence.
+//! Store failures are returned separately from refusals: they abort the
+//! batch.
+
+use crate::key_cache::{KeyCache, SlotKeys};
+use crate::limits::Limits;
+use crate::refusal::Refusal;
+use crate::request::AttestRequest;
+use crate::state::{ConversationState, IndexRecord};
+use crate::store::{StoreError, StoreRead, StoreWrite};
+use grompi_proto::mac::{Attestation, HeadProof};
+use grompi_proto::{
+    AttestationStatement, ConversationId, EnvelopeKind, Epoch, Head, HeadProofStatement, Index,
+    Misbehaviour, OrderServerKey, OrderServerSecret, ProofNonce, SlotIndex, SlotRole, SlotSet,
+    SlotSetHash, WireError,
+};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The result of one operation: the inner result is the protocol answer,
+/// the outer error a store failure that aborts the batch.
+pub type Outcome<T, E> = Result<Result<T, E>, StoreError>;
+
+/// The order server's state machine (its durable state lives in the store;
+/// it holds only the long-term key and a cache of derived MAC keys).
+pub struct OrderCore {
+    secret: OrderServerSecret,
+    public: OrderServerKey,
+    position: u32,
+    limits: Limits,
+    keys: Mutex<KeyCache>,
+}
+
+impl std::fmt::Debug for OrderCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderCore")
+            .field("public", &self.public)
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OrderCore {
+    /// A core for the server with `secret`, at `position` in the network
+    /// descriptor (echoed in attestations), enforcing `limits`.
+    pub fn new(secret: OrderServerSecret, position: u32, limits: Limits) -> Self {
+        Self {
+            public: secret.public_key(),
+            keys: Mutex::new(KeyCache::new(limits.key_cache_slots)),
+            secret,
+            position,
+            limits,
+        }
+    }
+
+    /// The server's public key.
+    pub fn public_key(&self) -> OrderServerKey {
+        self.public
+    }
+
+    /// The limits enforced.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many slot sets had their MAC keys derived (key cache misses).
+    pub fn key_derivations(&self) -> u64 {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .derivations()
+    }
+
+    fn slot_keys(&self, slots: &SlotSet) -> Result<Arc<SlotKeys>, Misbehaviour> {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .derive(&self.secret, slots)
+            .map_err(|_| Misbehaviour::LowOrderKey)
+    }
+
+    /// The keys of the set stored for `epoch`, from the cache when present.
+    fn stored_keys(
+        &self,
+        store: &impl StoreRead,
+        conversation: &ConversationId,
+        epoch: Epoch,
+        hash: Option<&SlotSetHash>,
+    ) -> Result<Arc<SlotKeys>, StoreError> {
+        if let Some(h) = hash {
+            let cached = self
+                .keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(h);
+            if let Some(k) = cached {
+                return Ok(k);
+            }
+        }
+        let set = store
+            .slot_set(conversation, epoch)?
+            .ok_or(StoreError::Inconsistent("an epoch has no stored slot set"))?;
+        self.slot_keys(&set)
+            .map_err(|_| StoreError::Inconsistent("a stored slot set has a low-order key"))
+    }
+
+    /// Opens `conversation` with its first slot set. Refused if the id was
+    /// ever opened, the set is larger than the limit, or a key is of low
+    /// order. Returns the genesis head.
+    pub fn open(
+        &self,
+        store: &mut impl StoreWrite,
+        conversation: &ConversationId,
+        slots: &SlotSet,
+    ) -> Outcome<Head, Misbehaviour> {
+        if store.conversation(conversation)?.is_some() {
+            return Ok(Err(Misbehaviour::ConversationExists));
+        }
+        if slots.len() > self.limits.max_slots {
+            return Ok(Err(Misbehaviour::LimitExceeded(format!(
+                "the slot set has {} slots, more than this server's limit of {}",
+                slots.len(),
+                self.limits.max_slots
+            ))));
+        }
+        // Derive now: it checks every key, and the first envelope finds the
+        // keys cached.
+        if let Err(m) = self.slot_keys(slots) {
+            return Ok(Err(m));
+        }
+        let state = ConversationState::opened(conversation, slots);
+        store.put_slot_set(conversation, Epoch(0), slots)?;
+        store.put_conversation(conversation, &state)?;
+        Ok(Ok(state.head))
+    }
+
+    /// Attests `request` at the next index of its conversation, or returns
+    /// the stored attestation if this very envelope is already attested at
+    /// that index. A different envelope at an attested index is refused
+    /// and kept as evidence.
+    pub fn attest(
+        &self,
+        store: &mut impl StoreWrite,
+        request: &AttestRequest,
+    ) -> Outcome<Attestation, Refusal> {
+        let header = &request.envelope.header;
+        let conversation = header.conversation();
+        let Some(state) = store.conversation(&conversation)? else {
+            return Ok(Err(Refusal {
+                reason: Misbehaviour::UnknownConversation,
+                next_index: Index(0),
+            }));
+        };
+        let refuse = |reason| {
+            Ok(Err(Refusal {
+                reason,
+                next_index: state.next_index,
+            }))
+        };
+        let envelope = request.envelope.hash();
+
+        if request.index < state.next_index {
+            let record = store
+                .record(&conversation, request.index)?
+                .ok_or(StoreError::Inconsistent("an attested index has no record"))?;
+            if record.envelope == envelope {
+                return self
+                    .attestation_of(store, &conversation, request.index, &record)
+                    .map(Ok);
+            }
+            self.keep_evidence(store, request)?;
+            return refuse(Misbehaviour::Equivocation {
+                index: request.index,
+            });
+        }
+        if request.index > state.next_index {
+            return refuse(Misbehaviour::IndexMismatch {
+                expected: state.next_index,
+                got: request.index,
+            });
+        }
+        if request.previous_head != state.head {
+            return refuse(Misbehaviour::HeadMismatch {
+                index: request.index,
+            });
+        }
+        if header.epoch() != state.epoch {
+            return refuse(Misbehaviour::WrongEpoch {
+                expected: state.epoch,
+                got: header.epoch(),
+            });
+        }
+        let digests = request.envelope.block_digests.len();
+        if digests > self.limits.max_block_digests {
+            return refuse(Misbehaviour::LimitExceeded(format!(
+                "the envelope has {digests} block digests, more than this server's limit of {}",
+                self.limits.max_block_digests
+            )));
+        }
+        let keys = self.stored_keys(
+            store,
+            &conversation,
+            state.epoch,
+            Some(&state.slot_set_hash),
+        )?;
+        let sender = header.sender();
+        let Some((sender_entry, sender_keys)) = keys.get(sender) else {
+            return refuse(Misbehaviour::UnknownSlot {
+                slot: sender,
+                slot_count: keys.len(),
+            });
+        };
+        if !sender_keys.verify_submission(&envelope, header.sequence(), &request.submission_tag) {
+            return refuse(Misbehaviour::BadSubmissionTag { slot: sender });
+        }
+        if let Some(last) = store.last_sequence(&conversation, state.epoch, sender)?
+            && header.sequence() <= last
+        {
+            return refuse(Misbehaviour::SequenceNotIncreasing {
+                slot: sender,
+                last,
+                got: header.sequence(),
+            });
+        }
+
+        let kind = header.kind();
+        let first = request.index == Index(0);
+        let mut next_epoch: Option<(Epoch, &SlotSet, Arc<SlotKeys>)> = None;
+        match kind {
+            EnvelopeKind::Setup if first => {
+                if header.slot_set_hash() != Some(state.slot_set_hash) {
+                    return refuse(Misbehaviour::SlotSetMismatch);
+                }
+            }
+            EnvelopeKind::Setup => {
+                return refuse(Misbehaviour::UnexpectedKind(
+                    "a Setup is allowed only at index 0",
+                ));
+            }
+            _ if first => {
+                return refuse(Misbehaviour::UnexpectedKind("index 0 must be a Setup"));
+            }
+            EnvelopeKind::Update => {
+                if sender_entry.role != SlotRole::Admin {
+                    return refuse(Misbehaviour::NotAuthorized { slot: sender });
+                }
+                let Some(next) = request.next_slots.as_ref() else {
+                    return refuse(Misbehaviour::Malformed(WireError::MissingField(
+                        "item.next_slots",
+                    )));
+                };
+                if next.len() > self.limits.max_slots {
+                    return refuse(Misbehaviour::LimitExceeded(format!(
+                        "the next slot set has {} slots, more than this server's limit of {}",
+                        next.len(),
+                        self.limits.max_slots
+                    )));
+                }
+                if header.slot_set_hash() != Some(next.hash()) {
+                    return refuse(Misbehaviour::SlotSetMismatch);
+                }
+                let Some(epoch) = state.epoch.next() else {
+                    return refuse(Misbehaviour::LimitExceeded(
+                        "the epoch counter is exhausted".into(),
+                    ));
+                };
+                match self.slot_keys(next) {
+                    Ok(k) => next_epoch = Some((epoch, next, k)),
+                    Err(m) => return refuse(m),
+                }
+            }
+            EnvelopeKind::Message | EnvelopeKind::Receipt | EnvelopeKind::Noise => {}
+        }
+        if request.next_slots.is_some() && kind != EnvelopeKind::Update {
+            return refuse(Misbehaviour::Malformed(WireError::Invalid {
+                field: "item.next_slots",
+                reason: "only an Update carries a next slot set",
+            }));
+        }
+        let Some(next_index) = request.index.next() else {
+            return refuse(Misbehaviour::LimitExceeded(
+                "the index counter is exhausted".into(),
+            ));
+        };
+
+        // Every check passed: write, then compute the tags.
+        let head = state
+            .head
+            .next(&conversation, state.epoch, request.index, &envelope);
+        let record = IndexRecord {
+            epoch: state.epoch,
+            kind,
+            envelope,
+            head,
+        };
+        store.put_record(&conversation, request.index, &record)?;
+        store.put_last_sequence(&conversation, state.epoch, sender, header.sequence())?;
+        let mut new_state = ConversationState {
+            next_index,
+            head,
+            ..state
+        };
+        if let Some((epoch, next, _)) = &next_epoch {
+            store.put_slot_set(&conversation, *epoch, next)?;
+            new_state.epoch = *epoch;
+            new_state.slot_set_hash = next.hash();
+            new_state.slot_count = u32::try_from(next.len()).unwrap_or(u32::MAX);
+        }
+        store.put_conversation(&conversation, &new_state)?;
+        Ok(Ok(self.tags(
+            &conversation,
+            request.index,
+            &record,
+            &keys,
+            next_epoch.as_ref().map(|(_, _, k)| k.as_ref()),
+        )))
+    }
+
+    /// The attestation of an already attested index, recomputed from its
+    /// record: exactly the tags that were returned when it was attested.
+    fn attestation_of(
+        &self,
+        store: &impl StoreRead,
+        conversation: &ConversationId,
+        index: Index,
+        record: &IndexRecord,
+    ) -> Result<Attestation, StoreError> {
+        let keys = self.stored_keys(store, conversation, record.epoch, None)?;
+        let next = if record.kind == EnvelopeKind::Update {
+            let epoch = record
+                .epoch
+                .next()
+                .ok_or(StoreError::Inconsistent("an Update in the last epoch"))?;
+            Some(self.stored_keys(store, conversation, epoch, None)?)
+        } else {
+            None
+        };
+        Ok(self.tags(conversation, index, record, &keys, next.as_deref()))
+    }
+
+    fn tags(
+        &self,
+        conversation: &ConversationId,
+        index: Index,
+        record: &IndexRecord,
+        keys: &SlotKeys,
+        next: Option<&SlotKeys>,
+    ) -> Attestation {
+        let statement = AttestationStatement {
+            conversation: *conversation,
+            epoch: record.epoch,
+            index,
+            head: record.head,
+        };
+        Attestation {
+            server: self.position,
+            index,
+            head: record.head,
+            tags: keys.iter().map(|k| k.attest(&statement)).collect(),
+            next_tags: next
+                .map(|n| n.iter().map(|k| k.attest(&statement)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn keep_evidence(
+        &self,
+        store: &mut impl StoreWrite,
+        request: &AttestRequest,
+    ) -> Result<(), StoreError> {
+        let total = store.evidence_total()?;
+        if total < self.limits.max_evidence {
+            let item = grompi_proto::pb::AttestItem::from(request);
+            store.put_evidence(total, &prost::Message::encode_to_vec(&item))?;
+        }
+        store.set_evidence_total(total.saturating_add(1))
+    }
+
+    /// A head proof for `slot` of the conversation's current epoch, over the
+    /// caller's `nonce`.
+    pub fn prove_head(
+        &self,
+        store: &impl StoreRead,
+        conversation: &ConversationId,
+        slot: SlotIndex,
+        nonce: ProofNonce,
+    ) -> Outcome<HeadProof, Misbehaviour> {
+        let Some(state) = store.conversation(conversation)? else {
+            return Ok(Err(Misbehaviour::UnknownConversation));
+        };
+        let keys =
+            self.stored_keys(store, conversation, state.epoch, Some(&state.slot_set_hash))?;
+        let Some((_, slot_keys)) = keys.get(slot) else {
+            return Ok(Err(Misbehaviour::UnknownSlot {
+                slot,
+                slot_count: keys.len(),
+            }));
+        };
+        let statement = HeadProofStatement {
+            conversation: *conversation,
+            epoch: state.epoch,
+            count: state.next_index.0,
+            head: state.head,
+            nonce,
+        };
+        Ok(Ok(HeadProof {
+            server: self.position,
+            statement,
+            tag: slot_keys.prove_head(&statement),
+        }))
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,174 @@
+//! Wiring: loads the key, TLS material and database, starts the group
+//! committer, binds the listeners, writes the bound addresses, serves gRPC
+//! (the order service and gRPC health) over mutual TLS until shutdown, and
+//! then lets the writer finish every queued job before returning.
+//!
+//! Bound addresses are written, atomically, to
+//! `<data_dir>/bound-addrs.toml` once both listeners are bound:
+//!
+//! ```toml
+//! grpc = "127.0.0.1:40123"
+//! metrics = "127.0.0.1:40124"   # only with metrics_listen
+//! ```
+
+use crate::committer::Committer;
+use crate::config::Config;
+use crate::core::OrderCore;
+use crate::init::{self, BOUND_ADDRS_FILE, DB_FILE, InitError, TLS_STEM};
+use crate::redb_store::RedbStore;
+use crate::service::OrderGrpc;
+use crate::store::StoreError;
+use grompi_ops::telemetry::MetricsError;
+use grompi_ops::tls::{self, TlsError, TlsIdentity};
+use grompi_proto::pb::order_service_server::OrderServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The key could not be loaded.
+    #[error("order server key: {0}")]
+    Key(#[from] InitError),
+    /// TLS material could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The database could not be opened or does not match the key.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The metrics endpoint could not be started.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// A listener could not be bound or a file written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Writes the bound addresses file atomically.
+fn write_bound_addrs(
+    data_dir: &Path,
+    grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> Result<(), ServeError> {
+    let mut text = format!("grpc = \"{grpc}\"\n");
+    if let Some(m) = metrics {
+        text.push_str(&format!("metrics = \"{m}\"\n"));
+    }
+    let path = data_dir.join(BOUND_ADDRS_FILE);
+    let tmp = data_dir.join(format!(".{BOUND_ADDRS_FILE}.tmp"));
+    std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, &path).map_err(io(format!("rename to {}", path.display())))
+}
+
+/// Runs the server with `config` until SIGTERM or Ctrl-C.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    serve_until(config, grompi_ops::shutdown::signal()).await
+}
+
+/// Runs the server with `config` until `shutdown` resolves, then stops
+/// accepting requests, answers the ones in flight, lets the writer commit
+/// what is queued, and returns.
+pub async fn serve_until(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    tls::install_crypto_provider();
+    let data = &config.data_dir;
+    let secret = init::load_secret(data)?;
+    let identity = TlsIdentity::read_from(data, TLS_STEM)?;
+    let router_pem = tls::read_cert_pem(&config.router_certificate)?;
+    let router_der = tls::cert_der(
+        &config.router_certificate.display().to_string(),
+        &router_pem,
+    )?;
+    let store = Arc::new(RedbStore::open(&data.join(DB_FILE))?);
+    store.check_server_key(&secret.public_key())?;
+    let core = Arc::new(OrderCore::new(
+        secret,
+        config.position,
+        config.limits.clone(),
+    ));
+    tracing::info!(public_key = %core.public_key(), "order server key loaded");
+
+    let metrics = grompi_ops::telemetry::install_metrics(config.metrics_listen)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("bind {}", config.listen)))?;
+    let bound = listener.local_addr().map_err(io("local address"))?;
+    write_bound_addrs(data, bound, metrics)?;
+
+    let (committer, writer) = Committer::start(Arc::clone(&core), Arc::clone(&store), config.queue)
+        .map_err(io("start the writer thread"))?;
+    let stopper = committer.clone();
+    let service = OrderServiceServer::new(OrderGrpc::new(
+        core,
+        Arc::clone(&store),
+        committer,
+        Some(router_der),
+    ))
+    .max_decoding_message_size(config.max_request_bytes);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<OrderServiceServer<OrderGrpc>>().await;
+    let health_on_shutdown = health.clone();
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let stopping_signal = Arc::clone(&stopping);
+    let shutdown = async move {
+        shutdown.await;
+        health_on_shutdown
+            .set_not_serving::<OrderServiceServer<OrderGrpc>>()
+            .await;
+        tracing::info!("shutting down: finishing requests in flight");
+        stopping_signal.notify_one();
+    };
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_seconds);
+    tracing::info!(%bound, "serving the order service over mutual TLS");
+    let serving = tonic::transport::Server::builder()
+        .tls_config(tls::server_config(&identity, Some(&router_pem)))?
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        );
+    // Clients that keep their connections open would hold the shutdown
+    // forever; after the grace period the server stops regardless. Nothing
+    // unanswered was promised, and everything answered is committed.
+    let result = tokio::select! {
+        r = serving => r,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "connections still open after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
+    // The writer commits and answers what is queued, then exits.
+    stopper.stop().await;
+    drop(stopper);
+    let join = tokio::task::spawn_blocking(move || writer.join());
+    if tokio::time::timeout(std::time::Duration::from_secs(10), join)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the writer did not finish within 10 s; exiting anyway");
+    }
+    tracing::info!("stopped");
+    result.map_err(ServeError::from)
+}

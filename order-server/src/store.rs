@@ -1,0 +1,85 @@
+//! The narrow storage interface the core works over.
+//!
+//! A write goes into the caller's open transaction; it becomes durable only
+//! when the caller commits, and a crash before that loses it entirely. The
+//! core never commits: the shell runs a whole batch of requests in one
+//! transaction, commits it, and only then lets any answer leave.
+//!
+//! Implementations: [`crate::mem_store`] (tests, simulator; a dropped
+//! transaction models a crash) and [`crate::redb_store`] (the server).
+
+use crate::state::{ConversationState, CorruptRecord, IndexRecord};
+use grompi_proto::{ConversationId, Epoch, Index, Sequence, SlotIndex, SlotSet};
+
+/// Why the store failed. Any such failure aborts the whole batch: nothing of
+/// it is committed and every request in it gets an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The storage backend failed.
+    #[error("storage failed: {0}")]
+    Backend(String),
+    /// A stored value does not decode.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRecord),
+    /// The stored data contradicts itself (for example an attested index
+    /// without its record).
+    #[error("stored state is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// Reads, within a transaction (or a read snapshot).
+pub trait StoreRead {
+    /// A conversation's state, if it was ever opened.
+    fn conversation(&self, id: &ConversationId) -> Result<Option<ConversationState>, StoreError>;
+    /// The slot set of one epoch of a conversation.
+    fn slot_set(&self, id: &ConversationId, epoch: Epoch) -> Result<Option<SlotSet>, StoreError>;
+    /// The last sequence number attested from a slot in an epoch.
+    fn last_sequence(
+        &self,
+        id: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+    ) -> Result<Option<Sequence>, StoreError>;
+    /// The record of an attested index.
+    fn record(&self, id: &ConversationId, index: Index) -> Result<Option<IndexRecord>, StoreError>;
+    /// How many equivocation attempts were refused, ever (kept or not).
+    fn evidence_total(&self) -> Result<u64, StoreError>;
+    /// The evidence kept under `number` (0-based, in arrival order).
+    fn evidence(&self, number: u64) -> Result<Option<Vec<u8>>, StoreError>;
+}
+
+/// Writes into an open transaction.
+pub trait StoreWrite: StoreRead {
+    /// Sets a conversation's state.
+    fn put_conversation(
+        &mut self,
+        id: &ConversationId,
+        state: &ConversationState,
+    ) -> Result<(), StoreError>;
+    /// Stores the slot set of one epoch.
+    fn put_slot_set(
+        &mut self,
+        id: &ConversationId,
+        epoch: Epoch,
+        slots: &SlotSet,
+    ) -> Result<(), StoreError>;
+    /// Sets the last sequence number attested from a slot in an epoch.
+    fn put_last_sequence(
+        &mut self,
+        id: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<(), StoreError>;
+    /// Stores the record of a newly attested index.
+    fn put_record(
+        &mut self,
+        id: &ConversationId,
+        index: Index,
+        record: &IndexRecord,
+    ) -> Result<(), StoreError>;
+    /// Keeps a refused request as evidence under `number`.
+    fn put_evidence(&mut self, number: u64, evidence: &[u8]) -> Result<(), StoreError>;
+    /// Sets the count of refused equivocation attempts.
+    fn set_evidence_total(&mut self, total: u64) -> Result<(), StoreError>;
+}
