@@ -1,5 +1,55 @@
 //! The router: directory, fan-out to the order servers, and delivery.
 //!
-//! Not yet implemented beyond this crate's place in the workspace; see the
-//! project's issues for the plan.
+//! The router is trusted for availability only. It keeps accounts and
+//! prekey bundles, assigns padded and shuffled slot sets, gives each
+//! envelope the next index of its conversation, sends it to every order
+//! server, and delivers to each member only what that member may see, with
+//! the order servers' tags. It never acknowledges an envelope it has not
+//! committed durably, and it never sends an order server index i+1 of a
+//! conversation before that server has attested index i.
+//!
+//! The logic is a sans-IO state machine ([`core::RouterCore`]): time and
+//! randomness are passed in, and its output is a list of records to commit
+//! and effects to perform after the commit. The gRPC service, the redb
+//! store, the order server workers and the timers are thin shells around
+//! it ([`runtime`]).
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`core`] | the state machine: commands, records, effects |
+//! | [`directory`] | accounts, prekeys, order keys, challenges, sessions |
+//! | [`conversation`] | slot assignment and padding tiers, epochs, the per-conversation sequencer |
+//! | [`fanout`] | per-order-server links, jobs, backoff, refusal classes |
+//! | [`delivery`] | per-member views of an envelope, tag updates |
+//! | [`limits`] | configured limits and the rate limiter |
+//! | [`record`] | what is persisted, and its encoding |
+//! | [`store`] | the storage trait, the redb store, the in-memory store |
+//! | [`config`] | the TOML configuration file |
+//! | [`runtime`] | the core thread with group commit, order server workers, subscribers |
+//! | [`service`] | the client-facing gRPC service |
+//! | [`server`] | wiring: `router init`, `router serve`, TLS, health, bound addresses, shutdown |
+//! | [`error`] | [`error::RouterError`] and its gRPC status codes |
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod conversation;
+pub mod core;
+pub mod delivery;
+pub mod directory;
+pub mod error;
+pub mod fanout;
+pub mod limits;
+pub mod record;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod store;
+
+/// Milliseconds since the Unix epoch (or any fixed origin, in tests).
+pub type Millis = u64;
+
+/// Identifies a request waiting for the core's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);

@@ -1,0 +1,214 @@
+//! The TOML configuration file of `router serve`.
+//!
+//! ```toml
+//! # Where clients connect (TLS). Port 0 picks a free port; the bound
+//! # addresses are then written to <data_dir>/bound-addrs.toml.
+//! listen = "127.0.0.1:7000"
+//! # Database and TLS identity (router.crt / router.key from `router init`).
+//! data_dir = "/var/lib/grompi-router"
+//! # The network descriptor: order servers, their keys, TLS roots, quorum.
+//! descriptor = "/etc/grompi/network.toml"
+//! # Prometheus endpoint (optional).
+//! metrics_listen = "127.0.0.1:9100"
+//! # Padded group sizes; a conversation's slot set is padded to the smallest
+//! # tier that fits its members.
+//! padding_tiers = [4, 8, 16, 32, 64, 128, 256, 1024]
+//! # One noise envelope per conversation every this many ms (0: off).
+//! noise_interval_ms = 0
+//!
+//! [limits]
+//! max_envelope_bytes = 262144
+//! ```
+//!
+//! Relative paths are relative to the configuration file's directory.
+
+use crate::limits::Limits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("{path}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The router's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing gRPC address.
+    pub listen: SocketAddr,
+    /// Data directory: database, TLS identity, bound addresses.
+    pub data_dir: PathBuf,
+    /// Network descriptor file.
+    pub descriptor: PathBuf,
+    /// Prometheus metrics address.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Padded group sizes.
+    #[serde(default = "default_tiers")]
+    pub padding_tiers: Vec<usize>,
+    /// Noise interval per conversation in ms; 0 turns noise off.
+    #[serde(default)]
+    pub noise_interval_ms: u64,
+    /// How long Submit waits for the quorum before answering Unavailable
+    /// (the envelope stays committed and will be delivered).
+    #[serde(default = "default_submit_timeout")]
+    pub submit_timeout_ms: u64,
+    /// How long CreateConversation and ProveHeads wait for order servers.
+    #[serde(default = "default_server_timeout")]
+    pub order_server_timeout_ms: u64,
+    /// Most items in one Attest call.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// First retry delay after an order server failure.
+    #[serde(default = "default_backoff_base")]
+    pub backoff_base_ms: u64,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+    /// Default log filter when `RUST_LOG` is unset.
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_tiers() -> Vec<usize> {
+    vec![4, 8, 16, 32, 64, 128, 256, 1024]
+}
+fn default_submit_timeout() -> u64 {
+    30_000
+}
+fn default_server_timeout() -> u64 {
+    10_000
+}
+fn default_max_batch() -> usize {
+    256
+}
+fn default_backoff_base() -> u64 {
+    100
+}
+fn default_backoff_max() -> u64 {
+    5_000
+}
+fn default_log() -> String {
+    "info".into()
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|reason| ConfigError::Syntax {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    /// Parses configuration text; relative paths are joined to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        if c.descriptor.is_relative() {
+            c.descriptor = base.join(&c.descriptor);
+        }
+        if c.padding_tiers.is_empty()
+            || c.padding_tiers
+                .iter()
+                .any(|t| *t == 0 || *t > grompi_proto::limits::MAX_SLOTS)
+        {
+            return Err(format!(
+                "padding_tiers must list sizes between 1 and {}",
+                grompi_proto::limits::MAX_SLOTS
+            ));
+        }
+        if c.limits.max_group_size > c.padding_tiers.iter().copied().max().unwrap_or(0) {
+            return Err("limits.max_group_size is larger than the largest padding tier".into());
+        }
+        if c.limits.max_envelope_bytes > 4 * 1024 * 1024 - 64 * 1024 {
+            return Err(
+                "limits.max_envelope_bytes must stay below the 4 MiB gRPC message limit".into(),
+            );
+        }
+        if c.max_batch == 0 || c.max_batch > grompi_proto::limits::MAX_ATTEST_BATCH {
+            return Err(format!(
+                "max_batch must be between 1 and {}",
+                grompi_proto::limits::MAX_ATTEST_BATCH
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The TLS identity's file stem in the data directory.
+    pub const TLS_STEM: &'static str = "router";
+
+    /// The database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("router.redb")
+    }
+
+    /// Where the bound addresses are written.
+    pub fn bound_path(&self) -> PathBuf {
+        self.data_dir.join("bound-addrs.toml")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_resolves_paths() {
+        let c = Config::parse(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\ndescriptor = \"/etc/n.toml\"\n",
+            Path::new("/srv"),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/data"));
+        assert_eq!(c.descriptor, PathBuf::from("/etc/n.toml"));
+        assert_eq!(c.padding_tiers, default_tiers());
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\ndescriptor = \"n\"\n";
+        assert!(Config::parse(&format!("{base}bogus = 1\n"), Path::new("/")).is_err());
+        let e = Config::parse(&format!("{base}padding_tiers = [0]\n"), Path::new("/")).unwrap_err();
+        assert!(e.contains("padding_tiers"));
+        let e = Config::parse(&format!("{base}padding_tiers = [4]\n"), Path::new("/")).unwrap_err();
+        assert!(e.contains("max_group_size"));
+    }
+}

@@ -1,0 +1,1055 @@
+//! Tests of the core against fake order servers built on proto's MACs, with
+//! an in-memory store that forgets uncommitted writes on a simulated crash.
+
+use super::*;
+use crate::directory::{parse_register, parse_upload};
+use crate::fanout::OpenOutcome;
+use crate::store::{EnvelopeReader, MemStore, Store};
+use ed25519_dalek::{Signer, SigningKey};
+use grompi_proto::envelope::HeaderFields;
+use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::mac::AttestationStatement;
+use grompi_proto::{
+    BodyHash, Challenge, EnvelopeHeader, Head, KeyCommitment, RecipientBlock, SlotKey, SlotSecret,
+    SlotSet, SlotSetHash,
+};
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+// ---------------------------------------------------------------- fakes ---
+
+#[path = "../tests/support/fake_order.rs"]
+mod fake_order;
+use fake_order::FakeServer;
+
+/// A member: identity, session, order key secrets, slots per conversation.
+struct Member {
+    signing: SigningKey,
+    account: AccountId,
+    token: Vec<u8>,
+    order_secrets: HashMap<SlotKey, SlotSecret>,
+    sequence: u64,
+}
+
+// ---------------------------------------------------------------- world ---
+
+struct World {
+    store: MemStore,
+    core: RouterCore,
+    config: CoreConfig,
+    servers: Vec<FakeServer>,
+    down: Vec<bool>,
+    rng: StdRng,
+    now: Millis,
+    next_ticket: u64,
+    replies: HashMap<Ticket, Result<Response, RouterError>>,
+    jobs: Vec<ServerJob>,
+    deliveries: Vec<(AccountId, pb::Delivery)>,
+    /// Uncommitted output (a crash before commit loses it).
+    uncommitted: Output,
+}
+
+fn config(n: usize, quorum: usize) -> (CoreConfig, Vec<FakeServer>) {
+    let servers: Vec<FakeServer> = (0..n)
+        .map(|i| FakeServer::new(i as u32, 40 + i as u8))
+        .collect();
+    (
+        CoreConfig {
+            servers: servers.iter().map(|s| s.secret.public_key()).collect(),
+            quorum,
+            limits: Limits {
+                requests_per_second: 1_000_000,
+                request_burst: 1_000_000,
+                ..Limits::default()
+            },
+            padding_tiers: vec![4, 8, 16],
+            noise_interval_ms: None,
+            max_batch: 4,
+            backoff_base_ms: 10,
+            backoff_max_ms: 100,
+        },
+        servers,
+    )
+}
+
+impl World {
+    fn new(n: usize, quorum: usize, seed: u64) -> Self {
+        let (config, servers) = config(n, quorum);
+        let store = MemStore::new();
+        let core = RouterCore::restore(config.clone(), store.load().unwrap()).unwrap();
+        Self {
+            store,
+            core,
+            config,
+            servers,
+            down: vec![false; n],
+            rng: StdRng::seed_from_u64(seed),
+            now: 1,
+            next_ticket: 1,
+            replies: HashMap::new(),
+            jobs: Vec::new(),
+            deliveries: Vec::new(),
+            uncommitted: Output::default(),
+        }
+    }
+
+    /// Feeds a command without committing.
+    fn feed(&mut self, cmd: Command) -> Ticket {
+        let t = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        self.core
+            .handle(t, cmd, self.now, &mut self.rng, &mut self.uncommitted);
+        t
+    }
+
+    /// Polls, commits, then performs effects: the shell's loop.
+    fn flush(&mut self) {
+        self.core
+            .poll(self.now, &mut self.rng, &mut self.uncommitted);
+        let out = std::mem::take(&mut self.uncommitted);
+        self.store.commit(&out.records).unwrap();
+        for e in out.effects {
+            match e {
+                Effect::Reply(t, r) => {
+                    self.replies.insert(t, r);
+                }
+                Effect::Job(j) => self.jobs.push(j),
+                Effect::Deliver { account, delivery } => self.deliveries.push((account, delivery)),
+            }
+        }
+    }
+
+    fn call(&mut self, cmd: Command) -> Ticket {
+        let t = self.feed(cmd);
+        self.flush();
+        t
+    }
+
+    fn reply(&self, t: Ticket) -> Option<&Result<Response, RouterError>> {
+        self.replies.get(&t)
+    }
+
+    /// Runs one pending job; `lose` drops the server's answer after it acted.
+    fn run_job(&mut self, k: usize, lose: bool) {
+        if k >= self.jobs.len() {
+            return;
+        }
+        let job = self.jobs.remove(k);
+        let s = job.server as usize;
+        let result = if self.down[s] {
+            JobResult {
+                id: job.id,
+                server: job.server,
+                opens: job
+                    .opens
+                    .iter()
+                    .map(|_| OpenOutcome::Failed("down".into()))
+                    .collect(),
+                attest: Err("connection refused".into()),
+            }
+        } else {
+            let opens = job
+                .opens
+                .iter()
+                .map(|o| match self.servers[s].open(o) {
+                    Ok(r) => OpenOutcome::Opened(r.genesis_head),
+                    Err(_) => OpenOutcome::AlreadyOpen,
+                })
+                .collect();
+            let attest = if job.request.items.is_empty() {
+                Ok(Vec::new())
+            } else {
+                Ok(self.servers[s].attest(&job.request))
+            };
+            if lose {
+                JobResult {
+                    id: job.id,
+                    server: job.server,
+                    opens: job
+                        .opens
+                        .iter()
+                        .map(|_| OpenOutcome::Failed("lost".into()))
+                        .collect(),
+                    attest: Err("response lost".into()),
+                }
+            } else {
+                JobResult {
+                    id: job.id,
+                    server: job.server,
+                    opens,
+                    attest,
+                }
+            }
+        };
+        self.call(Command::JobDone(result));
+    }
+
+    /// Runs jobs and advances time until nothing is left to do (or, while a
+    /// server is down or noise is on, for a bounded number of rounds).
+    fn settle(&mut self) {
+        for _ in 0..2_000 {
+            if self.jobs.is_empty() {
+                self.now += 200;
+                self.flush();
+                if self.jobs.is_empty() {
+                    return;
+                }
+            }
+            self.run_job(0, false);
+        }
+    }
+
+    /// Simulated crash: uncommitted output and unfinished jobs are lost; a
+    /// new core restarts from the store.
+    fn crash(&mut self) {
+        self.uncommitted = Output::default();
+        self.jobs.clear();
+        self.core = RouterCore::restore(self.config.clone(), self.store.load().unwrap()).unwrap();
+    }
+
+    fn register(&mut self, seed: u8, order_keys: usize) -> Member {
+        let t = self.call(Command::GetChallenge);
+        let Some(Ok(Response::Challenge(c))) = self.reply(t) else {
+            panic!("no challenge")
+        };
+        let challenge = Challenge::parse("c", &c.challenge).unwrap();
+        let signing = SigningKey::from_bytes(&[seed; 32]);
+        let secrets: Vec<SlotSecret> = (0..order_keys)
+            .map(|i| SlotSecret::from_bytes([seed.wrapping_mul(31).wrapping_add(i as u8 + 1); 32]))
+            .collect();
+        let prekey = [seed; 32];
+        let req = pb::RegisterRequest {
+            identity: Some(pb::IdentityKeys {
+                signing_key: signing.verifying_key().to_bytes().to_vec(),
+                session_key: vec![seed; 32],
+            }),
+            challenge: challenge.to_vec(),
+            signature: signing
+                .sign(&challenge.signing_message())
+                .to_bytes()
+                .to_vec(),
+            fallback_prekey: Some(pb::SignedPrekey {
+                key: prekey.to_vec(),
+                signature: signing
+                    .sign(&prekey_signing_message(&prekey))
+                    .to_bytes()
+                    .to_vec(),
+            }),
+            one_time_prekeys: vec![],
+            order_keys: secrets.iter().map(|s| s.public_key().to_vec()).collect(),
+        };
+        let t = self.call(Command::Register(parse_register(&req).unwrap()));
+        let Some(Ok(Response::Registered(r))) = self.reply(t) else {
+            panic!("register failed: {:?}", self.reply(t))
+        };
+        Member {
+            signing,
+            account: AccountId::parse("a", &r.account).unwrap(),
+            token: r.session_token.clone(),
+            order_secrets: secrets.into_iter().map(|s| (s.public_key(), s)).collect(),
+            sequence: 0,
+        }
+    }
+
+    fn authed(&mut self, m: &Member, call: Call) -> Ticket {
+        self.call(Command::Authed {
+            token: m.token.clone(),
+            call,
+        })
+    }
+
+    fn create(
+        &mut self,
+        members: &[&Member],
+        id: ConversationId,
+    ) -> pb::CreateConversationResponse {
+        let spec = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    m.account,
+                    if i == 0 {
+                        SlotRole::Admin
+                    } else {
+                        SlotRole::Member
+                    },
+                )
+            })
+            .collect();
+        let t = self.authed(members[0], Call::CreateConversation(id, spec));
+        self.settle();
+        match self.reply(t) {
+            Some(Ok(Response::Created(r))) => r.clone(),
+            other => panic!("create failed: {other:?}"),
+        }
+    }
+}
+
+fn slot_of(created: &pb::CreateConversationResponse, m: &Member) -> (SlotIndex, SlotKey) {
+    let a = created
+        .assignments
+        .iter()
+        .find(|a| a.account == m.account.to_vec())
+        .unwrap();
+    (SlotIndex(a.slot), SlotKey::parse("k", &a.key).unwrap())
+}
+
+/// Builds an envelope from `m` at `slot`, with one block per other slot.
+#[allow(clippy::too_many_arguments)]
+fn envelope(
+    m: &mut Member,
+    conv: ConversationId,
+    epoch: Epoch,
+    slot: (SlotIndex, SlotKey),
+    kind: EnvelopeKind,
+    slot_set_hash: Option<SlotSetHash>,
+    servers: &[OrderServerKey],
+    good_tags: bool,
+    body: &[u8],
+) -> pb::SubmitRequest {
+    m.sequence += 1;
+    let header = EnvelopeHeader::new(HeaderFields {
+        conversation: conv,
+        epoch,
+        kind,
+        sender: slot.0,
+        sequence: Sequence(m.sequence),
+        last_seen: None,
+        body_hash: BodyHash::of(body),
+        key_commitment: KeyCommitment::from_bytes([7; 32]),
+        slot_set_hash,
+    })
+    .unwrap();
+    let blocks = (0..4u32)
+        .filter(|s| *s != slot.0.0)
+        .map(|s| RecipientBlock {
+            recipient: SlotIndex(s),
+            ciphertext: vec![s as u8; 16],
+        })
+        .collect();
+    let e = Envelope::new(header, body.to_vec(), blocks).unwrap();
+    let hash = e.hash();
+    let secret = &m.order_secrets[&slot.1];
+    let tags = servers
+        .iter()
+        .map(|k| {
+            let mut t = secret
+                .mac_keys(k)
+                .unwrap()
+                .submit(&hash, Sequence(m.sequence))
+                .to_vec();
+            if !good_tags {
+                t[0] ^= 1;
+            }
+            t
+        })
+        .collect();
+    pb::SubmitRequest {
+        envelope: Some(pb::Envelope::from(&e)),
+        submission_tags: tags,
+    }
+}
+
+fn submit(w: &mut World, m: &Member, req: pb::SubmitRequest) -> Ticket {
+    let s = parse_submit(req, w.config.servers.len(), &w.config.limits).unwrap();
+    w.authed(m, Call::Submit(s))
+}
+
+/// Checks a delivery as a member would: own block only, own tags verify.
+fn check_delivery(w: &World, m: &Member, d: &pb::Delivery, slot: (SlotIndex, SlotKey)) {
+    if let Some(b) = &d.block {
+        assert_eq!(
+            b.recipient_slot, slot.0.0,
+            "a delivery carried another member's block"
+        );
+    }
+    let secret = &m.order_secrets[&slot.1];
+    for a in &d.attestations {
+        assert!(
+            a.tags.len() <= 1,
+            "a delivery carried more than the member's own tag"
+        );
+        let server = w.config.servers[a.server as usize];
+        let st = AttestationStatement {
+            conversation: ConversationId::parse("c", &d.conversation_id).unwrap(),
+            epoch: Epoch(d.header.as_ref().map_or(0, |h| h.epoch)),
+            index: Index(a.index),
+            head: Head::parse("h", &a.head).unwrap(),
+        };
+        let tag = Tag::parse("t", &a.tags[0]).unwrap();
+        assert!(
+            secret
+                .mac_keys(&server)
+                .unwrap()
+                .verify_attestation(&st, &tag),
+            "the member's tag from server {} does not verify",
+            a.server
+        );
+    }
+}
+
+fn setup(
+    w: &mut World,
+    members: &mut [Member],
+    id: ConversationId,
+) -> pb::CreateConversationResponse {
+    let refs: Vec<&Member> = members.iter().collect();
+    let created = w.create(&refs, id);
+    let set = SlotSet::try_from(created.slots.clone().unwrap()).unwrap();
+    let servers = w.config.servers.clone();
+    let slot = slot_of(&created, &members[0]);
+    let req = envelope(
+        &mut members[0],
+        id,
+        Epoch(0),
+        slot,
+        EnvelopeKind::Setup,
+        Some(set.hash()),
+        &servers,
+        true,
+        b"setup",
+    );
+    let t = submit(w, &members[0], req);
+    w.settle();
+    assert!(
+        matches!(w.reply(t), Some(Ok(Response::Submitted(_)))),
+        "{:?}",
+        w.reply(t)
+    );
+    created
+}
+
+// ---------------------------------------------------------------- tests ---
+
+#[test]
+fn setup_messages_delivery_and_fetch() {
+    let mut w = World::new(3, 3, 1);
+    let mut members = vec![w.register(1, 4), w.register(2, 4), w.register(3, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    assert_eq!(
+        created.slots.as_ref().unwrap().slots.len(),
+        4,
+        "padded to the tier of 4"
+    );
+    let servers = w.config.servers.clone();
+    let slot1 = slot_of(&created, &members[1]);
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"hello",
+    );
+    let t = submit(&mut w, &members[1], req);
+    assert!(
+        w.reply(t).is_none(),
+        "no acknowledgement before the quorum attested"
+    );
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
+    // Each member got indices 0 and 1 once, with only its own block and tags.
+    for m in &members {
+        let slot = slot_of(&created, m);
+        let mine: Vec<_> = w
+            .deliveries
+            .iter()
+            .filter(|(a, _)| *a == m.account)
+            .collect();
+        assert_eq!(
+            mine.iter().map(|(_, d)| d.index).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        for (_, d) in mine {
+            assert_eq!(d.attestations.len(), 3);
+            check_delivery(&w, m, d, slot);
+        }
+    }
+    // Servers got the position overwritten.
+    assert!(
+        w.deliveries
+            .iter()
+            .all(|(_, d)| d.attestations.iter().all(|a| a.server < 3))
+    );
+    // Fetch plan + store read gives the same views.
+    let t = w.authed(
+        &members[2],
+        Call::Fetch {
+            conversation: id,
+            from: Index(0),
+            limit: 10,
+        },
+    );
+    let Some(Ok(Response::Fetch(plan))) = w.reply(t).cloned() else {
+        panic!()
+    };
+    assert_eq!((plan.from, plan.to), (Index(0), Index(2)));
+    let rows = w.store.read(&id, plan.from, plan.to).unwrap();
+    assert_eq!(rows.len(), 2);
+    for (i, stored, atts) in rows {
+        assert_eq!(atts.len(), 3);
+        let d = stored_view(&id, i, &stored, plan.member(&stored.envelope), &atts);
+        check_delivery(&w, &members[2], &d, slot_of(&created, &members[2]));
+    }
+    // A non-member may not fetch.
+    let outsider = w.register(50, 1);
+    let t = w.authed(
+        &outsider,
+        Call::Fetch {
+            conversation: id,
+            from: Index(0),
+            limit: 10,
+        },
+    );
+    assert!(matches!(
+        w.reply(t),
+        Some(Err(RouterError::PermissionDenied(_)))
+    ));
+    for s in &w.servers {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+}
+
+#[test]
+fn rejections_say_what_was_wrong() {
+    let mut w = World::new(3, 3, 2);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let slot0 = slot_of(&created, &members[0]);
+    let slot1 = slot_of(&created, &members[1]);
+    // Sender slot held by someone else.
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        (slot0.0, slot1.1),
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"x",
+    );
+    let t = submit(&mut w, &members[1], req);
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::PermissionDenied(m))) if m.contains("does not hold"))
+    );
+    // Wrong epoch.
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(1),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"x",
+    );
+    let t = submit(&mut w, &members[1], req);
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("wrong epoch"))
+    );
+    // A second Setup.
+    let set = SlotSet::try_from(created.slots.clone().unwrap()).unwrap();
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Setup,
+        Some(set.hash()),
+        &servers,
+        true,
+        b"x",
+    );
+    let t = submit(&mut w, &members[1], req);
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("already has its Setup"))
+    );
+    // Replay: an old sequence.
+    members[1].sequence = 0;
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"a",
+    );
+    let t = submit(&mut w, &members[1], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(_))));
+    members[1].sequence = 0;
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"b",
+    );
+    let t = submit(&mut w, &members[1], req);
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("replay"))
+    );
+    // Update without PrepareUpdate.
+    let req = envelope(
+        &mut members[0],
+        id,
+        Epoch(0),
+        slot0,
+        EnvelopeKind::Update,
+        Some(SlotSetHash::from_bytes([1; 32])),
+        &servers,
+        true,
+        b"u",
+    );
+    let t = submit(&mut w, &members[0], req);
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("PrepareUpdate"))
+    );
+    // Unknown conversation.
+    let req = envelope(
+        &mut members[0],
+        ConversationId::from_bytes([1; 32]),
+        Epoch(0),
+        slot0,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"u",
+    );
+    let t = submit(&mut w, &members[0], req);
+    assert!(matches!(w.reply(t), Some(Err(RouterError::NotFound(_)))));
+    // Wrong number of tags, and oversized.
+    let mut req = envelope(
+        &mut members[0],
+        id,
+        Epoch(0),
+        slot0,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"u",
+    );
+    req.submission_tags.pop();
+    assert!(
+        matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::InvalidArgument(m)) if m.contains("one per order server"))
+    );
+    let big = vec![0u8; w.config.limits.max_envelope_bytes + 1];
+    let req = envelope(
+        &mut members[0],
+        id,
+        Epoch(0),
+        slot0,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        &big,
+    );
+    assert!(
+        matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::InvalidArgument(m)) if m.contains("more than the limit"))
+    );
+    // Unauthenticated.
+    let t = w.call(Command::Authed {
+        token: vec![0; 32],
+        call: Call::GetKeyCounts,
+    });
+    assert!(matches!(
+        w.reply(t),
+        Some(Err(RouterError::Unauthenticated(_)))
+    ));
+    // Creating with a member that has no order keys left.
+    let poor = w.register(60, 0);
+    let t = w.authed(
+        &members[0],
+        Call::CreateConversation(
+            ConversationId::from_bytes([2; 32]),
+            vec![
+                (members[0].account, SlotRole::Admin),
+                (poor.account, SlotRole::Member),
+            ],
+        ),
+    );
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("must upload more"))
+    );
+    // Same id again.
+    let t = w.authed(
+        &members[1],
+        Call::CreateConversation(id, vec![(members[1].account, SlotRole::Admin)]),
+    );
+    assert!(matches!(
+        w.reply(t),
+        Some(Err(RouterError::AlreadyExists(_)))
+    ));
+    // Key upload works and counts.
+    let up = pb::UploadKeysRequest {
+        one_time_prekeys: vec![vec![3; 32]],
+        order_keys: vec![],
+        fallback_prekey: None,
+    };
+    let (u, f) = parse_upload(&up).unwrap();
+    let t = w.authed(&poor, Call::UploadKeys(u, f));
+    assert!(matches!(w.reply(t), Some(Ok(Response::Uploaded))));
+    let _ = &poor.signing;
+}
+
+#[test]
+fn an_envelope_every_server_refuses_is_dropped_and_the_index_reused() {
+    let mut w = World::new(3, 3, 3);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let slot1 = slot_of(&created, &members[1]);
+    let bad = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        false,
+        b"forged",
+    );
+    let good = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"real",
+    );
+    let tb = submit(&mut w, &members[1], bad);
+    let tg = submit(&mut w, &members[1], good);
+    w.settle();
+    assert!(
+        matches!(w.reply(tb), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("BAD_SUBMISSION_TAG"))
+    );
+    assert!(matches!(w.reply(tg), Some(Ok(_))));
+    let conv = w.core.conversation(&id).unwrap();
+    assert_eq!(
+        conv.next,
+        Index(2),
+        "the good envelope took the freed index 1"
+    );
+    for s in &w.servers {
+        assert_eq!(s.convs[&id].chain.len(), 2);
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+}
+
+#[test]
+fn quorum_stalls_at_n_and_progresses_at_two_of_three_with_late_tags() {
+    for quorum in [3, 2] {
+        let mut w = World::new(3, quorum, 4);
+        let mut members = vec![w.register(1, 4), w.register(2, 4)];
+        let id = ConversationId::from_bytes([9; 32]);
+        let created = setup(&mut w, &mut members, id);
+        let servers = w.config.servers.clone();
+        let slot1 = slot_of(&created, &members[1]);
+        w.down[2] = true;
+        let req = envelope(
+            &mut members[1],
+            id,
+            Epoch(0),
+            slot1,
+            EnvelopeKind::Message,
+            None,
+            &servers,
+            true,
+            b"m",
+        );
+        let t = submit(&mut w, &members[1], req);
+        w.settle();
+        if quorum == 3 {
+            assert!(w.reply(t).is_none(), "t = N stalls while a server is down");
+        } else {
+            assert!(matches!(w.reply(t), Some(Ok(_))), "t = 2 of 3 progresses");
+            let first = w.deliveries.iter().filter(|(_, d)| d.index == 1).count();
+            assert_eq!(first, 2);
+        }
+        w.down[2] = false;
+        w.now += 1000;
+        w.settle();
+        assert!(matches!(w.reply(t), Some(Ok(_))));
+        // Both members end up with all three tags for index 1.
+        for m in &members {
+            let tags: usize = w
+                .deliveries
+                .iter()
+                .filter(|(a, d)| *a == m.account && d.index == 1)
+                .map(|(_, d)| d.attestations.len())
+                .sum();
+            assert_eq!(tags, 3, "quorum {quorum}");
+            let headers = w
+                .deliveries
+                .iter()
+                .filter(|(a, d)| *a == m.account && d.index == 1 && d.header.is_some())
+                .count();
+            assert_eq!(headers, 1, "delivered exactly once");
+        }
+        assert_eq!(w.servers[2].convs[&id].chain.len(), 2, "caught up in order");
+        assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+    }
+}
+
+#[test]
+fn updates_install_the_prepared_epoch_and_reach_new_members() {
+    let mut w = World::new(2, 2, 5);
+    let mut members = [w.register(1, 4), w.register(2, 4), w.register(3, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let (first, rest) = members.split_at_mut(2);
+    let mut two = vec![
+        std::mem::replace(&mut first[0], w.register(70, 1)),
+        std::mem::replace(&mut first[1], w.register(71, 1)),
+    ];
+    let created = setup(&mut w, &mut two, id);
+    let servers = w.config.servers.clone();
+    let next_members = vec![
+        (two[0].account, SlotRole::Admin),
+        (two[1].account, SlotRole::Member),
+        (rest[0].account, SlotRole::Member),
+    ];
+    let t = w.authed(&two[0], Call::PrepareUpdate(id, next_members));
+    let Some(Ok(Response::Prepared(p))) = w.reply(t).cloned() else {
+        panic!("{:?}", w.reply(t))
+    };
+    assert_eq!(p.next_epoch, 1);
+    let next_set = SlotSet::try_from(p.slots.clone().unwrap()).unwrap();
+    let slot0 = slot_of(&created, &two[0]);
+    let req = envelope(
+        &mut two[0],
+        id,
+        Epoch(0),
+        slot0,
+        EnvelopeKind::Update,
+        Some(next_set.hash()),
+        &servers,
+        true,
+        b"add",
+    );
+    let t = submit(&mut w, &two[0], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(_))), "{:?}", w.reply(t));
+    // The new member got the Update with only a next-epoch tag.
+    let newcomer: Vec<_> = w
+        .deliveries
+        .iter()
+        .filter(|(a, _)| *a == rest[0].account)
+        .collect();
+    assert_eq!(newcomer.len(), 1);
+    let d = &newcomer[0].1;
+    assert_eq!(d.index, 1);
+    assert!(
+        d.attestations
+            .iter()
+            .all(|a| a.tags.is_empty() && a.next_tags.len() == 1)
+    );
+    // The old members got their old-epoch tag and their next-epoch tag.
+    let old: Vec<_> = w
+        .deliveries
+        .iter()
+        .filter(|(a, d)| *a == two[1].account && d.index == 1)
+        .collect();
+    assert!(
+        old[0]
+            .1
+            .attestations
+            .iter()
+            .all(|a| a.tags.len() == 1 && a.next_tags.len() == 1)
+    );
+    // A message in epoch 1 from the newcomer.
+    let a = p
+        .assignments
+        .iter()
+        .find(|a| a.account == rest[0].account.to_vec())
+        .unwrap();
+    let slot = (SlotIndex(a.slot), SlotKey::parse("k", &a.key).unwrap());
+    let req = envelope(
+        &mut rest[0],
+        id,
+        Epoch(1),
+        slot,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"hi",
+    );
+    let t = submit(&mut w, &rest[0], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(_))), "{:?}", w.reply(t));
+    // The removed-nobody old member still gets epoch-1 messages.
+    assert!(
+        w.deliveries
+            .iter()
+            .any(|(a, d)| *a == two[1].account && d.index == 2)
+    );
+}
+
+#[test]
+fn noise_envelopes_come_from_padding_slots_and_are_attested() {
+    let mut w = World::new(2, 2, 6);
+    w.config.noise_interval_ms = Some(100);
+    w.core = RouterCore::restore(w.config.clone(), w.store.load().unwrap()).unwrap();
+    let mut members = vec![w.register(1, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    w.now += 1000;
+    w.flush();
+    w.settle();
+    let noise: Vec<_> = w
+        .deliveries
+        .iter()
+        .filter(|(_, d)| {
+            d.header
+                .as_ref()
+                .is_some_and(|h| h.kind == EnvelopeKind::Noise.code() as i32)
+        })
+        .collect();
+    assert!(!noise.is_empty(), "noise was sent");
+    let mine = slot_of(&created, &members[0]).0;
+    for (_, d) in noise {
+        assert_ne!(d.header.as_ref().unwrap().sender_slot, mine.0);
+        assert_eq!(d.attestations.len(), 2);
+    }
+}
+
+/// One step of the random schedule.
+#[derive(Debug, Clone)]
+enum Step {
+    Submit { sender: usize, good: bool },
+    RunJob { pick: usize, lose: bool },
+    ToggleDown(usize),
+    Tick,
+    CrashBeforeCommit,
+    Crash,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0usize..3, prop::bool::weighted(0.85)).prop_map(|(sender, good)| Step::Submit { sender, good }),
+        6 => (0usize..8, prop::bool::weighted(0.1)).prop_map(|(pick, lose)| Step::RunJob { pick, lose }),
+        1 => (0usize..3).prop_map(Step::ToggleDown),
+        1 => Just(Step::Tick),
+        1 => Just(Step::CrashBeforeCommit),
+        1 => Just(Step::Crash),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Under random interleavings of submissions, server failures, lost
+    /// responses and crashes: no server is ever sent i+1 before i; every
+    /// acknowledged envelope ends up at exactly one index, at every server;
+    /// every delivery holds only the member's own block and verifying tags,
+    /// and no member gets an index's content twice between crashes.
+    #[test]
+    fn fanout_order_durability_and_views_under_random_schedules(
+        steps in prop::collection::vec(step(), 1..60),
+        quorum in 2usize..=3,
+        seed in any::<u64>(),
+    ) {
+        let mut w = World::new(3, quorum, seed);
+        let mut members = vec![w.register(1, 4), w.register(2, 4), w.register(3, 4)];
+        let id = ConversationId::from_bytes([9; 32]);
+        let created = setup(&mut w, &mut members, id);
+        let servers = w.config.servers.clone();
+        let mut submitted: Vec<(Ticket, EnvelopeHash, bool)> = Vec::new();
+        for s in steps {
+            match s {
+                Step::Submit { sender, good } => {
+                    let slot = slot_of(&created, &members[sender]);
+                    let req = envelope(&mut members[sender], id, Epoch(0), slot, EnvelopeKind::Message, None, &servers, good, b"m");
+                    let hash = Envelope::try_from(req.envelope.clone().unwrap()).unwrap().hash();
+                    let s = parse_submit(req, 3, &w.config.limits).unwrap();
+                    let t = w.feed(Command::Authed { token: members[sender].token.clone(), call: Call::Submit(s) });
+                    submitted.push((t, hash, good));
+                    w.flush();
+                }
+                Step::RunJob { pick, lose } => {
+                    if !w.jobs.is_empty() {
+                        let k = pick % w.jobs.len();
+                        w.run_job(k, lose);
+                    }
+                }
+                Step::ToggleDown(s) => w.down[s] = !w.down[s],
+                Step::Tick => { w.now += 50; w.flush(); }
+                Step::CrashBeforeCommit => {
+                    let slot = slot_of(&created, &members[0]);
+                    let req = envelope(&mut members[0], id, Epoch(0), slot, EnvelopeKind::Message, None, &servers, true, b"lost");
+                    let s = parse_submit(req, 3, &w.config.limits).unwrap();
+                    let _ = w.feed(Command::Authed { token: members[0].token.clone(), call: Call::Submit(s) });
+                    w.crash();
+                    w.deliveries.clear();
+                }
+                Step::Crash => { w.crash(); w.deliveries.clear(); }
+            }
+            // Views are always the member's own.
+            for (account, d) in &w.deliveries {
+                let m = members.iter().find(|m| m.account == *account).unwrap();
+                check_delivery(&w, m, d, slot_of(&created, m));
+            }
+            let mut seen = BTreeSet::new();
+            for (account, d) in &w.deliveries {
+                if d.header.is_some() {
+                    prop_assert!(seen.insert((*account, d.index)), "index {} delivered twice", d.index);
+                }
+            }
+        }
+        for d in &mut w.down { *d = false; }
+        w.now += 10_000;
+        w.settle();
+        for s in &w.servers {
+            prop_assert!(s.violations.is_empty(), "{:?}", s.violations);
+        }
+        let chain: Vec<EnvelopeHash> = w.servers[0].convs[&id].chain.iter().map(|(h, _)| *h).collect();
+        for s in &w.servers[1..] {
+            let other: Vec<EnvelopeHash> = s.convs[&id].chain.iter().map(|(h, _)| *h).collect();
+            prop_assert_eq!(&chain, &other, "servers agree after catch-up");
+        }
+        for (t, hash, good) in &submitted {
+            let acked = matches!(w.reply(*t), Some(Ok(Response::Submitted(_))));
+            let count = chain.iter().filter(|h| *h == hash).count();
+            if acked {
+                prop_assert_eq!(count, 1, "an acknowledged envelope is at exactly one index");
+            }
+            if !good {
+                prop_assert_eq!(count, 0, "a forged envelope is never attested");
+            }
+        }
+        // Everything stored is fetchable and matches the servers' chain.
+        let conv = w.core.conversation(&id).unwrap();
+        prop_assert_eq!(conv.delivered.0 as usize, chain.len());
+        let rows = w.store.read(&id, Index(0), conv.delivered).unwrap();
+        prop_assert_eq!(rows.len(), chain.len());
+        for (i, stored, atts) in rows {
+            prop_assert_eq!(stored.envelope.hash(), chain[i.0 as usize]);
+            prop_assert_eq!(atts.len(), 3);
+        }
+    }
+}

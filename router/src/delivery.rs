@@ -1,0 +1,187 @@
+//! Per-member views of an envelope: what one member receives for one index.
+//!
+//! A member gets the header, the body, its own block (by the slot it holds
+//! in the envelope's epoch, or for an Update that adds it, in the next
+//! epoch), the digests of all blocks, and from each order server only its
+//! own tag (and its next-epoch tag on an Update). Never another member's
+//! block or tag.
+//!
+//! Tags that arrive after an index was delivered are sent as a *tag update*:
+//! a `Delivery` with the same conversation and index, no header, body, block
+//! or digests, and only the new attestations.
+
+use grompi_proto::mac::Attestation;
+use grompi_proto::{ConversationId, Envelope, Index, SlotIndex, pb};
+
+/// Where a member sits for one index: its slot in the envelope's epoch and,
+/// for an Update, in the next epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemberSlots {
+    /// Slot in the envelope's epoch.
+    pub slot: Option<SlotIndex>,
+    /// Slot in the epoch an Update installs.
+    pub next_slot: Option<SlotIndex>,
+}
+
+impl MemberSlots {
+    /// Whether the member receives this index at all.
+    pub fn receives(&self) -> bool {
+        self.slot.is_some() || self.next_slot.is_some()
+    }
+}
+
+/// One server's attestation reduced to this member's tags.
+pub fn member_attestation(a: &Attestation, member: MemberSlots) -> pb::Attestation {
+    let pick = |tags: &[grompi_proto::Tag], slot: Option<SlotIndex>| -> Vec<Vec<u8>> {
+        slot.and_then(|s| tags.get(s.0 as usize))
+            .map(|t| vec![t.to_vec()])
+            .unwrap_or_default()
+    };
+    pb::Attestation {
+        server: a.server,
+        index: a.index.0,
+        head: a.head.to_vec(),
+        tags: pick(&a.tags, member.slot),
+        next_tags: pick(&a.next_tags, member.next_slot),
+    }
+}
+
+/// The delivery of an envelope to one member.
+pub fn view(
+    conversation: &ConversationId,
+    index: Index,
+    envelope: &Envelope,
+    member: MemberSlots,
+    attestations: &[Attestation],
+) -> pb::Delivery {
+    let own = member.slot.or(member.next_slot);
+    let position = own.and_then(|s| envelope.blocks().iter().position(|b| b.recipient == s));
+    pb::Delivery {
+        conversation_id: conversation.to_vec(),
+        index: index.0,
+        header: Some(envelope.header().into()),
+        body: envelope.body().to_vec(),
+        block: position
+            .and_then(|p| envelope.blocks().get(p))
+            .map(pb::RecipientBlock::from),
+        block_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        block_digests: envelope
+            .blocks()
+            .iter()
+            .map(|b| b.digest().to_vec())
+            .collect(),
+        attestations: attestations
+            .iter()
+            .map(|a| member_attestation(a, member))
+            .collect(),
+    }
+}
+
+/// A tag update: later attestations of an index already delivered.
+pub fn tag_update(
+    conversation: &ConversationId,
+    index: Index,
+    member: MemberSlots,
+    attestations: &[Attestation],
+) -> pb::Delivery {
+    pb::Delivery {
+        conversation_id: conversation.to_vec(),
+        index: index.0,
+        attestations: attestations
+            .iter()
+            .map(|a| member_attestation(a, member))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grompi_proto::envelope::HeaderFields;
+    use grompi_proto::{
+        BodyHash, EnvelopeHeader, EnvelopeKind, Epoch, Head, KeyCommitment, RecipientBlock,
+        Sequence, Tag,
+    };
+    use proptest::prelude::*;
+
+    fn envelope(blocks: u32) -> Envelope {
+        let body = b"body".to_vec();
+        let header = EnvelopeHeader::new(HeaderFields {
+            conversation: ConversationId::from_bytes([1; 32]),
+            epoch: Epoch(0),
+            kind: EnvelopeKind::Message,
+            sender: SlotIndex(0),
+            sequence: Sequence(1),
+            last_seen: None,
+            body_hash: BodyHash::of(&body),
+            key_commitment: KeyCommitment::from_bytes([2; 32]),
+            slot_set_hash: None,
+        })
+        .unwrap();
+        let blocks = (1..=blocks)
+            .map(|s| RecipientBlock {
+                recipient: SlotIndex(s),
+                ciphertext: vec![s as u8; 8],
+            })
+            .collect();
+        Envelope::new(header, body, blocks).unwrap()
+    }
+
+    proptest! {
+        /// A member's view holds only its own block and its own tag, and is
+        /// enough to recompute the envelope hash.
+        #[test]
+        fn views_hold_only_the_member_s_own_block_and_tag(blocks in 1u32..12, me in 0u32..12, servers in 1u32..5) {
+            let e = envelope(blocks);
+            let slots = blocks as usize + 1;
+            let atts: Vec<Attestation> = (0..servers).map(|s| Attestation {
+                server: s,
+                index: Index(3),
+                head: Head::from_bytes([9; 32]),
+                tags: (0..slots).map(|i| Tag::from_bytes([(s as u8) * 16 + i as u8; 32])).collect(),
+                next_tags: vec![],
+            }).collect();
+            let member = MemberSlots { slot: Some(SlotIndex(me)), next_slot: None };
+            let d = view(&ConversationId::from_bytes([1; 32]), Index(3), &e, member, &atts);
+            match &d.block {
+                Some(b) => {
+                    prop_assert_eq!(b.recipient_slot, me);
+                    prop_assert_eq!(e.blocks()[d.block_position as usize].recipient, SlotIndex(me));
+                }
+                None => prop_assert!(me == 0 || me > blocks),
+            }
+            for (a, full) in d.attestations.iter().zip(&atts) {
+                if (me as usize) < slots {
+                    prop_assert_eq!(&a.tags, &vec![full.tags[me as usize].to_vec()]);
+                } else {
+                    prop_assert!(a.tags.is_empty());
+                }
+            }
+            // The member can recompute the envelope hash from its view.
+            let header = grompi_proto::EnvelopeHeader::try_from(d.header.clone().unwrap()).unwrap();
+            let digests: Vec<_> = d.block_digests.iter().map(|b| grompi_proto::BlockDigest::parse("d", b).unwrap()).collect();
+            prop_assert_eq!(grompi_proto::EnvelopeHash::compute(&header.core_hash(), &digests), e.hash());
+        }
+    }
+
+    #[test]
+    fn tag_updates_carry_no_content() {
+        let a = Attestation {
+            server: 2,
+            index: Index(1),
+            head: Head::from_bytes([9; 32]),
+            tags: vec![Tag::from_bytes([1; 32]), Tag::from_bytes([2; 32])],
+            next_tags: vec![Tag::from_bytes([3; 32])],
+        };
+        let m = MemberSlots {
+            slot: Some(SlotIndex(1)),
+            next_slot: Some(SlotIndex(0)),
+        };
+        let d = tag_update(&ConversationId::from_bytes([1; 32]), Index(1), m, &[a]);
+        assert!(d.header.is_none() && d.body.is_empty() && d.block.is_none());
+        assert_eq!(d.attestations[0].tags, vec![vec![2; 32]]);
+        assert_eq!(d.attestations[0].next_tags, vec![vec![3; 32]]);
+        assert_eq!(d.attestations[0].server, 2);
+    }
+}

@@ -1,0 +1,738 @@
+//! Accounts and the directory: identity keys, prekey bundles, the supply of
+//! single-use order keys, sign-in challenges and sessions.
+//!
+//! Authentication is at the application layer. A client asks for a fresh
+//! challenge, signs [`Challenge::signing_message`] with its Ed25519 identity
+//! key, and gets a random session token; the router keeps only the token's
+//! BLAKE3 hash. Challenges are single use and expire.
+//!
+//! Parsing ([`parse_register`], [`parse_upload`], ...) checks everything that
+//! needs no state, signatures included, so it can run outside the core.
+
+use crate::Millis;
+use crate::error::RouterError;
+use crate::limits::Limits;
+use crate::record::{AccountRecord, Record};
+use ed25519_dalek::{Signature, VerifyingKey};
+use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::limits::{MAX_KEYS_PER_UPLOAD, SIGNATURE_BYTES};
+use grompi_proto::{AccountId, Challenge, SlotKey, pb};
+use rand::CryptoRng;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// A session token as handed to a client; zeroized on drop, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct SessionToken([u8; 32]);
+
+impl SessionToken {
+    /// The hash the router stores instead of the token.
+    pub fn hash(&self) -> [u8; 32] {
+        token_hash(&self.0)
+    }
+    /// The token bytes, for the response.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(..)")
+    }
+}
+
+/// The BLAKE3 hash under which a session token is stored.
+pub fn token_hash(token: &[u8]) -> [u8; 32] {
+    blake3::derive_key("grompi v1 router session token", token)
+}
+
+/// An account's long-term identity keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityKeys {
+    /// Ed25519 public key.
+    pub signing: [u8; 32],
+    /// Curve25519 pairwise-session identity key.
+    pub session: [u8; 32],
+}
+
+/// A prekey with its identity signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedPrekey {
+    /// The X25519 prekey.
+    pub key: [u8; 32],
+    /// Ed25519 signature over `prekey_signing_message(key)`.
+    pub signature: [u8; 64],
+}
+
+/// A registration whose signatures have been checked.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Identity keys.
+    pub identity: IdentityKeys,
+    /// The challenge the client answered.
+    pub challenge: Challenge,
+    /// Fallback prekey.
+    pub fallback: SignedPrekey,
+    /// One-time prekeys.
+    pub one_time: Vec<[u8; 32]>,
+    /// Order keys.
+    pub order_keys: Vec<SlotKey>,
+}
+
+/// A sign-in request, parsed; the signature is checked against the
+/// account's key in [`Directory::sign_in`].
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    /// The account.
+    pub account: AccountId,
+    /// The challenge answered.
+    pub challenge: Challenge,
+    /// The signature over the challenge.
+    pub signature: [u8; 64],
+}
+
+/// A key upload whose prekey signature (if any) is still to be checked
+/// against the caller's identity.
+#[derive(Debug, Clone, Default)]
+pub struct KeyUpload {
+    /// New one-time prekeys.
+    pub one_time: Vec<[u8; 32]>,
+    /// New order keys.
+    pub order_keys: Vec<SlotKey>,
+    /// A replacement fallback prekey.
+    pub fallback: Option<SignedPrekey>,
+}
+
+fn key32(field: &str, bytes: &[u8]) -> Result<[u8; 32], RouterError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| {
+        RouterError::InvalidArgument(format!("{field} must be 32 bytes, got {}", bytes.len()))
+    })
+}
+
+fn signature(field: &str, bytes: &[u8]) -> Result<[u8; 64], RouterError> {
+    <[u8; SIGNATURE_BYTES]>::try_from(bytes).map_err(|_| {
+        RouterError::InvalidArgument(format!(
+            "{field} must be {SIGNATURE_BYTES} bytes, got {}",
+            bytes.len()
+        ))
+    })
+}
+
+fn keys32(field: &str, list: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, RouterError> {
+    if list.len() > MAX_KEYS_PER_UPLOAD {
+        return Err(RouterError::InvalidArgument(format!(
+            "{field} has {} keys, more than the limit of {MAX_KEYS_PER_UPLOAD}",
+            list.len()
+        )));
+    }
+    let keys = list
+        .iter()
+        .map(|k| key32(field, k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let distinct: HashSet<_> = keys.iter().collect();
+    if distinct.len() != keys.len() {
+        return Err(RouterError::InvalidArgument(format!(
+            "{field} lists a key twice"
+        )));
+    }
+    Ok(keys)
+}
+
+fn order_keys(list: &[Vec<u8>]) -> Result<Vec<SlotKey>, RouterError> {
+    let keys = keys32("order_keys", list)?;
+    for k in &keys {
+        // An order key is used for X25519 key agreement with every order
+        // server; a low-order key would make its MACs computable by anyone.
+        if grompi_proto::OrderServerKey::from_bytes(*k).is_low_order() {
+            return Err(RouterError::InvalidArgument(
+                "order_keys contains a low-order X25519 key".into(),
+            ));
+        }
+    }
+    Ok(keys.into_iter().map(SlotKey::from_bytes).collect())
+}
+
+fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, RouterError> {
+    VerifyingKey::from_bytes(bytes).map_err(|_| {
+        RouterError::InvalidArgument("identity.signing_key is not a valid Ed25519 key".into())
+    })
+}
+
+fn verify(
+    key: &VerifyingKey,
+    message: &[u8],
+    sig: &[u8; 64],
+    what: &str,
+) -> Result<(), RouterError> {
+    key.verify_strict(message, &Signature::from_bytes(sig))
+        .map_err(|_| RouterError::Unauthenticated(format!("{what} signature does not verify")))
+}
+
+fn signed_prekey(
+    field: &str,
+    p: Option<&pb::SignedPrekey>,
+    key: &VerifyingKey,
+) -> Result<Option<SignedPrekey>, RouterError> {
+    let Some(p) = p else { return Ok(None) };
+    let prekey = SignedPrekey {
+        key: key32(&format!("{field}.key"), &p.key)?,
+        signature: signature(&format!("{field}.signature"), &p.signature)?,
+    };
+    key.verify_strict(
+        &prekey_signing_message(&prekey.key),
+        &Signature::from_bytes(&prekey.signature),
+    )
+    .map_err(|_| {
+        RouterError::InvalidArgument(format!(
+            "{field}.signature does not verify under the identity key"
+        ))
+    })?;
+    Ok(Some(prekey))
+}
+
+/// Parses and checks a registration: key lengths, the challenge signature and
+/// the fallback prekey signature.
+pub fn parse_register(r: &pb::RegisterRequest) -> Result<NewAccount, RouterError> {
+    let identity = r
+        .identity
+        .as_ref()
+        .ok_or_else(|| RouterError::InvalidArgument("identity is missing".into()))?;
+    let identity = IdentityKeys {
+        signing: key32("identity.signing_key", &identity.signing_key)?,
+        session: key32("identity.session_key", &identity.session_key)?,
+    };
+    let challenge = Challenge::parse("challenge", &r.challenge)?;
+    let sig = signature("signature", &r.signature)?;
+    let vk = verifying_key(&identity.signing)?;
+    verify(&vk, &challenge.signing_message(), &sig, "challenge")?;
+    let fallback = signed_prekey("fallback_prekey", r.fallback_prekey.as_ref(), &vk)?
+        .ok_or_else(|| RouterError::InvalidArgument("fallback_prekey is missing".into()))?;
+    Ok(NewAccount {
+        identity,
+        challenge,
+        fallback,
+        one_time: keys32("one_time_prekeys", &r.one_time_prekeys)?,
+        order_keys: order_keys(&r.order_keys)?,
+    })
+}
+
+/// Parses a sign-in request (lengths only).
+pub fn parse_sign_in(r: &pb::SignInRequest) -> Result<SignIn, RouterError> {
+    Ok(SignIn {
+        account: AccountId::parse("account", &r.account)?,
+        challenge: Challenge::parse("challenge", &r.challenge)?,
+        signature: signature("signature", &r.signature)?,
+    })
+}
+
+/// Parses a key upload (lengths, distinctness, low-order order keys); the
+/// fallback prekey's signature is checked by the directory, which knows the
+/// identity key.
+pub fn parse_upload(
+    r: &pb::UploadKeysRequest,
+) -> Result<(KeyUpload, Option<pb::SignedPrekey>), RouterError> {
+    Ok((
+        KeyUpload {
+            one_time: keys32("one_time_prekeys", &r.one_time_prekeys)?,
+            order_keys: order_keys(&r.order_keys)?,
+            fallback: None,
+        },
+        r.fallback_prekey.clone(),
+    ))
+}
+
+/// One account's state.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Identity keys.
+    pub identity: IdentityKeys,
+    /// Current fallback prekey.
+    pub fallback: SignedPrekey,
+    /// Unused one-time prekeys.
+    pub one_time: BTreeSet<[u8; 32]>,
+    /// Unused order keys.
+    pub order_keys: BTreeSet<[u8; 32]>,
+}
+
+/// Accounts, sessions and outstanding challenges.
+#[derive(Debug, Default)]
+pub struct Directory {
+    accounts: HashMap<AccountId, Account>,
+    sessions: HashMap<[u8; 32], AccountId>,
+    challenges: HashMap<Challenge, Millis>,
+    /// Every unused order key, so no key is in two supplies.
+    order_key_owner: HashMap<[u8; 32], AccountId>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Restores an account from storage.
+    pub fn restore_account(&mut self, r: AccountRecord) {
+        self.accounts.insert(
+            r.id,
+            Account {
+                identity: r.identity,
+                fallback: r.fallback,
+                one_time: BTreeSet::new(),
+                order_keys: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Restores an unused one-time prekey.
+    pub fn restore_one_time(&mut self, account: AccountId, key: [u8; 32]) {
+        if let Some(a) = self.accounts.get_mut(&account) {
+            a.one_time.insert(key);
+        }
+    }
+
+    /// Restores an unused order key.
+    pub fn restore_order_key(&mut self, account: AccountId, key: [u8; 32]) {
+        if let Some(a) = self.accounts.get_mut(&account) {
+            a.order_keys.insert(key);
+            self.order_key_owner.insert(key, account);
+        }
+    }
+
+    /// Restores a session.
+    pub fn restore_session(&mut self, hash: [u8; 32], account: AccountId) {
+        self.sessions.insert(hash, account);
+    }
+
+    /// The account, if it exists.
+    pub fn account(&self, id: &AccountId) -> Option<&Account> {
+        self.accounts.get(id)
+    }
+
+    /// A fresh single-use challenge valid until `now + ttl`.
+    pub fn issue_challenge(
+        &mut self,
+        now: Millis,
+        rng: &mut impl CryptoRng,
+        limits: &Limits,
+    ) -> Result<Challenge, RouterError> {
+        if self.challenges.len() >= limits.max_challenges {
+            self.challenges.retain(|_, expiry| *expiry > now);
+            if self.challenges.len() >= limits.max_challenges {
+                return Err(RouterError::ResourceExhausted(
+                    "too many outstanding challenges; retry shortly".into(),
+                ));
+            }
+        }
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        let c = Challenge::from_bytes(bytes);
+        self.challenges
+            .insert(c, now.saturating_add(limits.challenge_ttl_ms));
+        Ok(c)
+    }
+
+    /// Consumes a challenge: it must have been issued, not used, not expired.
+    fn take_challenge(&mut self, c: &Challenge, now: Millis) -> Result<(), RouterError> {
+        match self.challenges.remove(c) {
+            None => Err(RouterError::Unauthenticated(
+                "challenge unknown or already used; get a fresh one with GetChallenge".into(),
+            )),
+            Some(expiry) if expiry <= now => Err(RouterError::Unauthenticated(
+                "challenge expired; get a fresh one with GetChallenge".into(),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn new_session(
+        &mut self,
+        account: AccountId,
+        rng: &mut impl CryptoRng,
+        out: &mut Vec<Record>,
+    ) -> SessionToken {
+        let mut bytes = [0u8; 32];
+        rng.fill_bytes(&mut bytes);
+        let token = SessionToken(bytes);
+        bytes.zeroize();
+        let hash = token.hash();
+        self.sessions.insert(hash, account);
+        out.push(Record::Session { hash, account });
+        token
+    }
+
+    fn check_new_order_keys(&self, keys: &[SlotKey]) -> Result<(), RouterError> {
+        if keys
+            .iter()
+            .any(|k| self.order_key_owner.contains_key(k.as_bytes()))
+        {
+            return Err(RouterError::AlreadyExists(
+                "an order key in the upload was already uploaded".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates an account and a session.
+    pub fn register(
+        &mut self,
+        new: NewAccount,
+        now: Millis,
+        rng: &mut impl CryptoRng,
+        out: &mut Vec<Record>,
+    ) -> Result<(AccountId, SessionToken), RouterError> {
+        self.take_challenge(&new.challenge, now)?;
+        let id = AccountId::of_identity(&new.identity.signing, &new.identity.session);
+        if self.accounts.contains_key(&id) {
+            return Err(RouterError::AlreadyExists(
+                "an account with these identity keys exists; use SignIn".into(),
+            ));
+        }
+        self.check_new_order_keys(&new.order_keys)?;
+        let record = AccountRecord {
+            id,
+            identity: new.identity,
+            fallback: new.fallback.clone(),
+        };
+        out.push(Record::Account(record.clone()));
+        self.restore_account(record);
+        for k in new.one_time {
+            self.restore_one_time(id, k);
+            out.push(Record::OneTimePrekey {
+                account: id,
+                key: k,
+                present: true,
+            });
+        }
+        for k in new.order_keys {
+            self.restore_order_key(id, *k.as_bytes());
+            out.push(Record::OrderKey {
+                account: id,
+                key: *k.as_bytes(),
+                present: true,
+            });
+        }
+        let token = self.new_session(id, rng, out);
+        Ok((id, token))
+    }
+
+    /// Exchanges a signed challenge for a session.
+    pub fn sign_in(
+        &mut self,
+        s: &SignIn,
+        now: Millis,
+        rng: &mut impl CryptoRng,
+        out: &mut Vec<Record>,
+    ) -> Result<SessionToken, RouterError> {
+        self.take_challenge(&s.challenge, now)?;
+        let account = self
+            .accounts
+            .get(&s.account)
+            .ok_or_else(|| RouterError::Unauthenticated("no such account".into()))?;
+        let vk = verifying_key(&account.identity.signing)?;
+        verify(
+            &vk,
+            &s.challenge.signing_message(),
+            &s.signature,
+            "challenge",
+        )?;
+        Ok(self.new_session(s.account, rng, out))
+    }
+
+    /// The account a session token belongs to.
+    pub fn authenticate(&self, token: &[u8]) -> Result<AccountId, RouterError> {
+        if token.len() != 32 {
+            return Err(RouterError::Unauthenticated(
+                "missing or malformed session token (metadata x-grompi-session, 32 bytes hex)"
+                    .into(),
+            ));
+        }
+        let hash = token_hash(token);
+        match self.sessions.get_key_value(&hash) {
+            Some((stored, account)) if bool::from(stored.ct_eq(&hash)) => Ok(*account),
+            _ => Err(RouterError::Unauthenticated(
+                "unknown session token; sign in again".into(),
+            )),
+        }
+    }
+
+    /// Adds keys (and a new fallback prekey) to an account.
+    pub fn upload(
+        &mut self,
+        account: AccountId,
+        mut upload: KeyUpload,
+        fallback: Option<pb::SignedPrekey>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), RouterError> {
+        let a = self
+            .accounts
+            .get(&account)
+            .ok_or_else(|| RouterError::NotFound("account".into()))?;
+        let vk = verifying_key(&a.identity.signing)?;
+        upload.fallback = signed_prekey("fallback_prekey", fallback.as_ref(), &vk)?;
+        if a.one_time.len() + upload.one_time.len() > 10 * MAX_KEYS_PER_UPLOAD
+            || a.order_keys.len() + upload.order_keys.len() > 10 * MAX_KEYS_PER_UPLOAD
+        {
+            return Err(RouterError::ResourceExhausted(format!(
+                "an account holds at most {} unused keys of each kind",
+                10 * MAX_KEYS_PER_UPLOAD
+            )));
+        }
+        self.check_new_order_keys(&upload.order_keys)?;
+        if let Some(f) = upload.fallback
+            && let Some(a) = self.accounts.get_mut(&account)
+        {
+            a.fallback = f.clone();
+            out.push(Record::Account(AccountRecord {
+                id: account,
+                identity: a.identity,
+                fallback: f,
+            }));
+        }
+        for k in upload.one_time {
+            self.restore_one_time(account, k);
+            out.push(Record::OneTimePrekey {
+                account,
+                key: k,
+                present: true,
+            });
+        }
+        for k in upload.order_keys {
+            self.restore_order_key(account, *k.as_bytes());
+            out.push(Record::OrderKey {
+                account,
+                key: *k.as_bytes(),
+                present: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// Unused one-time prekeys and order keys of an account.
+    pub fn key_counts(&self, account: &AccountId) -> (usize, usize) {
+        self.accounts
+            .get(account)
+            .map_or((0, 0), |a| (a.one_time.len(), a.order_keys.len()))
+    }
+
+    /// Another account's prekey bundle; hands out (and deletes) one one-time
+    /// prekey if any is left.
+    pub fn prekey_bundle(
+        &mut self,
+        target: &AccountId,
+        out: &mut Vec<Record>,
+    ) -> Result<pb::PrekeyBundle, RouterError> {
+        let a = self
+            .accounts
+            .get_mut(target)
+            .ok_or_else(|| RouterError::NotFound(format!("account {target}")))?;
+        let one_time = a.one_time.pop_first();
+        if let Some(k) = one_time {
+            out.push(Record::OneTimePrekey {
+                account: *target,
+                key: k,
+                present: false,
+            });
+        }
+        Ok(pb::PrekeyBundle {
+            account: target.to_vec(),
+            identity: Some(pb::IdentityKeys {
+                signing_key: a.identity.signing.to_vec(),
+                session_key: a.identity.session.to_vec(),
+            }),
+            fallback_prekey: Some(pb::SignedPrekey {
+                key: a.fallback.key.to_vec(),
+                signature: a.fallback.signature.to_vec(),
+            }),
+            one_time_prekey: one_time.map(|k| k.to_vec()).unwrap_or_default(),
+        })
+    }
+
+    /// Whether every listed account has an unused order key; names the first
+    /// that does not.
+    pub fn check_order_keys(&self, accounts: &[AccountId]) -> Result<(), RouterError> {
+        for id in accounts {
+            match self.accounts.get(id) {
+                None => return Err(RouterError::NotFound(format!("member {id} has no account"))),
+                Some(a) if a.order_keys.is_empty() => {
+                    return Err(RouterError::FailedPrecondition(format!(
+                        "member {id} has no order keys left; it must upload more"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes one unused order key of an account (call
+    /// [`Directory::check_order_keys`] first).
+    pub fn take_order_key(
+        &mut self,
+        account: &AccountId,
+        out: &mut Vec<Record>,
+    ) -> Result<SlotKey, RouterError> {
+        let key = self
+            .accounts
+            .get_mut(account)
+            .and_then(|a| a.order_keys.pop_first())
+            .ok_or_else(|| {
+                RouterError::FailedPrecondition(format!(
+                    "member {account} has no order keys left; it must upload more"
+                ))
+            })?;
+        self.order_key_owner.remove(&key);
+        out.push(Record::OrderKey {
+            account: *account,
+            key,
+            present: false,
+        });
+        Ok(SlotKey::from_bytes(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    pub(crate) fn registration(
+        sk: &SigningKey,
+        challenge: Challenge,
+        order_keys: Vec<Vec<u8>>,
+    ) -> pb::RegisterRequest {
+        let prekey = [5u8; 32];
+        pb::RegisterRequest {
+            identity: Some(pb::IdentityKeys {
+                signing_key: sk.verifying_key().to_bytes().to_vec(),
+                session_key: vec![9; 32],
+            }),
+            challenge: challenge.to_vec(),
+            signature: sk.sign(&challenge.signing_message()).to_bytes().to_vec(),
+            fallback_prekey: Some(pb::SignedPrekey {
+                key: prekey.to_vec(),
+                signature: sk
+                    .sign(&prekey_signing_message(&prekey))
+                    .to_bytes()
+                    .to_vec(),
+            }),
+            one_time_prekeys: vec![vec![1; 32], vec![2; 32]],
+            order_keys,
+        }
+    }
+
+    fn order_key(seed: u8) -> Vec<u8> {
+        grompi_proto::SlotSecret::from_bytes([seed; 32])
+            .public_key()
+            .to_vec()
+    }
+
+    #[test]
+    fn register_sign_in_and_challenges_are_single_use() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let limits = Limits::default();
+        let mut d = Directory::new();
+        let mut out = Vec::new();
+        let sk = SigningKey::from_bytes(&[3; 32]);
+        let c = d.issue_challenge(0, &mut rng, &limits).unwrap();
+        let req = registration(&sk, c, vec![order_key(1)]);
+        let new = parse_register(&req).unwrap();
+        let (id, token) = d.register(new.clone(), 1, &mut rng, &mut out).unwrap();
+        assert_eq!(d.authenticate(&token.to_vec()).unwrap(), id);
+        // Replaying the same registration: the challenge is spent.
+        let e = d.register(new, 2, &mut rng, &mut out).unwrap_err();
+        assert!(matches!(e, RouterError::Unauthenticated(m) if m.contains("already used")));
+        // Registering the same identity again with a fresh challenge.
+        let c2 = d.issue_challenge(3, &mut rng, &limits).unwrap();
+        let e = d
+            .register(
+                parse_register(&registration(&sk, c2, vec![])).unwrap(),
+                3,
+                &mut rng,
+                &mut out,
+            )
+            .unwrap_err();
+        assert!(matches!(e, RouterError::AlreadyExists(_)));
+        // Sign in, and an expired challenge.
+        let c3 = d.issue_challenge(4, &mut rng, &limits).unwrap();
+        let s = SignIn {
+            account: id,
+            challenge: c3,
+            signature: sk.sign(&c3.signing_message()).to_bytes(),
+        };
+        let t2 = d.sign_in(&s, 5, &mut rng, &mut out).unwrap();
+        assert_eq!(d.authenticate(&t2.to_vec()).unwrap(), id);
+        let c4 = d.issue_challenge(10, &mut rng, &limits).unwrap();
+        let s = SignIn {
+            account: id,
+            challenge: c4,
+            signature: sk.sign(&c4.signing_message()).to_bytes(),
+        };
+        let e = d
+            .sign_in(&s, 10 + limits.challenge_ttl_ms, &mut rng, &mut out)
+            .unwrap_err();
+        assert!(matches!(e, RouterError::Unauthenticated(m) if m.contains("expired")));
+        assert!(d.authenticate(&[0; 32]).is_err());
+        assert!(d.authenticate(&[0; 5]).is_err());
+    }
+
+    #[test]
+    fn bad_signatures_are_refused_with_reasons() {
+        let sk = SigningKey::from_bytes(&[3; 32]);
+        let c = Challenge::from_bytes([7; 32]);
+        let mut req = registration(&sk, c, vec![]);
+        req.signature[0] ^= 1;
+        assert!(matches!(
+            parse_register(&req),
+            Err(RouterError::Unauthenticated(_))
+        ));
+        let mut req = registration(&sk, c, vec![]);
+        if let Some(p) = req.fallback_prekey.as_mut() {
+            p.key[0] ^= 1;
+        }
+        assert!(
+            matches!(parse_register(&req), Err(RouterError::InvalidArgument(m)) if m.contains("fallback_prekey"))
+        );
+        let mut req = registration(&sk, c, vec![vec![0; 32]]);
+        req.order_keys = vec![vec![0; 32]];
+        assert!(
+            matches!(parse_register(&req), Err(RouterError::InvalidArgument(m)) if m.contains("low-order"))
+        );
+        let req = registration(&sk, c, vec![vec![1; 31]]);
+        assert!(
+            matches!(parse_register(&req), Err(RouterError::InvalidArgument(m)) if m.contains("32 bytes"))
+        );
+    }
+
+    #[test]
+    fn one_time_prekeys_are_handed_out_once_and_order_keys_run_out() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let limits = Limits::default();
+        let mut d = Directory::new();
+        let mut out = Vec::new();
+        let sk = SigningKey::from_bytes(&[3; 32]);
+        let c = d.issue_challenge(0, &mut rng, &limits).unwrap();
+        let (id, _) = d
+            .register(
+                parse_register(&registration(&sk, c, vec![order_key(1)])).unwrap(),
+                0,
+                &mut rng,
+                &mut out,
+            )
+            .unwrap();
+        let a = d.prekey_bundle(&id, &mut out).unwrap();
+        let b = d.prekey_bundle(&id, &mut out).unwrap();
+        let c = d.prekey_bundle(&id, &mut out).unwrap();
+        assert_ne!(a.one_time_prekey, b.one_time_prekey);
+        assert!(!a.one_time_prekey.is_empty() && !b.one_time_prekey.is_empty());
+        assert!(c.one_time_prekey.is_empty());
+        assert_eq!(d.key_counts(&id), (0, 1));
+        d.check_order_keys(&[id]).unwrap();
+        d.take_order_key(&id, &mut out).unwrap();
+        let e = d.check_order_keys(&[id]).unwrap_err();
+        assert!(matches!(e, RouterError::FailedPrecondition(m) if m.contains("must upload more")));
+    }
+}

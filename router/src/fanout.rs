@@ -1,0 +1,151 @@
+//! Fan-out to the order servers, as data: per-server links with one job in
+//! flight at a time, retry backoff with times passed in, the jobs themselves
+//! (opens, then one Attest batch) and how refusals are classified.
+//!
+//! Ordering rule: a server is only ever sent, for one conversation, a run of
+//! consecutive indices starting at the number it has attested, and a server
+//! has at most one job in flight, so it never sees index i+1 before it has
+//! attested i (or refused i in the same batch).
+
+use crate::Millis;
+use grompi_proto::pb::{self, RefusalReason};
+use grompi_proto::{ConversationId, Index};
+
+/// Retry state: how many consecutive failures, and when to try again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backoff {
+    /// Consecutive failures.
+    pub failures: u32,
+    /// Not before this time.
+    pub retry_at: Millis,
+}
+
+impl Backoff {
+    /// Whether a retry is allowed at `now`.
+    pub fn ready(&self, now: Millis) -> bool {
+        now >= self.retry_at
+    }
+
+    /// Records a failure: the wait doubles from `base` up to `max`.
+    pub fn fail(&mut self, now: Millis, base: Millis, max: Millis) {
+        let shift = self.failures.min(20);
+        let wait = base.saturating_mul(1u64 << shift).min(max);
+        self.failures = self.failures.saturating_add(1);
+        self.retry_at = now.saturating_add(wait);
+    }
+
+    /// Records a success.
+    pub fn succeed(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// One order server as the router sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerLink {
+    /// The job in flight, if any.
+    pub in_flight: Option<u64>,
+    /// Retry state after transport failures.
+    pub backoff: Backoff,
+    /// Whether the last job failed at the transport level.
+    pub down: bool,
+}
+
+/// One item of an Attest batch, so results can be matched back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobItem {
+    /// Conversation.
+    pub conversation: ConversationId,
+    /// Index.
+    pub index: Index,
+}
+
+/// Work for one order server: open these conversations, then attest these
+/// items in one call.
+#[derive(Debug, Clone)]
+pub struct ServerJob {
+    /// Job id, echoed in the result.
+    pub id: u64,
+    /// Descriptor position of the server.
+    pub server: u32,
+    /// Conversations to open first.
+    pub opens: Vec<pb::OpenConversationRequest>,
+    /// What each attest item is.
+    pub items: Vec<JobItem>,
+    /// The Attest request (empty when there are no items).
+    pub request: pb::AttestRequest,
+}
+
+/// How an OpenConversation call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// Opened; the server's genesis head.
+    Opened(Vec<u8>),
+    /// The server already knows the id (opened before a restart).
+    AlreadyOpen,
+    /// The call failed.
+    Failed(String),
+}
+
+/// How a job ended.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    /// Job id.
+    pub id: u64,
+    /// Server position.
+    pub server: u32,
+    /// One outcome per open, in job order.
+    pub opens: Vec<OpenOutcome>,
+    /// The Attest results in item order, or the transport error.
+    pub attest: Result<Vec<pb::AttestResult>, String>,
+}
+
+/// Whether a refusal means the envelope itself is bad (so, if every server
+/// says so, it is dropped) rather than the router or the server being out
+/// of step.
+pub fn is_sender_fault(reason: RefusalReason) -> bool {
+    matches!(
+        reason,
+        RefusalReason::BadSubmissionTag
+            | RefusalReason::SequenceNotIncreasing
+            | RefusalReason::WrongEpoch
+            | RefusalReason::UnknownSlot
+            | RefusalReason::NotAuthorized
+            | RefusalReason::SlotSetMismatch
+            | RefusalReason::Malformed
+            | RefusalReason::LimitExceeded
+            | RefusalReason::UnexpectedKind
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0));
+        b.fail(1000, 100, 1000);
+        assert_eq!(b.retry_at, 1100);
+        assert!(!b.ready(1099));
+        b.fail(1100, 100, 1000);
+        assert_eq!(b.retry_at, 1300);
+        for _ in 0..10 {
+            b.fail(2000, 100, 1000);
+        }
+        assert_eq!(b.retry_at, 3000);
+        b.succeed();
+        assert!(b.ready(0));
+    }
+
+    #[test]
+    fn sender_faults_are_the_envelope_s_own() {
+        assert!(is_sender_fault(RefusalReason::BadSubmissionTag));
+        assert!(is_sender_fault(RefusalReason::SequenceNotIncreasing));
+        assert!(!is_sender_fault(RefusalReason::IndexMismatch));
+        assert!(!is_sender_fault(RefusalReason::HeadMismatch));
+        assert!(!is_sender_fault(RefusalReason::Equivocation));
+        assert!(!is_sender_fault(RefusalReason::UnknownConversation));
+    }
+}

@@ -1,0 +1,561 @@
+//! What the router persists: one [`Record`] per durable change, produced by
+//! the core and committed by the store before any reply that depends on it.
+//!
+//! Each record maps to one key of one table ([`Record::to_kv`]); values are
+//! protobuf messages defined here (storage-only, never on the wire).
+
+use crate::conversation::{EpochSlots, PaddingSecret};
+use crate::directory::{IdentityKeys, SignedPrekey};
+use grompi_proto::mac::Attestation;
+use grompi_proto::{
+    AccountId, ConversationId, Envelope, Epoch, Head, Index, SlotIndex, SlotSet, Tag, pb,
+};
+
+/// Why a stored value could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The bytes are not the expected storage message.
+    #[error("stored {table} value is corrupt: {reason}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+fn corrupt(table: &'static str, reason: impl std::fmt::Display) -> RecordError {
+    RecordError::Corrupt {
+        table,
+        reason: reason.to_string(),
+    }
+}
+
+/// The tables of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// account id -> account
+    Accounts,
+    /// account id ++ key -> ()
+    OneTimePrekeys,
+    /// account id ++ key -> ()
+    OrderKeys,
+    /// token hash -> account id
+    Sessions,
+    /// conversation id -> slot sets, holders, padding secrets, opened servers
+    Conversations,
+    /// conversation id -> next index ++ head
+    Tails,
+    /// conversation id ++ index -> envelope
+    Envelopes,
+    /// conversation id ++ index ++ server -> attestation
+    Attestations,
+    /// conversation id ++ server -> attested count
+    Progress,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 9] = [
+        Table::Accounts,
+        Table::OneTimePrekeys,
+        Table::OrderKeys,
+        Table::Sessions,
+        Table::Conversations,
+        Table::Tails,
+        Table::Envelopes,
+        Table::Attestations,
+        Table::Progress,
+    ];
+
+    /// The table's name in the store.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::Accounts => "accounts",
+            Table::OneTimePrekeys => "one_time_prekeys",
+            Table::OrderKeys => "order_keys",
+            Table::Sessions => "sessions",
+            Table::Conversations => "conversations",
+            Table::Tails => "tails",
+            Table::Envelopes => "envelopes",
+            Table::Attestations => "attestations",
+            Table::Progress => "progress",
+        }
+    }
+}
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Account id.
+    pub id: AccountId,
+    /// Identity keys.
+    pub identity: IdentityKeys,
+    /// Fallback prekey.
+    pub fallback: SignedPrekey,
+}
+
+/// A conversation's slot sets and per-server open state, as stored.
+#[derive(Debug, Clone)]
+pub struct ConversationRecord {
+    /// The conversation.
+    pub id: ConversationId,
+    /// The account that created it.
+    pub creator: AccountId,
+    /// Installed epochs, in order (epoch n at position n).
+    pub epochs: Vec<EpochSlots>,
+    /// Prepared next epochs not yet installed by an Update.
+    pub prepared: Vec<EpochSlots>,
+    /// Per order server: whether it has opened the conversation.
+    pub opened: Vec<bool>,
+}
+
+/// An envelope as stored at its index.
+#[derive(Debug, Clone)]
+pub struct StoredEnvelope {
+    /// The whole envelope.
+    pub envelope: Envelope,
+    /// The sender's submission tags, one per order server.
+    pub submission_tags: Vec<Tag>,
+    /// The head before this index.
+    pub previous_head: Head,
+    /// The head after it.
+    pub head: Head,
+    /// Who submitted it (`None` for the router's own noise).
+    pub submitter: Option<AccountId>,
+    /// For an Update: the slot set it installs.
+    pub next_slots: Option<SlotSet>,
+}
+
+/// One durable change.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// Put an account.
+    Account(AccountRecord),
+    /// Add (`present`) or remove a one-time prekey.
+    OneTimePrekey {
+        /// Owner.
+        account: AccountId,
+        /// Key.
+        key: [u8; 32],
+        /// Whether the key is now present.
+        present: bool,
+    },
+    /// Add (`present`) or remove an order key.
+    OrderKey {
+        /// Owner.
+        account: AccountId,
+        /// Key.
+        key: [u8; 32],
+        /// Whether the key is now present.
+        present: bool,
+    },
+    /// Put a session (by token hash).
+    Session {
+        /// BLAKE3 of the token.
+        hash: [u8; 32],
+        /// Account.
+        account: AccountId,
+    },
+    /// Put a conversation.
+    Conversation(Box<ConversationRecord>),
+    /// Put a conversation's next index and head.
+    Tail {
+        /// Conversation.
+        conversation: ConversationId,
+        /// Next index to assign.
+        next: Index,
+        /// Head before it.
+        head: Head,
+    },
+    /// Put (`Some`) or delete an envelope at an index.
+    Envelope {
+        /// Conversation.
+        conversation: ConversationId,
+        /// Index.
+        index: Index,
+        /// The envelope, or `None` to delete.
+        stored: Option<Box<StoredEnvelope>>,
+    },
+    /// Put one order server's attestation of an index (all its slot tags).
+    Attestation {
+        /// Conversation.
+        conversation: ConversationId,
+        /// The attestation (its `server` is the descriptor position).
+        attestation: Attestation,
+    },
+    /// Put how many indices an order server has attested.
+    Progress {
+        /// Conversation.
+        conversation: ConversationId,
+        /// Order server position.
+        server: u32,
+        /// Attested count.
+        next: Index,
+    },
+}
+
+/// Key of an envelope.
+pub fn envelope_key(c: &ConversationId, i: Index) -> Vec<u8> {
+    let mut k = c.to_vec();
+    k.extend_from_slice(&i.0.to_be_bytes());
+    k
+}
+
+/// Key of an attestation.
+pub fn attestation_key(c: &ConversationId, i: Index, server: u32) -> Vec<u8> {
+    let mut k = envelope_key(c, i);
+    k.extend_from_slice(&server.to_be_bytes());
+    k
+}
+
+fn pair_key(a: &[u8; 32], b: &[u8]) -> Vec<u8> {
+    let mut k = a.to_vec();
+    k.extend_from_slice(b);
+    k
+}
+
+impl Record {
+    /// The table, key and value (`None` = delete) of this record.
+    pub fn to_kv(&self) -> (Table, Vec<u8>, Option<Vec<u8>>) {
+        use prost::Message;
+        match self {
+            Record::Account(a) => (
+                Table::Accounts,
+                a.id.to_vec(),
+                Some(
+                    msg::Account {
+                        signing_key: a.identity.signing.to_vec(),
+                        session_key: a.identity.session.to_vec(),
+                        fallback_key: a.fallback.key.to_vec(),
+                        fallback_signature: a.fallback.signature.to_vec(),
+                    }
+                    .encode_to_vec(),
+                ),
+            ),
+            Record::OneTimePrekey {
+                account,
+                key,
+                present,
+            } => (
+                Table::OneTimePrekeys,
+                pair_key(account.as_bytes(), key),
+                present.then(Vec::new),
+            ),
+            Record::OrderKey {
+                account,
+                key,
+                present,
+            } => (
+                Table::OrderKeys,
+                pair_key(account.as_bytes(), key),
+                present.then(Vec::new),
+            ),
+            Record::Session { hash, account } => {
+                (Table::Sessions, hash.to_vec(), Some(account.to_vec()))
+            }
+            Record::Conversation(c) => (
+                Table::Conversations,
+                c.id.to_vec(),
+                Some(encode_conversation(c).encode_to_vec()),
+            ),
+            Record::Tail {
+                conversation,
+                next,
+                head,
+            } => {
+                let mut v = next.0.to_be_bytes().to_vec();
+                v.extend_from_slice(head.as_bytes());
+                (Table::Tails, conversation.to_vec(), Some(v))
+            }
+            Record::Envelope {
+                conversation,
+                index,
+                stored,
+            } => (
+                Table::Envelopes,
+                envelope_key(conversation, *index),
+                stored.as_ref().map(|s| encode_envelope(s).encode_to_vec()),
+            ),
+            Record::Attestation {
+                conversation,
+                attestation,
+            } => (
+                Table::Attestations,
+                attestation_key(conversation, attestation.index, attestation.server),
+                Some(pb::Attestation::from(attestation).encode_to_vec()),
+            ),
+            Record::Progress {
+                conversation,
+                server,
+                next,
+            } => {
+                let mut k = conversation.to_vec();
+                k.extend_from_slice(&server.to_be_bytes());
+                (Table::Progress, k, Some(next.0.to_be_bytes().to_vec()))
+            }
+        }
+    }
+}
+
+fn id32<T>(table: &'static str, bytes: &[u8], make: fn([u8; 32]) -> T) -> Result<T, RecordError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(make)
+        .map_err(|_| corrupt(table, format!("expected 32 bytes, got {}", bytes.len())))
+}
+
+fn u64_be(table: &'static str, bytes: &[u8]) -> Result<u64, RecordError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt(table, "expected an 8-byte counter"))
+}
+
+/// Decodes an account (key: account id).
+pub fn decode_account(key: &[u8], value: &[u8]) -> Result<AccountRecord, RecordError> {
+    use prost::Message;
+    const T: &str = "accounts";
+    let m = msg::Account::decode(value).map_err(|e| corrupt(T, e))?;
+    Ok(AccountRecord {
+        id: id32(T, key, AccountId::from_bytes)?,
+        identity: IdentityKeys {
+            signing: id32(T, &m.signing_key, |b| b)?,
+            session: id32(T, &m.session_key, |b| b)?,
+        },
+        fallback: SignedPrekey {
+            key: id32(T, &m.fallback_key, |b| b)?,
+            signature: <[u8; 64]>::try_from(m.fallback_signature.as_slice())
+                .map_err(|_| corrupt(T, "signature length"))?,
+        },
+    })
+}
+
+/// Splits a 64-byte `(account, key)` key.
+pub fn decode_pair(table: &'static str, key: &[u8]) -> Result<(AccountId, [u8; 32]), RecordError> {
+    let (a, k) = key
+        .split_at_checked(32)
+        .ok_or_else(|| corrupt(table, "short key"))?;
+    Ok((
+        id32(table, a, AccountId::from_bytes)?,
+        id32(table, k, |b| b)?,
+    ))
+}
+
+/// Decodes a session (key: token hash, value: account id).
+pub fn decode_session(key: &[u8], value: &[u8]) -> Result<([u8; 32], AccountId), RecordError> {
+    Ok((
+        id32("sessions", key, |b| b)?,
+        id32("sessions", value, AccountId::from_bytes)?,
+    ))
+}
+
+/// Decodes a tail (key: conversation id).
+pub fn decode_tail(key: &[u8], value: &[u8]) -> Result<(ConversationId, Index, Head), RecordError> {
+    const T: &str = "tails";
+    let (n, h) = value
+        .split_at_checked(8)
+        .ok_or_else(|| corrupt(T, "short value"))?;
+    Ok((
+        id32(T, key, ConversationId::from_bytes)?,
+        Index(u64_be(T, n)?),
+        id32(T, h, Head::from_bytes)?,
+    ))
+}
+
+/// Decodes a progress entry (key: conversation id ++ server).
+pub fn decode_progress(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(ConversationId, u32, Index), RecordError> {
+    const T: &str = "progress";
+    let (c, s) = key
+        .split_at_checked(32)
+        .ok_or_else(|| corrupt(T, "short key"))?;
+    let s = <[u8; 4]>::try_from(s).map_err(|_| corrupt(T, "server position"))?;
+    Ok((
+        id32(T, c, ConversationId::from_bytes)?,
+        u32::from_be_bytes(s),
+        Index(u64_be(T, value)?),
+    ))
+}
+
+/// Decodes an attestation value.
+pub fn decode_attestation(value: &[u8]) -> Result<Attestation, RecordError> {
+    grompi_proto::wire::decode::<pb::Attestation, Attestation>(value)
+        .map_err(|e| corrupt("attestations", e))
+}
+
+fn encode_slots(e: &EpochSlots) -> msg::Epoch {
+    msg::Epoch {
+        epoch: e.epoch.0,
+        first_index: e.first_index.map(|i| i.0),
+        slots: Some(pb::SlotSet::from(&e.slots)),
+        holders: e
+            .holders
+            .iter()
+            .map(|h| h.map(|a| a.to_vec()).unwrap_or_default())
+            .collect(),
+        padding_slots: e.padding.iter().map(|(s, _)| s.0).collect(),
+        padding_secrets: e.padding.iter().map(|(_, k)| k.to_vec()).collect(),
+    }
+}
+
+fn decode_slots(m: msg::Epoch) -> Result<EpochSlots, RecordError> {
+    const T: &str = "conversations";
+    let slots = SlotSet::try_from(m.slots.unwrap_or_default()).map_err(|e| corrupt(T, e))?;
+    let holders = m
+        .holders
+        .iter()
+        .map(|h| {
+            if h.is_empty() {
+                Ok(None)
+            } else {
+                id32(T, h, AccountId::from_bytes).map(Some)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if holders.len() != slots.len() || m.padding_slots.len() != m.padding_secrets.len() {
+        return Err(corrupt(T, "slot and holder counts differ"));
+    }
+    let padding = m
+        .padding_slots
+        .iter()
+        .zip(m.padding_secrets.iter())
+        .map(|(s, k)| Ok((SlotIndex(*s), PaddingSecret::new(id32(T, k, |b| b)?))))
+        .collect::<Result<Vec<_>, RecordError>>()?;
+    Ok(EpochSlots {
+        epoch: Epoch(m.epoch),
+        first_index: m.first_index.map(Index),
+        slots,
+        holders,
+        padding,
+    })
+}
+
+fn encode_conversation(c: &ConversationRecord) -> msg::Conversation {
+    msg::Conversation {
+        creator: c.creator.to_vec(),
+        epochs: c.epochs.iter().map(encode_slots).collect(),
+        prepared: c.prepared.iter().map(encode_slots).collect(),
+        opened: c.opened.clone(),
+    }
+}
+
+/// Decodes a conversation (key: conversation id).
+pub fn decode_conversation(key: &[u8], value: &[u8]) -> Result<ConversationRecord, RecordError> {
+    use prost::Message;
+    const T: &str = "conversations";
+    let m = msg::Conversation::decode(value).map_err(|e| corrupt(T, e))?;
+    Ok(ConversationRecord {
+        id: id32(T, key, ConversationId::from_bytes)?,
+        creator: id32(T, &m.creator, AccountId::from_bytes)?,
+        epochs: m
+            .epochs
+            .into_iter()
+            .map(decode_slots)
+            .collect::<Result<_, _>>()?,
+        prepared: m
+            .prepared
+            .into_iter()
+            .map(decode_slots)
+            .collect::<Result<_, _>>()?,
+        opened: m.opened,
+    })
+}
+
+fn encode_envelope(s: &StoredEnvelope) -> msg::StoredEnvelope {
+    msg::StoredEnvelope {
+        envelope: Some(pb::Envelope::from(&s.envelope)),
+        submission_tags: s.submission_tags.iter().map(Tag::to_vec).collect(),
+        previous_head: s.previous_head.to_vec(),
+        head: s.head.to_vec(),
+        submitter: s.submitter.map(|a| a.to_vec()).unwrap_or_default(),
+        next_slots: s.next_slots.as_ref().map(pb::SlotSet::from),
+    }
+}
+
+/// Decodes a stored envelope.
+pub fn decode_envelope(value: &[u8]) -> Result<StoredEnvelope, RecordError> {
+    use prost::Message;
+    const T: &str = "envelopes";
+    let m = msg::StoredEnvelope::decode(value).map_err(|e| corrupt(T, e))?;
+    let envelope = Envelope::try_from(m.envelope.unwrap_or_default()).map_err(|e| corrupt(T, e))?;
+    Ok(StoredEnvelope {
+        envelope,
+        submission_tags: m
+            .submission_tags
+            .iter()
+            .map(|t| Tag::parse("submission_tags", t).map_err(|e| corrupt(T, e)))
+            .collect::<Result<_, _>>()?,
+        previous_head: id32(T, &m.previous_head, Head::from_bytes)?,
+        head: id32(T, &m.head, Head::from_bytes)?,
+        submitter: if m.submitter.is_empty() {
+            None
+        } else {
+            Some(id32(T, &m.submitter, AccountId::from_bytes)?)
+        },
+        next_slots: m
+            .next_slots
+            .map(SlotSet::try_from)
+            .transpose()
+            .map_err(|e| corrupt(T, e))?,
+    })
+}
+
+/// Storage-only protobuf messages.
+mod msg {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Account {
+        #[prost(bytes = "vec", tag = "1")]
+        pub signing_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub session_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub fallback_key: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub fallback_signature: Vec<u8>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Epoch {
+        #[prost(uint64, tag = "1")]
+        pub epoch: u64,
+        #[prost(uint64, optional, tag = "2")]
+        pub first_index: Option<u64>,
+        #[prost(message, optional, tag = "3")]
+        pub slots: Option<grompi_proto::pb::SlotSet>,
+        #[prost(bytes = "vec", repeated, tag = "4")]
+        pub holders: Vec<Vec<u8>>,
+        #[prost(uint32, repeated, tag = "5")]
+        pub padding_slots: Vec<u32>,
+        #[prost(bytes = "vec", repeated, tag = "6")]
+        pub padding_secrets: Vec<Vec<u8>>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Conversation {
+        #[prost(bytes = "vec", tag = "1")]
+        pub creator: Vec<u8>,
+        #[prost(message, repeated, tag = "2")]
+        pub epochs: Vec<Epoch>,
+        #[prost(message, repeated, tag = "3")]
+        pub prepared: Vec<Epoch>,
+        #[prost(bool, repeated, tag = "4")]
+        pub opened: Vec<bool>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StoredEnvelope {
+        #[prost(message, optional, tag = "1")]
+        pub envelope: Option<grompi_proto::pb::Envelope>,
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        pub submission_tags: Vec<Vec<u8>>,
+        #[prost(bytes = "vec", tag = "3")]
+        pub previous_head: Vec<u8>,
+        #[prost(bytes = "vec", tag = "4")]
+        pub head: Vec<u8>,
+        #[prost(bytes = "vec", tag = "5")]
+        pub submitter: Vec<u8>,
+        #[prost(message, optional, tag = "6")]
+        pub next_slots: Option<grompi_proto::pb::SlotSet>,
+    }
+}

@@ -1,0 +1,272 @@
+//! The shell around the core: one core thread that batches requests into
+//! one durable commit (group commit) before performing any effect, one
+//! worker task per order server that runs one job at a time, a ticker, and
+//! the hub of live subscribers.
+
+use crate::core::{Command, Effect, Output, Response, RouterCore};
+use crate::error::RouterError;
+use crate::fanout::{JobResult, OpenOutcome, ServerJob};
+use crate::store::Store;
+use crate::{Millis, Ticket};
+use grompi_proto::pb::order_service_client::OrderServiceClient;
+use grompi_proto::{AccountId, pb};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+/// Most requests folded into one commit.
+const MAX_BATCH: usize = 1024;
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A reply channel.
+pub type Reply = oneshot::Sender<Result<Response, RouterError>>;
+
+/// A message to the core thread.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// A command, with the channel for its answer (none for job results).
+    Request(Box<Command>, Option<Reply>),
+    /// Time passed: retry, noise.
+    Tick,
+    /// Stop after this batch.
+    Shutdown,
+}
+
+type Subscriber = (u64, mpsc::Sender<Result<pb::Delivery, tonic::Status>>);
+
+/// Live subscribers by account. A subscriber whose queue is full is
+/// disconnected (it reconnects and fetches what it missed), so a slow
+/// reader never makes the router's memory grow.
+#[derive(Debug, Default)]
+pub struct Hub {
+    subscribers: Mutex<HashMap<AccountId, Vec<Subscriber>>>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    /// Adds a subscriber for `account` with a queue of `capacity`.
+    pub fn subscribe(
+        &self,
+        account: AccountId,
+        capacity: usize,
+    ) -> mpsc::Receiver<Result<pb::Delivery, tonic::Status>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.entry(account).or_default().push((id, tx));
+            metrics::gauge!("router_subscribers")
+                .set(subs.values().map(Vec::len).sum::<usize>() as f64);
+        }
+        rx
+    }
+
+    /// Delivers to every live subscriber of `account`.
+    pub fn deliver(&self, account: &AccountId, delivery: &pb::Delivery) {
+        let Ok(mut subs) = self.subscribers.lock() else {
+            return;
+        };
+        let Some(list) = subs.get_mut(account) else {
+            return;
+        };
+        list.retain(|(_, tx)| match tx.try_send(Ok(delivery.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("router_slow_subscribers_disconnected_total").increment(1);
+                tracing::info!(account = %account, "subscriber too slow; disconnected");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if list.is_empty() {
+            subs.remove(account);
+        }
+    }
+
+    /// Disconnects everyone (shutdown).
+    pub fn close_all(&self) {
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.clear();
+        }
+    }
+}
+
+/// Starts the core thread. Returns its sender and a handle that yields the
+/// thread's result (an error if storage failed).
+pub fn start_core(
+    mut core: RouterCore,
+    mut store: Box<dyn Store>,
+    jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
+    hub: Arc<Hub>,
+    queue: usize,
+) -> (
+    mpsc::Sender<CoreMsg>,
+    std::thread::JoinHandle<Result<(), RouterError>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<CoreMsg>(queue.max(16));
+    let handle = std::thread::Builder::new()
+        .name("router-core".into())
+        .spawn(move || {
+            let mut rng = rand::rng();
+            let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
+            let mut next_ticket = 0u64;
+            let mut last_gauges = Instant::now();
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                let now = now_ms();
+                let mut out = Output::default();
+                let mut stop = false;
+                let commands = batch.len();
+                for m in batch {
+                    match m {
+                        CoreMsg::Request(cmd, reply) => {
+                            next_ticket += 1;
+                            let t = Ticket(next_ticket);
+                            if let Some(r) = reply {
+                                waiting.insert(t, r);
+                            }
+                            core.handle(t, *cmd, now, &mut rng, &mut out);
+                        }
+                        CoreMsg::Tick => {}
+                        CoreMsg::Shutdown => stop = true,
+                    }
+                }
+                core.poll(now, &mut rng, &mut out);
+                let started = Instant::now();
+                if let Err(e) = store.commit(&out.records) {
+                    tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
+                    for (_, r) in waiting.drain() {
+                        let _ = r.send(Err(RouterError::Internal("storage failed".into())));
+                    }
+                    return Err(RouterError::Internal(e.to_string()));
+                }
+                if !out.records.is_empty() {
+                    metrics::histogram!("router_commit_seconds").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("router_commit_batch_commands").record(commands as f64);
+                }
+                for effect in out.effects {
+                    match effect {
+                        Effect::Reply(t, r) => {
+                            if let Some(tx) = waiting.remove(&t) {
+                                let _ = tx.send(r);
+                            }
+                        }
+                        Effect::Job(job) => {
+                            if let Some(tx) = jobs.get(job.server as usize) {
+                                let _ = tx.send(job);
+                            }
+                        }
+                        Effect::Deliver { account, delivery } => hub.deliver(&account, &delivery),
+                    }
+                }
+                // Requests whose waiters went away (timeouts) are forgotten.
+                waiting.retain(|_, r| !r.is_closed());
+                metrics::gauge!("router_waiting_requests").set(waiting.len() as f64);
+                if last_gauges.elapsed() >= Duration::from_secs(1) {
+                    metrics::gauge!("router_pending_envelopes").set(core.pending_count() as f64);
+                    last_gauges = Instant::now();
+                }
+                if stop {
+                    break;
+                }
+            }
+            Ok(())
+        });
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => std::thread::spawn(move || {
+            Err(RouterError::Internal(format!(
+                "cannot start the core thread: {e}"
+            )))
+        }),
+    };
+    (tx, handle)
+}
+
+/// Runs one order server's jobs, one at a time, and reports results to the
+/// core.
+pub async fn server_worker(
+    server: u32,
+    name: String,
+    client: OrderServiceClient<Channel>,
+    mut jobs: mpsc::UnboundedReceiver<ServerJob>,
+    core: mpsc::Sender<CoreMsg>,
+    timeout: Duration,
+) {
+    while let Some(job) = jobs.recv().await {
+        let started = Instant::now();
+        let opens = futures::future::join_all(job.opens.iter().map(|o| {
+            let mut c = client.clone();
+            let o = o.clone();
+            async move {
+                match tokio::time::timeout(timeout, c.open_conversation(o)).await {
+                    Ok(Ok(r)) => OpenOutcome::Opened(r.into_inner().genesis_head),
+                    Ok(Err(s)) if s.code() == tonic::Code::AlreadyExists => {
+                        OpenOutcome::AlreadyOpen
+                    }
+                    Ok(Err(s)) => OpenOutcome::Failed(format!("{}: {}", s.code(), s.message())),
+                    Err(_) => OpenOutcome::Failed("timed out".into()),
+                }
+            }
+        }))
+        .await;
+        let attest = if job.request.items.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let items = job.request.items.len();
+            let mut c = client.clone();
+            let r = match tokio::time::timeout(timeout, c.attest(job.request)).await {
+                Ok(Ok(r)) => Ok(r.into_inner().results),
+                Ok(Err(s)) => Err(format!("{}: {}", s.code(), s.message())),
+                Err(_) => Err("timed out".into()),
+            };
+            metrics::histogram!("router_fanout_seconds", "server" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("router_attest_items_total", "server" => name.clone())
+                .increment(items as u64);
+            r
+        };
+        if let Err(e) = &attest {
+            tracing::debug!(server = %name, error = %e, "attest call failed");
+        }
+        let result = JobResult {
+            id: job.id,
+            server,
+            opens,
+            attest,
+        };
+        if core
+            .send(CoreMsg::Request(Box::new(Command::JobDone(result)), None))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Sends a tick to the core every `every`, until the core is gone.
+pub async fn ticker(core: mpsc::Sender<CoreMsg>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        if core.send(CoreMsg::Tick).await.is_err() {
+            return;
+        }
+    }
+}

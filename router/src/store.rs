@@ -1,0 +1,359 @@
+//! Durable storage behind a narrow trait: commit a batch of [`Record`]s
+//! atomically and durably, load a [`Snapshot`] at start, read envelopes for
+//! Fetch.
+//!
+//! [`RedbStore`] is the production store (redb, `Durability::Immediate`:
+//! fsynced before `commit` returns). [`MemStore`] keeps the same tables in
+//! memory and, for crash tests, forgets everything not committed.
+
+use crate::record::{
+    self, AccountRecord, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
+};
+use grompi_proto::mac::Attestation;
+use grompi_proto::{AccountId, ConversationId, Head, Index};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("storage failed: {0}")]
+    Backend(String),
+    /// A stored value is corrupt.
+    #[error(transparent)]
+    Corrupt(#[from] RecordError),
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// Everything the core needs at start: the directory, every conversation's
+/// slot sets and tail, per-server progress, and the envelopes not yet
+/// attested by every server, with their attestations.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Accounts.
+    pub accounts: Vec<AccountRecord>,
+    /// Unused one-time prekeys.
+    pub one_time_prekeys: Vec<(AccountId, [u8; 32])>,
+    /// Unused order keys.
+    pub order_keys: Vec<(AccountId, [u8; 32])>,
+    /// Sessions by token hash.
+    pub sessions: Vec<([u8; 32], AccountId)>,
+    /// Conversations.
+    pub conversations: Vec<ConversationRecord>,
+    /// Next index and head per conversation.
+    pub tails: Vec<(ConversationId, Index, Head)>,
+    /// Attested count per conversation and server.
+    pub progress: Vec<(ConversationId, u32, Index)>,
+    /// Envelopes from the lowest server progress on, with attestations.
+    pub envelopes: Vec<(ConversationId, Index, StoredEnvelope, Vec<Attestation>)>,
+}
+
+/// Raw `(key, value)` rows of a table.
+pub type KvRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Reading raw tables; implemented by both stores so loading is shared.
+pub trait KvRead {
+    /// Every `(key, value)` of `table` with `from <= key < to` (`to` empty:
+    /// no upper bound), in key order.
+    fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError>;
+}
+
+/// Durable storage.
+pub trait Store: Send {
+    /// Commits records atomically and durably, in order.
+    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError>;
+    /// Loads the snapshot the core restarts from.
+    fn load(&self) -> Result<Snapshot, StoreError>;
+    /// A reader for Fetch that may be used from other threads.
+    fn reader(&self) -> Arc<dyn EnvelopeReader>;
+}
+
+/// Reads stored envelopes and attestations.
+pub trait EnvelopeReader: Send + Sync {
+    /// Envelopes `from..to` of a conversation with their attestations.
+    fn read(
+        &self,
+        conversation: &ConversationId,
+        from: Index,
+        to: Index,
+    ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError>;
+}
+
+fn read_range(
+    kv: &impl KvRead,
+    c: &ConversationId,
+    from: Index,
+    to: Index,
+) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
+    if to <= from {
+        return Ok(Vec::new());
+    }
+    let envs = kv.scan(
+        Table::Envelopes,
+        &record::envelope_key(c, from),
+        &record::envelope_key(c, to),
+    )?;
+    let atts = kv.scan(
+        Table::Attestations,
+        &record::envelope_key(c, from),
+        &record::envelope_key(c, to),
+    )?;
+    let mut by_index: BTreeMap<Index, Vec<Attestation>> = BTreeMap::new();
+    for (_, v) in atts {
+        let a = record::decode_attestation(&v)?;
+        by_index.entry(a.index).or_default().push(a);
+    }
+    envs.into_iter()
+        .map(|(k, v)| {
+            let i = k
+                .get(32..40)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| StoreError::Backend("envelope key is not 40 bytes".into()))?;
+            let stored = record::decode_envelope(&v)?;
+            Ok((
+                Index(i),
+                stored,
+                by_index.remove(&Index(i)).unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+/// Loads a snapshot from raw tables.
+pub fn load(kv: &impl KvRead) -> Result<Snapshot, StoreError> {
+    let mut s = Snapshot::default();
+    for (k, v) in kv.scan(Table::Accounts, &[], &[])? {
+        s.accounts.push(record::decode_account(&k, &v)?);
+    }
+    for (k, _) in kv.scan(Table::OneTimePrekeys, &[], &[])? {
+        s.one_time_prekeys
+            .push(record::decode_pair("one_time_prekeys", &k)?);
+    }
+    for (k, _) in kv.scan(Table::OrderKeys, &[], &[])? {
+        s.order_keys.push(record::decode_pair("order_keys", &k)?);
+    }
+    for (k, v) in kv.scan(Table::Sessions, &[], &[])? {
+        s.sessions.push(record::decode_session(&k, &v)?);
+    }
+    for (k, v) in kv.scan(Table::Conversations, &[], &[])? {
+        s.conversations.push(record::decode_conversation(&k, &v)?);
+    }
+    for (k, v) in kv.scan(Table::Tails, &[], &[])? {
+        s.tails.push(record::decode_tail(&k, &v)?);
+    }
+    for (k, v) in kv.scan(Table::Progress, &[], &[])? {
+        s.progress.push(record::decode_progress(&k, &v)?);
+    }
+    // Envelopes still needed in memory: from the lowest progress of any
+    // server (a server with no progress entry has attested nothing).
+    let servers_per_conv: HashMap<ConversationId, usize> = s
+        .conversations
+        .iter()
+        .map(|c| (c.id, c.opened.len()))
+        .collect();
+    let mut low: HashMap<ConversationId, (usize, Index)> = HashMap::new();
+    for (c, _, next) in &s.progress {
+        let e = low.entry(*c).or_insert((0, *next));
+        e.0 += 1;
+        e.1 = e.1.min(*next);
+    }
+    for (c, next, _) in &s.tails {
+        let n = servers_per_conv.get(c).copied().unwrap_or(0);
+        let from = match low.get(c) {
+            Some((count, min)) if *count >= n => *min,
+            _ => Index(0),
+        };
+        for (i, stored, atts) in read_range(kv, c, from, *next)? {
+            s.envelopes.push((*c, i, stored, atts));
+        }
+    }
+    Ok(s)
+}
+
+type Tables = HashMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+fn apply(tables: &mut Tables, records: &[Record]) {
+    for r in records {
+        let (t, k, v) = r.to_kv();
+        let table = tables.entry(t).or_default();
+        match v {
+            Some(v) => {
+                table.insert(k, v);
+            }
+            None => {
+                table.remove(&k);
+            }
+        }
+    }
+}
+
+fn scan_map(tables: &Tables, table: Table, from: &[u8], to: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(t) = tables.get(&table) else {
+        return Vec::new();
+    };
+    t.range(from.to_vec()..)
+        .take_while(|(k, _)| to.is_empty() || k.as_slice() < to)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// An in-memory store. Clones share the committed state, so a test can
+/// "crash" a core (drop it with its uncommitted output) and restart a new
+/// one from the same store.
+#[derive(Debug, Clone, Default)]
+pub struct MemStore {
+    committed: Arc<Mutex<Tables>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn tables(&self) -> Result<std::sync::MutexGuard<'_, Tables>, StoreError> {
+        self.committed
+            .lock()
+            .map_err(|_| StoreError::Backend("store lock poisoned".into()))
+    }
+}
+
+impl KvRead for MemStore {
+    fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
+        Ok(scan_map(&*self.tables()?, table, from, to))
+    }
+}
+
+impl EnvelopeReader for MemStore {
+    fn read(
+        &self,
+        c: &ConversationId,
+        from: Index,
+        to: Index,
+    ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
+        read_range(self, c, from, to)
+    }
+}
+
+impl Store for MemStore {
+    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        apply(&mut *self.tables()?, records);
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        load(self)
+    }
+
+    fn reader(&self) -> Arc<dyn EnvelopeReader> {
+        Arc::new(self.clone())
+    }
+}
+
+type RawTable = redb::TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+fn definition(t: Table) -> RawTable {
+    redb::TableDefinition::new(t.name())
+}
+
+/// The redb store.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<redb::Database>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedbStore")
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file and its tables.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = redb::Database::create(path).map_err(backend)?;
+        let tx = db.begin_write().map_err(backend)?;
+        for t in Table::ALL {
+            tx.open_table(definition(t)).map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+}
+
+impl KvRead for RedbStore {
+    fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
+        use redb::ReadableDatabase;
+        let tx = self.db.begin_read().map_err(backend)?;
+        let t = tx.open_table(definition(table)).map_err(backend)?;
+        let range = if to.is_empty() {
+            t.range::<&[u8]>(from..).map_err(backend)?
+        } else {
+            t.range::<&[u8]>(from..to).map_err(backend)?
+        };
+        range
+            .map(|e| {
+                e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(backend)
+            })
+            .collect()
+    }
+}
+
+impl EnvelopeReader for RedbStore {
+    fn read(
+        &self,
+        c: &ConversationId,
+        from: Index,
+        to: Index,
+    ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
+        read_range(self, c, from, to)
+    }
+}
+
+impl Store for RedbStore {
+    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().map_err(backend)?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(backend)?;
+        {
+            let mut open: HashMap<Table, redb::Table<'_, &'static [u8], &'static [u8]>> =
+                HashMap::new();
+            for r in records {
+                let (t, k, v) = r.to_kv();
+                let table = match open.entry(t) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(tx.open_table(definition(t)).map_err(backend)?)
+                    }
+                };
+                match v {
+                    Some(v) => {
+                        table.insert(k.as_slice(), v.as_slice()).map_err(backend)?;
+                    }
+                    None => {
+                        table.remove(k.as_slice()).map_err(backend)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        load(self)
+    }
+
+    fn reader(&self) -> Arc<dyn EnvelopeReader> {
+        Arc::new(self.clone())
+    }
+}
