@@ -1,5 +1,77 @@
 //! The client: the only place where trust is decided.
 //!
-//! Not yet implemented beyond this crate's place in the workspace; see the
-//! project's issues for the plan.
+//! A member accepts an index of a conversation only when it extends the
+//! member's own head chain and enough pinned order servers attested it with
+//! tags only this member can verify; it then opens the envelope (pairwise
+//! Olm block, key-committing body) and applies membership changes with the
+//! same deterministic rules every member runs. Everything a peer does wrong
+//! becomes a typed [`Alert`].
+//!
+//! The core is sans-IO: no sockets, clocks or global randomness. Callers
+//! pass deliveries in, take envelopes, events and alerts out, and supply an
+//! RNG where fresh keys or nonces are needed. (The Olm ratchet inside
+//! vodozemac draws its own ephemeral keys from the operating system, so Olm
+//! ciphertexts are not reproducible from a seed; outcomes are.)
+//!
+//! # Conventions this crate defines
+//!
+//! * Block plaintext: `version (1) || body key || core hash` ([`body`]).
+//! * Body associated data: label, conversation, epoch, kind, sender slot,
+//!   sequence ([`body::BodyContext`]); nonce zero, one key per body.
+//! * Block frame around the Olm message: version, sender account, message
+//!   type, the sender's identity keys on pre-key messages ([`pairwise`]).
+//! * Decrypted bodies per kind, including the Setup's slot set and member
+//!   list and an Update's change and next member list ([`content`]).
+//! * An Update's blocks for members it adds are addressed by their slot in
+//!   the next epoch, which must not be a slot a current member holds.
+//! * A delivery without a header carries late tags ([`delivery::TagUpdate`]).
+//!
+//! # Layout
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`member`] | one account's conversations: routing deliveries, collecting alerts and events |
+//! | [`conversation`] | one conversation's state machine: acceptance, buffering, joining, opening, sending |
+//! | [`delivery`] | deliveries and tag updates parsed from the wire and checked for self-consistency |
+//! | [`transcript`] | the accepted chain and each index's attestation status |
+//! | [`membership`] | deterministic membership and authorization rules |
+//! | [`content`] | what decrypted bodies say (Setup, Update, Message, Receipt) |
+//! | [`body`] | key-committing body encryption and the block plaintext |
+//! | [`pairwise`] | Olm sessions with peer accounts (vodozemac), prekey bundles |
+//! | [`keyring`] | single-use order keys and their cached MAC keys |
+//! | [`local_store`] | local state encrypted at rest (passphrase or key file) |
+//! | [`compose`] | building an envelope and its submission tags |
+//! | [`receipt`] | checking receipts against the transcript |
+//! | [`head_proof`] | checking head proofs against the transcript |
+//! | [`codec`] | strict reading of the canonical encoding |
+//! | [`alert`] | the typed alert |
+//! | [`errors`] | errors of local operations |
 #![forbid(unsafe_code)]
+
+pub mod alert;
+pub mod body;
+pub mod codec;
+pub mod compose;
+pub mod content;
+pub mod conversation;
+pub mod delivery;
+pub mod errors;
+pub mod head_proof;
+pub mod keyring;
+pub mod local_store;
+pub mod member;
+pub mod membership;
+pub mod pairwise;
+pub mod receipt;
+pub mod transcript;
+
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod world;
+
+pub use alert::Alert;
+pub use conversation::{Conversation, ConversationConfig, Event, Phase, Secrets};
+pub use delivery::{Delivery, Incoming, TagUpdate};
+pub use errors::ClientError;
+pub use member::Member;

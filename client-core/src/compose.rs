@@ -1,0 +1,124 @@
+//! The sender side: one envelope from one content.
+//!
+//! The body is encrypted once under a fresh body key; the header commits to
+//! the key and the body; each recipient gets a block with `(body key, core
+//! hash)` encrypted in its pairwise session; the sender MACs the envelope
+//! hash and its sequence number for each order server with its slot's
+//! submission keys. Nothing is signed.
+
+use crate::body::{self, BlockPlaintext, BodyContext, BodyKey};
+use crate::content::Content;
+use crate::errors::ClientError;
+use crate::keyring::SlotMacKeys;
+use crate::pairwise::{Pairwise, PairwiseError};
+use grompi_proto::envelope::HeaderFields;
+use grompi_proto::limits::MAX_BODY_BYTES;
+use grompi_proto::mac::Tag;
+use grompi_proto::{
+    AccountId, BodyHash, ConversationId, Envelope, EnvelopeHeader, Epoch, Index, RecipientBlock,
+    Sequence, SlotIndex,
+};
+
+/// An envelope ready to submit, with one submission tag per order server in
+/// descriptor order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Composed {
+    /// The envelope.
+    pub envelope: Envelope,
+    /// Submission tags, in descriptor order.
+    pub submission_tags: Vec<Tag>,
+}
+
+/// Everything a sender states about one envelope.
+#[derive(Clone, Copy, Debug)]
+pub struct Sending<'a> {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The sender's epoch.
+    pub epoch: Epoch,
+    /// The sender's slot.
+    pub sender: SlotIndex,
+    /// The sender's next sequence number.
+    pub sequence: Sequence,
+    /// The last index the sender accepted.
+    pub last_seen: Option<Index>,
+    /// Recipients (slot and account), the sender excluded.
+    pub recipients: &'a [(SlotIndex, AccountId)],
+    /// The sender's slot MAC keys for the epoch.
+    pub mac_keys: &'a SlotMacKeys,
+}
+
+/// Builds an envelope. Fails before touching any session when a recipient
+/// has no pairwise session.
+pub fn compose(
+    sending: &Sending<'_>,
+    content: &Content,
+    rng: &mut impl rand::CryptoRng,
+    pairwise: &mut Pairwise,
+) -> Result<Composed, ClientError> {
+    if let Some((_, missing)) = sending
+        .recipients
+        .iter()
+        .find(|(_, a)| !pairwise.has_session(a))
+    {
+        return Err(ClientError::NoSession(*missing));
+    }
+    let kind = content.kind();
+    let slot_set_hash = match content {
+        Content::Setup(s) => Some(s.slots.hash()),
+        Content::Update(u) => Some(u.next_slots.hash()),
+        _ => None,
+    };
+    let key = BodyKey::generate(rng);
+    let context = BodyContext {
+        conversation: sending.conversation,
+        epoch: sending.epoch,
+        kind,
+        sender: sending.sender,
+        sequence: sending.sequence,
+    };
+    let plaintext = zeroize::Zeroizing::new(content.encode());
+    let body = body::seal(&key, &context, &plaintext);
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ClientError::TooLarge("body"));
+    }
+    let header = EnvelopeHeader::new(HeaderFields {
+        conversation: sending.conversation,
+        epoch: sending.epoch,
+        kind,
+        sender: sending.sender,
+        sequence: sending.sequence,
+        last_seen: sending.last_seen,
+        body_hash: BodyHash::of(&body),
+        key_commitment: key.commitment(),
+        slot_set_hash,
+    })?;
+    let block = BlockPlaintext {
+        key,
+        core: header.core_hash(),
+    }
+    .encode();
+    let mut blocks = Vec::with_capacity(sending.recipients.len());
+    for (slot, account) in sending.recipients {
+        let ciphertext = pairwise.encrypt_to(account, &block).map_err(|e| match e {
+            PairwiseError::NoSession(a) => ClientError::NoSession(a),
+            other => ClientError::Pairwise(other.to_string()),
+        })?;
+        blocks.push(RecipientBlock {
+            recipient: *slot,
+            ciphertext,
+        });
+    }
+    let envelope = Envelope::new(header, body, blocks)?;
+    let hash = envelope.hash();
+    let submission_tags = sending
+        .mac_keys
+        .0
+        .iter()
+        .map(|k| k.submit(&hash, sending.sequence))
+        .collect();
+    Ok(Composed {
+        envelope,
+        submission_tags,
+    })
+}

@@ -1,0 +1,373 @@
+//! What a decrypted body says, per envelope kind, and its strict encoding.
+//!
+//! ```text
+//! content  = version u8 (1) || kind code u8 || fields
+//! Setup    = creator account || slot set || members
+//! Update   = change || next slot set || next members
+//! Message  = bytes
+//! Receipt  = through index || head || count || index...
+//! slot set = count || (key || role code)...
+//! members  = count || (account || role code || slot u32)...
+//! change   = 1 account role (add) | 2 account (remove) | 3 (leave)
+//!          | 4 account role (role change)
+//! ```
+//!
+//! Every member runs this same parser over the same plaintext (the key
+//! commitment guarantees it), so a malformed body is refused identically
+//! everywhere.
+
+use crate::codec::{Canonical, DecodeError, Reader};
+use grompi_proto::limits::{MAX_BODY_BYTES, MAX_SLOTS};
+use grompi_proto::{
+    AccountId, EnvelopeKind, Head, Index, SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSet,
+};
+
+/// Version byte of the content format.
+pub const CONTENT_VERSION: u8 = 1;
+/// Most indices one receipt lists as undecryptable.
+pub const MAX_RECEIPT_INDICES: usize = 1024;
+
+/// One member of a conversation epoch: who, with what role, in which slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemberEntry {
+    /// The member's account.
+    pub account: AccountId,
+    /// The member's role.
+    pub role: SlotRole,
+    /// The slot the member holds in the epoch's slot set.
+    pub slot: SlotIndex,
+}
+
+/// The body of a Setup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetupContent {
+    /// The account that created the conversation.
+    pub creator: AccountId,
+    /// The padded slot set the conversation was opened with.
+    pub slots: SlotSet,
+    /// Every member and its slot.
+    pub members: Vec<MemberEntry>,
+}
+
+/// A membership change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Adds an account with a role.
+    Add {
+        /// The account added.
+        account: AccountId,
+        /// Its role.
+        role: SlotRole,
+    },
+    /// Removes a member.
+    Remove {
+        /// The member removed.
+        account: AccountId,
+    },
+    /// The sender leaves.
+    Leave,
+    /// Changes a member's role.
+    SetRole {
+        /// The member.
+        account: AccountId,
+        /// Its new role.
+        role: SlotRole,
+    },
+}
+
+/// The body of an Update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateContent {
+    /// The change requested.
+    pub change: Change,
+    /// The next epoch's padded slot set.
+    pub next_slots: SlotSet,
+    /// The next epoch's complete member list and slots.
+    pub next_members: Vec<MemberEntry>,
+}
+
+/// The body of a Receipt: "processed through `through` with head `head`,
+/// could not decrypt `undecryptable`".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptContent {
+    /// The last index processed.
+    pub through: Index,
+    /// The head after it.
+    pub head: Head,
+    /// Indices that could not be decrypted.
+    pub undecryptable: Vec<Index>,
+}
+
+/// A decrypted body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// A Setup.
+    Setup(SetupContent),
+    /// An application message.
+    Message(Vec<u8>),
+    /// An Update.
+    Update(UpdateContent),
+    /// A Receipt.
+    Receipt(ReceiptContent),
+    /// Cover traffic.
+    Noise,
+}
+
+impl Content {
+    /// The envelope kind that carries this content.
+    pub fn kind(&self) -> EnvelopeKind {
+        match self {
+            Self::Setup(_) => EnvelopeKind::Setup,
+            Self::Message(_) => EnvelopeKind::Message,
+            Self::Update(_) => EnvelopeKind::Update,
+            Self::Receipt(_) => EnvelopeKind::Receipt,
+            Self::Noise => EnvelopeKind::Noise,
+        }
+    }
+
+    /// The encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        let c = Canonical::new().u8(CONTENT_VERSION).u8(self.kind().code());
+        let c = match self {
+            Self::Setup(s) => members(
+                slot_set(c.fixed(s.creator.as_bytes()), &s.slots),
+                &s.members,
+            ),
+            Self::Message(m) => c.bytes(m),
+            Self::Update(u) => {
+                let c = match u.change {
+                    Change::Add { account, role } => {
+                        c.u8(1).fixed(account.as_bytes()).u8(role.code())
+                    }
+                    Change::Remove { account } => c.u8(2).fixed(account.as_bytes()),
+                    Change::Leave => c.u8(3),
+                    Change::SetRole { account, role } => {
+                        c.u8(4).fixed(account.as_bytes()).u8(role.code())
+                    }
+                };
+                members(slot_set(c, &u.next_slots), &u.next_members)
+            }
+            Self::Receipt(r) => {
+                let mut c = c
+                    .u64(r.through.0)
+                    .fixed(r.head.as_bytes())
+                    .count(r.undecryptable.len());
+                for i in &r.undecryptable {
+                    c = c.u64(i.0);
+                }
+                c
+            }
+            Self::Noise => c,
+        };
+        c.as_bytes().to_vec()
+    }
+
+    /// Parses the encoding, which must be of `kind`.
+    pub fn decode(kind: EnvelopeKind, bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new("content", bytes);
+        if r.u8()? != CONTENT_VERSION {
+            return Err(invalid("content.version", "unknown content version"));
+        }
+        if r.u8()? != kind.code() {
+            return Err(invalid(
+                "content.kind",
+                "content kind differs from the header's kind",
+            ));
+        }
+        let content = match kind {
+            EnvelopeKind::Setup => {
+                let creator = AccountId::from_bytes(r.fixed()?);
+                let slots = read_slot_set(&mut r)?;
+                let members = read_members(&mut r)?;
+                Self::Setup(SetupContent {
+                    creator,
+                    slots,
+                    members,
+                })
+            }
+            EnvelopeKind::Message => {
+                Self::Message(r.bytes("content.message", MAX_BODY_BYTES)?.to_vec())
+            }
+            EnvelopeKind::Update => {
+                let change = match r.u8()? {
+                    1 => Change::Add {
+                        account: AccountId::from_bytes(r.fixed()?),
+                        role: read_role(&mut r)?,
+                    },
+                    2 => Change::Remove {
+                        account: AccountId::from_bytes(r.fixed()?),
+                    },
+                    3 => Change::Leave,
+                    4 => Change::SetRole {
+                        account: AccountId::from_bytes(r.fixed()?),
+                        role: read_role(&mut r)?,
+                    },
+                    _ => return Err(invalid("content.change", "unknown change code")),
+                };
+                let next_slots = read_slot_set(&mut r)?;
+                let next_members = read_members(&mut r)?;
+                Self::Update(UpdateContent {
+                    change,
+                    next_slots,
+                    next_members,
+                })
+            }
+            EnvelopeKind::Receipt => {
+                let through = Index(r.u64()?);
+                let head = Head::from_bytes(r.fixed()?);
+                let n = r.count("content.undecryptable", MAX_RECEIPT_INDICES)?;
+                let mut undecryptable = Vec::with_capacity(n);
+                for _ in 0..n {
+                    undecryptable.push(Index(r.u64()?));
+                }
+                Self::Receipt(ReceiptContent {
+                    through,
+                    head,
+                    undecryptable,
+                })
+            }
+            EnvelopeKind::Noise => Self::Noise,
+        };
+        r.finish()?;
+        Ok(content)
+    }
+}
+
+fn invalid(field: &'static str, reason: &'static str) -> DecodeError {
+    DecodeError::Invalid { field, reason }
+}
+
+fn slot_set(mut c: Canonical, s: &SlotSet) -> Canonical {
+    c = c.count(s.len());
+    for e in s.entries() {
+        c = c.fixed(e.key.as_bytes()).u8(e.role.code());
+    }
+    c
+}
+
+fn members(mut c: Canonical, m: &[MemberEntry]) -> Canonical {
+    c = c.count(m.len());
+    for e in m {
+        c = c
+            .fixed(e.account.as_bytes())
+            .u8(e.role.code())
+            .u32(e.slot.0);
+    }
+    c
+}
+
+fn read_role(r: &mut Reader<'_>) -> Result<SlotRole, DecodeError> {
+    SlotRole::from_code(i32::from(r.u8()?)).ok_or(invalid("content.role", "unknown role code"))
+}
+
+fn read_slot_set(r: &mut Reader<'_>) -> Result<SlotSet, DecodeError> {
+    let n = r.count("content.slots", MAX_SLOTS)?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = SlotKey::from_bytes(r.fixed()?);
+        let role = read_role(r)?;
+        entries.push(SlotEntry { key, role });
+    }
+    SlotSet::new(entries).map_err(|_| invalid("content.slots", "empty slot set or a key twice"))
+}
+
+fn read_members(r: &mut Reader<'_>) -> Result<Vec<MemberEntry>, DecodeError> {
+    let n = r.count("content.members", MAX_SLOTS)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let account = AccountId::from_bytes(r.fixed()?);
+        let role = read_role(r)?;
+        let slot = SlotIndex(r.u32()?);
+        out.push(MemberEntry {
+            account,
+            role,
+            slot,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn set() -> SlotSet {
+        SlotSet::new(vec![
+            SlotEntry {
+                key: SlotKey::from_bytes([1; 32]),
+                role: SlotRole::Admin,
+            },
+            SlotEntry {
+                key: SlotKey::from_bytes([2; 32]),
+                role: SlotRole::Member,
+            },
+        ])
+        .unwrap()
+    }
+
+    fn samples() -> Vec<Content> {
+        let m = vec![MemberEntry {
+            account: AccountId::from_bytes([9; 32]),
+            role: SlotRole::Admin,
+            slot: SlotIndex(0),
+        }];
+        vec![
+            Content::Setup(SetupContent {
+                creator: AccountId::from_bytes([9; 32]),
+                slots: set(),
+                members: m.clone(),
+            }),
+            Content::Message(b"hi".to_vec()),
+            Content::Update(UpdateContent {
+                change: Change::SetRole {
+                    account: AccountId::from_bytes([8; 32]),
+                    role: SlotRole::Member,
+                },
+                next_slots: set(),
+                next_members: m,
+            }),
+            Content::Receipt(ReceiptContent {
+                through: Index(4),
+                head: Head::from_bytes([3; 32]),
+                undecryptable: vec![Index(2)],
+            }),
+            Content::Noise,
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for c in samples() {
+            let bytes = c.encode();
+            assert_eq!(Content::decode(c.kind(), &bytes).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn kind_must_match_the_header() {
+        let bytes = Content::Message(b"x".to_vec()).encode();
+        assert_eq!(
+            Content::decode(EnvelopeKind::Receipt, &bytes),
+            Err(invalid(
+                "content.kind",
+                "content kind differs from the header's kind"
+            ))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn truncations_and_garbage_are_refused_without_panic(
+            which in 0usize..5, cut in 0usize..200, noise in proptest::collection::vec(any::<u8>(), 0..80)
+        ) {
+            let c = &samples()[which];
+            let bytes = c.encode();
+            let cut = cut.min(bytes.len());
+            if cut < bytes.len() {
+                prop_assert!(Content::decode(c.kind(), &bytes[..cut]).is_err());
+            }
+            let _ = Content::decode(c.kind(), &noise);
+        }
+    }
+}

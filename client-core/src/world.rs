@@ -1,0 +1,521 @@
+//! A small in-memory network for tests: order servers as MAC-ing functions
+//! (proto's `MacKeys`), a router that orders envelopes and cuts deliveries,
+//! and members whose conversations compose the honest transcript.
+//!
+//! Each member's secrets and conversation are snapshotted right after the
+//! conversation is created, so tests can replay any feed of deliveries into
+//! a fresh replica of a member ([`World::replica`]).
+
+use crate::compose::Composed;
+use crate::content::{Change, Content, MemberEntry, UpdateContent};
+use crate::conversation::{Conversation, ConversationConfig, Secrets};
+use crate::delivery::Delivery;
+use crate::keyring::OrderKeyring;
+use crate::pairwise::{Pairwise, PairwisePickle};
+use grompi_proto::mac::{Attestation, AttestationStatement, Tag};
+use grompi_proto::{
+    AccountId, ConversationId, CoreHash, Envelope, EnvelopeHash, Epoch, Head, Index, MacKeys,
+    OrderServerSecret, SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::collections::{BTreeMap, HashMap};
+
+/// One ordered envelope.
+#[derive(Clone, Debug)]
+pub struct Ordered {
+    pub index: Index,
+    pub epoch: Epoch,
+    pub envelope: Envelope,
+    pub head: Head,
+    pub prev: Head,
+}
+
+/// Who holds which slot in one epoch.
+#[derive(Clone, Debug)]
+pub struct View {
+    pub slots: SlotSet,
+    pub holders: BTreeMap<usize, SlotIndex>,
+    pub roles: BTreeMap<usize, SlotRole>,
+}
+
+struct Snapshot {
+    pairwise: PairwisePickle,
+    keys: Vec<[u8; 32]>,
+    conv: Conversation,
+}
+
+pub struct World {
+    pub rng: StdRng,
+    pub servers: Vec<OrderServerSecret>,
+    pub config: ConversationConfig,
+    pub secrets: Vec<Secrets>,
+    pub convs: Vec<Option<Conversation>>,
+    pub accounts: Vec<AccountId>,
+    spare: Vec<Vec<SlotKey>>,
+    pub conversation: ConversationId,
+    pub log: Vec<Ordered>,
+    pub views: BTreeMap<Epoch, View>,
+    pub epoch: Epoch,
+    sent: Vec<Vec<(CoreHash, Content)>>,
+    snapshots: Vec<Snapshot>,
+    macs: HashMap<(usize, SlotKey), MacKeys>,
+    /// Whether ordering an envelope delivers it to the member at once (a
+    /// test that drives a member's feed itself turns this off).
+    pub deliver_now: Vec<bool>,
+}
+
+impl World {
+    /// `members` members with all pairwise sessions, `servers` order servers.
+    pub fn new(seed: u64, members: usize, servers: usize, quorum: usize) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let servers: Vec<_> = (0..servers)
+            .map(|_| {
+                let mut b = [0u8; 32];
+                rand::Rng::fill_bytes(&mut rng, &mut b);
+                OrderServerSecret::from_bytes(b)
+            })
+            .collect();
+        let config =
+            ConversationConfig::new(servers.iter().map(|s| s.public_key()).collect(), quorum);
+        let mut secrets: Vec<Secrets> = (0..members).map(|_| Secrets::default()).collect();
+        let mut spare = Vec::new();
+        for s in &mut secrets {
+            spare.push(s.order_keys.generate(&mut rng, 8));
+        }
+        // Every member starts a session with every other, each from a
+        // bundle with its own one-time key (one-time keys are used once).
+        for i in 0..members {
+            for j in 0..members {
+                if i != j {
+                    let b = secrets[j].pairwise.bundle(true);
+                    secrets[i].pairwise.start_session(&b).unwrap();
+                }
+            }
+        }
+        let accounts = secrets.iter().map(|s| s.pairwise.account_id()).collect();
+        let mut cid = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rng, &mut cid);
+        Self {
+            rng,
+            servers,
+            config,
+            convs: (0..members).map(|_| None).collect(),
+            secrets,
+            accounts,
+            spare,
+            conversation: ConversationId::from_bytes(cid),
+            log: Vec::new(),
+            views: BTreeMap::new(),
+            epoch: Epoch(0),
+            sent: (0..members).map(|_| Vec::new()).collect(),
+            snapshots: Vec::new(),
+            macs: HashMap::new(),
+            deliver_now: vec![true; members],
+        }
+    }
+
+    /// A fresh padded, shuffled slot set for `roster` (member -> role).
+    /// `avoid`: current holders and their slots; joiners (members not among
+    /// them) must not take those slots, as a router must ensure.
+    fn assign(
+        &mut self,
+        roster: &BTreeMap<usize, SlotRole>,
+        padding: usize,
+        avoid: &[(usize, SlotIndex)],
+    ) -> (View, Vec<MemberEntry>) {
+        let mut entries: Vec<(Option<usize>, SlotEntry)> = Vec::new();
+        for (m, role) in roster {
+            let key = self.spare[*m].remove(0);
+            entries.push((Some(*m), SlotEntry { key, role: *role }));
+        }
+        for _ in 0..padding {
+            let mut b = [0u8; 32];
+            rand::Rng::fill_bytes(&mut self.rng, &mut b);
+            entries.push((
+                None,
+                SlotEntry {
+                    key: SlotSecret::from_bytes(b).public_key(),
+                    role: SlotRole::Member,
+                },
+            ));
+        }
+        // Fisher-Yates with the world's RNG, until no joiner takes a slot a
+        // current member holds.
+        let current: Vec<usize> = avoid.iter().map(|(m, _)| *m).collect();
+        loop {
+            for i in (1..entries.len()).rev() {
+                let j = (rand::Rng::next_u64(&mut self.rng) % (i as u64 + 1)) as usize;
+                entries.swap(i, j);
+            }
+            let clash = entries.iter().enumerate().any(|(i, (m, _))| {
+                m.is_some_and(|m| !current.contains(&m))
+                    && avoid.iter().any(|(_, s)| s.0 as usize == i)
+            });
+            if !clash {
+                break;
+            }
+        }
+        let slots = SlotSet::new(entries.iter().map(|(_, e)| *e).collect()).unwrap();
+        let mut holders = BTreeMap::new();
+        let mut members = Vec::new();
+        for (i, (m, e)) in entries.iter().enumerate() {
+            if let Some(m) = m {
+                holders.insert(*m, SlotIndex(i as u32));
+                members.push(MemberEntry {
+                    account: self.accounts[*m],
+                    role: e.role,
+                    slot: SlotIndex(i as u32),
+                });
+            }
+        }
+        (
+            View {
+                slots,
+                holders,
+                roles: roster.clone(),
+            },
+            members,
+        )
+    }
+
+    /// Member `creator` creates the conversation with every member; the
+    /// Setup is ordered and delivered to every member.
+    pub fn setup(&mut self, creator: usize) {
+        let all: Vec<usize> = (0..self.accounts.len()).collect();
+        self.setup_with(creator, &all);
+    }
+
+    /// Like [`World::setup`] with only `initial` as members; the others
+    /// wait to be added.
+    pub fn setup_with(&mut self, creator: usize, initial: &[usize]) {
+        let roster: BTreeMap<_, _> = initial
+            .iter()
+            .copied()
+            .map(|m| {
+                (
+                    m,
+                    if m == creator {
+                        SlotRole::Admin
+                    } else {
+                        SlotRole::Member
+                    },
+                )
+            })
+            .collect();
+        let (view, members) = self.assign(&roster, 1, &[]);
+        let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
+        let (conv, composed) = Conversation::create(
+            self.conversation,
+            self.config.clone(),
+            view.slots.clone(),
+            members,
+            &mut rng,
+            &mut self.secrets[creator],
+        )
+        .unwrap();
+        for m in 0..self.accounts.len() {
+            self.convs[m] = Some(if m == creator {
+                conv.clone()
+            } else if roster.contains_key(&m) {
+                Conversation::invited(self.conversation, self.accounts[m], self.config.clone())
+            } else {
+                Conversation::joining(self.conversation, self.accounts[m], self.config.clone())
+            });
+        }
+        for m in 0..self.accounts.len() {
+            let s = &self.secrets[m];
+            self.snapshots.push(Snapshot {
+                pairwise: s.pairwise.pickle(),
+                keys: s.order_keys.export().iter().map(|k| **k).collect(),
+                conv: self.convs[m].clone().unwrap(),
+            });
+        }
+        self.views.insert(Epoch(0), view);
+        self.order_and_deliver(creator, composed);
+    }
+
+    /// A fresh replica of member `m` as it was right after the Setup was
+    /// composed, knowing everything it sent since.
+    pub fn replica(&self, m: usize) -> (Secrets, Conversation) {
+        let s = &self.snapshots[m];
+        let pickle = serde_json::to_string(&s.pairwise).unwrap();
+        let pairwise = Pairwise::from_pickle(serde_json::from_str(&pickle).unwrap());
+        let mut order_keys = OrderKeyring::new();
+        for k in &s.keys {
+            order_keys.insert(SlotSecret::from_bytes(*k));
+        }
+        let mut conv = s.conv.clone();
+        for (core, content) in &self.sent[m] {
+            conv.restore_sent(*core, content.clone());
+        }
+        (
+            Secrets {
+                pairwise,
+                order_keys,
+            },
+            conv,
+        )
+    }
+
+    /// Delivers to member `m` every honest delivery from its next expected
+    /// index on (a reconnect and fetch).
+    pub fn catch_up(&mut self, m: usize) {
+        let Some(from) = self.convs[m].as_ref().map(|c| c.next_expected()) else {
+            return;
+        };
+        let all: Vec<u32> = (0..self.servers.len() as u32).collect();
+        for i in from.0..self.log.len() as u64 {
+            if let Some(d) = self.delivery(Index(i), m, &all) {
+                self.receive(m, d);
+            }
+        }
+    }
+
+    /// Hands one delivery to member `m`.
+    pub fn receive(&mut self, m: usize, d: Delivery) {
+        if let Some(c) = self.convs[m].as_mut() {
+            c.receive(d, &mut self.secrets[m]);
+        }
+    }
+
+    /// Member `m` sends `content`; it is ordered and delivered to everyone.
+    pub fn send(&mut self, m: usize, content: Content) -> Index {
+        self.catch_up(m);
+        let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
+        let conv = self.convs[m].as_mut().unwrap();
+        let composed = conv
+            .compose(content.clone(), &mut rng, &mut self.secrets[m])
+            .unwrap();
+        self.sent[m].push((composed.envelope.header().core_hash(), content));
+        self.order_and_deliver(m, composed)
+    }
+
+    /// Member `m` sends an Update whose next member list is `next` (which
+    /// need not follow the rules).
+    pub fn update(&mut self, m: usize, change: Change, next: BTreeMap<usize, SlotRole>) -> Index {
+        let avoid: Vec<(usize, SlotIndex)> = self.views[&self.epoch]
+            .holders
+            .iter()
+            .map(|(m, s)| (*m, *s))
+            .collect();
+        let (view, members) = self.assign(&next, 2, &avoid);
+        let content = Content::Update(UpdateContent {
+            change,
+            next_slots: view.slots.clone(),
+            next_members: members,
+        });
+        // The router prepares the next epoch before the Update is ordered.
+        let next_epoch = Epoch(self.epoch.0 + 1);
+        self.views.insert(next_epoch, view);
+        let index = self.send(m, content);
+        self.epoch = next_epoch;
+        index
+    }
+
+    /// The current roster.
+    pub fn roster(&self) -> BTreeMap<usize, SlotRole> {
+        self.views[&self.epoch].roles.clone()
+    }
+
+    fn order_and_deliver(&mut self, _sender: usize, composed: Composed) -> Index {
+        let env = composed.envelope;
+        let epoch = env.header().epoch();
+        // The order servers check the submission tags.
+        let view = self.views[&epoch].clone();
+        let slot_key = view.slots.get(env.header().sender()).unwrap().key;
+        let hash = env.hash();
+        for s in 0..self.servers.len() {
+            let k = self.mac(s, slot_key);
+            assert!(k.verify_submission(
+                &hash,
+                env.header().sequence(),
+                &composed.submission_tags[s]
+            ));
+        }
+        self.order_raw(env)
+    }
+
+    /// Orders any envelope (no submission check) and delivers it to every
+    /// member's builder with every server's tags.
+    pub fn order_raw(&mut self, env: Envelope) -> Index {
+        let epoch = env.header().epoch();
+        let hash = env.hash();
+        let index = Index(self.log.len() as u64);
+        let prev = self
+            .log
+            .last()
+            .map_or(Head::genesis(&self.conversation), |o| o.head);
+        let head = prev.next(&self.conversation, epoch, index, &hash);
+        self.log.push(Ordered {
+            index,
+            epoch,
+            envelope: env,
+            head,
+            prev,
+        });
+        let all: Vec<u32> = (0..self.servers.len() as u32).collect();
+        for m in 0..self.accounts.len() {
+            if !self.deliver_now[m] {
+                continue;
+            }
+            if let Some(d) = self.delivery(index, m, &all) {
+                let conv = self.convs[m].as_mut().unwrap();
+                conv.receive(d, &mut self.secrets[m]);
+            }
+        }
+        index
+    }
+
+    pub fn mac(&mut self, server: usize, slot: SlotKey) -> MacKeys {
+        let servers = &self.servers;
+        self.macs
+            .entry((server, slot))
+            .or_insert_with(|| servers[server].mac_keys(&slot).unwrap())
+            .clone()
+    }
+
+    /// Member `m`'s slot key in `epoch`.
+    pub fn slot_key(&self, epoch: Epoch, m: usize) -> Option<(SlotIndex, SlotKey)> {
+        let v = self.views.get(&epoch)?;
+        let slot = *v.holders.get(&m)?;
+        Some((slot, v.slots.get(slot)?.key))
+    }
+
+    /// An attestation by `server` to member `m` of `head` at `index`.
+    pub fn attest(
+        &mut self,
+        server: u32,
+        m: usize,
+        epoch: Epoch,
+        index: Index,
+        head: Head,
+    ) -> Option<Attestation> {
+        let (_, key) = self.slot_key(epoch, m)?;
+        let k = self.mac(server as usize, key);
+        let tag = k.attest(&AttestationStatement {
+            conversation: self.conversation,
+            epoch,
+            index,
+            head,
+        });
+        Some(Attestation {
+            server,
+            index,
+            head,
+            tags: vec![tag],
+            next_tags: vec![],
+        })
+    }
+
+    /// The honest delivery of `index` to member `m`, with tags from `servers`.
+    pub fn delivery(&mut self, index: Index, m: usize, servers: &[u32]) -> Option<Delivery> {
+        let o = self.log.get(index.0 as usize)?.clone();
+        self.cut(&o.envelope, index, o.epoch, o.head, m, servers)
+    }
+
+    /// A delivery of `env` at `index` to `m`, attested on `head` by `servers`.
+    pub fn cut(
+        &mut self,
+        env: &Envelope,
+        index: Index,
+        epoch: Epoch,
+        head: Head,
+        m: usize,
+        servers: &[u32],
+    ) -> Option<Delivery> {
+        // Like the router: the block by the member's slot in the envelope's
+        // epoch or, for an Update that adds it, in the next; its tags
+        // likewise (`tags` and `next_tags`).
+        let now = self.slot_key(epoch, m);
+        let next = if env.header().kind() == grompi_proto::EnvelopeKind::Update {
+            self.slot_key(Epoch(epoch.0 + 1), m)
+        } else {
+            None
+        };
+        let slot = now.or(next)?.0;
+        let block = env
+            .blocks()
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.recipient == slot)
+            .map(|(p, b)| (p as u32, b.clone()));
+        let mut attestations = Vec::new();
+        for s in servers {
+            let mut a = Attestation {
+                server: *s,
+                index,
+                head,
+                tags: vec![],
+                next_tags: vec![],
+            };
+            let statement = AttestationStatement {
+                conversation: self.conversation,
+                epoch,
+                index,
+                head,
+            };
+            if let Some((_, key)) = now {
+                a.tags.push(self.mac(*s as usize, key).attest(&statement));
+            }
+            if let Some((_, key)) = next {
+                a.next_tags
+                    .push(self.mac(*s as usize, key).attest(&statement));
+            }
+            attestations.push(a);
+        }
+        Some(Delivery {
+            conversation: self.conversation,
+            index,
+            header: env.header().clone(),
+            body: env.body().to_vec(),
+            block,
+            block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
+            attestations,
+            previous_head: None,
+        })
+    }
+
+    /// A copy of the envelope at `index` with a different body (a fork):
+    /// its header, hash and head differ from the honest one.
+    pub fn forked(&self, index: Index, salt: u8) -> Option<(Envelope, EnvelopeHash, Head)> {
+        let o = self.log.get(index.0 as usize)?;
+        let mut body = o.envelope.body().to_vec();
+        body.push(salt);
+        let mut fields = o.envelope.header().fields();
+        fields.body_hash = grompi_proto::BodyHash::of(&body);
+        let header = grompi_proto::EnvelopeHeader::new(fields).ok()?;
+        let env = Envelope::new(header, body, o.envelope.blocks().to_vec()).ok()?;
+        let hash = env.hash();
+        let head = o.prev.next(&self.conversation, o.epoch, index, &hash);
+        Some((env, hash, head))
+    }
+
+    /// Everything the builder of member `m` accepted.
+    pub fn accepted(&self, m: usize) -> Vec<(Index, EnvelopeHash, Head)> {
+        self.convs[m]
+            .as_ref()
+            .map(|c| {
+                c.transcript()
+                    .entries()
+                    .iter()
+                    .map(|e| (e.index, e.envelope_hash, e.head))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The tag a server computes with the keys of `other`'s slot (a
+    /// wrong-key tag when shown to `m`).
+    pub fn wrong_key_tag(
+        &mut self,
+        server: u32,
+        other: usize,
+        epoch: Epoch,
+        index: Index,
+        head: Head,
+    ) -> Option<Tag> {
+        self.attest(server, other, epoch, index, head)
+            .map(|a| a.tags[0])
+    }
+}
