@@ -153,7 +153,11 @@ impl TryFrom<pb::Delivery> for Delivery {
                 .map(|b| BlockDigest::parse("delivery.block_digests", b))
                 .collect::<Result<_, _>>()?,
             attestations: attestations(d.attestations)?,
-            previous_head: None,
+            previous_head: if d.previous_head.is_empty() {
+                None
+            } else {
+                Some(Head::parse("delivery.previous_head", &d.previous_head)?)
+            },
         })
     }
 }
@@ -169,6 +173,7 @@ impl From<&Delivery> for pb::Delivery {
             block_position: d.block.as_ref().map_or(0, |(p, _)| *p),
             block_digests: d.block_digests.iter().map(BlockDigest::to_vec).collect(),
             attestations: d.attestations.iter().map(Into::into).collect(),
+            previous_head: d.previous_head.map(|h| h.to_vec()).unwrap_or_default(),
         }
     }
 }

@@ -21,7 +21,7 @@ use grompi_proto::{
     SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet, SlotSetHash, Tag,
 };
 use rand::{CryptoRng, RngExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// The secret key of a padding slot, held by the router (it sends noise
@@ -106,28 +106,82 @@ impl EpochSlots {
 
 /// The smallest tier that fits `members`, or an error naming the largest.
 pub fn padded_size(members: usize, tiers: &[usize]) -> Result<usize, RouterError> {
+    placed_size(members, &Placement::default(), tiers)
+}
+
+/// Where the members an Update adds may sit.
+///
+/// The Update is sent in the current epoch, but a joiner's block is
+/// addressed by its slot in the next one (it holds no current slot). So a
+/// joiner's next slot must not be a slot a current member holds, or two
+/// blocks of the Update would name the same recipient.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Accounts that join with this epoch.
+    pub joiners: BTreeSet<AccountId>,
+    /// Slots joiners must not take: those held by current members.
+    pub reserved: BTreeSet<SlotIndex>,
+}
+
+impl Placement {
+    /// The placement for the epoch after `current`: every member of the
+    /// next list that holds no slot in `current` is a joiner.
+    pub fn after(current: &EpochSlots, next_members: &[(AccountId, SlotRole)]) -> Self {
+        Self {
+            joiners: next_members
+                .iter()
+                .map(|(a, _)| *a)
+                .filter(|a| current.slot_of(a).is_none())
+                .collect(),
+            reserved: current.members().map(|(_, s)| s).collect(),
+        }
+    }
+
+    fn free_slots(&self, size: usize) -> usize {
+        size - self
+            .reserved
+            .iter()
+            .filter(|s| (s.0 as usize) < size)
+            .count()
+    }
+
+    fn is_reserved(&self, position: usize) -> bool {
+        u32::try_from(position).is_ok_and(|p| self.reserved.contains(&SlotIndex(p)))
+    }
+}
+
+/// The smallest tier that fits `members` and leaves room for the joiners
+/// outside the reserved slots, or an error naming the largest tier.
+fn placed_size(
+    members: usize,
+    placement: &Placement,
+    tiers: &[usize],
+) -> Result<usize, RouterError> {
     tiers
         .iter()
         .copied()
-        .filter(|t| *t >= members)
+        .filter(|t| *t >= members && placement.free_slots(*t) >= placement.joiners.len())
         .min()
         .ok_or_else(|| {
             RouterError::InvalidArgument(format!(
-                "{members} members do not fit the largest configured group size {}",
+                "{members} members ({} joining) do not fit the largest configured group size {}",
+                placement.joiners.len(),
                 tiers.iter().max().copied().unwrap_or(0)
             ))
         })
 }
 
 /// Builds an epoch's slot set: one slot per member with its order key and
-/// role, padded to the tier with fresh router keys, shuffled.
+/// role, padded to the tier with fresh router keys, shuffled, with every
+/// joiner outside the slots `placement` reserves.
 pub fn assign_slots(
     epoch: Epoch,
     members: Vec<(AccountId, SlotRole, SlotKey)>,
+    placement: &Placement,
     tiers: &[usize],
     rng: &mut impl CryptoRng,
 ) -> Result<EpochSlots, RouterError> {
-    let size = padded_size(members.len(), tiers)?;
+    let size = placed_size(members.len(), placement, tiers)?;
     let mut entries: Vec<(SlotEntry, Option<AccountId>, Option<PaddingSecret>)> = members
         .into_iter()
         .map(|(a, role, key)| (SlotEntry { key, role }, Some(a), None))
@@ -149,6 +203,26 @@ pub fn assign_slots(
     // Fisher-Yates with the caller's RNG.
     for i in (1..entries.len()).rev() {
         let j = rng.random_range(0..=i);
+        entries.swap(i, j);
+    }
+    // Move joiners out of reserved slots, each to a random free slot that
+    // holds no joiner. `placed_size` guarantees one exists: fewer joiners
+    // than free slots sit in free slots while this one is in a reserved one.
+    let is_joiner =
+        |h: &Option<AccountId>| h.as_ref().is_some_and(|a| placement.joiners.contains(a));
+    for i in 0..entries.len() {
+        if !(placement.is_reserved(i) && is_joiner(&entries[i].1)) {
+            continue;
+        }
+        let targets: Vec<usize> = (0..entries.len())
+            .filter(|j| !placement.is_reserved(*j) && !is_joiner(&entries[*j].1))
+            .collect();
+        if targets.is_empty() {
+            return Err(RouterError::Internal(
+                "no free slot left for a joining member".into(),
+            ));
+        }
+        let j = targets[rng.random_range(0..targets.len())];
         entries.swap(i, j);
     }
     let mut holders = Vec::with_capacity(size);
@@ -595,7 +669,7 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed);
             let tiers = [4, 8, 16, 32];
             let m = members(n);
-            let e = assign_slots(Epoch(0), m.clone(), &tiers, &mut rng).unwrap();
+            let e = assign_slots(Epoch(0), m.clone(), &Placement::default(), &tiers, &mut rng).unwrap();
             prop_assert_eq!(e.slots.len(), padded_size(n as usize, &tiers).unwrap());
             prop_assert_eq!(e.holders.len(), e.slots.len());
             prop_assert_eq!(e.padding.len(), e.slots.len() - n as usize);
@@ -608,6 +682,30 @@ mod tests {
             for (slot, secret) in &e.padding {
                 prop_assert!(e.holder(*slot).is_none());
                 prop_assert_eq!(e.slots.get(*slot).unwrap().key, secret.slot_secret().public_key());
+            }
+        }
+    }
+
+    proptest! {
+        /// Joiners never take a slot a current member holds, whatever the
+        /// sizes, and the tier grows when the smallest one leaves no room.
+        #[test]
+        fn joiners_avoid_the_slots_current_members_hold(
+            stay in 1u8..10, leave in 0u8..6, join in 1u8..8, seed in any::<u64>()
+        ) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let tiers = [4, 8, 16, 32];
+            let all = members(stay + leave + join);
+            let current: Vec<_> = all[..(stay + leave) as usize].to_vec();
+            let cur = assign_slots(Epoch(0), current, &Placement::default(), &tiers, &mut rng).unwrap();
+            let next: Vec<_> = all[leave as usize..].to_vec();
+            let roles: Vec<_> = next.iter().map(|(a, r, _)| (*a, *r)).collect();
+            let placement = Placement::after(&cur, &roles);
+            prop_assert_eq!(placement.joiners.len(), join as usize);
+            let e = assign_slots(Epoch(1), next, &placement, &tiers, &mut rng).unwrap();
+            for j in &placement.joiners {
+                let slot = e.slot_of(j).unwrap();
+                prop_assert!(cur.holder(slot).is_none(), "joiner at a current member's slot {}", slot.0);
             }
         }
     }

@@ -7,7 +7,7 @@
 //! shell performs only after that commit. Feeding a batch of commands before
 //! one commit is group commit.
 
-use crate::conversation::{Admission, Conversation, EpochSlots, assign_slots};
+use crate::conversation::{Admission, Conversation, EpochSlots, Placement, assign_slots};
 use crate::delivery::{self, MemberSlots};
 use crate::directory::{Directory, KeyUpload, NewAccount, SignIn};
 use crate::error::RouterError;
@@ -547,6 +547,7 @@ impl RouterCore {
         &mut self,
         epoch: Epoch,
         members: Vec<(AccountId, SlotRole)>,
+        placement: &Placement,
         rng: &mut impl CryptoRng,
         out: &mut Output,
     ) -> Result<EpochSlots, RouterError> {
@@ -557,7 +558,7 @@ impl RouterCore {
             let key = self.directory.take_order_key(&a, &mut out.records)?;
             with_keys.push((a, role, key));
         }
-        assign_slots(epoch, with_keys, &self.config.padding_tiers, rng)
+        assign_slots(epoch, with_keys, placement, &self.config.padding_tiers, rng)
     }
 
     fn create(
@@ -590,7 +591,7 @@ impl RouterCore {
                 "conversation {id} exists; conversation ids are never reused"
             )));
         }
-        let mut slots = self.assign(Epoch(0), members, rng, out)?;
+        let mut slots = self.assign(Epoch(0), members, &Placement::default(), rng, out)?;
         slots.first_index = Some(Index(0));
         let n = self.config.servers.len();
         let mut conv = Conversation::from_record(
@@ -650,7 +651,8 @@ impl RouterCore {
             .epoch
             .next()
             .ok_or_else(|| RouterError::ResourceExhausted("epoch space exhausted".into()))?;
-        let slots = self.assign(next, members, rng, out)?;
+        let placement = Placement::after(tail, &members);
+        let slots = self.assign(next, members, &placement, rng, out)?;
         let response = pb::PrepareUpdateResponse {
             next_epoch: next.0,
             slots: Some(pb::SlotSet::from(&slots.slots)),
@@ -1188,7 +1190,14 @@ impl RouterCore {
             for (account, member) in recipients(&conv.epochs, p) {
                 out.effects.push(Effect::Deliver {
                     account,
-                    delivery: delivery::view(id, i, &p.stored.envelope, member, &atts),
+                    delivery: delivery::view(
+                        id,
+                        i,
+                        &p.stored.envelope,
+                        &p.stored.previous_head,
+                        member,
+                        &atts,
+                    ),
                 });
             }
             let hash = p.hash;
@@ -1346,7 +1355,14 @@ pub fn stored_view(
     member: MemberSlots,
     attestations: &[Attestation],
 ) -> pb::Delivery {
-    delivery::view(conversation, index, &stored.envelope, member, attestations)
+    delivery::view(
+        conversation,
+        index,
+        &stored.envelope,
+        &stored.previous_head,
+        member,
+        attestations,
+    )
 }
 
 #[cfg(test)]

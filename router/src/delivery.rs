@@ -11,7 +11,7 @@
 //! or digests, and only the new attestations.
 
 use grompi_proto::mac::Attestation;
-use grompi_proto::{ConversationId, Envelope, Index, SlotIndex, pb};
+use grompi_proto::{ConversationId, Envelope, Head, Index, SlotIndex, pb};
 
 /// Where a member sits for one index: its slot in the envelope's epoch and,
 /// for an Update, in the next epoch.
@@ -51,6 +51,7 @@ pub fn view(
     conversation: &ConversationId,
     index: Index,
     envelope: &Envelope,
+    previous_head: &Head,
     member: MemberSlots,
     attestations: &[Attestation],
 ) -> pb::Delivery {
@@ -74,6 +75,7 @@ pub fn view(
             .iter()
             .map(|a| member_attestation(a, member))
             .collect(),
+        previous_head: previous_head.to_vec(),
     }
 }
 
@@ -143,7 +145,7 @@ mod tests {
                 next_tags: vec![],
             }).collect();
             let member = MemberSlots { slot: Some(SlotIndex(me)), next_slot: None };
-            let d = view(&ConversationId::from_bytes([1; 32]), Index(3), &e, member, &atts);
+            let d = view(&ConversationId::from_bytes([1; 32]), Index(3), &e, &Head::from_bytes([8; 32]), member, &atts);
             match &d.block {
                 Some(b) => {
                     prop_assert_eq!(b.recipient_slot, me);
@@ -158,6 +160,8 @@ mod tests {
                     prop_assert!(a.tags.is_empty());
                 }
             }
+            // A joiner learns the head before this index.
+            prop_assert_eq!(&d.previous_head, &vec![8u8; 32]);
             // The member can recompute the envelope hash from its view.
             let header = grompi_proto::EnvelopeHeader::try_from(d.header.clone().unwrap()).unwrap();
             let digests: Vec<_> = d.block_digests.iter().map(|b| grompi_proto::BlockDigest::parse("d", b).unwrap()).collect();
@@ -180,6 +184,7 @@ mod tests {
         };
         let d = tag_update(&ConversationId::from_bytes([1; 32]), Index(1), m, &[a]);
         assert!(d.header.is_none() && d.body.is_empty() && d.block.is_none());
+        assert!(d.previous_head.is_empty());
         assert_eq!(d.attestations[0].tags, vec![vec![2; 32]]);
         assert_eq!(d.attestations[0].next_tags, vec![vec![3; 32]]);
         assert_eq!(d.attestations[0].server, 2);
