@@ -8,12 +8,14 @@ mod fake_order;
 mod net;
 
 use grompi_proto::pb;
+use grompi_proto::pb::router_client::RouterClient;
 use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind, Epoch, SlotSet};
 use net::{Member, Net, authed, envelope, register, registration, slot};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic::transport::Channel;
 
 async fn create(
     net: &Net,
@@ -364,8 +366,20 @@ fn check<T>(r: Result<tonic::Response<T>, tonic::Status>, code: Code, words: &st
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_rpc_rejects_bad_input_with_a_clear_status() {
+/// Everything the bad-input tests share: the router, three fake order
+/// servers, two members of a conversation and an outsider.
+struct BadInput {
+    net: Net,
+    c: RouterClient<Channel>,
+    a: Member,
+    b: Member,
+    outsider: Member,
+    id: ConversationId,
+    created: pb::CreateConversationResponse,
+}
+
+/// (Destructure `net` in every test: dropping it stops the router.)
+async fn bad_input() -> BadInput {
     let net = Net::start(3, 3, "").await;
     let mut c = net.client().await;
     let a = register(&mut c, 1).await;
@@ -374,7 +388,28 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
     let id = ConversationId::from_bytes([8; 32]);
     let created = setup(&net, &[&a, &b], id).await;
 
-    // Unauthenticated: no token, a wrong token, on every authenticated RPC.
+    BadInput {
+        net,
+        c,
+        a,
+        b,
+        outsider,
+        id,
+        created,
+    }
+}
+
+/// Unauthenticated: no token or a wrong token, on every authenticated RPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_calls_are_refused_on_every_rpc() {
+    let BadInput {
+        net,
+        mut c,
+        a,
+        id,
+        created,
+        ..
+    } = bad_input().await;
     let none = |body| tonic::Request::new(body);
     check(
         c.get_key_counts(none(pb::GetKeyCountsRequest {})).await,
@@ -457,8 +492,20 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
         Code::Unauthenticated,
         "sign in again",
     );
+}
 
-    // Replayed: a challenge used twice; a submission with an old sequence.
+/// Replayed: a challenge used twice, an old sequence, a challenge never issued, a signature by another key, an existing identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_challenges_and_submissions_are_refused() {
+    let BadInput {
+        net,
+        mut c,
+        a,
+        b,
+        id,
+        created,
+        ..
+    } = bad_input().await;
     let ch = c
         .get_challenge(pb::GetChallengeRequest {})
         .await
@@ -524,8 +571,19 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
         Code::AlreadyExists,
         "use SignIn",
     );
+}
 
-    // Malformed.
+/// Malformed: missing fields, wrong lengths, a body that does not match its hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_refused_on_every_rpc() {
+    let BadInput {
+        net,
+        mut c,
+        a,
+        id,
+        created,
+        ..
+    } = bad_input().await;
     check(
         c.register(pb::RegisterRequest::default()).await,
         Code::InvalidArgument,
@@ -632,8 +690,19 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
         Code::InvalidArgument,
         "nonce",
     );
+}
 
-    // Oversized.
+/// Oversized: an envelope and a key upload over the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_refused() {
+    let BadInput {
+        net,
+        mut c,
+        a,
+        id,
+        created,
+        ..
+    } = bad_input().await;
     let big = vec![0u8; 300 * 1024];
     check(
         c.submit(authed(&a, message(&net, &a, &created, id, 62, &big)))
@@ -659,8 +728,21 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
         Code::InvalidArgument,
         "limit of 1000",
     );
+}
 
-    // Not allowed.
+/// Not allowed: outsiders, a sender slot held by someone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_outside_a_conversation_or_slot_are_refused() {
+    let BadInput {
+        net,
+        mut c,
+        a,
+        b,
+        outsider,
+        id,
+        created,
+        ..
+    } = bad_input().await;
     check(
         c.fetch(authed(
             &outsider,
@@ -715,8 +797,19 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
         Code::PermissionDenied,
         "must be one of the members",
     );
+}
 
-    // Forged submission tags: every order server refuses, the sender is told why.
+/// Forged submission tags: every order server refuses, the sender is told why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_submission_tags_are_refused_by_every_order_server() {
+    let BadInput {
+        net,
+        mut c,
+        b,
+        id,
+        created,
+        ..
+    } = bad_input().await;
     let mut forged_tag = message(&net, &b, &created, id, 80, b"forged");
     for t in &mut forged_tag.submission_tags {
         t[0] ^= 1;
@@ -726,8 +819,19 @@ async fn every_rpc_rejects_bad_input_with_a_clear_status() {
         Code::FailedPrecondition,
         "BAD_SUBMISSION_TAG",
     );
+}
 
-    // Existing and unknown things.
+/// Existing and unknown things: a reused conversation id, unknown accounts and conversations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_and_unknown_things_are_named() {
+    let BadInput {
+        net: _net,
+        mut c,
+        a,
+        b,
+        id,
+        ..
+    } = bad_input().await;
     check(
         c.create_conversation(authed(
             &a,
