@@ -15,6 +15,8 @@
 //! padding_tiers = [4, 8, 16, 32, 64, 128, 256, 1024]
 //! # One noise envelope per conversation every this many ms (0: off).
 //! noise_interval_ms = 0
+//! # Benchmark baseline only: no attestation at all (clients refuse it).
+//! relay_only = false
 //!
 //! [limits]
 //! max_envelope_bytes = 262144
@@ -94,6 +96,12 @@ pub struct Config {
     /// Default log filter when `RUST_LOG` is unset.
     #[serde(default = "default_log")]
     pub log: String,
+    /// Benchmark baseline only: contact no order server and deliver every
+    /// envelope as soon as it is committed, unattested (a plain
+    /// store-and-forward relay with the same TLS and storage). Clients
+    /// refuse such deliveries; never enable this in a real network.
+    #[serde(default)]
+    pub relay_only: bool,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,

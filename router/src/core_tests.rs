@@ -1053,3 +1053,58 @@ proptest! {
         }
     }
 }
+
+/// Relay-only mode (no order servers, quorum 0) is the benchmark baseline:
+/// every reply and delivery leaves with the commit of its own request,
+/// without any job and without tags.
+#[test]
+fn relay_only_delivers_with_the_commit_and_no_jobs() {
+    let mut w = World::new(0, 0, 5);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([4; 32]);
+    let refs: Vec<&Member> = members.iter().collect();
+    let spec = vec![
+        (refs[0].account, SlotRole::Admin),
+        (refs[1].account, SlotRole::Member),
+    ];
+    let t = w.authed(&members[0], Call::CreateConversation(id, spec));
+    let created = match w.reply(t) {
+        Some(Ok(Response::Created(r))) => r.clone(),
+        other => panic!("create not answered with its own commit: {other:?}"),
+    };
+    let set = SlotSet::try_from(created.slots.clone().unwrap()).unwrap();
+    for (i, kind) in [(0u64, EnvelopeKind::Setup), (1, EnvelopeKind::Message)] {
+        let slot = slot_of(&created, &members[0]);
+        let req = envelope(
+            &mut members[0],
+            id,
+            Epoch(0),
+            slot,
+            kind,
+            (kind == EnvelopeKind::Setup).then(|| set.hash()),
+            &[],
+            true,
+            b"plain",
+        );
+        assert!(req.submission_tags.is_empty());
+        let t = submit(&mut w, &members[0], req);
+        assert!(
+            matches!(w.reply(t), Some(Ok(Response::Submitted(_)))),
+            "index {i} not acknowledged with its commit: {:?}",
+            w.reply(t)
+        );
+    }
+    assert!(w.jobs.is_empty(), "relay-only mode sent jobs");
+    for m in &members {
+        let mine: Vec<u64> = w
+            .deliveries
+            .iter()
+            .filter(|(a, _)| *a == m.account)
+            .map(|(_, d)| {
+                assert!(d.attestations.is_empty());
+                d.index
+            })
+            .collect();
+        assert_eq!(mine, vec![0, 1]);
+    }
+}

@@ -123,14 +123,23 @@ pub async fn serve(
     let snapshot = store
         .load()
         .map_err(|e| ServeError::Storage(e.to_string()))?;
-    let n = descriptor.server_count();
+    let (n, quorum) = if config.relay_only {
+        tracing::warn!(
+            "relay_only is set: no order server is contacted and nothing is attested; \
+             this is the benchmark baseline, not a usable network"
+        );
+        (0, 0)
+    } else {
+        (descriptor.server_count(), descriptor.quorum)
+    };
     let core_config = CoreConfig {
         servers: descriptor
             .order_servers
             .iter()
+            .take(n)
             .map(|s| s.public_key)
             .collect(),
-        quorum: descriptor.quorum,
+        quorum,
         limits: config.limits.clone(),
         padding_tiers: config.padding_tiers.clone(),
         noise_interval_ms: (config.noise_interval_ms > 0).then_some(config.noise_interval_ms),
@@ -142,7 +151,8 @@ pub async fn serve(
         .map_err(|e| ServeError::Storage(e.to_string()))?;
     let pending = core.pending_count();
     let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
-    let clients = order_clients(&descriptor, &identity, server_timeout)?;
+    let mut clients = order_clients(&descriptor, &identity, server_timeout)?;
+    clients.truncate(n);
     let hub = Arc::new(Hub::default());
     let reader = store.reader();
     let mut job_txs = Vec::with_capacity(n);
@@ -194,7 +204,7 @@ pub async fn serve(
         address = %bound,
         metrics = ?metrics_addr,
         order_servers = n,
-        quorum = descriptor.quorum,
+        quorum,
         pending,
         "router serving"
     );
