@@ -83,9 +83,27 @@ fn cargo_build(args: &[&str]) -> Result<(), String> {
         .parent()
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let status = Command::new(env!("CARGO"))
-        .args(args)
-        .current_dir(&workspace)
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.args(args).current_dir(&workspace);
+    // Cargo gives this test process variables such as CARGO_MANIFEST_DIR and
+    // CARGO_PKG_NAME. Build scripts that watch them (ring's does) would see
+    // them change between this nested build and the outer one and rebuild,
+    // with everything above them, on every run; so the nested build gets
+    // the outer environment back.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name == "OUT_DIR"
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR"
+            || name == "CARGO_RUSTC_CURRENT_DIR"
+            || ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_CFG_"]
+                .iter()
+                .any(|p| name.starts_with(p))
+        {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let status = cargo
         .status()
         .map_err(|e| e.to_string())?;
     if status.success() {
@@ -402,4 +420,118 @@ impl OrderServerNode {
         wait_healthy(&channel, ORDER_SERVICE, Duration::from_secs(30)).await?;
         Ok(channel)
     }
+}
+
+/// A whole network on 127.0.0.1: order servers and a router, started from
+/// the real binaries, and a network descriptor for clients naming the
+/// router's bound address.
+pub struct Network {
+    /// Holds the router's files and the descriptors; removed on drop.
+    pub dir: tempfile::TempDir,
+    /// The order servers' nodes (their directories).
+    pub nodes: Vec<OrderServerNode>,
+    /// The running order servers.
+    pub servers: Vec<RunningOrderServer>,
+    /// The running router.
+    pub router: Process,
+    /// The router's bound addresses.
+    pub router_addrs: BoundAddrs,
+    /// The descriptor clients use (the router's real address in it).
+    pub client_descriptor: PathBuf,
+}
+
+/// Starts `servers` order servers and a router with quorum `quorum`, and
+/// writes `client-network.toml` for clients.
+pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, HarnessError> {
+    use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
+    tls::install_crypto_provider();
+    let dir = tempfile::tempdir().map_err(io("tempdir"))?;
+    let router_data = dir.path().join("router");
+    let router_bin = binary("router")?;
+    let out = Command::new(&router_bin)
+        .args(["init", "--data-dir"])
+        .arg(&router_data)
+        .output()
+        .map_err(io("router init"))?;
+    if !out.status.success() {
+        return Err(HarnessError::Output(format!(
+            "router init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let router_cert = tls::read_cert_pem(&router_data.join("router.crt"))?;
+    let mut nodes = Vec::new();
+    let mut running = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..servers {
+        let node = OrderServerNode::init("")?;
+        std::fs::write(node.dir.path().join("router.crt"), &router_cert)
+            .map_err(io("write router.crt"))?;
+        let server = node.start().await?;
+        let key_bytes = hex_decode(&node.public_key_hex)?;
+        let public_key = grompi_proto::OrderServerKey::parse("public_key", &key_bytes)
+            .map_err(|e| HarnessError::Output(e.to_string()))?;
+        entries.push(OrderServerEntry {
+            name: format!("order{i}"),
+            address: format!("https://localhost:{}", server.addrs.grpc.port()),
+            public_key,
+            tls_ca_pem: node.server_cert_pem.clone(),
+        });
+        nodes.push(node);
+        running.push(server);
+    }
+    let mut descriptor = NetworkDescriptor {
+        name: "e2e".into(),
+        router: RouterEntry {
+            address: "https://localhost:1".into(),
+            tls_ca_pem: router_cert.clone(),
+        },
+        order_servers: entries,
+        quorum,
+    };
+    std::fs::write(dir.path().join("network.toml"), descriptor.to_toml())
+        .map_err(io("write network.toml"))?;
+    let router_config = dir.path().join("router.toml");
+    std::fs::write(
+        &router_config,
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"router\"\ndescriptor = \"network.toml\"\n\
+         backoff_base_ms = 20\nbackoff_max_ms = 300\n",
+    )
+    .map_err(io("write router.toml"))?;
+    let config = router_config.to_string_lossy().into_owned();
+    let mut router = Process::spawn(
+        &router_bin,
+        &["serve", "--config", &config],
+        &dir.path().join("router.stderr"),
+    )?;
+    let router_addrs =
+        wait_for_bound_addrs(&router_data, &mut router, Duration::from_secs(30)).await?;
+    let channel = connect(router_addrs.grpc, &router_cert, None).await?;
+    wait_healthy(&channel, "grompi.v1.Router", Duration::from_secs(30)).await?;
+    descriptor.router.address = format!("https://localhost:{}", router_addrs.grpc.port());
+    let client_descriptor = dir.path().join("client-network.toml");
+    std::fs::write(&client_descriptor, descriptor.to_toml())
+        .map_err(io("write client-network.toml"))?;
+    Ok(Network {
+        dir,
+        nodes,
+        servers: running,
+        router,
+        router_addrs,
+        client_descriptor,
+    })
+}
+
+fn hex_decode(s: &str) -> Result<Vec<u8>, HarnessError> {
+    if !s.len().is_multiple_of(2) {
+        return Err(HarnessError::Output(format!("odd-length hex {s:?}")));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .ok_or_else(|| HarnessError::Output(format!("not hex: {s:?}")))
+        })
+        .collect()
 }
