@@ -899,3 +899,47 @@ async fn request_rates_are_limited() {
     assert_eq!(s.code(), Code::ResourceExhausted);
     assert!(s.message().contains("slow down"), "{s:?}");
 }
+
+/// A flood from one account exhausts that account's budget only: another
+/// account's calls keep succeeding while the flood is being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_account_does_not_stop_another() {
+    let net = Net::start(
+        1,
+        1,
+        "[limits]\nrequests_per_second = 20\nrequest_burst = 20\n",
+    )
+    .await;
+    let mut c = net.client().await;
+    let flooder = register(&mut c, 1).await;
+    let other = register(&mut c, 2).await;
+    let flood = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            let calls = (0..400).map(|_| {
+                let mut c = c.clone();
+                let r = authed(&flooder, pb::GetKeyCountsRequest {});
+                async move { c.get_key_counts(r).await }
+            });
+            futures::future::join_all(calls).await
+        })
+    };
+    let mut other_ok = 0;
+    for _ in 0..10 {
+        c.get_key_counts(authed(&other, pb::GetKeyCountsRequest {}))
+            .await
+            .unwrap();
+        other_ok += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    }
+    let results = flood.await.unwrap();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert!(
+        refused > 300,
+        "only {refused} of 400 flood calls were refused"
+    );
+    assert_eq!(other_ok, 10);
+}
