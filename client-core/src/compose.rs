@@ -113,7 +113,7 @@ pub fn compose(
     let hash = envelope.hash();
     let submission_tags = sending
         .mac_keys
-        .0
+        .all()
         .iter()
         .map(|k| k.submit(&hash, sending.sequence))
         .collect();

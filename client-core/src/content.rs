@@ -237,7 +237,7 @@ fn invalid(field: &'static str, reason: &'static str) -> DecodeError {
     DecodeError::Invalid { field, reason }
 }
 
-fn slot_set(mut c: Canonical, s: &SlotSet) -> Canonical {
+pub(crate) fn slot_set(mut c: Canonical, s: &SlotSet) -> Canonical {
     c = c.count(s.len());
     for e in s.entries() {
         c = c.fixed(e.key.as_bytes()).u8(e.role.code());
@@ -245,7 +245,7 @@ fn slot_set(mut c: Canonical, s: &SlotSet) -> Canonical {
     c
 }
 
-fn members(mut c: Canonical, m: &[MemberEntry]) -> Canonical {
+pub(crate) fn members(mut c: Canonical, m: &[MemberEntry]) -> Canonical {
     c = c.count(m.len());
     for e in m {
         c = c
@@ -256,11 +256,11 @@ fn members(mut c: Canonical, m: &[MemberEntry]) -> Canonical {
     c
 }
 
-fn read_role(r: &mut Reader<'_>) -> Result<SlotRole, DecodeError> {
+pub(crate) fn read_role(r: &mut Reader<'_>) -> Result<SlotRole, DecodeError> {
     SlotRole::from_code(i32::from(r.u8()?)).ok_or(invalid("content.role", "unknown role code"))
 }
 
-fn read_slot_set(r: &mut Reader<'_>) -> Result<SlotSet, DecodeError> {
+pub(crate) fn read_slot_set(r: &mut Reader<'_>) -> Result<SlotSet, DecodeError> {
     let n = r.count("content.slots", MAX_SLOTS)?;
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
@@ -271,7 +271,7 @@ fn read_slot_set(r: &mut Reader<'_>) -> Result<SlotSet, DecodeError> {
     SlotSet::new(entries).map_err(|_| invalid("content.slots", "empty slot set or a key twice"))
 }
 
-fn read_members(r: &mut Reader<'_>) -> Result<Vec<MemberEntry>, DecodeError> {
+pub(crate) fn read_members(r: &mut Reader<'_>) -> Result<Vec<MemberEntry>, DecodeError> {
     let n = r.count("content.members", MAX_SLOTS)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {

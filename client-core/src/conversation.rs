@@ -22,6 +22,10 @@
 //! and checked against the key commitment, and the body is decrypted and
 //! parsed. Setups and Updates drive [`Membership`].
 
+mod persist;
+
+pub use persist::STATE_VERSION;
+
 use crate::alert::Alert;
 use crate::body::{self, BlockPlaintext, BodyContext};
 use crate::codec::DecodeError;
@@ -129,6 +133,11 @@ pub enum Event {
         kind: EnvelopeKind,
         /// How well it is attested.
         status: AttestationStatus,
+        /// The sender's causal context: the last index it had accepted.
+        last_seen: Option<Index>,
+        /// The account holding the sender slot, when this member knows the
+        /// slot's holder (authenticated when the envelope is opened).
+        sender: Option<AccountId>,
     },
     /// Late tags changed an accepted index's status.
     StatusChanged {
@@ -145,6 +154,9 @@ pub enum Event {
         sender: AccountId,
         /// The plaintext.
         plaintext: Vec<u8>,
+        /// The sender's causal context: the last index it had accepted
+        /// ("sent having seen up to #n").
+        last_seen: Option<Index>,
     },
     /// The membership was established (Setup) or an Update was applied.
     MembershipChanged {
@@ -1017,6 +1029,8 @@ impl Conversation {
             index,
             kind: EnvelopeKind::Update,
             status: self.config.status(attested_by),
+            last_seen: header.last_seen(),
+            sender: None,
         });
         self.event(Event::MembershipChanged {
             index,
@@ -1193,10 +1207,18 @@ impl Conversation {
             self.phase = Phase::Halted("internal: an accepted index did not chain");
             return;
         }
+        let holders = c
+            .setup
+            .as_ref()
+            .map(|p| &p.membership)
+            .or(self.membership.as_ref());
+        let sender = holders.and_then(|m| m.holder(header.sender()));
         self.event(Event::Accepted {
             index,
             kind: header.kind(),
             status: self.config.status(attested_by),
+            last_seen: header.last_seen(),
+            sender,
         });
         self.check_sequence(index, &header);
         if let Some(prep) = c.setup {
@@ -1263,6 +1285,7 @@ impl Conversation {
                         index,
                         sender,
                         plaintext,
+                        last_seen: header.last_seen(),
                     });
                 }
             }

@@ -10,13 +10,59 @@ use std::collections::HashMap;
 
 /// The MAC keys of one slot with each pinned order server, in descriptor
 /// order.
-#[derive(Clone, Debug)]
-pub struct SlotMacKeys(pub Vec<MacKeys>);
+///
+/// The slot's secret stays with its MAC keys (never in the keyring again),
+/// only so the epoch's state can be written to the encrypted local store
+/// and restored: it is exactly as sensitive as the MAC keys derived from
+/// it, and no path returns it to the unused keys.
+#[derive(Clone)]
+pub struct SlotMacKeys {
+    keys: Vec<MacKeys>,
+    secret: zeroize::Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for SlotMacKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotMacKeys({} servers)", self.keys.len())
+    }
+}
 
 impl SlotMacKeys {
+    /// Derives the MAC keys of `secret` with every server.
+    pub fn derive(secret: &SlotSecret, servers: &[OrderServerKey]) -> Result<Self, ClientError> {
+        let keys = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                secret
+                    .mac_keys(s)
+                    .map_err(|_| ClientError::LowOrderServerKey(i))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            keys,
+            secret: secret.to_bytes(),
+        })
+    }
+
     /// The keys shared with server `server`.
     pub fn server(&self, server: u32) -> Option<&MacKeys> {
-        usize::try_from(server).ok().and_then(|s| self.0.get(s))
+        usize::try_from(server).ok().and_then(|s| self.keys.get(s))
+    }
+
+    /// The keys of every server, in descriptor order.
+    pub fn all(&self) -> &[MacKeys] {
+        &self.keys
+    }
+
+    /// The slot's public key.
+    pub fn slot_key(&self) -> SlotKey {
+        SlotSecret::from_bytes(*self.secret).public_key()
+    }
+
+    /// The slot secret, for the encrypted local store only.
+    pub(crate) fn secret_bytes(&self) -> &[u8; 32] {
+        &self.secret
     }
 }
 
@@ -87,17 +133,9 @@ impl OrderKeyring {
         servers: &[OrderServerKey],
     ) -> Result<SlotMacKeys, ClientError> {
         let secret = self.unused.get(key).ok_or(ClientError::ForeignSlotKey)?;
-        let keys = servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                secret
-                    .mac_keys(s)
-                    .map_err(|_| ClientError::LowOrderServerKey(i))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = SlotMacKeys::derive(secret, servers)?;
         self.unused.remove(key);
-        Ok(SlotMacKeys(keys))
+        Ok(keys)
     }
 }
 

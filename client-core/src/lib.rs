@@ -30,6 +30,7 @@
 //!
 //! | module | concept |
 //! |---|---|
+//! | [`client`] | the async API for programs: router connection, encrypted persistence, contacts |
 //! | [`member`] | one account's conversations: routing deliveries, collecting alerts and events |
 //! | [`conversation`] | one conversation's state machine: acceptance, buffering, joining, opening, sending |
 //! | [`delivery`] | deliveries and tag updates parsed from the wire and checked for self-consistency |
@@ -50,6 +51,7 @@
 
 pub mod alert;
 pub mod body;
+pub mod client;
 pub mod codec;
 pub mod compose;
 pub mod content;

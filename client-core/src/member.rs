@@ -46,6 +46,30 @@ impl Member {
         }
     }
 
+    /// An account with its secrets and conversations restored from the
+    /// local store.
+    pub fn restore(
+        secrets: Secrets,
+        config: ConversationConfig,
+        conversations: Vec<Conversation>,
+    ) -> Self {
+        let mut m = Self::new(secrets, config);
+        for c in conversations {
+            m.conversations.insert(c.id(), c);
+        }
+        m
+    }
+
+    /// The account's secrets (sessions, order keys), to save.
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// A conversation's state, to start a head query or save it.
+    pub fn conversation_mut(&mut self, id: &ConversationId) -> Option<&mut Conversation> {
+        self.conversations.get_mut(id)
+    }
+
     /// This account's id.
     pub fn account(&self) -> AccountId {
         self.secrets.pairwise.account_id()

@@ -6,7 +6,10 @@
 //! * a Setup lists the creator as an Admin holding the sender slot, every
 //!   member once, each in a distinct slot of the slot set it carries (whose
 //!   hash is the header's), with the slot's role equal to the member's role;
-//! * only Admins add, remove, or change roles; any member may leave;
+//! * only Admins send Updates: they add, remove, change roles, or leave
+//!   themselves (order servers attest Updates from Admin slots only, so a
+//!   Member cannot rekey the conversation; a Member who wants to go asks an
+//!   Admin to remove it);
 //! * no change may leave the conversation without an Admin, or empty;
 //! * an Update's next member list must be exactly the current list with the
 //!   change applied, and its slot set must hash to the header's.
@@ -115,6 +118,41 @@ impl Membership {
         })
     }
 
+    /// Rebuilds a membership saved with [`Membership::roster_and_holders`]
+    /// (the encrypted local store). Checks that every holder is in the
+    /// roster and holds a slot of the set.
+    pub fn from_parts(
+        epoch: Epoch,
+        slots: SlotSet,
+        roster: BTreeMap<AccountId, SlotRole>,
+        holders: BTreeMap<SlotIndex, AccountId>,
+    ) -> Result<Self, &'static str> {
+        for (slot, account) in &holders {
+            if slots.get(*slot).is_none() {
+                return Err("a holder's slot is outside the slot set");
+            }
+            if !roster.contains_key(account) {
+                return Err("a slot holder is not a member");
+            }
+        }
+        Ok(Self {
+            epoch,
+            roster,
+            slots,
+            holders,
+        })
+    }
+
+    /// The roster and the slot holders, for the encrypted local store.
+    pub fn roster_and_holders(
+        &self,
+    ) -> (
+        &BTreeMap<AccountId, SlotRole>,
+        &BTreeMap<SlotIndex, AccountId>,
+    ) {
+        (&self.roster, &self.holders)
+    }
+
     /// The current epoch.
     pub fn epoch(&self) -> Epoch {
         self.epoch
@@ -204,6 +242,11 @@ impl Membership {
                 }
             }
             Change::Leave => {
+                if !admin {
+                    return Err(rule(
+                        "only an Admin may leave by Update; a Member asks an Admin to remove it",
+                    ));
+                }
                 next.remove(sender);
             }
             Change::SetRole { account, role } => {
@@ -452,12 +495,26 @@ mod tests {
         assert_eq!(next.epoch(), Epoch(1));
         assert_eq!(next.members().len(), 4);
         assert_eq!(next.slot_of(&acct(4)), Some(SlotIndex(3)));
-        // A member leaves.
+        // An Admin leaves once another Admin exists.
+        let promote = update(
+            Change::SetRole {
+                account: acct(2),
+                role: SlotRole::Admin,
+            },
+            &[
+                (1, SlotRole::Admin),
+                (2, SlotRole::Admin),
+                (3, SlotRole::Member),
+            ],
+        );
+        let out = apply(&m, 1, &promote);
+        assert_eq!(out.refusal, None);
+        let promoted = out.next.unwrap();
         let leave = update(
             Change::Leave,
             &[(1, SlotRole::Admin), (3, SlotRole::Member)],
         );
-        let out = apply(&m, 2, &leave);
+        let out = apply(&promoted, 2, &leave);
         assert_eq!(out.refusal, None);
         assert_eq!(out.next.unwrap().role(&acct(2)), None);
     }
@@ -466,6 +523,14 @@ mod tests {
     fn unauthorized_changes_keep_the_member_list() {
         let m = base();
         let cases = [
+            // A Member leaves by Update (it asks an Admin instead).
+            (
+                2,
+                update(
+                    Change::Leave,
+                    &[(1, SlotRole::Admin), (3, SlotRole::Member)],
+                ),
+            ),
             // A Member removes someone.
             (
                 2,

@@ -83,6 +83,43 @@ impl Transcript {
     }
 
     /// The conversation.
+    /// Rebuilds a transcript from its first index, anchor and entries (the
+    /// encrypted local store); `None` when the entries do not chain.
+    pub fn from_parts(
+        conversation: ConversationId,
+        first: Index,
+        anchor: Option<Head>,
+        entries: Vec<Entry>,
+    ) -> Option<Self> {
+        let mut t = Self {
+            conversation,
+            first,
+            anchor,
+            entries: Vec::new(),
+        };
+        let mut iter = entries.into_iter();
+        if anchor.is_none() {
+            // A joined transcript: its first entry is taken as attested.
+            let e = iter.next()?;
+            if e.index != first {
+                return None;
+            }
+            t.entries.push(e);
+        }
+        for e in iter {
+            if !t.append(e) {
+                return None;
+            }
+        }
+        Some(t)
+    }
+
+    /// The head before the first entry, when known.
+    pub fn anchor(&self) -> Option<Head> {
+        self.anchor
+    }
+
+    /// The conversation.
     pub fn conversation(&self) -> ConversationId {
         self.conversation
     }

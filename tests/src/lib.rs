@@ -96,16 +96,20 @@ fn cargo_build(args: &[&str]) -> Result<(), String> {
             || name == "CARGO_PRIMARY_PACKAGE"
             || name == "CARGO_TARGET_TMPDIR"
             || name == "CARGO_RUSTC_CURRENT_DIR"
-            || ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_CFG_"]
-                .iter()
-                .any(|p| name.starts_with(p))
+            || [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_CFG_",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
         {
             cargo.env_remove(name.as_ref());
         }
     }
-    let status = cargo
-        .status()
-        .map_err(|e| e.to_string())?;
+    let status = cargo.status().map_err(|e| e.to_string())?;
     if status.success() {
         Ok(())
     } else {
@@ -468,6 +472,17 @@ pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, Har
         std::fs::write(node.dir.path().join("router.crt"), &router_cert)
             .map_err(io("write router.crt"))?;
         let server = node.start().await?;
+        // A restart must come back on the port the descriptor names.
+        let config = std::fs::read_to_string(&node.config).map_err(io("read order.toml"))?;
+        std::fs::write(
+            &node.config,
+            config.replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"{}\"", server.addrs.grpc),
+                1,
+            ),
+        )
+        .map_err(io("write order.toml"))?;
         let key_bytes = hex_decode(&node.public_key_hex)?;
         let public_key = grompi_proto::OrderServerKey::parse("public_key", &key_bytes)
             .map_err(|e| HarnessError::Output(e.to_string()))?;

@@ -205,12 +205,43 @@ fn refused(outcome: pb::attest_result::Outcome) -> (RefusalReason, String, u64) 
     }
 }
 
+/// What the server says about the item's conversation: epoch, count and
+/// head from a head proof for slot 0, or the error code.
+async fn state_of(f: &mut Fixture, item: &pb::AttestItem) -> Result<(u64, u64, Vec<u8>), Code> {
+    let conversation_id = item
+        .envelope
+        .as_ref()
+        .and_then(|e| e.header.as_ref())
+        .map(|h| h.conversation_id.clone())
+        .unwrap_or_default();
+    f.client
+        .prove_head(pb::ProveHeadRequest {
+            conversation_id,
+            slot: 0,
+            nonce: vec![0x11; 32],
+        })
+        .await
+        .map(|r| {
+            let p = r.into_inner().proof.unwrap();
+            (p.epoch, p.count, p.head)
+        })
+        .map_err(|s| s.code())
+}
+
+/// Sends `item`, expects the refusal `want` with a message saying `words`,
+/// and checks that the refusal left the conversation's state unchanged.
 async fn expect_refusal(f: &mut Fixture, item: pb::AttestItem, want: RefusalReason, words: &str) {
-    let (reason, message, _) = refused(attest_one(&mut f.client, item).await);
+    let before = state_of(f, &item).await;
+    let (reason, message, _) = refused(attest_one(&mut f.client, item.clone()).await);
     assert_eq!(reason, want, "{message}");
     assert!(
         message.contains(words),
         "message {message:?} does not say {words:?}"
+    );
+    assert_eq!(
+        state_of(f, &item).await,
+        before,
+        "a refused item changed the server's state"
     );
 }
 

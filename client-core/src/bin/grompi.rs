@@ -1,7 +1,479 @@
-//! Command-line entry point (not yet available).
+//! `grompi`: the command-line client. Each command opens the encrypted
+//! account in the home directory, does its work through
+//! [`grompi_client::client::Client`], saves, and exits: 0 on success, 1 on
+//! an error (printed to stderr), 2 on a usage error.
 #![forbid(unsafe_code)]
 
-fn main() -> std::process::ExitCode {
-    eprintln!("grompi: not yet available in this version of the project");
-    std::process::ExitCode::FAILURE
+#[path = "grompi/args.rs"]
+mod args;
+#[path = "grompi/secret.rs"]
+mod secret;
+#[path = "grompi/show.rs"]
+mod show;
+
+use args::{Cli, Command, ContactsAction, MembersAction};
+use clap::Parser;
+use grompi_client::client::{ApiError, Binding, Client, Progress};
+use grompi_client::content::Change;
+use grompi_client::conversation::{Event, Phase};
+use grompi_client::local_store::KdfParams;
+use grompi_proto::{ConversationId, SlotRole};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// An error for the user: what failed, with context.
+struct Failure(String);
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Self(e)
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn home(cli: &Cli) -> Result<PathBuf, Failure> {
+    if let Some(h) = &cli.home {
+        return Ok(h.clone());
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".grompi"))
+        .ok_or_else(|| Failure("no home directory: pass --home DIR or set GROMPI_HOME".into()))
+}
+
+fn open(cli: &Cli) -> Result<Client, Failure> {
+    let secret = secret::load(cli.key_file.as_deref(), false)?;
+    Ok(Client::open(&home(cli)?, &secret)?)
+}
+
+/// A conversation named on the command line: a local name or id prefix,
+/// or a full id not known yet (which is then fetched: joined).
+async fn conversation(client: &mut Client, what: &str) -> Result<ConversationId, Failure> {
+    match client.resolve_conversation(what) {
+        Ok(id) => Ok(id),
+        Err(ApiError::UnknownConversation(_)) if what.len() == 64 => {
+            let bytes = hex::decode(what).map_err(|_| Failure(format!("{what:?} is not an id")))?;
+            let id = ConversationId::parse("conversation", &bytes)
+                .map_err(|e| Failure(e.to_string()))?;
+            client.sync(id).await?;
+            Ok(id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn warn_key_change(name: &str, old: &str, new: &str, was_verified: bool) {
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+    eprintln!("WARNING: THE IDENTITY OF {name:?} HAS CHANGED");
+    eprintln!("  before: {old}");
+    eprintln!("  now:    {new}");
+    if was_verified {
+        eprintln!("  You had verified the previous identity.");
+    }
+    eprintln!("  This is either a new device or someone impersonating {name:?}.");
+    eprintln!("  Compare safety numbers again: grompi verify {name}");
+    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+}
+
+fn own_message_index(client: &Client, p: &Progress) -> Option<(u64, Option<u64>)> {
+    let me = client.account();
+    p.events.iter().rev().find_map(|(_, e)| match e {
+        Event::Message {
+            index,
+            sender,
+            last_seen,
+            ..
+        } if *sender == me => Some((index.0, last_seen.map(|i| i.0))),
+        _ => None,
+    })
+}
+
+async fn run(cli: Cli) -> Outcome {
+    match &cli.command {
+        Command::Init { network } => {
+            let text = std::fs::read_to_string(network)
+                .map_err(|e| Failure(format!("read {}: {e}", network.display())))?;
+            let secret = secret::load(cli.key_file.as_deref(), true)?;
+            let home = home(&cli)?;
+            let client = Client::init(&home, &text, &secret, KdfParams::default())?;
+            println!("account: {}", client.account().to_hex());
+            println!("home: {}", home.display());
+            println!("next: grompi register");
+            Ok(())
+        }
+        Command::Register => {
+            let mut client = open(&cli)?;
+            let account = client.register().await?;
+            println!("registered account: {}", account.to_hex());
+            Ok(())
+        }
+        Command::Id => {
+            let client = open(&cli)?;
+            println!("{}", client.account().to_hex());
+            Ok(())
+        }
+        Command::Contacts { action } => contacts(&cli, action.as_ref()).await,
+        Command::Verify { contact, confirm } => {
+            let mut client = open(&cli)?;
+            let c = client
+                .contact(contact)?
+                .ok_or_else(|| ApiError::UnknownContact(contact.clone()))?;
+            let number = client.safety_number(&c)?;
+            println!("contact: {} ({})", c.name, c.account);
+            println!("safety number: {number}");
+            if *confirm {
+                client.mark_verified(&c.name)?;
+                println!("{} is now marked verified", c.name);
+            } else if c.verified {
+                println!("status: verified");
+            } else {
+                println!("status: NOT verified (trusted on first use)");
+                println!(
+                    "compare the digits with {} out of band, then: grompi verify {} --confirm",
+                    c.name, c.name
+                );
+            }
+            Ok(())
+        }
+        Command::Create { name, members } => {
+            let mut client = open(&cli)?;
+            let mut peers = Vec::new();
+            for m in members {
+                peers.push(client.resolve_account(m)?);
+            }
+            let id = client.create_conversation(name.as_deref(), &peers).await?;
+            println!("created conversation {}", show::conv(&client, &id));
+            println!("id: {}", id.to_hex());
+            println!("members join with: grompi join {}", id.to_hex());
+            Ok(())
+        }
+        Command::Join { conversation, name } => {
+            let mut client = open(&cli)?;
+            let bytes = hex::decode(conversation)
+                .map_err(|_| Failure(format!("{conversation:?} is not a conversation id")))?;
+            let id = ConversationId::parse("conversation", &bytes)
+                .map_err(|e| Failure(e.to_string()))?;
+            let p = client.sync(id).await?;
+            if let Some(n) = name {
+                client.name_conversation(id, n)?;
+            }
+            show::progress(&client, &p, None);
+            let phase = client
+                .conversation(&id)
+                .map(|c| show::phase(c.phase()))
+                .unwrap_or_default();
+            println!("joined {}: {phase}", show::conv(&client, &id));
+            Ok(())
+        }
+        Command::Send {
+            conversation: c,
+            text,
+        } => {
+            let mut client = open(&cli)?;
+            let id = conversation(&mut client, c).await?;
+            let p = client.send(id, &text.join(" ")).await?;
+            for a in &p.alerts {
+                println!("ALERT: {a}");
+            }
+            match own_message_index(&client, &p) {
+                Some((index, seen)) => {
+                    let status = client
+                        .conversation(&id)
+                        .map(|c| {
+                            grompi_client::client::Status::from(
+                                c.status(grompi_proto::Index(index)),
+                            )
+                        })
+                        .unwrap_or(grompi_client::client::Status::Pending);
+                    let seen = seen.map_or_else(|| "nothing".to_owned(), |s| format!("up to #{s}"));
+                    println!("sent as #{index} [{status}] (having seen {seen})");
+                }
+                None => println!("sent [pending]: not yet attested by the quorum"),
+            }
+            Ok(())
+        }
+        Command::Watch {
+            conversation: c,
+            once,
+            timeout,
+        } => watch(&cli, c.as_deref(), *once, *timeout).await,
+        Command::History {
+            conversation: c,
+            offline,
+            json,
+        } => {
+            let mut client = open(&cli)?;
+            let Some(c) = c else {
+                if !offline {
+                    client.sync_all().await?;
+                }
+                for (id, _) in client.conversations() {
+                    let phase = client
+                        .conversation(&id)
+                        .map(|c| show::phase(c.phase()))
+                        .unwrap_or_default();
+                    let n = client.history(&id)?.len();
+                    println!("{}  {n} entries  {phase}", show::conv(&client, &id));
+                }
+                return Ok(());
+            };
+            let id = if *offline {
+                client.resolve_conversation(c)?
+            } else {
+                let id = conversation(&mut client, c).await?;
+                client.sync(id).await?;
+                id
+            };
+            let records = client.history(&id)?;
+            if *json {
+                print!("{}", show::json(&records)?);
+            } else {
+                println!("== {}", show::conv(&client, &id));
+                for r in &records {
+                    println!("{}", show::record(&client, r));
+                }
+                if let Some(c) = client.conversation(&id)
+                    && c.phase() != &Phase::Active
+                {
+                    println!("({})", show::phase(c.phase()));
+                }
+            }
+            Ok(())
+        }
+        Command::Members {
+            conversation: c,
+            action,
+        } => {
+            let mut client = open(&cli)?;
+            let id = conversation(&mut client, c).await?;
+            let change = match action {
+                None | Some(MembersAction::List) => {
+                    client.sync(id).await?;
+                    let s = client
+                        .summary(&id)
+                        .ok_or_else(|| ApiError::UnknownConversation(c.clone()))?;
+                    show::members(&client, &s);
+                    return Ok(());
+                }
+                Some(MembersAction::Add { contact, admin }) => Change::Add {
+                    account: client.resolve_account(contact)?,
+                    role: if *admin {
+                        SlotRole::Admin
+                    } else {
+                        SlotRole::Member
+                    },
+                },
+                Some(MembersAction::Remove { contact }) => Change::Remove {
+                    account: client.resolve_account(contact)?,
+                },
+                Some(MembersAction::Leave) => Change::Leave,
+            };
+            let p = client.update_members(id, change).await?;
+            show::progress(&client, &p, Some(&id));
+            let s = client
+                .summary(&id)
+                .ok_or_else(|| ApiError::UnknownConversation(c.clone()))?;
+            println!("{}: {}", show::conv(&client, &id), show::phase(&s.phase));
+            if s.phase == Phase::Active {
+                show::members(&client, &s);
+            }
+            Ok(())
+        }
+        Command::Receipt { conversation: c } => {
+            let mut client = open(&cli)?;
+            let id = conversation(&mut client, c).await?;
+            client.send_receipt(id).await?;
+            let through = client
+                .conversation(&id)
+                .map_or(0, |c| c.next_expected().0.saturating_sub(1));
+            println!("receipt sent: processed through about #{through}");
+            Ok(())
+        }
+        Command::Status {
+            conversation: c,
+            offline,
+        } => {
+            let mut client = open(&cli)?;
+            let ids = match c {
+                Some(c) => vec![if *offline {
+                    client.resolve_conversation(c)?
+                } else {
+                    conversation(&mut client, c).await?
+                }],
+                None => client
+                    .conversations()
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
+            };
+            println!("account: {}", client.account().to_hex());
+            for id in ids {
+                let outcomes = if *offline {
+                    Vec::new()
+                } else {
+                    client.prove_heads(id).await?.0
+                };
+                if let Some(s) = client.summary(&id) {
+                    show::summary(&client, &s);
+                    if !offline {
+                        show::proofs(&client, &outcomes);
+                    }
+                }
+            }
+            let alerts = client.alerts()?;
+            if alerts.is_empty() {
+                println!("alerts: none");
+            } else {
+                println!("alerts: {}", alerts.len());
+                for a in alerts {
+                    println!("  ALERT: {}", a.text);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn contacts(cli: &Cli, action: Option<&ContactsAction>) -> Outcome {
+    let mut client = open(cli)?;
+    match action {
+        None | Some(ContactsAction::List) => {
+            let all = client.contacts()?;
+            if all.is_empty() {
+                println!("no contacts; add one with: grompi contacts add NAME ACCOUNT");
+            }
+            for c in all {
+                let state = if c.verified { "verified" } else { "unverified" };
+                println!("{}  {}  {state}", c.name, c.account);
+            }
+            Ok(())
+        }
+        Some(ContactsAction::Add {
+            name,
+            account,
+            replace,
+        }) => {
+            let bytes = hex::decode(account).map_err(|_| {
+                Failure(format!("{account:?} is not an account id (64 hex digits)"))
+            })?;
+            let id = grompi_proto::AccountId::parse("account", &bytes)
+                .map_err(|e| Failure(e.to_string()))?;
+            match client.add_contact(name, id, *replace).await? {
+                Binding::New(c) => {
+                    println!(
+                        "added {} ({}), trusted on first use, not verified",
+                        c.name, c.account
+                    );
+                    println!("compare safety numbers with: grompi verify {}", c.name);
+                    Ok(())
+                }
+                Binding::Unchanged(c) => {
+                    println!("{} is already bound to {}", c.name, c.account);
+                    Ok(())
+                }
+                Binding::Replaced {
+                    contact,
+                    old_account,
+                    was_verified,
+                } => {
+                    warn_key_change(&contact.name, &old_account, &contact.account, was_verified);
+                    println!(
+                        "{} is now bound to {} (not verified)",
+                        contact.name, contact.account
+                    );
+                    Ok(())
+                }
+                Binding::Conflict { existing } => {
+                    warn_key_change(
+                        &existing.name,
+                        &existing.account,
+                        &id.to_hex(),
+                        existing.verified,
+                    );
+                    Err(ApiError::ContactConflict {
+                        name: existing.name,
+                        old: existing.account,
+                    }
+                    .into())
+                }
+            }
+        }
+    }
+}
+
+async fn watch(cli: &Cli, only: Option<&str>, once: bool, timeout: Option<u64>) -> Outcome {
+    let mut client = open(cli)?;
+    let only = match only {
+        Some(c) => Some(conversation(&mut client, c).await?),
+        None => None,
+    };
+    // Subscribe first, then catch up: nothing falls between the two.
+    let mut stream = if once {
+        None
+    } else {
+        Some(client.subscribe().await?)
+    };
+    let p = match only {
+        Some(id) => client.sync(id).await?,
+        None => client.sync_all().await?,
+    };
+    show::progress(&client, &p, only.as_ref());
+    let Some(stream) = stream.as_mut() else {
+        return Ok(());
+    };
+    eprintln!("watching for new messages (Ctrl-C to stop)");
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs(t));
+    loop {
+        let next = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, stream.message()).await.ok(),
+                None => Some(stream.message().await),
+            }
+        };
+        let message = tokio::select! {
+            m = next => m,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        match message {
+            None => return Ok(()),
+            Some(Ok(Some(d))) => {
+                let p = client.receive(d)?;
+                show::progress(&client, &p, only.as_ref());
+                for id in client.gaps() {
+                    let p = client.sync(id).await?;
+                    show::progress(&client, &p, only.as_ref());
+                }
+            }
+            Some(Ok(None)) => return Err(Failure("the router closed the live stream".into())),
+            Some(Err(s)) => return Err(ApiError::router("Subscribe", s).into()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

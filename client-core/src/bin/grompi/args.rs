@@ -1,0 +1,181 @@
+//! The command line.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// grompi: group messaging where no single server can rewrite a
+/// conversation.
+///
+/// Your account lives in a home directory (--home, or GROMPI_HOME, or
+/// ~/.grompi), encrypted under a passphrase (GROMPI_PASSPHRASE) or a key
+/// file (--key-file or GROMPI_KEY_FILE). Only one grompi command may use a
+/// home directory at a time.
+///
+/// Conversations are named by a local name or by their id (hex, or a
+/// unique prefix); people by a contact name or their account id (hex).
+#[derive(Debug, Parser)]
+#[command(name = "grompi", version, propagate_version = true)]
+pub struct Cli {
+    /// The account's home directory.
+    #[arg(long, global = true, env = "GROMPI_HOME")]
+    pub home: Option<PathBuf>,
+    /// A file holding the 32-byte store key (hex) instead of a passphrase.
+    /// With `init`, the file is created if it does not exist.
+    #[arg(long, global = true, env = "GROMPI_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new account in the home directory for the network described
+    /// by a descriptor file (from the network's operators). Prints your
+    /// account id, which you give to the people you talk to.
+    Init {
+        /// The network descriptor (TOML): router, order servers, quorum.
+        #[arg(long)]
+        network: PathBuf,
+    },
+    /// Register the account with the router and upload its first prekeys
+    /// and order keys.
+    Register,
+    /// Print your account id.
+    Id,
+    /// List your contacts, or bind a name to an account id (trust on first
+    /// use; a name already bound to another identity is refused unless you
+    /// pass --replace, with a loud warning).
+    Contacts {
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<ContactsAction>,
+    },
+    /// Show the safety number you share with a contact. Compare it with
+    /// theirs in person or on a call: if the digits match, nobody sits
+    /// between you. Then run again with --confirm to mark them verified.
+    Verify {
+        /// The contact (name or account id).
+        contact: String,
+        /// Mark the contact verified (only after comparing the digits).
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Create a conversation with some of your contacts (you are its admin).
+    Create {
+        /// A local name for the conversation.
+        #[arg(long)]
+        name: Option<String>,
+        /// The other members (contact names or account ids).
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
+    /// Fetch a conversation you were invited to, by its id (the creator
+    /// tells you the id), and give it a local name.
+    Join {
+        /// The conversation id (64 hex digits).
+        conversation: String,
+        /// A local name for it.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Send a message.
+    Send {
+        /// The conversation.
+        conversation: String,
+        /// The text (several words are joined with spaces).
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
+    /// Follow your conversations live: each message with its attestation
+    /// status (pending, quorum, fully attested) and the sender's causal
+    /// context ("sent having seen up to #12"), late attestations, and
+    /// alerts. Stop with Ctrl-C.
+    Watch {
+        /// Only this conversation.
+        conversation: Option<String>,
+        /// Catch up, print what is new, and exit.
+        #[arg(long)]
+        once: bool,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Without a conversation: list your conversations. With one: fetch
+    /// what is new and print its transcript.
+    History {
+        /// The conversation.
+        conversation: Option<String>,
+        /// Do not contact the router; print what is stored locally.
+        #[arg(long)]
+        offline: bool,
+        /// One JSON object per line (index, kind, sender, text, status,
+        /// last_seen), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change who is in a conversation.
+    Members {
+        /// The conversation.
+        conversation: String,
+        /// What to do (default: list).
+        #[command(subcommand)]
+        action: Option<MembersAction>,
+    },
+    /// Tell the other members how far you have processed the conversation
+    /// (they compare it with their own transcript).
+    Receipt {
+        /// The conversation.
+        conversation: String,
+    },
+    /// Alerts, receipts (who has processed what), attestation counts, and
+    /// a fresh head proof from every order server (detects withholding and
+    /// forks).
+    Status {
+        /// Only this conversation.
+        conversation: Option<String>,
+        /// Do not contact the router.
+        #[arg(long)]
+        offline: bool,
+    },
+}
+
+/// Contact actions.
+#[derive(Debug, Subcommand)]
+pub enum ContactsAction {
+    /// List contacts with their verification state.
+    List,
+    /// Bind a name to an account id (fetches and pins its identity keys).
+    Add {
+        /// The local name.
+        name: String,
+        /// The account id (64 hex digits).
+        account: String,
+        /// Replace an existing binding of this name to another identity.
+        #[arg(long)]
+        replace: bool,
+    },
+}
+
+/// Member actions.
+#[derive(Debug, Subcommand)]
+pub enum MembersAction {
+    /// List the members and their roles.
+    List,
+    /// Add a contact (admins only).
+    Add {
+        /// The contact.
+        contact: String,
+        /// Make them an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Remove a member (admins only). They cannot read anything sent after.
+    Remove {
+        /// The member.
+        contact: String,
+    },
+    /// Leave the conversation.
+    Leave,
+}
