@@ -20,7 +20,11 @@ use crate::service::OrderGrpc;
 use crate::store::StoreError;
 use grompi_ops::telemetry::MetricsError;
 use grompi_ops::tls::{self, TlsError, TlsIdentity};
-use grompi_proto::pb::order_service_server::OrderServiceServer;
+use grompi_proto::pb::order_service_server::{OrderService, OrderServiceServer};
+use tonic_health::ServingStatus;
+
+/// The gRPC service name health reports on.
+pub const SERVICE_NAME: &str = "grompi.v1.OrderService";
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -87,6 +91,21 @@ pub async fn serve_until(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_until_with(config, shutdown, |service| service).await
+}
+
+/// [`serve_until`] with the order service passed through `wrap` before it
+/// is served. The simulator's live adversaries wrap the real service this
+/// way (same key, storage, TLS and pinning; different answers); the real
+/// server never does.
+pub async fn serve_until_with<S>(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    wrap: impl FnOnce(OrderGrpc) -> S,
+) -> Result<(), ServeError>
+where
+    S: OrderService,
+{
     tls::install_crypto_provider();
     let data = &config.data_dir;
     let secret = init::load_secret(data)?;
@@ -115,23 +134,25 @@ pub async fn serve_until(
     let (committer, writer) = Committer::start(Arc::clone(&core), Arc::clone(&store), config.queue)
         .map_err(io("start the writer thread"))?;
     let stopper = committer.clone();
-    let service = OrderServiceServer::new(OrderGrpc::new(
+    let service = OrderServiceServer::new(wrap(OrderGrpc::new(
         core,
         Arc::clone(&store),
         committer,
         Some(router_der),
-    ))
+    )))
     .max_decoding_message_size(config.max_request_bytes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<OrderServiceServer<OrderGrpc>>().await;
+    health
+        .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+        .await;
     let health_on_shutdown = health.clone();
     let stopping = Arc::new(tokio::sync::Notify::new());
     let stopping_signal = Arc::clone(&stopping);
     let shutdown = async move {
         shutdown.await;
         health_on_shutdown
-            .set_not_serving::<OrderServiceServer<OrderGrpc>>()
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
             .await;
         tracing::info!("shutting down: finishing requests in flight");
         stopping_signal.notify_one();
