@@ -13,13 +13,22 @@
 //! |---|---|
 //! | [`schedule`] | virtual time, the seeded random source, the event queue |
 //! | [`scenario`] | scenario files: network, adversary, script, expectation |
+//! | [`world`] | the network of real cores, the adversaries, one run |
 //! | [`view`] | what one member saw: accepted indices and alerts |
 //! | [`verdict`] | the property checks and the outcome of an attack |
-//! | [`report`] | run and sweep reports in JSON and Markdown |
+//! | [`report`] | run reports in JSON and Markdown |
+//! | [`sweep`] | many seeds, aggregate reports, cost plots |
+//! | [`plot`] | hand-written SVG line charts |
+//! | [`demo`] | the protest demo: honest, then forked |
 #![forbid(unsafe_code)]
 
+pub mod demo;
+pub mod live;
+pub mod plot;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod sweep;
 pub mod verdict;
 pub mod view;
+pub mod world;

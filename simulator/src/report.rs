@@ -3,7 +3,9 @@
 use crate::scenario::Scenario;
 use crate::verdict::{Check, Outcome, Verdicts};
 use crate::view::MemberView;
+use crate::world::measure::Metrics;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The report of one run.
@@ -31,11 +33,55 @@ pub struct RunReport {
     pub mismatches: Vec<String>,
     /// Every verdict.
     pub verdicts: Verdicts,
+    /// What the run shows, in one sentence.
+    pub finding: String,
+    /// Refusals the order servers gave (their own detections), by server
+    /// and kind.
+    pub server_refusals: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Messages and latency.
+    pub metrics: Metrics,
+    /// What happened to the network (crashes, forks, failed steps).
+    pub notes: Vec<String>,
+    /// The messages members really sent.
+    pub sent: Vec<crate::view::SentRecord>,
     /// What each member saw.
     pub views: Vec<MemberView>,
 }
 
 impl RunReport {
+    /// The messages no member accepted, as "sender: text".
+    pub fn never_accepted(&self) -> Vec<String> {
+        self.sent
+            .iter()
+            .filter(|s| {
+                !self.views.iter().any(|v| {
+                    v.accepted.iter().any(|e| {
+                        e.sender.as_deref() == Some(s.from.as_str())
+                            && e.plaintext.as_deref() == Some(s.plaintext.as_str())
+                    })
+                })
+            })
+            .map(|s| format!("{}: {}", s.from, s.plaintext))
+            .collect()
+    }
+
+    /// Records the order servers' refusals and checks the expected ones.
+    pub fn with_refusals(
+        mut self,
+        scenario: &Scenario,
+        refusals: BTreeMap<String, BTreeMap<String, u64>>,
+    ) -> Self {
+        for r in &scenario.expect.refusals {
+            if !refusals.values().any(|kinds| kinds.contains_key(r)) {
+                self.mismatches
+                    .push(format!("no order server refused with {r}"));
+            }
+        }
+        self.as_expected = self.mismatches.is_empty();
+        self.server_refusals = refusals;
+        self
+    }
+
     /// Builds a report and compares the verdicts with the expectation.
     pub fn new(scenario: &Scenario, seed: u64, verdicts: Verdicts, views: Vec<MemberView>) -> Self {
         let mut mismatches = Vec::new();
@@ -65,6 +111,8 @@ impl RunReport {
                 mismatches.push(format!("no honest member raised {alert}"));
             }
         }
+        let finding = finding(scenario, &verdicts, &views);
+
         Self {
             scenario: scenario.name.clone(),
             description: scenario.description.clone(),
@@ -77,6 +125,11 @@ impl RunReport {
             as_expected: mismatches.is_empty(),
             mismatches,
             verdicts,
+            finding,
+            server_refusals: BTreeMap::new(),
+            metrics: Metrics::default(),
+            notes: Vec::new(),
+            sent: Vec::new(),
             views,
         }
     }
@@ -118,6 +171,7 @@ impl RunReport {
                 format!("NO: {}", self.mismatches.join("; "))
             }
         );
+        let _ = writeln!(out, "**Finding:** {}\n", self.finding);
         let _ = writeln!(out, "## Properties\n\n| property | verdict |\n|---|---|");
         for (name, check) in [
             ("integrity", &self.verdicts.integrity),
@@ -133,7 +187,110 @@ impl RunReport {
         }
         let _ = writeln!(out, "\n## What each member saw\n");
         out.push_str(&side_by_side(&self.views));
+        for m in self.never_accepted() {
+            let _ = writeln!(out, "- sent, but accepted by no member: {m}");
+        }
+        if !self.server_refusals.is_empty() {
+            let _ = writeln!(out, "\n## What the order servers refused\n");
+            for (server, kinds) in &self.server_refusals {
+                let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+                let _ = writeln!(out, "- {server}: {}", list.join(", "));
+            }
+        }
+        let m = &self.metrics;
+        let _ = writeln!(
+            out,
+            "\n## Cost\n\n{} messages, {} accepted envelopes ({} messages each), mean latency {} ms (max {} ms), {} ms of virtual time.",
+            m.messages,
+            m.accepted_envelopes,
+            m.messages_per_envelope,
+            m.mean_latency_ms,
+            m.max_latency_ms,
+            m.duration_ms
+        );
+        if !self.notes.is_empty() {
+            let _ = writeln!(out, "\n## Network events\n");
+            for n in &self.notes {
+                let _ = writeln!(out, "- {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nReplay: `grompi-sim run <scenario> --seed {}`.",
+            self.seed
+        );
         out
+    }
+}
+
+/// One sentence on what the run shows.
+fn finding(scenario: &Scenario, v: &Verdicts, views: &[MemberView]) -> String {
+    let n = scenario.network.order_servers;
+    let t = scenario.network.quorum();
+    let colluding = scenario
+        .adversary
+        .order_servers
+        .iter()
+        .filter(|o| o.strategy == crate::scenario::OrderServerStrategy::Equivocate)
+        .count();
+    if !v.integrity.ok() {
+        let mut groups: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for view in views.iter().filter(|x| x.honest) {
+            let path: String = view.accepted.iter().map(|e| e.history.as_str()).collect();
+            groups.entry(path).or_default().push(view.name.as_str());
+        }
+        let split: Vec<String> = groups
+            .values()
+            .filter_map(|who| {
+                let first = views
+                    .iter()
+                    .find(|x| Some(&x.name.as_str()) == who.first())?;
+                let last = first.accepted.last()?;
+                Some(format!(
+                    "{} accepted history {} (through index {})",
+                    who.join(" and "),
+                    last.history,
+                    last.index
+                ))
+            })
+            .collect();
+        let bound = 2 * t as i64 - n as i64;
+        let alerted: Vec<bool> = views
+            .iter()
+            .filter(|x| x.honest)
+            .map(|x| crate::verdict::FORK_ALERTS.iter().any(|k| x.raised(k)))
+            .collect();
+        let shown = if alerted.iter().all(|a| *a) {
+            "every honest member holds evidence of the fork (a fork alert)"
+        } else if alerted.iter().any(|a| *a) {
+            "some honest members hold evidence of it, others do not"
+        } else {
+            "no member holds anything that shows it"
+        };
+        return format!(
+            "A fork was accepted: {}. With quorum {t} of {n}, a fork needs at least 2t - N = {bound} equivocating order servers and {colluding} did; {shown}.",
+            split.join("; ")
+        );
+    }
+    match v.outcome {
+        Outcome::Prevented => "Every honest member ended with the same, complete history; the attack changed nothing any member accepted.".into(),
+        Outcome::Detected => {
+            let who: Vec<String> = views
+                .iter()
+                .filter(|x| x.honest && !x.alerts.is_empty())
+                .map(|x| {
+                    let mut kinds: Vec<&str> = x.alerts.iter().map(|a| a.kind.as_str()).collect();
+                    kinds.sort_unstable();
+                    kinds.dedup();
+                    format!("{} ({})", x.name, kinds.join(", "))
+                })
+                .collect();
+            format!(
+                "Integrity held; some honest members were denied part of the history and knew it: {}.",
+                who.join("; ")
+            )
+        }
+        Outcome::Undetected => "Honest members were denied part of the history or disagree, and not every one of them was alerted.".into(),
     }
 }
 
@@ -173,7 +330,7 @@ pub fn side_by_side(views: &[MemberView]) -> String {
                         (None, Some(p)) => format!("?: {p}"),
                         _ => format!("({})", e.kind),
                     };
-                    format!("{what} `{}`", e.head.get(..8).unwrap_or(&e.head))
+                    format!("{what} [{}]", e.history)
                 }
             })
             .collect();
@@ -184,12 +341,42 @@ pub fn side_by_side(views: &[MemberView]) -> String {
         if v.alerts.is_empty() {
             let _ = writeln!(out, "- {}: no alerts", v.name);
         } else {
-            let kinds: Vec<String> = v
-                .alerts
-                .iter()
-                .map(|a| match a.index {
-                    Some(i) => format!("{} at #{i}", a.kind),
-                    None => a.kind.clone(),
+            // One entry per kind, in order of first appearance, with the
+            // servers and indices it concerned.
+            let mut kinds: Vec<(String, u32, Vec<String>)> = Vec::new();
+            for a in &v.alerts {
+                let at = match (a.server, a.index) {
+                    (Some(s), _) => format!("server {s}"),
+                    (None, Some(i)) => format!("#{i}"),
+                    (None, None) => String::new(),
+                };
+                match kinds.iter_mut().find(|(k, _, _)| *k == a.kind) {
+                    Some((_, n, ats)) => {
+                        *n += 1;
+                        if !at.is_empty() && !ats.contains(&at) {
+                            ats.push(at);
+                        }
+                    }
+                    None => kinds.push((
+                        a.kind.clone(),
+                        1,
+                        if at.is_empty() { vec![] } else { vec![at] },
+                    )),
+                }
+            }
+            let kinds: Vec<String> = kinds
+                .into_iter()
+                .map(|(k, n, ats)| {
+                    let times = if n > 1 {
+                        format!(" x{n}")
+                    } else {
+                        String::new()
+                    };
+                    if ats.is_empty() {
+                        format!("{k}{times}")
+                    } else {
+                        format!("{k}{times} ({})", ats.join(", "))
+                    }
                 })
                 .collect();
             let _ = writeln!(out, "- {}: ALERTS {}", v.name, kinds.join(", "));
@@ -301,6 +488,8 @@ alerts = ["gap"]
             epoch: 0,
             envelope_hash: "ab".into(),
             head: "0123456789".into(),
+            history: "A".into(),
+            accepted_ms: 3,
             kind: "message".into(),
             sender: Some("a".into()),
             plaintext: Some("hi".into()),
@@ -310,21 +499,27 @@ alerts = ["gap"]
             MemberView {
                 name: "a".into(),
                 honest: true,
+                removed: false,
+                joined_late: false,
                 accepted: vec![e.clone()],
                 alerts: vec![],
+                censored: 0,
             },
             MemberView {
                 name: "b".into(),
                 honest: true,
+                removed: false,
+                joined_late: false,
                 accepted: vec![e],
                 alerts: vec![],
+                censored: 0,
             },
         ];
         let sent = vec![SentRecord {
             from: "a".into(),
             plaintext: "hi".into(),
         }];
-        let report = RunReport::new(&scenario, 7, judge(&views, &sent, None), views);
+        let report = RunReport::new(&scenario, 7, judge(&views, &sent), views);
         assert!(!report.as_expected, "the expected gap alert was not raised");
         assert_eq!(
             report.mismatches,
@@ -332,7 +527,8 @@ alerts = ["gap"]
         );
         let md = report.to_markdown();
         assert!(md.contains("seed 7"));
-        assert!(md.contains("| 0 | a: hi `01234567` | a: hi `01234567` |"));
+        assert!(md.contains("| 0 | a: hi [A] | a: hi [A] |"));
+        assert!(!md.contains("0123456789"), "no ciphertext-derived bytes");
         assert!(report.to_json().contains("\"observed\": \"prevented\""));
         let mut sweep = SweepReport::new(&scenario);
         sweep.add(&report);

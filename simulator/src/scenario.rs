@@ -63,11 +63,26 @@ pub enum ScenarioError {
 pub enum RouterStrategy {
     /// Follows the protocol.
     Honest,
-    /// Shows each group of members its own history: the seed paper's
+    /// Shows each group of members its own history: the
     /// protest example. Needs colluding order servers to get tags.
     Fork {
         /// The groups; every member in exactly one.
         partition: Vec<Vec<String>>,
+        /// A careless fork: the router also passes each group the other
+        /// histories' tags (as late tags), so members see valid tags on a
+        /// head that is not theirs.
+        #[serde(default)]
+        leak_tags: bool,
+        /// A naive fork: every history is sent to every order server
+        /// (instead of sharing the honest ones out), so honest servers see
+        /// and refuse the second history.
+        #[serde(default)]
+        naive: bool,
+        /// Head proofs reach members from every order server, not only
+        /// from those serving the member's history (members that can reach
+        /// servers by another path).
+        #[serde(default)]
+        relay_all_proofs: bool,
     },
     /// Never delivers some indices to some members.
     Drop {
@@ -101,6 +116,11 @@ pub enum RouterStrategy {
         /// After which script step.
         after_step: usize,
     },
+    /// Before each real delivery, delivers a damaged copy: alternately a
+    /// block that does not match its digest and a malformed conversation id.
+    CorruptDeliveries,
+    /// Relays head proofs with a damaged tag.
+    ForgeHeadProofs,
 }
 
 /// What one order server does.
@@ -262,6 +282,8 @@ fn strategy_name(s: &RouterStrategy) -> &'static str {
         RouterStrategy::WithholdTags => "withhold tags",
         RouterStrategy::Delay { .. } => "delay",
         RouterStrategy::CrashRestart { .. } => "crash and restart",
+        RouterStrategy::CorruptDeliveries => "corrupt deliveries",
+        RouterStrategy::ForgeHeadProofs => "forge head proofs",
     }
 }
 
@@ -350,6 +372,9 @@ pub struct Expectation {
     /// Alert kinds at least one honest member must raise.
     #[serde(default)]
     pub alerts: Vec<String>,
+    /// Refusal kinds at least one order server must give.
+    #[serde(default)]
+    pub refusals: Vec<String>,
 }
 
 /// A parsed, validated scenario.
@@ -432,7 +457,7 @@ impl Scenario {
                 return Err(format!("order server {} has two strategies", o.server));
             }
         }
-        if let RouterStrategy::Fork { partition } = &self.adversary.router {
+        if let RouterStrategy::Fork { partition, .. } = &self.adversary.router {
             let listed: Vec<&str> = partition.iter().flatten().map(String::as_str).collect();
             let unique: HashSet<&str> = listed.iter().copied().collect();
             if partition.len() < 2 || unique.len() != listed.len() || unique != names {
@@ -446,7 +471,7 @@ impl Scenario {
                 return Err(format!("compromised member {m:?} is not a member"));
             }
         }
-        for a in &self.expect.alerts {
+        for a in self.expect.alerts.iter().chain(&self.expect.refusals) {
             if grompi_proto::MisbehaviourKind::from_name(a).is_none() {
                 return Err(format!("expected alert {a:?} is not a misbehaviour kind"));
             }

@@ -2,7 +2,7 @@
 //!
 //! | property | checked as |
 //! |---|---|
-//! | integrity (P1) | every honest member's accepted indices are dense from 0, and of any two honest members one transcript (index, envelope hash, head) is a prefix of the other |
+//! | integrity (P1) | every honest member's accepted indices are dense from its first (0, or the Update that added it), and any two honest members accepted the same envelope and head at every index both accepted |
 //! | participant consistency (P2) | at every index both accepted, both have the same member list |
 //! | content consistency (P3) | at every index both accepted and both decrypted, the same plaintext |
 //! | no injection (P5) | every accepted, decrypted message from a named sender was really sent by that sender |
@@ -10,12 +10,14 @@
 //!
 //! The outcome of an attack is *prevented* when honest members ended with
 //! identical, complete transcripts; *detected* when some honest member has
-//! less than others (or than was sent) and every such member raised an
-//! alert; *undetected* otherwise. An integrity violation is always reported,
+//! less than the furthest honest member over the span it belonged to, or
+//! sent something no honest member accepted, and every such member raised
+//! an alert; *undetected* otherwise. An integrity violation is always reported,
 //! whatever the alerts say.
 
-use crate::view::{MemberView, SentRecord};
+use crate::view::{AcceptedEntry, MemberView, SentRecord};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// The verdict on one property.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,23 +98,35 @@ fn pairs(views: &[MemberView]) -> Vec<(&MemberView, &MemberView)> {
     out
 }
 
+/// The entries two members both accepted, matched by index.
+fn common<'a>(
+    a: &'a MemberView,
+    b: &'a MemberView,
+) -> impl Iterator<Item = (&'a AcceptedEntry, &'a AcceptedEntry)> {
+    let by_index: BTreeMap<u64, &AcceptedEntry> = b.accepted.iter().map(|e| (e.index, e)).collect();
+    a.accepted
+        .iter()
+        .filter_map(move |x| by_index.get(&x.index).map(|y| (x, *y)))
+}
+
 fn integrity(views: &[MemberView]) -> Check {
     for v in honest(views) {
+        let first = v.accepted.first().map_or(0, |e| e.index);
         for (position, e) in v.accepted.iter().enumerate() {
-            if e.index != position as u64 {
+            if e.index != first + position as u64 {
                 return Check::Violated(format!(
-                    "{} accepted index {} at position {position}: a gap or reordering",
-                    v.name, e.index
+                    "{} accepted index {} after {} others from index {first}: a gap or reordering",
+                    v.name, e.index, position
                 ));
             }
         }
     }
     Check::from_first(pairs(views).into_iter().find_map(|(a, b)| {
-        a.accepted.iter().zip(&b.accepted).find_map(|(x, y)| {
+        common(a, b).find_map(|(x, y)| {
             (x.envelope_hash != y.envelope_hash || x.head != y.head).then(|| {
                 format!(
-                    "{} and {} accepted different envelopes at index {}",
-                    a.name, b.name, x.index
+                    "{} and {} accepted different envelopes at index {} (histories {} and {})",
+                    a.name, b.name, x.index, x.history, y.history
                 )
             })
         })
@@ -121,7 +135,7 @@ fn integrity(views: &[MemberView]) -> Check {
 
 fn participant_consistency(views: &[MemberView]) -> Check {
     Check::from_first(pairs(views).into_iter().find_map(|(a, b)| {
-        a.accepted.iter().zip(&b.accepted).find_map(|(x, y)| {
+        common(a, b).find_map(|(x, y)| {
             (x.members_after != y.members_after).then(|| {
                 format!(
                     "{} and {} disagree on the members after index {}",
@@ -134,16 +148,13 @@ fn participant_consistency(views: &[MemberView]) -> Check {
 
 fn content_consistency(views: &[MemberView]) -> Check {
     Check::from_first(pairs(views).into_iter().find_map(|(a, b)| {
-        a.accepted
-            .iter()
-            .zip(&b.accepted)
-            .find_map(|(x, y)| match (&x.plaintext, &y.plaintext) {
-                (Some(p), Some(q)) if p != q => Some(format!(
-                    "{} and {} read different plaintexts at index {}",
-                    a.name, b.name, x.index
-                )),
-                _ => None,
-            })
+        common(a, b).find_map(|(x, y)| match (&x.plaintext, &y.plaintext) {
+            (Some(p), Some(q)) if p != q => Some(format!(
+                "{} and {} read different plaintexts at index {}",
+                a.name, b.name, x.index
+            )),
+            _ => None,
+        })
     }))
 }
 
@@ -170,7 +181,7 @@ fn no_injection(views: &[MemberView], sent: &[SentRecord]) -> Check {
 }
 
 /// Alert kinds that tell a member it is being denied something.
-const DENIAL_ALERTS: &[&str] = &[
+pub const DENIAL_ALERTS: &[&str] = &[
     "withheld",
     "gap",
     "conflicting_heads",
@@ -180,21 +191,51 @@ const DENIAL_ALERTS: &[&str] = &[
     "rewritten_index",
 ];
 
-/// Judges a run. `expected_len` is how many indices an honest, complete
-/// transcript has (None when the script does not fix it: then the longest
-/// honest transcript is the reference).
-pub fn judge(views: &[MemberView], sent: &[SentRecord], expected_len: Option<usize>) -> Verdicts {
+/// Alert kinds that are evidence of a fork.
+pub const FORK_ALERTS: &[&str] = &[
+    "conflicting_heads",
+    "head_proof_fork",
+    "rewritten_index",
+    "receipt_mismatch",
+];
+
+/// Whether an honest member ended with less than it should have: fewer
+/// indices than the furthest honest member over the span it belonged to
+/// (from its first index, to its removal or the end), or an envelope of its
+/// own that no honest member accepted (it was censored).
+fn short(v: &MemberView, furthest: Option<u64>) -> bool {
+    if v.censored > 0 {
+        return true;
+    }
+    // Every initial member should have at least the Setup (index 0).
+    let first = match (v.accepted.first(), v.joined_late) {
+        (Some(e), _) => e.index,
+        (None, false) => 0,
+        (None, true) => return false,
+    };
+    let furthest = furthest.unwrap_or(0);
+    let end = if v.removed {
+        v.accepted.last().map_or(furthest, |e| e.index)
+    } else {
+        furthest
+    };
+    let expected = end.saturating_sub(first).saturating_add(1);
+    (v.accepted.len() as u64) < expected
+}
+
+/// Judges a run from every member's view and the messages really sent.
+pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
     let integrity = integrity(views);
     let participant_consistency = participant_consistency(views);
     let content_consistency = content_consistency(views);
     let no_injection = no_injection(views, sent);
-    let longest = honest(views).map(|v| v.accepted.len()).max().unwrap_or(0);
-    let full = expected_len.unwrap_or(longest).max(longest);
-    let short: Vec<&MemberView> = honest(views).filter(|v| v.accepted.len() < full).collect();
+    let furthest = honest(views)
+        .filter_map(|v| v.accepted.last().map(|e| e.index))
+        .max();
+    let short: Vec<&MemberView> = honest(views).filter(|v| short(v, furthest)).collect();
     let honest_views_agree = integrity.ok() && short.is_empty();
-    let every_short_one_knows = short
-        .iter()
-        .all(|v| DENIAL_ALERTS.iter().any(|k| v.raised(k)));
+    let knows = |v: &&MemberView| DENIAL_ALERTS.iter().any(|k| v.raised(k));
+    let every_short_one_knows = short.iter().all(knows);
     let withholding_detected = if short.is_empty() {
         Check::NotApplicable
     } else if every_short_one_knows {
@@ -204,7 +245,7 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord], expected_len: Option<usi
             "{} accepted less than others and raised no alert",
             short
                 .iter()
-                .filter(|v| !DENIAL_ALERTS.iter().any(|k| v.raised(k)))
+                .filter(|v| !knows(v))
                 .map(|v| v.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -214,8 +255,15 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord], expected_len: Option<usi
         && participant_consistency.ok()
         && content_consistency.ok()
         && no_injection.ok();
+    let fork_known = |v: &MemberView| FORK_ALERTS.iter().any(|k| v.raised(k));
     let outcome = if !consistent {
-        Outcome::Undetected
+        // Views diverged: detected only if every honest member holds
+        // evidence of the fork.
+        if integrity.ok() || !honest(views).all(fork_known) {
+            Outcome::Undetected
+        } else {
+            Outcome::Detected
+        }
     } else if short.is_empty() {
         Outcome::Prevented
     } else if every_short_one_knows {
@@ -245,6 +293,8 @@ mod tests {
             epoch: 0,
             envelope_hash: hash.into(),
             head: format!("head-{hash}"),
+            history: "A".into(),
+            accepted_ms: 0,
             kind: "message".into(),
             sender: Some(from.into()),
             plaintext: Some(text.into()),
@@ -256,8 +306,11 @@ mod tests {
         MemberView {
             name: name.into(),
             honest: true,
+            removed: false,
+            joined_late: false,
             accepted: entries,
             alerts: vec![],
+            censored: 0,
         }
     }
 
@@ -277,7 +330,7 @@ mod tests {
     #[test]
     fn identical_complete_views_are_prevented() {
         let e = vec![entry(0, "x", "hi", "a"), entry(1, "y", "yo", "b")];
-        let v = judge(&[view("a", e.clone()), view("b", e)], &sent(), Some(2));
+        let v = judge(&[view("a", e.clone()), view("b", e)], &sent());
         assert_eq!(v.outcome, Outcome::Prevented);
         assert!(v.honest_views_agree);
         assert_eq!(v.integrity, Check::Holds);
@@ -300,7 +353,7 @@ mod tests {
             "a",
             vec![entry(0, "x", "hi", "a"), entry(1, "y", "yo", "b")],
         );
-        let v = judge(&[a, b], &sent(), None);
+        let v = judge(&[a, b], &sent());
         assert!(matches!(v.integrity, Check::Violated(_)));
         assert_eq!(v.outcome, Outcome::Undetected);
     }
@@ -311,17 +364,14 @@ mod tests {
             "a",
             vec![entry(0, "x", "hi", "a"), entry(2, "y", "yo", "b")],
         );
-        assert!(matches!(
-            judge(&[a], &sent(), None).integrity,
-            Check::Violated(_)
-        ));
+        assert!(matches!(judge(&[a], &sent()).integrity, Check::Violated(_)));
     }
 
     #[test]
     fn withholding_is_detected_only_with_an_alert() {
         let full = vec![entry(0, "x", "hi", "a"), entry(1, "y", "yo", "b")];
         let mut short = view("b", vec![entry(0, "x", "hi", "a")]);
-        let v = judge(&[view("a", full.clone()), short.clone()], &sent(), None);
+        let v = judge(&[view("a", full.clone()), short.clone()], &sent());
         assert_eq!(v.outcome, Outcome::Undetected);
         assert!(matches!(v.withholding_detected, Check::Violated(_)));
         short.alerts.push(AlertRecord {
@@ -330,7 +380,7 @@ mod tests {
             server: Some(0),
             message: String::new(),
         });
-        let v = judge(&[view("a", full), short], &sent(), None);
+        let v = judge(&[view("a", full), short], &sent());
         assert_eq!(v.outcome, Outcome::Detected);
         assert_eq!(v.withholding_detected, Check::Holds);
         assert_eq!(v.integrity, Check::Holds);
@@ -341,7 +391,7 @@ mod tests {
         let mut liar = view("m", vec![entry(0, "q", "hi", "a")]);
         liar.honest = false;
         let e = vec![entry(0, "x", "hi", "a")];
-        let v = judge(&[view("a", e.clone()), view("b", e), liar], &sent(), None);
+        let v = judge(&[view("a", e.clone()), view("b", e), liar], &sent());
         assert_eq!(v.outcome, Outcome::Prevented);
     }
 
@@ -349,13 +399,13 @@ mod tests {
     fn injected_and_inconsistent_content_is_caught() {
         let a = view("a", vec![entry(0, "x", "never said", "b")]);
         assert!(matches!(
-            judge(&[a], &sent(), None).no_injection,
+            judge(&[a], &sent()).no_injection,
             Check::Violated(_)
         ));
         let a = view("a", vec![entry(0, "x", "hi", "a")]);
         let b = view("b", vec![entry(0, "x", "hello", "a")]);
         assert!(matches!(
-            judge(&[a, b], &sent(), None).content_consistency,
+            judge(&[a, b], &sent()).content_consistency,
             Check::Violated(_)
         ));
         let a = view("a", vec![entry(0, "x", "hi", "a")]);
@@ -363,17 +413,54 @@ mod tests {
         other.members_after.push("c".into());
         let b = view("b", vec![other]);
         assert!(matches!(
-            judge(&[a, b], &sent(), None).participant_consistency,
+            judge(&[a, b], &sent()).participant_consistency,
             Check::Violated(_)
         ));
     }
 
     #[test]
-    fn expected_length_counts_members_left_behind_together() {
-        // Everyone stalled at index 0 while two were expected: all are short.
+    fn a_censored_sender_is_short_even_when_all_agree() {
+        // Everyone stalled at index 0; a's own message was never accepted.
         let e = vec![entry(0, "x", "hi", "a")];
-        let v = judge(&[view("a", e.clone()), view("b", e)], &sent(), Some(2));
+        let mut a = view("a", e.clone());
+        a.censored = 1;
+        let v = judge(&[a.clone(), view("b", e.clone())], &sent());
         assert_eq!(v.outcome, Outcome::Undetected);
         assert!(!v.honest_views_agree);
+        a.alerts.push(AlertRecord {
+            kind: "withheld".into(),
+            index: None,
+            server: Some(1),
+            message: String::new(),
+        });
+        let v = judge(&[a, view("b", e)], &sent());
+        assert_eq!(v.outcome, Outcome::Detected);
+    }
+
+    #[test]
+    fn joiners_and_removed_members_are_judged_over_their_span() {
+        let all = vec![
+            entry(0, "x", "hi", "a"),
+            entry(1, "y", "yo", "b"),
+            entry(2, "z", "hi", "a"),
+        ];
+        let mut joiner = view("c", all[1..].to_vec());
+        joiner.joined_late = true;
+        let mut removed = view("d", all[..2].to_vec());
+        removed.removed = true;
+        let v = judge(&[view("a", all.clone()), joiner, removed], &sent());
+        assert_eq!(v.integrity, Check::Holds);
+        assert_eq!(v.outcome, Outcome::Prevented);
+    }
+
+    #[test]
+    fn an_initial_member_without_even_the_setup_is_short() {
+        let v = judge(&[view("a", vec![]), view("b", vec![])], &sent());
+        assert_eq!(v.outcome, Outcome::Undetected);
+        let mut late = view("c", vec![]);
+        late.joined_late = true;
+        let e = vec![entry(0, "x", "hi", "a")];
+        let v = judge(&[view("a", e), late], &sent());
+        assert_eq!(v.outcome, Outcome::Prevented);
     }
 }

@@ -12,10 +12,18 @@ pub struct AcceptedEntry {
     pub index: u64,
     /// The epoch of the envelope.
     pub epoch: u64,
-    /// The envelope hash (hex).
+    /// The envelope hash (hex). Not reported: it depends on ciphertexts,
+    /// which are not reproducible from the seed.
+    #[serde(skip)]
     pub envelope_hash: String,
-    /// The head after this index (hex).
+    /// The head after this index (hex). Not reported, as above.
+    #[serde(skip)]
     pub head: String,
+    /// Which history this head belongs to: "A" for the first head seen at
+    /// this index (members in order), "B" for a second, and so on.
+    pub history: String,
+    /// When the member accepted it (virtual ms).
+    pub accepted_ms: u64,
     /// The envelope kind (`setup`, `message`, `update`, `receipt`, `noise`).
     pub kind: String,
     /// The authenticated sender's name, when the member could authenticate it.
@@ -46,10 +54,16 @@ pub struct MemberView {
     pub name: String,
     /// Whether the member is honest (its keys are not held by the adversary).
     pub honest: bool,
+    /// Whether the member was removed or left (it stops accepting).
+    pub removed: bool,
+    /// Whether it was added by an Update rather than at the Setup.
+    pub joined_late: bool,
     /// Accepted indices, in acceptance order.
     pub accepted: Vec<AcceptedEntry>,
     /// Alerts raised, in order.
     pub alerts: Vec<AlertRecord>,
+    /// Envelopes this member sent that no honest member accepted.
+    pub censored: usize,
 }
 
 impl MemberView {

@@ -1,0 +1,452 @@
+//! `bench`: end-to-end latency and throughput of the real binaries over TLS
+//! with durable storage, against a plain relay measured in the same run.
+//!
+//! Each cell starts a fresh [`Devnet`] with N order servers, registers g
+//! accounts, creates one conversation and subscribes every member. Then:
+//!
+//! * latency: one message at a time (members take turns), from just before
+//!   `Submit` to the moment the last of the g members accepted it (head
+//!   chain and a quorum of its own attestation tags checked);
+//! * throughput: every member sends at once, each waiting for its own
+//!   acknowledgement before the next message; messages accepted by every
+//!   member per second.
+//!
+//! The baseline is the same router with `relay_only = true`: no order
+//! server is contacted and deliveries leave with the router's commit. It
+//! does not depend on N, so it is measured once per group size.
+
+use super::LiveError;
+use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
+use super::devnet::{Devnet, DevnetOptions};
+use grompi_proto::pb::{self, router_client::RouterClient};
+use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+use tonic::transport::Channel;
+
+/// What to measure.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchOptions {
+    /// Scratch directory for the devnets (removed cell by cell).
+    pub dir: PathBuf,
+    /// Directory with the `router` and `order-server` binaries.
+    #[serde(skip)]
+    pub binaries: PathBuf,
+    /// Numbers of order servers.
+    pub servers: Vec<usize>,
+    /// Group sizes.
+    pub groups: Vec<usize>,
+    /// Messages in the latency phase of each cell.
+    pub latency_messages: usize,
+    /// Messages in the throughput phase of each cell.
+    pub throughput_messages: usize,
+    /// Body size in bytes.
+    pub body_bytes: usize,
+    /// Per-recipient block size in bytes.
+    pub block_bytes: usize,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// `attested` or `relay` (the baseline).
+    pub mode: String,
+    /// Order servers (0 for the relay).
+    pub servers: usize,
+    /// Quorum used by members.
+    pub quorum: usize,
+    /// Group size.
+    pub group: usize,
+    /// Median end-to-end latency, ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile end-to-end latency, ms.
+    pub latency_p99_ms: f64,
+    /// Messages accepted by every member per second.
+    pub throughput_per_s: f64,
+}
+
+/// An attested cell next to the relay baseline of the same group size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    /// Order servers.
+    pub servers: usize,
+    /// Group size.
+    pub group: usize,
+    /// Attested p50 / relay p50.
+    pub latency_p50: f64,
+    /// Attested throughput / relay throughput.
+    pub throughput: f64,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// CPU model and count.
+    pub machine: String,
+    /// What was asked.
+    pub options: BenchOptions,
+    /// Every cell, baselines included.
+    pub cells: Vec<Cell>,
+    /// Attested cells as ratios to their baseline.
+    pub ratios: Vec<Ratio>,
+}
+
+/// The machine, as `/proc/cpuinfo` names it.
+fn machine() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZeroUsize::get);
+    format!("{model}, {cpus} CPUs available")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted
+        .get(rank.min(sorted.len() - 1))
+        .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+}
+
+/// Runs every cell; `progress` hears one line per step.
+pub async fn run(
+    options: &BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<BenchReport, LiveError> {
+    let mut cells = Vec::new();
+    let mut ratios = Vec::new();
+    for &g in &options.groups {
+        progress(&format!("relay baseline, g = {g}"));
+        let base = cell(options, 1, g, true).await?;
+        for &n in &options.servers {
+            progress(&format!("attested, N = {n}, g = {g}"));
+            let c = cell(options, n, g, false).await?;
+            ratios.push(Ratio {
+                servers: n,
+                group: g,
+                latency_p50: c.latency_p50_ms / base.latency_p50_ms.max(f64::MIN_POSITIVE),
+                throughput: c.throughput_per_s / base.throughput_per_s.max(f64::MIN_POSITIVE),
+            });
+            cells.push(c);
+        }
+        cells.push(base);
+    }
+    Ok(BenchReport {
+        machine: machine(),
+        options: options.clone(),
+        cells,
+        ratios,
+    })
+}
+
+/// Completion times of envelopes accepted by every member.
+#[derive(Default)]
+struct Completions {
+    seen: Mutex<HashMap<EnvelopeHash, usize>>,
+    done: Mutex<HashMap<EnvelopeHash, Instant>>,
+    notify: Notify,
+}
+
+impl Completions {
+    fn accepted(&self, hash: EnvelopeHash, group: usize) {
+        let count = {
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let c = seen.entry(hash).or_default();
+            *c += 1;
+            *c
+        };
+        if count == group {
+            self.done
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(hash, Instant::now());
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn done_at(&self, hash: &EnvelopeHash) -> Option<Instant> {
+        self.done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(hash)
+            .copied()
+    }
+
+    fn done_count(&self) -> usize {
+        self.done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Waits until `ready()` holds, or fails after `timeout`, or when a
+    /// member reported an error.
+    async fn wait(
+        &self,
+        errors: &mut mpsc::UnboundedReceiver<String>,
+        timeout: Duration,
+        mut ready: impl FnMut(&Self) -> bool,
+    ) -> Result<(), LiveError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            if ready(self) {
+                return Ok(());
+            }
+            if let Ok(e) = errors.try_recv() {
+                return Err(LiveError::Setup(format!(
+                    "a member refused a delivery: {e}"
+                )));
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() && !ready(self) {
+                return Err(LiveError::Timeout(
+                    "every member to accept the benchmark's messages".into(),
+                ));
+            }
+        }
+    }
+}
+
+async fn submit(
+    client: &mut RouterClient<Channel>,
+    account: &BenchAccount,
+    req: pb::SubmitRequest,
+) -> Result<(), LiveError> {
+    client
+        .submit(account.authed(req))
+        .await
+        .map(|_| ())
+        .map_err(|s| LiveError::Setup(format!("submit: {:?} {}", s.code(), s.message())))
+}
+
+/// One configuration: a fresh devnet, g members, both phases.
+async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result<Cell, LiveError> {
+    let dir = options.dir.join(format!(
+        "{}-n{n}-g{g}",
+        if relay { "relay" } else { "attested" }
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let devnet_options = DevnetOptions {
+        dir: dir.clone(),
+        order_servers: n,
+        quorum: None,
+        binaries: options.binaries.clone(),
+        router_extra: if relay {
+            "relay_only = true\n".into()
+        } else {
+            String::new()
+        },
+        evil: std::collections::BTreeMap::new(),
+    };
+    let net = tokio::task::block_in_place(|| Devnet::start(&devnet_options))?;
+    let result = measure(options, &net, g, relay).await;
+    drop(net);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (latencies, throughput) = result?;
+    let mut sorted = latencies;
+    sorted.sort_unstable();
+    Ok(Cell {
+        mode: if relay { "relay" } else { "attested" }.into(),
+        servers: if relay { 0 } else { n },
+        quorum: if relay { 0 } else { n },
+        group: g,
+        latency_p50_ms: percentile(&sorted, 0.5),
+        latency_p99_ms: percentile(&sorted, 0.99),
+        throughput_per_s: throughput,
+    })
+}
+
+async fn measure(
+    options: &BenchOptions,
+    net: &Devnet,
+    g: usize,
+    relay: bool,
+) -> Result<(Vec<Duration>, f64), LiveError> {
+    let mut client = connect_router(&net.descriptor).await?;
+    let servers: Vec<_> = if relay {
+        Vec::new()
+    } else {
+        net.descriptor
+            .order_servers
+            .iter()
+            .map(|s| s.public_key)
+            .collect()
+    };
+    let quorum = if relay { 0 } else { net.descriptor.quorum };
+    let mut accounts = Vec::with_capacity(g);
+    for i in 0..g {
+        accounts.push(Arc::new(
+            BenchAccount::register(&mut client, 1000 + i as u64, 2).await?,
+        ));
+    }
+    let id = ConversationId::from_bytes([0x42; 32]);
+    let created = client
+        .create_conversation(
+            accounts[0].authed(pb::CreateConversationRequest {
+                conversation_id: id.to_vec(),
+                members: accounts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| pb::MemberSpec {
+                        account: a.account().to_vec(),
+                        role: if i == 0 { 2 } else { 1 },
+                    })
+                    .collect(),
+            }),
+        )
+        .await
+        .map_err(|s| LiveError::Setup(format!("create: {:?} {}", s.code(), s.message())))?
+        .into_inner();
+
+    // Every member subscribes and checks what it receives.
+    let completions = Arc::new(Completions::default());
+    let (err_tx, mut errors) = mpsc::unbounded_channel();
+    let mut senders = Vec::with_capacity(g);
+    let mut tasks = Vec::with_capacity(g);
+    for account in &accounts {
+        let mut acceptor = Acceptor::new(MemberSlot::new(account, id, &created, &servers)?, quorum);
+        let mut stream = client
+            .subscribe(account.authed(pb::SubscribeRequest {}))
+            .await
+            .map_err(|s| LiveError::Setup(format!("subscribe: {s}")))?
+            .into_inner();
+        let completions = completions.clone();
+        let err_tx = err_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Some(d)) = stream.message().await {
+                match acceptor.accept(&d) {
+                    Ok(hash) => completions.accepted(hash, g),
+                    Err(NotAccepted::TagUpdate) => {}
+                    Err(e) => {
+                        let _ = err_tx.send(e.to_string());
+                        return;
+                    }
+                }
+            }
+        }));
+        senders.push(MemberSlot::new(account, id, &created, &servers)?);
+    }
+    let body = vec![0xa5u8; options.body_bytes];
+    let timeout = Duration::from_secs(60);
+    let mut sequences = vec![0u64; g];
+
+    // The Setup.
+    sequences[0] = 1;
+    let (req, hash) = senders[0].envelope(EnvelopeKind::Setup, 1, &body, options.block_bytes)?;
+    submit(&mut client, &accounts[0], req).await?;
+    completions
+        .wait(&mut errors, timeout, |c| c.done_at(&hash).is_some())
+        .await?;
+
+    // Latency: one message at a time, members taking turns.
+    let mut latencies = Vec::with_capacity(options.latency_messages);
+    for k in 0..options.latency_messages {
+        let m = k % g;
+        sequences[m] += 1;
+        let (req, hash) = senders[m].envelope(
+            EnvelopeKind::Message,
+            sequences[m],
+            &body,
+            options.block_bytes,
+        )?;
+        let start = Instant::now();
+        submit(&mut client, &accounts[m], req).await?;
+        completions
+            .wait(&mut errors, timeout, |c| c.done_at(&hash).is_some())
+            .await?;
+        if let Some(at) = completions.done_at(&hash) {
+            latencies.push(at.duration_since(start));
+        }
+    }
+
+    // Throughput: every member sends at once.
+    let before = completions.done_count();
+    let total = options.throughput_messages;
+    let start = Instant::now();
+    let mut sends = Vec::with_capacity(g);
+    for (m, slot) in senders.into_iter().enumerate() {
+        let share = total / g + usize::from(m < total % g);
+        let account = accounts[m].clone();
+        let mut client = client.clone();
+        let body = body.clone();
+        let first = sequences[m] + 1;
+        let block_bytes = options.block_bytes;
+        sends.push(tokio::spawn(async move {
+            for s in first..first + share as u64 {
+                let (req, _) = slot.envelope(EnvelopeKind::Message, s, &body, block_bytes)?;
+                submit(&mut client, &account, req).await?;
+            }
+            Ok::<(), LiveError>(())
+        }));
+    }
+    for s in sends {
+        s.await
+            .map_err(|e| LiveError::Setup(format!("sender task: {e}")))??;
+    }
+    completions
+        .wait(&mut errors, timeout, |c| c.done_count() >= before + total)
+        .await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    for t in tasks {
+        t.abort();
+    }
+    Ok((latencies, total as f64 / elapsed.max(f64::MIN_POSITIVE)))
+}
+
+impl BenchReport {
+    /// The report as a Markdown table.
+    pub fn to_markdown(&self) -> String {
+        let mut s = format!(
+            "## End-to-end benchmark\n\nMachine: {}. Durable storage (fsync) and TLS on 127.0.0.1. \
+             Latency: submit to accepted by every member, {} messages one at a time. \
+             Throughput: {} messages, every member sending. Body {} bytes, blocks {} bytes. \
+             Baseline: the same router with `relay_only = true` (no attestation).\n\n",
+            self.machine,
+            self.options.latency_messages,
+            self.options.throughput_messages,
+            self.options.body_bytes,
+            self.options.block_bytes
+        );
+        s.push_str(
+            "| N | g | p50 ms | p99 ms | msg/s | relay p50 ms | relay msg/s | p50 ratio | throughput ratio |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.ratios {
+            let attested = self
+                .cells
+                .iter()
+                .find(|c| c.mode == "attested" && c.servers == r.servers && c.group == r.group);
+            let base = self
+                .cells
+                .iter()
+                .find(|c| c.mode == "relay" && c.group == r.group);
+            if let (Some(a), Some(b)) = (attested, base) {
+                s.push_str(&format!(
+                    "| {} | {} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2}x | {:.2}x |\n",
+                    r.servers,
+                    r.group,
+                    a.latency_p50_ms,
+                    a.latency_p99_ms,
+                    a.throughput_per_s,
+                    b.latency_p50_ms,
+                    b.throughput_per_s,
+                    r.latency_p50,
+                    r.throughput
+                ));
+            }
+        }
+        s
+    }
+}

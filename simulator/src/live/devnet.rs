@@ -1,0 +1,415 @@
+//! `devnet`: a real router and N real order servers as processes on
+//! 127.0.0.1, with generated keys and certificates and the network
+//! descriptor clients use.
+//!
+//! Layout of the directory (reused on the next start, so keys and state
+//! survive restarts of the devnet):
+//!
+//! ```text
+//! <dir>/network.toml            the descriptor clients load
+//! <dir>/router/router.toml      router configuration; data in router/data
+//! <dir>/order-<i>/order.toml    order server i; data in order-<i>/data
+//! <dir>/*/server.log            each server's log
+//! ```
+//!
+//! Servers first listen on port 0; the ports they get are written back into
+//! their configurations and the descriptor, so a restarted server comes
+//! back at the address the descriptor names.
+
+use super::LiveError;
+use super::evil_order::EvilStrategy;
+use super::process::{BoundAddrs, ServerProcess, wait_for_bound_addrs};
+use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
+use grompi_proto::{OrderServerKey, descriptor::min_quorum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// How long a server may take to bind its listeners.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Directory for configurations, data and logs.
+    pub dir: PathBuf,
+    /// Number of order servers (N).
+    pub order_servers: usize,
+    /// Quorum t; `None` means t = N.
+    pub quorum: Option<usize>,
+    /// Directory holding the `router` and `order-server` binaries.
+    pub binaries: PathBuf,
+    /// Extra TOML appended to the router configuration on first start.
+    pub router_extra: String,
+    /// Order servers (by position) started as malicious variants.
+    pub evil: BTreeMap<usize, EvilStrategy>,
+}
+
+/// One running server.
+#[derive(Debug)]
+pub struct Node {
+    /// The process.
+    pub process: ServerProcess,
+    /// Where it listens.
+    pub addrs: BoundAddrs,
+    /// Its configuration file.
+    pub config: PathBuf,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The binary and the arguments before `--config`.
+    command: (PathBuf, Vec<String>),
+}
+
+/// A running local network.
+#[derive(Debug)]
+pub struct Devnet {
+    /// The descriptor clients load.
+    pub descriptor_path: PathBuf,
+    /// The descriptor.
+    pub descriptor: NetworkDescriptor,
+    /// The router.
+    pub router: Node,
+    /// The order servers, in descriptor order.
+    pub order_servers: Vec<Node>,
+}
+
+/// The directory of the running executable, where `cargo build --bins`
+/// puts the server binaries next to it.
+pub fn default_binaries() -> Result<PathBuf, LiveError> {
+    let exe = std::env::current_exe().map_err(LiveError::io("locate this executable"))?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| LiveError::Setup(format!("no directory above {}", exe.display())))
+}
+
+fn binary(dir: &Path, name: &str) -> Result<PathBuf, LiveError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(LiveError::Setup(format!(
+            "{} not found; build the servers first with `cargo build --bins` \
+             (same profile as this command) or pass --binaries",
+            path.display()
+        )))
+    }
+}
+
+fn run_init(bin: &Path, data_dir: &Path) -> Result<String, LiveError> {
+    let out = Command::new(bin)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .map_err(LiveError::io(format!("run {} init", bin.display())))?;
+    if !out.status.success() {
+        return Err(LiveError::Setup(format!(
+            "{} init failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), LiveError> {
+    std::fs::write(path, text).map_err(LiveError::io(format!("write {}", path.display())))
+}
+
+fn read(path: &Path) -> Result<String, LiveError> {
+    std::fs::read_to_string(path).map_err(LiveError::io(format!("read {}", path.display())))
+}
+
+/// Replaces the `listen = "..."` line of a configuration with `addr`.
+fn pin_listen(config: &Path, addrs: &BoundAddrs) -> Result<(), LiveError> {
+    let text = read(config)?;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with("listen = ") {
+            out.push_str(&format!("listen = \"{}\"", addrs.grpc));
+        } else if let (true, Some(m)) = (line.starts_with("metrics_listen = "), addrs.metrics) {
+            out.push_str(&format!("metrics_listen = \"{m}\""));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    write(config, &out)
+}
+
+fn start_node(
+    name: &str,
+    command: (PathBuf, Vec<String>),
+    config: &Path,
+    data_dir: &Path,
+) -> Result<Node, LiveError> {
+    let _ = std::fs::remove_file(data_dir.join("bound-addrs.toml"));
+    let log = config.with_file_name("server.log");
+    let mut args: Vec<&str> = command.1.iter().map(String::as_str).collect();
+    let config_arg = config.to_string_lossy().into_owned();
+    args.extend(["--config", &config_arg]);
+    let mut process = ServerProcess::spawn(name, &command.0, &args, &log)?;
+    let addrs = wait_for_bound_addrs(data_dir, &mut process, START_TIMEOUT)?;
+    Ok(Node {
+        process,
+        addrs,
+        config: config.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        command,
+    })
+}
+
+/// How order server `i` is started: the real binary, or this simulator's
+/// malicious variant.
+fn order_command(options: &DevnetOptions, i: usize) -> Result<(PathBuf, Vec<String>), LiveError> {
+    match options.evil.get(&i) {
+        None => Ok((
+            binary(&options.binaries, "order-server")?,
+            vec!["serve".into()],
+        )),
+        Some(strategy) => Ok((
+            binary(&options.binaries, "grompi-sim")?,
+            vec![
+                "evil-order-server".into(),
+                "--strategy".into(),
+                strategy.name().into(),
+            ],
+        )),
+    }
+}
+
+impl Devnet {
+    /// Initialises what is missing under `options.dir`, starts the order
+    /// servers, then the router, and writes the descriptor.
+    pub fn start(options: &DevnetOptions) -> Result<Self, LiveError> {
+        let n = options.order_servers;
+        if n == 0 || n > grompi_proto::limits::MAX_ORDER_SERVERS {
+            return Err(LiveError::Setup(format!(
+                "{n} order servers: choose between 1 and {}",
+                grompi_proto::limits::MAX_ORDER_SERVERS
+            )));
+        }
+        let quorum = options.quorum.unwrap_or(n);
+        if quorum < min_quorum(n) || quorum > n {
+            return Err(LiveError::Setup(format!(
+                "quorum {quorum} of {n}: it must be more than half of the order servers and at most all of them"
+            )));
+        }
+        let router_bin = binary(&options.binaries, "router")?;
+        let order_bin = binary(&options.binaries, "order-server")?;
+        let dir = &options.dir;
+        std::fs::create_dir_all(dir).map_err(LiveError::io(format!("create {}", dir.display())))?;
+
+        // The router's identity comes first: every order server pins it.
+        let router_dir = dir.join("router");
+        let router_data = router_dir.join("data");
+        let router_config = router_dir.join("router.toml");
+        if !router_config.exists() {
+            std::fs::create_dir_all(&router_dir)
+                .map_err(LiveError::io(format!("create {}", router_dir.display())))?;
+            run_init(&router_bin, &router_data)?;
+            write(
+                &router_config,
+                &format!(
+                    "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+                     data_dir = \"data\"\ndescriptor = \"../network.toml\"\n\
+                     backoff_base_ms = 50\nbackoff_max_ms = 1000\n{}\n",
+                    options.router_extra
+                ),
+            )?;
+        }
+        let router_cert_path = router_data.join("router.crt");
+        let router_cert = read(&router_cert_path)?;
+
+        let mut order_servers = Vec::with_capacity(n);
+        let mut entries = Vec::with_capacity(n);
+        for i in 0..n {
+            let node_dir = dir.join(format!("order-{i}"));
+            let data = node_dir.join("data");
+            let config = node_dir.join("order.toml");
+            let key_line = node_dir.join("public_key");
+            if !config.exists() {
+                std::fs::create_dir_all(&node_dir)
+                    .map_err(LiveError::io(format!("create {}", node_dir.display())))?;
+                let stdout = run_init(&order_bin, &data)?;
+                let key = stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("public_key = \""))
+                    .and_then(|l| l.strip_suffix('"'))
+                    .ok_or_else(|| {
+                        LiveError::Setup(format!(
+                            "order-server init printed no public_key: {stdout}"
+                        ))
+                    })?;
+                write(&key_line, key)?;
+                write(&node_dir.join("router.crt"), &router_cert)?;
+                write(
+                    &config,
+                    &format!(
+                        "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
+                         data_dir = \"data\"\nrouter_certificate = \"router.crt\"\nposition = {i}\n"
+                    ),
+                )?;
+            }
+            let key_hex = read(&key_line)?;
+            let key_bytes = hex::decode(key_hex.trim())
+                .map_err(|e| LiveError::Setup(format!("{}: {e}", key_line.display())))?;
+            let public_key = OrderServerKey::parse("public_key", &key_bytes)
+                .map_err(|e| LiveError::Setup(format!("{}: {e}", key_line.display())))?;
+            let name = match options.evil.get(&i) {
+                Some(s) => format!("order-server {i} (malicious: {})", s.name()),
+                None => format!("order-server {i}"),
+            };
+            let node = start_node(&name, order_command(options, i)?, &config, &data)?;
+            pin_listen(&config, &node.addrs)?;
+            entries.push(OrderServerEntry {
+                name: format!("order-{i}"),
+                address: format!("https://localhost:{}", node.addrs.grpc.port()),
+                public_key,
+                tls_ca_pem: read(&data.join("tls.crt"))?,
+            });
+            order_servers.push(node);
+        }
+
+        let descriptor_path = dir.join("network.toml");
+        let mut descriptor = NetworkDescriptor {
+            name: "devnet".into(),
+            router: RouterEntry {
+                // Rewritten below once the router has its port.
+                address: "https://localhost:1".into(),
+                tls_ca_pem: router_cert,
+            },
+            order_servers: entries,
+            quorum,
+        };
+        // Keep the router's port across restarts of the devnet.
+        if let Ok(old) = read(&descriptor_path)
+            .and_then(|t| NetworkDescriptor::parse(&t).map_err(|e| LiveError::Setup(e.to_string())))
+        {
+            descriptor.router.address = old.router.address;
+        }
+        write(&descriptor_path, &descriptor.to_toml())?;
+        let router_command = (router_bin, vec!["serve".to_owned()]);
+        let router = start_node("router", router_command, &router_config, &router_data)?;
+        pin_listen(&router_config, &router.addrs)?;
+        descriptor.router.address = format!("https://localhost:{}", router.addrs.grpc.port());
+        write(&descriptor_path, &descriptor.to_toml())?;
+        Ok(Self {
+            descriptor_path,
+            descriptor,
+            router,
+            order_servers,
+        })
+    }
+
+    /// Fails if any server has exited.
+    pub fn check_running(&mut self) -> Result<(), LiveError> {
+        self.router.process.check_running()?;
+        for node in &mut self.order_servers {
+            node.process.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// Stops order server `i` gracefully (SIGTERM).
+    pub fn stop_order_server(&mut self, i: usize) -> Result<(), LiveError> {
+        let node = self
+            .order_servers
+            .get_mut(i)
+            .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
+        node.process.stop(STOP_GRACE);
+        Ok(())
+    }
+
+    /// Starts order server `i` again on its data directory and port.
+    pub fn restart_order_server(&mut self, i: usize) -> Result<(), LiveError> {
+        let node = self
+            .order_servers
+            .get_mut(i)
+            .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
+        node.process.stop(STOP_GRACE);
+        let name = node.process.name().to_owned();
+        *node = start_node(&name, node.command.clone(), &node.config, &node.data_dir)?;
+        Ok(())
+    }
+
+    /// Kills order server `i` with SIGKILL (no chance to flush anything).
+    pub fn kill_order_server(&mut self, i: usize) -> Result<(), LiveError> {
+        let node = self
+            .order_servers
+            .get_mut(i)
+            .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
+        node.process.kill();
+        Ok(())
+    }
+
+    /// Kills the router with SIGKILL.
+    pub fn kill_router(&mut self) {
+        self.router.process.kill();
+    }
+
+    /// Starts the router again on its data directory and port.
+    pub fn restart_router(&mut self) -> Result<(), LiveError> {
+        self.router.process.stop(STOP_GRACE);
+        let (config, data) = (self.router.config.clone(), self.router.data_dir.clone());
+        self.router = start_node("router", self.router.command.clone(), &config, &data)?;
+        Ok(())
+    }
+
+    /// Stops every server gracefully: the router first, so nothing is
+    /// submitted to order servers that are going away.
+    pub fn stop(&mut self) {
+        self.router.process.stop(STOP_GRACE);
+        for node in &mut self.order_servers {
+            node.process.stop(STOP_GRACE);
+        }
+    }
+
+    /// A human-readable description: where everything is.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "devnet: router and {} order servers on 127.0.0.1, quorum {} of {}\n",
+            self.order_servers.len(),
+            self.descriptor.quorum,
+            self.order_servers.len()
+        );
+        s.push_str(&format!(
+            "  descriptor   {}\n",
+            self.descriptor_path.display()
+        ));
+        s.push_str(&format!(
+            "  router       {}  (metrics {})  log {}\n",
+            self.router.addrs.grpc,
+            self.router
+                .addrs
+                .metrics
+                .map_or_else(|| "off".to_owned(), |m| m.to_string()),
+            self.router.process.log().display()
+        ));
+        for (i, node) in self.order_servers.iter().enumerate() {
+            s.push_str(&format!(
+                "  order-{i}      {}  (metrics {})  log {}{}\n",
+                node.addrs.grpc,
+                node.addrs
+                    .metrics
+                    .map_or_else(|| "off".to_owned(), |m| m.to_string()),
+                node.process.log().display(),
+                node.process
+                    .name()
+                    .split_once("(malicious: ")
+                    .map(|(_, s)| format!("  MALICIOUS {}", s.trim_end_matches(')')))
+                    .unwrap_or_default()
+            ));
+        }
+        s
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,148 @@
+//! Child processes of a live network: spawned with their standard error in
+//! a file, killed when dropped, stopped gracefully on request.
+
+use super::LiveError;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process, killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Spawns `binary args...` with standard error appended to `log`.
+    pub fn spawn(name: &str, binary: &Path, args: &[&str], log: &Path) -> Result<Self, LiveError> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(LiveError::io(format!("open {}", log.display())))?;
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .map_err(LiveError::io(format!("start {}", binary.display())))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The log file.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Fails, with the end of its log, if the process has exited.
+    pub fn check_running(&mut self) -> Result<(), LiveError> {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            self.child = None;
+            return Err(LiveError::Exited {
+                name: self.name.clone(),
+                status: status.to_string(),
+                log_tail: tail(&self.log, 20),
+            });
+        }
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit, then
+    /// kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The addresses a server bound, from the `bound-addrs.toml` it writes into
+/// its data directory once its listeners are up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct BoundAddrs {
+    /// The gRPC listener.
+    pub grpc: SocketAddr,
+    /// The Prometheus endpoint, if configured.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Waits until `<data_dir>/bound-addrs.toml` appears and parses, failing
+/// early if `process` exits.
+pub fn wait_for_bound_addrs(
+    data_dir: &Path,
+    process: &mut ServerProcess,
+    timeout: Duration,
+) -> Result<BoundAddrs, LiveError> {
+    let path = data_dir.join("bound-addrs.toml");
+    let deadline = Instant::now() + timeout;
+    loop {
+        process.check_running()?;
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && let Ok(addrs) = toml::from_str::<BoundAddrs>(&text)
+        {
+            return Ok(addrs);
+        }
+        if Instant::now() > deadline {
+            return Err(LiveError::Timeout(format!(
+                "{} to bind its listeners ({} never appeared)",
+                process.name(),
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
