@@ -789,9 +789,13 @@ impl Conversation {
                 (Phase::Active, Some(m)) => m.epoch(),
                 _ => Epoch(0),
             };
-            let fresh = std::mem::take(&mut p.unverified);
-            for (head, servers) in self.verify(epoch, index, &fresh, TagSet::Current) {
-                *p.heads.entry(head).or_default() |= servers;
+            // Tags can arrive before the envelope that gives this member its
+            // keys (a tag update overtaking the delivery); they wait.
+            if self.keys.contains_key(&epoch) {
+                let fresh = std::mem::take(&mut p.unverified);
+                for (head, servers) in self.verify(epoch, index, &fresh, TagSet::Current) {
+                    *p.heads.entry(head).or_default() |= servers;
+                }
             }
             // A server with valid tags on two heads at one index equivocated.
             let mut seen = 0u32;
@@ -811,8 +815,8 @@ impl Conversation {
                     .is_some_and(|s| s.count_ones() as usize >= self.config.quorum)
             });
             let Some(w) = winner else {
-                self.buffered += p.candidates.len();
-                if !p.candidates.is_empty() || !p.heads.is_empty() {
+                self.buffered += p.candidates.len() + p.unverified.len();
+                if !p.candidates.is_empty() || !p.heads.is_empty() || !p.unverified.is_empty() {
                     self.pending.insert(index, p);
                 }
                 return;

@@ -1219,3 +1219,20 @@ proptest! {
         prop_assert_eq!(membership(0), membership(3));
     }
 }
+
+/// A tag update that overtakes the delivery it belongs to (it arrives
+/// before the member holds the keys to check it) waits instead of being
+/// lost: with the delivery's own tag it reaches the quorum.
+#[test]
+fn tags_that_arrive_before_their_envelope_wait_for_it() {
+    let mut w = World::new(31, 2, 3, 2);
+    w.setup(0);
+    let (mut secrets, mut conv) = w.replica(1);
+    let early = tags_of(&w.delivery(Index(0), 1, &[0]).unwrap());
+    conv.receive_tags(early, &mut secrets);
+    assert_eq!(conv.next_expected(), Index(0));
+    conv.receive(w.delivery(Index(0), 1, &[2]).unwrap(), &mut secrets);
+    assert_eq!(conv.next_expected(), Index(1), "the early tag was lost");
+    assert_eq!(conv.status(Index(0)), AttestationStatus::Quorum);
+    assert!(conv.drain_alerts().is_empty());
+}
