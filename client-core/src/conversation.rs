@@ -279,6 +279,9 @@ pub struct Conversation {
     processed: BTreeMap<AccountId, Index>,
     undecryptable: BTreeSet<Index>,
     head_nonce: Option<ProofNonce>,
+    /// The next index when the application last reported a stall: tags
+    /// still missing for it after that are withheld, not in flight.
+    stalled_at: Option<Index>,
     alerts: VecDeque<Alert>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -332,6 +335,7 @@ impl Conversation {
             processed: BTreeMap::new(),
             undecryptable: BTreeSet::new(),
             head_nonce: None,
+            stalled_at: None,
             alerts: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -1359,6 +1363,7 @@ impl Conversation {
     /// indices are buffered behind a missing one; returns whether it did.
     pub fn report_stall(&mut self) -> bool {
         let next = self.transcript.next_index();
+        self.stalled_at = Some(next);
         let behind = self.pending.keys().any(|i| *i > next) && !self.pending.contains_key(&next);
         if behind {
             let after = self.transcript.last().map_or(Index(0), |e| e.index);
@@ -1482,7 +1487,17 @@ impl Conversation {
         nonce
     }
 
+    /// Whether a valid tag from `server` is held for the buffered `index`.
+    fn has_valid_tag(&self, index: Index, server: u32) -> bool {
+        self.pending
+            .get(&index)
+            .is_some_and(|p| p.heads.values().any(|s| s & bit(server) != 0))
+    }
+
     /// Checks the proofs answering the last nonce (which is then spent).
+    /// After a reported stall, a server that proves it attested the index
+    /// this member is stuck on, while no valid tag of it reached the
+    /// member, had its tag withheld: `Withheld`.
     pub fn check_head_proofs(&mut self, proofs: &[HeadProof]) -> Vec<HeadProofOutcome> {
         let Some(nonce) = self.head_nonce.take() else {
             for p in proofs {
@@ -1505,9 +1520,29 @@ impl Conversation {
             .next_back()
             .map_or(0, |i| i.0.saturating_add(1))
             .max(self.transcript.next_index().0);
+        let next = self.transcript.next_index();
+        let stalled = self.stalled_at == Some(next);
         let out: Vec<_> = proofs
             .iter()
-            .map(|p| head_proof::check(p, self.id, &nonce, &self.keys, &self.transcript, delivered))
+            .map(|p| {
+                let o =
+                    head_proof::check(p, self.id, &nonce, &self.keys, &self.transcript, delivered);
+                match o {
+                    // Stalled at `next`, holding what was delivered for it,
+                    // while a server proves it attested `next`: that server's
+                    // tag was withheld (it is not in flight any more).
+                    HeadProofOutcome::AheadOfAccepted { server, count }
+                        if stalled && count > next.0 && !self.has_valid_tag(next, server) =>
+                    {
+                        HeadProofOutcome::Misbehaviour(Misbehaviour::Withheld {
+                            server,
+                            attested: count,
+                            delivered: next.0,
+                        })
+                    }
+                    o => o,
+                }
+            })
             .collect();
         for o in &out {
             if let HeadProofOutcome::Misbehaviour(m) = o {

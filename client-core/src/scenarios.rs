@@ -1236,3 +1236,69 @@ fn tags_that_arrive_before_their_envelope_wait_for_it() {
     assert_eq!(conv.status(Index(0)), AttestationStatus::Quorum);
     assert!(conv.drain_alerts().is_empty());
 }
+
+/// Tags withheld by the router: a member stuck on an index it holds, once
+/// it reports the stall, blames each server that proves it attested that
+/// index but whose tag never reached it; before the stall report the same
+/// proof only says the tag may still be in flight.
+#[test]
+fn after_a_stall_a_server_proving_what_it_attested_exposes_withheld_tags() {
+    let mut w = World::new(41, 2, 3, 3);
+    w.setup(0);
+    w.send(0, msg("a"));
+    let (slot_key, conv_id) = (w.slot_key(Epoch(0), 1).unwrap().1, w.conversation);
+    let (mut secrets, mut c) = w.replica(1);
+    c.receive(w.delivery(Index(0), 1, &[0, 1, 2]).unwrap(), &mut secrets);
+    // Index 1 arrives with the tags of servers 0 and 1 only.
+    c.receive(w.delivery(Index(1), 1, &[0, 1]).unwrap(), &mut secrets);
+    assert_eq!(c.next_expected(), Index(1));
+    c.drain_alerts();
+    let servers: Vec<_> = (0..3)
+        .map(|s| w.servers[s].mac_keys(&slot_key).unwrap())
+        .collect();
+    let head = w.log[1].head;
+    let proofs = |nonce| -> Vec<HeadProof> {
+        (0..3u32)
+            .map(|server| {
+                let statement = HeadProofStatement {
+                    conversation: conv_id,
+                    epoch: Epoch(0),
+                    count: 2,
+                    head,
+                    nonce,
+                };
+                HeadProof {
+                    server,
+                    statement,
+                    tag: servers[server as usize].prove_head(&statement),
+                }
+            })
+            .collect()
+    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(2);
+    let nonce = c.head_proof_nonce(&mut rng);
+    let before = c.check_head_proofs(&proofs(nonce));
+    assert!(
+        before
+            .iter()
+            .all(|o| matches!(o, HeadProofOutcome::AheadOfAccepted { count: 2, .. })),
+        "{before:?}"
+    );
+    assert!(c.drain_alerts().is_empty());
+    c.report_stall();
+    let nonce = c.head_proof_nonce(&mut rng);
+    let after = c.check_head_proofs(&proofs(nonce));
+    assert_eq!(
+        after[2],
+        HeadProofOutcome::Misbehaviour(Misbehaviour::Withheld {
+            server: 2,
+            attested: 2,
+            delivered: 1
+        })
+    );
+    assert!(matches!(after[0], HeadProofOutcome::AheadOfAccepted { .. }));
+    assert!(matches!(after[1], HeadProofOutcome::AheadOfAccepted { .. }));
+    let alerts = c.drain_alerts();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].server, Some(2));
+}

@@ -279,6 +279,7 @@ impl Conversation {
             processed,
             undecryptable,
             head_nonce: None,
+            stalled_at: None,
             alerts: VecDeque::new(),
             events: VecDeque::new(),
             counters,
