@@ -1008,8 +1008,12 @@ impl Client {
         self.ensure_signed_in().await?;
         let mut progress = Progress::default();
         let mut rounds = 0u32;
-        while let Some(from) = self.fetch_from(&id, rounds == 0) {
+        // A member added late scans forward for the Update that adds it:
+        // pages before it hold nothing for this member.
+        let mut scan: Option<Index> = None;
+        while let Some(start) = self.fetch_from(&id, rounds == 0) {
             rounds += 1;
+            let from = scan.filter(|s| *s > start).unwrap_or(start);
             let before = self
                 .member
                 .conversation(&id)
@@ -1020,24 +1024,28 @@ impl Client {
                 from_index: from.0,
                 limit: FETCH_LIMIT,
             })?;
-            let deliveries = conn
+            let page = conn
                 .raw()
                 .fetch(req)
                 .await
                 .map_err(|s| ApiError::router("Fetch", s))?
-                .into_inner()
-                .deliveries;
-            if deliveries.is_empty() {
+                .into_inner();
+            let next = Index(page.next_index);
+            if page.deliveries.is_empty() && next <= from {
                 break;
             }
-            for d in deliveries {
+            for d in page.deliveries {
                 self.member.receive(d);
             }
             progress.extend(self.collect());
-            let after = self
-                .member
-                .conversation(&id)
-                .map(Conversation::next_expected);
+            let conv = self.member.conversation(&id);
+            let after = conv.map(Conversation::next_expected);
+            // Unknown until a delivery for this member arrives.
+            let joining = conv.is_none_or(|c| c.phase() == &Phase::AwaitingJoin);
+            if joining && next > from && rounds <= 1_000_000 {
+                scan = Some(next);
+                continue;
+            }
             if after == before || rounds > 1_000_000 {
                 break;
             }

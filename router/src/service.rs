@@ -356,7 +356,10 @@ impl Router for RouterService {
                         .then(|| stored_view(&plan.conversation, *i, stored, member, atts))
                 })
                 .collect();
-            Ok(Response::new(pb::FetchResponse { deliveries }))
+            Ok(Response::new(pb::FetchResponse {
+                deliveries,
+                next_index: plan.to.0,
+            }))
         }
         .await;
         metered("Fetch", r)
