@@ -1001,6 +1001,21 @@ impl Client {
         Some(first_partial.unwrap_or(c.next_expected()))
     }
 
+    /// The conversations the router says this account holds a slot in
+    /// (what it claims is checked when each is fetched and accepted).
+    pub async fn remote_conversations(&mut self) -> Result<Vec<pb::ListedConversation>, ApiError> {
+        self.ensure_signed_in().await?;
+        let conn = self.signed()?;
+        let req = conn.authed(pb::ListConversationsRequest {})?;
+        Ok(conn
+            .raw()
+            .list_conversations(req)
+            .await
+            .map_err(|s| ApiError::router("ListConversations", s))?
+            .into_inner()
+            .conversations)
+    }
+
     /// Fetches and accepts everything the router holds for a conversation
     /// from the next index on (a conversation not known yet is joined:
     /// fetched from its start). Saves.
@@ -1057,10 +1072,19 @@ impl Client {
         Ok(progress)
     }
 
-    /// Syncs every conversation this account knows.
+    /// Syncs every conversation this account knows, and joins those the
+    /// router lists that it does not know yet.
     pub async fn sync_all(&mut self) -> Result<Progress, ApiError> {
         let mut progress = Progress::default();
-        let ids: Vec<ConversationId> = self.member.conversations().keys().copied().collect();
+        let mut ids: Vec<ConversationId> = self.member.conversations().keys().copied().collect();
+        // Conversations this account was invited to or added to while away.
+        for listed in self.remote_conversations().await? {
+            if let Ok(id) = ConversationId::parse("conversation_id", &listed.conversation_id)
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
         for id in ids {
             progress.extend(self.sync(id).await?);
         }

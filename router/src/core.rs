@@ -133,6 +133,8 @@ pub enum Call {
     UploadKeys(KeyUpload, Option<pb::SignedPrekey>),
     /// Count unused keys.
     GetKeyCounts,
+    /// The caller's conversations.
+    ListConversations,
     /// Another account's bundle.
     GetPrekeyBundle(AccountId),
     /// Create a conversation.
@@ -238,6 +240,8 @@ pub enum Response {
     Uploaded,
     /// GetKeyCounts.
     KeyCounts(pb::GetKeyCountsResponse),
+    /// ListConversations.
+    Conversations(pb::ListConversationsResponse),
     /// GetPrekeyBundle.
     Bundle(pb::GetPrekeyBundleResponse),
     /// CreateConversation.
@@ -503,6 +507,7 @@ impl RouterCore {
                 .directory
                 .upload(account, upload, fallback, &mut out.records)
                 .map(|()| Response::Uploaded),
+            Call::ListConversations => Ok(Response::Conversations(self.list(&account))),
             Call::GetKeyCounts => {
                 let (otk, ok) = self.directory.key_counts(&account);
                 Ok(Response::KeyCounts(pb::GetKeyCountsResponse {
@@ -614,6 +619,30 @@ impl RouterCore {
         self.active.insert(id);
         metrics::counter!("router_conversations_created_total").increment(1);
         Ok(())
+    }
+
+    /// Every conversation `account` holds a slot in, in id order, with the
+    /// first index it can fetch. (A scan of the conversations in memory;
+    /// an index per account is the next step when that grows large.)
+    fn list(&self, account: &AccountId) -> pb::ListConversationsResponse {
+        let mut conversations: Vec<pb::ListedConversation> = self
+            .conversations
+            .values()
+            .filter_map(|c| {
+                let first = c
+                    .epochs
+                    .iter()
+                    .find(|e| e.slot_of(account).is_some())?
+                    .first_index?;
+                Some(pb::ListedConversation {
+                    conversation_id: c.id.to_vec(),
+                    delivered: c.delivered.0,
+                    first_index: first.0,
+                })
+            })
+            .collect();
+        conversations.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
+        pb::ListConversationsResponse { conversations }
     }
 
     fn member_conv(

@@ -1108,3 +1108,29 @@ fn relay_only_delivers_with_the_commit_and_no_jobs() {
         assert_eq!(mine, vec![0, 1]);
     }
 }
+
+/// ListConversations names exactly the conversations the caller holds a
+/// slot in, with how far they were delivered; an outsider gets none.
+#[test]
+fn list_conversations_names_only_the_caller_s() {
+    let mut w = World::new(3, 3, 9);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let outsider = w.register(3, 4);
+    let id = ConversationId::from_bytes([6; 32]);
+    setup(&mut w, &mut members, id);
+    let list = |w: &mut World, m: &Member| {
+        let t = w.authed(m, Call::ListConversations);
+        match w.reply(t) {
+            Some(Ok(Response::Conversations(r))) => r.conversations.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    for m in &members {
+        let l = list(&mut w, m);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].conversation_id, id.to_vec());
+        assert_eq!(l[0].delivered, 1);
+        assert_eq!(l[0].first_index, 0);
+    }
+    assert!(list(&mut w, &outsider).is_empty());
+}

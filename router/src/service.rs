@@ -233,6 +233,18 @@ impl Router for RouterService {
         metered("GetKeyCounts", r)
     }
 
+    async fn list_conversations(
+        &self,
+        req: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let r = match self.authed(&req, Call::ListConversations).await {
+            Ok(CoreResponse::Conversations(c)) => Ok(Response::new(c)),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(e),
+        };
+        metered("ListConversations", r)
+    }
+
     async fn get_prekey_bundle(
         &self,
         req: Request<pb::GetPrekeyBundleRequest>,

@@ -466,6 +466,12 @@ async fn unauthenticated_calls_are_refused_on_every_rpc() {
         "sign in again",
     );
     check(
+        c.list_conversations(authed(&forged, pb::ListConversationsRequest {}))
+            .await,
+        Code::Unauthenticated,
+        "sign in again",
+    );
+    check(
         c.prove_heads(authed(
             &forged,
             pb::ProveHeadsRequest {

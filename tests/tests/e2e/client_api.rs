@@ -1,6 +1,7 @@
 //! The client library against the real router and order servers: a member
-//! added late, after more indices than one fetch page holds, finds the
-//! Update that adds it and reads what follows, nothing before.
+//! added late, after more indices than one fetch page holds, learns of the
+//! conversation from the router's list, finds the Update that adds it and
+//! reads what follows, nothing before.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use grompi_client::client::Client;
@@ -59,7 +60,9 @@ async fn a_member_added_after_many_pages_joins_and_reads_only_what_follows() {
         .await
         .unwrap();
     alice.send(id, "after carol joined").await.unwrap();
-    carol.sync(id).await.unwrap();
+    // Carol was never told the id: the router lists it, and she scans to
+    // the Update that adds her.
+    carol.sync_all().await.unwrap();
     assert_eq!(carol.conversation(&id).unwrap().phase(), &Phase::Active);
     let texts: Vec<String> = carol
         .history(&id)

@@ -71,8 +71,9 @@ pub enum Command {
         #[arg(required = true)]
         members: Vec<String>,
     },
-    /// Fetch a conversation you were invited to, by its id (the creator
-    /// tells you the id), and give it a local name.
+    /// Fetch a conversation you were invited to, by its id, and give it a
+    /// local name. (`watch` and `history` also pick up conversations you
+    /// were added to, unnamed.)
     Join {
         /// The conversation id (64 hex digits).
         conversation: String,
