@@ -123,7 +123,11 @@ fn cargo_build(args: &[&str]) -> Result<(), String> {
 fn build_once(name: &str) -> Result<(), HarnessError> {
     static WORKSPACE: OnceLock<Result<(), String>> = OnceLock::new();
     static SINGLE: Mutex<Vec<(String, Result<(), String>)>> = Mutex::new(Vec::new());
-    let workspace = WORKSPACE.get_or_init(|| cargo_build(&["build", "--bins", "--workspace"]));
+    // `--tests` resolves features as `cargo test --workspace` does (with
+    // dev-dependencies), so the binaries that run reuse what the test
+    // build compiled instead of compiling the workspace a second time.
+    let workspace =
+        WORKSPACE.get_or_init(|| cargo_build(&["build", "--workspace", "--bins", "--tests"]));
     let Err(workspace_error) = workspace else {
         return Ok(());
     };
