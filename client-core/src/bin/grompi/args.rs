@@ -177,6 +177,7 @@ pub enum MembersAction {
         /// The member.
         contact: String,
     },
-    /// Leave the conversation.
+    /// Leave the conversation (admins; a member asks an admin to remove it,
+    /// since only admins may send Updates).
     Leave,
 }
