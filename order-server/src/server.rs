@@ -164,7 +164,8 @@ where
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // TCP_NODELAY: small gRPC frames must not wait for delayed ACKs.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         );
     // Clients that keep their connections open would hold the shutdown
