@@ -31,7 +31,9 @@ use tonic::transport::Channel;
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchOptions {
-    /// Scratch directory for the devnets (removed cell by cell).
+    /// Scratch directory for the devnets (removed cell by cell; not part
+    /// of the report).
+    #[serde(skip)]
     pub dir: PathBuf,
     /// Directory with the `router` and `order-server` binaries.
     #[serde(skip)]

@@ -42,11 +42,6 @@ impl ServerProcess {
         &self.name
     }
 
-    /// The process id, while it runs.
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// The log file.
     pub fn log(&self) -> &Path {
         &self.log
