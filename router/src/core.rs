@@ -275,17 +275,48 @@ pub enum Effect {
 }
 
 /// Records to commit, then effects to perform.
+///
+/// Effects wait for the commit of `records` (and of every earlier batch),
+/// except `early` ones: those that follow only from order servers' answers
+/// about envelopes committed in an earlier batch (tags, deliveries and
+/// acknowledgements of attested indices). Order servers make their
+/// attestations durable before answering and answer a repeated request
+/// with the same attestation, so a router that crashes before committing
+/// the tags asks again after the restart and gets the same ones: nothing
+/// it showed a member is lost or changed. Only an output made with
+/// [`Output::separating_early`] fills `early`; otherwise every effect goes
+/// to `effects`.
 #[derive(Debug, Default)]
 pub struct Output {
     /// Durable changes, in order.
     pub records: Vec<Record>,
-    /// Effects, in order.
+    /// Effects that wait for the commit, in order.
     pub effects: Vec<Effect>,
+    /// Effects that may be performed before the commit, in order.
+    pub early: Vec<Effect>,
+    separate_early: bool,
 }
 
 impl Output {
+    /// An output that keeps early effects apart, for a shell that performs
+    /// them before its commit.
+    pub fn separating_early() -> Self {
+        Self {
+            separate_early: true,
+            ..Self::default()
+        }
+    }
+
     fn reply(&mut self, ticket: Ticket, r: Result<Response, RouterError>) {
         self.effects.push(Effect::Reply(ticket, r));
+    }
+
+    /// Moves the effects pushed since `mark` to `early`, if this output
+    /// separates them.
+    fn make_early_since(&mut self, mark: usize) {
+        if self.separate_early && mark <= self.effects.len() {
+            self.early.extend(self.effects.drain(mark..));
+        }
     }
 }
 
@@ -942,7 +973,16 @@ impl RouterCore {
         }));
     }
 
+    /// An order server's answers to a job. Everything this sends (tags,
+    /// deliveries and acknowledgements of attested indices, refusals) may
+    /// leave before the commit: see [`Output`].
     fn job_done(&mut self, r: JobResult, now: Millis, out: &mut Output) {
+        let mark = out.effects.len();
+        self.apply_job_result(r, now, out);
+        out.make_early_since(mark);
+    }
+
+    fn apply_job_result(&mut self, r: JobResult, now: Millis, out: &mut Output) {
         let s = r.server as usize;
         let Some(flight) = self.in_flight.get_mut(s).and_then(|f| {
             if f.as_ref().is_some_and(|f| f.id == r.id) {

@@ -90,7 +90,7 @@ impl World {
             replies: HashMap::new(),
             jobs: Vec::new(),
             deliveries: Vec::new(),
-            uncommitted: Output::default(),
+            uncommitted: Output::separating_early(),
         }
     }
 
@@ -103,13 +103,20 @@ impl World {
         t
     }
 
-    /// Polls, commits, then performs effects: the shell's loop.
+    /// Polls, performs the early effects, commits, then performs the other
+    /// effects: the shell's loop.
     fn flush(&mut self) {
         self.core
             .poll(self.now, &mut self.rng, &mut self.uncommitted);
-        let out = std::mem::take(&mut self.uncommitted);
+        let mut out = std::mem::replace(&mut self.uncommitted, Output::separating_early());
+        self.perform(std::mem::take(&mut out.early));
         self.store.commit(&out.records).unwrap();
-        for e in out.effects {
+        self.perform(out.effects);
+    }
+
+    /// Performs effects: replies, jobs and deliveries are recorded.
+    fn perform(&mut self, effects: Vec<Effect>) {
+        for e in effects {
             match e {
                 Effect::Reply(t, r) => {
                     self.replies.insert(t, r);
@@ -135,9 +142,21 @@ impl World {
         if k >= self.jobs.len() {
             return;
         }
+        let result = self.job_result(k, lose);
+        self.call(Command::JobDone(result));
+    }
+
+    /// Runs one pending job and feeds its result without committing.
+    fn run_job_uncommitted(&mut self, k: usize) {
+        let result = self.job_result(k, false);
+        self.feed(Command::JobDone(result));
+    }
+
+    /// Takes job `k` and lets its server act on it.
+    fn job_result(&mut self, k: usize, lose: bool) -> JobResult {
         let job = self.jobs.remove(k);
         let s = job.server as usize;
-        let result = if self.down[s] {
+        if self.down[s] {
             JobResult {
                 id: job.id,
                 server: job.server,
@@ -181,8 +200,7 @@ impl World {
                     attest,
                 }
             }
-        };
-        self.call(Command::JobDone(result));
+        }
     }
 
     /// Runs jobs and advances time until nothing is left to do (or, while a
@@ -200,10 +218,26 @@ impl World {
         }
     }
 
+    /// Runs one pending job and crashes after the early effects of its
+    /// result, before their commit.
+    fn run_job_then_crash(&mut self, k: usize) {
+        if k >= self.jobs.len() {
+            return;
+        }
+        let before = self.jobs.len();
+        self.run_job_uncommitted(k);
+        debug_assert!(self.jobs.len() < before);
+        self.core
+            .poll(self.now, &mut self.rng, &mut self.uncommitted);
+        let early = std::mem::take(&mut self.uncommitted.early);
+        self.perform(early);
+        self.crash();
+    }
+
     /// Simulated crash: uncommitted output and unfinished jobs are lost; a
     /// new core restarts from the store.
     fn crash(&mut self) {
-        self.uncommitted = Output::default();
+        self.uncommitted = Output::separating_early();
         self.jobs.clear();
         self.core = RouterCore::restore(self.config.clone(), self.store.load().unwrap()).unwrap();
     }
@@ -816,6 +850,110 @@ fn quorum_stalls_at_n_and_progresses_at_two_of_three_with_late_tags() {
     }
 }
 
+/// Deliveries and acknowledgements that follow from order servers' answers
+/// leave before the commit (early); the admission they rest on was
+/// committed before the job was sent. A crash in between loses nothing a
+/// member saw: the restarted router asks again and shows the same.
+#[test]
+fn attested_deliveries_leave_before_the_commit_and_survive_a_crash() {
+    let mut w = World::new(3, 2, 5);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let slot1 = slot_of(&created, &members[1]);
+    let req = envelope(
+        &mut members[1],
+        id,
+        Epoch(0),
+        slot1,
+        EnvelopeKind::Message,
+        None,
+        &servers,
+        true,
+        b"m",
+    );
+    let t = submit(&mut w, &members[1], req);
+    assert!(
+        w.reply(t).is_none(),
+        "no acknowledgement before attestation"
+    );
+    assert_eq!(
+        w.jobs.len(),
+        3,
+        "one job per server, after the admission's commit"
+    );
+    // Two servers answer; the second answer makes index 1 quorate.
+    w.run_job_uncommitted(0);
+    w.core.poll(w.now, &mut w.rng, &mut w.uncommitted);
+    assert!(
+        w.uncommitted.early.is_empty(),
+        "one tag of two: nothing to send"
+    );
+    w.flush();
+    w.run_job_uncommitted(0);
+    assert!(
+        !w.uncommitted.records.is_empty(),
+        "the tags are still to be committed"
+    );
+    let early_deliveries = w
+        .uncommitted
+        .early
+        .iter()
+        .filter(|e| matches!(e, Effect::Deliver { delivery, .. } if delivery.index == 1))
+        .count();
+    assert_eq!(early_deliveries, 2, "both members' deliveries are early");
+    assert!(
+        w.uncommitted
+            .early
+            .iter()
+            .any(|e| matches!(e, Effect::Reply(r, Ok(Response::Submitted(_))) if *r == t)),
+        "the sender's acknowledgement is early"
+    );
+    assert!(
+        !w.uncommitted
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Deliver { .. } | Effect::Reply(..))),
+        "nothing of the job's result waits for the commit"
+    );
+    // Perform the early effects, then crash before the commit.
+    let early = std::mem::take(&mut w.uncommitted.early);
+    w.perform(early);
+    let shown: Vec<(AccountId, pb::Delivery)> = w.deliveries.clone();
+    w.crash();
+    w.deliveries.clear();
+    w.now += 1000;
+    w.settle();
+    for (account, d) in shown.iter().filter(|(_, d)| d.index == 1) {
+        let again = w
+            .deliveries
+            .iter()
+            .find(|(a, x)| a == account && x.index == 1 && x.header.is_some())
+            .map(|(_, x)| x);
+        let again = again.expect("redelivered after the restart");
+        assert_eq!(again.header, d.header, "the same envelope at index 1");
+        for a in &d.attestations {
+            let same = again
+                .attestations
+                .iter()
+                .chain(
+                    w.deliveries
+                        .iter()
+                        .filter(|(x, y)| x == account && y.index == 1 && y.header.is_none())
+                        .flat_map(|(_, y)| y.attestations.iter()),
+                )
+                .any(|b| b.server == a.server && b.tags == a.tags && b.head == a.head);
+            assert!(
+                same,
+                "server {}'s tag is the same after the restart",
+                a.server
+            );
+        }
+    }
+    assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+}
+
 #[test]
 fn updates_install_the_prepared_epoch_and_reach_new_members() {
     let mut w = World::new(2, 2, 5);
@@ -941,11 +1079,21 @@ fn noise_envelopes_come_from_padding_slots_and_are_attested() {
 /// One step of the random schedule.
 #[derive(Debug, Clone)]
 enum Step {
-    Submit { sender: usize, good: bool },
-    RunJob { pick: usize, lose: bool },
+    Submit {
+        sender: usize,
+        good: bool,
+    },
+    RunJob {
+        pick: usize,
+        lose: bool,
+    },
     ToggleDown(usize),
     Tick,
     CrashBeforeCommit,
+    /// A job's result is applied and its early effects (tags, deliveries,
+    /// acknowledgements) performed, then the router crashes before the
+    /// commit.
+    CrashAfterEarly(usize),
     Crash,
 }
 
@@ -956,8 +1104,31 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0usize..3).prop_map(Step::ToggleDown),
         1 => Just(Step::Tick),
         1 => Just(Step::CrashBeforeCommit),
+        2 => (0usize..8).prop_map(Step::CrashAfterEarly),
         1 => Just(Step::Crash),
     ]
+}
+
+/// Checks that no member is shown two different envelopes at one index,
+/// crashes included (deliveries performed before a crash stay shown).
+fn record_shown(
+    w: &World,
+    shown: &mut HashMap<(AccountId, u64), pb::EnvelopeHeader>,
+) -> Result<(), TestCaseError> {
+    for (account, d) in &w.deliveries {
+        if let Some(h) = &d.header {
+            let before = shown
+                .entry((*account, d.index))
+                .or_insert_with(|| h.clone());
+            prop_assert_eq!(
+                &*before,
+                h,
+                "index {} shown with two different envelopes",
+                d.index
+            );
+        }
+    }
+    Ok(())
 }
 
 proptest! {
@@ -980,6 +1151,8 @@ proptest! {
         let created = setup(&mut w, &mut members, id);
         let servers = w.config.servers.clone();
         let mut submitted: Vec<(Ticket, EnvelopeHash, bool)> = Vec::new();
+        // What each member was shown at each index, across crashes.
+        let mut shown: HashMap<(AccountId, u64), pb::EnvelopeHeader> = HashMap::new();
         for s in steps {
             match s {
                 Step::Submit { sender, good } => {
@@ -1007,8 +1180,17 @@ proptest! {
                     w.crash();
                     w.deliveries.clear();
                 }
+                Step::CrashAfterEarly(pick) => {
+                    if !w.jobs.is_empty() {
+                        let k = pick % w.jobs.len();
+                        w.run_job_then_crash(k);
+                        record_shown(&w, &mut shown)?;
+                        w.deliveries.clear();
+                    }
+                }
                 Step::Crash => { w.crash(); w.deliveries.clear(); }
             }
+            record_shown(&w, &mut shown)?;
             // Views are always the member's own.
             for (account, d) in &w.deliveries {
                 let m = members.iter().find(|m| m.account == *account).unwrap();

@@ -99,11 +99,66 @@ impl Hub {
     }
 }
 
-/// Starts the core thread. Returns its sender and a handle that yields the
-/// thread's result (an error if storage failed).
+/// A batch's effects once its tickets are matched to their reply channels.
+enum Ready {
+    Reply(Reply, Result<Response, RouterError>),
+    Job(ServerJob),
+    Deliver {
+        account: AccountId,
+        delivery: pb::Delivery,
+    },
+}
+
+/// What the core thread hands the committer: one batch's records and the
+/// effects that wait for them.
+struct Batch {
+    records: Vec<crate::record::Record>,
+    effects: Vec<Ready>,
+    commands: usize,
+}
+
+/// Most batches queued for the committer before the core thread waits.
+const COMMIT_QUEUE: usize = 64;
+
+/// Matches effects to reply channels.
+fn ready(effects: Vec<Effect>, waiting: &mut HashMap<Ticket, Reply>) -> Vec<Ready> {
+    effects
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Reply(t, r) => waiting.remove(&t).map(|tx| Ready::Reply(tx, r)),
+            Effect::Job(job) => Some(Ready::Job(job)),
+            Effect::Deliver { account, delivery } => Some(Ready::Deliver { account, delivery }),
+        })
+        .collect()
+}
+
+fn perform(effects: Vec<Ready>, jobs: &[mpsc::UnboundedSender<ServerJob>], hub: &Hub) {
+    for effect in effects {
+        match effect {
+            Ready::Reply(tx, r) => {
+                let _ = tx.send(r);
+            }
+            Ready::Job(job) => {
+                if let Some(tx) = jobs.get(job.server as usize) {
+                    let _ = tx.send(job);
+                }
+            }
+            Ready::Deliver { account, delivery } => hub.deliver(&account, &delivery),
+        }
+    }
+}
+
+/// Starts the core thread and its committer. The core thread runs the
+/// state machine over batches of requests and never waits for the disk:
+/// it performs a batch's early effects at once (see [`Output`]) and hands
+/// the records and the other effects to the committer, which folds every
+/// batch queued behind the running commit into the next one (group
+/// commit), commits with fsync, and only then performs their effects, in
+/// order. Returns the core's sender and a handle that yields the result
+/// (an error if storage failed).
 pub fn start_core(
-    mut core: RouterCore,
-    mut store: Box<dyn Store>,
+    core: RouterCore,
+    store: Box<dyn Store>,
     jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
     hub: Arc<Hub>,
     queue: usize,
@@ -111,81 +166,10 @@ pub fn start_core(
     mpsc::Sender<CoreMsg>,
     std::thread::JoinHandle<Result<(), RouterError>>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<CoreMsg>(queue.max(16));
+    let (tx, rx) = mpsc::channel::<CoreMsg>(queue.max(16));
     let handle = std::thread::Builder::new()
         .name("router-core".into())
-        .spawn(move || {
-            let mut rng = rand::rng();
-            let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
-            let mut next_ticket = 0u64;
-            let mut last_gauges = Instant::now();
-            while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(m) => batch.push(m),
-                        Err(_) => break,
-                    }
-                }
-                let now = now_ms();
-                let mut out = Output::default();
-                let mut stop = false;
-                let commands = batch.len();
-                for m in batch {
-                    match m {
-                        CoreMsg::Request(cmd, reply) => {
-                            next_ticket += 1;
-                            let t = Ticket(next_ticket);
-                            if let Some(r) = reply {
-                                waiting.insert(t, r);
-                            }
-                            core.handle(t, *cmd, now, &mut rng, &mut out);
-                        }
-                        CoreMsg::Tick => {}
-                        CoreMsg::Shutdown => stop = true,
-                    }
-                }
-                core.poll(now, &mut rng, &mut out);
-                let started = Instant::now();
-                if let Err(e) = store.commit(&out.records) {
-                    tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
-                    for (_, r) in waiting.drain() {
-                        let _ = r.send(Err(RouterError::Internal("storage failed".into())));
-                    }
-                    return Err(RouterError::Internal(e.to_string()));
-                }
-                if !out.records.is_empty() {
-                    metrics::histogram!("router_commit_seconds").record(started.elapsed().as_secs_f64());
-                    metrics::histogram!("router_commit_batch_commands").record(commands as f64);
-                }
-                for effect in out.effects {
-                    match effect {
-                        Effect::Reply(t, r) => {
-                            if let Some(tx) = waiting.remove(&t) {
-                                let _ = tx.send(r);
-                            }
-                        }
-                        Effect::Job(job) => {
-                            if let Some(tx) = jobs.get(job.server as usize) {
-                                let _ = tx.send(job);
-                            }
-                        }
-                        Effect::Deliver { account, delivery } => hub.deliver(&account, &delivery),
-                    }
-                }
-                // Requests whose waiters went away (timeouts) are forgotten.
-                waiting.retain(|_, r| !r.is_closed());
-                metrics::gauge!("router_waiting_requests").set(waiting.len() as f64);
-                if last_gauges.elapsed() >= Duration::from_secs(1) {
-                    metrics::gauge!("router_pending_envelopes").set(core.pending_count() as f64);
-                    last_gauges = Instant::now();
-                }
-                if stop {
-                    break;
-                }
-            }
-            Ok(())
-        });
+        .spawn(move || run_core(core, store, jobs, hub, rx));
     let handle = match handle {
         Ok(h) => h,
         Err(e) => std::thread::spawn(move || {
@@ -195,6 +179,145 @@ pub fn start_core(
         }),
     };
     (tx, handle)
+}
+
+fn run_core(
+    mut core: RouterCore,
+    store: Box<dyn Store>,
+    jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
+    hub: Arc<Hub>,
+    mut rx: mpsc::Receiver<CoreMsg>,
+) -> Result<(), RouterError> {
+    let jobs = Arc::new(jobs);
+    let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Batch>(COMMIT_QUEUE);
+    let committer = {
+        let jobs = jobs.clone();
+        let hub = hub.clone();
+        std::thread::Builder::new()
+            .name("router-commit".into())
+            .spawn(move || run_committer(store, commit_rx, &jobs, &hub))
+            .map_err(|e| RouterError::Internal(format!("cannot start the committer: {e}")))?
+    };
+    let mut rng = rand::rng();
+    let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
+    let mut next_ticket = 0u64;
+    let mut last_gauges = Instant::now();
+    let mut committer_alive = true;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let mut out = Output::separating_early();
+        let mut stop = false;
+        let commands = batch.len();
+        for m in batch {
+            match m {
+                CoreMsg::Request(cmd, reply) => {
+                    next_ticket += 1;
+                    let t = Ticket(next_ticket);
+                    if let Some(r) = reply {
+                        waiting.insert(t, r);
+                    }
+                    core.handle(t, *cmd, now, &mut rng, &mut out);
+                }
+                CoreMsg::Tick => {}
+                CoreMsg::Shutdown => stop = true,
+            }
+        }
+        core.poll(now, &mut rng, &mut out);
+        perform(ready(out.early, &mut waiting), &jobs, &hub);
+        let effects = ready(out.effects, &mut waiting);
+        if commit_tx
+            .send(Batch {
+                records: out.records,
+                effects,
+                commands,
+            })
+            .is_err()
+        {
+            // The committer stopped: storage failed. Its result says why.
+            committer_alive = false;
+            break;
+        }
+        // Requests whose waiters went away (timeouts) are forgotten.
+        waiting.retain(|_, r| !r.is_closed());
+        metrics::gauge!("router_waiting_requests").set(waiting.len() as f64);
+        if last_gauges.elapsed() >= Duration::from_secs(1) {
+            metrics::gauge!("router_pending_envelopes").set(core.pending_count() as f64);
+            last_gauges = Instant::now();
+        }
+        if stop {
+            break;
+        }
+    }
+    drop(commit_tx);
+    for (_, r) in waiting.drain() {
+        let _ = r.send(Err(RouterError::Unavailable(
+            "the router is stopping".into(),
+        )));
+    }
+    let committed = committer
+        .join()
+        .map_err(|_| RouterError::Internal("the committer thread panicked".into()))?;
+    if committer_alive {
+        committed
+    } else {
+        committed.and(Err(RouterError::Internal("the committer stopped".into())))
+    }
+}
+
+/// Commits batches in order, folding all that are queued into one commit,
+/// then performs their effects. On a storage failure it stops, failing
+/// every queued request, so a restart reloads the committed state.
+fn run_committer(
+    mut store: Box<dyn Store>,
+    rx: std::sync::mpsc::Receiver<Batch>,
+    jobs: &[mpsc::UnboundedSender<ServerJob>],
+    hub: &Hub,
+) -> Result<(), RouterError> {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while let Ok(b) = rx.try_recv() {
+            batches.push(b);
+        }
+        let mut records = Vec::new();
+        let mut commands = 0;
+        for b in &mut batches {
+            records.append(&mut b.records);
+            commands += b.commands;
+        }
+        let started = Instant::now();
+        if let Err(e) = store.commit(&records) {
+            tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
+            let fail = |effects: Vec<Ready>| {
+                for effect in effects {
+                    if let Ready::Reply(tx, _) = effect {
+                        let _ = tx.send(Err(RouterError::Internal("storage failed".into())));
+                    }
+                }
+            };
+            for b in batches {
+                fail(b.effects);
+            }
+            while let Ok(b) = rx.try_recv() {
+                fail(b.effects);
+            }
+            return Err(RouterError::Internal(e.to_string()));
+        }
+        if !records.is_empty() {
+            metrics::histogram!("router_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("router_commit_batch_commands").record(commands as f64);
+        }
+        for b in batches {
+            perform(b.effects, jobs, hub);
+        }
+    }
+    Ok(())
 }
 
 /// Runs one order server's jobs, one at a time, and reports results to the
