@@ -135,12 +135,30 @@ impl Committer {
 
     /// Attests a batch of items; answers after the commit.
     pub async fn attest(&self, items: Vec<AttestItemInput>) -> Result<AttestAnswer, CommitError> {
+        self.queue_attest(items).await?.answer().await
+    }
+
+    /// Queues a batch of items behind everything queued before it and
+    /// returns without waiting for the commit: batches queued by one caller
+    /// are attested in the order queued (a pipelined stream relies on it).
+    pub async fn queue_attest(&self, items: Vec<AttestItemInput>) -> Result<Queued, CommitError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Job::Attest { items, reply })
             .await
             .map_err(|_| CommitError::Stopped)?;
-        rx.await.map_err(|_| CommitError::Stopped)?
+        Ok(Queued(rx))
+    }
+}
+
+/// A queued attest batch; its answer comes after the commit that holds it.
+#[derive(Debug)]
+pub struct Queued(oneshot::Receiver<Result<AttestAnswer, CommitError>>);
+
+impl Queued {
+    /// Waits for the commit and returns the batch's answer.
+    pub async fn answer(self) -> Result<AttestAnswer, CommitError> {
+        self.0.await.map_err(|_| CommitError::Stopped)?
     }
 }
 

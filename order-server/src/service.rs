@@ -14,7 +14,7 @@
 //! | ProveHead of an unknown conversation | `NOT_FOUND` |
 //! | storage failure | `UNAVAILABLE` (the server stops writing) |
 
-use crate::committer::{CommitError, Committer};
+use crate::committer::{CommitError, Committer, Queued};
 use crate::core::OrderCore;
 use crate::redb_store::{RedbRead, RedbStore};
 use crate::refusal::Refusal;
@@ -26,6 +26,8 @@ use grompi_proto::{
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// The order service.
@@ -77,6 +79,71 @@ use grompi_ops as ops;
 fn reject(rpc: &'static str, status: &Status) {
     telemetry::rejected(rpc, status);
     tracing::info!(rpc, code = ?status.code(), message = status.message(), "rejected a request");
+}
+
+/// Most requests of one attest stream queued or awaiting their answer.
+const STREAM_PIPELINE: usize = 64;
+
+/// Bounds an Attest request and parses its items (an item that does not
+/// parse becomes a `MALFORMED` refusal, not an error for the whole batch).
+fn parse_attest(
+    rpc: &'static str,
+    core: &OrderCore,
+    request: pb::AttestRequest,
+) -> Result<Vec<crate::committer::AttestItemInput>, Status> {
+    let items = request.items;
+    let limits = core.limits();
+    if items.is_empty() {
+        let s = Status::invalid_argument("an Attest request needs at least one item");
+        reject(rpc, &s);
+        return Err(s);
+    }
+    if items.len() > limits.max_batch_items {
+        let s = Status::resource_exhausted(format!(
+            "{} items in one request, more than this server's limit of {}",
+            items.len(),
+            limits.max_batch_items
+        ));
+        reject(rpc, &s);
+        return Err(s);
+    }
+    let conversations: HashSet<&[u8]> = items
+        .iter()
+        .filter_map(|i| i.envelope.as_ref()?.header.as_ref())
+        .map(|h| h.conversation_id.as_slice())
+        .collect();
+    if conversations.len() > limits.max_batch_conversations {
+        let s = Status::resource_exhausted(format!(
+            "{} conversations in one request, more than this server's limit of {}",
+            conversations.len(),
+            limits.max_batch_conversations
+        ));
+        reject(rpc, &s);
+        return Err(s);
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            AttestRequest::try_from(item).map_err(|e| Refusal {
+                reason: Misbehaviour::Malformed(e),
+                next_index: Index(0),
+            })
+        })
+        .collect())
+}
+
+fn attest_response(results: &crate::committer::AttestAnswer) -> pb::AttestResponse {
+    pb::AttestResponse {
+        results: results
+            .iter()
+            .map(|r| pb::AttestResult {
+                outcome: Some(match r {
+                    Ok(a) => pb::attest_result::Outcome::Attested(a.into()),
+                    Err(refusal) => pb::attest_result::Outcome::Refused(refusal.into()),
+                }),
+            })
+            .collect(),
+    }
 }
 
 fn invalid(rpc: &'static str, e: &WireError) -> Status {
@@ -142,61 +209,72 @@ impl OrderService for OrderGrpc {
     ) -> Result<Response<pb::AttestResponse>, Status> {
         const RPC: &str = "Attest";
         self.authorize(RPC, &request)?;
-        let items = request.into_inner().items;
-        let limits = self.core.limits();
-        if items.is_empty() {
-            let s = Status::invalid_argument("an Attest request needs at least one item");
-            reject(RPC, &s);
-            return Err(s);
-        }
-        if items.len() > limits.max_batch_items {
-            let s = Status::resource_exhausted(format!(
-                "{} items in one request, more than this server's limit of {}",
-                items.len(),
-                limits.max_batch_items
-            ));
-            reject(RPC, &s);
-            return Err(s);
-        }
-        let conversations: HashSet<&[u8]> = items
-            .iter()
-            .filter_map(|i| i.envelope.as_ref()?.header.as_ref())
-            .map(|h| h.conversation_id.as_slice())
-            .collect();
-        if conversations.len() > limits.max_batch_conversations {
-            let s = Status::resource_exhausted(format!(
-                "{} conversations in one request, more than this server's limit of {}",
-                conversations.len(),
-                limits.max_batch_conversations
-            ));
-            reject(RPC, &s);
-            return Err(s);
-        }
-        let parsed = items
-            .into_iter()
-            .map(|item| {
-                AttestRequest::try_from(item).map_err(|e| Refusal {
-                    reason: Misbehaviour::Malformed(e),
-                    next_index: Index(0),
-                })
-            })
-            .collect();
+        let parsed = parse_attest(RPC, &self.core, request.into_inner())?;
         let results = self
             .committer
             .attest(parsed)
             .await
             .map_err(|e| commit_status(RPC, &e))?;
-        Ok(Response::new(pb::AttestResponse {
-            results: results
-                .iter()
-                .map(|r| pb::AttestResult {
-                    outcome: Some(match r {
-                        Ok(a) => pb::attest_result::Outcome::Attested(a.into()),
-                        Err(refusal) => pb::attest_result::Outcome::Refused(refusal.into()),
-                    }),
-                })
-                .collect(),
-        }))
+        Ok(Response::new(attest_response(&results)))
+    }
+
+    type AttestStreamStream = ReceiverStream<Result<pb::AttestResponse, Status>>;
+
+    async fn attest_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::AttestRequest>>,
+    ) -> Result<Response<Self::AttestStreamStream>, Status> {
+        const RPC: &str = "AttestStream";
+        self.authorize(RPC, &request)?;
+        let mut incoming = request.into_inner();
+        let core = Arc::clone(&self.core);
+        let committer = self.committer.clone();
+        // Requests are queued to the committer in stream order as they
+        // arrive; a second task waits for their commits in the same order
+        // and answers. Both queues are bounded: a caller that sends faster
+        // than the server commits waits (HTTP/2 flow control).
+        let (queued_tx, mut queued_rx) = mpsc::channel::<Result<Queued, Status>>(STREAM_PIPELINE);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_PIPELINE);
+        tokio::spawn(async move {
+            loop {
+                let request = match incoming.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(s) => {
+                        tracing::debug!(code = ?s.code(), message = s.message(), "attest stream ended by the caller");
+                        break;
+                    }
+                };
+                let queued = match parse_attest(RPC, &core, request) {
+                    Ok(items) => committer
+                        .queue_attest(items)
+                        .await
+                        .map_err(|e| commit_status(RPC, &e)),
+                    Err(s) => Err(s),
+                };
+                let end = queued.is_err();
+                if queued_tx.send(queued).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(queued) = queued_rx.recv().await {
+                let answer = match queued {
+                    Ok(q) => q
+                        .answer()
+                        .await
+                        .map(|r| attest_response(&r))
+                        .map_err(|e| commit_status(RPC, &e)),
+                    Err(s) => Err(s),
+                };
+                let end = answer.is_err();
+                if out_tx.send(answer).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 
     async fn prove_head(

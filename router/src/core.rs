@@ -24,7 +24,7 @@ use grompi_proto::{
     Epoch, Index, KeyCommitment, OrderServerKey, ProofNonce, Sequence, SlotIndex, SlotRole, Tag,
 };
 use rand::{CryptoRng, RngExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// What the core needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -336,7 +336,16 @@ pub struct RouterCore {
     /// Conversations with work for some order server.
     active: BTreeSet<ConversationId>,
     links: Vec<ServerLink>,
-    in_flight: Vec<Option<InFlight>>,
+    /// Jobs sent to each server and not yet answered, oldest first.
+    in_flight: Vec<VecDeque<InFlight>>,
+    /// Per server, per conversation: the next index to send when it is
+    /// past the server's progress (items in flight). Forgotten (back to
+    /// the progress) whenever the server refuses or fails.
+    sent: Vec<HashMap<ConversationId, Index>>,
+    /// Jobs one server may have in flight at once: 1 unless the shell's
+    /// transport keeps a server's jobs in order (see
+    /// [`RouterCore::pipeline_jobs`]).
+    max_in_flight: usize,
     rate: RateLimiter,
     next_job: u64,
     pending_per_account: HashMap<AccountId, usize>,
@@ -428,7 +437,9 @@ impl RouterCore {
                 config.limits.request_burst,
             ),
             links: vec![ServerLink::default(); n],
-            in_flight: vec![None; n],
+            in_flight: vec![VecDeque::new(); n],
+            sent: vec![HashMap::new(); n],
+            max_in_flight: 1,
             config,
             directory,
             conversations,
@@ -437,6 +448,15 @@ impl RouterCore {
             pending_per_account,
             last_prune: 0,
         })
+    }
+
+    /// Lets up to `jobs` jobs be in flight to one order server at once.
+    /// Only for a shell whose transport delivers one server's jobs in the
+    /// order they were sent and answers them in that order (the `AttestStream`
+    /// RPC): a server must never see index i+1 before index i. The default
+    /// is 1, which is safe over any transport.
+    pub fn pipeline_jobs(&mut self, jobs: usize) {
+        self.max_in_flight = jobs.max(1);
     }
 
     /// The configuration.
@@ -882,7 +902,7 @@ impl RouterCore {
         let Some(link) = self.links.get(s) else {
             return;
         };
-        if link.in_flight.is_some() || !link.backoff.ready(now) {
+        if link.in_flight >= self.max_in_flight || !link.backoff.ready(now) {
             return;
         }
         let max_batch = self.config.max_batch.max(1);
@@ -917,7 +937,13 @@ impl RouterCore {
                 }
                 continue;
             }
-            let start = conv.progress.get(s).copied().unwrap_or(Index(0));
+            let progress = conv.progress.get(s).copied().unwrap_or(Index(0));
+            let start = self
+                .sent
+                .get(s)
+                .and_then(|m| m.get(id))
+                .copied()
+                .map_or(progress, |sent| sent.max(progress));
             for (index, p) in conv.pending.range(start..) {
                 if items.len() >= max_batch {
                     break;
@@ -953,10 +979,15 @@ impl RouterCore {
         let id = self.next_job;
         self.next_job += 1;
         if let Some(link) = self.links.get_mut(s) {
-            link.in_flight = Some(id);
+            link.in_flight += 1;
         }
-        if let Some(slot) = self.in_flight.get_mut(s) {
-            *slot = Some(InFlight {
+        if let Some(sent) = self.sent.get_mut(s) {
+            for (item, _) in &items {
+                sent.insert(item.conversation, Index(item.index.0 + 1));
+            }
+        }
+        if let Some(queue) = self.in_flight.get_mut(s) {
+            queue.push_back(InFlight {
                 id,
                 opens: open_ids,
                 items: items.clone(),
@@ -984,12 +1015,9 @@ impl RouterCore {
 
     fn apply_job_result(&mut self, r: JobResult, now: Millis, out: &mut Output) {
         let s = r.server as usize;
-        let Some(flight) = self.in_flight.get_mut(s).and_then(|f| {
-            if f.as_ref().is_some_and(|f| f.id == r.id) {
-                f.take()
-            } else {
-                None
-            }
+        let Some(flight) = self.in_flight.get_mut(s).and_then(|queue| {
+            let k = queue.iter().position(|f| f.id == r.id)?;
+            queue.remove(k)
         }) else {
             tracing::warn!(
                 server = s,
@@ -1000,7 +1028,7 @@ impl RouterCore {
         };
         let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
         if let Some(link) = self.links.get_mut(s) {
-            link.in_flight = None;
+            link.in_flight = link.in_flight.saturating_sub(1);
         }
         let mut touched = BTreeSet::new();
         for (id, outcome) in flight.opens.iter().zip(r.opens.iter()) {
@@ -1029,14 +1057,23 @@ impl RouterCore {
         }
         match r.attest {
             Err(e) => {
-                if !flight.items.is_empty() || flight.opens.is_empty() {
+                // Whatever was in flight is resent from the progress.
+                if let Some(sent) = self.sent.get_mut(s) {
+                    sent.clear();
+                }
+                let next_job = self.next_job;
+                if let Some(link) = self.links.get_mut(s)
+                    && (!flight.items.is_empty() || flight.opens.is_empty())
+                    && flight.id >= link.stale_before
+                {
+                    // One failure backs off once, not once per job that
+                    // was in flight when it happened.
                     tracing::warn!(server = s, error = %e, "order server unreachable; backing off");
                     metrics::counter!("router_order_server_failures_total", "server" => s.to_string())
                         .increment(1);
-                    if let Some(link) = self.links.get_mut(s) {
-                        link.backoff.fail(now, base, max);
-                        link.down = true;
-                    }
+                    link.backoff.fail(now, base, max);
+                    link.down = true;
+                    link.stale_before = next_job;
                 }
             }
             Ok(results) => {
@@ -1054,10 +1091,26 @@ impl RouterCore {
                     if let Some(link) = self.links.get_mut(s) {
                         link.backoff.fail(now, base, max);
                     }
+                    if let Some(sent) = self.sent.get_mut(s) {
+                        sent.clear();
+                    }
                 } else {
                     for ((item, hash), result) in flight.items.iter().zip(results) {
                         self.attest_result(s, item, hash, result, now, out);
                         touched.insert(item.conversation);
+                        // An item that did not move the server's progress
+                        // (refused, unusable, out of step): what was sent
+                        // after it is sent again from the progress.
+                        let progress = self
+                            .conversations
+                            .get(&item.conversation)
+                            .and_then(|c| c.progress.get(s).copied())
+                            .unwrap_or(Index(0));
+                        if progress <= item.index
+                            && let Some(sent) = self.sent.get_mut(s)
+                        {
+                            sent.remove(&item.conversation);
+                        }
                     }
                 }
             }
@@ -1167,10 +1220,10 @@ impl RouterCore {
                     RefusalReason::try_from(r.reason).unwrap_or(RefusalReason::Unspecified);
                 metrics::counter!("router_refusals_total", "reason" => reason.as_str_name())
                     .increment(1);
-                if let Some(b) = conv.backoff.get_mut(s) {
-                    b.fail(now, base, max);
-                }
                 if reason == RefusalReason::UnknownConversation {
+                    if let Some(b) = conv.backoff.get_mut(s) {
+                        b.fail(now, base, max);
+                    }
                     if let Some(o) = conv.opened.get_mut(s) {
                         *o = false;
                     }
@@ -1179,9 +1232,13 @@ impl RouterCore {
                     return;
                 }
                 if item.index != progress {
-                    // Items after a refused one in the same batch are refused
-                    // as out of order; they are simply sent again.
+                    // Items sent after a refused one (in its batch or in
+                    // later jobs in flight) are refused as out of order;
+                    // they are simply sent again, without another backoff.
                     return;
+                }
+                if let Some(b) = conv.backoff.get_mut(s) {
+                    b.fail(now, base, max);
                 }
                 if is_sender_fault(reason) {
                     if let Some(slot) = p.refusals.get_mut(s) {
@@ -1212,6 +1269,9 @@ impl RouterCore {
                         reasons.join("; ")
                     ));
                     let failed = conv.drop_from(item.index, &error, n, &mut out.records);
+                    for sent in &mut self.sent {
+                        sent.remove(&conv_id);
+                    }
                     for b in &mut conv.backoff {
                         b.succeed();
                     }

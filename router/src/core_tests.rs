@@ -48,6 +48,8 @@ struct World {
     deliveries: Vec<(AccountId, pb::Delivery)>,
     /// Uncommitted output (a crash before commit loses it).
     uncommitted: Output,
+    /// Jobs one server may have in flight (an ordered stream per server).
+    depth: usize,
 }
 
 fn config(n: usize, quorum: usize) -> (CoreConfig, Vec<FakeServer>) {
@@ -91,7 +93,17 @@ impl World {
             jobs: Vec::new(),
             deliveries: Vec::new(),
             uncommitted: Output::separating_early(),
+            depth: 1,
         }
+    }
+
+    /// Lets up to `depth` jobs per server be in flight, as over an ordered
+    /// stream: [`World::run_job`] runs each server's jobs in the order sent,
+    /// and a failure loses every job in flight to that server.
+    fn pipelined(mut self, depth: usize) -> Self {
+        self.depth = depth;
+        self.core.pipeline_jobs(depth);
+        self
     }
 
     /// Feeds a command without committing.
@@ -142,14 +154,47 @@ impl World {
         if k >= self.jobs.len() {
             return;
         }
-        let result = self.job_result(k, lose);
-        self.call(Command::JobDone(result));
+        for result in self.job_results(k, lose) {
+            self.call(Command::JobDone(result));
+        }
     }
 
     /// Runs one pending job and feeds its result without committing.
     fn run_job_uncommitted(&mut self, k: usize) {
-        let result = self.job_result(k, false);
-        self.feed(Command::JobDone(result));
+        for result in self.job_results(k, false) {
+            self.feed(Command::JobDone(result));
+        }
+    }
+
+    /// Lets the server of job `k` act on its oldest job (a server's jobs
+    /// arrive in the order sent). When that fails (server down, answer
+    /// lost), the server's other jobs in flight fail with it, unseen.
+    fn job_results(&mut self, k: usize, lose: bool) -> Vec<JobResult> {
+        let server = self.jobs[k].server;
+        let k = self
+            .jobs
+            .iter()
+            .position(|j| j.server == server)
+            .unwrap_or(k);
+        let first = self.job_result(k, lose);
+        let mut results = vec![first];
+        if results[0].attest.is_err() {
+            self.servers[server as usize].reset_stream();
+            while let Some(k) = self.jobs.iter().position(|j| j.server == server) {
+                let job = self.jobs.remove(k);
+                results.push(JobResult {
+                    id: job.id,
+                    server: job.server,
+                    opens: job
+                        .opens
+                        .iter()
+                        .map(|_| OpenOutcome::Failed("stream broke".into()))
+                        .collect(),
+                    attest: Err("stream broke".into()),
+                });
+            }
+        }
+        results
     }
 
     /// Takes job `k` and lets its server act on it.
@@ -239,7 +284,11 @@ impl World {
     fn crash(&mut self) {
         self.uncommitted = Output::separating_early();
         self.jobs.clear();
+        for s in &mut self.servers {
+            s.reset_stream();
+        }
         self.core = RouterCore::restore(self.config.clone(), self.store.load().unwrap()).unwrap();
+        self.core.pipeline_jobs(self.depth);
     }
 
     fn register(&mut self, seed: u8, order_keys: usize) -> Member {
@@ -850,6 +899,62 @@ fn quorum_stalls_at_n_and_progresses_at_two_of_three_with_late_tags() {
     }
 }
 
+/// With an ordered stream per server, jobs are pipelined: the router sends
+/// index i+1 before i is answered, each server still sees the indices in
+/// order, and a lost answer (the stream breaks) loses every job in flight,
+/// which are sent again from the server's progress.
+#[test]
+fn pipelined_jobs_keep_each_server_in_order_and_recover_from_a_broken_stream() {
+    let mut w = World::new(3, 3, 6).pipelined(4);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let slot1 = slot_of(&created, &members[1]);
+    let mut tickets = Vec::new();
+    for k in 0..4 {
+        let req = envelope(
+            &mut members[1],
+            id,
+            Epoch(0),
+            slot1,
+            EnvelopeKind::Message,
+            None,
+            &servers,
+            true,
+            format!("m{k}").as_bytes(),
+        );
+        tickets.push(submit(&mut w, &members[1], req));
+    }
+    let to_server_0 = w.jobs.iter().filter(|j| j.server == 0).count();
+    assert_eq!(to_server_0, 4, "four jobs in flight to one server");
+    // Server 0 answers its first job, then its answer to the second is lost:
+    // the stream breaks and the last two jobs are lost with it.
+    let k = w.jobs.iter().position(|j| j.server == 0).unwrap();
+    w.run_job(k, false);
+    let k = w.jobs.iter().position(|j| j.server == 0).unwrap();
+    w.run_job(k, true);
+    assert_eq!(w.jobs.iter().filter(|j| j.server == 0).count(), 0);
+    w.now += 1000;
+    w.settle();
+    for t in &tickets {
+        assert!(matches!(w.reply(*t), Some(Ok(Response::Submitted(_)))));
+    }
+    for s in &w.servers {
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        assert_eq!(s.convs[&id].chain.len(), 5, "the Setup and four messages");
+    }
+    let chain: Vec<_> = w.servers[0].convs[&id]
+        .chain
+        .iter()
+        .map(|(h, _)| *h)
+        .collect();
+    for s in &w.servers[1..] {
+        let other: Vec<_> = s.convs[&id].chain.iter().map(|(h, _)| *h).collect();
+        assert_eq!(chain, other);
+    }
+}
+
 /// Deliveries and acknowledgements that follow from order servers' answers
 /// leave before the commit (early); the admission they rest on was
 /// committed before the job was sent. A crash in between loses nothing a
@@ -1143,9 +1248,10 @@ proptest! {
     fn fanout_order_durability_and_views_under_random_schedules(
         steps in prop::collection::vec(step(), 1..60),
         quorum in 2usize..=3,
+        depth in 1usize..=3,
         seed in any::<u64>(),
     ) {
-        let mut w = World::new(3, quorum, seed);
+        let mut w = World::new(3, quorum, seed).pipelined(depth);
         let mut members = vec![w.register(1, 4), w.register(2, 4), w.register(3, 4)];
         let id = ConversationId::from_bytes([9; 32]);
         let created = setup(&mut w, &mut members, id);

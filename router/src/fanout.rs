@@ -3,9 +3,11 @@
 //! (opens, then one Attest batch) and how refusals are classified.
 //!
 //! Ordering rule: a server is only ever sent, for one conversation, a run of
-//! consecutive indices starting at the number it has attested, and a server
-//! has at most one job in flight, so it never sees index i+1 before it has
-//! attested i (or refused i in the same batch).
+//! consecutive indices starting where the previous job sent to it ended (or
+//! at the number it has attested, after any refusal or failure), and its
+//! jobs reach it in the order sent (one at a time, or pipelined over one
+//! ordered stream), so it never sees index i+1 before it has attested i
+//! (or refused i earlier in the same stream).
 
 use crate::Millis;
 use grompi_proto::pb::{self, RefusalReason};
@@ -43,8 +45,11 @@ impl Backoff {
 /// One order server as the router sees it.
 #[derive(Debug, Clone, Default)]
 pub struct ServerLink {
-    /// The job in flight, if any.
-    pub in_flight: Option<u64>,
+    /// Jobs in flight.
+    pub in_flight: usize,
+    /// Failures of jobs numbered below this were already counted (they
+    /// were in flight together when the link failed).
+    pub stale_before: u64,
     /// Retry state after transport failures.
     pub backoff: Backoff,
     /// Whether the last job failed at the transport level.

@@ -320,8 +320,81 @@ fn run_committer(
     Ok(())
 }
 
-/// Runs one order server's jobs, one at a time, and reports results to the
-/// core.
+/// Jobs one order server may have in flight over its attest stream.
+pub const PIPELINE_DEPTH: usize = 8;
+
+/// The attest stream to one order server: requests go in on `requests`,
+/// answers come back on `answers`, in the same order.
+struct AttestLink {
+    requests: mpsc::Sender<pb::AttestRequest>,
+    answers: tonic::Streaming<pb::AttestResponse>,
+}
+
+/// A job sent over the stream and not yet answered.
+struct Flying {
+    id: u64,
+    opens: Vec<OpenOutcome>,
+    items: usize,
+    sent_at: Instant,
+}
+
+async fn open_link(
+    client: &OrderServiceClient<Channel>,
+    timeout: Duration,
+) -> Result<AttestLink, String> {
+    let (requests, rx) = mpsc::channel(PIPELINE_DEPTH);
+    let mut c = client.clone();
+    match tokio::time::timeout(
+        timeout,
+        c.attest_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    {
+        Ok(Ok(r)) => Ok(AttestLink {
+            requests,
+            answers: r.into_inner(),
+        }),
+        Ok(Err(s)) => Err(format!("{}: {}", s.code(), s.message())),
+        Err(_) => Err("timed out opening the attest stream".into()),
+    }
+}
+
+/// The next answer on the link; never resolves without one.
+async fn next_answer(
+    link: &mut Option<AttestLink>,
+) -> Result<Option<pb::AttestResponse>, tonic::Status> {
+    match link {
+        Some(l) => l.answers.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_opens(
+    client: &OrderServiceClient<Channel>,
+    opens: &[pb::OpenConversationRequest],
+    timeout: Duration,
+) -> Vec<OpenOutcome> {
+    futures::future::join_all(opens.iter().map(|o| {
+        let mut c = client.clone();
+        let o = o.clone();
+        async move {
+            match tokio::time::timeout(timeout, c.open_conversation(o)).await {
+                Ok(Ok(r)) => OpenOutcome::Opened(r.into_inner().genesis_head),
+                Ok(Err(s)) if s.code() == tonic::Code::AlreadyExists => OpenOutcome::AlreadyOpen,
+                Ok(Err(s)) => OpenOutcome::Failed(format!("{}: {}", s.code(), s.message())),
+                Err(_) => OpenOutcome::Failed("timed out".into()),
+            }
+        }
+    }))
+    .await
+}
+
+/// Runs one order server's jobs and reports their results to the core.
+/// Opens are plain calls; attest batches go over one `AttestStream`, up to
+/// [`PIPELINE_DEPTH`] at once (the core decides how many it sends), and
+/// are answered in order. When the stream fails or an answer is late,
+/// every job in flight is reported failed and the next job opens a new
+/// stream; the core sends again from the server's progress.
 pub async fn server_worker(
     server: u32,
     name: String,
@@ -330,54 +403,91 @@ pub async fn server_worker(
     core: mpsc::Sender<CoreMsg>,
     timeout: Duration,
 ) {
-    while let Some(job) = jobs.recv().await {
-        let started = Instant::now();
-        let opens = futures::future::join_all(job.opens.iter().map(|o| {
-            let mut c = client.clone();
-            let o = o.clone();
-            async move {
-                match tokio::time::timeout(timeout, c.open_conversation(o)).await {
-                    Ok(Ok(r)) => OpenOutcome::Opened(r.into_inner().genesis_head),
-                    Ok(Err(s)) if s.code() == tonic::Code::AlreadyExists => {
-                        OpenOutcome::AlreadyOpen
+    let mut link: Option<AttestLink> = None;
+    let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
+    let report = |result: JobResult| {
+        let core = core.clone();
+        async move {
+            core.send(CoreMsg::Request(Box::new(Command::JobDone(result)), None))
+                .await
+                .is_ok()
+        }
+    };
+    loop {
+        let deadline = flying
+            .front()
+            .map(|f| tokio::time::Instant::from_std(f.sent_at + timeout));
+        let failure: Option<String> = tokio::select! {
+            job = jobs.recv() => {
+                let Some(job) = job else { return };
+                let opens = run_opens(&client, &job.opens, timeout).await;
+                if job.request.items.is_empty() {
+                    let done = JobResult { id: job.id, server, opens, attest: Ok(Vec::new()) };
+                    if !report(done).await {
+                        return;
                     }
-                    Ok(Err(s)) => OpenOutcome::Failed(format!("{}: {}", s.code(), s.message())),
-                    Err(_) => OpenOutcome::Failed("timed out".into()),
+                    continue;
+                }
+                if link.is_none() {
+                    match open_link(&client, timeout).await {
+                        Ok(l) => link = Some(l),
+                        Err(e) => {
+                            tracing::debug!(server = %name, error = %e, "cannot open the attest stream");
+                            let done = JobResult { id: job.id, server, opens, attest: Err(e) };
+                            if !report(done).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                let items = job.request.items.len();
+                let sent = match &link {
+                    Some(l) => l.requests.send(job.request).await.is_ok(),
+                    None => false,
+                };
+                flying.push_back(Flying { id: job.id, opens, items, sent_at: Instant::now() });
+                if sent { None } else { Some("the attest stream closed".to_string()) }
+            }
+            answer = next_answer(&mut link), if link.is_some() && !flying.is_empty() => {
+                match answer {
+                    Ok(Some(answer)) => {
+                        let Some(f) = flying.pop_front() else { continue };
+                        metrics::histogram!("router_fanout_seconds", "server" => name.clone())
+                            .record(f.sent_at.elapsed().as_secs_f64());
+                        metrics::counter!("router_attest_items_total", "server" => name.clone())
+                            .increment(f.items as u64);
+                        let done = JobResult { id: f.id, server, opens: f.opens, attest: Ok(answer.results) };
+                        if !report(done).await {
+                            return;
+                        }
+                        None
+                    }
+                    Ok(None) => Some("the order server ended the attest stream".to_string()),
+                    Err(s) => Some(format!("{}: {}", s.code(), s.message())),
                 }
             }
-        }))
-        .await;
-        let attest = if job.request.items.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let items = job.request.items.len();
-            let mut c = client.clone();
-            let r = match tokio::time::timeout(timeout, c.attest(job.request)).await {
-                Ok(Ok(r)) => Ok(r.into_inner().results),
-                Ok(Err(s)) => Err(format!("{}: {}", s.code(), s.message())),
-                Err(_) => Err("timed out".into()),
-            };
-            metrics::histogram!("router_fanout_seconds", "server" => name.clone())
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("router_attest_items_total", "server" => name.clone())
-                .increment(items as u64);
-            r
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            }, if deadline.is_some() => Some("timed out".to_string()),
         };
-        if let Err(e) = &attest {
-            tracing::debug!(server = %name, error = %e, "attest call failed");
-        }
-        let result = JobResult {
-            id: job.id,
-            server,
-            opens,
-            attest,
-        };
-        if core
-            .send(CoreMsg::Request(Box::new(Command::JobDone(result)), None))
-            .await
-            .is_err()
-        {
-            return;
+        if let Some(e) = failure {
+            tracing::debug!(server = %name, error = %e, in_flight = flying.len(), "attest stream failed");
+            link = None;
+            for f in flying.drain(..) {
+                let done = JobResult {
+                    id: f.id,
+                    server,
+                    opens: f.opens,
+                    attest: Err(e.clone()),
+                };
+                if !report(done).await {
+                    return;
+                }
+            }
         }
     }
 }

@@ -65,6 +65,26 @@ impl OrderService for FakeOrder {
         Ok(Response::new(pb::AttestResponse { results }))
     }
 
+    type AttestStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::AttestResponse, Status>> + Send + 'static>,
+    >;
+
+    async fn attest_stream(
+        &self,
+        r: Request<tonic::Streaming<pb::AttestRequest>>,
+    ) -> Result<Response<Self::AttestStreamStream>, Status> {
+        use futures::StreamExt;
+        self.check()?;
+        let me = self.clone();
+        let answers = r.into_inner().map(move |req| {
+            me.check()?;
+            let req = req?;
+            let results = me.server.lock().unwrap().attest(&req);
+            Ok(pb::AttestResponse { results })
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+
     async fn prove_head(
         &self,
         r: Request<pb::ProveHeadRequest>,

@@ -1041,3 +1041,74 @@ async fn sigkill_under_load_never_loses_or_changes_an_attestation() {
         }
     }
 }
+
+// ---- AttestStream ----------------------------------------------------------
+
+/// Pipelined: ten requests sent before any answer; each is answered, in
+/// the order sent, with the attestation at the next index.
+#[tokio::test]
+async fn attest_stream_answers_pipelined_requests_in_order() {
+    let mut f = fixture("").await;
+    let mut c = opened(&mut f, 1, 3).await;
+    let mut requests = Vec::new();
+    for k in 0..10u64 {
+        let (item, s) = c.item(1 + (k % 2) as u32, 100 + k);
+        c.accept(&s);
+        requests.push(pb::AttestRequest { items: vec![item] });
+    }
+    let mut answers = f
+        .client
+        .attest_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    for k in 1..=10u64 {
+        let mut r = answers
+            .message()
+            .await
+            .unwrap()
+            .expect("an answer per request");
+        assert_eq!(r.results.len(), 1);
+        match r.results.remove(0).outcome.unwrap() {
+            pb::attest_result::Outcome::Attested(a) => assert_eq!(a.index, k, "answers in order"),
+            pb::attest_result::Outcome::Refused(r) => panic!("request {k} refused: {r:?}"),
+        }
+    }
+    let (_, count, head) = state_of(&mut f, &c.item(0, 0).0).await.unwrap();
+    assert_eq!(count, 11, "the Setup and ten messages");
+    assert_eq!(head, c.head.to_vec());
+}
+
+/// A request the server refuses as a whole ends the stream with that
+/// status, after the answers to the requests before it.
+#[tokio::test]
+async fn attest_stream_ends_with_the_status_of_a_request_refused_as_a_whole() {
+    let mut f = fixture("[limits]\nmax_batch_items = 3\n").await;
+    let mut c = opened(&mut f, 1, 3).await;
+    let (first, s) = c.item(1, 1);
+    c.accept(&s);
+    let too_many = (0..4).map(|i| c.item(2, 10 + i).0).collect();
+    let requests = vec![
+        pb::AttestRequest { items: vec![first] },
+        pb::AttestRequest { items: too_many },
+    ];
+    let mut answers = f
+        .client
+        .attest_stream(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let r = answers.message().await.unwrap().unwrap();
+    assert!(matches!(
+        r.results[0].outcome,
+        Some(pb::attest_result::Outcome::Attested(_))
+    ));
+    let s = answers.message().await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted);
+    assert!(
+        s.message()
+            .contains("4 items in one request, more than this server's limit of 3"),
+        "{}",
+        s.message()
+    );
+}
