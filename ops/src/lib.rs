@@ -11,11 +11,13 @@
 //! | module | concept |
 //! |---|---|
 //! | [`tls`] | self-signed TLS identities, pinned mutual-TLS configs for tonic |
+//! | [`conn_limit`] | caps on concurrently open connections, in total and per address |
 //! | [`secret_file`] | atomic, `0600` files for secret keys |
 //! | [`telemetry`] | `tracing` logs and the Prometheus metrics endpoint |
 //! | [`shutdown`] | the signal that starts a graceful shutdown |
 #![forbid(unsafe_code)]
 
+pub mod conn_limit;
 pub mod secret_file;
 pub mod shutdown;
 pub mod telemetry;

@@ -171,14 +171,23 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A tonic server TLS config presenting `identity`. With `client_ca_pem`,
-/// clients must present a certificate that chains to it (mutual TLS; pin a
-/// client by passing its own self-signed certificate).
+/// How long a server waits for a client to complete the TLS handshake
+/// before closing the connection. Without it a client that connects and
+/// sends nothing would hold one of the server's capped connection slots
+/// (see [`crate::conn_limit`]) forever.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A tonic server TLS config presenting `identity`, with a
+/// [`HANDSHAKE_TIMEOUT`]. With `client_ca_pem`, clients must present a
+/// certificate that chains to it (mutual TLS; pin a client by passing its
+/// own self-signed certificate).
 pub fn server_config(identity: &TlsIdentity, client_ca_pem: Option<&str>) -> ServerTlsConfig {
-    let config = ServerTlsConfig::new().identity(Identity::from_pem(
-        identity.cert_pem.as_bytes(),
-        identity.key_pem.as_bytes(),
-    ));
+    let config = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            identity.cert_pem.as_bytes(),
+            identity.key_pem.as_bytes(),
+        ))
+        .timeout(HANDSHAKE_TIMEOUT);
     match client_ca_pem {
         Some(ca) => config.client_ca_root(Certificate::from_pem(ca)),
         None => config,

@@ -12,6 +12,8 @@
 //!
 //! [limits]
 //! max_slots = 1024
+//! # Only the router connects; connections over this are closed at once.
+//! max_connections = 64
 //! ```
 
 use crate::limits::{LimitOutOfRange, Limits};

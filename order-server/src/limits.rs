@@ -24,6 +24,14 @@ pub struct Limits {
     /// Most attestation items run in one group commit (one redb write
     /// transaction). Requests queued beyond it wait for the next commit.
     pub max_commit_items: usize,
+    /// Most TCP connections open at once. Only the router calls an order
+    /// server, over one connection, so this is small; connections over it
+    /// are closed right after accept.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams (calls) on one connection. The
+    /// router multiplexes all its calls over one connection; calls beyond
+    /// this wait for a stream to finish.
+    pub max_streams_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -36,6 +44,8 @@ impl Default for Limits {
             max_evidence: 100_000,
             key_cache_slots: 1 << 20,
             max_commit_items: 8192,
+            max_connections: 64,
+            max_streams_per_connection: 1024,
         }
     }
 }
@@ -85,6 +95,13 @@ impl Limits {
             usize::MAX,
         )?;
         check("max_commit_items", self.max_commit_items, 1, 1 << 20)?;
+        check("max_connections", self.max_connections, 1, 1 << 20)?;
+        check(
+            "max_streams_per_connection",
+            self.max_streams_per_connection,
+            1,
+            1 << 20,
+        )?;
         Ok(())
     }
 }
@@ -104,5 +121,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.name, "max_slots");
         assert!(err.to_string().contains("limits.max_slots"));
+        for (name, limits) in [
+            (
+                "max_connections",
+                Limits {
+                    max_connections: 0,
+                    ..Limits::default()
+                },
+            ),
+            (
+                "max_streams_per_connection",
+                Limits {
+                    max_streams_per_connection: 0,
+                    ..Limits::default()
+                },
+            ),
+        ] {
+            let err = limits.validate().unwrap_err();
+            assert_eq!(err.name, name);
+            assert!(
+                err.to_string().contains("outside the allowed range 1..="),
+                "{err}"
+            );
+        }
     }
 }

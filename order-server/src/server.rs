@@ -18,6 +18,7 @@ use crate::init::{self, BOUND_ADDRS_FILE, DB_FILE, InitError, TLS_STEM};
 use crate::redb_store::RedbStore;
 use crate::service::OrderGrpc;
 use crate::store::StoreError;
+use grompi_ops::conn_limit::{ConnectionLimit, ConnectionLimits, ConnectionMetrics};
 use grompi_ops::telemetry::MetricsError;
 use grompi_ops::tls::{self, TlsError, TlsIdentity};
 use grompi_proto::pb::order_service_server::{OrderService, OrderServiceServer};
@@ -29,6 +30,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+
+/// How often the server pings an HTTP/2 connection.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long it waits for the ping's answer before closing the connection.
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -159,13 +165,30 @@ where
     };
     let grace = std::time::Duration::from_secs(config.shutdown_grace_seconds);
     tracing::info!(%bound, "serving the order service over mutual TLS");
+    let connections = ConnectionLimit::new(
+        ConnectionLimits {
+            max_connections: config.limits.max_connections,
+            // Only the router calls; a per-address cap adds nothing.
+            max_per_address: None,
+        },
+        ConnectionMetrics {
+            open: "grompi_order_open_connections",
+            refused: "grompi_order_connections_refused_total",
+        },
+    );
     let serving = tonic::transport::Server::builder()
         .tls_config(tls::server_config(&identity, Some(&router_pem)))?
+        .max_concurrent_streams(
+            u32::try_from(config.limits.max_streams_per_connection).unwrap_or(u32::MAX),
+        )
+        // Connections hold capped slots: close those whose peer is gone.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(
-            // TCP_NODELAY: small gRPC frames must not wait for delayed ACKs.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // At most limits.max_connections open; TCP_NODELAY on each.
+            connections.tcp_incoming(listener),
             shutdown,
         );
     // Clients that keep their connections open would hold the shutdown

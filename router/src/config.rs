@@ -20,6 +20,13 @@
 //!
 //! [limits]
 //! max_envelope_bytes = 262144
+//! # Unauthenticated calls (GetChallenge, Register, SignIn) per client
+//! # address; all of them together stay under requests_per_second.
+//! peer_requests_per_second = 20
+//! peer_request_burst = 100
+//! # TCP connections open at once, in total and per client address.
+//! max_connections = 1024
+//! max_connections_per_address = 64
 //! ```
 //!
 //! Relative paths are relative to the configuration file's directory.
@@ -170,6 +177,34 @@ impl Config {
                 "limits.max_envelope_bytes must stay below the 4 MiB gRPC message limit".into(),
             );
         }
+        let l = &c.limits;
+        for (key, value) in [
+            (
+                "limits.peer_requests_per_second",
+                u64::from(l.peer_requests_per_second),
+            ),
+            ("limits.peer_request_burst", u64::from(l.peer_request_burst)),
+            ("limits.max_peers", l.max_peers as u64),
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.max_connections_per_address",
+                l.max_connections_per_address as u64,
+            ),
+            (
+                "limits.max_streams_per_connection",
+                u64::from(l.max_streams_per_connection),
+            ),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be at least 1"));
+            }
+        }
+        if l.max_connections_per_address > l.max_connections {
+            return Err(format!(
+                "limits.max_connections_per_address ({}) must not exceed limits.max_connections ({})",
+                l.max_connections_per_address, l.max_connections
+            ));
+        }
         if c.max_batch == 0 || c.max_batch > grompi_proto::limits::MAX_ATTEST_BATCH {
             return Err(format!(
                 "max_batch must be between 1 and {}",
@@ -218,5 +253,34 @@ mod tests {
         assert!(e.contains("padding_tiers"));
         let e = Config::parse(&format!("{base}padding_tiers = [4]\n"), Path::new("/")).unwrap_err();
         assert!(e.contains("max_group_size"));
+        for key in [
+            "peer_requests_per_second",
+            "peer_request_burst",
+            "max_peers",
+            "max_connections",
+            "max_connections_per_address",
+            "max_streams_per_connection",
+        ] {
+            let e =
+                Config::parse(&format!("{base}[limits]\n{key} = 0\n"), Path::new("/")).unwrap_err();
+            assert!(
+                e.contains(&format!("limits.{key} must be at least 1")),
+                "{e}"
+            );
+        }
+        let e = Config::parse(
+            &format!("{base}[limits]\nmax_connections = 8\nmax_connections_per_address = 9\n"),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("must not exceed limits.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn the_shared_anonymous_cap_is_well_above_one_address_budget() {
+        let l = Limits::default();
+        assert!(l.requests_per_second >= 5 * l.peer_requests_per_second);
+        assert!(l.request_burst >= 2 * l.peer_request_burst);
+        assert!(l.max_connections_per_address < l.max_connections);
     }
 }

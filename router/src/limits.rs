@@ -8,6 +8,7 @@ use crate::error::RouterError;
 use grompi_proto::AccountId;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// Limits on what one request or one account may use.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -33,6 +34,25 @@ pub struct Limits {
     /// Most deliveries queued for one live subscriber before it is
     /// disconnected (it then fetches what it missed).
     pub subscriber_queue: usize,
+    /// Sustained unauthenticated requests (GetChallenge, Register, SignIn)
+    /// per second from one client address (an IPv6 /64 counts as one
+    /// address). Checked in the gRPC shell before the request reaches the
+    /// core; keep it well below `requests_per_second`, the cap all
+    /// unauthenticated calls share.
+    pub peer_requests_per_second: u32,
+    /// Unauthenticated requests one address may make in a burst.
+    pub peer_request_burst: u32,
+    /// Most client addresses whose per-address budget is tracked at once.
+    /// Budgets that have refilled are forgotten; while the table is full of
+    /// addresses still being limited, calls from new addresses are refused.
+    pub max_peers: usize,
+    /// Most TCP connections open at once.
+    pub max_connections: usize,
+    /// Most TCP connections open at once from one client address.
+    pub max_connections_per_address: usize,
+    /// Most concurrent HTTP/2 streams (calls) on one connection; a client
+    /// over it waits for a stream to finish.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for Limits {
@@ -47,17 +67,27 @@ impl Default for Limits {
             challenge_ttl_ms: 60_000,
             max_challenges: 100_000,
             subscriber_queue: 1024,
+            peer_requests_per_second: 20,
+            peer_request_burst: 100,
+            max_peers: 100_000,
+            max_connections: 1024,
+            max_connections_per_address: 64,
+            max_streams_per_connection: 256,
         }
     }
 }
 
-/// The key a rate applies to: one account, or every unauthenticated caller.
+/// The key a rate applies to: one account, every unauthenticated caller,
+/// or the unauthenticated calls from one client address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateKey {
     /// An authenticated account.
     Account(AccountId),
     /// All unauthenticated calls together.
     Anonymous,
+    /// Unauthenticated calls from one client address, keyed by
+    /// [`grompi_ops::conn_limit::address_key`] (IPv6 by /64 prefix).
+    Peer(IpAddr),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +150,92 @@ impl RateLimiter {
             b.milli_tokens.saturating_add(refill) < burst
         });
     }
+
+    /// Keys with a bucket.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no key has a bucket.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Whether `key` has a bucket.
+    pub fn tracks(&self, key: &RateKey) -> bool {
+        self.buckets.contains_key(key)
+    }
+}
+
+/// How often the per-address limiter forgets refilled budgets.
+const PEER_PRUNE_EVERY_MS: Millis = 10_000;
+/// How often at most a full per-address table is pruned on demand.
+const PEER_PRUNE_WHEN_FULL_MS: Millis = 250;
+
+/// Token buckets per client address for the unauthenticated calls
+/// (GetChallenge, Register, SignIn), so that one address flooding them
+/// exhausts its own budget and not everyone's. The gRPC shell checks it
+/// before a request reaches the core, with the shell's clock; the core's
+/// shared [`RateKey::Anonymous`] bucket stays as the overall cap.
+#[derive(Debug, Clone)]
+pub struct PeerLimiter {
+    rate: RateLimiter,
+    per_second: u32,
+    burst: u32,
+    max_peers: usize,
+    last_prune: Millis,
+}
+
+impl PeerLimiter {
+    /// A limiter with the per-address limits of `limits`.
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            rate: RateLimiter::new(limits.peer_requests_per_second, limits.peer_request_burst),
+            per_second: limits.peer_requests_per_second,
+            burst: limits.peer_request_burst,
+            max_peers: limits.max_peers.max(1),
+            last_prune: 0,
+        }
+    }
+
+    /// Takes one request's token for the client at `ip` at `now`, or says
+    /// that the per-address limit refuses it.
+    pub fn check(&mut self, ip: IpAddr, now: Millis) -> Result<(), RouterError> {
+        let address = grompi_ops::conn_limit::address_key(ip);
+        let key = RateKey::Peer(address);
+        if now.saturating_sub(self.last_prune) >= PEER_PRUNE_EVERY_MS {
+            self.prune(now);
+        }
+        if !self.rate.tracks(&key) && self.rate.len() >= self.max_peers {
+            if now.saturating_sub(self.last_prune) >= PEER_PRUNE_WHEN_FULL_MS {
+                self.prune(now);
+            }
+            if self.rate.len() >= self.max_peers {
+                return Err(RouterError::ResourceExhausted(format!(
+                    "per-address rate limit: {} client addresses are being rate limited, \
+                     the most tracked at once (limits.max_peers); retry in a few seconds",
+                    self.max_peers
+                )));
+            }
+        }
+        self.rate.check(key, now).map_err(|_| {
+            RouterError::ResourceExhausted(format!(
+                "per-address rate limit: more than {} unauthenticated requests per second \
+                 (burst {}) from {address}; slow down and retry",
+                self.per_second, self.burst
+            ))
+        })
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.rate.len()
+    }
+
+    fn prune(&mut self, now: Millis) {
+        self.rate.prune(now);
+        self.last_prune = now;
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +257,82 @@ mod tests {
         // Another key is independent.
         r.check(RateKey::Account(AccountId::from_bytes([1; 32])), 150)
             .unwrap();
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn peer_limits(per_second: u32, burst: u32, max_peers: usize) -> Limits {
+        Limits {
+            peer_requests_per_second: per_second,
+            peer_request_burst: burst,
+            max_peers,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn a_flooding_address_is_refused_while_another_is_served() {
+        let mut p = PeerLimiter::new(&peer_limits(10, 3, 100));
+        let flooder = ip("192.0.2.1");
+        let other = ip("192.0.2.2");
+        for _ in 0..3 {
+            p.check(flooder, 0).unwrap();
+        }
+        let refused = (0..50).filter(|_| p.check(flooder, 0).is_err()).count();
+        assert_eq!(refused, 50);
+        let e = p.check(flooder, 0).unwrap_err();
+        assert!(
+            matches!(&e, RouterError::ResourceExhausted(m)
+            if m.contains("per-address rate limit") && m.contains("192.0.2.1")),
+            "{e}"
+        );
+        for _ in 0..3 {
+            p.check(other, 0).unwrap();
+        }
+        // The flooder's budget refills at its rate: one token per 100 ms.
+        p.check(flooder, 100).unwrap();
+        assert!(p.check(flooder, 100).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address() {
+        let mut p = PeerLimiter::new(&peer_limits(1, 2, 100));
+        p.check(ip("2001:db8:0:1::1"), 0).unwrap();
+        p.check(ip("2001:db8:0:1::2"), 0).unwrap();
+        assert!(p.check(ip("2001:db8:0:1:ffff::3"), 0).is_err());
+        p.check(ip("2001:db8:0:2::1"), 0).unwrap();
+        // An IPv4-mapped address is its IPv4 address.
+        p.check(ip("192.0.2.9"), 0).unwrap();
+        p.check(ip("::ffff:192.0.2.9"), 0).unwrap();
+        assert!(p.check(ip("192.0.2.9"), 0).is_err());
+    }
+
+    #[test]
+    fn the_address_table_is_bounded_and_refilled_budgets_are_forgotten() {
+        // One token per second, two at once, two addresses tracked at most.
+        let mut p = PeerLimiter::new(&peer_limits(1, 2, 2));
+        p.check(ip("192.0.2.1"), 0).unwrap();
+        p.check(ip("192.0.2.2"), 0).unwrap();
+        let e = p.check(ip("192.0.2.3"), 0).unwrap_err();
+        assert!(
+            matches!(&e, RouterError::ResourceExhausted(m) if m.contains("limits.max_peers")),
+            "{e}"
+        );
+        assert_eq!(p.tracked(), 2);
+        // Pruned on demand, but budgets still refilling are kept.
+        assert!(p.check(ip("192.0.2.3"), 300).is_err());
+        assert_eq!(p.tracked(), 2);
+        // Once both have refilled they are forgotten and a new address fits.
+        p.check(ip("192.0.2.3"), 1_000).unwrap();
+        assert_eq!(p.tracked(), 1);
+        // The periodic prune (every 10 s) keeps an address still limited.
+        p.check(ip("192.0.2.4"), 10_500).unwrap();
+        p.check(ip("192.0.2.4"), 10_500).unwrap();
+        p.check(ip("192.0.2.5"), 11_000).unwrap();
+        assert_eq!(p.tracked(), 2, "192.0.2.3 forgotten, 192.0.2.4 kept");
+        assert!(p.check(ip("192.0.2.4"), 11_000).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::core::{CoreConfig, RouterCore};
 use crate::runtime::{self, CoreMsg, Hub};
 use crate::service::{RouterService, ServiceSettings};
 use crate::store::{RedbStore, Store};
+use grompi_ops::conn_limit::{ConnectionLimit, ConnectionLimits, ConnectionMetrics};
 use grompi_ops::tls::TlsIdentity;
 use grompi_proto::NetworkDescriptor;
 use grompi_proto::pb::order_service_client::OrderServiceClient;
@@ -17,6 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
+
+/// How often the router pings an HTTP/2 connection that has been quiet.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long it waits for the ping's answer before closing the connection.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the router could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -226,9 +232,24 @@ pub async fn serve(
     });
 
     let max_message = config.limits.max_envelope_bytes.saturating_add(64 * 1024);
+    let connections = ConnectionLimit::new(
+        ConnectionLimits {
+            max_connections: config.limits.max_connections,
+            max_per_address: Some(config.limits.max_connections_per_address),
+        },
+        ConnectionMetrics {
+            open: "router_open_connections",
+            refused: "router_connections_refused_total",
+        },
+    );
     let server = tonic::transport::Server::builder()
         .tls_config(grompi_ops::tls::server_config(&identity, None))
         .map_err(|e| ServeError::Transport(e.to_string()))?
+        // Calls beyond this on one connection wait for a stream to end.
+        .max_concurrent_streams(config.limits.max_streams_per_connection)
+        // Connections hold capped slots: close those whose peer is gone.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(
             RouterServer::new(service)
@@ -236,8 +257,9 @@ pub async fn serve(
                 .max_encoding_message_size(64 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(
-            // TCP_NODELAY: small gRPC frames must not wait for delayed ACKs.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // At most max_connections open (max_connections_per_address
+            // from one address); TCP_NODELAY on each.
+            connections.tcp_incoming(listener),
             async {
                 let _ = stop_rx.await;
             },

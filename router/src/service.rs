@@ -3,20 +3,27 @@
 //! turns the answer into a response; Fetch reads storage, ProveHeads calls
 //! the order servers. Authenticated calls carry the session token as
 //! metadata `x-grompi-session` (64 hex digits).
+//!
+//! The unauthenticated calls (GetChallenge, Register, SignIn) first take a
+//! token from their client address's budget ([`PeerLimiter`], time from
+//! this shell's clock), before anything is parsed or sent to the core; the
+//! core then applies the cap all unauthenticated calls share. A call over
+//! the per-address budget gets `RESOURCE_EXHAUSTED` saying "per-address
+//! rate limit".
 
 use crate::core::{
     Call, Command, Response as CoreResponse, parse_members, parse_submit, stored_view,
 };
 use crate::directory::{parse_register, parse_sign_in, parse_upload};
 use crate::error::RouterError;
-use crate::limits::Limits;
-use crate::runtime::{CoreMsg, Hub};
+use crate::limits::{Limits, PeerLimiter};
+use crate::runtime::{CoreMsg, Hub, now_ms};
 use crate::store::EnvelopeReader;
 use grompi_proto::mac::HeadProof;
 use grompi_proto::pb::order_service_client::OrderServiceClient;
 use grompi_proto::pb::{self, router_server::Router};
 use grompi_proto::{AccountId, ConversationId, Index, ProofNonce};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -47,6 +54,7 @@ pub struct RouterService {
     reader: Arc<dyn EnvelopeReader>,
     order: Vec<OrderServiceClient<Channel>>,
     settings: ServiceSettings,
+    peers: Arc<Mutex<PeerLimiter>>,
 }
 
 impl std::fmt::Debug for RouterService {
@@ -74,13 +82,32 @@ impl RouterService {
         order: Vec<OrderServiceClient<Channel>>,
         settings: ServiceSettings,
     ) -> Self {
+        let peers = Arc::new(Mutex::new(PeerLimiter::new(&settings.limits)));
         Self {
             core,
             hub,
             reader,
             order,
             settings,
+            peers,
         }
+    }
+
+    /// Takes a token from the caller's per-address budget for an
+    /// unauthenticated call. A request that did not come over TCP has no
+    /// address and is only subject to the core's shared cap.
+    fn admit_peer<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        let Some(peer) = req.remote_addr() else {
+            return Ok(());
+        };
+        // The limiter's state is consistent after every call, so a
+        // poisoned lock is still usable.
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        peers.check(peer.ip(), now_ms()).map_err(|e| {
+            metrics::counter!("router_peer_rate_limited_total").increment(1);
+            tracing::debug!(%peer, "per-address rate limit refused an unauthenticated call");
+            Status::from(e)
+        })
     }
 
     async fn ask(
@@ -142,20 +169,23 @@ fn metered<T>(rpc: &'static str, r: Result<T, Status>) -> Result<T, Status> {
 impl Router for RouterService {
     async fn get_challenge(
         &self,
-        _req: Request<pb::GetChallengeRequest>,
+        req: Request<pb::GetChallengeRequest>,
     ) -> Result<Response<pb::GetChallengeResponse>, Status> {
-        let r = match self
-            .ask(
-                Command::GetChallenge,
-                self.settings.server_timeout,
-                "router busy; retry",
-            )
-            .await
-        {
-            Ok(CoreResponse::Challenge(c)) => Ok(Response::new(c)),
-            Ok(_) => Err(unexpected()),
-            Err(e) => Err(e),
-        };
+        let r = async {
+            self.admit_peer(&req)?;
+            match self
+                .ask(
+                    Command::GetChallenge,
+                    self.settings.server_timeout,
+                    "router busy; retry",
+                )
+                .await?
+            {
+                CoreResponse::Challenge(c) => Ok(Response::new(c)),
+                _ => Err(unexpected()),
+            }
+        }
+        .await;
         metered("GetChallenge", r)
     }
 
@@ -164,6 +194,7 @@ impl Router for RouterService {
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = async {
+            self.admit_peer(&req)?;
             let new = parse_register(req.get_ref())?;
             match self
                 .ask(
@@ -186,6 +217,7 @@ impl Router for RouterService {
         req: Request<pb::SignInRequest>,
     ) -> Result<Response<pb::SignInResponse>, Status> {
         let r = async {
+            self.admit_peer(&req)?;
             let s = parse_sign_in(req.get_ref())?;
             match self
                 .ask(

@@ -378,9 +378,155 @@ struct BadInput {
     created: pb::CreateConversationResponse,
 }
 
-/// (Destructure `net` in every test: dropping it stops the router.)
+/// Conversation ids the bad-input tests try to create or use but must
+/// never exist.
+const ABSENT_CONVERSATIONS: [[u8; 32]; 3] = [[1; 32], [2; 32], [9; 32]];
+/// Seeds of identities whose registration the bad-input tests get refused.
+const ABSENT_IDENTITIES: [u8; 2] = [41, 42];
+
+/// What a client (and the test, looking into the fake order servers) can
+/// observe of the router's state. The bad-input tests compare it before
+/// and after every refused call.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    /// ListConversations of a, b and the outsider.
+    lists: Vec<pb::ListConversationsResponse>,
+    /// GetKeyCounts of a, b and the outsider (the directory's key state).
+    key_counts: Vec<pb::GetKeyCountsResponse>,
+    /// Fetch of the whole conversation by a and by b.
+    fetched: Vec<pb::FetchResponse>,
+    /// Fetch by a of each of [`ABSENT_CONVERSATIONS`] (NOT_FOUND), then
+    /// GetPrekeyBundle of each of [`ABSENT_IDENTITIES`] (NOT_FOUND).
+    absent: Vec<Result<usize, Code>>,
+    /// Per order server: conversations opened, and the conversation's
+    /// chain length.
+    servers: Vec<(usize, usize)>,
+}
+
+impl BadInput {
+    async fn observe(&self) -> Observed {
+        let mut c = self.c.clone();
+        let mut lists = Vec::new();
+        let mut key_counts = Vec::new();
+        for m in [&self.a, &self.b, &self.outsider] {
+            lists.push(
+                c.list_conversations(authed(m, pb::ListConversationsRequest {}))
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+            key_counts.push(
+                c.get_key_counts(authed(m, pb::GetKeyCountsRequest {}))
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+        }
+        let mut fetched = Vec::new();
+        for m in [&self.a, &self.b] {
+            fetched.push(
+                c.fetch(authed(
+                    m,
+                    pb::FetchRequest {
+                        conversation_id: self.id.to_vec(),
+                        from_index: 0,
+                        limit: 256,
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner(),
+            );
+        }
+        let mut absent = Vec::new();
+        for id in ABSENT_CONVERSATIONS {
+            let r = c
+                .fetch(authed(
+                    &self.a,
+                    pb::FetchRequest {
+                        conversation_id: id.to_vec(),
+                        from_index: 0,
+                        limit: 1,
+                    },
+                ))
+                .await;
+            absent.push(
+                r.map(|r| r.into_inner().deliveries.len())
+                    .map_err(|s| s.code()),
+            );
+        }
+        for seed in ABSENT_IDENTITIES {
+            let r = c
+                .get_prekey_bundle(authed(
+                    &self.a,
+                    pb::GetPrekeyBundleRequest {
+                        account: identity_account(seed).to_vec(),
+                    },
+                ))
+                .await;
+            absent.push(r.map(|_| 1).map_err(|s| s.code()));
+        }
+        let servers = self
+            .net
+            .fakes
+            .iter()
+            .map(|f| {
+                let s = f.server.lock().unwrap();
+                (
+                    s.convs.len(),
+                    s.convs.get(&self.id).map_or(0, |c| c.chain.len()),
+                )
+            })
+            .collect();
+        Observed {
+            lists,
+            key_counts,
+            fetched,
+            absent,
+            servers,
+        }
+    }
+}
+
+/// The account id of the identity `registration` builds from `seed`.
+fn identity_account(seed: u8) -> grompi_proto::AccountId {
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+        .verifying_key()
+        .to_bytes();
+    grompi_proto::AccountId::of_identity(&key, &key)
+}
+
+/// Checks that `$call` (an awaited call) is refused with `$code` and a
+/// message saying `$words`, and that the refusal changed nothing anyone can
+/// observe ([`Observed`]).
+macro_rules! refused {
+    ($fx:expr, $call:expr, $code:expr, $words:expr $(,)?) => {{
+        let before = $fx.observe().await;
+        assert_eq!(
+            before.absent,
+            vec![Err(Code::NotFound); ABSENT_CONVERSATIONS.len() + ABSENT_IDENTITIES.len()],
+            "probe conversations and accounts do not exist"
+        );
+        check($call, $code, $words);
+        let after = $fx.observe().await;
+        assert_eq!(
+            after, before,
+            "the refused call (expected to say {:?}) changed the router's state",
+            $words
+        );
+    }};
+}
+
+/// (Keep the fixture alive in every test: dropping `net` stops the router.)
 async fn bad_input() -> BadInput {
-    let net = Net::start(3, 3, "").await;
+    // The state checks make many calls per refusal: lift the per-account
+    // rate limit out of the way.
+    let net = Net::start(
+        3,
+        3,
+        "[limits]\nrequests_per_second = 100000\nrequest_burst = 100000\n",
+    )
+    .await;
     let mut c = net.client().await;
     let a = register(&mut c, 1).await;
     let b = register(&mut c, 2).await;
@@ -399,119 +545,248 @@ async fn bad_input() -> BadInput {
     }
 }
 
-/// Unauthenticated: no token or a wrong token, on every authenticated RPC.
+/// How an unauthenticated caller presents itself.
+#[derive(Debug, Clone, Copy)]
+enum Caller {
+    /// No `x-grompi-session` metadata.
+    NoToken,
+    /// A token that is not hex.
+    NotHex,
+    /// A hex token of the wrong length.
+    WrongLength,
+    /// A well-formed token no session has.
+    Unknown,
+}
+
+impl Caller {
+    const ALL: [Caller; 4] = [
+        Caller::NoToken,
+        Caller::NotHex,
+        Caller::WrongLength,
+        Caller::Unknown,
+    ];
+
+    fn request<T>(self, body: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(body);
+        let token = match self {
+            Caller::NoToken => return r,
+            Caller::NotHex => "not-a-hex-token".to_owned(),
+            Caller::WrongLength => hex::encode([7u8; 16]),
+            Caller::Unknown => hex::encode([0u8; 32]),
+        };
+        r.metadata_mut()
+            .insert("x-grompi-session", token.parse().unwrap());
+        r
+    }
+
+    fn says(self) -> &'static str {
+        match self {
+            Caller::NoToken | Caller::NotHex | Caller::WrongLength => {
+                "missing or malformed session token (metadata x-grompi-session, 32 bytes hex)"
+            }
+            Caller::Unknown => "unknown session token; sign in again",
+        }
+    }
+}
+
+/// Unauthenticated: every authenticated RPC, called without a token, with
+/// a token that is not hex, one of the wrong length, and an unknown one,
+/// with an otherwise valid request. (GetChallenge, Register and SignIn are
+/// the unauthenticated RPCs; their refusals are in
+/// `replayed_challenges_and_submissions_are_refused`,
+/// `malformed_requests_are_refused_on_every_rpc` and the per-address rate
+/// limit test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_calls_are_refused_on_every_rpc() {
-    let BadInput {
-        net,
-        mut c,
-        a,
-        id,
-        created,
-        ..
-    } = bad_input().await;
-    let none = |body| tonic::Request::new(body);
-    check(
-        c.get_key_counts(none(pb::GetKeyCountsRequest {})).await,
-        Code::Unauthenticated,
-        "session token",
-    );
-    let mut forged = a.clone();
-    forged.token = hex::encode([0u8; 32]);
-    check(
-        c.get_key_counts(authed(&forged, pb::GetKeyCountsRequest {}))
-            .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.upload_keys(authed(&forged, pb::UploadKeysRequest::default()))
-            .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.get_prekey_bundle(authed(
-            &forged,
-            pb::GetPrekeyBundleRequest {
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, b, id) = (&fx.a, &fx.b, fx.id);
+    let members = || {
+        vec![
+            pb::MemberSpec {
                 account: a.account.clone(),
+                role: 2,
             },
-        ))
-        .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.submit(authed(&forged, message(&net, &a, &created, id, 50, b"x")))
+            pb::MemberSpec {
+                account: b.account.clone(),
+                role: 1,
+            },
+        ]
+    };
+    for who in Caller::ALL {
+        let says = who.says();
+        refused!(
+            fx,
+            c.upload_keys(who.request(pb::UploadKeysRequest {
+                one_time_prekeys: vec![vec![5; 32]],
+                ..Default::default()
+            }))
             .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.fetch(authed(
-            &forged,
-            pb::FetchRequest {
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.get_key_counts(who.request(pb::GetKeyCountsRequest {}))
+                .await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.list_conversations(who.request(pb::ListConversationsRequest {}))
+                .await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.get_prekey_bundle(who.request(pb::GetPrekeyBundleRequest {
+                account: a.account.clone(),
+            }))
+            .await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.create_conversation(who.request(pb::CreateConversationRequest {
+                conversation_id: ABSENT_CONVERSATIONS[0].to_vec(),
+                members: members(),
+            }))
+            .await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.prepare_update(who.request(pb::PrepareUpdateRequest {
+                conversation_id: id.to_vec(),
+                members: members(),
+            }))
+            .await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.submit(who.request(message(&fx.net, a, &fx.created, id, 50, b"x")))
+                .await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.fetch(who.request(pb::FetchRequest {
                 conversation_id: id.to_vec(),
                 from_index: 0,
                 limit: 1,
-            },
-        ))
-        .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.subscribe(authed(&forged, pb::SubscribeRequest {})).await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.list_conversations(authed(&forged, pb::ListConversationsRequest {}))
+            }))
             .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.prove_heads(authed(
-            &forged,
-            pb::ProveHeadsRequest {
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.subscribe(who.request(pb::SubscribeRequest {})).await,
+            Code::Unauthenticated,
+            says,
+        );
+        refused!(
+            fx,
+            c.prove_heads(who.request(pb::ProveHeadsRequest {
                 conversation_id: id.to_vec(),
                 nonce: vec![1; 32],
+            }))
+            .await,
+            Code::Unauthenticated,
+            says,
+        );
+    }
+}
+
+/// Unknown enum values: every RPC with an enum field gets each value this
+/// version does not know (the unspecified zero, one past the last, a
+/// negative one, the largest) and names the field and value. The enum
+/// fields are MemberSpec.role (CreateConversation, PrepareUpdate) and
+/// EnvelopeHeader.kind (Submit); no other router request has one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_enum_values_are_refused_on_every_rpc_that_has_one() {
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, b, id) = (&fx.a, &fx.b, fx.id);
+    let members = |role: i32| {
+        vec![
+            pb::MemberSpec {
+                account: a.account.clone(),
+                role: 2,
             },
-        ))
-        .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
-    check(
-        c.create_conversation(authed(
-            &forged,
-            pb::CreateConversationRequest {
-                conversation_id: vec![1; 32],
-                members: vec![pb::MemberSpec {
-                    account: a.account.clone(),
-                    role: 1,
-                }],
+            pb::MemberSpec {
+                account: b.account.clone(),
+                role,
             },
-        ))
-        .await,
-        Code::Unauthenticated,
-        "sign in again",
-    );
+        ]
+    };
+    for role in [0, 3, -1, i32::MAX] {
+        let says = format!("members.role has unknown value {role}");
+        refused!(
+            fx,
+            c.create_conversation(authed(
+                a,
+                pb::CreateConversationRequest {
+                    conversation_id: ABSENT_CONVERSATIONS[0].to_vec(),
+                    members: members(role),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            &says,
+        );
+        refused!(
+            fx,
+            c.prepare_update(authed(
+                a,
+                pb::PrepareUpdateRequest {
+                    conversation_id: id.to_vec(),
+                    members: members(role),
+                },
+            ))
+            .await,
+            Code::InvalidArgument,
+            &says,
+        );
+    }
+    for kind in [0, 6, -1, i32::MAX] {
+        let mut req = message(&fx.net, a, &fx.created, id, 90, b"kind");
+        req.envelope.as_mut().unwrap().header.as_mut().unwrap().kind = kind;
+        refused!(
+            fx,
+            c.submit(authed(a, req)).await,
+            Code::InvalidArgument,
+            &format!("field header.kind has unknown value {kind}"),
+        );
+    }
+    // The same requests with known values go through.
+    c.prepare_update(authed(
+        a,
+        pb::PrepareUpdateRequest {
+            conversation_id: id.to_vec(),
+            members: members(1),
+        },
+    ))
+    .await
+    .unwrap();
+    c.submit(authed(a, message(&fx.net, a, &fx.created, id, 90, b"kind")))
+        .await
+        .unwrap();
 }
 
 /// Replayed: a challenge used twice, an old sequence, a challenge never issued, a signature by another key, an existing identity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_challenges_and_submissions_are_refused() {
-    let BadInput {
-        net,
-        mut c,
-        a,
-        b,
-        id,
-        created,
-        ..
-    } = bad_input().await;
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, b, id) = (&fx.a, &fx.b, fx.id);
     let ch = c
         .get_challenge(pb::GetChallengeRequest {})
         .await
@@ -520,24 +795,34 @@ async fn replayed_challenges_and_submissions_are_refused() {
         .challenge;
     let sk = ed25519_dalek::SigningKey::from_bytes(&[40; 32]);
     c.register(registration(&sk, &ch, &[])).await.unwrap();
-    let sk2 = ed25519_dalek::SigningKey::from_bytes(&[41; 32]);
-    check(
+    let sk2 = ed25519_dalek::SigningKey::from_bytes(&[ABSENT_IDENTITIES[0]; 32]);
+    refused!(
+        fx,
         c.register(registration(&sk2, &ch, &[])).await,
         Code::Unauthenticated,
         "already used",
     );
-    let ok = message(&net, &b, &created, id, 5, b"ok");
-    c.submit(authed(&b, ok)).await.unwrap();
-    check(
-        c.submit(authed(&b, message(&net, &b, &created, id, 3, b"old")))
+    let ok = message(&fx.net, b, &fx.created, id, 5, b"ok");
+    c.submit(authed(b, ok)).await.unwrap();
+    refused!(
+        fx,
+        c.submit(authed(b, message(&fx.net, b, &fx.created, id, 3, b"old")))
             .await,
         Code::FailedPrecondition,
         "replay",
     );
+    // Resubmitting the envelope already committed is not a replay: it is
+    // answered with the same hash and changes nothing.
+    let before = fx.observe().await;
+    c.submit(authed(b, message(&fx.net, b, &fx.created, id, 5, b"ok")))
+        .await
+        .unwrap();
+    assert_eq!(fx.observe().await, before);
     // Sign-in with a challenge that was never issued.
     use ed25519_dalek::Signer;
     let never = grompi_proto::Challenge::from_bytes([3; 32]);
-    check(
+    refused!(
+        fx,
         c.sign_in(pb::SignInRequest {
             account: a.account.clone(),
             challenge: never.to_vec(),
@@ -555,13 +840,34 @@ async fn replayed_challenges_and_submissions_are_refused() {
         .into_inner()
         .challenge;
     let cc = grompi_proto::Challenge::parse("c", &ch).unwrap();
-    check(
+    refused!(
+        fx,
         c.sign_in(pb::SignInRequest {
             account: a.account.clone(),
             challenge: ch.clone(),
             signature: b.signing.sign(&cc.signing_message()).to_bytes().to_vec(),
         })
         .await,
+        Code::Unauthenticated,
+        "does not verify",
+    );
+    // A registration signed by another key than the identity's.
+    let ch = c
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge;
+    let mut forged = registration(
+        &ed25519_dalek::SigningKey::from_bytes(&[ABSENT_IDENTITIES[1]; 32]),
+        &ch,
+        &[],
+    );
+    let cc = grompi_proto::Challenge::parse("c", &ch).unwrap();
+    forged.signature = b.signing.sign(&cc.signing_message()).to_bytes().to_vec();
+    refused!(
+        fx,
+        c.register(forged).await,
         Code::Unauthenticated,
         "does not verify",
     );
@@ -572,7 +878,8 @@ async fn replayed_challenges_and_submissions_are_refused() {
         .unwrap()
         .into_inner()
         .challenge;
-    check(
+    refused!(
+        fx,
         c.register(registration(&a.signing, &ch, &[])).await,
         Code::AlreadyExists,
         "use SignIn",
@@ -582,20 +889,17 @@ async fn replayed_challenges_and_submissions_are_refused() {
 /// Malformed: missing fields, wrong lengths, a body that does not match its hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_refused_on_every_rpc() {
-    let BadInput {
-        net,
-        mut c,
-        a,
-        id,
-        created,
-        ..
-    } = bad_input().await;
-    check(
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, id) = (&fx.a, fx.id);
+    refused!(
+        fx,
         c.register(pb::RegisterRequest::default()).await,
         Code::InvalidArgument,
         "identity is missing",
     );
-    check(
+    refused!(
+        fx,
         c.sign_in(pb::SignInRequest {
             account: vec![1; 31],
             challenge: vec![],
@@ -605,9 +909,10 @@ async fn malformed_requests_are_refused_on_every_rpc() {
         Code::InvalidArgument,
         "32 bytes",
     );
-    check(
+    refused!(
+        fx,
         c.get_prekey_bundle(authed(
-            &a,
+            a,
             pb::GetPrekeyBundleRequest {
                 account: vec![1; 3],
             },
@@ -616,9 +921,10 @@ async fn malformed_requests_are_refused_on_every_rpc() {
         Code::InvalidArgument,
         "32 bytes",
     );
-    check(
+    refused!(
+        fx,
         c.upload_keys(authed(
-            &a,
+            a,
             pb::UploadKeysRequest {
                 one_time_prekeys: vec![vec![1; 5]],
                 ..Default::default()
@@ -628,11 +934,12 @@ async fn malformed_requests_are_refused_on_every_rpc() {
         Code::InvalidArgument,
         "32 bytes",
     );
-    check(
+    refused!(
+        fx,
         c.create_conversation(authed(
-            &a,
+            a,
             pb::CreateConversationRequest {
-                conversation_id: vec![1; 32],
+                conversation_id: ABSENT_CONVERSATIONS[0].to_vec(),
                 members: vec![],
             },
         ))
@@ -640,9 +947,10 @@ async fn malformed_requests_are_refused_on_every_rpc() {
         Code::InvalidArgument,
         "members is empty",
     );
-    check(
+    refused!(
+        fx,
         c.prepare_update(authed(
-            &a,
+            a,
             pb::PrepareUpdateRequest {
                 conversation_id: vec![1; 2],
                 members: vec![],
@@ -652,28 +960,32 @@ async fn malformed_requests_are_refused_on_every_rpc() {
         Code::InvalidArgument,
         "32 bytes",
     );
-    check(
-        c.submit(authed(&a, pb::SubmitRequest::default())).await,
+    refused!(
+        fx,
+        c.submit(authed(a, pb::SubmitRequest::default())).await,
         Code::InvalidArgument,
         "envelope is missing",
     );
-    let mut wrong_tags = message(&net, &a, &created, id, 60, b"x");
+    let mut wrong_tags = message(&fx.net, a, &fx.created, id, 60, b"x");
     wrong_tags.submission_tags.pop();
-    check(
-        c.submit(authed(&a, wrong_tags)).await,
+    refused!(
+        fx,
+        c.submit(authed(a, wrong_tags)).await,
         Code::InvalidArgument,
         "one per order server",
     );
-    let mut bad_body = message(&net, &a, &created, id, 61, b"x");
+    let mut bad_body = message(&fx.net, a, &fx.created, id, 61, b"x");
     bad_body.envelope.as_mut().unwrap().body = b"y".to_vec();
-    check(
-        c.submit(authed(&a, bad_body)).await,
+    refused!(
+        fx,
+        c.submit(authed(a, bad_body)).await,
         Code::InvalidArgument,
         "body hash",
     );
-    check(
+    refused!(
+        fx,
         c.fetch(authed(
-            &a,
+            a,
             pb::FetchRequest {
                 conversation_id: vec![],
                 from_index: 0,
@@ -684,9 +996,10 @@ async fn malformed_requests_are_refused_on_every_rpc() {
         Code::InvalidArgument,
         "32 bytes",
     );
-    check(
+    refused!(
+        fx,
         c.prove_heads(authed(
-            &a,
+            a,
             pb::ProveHeadsRequest {
                 conversation_id: id.to_vec(),
                 nonce: vec![1; 8],
@@ -701,24 +1014,21 @@ async fn malformed_requests_are_refused_on_every_rpc() {
 /// Oversized: an envelope and a key upload over the limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_requests_are_refused() {
-    let BadInput {
-        net,
-        mut c,
-        a,
-        id,
-        created,
-        ..
-    } = bad_input().await;
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, id) = (&fx.a, fx.id);
     let big = vec![0u8; 300 * 1024];
-    check(
-        c.submit(authed(&a, message(&net, &a, &created, id, 62, &big)))
+    refused!(
+        fx,
+        c.submit(authed(a, message(&fx.net, a, &fx.created, id, 62, &big)))
             .await,
         Code::InvalidArgument,
         "more than the limit",
     );
-    check(
+    refused!(
+        fx,
         c.upload_keys(authed(
-            &a,
+            a,
             pb::UploadKeysRequest {
                 order_keys: (0..1001u32)
                     .map(|i| {
@@ -739,19 +1049,13 @@ async fn oversized_requests_are_refused() {
 /// Not allowed: outsiders, a sender slot held by someone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_outside_a_conversation_or_slot_are_refused() {
-    let BadInput {
-        net,
-        mut c,
-        a,
-        b,
-        outsider,
-        id,
-        created,
-        ..
-    } = bad_input().await;
-    check(
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, b, outsider, id) = (&fx.a, &fx.b, &fx.outsider, fx.id);
+    refused!(
+        fx,
         c.fetch(authed(
-            &outsider,
+            outsider,
             pb::FetchRequest {
                 conversation_id: id.to_vec(),
                 from_index: 0,
@@ -762,9 +1066,10 @@ async fn callers_outside_a_conversation_or_slot_are_refused() {
         Code::PermissionDenied,
         "not a member",
     );
-    check(
+    refused!(
+        fx,
         c.prove_heads(authed(
-            &outsider,
+            outsider,
             pb::ProveHeadsRequest {
                 conversation_id: id.to_vec(),
                 nonce: vec![1; 32],
@@ -774,7 +1079,7 @@ async fn callers_outside_a_conversation_or_slot_are_refused() {
         Code::PermissionDenied,
         "not a member",
     );
-    let mut stolen = message(&net, &a, &created, id, 70, b"x");
+    let mut stolen = message(&fx.net, a, &fx.created, id, 70, b"x");
     stolen
         .envelope
         .as_mut()
@@ -782,17 +1087,19 @@ async fn callers_outside_a_conversation_or_slot_are_refused() {
         .header
         .as_mut()
         .unwrap()
-        .sender_slot = slot(&created.assignments, &b).0.0;
-    check(
-        c.submit(authed(&a, stolen)).await,
+        .sender_slot = slot(&fx.created.assignments, b).0.0;
+    refused!(
+        fx,
+        c.submit(authed(a, stolen)).await,
         Code::PermissionDenied,
         "does not hold",
     );
-    check(
+    refused!(
+        fx,
         c.create_conversation(authed(
-            &outsider,
+            outsider,
             pb::CreateConversationRequest {
-                conversation_id: vec![2; 32],
+                conversation_id: ABSENT_CONVERSATIONS[1].to_vec(),
                 members: vec![pb::MemberSpec {
                     account: a.account.clone(),
                     role: 1,
@@ -808,39 +1115,37 @@ async fn callers_outside_a_conversation_or_slot_are_refused() {
 /// Forged submission tags: every order server refuses, the sender is told why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_submission_tags_are_refused_by_every_order_server() {
-    let BadInput {
-        net,
-        mut c,
-        b,
-        id,
-        created,
-        ..
-    } = bad_input().await;
-    let mut forged_tag = message(&net, &b, &created, id, 80, b"forged");
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (b, id) = (&fx.b, fx.id);
+    let mut forged_tag = message(&fx.net, b, &fx.created, id, 80, b"forged");
     for t in &mut forged_tag.submission_tags {
         t[0] ^= 1;
     }
-    check(
-        c.submit(authed(&b, forged_tag)).await,
+    refused!(
+        fx,
+        c.submit(authed(b, forged_tag)).await,
         Code::FailedPrecondition,
         "BAD_SUBMISSION_TAG",
     );
+    // The index the refused envelope held was freed: the next envelope
+    // from b takes it.
+    let next = message(&fx.net, b, &fx.created, id, 81, b"after");
+    c.submit(authed(b, next)).await.unwrap();
+    let after = fx.observe().await;
+    assert_eq!(after.fetched[0].next_index, 2, "setup at 0, the next at 1");
 }
 
 /// Existing and unknown things: a reused conversation id, unknown accounts and conversations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn existing_and_unknown_things_are_named() {
-    let BadInput {
-        net: _net,
-        mut c,
-        a,
-        b,
-        id,
-        ..
-    } = bad_input().await;
-    check(
+    let fx = bad_input().await;
+    let mut c = fx.c.clone();
+    let (a, b, id) = (&fx.a, &fx.b, fx.id);
+    refused!(
+        fx,
         c.create_conversation(authed(
-            &a,
+            a,
             pb::CreateConversationRequest {
                 conversation_id: id.to_vec(),
                 members: vec![
@@ -859,9 +1164,10 @@ async fn existing_and_unknown_things_are_named() {
         Code::AlreadyExists,
         "never reused",
     );
-    check(
+    refused!(
+        fx,
         c.get_prekey_bundle(authed(
-            &a,
+            a,
             pb::GetPrekeyBundleRequest {
                 account: vec![9; 32],
             },
@@ -870,11 +1176,12 @@ async fn existing_and_unknown_things_are_named() {
         Code::NotFound,
         "account",
     );
-    check(
+    refused!(
+        fx,
         c.fetch(authed(
-            &a,
+            a,
             pb::FetchRequest {
-                conversation_id: vec![9; 32],
+                conversation_id: ABSENT_CONVERSATIONS[2].to_vec(),
                 from_index: 0,
                 limit: 1,
             },
@@ -883,27 +1190,62 @@ async fn existing_and_unknown_things_are_named() {
         Code::NotFound,
         "conversation",
     );
+    refused!(
+        fx,
+        c.prepare_update(authed(
+            a,
+            pb::PrepareUpdateRequest {
+                conversation_id: ABSENT_CONVERSATIONS[2].to_vec(),
+                members: vec![pb::MemberSpec {
+                    account: a.account.clone(),
+                    role: 2,
+                }],
+            },
+        ))
+        .await,
+        Code::NotFound,
+        "conversation",
+    );
 }
 
+/// The cap all unauthenticated calls share (requests_per_second and
+/// request_burst, in the core) holds across addresses: calls from two
+/// addresses, each within its own per-address budget, are refused
+/// together once the shared budget is spent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_rates_are_limited() {
     let net = Net::start(
         1,
         1,
-        "[limits]\nrequests_per_second = 1\nrequest_burst = 5\n",
+        "[limits]\nrequests_per_second = 1\nrequest_burst = 5\n\
+         peer_requests_per_second = 1\npeer_request_burst = 4\n",
     )
     .await;
-    let mut c = net.client().await;
+    let mut one = net
+        .try_client_from(std::net::Ipv4Addr::new(127, 0, 0, 1))
+        .await
+        .unwrap();
+    let mut two = net
+        .try_client_from(std::net::Ipv4Addr::new(127, 0, 0, 2))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        one.get_challenge(pb::GetChallengeRequest {}).await.unwrap();
+    }
     let mut last = Ok(());
     for _ in 0..10 {
-        if let Err(s) = c.get_challenge(pb::GetChallengeRequest {}).await {
+        if let Err(s) = two.get_challenge(pb::GetChallengeRequest {}).await {
             last = Err(s);
             break;
         }
     }
     let s = last.unwrap_err();
     assert_eq!(s.code(), Code::ResourceExhausted);
-    assert!(s.message().contains("slow down"), "{s:?}");
+    assert!(
+        s.message().contains("request rate above 1 per second"),
+        "{s:?}"
+    );
+    assert!(!s.message().contains("per-address"), "{s:?}");
 }
 
 /// A flood from one account exhausts that account's budget only: another
@@ -948,4 +1290,156 @@ async fn a_flood_from_one_account_does_not_stop_another() {
         "only {refused} of 400 flood calls were refused"
     );
     assert_eq!(other_ok, 10);
+}
+
+/// A flood of unauthenticated calls from one address exhausts that
+/// address's budget: its GetChallenge, Register and SignIn are refused
+/// with the per-address limit named, while another address (127.0.0.2)
+/// still gets a challenge and registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unauthenticated_calls_from_one_address_does_not_stop_another() {
+    let net = Net::start(
+        1,
+        1,
+        "[limits]\npeer_requests_per_second = 1\npeer_request_burst = 5\n",
+    )
+    .await;
+    let flooder_addr = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let mut flooder = net.try_client_from(flooder_addr).await.unwrap();
+    // The burst of five goes through, then the flood is refused.
+    for _ in 0..5 {
+        flooder
+            .get_challenge(pb::GetChallengeRequest {})
+            .await
+            .unwrap();
+    }
+    let flood = {
+        let c = flooder.clone();
+        futures::future::join_all((0..100).map(|_| {
+            let mut c = c.clone();
+            async move { c.get_challenge(pb::GetChallengeRequest {}).await }
+        }))
+        .await
+    };
+    let mut refused = 0;
+    for r in &flood {
+        if let Err(s) = r {
+            assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+            assert!(
+                s.message().contains("per-address rate limit")
+                    && s.message().contains("from 127.0.0.1"),
+                "{s:?}"
+            );
+            refused += 1;
+        }
+    }
+    // One token a second refills; the flood is far faster than that.
+    assert!(
+        refused >= 50,
+        "only {refused} of 100 flood calls were refused"
+    );
+
+    // Register and SignIn from the flooding address are refused the same
+    // way before they are parsed (a token may have refilled meanwhile, so
+    // keep calling until the refusal).
+    let mut register_refusal = None;
+    for _ in 0..20 {
+        if let Err(s) = flooder.register(pb::RegisterRequest::default()).await
+            && s.code() == Code::ResourceExhausted
+        {
+            register_refusal = Some(s);
+            break;
+        }
+    }
+    let s = register_refusal.expect("Register is limited per address");
+    assert!(s.message().contains("per-address rate limit"), "{s:?}");
+    let mut sign_in_refusal = None;
+    for _ in 0..20 {
+        if let Err(s) = flooder.sign_in(pb::SignInRequest::default()).await
+            && s.code() == Code::ResourceExhausted
+        {
+            sign_in_refusal = Some(s);
+            break;
+        }
+    }
+    let s = sign_in_refusal.expect("SignIn is limited per address");
+    assert!(s.message().contains("per-address rate limit"), "{s:?}");
+
+    // Another address is served: a challenge, a registration, a sign-in.
+    let mut other = net
+        .try_client_from(std::net::Ipv4Addr::new(127, 0, 0, 2))
+        .await
+        .unwrap();
+    let member = register(&mut other, 9).await;
+    let ch = other
+        .get_challenge(pb::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge;
+    use ed25519_dalek::Signer;
+    let cc = grompi_proto::Challenge::parse("c", &ch).unwrap();
+    other
+        .sign_in(pb::SignInRequest {
+            account: member.account.clone(),
+            challenge: ch,
+            signature: member
+                .signing
+                .sign(&cc.signing_message())
+                .to_bytes()
+                .to_vec(),
+        })
+        .await
+        .unwrap();
+    // Authenticated calls are not limited per address: the registered
+    // member's calls work from the flooding address too.
+    flooder
+        .get_key_counts(authed(&member, pb::GetKeyCountsRequest {}))
+        .await
+        .unwrap();
+}
+
+/// Connection caps: with max_connections = 3 and
+/// max_connections_per_address = 2, a third connection from 127.0.0.1 is
+/// closed at once while 127.0.0.2 still connects; a fourth from anywhere
+/// is closed; the open connections keep working; closing one lets a new
+/// one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_caps_are_closed_and_a_closed_one_frees_its_slot() {
+    let net = Net::start(
+        1,
+        1,
+        "[limits]\nmax_connections = 3\nmax_connections_per_address = 2\n",
+    )
+    .await;
+    let one = std::net::Ipv4Addr::new(127, 0, 0, 1);
+    let two = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let three = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let mut c1 = net.try_client_from(one).await.unwrap();
+    let mut c2 = net.try_client_from(one).await.unwrap();
+    assert!(
+        net.try_client_from(one).await.is_err(),
+        "a third connection from 127.0.0.1 was accepted"
+    );
+    let mut c3 = net.try_client_from(two).await.unwrap();
+    assert!(
+        net.try_client_from(three).await.is_err(),
+        "a fourth connection was accepted"
+    );
+    for c in [&mut c1, &mut c2, &mut c3] {
+        c.get_challenge(pb::GetChallengeRequest {}).await.unwrap();
+    }
+    // Closing a connection frees its slot once the router sees it closed.
+    drop(c1);
+    let mut admitted = None;
+    for _ in 0..200 {
+        if let Ok(c) = net.try_client_from(three).await {
+            admitted = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut c4 = admitted.expect("a connection was admitted after one closed");
+    c4.get_challenge(pb::GetChallengeRequest {}).await.unwrap();
+    c2.get_challenge(pb::GetChallengeRequest {}).await.unwrap();
 }

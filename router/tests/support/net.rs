@@ -238,6 +238,24 @@ impl Net {
         RouterClient::new(ch).max_decoding_message_size(64 << 20)
     }
 
+    /// A TLS client whose connection comes from the loopback address
+    /// `local` (Linux routes all of 127.0.0.0/8 to loopback, so 127.0.0.2
+    /// is a second client address); the error if it cannot connect.
+    pub async fn try_client_from(
+        &self,
+        local: std::net::Ipv4Addr,
+    ) -> Result<RouterClient<Channel>, tonic::transport::Error> {
+        let tls = grompi_ops::tls::client_config(&self.router_cert, "127.0.0.1", None);
+        let ch = Endpoint::from_shared(self.address.clone())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .local_address(Some(std::net::IpAddr::V4(local)))
+            .connect()
+            .await?;
+        Ok(RouterClient::new(ch).max_decoding_message_size(64 << 20))
+    }
+
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
     }
