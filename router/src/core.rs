@@ -335,6 +335,10 @@ pub struct RouterCore {
     conversations: HashMap<ConversationId, Conversation>,
     /// Conversations with work for some order server.
     active: BTreeSet<ConversationId>,
+    /// The conversations each account holds or held a slot in, in some
+    /// epoch installed or prepared (a superset: `ListConversations` still
+    /// checks each).
+    member_of: HashMap<AccountId, BTreeSet<ConversationId>>,
     links: Vec<ServerLink>,
     /// Jobs sent to each server and not yet answered, oldest first.
     in_flight: Vec<VecDeque<InFlight>>,
@@ -436,6 +440,7 @@ impl RouterCore {
                 config.limits.requests_per_second,
                 config.limits.request_burst,
             ),
+            member_of: member_index(conversations.values()),
             links: vec![ServerLink::default(); n],
             in_flight: vec![VecDeque::new(); n],
             sent: vec![HashMap::new(); n],
@@ -666,6 +671,9 @@ impl RouterCore {
         conv.create_tickets.push(ticket);
         out.records
             .push(Record::Conversation(Box::new(conv.record())));
+        for e in &conv.epochs {
+            index_holders(&mut self.member_of, id, e);
+        }
         self.conversations.insert(id, conv);
         self.active.insert(id);
         metrics::counter!("router_conversations_created_total").increment(1);
@@ -673,12 +681,15 @@ impl RouterCore {
     }
 
     /// Every conversation `account` holds a slot in, in id order, with the
-    /// first index it can fetch. (A scan of the conversations in memory;
-    /// an index per account is the next step when that grows large.)
+    /// first index it can fetch. Looks only at the account's own
+    /// conversations (an index kept per account), not at all of them.
     fn list(&self, account: &AccountId) -> pb::ListConversationsResponse {
         let mut conversations: Vec<pb::ListedConversation> = self
-            .conversations
-            .values()
+            .member_of
+            .get(account)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.conversations.get(id))
             .filter_map(|c| {
                 let first = c
                     .epochs
@@ -747,6 +758,7 @@ impl RouterCore {
             if conv.prepared.len() >= 8 {
                 conv.prepared.remove(0);
             }
+            index_holders(&mut self.member_of, id, &slots);
             conv.prepared.push(slots);
             out.records
                 .push(Record::Conversation(Box::new(conv.record())));
@@ -1366,6 +1378,31 @@ impl RouterCore {
         conv.pending
             .retain(|i, p| !(*i < delivered && p.attested() == n));
     }
+}
+
+/// Records `id` under every account holding a slot of `epoch`.
+fn index_holders(
+    index: &mut HashMap<AccountId, BTreeSet<ConversationId>>,
+    id: ConversationId,
+    epoch: &EpochSlots,
+) {
+    for a in epoch.holders.iter().flatten() {
+        index.entry(*a).or_default().insert(id);
+    }
+}
+
+/// The per-account index of conversations, rebuilt from their epochs
+/// (installed and prepared) after a restart.
+fn member_index<'a>(
+    conversations: impl Iterator<Item = &'a Conversation>,
+) -> HashMap<AccountId, BTreeSet<ConversationId>> {
+    let mut index = HashMap::new();
+    for c in conversations {
+        for e in c.epochs.iter().chain(c.prepared.iter()) {
+            index_holders(&mut index, c.id, e);
+        }
+    }
+    index
 }
 
 fn submitted(hash: &EnvelopeHash) -> Response {

@@ -1421,4 +1421,15 @@ fn list_conversations_names_only_the_caller_s() {
         assert_eq!(l[0].first_index, 0);
     }
     assert!(list(&mut w, &outsider).is_empty());
+    // A second conversation of one member only; the per-account index
+    // survives a restart (it is rebuilt from the stored conversations).
+    let other = ConversationId::from_bytes([7; 32]);
+    setup(&mut w, &mut members[..1], other);
+    w.crash();
+    w.settle();
+    let l = list(&mut w, &members[0]);
+    let ids: Vec<Vec<u8>> = l.iter().map(|c| c.conversation_id.clone()).collect();
+    assert_eq!(ids, vec![id.to_vec(), other.to_vec()], "in id order");
+    assert_eq!(list(&mut w, &members[1]).len(), 1);
+    assert!(list(&mut w, &outsider).is_empty());
 }
