@@ -733,6 +733,7 @@ impl Client {
     }
 
     async fn submit(&mut self, composed: &Composed) -> Result<(), ApiError> {
+        self.ensure_signed_in().await?;
         let conn = self.signed()?;
         let req = conn.authed(pb::SubmitRequest {
             envelope: Some(pb::Envelope::from(&composed.envelope)),
@@ -775,6 +776,7 @@ impl Client {
             }
         }
         let id = ConversationId::from_bytes(random32());
+        self.ensure_signed_in().await?;
         let conn = self.signed()?;
         let req = conn.authed(pb::CreateConversationRequest {
             conversation_id: id.to_vec(),
@@ -887,6 +889,7 @@ impl Client {
             .filter(|a| membership.role(a).is_none())
             .copied()
             .collect();
+        self.ensure_signed_in().await?;
         let conn = self.signed()?;
         let req = conn.authed(pb::PrepareUpdateRequest {
             conversation_id: id.to_vec(),
@@ -1033,6 +1036,7 @@ impl Client {
                 .member
                 .conversation(&id)
                 .map(Conversation::next_expected);
+            self.ensure_signed_in().await?;
             let conn = self.signed()?;
             let req = conn.authed(pb::FetchRequest {
                 conversation_id: id.to_vec(),
@@ -1122,6 +1126,7 @@ impl Client {
             return Ok((Vec::new(), progress));
         }
         let nonce: ProofNonce = conv.head_proof_nonce(&mut rand::rng());
+        self.ensure_signed_in().await?;
         let conn = self.signed()?;
         let req = conn.authed(pb::ProveHeadsRequest {
             conversation_id: id.to_vec(),

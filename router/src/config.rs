@@ -199,6 +199,11 @@ impl Config {
                 return Err(format!("{key} must be at least 1"));
             }
         }
+        if l.session_ttl_ms < MIN_SESSION_TTL_MS {
+            return Err(format!(
+                "limits.session_ttl_ms must be at least {MIN_SESSION_TTL_MS} (one day): clients refresh sessions older than six hours"
+            ));
+        }
         if l.max_connections_per_address > l.max_connections {
             return Err(format!(
                 "limits.max_connections_per_address ({}) must not exceed limits.max_connections ({})",
@@ -227,6 +232,9 @@ impl Config {
         self.data_dir.join("bound-addrs.toml")
     }
 }
+
+/// The shortest session lifetime a router may be configured with.
+const MIN_SESSION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
 #[cfg(test)]
 mod tests {
@@ -268,6 +276,12 @@ mod tests {
                 "{e}"
             );
         }
+        let e = Config::parse(
+            &format!("{base}[limits]\nsession_ttl_ms = 3600000\n"),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(e.contains("limits.session_ttl_ms must be at least"), "{e}");
         let e = Config::parse(
             &format!("{base}[limits]\nmax_connections = 8\nmax_connections_per_address = 9\n"),
             Path::new("/"),

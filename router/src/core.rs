@@ -360,7 +360,7 @@ impl RouterCore {
     /// Restores the core from a store snapshot (empty for a new router).
     pub fn restore(config: CoreConfig, snapshot: Snapshot) -> Result<Self, RouterError> {
         let n = config.servers.len();
-        let mut directory = Directory::new();
+        let mut directory = Directory::new(config.limits.session_ttl_ms);
         for a in snapshot.accounts {
             directory.restore_account(a);
         }
@@ -370,8 +370,8 @@ impl RouterCore {
         for (a, k) in snapshot.order_keys {
             directory.restore_order_key(a, k);
         }
-        for (h, a) in snapshot.sessions {
-            directory.restore_session(h, a);
+        for (h, a, expires_at) in snapshot.sessions {
+            directory.restore_session(h, a, expires_at);
         }
         let mut conversations: HashMap<ConversationId, Conversation> = snapshot
             .conversations
@@ -537,7 +537,7 @@ impl RouterCore {
             Command::Authed { token, call } => {
                 let account = match self
                     .directory
-                    .authenticate(&token)
+                    .authenticate(&token, now)
                     .and_then(|a| self.rate.check(RateKey::Account(a), now).map(|()| a))
                 {
                     Ok(a) => a,
@@ -871,6 +871,8 @@ impl RouterCore {
     pub fn poll(&mut self, now: Millis, rng: &mut impl CryptoRng, out: &mut Output) {
         if now.saturating_sub(self.last_prune) >= 60_000 {
             self.rate.prune(now);
+            self.directory.prune_sessions(now, &mut out.records);
+            metrics::gauge!("router_sessions").set(self.directory.session_count() as f64);
             self.pending_per_account.retain(|_, c| *c > 0);
             self.last_prune = now;
         }

@@ -256,20 +256,38 @@ pub struct Account {
     pub order_keys: BTreeSet<[u8; 32]>,
 }
 
+/// How long a session lasts by default: seven days.
+pub const DEFAULT_SESSION_TTL_MS: Millis = 7 * 24 * 60 * 60 * 1000;
+
 /// Accounts, sessions and outstanding challenges.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Directory {
     accounts: HashMap<AccountId, Account>,
-    sessions: HashMap<[u8; 32], AccountId>,
+    /// Token hash -> account and when the session ends.
+    sessions: HashMap<[u8; 32], (AccountId, Millis)>,
+    /// How long a new session lasts.
+    session_ttl: Millis,
     challenges: HashMap<Challenge, Millis>,
     /// Every unused order key, so no key is in two supplies.
     order_key_owner: HashMap<[u8; 32], AccountId>,
 }
 
+impl Default for Directory {
+    fn default() -> Self {
+        Self::new(DEFAULT_SESSION_TTL_MS)
+    }
+}
+
 impl Directory {
-    /// An empty directory.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty directory whose sessions last `session_ttl` milliseconds.
+    pub fn new(session_ttl: Millis) -> Self {
+        Self {
+            accounts: HashMap::new(),
+            sessions: HashMap::new(),
+            session_ttl: session_ttl.max(1),
+            challenges: HashMap::new(),
+            order_key_owner: HashMap::new(),
+        }
     }
 
     /// Restores an account from storage.
@@ -300,9 +318,34 @@ impl Directory {
         }
     }
 
-    /// Restores a session.
-    pub fn restore_session(&mut self, hash: [u8; 32], account: AccountId) {
-        self.sessions.insert(hash, account);
+    /// Restores a session ending at `expires_at`. A session stored without
+    /// an end (before sessions expired) is not restored: its client signs
+    /// in again.
+    pub fn restore_session(
+        &mut self,
+        hash: [u8; 32],
+        account: AccountId,
+        expires_at: Option<Millis>,
+    ) {
+        if let Some(at) = expires_at {
+            self.sessions.insert(hash, (account, at));
+        }
+    }
+
+    /// Forgets sessions that ended by `now`, recording their removal.
+    pub fn prune_sessions(&mut self, now: Millis, out: &mut Vec<Record>) {
+        self.sessions.retain(|hash, (_, expires_at)| {
+            let live = *expires_at > now;
+            if !live {
+                out.push(Record::SessionEnded { hash: *hash });
+            }
+            live
+        });
+    }
+
+    /// Live and not yet pruned sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// The account, if it exists.
@@ -349,6 +392,7 @@ impl Directory {
     fn new_session(
         &mut self,
         account: AccountId,
+        now: Millis,
         rng: &mut impl CryptoRng,
         out: &mut Vec<Record>,
     ) -> SessionToken {
@@ -357,8 +401,13 @@ impl Directory {
         let token = SessionToken(bytes);
         bytes.zeroize();
         let hash = token.hash();
-        self.sessions.insert(hash, account);
-        out.push(Record::Session { hash, account });
+        let expires_at = now.saturating_add(self.session_ttl);
+        self.sessions.insert(hash, (account, expires_at));
+        out.push(Record::Session {
+            hash,
+            account,
+            expires_at,
+        });
         token
     }
 
@@ -413,7 +462,7 @@ impl Directory {
                 present: true,
             });
         }
-        let token = self.new_session(id, rng, out);
+        let token = self.new_session(id, now, rng, out);
         Ok((id, token))
     }
 
@@ -437,11 +486,11 @@ impl Directory {
             &s.signature,
             "challenge",
         )?;
-        Ok(self.new_session(s.account, rng, out))
+        Ok(self.new_session(s.account, now, rng, out))
     }
 
-    /// The account a session token belongs to.
-    pub fn authenticate(&self, token: &[u8]) -> Result<AccountId, RouterError> {
+    /// The account a live session token belongs to at `now`.
+    pub fn authenticate(&self, token: &[u8], now: Millis) -> Result<AccountId, RouterError> {
         if token.len() != 32 {
             return Err(RouterError::Unauthenticated(
                 "missing or malformed session token (metadata x-grompi-session, 32 bytes hex)"
@@ -450,7 +499,15 @@ impl Directory {
         }
         let hash = token_hash(token);
         match self.sessions.get_key_value(&hash) {
-            Some((stored, account)) if bool::from(stored.ct_eq(&hash)) => Ok(*account),
+            Some((stored, (account, expires_at))) if bool::from(stored.ct_eq(&hash)) => {
+                if *expires_at <= now {
+                    Err(RouterError::Unauthenticated(
+                        "session expired; sign in again".into(),
+                    ))
+                } else {
+                    Ok(*account)
+                }
+            }
             _ => Err(RouterError::Unauthenticated(
                 "unknown session token; sign in again".into(),
             )),
@@ -634,14 +691,14 @@ mod tests {
     fn register_sign_in_and_challenges_are_single_use() {
         let mut rng = StdRng::seed_from_u64(1);
         let limits = Limits::default();
-        let mut d = Directory::new();
+        let mut d = Directory::new(1_000_000);
         let mut out = Vec::new();
         let sk = SigningKey::from_bytes(&[3; 32]);
         let c = d.issue_challenge(0, &mut rng, &limits).unwrap();
         let req = registration(&sk, c, vec![order_key(1)]);
         let new = parse_register(&req).unwrap();
         let (id, token) = d.register(new.clone(), 1, &mut rng, &mut out).unwrap();
-        assert_eq!(d.authenticate(&token.to_vec()).unwrap(), id);
+        assert_eq!(d.authenticate(&token.to_vec(), 2).unwrap(), id);
         // Replaying the same registration: the challenge is spent.
         let e = d.register(new, 2, &mut rng, &mut out).unwrap_err();
         assert!(matches!(e, RouterError::Unauthenticated(m) if m.contains("already used")));
@@ -664,7 +721,7 @@ mod tests {
             signature: sk.sign(&c3.signing_message()).to_bytes(),
         };
         let t2 = d.sign_in(&s, 5, &mut rng, &mut out).unwrap();
-        assert_eq!(d.authenticate(&t2.to_vec()).unwrap(), id);
+        assert_eq!(d.authenticate(&t2.to_vec(), 6).unwrap(), id);
         let c4 = d.issue_challenge(10, &mut rng, &limits).unwrap();
         let s = SignIn {
             account: id,
@@ -675,8 +732,31 @@ mod tests {
             .sign_in(&s, 10 + limits.challenge_ttl_ms, &mut rng, &mut out)
             .unwrap_err();
         assert!(matches!(e, RouterError::Unauthenticated(m) if m.contains("expired")));
-        assert!(d.authenticate(&[0; 32]).is_err());
-        assert!(d.authenticate(&[0; 5]).is_err());
+        assert!(d.authenticate(&[0; 32], 6).is_err());
+        assert!(d.authenticate(&[0; 5], 6).is_err());
+        // Sessions end after their lifetime; ended ones are deleted.
+        let e = d.authenticate(&t2.to_vec(), 5 + 1_000_000).unwrap_err();
+        assert!(
+            matches!(e, RouterError::Unauthenticated(m) if m == "session expired; sign in again")
+        );
+        assert_eq!(d.session_count(), 2);
+        let mut pruned = Vec::new();
+        d.prune_sessions(1 + 1_000_000, &mut pruned);
+        assert_eq!(
+            d.session_count(),
+            1,
+            "the first session ended, the second not yet"
+        );
+        assert!(
+            matches!(pruned.as_slice(), [Record::SessionEnded { hash }] if *hash == token.hash())
+        );
+        assert_eq!(d.authenticate(&t2.to_vec(), 2 + 1_000_000).unwrap(), id);
+        // Stored with their end; stored without one (older records): not restored.
+        let mut r = Directory::new(1_000_000);
+        r.restore_session(t2.hash(), id, Some(5 + 1_000_000));
+        r.restore_session(token.hash(), id, None);
+        assert_eq!(r.authenticate(&t2.to_vec(), 6).unwrap(), id);
+        assert!(r.authenticate(&token.to_vec(), 6).is_err());
     }
 
     #[test]
@@ -711,7 +791,7 @@ mod tests {
     fn one_time_prekeys_are_handed_out_once_and_order_keys_run_out() {
         let mut rng = StdRng::seed_from_u64(2);
         let limits = Limits::default();
-        let mut d = Directory::new();
+        let mut d = Directory::default();
         let mut out = Vec::new();
         let sk = SigningKey::from_bytes(&[3; 32]);
         let c = d.issue_challenge(0, &mut rng, &limits).unwrap();

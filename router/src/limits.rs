@@ -29,6 +29,11 @@ pub struct Limits {
     pub max_fetch: u32,
     /// How long a sign-in challenge stays valid, in milliseconds.
     pub challenge_ttl_ms: u64,
+    /// How long a session lasts, in milliseconds (at least a day: clients
+    /// sign in again before using a session older than six hours). Ended
+    /// sessions are refused ("session expired; sign in again") and
+    /// deleted, so the sessions kept stay bounded by recent sign-ins.
+    pub session_ttl_ms: u64,
     /// Most challenges outstanding at once.
     pub max_challenges: usize,
     /// Most deliveries queued for one live subscriber before it is
@@ -65,6 +70,7 @@ impl Default for Limits {
             request_burst: 400,
             max_fetch: 256,
             challenge_ttl_ms: 60_000,
+            session_ttl_ms: crate::directory::DEFAULT_SESSION_TTL_MS,
             max_challenges: 100_000,
             subscriber_queue: 1024,
             peer_requests_per_second: 20,

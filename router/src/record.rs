@@ -156,6 +156,13 @@ pub enum Record {
         hash: [u8; 32],
         /// Account.
         account: AccountId,
+        /// When it ends, in milliseconds since the Unix epoch.
+        expires_at: u64,
+    },
+    /// Delete an ended session.
+    SessionEnded {
+        /// BLAKE3 of the token.
+        hash: [u8; 32],
     },
     /// Put a conversation.
     Conversation(Box<ConversationRecord>),
@@ -251,9 +258,16 @@ impl Record {
                 pair_key(account.as_bytes(), key),
                 present.then(Vec::new),
             ),
-            Record::Session { hash, account } => {
-                (Table::Sessions, hash.to_vec(), Some(account.to_vec()))
+            Record::Session {
+                hash,
+                account,
+                expires_at,
+            } => {
+                let mut value = account.to_vec();
+                value.extend_from_slice(&expires_at.to_be_bytes());
+                (Table::Sessions, hash.to_vec(), Some(value))
             }
+            Record::SessionEnded { hash } => (Table::Sessions, hash.to_vec(), None),
             Record::Conversation(c) => (
                 Table::Conversations,
                 c.id.to_vec(),
@@ -340,12 +354,30 @@ pub fn decode_pair(table: &'static str, key: &[u8]) -> Result<(AccountId, [u8; 3
     ))
 }
 
-/// Decodes a session (key: token hash, value: account id).
-pub fn decode_session(key: &[u8], value: &[u8]) -> Result<([u8; 32], AccountId), RecordError> {
-    Ok((
-        id32("sessions", key, |b| b)?,
-        id32("sessions", value, AccountId::from_bytes)?,
-    ))
+/// A stored session: token hash, account, and when it ends (`None` for a
+/// session stored before sessions expired).
+pub type StoredSession = ([u8; 32], AccountId, Option<u64>);
+
+/// Decodes a session (key: token hash; value: account id, then the end
+/// time as 8 big-endian bytes, absent in records written before sessions
+/// expired).
+pub fn decode_session(key: &[u8], value: &[u8]) -> Result<StoredSession, RecordError> {
+    let hash = id32("sessions", key, |b| b)?;
+    match value.len() {
+        32 => Ok((hash, id32("sessions", value, AccountId::from_bytes)?, None)),
+        40 => {
+            let (account, end) = value.split_at(32);
+            Ok((
+                hash,
+                id32("sessions", account, AccountId::from_bytes)?,
+                Some(u64_be("sessions", end)?),
+            ))
+        }
+        n => Err(corrupt(
+            "sessions",
+            format!("value is {n} bytes; expected 32 (account) or 40 (account and end time)"),
+        )),
+    }
 }
 
 /// Decodes a tail (key: conversation id).

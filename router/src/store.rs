@@ -42,7 +42,7 @@ pub struct Snapshot {
     /// Unused order keys.
     pub order_keys: Vec<(AccountId, [u8; 32])>,
     /// Sessions by token hash.
-    pub sessions: Vec<([u8; 32], AccountId)>,
+    pub sessions: Vec<record::StoredSession>,
     /// Conversations.
     pub conversations: Vec<ConversationRecord>,
     /// Next index and head per conversation.

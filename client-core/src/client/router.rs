@@ -31,7 +31,14 @@ pub fn host_of(address: &str) -> Option<String> {
 pub struct RouterConnection {
     client: RouterClient<Channel>,
     token: Option<Zeroizing<String>>,
+    /// When the session was obtained.
+    signed_in_at: Option<std::time::Instant>,
 }
+
+/// A session older than this is replaced by signing in again before it is
+/// used. Routers keep sessions for at least a day (seven by default), so a
+/// client that signs in again after six hours never uses an ended one.
+pub const SESSION_REFRESH: std::time::Duration = std::time::Duration::from_secs(6 * 60 * 60);
 
 impl std::fmt::Debug for RouterConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -77,6 +84,7 @@ impl RouterConnection {
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(16 * 1024 * 1024),
             token: None,
+            signed_in_at: None,
         })
     }
 
@@ -148,6 +156,7 @@ impl RouterConnection {
             ));
         }
         self.token = Some(Zeroizing::new(hex::encode(&r.session_token)));
+        self.signed_in_at = Some(std::time::Instant::now());
         Ok(account)
     }
 
@@ -165,12 +174,17 @@ impl RouterConnection {
             .map_err(|s| ApiError::router("SignIn", s))?
             .into_inner();
         self.token = Some(Zeroizing::new(hex::encode(&r.session_token)));
+        self.signed_in_at = Some(std::time::Instant::now());
         Ok(())
     }
 
-    /// Whether a session token is held.
+    /// Whether a session token is held and young enough to use (see
+    /// [`SESSION_REFRESH`]).
     pub fn signed_in(&self) -> bool {
         self.token.is_some()
+            && self
+                .signed_in_at
+                .is_some_and(|at| at.elapsed() < SESSION_REFRESH)
     }
 }
 
