@@ -15,8 +15,9 @@ use std::process::ExitCode;
 /// in place of the router or any order server, and judges every run
 /// property by property (integrity, participant and content consistency,
 /// no injection, withholding detected). The same seed gives the same
-/// report, byte for byte. Live mode (`devnet`, `bench`) starts the real
-/// binaries instead, with malicious order servers on request.
+/// report, byte for byte. Live mode (`devnet`, `bench`, the demo) starts
+/// the real servers as processes instead, with a malicious router and
+/// malicious order servers on request.
 #[derive(Parser)]
 #[command(name = "grompi-sim", version, about, long_about)]
 struct Cli {
@@ -31,6 +32,10 @@ enum Command {
     /// descriptor clients load, and runs until Ctrl-C. `--malicious 1=forge-tags`
     /// starts order server 1 as a malicious variant.
     Devnet(live::cli::DevnetArgs),
+    /// Tells the malicious router of a running devnet (and, for a fork, its
+    /// equivocating order servers) what to do: fork the group, drop
+    /// indices, or replay to victims.
+    Attack(live::cli::AttackArgs),
     /// Measures end-to-end latency and throughput of the real binaries
     /// (TLS, durable storage) for N order servers and group sizes g, each
     /// against the same router as a plain relay; writes JSON, Markdown and
@@ -39,13 +44,36 @@ enum Command {
     /// Runs one malicious order server (used by `devnet --malicious`).
     #[command(hide = true)]
     EvilOrderServer(live::cli::EvilOrderArgs),
-    /// Plays the protest conversation honestly, then with a forking router
+    /// Runs a malicious router (used by `devnet --malicious-router`).
+    #[command(hide = true)]
+    EvilRouter(live::cli::EvilRouterArgs),
+    /// Runs the real router from this executable (a self-hosted devnet).
+    #[command(hide = true)]
+    ServeRouter(live::cli::ServeArgs),
+    /// Runs the real order server from this executable (a self-hosted devnet).
+    #[command(hide = true)]
+    ServeOrderServer(live::cli::ServeArgs),
+    /// Starts a local network (a router and three order servers, each its
+    /// own process over TLS on 127.0.0.1) and four clients, plays the
+    /// protest conversation honestly, then again with a forking router
     /// colluding with two of the three order servers, and prints side by
     /// side what each member saw and which alerts fired.
     Demo {
-        /// The seed.
-        #[arg(long, default_value_t = 1)]
+        /// Play it in the deterministic simulator instead (real cores, one
+        /// process, virtual time; the same seed prints the same text).
+        #[arg(long)]
+        in_process: bool,
+        /// The seed (with --in-process).
+        #[arg(long, default_value_t = 1, requires = "in_process")]
         seed: u64,
+        /// The live network's quorum t of 3: 2 (a fork can gather a
+        /// quorum) or 3 (it cannot).
+        #[arg(long, default_value_t = 2, conflicts_with = "in_process")]
+        quorum: usize,
+        /// Keep the live networks' configurations, data, logs and client
+        /// homes in this directory (default: a temporary one, removed).
+        #[arg(long, conflicts_with = "in_process")]
+        dir: Option<PathBuf>,
     },
     /// Runs one scenario file with one seed and prints its Markdown report.
     Run {
@@ -94,7 +122,27 @@ fn main() -> ExitCode {
         Command::EvilOrderServer(args) => live::cli::evil_order_server(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| e.to_string()),
-        Command::Demo { seed } => run_demo(seed),
+        Command::Attack(args) => live::cli::attack(&args)
+            .map(|()| {
+                println!("the plan is in force");
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
+        Command::EvilRouter(args) => live::cli::evil_router(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
+        Command::ServeRouter(args) => live::cli::serve_router(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
+        Command::ServeOrderServer(args) => live::cli::serve_order_server(&args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| e.to_string()),
+        Command::Demo {
+            in_process: true,
+            seed,
+            ..
+        } => run_demo(seed),
+        Command::Demo { quorum, dir, .. } => run_live_demo(quorum, dir),
         Command::Run {
             scenario,
             seed,
@@ -130,6 +178,43 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 fn run_demo(seed: u64) -> Result<ExitCode, String> {
     let (honest, forked) = demo::run_demo(seed).map_err(|e| e.to_string())?;
     print!("{}", demo::render(seed, &honest, &forked));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_live_demo(quorum: usize, dir: Option<PathBuf>) -> Result<ExitCode, String> {
+    let keep = dir.is_some();
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("grompi-demo-{}", std::process::id()))
+    });
+    if !keep && dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    let options = demo::LiveOptions {
+        dir: dir.clone(),
+        launcher: live::devnet::Launcher::this_executable().map_err(|e| e.to_string())?,
+        quorum,
+    };
+    let started = std::time::Instant::now();
+    let result = demo::run_live(&options, |step| {
+        eprintln!("[{:>5.1} s] {step}", started.elapsed().as_secs_f64());
+    });
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let (honest, forked) = result.map_err(|e| {
+        if keep {
+            format!("{e} (logs under {})", dir.display())
+        } else {
+            format!("{e} (run again with --dir DIR to keep the logs)")
+        }
+    })?;
+    print!("{}", demo::render_live(&honest, &forked));
+    if keep {
+        println!(
+            "Configurations, data, logs and client homes: {}",
+            dir.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,8 +3,9 @@
 
 use super::LiveError;
 use super::bench::{BenchOptions, BenchReport, run};
-use super::devnet::{Devnet, DevnetOptions, default_binaries};
+use super::devnet::{Devnet, DevnetOptions, Launcher, default_binaries};
 use super::evil_order::EvilStrategy;
+use super::evil_router::RouterStrategy;
 use crate::plot::{Series, line_chart};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,9 +28,19 @@ pub struct DevnetArgs {
     #[arg(long)]
     pub binaries: Option<PathBuf>,
     /// Start order server POSITION as a malicious variant, as
-    /// POSITION=STRATEGY (forge-tags, withhold-tags, lie-heads); repeatable.
+    /// POSITION=STRATEGY (forge-tags, withhold-tags, lie-heads,
+    /// equivocate); repeatable.
     #[arg(long = "malicious", value_parser = parse_malicious)]
     pub malicious: Vec<(usize, EvilStrategy)>,
+    /// Start the router as a malicious variant: fork, drop or replay. It is
+    /// honest until told what to do in `router/data/attack.toml` (see
+    /// docs/SIMULATOR.md).
+    #[arg(long)]
+    pub malicious_router: Option<RouterStrategy>,
+    /// Start every server from this executable instead of the `router` and
+    /// `order-server` binaries (nothing else needs to be built).
+    #[arg(long, conflicts_with = "binaries")]
+    pub self_hosted: bool,
 }
 
 fn parse_malicious(s: &str) -> Result<(usize, EvilStrategy), String> {
@@ -46,7 +57,7 @@ fn parse_malicious(s: &str) -> Result<(usize, EvilStrategy), String> {
 /// strategy applied to its answers (what `devnet --malicious` starts).
 #[derive(Debug, clap::Args)]
 pub struct EvilOrderArgs {
-    /// forge-tags, withhold-tags or lie-heads.
+    /// forge-tags, withhold-tags, lie-heads or equivocate.
     #[arg(long)]
     pub strategy: EvilStrategy,
     /// The order server's configuration file (as for `order-server serve`).
@@ -58,9 +69,153 @@ pub struct EvilOrderArgs {
 pub fn evil_order_server(args: &EvilOrderArgs) -> Result<(), LiveError> {
     let config = grompi_order_server::config::Config::load(&args.config)
         .map_err(|e| LiveError::Setup(format!("{}: {e}", args.config.display())))?;
-    runtime()?
+    grompi_ops::telemetry::init_tracing(&config.log);
+    let rt = runtime()?;
+    let result = rt
         .block_on(super::evil_order::serve(config, args.strategy))
-        .map_err(LiveError::Setup)
+        .map_err(LiveError::Setup);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// `grompi-sim attack`: tells the malicious servers of a running devnet
+/// what to do (writes their control files and waits for their answers).
+#[derive(Debug, clap::Args)]
+pub struct AttackArgs {
+    /// The devnet's directory.
+    #[arg(long, default_value = "devnet")]
+    pub dir: PathBuf,
+    /// fork: one group of account ids (hex, comma separated); give it once
+    /// per group. The first group keeps the router's state.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// fork: the positions of the order servers started with
+    /// `--malicious POSITION=equivocate` (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub equivocating: Vec<usize>,
+    /// drop and replay: an account id (hex) whose deliveries change;
+    /// repeatable.
+    #[arg(long = "victim")]
+    pub victims: Vec<String>,
+    /// drop: an index the victims never get; repeatable.
+    #[arg(long = "drop")]
+    pub indices: Vec<u64>,
+}
+
+/// Sends the plan of `args` to a devnet's malicious router (and, for a
+/// fork, to its equivocating order servers first).
+pub fn attack(args: &AttackArgs) -> Result<(), LiveError> {
+    use super::control::{self, AttackPlan, Done};
+    let router_data = args.dir.join("router").join("data");
+    if !router_data.is_dir() {
+        return Err(LiveError::Setup(format!(
+            "{} is not a devnet directory (no router/data)",
+            args.dir.display()
+        )));
+    }
+    let last = control::read::<Done>(&router_data, control::ATTACK_DONE)
+        .map_or(0, |d| d.id)
+        .max(control::read::<AttackPlan>(&router_data, control::ATTACK).map_or(0, |p| p.id));
+    let groups: Vec<Vec<String>> = args
+        .groups
+        .iter()
+        .map(|g| {
+            g.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    let mut plan = AttackPlan {
+        id: control::fresh_id(last),
+        groups,
+        branch_order_servers: Vec::new(),
+        victims: args.victims.clone(),
+        indices: args.indices.clone(),
+    };
+    if plan.groups.len() == 1 {
+        return Err(LiveError::Setup("a fork needs two --group or more".into()));
+    }
+    if plan.groups.len() >= 2 {
+        let dirs: Vec<(usize, PathBuf)> = args
+            .equivocating
+            .iter()
+            .map(|i| (*i, args.dir.join(format!("order-{i}")).join("data")))
+            .collect();
+        let dirs: Vec<(usize, &Path)> = dirs.iter().map(|(i, d)| (*i, d.as_path())).collect();
+        plan.branch_order_servers =
+            control::fork_order_servers(&dirs, plan.groups.len(), plan.id, |_| Ok(()))?;
+    }
+    control::attack_router(&router_data, &plan, || Ok(())).map_err(|e| match e {
+        LiveError::Timeout(what) => LiveError::Timeout(format!(
+            "{what} (is the router started with --malicious-router?)"
+        )),
+        e => e,
+    })
+}
+
+/// `grompi-sim evil-router`: a malicious router in front of real routers
+/// (what `devnet --malicious-router` starts).
+#[derive(Debug, clap::Args)]
+pub struct EvilRouterArgs {
+    /// fork, drop or replay.
+    #[arg(long)]
+    pub strategy: RouterStrategy,
+    /// The router's configuration file (as for `router serve`).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Runs a malicious router until SIGTERM or Ctrl-C.
+pub fn evil_router(args: &EvilRouterArgs) -> Result<(), LiveError> {
+    let config = grompi_router::config::Config::load(&args.config)
+        .map_err(|e| LiveError::Setup(e.to_string()))?;
+    grompi_ops::telemetry::init_tracing(&config.log);
+    let rt = runtime()?;
+    let result = rt.block_on(super::evil_router::serve(config, args.strategy));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// `grompi-sim serve-router` and `serve-order-server`: the real servers,
+/// run from this executable (what a self-hosted devnet starts).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Runs the real router (`grompi_router::server::serve`, as `router
+/// serve` does) until SIGTERM or Ctrl-C.
+pub fn serve_router(args: &ServeArgs) -> Result<(), LiveError> {
+    let config = grompi_router::config::Config::load(&args.config)
+        .map_err(|e| LiveError::Setup(e.to_string()))?;
+    grompi_ops::telemetry::init_tracing(&config.log);
+    let rt = runtime()?;
+    let result = rt
+        .block_on(grompi_router::server::serve(
+            config,
+            grompi_ops::shutdown::signal(),
+        ))
+        .map_err(|e| LiveError::Setup(format!("router: {e}")));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// Runs the real order server (`grompi_order_server::server::serve`, as
+/// `order-server serve` does) until SIGTERM or Ctrl-C.
+pub fn serve_order_server(args: &ServeArgs) -> Result<(), LiveError> {
+    let config = grompi_order_server::config::Config::load(&args.config)
+        .map_err(|e| LiveError::Setup(format!("{}: {e}", args.config.display())))?;
+    grompi_ops::telemetry::init_tracing(&config.log);
+    let rt = runtime()?;
+    let result = rt
+        .block_on(grompi_order_server::server::serve(config))
+        .map_err(|e| LiveError::Setup(format!("order server: {e}")));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// `grompi-sim bench`: end-to-end latency and throughput against a relay.
@@ -114,6 +269,11 @@ pub fn devnet(args: &DevnetArgs) -> Result<(), LiveError> {
         router_extra: String::new(),
         evil: args.malicious.iter().copied().collect(),
     };
+    let launcher = if args.self_hosted {
+        Launcher::this_executable()?
+    } else {
+        Launcher::Binaries(options.binaries.clone())
+    };
     if let Some((i, _)) = args
         .malicious
         .iter()
@@ -124,7 +284,7 @@ pub fn devnet(args: &DevnetArgs) -> Result<(), LiveError> {
             args.order_servers
         )));
     }
-    let mut net = Devnet::start(&options)?;
+    let mut net = Devnet::start_with(&options, &launcher, args.malicious_router)?;
     print!("{}", net.summary());
     println!(
         "Clients load the descriptor above. Stop with Ctrl-C; starting again with the same \

@@ -15,10 +15,25 @@
 //! Servers first listen on port 0; the ports they get are written back into
 //! their configurations and the descriptor, so a restarted server comes
 //! back at the address the descriptor names.
+//!
+//! The servers come either from the `router`, `order-server` and
+//! `grompi-sim` binaries in one directory ([`Launcher::Binaries`], what
+//! `devnet` and the end-to-end tests use) or all from one `grompi-sim`
+//! executable ([`Launcher::SelfHosted`], what the demo uses, so that
+//! `cargo run -p grompi-simulator -- demo` needs nothing else built).
+//! Either way each server is its own process running the same library code.
+//!
+//! Malicious servers are told what to do through control files
+//! ([`super::control`]): [`Devnet::attack`] for the router,
+//! [`Devnet::fork`] for a forking router and its equivocating order
+//! servers together.
 
 use super::LiveError;
+use super::control::{self, AttackPlan};
 use super::evil_order::EvilStrategy;
+use super::evil_router::RouterStrategy;
 use super::process::{BoundAddrs, ServerProcess, wait_for_bound_addrs};
+use grompi_proto::AccountId;
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
 use grompi_proto::{OrderServerKey, descriptor::min_quorum};
 use std::collections::BTreeMap;
@@ -30,6 +45,111 @@ use std::time::Duration;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server may take to stop after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Where the server processes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Launcher {
+    /// The `router`, `order-server` and `grompi-sim` binaries in this
+    /// directory (`cargo build --bins` puts them side by side).
+    Binaries(PathBuf),
+    /// Every server from this one `grompi-sim` executable: its hidden
+    /// `serve-router` and `serve-order-server` subcommands run the same
+    /// library code as `router serve` and `order-server serve`, and keys
+    /// and certificates are made in-process by the same `init` functions.
+    SelfHosted(PathBuf),
+}
+
+impl Launcher {
+    /// This executable, self-hosting every server.
+    pub fn this_executable() -> Result<Self, LiveError> {
+        std::env::current_exe()
+            .map(Self::SelfHosted)
+            .map_err(LiveError::io("locate this executable"))
+    }
+
+    fn check(&self) -> Result<(), LiveError> {
+        match self {
+            Self::Binaries(dir) => {
+                binary(dir, "router")?;
+                binary(dir, "order-server")?;
+                Ok(())
+            }
+            Self::SelfHosted(exe) if exe.is_file() => Ok(()),
+            Self::SelfHosted(exe) => Err(LiveError::Setup(format!("{} not found", exe.display()))),
+        }
+    }
+
+    fn sim(&self) -> Result<PathBuf, LiveError> {
+        match self {
+            Self::Binaries(dir) => binary(dir, "grompi-sim"),
+            Self::SelfHosted(exe) => Ok(exe.clone()),
+        }
+    }
+
+    fn router_command(
+        &self,
+        strategy: Option<RouterStrategy>,
+    ) -> Result<(PathBuf, Vec<String>), LiveError> {
+        match (self, strategy) {
+            (_, Some(s)) => Ok((
+                self.sim()?,
+                vec!["evil-router".into(), "--strategy".into(), s.name().into()],
+            )),
+            (Self::Binaries(dir), None) => Ok((binary(dir, "router")?, vec!["serve".into()])),
+            (Self::SelfHosted(exe), None) => Ok((exe.clone(), vec!["serve-router".into()])),
+        }
+    }
+
+    fn order_command(
+        &self,
+        strategy: Option<EvilStrategy>,
+    ) -> Result<(PathBuf, Vec<String>), LiveError> {
+        match (self, strategy) {
+            (_, Some(s)) => Ok((
+                self.sim()?,
+                vec![
+                    "evil-order-server".into(),
+                    "--strategy".into(),
+                    s.name().into(),
+                ],
+            )),
+            (Self::Binaries(dir), None) => Ok((binary(dir, "order-server")?, vec!["serve".into()])),
+            (Self::SelfHosted(exe), None) => Ok((exe.clone(), vec!["serve-order-server".into()])),
+        }
+    }
+
+    fn init_router(&self, data: &Path) -> Result<(), LiveError> {
+        match self {
+            Self::Binaries(dir) => run_init(&binary(dir, "router")?, data).map(|_| ()),
+            Self::SelfHosted(_) => grompi_router::server::init(data, &[])
+                .map(|_| ())
+                .map_err(|e| LiveError::Setup(format!("router init: {e}"))),
+        }
+    }
+
+    /// Initialises an order server's data directory; returns its public
+    /// key (hex).
+    fn init_order(&self, data: &Path) -> Result<String, LiveError> {
+        match self {
+            Self::Binaries(dir) => {
+                let stdout = run_init(&binary(dir, "order-server")?, data)?;
+                stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("public_key = \""))
+                    .and_then(|l| l.strip_suffix('"'))
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        LiveError::Setup(format!(
+                            "order-server init printed no public_key: {stdout}"
+                        ))
+                    })
+            }
+            Self::SelfHosted(_) => grompi_order_server::init::init(data, &[])
+                .map(|i| i.public_key.to_hex())
+                .map_err(|e| LiveError::Setup(format!("order-server init: {e}"))),
+        }
+    }
+}
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -74,6 +194,12 @@ pub struct Devnet {
     pub router: Node,
     /// The order servers, in descriptor order.
     pub order_servers: Vec<Node>,
+    /// The router's strategy, when it is malicious.
+    router_strategy: Option<RouterStrategy>,
+    /// The order servers started as malicious variants.
+    evil: BTreeMap<usize, EvilStrategy>,
+    /// The id of the last control request sent.
+    last_request: u64,
 }
 
 /// The directory of the running executable, where `cargo build --bins`
@@ -113,6 +239,23 @@ fn run_init(bin: &Path, data_dir: &Path) -> Result<String, LiveError> {
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// How many refused equivocation attempts the order server over
+/// `data_dir` kept as evidence. The server must be stopped (its store is
+/// opened here).
+pub fn refused_equivocations(data_dir: &Path) -> Result<u64, LiveError> {
+    use grompi_order_server::redb_store::{RedbRead, RedbStore};
+    let path = data_dir.join(grompi_order_server::init::DB_FILE);
+    let fail = |e: grompi_order_server::store::StoreError| {
+        LiveError::Setup(format!("{}: {e}", path.display()))
+    };
+    let store = RedbStore::open(&path).map_err(fail)?;
+    let txn = store.begin_read().map_err(fail)?;
+    let read = RedbRead::open(&txn).map_err(fail)?;
+    grompi_order_server::evidence::list(&read, 0)
+        .map(|(total, _)| total)
+        .map_err(fail)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), LiveError> {
@@ -162,29 +305,21 @@ fn start_node(
     })
 }
 
-/// How order server `i` is started: the real binary, or this simulator's
-/// malicious variant.
-fn order_command(options: &DevnetOptions, i: usize) -> Result<(PathBuf, Vec<String>), LiveError> {
-    match options.evil.get(&i) {
-        None => Ok((
-            binary(&options.binaries, "order-server")?,
-            vec!["serve".into()],
-        )),
-        Some(strategy) => Ok((
-            binary(&options.binaries, "grompi-sim")?,
-            vec![
-                "evil-order-server".into(),
-                "--strategy".into(),
-                strategy.name().into(),
-            ],
-        )),
-    }
-}
-
 impl Devnet {
     /// Initialises what is missing under `options.dir`, starts the order
-    /// servers, then the router, and writes the descriptor.
+    /// servers, then the router, and writes the descriptor. The servers are
+    /// the binaries in `options.binaries`.
     pub fn start(options: &DevnetOptions) -> Result<Self, LiveError> {
+        Self::start_with(options, &Launcher::Binaries(options.binaries.clone()), None)
+    }
+
+    /// [`Devnet::start`] with the servers from `launcher` (which takes the
+    /// place of `options.binaries`) and, with `router`, a malicious router.
+    pub fn start_with(
+        options: &DevnetOptions,
+        launcher: &Launcher,
+        router: Option<RouterStrategy>,
+    ) -> Result<Self, LiveError> {
         let n = options.order_servers;
         if n == 0 || n > grompi_proto::limits::MAX_ORDER_SERVERS {
             return Err(LiveError::Setup(format!(
@@ -198,8 +333,7 @@ impl Devnet {
                 "quorum {quorum} of {n}: it must be more than half of the order servers and at most all of them"
             )));
         }
-        let router_bin = binary(&options.binaries, "router")?;
-        let order_bin = binary(&options.binaries, "order-server")?;
+        launcher.check()?;
         let dir = &options.dir;
         std::fs::create_dir_all(dir).map_err(LiveError::io(format!("create {}", dir.display())))?;
 
@@ -210,7 +344,7 @@ impl Devnet {
         if !router_config.exists() {
             std::fs::create_dir_all(&router_dir)
                 .map_err(LiveError::io(format!("create {}", router_dir.display())))?;
-            run_init(&router_bin, &router_data)?;
+            launcher.init_router(&router_data)?;
             write(
                 &router_config,
                 &format!(
@@ -234,17 +368,8 @@ impl Devnet {
             if !config.exists() {
                 std::fs::create_dir_all(&node_dir)
                     .map_err(LiveError::io(format!("create {}", node_dir.display())))?;
-                let stdout = run_init(&order_bin, &data)?;
-                let key = stdout
-                    .lines()
-                    .find_map(|l| l.strip_prefix("public_key = \""))
-                    .and_then(|l| l.strip_suffix('"'))
-                    .ok_or_else(|| {
-                        LiveError::Setup(format!(
-                            "order-server init printed no public_key: {stdout}"
-                        ))
-                    })?;
-                write(&key_line, key)?;
+                let key = launcher.init_order(&data)?;
+                write(&key_line, &key)?;
                 write(&node_dir.join("router.crt"), &router_cert)?;
                 write(
                     &config,
@@ -263,7 +388,8 @@ impl Devnet {
                 Some(s) => format!("order-server {i} (malicious: {})", s.name()),
                 None => format!("order-server {i}"),
             };
-            let node = start_node(&name, order_command(options, i)?, &config, &data)?;
+            let command = launcher.order_command(options.evil.get(&i).copied())?;
+            let node = start_node(&name, command, &config, &data)?;
             pin_listen(&config, &node.addrs)?;
             entries.push(OrderServerEntry {
                 name: format!("order-{i}"),
@@ -292,8 +418,13 @@ impl Devnet {
             descriptor.router.address = old.router.address;
         }
         write(&descriptor_path, &descriptor.to_toml())?;
-        let router_command = (router_bin, vec!["serve".to_owned()]);
-        let router = start_node("router", router_command, &router_config, &router_data)?;
+        let router_name = match router {
+            Some(s) => format!("router (malicious: {})", s.name()),
+            None => "router".to_owned(),
+        };
+        let router_command = launcher.router_command(router)?;
+        let strategy = router;
+        let router = start_node(&router_name, router_command, &router_config, &router_data)?;
         pin_listen(&router_config, &router.addrs)?;
         descriptor.router.address = format!("https://localhost:{}", router.addrs.grpc.port());
         write(&descriptor_path, &descriptor.to_toml())?;
@@ -302,6 +433,79 @@ impl Devnet {
             descriptor,
             router,
             order_servers,
+            router_strategy: strategy,
+            evil: options.evil.clone(),
+            last_request: 0,
+        })
+    }
+
+    /// The router's strategy, when it is malicious.
+    pub fn router_strategy(&self) -> Option<RouterStrategy> {
+        self.router_strategy
+    }
+
+    /// Puts `plan` in force at the malicious router (its `id` is replaced)
+    /// and waits until the router says it is.
+    pub fn attack(&mut self, mut plan: AttackPlan) -> Result<(), LiveError> {
+        let Some(strategy) = self.router_strategy else {
+            return Err(LiveError::Setup(
+                "the router is honest: start the devnet with a malicious router".into(),
+            ));
+        };
+        if strategy != RouterStrategy::Fork && !plan.groups.is_empty() {
+            return Err(LiveError::Setup(format!(
+                "a {} router does not fork",
+                strategy.name()
+            )));
+        }
+        self.last_request = control::fresh_id(self.last_request);
+        plan.id = self.last_request;
+        let data = self.router.data_dir.clone();
+        let router = &mut self.router.process;
+        control::attack_router(&data, &plan, || router.check_running())
+    }
+
+    /// Forks the network: every equivocating order server starts serving
+    /// one branch per group, then the forking router gives each group its
+    /// own router core and store, fanning out to the equivocating servers'
+    /// branch listeners and to every honest server. Group 0 keeps the
+    /// state as it was. Returns once every server says the fork is in place.
+    pub fn fork(&mut self, groups: &[Vec<AccountId>]) -> Result<(), LiveError> {
+        if self.router_strategy != Some(RouterStrategy::Fork) {
+            return Err(LiveError::Setup(
+                "forking needs a devnet started with a forking router".into(),
+            ));
+        }
+        if groups.len() < 2 {
+            return Err(LiveError::Setup("a fork needs two groups or more".into()));
+        }
+        let equivocating: Vec<(usize, PathBuf)> = self
+            .evil
+            .iter()
+            .filter(|(_, s)| **s == EvilStrategy::Equivocate)
+            .filter_map(|(i, _)| Some((*i, self.order_servers.get(*i)?.data_dir.clone())))
+            .collect();
+        let dirs: Vec<(usize, &Path)> = equivocating
+            .iter()
+            .map(|(i, d)| (*i, d.as_path()))
+            .collect();
+        self.last_request = control::fresh_id(self.last_request);
+        let nodes = &mut self.order_servers;
+        let branch_order_servers =
+            control::fork_order_servers(&dirs, groups.len(), self.last_request, |i| {
+                nodes
+                    .get_mut(i)
+                    .map_or(Ok(()), |n| n.process.check_running())
+            })?;
+        self.attack(AttackPlan {
+            id: 0,
+            groups: groups
+                .iter()
+                .map(|g| g.iter().map(AccountId::to_hex).collect())
+                .collect(),
+            branch_order_servers,
+            victims: Vec::new(),
+            indices: Vec::new(),
         })
     }
 
@@ -381,13 +585,20 @@ impl Devnet {
             self.descriptor_path.display()
         ));
         s.push_str(&format!(
-            "  router       {}  (metrics {})  log {}\n",
+            "  router       {}  (metrics {})  log {}{}\n",
             self.router.addrs.grpc,
             self.router
                 .addrs
                 .metrics
                 .map_or_else(|| "off".to_owned(), |m| m.to_string()),
-            self.router.process.log().display()
+            self.router.process.log().display(),
+            self.router_strategy
+                .map(|r| format!(
+                    "  MALICIOUS {} (plan: {})",
+                    r.name(),
+                    self.router.data_dir.join(control::ATTACK).display()
+                ))
+                .unwrap_or_default()
         ));
         for (i, node) in self.order_servers.iter().enumerate() {
             s.push_str(&format!(

@@ -1,20 +1,26 @@
-//! Live mode: the real binaries as processes on 127.0.0.1.
+//! Live mode: the real servers as processes on 127.0.0.1, honest or malicious.
 //!
 //! | module | concept |
 //! |---|---|
 //! | [`process`] | a server process: spawn, log file, bound addresses, stop |
 //! | [`devnet`] | a router and N order servers with generated keys and the descriptor |
-//! | [`evil_order`] | malicious order servers: the real one with its answers changed |
+//! | [`evil_order`] | malicious order servers: the real one with its answers changed, or one real one per branch |
+//! | [`evil_router`] | malicious routers: a front over one real router per group (fork), or changing deliveries |
+//! | [`control`] | the files that tell malicious servers what to do, and their answers |
+//! | [`protest`] | the demo's protest conversation played by four real clients |
 //! | [`bench_client`] | the benchmark's protocol client: submit, check, accept |
-//! | [`bench`] | end-to-end latency and throughput against the relay baseline |
-//! | [`cli`] | the `devnet` and `bench` subcommands |
+//! | [`bench`](mod@bench) | end-to-end latency and throughput against the relay baseline |
+//! | [`cli`] | the `devnet`, `attack`, `bench` and hidden server subcommands |
 
 pub mod bench;
 pub mod bench_client;
 pub mod cli;
+pub mod control;
 pub mod devnet;
 pub mod evil_order;
+pub mod evil_router;
 pub mod process;
+pub mod protest;
 
 /// Why a live network could not be started or run.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,14 @@ pub enum LiveError {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    /// A client operation failed (not an alert: alerts are never errors).
+    #[error("{who}: {source}")]
+    Client {
+        /// Whose client.
+        who: String,
+        /// The client's error.
+        source: Box<grompi_client::client::ApiError>,
+    },
     /// A server exited.
     #[error("{name} exited ({status}); the end of its log:\n{log_tail}")]
     Exited {

@@ -9,7 +9,7 @@
 //! | [`cli`] | four people using the `grompi` CLI; members added, removed, leaving |
 //! | [`devnet`] | `devnet` and the benchmark on a tiny grid |
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
-//! | [`malicious`] | malicious order servers over real gRPC against the real client |
+//! | [`malicious`] | malicious order servers and routers over real gRPC against the real client; the live demo |
 
 mod cli;
 mod client_api;

@@ -1,15 +1,22 @@
-//! Live attacks against the real client: a devnet whose order server is a
-//! malicious variant over real gRPC (the real server with its answers
-//! changed), the real router, and two members using the client library.
-//! Every attack is caught by the members, never by trusting a server.
+//! Live attacks against the real client: a devnet whose order servers or
+//! router are malicious variants over real gRPC (the real servers with
+//! their answers changed, a forking router in front of one real router per
+//! group, order servers that equivocate with one real server per branch),
+//! and members using the client library. Every attack is caught by the
+//! members, never by trusting a server; where the quorum bound allows a
+//! fork, the tests say which members can prove it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use grompi_client::client::Client;
 use grompi_client::head_proof::HeadProofOutcome;
 use grompi_client::local_store::{KdfParams, StoreSecret};
-use grompi_proto::{ConversationId, Misbehaviour};
-use grompi_simulator::live::devnet::{Devnet, DevnetOptions};
+use grompi_proto::{ConversationId, Head, Index, Misbehaviour};
+use grompi_simulator::live::control::AttackPlan;
+use grompi_simulator::live::devnet::{Devnet, DevnetOptions, Launcher, refused_equivocations};
 use grompi_simulator::live::evil_order::EvilStrategy;
+use grompi_simulator::live::evil_router::RouterStrategy;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// A devnet of three order servers at quorum `quorum`, order server
@@ -142,4 +149,370 @@ async fn lying_head_proofs_contradict_the_transcript() {
         "{outcomes:?}"
     );
     assert!(!progress.alerts.is_empty(), "no alert for the lie");
+}
+
+// ---- Malicious routers ------------------------------------------------
+
+const SQUARE: &str = "Meet at the square at noon.";
+const STATION: &str = "We meet at the station instead.";
+const WATER: &str = "Square, noon. Bring water.";
+
+fn bins() -> PathBuf {
+    grompi_tests::binary("grompi-sim")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A devnet of three order servers at `quorum`, the router running
+/// `router`, order servers in `evil` malicious.
+fn evil_network(
+    dir: &Path,
+    quorum: usize,
+    router: RouterStrategy,
+    evil: &[(usize, EvilStrategy)],
+) -> Devnet {
+    let bins = bins();
+    let net = Devnet::start_with(
+        &DevnetOptions {
+            dir: dir.join("net"),
+            order_servers: 3,
+            quorum: Some(quorum),
+            binaries: bins.clone(),
+            router_extra: "submit_timeout_ms = 3000\n".into(),
+            evil: evil.iter().copied().collect(),
+        },
+        &Launcher::Binaries(bins),
+        Some(router),
+    )
+    .unwrap();
+    assert!(
+        net.summary()
+            .contains(&format!("MALICIOUS {}", router.name())),
+        "{}",
+        net.summary()
+    );
+    net
+}
+
+/// Registered members, one home each under `dir`.
+async fn members<const N: usize>(net: &Devnet, dir: &Path, names: [&str; N]) -> [Client; N] {
+    let text = std::fs::read_to_string(&net.descriptor_path).unwrap();
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let secret = StoreSecret::KeyFile(Zeroizing::new([i as u8 + 40; 32]));
+        let mut c = Client::init(&dir.join(name), &text, &secret, KdfParams::default()).unwrap();
+        c.register().await.unwrap();
+        out.push(c);
+    }
+    out.try_into().unwrap()
+}
+
+/// Fetches until the member accepted `index` (fails after a generous
+/// deadline; nothing here measures time).
+async fn accept(c: &mut Client, id: ConversationId, index: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.sync(id).await.unwrap();
+        if c.summary(&id).map_or(0, |s| s.next_index) > index {
+            return;
+        }
+        assert!(Instant::now() < deadline, "index {index} never accepted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which order servers' tags the member verified for `index` (bit s for
+/// server s).
+fn attested_by(c: &Client, id: ConversationId, index: u64) -> u32 {
+    c.conversation(&id)
+        .and_then(|conv| conv.transcript().get(Index(index)).map(|e| e.attested_by))
+        .unwrap_or(0)
+}
+
+/// Fetches until every one of `n` order servers' tags for `index` arrived.
+async fn fully_attested(c: &mut Client, id: ConversationId, index: u64, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        c.sync(id).await.unwrap();
+        if attested_by(c, id, index).count_ones() == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "index {index} never fully attested"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn texts(c: &Client, id: ConversationId) -> Vec<String> {
+    c.history(&id)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.text)
+        .collect()
+}
+
+fn head(c: &Client, id: ConversationId, index: u64) -> Option<Head> {
+    c.conversation(&id)
+        .and_then(|conv| conv.transcript().get(Index(index)).map(|e| e.head))
+}
+
+/// The protest example over real gRPC: the router forks the group into
+/// Alice and Bob / Charlie and Dave, order servers 0 and 1 equivocate (one
+/// real server per branch), order server 2 is honest. At quorum 2 of 3 two
+/// equivocating servers are more than the bound (2t - N = 1), so each
+/// group accepts its own history; the honest server attests Alice and
+/// Bob's, so Charlie and Dave lack its tag, and its head proof shows them
+/// what they were not given. Alice and Bob, whose history every server
+/// attested, hold nothing that shows the fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forking_router_with_two_colluding_order_servers_is_detected_by_the_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = evil_network(
+        dir.path(),
+        2,
+        RouterStrategy::Fork,
+        &[(0, EvilStrategy::Equivocate), (1, EvilStrategy::Equivocate)],
+    );
+    let [mut alice, mut bob, mut charlie, mut dave] =
+        members(&net, dir.path(), ["alice", "bob", "charlie", "dave"]).await;
+    let id = alice
+        .create_conversation(
+            Some("protest"),
+            &[bob.account(), charlie.account(), dave.account()],
+        )
+        .await
+        .unwrap();
+    for c in [&mut bob, &mut charlie, &mut dave] {
+        accept(c, id, 0).await;
+    }
+    fully_attested(&mut alice, id, 0, 3).await;
+    let groups = vec![
+        vec![alice.account(), bob.account()],
+        vec![charlie.account(), dave.account()],
+    ];
+    tokio::task::block_in_place(|| net.fork(&groups)).unwrap();
+
+    alice.send(id, SQUARE).await.unwrap();
+    // The honest server attests Alice and Bob's index 1 first.
+    fully_attested(&mut alice, id, 1, 3).await;
+    charlie.send(id, STATION).await.unwrap();
+    bob.send(id, WATER).await.unwrap();
+    accept(&mut alice, id, 2).await;
+    accept(&mut dave, id, 1).await;
+
+    // Each group accepted its own history: a fork.
+    for c in [&alice, &bob] {
+        assert_eq!(texts(c, id), [SQUARE, WATER]);
+    }
+    for c in [&charlie, &dave] {
+        assert_eq!(texts(c, id), [STATION]);
+    }
+    assert_eq!(head(&alice, id, 0), head(&charlie, id, 0));
+    assert_ne!(head(&alice, id, 1), head(&charlie, id, 1));
+    assert_eq!(head(&charlie, id, 1), head(&dave, id, 1));
+    // Charlie's index carries the two equivocating servers' tags, never the
+    // honest server's; Alice's carries all three.
+    assert_eq!(attested_by(&charlie, id, 1), 0b011);
+    assert_eq!(attested_by(&alice, id, 1), 0b111);
+
+    // The honest server's head proof contradicts Charlie's and Dave's
+    // transcripts; the equivocating servers' proofs (their branch) agree.
+    for c in [&mut charlie, &mut dave] {
+        let (outcomes, progress) = c.prove_heads(id).await.unwrap();
+        assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+        for o in &outcomes {
+            match o {
+                HeadProofOutcome::Consistent { server, .. } => {
+                    assert_ne!(*server, 2, "{outcomes:?}")
+                }
+                HeadProofOutcome::Misbehaviour(
+                    Misbehaviour::Withheld { server: 2, .. }
+                    | Misbehaviour::HeadProofFork { server: 2, .. },
+                ) => {}
+                other => panic!("unexpected outcome {other:?} in {outcomes:?}"),
+            }
+        }
+        assert!(
+            progress.alerts.iter().any(|a| a.server == Some(2)),
+            "{:?}",
+            progress.alerts
+        );
+    }
+    // Alice and Bob: every server proves their history. At this quorum the
+    // fork is beyond what they can see (the quorum bound).
+    for c in [&mut alice, &mut bob] {
+        let (outcomes, progress) = c.prove_heads(id).await.unwrap();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, HeadProofOutcome::Consistent { count: 3, .. })),
+            "{outcomes:?}"
+        );
+        assert!(progress.alerts.is_empty(), "{:?}", progress.alerts);
+    }
+
+    // The honest server refused Charlie's history and kept the evidence.
+    drop((alice, bob, charlie, dave));
+    net.stop();
+    assert!(refused_equivocations(&net.order_servers[2].data_dir).unwrap() > 0);
+    for i in [0, 1] {
+        assert_eq!(
+            refused_equivocations(&net.order_servers[i].data_dir).unwrap(),
+            0
+        );
+    }
+}
+
+/// A router that never delivers index 2 to Bob: Bob accepts index 1 and
+/// nothing after, and every order server's head proof shows him an index
+/// attested but not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_drops_an_index_is_caught_by_the_head_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = evil_network(dir.path(), 3, RouterStrategy::Drop, &[]);
+    let [mut alice, mut bob] = members(&net, dir.path(), ["alice", "bob"]).await;
+    let id = alice
+        .create_conversation(Some("t"), &[bob.account()])
+        .await
+        .unwrap();
+    accept(&mut bob, id, 0).await;
+    let plan = AttackPlan {
+        victims: vec![bob.account().to_hex()],
+        indices: vec![2],
+        ..AttackPlan::default()
+    };
+    tokio::task::block_in_place(|| net.attack(plan)).unwrap();
+    alice.send(id, "one").await.unwrap();
+    alice.send(id, "two").await.unwrap();
+    accept(&mut bob, id, 1).await;
+    bob.sync(id).await.unwrap();
+    assert_eq!(texts(&bob, id), ["one"]);
+    assert_eq!(texts(&alice, id), ["one", "two"]);
+    let (outcomes, progress) = bob.prove_heads(id).await.unwrap();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    for o in &outcomes {
+        assert!(
+            matches!(
+                o,
+                HeadProofOutcome::Misbehaviour(Misbehaviour::Withheld {
+                    attested: 3,
+                    delivered: 2,
+                    ..
+                })
+            ),
+            "{outcomes:?}"
+        );
+    }
+    assert_eq!(progress.alerts.len(), 3, "{:?}", progress.alerts);
+    assert_eq!(bob.summary(&id).unwrap().next_index, 2);
+}
+
+/// A router that replays to Bob every earlier envelope with each later one,
+/// verbatim and relabelled to the later index: Bob accepts exactly what
+/// Alice sent, once each, in Alice's order, and names the relabelled copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_relabelled_deliveries_are_refused_by_the_real_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = evil_network(dir.path(), 3, RouterStrategy::Replay, &[]);
+    let [mut alice, mut bob] = members(&net, dir.path(), ["alice", "bob"]).await;
+    let id = alice
+        .create_conversation(Some("t"), &[bob.account()])
+        .await
+        .unwrap();
+    accept(&mut bob, id, 0).await;
+    let plan = AttackPlan {
+        victims: vec![bob.account().to_hex()],
+        ..AttackPlan::default()
+    };
+    tokio::task::block_in_place(|| net.attack(plan)).unwrap();
+    let mut alerts = Vec::new();
+    for (i, text) in ["one", "two", "three"].into_iter().enumerate() {
+        alice.send(id, text).await.unwrap();
+        // One index at a time, so each page replays the one before.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while bob.summary(&id).unwrap().next_index <= i as u64 + 1 {
+            alerts.extend(bob.sync(id).await.unwrap().alerts);
+            assert!(Instant::now() < deadline, "index {} never accepted", i + 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(texts(&bob, id), ["one", "two", "three"]);
+    for i in 0..4 {
+        assert_eq!(head(&bob, id, i), head(&alice, id, i), "index {i}");
+    }
+    assert_eq!(bob.summary(&id).unwrap().next_index, 4);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| matches!(a.kind, Misbehaviour::RewrittenIndex { .. })),
+        "{alerts:?}"
+    );
+    drop(net);
+}
+
+/// The README's demo, live and self-hosted (every server from the
+/// `grompi-sim` executable): honestly, one history everywhere and no
+/// alert; forked, Alice and Bob on one history, Charlie and Dave on
+/// another, and Charlie and Dave holding the honest server's proof of it.
+#[test]
+fn the_live_demo_shows_each_group_its_history_and_who_detected_the_fork() {
+    use grompi_simulator::demo::{LiveOptions, render_live, run_live};
+    let dir = tempfile::tempdir().unwrap();
+    let options = LiveOptions {
+        dir: dir.path().to_path_buf(),
+        launcher: Launcher::SelfHosted(bins().join("grompi-sim")),
+        quorum: 2,
+    };
+    let mut steps = Vec::new();
+    let (honest, forked) = run_live(&options, |s| steps.push(s.to_owned())).unwrap();
+    assert!(steps.iter().any(|s| s.contains("fork")), "{steps:?}");
+
+    assert_eq!(honest.views.len(), 4);
+    for v in &honest.views {
+        assert_eq!(v.accepted.len(), 4, "{v:?}");
+        assert!(
+            v.accepted.iter().all(|e| e.history == 'A' && e.tags == 3),
+            "{v:?}"
+        );
+        assert!(v.alerts.is_empty(), "{v:?}");
+    }
+    assert_eq!(forked.members_on('A'), ["alice", "bob"]);
+    assert_eq!(forked.members_on('B'), ["charlie", "dave"]);
+    for v in &forked.views {
+        let fork_alert = v.raised("withheld", Some(2)) || v.raised("head_proof_fork", Some(2));
+        match v.name.as_str() {
+            "alice" | "bob" => {
+                assert!(v.accepted_text(SQUARE) && v.accepted_text(WATER), "{v:?}");
+                assert!(!v.accepted_text(STATION), "{v:?}");
+                assert!(v.alerts.is_empty(), "{v:?}");
+            }
+            _ => {
+                assert!(
+                    v.accepted_text(STATION) && !v.accepted_text(SQUARE),
+                    "{v:?}"
+                );
+                assert!(fork_alert, "{v:?}");
+            }
+        }
+    }
+    assert!(
+        forked.evidence.iter().any(|(i, n)| *i == 2 && *n > 0),
+        "{:?}",
+        forked.evidence
+    );
+    let text = render_live(&honest, &forked);
+    assert!(
+        text.contains(
+            "outcome: FORK: alice and bob accepted history A; charlie and dave accepted history B."
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("detected by: charlie, dave; not detected by: alice, bob."),
+        "{text}"
+    );
 }
