@@ -26,7 +26,7 @@ use grompi_proto::{
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Label at the start of the body's associated data (versioned).
-pub const BODY_AAD_LABEL: &[u8] = b"grompi v1 body aad";
+pub const BODY_AAD_LABEL: &[u8] = grompi_proto::context::BODY_AAD.as_bytes();
 /// Version byte of the block plaintext format.
 pub const BLOCK_PLAINTEXT_VERSION: u8 = 1;
 /// Length of an encoded block plaintext.
@@ -236,6 +236,40 @@ mod tests {
         let mut bad = ct.clone();
         bad[0] ^= 1;
         assert_eq!(open(&key, &c, &ctx(), &bad), Err(BodyError::Undecryptable));
+    }
+
+    #[test]
+    fn body_aad_matches_the_published_vector() {
+        let v = grompi_proto::vectors::find("body_aad").unwrap();
+        assert_eq!(v.context.as_deref(), Some(grompi_proto::context::BODY_AAD));
+        let int = |k: &str| v.fields[k].as_u64().unwrap();
+        let context = BodyContext {
+            conversation: ConversationId::from_bytes(
+                v.field_bytes("conversation_id")
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+            ),
+            epoch: Epoch(int("epoch")),
+            kind: EnvelopeKind::from_code(int("kind").try_into().unwrap()).unwrap(),
+            sender: SlotIndex(int("sender_slot").try_into().unwrap()),
+            sequence: Sequence(int("sequence")),
+        };
+        let published = v.input_bytes().unwrap();
+        assert_eq!(context.aad().as_bytes(), &published[..]);
+        // seal() authenticates exactly the published bytes (all-zero nonce).
+        let key = BodyKey::from_bytes([3; 32]);
+        let sealed = seal(&key, &context, b"body");
+        let opened = ChaCha20Poly1305::new(&Key::from([3; 32]))
+            .decrypt(
+                &Nonce::default(),
+                Payload {
+                    msg: &sealed,
+                    aad: &published,
+                },
+            )
+            .unwrap();
+        assert_eq!(opened, b"body");
     }
 
     #[test]

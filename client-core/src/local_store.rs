@@ -12,15 +12,23 @@
 //! master = Argon2id(passphrase, salt, params)      or the key file's 32 bytes
 //! cipher = derive_key("grompi v1 local store cipher", master)
 //! index  = derive_key("grompi v1 local store index", master)
-//! slot   = keyed(index, ns)[..16] || keyed(index, ns || key)[..16]
+//! slot   = keyed(index, ns)[..16] || keyed(index, bytes(ns) || key)[..16]
 //! record = nonce(24) || XChaCha20-Poly1305(cipher, nonce, bytes(key) || value,
 //!                                          aad = "grompi v1 local store record" || slot)
+//! check  = the record sealed in the header under slot "check", plaintext
+//!          "grompi v1 local store check"
 //! ```
+//!
+//! `bytes(x)` is `u64_be(len(x)) || x`; the other concatenations are raw.
+//! The context strings are [`grompi_proto::context`] constants, and the
+//! derivations are pinned by the `local_store_*` vectors in
+//! `proto/vectors/v1.json`.
 //!
 //! Every write commits durably (fsync) before it returns.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use grompi_proto::context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -31,10 +39,10 @@ use zeroize::Zeroizing;
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
-const CIPHER_CONTEXT: &str = "grompi v1 local store cipher";
-const INDEX_CONTEXT: &str = "grompi v1 local store index";
-const RECORD_AAD: &[u8] = b"grompi v1 local store record";
-const CHECK_PLAINTEXT: &[u8] = b"grompi v1 local store check";
+const CIPHER_CONTEXT: &str = context::LOCAL_STORE_CIPHER;
+const INDEX_CONTEXT: &str = context::LOCAL_STORE_INDEX;
+const RECORD_AAD: &[u8] = context::LOCAL_STORE_RECORD.as_bytes();
+const CHECK_PLAINTEXT: &[u8] = context::LOCAL_STORE_CHECK.as_bytes();
 const NONCE_BYTES: usize = 24;
 
 /// Why the local store could not be used.
@@ -533,6 +541,93 @@ mod tests {
             store.get("n", b"a"),
             Err(LocalStoreError::Tampered)
         ));
+    }
+
+    fn vector(name: &str) -> grompi_proto::vectors::Vector {
+        grompi_proto::vectors::find(name).unwrap()
+    }
+
+    fn key32(bytes: Vec<u8>) -> [u8; 32] {
+        bytes.try_into().unwrap()
+    }
+
+    #[test]
+    fn derivations_match_the_published_vectors() {
+        let cipher_v = vector("local_store_cipher_key");
+        let index_v = vector("local_store_index_key");
+        assert_eq!(cipher_v.context.as_deref(), Some(CIPHER_CONTEXT));
+        assert_eq!(index_v.context.as_deref(), Some(INDEX_CONTEXT));
+        // A key file's bytes are the master key; the salt is not used.
+        let master = key32(cipher_v.field_bytes("master").unwrap());
+        assert_eq!(index_v.field_bytes("master").unwrap(), master);
+        let keys = StoreKeys::derive(
+            &StoreSecret::KeyFile(Zeroizing::new(master)),
+            b"salt unused here",
+            KdfParams::insecure_for_tests(),
+        )
+        .unwrap();
+        assert_eq!(keys.cipher.to_vec(), cipher_v.output_bytes().unwrap());
+        assert_eq!(keys.index.to_vec(), index_v.output_bytes().unwrap());
+
+        // Slots: two keyed hashes under the index key, 16 bytes of each.
+        let prefix_v = vector("local_store_slot_prefix");
+        let suffix_v = vector("local_store_slot_suffix");
+        for v in [&prefix_v, &suffix_v] {
+            assert_eq!(v.key_bytes().unwrap(), keys.index.to_vec());
+        }
+        let namespace = prefix_v.fields["namespace"].as_str().unwrap();
+        let record_key = prefix_v.field_bytes("record_key").unwrap();
+        let slot = keys.slot(namespace, &record_key);
+        assert_eq!(slot[..16], prefix_v.output_bytes().unwrap()[..16]);
+        assert_eq!(slot[16..], suffix_v.output_bytes().unwrap()[..16]);
+        assert_eq!(keys.prefix(namespace)[..], slot[..16]);
+
+        // A record: seal() authenticates exactly the published AAD, under
+        // the published cipher key.
+        let record_v = vector("local_store_record_aad");
+        assert_eq!(
+            record_v.context.as_deref(),
+            Some(context::LOCAL_STORE_RECORD)
+        );
+        assert_eq!(record_v.field_bytes("slot").unwrap(), slot);
+        let cipher = XChaCha20Poly1305::new(&Key::from(key32(cipher_v.output_bytes().unwrap())));
+        let nonce = [0x5a; NONCE_BYTES];
+        let sealed = keys.seal(nonce, &slot, b"a value");
+        let opened = cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &sealed[NONCE_BYTES..],
+                    aad: &record_v.input_bytes().unwrap(),
+                },
+            )
+            .unwrap();
+        assert_eq!(opened, b"a value");
+
+        // The header check: the published plaintext, sealed independently
+        // under the published AAD, is what open() accepts as the check.
+        let check_aad = vector("local_store_check_aad");
+        let check_plain = vector("local_store_check_plaintext");
+        assert_eq!(
+            check_plain.context.as_deref(),
+            Some(context::LOCAL_STORE_CHECK)
+        );
+        assert_eq!(check_plain.input_bytes().unwrap(), CHECK_PLAINTEXT);
+        assert_eq!(check_aad.field_bytes("slot").unwrap(), b"check");
+        let check = cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &check_plain.input_bytes().unwrap(),
+                    aad: &check_aad.input_bytes().unwrap(),
+                },
+            )
+            .unwrap();
+        let record = [&nonce[..], &check].concat();
+        assert_eq!(
+            keys.open(b"check", &record).unwrap().as_slice(),
+            CHECK_PLAINTEXT
+        );
     }
 
     #[test]

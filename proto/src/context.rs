@@ -1,8 +1,15 @@
 //! Context strings: every hash, MAC key and KDF in the protocol is
-//! domain-separated by exactly one of these. Each is a BLAKE3 `derive_key`
-//! context, so hashing under one context can never collide with hashing
-//! under another. The version is part of the string; a change to any
-//! encoding gets a new string, never a silently different meaning.
+//! domain-separated by exactly one of these. Most are BLAKE3 `derive_key`
+//! contexts, so hashing under one context can never collide with hashing
+//! under another; the others label bytes that are signed ([`SIGN_IN`],
+//! [`PREKEY_SIGNATURE`]), used as AEAD associated data ([`BODY_AAD`],
+//! [`LOCAL_STORE_RECORD`]) or sealed as a known plaintext
+//! ([`LOCAL_STORE_CHECK`]). The version is part of the string; a change to
+//! any encoding gets a new string, never a silently different meaning.
+//!
+//! The client and the router use these constants for their own
+//! derivations (body encryption, the encrypted local store, safety numbers,
+//! session token hashes), so each string has exactly one definition.
 //!
 //! The test vectors in `vectors/v1.json` name the context they were made
 //! under, and the replay test fails if any constant here changes.
@@ -37,6 +44,22 @@ pub const ACCOUNT_ID: &str = "grompi v1 account id";
 pub const SIGN_IN: &str = "grompi v1 sign-in";
 /// Prefix of the message an identity key signs to certify a prekey.
 pub const PREKEY_SIGNATURE: &str = "grompi v1 prekey";
+/// Label at the start of a body's AEAD associated data (client).
+pub const BODY_AAD: &str = "grompi v1 body aad";
+/// Safety number of two identities, a 96-byte `derive_key` XOF output
+/// (client).
+pub const SAFETY_NUMBER: &str = "grompi v1 safety number";
+/// Record encryption key of the client's local store, from its master key.
+pub const LOCAL_STORE_CIPHER: &str = "grompi v1 local store cipher";
+/// Record index (slot MAC) key of the client's local store, from its
+/// master key.
+pub const LOCAL_STORE_INDEX: &str = "grompi v1 local store index";
+/// Label at the start of a local store record's AEAD associated data.
+pub const LOCAL_STORE_RECORD: &str = "grompi v1 local store record";
+/// The known plaintext sealed in a local store's header to check the secret.
+pub const LOCAL_STORE_CHECK: &str = "grompi v1 local store check";
+/// Hash under which the router stores a session token.
+pub const ROUTER_SESSION_TOKEN: &str = "grompi v1 router session token";
 
 /// Every context string, for tests that check they are distinct and covered
 /// by the test vectors.
@@ -56,6 +79,13 @@ pub const ALL: &[&str] = &[
     ACCOUNT_ID,
     SIGN_IN,
     PREKEY_SIGNATURE,
+    BODY_AAD,
+    SAFETY_NUMBER,
+    LOCAL_STORE_CIPHER,
+    LOCAL_STORE_INDEX,
+    LOCAL_STORE_RECORD,
+    LOCAL_STORE_CHECK,
+    ROUTER_SESSION_TOKEN,
 ];
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ impl std::fmt::Debug for SessionToken {
 
 /// The BLAKE3 hash under which a session token is stored.
 pub fn token_hash(token: &[u8]) -> [u8; 32] {
-    blake3::derive_key("grompi v1 router session token", token)
+    blake3::derive_key(grompi_proto::context::ROUTER_SESSION_TOKEN, token)
 }
 
 /// An account's long-term identity keys.
@@ -685,6 +685,20 @@ mod tests {
         grompi_proto::SlotSecret::from_bytes([seed; 32])
             .public_key()
             .to_vec()
+    }
+
+    #[test]
+    fn session_token_hash_matches_the_published_vector() {
+        let v = grompi_proto::vectors::find("router_session_token_hash").unwrap();
+        assert_eq!(
+            v.context.as_deref(),
+            Some(grompi_proto::context::ROUTER_SESSION_TOKEN)
+        );
+        let token: [u8; 32] = v.field_bytes("token").unwrap().try_into().unwrap();
+        assert_eq!(v.input_bytes().unwrap(), token);
+        let published = v.output_bytes().unwrap();
+        assert_eq!(token_hash(&token).to_vec(), published);
+        assert_eq!(SessionToken(token).hash().to_vec(), published);
     }
 
     #[test]

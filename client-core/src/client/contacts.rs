@@ -22,7 +22,7 @@ use crate::pairwise::IdentityKeys;
 use grompi_proto::AccountId;
 
 /// Context string of the safety number derivation (versioned).
-pub const SAFETY_NUMBER_CONTEXT: &str = "grompi v1 safety number";
+pub const SAFETY_NUMBER_CONTEXT: &str = grompi_proto::context::SAFETY_NUMBER;
 /// Version byte inside the safety number input.
 pub const SAFETY_NUMBER_VERSION: u8 = 1;
 /// Digit groups in a safety number.
@@ -199,6 +199,38 @@ mod tests {
         let mut c = b;
         c.session[0] ^= 1;
         assert_ne!(n, safety_number(&a, &c));
+    }
+
+    #[test]
+    fn safety_number_matches_the_published_vector() {
+        let v = grompi_proto::vectors::find("safety_number").unwrap();
+        assert_eq!(v.context.as_deref(), Some(SAFETY_NUMBER_CONTEXT));
+        assert_eq!(v.fields["version"], u64::from(SAFETY_NUMBER_VERSION));
+        assert_eq!(v.output_len, Some(SAFETY_NUMBER_GROUPS * 8));
+        let identity = |side: &str| {
+            let key = |k: &str| -> [u8; 32] {
+                hex::decode(v.fields[side][k].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap()
+            };
+            IdentityKeys {
+                signing: key("signing_key"),
+                session: key("session_key"),
+            }
+        };
+        let (lo, hi) = (identity("lo"), identity("hi"));
+        let published = v.display.as_deref().unwrap();
+        assert_eq!(safety_number(&lo, &hi), published);
+        assert_eq!(safety_number(&hi, &lo), published);
+        // The published digits are the documented rendering of the output.
+        let digits: Vec<String> = v
+            .output_bytes()
+            .unwrap()
+            .chunks_exact(8)
+            .map(|c| format!("{:05}", u64::from_be_bytes(c.try_into().unwrap()) % 100_000))
+            .collect();
+        assert_eq!(digits.join(" "), published);
     }
 
     #[test]
