@@ -1072,6 +1072,15 @@ impl Client {
         if self.member.conversation(&id).is_none() {
             return Err(ApiError::UnknownConversation(id.to_hex()));
         }
+        // The router served later indices but not the next one, even when
+        // asked from it: the index was dropped. (The router delivers in
+        // order, so an honest one never leaves such a hole.)
+        if let Some(c) = self.member.conversation_mut(&id)
+            && !c.missing_indices(1).is_empty()
+            && c.report_stall()
+        {
+            progress.extend(self.collect());
+        }
         self.save()?;
         Ok(progress)
     }

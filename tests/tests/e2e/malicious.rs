@@ -411,6 +411,56 @@ async fn a_router_that_drops_an_index_is_caught_by_the_head_proofs() {
     assert_eq!(bob.summary(&id).unwrap().next_index, 2);
 }
 
+/// A router that drops an index in the middle of the conversation (it
+/// delivers the ones after it): Bob's sync, asking from the missing index
+/// and getting only later ones, raises a gap, and the head proofs then
+/// show the servers attested what Bob never got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_drops_an_index_in_the_middle_is_caught_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = evil_network(dir.path(), 3, RouterStrategy::Drop, &[]);
+    let [mut alice, mut bob] = members(&net, dir.path(), ["alice", "bob"]).await;
+    let id = alice
+        .create_conversation(Some("t"), &[bob.account()])
+        .await
+        .unwrap();
+    accept(&mut bob, id, 0).await;
+    let plan = AttackPlan {
+        victims: vec![bob.account().to_hex()],
+        indices: vec![2],
+        ..AttackPlan::default()
+    };
+    tokio::task::block_in_place(|| net.attack(plan)).unwrap();
+    alice.send(id, "one").await.unwrap();
+    alice.send(id, "two").await.unwrap();
+    alice.send(id, "three").await.unwrap();
+    accept(&mut bob, id, 1).await;
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !alerts
+        .iter()
+        .any(|a: &grompi_client::alert::Alert| matches!(a.kind, Misbehaviour::Gap { .. }))
+    {
+        alerts.extend(bob.sync(id).await.unwrap().alerts);
+        assert!(Instant::now() < deadline, "no gap raised: {alerts:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        texts(&bob, id),
+        ["one"],
+        "nothing after the hole is accepted"
+    );
+    assert_eq!(bob.gaps(), vec![id]);
+    let (outcomes, _) = bob.prove_heads(id).await.unwrap();
+    assert!(
+        outcomes.iter().all(|o| matches!(
+            o,
+            HeadProofOutcome::Misbehaviour(Misbehaviour::Withheld { .. })
+        )),
+        "{outcomes:?}"
+    );
+}
+
 /// A router that replays to Bob every earlier envelope with each later one,
 /// verbatim and relabelled to the later index: Bob accepts exactly what
 /// Alice sent, once each, in Alice's order, and names the relabelled copies.
