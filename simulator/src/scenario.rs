@@ -121,6 +121,51 @@ pub enum RouterStrategy {
     CorruptDeliveries,
     /// Relays head proofs with a damaged tag.
     ForgeHeadProofs,
+    /// Sends the order servers, around the real jobs, requests of its own
+    /// that are malformed or out of step (the real jobs still go through).
+    MalformedJobs {
+        /// What the extra requests get wrong.
+        tamper: JobTamper,
+    },
+}
+
+/// What a router sending malformed jobs gets wrong: each is one extra
+/// request to an order server next to a real job, so the server is at
+/// exactly the index and head the real job expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobTamper {
+    /// Before each open, the same open with a low-order point in place of
+    /// the first slot key (`low_order_key`).
+    LowOrderKey,
+    /// After each open, the same open again (`conversation_exists`).
+    Reopen,
+    /// Before each attest item, a copy whose header names a conversation
+    /// the server never opened (`unknown_conversation`).
+    UnknownConversation,
+    /// Before each attest item, a copy one index ahead (`index_mismatch`).
+    SkipIndex,
+    /// Before each attest item, a copy after another previous head
+    /// (`head_mismatch`).
+    WrongHead,
+    /// Before each Update's attest item, a copy with the next slot set in
+    /// another order, which the header does not commit to
+    /// (`slot_set_mismatch`).
+    SwapNextSlots,
+}
+
+impl JobTamper {
+    /// The misbehaviour kind an honest order server refuses it with.
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Self::LowOrderKey => "low_order_key",
+            Self::Reopen => "conversation_exists",
+            Self::UnknownConversation => "unknown_conversation",
+            Self::SkipIndex => "index_mismatch",
+            Self::WrongHead => "head_mismatch",
+            Self::SwapNextSlots => "slot_set_mismatch",
+        }
+    }
 }
 
 /// What one order server does.
@@ -135,7 +180,9 @@ pub enum OrderServerStrategy {
     WithholdTags,
     /// Returns tags that do not verify.
     ForgeTags,
-    /// Attests envelopes without a valid submission tag (helps injection).
+    /// Attests envelopes without checking the sender's submission tag
+    /// (helps injection): it computes the tag itself with the key it
+    /// shares with the sender slot, so the real core checks everything else.
     SkipSenderCheck,
     /// Crashes and restarts, keeping what it committed.
     CrashRestart {
@@ -262,10 +309,18 @@ impl Adversary {
                 )
             })
             .collect();
-        if servers.is_empty() {
+        let described = if servers.is_empty() {
             format!("{router}; all order servers honest")
         } else {
             format!("{router}; {}", servers.join(", "))
+        };
+        if self.compromised_members.is_empty() {
+            described
+        } else {
+            format!(
+                "{described}; compromised: {}",
+                self.compromised_members.join(", ")
+            )
         }
     }
 }
@@ -284,6 +339,14 @@ fn strategy_name(s: &RouterStrategy) -> &'static str {
         RouterStrategy::CrashRestart { .. } => "crash and restart",
         RouterStrategy::CorruptDeliveries => "corrupt deliveries",
         RouterStrategy::ForgeHeadProofs => "forge head proofs",
+        RouterStrategy::MalformedJobs { tamper } => match tamper {
+            JobTamper::LowOrderKey => "malformed jobs (low-order slot key)",
+            JobTamper::Reopen => "malformed jobs (reopen)",
+            JobTamper::UnknownConversation => "malformed jobs (unknown conversation)",
+            JobTamper::SkipIndex => "malformed jobs (skip an index)",
+            JobTamper::WrongHead => "malformed jobs (wrong previous head)",
+            JobTamper::SwapNextSlots => "malformed jobs (swapped next slot set)",
+        },
     }
 }
 
@@ -311,6 +374,32 @@ pub struct Network {
     pub members: Vec<String>,
     /// The admins; defaults to the first member.
     pub admins: Option<Vec<String>>,
+    /// Limits every order server is configured with, tighter than the
+    /// protocol's (optional; the protocol's limits by default).
+    #[serde(default)]
+    pub order_server_limits: Option<ServerLimits>,
+}
+
+/// Order server limits a deployment may configure below the protocol's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Most slots in one slot set.
+    pub max_slots: Option<usize>,
+    /// Most recipient block digests in one envelope.
+    pub max_block_digests: Option<usize>,
+}
+
+impl ServerLimits {
+    /// The order server limits: these, the defaults elsewhere.
+    pub fn limits(&self) -> grompi_order_server::limits::Limits {
+        let d = grompi_order_server::limits::Limits::default();
+        grompi_order_server::limits::Limits {
+            max_slots: self.max_slots.unwrap_or(d.max_slots),
+            max_block_digests: self.max_block_digests.unwrap_or(d.max_block_digests),
+            ..d
+        }
+    }
 }
 
 impl Network {
@@ -324,6 +413,75 @@ impl Network {
         self.admins
             .clone()
             .unwrap_or_else(|| self.members.iter().take(1).cloned().collect())
+    }
+
+    /// The limits every order server enforces.
+    pub fn server_limits(&self) -> grompi_order_server::limits::Limits {
+        self.order_server_limits
+            .map(|l| l.limits())
+            .unwrap_or_default()
+    }
+}
+
+/// What a compromised member does with its stolen keys: envelopes the
+/// client's public API would never compose. The first four go through the
+/// router, which cannot see what is wrong with them, and reach the other
+/// members; the others are refused by the honest router itself, so they
+/// are offered straight to every order server, as a router colluding with
+/// the member (or skipping its own checks) would pass them on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Misbehave {
+    /// A message whose header commits to one body key while every other
+    /// recipient's block carries another (`key_commitment_mismatch`).
+    BrokenKeyCommitment,
+    /// A message whose blocks are framed as coming from another member
+    /// (`unauthenticated_sender`).
+    Impersonate,
+    /// A receipt naming a head the conversation never had
+    /// (`receipt_mismatch`).
+    FalseReceipt,
+    /// An admin's Update that gives two other members each other's slots in
+    /// the next epoch (`foreign_slot_key`).
+    SwapSlots,
+    /// Straight to the order servers: an envelope stamped with the next
+    /// epoch (`wrong_epoch`).
+    WrongEpoch,
+    /// Straight to the order servers: an envelope from a slot outside the
+    /// slot set (`unknown_slot`).
+    UnknownSlot,
+    /// Straight to the order servers: an Update from a slot without the
+    /// admin role (`not_authorized`).
+    NonAdminUpdate,
+    /// Straight to the order servers: a second Setup (`unexpected_kind`).
+    SecondSetup,
+    /// Straight to the order servers: a message with more recipient blocks
+    /// than the servers' configured limit (`limit_exceeded`).
+    Oversize,
+}
+
+impl Misbehave {
+    /// Whether it goes straight to the order servers.
+    pub fn direct(self) -> bool {
+        !matches!(
+            self,
+            Self::BrokenKeyCommitment | Self::Impersonate | Self::FalseReceipt | Self::SwapSlots
+        )
+    }
+
+    /// The misbehaviour kind it is caught as.
+    pub fn caught_as(self) -> &'static str {
+        match self {
+            Self::BrokenKeyCommitment => "key_commitment_mismatch",
+            Self::Impersonate => "unauthenticated_sender",
+            Self::FalseReceipt => "receipt_mismatch",
+            Self::SwapSlots => "foreign_slot_key",
+            Self::WrongEpoch => "wrong_epoch",
+            Self::UnknownSlot => "unknown_slot",
+            Self::NonAdminUpdate => "not_authorized",
+            Self::SecondSetup => "unexpected_kind",
+            Self::Oversize => "limit_exceeded",
+        }
     }
 }
 
@@ -348,6 +506,9 @@ pub struct Step {
     /// The actor asks every order server for a head proof.
     #[serde(default)]
     pub prove_heads: bool,
+    /// The actor, a compromised member, sends something malicious.
+    #[serde(default)]
+    pub misbehave: Option<Misbehave>,
 }
 
 impl Step {
@@ -358,6 +519,7 @@ impl Step {
             + usize::from(self.leave)
             + usize::from(self.receipt)
             + usize::from(self.prove_heads)
+            + usize::from(self.misbehave.is_some())
     }
 }
 
@@ -471,6 +633,47 @@ impl Scenario {
                 return Err(format!("compromised member {m:?} is not a member"));
             }
         }
+        if let Some(l) = &self.network.order_server_limits {
+            l.limits().validate().map_err(|e| e.to_string())?;
+        }
+        let admins = self.network.admins();
+        for (i, step) in self.script.iter().enumerate() {
+            let Some(what) = step.misbehave else {
+                continue;
+            };
+            if !self.adversary.compromised_members.contains(&step.from) {
+                return Err(format!(
+                    "script step {i}: {:?} misbehaves but is not a compromised member",
+                    step.from
+                ));
+            }
+            let admin = admins.contains(&step.from);
+            match what {
+                Misbehave::SwapSlots if !admin => {
+                    return Err(format!(
+                        "script step {i}: swap_slots needs an admin, {:?} is not one",
+                        step.from
+                    ));
+                }
+                Misbehave::NonAdminUpdate if admin => {
+                    return Err(format!(
+                        "script step {i}: non_admin_update needs a member that is not an admin"
+                    ));
+                }
+                Misbehave::Oversize
+                    if self
+                        .network
+                        .order_server_limits
+                        .and_then(|l| l.max_block_digests)
+                        .is_none() =>
+                {
+                    return Err(format!(
+                        "script step {i}: oversize needs [network] order_server_limits.max_block_digests"
+                    ));
+                }
+                _ => {}
+            }
+        }
         for a in self.expect.alerts.iter().chain(&self.expect.refusals) {
             if grompi_proto::MisbehaviourKind::from_name(a).is_none() {
                 return Err(format!("expected alert {a:?} is not a misbehaviour kind"));
@@ -551,6 +754,60 @@ alerts = ["conflicting_heads"]
             let err = Scenario::parse("x.toml", &text).unwrap_err().to_string();
             assert!(err.contains(needle), "{err} should mention {needle}");
         }
+        let mallory = |step: &str, extra: &str| {
+            format!(
+                "name = \"m\"\ndescription = \"d\"\n[network]\norder_servers = 3\nmembers = [\"alice\", \"mallory\", \"bob\"]\n{extra}[adversary]\ncompromised_members = [\"mallory\"]\n[[script]]\n{step}\n[expect]\noutcome = \"prevented\"\nintegrity = true\n"
+            )
+        };
+        let toolkit = [
+            (
+                mallory("from = \"bob\"\nmisbehave = \"wrong_epoch\"", ""),
+                "not a compromised member",
+            ),
+            (
+                mallory("from = \"mallory\"\nmisbehave = \"swap_slots\"", ""),
+                "needs an admin",
+            ),
+            (
+                mallory(
+                    "from = \"mallory\"\nmisbehave = \"non_admin_update\"",
+                    "admins = [\"alice\", \"mallory\"]\n",
+                ),
+                "not an admin",
+            ),
+            (
+                mallory("from = \"mallory\"\nmisbehave = \"oversize\"", ""),
+                "max_block_digests",
+            ),
+            (
+                mallory(
+                    "from = \"mallory\"\nmisbehave = \"oversize\"",
+                    "order_server_limits = { max_block_digests = 5000 }\n",
+                ),
+                "max_block_digests",
+            ),
+            (
+                mallory(
+                    "from = \"mallory\"\nmisbehave = \"wrong_epoch\"\nsend = \"hi\"",
+                    "",
+                ),
+                "exactly one action",
+            ),
+        ];
+        for (text, needle) in toolkit {
+            let err = Scenario::parse("x.toml", &text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+        let fine = mallory(
+            "from = \"mallory\"\nmisbehave = \"oversize\"",
+            "order_server_limits = { max_block_digests = 16 }\n",
+        );
+        let s = Scenario::parse("x.toml", &fine).unwrap();
+        assert_eq!(s.network.server_limits().max_block_digests, 16);
+        assert_eq!(
+            s.network.server_limits().max_slots,
+            grompi_proto::limits::MAX_SLOTS
+        );
         let unknown_key = PROTEST.replace("server = 1,", "server = 1, bogus = 2,");
         assert!(Scenario::parse("x.toml", &unknown_key).is_err());
         assert!(matches!(

@@ -56,6 +56,7 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             leave: false,
             receipt: false,
             prove_heads: false,
+            misbehave: None,
         })
         .collect();
     Scenario {
@@ -66,6 +67,7 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             quorum: None,
             members: names,
             admins: None,
+            order_server_limits: None,
         },
         adversary: Default::default(),
         script,

@@ -181,6 +181,9 @@ fn no_injection(views: &[MemberView], sent: &[SentRecord]) -> Check {
 }
 
 /// Alert kinds that tell a member it is being denied something.
+/// (`foreign_slot_key`: a Setup or Update gave this member a slot whose key
+/// is not its own, so it cannot follow the conversation from there on, and
+/// it stops knowing why.)
 pub const DENIAL_ALERTS: &[&str] = &[
     "withheld",
     "gap",
@@ -189,6 +192,7 @@ pub const DENIAL_ALERTS: &[&str] = &[
     "receipt_mismatch",
     "bad_attestation",
     "rewritten_index",
+    "foreign_slot_key",
 ];
 
 /// Alert kinds that are evidence of a fork.
@@ -384,6 +388,21 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Detected);
         assert_eq!(v.withholding_detected, Check::Holds);
         assert_eq!(v.integrity, Check::Holds);
+    }
+
+    #[test]
+    fn a_member_given_a_foreign_slot_knows_it_is_left_behind() {
+        let full = vec![entry(0, "x", "hi", "a"), entry(1, "y", "yo", "b")];
+        let mut halted = view("b", vec![entry(0, "x", "hi", "a")]);
+        halted.alerts.push(AlertRecord {
+            kind: "foreign_slot_key".into(),
+            index: Some(0),
+            server: None,
+            message: String::new(),
+        });
+        let v = judge(&[view("a", full), halted], &sent());
+        assert_eq!(v.outcome, Outcome::Detected);
+        assert_eq!(v.withholding_detected, Check::Holds);
     }
 
     #[test]

@@ -139,6 +139,7 @@ fn fork_scenario(n: usize, t: usize, equivocators: usize) -> Scenario {
                 .map(String::from)
                 .to_vec(),
             admins: None,
+            order_server_limits: None,
         },
         adversary: Adversary {
             router: RouterStrategy::Fork {
@@ -169,6 +170,7 @@ fn fork_scenario(n: usize, t: usize, equivocators: usize) -> Scenario {
                 leave: false,
                 receipt: false,
                 prove_heads: false,
+                misbehave: None,
             })
             .collect(),
         expect: Expectation {
@@ -246,25 +248,62 @@ fn different_seeds_give_different_interleavings() {
     assert!(timings.len() > 1, "the seed must change the run");
 }
 
-/// Misbehaviour kinds that the shipped library exercises (an honest
-/// member's alert or an order server's refusal in some scenario).
+/// Misbehaviour kinds that the shipped library exercises: an honest
+/// member's alert or an honest order server's refusal in some scenario.
 const EXERCISED: &[&str] = &[
     "bad_attestation",
     "bad_head_proof",
     "bad_submission_tag",
     "block_digest_mismatch",
     "conflicting_heads",
+    "conversation_exists",
     "equivocation",
+    "foreign_slot_key",
     "gap",
+    "head_mismatch",
     "head_proof_fork",
+    "index_mismatch",
+    "key_commitment_mismatch",
+    "limit_exceeded",
+    "low_order_key",
     "malformed",
+    "not_authorized",
+    "receipt_mismatch",
     "rewritten_index",
     "sequence_not_increasing",
+    "slot_set_mismatch",
+    "unauthenticated_sender",
     "unauthorized_update",
     "undecryptable",
+    "unexpected_kind",
+    "unknown_conversation",
+    "unknown_slot",
     "withheld",
     "wrong_context",
+    "wrong_epoch",
 ];
+
+/// Misbehaviour kinds no adversary in the model can make any core raise,
+/// with the reason. Each must stay unseen: if one shows up, it belongs in
+/// `EXERCISED`.
+const NOT_EXERCISABLE: &[(&str, &str)] = &[(
+    "replay",
+    "no core constructs Misbehaviour::Replay: a client counts an identical \
+     re-delivery of an accepted index as a harmless duplicate \
+     (Counters::duplicates), since the router legitimately delivers again \
+     after a reconnection or a fetch; a different envelope there is \
+     rewritten_index, and a replayed submission is refused by the order \
+     servers as sequence_not_increasing",
+)];
+
+/// Whether order server `server` follows the protocol in `s`.
+fn server_is_honest(s: &Scenario, server: usize) -> bool {
+    s.adversary
+        .order_servers
+        .iter()
+        .find(|o| o.server == server)
+        .is_none_or(|o| o.strategy == OrderServerStrategy::Honest)
+}
 
 #[test]
 fn the_library_exercises_these_detection_paths() {
@@ -276,8 +315,16 @@ fn the_library_exercises_these_detection_paths() {
                 seen.insert(a.kind.clone());
             }
         }
-        for kinds in r.server_refusals.values() {
-            seen.extend(kinds.keys().cloned());
+        // Only honest servers' refusals count: a dishonest server refusing
+        // is not a detection anyone can rely on.
+        for (server, kinds) in &r.server_refusals {
+            let position: usize = server
+                .trim_start_matches("order server ")
+                .parse()
+                .unwrap_or_else(|_| panic!("{}: unexpected server name {server}", s.name));
+            if server_is_honest(&s, position) {
+                seen.extend(kinds.keys().cloned());
+            }
         }
     }
     for k in EXERCISED {
@@ -289,4 +336,66 @@ fn the_library_exercises_these_detection_paths() {
             "{k} is not a misbehaviour kind"
         );
     }
+    for (k, why) in NOT_EXERCISABLE {
+        assert!(
+            !seen.contains(*k),
+            "{k} is raised after all (listed as not exercisable: {why})"
+        );
+    }
+    // Every kind is accounted for, exactly once.
+    for kind in grompi_proto::MisbehaviourKind::ALL {
+        let name = kind.name();
+        let listed = usize::from(EXERCISED.contains(&name))
+            + usize::from(NOT_EXERCISABLE.iter().any(|(k, _)| *k == name));
+        assert_eq!(
+            listed, 1,
+            "{name} must be listed once, as exercised or as not exercisable"
+        );
+    }
+}
+
+/// Each strategy and toolkit action that names the kind it provokes is
+/// shipped in a scenario that expects exactly that kind.
+#[test]
+fn every_malicious_strategy_has_a_scenario_expecting_its_detection() {
+    use grompi_simulator::scenario::{JobTamper, Misbehave};
+    let all = shipped();
+    for tamper in [
+        JobTamper::LowOrderKey,
+        JobTamper::Reopen,
+        JobTamper::UnknownConversation,
+        JobTamper::SkipIndex,
+        JobTamper::WrongHead,
+        JobTamper::SwapNextSlots,
+    ] {
+        let used = all.iter().any(|(_, s)| {
+            s.adversary.router == RouterStrategy::MalformedJobs { tamper }
+                && s.expect.refusals.iter().any(|r| r == tamper.refusal())
+        });
+        assert!(used, "no scenario ships malformed_jobs {tamper:?}");
+    }
+    for what in [
+        Misbehave::BrokenKeyCommitment,
+        Misbehave::Impersonate,
+        Misbehave::FalseReceipt,
+        Misbehave::SwapSlots,
+        Misbehave::WrongEpoch,
+        Misbehave::UnknownSlot,
+        Misbehave::NonAdminUpdate,
+        Misbehave::SecondSetup,
+        Misbehave::Oversize,
+    ] {
+        let used = all.iter().any(|(_, s)| {
+            s.script.iter().any(|step| step.misbehave == Some(what))
+                && (s.expect.alerts.iter().any(|a| a == what.caught_as())
+                    || s.expect.refusals.iter().any(|r| r == what.caught_as()))
+        });
+        assert!(used, "no scenario ships misbehave {what:?}");
+    }
+    assert!(all.iter().any(|(_, s)| {
+        s.adversary
+            .order_servers
+            .iter()
+            .any(|o| o.strategy == OrderServerStrategy::SkipSenderCheck)
+    }));
 }

@@ -1,11 +1,13 @@
 //! The router's strategies, applied to what the real router core emits:
 //! deliveries dropped, withheld, stripped of tags, delayed, shuffled,
-//! replayed or accompanied by forgeries; crashes timed by the script. The
-//! fork itself is structural (one core per history, see `router_node`).
+//! replayed or accompanied by forgeries; crashes timed by the script;
+//! malformed requests of its own next to the real jobs. The fork itself is
+//! structural (one core per history, see `router_node`).
 
 use super::events::Event;
 use super::{MS, World};
-use crate::scenario::{OrderServerStrategy, RouterStrategy};
+use crate::scenario::{JobTamper, OrderServerStrategy, RouterStrategy};
+use grompi_proto::mac::Attestation;
 use grompi_proto::{BodyHash, pb};
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -106,6 +108,7 @@ impl World {
             RouterStrategy::Honest
             | RouterStrategy::Fork { .. }
             | RouterStrategy::ForgeHeadProofs
+            | RouterStrategy::MalformedJobs { .. }
             | RouterStrategy::CrashRestart { .. } => self.send(Event::Deliver { to, delivery }),
             RouterStrategy::CorruptDeliveries => {
                 if delivery.header.is_some() {
@@ -177,13 +180,15 @@ impl World {
     }
 
     /// A made-up envelope in place of `real`: another body (so another
-    /// header and envelope hash) with made-up tags.
+    /// header and envelope hash) and the next sequence number of the same
+    /// sender slot, with made-up tags.
     fn forge(&mut self, real: &pb::Delivery) -> pb::Delivery {
         let mut fake = real.clone();
         let mut body = vec![0u8; 64];
         rand::Rng::fill_bytes(self.sched.rng(), &mut body);
         if let Some(h) = fake.header.as_mut() {
             h.body_hash = BodyHash::of(&body).to_vec();
+            h.sequence = h.sequence.saturating_add(1);
         }
         fake.body = body;
         for a in &mut fake.attestations {
@@ -244,6 +249,9 @@ impl World {
 
     /// Offers an envelope to every order server serving `branch` outside
     /// the fan-out, once per index: at the index after `d`'s, on `d`'s head.
+    /// An honest server refuses it; if some server attests it anyway (one
+    /// that skips the sender check), the router delivers it to every member
+    /// of the branch with those tags, as its injection.
     fn rogue(&mut self, branch: usize, d: &pb::Delivery, tags: Option<Vec<grompi_proto::Tag>>) {
         if !self.adversary.rogue_done.insert(d.index) {
             return;
@@ -257,6 +265,7 @@ impl World {
             .get(branch)
             .map(|b| b.serves.clone())
             .unwrap_or_default();
+        let mut attested: Vec<Attestation> = Vec::new();
         for (s, server) in self.servers.iter_mut().enumerate() {
             if !serves.get(s).copied().unwrap_or(false) {
                 continue;
@@ -270,7 +279,7 @@ impl World {
                 }
             };
             self.measure.messages += 2;
-            server.rogue_item(
+            attested.extend(server.rogue_item(
                 branch,
                 pb::AttestItem {
                     envelope: Some(pb::EnvelopeSummary {
@@ -282,11 +291,198 @@ impl World {
                     previous_head: head.clone(),
                     next_slots: None,
                 },
-            );
+            ));
+        }
+        if !attested.is_empty() {
+            self.deliver_injection(branch, d, &head, &attested);
+        }
+    }
+
+    /// Delivers the envelope of `d` (its header, body and digests, no
+    /// block) at the index after `d`'s to every member of `branch`, each
+    /// with its own tags from `attested`.
+    fn deliver_injection(
+        &mut self,
+        branch: usize,
+        d: &pb::Delivery,
+        previous_head: &[u8],
+        attested: &[Attestation],
+    ) {
+        self.notes.push(format!(
+            "an injected envelope was attested at index {} by {} order server(s)",
+            d.index.saturating_add(1),
+            attested.len()
+        ));
+        for to in 0..self.members.len() {
+            if self.branch_of(to) != branch {
+                continue;
+            }
+            let m = &self.members[to];
+            let slot = m
+                .conversation
+                .as_ref()
+                .and_then(|c| c.membership())
+                .and_then(|ms| ms.slot_of(&m.account));
+            let member = grompi_router::delivery::MemberSlots {
+                slot,
+                next_slot: None,
+            };
+            let delivery = pb::Delivery {
+                conversation_id: d.conversation_id.clone(),
+                index: d.index.saturating_add(1),
+                header: d.header.clone(),
+                body: d.body.clone(),
+                block: None,
+                block_position: 0,
+                block_digests: d.block_digests.clone(),
+                attestations: attested
+                    .iter()
+                    .map(|a| grompi_router::delivery::member_attestation(a, member))
+                    .collect(),
+                previous_head: previous_head.to_vec(),
+            };
+            self.send(Event::Deliver { to, delivery });
         }
     }
 }
 
+/// A router's own open sent next to the real open `o` (`before` or after
+/// it), if `tamper` adds one.
+pub(super) fn tampered_open(
+    tamper: JobTamper,
+    o: &pb::OpenConversationRequest,
+    before: bool,
+) -> Option<pb::OpenConversationRequest> {
+    match (tamper, before) {
+        (JobTamper::LowOrderKey, true) => {
+            let mut bad = o.clone();
+            // The all-zero point is of low order: key agreement with it
+            // gives the all-zero secret.
+            let first = bad.slots.as_mut()?.slots.first_mut()?;
+            first.key = vec![0u8; 32];
+            Some(bad)
+        }
+        (JobTamper::Reopen, false) => Some(o.clone()),
+        _ => None,
+    }
+}
+
+/// A router's own attest items sent just before the real `item`, if
+/// `tamper` adds any: the server is then at exactly the index and head the
+/// real item expects, so each is refused for the one thing it gets wrong.
+pub(super) fn tampered_items(tamper: JobTamper, item: &pb::AttestItem) -> Vec<pb::AttestItem> {
+    let mut bad = item.clone();
+    match tamper {
+        JobTamper::LowOrderKey | JobTamper::Reopen => return Vec::new(),
+        JobTamper::UnknownConversation => {
+            let Some(id) = bad
+                .envelope
+                .as_mut()
+                .and_then(|e| e.header.as_mut())
+                .and_then(|h| h.conversation_id.first_mut())
+            else {
+                return Vec::new();
+            };
+            *id ^= 0xff;
+        }
+        JobTamper::SkipIndex => bad.index = bad.index.saturating_add(1),
+        JobTamper::WrongHead => match bad.previous_head.first_mut() {
+            Some(b) => *b ^= 0x01,
+            None => return Vec::new(),
+        },
+        JobTamper::SwapNextSlots => match bad.next_slots.as_mut() {
+            // The same slots in another order: another hash.
+            Some(set) if set.slots.len() > 1 => set.slots.reverse(),
+            _ => return Vec::new(),
+        },
+    }
+    vec![bad]
+}
+
 fn copy_of(old: &[pb::Delivery], i: usize) -> pb::Delivery {
     old.get(i).cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item() -> pb::AttestItem {
+        pb::AttestItem {
+            envelope: Some(pb::EnvelopeSummary {
+                header: Some(pb::EnvelopeHeader {
+                    conversation_id: vec![7; 32],
+                    ..Default::default()
+                }),
+                block_digests: vec![],
+            }),
+            submission_tag: vec![1; 32],
+            index: 5,
+            previous_head: vec![2; 32],
+            next_slots: Some(pb::SlotSet {
+                slots: vec![
+                    pb::SlotEntry {
+                        key: vec![3; 32],
+                        role: 1,
+                    },
+                    pb::SlotEntry {
+                        key: vec![4; 32],
+                        role: 2,
+                    },
+                ],
+            }),
+        }
+    }
+
+    #[test]
+    fn each_tampering_changes_one_thing() {
+        let real = item();
+        let one = |t| {
+            let v = tampered_items(t, &real);
+            assert_eq!(v.len(), 1, "{t:?}");
+            v.into_iter().next().unwrap_or_default()
+        };
+        let skip = one(JobTamper::SkipIndex);
+        assert_eq!(skip.index, 6);
+        assert_eq!(
+            (skip.previous_head.clone(), skip.envelope.clone()),
+            (real.previous_head.clone(), real.envelope.clone())
+        );
+        let head = one(JobTamper::WrongHead);
+        assert_ne!(head.previous_head, real.previous_head);
+        assert_eq!(head.index, real.index);
+        let conv = one(JobTamper::UnknownConversation);
+        assert_ne!(conv.envelope, real.envelope);
+        assert_eq!(conv.previous_head, real.previous_head);
+        let swapped = one(JobTamper::SwapNextSlots);
+        assert_ne!(swapped.next_slots, real.next_slots);
+        assert_eq!(swapped.envelope, real.envelope);
+        assert!(tampered_items(JobTamper::Reopen, &real).is_empty());
+        let update_free = pb::AttestItem {
+            next_slots: None,
+            ..real
+        };
+        assert!(tampered_items(JobTamper::SwapNextSlots, &update_free).is_empty());
+
+        let open = pb::OpenConversationRequest {
+            conversation_id: vec![7; 32],
+            slots: update_free_slots(),
+        };
+        let low = tampered_open(JobTamper::LowOrderKey, &open, true);
+        assert_eq!(
+            low.and_then(|o| o.slots)
+                .and_then(|s| s.slots.first().map(|e| e.key.clone())),
+            Some(vec![0u8; 32])
+        );
+        assert!(tampered_open(JobTamper::LowOrderKey, &open, false).is_none());
+        assert_eq!(
+            tampered_open(JobTamper::Reopen, &open, false),
+            Some(open.clone())
+        );
+        assert!(tampered_open(JobTamper::Reopen, &open, true).is_none());
+    }
+
+    fn update_free_slots() -> Option<pb::SlotSet> {
+        item().next_slots
+    }
 }

@@ -17,6 +17,8 @@ pub enum Purpose {
         step: usize,
         /// The change.
         change: Change,
+        /// A compromised admin swaps two members' next slots.
+        swap: bool,
     },
     /// Submit of an envelope.
     Submit {

@@ -43,6 +43,9 @@ pub struct MemberNode {
     pub alerts: Vec<(u64, Alert)>,
     /// The member list its Setup established (set by the world).
     pub initial_roster: Option<Vec<AccountId>>,
+    /// A compromised member's order key secrets, as the adversary copied
+    /// them before the run (empty for an honest member).
+    pub stolen_order_keys: Vec<[u8; 32]>,
 }
 
 impl MemberNode {
@@ -66,6 +69,7 @@ impl MemberNode {
             info: BTreeMap::new(),
             alerts: Vec::new(),
             initial_roster: None,
+            stolen_order_keys: Vec::new(),
         }
     }
 

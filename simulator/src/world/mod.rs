@@ -18,6 +18,9 @@
 //!   yet is retried. After the script every member that still follows the
 //!   conversation audits it: it reports a stall if indices are missing and
 //!   asks every order server for a head proof (PROTOCOL.md 7.7).
+//! * Compromised members are the adversary's: a copy of their order key
+//!   secrets is taken before the run, and script steps can have them send
+//!   what the client's public API would not compose (`member_toolkit`).
 //! * Reports never contain ciphertext-derived bytes: Olm draws from the
 //!   operating system's RNG, so only outcomes are reproducible from a seed.
 
@@ -25,6 +28,7 @@ mod adversary;
 mod events;
 pub mod measure;
 mod member_node;
+mod member_toolkit;
 mod order_node;
 mod router_node;
 
@@ -166,14 +170,14 @@ impl World {
                 .iter()
                 .find(|o| o.server == s)
                 .map_or(OrderServerStrategy::Honest, |o| o.strategy.clone());
-            if strategy == OrderServerStrategy::SkipSenderCheck {
-                return Err(SimError::Unsupported(
-                    "the skip_sender_check order server strategy".into(),
-                ));
-            }
             let position =
                 u32::try_from(s).map_err(|_| SimError::Setup("too many servers".into()))?;
-            servers.push(OrderNode::new(secret, position, strategy));
+            servers.push(OrderNode::new(
+                secret,
+                position,
+                strategy,
+                scenario.network.server_limits(),
+            ));
         }
         let keys: Vec<_> = servers.iter().map(|s: &OrderNode| s.public_key()).collect();
         let quorum = scenario.network.quorum();
@@ -202,13 +206,17 @@ impl World {
             let mut secrets = Secrets::default();
             let order_keys = secrets.order_keys.generate(sched.rng(), 16);
             let token = register(&mut router, &mut sched, &mut secrets, &order_keys)?;
-            members.push(MemberNode::new(
-                name.clone(),
-                !compromised.contains(name),
-                secrets,
-                token,
-                client_config.clone(),
-            ));
+            let honest = !compromised.contains(name);
+            // The adversary holds a compromised member's keys.
+            let stolen: Vec<[u8; 32]> = if honest {
+                Vec::new()
+            } else {
+                secrets.order_keys.export().iter().map(|k| **k).collect()
+            };
+            let mut node =
+                MemberNode::new(name.clone(), honest, secrets, token, client_config.clone());
+            node.stolen_order_keys = stolen;
+            members.push(node);
         }
         // Pairwise sessions, each from a bundle with its own one-time key.
         for i in 0..members.len() {
@@ -353,8 +361,12 @@ impl World {
             } => self.reply(to, purpose, result),
             Event::Job { branch, job } => {
                 let s = job.server as usize;
+                let tamper = match self.scenario.adversary.router {
+                    RouterStrategy::MalformedJobs { tamper } => Some(tamper),
+                    _ => None,
+                };
                 if let Some(server) = self.servers.get_mut(s) {
-                    let result = server.run_job(branch, &job);
+                    let result = server.run_job(branch, &job, tamper);
                     self.send(Event::JobDone { branch, result });
                 }
             }
@@ -598,17 +610,12 @@ impl World {
             }
             return Ok(());
         }
+        if let Some(what) = step.misbehave {
+            self.misbehave(actor, k, what);
+            return Ok(());
+        }
         if let Some(change) = self.change_of(actor, &step) {
-            let Some(next) = self.next_members(actor, &change) else {
-                self.notes
-                    .push(format!("step {k}: the change does not apply"));
-                return Ok(());
-            };
-            self.send(Event::ToRouter {
-                from: actor,
-                call: Call::PrepareUpdate(self.conversation, next),
-                purpose: Purpose::Prepare { step: k, change },
-            });
+            self.prepare_update(actor, k, change, false);
             return Ok(());
         }
         let content = if let Some(text) = &step.send {
@@ -631,6 +638,21 @@ impl World {
         };
         self.compose_and_submit(actor, Some(k), content, 0);
         Ok(())
+    }
+
+    /// Asks the router for the next slot set of `change`; `swap` (a
+    /// compromised admin) swaps two members' slots in the Update it sends.
+    fn prepare_update(&mut self, actor: usize, step: usize, change: Change, swap: bool) {
+        let Some(next) = self.next_members(actor, &change) else {
+            self.notes
+                .push(format!("step {step}: the change does not apply"));
+            return;
+        };
+        self.send(Event::ToRouter {
+            from: actor,
+            call: Call::PrepareUpdate(self.conversation, next),
+            purpose: Purpose::Prepare { step, change, swap },
+        });
     }
 
     fn change_of(&self, actor: usize, step: &Step) -> Option<Change> {
@@ -760,13 +782,28 @@ impl World {
                 );
             }
             (Purpose::Create, Ok(Response::Created(resp))) => self.created(to, resp),
-            (Purpose::Prepare { step, change }, Ok(Response::Prepared(resp))) => {
-                let Some(update) = update_content(change, resp.slots, &resp.assignments) else {
+            (Purpose::Prepare { step, change, swap }, Ok(Response::Prepared(resp))) => {
+                let Some(mut update) = update_content(change, resp.slots, &resp.assignments) else {
                     self.notes.push(format!(
                         "step {step}: the router's next slot set is unusable"
                     ));
                     return;
                 };
+                if swap {
+                    // A compromised admin: two members get each other's slots.
+                    let by_account = &self.by_account;
+                    let actor = self.members.get(to).map(|m| m.account);
+                    let swapped = actor.is_some_and(|a| {
+                        member_toolkit::swap_slots(&mut update, a, |x| {
+                            by_account.get(x).copied().unwrap_or(usize::MAX)
+                        })
+                    });
+                    if !swapped {
+                        self.notes
+                            .push(format!("step {step}: no two members to swap"));
+                        return;
+                    }
+                }
                 self.compose_and_submit(to, Some(step), Content::Update(update), 0);
             }
             (Purpose::Submit { .. }, Ok(_)) => {}

@@ -6,15 +6,24 @@
 //! one core per history the router shows (the stores are copied when the
 //! router forks), so it attests every branch. Crashes keep what was
 //! committed: a restarted server is a new core over the same store.
+//!
+//! A server that skips the sender check is the real core fed, in place of
+//! the sender's submission tag, the tag the server computes itself with the
+//! key it shares with the sender slot (the MAC is symmetric, so that is
+//! exactly what skipping the check amounts to); every other check is the
+//! core's own.
 
-use crate::scenario::OrderServerStrategy;
+use crate::scenario::{JobTamper, OrderServerStrategy};
 use grompi_order_server::core::OrderCore;
 use grompi_order_server::limits::Limits;
 use grompi_order_server::mem_store::MemStore;
 use grompi_order_server::request::AttestRequest;
-use grompi_proto::mac::HeadProof;
+use grompi_order_server::store::{StoreRead, StoreWrite};
+use grompi_proto::mac::{Attestation, HeadProof};
 use grompi_proto::pb;
-use grompi_proto::{ConversationId, OrderServerSecret, SlotIndex, SlotSet};
+use grompi_proto::{
+    ConversationId, Head, Index, Misbehaviour, OrderServerSecret, SlotIndex, SlotSet,
+};
 use grompi_router::fanout::{JobResult, OpenOutcome, ServerJob};
 use std::collections::BTreeMap;
 
@@ -31,6 +40,7 @@ pub struct OrderNode {
     public: grompi_proto::OrderServerKey,
     position: u32,
     strategy: OrderServerStrategy,
+    limits: Limits,
     instances: Vec<Instance>,
     down: bool,
     /// Refusals this server gave, by kind (its own detections).
@@ -38,18 +48,24 @@ pub struct OrderNode {
 }
 
 impl OrderNode {
-    /// A server with `secret` at `position`.
-    pub fn new(secret: [u8; 32], position: u32, strategy: OrderServerStrategy) -> Self {
+    /// A server with `secret` at `position`, enforcing `limits`.
+    pub fn new(
+        secret: [u8; 32],
+        position: u32,
+        strategy: OrderServerStrategy,
+        limits: Limits,
+    ) -> Self {
         let core = OrderCore::new(
             OrderServerSecret::from_bytes(secret),
             position,
-            Limits::default(),
+            limits.clone(),
         );
         Self {
             public: OrderServerSecret::from_bytes(secret).public_key(),
             secret,
             position,
             strategy,
+            limits,
             instances: vec![Instance {
                 core,
                 store: MemStore::new(),
@@ -89,7 +105,7 @@ impl OrderNode {
                 core: OrderCore::new(
                     OrderServerSecret::from_bytes(self.secret),
                     self.position,
-                    Limits::default(),
+                    self.limits.clone(),
                 ),
                 store: store.clone(),
             });
@@ -108,7 +124,7 @@ impl OrderNode {
             i.core = OrderCore::new(
                 OrderServerSecret::from_bytes(self.secret),
                 self.position,
-                Limits::default(),
+                self.limits.clone(),
             );
         }
         self.down = false;
@@ -133,12 +149,22 @@ impl OrderNode {
     }
 
     /// Runs one job from the router of history `branch`: opens, then the
-    /// Attest batch, committed before the answer leaves.
-    pub fn run_job(&mut self, branch: usize, job: &ServerJob) -> JobResult {
+    /// Attest batch, committed before the answer leaves. A router that
+    /// tampers (`tamper`) sends its own malformed requests next to each
+    /// real one; the server answers them like any request (they are
+    /// refused and leave no trace but the refusal), and the router drops
+    /// their answers.
+    pub fn run_job(
+        &mut self,
+        branch: usize,
+        job: &ServerJob,
+        tamper: Option<JobTamper>,
+    ) -> JobResult {
         if self.down {
             return Self::unreachable(job, "connection refused");
         }
         let strategy = self.strategy.clone();
+        let forge_with = (strategy == OrderServerStrategy::SkipSenderCheck).then_some(self.secret);
         let mut refused: Vec<String> = Vec::new();
         let Some(inst) = self.instance(branch) else {
             return Self::unreachable(job, "no such instance");
@@ -146,52 +172,49 @@ impl OrderNode {
         let mut txn = inst.store.begin();
         let mut opens = Vec::with_capacity(job.opens.len());
         for o in &job.opens {
-            let parsed = ConversationId::parse("conversation_id", &o.conversation_id)
-                .ok()
-                .zip(o.slots.clone().and_then(|s| SlotSet::try_from(s).ok()));
-            let Some((id, slots)) = parsed else {
-                opens.push(OpenOutcome::Failed("malformed open".into()));
-                continue;
-            };
-            opens.push(match inst.core.open(&mut txn, &id, &slots) {
-                Ok(Ok(head)) => OpenOutcome::Opened(head.to_vec()),
-                Ok(Err(_)) => OpenOutcome::AlreadyOpen,
-                Err(e) => OpenOutcome::Failed(e.to_string()),
-            });
+            if let Some(bad) = tamper.and_then(|t| super::adversary::tampered_open(t, o, true)) {
+                open_one(&inst.core, &mut txn, &bad, &mut refused);
+            }
+            opens.push(open_one(&inst.core, &mut txn, o, &mut refused));
+            if let Some(bad) = tamper.and_then(|t| super::adversary::tampered_open(t, o, false)) {
+                open_one(&inst.core, &mut txn, &bad, &mut refused);
+            }
         }
         let mut results = Vec::with_capacity(job.request.items.len());
         let mut store_failed = None;
-        for item in &job.request.items {
-            let outcome = match AttestRequest::try_from(item.clone()) {
-                Err(e) => {
-                    refused.push("malformed".into());
-                    pb::attest_result::Outcome::Refused(pb::Refusal {
-                        reason: pb::RefusalReason::Malformed as i32,
-                        message: e.to_string(),
-                        next_index: 0,
-                    })
+        'items: for item in &job.request.items {
+            let extra = tamper.map_or_else(Vec::new, |t| super::adversary::tampered_items(t, item));
+            for bad in extra {
+                if let Err(e) =
+                    attest_one(&inst.core, &mut txn, bad, forge_with.as_ref(), &mut refused)
+                {
+                    store_failed = Some(e);
+                    break 'items;
                 }
-                Ok(req) => match inst.core.attest(&mut txn, &req) {
-                    Ok(Ok(a)) => {
-                        let mut wire = pb::Attestation::from(&a);
-                        if strategy == OrderServerStrategy::ForgeTags {
-                            for t in wire.tags.iter_mut().chain(wire.next_tags.iter_mut()) {
-                                if let Some(b) = t.first_mut() {
-                                    *b ^= 0x5a;
-                                }
+            }
+            let outcome = match attest_one(
+                &inst.core,
+                &mut txn,
+                item.clone(),
+                forge_with.as_ref(),
+                &mut refused,
+            ) {
+                Err(e) => {
+                    store_failed = Some(e);
+                    break;
+                }
+                Ok(Answer::Refused(r)) => pb::attest_result::Outcome::Refused(r),
+                Ok(Answer::Attested(a)) => {
+                    let mut wire = pb::Attestation::from(&a);
+                    if strategy == OrderServerStrategy::ForgeTags {
+                        for t in wire.tags.iter_mut().chain(wire.next_tags.iter_mut()) {
+                            if let Some(b) = t.first_mut() {
+                                *b ^= 0x5a;
                             }
                         }
-                        pb::attest_result::Outcome::Attested(wire)
                     }
-                    Ok(Err(refusal)) => {
-                        refused.push(refusal.reason.kind().name().to_owned());
-                        pb::attest_result::Outcome::Refused(pb::Refusal::from(&refusal))
-                    }
-                    Err(e) => {
-                        store_failed = Some(e.to_string());
-                        break;
-                    }
-                },
+                    pb::attest_result::Outcome::Attested(wire)
+                }
             };
             results.push(pb::AttestResult {
                 outcome: Some(outcome),
@@ -220,6 +243,17 @@ impl OrderNode {
         }
     }
 
+    /// The next index and the head of `conversation` as history `branch`
+    /// of this server has it (what a router learns from its answers).
+    pub fn tip(&mut self, branch: usize, conversation: &ConversationId) -> Option<(Index, Head)> {
+        if self.down {
+            return None;
+        }
+        let inst = self.instance(branch)?;
+        let state = inst.store.conversation(conversation).ok()??;
+        Some((state.next_index, state.head))
+    }
+
     /// A head proof for `slot` over `nonce`, as history `branch` sees it.
     pub fn prove(
         &mut self,
@@ -239,32 +273,122 @@ impl OrderNode {
     }
 
     /// Handles an attest item that did not come through the router's
-    /// fan-out (an adversary's own submission); returns whether it was
-    /// attested.
-    pub fn rogue_item(&mut self, branch: usize, item: pb::AttestItem) -> bool {
+    /// fan-out (an adversary's own submission); returns the attestation if
+    /// it was attested.
+    pub fn rogue_item(&mut self, branch: usize, item: pb::AttestItem) -> Option<Attestation> {
         if self.down {
-            return false;
+            return None;
         }
-        let Ok(req) = AttestRequest::try_from(item) else {
-            *self.refusals.entry("malformed".into()).or_default() += 1;
-            return false;
-        };
-        let Some(inst) = self.instance(branch) else {
-            return false;
-        };
+        let forge_with =
+            (self.strategy == OrderServerStrategy::SkipSenderCheck).then_some(self.secret);
+        let mut refused = Vec::new();
+        let inst = self.instance(branch)?;
         let mut txn = inst.store.begin();
-        let r = inst.core.attest(&mut txn, &req);
-        match r {
-            Ok(Ok(_)) => {
+        let answer = attest_one(
+            &inst.core,
+            &mut txn,
+            item,
+            forge_with.as_ref(),
+            &mut refused,
+        );
+        let attested = match answer {
+            Ok(Answer::Attested(a)) => {
                 txn.commit();
-                true
+                Some(a)
             }
-            Ok(Err(refusal)) => {
-                let name = refusal.reason.kind().name().to_owned();
-                *self.refusals.entry(name).or_default() += 1;
-                false
-            }
-            Err(_) => false,
+            Ok(Answer::Refused(_)) | Err(_) => None,
+        };
+        for r in refused {
+            *self.refusals.entry(r).or_default() += 1;
         }
+        attested
     }
+}
+
+/// What the core answered one attest item.
+enum Answer {
+    Attested(Attestation),
+    Refused(pb::Refusal),
+}
+
+/// Opens one conversation as the service does: an id already seen is
+/// "already open", any other refusal a failure; every refusal is recorded.
+fn open_one(
+    core: &OrderCore,
+    txn: &mut impl StoreWrite,
+    o: &pb::OpenConversationRequest,
+    refused: &mut Vec<String>,
+) -> OpenOutcome {
+    let parsed = ConversationId::parse("conversation_id", &o.conversation_id)
+        .ok()
+        .zip(o.slots.clone().and_then(|s| SlotSet::try_from(s).ok()));
+    let Some((id, slots)) = parsed else {
+        refused.push("malformed".into());
+        return OpenOutcome::Failed("malformed open".into());
+    };
+    match core.open(txn, &id, &slots) {
+        Ok(Ok(head)) => OpenOutcome::Opened(head.to_vec()),
+        Ok(Err(m)) => {
+            refused.push(m.kind().name().to_owned());
+            if m == Misbehaviour::ConversationExists {
+                OpenOutcome::AlreadyOpen
+            } else {
+                OpenOutcome::Failed(m.to_string())
+            }
+        }
+        Err(e) => OpenOutcome::Failed(e.to_string()),
+    }
+}
+
+/// Runs one attest item through the core; a refusal is recorded, a store
+/// failure returned as the error. With `forge_with` (a server that skips
+/// the sender check) the submission tag is replaced by the one the server
+/// computes itself for the sender slot the header names.
+fn attest_one(
+    core: &OrderCore,
+    txn: &mut impl StoreWrite,
+    item: pb::AttestItem,
+    forge_with: Option<&[u8; 32]>,
+    refused: &mut Vec<String>,
+) -> Result<Answer, String> {
+    let mut req = match AttestRequest::try_from(item) {
+        Ok(r) => r,
+        Err(e) => {
+            refused.push("malformed".into());
+            return Ok(Answer::Refused(pb::Refusal {
+                reason: pb::RefusalReason::Malformed as i32,
+                message: e.to_string(),
+                next_index: 0,
+            }));
+        }
+    };
+    if let Some(secret) = forge_with {
+        forge_submission_tag(secret, txn, &mut req);
+    }
+    match core.attest(txn, &req) {
+        Ok(Ok(a)) => Ok(Answer::Attested(a)),
+        Ok(Err(refusal)) => {
+            refused.push(refusal.reason.kind().name().to_owned());
+            Ok(Answer::Refused(pb::Refusal::from(&refusal)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The submission tag the sender slot named in `req`'s header would have
+/// made, computed by the server from the key it shares with that slot.
+/// Leaves the tag alone when the slot or its set is unknown (the core then
+/// refuses for that reason).
+fn forge_submission_tag(secret: &[u8; 32], store: &impl StoreRead, req: &mut AttestRequest) {
+    let h = &req.envelope.header;
+    let Ok(Some(slots)) = store.slot_set(&h.conversation(), h.epoch()) else {
+        return;
+    };
+    let Some(entry) = slots.get(h.sender()) else {
+        return;
+    };
+    let Ok(keys) = OrderServerSecret::from_bytes(*secret).mac_keys(&entry.key) else {
+        return;
+    };
+    req.submission_tag = keys.submit(&req.envelope.hash(), h.sequence());
 }
