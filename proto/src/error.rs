@@ -1,7 +1,11 @@
 //! Errors: [`WireError`] for input that does not parse, and [`Misbehaviour`]
 //! for every way a peer (router, order server or member) can deviate from
-//! the protocol. Each variant of [`Misbehaviour`] is detected somewhere and
-//! exercised by a simulator scenario.
+//! the protocol. Every variant but one is raised by some core and exercised
+//! by a simulator scenario (`docs/SIMULATOR.md` lists which). The exception
+//! is [`Misbehaviour::Replay`]: no core raises it today. An identical
+//! re-delivery at an accepted index is a harmless duplicate, and an old
+//! envelope relabelled to a new index fails its tags (the head binds the
+//! index) and is reported as such.
 
 use crate::ids::{Epoch, Index, Sequence, SlotIndex};
 
