@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::core::{CoreConfig, RouterCore};
+use crate::error::RouterError;
 use crate::runtime::{self, CoreMsg, Hub};
 use crate::service::{RouterService, ServiceSettings};
 use crate::store::{RedbStore, Store};
@@ -106,6 +107,157 @@ pub fn order_clients(
         .collect()
 }
 
+/// The router's running pieces behind its gRPC service: the core and
+/// committer threads over the store, one worker per order server, the
+/// ticker, the hub of live subscribers and the service itself (served by
+/// [`serve`], or called directly by a program that fronts it, like the
+/// simulator's malicious router). Must be started inside a tokio runtime.
+pub struct Backend {
+    /// The gRPC service.
+    pub service: RouterService,
+    /// The core's command channel.
+    pub core: mpsc::Sender<CoreMsg>,
+    /// The core thread; yields an error if storage failed.
+    pub thread: std::thread::JoinHandle<Result<(), RouterError>>,
+    /// The order-server workers and the ticker.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Live subscribers.
+    pub hub: Arc<Hub>,
+    /// Order servers contacted (0 with `relay_only`).
+    pub servers: usize,
+    /// Attestations needed per index (0 with `relay_only`).
+    pub quorum: usize,
+    /// Envelopes waiting for attestation when it started.
+    pub pending: usize,
+}
+
+impl Backend {
+    /// Restores the core from `store` and starts everything, fanning out
+    /// to the order servers `descriptor` names (none with `relay_only`),
+    /// with up to [`runtime::PIPELINE_DEPTH`] jobs in flight per server
+    /// over its ordered `AttestStream`.
+    pub fn start(
+        config: &Config,
+        descriptor: &NetworkDescriptor,
+        identity: &TlsIdentity,
+        store: RedbStore,
+    ) -> Result<Self, ServeError> {
+        let snapshot = store
+            .load()
+            .map_err(|e| ServeError::Storage(e.to_string()))?;
+        let (n, quorum) = if config.relay_only {
+            (0, 0)
+        } else {
+            (descriptor.server_count(), descriptor.quorum)
+        };
+        let core_config = CoreConfig {
+            servers: descriptor
+                .order_servers
+                .iter()
+                .take(n)
+                .map(|s| s.public_key)
+                .collect(),
+            quorum,
+            limits: config.limits.clone(),
+            padding_tiers: config.padding_tiers.clone(),
+            noise_interval_ms: (config.noise_interval_ms > 0).then_some(config.noise_interval_ms),
+            max_batch: config.max_batch,
+            backoff_base_ms: config.backoff_base_ms,
+            backoff_max_ms: config.backoff_max_ms,
+        };
+        let mut core = RouterCore::restore(core_config, snapshot)
+            .map_err(|e| ServeError::Storage(e.to_string()))?;
+        // The workers carry each server's jobs over one ordered AttestStream.
+        core.pipeline_jobs(runtime::PIPELINE_DEPTH);
+        let pending = core.pending_count();
+        let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
+        let mut clients = order_clients(descriptor, identity, server_timeout)?;
+        clients.truncate(n);
+        let hub = Arc::new(Hub::default());
+        let reader = store.reader();
+        let mut job_txs = Vec::with_capacity(n);
+        let mut job_rxs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (tx, rx) = mpsc::unbounded_channel();
+            job_txs.push(tx);
+            job_rxs.push(rx);
+        }
+        let (core_tx, thread) =
+            runtime::start_core(core, Box::new(store), job_txs, hub.clone(), 65_536);
+        let mut tasks = Vec::with_capacity(n + 1);
+        for (i, (rx, client)) in job_rxs.into_iter().zip(clients.iter().cloned()).enumerate() {
+            let name = descriptor
+                .order_servers
+                .get(i)
+                .map_or_else(|| i.to_string(), |s| s.name.clone());
+            tasks.push(tokio::spawn(runtime::server_worker(
+                u32::try_from(i).unwrap_or(u32::MAX),
+                name,
+                client,
+                rx,
+                core_tx.clone(),
+                server_timeout,
+            )));
+        }
+        tasks.push(tokio::spawn(runtime::ticker(
+            core_tx.clone(),
+            Duration::from_millis(50),
+        )));
+        let service = RouterService::new(
+            core_tx.clone(),
+            hub.clone(),
+            reader,
+            clients,
+            ServiceSettings {
+                servers: n,
+                limits: config.limits.clone(),
+                submit_timeout: Duration::from_millis(config.submit_timeout_ms),
+                server_timeout,
+            },
+        );
+        Ok(Self {
+            service,
+            core: core_tx,
+            thread,
+            tasks,
+            hub,
+            servers: n,
+            quorum,
+            pending,
+        })
+    }
+
+    /// Stops it: disconnects subscribers, stops the workers, lets the core
+    /// finish its current batch (everything acknowledged is committed) and
+    /// waits for it to let go of the store.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let Backend {
+            service,
+            core,
+            thread,
+            tasks,
+            hub,
+            ..
+        } = self;
+        hub.close_all();
+        drop(service);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = core.send(CoreMsg::Shutdown).await;
+        drop(core);
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(ServeError::Storage(e.to_string())),
+            Ok(Err(_)) => Err(ServeError::Storage("the core thread panicked".into())),
+            Err(e) => Err(ServeError::Storage(e.to_string())),
+        }
+    }
+}
+
 /// Runs the router until `shutdown` completes (or the core fails).
 pub async fn serve(
     config: Config,
@@ -126,80 +278,22 @@ pub async fn serve(
         grompi_ops::telemetry::install_metrics(config.metrics_listen).map_err(setup)?;
     let store =
         RedbStore::open(&config.database_path()).map_err(|e| ServeError::Storage(e.to_string()))?;
-    let snapshot = store
-        .load()
-        .map_err(|e| ServeError::Storage(e.to_string()))?;
-    let (n, quorum) = if config.relay_only {
+    if config.relay_only {
         tracing::warn!(
             "relay_only is set: no order server is contacted and nothing is attested; \
              this is the benchmark baseline, not a usable network"
         );
-        (0, 0)
-    } else {
-        (descriptor.server_count(), descriptor.quorum)
-    };
-    let core_config = CoreConfig {
-        servers: descriptor
-            .order_servers
-            .iter()
-            .take(n)
-            .map(|s| s.public_key)
-            .collect(),
-        quorum,
-        limits: config.limits.clone(),
-        padding_tiers: config.padding_tiers.clone(),
-        noise_interval_ms: (config.noise_interval_ms > 0).then_some(config.noise_interval_ms),
-        max_batch: config.max_batch,
-        backoff_base_ms: config.backoff_base_ms,
-        backoff_max_ms: config.backoff_max_ms,
-    };
-    let mut core = RouterCore::restore(core_config, snapshot)
-        .map_err(|e| ServeError::Storage(e.to_string()))?;
-    // The workers carry each server's jobs over one ordered AttestStream.
-    core.pipeline_jobs(runtime::PIPELINE_DEPTH);
-    let pending = core.pending_count();
-    let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
-    let mut clients = order_clients(&descriptor, &identity, server_timeout)?;
-    clients.truncate(n);
-    let hub = Arc::new(Hub::default());
-    let reader = store.reader();
-    let mut job_txs = Vec::with_capacity(n);
-    let mut job_rxs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (tx, rx) = mpsc::unbounded_channel();
-        job_txs.push(tx);
-        job_rxs.push(rx);
     }
-    let (core_tx, core_thread) =
-        runtime::start_core(core, Box::new(store), job_txs, hub.clone(), 65_536);
-    for (i, (rx, client)) in job_rxs.into_iter().zip(clients.iter().cloned()).enumerate() {
-        let name = descriptor
-            .order_servers
-            .get(i)
-            .map_or_else(|| i.to_string(), |s| s.name.clone());
-        tokio::spawn(runtime::server_worker(
-            u32::try_from(i).unwrap_or(u32::MAX),
-            name,
-            client,
-            rx,
-            core_tx.clone(),
-            server_timeout,
-        ));
-    }
-    tokio::spawn(runtime::ticker(core_tx.clone(), Duration::from_millis(50)));
-
-    let service = RouterService::new(
-        core_tx.clone(),
-        hub.clone(),
-        reader,
-        clients,
-        ServiceSettings {
-            servers: n,
-            limits: config.limits.clone(),
-            submit_timeout: Duration::from_millis(config.submit_timeout_ms),
-            server_timeout,
-        },
-    );
+    let backend = Backend::start(&config, &descriptor, &identity, store)?;
+    let (n, quorum, pending) = (backend.servers, backend.quorum, backend.pending);
+    let Backend {
+        service,
+        core: core_tx,
+        thread: core_thread,
+        tasks: _,
+        hub,
+        ..
+    } = backend;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RouterServer<RouterService>>().await;
 

@@ -34,10 +34,9 @@ use grompi_proto::pb::{
     router_server::{Router, RouterServer},
 };
 use grompi_router::config::Config;
-use grompi_router::core::{CoreConfig, RouterCore};
-use grompi_router::runtime::{self, CoreMsg, Hub};
-use grompi_router::service::{RouterService, SESSION_METADATA, ServiceSettings};
-use grompi_router::store::{RedbStore, Store};
+use grompi_router::server::Backend;
+use grompi_router::service::{RouterService, SESSION_METADATA};
+use grompi_router::store::RedbStore;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -91,16 +90,6 @@ fn setup(e: impl std::fmt::Display) -> LiveError {
     LiveError::Setup(e.to_string())
 }
 
-/// One real router run in this process: core thread, store, order server
-/// workers, ticker and the gRPC service (called directly, not served).
-struct Backend {
-    service: RouterService,
-    core: mpsc::Sender<CoreMsg>,
-    thread: std::thread::JoinHandle<Result<(), grompi_router::error::RouterError>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    hub: Arc<Hub>,
-}
-
 /// Opens a redb store, waiting while a store just closed releases its file.
 async fn open_store(path: &Path) -> Result<RedbStore, LiveError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -115,114 +104,25 @@ async fn open_store(path: &Path) -> Result<RedbStore, LiveError> {
     }
 }
 
-impl Backend {
-    /// Starts the real router's pieces over the store at `db`, fanning out
-    /// to the order servers `descriptor` names (as `router serve` does).
-    async fn start(
-        config: &Config,
-        descriptor: &NetworkDescriptor,
-        identity: &TlsIdentity,
-        db: &Path,
-    ) -> Result<Self, LiveError> {
-        let store = open_store(db).await?;
-        let snapshot = store.load().map_err(setup)?;
-        let n = descriptor.server_count();
-        let core_config = CoreConfig {
-            servers: descriptor
-                .order_servers
-                .iter()
-                .map(|s| s.public_key)
-                .collect(),
-            quorum: descriptor.quorum,
-            limits: config.limits.clone(),
-            padding_tiers: config.padding_tiers.clone(),
-            noise_interval_ms: (config.noise_interval_ms > 0).then_some(config.noise_interval_ms),
-            max_batch: config.max_batch,
-            backoff_base_ms: config.backoff_base_ms,
-            backoff_max_ms: config.backoff_max_ms,
-        };
-        let core = RouterCore::restore(core_config, snapshot).map_err(setup)?;
-        let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
-        let clients = grompi_router::server::order_clients(descriptor, identity, server_timeout)
-            .map_err(setup)?;
-        let hub = Arc::new(Hub::default());
-        let reader = store.reader();
-        let mut job_txs = Vec::with_capacity(n);
-        let mut job_rxs = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel();
-            job_txs.push(tx);
-            job_rxs.push(rx);
-        }
-        let (core_tx, thread) =
-            runtime::start_core(core, Box::new(store), job_txs, hub.clone(), 65_536);
-        let mut tasks = Vec::new();
-        for (i, (rx, client)) in job_rxs.into_iter().zip(clients.iter().cloned()).enumerate() {
-            let name = descriptor
-                .order_servers
-                .get(i)
-                .map_or_else(|| i.to_string(), |s| s.name.clone());
-            tasks.push(tokio::spawn(runtime::server_worker(
-                u32::try_from(i).unwrap_or(u32::MAX),
-                name,
-                client,
-                rx,
-                core_tx.clone(),
-                server_timeout,
-            )));
-        }
-        tasks.push(tokio::spawn(runtime::ticker(
-            core_tx.clone(),
-            Duration::from_millis(50),
-        )));
-        let service = RouterService::new(
-            core_tx.clone(),
-            hub.clone(),
-            reader,
-            clients,
-            ServiceSettings {
-                servers: n,
-                limits: config.limits.clone(),
-                submit_timeout: Duration::from_millis(config.submit_timeout_ms),
-                server_timeout,
-            },
-        );
-        Ok(Self {
-            service,
-            core: core_tx,
-            thread,
-            tasks,
-            hub,
-        })
-    }
+/// Starts one real router (`grompi_router::server::Backend`, exactly what
+/// `router serve` runs behind its gRPC service) over the store at `db`.
+async fn start_backend(
+    config: &Config,
+    descriptor: &NetworkDescriptor,
+    identity: &TlsIdentity,
+    db: &Path,
+) -> Result<Backend, LiveError> {
+    let store = open_store(db).await?;
+    Backend::start(config, descriptor, identity, store).map_err(setup)
+}
 
-    /// Stops the core after its current batch (everything acknowledged is
-    /// committed) and lets go of the store.
-    async fn stop(self) -> Result<(), LiveError> {
-        let Backend {
-            service,
-            core,
-            thread,
-            tasks,
-            hub,
-        } = self;
-        hub.close_all();
-        drop(service);
-        for t in &tasks {
-            t.abort();
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        let _ = core.send(CoreMsg::Shutdown).await;
-        drop(core);
-        match tokio::task::spawn_blocking(move || thread.join()).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(setup(format!("router core: {e}"))),
-            Ok(Err(_)) => Err(setup("the router core thread panicked")),
-            Err(e) => Err(setup(format!("router core: {e}"))),
-        }
-    }
+/// Stops a router started by [`start_backend`] (everything acknowledged is
+/// committed) and lets go of its store.
+async fn stop_backend(backend: Backend) -> Result<(), LiveError> {
+    backend
+        .stop()
+        .await
+        .map_err(|e| setup(format!("router core: {e}")))
 }
 
 /// What the front changes in deliveries, per the plan in force.
@@ -388,7 +288,7 @@ impl Inner {
         }
         // Every branch starts from the same committed state.
         for b in backends.drain(..) {
-            b.stop().await?;
+            stop_backend(b).await?;
         }
         let main_db = self.config.database_path();
         let mut dbs = vec![main_db.clone()];
@@ -410,7 +310,7 @@ impl Inner {
                 .checked_sub(1)
                 .and_then(|i| plan.branch_order_servers.get(i));
             let descriptor = branch_descriptor(&self.descriptor, overrides)?;
-            backends.push(Backend::start(&self.config, &descriptor, &self.identity, db).await?);
+            backends.push(start_backend(&self.config, &descriptor, &self.identity, db).await?);
         }
         {
             let mut group_of = lock(&self.group_of);
@@ -464,7 +364,7 @@ impl Inner {
     async fn stop_all(&self) {
         let mut backends = self.backends.write().await;
         for b in backends.drain(..) {
-            if let Err(e) = b.stop().await {
+            if let Err(e) = stop_backend(b).await {
                 eprintln!("stopping a router core: {e}");
             }
         }
@@ -676,7 +576,7 @@ pub async fn serve(config: Config, strategy: RouterStrategy) -> Result<(), LiveE
         .map_err(|e| setup(format!("{}: {e}", config.descriptor.display())))?;
     let identity = TlsIdentity::read_from(&config.data_dir, Config::TLS_STEM).map_err(setup)?;
     let metrics = grompi_ops::telemetry::install_metrics(config.metrics_listen).map_err(setup)?;
-    let first = Backend::start(&config, &descriptor, &identity, &config.database_path()).await?;
+    let first = start_backend(&config, &descriptor, &identity, &config.database_path()).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(LiveError::io(format!("listen on {}", config.listen)))?;
