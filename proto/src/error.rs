@@ -1,11 +1,12 @@
 //! Errors: [`WireError`] for input that does not parse, and [`Misbehaviour`]
 //! for every way a peer (router, order server or member) can deviate from
-//! the protocol. Every variant but one is raised by some core and exercised
-//! by a simulator scenario (`docs/SIMULATOR.md` lists which). The exception
-//! is [`Misbehaviour::Replay`]: no core raises it today. An identical
-//! re-delivery at an accepted index is a harmless duplicate, and an old
+//! the protocol. Each variant of [`Misbehaviour`] is raised by some core
+//! and exercised by a simulator scenario (`docs/SIMULATOR.md` lists which).
+//! A replay has no variant of its own: an identical re-delivery at an
+//! accepted index is a harmless duplicate (routers deliver again after a
+//! reconnection), a different envelope there is `RewrittenIndex`, an old
 //! envelope relabelled to a new index fails its tags (the head binds the
-//! index) and is reported as such.
+//! index), and a replayed submission is `SequenceNotIncreasing`.
 
 use crate::ids::{Epoch, Index, Sequence, SlotIndex};
 
@@ -183,12 +184,6 @@ pub enum Misbehaviour {
         /// The index.
         index: Index,
     },
-    /// A delivery for an index already accepted, with the same envelope.
-    #[error("index {index} was delivered again")]
-    Replay {
-        /// The index.
-        index: Index,
-    },
     /// A delivery whose conversation, or epoch, is not the one expected.
     #[error("a delivery from another conversation or epoch")]
     WrongContext,
@@ -295,8 +290,6 @@ pub enum MisbehaviourKind {
     ConflictingHeads,
     /// See [`Misbehaviour::RewrittenIndex`].
     RewrittenIndex,
-    /// See [`Misbehaviour::Replay`].
-    Replay,
     /// See [`Misbehaviour::WrongContext`].
     WrongContext,
     /// See [`Misbehaviour::Gap`].
@@ -344,7 +337,6 @@ impl MisbehaviourKind {
         Self::BadAttestation,
         Self::ConflictingHeads,
         Self::RewrittenIndex,
-        Self::Replay,
         Self::WrongContext,
         Self::Gap,
         Self::BlockDigestMismatch,
@@ -380,7 +372,6 @@ impl MisbehaviourKind {
             Self::BadAttestation => "bad_attestation",
             Self::ConflictingHeads => "conflicting_heads",
             Self::RewrittenIndex => "rewritten_index",
-            Self::Replay => "replay",
             Self::WrongContext => "wrong_context",
             Self::Gap => "gap",
             Self::BlockDigestMismatch => "block_digest_mismatch",
@@ -430,7 +421,6 @@ impl Misbehaviour {
             Self::BadAttestation { .. } => MisbehaviourKind::BadAttestation,
             Self::ConflictingHeads { .. } => MisbehaviourKind::ConflictingHeads,
             Self::RewrittenIndex { .. } => MisbehaviourKind::RewrittenIndex,
-            Self::Replay { .. } => MisbehaviourKind::Replay,
             Self::WrongContext => MisbehaviourKind::WrongContext,
             Self::Gap { .. } => MisbehaviourKind::Gap,
             Self::BlockDigestMismatch => MisbehaviourKind::BlockDigestMismatch,

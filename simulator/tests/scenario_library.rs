@@ -286,15 +286,7 @@ const EXERCISED: &[&str] = &[
 /// Misbehaviour kinds no adversary in the model can make any core raise,
 /// with the reason. Each must stay unseen: if one shows up, it belongs in
 /// `EXERCISED`.
-const NOT_EXERCISABLE: &[(&str, &str)] = &[(
-    "replay",
-    "no core constructs Misbehaviour::Replay: a client counts an identical \
-     re-delivery of an accepted index as a harmless duplicate \
-     (Counters::duplicates), since the router legitimately delivers again \
-     after a reconnection or a fetch; a different envelope there is \
-     rewritten_index, and a replayed submission is refused by the order \
-     servers as sequence_not_increasing",
-)];
+const NOT_EXERCISABLE: &[(&str, &str)] = &[];
 
 /// Whether order server `server` follows the protocol in `s`.
 fn server_is_honest(s: &Scenario, server: usize) -> bool {
