@@ -245,11 +245,13 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
         order_servers: n,
         quorum: None,
         binaries: options.binaries.clone(),
-        router_extra: if relay {
-            "relay_only = true\n".into()
-        } else {
-            String::new()
-        },
+        // Every benchmark account registers from 127.0.0.1: lift the
+        // per-address budget for unauthenticated calls so large groups can
+        // sign up (it protects a public router, not this measurement).
+        router_extra: format!(
+            "{}[limits]\npeer_requests_per_second = 1000000\npeer_request_burst = 1000000\n",
+            if relay { "relay_only = true\n" } else { "" }
+        ),
         evil: std::collections::BTreeMap::new(),
     };
     let net = tokio::task::block_in_place(|| Devnet::start(&devnet_options))?;
