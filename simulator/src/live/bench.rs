@@ -50,6 +50,9 @@ pub struct BenchOptions {
     pub body_bytes: usize,
     /// Per-recipient block size in bytes.
     pub block_bytes: usize,
+    /// Run each cell at the smallest majority quorum (t = N/2 + 1) instead
+    /// of t = N: members then wait for the fastest t answers, not all.
+    pub majority: bool,
 }
 
 /// One measured configuration.
@@ -243,7 +246,9 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
     let devnet_options = DevnetOptions {
         dir: dir.clone(),
         order_servers: n,
-        quorum: None,
+        quorum: options
+            .majority
+            .then(|| grompi_proto::descriptor::min_quorum(n)),
         binaries: options.binaries.clone(),
         // Every benchmark account registers from 127.0.0.1: lift the
         // per-address budget for unauthenticated calls so large groups can
@@ -264,7 +269,13 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
     Ok(Cell {
         mode: if relay { "relay" } else { "attested" }.into(),
         servers: if relay { 0 } else { n },
-        quorum: if relay { 0 } else { n },
+        quorum: if relay {
+            0
+        } else if options.majority {
+            grompi_proto::descriptor::min_quorum(n)
+        } else {
+            n
+        },
         group: g,
         latency_p50_ms: percentile(&sorted, 0.5),
         latency_p99_ms: percentile(&sorted, 0.99),
@@ -416,12 +427,17 @@ impl BenchReport {
             "## End-to-end benchmark\n\nMachine: {}. Durable storage (fsync) and TLS on 127.0.0.1. \
              Latency: submit to accepted by every member, {} messages one at a time. \
              Throughput: {} messages, every member sending. Body {} bytes, blocks {} bytes. \
-             Baseline: the same router with `relay_only = true` (no attestation).\n\n",
+             Quorum: {}. Baseline: the same router with `relay_only = true` (no attestation).\n\n",
             self.machine,
             self.options.latency_messages,
             self.options.throughput_messages,
             self.options.body_bytes,
-            self.options.block_bytes
+            self.options.block_bytes,
+            if self.options.majority {
+                "the smallest majority, t = N/2 + 1"
+            } else {
+                "t = N"
+            }
         );
         s.push_str(
             "| N | g | p50 ms | p99 ms | msg/s | relay p50 ms | relay msg/s | p50 ratio | throughput ratio |\n\

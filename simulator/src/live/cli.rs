@@ -246,6 +246,10 @@ pub struct BenchArgs {
     /// next to this executable; build them with `cargo build --release --bins`).
     #[arg(long)]
     pub binaries: Option<PathBuf>,
+    /// Use the smallest majority quorum (t = N/2 + 1) instead of t = N:
+    /// members accept once the fastest t order servers have attested.
+    #[arg(long)]
+    pub majority: bool,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, LiveError> {
@@ -323,6 +327,7 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, LiveError> {
         throughput_messages: args.throughput_messages,
         body_bytes: args.body_bytes,
         block_bytes: args.block_bytes,
+        majority: args.majority,
     };
     let cells = args.servers.len() * args.groups.len() + args.groups.len();
     let mut step = 0;

@@ -128,6 +128,7 @@ async fn bench_measures_every_cell_against_the_relay() {
         throughput_messages: 12,
         body_bytes: 64,
         block_bytes: 32,
+        majority: false,
     };
     let mut steps = Vec::new();
     let report = run(&options, |s| steps.push(s.to_owned())).await.unwrap();
