@@ -190,20 +190,11 @@ impl OrderService for EvilOrder {
         if self.0.strategy == EvilStrategy::WithholdTags {
             return Err(Status::unavailable("withheld"));
         }
-        let (metadata, extensions, mut incoming) = request.into_parts();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let evil = std::sync::Arc::clone(&self.0);
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = incoming.message().await {
-                let one = Request::from_parts(metadata.clone(), extensions.clone(), message);
-                let answer = evil.attest(one).await.map(Response::into_inner);
-                let end = answer.is_err();
-                if tx.send(answer).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(one_by_one(request, move |one| {
+            let evil = std::sync::Arc::clone(&evil);
+            async move { evil.attest(one).await }
+        }))
     }
 
     async fn prove_head(
@@ -397,23 +388,14 @@ impl OrderService for Gated {
         &self,
         request: Request<tonic::Streaming<pb::AttestRequest>>,
     ) -> Result<Response<Self::AttestStreamStream>, Status> {
-        let (metadata, extensions, mut incoming) = request.into_parts();
-        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = std::sync::Arc::clone(&self.0);
-        tokio::spawn(async move {
-            while let Ok(Some(message)) = incoming.message().await {
-                let one = Request::from_parts(metadata.clone(), extensions.clone(), message);
-                let answer = {
-                    let _writing = shared.gate.read().await;
-                    shared.inner.attest(one).await.map(Response::into_inner)
-                };
-                let end = answer.is_err();
-                if tx.send(answer).await.is_err() || end {
-                    return;
-                }
+        Ok(one_by_one(request, move |one| {
+            let shared = std::sync::Arc::clone(&shared);
+            async move {
+                let _writing = shared.gate.read().await;
+                shared.inner.attest(one).await
             }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        }))
     }
 
     async fn prove_head(
@@ -571,6 +553,32 @@ fn banner(strategy: EvilStrategy) {
         "MALICIOUS order server ({}): for experiments against the real client only",
         strategy.name()
     );
+}
+
+/// Serves an `AttestStream` as single Attest calls made by `attest`, one
+/// after the other and answered in the order sent (no pipelining); the
+/// stream ends after the first error.
+fn one_by_one<F, Fut>(
+    request: Request<tonic::Streaming<pb::AttestRequest>>,
+    attest: F,
+) -> Response<ReceiverStream<Result<pb::AttestResponse, Status>>>
+where
+    F: Fn(Request<pb::AttestRequest>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response<pb::AttestResponse>, Status>> + Send,
+{
+    let (metadata, extensions, mut incoming) = request.into_parts();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        while let Ok(Some(message)) = incoming.message().await {
+            let one = Request::from_parts(metadata.clone(), extensions.clone(), message);
+            let answer = attest(one).await.map(Response::into_inner);
+            let end = answer.is_err();
+            if tx.send(answer).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Response::new(ReceiverStream::new(rx))
 }
 
 #[cfg(test)]
