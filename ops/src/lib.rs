@@ -15,6 +15,7 @@
 //! | [`secret_file`] | atomic, `0600` files for secret keys |
 //! | [`telemetry`] | `tracing` logs and the Prometheus metrics endpoint |
 //! | [`shutdown`] | the signal that starts a graceful shutdown |
+//! | [`wal`] | the write-ahead log both servers commit through |
 #![forbid(unsafe_code)]
 
 pub mod conn_limit;
@@ -22,3 +23,4 @@ pub mod secret_file;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod wal;

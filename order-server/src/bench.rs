@@ -151,6 +151,7 @@ fn workload(conversations: usize, items: usize) -> Result<Workload, BenchError> 
 fn measure(dir: &Path, w: &Workload, items: usize, batch: usize) -> Result<BenchRow, BenchError> {
     let path = dir.join(format!("bench-{batch}.redb"));
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(crate::redb_store::wal_path(&path));
     let store = RedbStore::open(&path)?;
     let core = OrderCore::new(
         OrderServerSecret::from_bytes(w.secret),
@@ -158,30 +159,33 @@ fn measure(dir: &Path, w: &Workload, items: usize, batch: usize) -> Result<Bench
         Limits::default(),
     );
     let txn = store.begin_write()?;
-    {
+    let log = {
         let mut tables = RedbWrite::open(&txn)?;
         for (id, set) in &w.conversations {
             core.open(&mut tables, id, set)?
                 .map_err(|m| BenchError::Unexpected(m.to_string()))?;
         }
-    }
-    RedbStore::commit(txn)?;
+        tables.into_log()
+    };
+    store.commit(txn, log)?;
     let requests = w.requests.get(..items).unwrap_or(&w.requests);
     let started = Instant::now();
     for chunk in requests.chunks(batch.max(1)) {
         let txn = store.begin_write()?;
-        {
+        let log = {
             let mut tables = RedbWrite::open(&txn)?;
             for r in chunk {
                 core.attest(&mut tables, r)?
                     .map_err(|refusal| BenchError::Unexpected(refusal.to_string()))?;
             }
-        }
-        RedbStore::commit(txn)?;
+            tables.into_log()
+        };
+        store.commit(txn, log)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     drop(store);
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(crate::redb_store::wal_path(&path));
     Ok(BenchRow {
         batch,
         items: requests.len(),

@@ -279,7 +279,7 @@ fn run_batch(
     let mut answers = Vec::with_capacity(batch.len());
     let mut opened = 0;
     let evidence;
-    {
+    let log = {
         let mut w = RedbWrite::open(&txn)?;
         let evidence_before = w.evidence_total()?;
         for job in batch {
@@ -310,8 +310,9 @@ fn run_batch(
         }
         let after = w.evidence_total()?;
         evidence = (after != evidence_before).then_some(after);
-    }
-    RedbStore::commit(txn)?;
+        w.into_log()
+    };
+    store.commit(txn, log)?;
     Ok((answers, opened, evidence))
 }
 

@@ -60,6 +60,8 @@ pub const LOCAL_STORE_RECORD: &str = "grompi v1 local store record";
 pub const LOCAL_STORE_CHECK: &str = "grompi v1 local store check";
 /// Hash under which the router stores a session token.
 pub const ROUTER_SESSION_TOKEN: &str = "grompi v1 router session token";
+/// Checksum of a servers' write-ahead log record (torn-write detection).
+pub const WAL_RECORD: &str = "grompi v1 wal record";
 
 /// Every context string, for tests that check they are distinct and covered
 /// by the test vectors.
@@ -86,6 +88,7 @@ pub const ALL: &[&str] = &[
     LOCAL_STORE_RECORD,
     LOCAL_STORE_CHECK,
     ROUTER_SESSION_TOKEN,
+    WAL_RECORD,
 ];
 
 #[cfg(test)]

@@ -724,6 +724,21 @@ mod tests {
             &Canonical::new().fixed(&token),
             &blake3::derive_key(context::ROUTER_SESSION_TOKEN, &token),
         ));
+
+        // Servers' write-ahead log: the checksum that ends every record.
+        let (generation, sequence) = (3u64, 2u64);
+        let payload = b"\x01\x00\x00\x00\x00\x01k\x00\x00\x00\x01v";
+        let input = Canonical::new()
+            .u64(generation)
+            .u64(sequence)
+            .bytes(payload);
+        v.push(derive(
+            "wal_record_checksum",
+            context::WAL_RECORD,
+            json!({"generation": generation, "sequence": sequence, "payload": h(payload)}),
+            &input,
+            &blake3::derive_key(context::WAL_RECORD, input.as_bytes()),
+        ));
         v
     }
 

@@ -2,17 +2,23 @@
 //! atomically and durably, load a [`Snapshot`] at start, read envelopes for
 //! Fetch.
 //!
-//! [`RedbStore`] is the production store (redb, `Durability::Immediate`:
-//! fsynced before `commit` returns). [`MemStore`] keeps the same tables in
+//! [`RedbStore`] is the production store: redb behind a write-ahead log
+//! ([`grompi_ops::wal`], `router.wal` next to `router.redb`). A commit
+//! appends the records to the log and syncs it (`fdatasync`) before redb
+//! commits them without an fsync, so they are on disk when `commit` returns
+//! and no reader sees them earlier; every [`CHECKPOINT_BYTES`] of log a
+//! durable redb commit starts the log again, and opening replays the log
+//! over the last durable commit. [`MemStore`] keeps the same tables in
 //! memory and, for crash tests, forgets everything not committed.
 
 use crate::record::{
     self, AccountRecord, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
 };
+use grompi_ops::wal::{KvBatch, KvOp, Wal};
 use grompi_proto::mac::Attestation;
 use grompi_proto::{AccountId, ConversationId, Head, Index};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Why the store failed.
@@ -262,10 +268,33 @@ fn definition(t: Table) -> RawTable {
     redb::TableDefinition::new(t.name())
 }
 
-/// The redb store.
+/// The largest the write-ahead log grows to (64 MiB).
+pub const WAL_CAPACITY: u64 = 64 << 20;
+/// Log bytes after which the store checkpoints (a durable redb commit) and
+/// starts the log again.
+pub const CHECKPOINT_BYTES: u64 = WAL_CAPACITY / 2;
+
+/// The write-ahead log's own bookkeeping: `generation` -> the generation
+/// the log is written under since the last durable commit.
+const WAL_META: redb::TableDefinition<'static, &'static str, u64> =
+    redb::TableDefinition::new("wal");
+const WAL_GENERATION: &str = "generation";
+
+/// The write-ahead log's file for the database at `path`.
+pub fn wal_path(path: &Path) -> PathBuf {
+    path.with_extension("wal")
+}
+
+fn table_number(t: Table) -> u8 {
+    Table::ALL.iter().position(|x| *x == t).unwrap_or(0) as u8
+}
+
+/// The redb store. Clones share the database (for readers on other
+/// threads) and the log.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<redb::Database>,
+    wal: Arc<Mutex<Wal>>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -275,15 +304,83 @@ impl std::fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database file and its tables.
+    /// Opens (or creates) the database file, its tables and its
+    /// write-ahead log, replays the log over the last durable commit and
+    /// checkpoints.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        use redb::ReadableTable;
         let db = redb::Database::create(path).map_err(backend)?;
         let tx = db.begin_write().map_err(backend)?;
-        for t in Table::ALL {
-            tx.open_table(definition(t)).map_err(backend)?;
-        }
+        let wal = {
+            let mut tables = HashMap::new();
+            for t in Table::ALL {
+                tables.insert(t, tx.open_table(definition(t)).map_err(backend)?);
+            }
+            let mut meta = tx.open_table(WAL_META).map_err(backend)?;
+            let generation = meta
+                .get(WAL_GENERATION)
+                .map_err(backend)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            let (mut wal, payloads) =
+                Wal::open(&wal_path(path), generation, WAL_CAPACITY).map_err(backend)?;
+            for (sequence, payload) in payloads.iter().enumerate() {
+                let malformed = |what| {
+                    backend(grompi_ops::wal::WalError::Malformed {
+                        generation,
+                        sequence: sequence as u64,
+                        what,
+                    })
+                };
+                for op in KvBatch::decode(payload).map_err(malformed)? {
+                    let (n, key, value) = match op {
+                        KvOp::Put { table, key, value } => (table, key, Some(value)),
+                        KvOp::Delete { table, key } => (table, key, None),
+                    };
+                    let table = Table::ALL
+                        .get(usize::from(n))
+                        .and_then(|t| tables.get_mut(t))
+                        .ok_or_else(|| malformed("an op names a table that does not exist"))?;
+                    match value {
+                        Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
+                        None => table.remove(key.as_slice()).map(drop),
+                    }
+                    .map_err(backend)?;
+                }
+            }
+            if !payloads.is_empty() {
+                tracing::info!(
+                    records = payloads.len(),
+                    "replayed the write-ahead log over the last checkpoint"
+                );
+            }
+            meta.insert(WAL_GENERATION, generation + 1)
+                .map_err(backend)?;
+            wal.restart(generation + 1);
+            wal
+        };
         tx.commit().map_err(backend)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            wal: Arc::new(Mutex::new(wal)),
+        })
+    }
+
+    /// Makes everything committed so far durable in redb and starts the log
+    /// again under the next generation.
+    fn checkpoint(&self, wal: &mut Wal) -> Result<(), StoreError> {
+        let next = wal.generation() + 1;
+        let mut tx = self.db.begin_write().map_err(backend)?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(backend)?;
+        tx.open_table(WAL_META)
+            .map_err(backend)?
+            .insert(WAL_GENERATION, next)
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        wal.restart(next);
+        tracing::debug!(generation = next, "checkpoint");
+        Ok(())
     }
 }
 
@@ -322,9 +419,12 @@ impl Store for RedbStore {
         if records.is_empty() {
             return Ok(());
         }
+        let mut wal = self
+            .wal
+            .lock()
+            .map_err(|_| StoreError::Backend("write-ahead log lock poisoned".into()))?;
         let mut tx = self.db.begin_write().map_err(backend)?;
-        tx.set_durability(redb::Durability::Immediate)
-            .map_err(backend)?;
+        let mut log = KvBatch::new();
         {
             let mut open: HashMap<Table, redb::Table<'_, &'static [u8], &'static [u8]>> =
                 HashMap::new();
@@ -339,14 +439,37 @@ impl Store for RedbStore {
                 match v {
                     Some(v) => {
                         table.insert(k.as_slice(), v.as_slice()).map_err(backend)?;
+                        log.put(table_number(t), &k, &v);
                     }
                     None => {
                         table.remove(k.as_slice()).map_err(backend)?;
+                        log.delete(table_number(t), &k);
                     }
                 }
             }
         }
-        tx.commit().map_err(backend)
+        if !wal.fits(log.as_bytes().len()) {
+            // Too big for what is left of the log: commit durably instead,
+            // which is also a checkpoint.
+            let next = wal.generation() + 1;
+            tx.open_table(WAL_META)
+                .map_err(backend)?
+                .insert(WAL_GENERATION, next)
+                .map_err(backend)?;
+            tx.set_durability(redb::Durability::Immediate)
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            wal.restart(next);
+            return Ok(());
+        }
+        // The log first: until it is on disk, readers see the old state.
+        wal.append(log.as_bytes()).map_err(backend)?;
+        tx.set_durability(redb::Durability::None).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        if wal.used() >= CHECKPOINT_BYTES {
+            self.checkpoint(&mut wal)?;
+        }
+        Ok(())
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
@@ -355,5 +478,92 @@ impl Store for RedbStore {
 
     fn reader(&self) -> Arc<dyn EnvelopeReader> {
         Arc::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prekey(account: u8, key: u8, present: bool) -> Record {
+        Record::OneTimePrekey {
+            account: AccountId::from_bytes([account; 32]),
+            key: [key; 32],
+            present,
+        }
+    }
+
+    fn prekeys(store: &RedbStore) -> Vec<(AccountId, [u8; 32])> {
+        store.load().unwrap().one_time_prekeys
+    }
+
+    /// What a crash of the process leaves: the files as they are on disk
+    /// (the page cache included) at this moment, copied elsewhere.
+    fn crash_image(from: &Path, to: &Path) -> PathBuf {
+        std::fs::create_dir_all(to).unwrap();
+        let db = to.join("router.redb");
+        std::fs::copy(from, &db).unwrap();
+        std::fs::copy(wal_path(from), wal_path(&db)).unwrap();
+        db
+    }
+
+    #[test]
+    fn commits_survive_a_crash_through_the_log_puts_and_deletes_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        for k in 0..10 {
+            store.commit(&[prekey(1, k, true)]).unwrap();
+        }
+        store
+            .commit(&[prekey(1, 3, false), prekey(2, 9, true)])
+            .unwrap();
+        let expected = prekeys(&store);
+        assert_eq!(expected.len(), 10);
+        assert!(!expected.contains(&(AccountId::from_bytes([1; 32]), [3; 32])));
+        // Without the log, redb alone has none of it.
+        let bare = crash_image(&path, &dir.path().join("bare"));
+        std::fs::remove_file(wal_path(&bare)).unwrap();
+        assert!(prekeys(&RedbStore::open(&bare).unwrap()).is_empty());
+        // With it, everything, in order (the delete after the put).
+        let image = crash_image(&path, &dir.path().join("crash"));
+        let mut reopened = RedbStore::open(&image).unwrap();
+        assert_eq!(prekeys(&reopened), expected);
+        // Reopening checkpointed; later commits go on in the next generation.
+        reopened.commit(&[prekey(1, 3, true)]).unwrap();
+        let again = crash_image(&image, &dir.path().join("crash2"));
+        assert_eq!(prekeys(&RedbStore::open(&again).unwrap()).len(), 11);
+    }
+
+    #[test]
+    fn a_checkpoint_restarts_the_log_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        let generation = |s: &RedbStore| s.wal.lock().unwrap().generation();
+        let first = generation(&store);
+        // About 100 bytes of log per record, 2000 records per commit.
+        let mut commits = 0u32;
+        while generation(&store) == first {
+            let batch: Vec<Record> = (0..2000u32)
+                .map(|i| Record::OneTimePrekey {
+                    account: AccountId::from_bytes([7; 32]),
+                    key: {
+                        let mut k = [0u8; 32];
+                        k[..4].copy_from_slice(&(commits * 2000 + i).to_be_bytes());
+                        k
+                    },
+                    present: true,
+                })
+                .collect();
+            store.commit(&batch).unwrap();
+            commits += 1;
+            assert!(commits < 1000, "no checkpoint");
+        }
+        assert_eq!(store.wal.lock().unwrap().used(), 0);
+        store.commit(&[prekey(8, 8, true)]).unwrap();
+        let image = crash_image(&path, &dir.path().join("crash"));
+        let reopened = RedbStore::open(&image).unwrap();
+        assert_eq!(prekeys(&reopened).len(), commits as usize * 2000 + 1);
     }
 }
