@@ -92,12 +92,58 @@ pub struct Ratio {
 pub struct BenchReport {
     /// CPU model and count.
     pub machine: String,
+    /// The filesystem the servers' data directories were on.
+    pub storage: Storage,
     /// What was asked.
     pub options: BenchOptions,
     /// Every cell, baselines included.
     pub cells: Vec<Cell>,
     /// Attested cells as ratios to their baseline.
     pub ratios: Vec<Ratio>,
+}
+
+/// Where the servers kept their data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    /// The filesystem type (`ext4`, `tmpfs`, ...), from `/proc/self/mounts`.
+    pub filesystem: String,
+    /// Its device.
+    pub device: String,
+    /// Its mount point.
+    pub mount_point: String,
+}
+
+impl Storage {
+    /// Whether fsync there reaches a disk (tmpfs and ramfs keep data in
+    /// memory only).
+    pub fn durable(&self) -> bool {
+        !matches!(self.filesystem.as_str(), "tmpfs" | "ramfs")
+    }
+
+    /// The mount holding `path` (the longest mount point it is under).
+    pub fn of(path: &std::path::Path) -> Storage {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        mounts
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let (device, mount_point, filesystem) = (f.next()?, f.next()?, f.next()?);
+                // Mount points escape spaces as \040.
+                let mount_point = mount_point.replace("\\040", " ");
+                path.starts_with(&mount_point).then(|| Storage {
+                    filesystem: filesystem.to_owned(),
+                    device: device.to_owned(),
+                    mount_point,
+                })
+            })
+            .max_by_key(|s| s.mount_point.len())
+            .unwrap_or_else(|| Storage {
+                filesystem: "unknown".into(),
+                device: "unknown".into(),
+                mount_point: "unknown".into(),
+            })
+    }
 }
 
 /// The machine, as `/proc/cpuinfo` names it.
@@ -127,6 +173,9 @@ pub async fn run(
     options: &BenchOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<BenchReport, LiveError> {
+    std::fs::create_dir_all(&options.dir)
+        .map_err(LiveError::io(format!("create {}", options.dir.display())))?;
+    let storage = Storage::of(&options.dir);
     let mut cells = Vec::new();
     let mut ratios = Vec::new();
     for &g in &options.groups {
@@ -147,6 +196,7 @@ pub async fn run(
     }
     Ok(BenchReport {
         machine: machine(),
+        storage,
         options: options.clone(),
         cells,
         ratios,
@@ -250,11 +300,14 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
             .majority
             .then(|| grompi_proto::descriptor::min_quorum(n)),
         binaries: options.binaries.clone(),
-        // Every benchmark account registers from 127.0.0.1: lift the
-        // per-address budget for unauthenticated calls so large groups can
-        // sign up (it protects a public router, not this measurement).
+        // Every benchmark account registers from 127.0.0.1, and each member
+        // of a small group submits hundreds of messages a second: lift the
+        // per-address budget for unauthenticated calls and the per-account
+        // request rate (they protect a public router from abuse; here they
+        // would measure the limiter, not the network).
         router_extra: format!(
-            "{}[limits]\npeer_requests_per_second = 1000000\npeer_request_burst = 1000000\n",
+            "{}[limits]\npeer_requests_per_second = 1000000\npeer_request_burst = 1000000\n\
+             requests_per_second = 1000000\nrequest_burst = 1000000\n",
             if relay { "relay_only = true\n" } else { "" }
         ),
         evil: std::collections::BTreeMap::new(),
@@ -424,11 +477,23 @@ impl BenchReport {
     /// The report as a Markdown table.
     pub fn to_markdown(&self) -> String {
         let mut s = format!(
-            "## End-to-end benchmark\n\nMachine: {}. Durable storage (fsync) and TLS on 127.0.0.1. \
+            "## End-to-end benchmark\n\nMachine: {}. Storage: {}. TLS on 127.0.0.1. \
              Latency: submit to accepted by every member, {} messages one at a time. \
              Throughput: {} messages, every member sending. Body {} bytes, blocks {} bytes. \
              Quorum: {}. Baseline: the same router with `relay_only = true` (no attestation).\n\n",
             self.machine,
+            if self.storage.durable() {
+                format!(
+                    "durable (fsync on every commit), {} on {}",
+                    self.storage.filesystem, self.storage.device
+                )
+            } else {
+                format!(
+                    "**{} (in memory: fsync costs nothing; NOT durable, a measurement of \
+                     everything but the disk)**",
+                    self.storage.filesystem
+                )
+            },
             self.options.latency_messages,
             self.options.throughput_messages,
             self.options.body_bytes,
@@ -468,5 +533,27 @@ impl BenchReport {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_names_the_innermost_mount_and_whether_it_is_durable() {
+        let root = Storage::of(std::path::Path::new("/"));
+        assert_eq!(root.mount_point, "/");
+        assert_ne!(root.filesystem, "unknown");
+        let proc = Storage::of(std::path::Path::new("/proc/self"));
+        assert_eq!(proc.mount_point, "/proc");
+        assert_eq!(proc.filesystem, "proc");
+        if let Some(shm) = std::path::Path::new("/dev/shm")
+            .exists()
+            .then(|| Storage::of(std::path::Path::new("/dev/shm")))
+            .filter(|s| s.filesystem == "tmpfs")
+        {
+            assert!(!shm.durable());
+        }
     }
 }

@@ -250,6 +250,13 @@ pub struct BenchArgs {
     /// members accept once the fastest t order servers have attested.
     #[arg(long)]
     pub majority: bool,
+    /// Where the servers' data directories go while measuring (default:
+    /// `<out>/scratch`). The report names the filesystem. Put it on the
+    /// disk you want to measure; a tmpfs such as `/dev/shm` measures
+    /// everything but the disk (its fsync costs nothing, so that run is
+    /// not durable and says so).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, LiveError> {
@@ -316,7 +323,10 @@ pub fn bench(args: &BenchArgs) -> Result<BenchReport, LiveError> {
     std::fs::create_dir_all(&args.out)
         .map_err(LiveError::io(format!("create {}", args.out.display())))?;
     let options = BenchOptions {
-        dir: args.out.join("scratch"),
+        dir: args.scratch.as_ref().map_or_else(
+            || args.out.join("scratch"),
+            |s| s.join("grompi-bench-scratch"),
+        ),
         binaries: match &args.binaries {
             Some(b) => b.clone(),
             None => default_binaries()?,

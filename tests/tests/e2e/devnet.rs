@@ -144,4 +144,15 @@ async fn bench_measures_every_cell_against_the_relay() {
     }
     let md = report.to_markdown();
     assert!(md.contains("| 3 | 3 |"), "{md}");
+    // The report names where the data was, and whether that was durable.
+    assert_eq!(
+        report.storage,
+        grompi_simulator::live::bench::Storage::of(dir.path())
+    );
+    assert_ne!(report.storage.filesystem, "unknown");
+    if report.storage.durable() {
+        assert!(md.contains("durable (fsync on every commit)"), "{md}");
+    } else {
+        assert!(md.contains("NOT durable"), "{md}");
+    }
 }
