@@ -27,7 +27,6 @@ use grompi_proto::{
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// The order service.
@@ -218,7 +217,9 @@ impl OrderService for OrderGrpc {
         Ok(Response::new(attest_response(&results)))
     }
 
-    type AttestStreamStream = ReceiverStream<Result<pb::AttestResponse, Status>>;
+    type AttestStreamStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::AttestResponse, Status>> + Send + 'static>,
+    >;
 
     async fn attest_stream(
         &self,
@@ -230,11 +231,12 @@ impl OrderService for OrderGrpc {
         let core = Arc::clone(&self.core);
         let committer = self.committer.clone();
         // Requests are queued to the committer in stream order as they
-        // arrive; a second task waits for their commits in the same order
-        // and answers. Both queues are bounded: a caller that sends faster
-        // than the server commits waits (HTTP/2 flow control).
-        let (queued_tx, mut queued_rx) = mpsc::channel::<Result<Queued, Status>>(STREAM_PIPELINE);
-        let (out_tx, out_rx) = mpsc::channel(STREAM_PIPELINE);
+        // arrive; the response stream itself waits for their commits in the
+        // same order (no task in between: the writer's completion wakes
+        // the connection that sends the answer). The queue is bounded: a
+        // caller that sends faster than the server commits waits (HTTP/2
+        // flow control). The stream ends after the first error.
+        let (queued_tx, queued_rx) = mpsc::channel::<Result<Queued, Status>>(STREAM_PIPELINE);
         tokio::spawn(async move {
             loop {
                 let request = match incoming.message().await {
@@ -258,23 +260,22 @@ impl OrderService for OrderGrpc {
                 }
             }
         });
-        tokio::spawn(async move {
-            while let Some(queued) = queued_rx.recv().await {
-                let answer = match queued {
-                    Ok(q) => q
-                        .answer()
-                        .await
-                        .map(|r| attest_response(&r))
-                        .map_err(|e| commit_status(RPC, &e)),
-                    Err(s) => Err(s),
-                };
-                let end = answer.is_err();
-                if out_tx.send(answer).await.is_err() || end {
-                    break;
-                }
+        let answers = futures::stream::unfold((queued_rx, false), |(mut rx, ended)| async move {
+            if ended {
+                return None;
             }
+            let answer = match rx.recv().await? {
+                Ok(q) => q
+                    .answer()
+                    .await
+                    .map(|r| attest_response(&r))
+                    .map_err(|e| commit_status(RPC, &e)),
+                Err(s) => Err(s),
+            };
+            let end = answer.is_err();
+            Some((answer, (rx, end)))
         });
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn prove_head(
