@@ -75,6 +75,17 @@ pub enum WalError {
         /// Bytes left.
         free: u64,
     },
+    /// The database says a log was written, but the file is gone: the
+    /// database alone may lack the latest commits.
+    #[error(
+        "write-ahead log {path} is missing, but the database was written through one: \
+         the database alone may lack the latest commits. Restore the log together with \
+         the database it belongs to (they are one unit for backups and copies)"
+    )]
+    Missing {
+        /// The log file.
+        path: PathBuf,
+    },
     /// A record's checksum is valid but its payload does not decode: the
     /// file was written by something else, or by an incompatible version.
     #[error("write-ahead log record {sequence} of generation {generation} is malformed: {what}")]
@@ -150,17 +161,30 @@ impl Wal {
     /// The returned log appends after the last record read. Callers normally
     /// apply the payloads, checkpoint and [`Wal::restart`] at once, so that a
     /// record torn by the crash is overwritten under a new generation.
+    ///
+    /// `expected`: the database records that it was written through a log
+    /// before; then a missing file is an error ([`WalError::Missing`]), not
+    /// an empty log. A new file is created readable by its owner only (the
+    /// router's records include secrets).
     pub fn open(
         path: &Path,
         generation: u64,
         capacity: u64,
+        expected: bool,
     ) -> Result<(Self, Vec<Vec<u8>>), WalError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let exists = path.exists();
+        if expected && !exists {
+            return Err(WalError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(path)
             .map_err(io(path, "open"))?;
         if !exists {
@@ -446,7 +470,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn open(path: &Path, g: u64) -> (Wal, Vec<Vec<u8>>) {
-        Wal::open(path, g, 8192).unwrap()
+        Wal::open(path, g, 8192, false).unwrap()
     }
 
     #[test]
@@ -469,6 +493,25 @@ mod tests {
         let (_, got) = open(&path, 0);
         assert_eq!(got.len(), 4);
         assert_eq!(got[3], b"four");
+    }
+
+    #[test]
+    fn a_missing_log_that_was_expected_is_an_error_and_new_ones_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let err = Wal::open(&path, 3, 8192, true).unwrap_err();
+        assert!(matches!(err, WalError::Missing { .. }), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+        assert!(!path.exists(), "a refused open created the file");
+        let (mut wal, _) = Wal::open(&path, 3, 8192, false).unwrap();
+        wal.append(b"x").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            Wal::open(&path, 3, 8192, true).unwrap().1,
+            vec![b"x".to_vec()]
+        );
     }
 
     #[test]
@@ -515,7 +558,7 @@ mod tests {
     fn a_full_log_refuses_and_says_how_much_is_free() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path, 0, 10).unwrap(); // raised to MIN_CAPACITY
+        let (mut wal, _) = Wal::open(&path, 0, 10, false).unwrap(); // raised to MIN_CAPACITY
         assert_eq!(wal.capacity(), MIN_CAPACITY);
         let big = vec![0u8; 4000];
         wal.append(&big).unwrap();
@@ -535,7 +578,7 @@ mod tests {
     fn the_file_grows_in_steps_up_to_the_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path, 0, 3 * GROWTH + 10).unwrap();
+        let (mut wal, _) = Wal::open(&path, 0, 3 * GROWTH + 10, false).unwrap();
         let len = || std::fs::metadata(&path).unwrap().len();
         let chunk = vec![7u8; 200_000];
         wal.append(&chunk).unwrap();
@@ -551,7 +594,7 @@ mod tests {
         // Never past the capacity, and no further than the records need.
         assert_eq!(len(), 3 * GROWTH);
         drop(wal);
-        let (_, got) = Wal::open(&path, 0, GROWTH).unwrap();
+        let (_, got) = Wal::open(&path, 0, GROWTH, true).unwrap();
         assert_eq!(got.len(), (3 * GROWTH / 200_056) as usize);
     }
 
@@ -570,7 +613,7 @@ mod tests {
         // And the input is the record's first 24 + n bytes as written.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path, generation, 8192).unwrap();
+        let (mut wal, _) = Wal::open(&path, generation, 8192, false).unwrap();
         for _ in 0..sequence {
             wal.append(b"").unwrap();
         }
@@ -630,7 +673,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("log");
             let mut generation = 0;
-            let (mut wal, _) = Wal::open(&path, generation, 8192).unwrap();
+            let (mut wal, _) = Wal::open(&path, generation, 8192, false).unwrap();
             let mut model: Vec<Vec<u8>> = Vec::new();
             let mut last_start = None;
             for step in steps {
@@ -666,7 +709,7 @@ mod tests {
                                 model.pop();
                             }
                         }
-                        let (w, got) = Wal::open(&path, generation, 8192).unwrap();
+                        let (w, got) = Wal::open(&path, generation, 8192, false).unwrap();
                         prop_assert_eq!(&got, &model);
                         wal = w;
                         // As the servers do: checkpoint and restart after recovery.
@@ -678,7 +721,7 @@ mod tests {
                 }
             }
             drop(wal);
-            let (_, got) = Wal::open(&path, generation, 8192).unwrap();
+            let (_, got) = Wal::open(&path, generation, 8192, false).unwrap();
             prop_assert_eq!(got, model);
         }
     }

@@ -137,12 +137,18 @@ impl RedbStore {
         txn.set_durability(Durability::Immediate).map_err(backend)?;
         let wal = {
             let mut w = RedbWrite::open(&txn)?;
-            let generation = match w.meta.get(WAL_GENERATION).map_err(backend)? {
-                Some(g) => decode_u64(g.value())?,
-                None => 0,
+            let recorded = match w.meta.get(WAL_GENERATION).map_err(backend)? {
+                Some(g) => Some(decode_u64(g.value())?),
+                None => None,
             };
-            let (mut wal, payloads) =
-                Wal::open(&wal_path(path), generation, WAL_CAPACITY).map_err(backend)?;
+            let generation = recorded.unwrap_or(0);
+            let (mut wal, payloads) = Wal::open(
+                &wal_path(path),
+                generation,
+                WAL_CAPACITY,
+                recorded.is_some(),
+            )
+            .map_err(backend)?;
             for (sequence, payload) in payloads.iter().enumerate() {
                 let ops = KvBatch::decode(payload).map_err(|what| {
                     backend(grompi_ops::wal::WalError::Malformed {
@@ -623,11 +629,12 @@ mod tests {
         assert_eq!(next_index(&store, &c), Some(20));
         let image = crash_image(&path, &dir.path().join("crash"));
         // Without the log, redb alone has only its last durable commit
-        // (from opening): the log is what made the 20 commits durable.
+        // (from opening): the log is what made the 20 commits durable. (An
+        // empty log stands in for the lost one, which `open` would refuse.)
         {
             let bare = dir.path().join("bare");
             let db = crash_image(&path, &bare);
-            std::fs::remove_file(wal_path(&db)).unwrap();
+            std::fs::write(wal_path(&db), b"").unwrap();
             let reopened = RedbStore::open(&db).unwrap();
             assert_eq!(next_index(&reopened, &c), None);
         }
@@ -642,6 +649,19 @@ mod tests {
         write_state(&reopened, &c, 21);
         let again = crash_image(&image, &dir.path().join("crash2"));
         assert_eq!(next_index(&RedbStore::open(&again).unwrap(), &c), Some(21));
+    }
+
+    #[test]
+    fn a_database_without_its_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let c = ConversationId::from_bytes([4; 32]);
+        let store = RedbStore::open(&path).unwrap();
+        write_state(&store, &c, 1);
+        let image = crash_image(&path, &dir.path().join("crash"));
+        std::fs::remove_file(wal_path(&image)).unwrap();
+        let err = RedbStore::open(&image).err().unwrap();
+        assert!(err.to_string().contains("is missing"), "{err}");
     }
 
     #[test]
@@ -696,7 +716,7 @@ mod tests {
         assert_eq!(store.wal().unwrap().used(), 0);
         // Durable in redb alone.
         let db = crash_image(&path, &dir.path().join("crash"));
-        std::fs::remove_file(wal_path(&db)).unwrap();
+        std::fs::write(wal_path(&db), b"").unwrap();
         assert_eq!(next_index(&RedbStore::open(&db).unwrap(), &c), Some(1));
     }
 

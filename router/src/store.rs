@@ -317,13 +317,18 @@ impl RedbStore {
                 tables.insert(t, tx.open_table(definition(t)).map_err(backend)?);
             }
             let mut meta = tx.open_table(WAL_META).map_err(backend)?;
-            let generation = meta
+            let recorded = meta
                 .get(WAL_GENERATION)
                 .map_err(backend)?
-                .map(|g| g.value())
-                .unwrap_or(0);
-            let (mut wal, payloads) =
-                Wal::open(&wal_path(path), generation, WAL_CAPACITY).map_err(backend)?;
+                .map(|g| g.value());
+            let generation = recorded.unwrap_or(0);
+            let (mut wal, payloads) = Wal::open(
+                &wal_path(path),
+                generation,
+                WAL_CAPACITY,
+                recorded.is_some(),
+            )
+            .map_err(backend)?;
             for (sequence, payload) in payloads.iter().enumerate() {
                 let malformed = |what| {
                     backend(grompi_ops::wal::WalError::Malformed {
@@ -522,8 +527,12 @@ mod tests {
         assert_eq!(expected.len(), 10);
         assert!(!expected.contains(&(AccountId::from_bytes([1; 32]), [3; 32])));
         // Without the log, redb alone has none of it.
+        // (An empty log stands in for the lost one; a missing one is refused.)
         let bare = crash_image(&path, &dir.path().join("bare"));
         std::fs::remove_file(wal_path(&bare)).unwrap();
+        let err = RedbStore::open(&bare).err().unwrap();
+        assert!(err.to_string().contains("is missing"), "{err}");
+        std::fs::write(wal_path(&bare), b"").unwrap();
         assert!(prekeys(&RedbStore::open(&bare).unwrap()).is_empty());
         // With it, everything, in order (the delete after the put).
         let image = crash_image(&path, &dir.path().join("crash"));
