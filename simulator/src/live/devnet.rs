@@ -266,15 +266,18 @@ fn read(path: &Path) -> Result<String, LiveError> {
     std::fs::read_to_string(path).map_err(LiveError::io(format!("read {}", path.display())))
 }
 
-/// Replaces the `listen = "..."` line of a configuration with `addr`.
+/// Replaces the `listen = "..."` line of a configuration with the address
+/// the server bound first, so that a restarted server is found where the
+/// descriptor says. The metrics address is left to the OS on every start
+/// (a restart reads the new one): a port freed by a killed process can be
+/// taken as the source port of any outgoing connection before the restart,
+/// and nothing needs the metrics port to stay the same.
 fn pin_listen(config: &Path, addrs: &BoundAddrs) -> Result<(), LiveError> {
     let text = read(config)?;
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         if line.starts_with("listen = ") {
             out.push_str(&format!("listen = \"{}\"", addrs.grpc));
-        } else if let (true, Some(m)) = (line.starts_with("metrics_listen = "), addrs.metrics) {
-            out.push_str(&format!("metrics_listen = \"{m}\""));
         } else {
             out.push_str(line);
         }
