@@ -255,6 +255,8 @@ impl RedbStore {
             txn.set_durability(Durability::Immediate).map_err(backend)?;
             txn.commit().map_err(backend)?;
             wal.restart(next);
+            metrics::counter!(crate::telemetry::WAL_CHECKPOINTS).increment(1);
+            metrics::gauge!(crate::telemetry::WAL_BYTES).set(0.0);
             return Ok(());
         }
         wal.append(log.as_bytes()).map_err(backend)?;
@@ -262,6 +264,7 @@ impl RedbStore {
         if wal.used() >= CHECKPOINT_BYTES {
             self.checkpoint(&mut wal)?;
         }
+        metrics::gauge!(crate::telemetry::WAL_BYTES).set(wal.used() as f64);
         Ok(())
     }
 
@@ -277,6 +280,7 @@ impl RedbStore {
             .map_err(backend)?;
         txn.commit().map_err(backend)?;
         wal.restart(next);
+        metrics::counter!(crate::telemetry::WAL_CHECKPOINTS).increment(1);
         tracing::debug!(generation = next, "checkpoint");
         Ok(())
     }

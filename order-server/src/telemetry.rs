@@ -22,6 +22,10 @@ pub const COMMIT_BATCH_ITEMS: &str = "grompi_order_commit_batch_items";
 pub const OPEN_CONVERSATIONS: &str = "grompi_order_open_conversations";
 /// Refused equivocation attempts.
 pub const EVIDENCE_TOTAL: &str = "grompi_order_evidence_total";
+/// Bytes in the write-ahead log since the last checkpoint.
+pub const WAL_BYTES: &str = "grompi_order_wal_bytes";
+/// Checkpoints: durable database commits that restart the write-ahead log.
+pub const WAL_CHECKPOINTS: &str = "grompi_order_wal_checkpoints_total";
 /// Whole requests rejected, labelled by `rpc` and `code`.
 pub const REQUESTS_REJECTED: &str = "grompi_order_requests_rejected_total";
 

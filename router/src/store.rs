@@ -384,6 +384,7 @@ impl RedbStore {
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
         wal.restart(next);
+        metrics::counter!("router_wal_checkpoints_total").increment(1);
         tracing::debug!(generation = next, "checkpoint");
         Ok(())
     }
@@ -465,6 +466,8 @@ impl Store for RedbStore {
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
             wal.restart(next);
+            metrics::counter!("router_wal_checkpoints_total").increment(1);
+            metrics::gauge!("router_wal_bytes").set(0.0);
             return Ok(());
         }
         // The log first: until it is on disk, readers see the old state.
@@ -474,6 +477,7 @@ impl Store for RedbStore {
         if wal.used() >= CHECKPOINT_BYTES {
             self.checkpoint(&mut wal)?;
         }
+        metrics::gauge!("router_wal_bytes").set(wal.used() as f64);
         Ok(())
     }
 
