@@ -264,6 +264,14 @@ impl OrderCore {
                 if header.slot_set_hash() != Some(next.hash()) {
                     return refuse(Misbehaviour::SlotSetMismatch);
                 }
+                // Only an Admin slot may send the next Update: a next set
+                // without one could never change again, and whoever it
+                // leaves out could never be let back in.
+                if !next.entries().iter().any(|e| e.role == SlotRole::Admin) {
+                    return refuse(Misbehaviour::UnauthorizedUpdate(
+                        "the next slot set has no Admin slot, so its membership could never change again",
+                    ));
+                }
                 let Some(epoch) = state.epoch.next() else {
                     return refuse(Misbehaviour::LimitExceeded(
                         "the epoch counter is exhausted".into(),

@@ -477,6 +477,11 @@ fn step(
                 _ if matches!(mutation, Mutation::WrongSetHash) && set_hash.is_some() => {
                     Some(RefusalReason::SlotSetMismatch)
                 }
+                EnvelopeKind::Update
+                    if !next_set.entries().iter().any(|e| e.role == SlotRole::Admin) =>
+                {
+                    Some(RefusalReason::NotAuthorized)
+                }
                 EnvelopeKind::Update => None,
                 _ if matches!(mutation, Mutation::NextSlotsOnMessage) => {
                     Some(RefusalReason::Malformed)
@@ -729,6 +734,16 @@ fn an_update_rekeys_and_old_slots_are_refused() {
             body: 2,
             gap: 0,
             next: vec![(2, true), (3, false), (4, false)],
+            mutation: Mutation::None,
+        },
+        // Update from the admin leaving no admin slot: refused.
+        Op::Submit {
+            c: 0,
+            sender: 0,
+            kind: 3,
+            body: 6,
+            gap: 0,
+            next: vec![(2, false), (3, false)],
             mutation: Mutation::None,
         },
         // Update from the admin: epoch 1 with three slots.

@@ -30,7 +30,9 @@ pub fn reason_code(reason: &Misbehaviour) -> RefusalReason {
         M::IndexMismatch { .. } => RefusalReason::IndexMismatch,
         M::HeadMismatch { .. } => RefusalReason::HeadMismatch,
         M::Equivocation { .. } => RefusalReason::Equivocation,
-        M::NotAuthorized { .. } => RefusalReason::NotAuthorized,
+        // An Update the sender may not make: from a non-admin slot, or
+        // leaving no admin slot.
+        M::NotAuthorized { .. } | M::UnauthorizedUpdate(_) => RefusalReason::NotAuthorized,
         M::SlotSetMismatch => RefusalReason::SlotSetMismatch,
         M::LimitExceeded(_) => RefusalReason::LimitExceeded,
         M::UnexpectedKind(_) => RefusalReason::UnexpectedKind,
