@@ -107,6 +107,25 @@ fn io<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
+/// The log of the database file at `database`: the same name with the
+/// extension `wal` (`order.redb` -> `order.wal`).
+pub fn path_for(database: &Path) -> PathBuf {
+    database.with_extension("wal")
+}
+
+/// Copies a database file and its log (when it has one) to `to` and
+/// [`path_for`]`(to)`: the two are one unit, and a copy of the database
+/// alone may lack its latest commits. Copy only what no process is writing,
+/// or a crash image is what you get (which opening then recovers).
+pub fn copy_database(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::copy(from, to)?;
+    let log = path_for(from);
+    if log.exists() {
+        std::fs::copy(&log, path_for(to))?;
+    }
+    Ok(())
+}
+
 /// The checksum of a record: BLAKE3 `derive_key` over its first 24 + n bytes.
 pub fn checksum(generation: u64, sequence: u64, payload: &[u8]) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key(grompi_proto::context::WAL_RECORD);
@@ -572,6 +591,21 @@ mod tests {
         }
         wal.restart(1);
         wal.append(&[0u8; 100]).unwrap();
+    }
+
+    #[test]
+    fn a_database_is_copied_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("order.redb");
+        assert_eq!(path_for(&db), dir.path().join("order.wal"));
+        std::fs::write(&db, b"db").unwrap();
+        let to = dir.path().join("copy.redb");
+        copy_database(&db, &to).unwrap();
+        assert!(!path_for(&to).exists(), "a log appeared from nowhere");
+        std::fs::write(path_for(&db), b"log").unwrap();
+        copy_database(&db, &to).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"db");
+        assert_eq!(std::fs::read(path_for(&to)).unwrap(), b"log");
     }
 
     #[test]

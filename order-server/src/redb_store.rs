@@ -43,7 +43,7 @@ use redb::{
     Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
     TableDefinition, WriteTransaction,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 const CHAIN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chain");
@@ -121,10 +121,7 @@ pub struct RedbStore {
     wal: Mutex<Wal>,
 }
 
-/// The write-ahead log's file for the database at `path`.
-pub fn wal_path(path: &Path) -> PathBuf {
-    path.with_extension("wal")
-}
+pub use grompi_ops::wal::path_for as wal_path;
 
 impl RedbStore {
     /// Opens (or creates) the database at `path` and its write-ahead log,
@@ -616,8 +613,7 @@ mod tests {
     fn crash_image(from: &Path, to: &Path) -> std::path::PathBuf {
         std::fs::create_dir_all(to).unwrap();
         let db = to.join("order.redb");
-        std::fs::copy(from, &db).unwrap();
-        std::fs::copy(wal_path(from), wal_path(&db)).unwrap();
+        grompi_ops::wal::copy_database(from, &db).unwrap();
         db
     }
 

@@ -18,7 +18,7 @@ use grompi_ops::wal::{KvBatch, KvOp, Wal};
 use grompi_proto::mac::Attestation;
 use grompi_proto::{AccountId, ConversationId, Head, Index};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Why the store failed.
@@ -280,10 +280,7 @@ const WAL_META: redb::TableDefinition<'static, &'static str, u64> =
     redb::TableDefinition::new("wal");
 const WAL_GENERATION: &str = "generation";
 
-/// The write-ahead log's file for the database at `path`.
-pub fn wal_path(path: &Path) -> PathBuf {
-    path.with_extension("wal")
-}
+pub use grompi_ops::wal::path_for as wal_path;
 
 fn table_number(t: Table) -> u8 {
     Table::ALL.iter().position(|x| *x == t).unwrap_or(0) as u8
@@ -508,11 +505,10 @@ mod tests {
 
     /// What a crash of the process leaves: the files as they are on disk
     /// (the page cache included) at this moment, copied elsewhere.
-    fn crash_image(from: &Path, to: &Path) -> PathBuf {
+    fn crash_image(from: &Path, to: &Path) -> std::path::PathBuf {
         std::fs::create_dir_all(to).unwrap();
         let db = to.join("router.redb");
-        std::fs::copy(from, &db).unwrap();
-        std::fs::copy(wal_path(from), wal_path(&db)).unwrap();
+        grompi_ops::wal::copy_database(from, &db).unwrap();
         db
     }
 

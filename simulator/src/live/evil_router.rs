@@ -301,15 +301,10 @@ impl Inner {
             std::fs::create_dir_all(&dir)
                 .map_err(LiveError::io(format!("create {}", dir.display())))?;
             let db = dir.join("router.redb");
-            std::fs::copy(&main_db, &db)
+            // With its write-ahead log, which holds what the last commits
+            // did not write durably into the database itself.
+            grompi_ops::wal::copy_database(&main_db, &db)
                 .map_err(LiveError::io(format!("copy {}", main_db.display())))?;
-            // The write-ahead log holds what the last commits did not
-            // write durably into the database itself.
-            let main_wal = grompi_router::store::wal_path(&main_db);
-            if main_wal.exists() {
-                std::fs::copy(&main_wal, grompi_router::store::wal_path(&db))
-                    .map_err(LiveError::io(format!("copy {}", main_wal.display())))?;
-            }
             dbs.push(db);
         }
         for (g, db) in dbs.iter().enumerate() {
