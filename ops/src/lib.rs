@@ -15,10 +15,12 @@
 //! | [`secret_file`] | atomic, `0600` files for secret keys |
 //! | [`telemetry`] | `tracing` logs and the Prometheus metrics endpoint |
 //! | [`shutdown`] | the signal that starts a graceful shutdown |
-//! | [`wal`] | the write-ahead log both servers commit through |
+//! | [`wal`] | the write-ahead log file both servers commit through |
+//! | [`logged_db`] | a redb database committed through that log: the commit protocol |
 #![forbid(unsafe_code)]
 
 pub mod conn_limit;
+pub mod logged_db;
 pub mod secret_file;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,17 +1,14 @@
 //! The durable store: one redb database file and its write-ahead log.
 //!
-//! A batch's changes are appended to the write-ahead log
-//! ([`grompi_ops::wal`], the file next to the database with the extension
-//! `wal`) and synced (`fdatasync`) *before* the same changes are committed to
-//! redb without an fsync (`Durability::None`). So when [`RedbStore::commit`]
-//! returns, the batch is on disk, and no reader (a head proof, a
-//! `GetProgress`) can see a change that a crash could still undo. Every
-//! [`CHECKPOINT_BYTES`] of log, a durable redb commit (`Durability::Immediate`)
-//! records the next log generation, and the log starts again. Opening the
-//! store replays the current generation's records over the last durable
-//! commit and checkpoints at once. A redb durable commit leaves either the
-//! previous or the new state after a crash, never a mix; the log's records
-//! are checksummed and read up to the first torn one.
+//! Commits go through [`grompi_ops::logged_db`]: a batch's changes are
+//! appended to the write-ahead log (`order.wal` next to `order.redb`) and
+//! synced (`fdatasync`) *before* the same changes are committed to redb
+//! without an fsync. So when [`RedbStore::commit`] returns, the batch is on
+//! disk, and no reader (a head proof, a `GetProgress`) can see a change that
+//! a crash could still undo. Checkpoints (durable redb commits) restart the
+//! log; opening the store replays it. A redb durable commit leaves either
+//! the previous or the new state after a crash, never a mix; the log's
+//! records are checksummed and read up to the first torn one.
 //!
 //! The log exists because a durable redb commit costs about three times an
 //! `fdatasync` of an append when several processes share a disk. sled was
@@ -28,7 +25,8 @@
 //! | `opened` | conversation id | nothing: the conversation was opened |
 //! | `slot_sets` | conversation id, epoch (BE) | slot set layout |
 //! | `evidence` | number | encoded `AttestItem` of a refused equivocation |
-//! | `meta` | name | value (`evidence_total`, `server_public_key`, `wal_generation`) |
+//! | `meta` | name | value (`evidence_total`, `server_public_key`) |
+//! | `wal` | `generation` | the log's generation (owned by [`grompi_ops::logged_db`]) |
 //!
 //! Everything one attestation writes lives in `chain` under keys that start
 //! with its conversation id, and the state key sorts right after the newest
@@ -37,14 +35,14 @@
 
 use crate::state::{ConversationState, IndexRecord, decode_slot_set, encode_slot_set};
 use crate::store::{StoreError, StoreRead, StoreWrite};
-use grompi_ops::wal::{KvBatch, KvOp, Wal};
+use grompi_ops::logged_db::{LogMetrics, LoggedDatabase, LoggedDbError};
+use grompi_ops::wal::{KvBatch, KvOp};
 use grompi_proto::{ConversationId, Epoch, Index, OrderServerKey, Sequence, SlotIndex, SlotSet};
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table,
-    TableDefinition, WriteTransaction,
+    ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
 };
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
 
 const CHAIN: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chain");
 const OPENED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("opened");
@@ -54,7 +52,6 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 const EVIDENCE_TOTAL: &str = "evidence_total";
 const SERVER_PUBLIC_KEY: &str = "server_public_key";
-const WAL_GENERATION: &str = "wal_generation";
 
 // Table numbers in the write-ahead log.
 const T_CHAIN: u8 = 0;
@@ -63,15 +60,14 @@ const T_SLOT_SETS: u8 = 2;
 const T_EVIDENCE: u8 = 3;
 const T_META: u8 = 4;
 
-/// The largest the write-ahead log grows to (64 MiB).
-pub const WAL_CAPACITY: u64 = 64 << 20;
-/// Log bytes after which the store checkpoints (a durable redb commit) and
-/// starts the log again: half the capacity, so that a batch almost never
-/// finds the log full (if one does, it is committed durably instead).
-pub const CHECKPOINT_BYTES: u64 = WAL_CAPACITY / 2;
-
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+impl From<LoggedDbError> for StoreError {
+    fn from(e: LoggedDbError) -> Self {
+        backend(e)
+    }
 }
 
 fn epoch_key(id: &ConversationId, epoch: Epoch) -> [u8; 40] {
@@ -117,8 +113,7 @@ fn decode_u64(bytes: &[u8]) -> Result<u64, StoreError> {
 
 /// The redb database of an order server, with its write-ahead log.
 pub struct RedbStore {
-    db: Database,
-    wal: Mutex<Wal>,
+    db: LoggedDatabase,
 }
 
 pub use grompi_ops::wal::path_for as wal_path;
@@ -129,68 +124,26 @@ impl RedbStore {
     /// commit and checkpoints. redb recovers from an unclean shutdown here
     /// if it must.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(backend)?;
-        let mut txn = db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::Immediate).map_err(backend)?;
-        let wal = {
-            let mut w = RedbWrite::open(&txn)?;
-            let recorded = match w.meta.get(WAL_GENERATION).map_err(backend)? {
-                Some(g) => Some(decode_u64(g.value())?),
-                None => None,
-            };
-            let generation = recorded.unwrap_or(0);
-            let (mut wal, payloads) = Wal::open(
-                &wal_path(path),
-                generation,
-                WAL_CAPACITY,
-                recorded.is_some(),
-            )
-            .map_err(backend)?;
-            for (sequence, payload) in payloads.iter().enumerate() {
-                let ops = KvBatch::decode(payload).map_err(|what| {
-                    backend(grompi_ops::wal::WalError::Malformed {
-                        generation,
-                        sequence: sequence as u64,
-                        what,
-                    })
-                })?;
-                for op in ops {
-                    w.replay(op)?;
-                }
-            }
-            if !payloads.is_empty() {
-                tracing::info!(
-                    records = payloads.len(),
-                    "replayed the write-ahead log over the last checkpoint"
-                );
-            }
-            w.meta
-                .insert(WAL_GENERATION, (generation + 1).to_be_bytes().as_slice())
-                .map_err(backend)?;
-            wal.restart(generation + 1);
-            wal
+        let metrics = LogMetrics {
+            bytes: crate::telemetry::WAL_BYTES,
+            checkpoints: crate::telemetry::WAL_CHECKPOINTS,
         };
-        // The restart above takes effect for the next append only, which
-        // cannot happen before this commit succeeds.
-        txn.commit().map_err(backend)?;
-        Ok(Self {
-            db,
-            wal: Mutex::new(wal),
-        })
-    }
-
-    fn wal(&self) -> Result<MutexGuard<'_, Wal>, StoreError> {
-        self.wal
-            .lock()
-            .map_err(|_| StoreError::Backend("write-ahead log lock poisoned".into()))
+        let db = LoggedDatabase::open(path, metrics, |txn, ops| {
+            let mut w = RedbWrite::open(txn)?;
+            for op in ops {
+                w.replay(op)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(Self { db })
     }
 
     /// Records the server's public key on first use; afterwards refuses to
     /// run with any other key (a replaced key file would make every earlier
     /// tag unverifiable and is almost certainly an operator mistake).
     pub fn check_server_key(&self, key: &OrderServerKey) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::Immediate).map_err(backend)?;
+        // Durable on its own (a new transaction's default), outside the log.
+        let txn = self.db.database().begin_write().map_err(backend)?;
         {
             let mut meta = txn.open_table(META).map_err(backend)?;
             let stored = meta
@@ -226,65 +179,18 @@ impl RedbStore {
     /// records every change for the log, and finish with
     /// [`RedbStore::commit`].
     pub fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::None).map_err(backend)?;
-        Ok(txn)
+        Ok(self.db.begin_write()?)
     }
 
     /// Commits a write transaction whose changes are `log` (from
     /// [`RedbWrite::into_log`]); when this returns `Ok`, they are on disk.
-    ///
-    /// The log is synced first, then redb commits without an fsync: until
-    /// the log is on disk, readers still see the previous state.
-    pub fn commit(&self, mut txn: WriteTransaction, log: KvBatch) -> Result<(), StoreError> {
-        let mut wal = self.wal()?;
-        if log.is_empty() {
-            return txn.commit().map_err(backend);
-        }
-        if !wal.fits(log.as_bytes().len()) {
-            // Too big for what is left of the log: commit durably instead,
-            // which is also a checkpoint.
-            let next = wal.generation() + 1;
-            txn.open_table(META)
-                .map_err(backend)?
-                .insert(WAL_GENERATION, next.to_be_bytes().as_slice())
-                .map_err(backend)?;
-            txn.set_durability(Durability::Immediate).map_err(backend)?;
-            txn.commit().map_err(backend)?;
-            wal.restart(next);
-            metrics::counter!(crate::telemetry::WAL_CHECKPOINTS).increment(1);
-            metrics::gauge!(crate::telemetry::WAL_BYTES).set(0.0);
-            return Ok(());
-        }
-        wal.append(log.as_bytes()).map_err(backend)?;
-        txn.commit().map_err(backend)?;
-        if wal.used() >= CHECKPOINT_BYTES {
-            self.checkpoint(&mut wal)?;
-        }
-        metrics::gauge!(crate::telemetry::WAL_BYTES).set(wal.used() as f64);
-        Ok(())
-    }
-
-    /// Makes everything committed so far durable in redb and starts the log
-    /// again under the next generation.
-    fn checkpoint(&self, wal: &mut Wal) -> Result<(), StoreError> {
-        let next = wal.generation() + 1;
-        let mut txn = self.db.begin_write().map_err(backend)?;
-        txn.set_durability(Durability::Immediate).map_err(backend)?;
-        txn.open_table(META)
-            .map_err(backend)?
-            .insert(WAL_GENERATION, next.to_be_bytes().as_slice())
-            .map_err(backend)?;
-        txn.commit().map_err(backend)?;
-        wal.restart(next);
-        metrics::counter!(crate::telemetry::WAL_CHECKPOINTS).increment(1);
-        tracing::debug!(generation = next, "checkpoint");
-        Ok(())
+    pub fn commit(&self, txn: WriteTransaction, log: KvBatch) -> Result<(), StoreError> {
+        Ok(self.db.commit(txn, &log)?)
     }
 
     /// Begins a read snapshot of the last commit.
     pub fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(backend)
+        self.db.database().begin_read().map_err(backend)
     }
 }
 
@@ -670,9 +576,9 @@ mod tests {
         let path = dir.path().join("order.redb");
         let c = ConversationId::from_bytes([2; 32]);
         let store = RedbStore::open(&path).unwrap();
-        let generation = |s: &RedbStore| s.wal().unwrap().generation();
+        let generation = |s: &RedbStore| s.db.log_position().unwrap().0;
         let first = generation(&store);
-        // Evidence of 1 MiB per commit: 32 commits pass CHECKPOINT_BYTES.
+        // Evidence of 1 MiB per commit: 32 commits pass the checkpoint size.
         let big = vec![5u8; 1 << 20];
         let mut next = 0;
         while generation(&store) == first {
@@ -687,7 +593,7 @@ mod tests {
             store.commit(txn, log).unwrap();
             assert!(next < 64, "no checkpoint after {next} MiB of log");
         }
-        assert_eq!(store.wal().unwrap().used(), 0);
+        assert_eq!(store.db.log_position().unwrap().1, 0);
         write_state(&store, &c, next + 1);
         let image = crash_image(&path, &dir.path().join("crash"));
         let reopened = RedbStore::open(&image).unwrap();
@@ -702,18 +608,18 @@ mod tests {
         let path = dir.path().join("order.redb");
         let c = ConversationId::from_bytes([3; 32]);
         let store = RedbStore::open(&path).unwrap();
-        let before = store.wal().unwrap().generation();
+        let before = store.db.log_position().unwrap().0;
         let txn = store.begin_write().unwrap();
         let log = {
             let mut w = RedbWrite::open(&txn).unwrap();
             w.put_conversation(&c, &state(&c, 1)).unwrap();
-            w.put_evidence(0, &vec![1u8; WAL_CAPACITY as usize])
+            w.put_evidence(0, &vec![1u8; grompi_ops::logged_db::CAPACITY as usize])
                 .unwrap();
             w.into_log()
         };
         store.commit(txn, log).unwrap();
-        assert_eq!(store.wal().unwrap().generation(), before + 1);
-        assert_eq!(store.wal().unwrap().used(), 0);
+        assert_eq!(store.db.log_position().unwrap().0, before + 1);
+        assert_eq!(store.db.log_position().unwrap().1, 0);
         // Durable in redb alone.
         let db = crash_image(&path, &dir.path().join("crash"));
         std::fs::write(wal_path(&db), b"").unwrap();

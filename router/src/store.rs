@@ -3,18 +3,18 @@
 //! Fetch.
 //!
 //! [`RedbStore`] is the production store: redb behind a write-ahead log
-//! ([`grompi_ops::wal`], `router.wal` next to `router.redb`). A commit
-//! appends the records to the log and syncs it (`fdatasync`) before redb
-//! commits them without an fsync, so they are on disk when `commit` returns
-//! and no reader sees them earlier; every [`CHECKPOINT_BYTES`] of log a
-//! durable redb commit starts the log again, and opening replays the log
-//! over the last durable commit. [`MemStore`] keeps the same tables in
+//! ([`grompi_ops::logged_db`], `router.wal` next to `router.redb`). A
+//! commit appends the records to the log and syncs it (`fdatasync`) before
+//! redb commits them without an fsync, so they are on disk when `commit`
+//! returns and no reader sees them earlier; checkpoints restart the log,
+//! and opening replays it over the last durable commit. [`MemStore`] keeps the same tables in
 //! memory and, for crash tests, forgets everything not committed.
 
 use crate::record::{
     self, AccountRecord, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
 };
-use grompi_ops::wal::{KvBatch, KvOp, Wal};
+use grompi_ops::logged_db::{LogMetrics, LoggedDatabase, LoggedDbError};
+use grompi_ops::wal::{KvBatch, KvOp};
 use grompi_proto::mac::Attestation;
 use grompi_proto::{AccountId, ConversationId, Head, Index};
 use std::collections::{BTreeMap, HashMap};
@@ -268,17 +268,11 @@ fn definition(t: Table) -> RawTable {
     redb::TableDefinition::new(t.name())
 }
 
-/// The largest the write-ahead log grows to (64 MiB).
-pub const WAL_CAPACITY: u64 = 64 << 20;
-/// Log bytes after which the store checkpoints (a durable redb commit) and
-/// starts the log again.
-pub const CHECKPOINT_BYTES: u64 = WAL_CAPACITY / 2;
-
-/// The write-ahead log's own bookkeeping: `generation` -> the generation
-/// the log is written under since the last durable commit.
-const WAL_META: redb::TableDefinition<'static, &'static str, u64> =
-    redb::TableDefinition::new("wal");
-const WAL_GENERATION: &str = "generation";
+impl From<LoggedDbError> for StoreError {
+    fn from(e: LoggedDbError) -> Self {
+        backend(e)
+    }
+}
 
 pub use grompi_ops::wal::path_for as wal_path;
 
@@ -290,8 +284,7 @@ fn table_number(t: Table) -> u8 {
 /// threads) and the log.
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<redb::Database>,
-    wal: Arc<Mutex<Wal>>,
+    db: Arc<LoggedDatabase>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -305,92 +298,44 @@ impl RedbStore {
     /// write-ahead log, replays the log over the last durable commit and
     /// checkpoints.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        use redb::ReadableTable;
-        let db = redb::Database::create(path).map_err(backend)?;
-        let tx = db.begin_write().map_err(backend)?;
-        let wal = {
+        let metrics = LogMetrics {
+            bytes: "router_wal_bytes",
+            checkpoints: "router_wal_checkpoints_total",
+        };
+        let db = LoggedDatabase::open(path, metrics, |tx, ops| {
             let mut tables = HashMap::new();
             for t in Table::ALL {
                 tables.insert(t, tx.open_table(definition(t)).map_err(backend)?);
             }
-            let mut meta = tx.open_table(WAL_META).map_err(backend)?;
-            let recorded = meta
-                .get(WAL_GENERATION)
-                .map_err(backend)?
-                .map(|g| g.value());
-            let generation = recorded.unwrap_or(0);
-            let (mut wal, payloads) = Wal::open(
-                &wal_path(path),
-                generation,
-                WAL_CAPACITY,
-                recorded.is_some(),
-            )
-            .map_err(backend)?;
-            for (sequence, payload) in payloads.iter().enumerate() {
-                let malformed = |what| {
-                    backend(grompi_ops::wal::WalError::Malformed {
-                        generation,
-                        sequence: sequence as u64,
-                        what,
-                    })
+            for op in ops {
+                let (n, key, value) = match op {
+                    KvOp::Put { table, key, value } => (table, key, Some(value)),
+                    KvOp::Delete { table, key } => (table, key, None),
                 };
-                for op in KvBatch::decode(payload).map_err(malformed)? {
-                    let (n, key, value) = match op {
-                        KvOp::Put { table, key, value } => (table, key, Some(value)),
-                        KvOp::Delete { table, key } => (table, key, None),
-                    };
-                    let table = Table::ALL
-                        .get(usize::from(n))
-                        .and_then(|t| tables.get_mut(t))
-                        .ok_or_else(|| malformed("an op names a table that does not exist"))?;
-                    match value {
-                        Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
-                        None => table.remove(key.as_slice()).map(drop),
-                    }
-                    .map_err(backend)?;
+                let table = Table::ALL
+                    .get(usize::from(n))
+                    .and_then(|t| tables.get_mut(t))
+                    .ok_or_else(|| {
+                        StoreError::Backend(format!(
+                            "a write-ahead log record names table {n}, which does not exist"
+                        ))
+                    })?;
+                match value {
+                    Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
+                    None => table.remove(key.as_slice()).map(drop),
                 }
-            }
-            if !payloads.is_empty() {
-                tracing::info!(
-                    records = payloads.len(),
-                    "replayed the write-ahead log over the last checkpoint"
-                );
-            }
-            meta.insert(WAL_GENERATION, generation + 1)
                 .map_err(backend)?;
-            wal.restart(generation + 1);
-            wal
-        };
-        tx.commit().map_err(backend)?;
-        Ok(Self {
-            db: Arc::new(db),
-            wal: Arc::new(Mutex::new(wal)),
-        })
-    }
-
-    /// Makes everything committed so far durable in redb and starts the log
-    /// again under the next generation.
-    fn checkpoint(&self, wal: &mut Wal) -> Result<(), StoreError> {
-        let next = wal.generation() + 1;
-        let mut tx = self.db.begin_write().map_err(backend)?;
-        tx.set_durability(redb::Durability::Immediate)
-            .map_err(backend)?;
-        tx.open_table(WAL_META)
-            .map_err(backend)?
-            .insert(WAL_GENERATION, next)
-            .map_err(backend)?;
-        tx.commit().map_err(backend)?;
-        wal.restart(next);
-        metrics::counter!("router_wal_checkpoints_total").increment(1);
-        tracing::debug!(generation = next, "checkpoint");
-        Ok(())
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(Self { db: Arc::new(db) })
     }
 }
 
 impl KvRead for RedbStore {
     fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
         use redb::ReadableDatabase;
-        let tx = self.db.begin_read().map_err(backend)?;
+        let tx = self.db.database().begin_read().map_err(backend)?;
         let t = tx.open_table(definition(table)).map_err(backend)?;
         let range = if to.is_empty() {
             t.range::<&[u8]>(from..).map_err(backend)?
@@ -422,11 +367,7 @@ impl Store for RedbStore {
         if records.is_empty() {
             return Ok(());
         }
-        let mut wal = self
-            .wal
-            .lock()
-            .map_err(|_| StoreError::Backend("write-ahead log lock poisoned".into()))?;
-        let mut tx = self.db.begin_write().map_err(backend)?;
+        let tx = self.db.begin_write()?;
         let mut log = KvBatch::new();
         {
             let mut open: HashMap<Table, redb::Table<'_, &'static [u8], &'static [u8]>> =
@@ -451,31 +392,7 @@ impl Store for RedbStore {
                 }
             }
         }
-        if !wal.fits(log.as_bytes().len()) {
-            // Too big for what is left of the log: commit durably instead,
-            // which is also a checkpoint.
-            let next = wal.generation() + 1;
-            tx.open_table(WAL_META)
-                .map_err(backend)?
-                .insert(WAL_GENERATION, next)
-                .map_err(backend)?;
-            tx.set_durability(redb::Durability::Immediate)
-                .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            wal.restart(next);
-            metrics::counter!("router_wal_checkpoints_total").increment(1);
-            metrics::gauge!("router_wal_bytes").set(0.0);
-            return Ok(());
-        }
-        // The log first: until it is on disk, readers see the old state.
-        wal.append(log.as_bytes()).map_err(backend)?;
-        tx.set_durability(redb::Durability::None).map_err(backend)?;
-        tx.commit().map_err(backend)?;
-        if wal.used() >= CHECKPOINT_BYTES {
-            self.checkpoint(&mut wal)?;
-        }
-        metrics::gauge!("router_wal_bytes").set(wal.used() as f64);
-        Ok(())
+        Ok(self.db.commit(tx, &log)?)
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
@@ -549,7 +466,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("router.redb");
         let mut store = RedbStore::open(&path).unwrap();
-        let generation = |s: &RedbStore| s.wal.lock().unwrap().generation();
+        let generation = |s: &RedbStore| s.db.log_position().unwrap().0;
         let first = generation(&store);
         // About 100 bytes of log per record, 2000 records per commit.
         let mut commits = 0u32;
@@ -569,7 +486,7 @@ mod tests {
             commits += 1;
             assert!(commits < 1000, "no checkpoint");
         }
-        assert_eq!(store.wal.lock().unwrap().used(), 0);
+        assert_eq!(store.db.log_position().unwrap().1, 0);
         store.commit(&[prekey(8, 8, true)]).unwrap();
         let image = crash_image(&path, &dir.path().join("crash"));
         let reopened = RedbStore::open(&image).unwrap();
