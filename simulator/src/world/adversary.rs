@@ -259,12 +259,7 @@ impl World {
         let Some(head) = d.attestations.first().map(|a| a.head.clone()) else {
             return;
         };
-        let serves = self
-            .router
-            .branches
-            .get(branch)
-            .map(|b| b.serves.clone())
-            .unwrap_or_default();
+        let serves = self.serves(branch);
         let mut attested: Vec<Attestation> = Vec::new();
         for (s, server) in self.servers.iter_mut().enumerate() {
             if !serves.get(s).copied().unwrap_or(false) {

@@ -413,12 +413,7 @@ impl World {
         next_slots: Option<pb::SlotSet>,
     ) -> usize {
         let branch = self.branch_of(actor);
-        let serves = self
-            .router
-            .branches
-            .get(branch)
-            .map(|b| b.serves.clone())
-            .unwrap_or_default();
+        let serves = self.serves(branch);
         let summary = pb::EnvelopeSummary::from(&composed.envelope.summary());
         let id = self.conversation;
         let mut refused = 0;

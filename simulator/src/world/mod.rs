@@ -467,6 +467,15 @@ impl World {
         }
     }
 
+    /// Which order servers the router's branch `branch` talks to.
+    fn serves(&self, branch: usize) -> Vec<bool> {
+        self.router
+            .branches
+            .get(branch)
+            .map(|b| b.serves.clone())
+            .unwrap_or_default()
+    }
+
     fn call_router(&mut self, from: usize, call: Call, purpose: Purpose) {
         if self.router.down {
             self.send(Event::Reply {
@@ -848,18 +857,10 @@ impl World {
                         ..
                     }
                 );
-                let serves = self
-                    .router
-                    .branches
-                    .get(branch)
-                    .map(|b| {
-                        if all {
-                            vec![true; b.serves.len()]
-                        } else {
-                            b.serves.clone()
-                        }
-                    })
-                    .unwrap_or_default();
+                let mut serves = self.serves(branch);
+                if all {
+                    serves.fill(true);
+                }
                 let mut proofs = Vec::new();
                 for (s, server) in self.servers.iter_mut().enumerate() {
                     if !serves.get(s).copied().unwrap_or(false) {
