@@ -367,14 +367,12 @@ async fn a_forking_router_with_two_colluding_order_servers_is_detected_by_the_re
     }
 }
 
-/// A router that never delivers index 2 to Bob: Bob accepts index 1 and
-/// nothing after, and every order server's head proof shows him an index
-/// attested but not delivered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_router_that_drops_an_index_is_caught_by_the_head_proofs() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut net = evil_network(dir.path(), 3, RouterStrategy::Drop, &[]);
-    let [mut alice, mut bob] = members(&net, dir.path(), ["alice", "bob"]).await;
+/// A malicious router over three honest order servers, and Alice and Bob
+/// in a conversation whose Setup Bob accepted; the router is told never to
+/// deliver index 2 to Bob. Keep the network alive for the test's length.
+async fn bob_loses_index_two(dir: &Path) -> (Devnet, Client, Client, ConversationId) {
+    let mut net = evil_network(dir, 3, RouterStrategy::Drop, &[]);
+    let [mut alice, mut bob] = members(&net, dir, ["alice", "bob"]).await;
     let id = alice
         .create_conversation(Some("t"), &[bob.account()])
         .await
@@ -386,6 +384,16 @@ async fn a_router_that_drops_an_index_is_caught_by_the_head_proofs() {
         ..AttackPlan::default()
     };
     tokio::task::block_in_place(|| net.attack(plan)).unwrap();
+    (net, alice, bob, id)
+}
+
+/// A router that never delivers index 2 to Bob: Bob accepts index 1 and
+/// nothing after, and every order server's head proof shows him an index
+/// attested but not delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_drops_an_index_is_caught_by_the_head_proofs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, mut alice, mut bob, id) = bob_loses_index_two(dir.path()).await;
     alice.send(id, "one").await.unwrap();
     alice.send(id, "two").await.unwrap();
     accept(&mut bob, id, 1).await;
@@ -418,19 +426,7 @@ async fn a_router_that_drops_an_index_is_caught_by_the_head_proofs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_router_that_drops_an_index_in_the_middle_is_caught_by_the_client() {
     let dir = tempfile::tempdir().unwrap();
-    let mut net = evil_network(dir.path(), 3, RouterStrategy::Drop, &[]);
-    let [mut alice, mut bob] = members(&net, dir.path(), ["alice", "bob"]).await;
-    let id = alice
-        .create_conversation(Some("t"), &[bob.account()])
-        .await
-        .unwrap();
-    accept(&mut bob, id, 0).await;
-    let plan = AttackPlan {
-        victims: vec![bob.account().to_hex()],
-        indices: vec![2],
-        ..AttackPlan::default()
-    };
-    tokio::task::block_in_place(|| net.attack(plan)).unwrap();
+    let (_net, mut alice, mut bob, id) = bob_loses_index_two(dir.path()).await;
     alice.send(id, "one").await.unwrap();
     alice.send(id, "two").await.unwrap();
     alice.send(id, "three").await.unwrap();
