@@ -6,6 +6,10 @@
 //!   *then* commits the transaction without an fsync (`Durability::None`).
 //!   When it returns, the changes are on disk, and no reader sees them
 //!   before the log record is.
+//! * [`LoggedDatabase::commit_deferred`] appends without the sync, for
+//!   changes the owner can obtain again: they become durable with the next
+//!   synced commit (the log is sequential, so a sync covers every record
+//!   before it), and a crash before that loses a suffix of them.
 //! * When the log passes [`CHECKPOINT_BYTES`], a durable commit
 //!   (`Durability::Immediate`) records the next log generation and the log
 //!   starts again from its beginning. A batch that does not fit in what is
@@ -156,13 +160,36 @@ impl LoggedDatabase {
     /// Commits `txn`, whose changes are `log`; when this returns `Ok` they
     /// are on disk. The log is synced first: until then readers see the
     /// previous state.
-    pub fn commit(&self, mut txn: WriteTransaction, log: &KvBatch) -> Result<(), LoggedDbError> {
+    pub fn commit(&self, txn: WriteTransaction, log: &KvBatch) -> Result<(), LoggedDbError> {
+        self.commit_with(txn, log, Wal::append)
+    }
+
+    /// Commits `txn`, whose changes are `log`, without waiting for the
+    /// disk: readers see the changes at once, and they are on disk once a
+    /// later [`LoggedDatabase::commit`] returns (or a checkpoint is made). A
+    /// crash before that may lose them, and with them every deferred
+    /// commit after them, never a commit before them. Only for changes the
+    /// owner can obtain again after such a crash.
+    pub fn commit_deferred(
+        &self,
+        txn: WriteTransaction,
+        log: &KvBatch,
+    ) -> Result<(), LoggedDbError> {
+        self.commit_with(txn, log, Wal::append_deferred)
+    }
+
+    fn commit_with(
+        &self,
+        mut txn: WriteTransaction,
+        log: &KvBatch,
+        append: fn(&mut Wal, &[u8]) -> Result<(), WalError>,
+    ) -> Result<(), LoggedDbError> {
         let mut wal = self.wal()?;
         if log.is_empty() {
             return txn.commit().map_err(db);
         }
         if wal.fits(log.as_bytes().len()) {
-            wal.append(log.as_bytes())?;
+            append(&mut wal, log.as_bytes())?;
             txn.commit().map_err(db)?;
             if wal.used() < CHECKPOINT_BYTES {
                 metrics::gauge!(self.metrics.bytes).set(wal.used() as f64);

@@ -234,8 +234,22 @@ impl Wal {
         Ok((wal, payloads))
     }
 
-    /// Appends one record and waits until it is on disk (`fdatasync`).
+    /// Appends one record and waits until it is on disk (`fdatasync`),
+    /// with every record appended before it.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.write_record(payload)?;
+        self.file.sync_data().map_err(io(&self.path, "fdatasync"))
+    }
+
+    /// Appends one record without waiting for the disk: it is on disk once
+    /// a later [`Wal::append`] returns. A crash before that may lose it
+    /// (with every deferred record after it; never one before it that was
+    /// synced, since replay stops at the first record that does not check).
+    pub fn append_deferred(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.write_record(payload)
+    }
+
+    fn write_record(&mut self, payload: &[u8]) -> Result<(), WalError> {
         let needed = record_len(payload.len());
         if !self.fits(payload.len()) {
             return Err(WalError::Full {
@@ -257,7 +271,6 @@ impl Wal {
         self.file
             .write_all_at(&self.scratch, self.offset)
             .map_err(io(&self.path, "write"))?;
-        self.file.sync_data().map_err(io(&self.path, "fdatasync"))?;
         self.offset += needed;
         self.next_sequence += 1;
         Ok(())
@@ -690,16 +703,20 @@ mod tests {
             let _ = KvBatch::decode(&bytes);
         }
 
-        /// The log against a model: appends, restarts and crashes that tear
-        /// the last record at any byte; what reopening returns is exactly
-        /// what was appended since the last restart, minus a torn tail.
+        /// The log against a model: appends (synced or deferred), restarts,
+        /// and crashes that tear the last record at any byte or lose any
+        /// suffix of the deferred records since the last synced one; what
+        /// reopening returns is exactly what was appended since the last
+        /// restart, minus what the crash lost.
         #[test]
         fn the_log_returns_what_was_appended_since_the_last_restart(
             steps in proptest::collection::vec(
                 prop_oneof![
-                    4 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Step::Append),
+                    3 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Step::Append),
+                    2 => proptest::collection::vec(any::<u8>(), 0..300).prop_map(Step::AppendDeferred),
                     1 => Just(Step::Restart),
                     1 => (0usize..400).prop_map(Step::CrashTearingLast),
+                    1 => any::<usize>().prop_map(Step::CrashLosingDeferred),
                 ],
                 1..40,
             )
@@ -708,40 +725,67 @@ mod tests {
             let path = dir.path().join("log");
             let mut generation = 0;
             let (mut wal, _) = Wal::open(&path, generation, 8192, false).unwrap();
+            // What was appended since the last restart, where each record
+            // starts, and how many of them a sync made durable.
             let mut model: Vec<Vec<u8>> = Vec::new();
-            let mut last_start = None;
+            let mut starts: Vec<u64> = Vec::new();
+            let mut synced = 0;
             for step in steps {
+                if let Step::Append(p) | Step::AppendDeferred(p) = &step
+                    && !wal.fits(p.len())
+                {
+                    generation += 1;
+                    wal.restart(generation);
+                    model.clear();
+                    starts.clear();
+                    synced = 0;
+                }
                 match step {
                     Step::Append(p) => {
-                        if !wal.fits(p.len()) {
-                            generation += 1;
-                            wal.restart(generation);
-                            model.clear();
-                        }
-                        last_start = Some(wal.used());
+                        starts.push(wal.used());
                         wal.append(&p).unwrap();
+                        model.push(p);
+                        synced = model.len();
+                    }
+                    Step::AppendDeferred(p) => {
+                        starts.push(wal.used());
+                        wal.append_deferred(&p).unwrap();
                         model.push(p);
                     }
                     Step::Restart => {
                         generation += 1;
                         wal.restart(generation);
                         model.clear();
-                        last_start = None;
+                        starts.clear();
+                        synced = 0;
                     }
-                    Step::CrashTearingLast(cut) => {
+                    Step::CrashTearingLast(_) | Step::CrashLosingDeferred(_) => {
                         drop(wal);
-                        if let (Some(start), Some(last)) = (last_start, model.last()) {
-                            let len = HEADER + last.len() + CHECKSUM;
-                            if cut < len {
-                                // The last record reached the disk only up to `cut`.
-                                let mut bytes = std::fs::read(&path).unwrap();
-                                let s = start as usize;
-                                for b in &mut bytes[s + cut..s + len] {
-                                    *b ^= 0xa5;
-                                }
-                                std::fs::write(&path, &bytes).unwrap();
-                                model.pop();
+                        let mut bytes = std::fs::read(&path).unwrap();
+                        let end = wal_end(&starts, &model);
+                        // The first byte the disk did not keep, if any.
+                        let lost_from = match step {
+                            Step::CrashTearingLast(cut) => starts
+                                .last()
+                                .map(|s| *s as usize + cut)
+                                .filter(|at| *at < end),
+                            Step::CrashLosingDeferred(k) if model.len() > synced => {
+                                let first = synced + k % (model.len() - synced);
+                                Some(starts[first] as usize)
                             }
+                            _ => None,
+                        };
+                        if let Some(from) = lost_from {
+                            for b in &mut bytes[from..end] {
+                                *b ^= 0xa5;
+                            }
+                            std::fs::write(&path, &bytes).unwrap();
+                            let kept = starts
+                                .iter()
+                                .zip(&model)
+                                .take_while(|(s, p)| **s as usize + HEADER + p.len() + CHECKSUM <= from)
+                                .count();
+                            model.truncate(kept);
                         }
                         let (w, got) = Wal::open(&path, generation, 8192, false).unwrap();
                         prop_assert_eq!(&got, &model);
@@ -750,7 +794,8 @@ mod tests {
                         generation += 1;
                         wal.restart(generation);
                         model.clear();
-                        last_start = None;
+                        starts.clear();
+                        synced = 0;
                     }
                 }
             }
@@ -760,10 +805,20 @@ mod tests {
         }
     }
 
+    /// Where the last record in the model ends (0 if none).
+    fn wal_end(starts: &[u64], model: &[Vec<u8>]) -> usize {
+        match (starts.last(), model.last()) {
+            (Some(s), Some(p)) => *s as usize + HEADER + p.len() + CHECKSUM,
+            _ => 0,
+        }
+    }
+
     #[derive(Debug, Clone)]
     enum Step {
         Append(Vec<u8>),
+        AppendDeferred(Vec<u8>),
         Restart,
         CrashTearingLast(usize),
+        CrashLosingDeferred(usize),
     }
 }

@@ -14,7 +14,7 @@ use crate::error::RouterError;
 use crate::fanout::{JobItem, JobResult, OpenOutcome, ServerJob, ServerLink, is_sender_fault};
 use crate::limits::{Limits, RateKey, RateLimiter};
 use crate::record::{Record, StoredEnvelope};
-use crate::store::Snapshot;
+use crate::store::{Durability, Snapshot};
 use crate::{Millis, Ticket};
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::mac::Attestation;
@@ -295,6 +295,8 @@ pub struct Output {
     /// Effects that may be performed before the commit, in order.
     pub early: Vec<Effect>,
     separate_early: bool,
+    /// How many of `records` came from order servers' answers.
+    from_answers: usize,
 }
 
 impl Output {
@@ -304,6 +306,22 @@ impl Output {
         Self {
             separate_early: true,
             ..Self::default()
+        }
+    }
+
+    /// How durable the commit of `records` must be. Records that only
+    /// restate order servers' answers (tags, progress, which servers have a
+    /// conversation open: [`Record::restates_answers`]) may be committed
+    /// [`Durability::Deferred`]: a router that loses them in a crash sends
+    /// the same requests again and gets the same answers, as for early
+    /// effects. Any other record (an envelope admitted or dropped, a tail
+    /// moved) makes the commit [`Durability::Now`], which also makes every
+    /// deferred commit before it durable.
+    pub fn durability(&self) -> Durability {
+        if self.records.len() > self.from_answers {
+            Durability::Now
+        } else {
+            Durability::Deferred
         }
     }
 
@@ -1023,8 +1041,16 @@ impl RouterCore {
     /// leave before the commit: see [`Output`].
     fn job_done(&mut self, r: JobResult, now: Millis, out: &mut Output) {
         let mark = out.effects.len();
+        let records = out.records.len();
         self.apply_job_result(r, now, out);
         out.make_early_since(mark);
+        // Dropping an envelope every server refused re-admits the ones
+        // after it at new indices: that changes the log, and jobs for the
+        // new indices must not leave before it is on disk.
+        let pushed = out.records.get(records..).unwrap_or_default();
+        if pushed.iter().all(Record::restates_answers) {
+            out.from_answers += pushed.len();
+        }
     }
 
     fn apply_job_result(&mut self, r: JobResult, now: Millis, out: &mut Output) {
@@ -1342,17 +1368,11 @@ impl RouterCore {
                 break;
             };
             let atts: Vec<Attestation> = p.attestations.iter().flatten().cloned().collect();
+            let views = delivery::Views::new(id, i, &p.stored.envelope, &p.stored.previous_head);
             for (account, member) in recipients(&conv.epochs, p) {
                 out.effects.push(Effect::Deliver {
                     account,
-                    delivery: delivery::view(
-                        id,
-                        i,
-                        &p.stored.envelope,
-                        &p.stored.previous_head,
-                        member,
-                        &atts,
-                    ),
+                    delivery: views.member(member, &atts),
                 });
             }
             let hash = p.hash;

@@ -4,7 +4,7 @@
 use super::*;
 use crate::directory::{parse_register, parse_upload};
 use crate::fanout::OpenOutcome;
-use crate::store::{EnvelopeReader, MemStore, Store};
+use crate::store::{Durability, EnvelopeReader, MemStore, Store};
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::ids::prekey_signing_message;
@@ -122,7 +122,8 @@ impl World {
             .poll(self.now, &mut self.rng, &mut self.uncommitted);
         let mut out = std::mem::replace(&mut self.uncommitted, Output::separating_early());
         self.perform(std::mem::take(&mut out.early));
-        self.store.commit(&out.records).unwrap();
+        let durability = out.durability();
+        self.store.commit(&out.records, durability).unwrap();
         self.perform(out.effects);
     }
 
@@ -283,6 +284,7 @@ impl World {
     /// new core restarts from the store.
     fn crash(&mut self) {
         self.uncommitted = Output::separating_early();
+        self.store.lose_deferred().unwrap();
         self.jobs.clear();
         for s in &mut self.servers {
             s.reset_stream();
@@ -841,6 +843,79 @@ fn an_envelope_every_server_refuses_is_dropped_and_the_index_reused() {
     for s in &w.servers {
         assert_eq!(s.convs[&id].chain.len(), 2);
         assert!(s.violations.is_empty(), "{:?}", s.violations);
+    }
+}
+
+/// What order servers answered (tags, progress) may be committed without
+/// a sync; dropping an envelope every server refused, which re-admits the
+/// ones after it at new indices, may not.
+#[test]
+fn answers_commit_deferred_but_a_drop_that_moves_envelopes_commits_now() {
+    let mut w = World::new(3, 3, 3);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let slot1 = slot_of(&created, &members[1]);
+    let mut send = |w: &mut World, good: bool, body: &[u8]| {
+        let req = envelope(
+            &mut members[1],
+            id,
+            Epoch(0),
+            slot1,
+            EnvelopeKind::Message,
+            None,
+            &servers,
+            good,
+            body,
+        );
+        let s = parse_submit(req, 3, &w.config.limits).unwrap();
+        let t = w.feed(Command::Authed {
+            token: members[1].token.clone(),
+            call: Call::Submit(s),
+        });
+        assert_eq!(w.uncommitted.durability(), Durability::Now, "an admission");
+        w.flush();
+        t
+    };
+    send(&mut w, false, b"forged");
+    send(&mut w, true, b"real");
+    let (mut deferred_tags, mut synced_drops) = (0, 0);
+    for _ in 0..200 {
+        if w.jobs.is_empty() {
+            w.now += 200;
+            w.flush();
+            if w.jobs.is_empty() {
+                break;
+            }
+        }
+        w.run_job_uncommitted(0);
+        let moves_envelopes = w
+            .uncommitted
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Envelope { .. } | Record::Tail { .. }));
+        let tags = w
+            .uncommitted
+            .records
+            .iter()
+            .any(|r| matches!(r, Record::Attestation { .. }));
+        match w.uncommitted.durability() {
+            Durability::Now => {
+                assert!(moves_envelopes, "only a moved envelope needs a sync");
+                synced_drops += 1;
+            }
+            Durability::Deferred => {
+                assert!(!moves_envelopes, "a moved envelope is never deferred");
+                deferred_tags += usize::from(tags);
+            }
+        }
+        w.flush();
+    }
+    assert_eq!(synced_drops, 1, "one drop, committed with a sync");
+    assert!(deferred_tags >= 3, "the good envelope's tags, deferred");
+    for s in &w.servers {
+        assert_eq!(s.convs[&id].chain.len(), 2);
     }
 }
 

@@ -55,27 +55,60 @@ pub fn view(
     member: MemberSlots,
     attestations: &[Attestation],
 ) -> pb::Delivery {
-    let own = member.slot.or(member.next_slot);
-    let position = own.and_then(|s| envelope.blocks().iter().position(|b| b.recipient == s));
-    pb::Delivery {
-        conversation_id: conversation.to_vec(),
-        index: index.0,
-        header: Some(envelope.header().into()),
-        body: envelope.body().to_vec(),
-        block: position
-            .and_then(|p| envelope.blocks().get(p))
-            .map(pb::RecipientBlock::from),
-        block_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
-        block_digests: envelope
-            .blocks()
-            .iter()
-            .map(|b| b.digest().to_vec())
-            .collect(),
-        attestations: attestations
-            .iter()
-            .map(|a| member_attestation(a, member))
-            .collect(),
-        previous_head: previous_head.to_vec(),
+    Views::new(conversation, index, envelope, previous_head).member(member, attestations)
+}
+
+/// What every member's delivery of one envelope shares (the header and the
+/// block digests, one hash per block), computed once for all members.
+#[derive(Debug)]
+pub struct Views<'a> {
+    shared: pb::Delivery,
+    envelope: &'a Envelope,
+}
+
+impl<'a> Views<'a> {
+    /// The shared part of the deliveries of `envelope` at `index`.
+    pub fn new(
+        conversation: &ConversationId,
+        index: Index,
+        envelope: &'a Envelope,
+        previous_head: &Head,
+    ) -> Self {
+        let shared = pb::Delivery {
+            conversation_id: conversation.to_vec(),
+            index: index.0,
+            header: Some(envelope.header().into()),
+            body: envelope.body().to_vec(),
+            block: None,
+            block_position: 0,
+            block_digests: envelope
+                .blocks()
+                .iter()
+                .map(|b| b.digest().to_vec())
+                .collect(),
+            attestations: Vec::new(),
+            previous_head: previous_head.to_vec(),
+        };
+        Self { shared, envelope }
+    }
+
+    /// One member's delivery: the shared part, its own block and its own
+    /// tags.
+    pub fn member(&self, member: MemberSlots, attestations: &[Attestation]) -> pb::Delivery {
+        let own = member.slot.or(member.next_slot);
+        let blocks = self.envelope.blocks();
+        let position = own.and_then(|s| blocks.iter().position(|b| b.recipient == s));
+        pb::Delivery {
+            block: position
+                .and_then(|p| blocks.get(p))
+                .map(pb::RecipientBlock::from),
+            block_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            attestations: attestations
+                .iter()
+                .map(|a| member_attestation(a, member))
+                .collect(),
+            ..self.shared.clone()
+        }
     }
 }
 

@@ -223,6 +223,18 @@ fn pair_key(a: &[u8; 32], b: &[u8]) -> Vec<u8> {
 }
 
 impl Record {
+    /// Whether this record, written while applying an order server's
+    /// answer, only restates that answer (tags, progress, and, as the
+    /// conversation record written there, which servers have the
+    /// conversation open), so that a router that lost it asks again and
+    /// gets the same answer. Envelope and tail records never do.
+    pub fn restates_answers(&self) -> bool {
+        matches!(
+            self,
+            Record::Attestation { .. } | Record::Progress { .. } | Record::Conversation(_)
+        )
+    }
+
     /// The table, key and value (`None` = delete) of this record.
     pub fn to_kv(&self) -> (Table, Vec<u8>, Option<Vec<u8>>) {
         use prost::Message;

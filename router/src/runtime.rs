@@ -6,7 +6,7 @@
 use crate::core::{Command, Effect, Output, Response, RouterCore};
 use crate::error::RouterError;
 use crate::fanout::{JobResult, OpenOutcome, ServerJob};
-use crate::store::Store;
+use crate::store::{Durability, Store};
 use crate::{Millis, Ticket};
 use grompi_proto::pb::order_service_client::OrderServiceClient;
 use grompi_proto::{AccountId, pb};
@@ -113,6 +113,7 @@ enum Ready {
 /// effects that wait for them.
 struct Batch {
     records: Vec<crate::record::Record>,
+    durability: Durability,
     effects: Vec<Ready>,
     commands: usize,
 }
@@ -230,10 +231,12 @@ fn run_core(
             }
         }
         core.poll(now, &mut rng, &mut out);
+        let durability = out.durability();
         perform(ready(out.early, &mut waiting), &jobs, &hub);
         let effects = ready(out.effects, &mut waiting);
         if commit_tx
             .send(Batch {
+                durability,
                 records: out.records,
                 effects,
                 commands,
@@ -287,12 +290,16 @@ fn run_committer(
         }
         let mut records = Vec::new();
         let mut commands = 0;
+        let mut durability = Durability::Deferred;
         for b in &mut batches {
             records.append(&mut b.records);
             commands += b.commands;
+            if b.durability == Durability::Now {
+                durability = Durability::Now;
+            }
         }
         let started = Instant::now();
-        if let Err(e) = store.commit(&records) {
+        if let Err(e) = store.commit(&records, durability) {
             tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
             let fail = |effects: Vec<Ready>| {
                 for effect in effects {
@@ -310,7 +317,12 @@ fn run_committer(
             return Err(RouterError::Internal(e.to_string()));
         }
         if !records.is_empty() {
-            metrics::histogram!("router_commit_seconds").record(started.elapsed().as_secs_f64());
+            let kind = match durability {
+                Durability::Now => "synced",
+                Durability::Deferred => "deferred",
+            };
+            metrics::histogram!("router_commit_seconds", "durability" => kind)
+                .record(started.elapsed().as_secs_f64());
             metrics::histogram!("router_commit_batch_commands").record(commands as f64);
         }
         for b in batches {

@@ -69,10 +69,23 @@ pub trait KvRead {
     fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError>;
 }
 
+/// When a commit must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before `commit` returns (with every deferred commit before it).
+    Now,
+    /// With the next [`Durability::Now`] commit; readers see the records at
+    /// once, and a crash before that loses them (and every deferred commit
+    /// after them, never one before). Only for records the router obtains
+    /// again after a restart: what order servers answered (see
+    /// [`crate::core::Output::durability`]).
+    Deferred,
+}
+
 /// Durable storage.
 pub trait Store: Send {
-    /// Commits records atomically and durably, in order.
-    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError>;
+    /// Commits records atomically, in order, durable as `durability` says.
+    fn commit(&mut self, records: &[Record], durability: Durability) -> Result<(), StoreError>;
     /// Loads the snapshot the core restarts from.
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// A reader for Fetch that may be used from other threads.
@@ -211,10 +224,21 @@ fn scan_map(tables: &Tables, table: Table, from: &[u8], to: &[u8]) -> Vec<(Vec<u
 
 /// An in-memory store. Clones share the committed state, so a test can
 /// "crash" a core (drop it with its uncommitted output) and restart a new
-/// one from the same store.
+/// one from the same store; [`MemStore::lose_deferred`] is what the crash
+/// does to deferred commits.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
-    committed: Arc<Mutex<Tables>>,
+    committed: Arc<Mutex<MemTables>>,
+}
+
+#[derive(Debug, Default)]
+struct MemTables {
+    /// What a crash keeps.
+    durable: Tables,
+    /// Deferred commits since the last [`Durability::Now`] one, in order.
+    deferred: Vec<Record>,
+    /// `durable` with `deferred` applied: what readers see.
+    visible: Tables,
 }
 
 impl MemStore {
@@ -223,16 +247,24 @@ impl MemStore {
         Self::default()
     }
 
-    fn tables(&self) -> Result<std::sync::MutexGuard<'_, Tables>, StoreError> {
+    fn tables(&self) -> Result<std::sync::MutexGuard<'_, MemTables>, StoreError> {
         self.committed
             .lock()
             .map_err(|_| StoreError::Backend("store lock poisoned".into()))
+    }
+
+    /// A crash: the deferred commits since the last durable one are lost.
+    pub fn lose_deferred(&self) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        t.deferred.clear();
+        t.visible = t.durable.clone();
+        Ok(())
     }
 }
 
 impl KvRead for MemStore {
     fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
-        Ok(scan_map(&*self.tables()?, table, from, to))
+        Ok(scan_map(&self.tables()?.visible, table, from, to))
     }
 }
 
@@ -248,8 +280,17 @@ impl EnvelopeReader for MemStore {
 }
 
 impl Store for MemStore {
-    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
-        apply(&mut *self.tables()?, records);
+    fn commit(&mut self, records: &[Record], durability: Durability) -> Result<(), StoreError> {
+        let mut t = self.tables()?;
+        apply(&mut t.visible, records);
+        match durability {
+            Durability::Deferred => t.deferred.extend_from_slice(records),
+            Durability::Now => {
+                let deferred = std::mem::take(&mut t.deferred);
+                apply(&mut t.durable, &deferred);
+                apply(&mut t.durable, records);
+            }
+        }
         Ok(())
     }
 
@@ -363,7 +404,7 @@ impl EnvelopeReader for RedbStore {
 }
 
 impl Store for RedbStore {
-    fn commit(&mut self, records: &[Record]) -> Result<(), StoreError> {
+    fn commit(&mut self, records: &[Record], durability: Durability) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -392,7 +433,11 @@ impl Store for RedbStore {
                 }
             }
         }
-        Ok(self.db.commit(tx, &log)?)
+        match durability {
+            Durability::Now => self.db.commit(tx, &log)?,
+            Durability::Deferred => self.db.commit_deferred(tx, &log)?,
+        }
+        Ok(())
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
@@ -435,13 +480,23 @@ mod tests {
         let path = dir.path().join("router.redb");
         let mut store = RedbStore::open(&path).unwrap();
         for k in 0..10 {
-            store.commit(&[prekey(1, k, true)]).unwrap();
+            store
+                .commit(&[prekey(1, k, true)], Durability::Now)
+                .unwrap();
         }
+        // A deferred commit is read at once and replayed in its place.
         store
-            .commit(&[prekey(1, 3, false), prekey(2, 9, true)])
+            .commit(
+                &[prekey(1, 3, false), prekey(2, 9, true)],
+                Durability::Deferred,
+            )
+            .unwrap();
+        assert_eq!(prekeys(&store).len(), 10);
+        store
+            .commit(&[prekey(2, 8, true)], Durability::Now)
             .unwrap();
         let expected = prekeys(&store);
-        assert_eq!(expected.len(), 10);
+        assert_eq!(expected.len(), 11);
         assert!(!expected.contains(&(AccountId::from_bytes([1; 32]), [3; 32])));
         // Without the log, redb alone has none of it.
         // (An empty log stands in for the lost one; a missing one is refused.)
@@ -456,9 +511,42 @@ mod tests {
         let mut reopened = RedbStore::open(&image).unwrap();
         assert_eq!(prekeys(&reopened), expected);
         // Reopening checkpointed; later commits go on in the next generation.
-        reopened.commit(&[prekey(1, 3, true)]).unwrap();
+        reopened
+            .commit(&[prekey(1, 3, true)], Durability::Now)
+            .unwrap();
         let again = crash_image(&image, &dir.path().join("crash2"));
-        assert_eq!(prekeys(&RedbStore::open(&again).unwrap()).len(), 11);
+        assert_eq!(prekeys(&RedbStore::open(&again).unwrap()).len(), 12);
+    }
+
+    fn mem_prekeys(store: &MemStore) -> Vec<(AccountId, [u8; 32])> {
+        store.load().unwrap().one_time_prekeys
+    }
+
+    #[test]
+    fn a_crash_loses_the_deferred_commits_after_the_last_durable_one_only() {
+        let mut store = MemStore::new();
+        store
+            .commit(&[prekey(1, 1, true)], Durability::Now)
+            .unwrap();
+        store
+            .commit(&[prekey(1, 2, true)], Durability::Deferred)
+            .unwrap();
+        // Made durable by the next durable commit.
+        store
+            .commit(&[prekey(1, 3, true)], Durability::Now)
+            .unwrap();
+        store
+            .commit(&[prekey(1, 4, true)], Durability::Deferred)
+            .unwrap();
+        store
+            .commit(&[prekey(1, 1, false)], Durability::Deferred)
+            .unwrap();
+        // Readers see everything committed, deferred or not.
+        let seen: Vec<u8> = mem_prekeys(&store).iter().map(|(_, k)| k[0]).collect();
+        assert_eq!(seen, vec![2, 3, 4]);
+        store.lose_deferred().unwrap();
+        let kept: Vec<u8> = mem_prekeys(&store).iter().map(|(_, k)| k[0]).collect();
+        assert_eq!(kept, vec![1, 2, 3]);
     }
 
     #[test]
@@ -482,12 +570,14 @@ mod tests {
                     present: true,
                 })
                 .collect();
-            store.commit(&batch).unwrap();
+            store.commit(&batch, Durability::Now).unwrap();
             commits += 1;
             assert!(commits < 1000, "no checkpoint");
         }
         assert_eq!(store.db.log_position().unwrap().1, 0);
-        store.commit(&[prekey(8, 8, true)]).unwrap();
+        store
+            .commit(&[prekey(8, 8, true)], Durability::Now)
+            .unwrap();
         let image = crash_image(&path, &dir.path().join("crash"));
         let reopened = RedbStore::open(&image).unwrap();
         assert_eq!(prekeys(&reopened).len(), commits as usize * 2000 + 1);

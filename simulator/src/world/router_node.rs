@@ -106,7 +106,7 @@ impl RouterNode {
 
     fn commit(b: &mut Branch, out: &mut Output) {
         if let Some(store) = b.store.as_mut()
-            && store.commit(&out.records).is_err()
+            && store.commit(&out.records, out.durability()).is_err()
         {
             // A store that cannot commit must not let effects out.
             out.effects.clear();
@@ -114,9 +114,17 @@ impl RouterNode {
         out.records.clear();
     }
 
-    /// Crashes: the process stops; everything committed survives.
+    /// Crashes: the process stops; everything committed durably survives,
+    /// deferred commits since the last durable one are lost.
     pub fn crash(&mut self) {
         self.down = true;
+        for b in &self.branches {
+            if let Some(store) = &b.store {
+                // An in-memory store's lock is only poisoned by a panic,
+                // which has already failed the run.
+                let _ = store.lose_deferred();
+            }
+        }
     }
 
     /// Restarts every branch that has a store from its committed state.
