@@ -7,6 +7,12 @@ use grompi_order_server::{bench, config::Config, init, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: under load glibc's malloc
+/// (its consolidation of freed chunks across threads) took about a fifth
+/// of the router's CPU; see docs/PERFORMANCE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An order server: attests which envelope sits at which index of each
 /// conversation, and never attests two different envelopes at one index.
 ///
