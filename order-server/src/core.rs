@@ -110,8 +110,8 @@ impl OrderCore {
     }
 
     /// Opens `conversation` with its first slot set. Refused if the id was
-    /// ever opened, the set is larger than the limit, or a key is of low
-    /// order. Returns the genesis head.
+    /// ever opened, the set is larger than the limit, has no Admin slot, or
+    /// a key is of low order. Returns the genesis head.
     pub fn open(
         &self,
         store: &mut impl StoreWrite,
@@ -127,6 +127,13 @@ impl OrderCore {
                 slots.len(),
                 self.limits.max_slots
             ))));
+        }
+        // As for an Update's next set: without an Admin slot the membership
+        // could never change.
+        if !slots.entries().iter().any(|e| e.role == SlotRole::Admin) {
+            return Ok(Err(Misbehaviour::UnauthorizedUpdate(
+                "the first slot set has no Admin slot, so its membership could never change",
+            )));
         }
         // Derive now: it checks every key, and the first envelope finds the
         // keys cached.

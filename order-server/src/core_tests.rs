@@ -330,6 +330,11 @@ fn step(
                 assert_eq!(r, Err(Misbehaviour::ConversationExists));
             } else if set.len() > core.limits().max_slots {
                 assert!(matches!(r, Err(Misbehaviour::LimitExceeded(_))));
+            } else if !set.entries().iter().any(|e| e.role == SlotRole::Admin) {
+                assert!(
+                    matches!(r, Err(Misbehaviour::UnauthorizedUpdate(_))),
+                    "{r:?}"
+                );
             } else {
                 assert_eq!(r, Ok(Head::genesis(&conv(*c))));
                 model.convs.insert(
@@ -786,7 +791,7 @@ fn an_update_rekeys_and_old_slots_are_refused() {
 }
 
 #[test]
-fn low_order_and_oversized_slot_sets_are_refused_at_open() {
+fn low_order_oversized_and_adminless_slot_sets_are_refused_at_open() {
     let core = core();
     let mut store = MemStore::new();
     let mut txn = store.begin();
@@ -811,7 +816,13 @@ fn low_order_and_oversized_slot_sets_are_refused_at_open() {
     assert!(
         matches!(core.open(&mut txn, &conv(0), &big).unwrap(), Err(Misbehaviour::LimitExceeded(m)) if m.contains("limit of 6"))
     );
-    // Neither refused open consumed the id.
+    // A first slot set without an Admin slot could never change.
+    let (no_admin, _) = slot_set(&[(0, false), (1, false)]);
+    assert!(matches!(
+        core.open(&mut txn, &conv(0), &no_admin).unwrap(),
+        Err(Misbehaviour::UnauthorizedUpdate(m)) if m.contains("no Admin slot")
+    ));
+    // No refused open consumed the id.
     let (ok, _) = slot_set(&[(0, true)]);
     core.open(&mut txn, &conv(0), &ok).unwrap().unwrap();
 }

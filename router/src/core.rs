@@ -94,13 +94,23 @@ pub fn parse_submit(
     Ok(Submission { envelope, tags })
 }
 
-/// Parses a member list: non-empty, within the group size, no account twice.
+/// Parses a member list: non-empty, within the group size, no account
+/// twice, at least one Admin (without one the membership could never
+/// change; order servers refuse such a slot set too).
 pub fn parse_members(
     list: &[pb::MemberSpec],
     limits: &Limits,
 ) -> Result<Vec<(AccountId, SlotRole)>, RouterError> {
     if list.is_empty() {
         return Err(RouterError::InvalidArgument("members is empty".into()));
+    }
+    if !list
+        .iter()
+        .any(|m| SlotRole::from_code(m.role) == Some(SlotRole::Admin))
+    {
+        return Err(RouterError::InvalidArgument(
+            "no member has the Admin role, so the membership could never change".into(),
+        ));
     }
     if list.len() > limits.max_group_size {
         return Err(RouterError::InvalidArgument(format!(

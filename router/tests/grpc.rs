@@ -1110,13 +1110,31 @@ async fn callers_outside_a_conversation_or_slot_are_refused() {
                 conversation_id: ABSENT_CONVERSATIONS[1].to_vec(),
                 members: vec![pb::MemberSpec {
                     account: a.account.clone(),
-                    role: 1,
+                    role: 2,
                 }],
             },
         ))
         .await,
         Code::PermissionDenied,
         "must be one of the members",
+    );
+    // Without an Admin the membership could never change: refused before
+    // any order server is asked (they refuse such a slot set too).
+    refused!(
+        fx,
+        c.create_conversation(authed(
+            a,
+            pb::CreateConversationRequest {
+                conversation_id: ABSENT_CONVERSATIONS[1].to_vec(),
+                members: vec![pb::MemberSpec {
+                    account: a.account.clone(),
+                    role: 1,
+                }],
+            },
+        ))
+        .await,
+        Code::InvalidArgument,
+        "no member has the Admin role",
     );
 }
 
