@@ -9,7 +9,9 @@
 //!   chain and a quorum of its own attestation tags checked);
 //! * throughput: every member sends at once, each waiting for its own
 //!   acknowledgement before the next message; messages accepted by every
-//!   member per second.
+//!   member per second. Around this phase the CPU time of the router, the
+//!   order servers and this client is read from `/proc` and reported per
+//!   message: on one machine it bounds throughput whatever the latency.
 //!
 //! The baseline is the same router with `relay_only = true`: no order
 //! server is contacted and deliveries leave with the router's commit. It
@@ -18,6 +20,7 @@
 use super::LiveError;
 use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
 use super::devnet::{Devnet, DevnetOptions};
+use super::process;
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind};
 use serde::Serialize;
@@ -72,6 +75,40 @@ pub struct Cell {
     pub latency_p99_ms: f64,
     /// Messages accepted by every member per second.
     pub throughput_per_s: f64,
+    /// CPU time per message in the throughput phase, per process (where
+    /// the system tells: Linux).
+    pub cpu_per_message: Option<CpuPerMessage>,
+}
+
+/// CPU time (user and system) per message accepted in the throughput
+/// phase, in microseconds: what one message costs the machine, whichever
+/// process spends it.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuPerMessage {
+    /// The router.
+    pub router_us: f64,
+    /// Every order server together.
+    pub order_servers_us: f64,
+    /// This benchmark client: every member's sending and checking.
+    pub client_us: f64,
+}
+
+impl CpuPerMessage {
+    /// All processes together.
+    pub fn total_us(&self) -> f64 {
+        self.router_us + self.order_servers_us + self.client_us
+    }
+}
+
+/// CPU time used so far by the router, the order servers (together) and
+/// this process.
+fn cpu_times(net: &Devnet) -> Option<[Duration; 3]> {
+    let router = net.router.process.cpu_time()?;
+    let mut order = Duration::ZERO;
+    for s in &net.order_servers {
+        order += s.process.cpu_time()?;
+    }
+    Some([router, order, process::cpu_time("self")?])
 }
 
 /// An attested cell next to the relay baseline of the same group size.
@@ -316,7 +353,7 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
     let result = measure(options, &net, g, relay).await;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
-    let (latencies, throughput) = result?;
+    let (latencies, throughput, cpu_per_message) = result?;
     let mut sorted = latencies;
     sorted.sort_unstable();
     Ok(Cell {
@@ -333,6 +370,7 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
         latency_p50_ms: percentile(&sorted, 0.5),
         latency_p99_ms: percentile(&sorted, 0.99),
         throughput_per_s: throughput,
+        cpu_per_message,
     })
 }
 
@@ -341,7 +379,7 @@ async fn measure(
     net: &Devnet,
     g: usize,
     relay: bool,
-) -> Result<(Vec<Duration>, f64), LiveError> {
+) -> Result<(Vec<Duration>, f64, Option<CpuPerMessage>), LiveError> {
     let mut client = connect_router(&net.descriptor).await?;
     let servers: Vec<_> = if relay {
         Vec::new()
@@ -442,6 +480,7 @@ async fn measure(
     // Throughput: every member sends at once.
     let before = completions.done_count();
     let total = options.throughput_messages;
+    let cpu_before = cpu_times(net);
     let start = Instant::now();
     let mut sends = Vec::with_capacity(g);
     for (m, slot) in senders.into_iter().enumerate() {
@@ -467,10 +506,22 @@ async fn measure(
         .wait(&mut errors, timeout, |c| c.done_count() >= before + total)
         .await?;
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu_per_message = cpu_before.zip(cpu_times(net)).map(|(b, a)| {
+        let per = |k: usize| a[k].saturating_sub(b[k]).as_secs_f64() * 1e6 / (total.max(1) as f64);
+        CpuPerMessage {
+            router_us: per(0),
+            order_servers_us: per(1),
+            client_us: per(2),
+        }
+    });
     for t in tasks {
         t.abort();
     }
-    Ok((latencies, total as f64 / elapsed.max(f64::MIN_POSITIVE)))
+    Ok((
+        latencies,
+        total as f64 / elapsed.max(f64::MIN_POSITIVE),
+        cpu_per_message,
+    ))
 }
 
 impl BenchReport {
@@ -531,6 +582,38 @@ impl BenchReport {
                     r.throughput
                 ));
             }
+        }
+        s.push_str(
+            "\nCPU time per message in the throughput phase (user and system, every \
+             thread; microseconds). On one machine every process shares its cores, so \
+             throughput cannot pass the cores' time divided by the total.\n\n\
+             | mode | N | g | router | order servers | client | total | vs relay |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for c in &self.cells {
+            let Some(cpu) = c.cpu_per_message else {
+                continue;
+            };
+            let relay = self
+                .cells
+                .iter()
+                .find(|b| b.mode == "relay" && b.group == c.group)
+                .and_then(|b| b.cpu_per_message)
+                .map(|b| b.total_us());
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {} |\n",
+                c.mode,
+                c.servers,
+                c.group,
+                cpu.router_us,
+                cpu.order_servers_us,
+                cpu.client_us,
+                cpu.total_us(),
+                relay.map_or_else(
+                    || "-".to_owned(),
+                    |r| format!("{:.2}x", cpu.total_us() / r.max(f64::MIN_POSITIVE))
+                ),
+            ));
         }
         s
     }

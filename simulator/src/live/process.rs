@@ -37,6 +37,14 @@ impl ServerProcess {
         })
     }
 
+    /// CPU time the process has used so far (user and system, all
+    /// threads), where the system tells (Linux); `None` once it exited.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.child
+            .as_ref()
+            .and_then(|c| cpu_time(&c.id().to_string()))
+    }
+
     /// The name given at spawn.
     pub fn name(&self) -> &str {
         &self.name
@@ -139,5 +147,49 @@ pub fn wait_for_bound_addrs(
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// CPU time (user and system, all threads) of process `pid` (`self` for
+/// this one), from `/proc/<pid>/stat`; `None` where there is no such file.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    /// The unit of `/proc/<pid>/stat` times (`USER_HZ`), fixed at 100 by
+    /// Linux's ABI on every architecture it reports to user space.
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields are
+    // counted from the last ')'. After it: state (3), ..., utime (14),
+    // stime (15).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis(
+        (user + system) * 1000 / TICKS_PER_SECOND,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_counts_this_process_and_grows_with_work() {
+        let Some(before) = cpu_time("self") else {
+            // Not Linux: nothing to read.
+            return;
+        };
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = cpu_time("self").unwrap_or_default();
+        // 300 ms of wall clock spinning on this thread is at least 100 ms of
+        // CPU even on a busy machine, and never less than before.
+        assert!(
+            after >= before + Duration::from_millis(100),
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(cpu_time("0"), None);
     }
 }

@@ -144,6 +144,19 @@ async fn bench_measures_every_cell_against_the_relay() {
     }
     let md = report.to_markdown();
     assert!(md.contains("| 3 | 3 |"), "{md}");
+    // Where the system tells CPU times, every cell has them, in a table.
+    if cfg!(target_os = "linux") {
+        for c in &report.cells {
+            let cpu = c
+                .cpu_per_message
+                .unwrap_or_else(|| panic!("no CPU times: {c:?}"));
+            assert!(cpu.total_us().is_finite() && cpu.total_us() >= 0.0, "{c:?}");
+            assert!(
+                md.contains(&format!("| {} | {} | {} |", c.mode, c.servers, c.group)),
+                "{md}"
+            );
+        }
+    }
     // The report names where the data was, and whether that was durable.
     assert_eq!(
         report.storage,
