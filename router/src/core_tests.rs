@@ -437,6 +437,31 @@ fn envelope(
     }
 }
 
+/// A Message in epoch 0 from `members[m]` in the slot `created` gave it,
+/// with valid submission tags when `good`.
+fn message(
+    members: &mut [Member],
+    created: &pb::CreateConversationResponse,
+    id: ConversationId,
+    servers: &[OrderServerKey],
+    m: usize,
+    good: bool,
+    body: &[u8],
+) -> pb::SubmitRequest {
+    let slot = slot_of(created, &members[m]);
+    envelope(
+        &mut members[m],
+        id,
+        Epoch(0),
+        slot,
+        EnvelopeKind::Message,
+        None,
+        servers,
+        good,
+        body,
+    )
+}
+
 fn submit(w: &mut World, m: &Member, req: pb::SubmitRequest) -> Ticket {
     let s = parse_submit(req, w.config.servers.len(), &w.config.limits).unwrap();
     w.authed(m, Call::Submit(s))
@@ -520,18 +545,7 @@ fn setup_messages_delivery_and_fetch() {
         "padded to the tier of 4"
     );
     let servers = w.config.servers.clone();
-    let slot1 = slot_of(&created, &members[1]);
-    let req = envelope(
-        &mut members[1],
-        id,
-        Epoch(0),
-        slot1,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        b"hello",
-    );
+    let req = message(&mut members, &created, id, &servers, 1, true, b"hello");
     let t = submit(&mut w, &members[1], req);
     assert!(
         w.reply(t).is_none(),
@@ -661,32 +675,12 @@ fn rejections_say_what_was_wrong() {
     );
     // Replay: an old sequence.
     members[1].sequence = 0;
-    let req = envelope(
-        &mut members[1],
-        id,
-        Epoch(0),
-        slot1,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        b"a",
-    );
+    let req = message(&mut members, &created, id, &servers, 1, true, b"a");
     let t = submit(&mut w, &members[1], req);
     w.settle();
     assert!(matches!(w.reply(t), Some(Ok(_))));
     members[1].sequence = 0;
-    let req = envelope(
-        &mut members[1],
-        id,
-        Epoch(0),
-        slot1,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        b"b",
-    );
+    let req = message(&mut members, &created, id, &servers, 1, true, b"b");
     let t = submit(&mut w, &members[1], req);
     assert!(
         matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("replay"))
@@ -722,33 +716,13 @@ fn rejections_say_what_was_wrong() {
     let t = submit(&mut w, &members[0], req);
     assert!(matches!(w.reply(t), Some(Err(RouterError::NotFound(_)))));
     // Wrong number of tags, and oversized.
-    let mut req = envelope(
-        &mut members[0],
-        id,
-        Epoch(0),
-        slot0,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        b"u",
-    );
+    let mut req = message(&mut members, &created, id, &servers, 0, true, b"u");
     req.submission_tags.pop();
     assert!(
         matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::InvalidArgument(m)) if m.contains("one per order server"))
     );
     let big = vec![0u8; w.config.limits.max_envelope_bytes + 1];
-    let req = envelope(
-        &mut members[0],
-        id,
-        Epoch(0),
-        slot0,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        &big,
-    );
+    let req = message(&mut members, &created, id, &servers, 0, true, &big);
     assert!(
         matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::InvalidArgument(m)) if m.contains("more than the limit"))
     );
@@ -804,29 +778,8 @@ fn an_envelope_every_server_refuses_is_dropped_and_the_index_reused() {
     let id = ConversationId::from_bytes([9; 32]);
     let created = setup(&mut w, &mut members, id);
     let servers = w.config.servers.clone();
-    let slot1 = slot_of(&created, &members[1]);
-    let bad = envelope(
-        &mut members[1],
-        id,
-        Epoch(0),
-        slot1,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        false,
-        b"forged",
-    );
-    let good = envelope(
-        &mut members[1],
-        id,
-        Epoch(0),
-        slot1,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        b"real",
-    );
+    let bad = message(&mut members, &created, id, &servers, 1, false, b"forged");
+    let good = message(&mut members, &created, id, &servers, 1, true, b"real");
     let tb = submit(&mut w, &members[1], bad);
     let tg = submit(&mut w, &members[1], good);
     w.settle();
@@ -856,19 +809,8 @@ fn answers_commit_deferred_but_a_drop_that_moves_envelopes_commits_now() {
     let id = ConversationId::from_bytes([9; 32]);
     let created = setup(&mut w, &mut members, id);
     let servers = w.config.servers.clone();
-    let slot1 = slot_of(&created, &members[1]);
     let mut send = |w: &mut World, good: bool, body: &[u8]| {
-        let req = envelope(
-            &mut members[1],
-            id,
-            Epoch(0),
-            slot1,
-            EnvelopeKind::Message,
-            None,
-            &servers,
-            good,
-            body,
-        );
+        let req = message(&mut members, &created, id, &servers, 1, good, body);
         let s = parse_submit(req, 3, &w.config.limits).unwrap();
         let t = w.feed(Command::Authed {
             token: members[1].token.clone(),
@@ -927,19 +869,8 @@ fn quorum_stalls_at_n_and_progresses_at_two_of_three_with_late_tags() {
         let id = ConversationId::from_bytes([9; 32]);
         let created = setup(&mut w, &mut members, id);
         let servers = w.config.servers.clone();
-        let slot1 = slot_of(&created, &members[1]);
         w.down[2] = true;
-        let req = envelope(
-            &mut members[1],
-            id,
-            Epoch(0),
-            slot1,
-            EnvelopeKind::Message,
-            None,
-            &servers,
-            true,
-            b"m",
-        );
+        let req = message(&mut members, &created, id, &servers, 1, true, b"m");
         let t = submit(&mut w, &members[1], req);
         w.settle();
         if quorum == 3 {
@@ -985,17 +916,14 @@ fn pipelined_jobs_keep_each_server_in_order_and_recover_from_a_broken_stream() {
     let id = ConversationId::from_bytes([9; 32]);
     let created = setup(&mut w, &mut members, id);
     let servers = w.config.servers.clone();
-    let slot1 = slot_of(&created, &members[1]);
     let mut tickets = Vec::new();
     for k in 0..4 {
-        let req = envelope(
-            &mut members[1],
+        let req = message(
+            &mut members,
+            &created,
             id,
-            Epoch(0),
-            slot1,
-            EnvelopeKind::Message,
-            None,
             &servers,
+            1,
             true,
             format!("m{k}").as_bytes(),
         );
@@ -1041,18 +969,7 @@ fn attested_deliveries_leave_before_the_commit_and_survive_a_crash() {
     let id = ConversationId::from_bytes([9; 32]);
     let created = setup(&mut w, &mut members, id);
     let servers = w.config.servers.clone();
-    let slot1 = slot_of(&created, &members[1]);
-    let req = envelope(
-        &mut members[1],
-        id,
-        Epoch(0),
-        slot1,
-        EnvelopeKind::Message,
-        None,
-        &servers,
-        true,
-        b"m",
-    );
+    let req = message(&mut members, &created, id, &servers, 1, true, b"m");
     let t = submit(&mut w, &members[1], req);
     assert!(
         w.reply(t).is_none(),
