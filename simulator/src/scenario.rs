@@ -138,6 +138,9 @@ pub enum JobTamper {
     /// Before each open, the same open with a low-order point in place of
     /// the first slot key (`low_order_key`).
     LowOrderKey,
+    /// Before each open, the same open with every slot a Member's, so that
+    /// no slot could ever change the membership (`unauthorized_update`).
+    NoAdmin,
     /// After each open, the same open again (`conversation_exists`).
     Reopen,
     /// Before each attest item, a copy whose header names a conversation
@@ -159,6 +162,7 @@ impl JobTamper {
     pub fn refusal(self) -> &'static str {
         match self {
             Self::LowOrderKey => "low_order_key",
+            Self::NoAdmin => "unauthorized_update",
             Self::Reopen => "conversation_exists",
             Self::UnknownConversation => "unknown_conversation",
             Self::SkipIndex => "index_mismatch",
@@ -341,6 +345,7 @@ fn strategy_name(s: &RouterStrategy) -> &'static str {
         RouterStrategy::ForgeHeadProofs => "forge head proofs",
         RouterStrategy::MalformedJobs { tamper } => match tamper {
             JobTamper::LowOrderKey => "malformed jobs (low-order slot key)",
+            JobTamper::NoAdmin => "malformed jobs (no admin slot)",
             JobTamper::Reopen => "malformed jobs (reopen)",
             JobTamper::UnknownConversation => "malformed jobs (unknown conversation)",
             JobTamper::SkipIndex => "malformed jobs (skip an index)",

@@ -8,7 +8,7 @@ use super::events::Event;
 use super::{MS, World};
 use crate::scenario::{JobTamper, OrderServerStrategy, RouterStrategy};
 use grompi_proto::mac::Attestation;
-use grompi_proto::{BodyHash, pb};
+use grompi_proto::{BodyHash, SlotRole, pb};
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -357,6 +357,13 @@ pub(super) fn tampered_open(
             first.key = vec![0u8; 32];
             Some(bad)
         }
+        (JobTamper::NoAdmin, true) => {
+            let mut bad = o.clone();
+            for slot in &mut bad.slots.as_mut()?.slots {
+                slot.role = i32::from(SlotRole::Member.code());
+            }
+            Some(bad)
+        }
         (JobTamper::Reopen, false) => Some(o.clone()),
         _ => None,
     }
@@ -368,7 +375,7 @@ pub(super) fn tampered_open(
 pub(super) fn tampered_items(tamper: JobTamper, item: &pb::AttestItem) -> Vec<pb::AttestItem> {
     let mut bad = item.clone();
     match tamper {
-        JobTamper::LowOrderKey | JobTamper::Reopen => return Vec::new(),
+        JobTamper::LowOrderKey | JobTamper::NoAdmin | JobTamper::Reopen => return Vec::new(),
         JobTamper::UnknownConversation => {
             let Some(id) = bad
                 .envelope
@@ -470,6 +477,18 @@ mod tests {
             Some(vec![0u8; 32])
         );
         assert!(tampered_open(JobTamper::LowOrderKey, &open, false).is_none());
+        let no_admin = tampered_open(JobTamper::NoAdmin, &open, true)
+            .and_then(|o| o.slots)
+            .map(|s| s.slots)
+            .unwrap_or_default();
+        assert!(!no_admin.is_empty());
+        assert!(
+            no_admin
+                .iter()
+                .all(|e| e.role == i32::from(SlotRole::Member.code()))
+        );
+        assert!(tampered_open(JobTamper::NoAdmin, &open, false).is_none());
+        assert!(tampered_items(JobTamper::NoAdmin, &item()).is_empty());
         assert_eq!(
             tampered_open(JobTamper::Reopen, &open, false),
             Some(open.clone())
