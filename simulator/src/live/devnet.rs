@@ -39,7 +39,7 @@ use grompi_proto::{OrderServerKey, descriptor::min_quorum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a server may take to bind its listeners.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -308,6 +308,28 @@ fn start_node(
     })
 }
 
+/// How long a restarted server may wait for its pinned port to be free.
+const RESTART_PORT_WAIT: Duration = Duration::from_secs(15);
+
+/// Starts a stopped node again on its pinned ports. Meanwhile the system
+/// may have given its port to some connection as a source port (ephemeral
+/// ports come from the same range as the port 0 it first got), and then the
+/// bind fails until that connection closes: retried, only when the server
+/// said its address is in use, for up to [`RESTART_PORT_WAIT`].
+fn restart_node(node: &Node, name: &str) -> Result<Node, LiveError> {
+    let deadline = Instant::now() + RESTART_PORT_WAIT;
+    loop {
+        match start_node(name, node.command.clone(), &node.config, &node.data_dir) {
+            Err(LiveError::Exited { log_tail, .. })
+                if log_tail.contains("Address already in use") && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            started => return started,
+        }
+    }
+}
+
 impl Devnet {
     /// Initialises what is missing under `options.dir`, starts the order
     /// servers, then the router, and writes the descriptor. The servers are
@@ -539,7 +561,7 @@ impl Devnet {
             .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
         node.process.stop(STOP_GRACE);
         let name = node.process.name().to_owned();
-        *node = start_node(&name, node.command.clone(), &node.config, &node.data_dir)?;
+        *node = restart_node(node, &name)?;
         Ok(())
     }
 
@@ -561,8 +583,7 @@ impl Devnet {
     /// Starts the router again on its data directory and port.
     pub fn restart_router(&mut self) -> Result<(), LiveError> {
         self.router.process.stop(STOP_GRACE);
-        let (config, data) = (self.router.config.clone(), self.router.data_dir.clone());
-        self.router = start_node("router", self.router.command.clone(), &config, &data)?;
+        self.router = restart_node(&self.router, "router")?;
         Ok(())
     }
 

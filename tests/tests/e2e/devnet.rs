@@ -76,6 +76,25 @@ async fn devnet_starts_restarts_and_keeps_its_keys() {
     assert_eq!(net.order_servers[1].addrs.grpc, before);
     all_healthy(&net).await;
 
+    // Even when something else holds its port for a while (as a connection
+    // given that port as its source port would): it waits for the port.
+    net.stop_order_server(2).unwrap();
+    let port = net.order_servers[2].addrs.grpc;
+    let squatter = std::net::TcpListener::bind(port).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(squatter);
+    });
+    net.restart_order_server(2).unwrap();
+    release.join().unwrap();
+    assert_eq!(net.order_servers[2].addrs.grpc, port);
+    let log = std::fs::read_to_string(net.order_servers[2].process.log()).unwrap();
+    assert!(
+        log.contains("Address already in use"),
+        "the first attempts found the port taken"
+    );
+    all_healthy(&net).await;
+
     // The whole devnet restarts on its directory: same keys, same ports.
     let router_port = net.router.addrs.grpc.port();
     net.stop();
