@@ -154,8 +154,9 @@ fn perform(effects: Vec<Ready>, jobs: &[mpsc::UnboundedSender<ServerJob>], hub: 
 /// it performs a batch's early effects at once (see [`Output`]) and hands
 /// the records and the other effects to the committer, which folds every
 /// batch queued behind the running commit into the next one (group
-/// commit), commits with fsync, and only then performs their effects, in
-/// order. Returns the core's sender and a handle that yields the result
+/// commit), commits (synced, unless every folded batch holds only what
+/// order servers answered: [`Output::durability`]), and only then performs
+/// their effects, in order. Returns the core's sender and a handle that yields the result
 /// (an error if storage failed).
 pub fn start_core(
     core: RouterCore,
