@@ -130,7 +130,7 @@ impl OrderCore {
         }
         // As for an Update's next set: without an Admin slot the membership
         // could never change.
-        if !slots.entries().iter().any(|e| e.role == SlotRole::Admin) {
+        if !slots.has_admin() {
             return Ok(Err(Misbehaviour::UnauthorizedUpdate(
                 "the first slot set has no Admin slot, so its membership could never change",
             )));
@@ -274,7 +274,7 @@ impl OrderCore {
                 // Only an Admin slot may send the next Update: a next set
                 // without one could never change again, and whoever it
                 // leaves out could never be let back in.
-                if !next.entries().iter().any(|e| e.role == SlotRole::Admin) {
+                if !next.has_admin() {
                     return refuse(Misbehaviour::UnauthorizedUpdate(
                         "the next slot set has no Admin slot, so its membership could never change again",
                     ));

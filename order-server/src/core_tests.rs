@@ -330,7 +330,7 @@ fn step(
                 assert_eq!(r, Err(Misbehaviour::ConversationExists));
             } else if set.len() > core.limits().max_slots {
                 assert!(matches!(r, Err(Misbehaviour::LimitExceeded(_))));
-            } else if !set.entries().iter().any(|e| e.role == SlotRole::Admin) {
+            } else if !set.has_admin() {
                 assert!(
                     matches!(r, Err(Misbehaviour::UnauthorizedUpdate(_))),
                     "{r:?}"
@@ -482,11 +482,7 @@ fn step(
                 _ if matches!(mutation, Mutation::WrongSetHash) && set_hash.is_some() => {
                     Some(RefusalReason::SlotSetMismatch)
                 }
-                EnvelopeKind::Update
-                    if !next_set.entries().iter().any(|e| e.role == SlotRole::Admin) =>
-                {
-                    Some(RefusalReason::NotAuthorized)
-                }
+                EnvelopeKind::Update if !next_set.has_admin() => Some(RefusalReason::NotAuthorized),
                 EnvelopeKind::Update => None,
                 _ if matches!(mutation, Mutation::NextSlotsOnMessage) => {
                     Some(RefusalReason::Malformed)

@@ -94,6 +94,12 @@ impl SlotSet {
         &self.entries
     }
 
+    /// Whether some slot is an Admin's: without one no Update could ever
+    /// be sent, so the membership could never change.
+    pub fn has_admin(&self) -> bool {
+        self.entries.iter().any(|e| e.role == SlotRole::Admin)
+    }
+
     /// Number of slots.
     pub fn len(&self) -> usize {
         self.entries.len()

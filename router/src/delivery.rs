@@ -55,7 +55,7 @@ pub fn view(
     member: MemberSlots,
     attestations: &[Attestation],
 ) -> pb::Delivery {
-    Views::new(conversation, index, envelope, previous_head).member(member, attestations)
+    Views::new(conversation, index, envelope, previous_head).into_member(member, attestations)
 }
 
 /// What every member's delivery of one envelope shares (the header and the
@@ -95,20 +95,36 @@ impl<'a> Views<'a> {
     /// One member's delivery: the shared part, its own block and its own
     /// tags.
     pub fn member(&self, member: MemberSlots, attestations: &[Attestation]) -> pb::Delivery {
-        let own = member.slot.or(member.next_slot);
-        let blocks = self.envelope.blocks();
-        let position = own.and_then(|s| blocks.iter().position(|b| b.recipient == s));
-        pb::Delivery {
-            block: position
-                .and_then(|p| blocks.get(p))
-                .map(pb::RecipientBlock::from),
-            block_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
-            attestations: attestations
-                .iter()
-                .map(|a| member_attestation(a, member))
-                .collect(),
-            ..self.shared.clone()
-        }
+        own_part(self.envelope, self.shared.clone(), member, attestations)
+    }
+
+    /// [`Views::member`] for the only member asked for: the shared part is
+    /// moved, not copied.
+    pub fn into_member(self, member: MemberSlots, attestations: &[Attestation]) -> pb::Delivery {
+        own_part(self.envelope, self.shared, member, attestations)
+    }
+}
+
+/// `shared` completed with `member`'s own block and tags.
+fn own_part(
+    envelope: &Envelope,
+    shared: pb::Delivery,
+    member: MemberSlots,
+    attestations: &[Attestation],
+) -> pb::Delivery {
+    let own = member.slot.or(member.next_slot);
+    let blocks = envelope.blocks();
+    let position = own.and_then(|s| blocks.iter().position(|b| b.recipient == s));
+    pb::Delivery {
+        block: position
+            .and_then(|p| blocks.get(p))
+            .map(pb::RecipientBlock::from),
+        block_position: position.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        attestations: attestations
+            .iter()
+            .map(|a| member_attestation(a, member))
+            .collect(),
+        ..shared
     }
 }
 

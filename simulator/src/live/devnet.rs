@@ -316,10 +316,15 @@ const RESTART_PORT_WAIT: Duration = Duration::from_secs(15);
 /// ports come from the same range as the port 0 it first got), and then the
 /// bind fails until that connection closes: retried, only when the server
 /// said its address is in use, for up to [`RESTART_PORT_WAIT`].
-fn restart_node(node: &Node, name: &str) -> Result<Node, LiveError> {
+fn restart_node(node: &Node) -> Result<Node, LiveError> {
     let deadline = Instant::now() + RESTART_PORT_WAIT;
     loop {
-        match start_node(name, node.command.clone(), &node.config, &node.data_dir) {
+        match start_node(
+            node.process.name(),
+            node.command.clone(),
+            &node.config,
+            &node.data_dir,
+        ) {
             Err(LiveError::Exited { log_tail, .. })
                 if log_tail.contains("Address already in use") && Instant::now() < deadline =>
             {
@@ -560,8 +565,7 @@ impl Devnet {
             .get_mut(i)
             .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
         node.process.stop(STOP_GRACE);
-        let name = node.process.name().to_owned();
-        *node = restart_node(node, &name)?;
+        *node = restart_node(node)?;
         Ok(())
     }
 
@@ -583,7 +587,7 @@ impl Devnet {
     /// Starts the router again on its data directory and port.
     pub fn restart_router(&mut self) -> Result<(), LiveError> {
         self.router.process.stop(STOP_GRACE);
-        self.router = restart_node(&self.router, "router")?;
+        self.router = restart_node(&self.router)?;
         Ok(())
     }
 
