@@ -25,12 +25,14 @@
 pub mod contacts;
 pub mod error;
 pub mod history;
+pub mod network;
 pub mod router;
 pub mod store;
 
 pub use contacts::{Binding, Contact, safety_number};
 pub use error::ApiError;
 pub use history::{Record, Status};
+pub use network::{ForkBound, fork_bound};
 
 use crate::alert::Alert;
 use crate::compose::Composed;
@@ -120,6 +122,9 @@ pub struct Client {
     connection: Option<RouterConnection>,
     dirty_history: BTreeMap<(ConversationId, u64), Record>,
     new_alerts: Vec<AlertRecord>,
+    /// Whether `open` adopted the descriptor file just now (a store from
+    /// before the descriptor was kept inside it).
+    adopted_network: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -184,7 +189,9 @@ impl Client {
     // ---- Opening --------------------------------------------------------
 
     /// Creates an account in `home` for the network `descriptor_text`
-    /// (TOML), encrypted under `secret`.
+    /// (TOML), encrypted under `secret`. The descriptor's text is kept in
+    /// the encrypted store: it is the account's trust anchor
+    /// ([`network`]), and `network.toml` beside the store is a readable copy.
     pub fn init(
         home: &Path,
         descriptor_text: &str,
@@ -206,6 +213,11 @@ impl Client {
         std::fs::write(home.join(DESCRIPTOR_FILE), descriptor_text)
             .map_err(io("write the network descriptor"))?;
         let store = LocalStore::open(&store_path, secret, kdf, &mut rand::rng())?;
+        store.put(
+            store::ACCOUNT,
+            network::NETWORK_RECORD,
+            descriptor_text.as_bytes(),
+        )?;
         let config = ConversationConfig::from_descriptor(&descriptor);
         let secrets = Secrets {
             pairwise: Pairwise::new(),
@@ -221,22 +233,67 @@ impl Client {
             connection: None,
             dirty_history: BTreeMap::new(),
             new_alerts: Vec::new(),
+            adopted_network: false,
         };
         client.save_all()?;
         Ok(client)
     }
 
-    /// Opens the account in `home`.
+    /// Opens the account in `home`, with the network descriptor kept in its
+    /// encrypted store. Fails with [`ApiError::NetworkChanged`] if the
+    /// `network.toml` in `home` says something else ([`network`]).
     pub fn open(home: &Path, secret: &StoreSecret) -> Result<Self, ApiError> {
+        let store = Self::open_store(home, secret)?;
+        let (descriptor, adopted) = network::anchored(&store, home)?;
+        let mut client = Self::restore(home, store, descriptor)?;
+        client.adopted_network = adopted;
+        Ok(client)
+    }
+
+    /// Deliberately makes `descriptor_text` the network this account
+    /// trusts (replacing the one kept since `init`, and `network.toml`),
+    /// then opens the account. Returns the client and the descriptor it
+    /// replaced. Existing conversations are checked against the new
+    /// descriptor's order server keys and quorum from now on.
+    pub fn accept_network(
+        home: &Path,
+        secret: &StoreSecret,
+        descriptor_text: &str,
+    ) -> Result<(Self, Option<NetworkDescriptor>), ApiError> {
+        let descriptor = NetworkDescriptor::parse(descriptor_text)?;
+        let store = Self::open_store(home, secret)?;
+        let previous = network::replace(&store, home, descriptor_text)?;
+        Ok((Self::restore(home, store, descriptor)?, previous))
+    }
+
+    /// Whether this `open` adopted `network.toml` as the trusted descriptor
+    /// (the store was made before descriptors were kept inside it). Later
+    /// opens compare the file with the adopted copy.
+    pub fn adopted_network(&self) -> bool {
+        self.adopted_network
+    }
+
+    /// Unlocks the store of the account in `home`.
+    fn open_store(home: &Path, secret: &StoreSecret) -> Result<LocalStore, ApiError> {
         let store_path = home.join(STORE_FILE);
         if !store_path.exists() {
             return Err(ApiError::NotInitialized(home.display().to_string()));
         }
-        let text = std::fs::read_to_string(home.join(DESCRIPTOR_FILE))
-            .map_err(io("read the network descriptor"))?;
-        let descriptor = NetworkDescriptor::parse(&text)?;
+        Ok(LocalStore::open(
+            &store_path,
+            secret,
+            KdfParams::default(),
+            &mut rand::rng(),
+        )?)
+    }
+
+    /// The account in an unlocked store, for the network `descriptor`.
+    fn restore(
+        home: &Path,
+        store: LocalStore,
+        descriptor: NetworkDescriptor,
+    ) -> Result<Self, ApiError> {
         let config = ConversationConfig::from_descriptor(&descriptor);
-        let store = LocalStore::open(&store_path, secret, KdfParams::default(), &mut rand::rng())?;
         let pickle = store
             .get(store::ACCOUNT, b"pairwise")?
             .ok_or_else(|| ApiError::Corrupt("the account record is missing".into()))?;
@@ -278,6 +335,7 @@ impl Client {
             connection: None,
             dirty_history: BTreeMap::new(),
             new_alerts: Vec::new(),
+            adopted_network: false,
         })
     }
 

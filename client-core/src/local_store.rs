@@ -15,9 +15,20 @@
 //! slot   = keyed(index, ns)[..16] || keyed(index, bytes(ns) || key)[..16]
 //! record = nonce(24) || XChaCha20-Poly1305(cipher, nonce, bytes(key) || value,
 //!                                          aad = "grompi v1 local store record" || slot)
-//! check  = the record sealed in the header under slot "check", plaintext
-//!          "grompi v1 local store check"
+//! check  = the record sealed in the header under slot
+//!          "check" || u32_be(memory_kib) || u32_be(iterations)
+//!                  || u32_be(parallelism) || salt,
+//!          plaintext "grompi v1 local store check"
 //! ```
+//!
+//! The header (salt and Argon2id parameters) is stored in the clear, so it
+//! is checked twice before it is used: the parameters must lie within
+//! [`KdfParams::check`]'s bounds (a huge `memory_kib` would otherwise
+//! exhaust memory on unlock), and they are part of the check record's
+//! associated data, so a header altered within the bounds does not unlock.
+//! Stores made before the header was authenticated sealed the check under
+//! the slot `"check"` alone; they still open (within the bounds), and their
+//! check is then sealed again over the header, once.
 //!
 //! `bytes(x)` is `u64_be(len(x)) || x`; the other concatenations are raw.
 //! The context strings are [`grompi_proto::context`] constants, and the
@@ -44,6 +55,18 @@ const INDEX_CONTEXT: &str = context::LOCAL_STORE_INDEX;
 const RECORD_AAD: &[u8] = context::LOCAL_STORE_RECORD.as_bytes();
 const CHECK_PLAINTEXT: &[u8] = context::LOCAL_STORE_CHECK.as_bytes();
 const NONCE_BYTES: usize = 24;
+const SALT_BYTES: usize = 16;
+/// The check record's slot in stores made before the header was
+/// authenticated.
+const LEGACY_CHECK_SLOT: &[u8] = b"check";
+
+/// Largest accepted Argon2id memory cost, in KiB (1 GiB, 16 times the
+/// default).
+pub const KDF_MEMORY_KIB_MAX: u32 = 1024 * 1024;
+/// Largest accepted number of Argon2id passes.
+pub const KDF_ITERATIONS_MAX: u32 = 32;
+/// Largest accepted number of Argon2id lanes.
+pub const KDF_PARALLELISM_MAX: u32 = 16;
 
 /// Why the local store could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +74,12 @@ pub enum LocalStoreError {
     /// The database file could not be opened, read or written.
     #[error("local store storage: {0}")]
     Storage(#[from] redb::Error),
-    /// The passphrase or key file does not open this store.
-    #[error("the passphrase or key file does not open this local store")]
+    /// The passphrase or key file does not open this store (or the store's
+    /// header was altered: its parameters are authenticated).
+    #[error(
+        "the passphrase or key file does not open this local store \
+         (or the store's header, its salt or key derivation parameters, was altered)"
+    )]
     WrongSecret,
     /// The store's header is damaged or from an unknown version.
     #[error("local store is damaged: {0}")]
@@ -63,6 +90,23 @@ pub enum LocalStoreError {
     /// The key derivation parameters are not accepted by Argon2.
     #[error("key derivation failed: {0}")]
     Kdf(String),
+    /// A key derivation parameter lies outside the accepted bounds; nothing
+    /// was derived with it.
+    #[error(
+        "local store key derivation parameter {field} = {value} is outside the accepted \
+         range {min}..={max} (a store whose header says so was altered or written by \
+         another program); refusing to derive a key with it"
+    )]
+    KdfOutOfBounds {
+        /// The parameter: `memory_kib`, `iterations` or `parallelism`.
+        field: &'static str,
+        /// Its value.
+        value: u32,
+        /// The smallest accepted value.
+        min: u32,
+        /// The largest accepted value.
+        max: u32,
+    },
 }
 
 fn storage<E: Into<redb::Error>>(e: E) -> LocalStoreError {
@@ -119,6 +163,33 @@ impl KdfParams {
         }
     }
 
+    /// Checks every parameter against its bounds: 1 to
+    /// [`KDF_PARALLELISM_MAX`] lanes, 1 to [`KDF_ITERATIONS_MAX`] passes,
+    /// and `8 * parallelism` (Argon2's minimum) to [`KDF_MEMORY_KIB_MAX`]
+    /// KiB. The error names the first parameter out of bounds.
+    pub fn check(self) -> Result<(), LocalStoreError> {
+        let bound = |field: &'static str, value: u32, min: u32, max: u32| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(LocalStoreError::KdfOutOfBounds {
+                    field,
+                    value,
+                    min,
+                    max,
+                })
+            }
+        };
+        bound("parallelism", self.parallelism, 1, KDF_PARALLELISM_MAX)?;
+        bound("iterations", self.iterations, 1, KDF_ITERATIONS_MAX)?;
+        bound(
+            "memory_kib",
+            self.memory_kib,
+            8 * self.parallelism,
+            KDF_MEMORY_KIB_MAX,
+        )
+    }
+
     fn to_bytes(self) -> [u8; 12] {
         let mut out = [0u8; 12];
         out[..4].copy_from_slice(&self.memory_kib.to_be_bytes());
@@ -140,6 +211,13 @@ impl KdfParams {
             parallelism: word(8)?,
         })
     }
+}
+
+/// The slot (associated data after the record label) of the header's check
+/// record: `"check" || kdf parameters || salt`, so the header is
+/// authenticated by the check.
+fn check_slot(params: KdfParams, salt: &[u8]) -> Vec<u8> {
+    [LEGACY_CHECK_SLOT, &params.to_bytes()[..], salt].concat()
 }
 
 /// The two keys derived from the store secret; zeroized on drop.
@@ -274,22 +352,48 @@ impl LocalStore {
         let nonces = Mutex::new(StdRng::from_rng(rng));
         match existing {
             Some((Some(salt), Some(kdf), Some(check))) => {
+                if salt.len() != SALT_BYTES {
+                    return Err(LocalStoreError::Corrupt("salt length"));
+                }
                 let params = KdfParams::from_bytes(&kdf)
                     .ok_or(LocalStoreError::Corrupt("kdf parameters"))?;
+                // Bounded before anything is derived with them.
+                params.check()?;
                 let keys = StoreKeys::derive(secret, &salt, params)?;
-                match keys.open(b"check", &check) {
-                    Some(p) if p.as_slice() == CHECK_PLAINTEXT => Ok(Self { db, keys, nonces }),
-                    _ => Err(LocalStoreError::WrongSecret),
+                let checks = |slot: &[u8]| {
+                    keys.open(slot, &check)
+                        .is_some_and(|p| p.as_slice() == CHECK_PLAINTEXT)
+                };
+                let slot = check_slot(params, &salt);
+                if checks(&slot) {
+                    return Ok(Self { db, keys, nonces });
                 }
+                if !checks(LEGACY_CHECK_SLOT) {
+                    return Err(LocalStoreError::WrongSecret);
+                }
+                // A store from before the header was authenticated: seal
+                // its check over the header from now on.
+                let mut nonce = [0u8; NONCE_BYTES];
+                rng.fill_bytes(&mut nonce);
+                let check = keys.seal(nonce, &slot, CHECK_PLAINTEXT);
+                let write = db.begin_write().map_err(storage)?;
+                write
+                    .open_table(META)
+                    .map_err(storage)?
+                    .insert("check", &check[..])
+                    .map_err(storage)?;
+                write.commit().map_err(storage)?;
+                Ok(Self { db, keys, nonces })
             }
             Some(_) => Err(LocalStoreError::Corrupt("header incomplete")),
             None => {
-                let mut salt = [0u8; 16];
+                params.check()?;
+                let mut salt = [0u8; SALT_BYTES];
                 rng.fill_bytes(&mut salt);
                 let keys = StoreKeys::derive(secret, &salt, params)?;
                 let mut nonce = [0u8; NONCE_BYTES];
                 rng.fill_bytes(&mut nonce);
-                let check = keys.seal(nonce, b"check", CHECK_PLAINTEXT);
+                let check = keys.seal(nonce, &check_slot(params, &salt), CHECK_PLAINTEXT);
                 let write = db.begin_write().map_err(storage)?;
                 {
                     let mut meta = write.open_table(META).map_err(storage)?;
@@ -628,6 +732,216 @@ mod tests {
             keys.open(b"check", &record).unwrap().as_slice(),
             CHECK_PLAINTEXT
         );
+    }
+
+    fn set_meta(path: &Path, key: &str, value: &[u8]) {
+        let db = Database::create(path).unwrap();
+        let write = db.begin_write().unwrap();
+        write.open_table(META).unwrap().insert(key, value).unwrap();
+        write.commit().unwrap();
+    }
+
+    fn get_meta(path: &Path, key: &str) -> Vec<u8> {
+        let db = Database::create(path).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(META).unwrap();
+        table.get(key).unwrap().unwrap().value().to_vec()
+    }
+
+    fn params(memory_kib: u32, iterations: u32, parallelism: u32) -> KdfParams {
+        KdfParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        }
+    }
+
+    #[test]
+    fn kdf_parameters_out_of_bounds_are_refused_before_deriving() {
+        KdfParams::default().check().unwrap();
+        KdfParams::insecure_for_tests().check().unwrap();
+        params(KDF_MEMORY_KIB_MAX, KDF_ITERATIONS_MAX, KDF_PARALLELISM_MAX)
+            .check()
+            .unwrap();
+        for (p, field) in [
+            (params(u32::MAX, 3, 1), "memory_kib"),
+            (params(KDF_MEMORY_KIB_MAX + 1, 3, 1), "memory_kib"),
+            (params(15, 3, 2), "memory_kib"),
+            (params(65536, 0, 1), "iterations"),
+            (params(65536, u32::MAX, 1), "iterations"),
+            (params(65536, 3, 0), "parallelism"),
+            (params(65536, 3, 1000), "parallelism"),
+        ] {
+            let e = p.check().unwrap_err();
+            assert!(
+                matches!(e, LocalStoreError::KdfOutOfBounds { field: f, .. } if f == field),
+                "{p:?}: {e}"
+            );
+            assert!(e.to_string().contains(field), "{e}");
+        }
+
+        // A new store is not created with them.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let e = LocalStore::open(
+            &path,
+            &secret("p"),
+            params(u32::MAX, 1, 1),
+            &mut rand::rng(),
+        )
+        .unwrap_err();
+        assert!(matches!(
+            e,
+            LocalStoreError::KdfOutOfBounds {
+                field: "memory_kib",
+                ..
+            }
+        ));
+
+        // A stored header asking for 4 TiB is refused, naming the field,
+        // instead of being handed to Argon2.
+        let path = dir.path().join("other.redb");
+        drop(open(&path, &secret("p")).unwrap());
+        set_meta(&path, "kdf", &params(u32::MAX, 1, 1).to_bytes());
+        let e = open(&path, &secret("p")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                LocalStoreError::KdfOutOfBounds {
+                    field: "memory_kib",
+                    value: u32::MAX,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        set_meta(&path, "kdf", &params(64, 1_000_000, 1).to_bytes());
+        assert!(matches!(
+            open(&path, &secret("p")),
+            Err(LocalStoreError::KdfOutOfBounds {
+                field: "iterations",
+                ..
+            })
+        ));
+        set_meta(&path, "salt", b"short");
+        assert!(matches!(
+            open(&path, &secret("p")),
+            Err(LocalStoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn an_altered_header_does_not_unlock() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key file's master key does not depend on the parameters, so
+        // only the authenticated check notices that they changed.
+        let key = StoreSecret::KeyFile(Zeroizing::new([4; 32]));
+        let path = dir.path().join("key.redb");
+        open(&path, &key).unwrap().put("n", b"k", b"v").unwrap();
+        let original = get_meta(&path, "kdf");
+        set_meta(&path, "kdf", &params(64, 2, 1).to_bytes());
+        let e = open(&path, &key).unwrap_err();
+        assert!(matches!(e, LocalStoreError::WrongSecret), "{e}");
+        assert!(e.to_string().contains("key derivation parameters"), "{e}");
+        set_meta(&path, "kdf", &original);
+        let salt = get_meta(&path, "salt");
+        set_meta(&path, "salt", &[0x11; SALT_BYTES]);
+        assert!(matches!(
+            open(&path, &key),
+            Err(LocalStoreError::WrongSecret)
+        ));
+        set_meta(&path, "salt", &salt);
+        assert_eq!(
+            open(&path, &key)
+                .unwrap()
+                .get("n", b"k")
+                .unwrap()
+                .unwrap()
+                .as_slice(),
+            b"v"
+        );
+
+        // With a passphrase.
+        let path = dir.path().join("pass.redb");
+        drop(open(&path, &secret("p")).unwrap());
+        set_meta(&path, "kdf", &params(128, 1, 1).to_bytes());
+        assert!(matches!(
+            open(&path, &secret("p")),
+            Err(LocalStoreError::WrongSecret)
+        ));
+    }
+
+    #[test]
+    fn a_store_with_an_unauthenticated_header_opens_once_and_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let key = StoreSecret::KeyFile(Zeroizing::new([6; 32]));
+        {
+            let store = open(&path, &key).unwrap();
+            store.put("n", b"k", b"v").unwrap();
+            // Seal the check as stores did before the header was
+            // authenticated: under the slot "check" alone.
+            let legacy = store
+                .keys
+                .seal([3; NONCE_BYTES], LEGACY_CHECK_SLOT, CHECK_PLAINTEXT);
+            let write = store.db.begin_write().unwrap();
+            write
+                .open_table(META)
+                .unwrap()
+                .insert("check", &legacy[..])
+                .unwrap();
+            write.commit().unwrap();
+        }
+        let store = open(&path, &key).unwrap();
+        assert_eq!(store.get("n", b"k").unwrap().unwrap().as_slice(), b"v");
+        drop(store);
+        // The check now covers the header.
+        let check = get_meta(&path, "check");
+        let keys = StoreKeys::derive(&key, b"unused", KdfParams::insecure_for_tests()).unwrap();
+        let salt = get_meta(&path, "salt");
+        let slot = check_slot(KdfParams::insecure_for_tests(), &salt);
+        assert_eq!(
+            keys.open(&slot, &check).unwrap().as_slice(),
+            CHECK_PLAINTEXT
+        );
+        assert!(keys.open(LEGACY_CHECK_SLOT, &check).is_none());
+        set_meta(&path, "kdf", &params(64, 2, 1).to_bytes());
+        assert!(matches!(
+            open(&path, &key),
+            Err(LocalStoreError::WrongSecret)
+        ));
+    }
+
+    #[test]
+    fn the_header_check_matches_the_published_vector() {
+        let v = vector("local_store_check_header_aad");
+        assert_eq!(v.context.as_deref(), Some(context::LOCAL_STORE_RECORD));
+        let p = params(
+            v.fields["memory_kib"].as_u64().unwrap() as u32,
+            v.fields["iterations"].as_u64().unwrap() as u32,
+            v.fields["parallelism"].as_u64().unwrap() as u32,
+        );
+        let salt = v.field_bytes("salt").unwrap();
+        let slot = check_slot(p, &salt);
+        assert_eq!(v.field_bytes("slot").unwrap(), slot);
+        assert_eq!(v.input_bytes().unwrap(), [RECORD_AAD, &slot[..]].concat());
+        // seal() authenticates exactly that associated data.
+        let master = [0x42; 32];
+        let keys =
+            StoreKeys::derive(&StoreSecret::KeyFile(Zeroizing::new(master)), &salt, p).unwrap();
+        let nonce = [0x5a; NONCE_BYTES];
+        let sealed = keys.seal(nonce, &slot, CHECK_PLAINTEXT);
+        let cipher = XChaCha20Poly1305::new(&Key::from(*keys.cipher));
+        let opened = cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &sealed[NONCE_BYTES..],
+                    aad: &v.input_bytes().unwrap(),
+                },
+            )
+            .unwrap();
+        assert_eq!(opened, CHECK_PLAINTEXT);
     }
 
     #[test]

@@ -529,6 +529,41 @@ mod tests {
         // Derivations outside this crate, from the raw primitives; each
         // owning crate checks its real function against these by name.
         v.extend(outside(&conv));
+        // Vectors added after the first publication, always at the end.
+        v.extend(appended());
+        v
+    }
+
+    /// Vectors added after the file was first published, in the order they
+    /// were added; new ones go at the end.
+    fn appended() -> Vec<Vector> {
+        let mut v = Vec::new();
+
+        // Client local store: the check record's associated data covers
+        // the header (Argon2id parameters and salt).
+        let (memory_kib, iterations, parallelism) = (65536u32, 3u32, 1u32);
+        let salt = [0xdd; 16];
+        let slot = [
+            &b"check"[..],
+            &memory_kib.to_be_bytes(),
+            &iterations.to_be_bytes(),
+            &parallelism.to_be_bytes(),
+            &salt,
+        ]
+        .concat();
+        v.push(bytes_vector(
+            "local_store_check_header_aad",
+            "aad",
+            context::LOCAL_STORE_RECORD,
+            json!({"slot": h(&slot), "memory_kib": memory_kib, "iterations": iterations,
+                   "parallelism": parallelism, "salt": h(&salt)}),
+            Some(
+                "context || slot (raw, no length prefixes); slot = \"check\" || \
+                 u32_be(memory_kib) || u32_be(iterations) || u32_be(parallelism) || salt: the \
+                 header's check record, which authenticates the header",
+            ),
+            &[context::LOCAL_STORE_RECORD.as_bytes(), &slot].concat(),
+        ));
         v
     }
 

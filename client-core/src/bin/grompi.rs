@@ -11,9 +11,9 @@ mod secret;
 #[path = "grompi/show.rs"]
 mod show;
 
-use args::{Cli, Command, ContactsAction, MembersAction};
+use args::{Cli, Command, ContactsAction, MembersAction, NetworkAction};
 use clap::Parser;
-use grompi_client::client::{ApiError, Binding, Client, Progress};
+use grompi_client::client::{ApiError, Binding, Client, ForkBound, Progress};
 use grompi_client::content::Change;
 use grompi_client::conversation::{Event, Phase};
 use grompi_client::local_store::KdfParams;
@@ -50,7 +50,36 @@ fn home(cli: &Cli) -> Result<PathBuf, Failure> {
 
 fn open(cli: &Cli) -> Result<Client, Failure> {
     let secret = secret::load(cli.key_file.as_deref(), false)?;
-    Ok(Client::open(&home(cli)?, &secret)?)
+    let client = Client::open(&home(cli)?, &secret)?;
+    if client.adopted_network() {
+        eprintln!(
+            "note: this account's store did not hold its network descriptor yet; it now \
+             trusts the network.toml in its home directory (network {:?}), and refuses a \
+             changed file from now on",
+            client.descriptor().name
+        );
+    }
+    Ok(client)
+}
+
+/// The network's quorum and what it tolerates, in one line.
+fn print_fork_bound(client: &Client) {
+    println!("{}", ForkBound::of(client.descriptor()));
+}
+
+/// The trusted network: name, router, order servers, quorum.
+fn print_network(d: &grompi_proto::descriptor::NetworkDescriptor) {
+    println!("network: {}", d.name);
+    println!("router: {}", d.router.address);
+    for (i, s) in d.order_servers.iter().enumerate() {
+        println!(
+            "order server {i}: {} {} key {}",
+            s.name,
+            s.address,
+            s.public_key.to_hex()
+        );
+    }
+    println!("{}", ForkBound::of(d));
 }
 
 /// A conversation named on the command line: a local name or id prefix,
@@ -105,9 +134,47 @@ async fn run(cli: Cli) -> Outcome {
             let client = Client::init(&home, &text, &secret, KdfParams::default())?;
             println!("account: {}", client.account().to_hex());
             println!("home: {}", home.display());
+            println!(
+                "network: {} (kept in the encrypted store; a changed network.toml is refused)",
+                client.descriptor().name
+            );
+            print_fork_bound(&client);
             println!("next: grompi register");
             Ok(())
         }
+        Command::Network { action } => match action {
+            NetworkAction::Show => {
+                let client = open(&cli)?;
+                print_network(client.descriptor());
+                Ok(())
+            }
+            NetworkAction::Accept { file } => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| Failure(format!("read {}: {e}", file.display())))?;
+                let secret = secret::load(cli.key_file.as_deref(), false)?;
+                let (client, previous) = Client::accept_network(&home(&cli)?, &secret, &text)?;
+                match previous {
+                    Some(old) if &old == client.descriptor() => {
+                        println!("the network is unchanged");
+                    }
+                    Some(old) => {
+                        println!("replaced the trusted network; before:");
+                        print_network(&old);
+                        println!("now:");
+                        print_network(client.descriptor());
+                        println!(
+                            "existing conversations are checked against these order server \
+                             keys and this quorum from now on"
+                        );
+                    }
+                    None => {
+                        println!("the account now trusts:");
+                        print_network(client.descriptor());
+                    }
+                }
+                Ok(())
+            }
+        },
         Command::Register => {
             let mut client = open(&cli)?;
             let account = client.register().await?;
@@ -260,6 +327,7 @@ async fn run(cli: Cli) -> Outcome {
                         .summary(&id)
                         .ok_or_else(|| ApiError::UnknownConversation(c.clone()))?;
                     show::members(&client, &s);
+                    print_fork_bound(&client);
                     return Ok(());
                 }
                 Some(MembersAction::Add { contact, admin }) => Change::Add {
@@ -284,6 +352,7 @@ async fn run(cli: Cli) -> Outcome {
             if s.phase == Phase::Active {
                 show::members(&client, &s);
             }
+            print_fork_bound(&client);
             Ok(())
         }
         Command::Receipt { conversation: c } => {
@@ -314,6 +383,7 @@ async fn run(cli: Cli) -> Outcome {
                     .collect(),
             };
             println!("account: {}", client.account().to_hex());
+            print_fork_bound(&client);
             for id in ids {
                 let outcomes = if *offline {
                     Vec::new()

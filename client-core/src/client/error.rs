@@ -33,6 +33,19 @@ pub enum ApiError {
     /// The home directory already holds an account.
     #[error("{0} already holds a grompi account")]
     AlreadyInitialized(String),
+    /// The network descriptor file in the home directory differs from the
+    /// one the account trusts (kept in its encrypted store since `init`).
+    #[error(
+        "the network descriptor {path} differs from the one this account trusts \
+         (kept in its encrypted store since `grompi init`), so it is not used: it may have \
+         been tampered with. Put the original back, or, only if the network's operators \
+         really changed the network and you have checked the new file with them, accept it \
+         deliberately: grompi network accept {path}"
+    )]
+    NetworkChanged {
+        /// The descriptor file.
+        path: String,
+    },
     /// The home directory holds no account.
     #[error("{0} holds no grompi account; run `grompi init` first")]
     NotInitialized(String),

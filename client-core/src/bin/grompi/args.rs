@@ -39,6 +39,15 @@ pub enum Command {
         #[arg(long)]
         network: PathBuf,
     },
+    /// The network this account trusts. Its descriptor (pinned order server
+    /// keys, quorum, router) is kept inside the encrypted store since
+    /// `init`; a changed network.toml is refused until you accept the new
+    /// file deliberately here.
+    Network {
+        /// What to do.
+        #[command(subcommand)]
+        action: NetworkAction,
+    },
     /// Register the account with the router and upload its first prekeys
     /// and order keys.
     Register,
@@ -139,6 +148,22 @@ pub enum Command {
         /// Do not contact the router.
         #[arg(long)]
         offline: bool,
+    },
+}
+
+/// Network actions.
+#[derive(Debug, Subcommand)]
+pub enum NetworkAction {
+    /// Print the network this account trusts (from the encrypted store)
+    /// and what its quorum tolerates.
+    Show,
+    /// Make a new descriptor the network this account trusts, replacing
+    /// the one kept since `init`. Only do this when the network's operators
+    /// changed the network and you checked the new file with them: the
+    /// descriptor decides which order servers your client believes.
+    Accept {
+        /// The new network descriptor (TOML).
+        file: PathBuf,
     },
 }
 
