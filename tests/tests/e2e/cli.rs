@@ -508,3 +508,81 @@ async fn watch_shows_late_tags_upgrade_a_quorum_message() {
     }
     drop(net);
 }
+
+/// On a 2-of-3 network, `init`, `status` and `members` say what the quorum
+/// tolerates; a `network.toml` changed after `init` is refused until it is
+/// accepted deliberately with `network accept`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_states_the_fork_bound_and_a_changed_descriptor_is_refused() {
+    let net = grompi_tests::start_network(3, 2).await.unwrap();
+    let bin = grompi_tests::binary("grompi").unwrap();
+    let homes = tempfile::tempdir().unwrap();
+    let descriptor = net.client_descriptor.to_string_lossy().into_owned();
+    let bound = "quorum 2 of 3: the router together with 1 dishonest order server \
+                 can fork a conversation";
+    let mut users: Vec<User> = ["ivy", "jack"]
+        .iter()
+        .map(|name| User {
+            name,
+            home: homes.path().join(name),
+            key_file: Some(homes.path().join(format!("{name}.key"))),
+            account: String::new(),
+        })
+        .collect();
+    for u in &mut users {
+        let out = ok(&bin, u, &["init", "--network", &descriptor]);
+        assert!(out.contains(bound), "{out}");
+        ok(&bin, u, &["register"]);
+        u.account = ok(&bin, u, &["id"]).trim().to_owned();
+    }
+    let [ivy, jack] = &users[..] else {
+        unreachable!()
+    };
+    let out = ok(&bin, ivy, &["status"]);
+    assert!(out.lines().any(|l| l == bound), "{out}");
+    ok(&bin, ivy, &["contacts", "add", "jack", &jack.account]);
+    ok(&bin, ivy, &["create", "--name", "pair", "jack"]);
+    let out = ok(&bin, ivy, &["members", "pair"]);
+    assert!(out.contains(bound), "{out}");
+    let out = ok(&bin, ivy, &["status", "pair"]);
+    assert!(out.contains(bound), "{out}");
+
+    // Someone who can write ivy's home raises the quorum's tolerance by
+    // rewriting network.toml: every command refuses it.
+    let text = std::fs::read_to_string(&net.client_descriptor).unwrap();
+    let changed = text.replacen("quorum = 2", "quorum = 3", 1);
+    assert_ne!(changed, text);
+    std::fs::write(ivy.home.join("network.toml"), &changed).unwrap();
+    for args in [&["status"][..], &["id"], &["send", "pair", "hello"]] {
+        let err = fails(&bin, ivy, args);
+        assert!(
+            err.contains("differs from the one this account trusts")
+                && err.contains("grompi network accept"),
+            "{err}"
+        );
+    }
+    // Accepting it deliberately works, and says what changed.
+    let new_file = homes.path().join("new-network.toml");
+    std::fs::write(&new_file, &changed).unwrap();
+    let out = ok(
+        &bin,
+        ivy,
+        &["network", "accept", &new_file.to_string_lossy()],
+    );
+    assert!(out.contains("replaced the trusted network"), "{out}");
+    assert!(out.contains(bound), "{out}");
+    assert!(
+        out.contains("quorum 3 of 3: any one honest order server is enough"),
+        "{out}"
+    );
+    let out = ok(&bin, ivy, &["status"]);
+    assert!(
+        out.contains("quorum 3 of 3: any one honest order server is enough"),
+        "{out}"
+    );
+    // Putting the old file back is now the change.
+    std::fs::write(ivy.home.join("network.toml"), &text).unwrap();
+    let err = fails(&bin, ivy, &["status"]);
+    assert!(err.contains("differs from the one"), "{err}");
+    drop(net);
+}
