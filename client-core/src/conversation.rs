@@ -33,7 +33,7 @@ use crate::compose::{self, Composed, Sending};
 use crate::content::{Change, Content, MemberEntry, SetupContent};
 use crate::delivery::{Delivery, Incoming, MAX_ATTESTATIONS, Received, TagUpdate};
 use crate::errors::ClientError;
-use crate::head_proof::{self, HeadProofOutcome};
+use crate::head_proof::{self, HeadProofOutcome, NotProvedReason, ProvedHead};
 use crate::keyring::{OrderKeyring, SlotMacKeys};
 use crate::membership::Membership;
 use crate::pairwise::Pairwise;
@@ -54,6 +54,11 @@ pub const DEFAULT_MAX_BUFFERED: usize = 1024;
 pub const DEFAULT_MAX_CANDIDATES: usize = 4;
 /// Most alerts and events kept before the oldest are dropped (and counted).
 pub const MAX_QUEUED: usize = 4096;
+/// Most accounts without a pairwise session whose pre-key messages a
+/// conversation opens before its Setup or the Update adding this member is
+/// accepted (each one opened stores an inbound Olm session): a router's
+/// puppets cannot grow the session store without bound.
+pub const MAX_CANDIDATE_PEERS: usize = 8;
 
 /// The network parameters a conversation checks against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +173,13 @@ pub enum Event {
         change: Option<Change>,
         /// False when the Update broke the rules and the member list stayed.
         authorized: bool,
+        /// For the Update that added this member: the Admin whose word the
+        /// member list rests on. A member added later never saw the list
+        /// before the change, so it can check that the change adds it and
+        /// that the sender is an Admin, but not that the rest of the list
+        /// is unchanged; the application says so. `None` when this member
+        /// checked the list itself (the Setup, later Updates).
+        vouched_by: Option<AccountId>,
     },
     /// A member reported what it has processed.
     Receipt {
@@ -223,6 +235,8 @@ struct JoinPrep {
     change: Change,
     membership: Membership,
     keys: SlotMacKeys,
+    /// The account that authenticated the Update's block.
+    sender: AccountId,
 }
 
 /// One buffered envelope for an index.
@@ -233,6 +247,9 @@ struct Candidate {
     previous_heads: Vec<Head>,
     setup: Option<SetupPrep>,
     join: Option<JoinPrep>,
+    /// Already reported (an unattested envelope, or a joiner's delivery
+    /// without its previous head): reported once.
+    flagged: bool,
 }
 
 /// Everything buffered for one index not yet accepted.
@@ -282,6 +299,11 @@ pub struct Conversation {
     /// The next index when the application last reported a stall: tags
     /// still missing for it after that are withheld, not in flight.
     stalled_at: Option<Index>,
+    /// Per order server, the highest head it proved to this member.
+    proved: BTreeMap<u32, ProvedHead>,
+    /// Accounts without a session whose blocks candidates opened (bounded
+    /// by [`MAX_CANDIDATE_PEERS`]).
+    candidate_peers: BTreeSet<AccountId>,
     alerts: VecDeque<Alert>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -314,6 +336,53 @@ fn bit(server: u32) -> u32 {
     1u32.checked_shl(server).unwrap_or(0)
 }
 
+/// Checks attestations for `index` in `epoch` under `keys` (a slot of this
+/// member) without raising anything: returns, per head, the servers whose
+/// tag verifies, and the servers whose tag does not. A Setup or an Update
+/// adding this member is checked under the keys of each candidate envelope
+/// before any is known to be genuine; only the winner's verdict becomes
+/// alerts, so a forged candidate cannot make honest servers look bad.
+fn check_tags(
+    conversation: ConversationId,
+    keys: &SlotMacKeys,
+    epoch: Epoch,
+    index: Index,
+    attestations: &[Attestation],
+    set: TagSet,
+) -> (BTreeMap<Head, u32>, Vec<u32>) {
+    let mut heads: BTreeMap<Head, u32> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for a in attestations {
+        let server = a.server;
+        let tags = match set {
+            TagSet::Current => &a.tags,
+            TagSet::Next => &a.next_tags,
+        };
+        let tag = match tags.as_slice() {
+            // No tag for this member's slot in this set: nothing to check.
+            [] => continue,
+            [t] => t,
+            _ => {
+                bad.push(server);
+                continue;
+            }
+        };
+        let statement = AttestationStatement {
+            conversation,
+            epoch,
+            index,
+            head: a.head,
+        };
+        match keys.server(server) {
+            Some(k) if a.index == index && k.verify_attestation(&statement, tag) => {
+                *heads.entry(a.head).or_default() |= bit(server);
+            }
+            _ => bad.push(server),
+        }
+    }
+    (heads, bad)
+}
+
 impl Conversation {
     /// A conversation this member was invited to, waiting for its Setup.
     pub fn invited(id: ConversationId, me: AccountId, config: ConversationConfig) -> Self {
@@ -336,6 +405,8 @@ impl Conversation {
             undecryptable: BTreeSet::new(),
             head_nonce: None,
             stalled_at: None,
+            proved: BTreeMap::new(),
+            candidate_peers: BTreeSet::new(),
             alerts: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -388,7 +459,9 @@ impl Conversation {
             .ok_or(ClientError::InvalidMembership(
                 "the creator's slot is outside the slot set",
             ))?;
-        let keys = secrets.order_keys.take(&my_key, &config.servers)?;
+        // The key is used (removed from the keyring) when the Setup is
+        // accepted, like every member's.
+        let keys = secrets.order_keys.peek(&my_key, &config.servers)?;
         let recipients: Vec<_> = membership.holders().filter(|(_, a)| *a != me).collect();
         let content = Content::Setup(content);
         let composed = compose::compose(
@@ -705,6 +778,7 @@ impl Conversation {
                 received,
                 setup: None,
                 join: None,
+                flagged: false,
             });
         self.buffered += 1;
     }
@@ -724,47 +798,22 @@ impl Conversation {
             TagSet::Current => Some(epoch),
             TagSet::Next => epoch.next(),
         };
-        let mut heads: BTreeMap<Head, u32> = BTreeMap::new();
         let Some(keys) = key_epoch.and_then(|e| self.keys.get(&e)) else {
-            return heads;
+            return BTreeMap::new();
         };
-        let mut bad = Vec::new();
-        for a in attestations {
-            let server = a.server;
-            let tags = match set {
-                TagSet::Current => &a.tags,
-                TagSet::Next => &a.next_tags,
-            };
-            let tag = match tags.as_slice() {
-                // No tag for this member's slot in this set: nothing to check.
-                [] => continue,
-                [t] => t,
-                _ => {
-                    bad.push(server);
-                    continue;
-                }
-            };
-            let statement = AttestationStatement {
-                conversation: self.id,
-                epoch,
-                index,
-                head: a.head,
-            };
-            match keys.server(server) {
-                Some(k) if a.index == index && k.verify_attestation(&statement, tag) => {
-                    *heads.entry(a.head).or_default() |= bit(server);
-                }
-                _ => bad.push(server),
-            }
-        }
-        for server in bad {
+        let (heads, bad) = check_tags(self.id, keys, epoch, index, attestations, set);
+        self.report_bad_tags(index, &bad);
+        heads
+    }
+
+    fn report_bad_tags(&mut self, index: Index, bad: &[u32]) {
+        for &server in bad {
             self.alert(
                 Misbehaviour::BadAttestation { server, index },
                 Some(index),
                 Some(server),
             );
         }
-        heads
     }
 
     /// Accepts every index that can be accepted now, in order.
@@ -789,18 +838,25 @@ impl Conversation {
                     p.candidates.push(c);
                 }
             }
-            let epoch = match (&self.phase, &self.membership) {
-                (Phase::Active, Some(m)) => m.epoch(),
-                _ => Epoch(0),
-            };
-            // Tags can arrive before the envelope that gives this member its
-            // keys (a tag update overtaking the delivery); they wait.
-            if self.keys.contains_key(&epoch) {
-                let fresh = std::mem::take(&mut p.unverified);
-                for (head, servers) in self.verify(epoch, index, &fresh, TagSet::Current) {
-                    *p.heads.entry(head).or_default() |= servers;
+            let last = self.transcript.head();
+            let (epoch, winner) = if self.phase == Phase::AwaitingSetup {
+                (Epoch(0), self.setup_winner(&mut p, index, last, secrets))
+            } else {
+                let epoch = self.membership.as_ref().map_or(Epoch(0), Membership::epoch);
+                // Tags can arrive before the envelope that gives this member
+                // its keys (a tag update overtaking the delivery); they wait.
+                if self.keys.contains_key(&epoch) {
+                    let fresh = std::mem::take(&mut p.unverified);
+                    for (head, servers) in self.verify(epoch, index, &fresh, TagSet::Current) {
+                        *p.heads.entry(head).or_default() |= servers;
+                    }
                 }
-            }
+                let winner = p.candidates.iter().position(|c| {
+                    let head = last.next(&self.id, epoch, index, &c.received.envelope_hash);
+                    p.heads.get(&head).is_some_and(|s| self.quorate(*s))
+                });
+                (epoch, winner)
+            };
             // A server with valid tags on two heads at one index equivocated.
             let mut seen = 0u32;
             let mut twice = 0u32;
@@ -811,14 +867,8 @@ impl Conversation {
             let new_conflicts = twice & !p.reported;
             p.reported |= twice;
             self.report_conflicts(index, new_conflicts);
-            let last = self.transcript.head();
-            let winner = p.candidates.iter().position(|c| {
-                let head = last.next(&self.id, epoch, index, &c.received.envelope_hash);
-                p.heads
-                    .get(&head)
-                    .is_some_and(|s| s.count_ones() as usize >= self.config.quorum)
-            });
             let Some(w) = winner else {
+                self.flag_unattested(&mut p, index);
                 self.buffered += p.candidates.len() + p.unverified.len();
                 if !p.candidates.is_empty() || !p.heads.is_empty() || !p.unverified.is_empty() {
                     self.pending.insert(index, p);
@@ -836,8 +886,87 @@ impl Conversation {
                 .fold(0u32, |acc, (_, s)| acc | s)
                 & !p.reported;
             self.report_conflicts(index, others);
+            // Any other envelope delivered for this index was not the one
+            // the order servers attested.
+            if p.candidates
+                .iter()
+                .any(|o| !o.flagged && o.received.envelope_hash != c.received.envelope_hash)
+            {
+                self.alert(
+                    Misbehaviour::UnattestedEnvelope { index },
+                    Some(index),
+                    None,
+                );
+            }
             self.accept(c, head, attested_by, secrets);
         }
+    }
+
+    fn quorate(&self, servers: u32) -> bool {
+        servers.count_ones() as usize >= self.config.quorum
+    }
+
+    /// Enough servers attested a head for `index`, yet no envelope
+    /// delivered for it chains to that head: each such envelope is reported
+    /// (once) as not the attested one.
+    fn flag_unattested(&mut self, p: &mut PendingIndex, index: Index) {
+        if !p.heads.values().any(|s| self.quorate(*s)) {
+            return;
+        }
+        let mut fresh = false;
+        for c in &mut p.candidates {
+            fresh |= !c.flagged;
+            c.flagged = true;
+        }
+        if fresh {
+            self.alert(
+                Misbehaviour::UnattestedEnvelope { index },
+                Some(index),
+                None,
+            );
+        }
+    }
+
+    /// In the Setup phase each candidate Setup names this member's slot, so
+    /// the tags are checked under each candidate's own keys; the first
+    /// candidate whose head a quorum tagged under its keys wins, and only
+    /// then do the tags that fail under the winner's keys become alerts. A
+    /// forged Setup (from a router's puppet, assigning another of this
+    /// member's keys) therefore neither pins a wrong key nor blames honest
+    /// servers.
+    fn setup_winner(
+        &mut self,
+        p: &mut PendingIndex,
+        index: Index,
+        last: Head,
+        secrets: &Secrets,
+    ) -> Option<usize> {
+        let mut found = None;
+        for (pos, c) in p.candidates.iter().enumerate() {
+            let Some(prep) = &c.setup else { continue };
+            // A key another conversation used meanwhile is not ours to use.
+            if !secrets.order_keys.contains(&prep.keys.slot_key()) {
+                continue;
+            }
+            let head = last.next(&self.id, Epoch(0), index, &c.received.envelope_hash);
+            let (heads, bad) = check_tags(
+                self.id,
+                &prep.keys,
+                Epoch(0),
+                index,
+                &p.unverified,
+                TagSet::Current,
+            );
+            if heads.get(&head).is_some_and(|s| self.quorate(*s)) {
+                found = Some((pos, heads, bad));
+                break;
+            }
+        }
+        let (pos, heads, bad) = found?;
+        p.unverified.clear();
+        p.heads = heads;
+        self.report_bad_tags(index, &bad);
+        Some(pos)
     }
 
     /// Whether a candidate for the next index may be accepted at all (kind
@@ -865,13 +994,6 @@ impl Conversation {
                         }
                     }
                 }
-                // The first Setup that opens gives this member its keys for
-                // epoch 0 (only the creator can make one that opens).
-                if let Some(p) = &c.setup
-                    && !self.keys.contains_key(&Epoch(0))
-                {
-                    self.keys.insert(Epoch(0), p.keys.clone());
-                }
                 true
             }
             Phase::Active => {
@@ -894,81 +1016,141 @@ impl Conversation {
     }
 
     /// A joining member looks for the Update that adds it: one it can open,
-    /// that lists it, and whose next-epoch tags reach the quorum.
+    /// that lists it (checked as far as a joiner can, see
+    /// [`Membership::joined`]), delivered with the head before it, and whose
+    /// head, chained from that previous head, a quorum tagged for this
+    /// member's next-epoch slot (`next_tags`). The binding to the previous
+    /// head is what ties the opened envelope to the attested one: without
+    /// it a router could pair the genuine tags with an envelope of its own.
     fn try_join(&mut self, secrets: &mut Secrets) {
         let indices: Vec<Index> = self.pending.keys().copied().collect();
         for index in indices {
             let Some(mut p) = self.pending.remove(&index) else {
                 continue;
             };
+            // Tags for a slot in the Update's own epoch mean this member
+            // already belongs to the conversation and is missing the
+            // indices before (its Setup among them): it does not open the
+            // Update out of order, it waits for them.
+            let member_already = p.unverified.iter().any(|a| !a.tags.is_empty());
             let mut joined = None;
-            for c in &mut p.candidates {
+            let mut alerts = Vec::new();
+            for (pos, c) in p.candidates.iter_mut().enumerate() {
+                if member_already {
+                    break;
+                }
                 let header = c.received.delivery.header.clone();
                 if header.kind() != EnvelopeKind::Update {
-                    continue;
-                }
-                // Tags for a slot in the Update's own epoch mean this member
-                // already belongs to the conversation and is missing the
-                // indices before (its Setup among them): it does not open
-                // the Update out of order, it waits for them.
-                if p.unverified.iter().any(|a| !a.tags.is_empty()) {
                     continue;
                 }
                 if c.join.is_none() {
                     match self.prepare_join(&c.received, secrets) {
                         Ok(j) => c.join = Some(j),
+                        // An Update with a block for this member that does
+                        // not validly add it (its rules, as far as a joiner
+                        // can check them): reported once, never joined.
+                        Err(
+                            m @ (Misbehaviour::UnauthorizedUpdate(_)
+                            | Misbehaviour::SlotSetMismatch),
+                        ) => {
+                            if !c.flagged {
+                                c.flagged = true;
+                                alerts.push(m);
+                            }
+                            continue;
+                        }
+                        // Not for this member (no block, another slot).
                         Err(_) => continue,
                     }
                 }
                 let Some(j) = &c.join else { continue };
-                let next_epoch = j.membership.epoch();
-                self.keys.insert(next_epoch, j.keys.clone());
-                let all: Vec<Attestation> = p.unverified.clone();
-                let heads = self.verify(header.epoch(), index, &all, TagSet::Next);
-                self.keys.remove(&next_epoch);
-                // With a claimed previous head, the attested head must
-                // commit to this envelope after it; without one, the
-                // attested head is taken as it is.
-                let bound: Vec<(Head, Head)> = c
-                    .previous_heads
-                    .iter()
-                    .map(|prev| {
-                        (
-                            *prev,
-                            prev.next(&self.id, header.epoch(), index, &c.received.envelope_hash),
-                        )
-                    })
-                    .collect();
-                let quorate: Vec<(Head, u32)> = heads
-                    .into_iter()
-                    .filter(|(h, s)| {
-                        s.count_ones() as usize >= self.config.quorum
-                            && (bound.is_empty() || bound.iter().any(|(_, b)| b == h))
-                    })
-                    .collect();
-                if let [(head, servers)] = quorate.as_slice() {
-                    let prev = bound.iter().find(|(_, b)| b == head).map(|(p, _)| *p);
-                    joined = Some((c.clone(), *head, *servers, prev));
+                if c.previous_heads.is_empty() {
+                    // An Update that adds this member, delivered without the
+                    // head before it: it cannot be bound to the chain.
+                    if !c.flagged {
+                        c.flagged = true;
+                        alerts.push(Misbehaviour::Malformed(WireError::MissingField(
+                            "delivery.previous_head (required to join)",
+                        )));
+                    }
+                    continue;
+                }
+                let (heads, bad) = check_tags(
+                    self.id,
+                    &j.keys,
+                    header.epoch(),
+                    index,
+                    &p.unverified,
+                    TagSet::Next,
+                );
+                let quorum = self.config.quorum;
+                let bound = c.previous_heads.iter().find_map(|prev| {
+                    let head =
+                        prev.next(&self.id, header.epoch(), index, &c.received.envelope_hash);
+                    heads
+                        .get(&head)
+                        .filter(|s| s.count_ones() as usize >= quorum)
+                        .map(|s| (*prev, head, *s))
+                });
+                if let Some((prev, head, servers)) = bound {
+                    joined = Some((pos, prev, head, servers, heads, bad));
                     break;
                 }
-            }
-            match joined {
-                Some((c, head, servers, prev)) => {
-                    self.buffered = self
-                        .buffered
-                        .saturating_sub(p.candidates.len() + p.unverified.len());
-                    self.join(c, head, servers, prev);
-                    return;
-                }
-                None => {
-                    self.pending.insert(index, p);
+                // A quorum tagged a head for this member's next slot that
+                // this envelope does not chain to: the envelope (or the
+                // previous head it came with) is not the attested one.
+                if !c.flagged && heads.values().any(|s| s.count_ones() as usize >= quorum) {
+                    c.flagged = true;
+                    alerts.push(Misbehaviour::UnattestedEnvelope { index });
                 }
             }
+            for m in alerts {
+                self.alert(m, Some(index), None);
+            }
+            let Some((pos, prev, head, servers, heads, bad)) = joined else {
+                self.pending.insert(index, p);
+                continue;
+            };
+            let c = p.candidates.swap_remove(pos);
+            // The key must still be unused (another conversation may have
+            // been given it and accepted first).
+            let key_free = c
+                .join
+                .as_ref()
+                .is_some_and(|j| secrets.order_keys.remove(&j.keys.slot_key()));
+            if !key_free {
+                self.alert(Misbehaviour::ForeignSlotKey, Some(index), None);
+                self.buffered = self.buffered.saturating_sub(1);
+                self.pending.insert(index, p);
+                continue;
+            }
+            self.buffered = self
+                .buffered
+                .saturating_sub(p.candidates.len() + p.unverified.len() + 1);
+            self.report_bad_tags(index, &bad);
+            let others = heads
+                .iter()
+                .filter(|(h, _)| **h != head)
+                .fold(0u32, |acc, (_, s)| acc | s);
+            self.report_conflicts(index, others);
+            if p.candidates
+                .iter()
+                .any(|o| !o.flagged && o.received.envelope_hash != c.received.envelope_hash)
+            {
+                self.alert(
+                    Misbehaviour::UnattestedEnvelope { index },
+                    Some(index),
+                    None,
+                );
+            }
+            self.join(c, head, servers, prev);
+            return;
         }
     }
 
-    /// Opens an Update to see whether it adds this member, and derives the
-    /// member's next-epoch slot keys.
+    /// Opens an Update to see whether it adds this member, checks it as far
+    /// as a joiner can, and derives the member's next-epoch slot keys
+    /// (without using the key yet).
     fn prepare_join(
         &mut self,
         received: &Received,
@@ -979,11 +1161,22 @@ impl Conversation {
         let Content::Update(content) = &opened.content else {
             return Err(Misbehaviour::UnexpectedKind("not an Update"));
         };
+        let sender = opened.sender.ok_or(Misbehaviour::UnauthenticatedSender {
+            index: received.delivery.index,
+        })?;
         let epoch = header.epoch().next().ok_or(Misbehaviour::WrongContext)?;
-        let membership = Membership::joined(epoch, header.slot_set_hash(), content)?;
+        let membership =
+            Membership::joined(epoch, header.slot_set_hash(), &sender, &self.me, content)?;
         let my_slot = membership
             .slot_of(&self.me)
             .ok_or(Misbehaviour::ForeignSlotKey)?;
+        if let Some((_, block)) = &received.delivery.block
+            && block.recipient != my_slot
+        {
+            return Err(Misbehaviour::Undecryptable(
+                "block addressed to another slot",
+            ));
+        }
         let my_key = membership
             .slots()
             .get(my_slot)
@@ -994,11 +1187,13 @@ impl Conversation {
             change: content.change,
             membership,
             keys,
+            sender,
         })
     }
 
-    /// Starts the transcript at the Update that added this member.
-    fn join(&mut self, c: Candidate, head: Head, attested_by: u32, previous: Option<Head>) {
+    /// Starts the transcript at the Update that added this member, anchored
+    /// at the previous head it was bound to.
+    fn join(&mut self, c: Candidate, head: Head, attested_by: u32, previous: Head) {
         let Some(j) = c.join else { return };
         let index = c.received.delivery.index;
         let header = &c.received.delivery.header;
@@ -1009,16 +1204,13 @@ impl Conversation {
             head,
             attested_by,
         };
-        self.transcript = match previous {
-            Some(prev) => {
-                let mut t = Transcript::starting_at(self.id, index, prev);
-                if !t.append(entry) {
-                    return;
-                }
-                t
-            }
-            None => Transcript::joined(self.id, entry),
-        };
+        let mut transcript = Transcript::starting_at(self.id, index, previous);
+        if !transcript.append(entry) {
+            // Unreachable: the head was computed from `previous`.
+            self.phase = Phase::Halted("internal: a joined index did not chain");
+            return;
+        }
+        self.transcript = transcript;
         // Everything buffered before the join is not ours to accept.
         self.pending = self.pending.split_off(&Index(index.0.saturating_add(1)));
         self.buffered = self
@@ -1030,6 +1222,7 @@ impl Conversation {
         self.keys.insert(epoch, j.keys);
         self.prepared.clear();
         self.early_blocks.clear();
+        self.candidate_peers.clear();
         self.membership = Some(j.membership);
         self.phase = Phase::Active;
         self.next_sequence = Sequence(1);
@@ -1038,18 +1231,21 @@ impl Conversation {
             kind: EnvelopeKind::Update,
             status: self.config.status(attested_by),
             last_seen: header.last_seen(),
-            sender: None,
+            sender: Some(j.sender),
         });
         self.event(Event::MembershipChanged {
             index,
             epoch,
             change: Some(j.change),
             authorized: true,
+            vouched_by: Some(j.sender),
         });
     }
 
-    /// The MAC keys of one of this member's order keys, taken from the
-    /// keyring once and kept until the envelope assigning it is accepted.
+    /// The MAC keys of one of this member's order keys, derived without
+    /// using the key (it is removed from the keyring only when the envelope
+    /// assigning it is accepted, so forged candidates consume nothing) and
+    /// cached until then.
     fn slot_keys(
         &mut self,
         key: SlotKey,
@@ -1060,7 +1256,7 @@ impl Conversation {
         }
         let keys = secrets
             .order_keys
-            .take(&key, &self.config.servers)
+            .peek(&key, &self.config.servers)
             .map_err(|_| Misbehaviour::ForeignSlotKey)?;
         if self.prepared.len() < DEFAULT_MAX_CANDIDATES * 4 {
             self.prepared.push((key, keys.clone()));
@@ -1161,6 +1357,21 @@ impl Conversation {
         let (sender, block) = match self.early_blocks.get(&digest) {
             Some((sender, plain)) => (*sender, plain.clone()),
             None => {
+                // A candidate (Setup, or an Update that may add this member)
+                // from an account without a session would store a new
+                // inbound session: bounded per conversation.
+                if membership.is_none()
+                    && let Some(peer) = Pairwise::frame_sender(&block.ciphertext)
+                    && !secrets.pairwise.has_session(&peer)
+                    && !self.candidate_peers.contains(&peer)
+                {
+                    if self.candidate_peers.len() >= MAX_CANDIDATE_PEERS {
+                        return Err(Misbehaviour::LimitExceeded(format!(
+                            "more than {MAX_CANDIDATE_PEERS} unknown accounts sent candidate envelopes in this conversation"
+                        )));
+                    }
+                    self.candidate_peers.insert(peer);
+                }
                 let (sender, plain) = secrets
                     .pairwise
                     .decrypt_from(&block.ciphertext)
@@ -1230,10 +1441,13 @@ impl Conversation {
         });
         self.check_sequence(index, &header);
         if let Some(prep) = c.setup {
+            // Checked free when the Setup won (`setup_winner`).
+            secrets.order_keys.remove(&prep.keys.slot_key());
             self.keys.insert(Epoch(0), prep.keys);
             self.membership = Some(prep.membership);
             self.prepared.clear();
             self.early_blocks.clear();
+            self.candidate_peers.clear();
             self.phase = Phase::Active;
             self.outbox.remove(&header.core_hash());
             self.event(Event::MembershipChanged {
@@ -1241,6 +1455,7 @@ impl Conversation {
                 epoch: Epoch(0),
                 change: None,
                 authorized: true,
+                vouched_by: None,
             });
             return;
         }
@@ -1336,6 +1551,7 @@ impl Conversation {
                     epoch,
                     change: Some(u.change),
                     authorized,
+                    vouched_by: None,
                 });
                 let key = my_slot.and_then(|s| next.slots().get(s)).map(|e| e.key);
                 self.membership = Some(next);
@@ -1356,6 +1572,19 @@ impl Conversation {
                 }
             }
         }
+    }
+
+    /// Whether this member holds something delivered at or after its next
+    /// index that it cannot accept (an index behind a hole, or an index
+    /// whose tags have not all arrived): the shell then fetches again and,
+    /// if that changes nothing, calls [`Conversation::report_stall`].
+    pub fn stuck(&self) -> bool {
+        matches!(self.phase, Phase::Active | Phase::AwaitingSetup)
+            && self
+                .pending
+                .range(self.transcript.next_index()..)
+                .next()
+                .is_some()
     }
 
     /// Tells the state machine that fetching the missing indices did not
@@ -1398,6 +1627,28 @@ impl Conversation {
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<Composed, ClientError> {
+        self.build(content, true, rng, secrets)
+    }
+
+    /// Like [`Conversation::compose`] without the sender's own membership
+    /// check: what a compromised member sends (tests only).
+    #[cfg(test)]
+    pub(crate) fn compose_unchecked(
+        &mut self,
+        content: Content,
+        rng: &mut impl rand::CryptoRng,
+        secrets: &mut Secrets,
+    ) -> Result<Composed, ClientError> {
+        self.build(content, false, rng, secrets)
+    }
+
+    fn build(
+        &mut self,
+        content: Content,
+        check_rules: bool,
+        rng: &mut impl rand::CryptoRng,
+        secrets: &mut Secrets,
+    ) -> Result<Composed, ClientError> {
         if self.phase != Phase::Active {
             return Err(ClientError::NotActive("the conversation is not active"));
         }
@@ -1418,6 +1669,19 @@ impl Conversation {
             .ok_or(ClientError::NotActive("no slot keys for the current epoch"))?;
         let mut recipients = self.recipients();
         if let Content::Update(u) = &content {
+            // The sender runs the rules every receiver runs (an Admin slot
+            // without an Admin holder among them) before sending.
+            if let Some(refusal) = m
+                .apply_update(&self.me, Some(u.next_slots.hash()), u)
+                .refusal
+                .filter(|_| check_rules)
+            {
+                return Err(ClientError::InvalidMembership(match refusal {
+                    Misbehaviour::UnauthorizedUpdate(reason) => reason,
+                    Misbehaviour::SlotSetMismatch => "the next slot set does not match its hash",
+                    _ => "the Update breaks the membership rules",
+                }));
+            }
             // Members the Update adds get a block addressed by their slot in
             // the next epoch (the router delivers it to them by that slot),
             // which must not be a slot a current member holds.
@@ -1494,11 +1758,48 @@ impl Conversation {
             .is_some_and(|p| p.heads.values().any(|s| s & bit(server) != 0))
     }
 
+    /// Checks the proofs the router returned for the last nonce, as they
+    /// came off the wire: a proof that does not parse is reported (an
+    /// alert, and [`NotProvedReason::Unparseable`] for its server) instead
+    /// of being dropped; the rest go to [`Conversation::check_head_proofs`].
+    pub fn check_head_proof_answers(
+        &mut self,
+        answers: Vec<grompi_proto::pb::HeadProof>,
+    ) -> Vec<HeadProofOutcome> {
+        let mut proofs = Vec::new();
+        let mut unparseable = Vec::new();
+        for raw in answers {
+            let server = raw.server;
+            match HeadProof::try_from(raw) {
+                Ok(p) => proofs.push(p),
+                Err(e) => unparseable.push((server, e)),
+            }
+        }
+        let mut out = Vec::new();
+        for (server, e) in &unparseable {
+            self.alert(Misbehaviour::Malformed(e.clone()), None, Some(*server));
+            out.push(HeadProofOutcome::NotProved {
+                server: *server,
+                reason: NotProvedReason::Unparseable(e.clone()),
+            });
+        }
+        let answered: Vec<u32> = unparseable.iter().map(|(s, _)| *s).collect();
+        out.extend(self.check_proofs(&proofs, &answered));
+        out
+    }
+
     /// Checks the proofs answering the last nonce (which is then spent).
-    /// After a reported stall, a server that proves it attested the index
-    /// this member is stuck on, while no valid tag of it reached the
-    /// member, had its tag withheld: `Withheld`.
+    /// Every pinned server that returned no proof is
+    /// [`NotProvedReason::NoAnswer`]. After a reported stall, a server that
+    /// proves it attested the index this member is stuck on, while no
+    /// valid tag of it reached the member, had its tag withheld:
+    /// `Withheld`. A server that proves less than it proved before, or
+    /// another head at a count it proved before, is `RolledBack`.
     pub fn check_head_proofs(&mut self, proofs: &[HeadProof]) -> Vec<HeadProofOutcome> {
+        self.check_proofs(proofs, &[])
+    }
+
+    fn check_proofs(&mut self, proofs: &[HeadProof], answered: &[u32]) -> Vec<HeadProofOutcome> {
         let Some(nonce) = self.head_nonce.take() else {
             for p in proofs {
                 self.alert(
@@ -1522,39 +1823,84 @@ impl Conversation {
             .max(self.transcript.next_index().0);
         let next = self.transcript.next_index();
         let stalled = self.stalled_at == Some(next);
-        let out: Vec<_> = proofs
-            .iter()
-            .map(|p| {
-                let o =
-                    head_proof::check(p, self.id, &nonce, &self.keys, &self.transcript, delivered);
-                match o {
-                    // Stalled at `next`, holding what was delivered for it,
-                    // while a server proves it attested `next`: that server's
-                    // tag was withheld (it is not in flight any more).
-                    HeadProofOutcome::AheadOfAccepted { server, count }
-                        if stalled && count > next.0 && !self.has_valid_tag(next, server) =>
-                    {
-                        HeadProofOutcome::Misbehaviour(Misbehaviour::Withheld {
-                            server,
-                            attested: count,
-                            delivered: next.0,
-                        })
+        let mut out = Vec::with_capacity(proofs.len());
+        for p in proofs {
+            let o = head_proof::check(
+                p,
+                self.id,
+                &nonce,
+                &self.keys,
+                &self.transcript,
+                delivered,
+                self.proved.get(&p.server),
+            );
+            // A proof whose MAC and nonce verified raises the bar the same
+            // server must not go below later.
+            let verified = matches!(
+                &o,
+                HeadProofOutcome::Consistent { .. }
+                    | HeadProofOutcome::AheadOfAccepted { .. }
+                    | HeadProofOutcome::NotProved {
+                        reason: NotProvedReason::BeforeJoin,
+                        ..
                     }
-                    o => o,
+                    | HeadProofOutcome::Misbehaviour(
+                        Misbehaviour::Withheld { .. } | Misbehaviour::HeadProofFork { .. }
+                    )
+            );
+            if verified {
+                let now = ProvedHead {
+                    epoch: p.statement.epoch,
+                    count: p.statement.count,
+                    head: p.statement.head,
+                };
+                let higher = self
+                    .proved
+                    .get(&p.server)
+                    .is_none_or(|b| (now.epoch, now.count) > (b.epoch, b.count));
+                // (Only a pinned server's key verifies, so this map holds
+                // at most one entry per pinned server.)
+                if higher {
+                    self.proved.insert(p.server, now);
                 }
-            })
-            .collect();
+            }
+            out.push(match o {
+                // Stalled at `next`, holding what was delivered for it,
+                // while a server proves it attested `next`: that server's
+                // tag was withheld (it is not in flight any more).
+                HeadProofOutcome::AheadOfAccepted { server, count }
+                    if stalled && count > next.0 && !self.has_valid_tag(next, server) =>
+                {
+                    HeadProofOutcome::Misbehaviour(Misbehaviour::Withheld {
+                        server,
+                        attested: count,
+                        delivered: next.0,
+                    })
+                }
+                o => o,
+            });
+        }
+        // A pinned server the router returned nothing for.
+        let servers = u32::try_from(self.config.servers.len()).unwrap_or(u32::MAX);
+        for server in 0..servers {
+            if !proofs.iter().any(|p| p.server == server) && !answered.contains(&server) {
+                out.push(HeadProofOutcome::NotProved {
+                    server,
+                    reason: NotProvedReason::NoAnswer,
+                });
+            }
+        }
         for o in &out {
             if let HeadProofOutcome::Misbehaviour(m) = o {
-                let server = match m {
-                    Misbehaviour::BadHeadProof { server }
-                    | Misbehaviour::HeadProofFork { server, .. }
-                    | Misbehaviour::Withheld { server, .. } => Some(*server),
-                    _ => None,
-                };
-                self.alert(m.clone(), None, server);
+                self.alert(m.clone(), None, o.server());
             }
         }
         out
+    }
+
+    /// Per order server, the highest head it proved to this member (what a
+    /// later proof from it must not go below).
+    pub fn proved_heads(&self) -> &BTreeMap<u32, ProvedHead> {
+        &self.proved
     }
 }

@@ -124,6 +124,27 @@ impl OrderKeyring {
         self.unused.contains_key(key)
     }
 
+    /// The MAC keys `key` would have, without using it: for checking a
+    /// Setup or Update that assigns it before that envelope is accepted (a
+    /// forged candidate must not consume the key). Fails with
+    /// [`ClientError::ForeignSlotKey`] when the key is not an unused key of
+    /// this member.
+    pub fn peek(
+        &self,
+        key: &SlotKey,
+        servers: &[OrderServerKey],
+    ) -> Result<SlotMacKeys, ClientError> {
+        let secret = self.unused.get(key).ok_or(ClientError::ForeignSlotKey)?;
+        SlotMacKeys::derive(secret, servers)
+    }
+
+    /// Forgets an unused key once the envelope assigning it is accepted
+    /// (its MAC keys came from [`OrderKeyring::peek`]); false when it is not
+    /// an unused key any more (another conversation used it first).
+    pub fn remove(&mut self, key: &SlotKey) -> bool {
+        self.unused.remove(key).is_some()
+    }
+
     /// Uses `key` for one epoch: derives its MAC keys with every server and
     /// forgets the secret. Fails with [`ClientError::ForeignSlotKey`] when the
     /// key is not an unused key of this member.
@@ -169,5 +190,12 @@ mod tests {
             Err(ClientError::ForeignSlotKey)
         ));
         assert_eq!(ring.len(), 1);
+        // Peeking derives the same keys and uses nothing; removing does.
+        let peeked = ring.peek(&keys[1], &[server.public_key()]).unwrap();
+        assert_eq!(ring.len(), 1);
+        assert_eq!(peeked.slot_key(), keys[1]);
+        assert!(ring.remove(&keys[1]));
+        assert!(!ring.remove(&keys[1]));
+        assert!(ring.is_empty());
     }
 }

@@ -68,6 +68,8 @@ pub mod receipt;
 pub mod transcript;
 
 #[cfg(test)]
+mod attacks;
+#[cfg(test)]
 mod scenarios;
 #[cfg(test)]
 mod world;

@@ -12,7 +12,15 @@
 //!   Admin to remove it);
 //! * no change may leave the conversation without an Admin, or empty;
 //! * an Update's next member list must be exactly the current list with the
-//!   change applied, and its slot set must hash to the header's.
+//!   change applied, and its slot set must hash to the header's;
+//! * every Admin slot of a slot set has an Admin holder (a padding slot with
+//!   the Admin role would let the router, which holds the padding secrets,
+//!   send Updates the order servers attest and no member can open);
+//! * a member added by an Update checks what it can without the list before
+//!   it: the change adds it, the next list is well formed, and the
+//!   authenticated sender is an Admin both before and after the change. It
+//!   cannot check that the rest of the list is unchanged, and is told so
+//!   ([`crate::Event::MembershipChanged`]'s `vouched_by`).
 //!
 //! An Update that breaks a rule is still part of the chain (it was ordered
 //! and attested, and the order servers have moved to the next epoch), so the
@@ -76,6 +84,22 @@ fn assignments(
     Ok(holders)
 }
 
+/// Every Admin slot must have a holder (whose role then is Admin too).
+fn admin_slots_held(
+    slots: &SlotSet,
+    holders: &BTreeMap<SlotIndex, AccountId>,
+) -> Result<(), &'static str> {
+    let unheld = slots.entries().iter().enumerate().any(|(i, e)| {
+        e.role == SlotRole::Admin
+            && u32::try_from(i).is_ok_and(|i| !holders.contains_key(&SlotIndex(i)))
+    });
+    if unheld {
+        Err("an Admin slot has no Admin holder (a padding slot with the Admin role)")
+    } else {
+        Ok(())
+    }
+}
+
 fn has_admin(roster: &BTreeMap<AccountId, SlotRole>) -> bool {
     roster.values().any(|r| *r == SlotRole::Admin)
 }
@@ -97,6 +121,7 @@ impl Membership {
             return Err(Misbehaviour::SlotSetMismatch);
         }
         let holders = assignments(&content.slots, &content.members).map_err(rule)?;
+        admin_slots_held(&content.slots, &holders).map_err(rule)?;
         let roster: BTreeMap<_, _> = content
             .members
             .iter()
@@ -158,23 +183,46 @@ impl Membership {
         self.epoch
     }
     /// The membership a joining member learns from the Update that adds
-    /// it. It cannot check the Update against the member list before it
-    /// (it never saw it); it checks only that the list is well-formed and
-    /// matches the slot set in the header.
+    /// it. It never saw the member list before, so it checks what it can:
+    /// the slot set matches the header; the next list is well formed and
+    /// every Admin slot has an Admin holder; the change is `Add` of `me`
+    /// with the role the list gives it; and `sender` (the account that
+    /// authenticated the Update's block) is an Admin of the list before the
+    /// change (the next list without `me`) and so of the next list. What it
+    /// cannot check is that the rest of the list equals the current one;
+    /// the caller tells the user so.
     pub fn joined(
         epoch: Epoch,
         slot_set_hash: Option<SlotSetHash>,
+        sender: &AccountId,
+        me: &AccountId,
         content: &UpdateContent,
     ) -> Result<Self, Misbehaviour> {
         if slot_set_hash != Some(content.next_slots.hash()) {
             return Err(Misbehaviour::SlotSetMismatch);
         }
         let holders = assignments(&content.next_slots, &content.next_members).map_err(rule)?;
+        admin_slots_held(&content.next_slots, &holders).map_err(rule)?;
         let roster: BTreeMap<_, _> = content
             .next_members
             .iter()
             .map(|m| (m.account, m.role))
             .collect();
+        let Change::Add { account, role } = content.change else {
+            return Err(rule("an Update that adds this member must be an Add"));
+        };
+        if account != *me || roster.get(me) != Some(&role) {
+            return Err(rule(
+                "the Update does not add this member with the role it lists",
+            ));
+        }
+        let mut before = roster.clone();
+        before.remove(me);
+        if before.get(sender) != Some(&SlotRole::Admin) {
+            return Err(rule(
+                "the Update adding this member was not sent by an Admin of the list it states",
+            ));
+        }
         if !has_admin(&roster) {
             return Err(rule("the last Admin cannot be removed or demoted"));
         }
@@ -302,8 +350,9 @@ impl Membership {
             .iter()
             .map(|m| (m.account, m.role))
             .collect();
-        let verdict = self
-            .roster_after(sender, &content.change)
+        let verdict = admin_slots_held(&content.next_slots, &holders)
+            .map_err(rule)
+            .and_then(|()| self.roster_after(sender, &content.change))
             .and_then(|expected| {
                 if expected == listed {
                     Ok(expected)

@@ -251,6 +251,19 @@ impl Pairwise {
         self.sessions.get(peer).is_some_and(|s| !s.is_empty())
     }
 
+    /// The sender account a framed message claims (not authenticated: the
+    /// frame is only read, nothing is decrypted), to bound what unknown
+    /// senders may store before anything they sent is accepted.
+    pub fn frame_sender(frame: &[u8]) -> Option<AccountId> {
+        match frame {
+            [FRAME_VERSION, rest @ ..] => rest
+                .get(..32)
+                .and_then(|a| <[u8; 32]>::try_from(a).ok())
+                .map(AccountId::from_bytes),
+            _ => None,
+        }
+    }
+
     /// Creates an outbound session from a verified bundle.
     pub fn start_session(&mut self, bundle: &PrekeyBundle) -> Result<(), PairwiseError> {
         bundle.verify()?;

@@ -122,6 +122,7 @@ impl World {
         &mut self,
         roster: &BTreeMap<usize, SlotRole>,
         padding: usize,
+        padding_role: SlotRole,
         avoid: &[(usize, SlotIndex)],
     ) -> (View, Vec<MemberEntry>) {
         let mut entries: Vec<(Option<usize>, SlotEntry)> = Vec::new();
@@ -136,7 +137,7 @@ impl World {
                 None,
                 SlotEntry {
                     key: SlotSecret::from_bytes(b).public_key(),
-                    role: SlotRole::Member,
+                    role: padding_role,
                 },
             ));
         }
@@ -203,7 +204,7 @@ impl World {
                 )
             })
             .collect();
-        let (view, members) = self.assign(&roster, 1, &[]);
+        let (view, members) = self.assign(&roster, 1, SlotRole::Member, &[]);
         let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
         let (conv, composed) = Conversation::create(
             self.conversation,
@@ -280,12 +281,14 @@ impl World {
     }
 
     /// Member `m` sends `content`; it is ordered and delivered to everyone.
+    /// The sender's own rule checks are skipped: a test's member may be a
+    /// compromised one.
     pub fn send(&mut self, m: usize, content: Content) -> Index {
         self.catch_up(m);
         let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
         let conv = self.convs[m].as_mut().unwrap();
         let composed = conv
-            .compose(content.clone(), &mut rng, &mut self.secrets[m])
+            .compose_unchecked(content.clone(), &mut rng, &mut self.secrets[m])
             .unwrap();
         self.sent[m].push((composed.envelope.header().core_hash(), content));
         self.order_and_deliver(m, composed)
@@ -294,21 +297,40 @@ impl World {
     /// Member `m` sends an Update whose next member list is `next` (which
     /// need not follow the rules).
     pub fn update(&mut self, m: usize, change: Change, next: BTreeMap<usize, SlotRole>) -> Index {
+        let content = self.prepare_update(change, next, SlotRole::Member);
+        self.send_update(m, content)
+    }
+
+    /// What the router hands an Admin for an Update to `next`: fresh slots
+    /// for the members, two padding slots with `padding_role`; the next
+    /// epoch's view is recorded.
+    pub fn prepare_update(
+        &mut self,
+        change: Change,
+        next: BTreeMap<usize, SlotRole>,
+        padding_role: SlotRole,
+    ) -> UpdateContent {
         let avoid: Vec<(usize, SlotIndex)> = self.views[&self.epoch]
             .holders
             .iter()
             .map(|(m, s)| (*m, *s))
             .collect();
-        let (view, members) = self.assign(&next, 2, &avoid);
-        let content = Content::Update(UpdateContent {
+        let (view, members) = self.assign(&next, 2, padding_role, &avoid);
+        let content = UpdateContent {
             change,
             next_slots: view.slots.clone(),
             next_members: members,
-        });
+        };
         // The router prepares the next epoch before the Update is ordered.
+        self.views.insert(Epoch(self.epoch.0 + 1), view);
+        content
+    }
+
+    /// Member `m` sends a prepared Update (rules unchecked); the world moves
+    /// to the next epoch.
+    pub fn send_update(&mut self, m: usize, content: UpdateContent) -> Index {
         let next_epoch = Epoch(self.epoch.0 + 1);
-        self.views.insert(next_epoch, view);
-        let index = self.send(m, content);
+        let index = self.send(m, Content::Update(content));
         self.epoch = next_epoch;
         index
     }
@@ -472,8 +494,18 @@ impl World {
             block,
             block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
             attestations,
-            previous_head: None,
+            // Like the router: the head before the index in its log.
+            previous_head: Some(self.previous_head(index)),
         })
+    }
+
+    /// The head before `index` in the log (genesis for index 0).
+    pub fn previous_head(&self, index: Index) -> Head {
+        index
+            .0
+            .checked_sub(1)
+            .and_then(|i| self.log.get(i as usize))
+            .map_or(Head::genesis(&self.conversation), |o| o.head)
     }
 
     /// A copy of the envelope at `index` with a different body (a fork):
@@ -505,6 +537,12 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// An unused order key of member `m` (one the router knows: members
+    /// upload them), without using it.
+    pub fn spare_key(&self, m: usize, nth: usize) -> SlotKey {
+        self.spare[m][nth]
+    }
+
     /// The tag a server computes with the keys of `other`'s slot (a
     /// wrong-key tag when shown to `m`).
     pub fn wrong_key_tag(
@@ -517,5 +555,98 @@ impl World {
     ) -> Option<Tag> {
         self.attest(server, other, epoch, index, head)
             .map(|a| a.tags[0])
+    }
+}
+
+/// An account the router registers for itself: it starts Olm sessions from
+/// members' published bundles and composes any envelope, with any header
+/// fields, slot set, roles and member list (the router's full power).
+pub struct Puppet {
+    pub secrets: Secrets,
+    rng: StdRng,
+}
+
+impl Puppet {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            secrets: Secrets::default(),
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.secrets.pairwise.account_id()
+    }
+
+    /// Starts a session with the holder of `victim` from its published
+    /// bundle.
+    pub fn befriend(&mut self, victim: &mut Secrets) {
+        let bundle = victim.pairwise.bundle(true);
+        self.secrets.pairwise.start_session(&bundle).unwrap();
+    }
+
+    /// Composes an envelope with the given header fields, addressed to
+    /// `recipients` (slot, account), with submission tags from a throwaway
+    /// slot key (the router's, or nobody's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn compose(
+        &mut self,
+        servers: &[grompi_proto::OrderServerKey],
+        conversation: ConversationId,
+        epoch: Epoch,
+        sender: SlotIndex,
+        sequence: grompi_proto::Sequence,
+        last_seen: Option<Index>,
+        recipients: &[(SlotIndex, AccountId)],
+        content: &Content,
+    ) -> Envelope {
+        let mut b = [0u8; 32];
+        rand::Rng::fill_bytes(&mut self.rng, &mut b);
+        let keys =
+            crate::keyring::SlotMacKeys::derive(&SlotSecret::from_bytes(b), servers).unwrap();
+        crate::compose::compose(
+            &crate::compose::Sending {
+                conversation,
+                epoch,
+                sender,
+                sequence,
+                last_seen,
+                recipients,
+                mac_keys: &keys,
+            },
+            content,
+            &mut self.rng,
+            &mut self.secrets.pairwise,
+        )
+        .unwrap()
+        .envelope
+    }
+}
+
+/// A delivery of `env` at `index` to a member holding `slot`, with the
+/// given attestations and previous head (any of them forged or empty).
+pub fn delivery_of(
+    env: &Envelope,
+    conversation: ConversationId,
+    index: Index,
+    slot: SlotIndex,
+    attestations: Vec<Attestation>,
+    previous_head: Option<Head>,
+) -> Delivery {
+    let block = env
+        .blocks()
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.recipient == slot)
+        .map(|(p, b)| (p as u32, b.clone()));
+    Delivery {
+        conversation,
+        index,
+        header: env.header().clone(),
+        body: env.body().to_vec(),
+        block,
+        block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
+        attestations,
+        previous_head,
     }
 }

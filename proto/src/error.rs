@@ -215,8 +215,13 @@ pub enum Misbehaviour {
     /// A Setup or Update assigns this member a slot key it does not hold.
     #[error("the slot assigned to this member is not one of its order keys")]
     ForeignSlotKey,
-    /// A head proof that does not verify, or answers another nonce.
-    #[error("head proof from order server {server} does not verify")]
+    /// A head proof that does not verify, or answers another nonce. The
+    /// router relays every proof and chooses which slot a server answers
+    /// for, so a proof that does not verify names the server it was
+    /// relayed for, not a culprit: the router or that server misbehaved.
+    #[error(
+        "the head proof relayed for order server {server} does not verify (the router or that server misbehaved)"
+    )]
     BadHeadProof {
         /// The order server's position.
         server: u32,
@@ -247,6 +252,30 @@ pub enum Misbehaviour {
     ReceiptMismatch {
         /// The index.
         index: Index,
+    },
+    /// Enough order servers attested a head for this index, but the
+    /// envelope delivered for it does not chain to that head: the router
+    /// substituted the envelope (or the head before it).
+    #[error("the envelope delivered for index {index} is not the one the order servers attested")]
+    UnattestedEnvelope {
+        /// The index.
+        index: Index,
+    },
+    /// An order server proved less than it proved before (a smaller count
+    /// or an earlier epoch), or a different head at a count it proved
+    /// before: it was restored from an old state, or it equivocates.
+    #[error(
+        "order server {server} proved count {count} after proving count {proved} (epoch {proved_epoch}): rolled back or equivocating"
+    )]
+    RolledBack {
+        /// The order server's position.
+        server: u32,
+        /// The highest count it proved before.
+        proved: u64,
+        /// The epoch of that proof.
+        proved_epoch: Epoch,
+        /// The count it proves now.
+        count: u64,
     },
 }
 
@@ -314,6 +343,10 @@ pub enum MisbehaviourKind {
     Withheld,
     /// See [`Misbehaviour::ReceiptMismatch`].
     ReceiptMismatch,
+    /// See [`Misbehaviour::UnattestedEnvelope`].
+    UnattestedEnvelope,
+    /// See [`Misbehaviour::RolledBack`].
+    RolledBack,
 }
 
 impl MisbehaviourKind {
@@ -349,6 +382,8 @@ impl MisbehaviourKind {
         Self::HeadProofFork,
         Self::Withheld,
         Self::ReceiptMismatch,
+        Self::UnattestedEnvelope,
+        Self::RolledBack,
     ];
 
     /// A stable snake_case name.
@@ -384,6 +419,8 @@ impl MisbehaviourKind {
             Self::HeadProofFork => "head_proof_fork",
             Self::Withheld => "withheld",
             Self::ReceiptMismatch => "receipt_mismatch",
+            Self::UnattestedEnvelope => "unattested_envelope",
+            Self::RolledBack => "rolled_back",
         }
     }
 
@@ -433,6 +470,8 @@ impl Misbehaviour {
             Self::HeadProofFork { .. } => MisbehaviourKind::HeadProofFork,
             Self::Withheld { .. } => MisbehaviourKind::Withheld,
             Self::ReceiptMismatch { .. } => MisbehaviourKind::ReceiptMismatch,
+            Self::UnattestedEnvelope { .. } => MisbehaviourKind::UnattestedEnvelope,
+            Self::RolledBack { .. } => MisbehaviourKind::RolledBack,
         }
     }
 }

@@ -5,27 +5,33 @@
 //! slot secrets of the epochs in use (exactly as sensitive as the MAC keys
 //! derived from them), slot keys taken for a Setup or Update not yet
 //! accepted, the outbox (own envelopes not yet accepted), blocks decrypted
-//! early, sequence numbers, receipts and undecryptable indices.
+//! early, sequence numbers, receipts and undecryptable indices, and the
+//! highest head each order server proved (so a rolled-back server is caught
+//! across restarts).
 //!
 //! What is not saved: deliveries buffered ahead of the next index and
 //! queued alerts and events. A resumed conversation fetches again from its
 //! next index; the application drains alerts and events before saving.
 //!
 //! ```text
-//! state = version u8 (1) || conversation || account || phase u8
+//! state = version u8 (2) || conversation || account || phase u8
 //!         || transcript || optional membership || keys || prepared
 //!         || outbox || early blocks || next sequence u64
 //!         || last sequences || processed || undecryptable || counters
+//!         || proved heads (version 2 on)
 //! ```
+//!
+//! A version 1 state (without proved heads) is still read.
 
 use super::{Conversation, ConversationConfig, Counters, Phase};
 use crate::body::BlockPlaintext;
 use crate::codec::{Canonical, DecodeError, Reader};
 use crate::content::{self, Content};
+use crate::head_proof::ProvedHead;
 use crate::keyring::SlotMacKeys;
 use crate::membership::Membership;
 use crate::transcript::{Entry, Transcript};
-use grompi_proto::limits::{MAX_BODY_BYTES, MAX_SLOTS};
+use grompi_proto::limits::{MAX_BODY_BYTES, MAX_ORDER_SERVERS, MAX_SLOTS};
 use grompi_proto::{
     AccountId, BlockDigest, ConversationId, CoreHash, EnvelopeHash, EnvelopeKind, Epoch, Head,
     Index, Sequence, SlotIndex, SlotSecret,
@@ -34,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use zeroize::Zeroizing;
 
 /// Version byte of the saved state.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;
 /// Most items of any one list in a saved state.
 const MAX_ITEMS: usize = 1 << 24;
 
@@ -142,6 +148,14 @@ impl Conversation {
             .u64(k.dropped)
             .u64(k.ignored)
             .u64(k.queue_overflow);
+        c = c.count(self.proved.len());
+        for (server, p) in &self.proved {
+            c = c
+                .u32(*server)
+                .u64(p.epoch.0)
+                .u64(p.count)
+                .fixed(p.head.as_bytes());
+        }
         Zeroizing::new(c.as_bytes().to_vec())
     }
 
@@ -150,7 +164,8 @@ impl Conversation {
     /// saved slot secrets).
     pub fn restore_state(bytes: &[u8], config: ConversationConfig) -> Result<Self, DecodeError> {
         let mut r = Reader::new("conversation state", bytes);
-        if r.u8()? != STATE_VERSION {
+        let version = r.u8()?;
+        if version != STATE_VERSION && version != 1 {
             return Err(invalid("state.version", "unknown state version"));
         }
         let id = ConversationId::from_bytes(r.fixed()?);
@@ -260,6 +275,19 @@ impl Conversation {
             ignored: r.u64()?,
             queue_overflow: r.u64()?,
         };
+        let mut proved = BTreeMap::new();
+        if version >= 2 {
+            let n = r.count("state.proved", MAX_ORDER_SERVERS)?;
+            for _ in 0..n {
+                let server = r.u32()?;
+                let p = ProvedHead {
+                    epoch: Epoch(r.u64()?),
+                    count: r.u64()?,
+                    head: Head::from_bytes(r.fixed()?),
+                };
+                proved.insert(server, p);
+            }
+        }
         r.finish()?;
         Ok(Self {
             id,
@@ -280,6 +308,8 @@ impl Conversation {
             undecryptable,
             head_nonce: None,
             stalled_at: None,
+            proved,
+            candidate_peers: BTreeSet::new(),
             alerts: VecDeque::new(),
             events: VecDeque::new(),
             counters,

@@ -193,11 +193,8 @@ pub fn proofs(client: &Client, outcomes: &[HeadProofOutcome]) {
                 "  order server {}: attested {count} indices, some not accepted here yet",
                 name(*server)
             ),
-            HeadProofOutcome::Unverifiable { server } => {
-                println!(
-                    "  order server {}: cannot be checked from here",
-                    name(*server)
-                );
+            HeadProofOutcome::NotProved { server, reason } => {
+                println!("  order server {}: NOT PROVED: {reason}", name(*server));
             }
             HeadProofOutcome::Misbehaviour(m) => println!("  ALERT: {m}"),
         }
