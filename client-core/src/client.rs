@@ -45,7 +45,6 @@ use crate::member::Member;
 use crate::pairwise::{IdentityKeys, Pairwise, PairwisePickle, PrekeyBundle};
 use error::io;
 use grompi_proto::descriptor::NetworkDescriptor;
-use grompi_proto::mac::HeadProof;
 use grompi_proto::pb;
 use grompi_proto::{
     AccountId, ConversationId, Index, ProofNonce, SlotIndex, SlotRole, SlotSecret, SlotSet,
@@ -1133,11 +1132,16 @@ impl Client {
         // The router served later indices but not the next one, even when
         // asked from it: the index was dropped. (The router delivers in
         // order, so an honest one never leaves such a hole.)
+        // Likewise when it holds the next index (or later ones) but cannot
+        // accept it: tags missing after a full fetch are withheld, not in
+        // flight, and the next head proofs say by whom.
         if let Some(c) = self.member.conversation_mut(&id)
-            && !c.missing_indices(1).is_empty()
-            && c.report_stall()
+            && c.stuck()
         {
-            progress.extend(self.collect());
+            let gap = c.report_stall();
+            if gap {
+                progress.extend(self.collect());
+            }
         }
         self.save()?;
         Ok(progress)
@@ -1206,14 +1210,12 @@ impl Client {
             .map_err(|s| ApiError::router("ProveHeads", s))?
             .into_inner()
             .proofs;
-        let proofs: Vec<HeadProof> = proofs
-            .into_iter()
-            .filter_map(|p| HeadProof::try_from(p).ok())
-            .collect();
+        // Every answer is checked, and a pinned server without one is
+        // reported: nothing the router returns (or leaves out) is dropped.
         let outcomes = self
             .member
             .conversation_mut(&id)
-            .map(|c| c.check_head_proofs(&proofs))
+            .map(|c| c.check_head_proof_answers(proofs))
             .unwrap_or_default();
         progress.extend(self.collect());
         self.save()?;
