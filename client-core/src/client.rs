@@ -52,7 +52,7 @@ use grompi_proto::{
 use router::RouterConnection;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use store::{AlertRecord, ConversationMeta, Profile};
+use store::{AlertRecord, ConversationMeta, PendingSend, Profile};
 
 /// The descriptor file in a home directory.
 pub const DESCRIPTOR_FILE: &str = "network.toml";
@@ -76,13 +76,67 @@ pub struct Progress {
     pub events: Vec<(ConversationId, Event)>,
     /// Alerts raised.
     pub alerts: Vec<Alert>,
+    /// Earlier sends that were still unacknowledged and were resumed.
+    pub resumed: Vec<Resumed>,
 }
 
 impl Progress {
     fn extend(&mut self, other: Progress) {
         self.events.extend(other.events);
         self.alerts.extend(other.alerts);
+        self.resumed.extend(other.resumed);
     }
+}
+
+/// An earlier send, saved but not acknowledged by the router, that was
+/// resubmitted (the identical envelope) or found accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resumed {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The saved envelope.
+    pub send: PendingSend,
+    /// What became of it.
+    pub outcome: ResumeOutcome,
+}
+
+/// What became of a resumed send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResumeOutcome {
+    /// The router acknowledged the resubmission (a router that already held
+    /// the envelope answers it as a success and keeps it once).
+    Acknowledged,
+    /// The envelope was already accepted at this index of the transcript.
+    AlreadyAccepted(Index),
+    /// The router refused it (it never stored it, e.g. the epoch moved on):
+    /// it was not sent and is forgotten. Compose it again to send it.
+    Refused(String),
+}
+
+impl std::fmt::Display for ResumeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Acknowledged => f.write_str("acknowledged by the router"),
+            Self::AlreadyAccepted(i) => write!(f, "already accepted as #{}", i.0),
+            Self::Refused(why) => write!(f, "refused by the router, not sent: {why}"),
+        }
+    }
+}
+
+/// Whether a router refusal of a resubmission is final: the router did not
+/// store the envelope and never will (a router that stored it answers a
+/// resubmission as a success). Anything else (unreachable, overloaded,
+/// timed out) leaves the envelope saved for the next attempt.
+fn is_final_refusal(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::InvalidArgument
+            | tonic::Code::FailedPrecondition
+            | tonic::Code::PermissionDenied
+            | tonic::Code::NotFound
+            | tonic::Code::AlreadyExists
+            | tonic::Code::OutOfRange
+    )
 }
 
 /// A summary of one conversation.
@@ -343,7 +397,12 @@ impl Client {
     /// Writes the account, every conversation, and new history and alert
     /// records in one durable transaction.
     fn save_all(&self) -> Result<(), ApiError> {
-        let mut records: Vec<OwnedRecord> = Vec::new();
+        self.save_all_with(Vec::new())
+    }
+
+    /// [`Client::save_all`] with `extra` records in the same transaction.
+    fn save_all_with(&self, extra: Vec<OwnedRecord>) -> Result<(), ApiError> {
+        let mut records: Vec<OwnedRecord> = extra;
         let secrets = self.member.secrets();
         let pickle = serde_json::to_vec(&secrets.pairwise.pickle())
             .map_err(|e| ApiError::Corrupt(e.to_string()))?;
@@ -789,22 +848,112 @@ impl Client {
         Ok(())
     }
 
-    async fn submit(&mut self, composed: &Composed) -> Result<(), ApiError> {
-        self.ensure_signed_in().await?;
-        let conn = self.signed()?;
-        let req = conn.authed(pb::SubmitRequest {
+    /// Saves everything, and `composed` as a pending send of `id`, in one
+    /// transaction: before the envelope leaves, so that it is resubmitted
+    /// (never composed again) until the router acknowledges it.
+    fn save_pending(
+        &mut self,
+        id: ConversationId,
+        composed: &Composed,
+        text: Option<String>,
+    ) -> Result<PendingSend, ApiError> {
+        use prost::Message as _;
+        let header = composed.envelope.header();
+        let request = pb::SubmitRequest {
             envelope: Some(pb::Envelope::from(&composed.envelope)),
             submission_tags: composed
                 .submission_tags
                 .iter()
                 .map(|t| t.to_vec())
                 .collect(),
-        })?;
+        };
+        let pending = PendingSend {
+            conversation: id.to_hex(),
+            request: hex::encode(request.encode_to_vec()),
+            envelope_hash: composed.envelope.hash().to_hex(),
+            kind: format!("{:?}", header.kind()),
+            sequence: header.sequence().0,
+            text,
+        };
+        let record = (
+            store::OUTBOX,
+            pending.key()?,
+            store::to_json(&pending)?.into(),
+        );
+        self.save_all_with(vec![record])?;
+        self.dirty_history.clear();
+        self.new_alerts.clear();
+        Ok(pending)
+    }
+
+    /// The sends saved but not yet acknowledged, of one conversation or of
+    /// all, oldest first.
+    pub fn pending_sends(&self, id: Option<ConversationId>) -> Result<Vec<PendingSend>, ApiError> {
+        let mut all: Vec<(Vec<u8>, PendingSend)> =
+            store::list_json::<PendingSend>(&self.store, store::OUTBOX)?;
+        if let Some(id) = id {
+            all.retain(|(k, _)| k.starts_with(id.as_bytes()));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all.into_iter().map(|(_, p)| p).collect())
+    }
+
+    /// Submits a saved envelope (the same bytes every time) and forgets it
+    /// once the router acknowledges it.
+    async fn submit_pending(&mut self, pending: &PendingSend) -> Result<(), ApiError> {
+        use prost::Message as _;
+        let bytes = hex::decode(&pending.request)
+            .map_err(|_| ApiError::Corrupt("pending send: request".into()))?;
+        let request = pb::SubmitRequest::decode(bytes.as_slice())
+            .map_err(|e| ApiError::Corrupt(format!("pending send: {e}")))?;
+        self.ensure_signed_in().await?;
+        let conn = self.signed()?;
+        let req = conn.authed(request)?;
         conn.raw()
             .submit(req)
             .await
             .map_err(|s| ApiError::router("Submit", s))?;
+        self.store.delete(store::OUTBOX, &pending.key()?)?;
         Ok(())
+    }
+
+    /// Resumes every send of `id` that was saved but not acknowledged: one
+    /// already accepted in the transcript is forgotten, any other is
+    /// resubmitted byte for byte until the router acknowledges it. Runs at
+    /// the start of every sync, so every command that talks to the router
+    /// resumes first. An error (router unreachable, ...) leaves the send
+    /// saved for the next attempt.
+    pub async fn resume_pending(&mut self, id: ConversationId) -> Result<Vec<Resumed>, ApiError> {
+        let mut out = Vec::new();
+        for send in self.pending_sends(Some(id))? {
+            let accepted = self.member.conversation(&id).and_then(|c| {
+                c.transcript()
+                    .entries()
+                    .iter()
+                    .rev()
+                    .find(|e| e.envelope_hash.to_hex() == send.envelope_hash)
+                    .map(|e| e.index)
+            });
+            let outcome = if let Some(index) = accepted {
+                self.store.delete(store::OUTBOX, &send.key()?)?;
+                ResumeOutcome::AlreadyAccepted(index)
+            } else {
+                match self.submit_pending(&send).await {
+                    Ok(()) => ResumeOutcome::Acknowledged,
+                    Err(ApiError::Router { status, .. }) if is_final_refusal(status.code()) => {
+                        self.store.delete(store::OUTBOX, &send.key()?)?;
+                        ResumeOutcome::Refused(status.message().to_owned())
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            out.push(Resumed {
+                conversation: id,
+                send,
+                outcome,
+            });
+        }
+        Ok(out)
     }
 
     // ---- Conversations --------------------------------------------------
@@ -862,14 +1011,18 @@ impl Client {
             .member
             .create_conversation(id, slots, members, &mut rand::rng())?;
         self.meta.entry(id).or_default().name = name.map(str::to_owned);
-        self.save()?;
-        self.submit(&composed).await?;
+        let pending = self.save_pending(id, &composed, None)?;
+        self.submit_pending(&pending).await?;
         self.sync(id).await?;
         Ok(id)
     }
 
     /// Sends a text message; returns the index it was accepted at, when it
-    /// was accepted before this returns.
+    /// was accepted before this returns. An earlier send of the
+    /// conversation still unacknowledged is resubmitted first
+    /// ([`Progress::resumed`]); when this fails after the envelope was
+    /// saved, [`Client::pending_sends`] lists it and the next sync
+    /// resubmits it (call that, not `send` again, to send it exactly once).
     pub async fn send(&mut self, id: ConversationId, text: &str) -> Result<Progress, ApiError> {
         self.send_content(id, Content::Message(text.as_bytes().to_vec()), &[])
             .await
@@ -914,12 +1067,22 @@ impl Client {
         let mut peers: Vec<AccountId> = conv.recipients().into_iter().map(|(_, a)| a).collect();
         peers.extend_from_slice(extra_recipients);
         self.ensure_sessions(&peers).await?;
+        let text = match &content {
+            Content::Message(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        };
         let composed = self.member.compose(&id, content, &mut rand::rng())?;
-        // Saved before it leaves: the Olm ratchet step and the sequence
-        // number are never reused after a crash.
-        self.save()?;
-        self.submit(&composed).await?;
-        progress.extend(self.sync(id).await?);
+        // Saved before it leaves, with the envelope itself: the Olm ratchet
+        // step and the sequence number are never reused after a crash, and
+        // a send whose acknowledgement was lost is resubmitted as it is
+        // (never composed again) by the next command.
+        let pending = self.save_pending(id, &composed, text)?;
+        self.submit_pending(&pending).await?;
+        // Acknowledged: the send succeeded even if this sync does not (the
+        // next one shows the index).
+        if let Ok(p) = self.sync(id).await {
+            progress.extend(p);
+        }
         Ok(progress)
     }
 
@@ -1036,7 +1199,11 @@ impl Client {
             });
             self.profile.next_alert = self.profile.next_alert.saturating_add(1);
         }
-        Progress { events, alerts }
+        Progress {
+            events,
+            alerts,
+            resumed: Vec::new(),
+        }
     }
 
     /// Where to fetch a conversation from: its next index, or with
@@ -1081,7 +1248,10 @@ impl Client {
     /// fetched from its start). Saves.
     pub async fn sync(&mut self, id: ConversationId) -> Result<Progress, ApiError> {
         self.ensure_signed_in().await?;
-        let mut progress = Progress::default();
+        let mut progress = Progress {
+            resumed: self.resume_pending(id).await?,
+            ..Progress::default()
+        };
         let mut rounds = 0u32;
         // A member added late scans forward for the Update that adds it:
         // pages before it hold nothing for this member.

@@ -12,7 +12,7 @@
 
 use crate::error::RouterError;
 use crate::fanout::Backoff;
-use crate::record::{ConversationRecord, Record, StoredEnvelope};
+use crate::record::{ConversationRecord, Record, SlotTail, StoredEnvelope};
 use crate::{Millis, Ticket};
 use grompi_proto::mac::Attestation;
 use grompi_proto::pb::RefusalReason;
@@ -491,6 +491,21 @@ impl Conversation {
             self.prepared.clear();
             out.push(Record::Conversation(Box::new(self.record())));
         }
+        if a.submitter.is_some() {
+            // Outlives the envelope's time in memory: a resubmission after
+            // every server attested it and the router restarted is still
+            // recognised (and a different envelope with its sequence refused).
+            out.push(Record::SlotTail {
+                conversation: self.id,
+                epoch: h.epoch(),
+                slot: h.sender(),
+                last: Some(SlotTail {
+                    sequence: h.sequence(),
+                    index,
+                    hash,
+                }),
+            });
+        }
         let stored = StoredEnvelope {
             envelope: a.envelope,
             submission_tags: a.submission_tags,
@@ -577,6 +592,12 @@ impl Conversation {
             let h = p.stored.envelope.header();
             if self.last_seq.get(&(h.epoch(), h.sender())) == Some(&h.sequence()) {
                 self.last_seq.remove(&(h.epoch(), h.sender()));
+                out.push(Record::SlotTail {
+                    conversation: self.id,
+                    epoch: h.epoch(),
+                    slot: h.sender(),
+                    last: None,
+                });
             }
         }
         out.push(Record::Tail {

@@ -447,6 +447,15 @@ impl RouterCore {
                 },
             );
         }
+        // The last envelope of every sender slot, also once it left memory:
+        // its resubmission is answered, not admitted again.
+        for (c, epoch, slot, tail) in snapshot.slot_tails {
+            if let Some(conv) = conversations.get_mut(&c) {
+                let last = conv.last_seq.entry((epoch, slot)).or_insert(tail.sequence);
+                *last = (*last).max(tail.sequence);
+                conv.known.insert(tail.hash, tail.index);
+            }
+        }
         let quorum = config.quorum;
         let mut active = BTreeSet::new();
         for conv in conversations.values_mut() {

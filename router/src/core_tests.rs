@@ -1051,6 +1051,89 @@ fn attested_deliveries_leave_before_the_commit_and_survive_a_crash() {
     assert!(w.servers.iter().all(|s| s.violations.is_empty()));
 }
 
+/// The envelope hash a Submit was answered with.
+fn submitted_hash(r: Option<&Result<Response, RouterError>>) -> Vec<u8> {
+    match r {
+        Some(Ok(Response::Submitted(s))) => s.envelope_hash.clone(),
+        other => panic!("not acknowledged: {other:?}"),
+    }
+}
+
+/// A client that lost the router's reply resubmits the identical envelope:
+/// the router answers it as a success, never admits it twice, while it
+/// waits for attestation, once delivered, and after a restart when every
+/// server attested it and it left memory (only its slot's last sequence,
+/// index and hash stay). A different envelope with the same slot and
+/// sequence is still refused.
+#[test]
+fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
+    let mut w = World::new(3, 2, 11);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let req = message(&mut members, &created, id, &servers, 1, true, b"once");
+    let first = submit(&mut w, &members[1], req.clone());
+    let waiting = submit(&mut w, &members[1], req.clone());
+    w.settle();
+    let hash = submitted_hash(w.reply(first));
+    assert_eq!(
+        submitted_hash(w.reply(waiting)),
+        hash,
+        "resubmitted while pending"
+    );
+    let delivered = submit(&mut w, &members[1], req.clone());
+    assert_eq!(
+        submitted_hash(w.reply(delivered)),
+        hash,
+        "resubmitted once delivered"
+    );
+    assert_eq!(w.core.conversations[&id].next, Index(2), "admitted once");
+
+    // Every server attested index 1 and a later durable commit carried
+    // their progress: after a restart index 1 is no longer in memory.
+    w.store.commit(&[], Durability::Now).unwrap();
+    w.crash();
+    w.settle();
+    assert!(
+        !w.core.conversations[&id].pending.contains_key(&Index(1)),
+        "the test needs index 1 out of memory"
+    );
+    let delivered_before = w.deliveries.len();
+    let after_restart = submit(&mut w, &members[1], req.clone());
+    w.settle();
+    assert_eq!(
+        submitted_hash(w.reply(after_restart)),
+        hash,
+        "resubmitted after a restart"
+    );
+    assert_eq!(
+        w.core.conversations[&id].next,
+        Index(2),
+        "not admitted again"
+    );
+    assert_eq!(w.deliveries.len(), delivered_before, "not delivered again");
+
+    // Another envelope with the same slot and sequence: refused.
+    members[1].sequence -= 1;
+    let other = message(&mut members, &created, id, &servers, 1, true, b"twice");
+    let t = submit(&mut w, &members[1], other);
+    w.settle();
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("replay")),
+        "{:?}",
+        w.reply(t)
+    );
+    assert_eq!(w.core.conversations[&id].next, Index(2));
+    // The next envelope from the slot is admitted as usual.
+    let next = message(&mut members, &created, id, &servers, 1, true, b"next");
+    let t = submit(&mut w, &members[1], next);
+    w.settle();
+    assert_ne!(submitted_hash(w.reply(t)), hash);
+    assert_eq!(w.core.conversations[&id].next, Index(3));
+    assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+}
+
 #[test]
 fn updates_install_the_prepared_epoch_and_reach_new_members() {
     let mut w = World::new(2, 2, 5);

@@ -8,7 +8,8 @@ use crate::conversation::{EpochSlots, PaddingSecret};
 use crate::directory::{IdentityKeys, SignedPrekey};
 use grompi_proto::mac::Attestation;
 use grompi_proto::{
-    AccountId, ConversationId, Envelope, Epoch, Head, Index, SlotIndex, SlotSet, Tag, pb,
+    AccountId, ConversationId, Envelope, EnvelopeHash, Epoch, Head, Index, Sequence, SlotIndex,
+    SlotSet, Tag, pb,
 };
 
 /// Why a stored value could not be read back.
@@ -52,11 +53,14 @@ pub enum Table {
     Attestations,
     /// conversation id ++ server -> attested count
     Progress,
+    /// conversation id ++ epoch ++ slot -> sequence ++ index ++ envelope
+    /// hash of the last envelope admitted from that slot
+    SlotTails,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Accounts,
         Table::OneTimePrekeys,
         Table::OrderKeys,
@@ -66,6 +70,7 @@ impl Table {
         Table::Envelopes,
         Table::Attestations,
         Table::Progress,
+        Table::SlotTails,
     ];
 
     /// The table's name in the store.
@@ -80,6 +85,7 @@ impl Table {
             Table::Envelopes => "envelopes",
             Table::Attestations => "attestations",
             Table::Progress => "progress",
+            Table::SlotTails => "slot_tails",
         }
     }
 }
@@ -200,6 +206,60 @@ pub enum Record {
         /// Attested count.
         next: Index,
     },
+    /// Put (`Some`) or delete the last envelope admitted from a slot in an
+    /// epoch, so that a restarted router still recognises a resubmission of
+    /// it after every server attested it (and it left memory).
+    SlotTail {
+        /// Conversation.
+        conversation: ConversationId,
+        /// Epoch.
+        epoch: Epoch,
+        /// Sender slot.
+        slot: SlotIndex,
+        /// Its sequence, index and envelope hash, or `None` to delete.
+        last: Option<SlotTail>,
+    },
+}
+
+/// The last envelope admitted from one slot in one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotTail {
+    /// Its sequence number.
+    pub sequence: Sequence,
+    /// The index it was admitted at.
+    pub index: Index,
+    /// Its envelope hash.
+    pub hash: EnvelopeHash,
+}
+
+/// Key of a slot tail.
+pub fn slot_tail_key(c: &ConversationId, epoch: Epoch, slot: SlotIndex) -> Vec<u8> {
+    let mut k = c.to_vec();
+    k.extend_from_slice(&epoch.0.to_be_bytes());
+    k.extend_from_slice(&slot.0.to_be_bytes());
+    k
+}
+
+/// Decodes a slot tail row (key: conversation ++ epoch ++ slot).
+pub fn decode_slot_tail(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(ConversationId, Epoch, SlotIndex, SlotTail), RecordError> {
+    const T: &str = "slot_tails";
+    if key.len() != 44 || value.len() != 48 {
+        return Err(corrupt(T, "expected a 44-byte key and a 48-byte value"));
+    }
+    let conversation = id32(T, &key[..32], ConversationId::from_bytes)?;
+    let epoch = Epoch(u64_be(T, &key[32..40])?);
+    let slot = <[u8; 4]>::try_from(&key[40..44])
+        .map(|b| SlotIndex(u32::from_be_bytes(b)))
+        .map_err(|_| corrupt(T, "slot"))?;
+    let tail = SlotTail {
+        sequence: Sequence(u64_be(T, &value[..8])?),
+        index: Index(u64_be(T, &value[8..16])?),
+        hash: id32(T, &value[16..48], EnvelopeHash::from_bytes)?,
+    };
+    Ok((conversation, epoch, slot, tail))
 }
 
 /// Key of an envelope.
@@ -320,6 +380,21 @@ impl Record {
                 k.extend_from_slice(&server.to_be_bytes());
                 (Table::Progress, k, Some(next.0.to_be_bytes().to_vec()))
             }
+            Record::SlotTail {
+                conversation,
+                epoch,
+                slot,
+                last,
+            } => (
+                Table::SlotTails,
+                slot_tail_key(conversation, *epoch, *slot),
+                last.map(|t| {
+                    let mut v = t.sequence.0.to_be_bytes().to_vec();
+                    v.extend_from_slice(&t.index.0.to_be_bytes());
+                    v.extend_from_slice(t.hash.as_bytes());
+                    v
+                }),
+            ),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::record::{
 use grompi_ops::logged_db::{LogMetrics, LoggedDatabase, LoggedDbError};
 use grompi_ops::wal::{KvBatch, KvOp};
 use grompi_proto::mac::Attestation;
-use grompi_proto::{AccountId, ConversationId, Head, Index};
+use grompi_proto::{AccountId, ConversationId, Epoch, Head, Index, SlotIndex};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,8 @@ pub struct Snapshot {
     pub progress: Vec<(ConversationId, u32, Index)>,
     /// Envelopes from the lowest server progress on, with attestations.
     pub envelopes: Vec<(ConversationId, Index, StoredEnvelope, Vec<Attestation>)>,
+    /// The last envelope admitted per conversation, epoch and sender slot.
+    pub slot_tails: Vec<(ConversationId, Epoch, SlotIndex, record::SlotTail)>,
 }
 
 /// Raw `(key, value)` rows of a table.
@@ -168,6 +170,9 @@ pub fn load(kv: &impl KvRead) -> Result<Snapshot, StoreError> {
     }
     for (k, v) in kv.scan(Table::Progress, &[], &[])? {
         s.progress.push(record::decode_progress(&k, &v)?);
+    }
+    for (k, v) in kv.scan(Table::SlotTails, &[], &[])? {
+        s.slot_tails.push(record::decode_slot_tail(&k, &v)?);
     }
     // Envelopes still needed in memory: from the lowest progress of any
     // server (a server with no progress entry has attested nothing).

@@ -13,7 +13,9 @@ mod show;
 
 use args::{Cli, Command, ContactsAction, MembersAction, NetworkAction};
 use clap::Parser;
-use grompi_client::client::{ApiError, Binding, Client, ForkBound, Progress};
+use grompi_client::client::{
+    ApiError, Binding, Client, ForkBound, Progress, ResumeOutcome, Resumed,
+};
 use grompi_client::content::Change;
 use grompi_client::conversation::{Event, Phase};
 use grompi_client::local_store::KdfParams;
@@ -245,7 +247,35 @@ async fn run(cli: Cli) -> Outcome {
         } => {
             let mut client = open(&cli)?;
             let id = conversation(&mut client, c).await?;
-            let p = client.send(id, &text.join(" ")).await?;
+            let text = text.join(" ");
+            // An earlier send that was not acknowledged goes first, as the
+            // same envelope. When it carried this very text, this command
+            // is its retry: the text is not composed a second time.
+            let resumed = resume(&mut client, id).await?;
+            let retried = resumed.iter().find(|r| {
+                r.send.text.as_deref() == Some(text.as_str())
+                    && !matches!(r.outcome, ResumeOutcome::Refused(_))
+            });
+            let p = if let Some(r) = retried {
+                println!("that send was this text: not sent a second time");
+                let accepted = match r.outcome {
+                    ResumeOutcome::AlreadyAccepted(i) => Some(i.0),
+                    _ => None,
+                };
+                let p = client.sync(id).await?;
+                if own_message_index(&client, &p).is_none()
+                    && let Some(i) = accepted
+                {
+                    println!("sent as #{i}");
+                    return Ok(());
+                }
+                p
+            } else {
+                match client.send(id, &text).await {
+                    Ok(p) => p,
+                    Err(e) => return Err(unacknowledged(&client, id, e)),
+                }
+            };
             for a in &p.alerts {
                 println!("ALERT: {a}");
             }
@@ -411,6 +441,44 @@ async fn run(cli: Cli) -> Outcome {
     }
 }
 
+/// Resubmits the sends of `id` that were saved but not acknowledged (the
+/// same envelopes), saying so.
+async fn resume(client: &mut Client, id: ConversationId) -> Result<Vec<Resumed>, Failure> {
+    let pending = client.pending_sends(Some(id))?;
+    for s in &pending {
+        println!("resuming the unacknowledged send of {}", s.describe());
+    }
+    match client.resume_pending(id).await {
+        Ok(resumed) => {
+            print_resumed(&resumed);
+            Ok(resumed)
+        }
+        Err(e) if !pending.is_empty() => Err(Failure(format!(
+            "{e}\nthe earlier send is still not acknowledged; it stays saved and is \
+             resubmitted (the same envelope, so it arrives once) by the next command"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn print_resumed(resumed: &[Resumed]) {
+    for r in resumed {
+        println!("  {}: {}", r.send.describe(), r.outcome);
+    }
+}
+
+/// A failed send, with what happens to its envelope when it was saved.
+fn unacknowledged(client: &Client, id: ConversationId, e: ApiError) -> Failure {
+    match client.pending_sends(Some(id)) {
+        Ok(p) if !p.is_empty() => Failure(format!(
+            "{e}\nthe message is saved but not acknowledged (the router may hold it); run \
+             the same `grompi send` again, or any command that syncs, to resubmit it: it \
+             arrives once"
+        )),
+        _ => e.into(),
+    }
+}
+
 async fn contacts(cli: &Cli, action: Option<&ContactsAction>) -> Outcome {
     let mut client = open(cli)?;
     match action {
@@ -494,6 +562,13 @@ async fn watch(cli: &Cli, only: Option<&str>, once: bool, timeout: Option<u64>) 
         Some(id) => client.sync(id).await?,
         None => client.sync_all().await?,
     };
+    for r in &p.resumed {
+        println!(
+            "resumed the unacknowledged send of {}: {}",
+            r.send.describe(),
+            r.outcome
+        );
+    }
     show::progress(&client, &p, only.as_ref());
     let Some(stream) = stream.as_mut() else {
         return Ok(());
@@ -501,14 +576,8 @@ async fn watch(cli: &Cli, only: Option<&str>, once: bool, timeout: Option<u64>) 
     eprintln!("watching for new messages (Ctrl-C to stop)");
     let deadline = timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs(t));
     loop {
-        let next = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, stream.message()).await.ok(),
-                None => Some(stream.message().await),
-            }
-        };
         let message = tokio::select! {
-            m = next => m,
+            m = before_deadline(deadline, stream.message()) => m,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         match message {
@@ -524,6 +593,28 @@ async fn watch(cli: &Cli, only: Option<&str>, once: bool, timeout: Option<u64>) 
             Some(Ok(None)) => return Err(Failure("the router closed the live stream".into())),
             Some(Err(s)) => return Err(ApiError::router("Subscribe", s).into()),
         }
+    }
+}
+
+/// `next`'s output, or `None` once `deadline` has passed. The deadline is
+/// checked first, so an item already waiting never beats an expired
+/// deadline: a stream that keeps sending still ends at its timeout.
+async fn before_deadline<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    next: F,
+) -> Option<F::Output> {
+    let Some(deadline) = deadline else {
+        return Some(next.await);
+    };
+    // The clock itself, not only the timer: a task that never waits never
+    // lets the runtime fire its timers.
+    if tokio::time::Instant::now() >= deadline {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep_until(deadline) => None,
+        m = next => Some(m),
     }
 }
 
@@ -545,5 +636,42 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+    use super::before_deadline;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A stream that always has the next item ready (a router that keeps
+    /// sending) still ends at the deadline.
+    #[tokio::test]
+    async fn the_deadline_beats_a_stream_that_never_pauses() {
+        let start = Instant::now();
+        let deadline = Some(start + Duration::from_millis(100));
+        let mut received = 0u64;
+        while before_deadline(deadline, std::future::ready(()))
+            .await
+            .is_some()
+        {
+            received += 1;
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "still receiving {received} items after the deadline"
+            );
+        }
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert!(received > 0, "items before the deadline are received");
+        // An expired deadline wins over an item already waiting.
+        assert!(
+            before_deadline(Some(Instant::now()), std::future::ready(()))
+                .await
+                .is_none()
+        );
+        assert_eq!(before_deadline(None, std::future::ready(7)).await, Some(7));
     }
 }

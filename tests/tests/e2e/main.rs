@@ -14,6 +14,7 @@
 mod cli;
 mod client_api;
 mod devnet;
+mod exactly_once;
 mod faults;
 mod malicious;
 mod order_server;
