@@ -127,9 +127,20 @@ pub fn apply(record: Option<Record>, event: &Event) -> Option<Record> {
             r
         }),
         Event::MembershipChanged {
-            change, authorized, ..
+            change,
+            authorized,
+            vouched_by,
+            ..
         } => record.map(|mut r| {
-            r.note = Some(describe_change(change.as_ref(), *authorized));
+            let mut note = describe_change(change.as_ref(), *authorized);
+            if let Some(admin) = vouched_by {
+                note.push_str(&format!(
+                    "; you joined here: the member list is as {} stated it, \
+                     you could not check it against the list before",
+                    short(admin)
+                ));
+            }
+            r.note = Some(note);
             r
         }),
         Event::Receipt { from, through, .. } => record.map(|mut r| {
@@ -200,5 +211,33 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn a_join_says_whose_word_the_member_list_rests_on() {
+        let admin = AccountId::from_bytes([7; 32]);
+        let accepted = Event::Accepted {
+            index: Index(9),
+            kind: EnvelopeKind::Update,
+            status: AttestationStatus::Full,
+            last_seen: None,
+            sender: Some(admin),
+        };
+        let changed = |vouched_by| Event::MembershipChanged {
+            index: Index(9),
+            epoch: grompi_proto::Epoch(2),
+            change: Some(Change::Add {
+                account: AccountId::from_bytes([8; 32]),
+                role: grompi_proto::SlotRole::Member,
+            }),
+            authorized: true,
+            vouched_by,
+        };
+        let joined = apply(apply(None, &accepted), &changed(Some(admin))).unwrap();
+        let note = joined.note.unwrap();
+        assert!(note.contains(&short(&admin)), "{note}");
+        assert!(note.contains("could not check"), "{note}");
+        let seen = apply(apply(None, &accepted), &changed(None)).unwrap();
+        assert!(!seen.note.unwrap().contains("could not check"));
     }
 }
