@@ -1,8 +1,8 @@
 //! Context strings: every hash, MAC key and KDF in the protocol is
 //! domain-separated by exactly one of these. Most are BLAKE3 `derive_key`
 //! contexts, so hashing under one context can never collide with hashing
-//! under another; the others label bytes that are signed ([`SIGN_IN`],
-//! [`PREKEY_SIGNATURE`]), used as AEAD associated data ([`BODY_AAD`],
+//! under another; the others label bytes that are signed
+//! ([`SIGN_IN_NETWORK`], [`SIGN_IN`], [`PREKEY_SIGNATURE`]), used as AEAD associated data ([`BODY_AAD`],
 //! [`LOCAL_STORE_RECORD`]) or sealed as a known plaintext
 //! ([`LOCAL_STORE_CHECK`]). The version is part of the string; a change to
 //! any encoding gets a new string, never a silently different meaning.
@@ -40,8 +40,18 @@ pub const SUBMISSION_MAC: &str = "grompi v1 submission mac";
 pub const HEAD_PROOF_MAC: &str = "grompi v1 head proof mac";
 /// Account id from identity keys.
 pub const ACCOUNT_ID: &str = "grompi v1 account id";
-/// Prefix of the message an identity key signs to register or sign in.
+/// Prefix of the message an identity key signed to register or sign in
+/// before sign-in was bound to a network; routers serving clients over
+/// gRPC no longer accept it ([`SIGN_IN_NETWORK`]).
 pub const SIGN_IN: &str = "grompi v1 sign-in";
+/// Prefix of the message an identity key signs to register or sign in:
+/// followed by the [`NETWORK_BINDING`] of the network and the challenge, so
+/// a signature one router obtained is refused by a router of another
+/// network.
+pub const SIGN_IN_NETWORK: &str = "grompi v1 network sign-in";
+/// What a sign-in is bound to: the network's name and its router's TLS
+/// root, from the network descriptor both the client and the router hold.
+pub const NETWORK_BINDING: &str = "grompi v1 network binding";
 /// Prefix of the message an identity key signs to certify a prekey.
 pub const PREKEY_SIGNATURE: &str = "grompi v1 prekey";
 /// Label at the start of a body's AEAD associated data (client).
@@ -80,6 +90,8 @@ pub const ALL: &[&str] = &[
     HEAD_PROOF_MAC,
     ACCOUNT_ID,
     SIGN_IN,
+    SIGN_IN_NETWORK,
+    NETWORK_BINDING,
     PREKEY_SIGNATURE,
     BODY_AAD,
     SAFETY_NUMBER,

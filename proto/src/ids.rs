@@ -37,8 +37,53 @@ impl AccountId {
     }
 }
 
+fixed32!(
+    /// What a sign-in is bound to: a hash of the network's identity that
+    /// the client and the router both know from the network descriptor.
+    NetworkBinding
+);
+
+impl NetworkBinding {
+    /// The binding of the network called `name` whose router's TLS root is
+    /// `router_tls_ca_pem`:
+    /// `derive_key("grompi v1 network binding", bytes(name) || bytes(pem))`,
+    /// where `pem` is the PEM text with every ASCII whitespace character
+    /// removed (so line endings and trailing newlines do not matter).
+    pub fn of(name: &str, router_tls_ca_pem: &str) -> Self {
+        let pem: Vec<u8> = router_tls_ca_pem
+            .bytes()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        Self(
+            Canonical::new()
+                .bytes(name.as_bytes())
+                .bytes(&pem)
+                .hash(crate::context::NETWORK_BINDING),
+        )
+    }
+
+    /// The binding of a descriptor's network: its name and its router's
+    /// TLS root. (Not the router's address: a router listens on a socket
+    /// address and does not know the name clients reach it by.)
+    pub fn of_descriptor(descriptor: &crate::NetworkDescriptor) -> Self {
+        Self::of(&descriptor.name, &descriptor.router.tls_ca_pem)
+    }
+}
+
 impl Challenge {
-    /// The exact message an identity key signs to answer this challenge.
+    /// The exact message an identity key signs to answer this challenge
+    /// from a router of the network `network`.
+    pub fn network_signing_message(&self, network: &NetworkBinding) -> Vec<u8> {
+        Canonical::new()
+            .bytes(crate::context::SIGN_IN_NETWORK.as_bytes())
+            .fixed(network.as_bytes())
+            .fixed(&self.0)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// The message an identity key signed to answer this challenge before
+    /// sign-in was bound to a network ([`Challenge::network_signing_message`]).
     pub fn signing_message(&self) -> Vec<u8> {
         Canonical::new()
             .bytes(crate::context::SIGN_IN.as_bytes())

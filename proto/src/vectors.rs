@@ -139,8 +139,8 @@ mod tests {
         RecipientBlock,
     };
     use crate::ids::{
-        AccountId, Challenge, ConversationId, Epoch, Index, ProofNonce, Sequence, SlotIndex,
-        prekey_signing_message,
+        AccountId, Challenge, ConversationId, Epoch, Index, NetworkBinding, ProofNonce, Sequence,
+        SlotIndex, prekey_signing_message,
     };
     use crate::keys::{MacKeys, OrderServerSecret, SlotSecret};
     use crate::mac::{AttestationStatement, HeadProofStatement, submission_canonical};
@@ -564,6 +564,42 @@ mod tests {
             ),
             &[context::LOCAL_STORE_RECORD.as_bytes(), &slot].concat(),
         ));
+
+        // Sign-in bound to a network: the binding, then the signed message.
+        let name = "example";
+        let pem = "-----BEGIN CERTIFICATE-----\r\nMIIB\r\n-----END CERTIFICATE-----\n";
+        let stripped: Vec<u8> = pem.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let binding = NetworkBinding::of(name, pem);
+        let mut network = derive(
+            "network_binding",
+            context::NETWORK_BINDING,
+            json!({"name": name, "router_tls_ca_pem": pem}),
+            &Canonical::new().bytes(name.as_bytes()).bytes(&stripped),
+            binding.as_bytes(),
+        );
+        network.encoding = Some(
+            "bytes(name) || bytes(router_tls_ca_pem with every ASCII whitespace character \
+             removed): the network descriptor's name and [router] tls_ca_pem"
+                .into(),
+        );
+        v.push(network);
+        let challenge = Challenge::from_bytes([0x99; 32]);
+        let msg = challenge.network_signing_message(&binding);
+        v.push(Vector {
+            name: "network_sign_in_message".into(),
+            primitive: "message".into(),
+            context: Some(context::SIGN_IN_NETWORK.into()),
+            key: None,
+            fields: serde_json::from_value(
+                json!({"network_binding": binding.to_hex(), "challenge": challenge.to_hex()}),
+            )
+            .unwrap(),
+            input: h(&msg),
+            output: h(&msg),
+            encoding: None,
+            output_len: None,
+            display: None,
+        });
         v
     }
 

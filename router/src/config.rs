@@ -17,6 +17,10 @@
 //! noise_interval_ms = 0
 //! # Benchmark baseline only: no attestation at all (clients refuse it).
 //! relay_only = false
+//! # Also accept the older sign-in signature that is not bound to this
+//! # network (clients from before the binding). Current clients never make
+//! # it; turn this off once every client is current.
+//! accept_unbound_sign_in = true
 //!
 //! [limits]
 //! max_envelope_bytes = 262144
@@ -109,6 +113,13 @@ pub struct Config {
     /// refuse such deliveries; never enable this in a real network.
     #[serde(default)]
     pub relay_only: bool,
+    /// Also accept the older sign-in signature that is not bound to this
+    /// network (`grompi v1 sign-in`, from clients before the binding).
+    /// Current clients sign bound to the network, and a signature bound to
+    /// another network is refused either way; turning this off refuses the
+    /// unbound one too.
+    #[serde(default = "default_accept_unbound_sign_in")]
+    pub accept_unbound_sign_in: bool,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
@@ -131,6 +142,9 @@ fn default_backoff_base() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     5_000
+}
+fn default_accept_unbound_sign_in() -> bool {
+    true
 }
 fn default_log() -> String {
     "info".into()

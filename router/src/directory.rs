@@ -2,19 +2,30 @@
 //! single-use order keys, sign-in challenges and sessions.
 //!
 //! Authentication is at the application layer. A client asks for a fresh
-//! challenge, signs [`Challenge::signing_message`] with its Ed25519 identity
-//! key, and gets a random session token; the router keeps only the token's
-//! BLAKE3 hash. Challenges are single use and expire.
+//! challenge, signs [`Challenge::network_signing_message`] (bound to the
+//! network: its name and the router's TLS root, [`NetworkBinding`]) with
+//! its Ed25519 identity key, and gets a random session token; the router
+//! keeps only the token's BLAKE3 hash. Challenges are single use and
+//! expire. A signature made for a router of another network does not
+//! verify here.
 //!
-//! Parsing ([`parse_register`], [`parse_upload`], ...) checks everything that
-//! needs no state, signatures included, so it can run outside the core.
+//! Parsing ([`parse_register_for`], [`parse_sign_in_for`],
+//! [`parse_upload`], ...) checks everything that needs no state, signatures
+//! included, so it can run outside the core. The gRPC service parses with
+//! its own network's binding; while the router's `accept_unbound_sign_in`
+//! is on (the default, for clients and tools from before the binding) it
+//! also accepts the older unbound signature (`grompi v1 sign-in`), which
+//! current clients never make, so a signature they made for another
+//! network is refused either way. [`parse_register`] and [`parse_sign_in`]
+//! accept the unbound signature only; in-process simulations and tests
+//! that drive the core directly use them.
 
 use crate::Millis;
 use crate::error::RouterError;
 use crate::limits::Limits;
 use crate::record::{AccountRecord, Record};
 use ed25519_dalek::{Signature, VerifyingKey};
-use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
 use grompi_proto::limits::{MAX_KEYS_PER_UPLOAD, SIGNATURE_BYTES};
 use grompi_proto::{AccountId, Challenge, SlotKey, pb};
 use rand::CryptoRng;
@@ -91,6 +102,29 @@ pub struct SignIn {
     pub challenge: Challenge,
     /// The signature over the challenge.
     pub signature: [u8; 64],
+    /// The network the signature must be bound to; `None` for the older
+    /// unbound message only ([`parse_sign_in`], in-process use).
+    pub network: Option<NetworkBinding>,
+    /// Whether the older unbound message is accepted too.
+    pub accept_unbound: bool,
+}
+
+/// Checks a challenge signature: bound to `network`, or, when there is no
+/// network or `accept_unbound`, over the older unbound message.
+fn verify_challenge(
+    key: &VerifyingKey,
+    challenge: &Challenge,
+    sig: &[u8; 64],
+    network: Option<&NetworkBinding>,
+    accept_unbound: bool,
+) -> Result<(), RouterError> {
+    if let Some(n) = network {
+        let bound = verify(key, &challenge.network_signing_message(n), sig, "challenge");
+        if bound.is_ok() || !accept_unbound {
+            return bound;
+        }
+    }
+    verify(key, &challenge.signing_message(), sig, "challenge")
 }
 
 /// A key upload whose prekey signature (if any) is still to be checked
@@ -192,9 +226,29 @@ fn signed_prekey(
     Ok(Some(prekey))
 }
 
-/// Parses and checks a registration: key lengths, the challenge signature and
-/// the fallback prekey signature.
+/// Parses and checks a registration to a router of the network `network`:
+/// key lengths, the challenge signature (bound to `network`) and the
+/// fallback prekey signature.
+/// With `accept_unbound`, the older unbound signature is accepted too.
+pub fn parse_register_for(
+    r: &pb::RegisterRequest,
+    network: &NetworkBinding,
+    accept_unbound: bool,
+) -> Result<NewAccount, RouterError> {
+    register_signed(r, Some(network), accept_unbound)
+}
+
+/// [`parse_register_for`] with the older, unbound challenge signature: for
+/// in-process simulations and tests that drive the core directly only.
 pub fn parse_register(r: &pb::RegisterRequest) -> Result<NewAccount, RouterError> {
+    register_signed(r, None, true)
+}
+
+fn register_signed(
+    r: &pb::RegisterRequest,
+    network: Option<&NetworkBinding>,
+    accept_unbound: bool,
+) -> Result<NewAccount, RouterError> {
     let identity = r
         .identity
         .as_ref()
@@ -206,7 +260,7 @@ pub fn parse_register(r: &pb::RegisterRequest) -> Result<NewAccount, RouterError
     let challenge = Challenge::parse("challenge", &r.challenge)?;
     let sig = signature("signature", &r.signature)?;
     let vk = verifying_key(&identity.signing)?;
-    verify(&vk, &challenge.signing_message(), &sig, "challenge")?;
+    verify_challenge(&vk, &challenge, &sig, network, accept_unbound)?;
     let fallback = signed_prekey("fallback_prekey", r.fallback_prekey.as_ref(), &vk)?
         .ok_or_else(|| RouterError::InvalidArgument("fallback_prekey is missing".into()))?;
     Ok(NewAccount {
@@ -218,12 +272,30 @@ pub fn parse_register(r: &pb::RegisterRequest) -> Result<NewAccount, RouterError
     })
 }
 
-/// Parses a sign-in request (lengths only).
+/// Parses a sign-in request to a router of the network `network` (lengths
+/// only; [`Directory::sign_in`] checks the signature, bound to `network`,
+/// or with `accept_unbound` also the older unbound one).
+pub fn parse_sign_in_for(
+    r: &pb::SignInRequest,
+    network: &NetworkBinding,
+    accept_unbound: bool,
+) -> Result<SignIn, RouterError> {
+    Ok(SignIn {
+        network: Some(*network),
+        accept_unbound,
+        ..parse_sign_in(r)?
+    })
+}
+
+/// [`parse_sign_in_for`] with the older, unbound challenge signature: for
+/// in-process simulations and tests that drive the core directly only.
 pub fn parse_sign_in(r: &pb::SignInRequest) -> Result<SignIn, RouterError> {
     Ok(SignIn {
         account: AccountId::parse("account", &r.account)?,
         challenge: Challenge::parse("challenge", &r.challenge)?,
         signature: signature("signature", &r.signature)?,
+        network: None,
+        accept_unbound: true,
     })
 }
 
@@ -480,11 +552,12 @@ impl Directory {
             .get(&s.account)
             .ok_or_else(|| RouterError::Unauthenticated("no such account".into()))?;
         let vk = verifying_key(&account.identity.signing)?;
-        verify(
+        verify_challenge(
             &vk,
-            &s.challenge.signing_message(),
+            &s.challenge,
             &s.signature,
-            "challenge",
+            s.network.as_ref(),
+            s.accept_unbound,
         )?;
         Ok(self.new_session(s.account, now, rng, out))
     }
@@ -733,6 +806,8 @@ mod tests {
             account: id,
             challenge: c3,
             signature: sk.sign(&c3.signing_message()).to_bytes(),
+            network: None,
+            accept_unbound: true,
         };
         let t2 = d.sign_in(&s, 5, &mut rng, &mut out).unwrap();
         assert_eq!(d.authenticate(&t2.to_vec(), 6).unwrap(), id);
@@ -741,6 +816,8 @@ mod tests {
             account: id,
             challenge: c4,
             signature: sk.sign(&c4.signing_message()).to_bytes(),
+            network: None,
+            accept_unbound: true,
         };
         let e = d
             .sign_in(&s, 10 + limits.challenge_ttl_ms, &mut rng, &mut out)
@@ -771,6 +848,102 @@ mod tests {
         r.restore_session(token.hash(), id, None);
         assert_eq!(r.authenticate(&t2.to_vec(), 6).unwrap(), id);
         assert!(r.authenticate(&token.to_vec(), 6).is_err());
+    }
+
+    #[test]
+    fn a_sign_in_signed_for_another_network_is_refused() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let limits = Limits::default();
+        let ours = NetworkBinding::of(
+            "ours",
+            "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
+        );
+        let theirs = NetworkBinding::of(
+            "theirs",
+            "-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----",
+        );
+        let mut d = Directory::new(1_000_000);
+        let mut out = Vec::new();
+        let sk = SigningKey::from_bytes(&[3; 32]);
+        let bound = |c: Challenge, n: &NetworkBinding, keys: Vec<Vec<u8>>| {
+            let mut r = registration(&sk, c, keys);
+            r.signature = sk.sign(&c.network_signing_message(n)).to_bytes().to_vec();
+            r
+        };
+
+        // Registration: a signature another network's router obtained for
+        // this challenge, or the older unbound one, is refused.
+        let c = d.issue_challenge(0, &mut rng, &limits).unwrap();
+        for (r, accept_unbound) in [
+            (bound(c, &theirs, vec![]), true),
+            (bound(c, &theirs, vec![]), false),
+            (registration(&sk, c, vec![]), false),
+        ] {
+            let e = parse_register_for(&r, &ours, accept_unbound).unwrap_err();
+            assert!(
+                matches!(&e, RouterError::Unauthenticated(m) if m.contains("signature does not verify")),
+                "{e:?}"
+            );
+        }
+        parse_register_for(&registration(&sk, c, vec![]), &ours, true).unwrap();
+        let new = parse_register_for(&bound(c, &ours, vec![order_key(1)]), &ours, false).unwrap();
+        let (id, _) = d.register(new, 1, &mut rng, &mut out).unwrap();
+
+        // Sign-in: the same.
+        let sign_in = |c: Challenge, n: Option<&NetworkBinding>| {
+            let message = match n {
+                Some(n) => c.network_signing_message(n),
+                None => c.signing_message(),
+            };
+            pb::SignInRequest {
+                account: id.to_vec(),
+                challenge: c.to_vec(),
+                signature: sk.sign(&message).to_bytes().to_vec(),
+            }
+        };
+        for (n, accept_unbound) in [(Some(&theirs), true), (Some(&theirs), false), (None, false)] {
+            let c = d.issue_challenge(2, &mut rng, &limits).unwrap();
+            let s = parse_sign_in_for(&sign_in(c, n), &ours, accept_unbound).unwrap();
+            let e = d.sign_in(&s, 3, &mut rng, &mut out).unwrap_err();
+            assert!(
+                matches!(&e, RouterError::Unauthenticated(m) if m.contains("signature does not verify")),
+                "{e:?}"
+            );
+        }
+        let c = d.issue_challenge(4, &mut rng, &limits).unwrap();
+        let s = parse_sign_in_for(&sign_in(c, Some(&ours)), &ours, false).unwrap();
+        let t = d.sign_in(&s, 5, &mut rng, &mut out).unwrap();
+        assert_eq!(d.authenticate(&t.to_vec(), 6).unwrap(), id);
+        // While unbound signatures are accepted (older clients), they still
+        // sign in.
+        let c = d.issue_challenge(6, &mut rng, &limits).unwrap();
+        let s = parse_sign_in_for(&sign_in(c, None), &ours, true).unwrap();
+        d.sign_in(&s, 7, &mut rng, &mut out).unwrap();
+    }
+
+    #[test]
+    fn the_network_binding_matches_the_published_vectors() {
+        let v = grompi_proto::vectors::find("network_binding").unwrap();
+        assert_eq!(
+            v.context.as_deref(),
+            Some(grompi_proto::context::NETWORK_BINDING)
+        );
+        let binding = NetworkBinding::of(
+            v.fields["name"].as_str().unwrap(),
+            v.fields["router_tls_ca_pem"].as_str().unwrap(),
+        );
+        assert_eq!(binding.to_vec(), v.output_bytes().unwrap());
+        let m = grompi_proto::vectors::find("network_sign_in_message").unwrap();
+        assert_eq!(m.field_bytes("network_binding").unwrap(), binding.to_vec());
+        let c = Challenge::parse("challenge", &m.field_bytes("challenge").unwrap()).unwrap();
+        assert_eq!(
+            c.network_signing_message(&binding),
+            m.input_bytes().unwrap()
+        );
+        assert_eq!(
+            m.context.as_deref(),
+            Some(grompi_proto::context::SIGN_IN_NETWORK)
+        );
     }
 
     #[test]

@@ -213,6 +213,8 @@ impl Backend {
                 limits: config.limits.clone(),
                 submit_timeout: Duration::from_millis(config.submit_timeout_ms),
                 server_timeout,
+                network: grompi_proto::ids::NetworkBinding::of_descriptor(descriptor),
+                accept_unbound_sign_in: config.accept_unbound_sign_in,
             },
         );
         Ok(Self {

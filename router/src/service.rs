@@ -14,7 +14,7 @@
 use crate::core::{
     Call, Command, Response as CoreResponse, parse_members, parse_submit, stored_view,
 };
-use crate::directory::{parse_register, parse_sign_in, parse_upload};
+use crate::directory::{parse_register_for, parse_sign_in_for, parse_upload};
 use crate::error::RouterError;
 use crate::limits::{Limits, PeerLimiter};
 use crate::runtime::{CoreMsg, Hub, now_ms};
@@ -44,6 +44,12 @@ pub struct ServiceSettings {
     pub submit_timeout: Duration,
     /// How long to wait for order servers (create, head proofs) and the core.
     pub server_timeout: Duration,
+    /// This router's network (from its descriptor): Register and SignIn
+    /// signatures must be bound to it.
+    pub network: grompi_proto::ids::NetworkBinding,
+    /// Whether the older, unbound sign-in signature is accepted too
+    /// (`accept_unbound_sign_in` in the configuration).
+    pub accept_unbound_sign_in: bool,
 }
 
 /// The Router gRPC service.
@@ -195,7 +201,11 @@ impl Router for RouterService {
     ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = async {
             self.admit_peer(&req)?;
-            let new = parse_register(req.get_ref())?;
+            let new = parse_register_for(
+                req.get_ref(),
+                &self.settings.network,
+                self.settings.accept_unbound_sign_in,
+            )?;
             match self
                 .ask(
                     Command::Register(new),
@@ -218,7 +228,11 @@ impl Router for RouterService {
     ) -> Result<Response<pb::SignInResponse>, Status> {
         let r = async {
             self.admit_peer(&req)?;
-            let s = parse_sign_in(req.get_ref())?;
+            let s = parse_sign_in_for(
+                req.get_ref(),
+                &self.settings.network,
+                self.settings.accept_unbound_sign_in,
+            )?;
             match self
                 .ask(
                     Command::SignIn(s),

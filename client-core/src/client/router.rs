@@ -5,6 +5,7 @@
 use super::error::ApiError;
 use crate::pairwise::{Pairwise, SignedPrekey};
 use grompi_proto::descriptor::NetworkDescriptor;
+use grompi_proto::ids::NetworkBinding;
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{AccountId, Challenge};
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct RouterConnection {
     token: Option<Zeroizing<String>>,
     /// When the session was obtained.
     signed_in_at: Option<std::time::Instant>,
+    /// The network every sign-in signature is bound to.
+    network: NetworkBinding,
 }
 
 /// A session older than this is replaced by signing in again before it is
@@ -85,6 +88,7 @@ impl RouterConnection {
                 .max_encoding_message_size(16 * 1024 * 1024),
             token: None,
             signed_in_at: None,
+            network: NetworkBinding::of_descriptor(descriptor),
         })
     }
 
@@ -103,7 +107,8 @@ impl RouterConnection {
         Ok(r)
     }
 
-    /// A fresh challenge and the signature over it.
+    /// A fresh challenge and the signature over it, bound to this
+    /// connection's network (a router of another network refuses it).
     async fn signed_challenge(
         &mut self,
         pairwise: &Pairwise,
@@ -116,7 +121,7 @@ impl RouterConnection {
             .into_inner()
             .challenge;
         let parsed = Challenge::parse("challenge", &challenge)?;
-        let signature = pairwise.sign(&parsed.signing_message());
+        let signature = pairwise.sign(&parsed.network_signing_message(&self.network));
         Ok((challenge, signature))
     }
 
