@@ -1308,10 +1308,8 @@ impl Client {
         if let Some(c) = self.member.conversation_mut(&id)
             && c.stuck()
         {
-            let gap = c.report_stall();
-            if gap {
-                progress.extend(self.collect());
-            }
+            c.report_stall();
+            progress.extend(self.collect());
         }
         self.save()?;
         Ok(progress)

@@ -262,6 +262,9 @@ struct PendingIndex {
     heads: BTreeMap<Head, u32>,
     /// Servers already reported for attesting two heads at this index.
     reported: u32,
+    /// Servers already reported for a tag that does not verify (Setup
+    /// phase, where tags are checked per candidate).
+    blamed: u32,
 }
 
 /// Which tags of an attestation to check.
@@ -965,8 +968,55 @@ impl Conversation {
         let (pos, heads, bad) = found?;
         p.unverified.clear();
         p.heads = heads;
-        self.report_bad_tags(index, &bad);
+        let fresh: Vec<u32> = bad
+            .into_iter()
+            .filter(|s| p.blamed & bit(*s) == 0)
+            .collect();
+        self.report_bad_tags(index, &fresh);
         Some(pos)
+    }
+
+    /// After a stall in the Setup phase: the candidate Setup whose head the
+    /// most servers tagged under its own keys is the best evidence of which
+    /// slot is this member's, so tags that fail under its keys are reported
+    /// (once per server). Without this a server forging its tag at t = N
+    /// would stop the conversation unnamed. A candidate no server tagged
+    /// (a forged Setup) blames nobody.
+    fn blame_setup_tags(&mut self) {
+        let index = Index(0);
+        let Some(mut p) = self.pending.remove(&index) else {
+            return;
+        };
+        let genesis = Head::genesis(&self.id);
+        let best = p
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let prep = c.setup.as_ref()?;
+                let head = genesis.next(&self.id, Epoch(0), index, &c.received.envelope_hash);
+                let (heads, bad) = check_tags(
+                    self.id,
+                    &prep.keys,
+                    Epoch(0),
+                    index,
+                    &p.unverified,
+                    TagSet::Current,
+                );
+                let good = heads.get(&head).copied().unwrap_or(0);
+                (good != 0).then_some((good.count_ones(), bad))
+            })
+            .max_by_key(|(n, _)| *n);
+        if let Some((_, bad)) = best {
+            let mut fresh = Vec::new();
+            for s in bad {
+                if p.blamed & bit(s) == 0 {
+                    p.blamed |= bit(s);
+                    fresh.push(s);
+                }
+            }
+            self.report_bad_tags(index, &fresh);
+        }
+        self.pending.insert(index, p);
     }
 
     /// Whether a candidate for the next index may be accepted at all (kind
@@ -1587,12 +1637,19 @@ impl Conversation {
                 .is_some()
     }
 
-    /// Tells the state machine that fetching the missing indices did not
-    /// fill the gap. Raises [`Misbehaviour::Gap`] (once per call) when later
-    /// indices are buffered behind a missing one; returns whether it did.
+    /// Tells the state machine that fetching did not let it advance. Raises
+    /// [`Misbehaviour::Gap`] (once per call) when later indices are
+    /// buffered behind a missing one, and returns whether it did; from now
+    /// on head proofs that show the next index attested expose withheld
+    /// tags. Before the Setup is accepted it also reports the tags that fail
+    /// under the best-attested candidate Setup's keys (see
+    /// `blame_setup_tags`). Drain the alerts afterwards.
     pub fn report_stall(&mut self) -> bool {
         let next = self.transcript.next_index();
         self.stalled_at = Some(next);
+        if self.phase == Phase::AwaitingSetup {
+            self.blame_setup_tags();
+        }
         let behind = self.pending.keys().any(|i| *i > next) && !self.pending.contains_key(&next);
         if behind {
             let after = self.transcript.last().map_or(Index(0), |e| e.index);

@@ -295,6 +295,51 @@ fn forged_and_wrong_key_tags_do_not_count() {
     );
 }
 
+/// At t = N a server forging its tag on the Setup stops the conversation;
+/// once the member reports the stall, the forger is named (its tag fails
+/// under the keys of the Setup the other servers tagged), and only it. A
+/// Setup no server tagged (a router's forgery) names nobody.
+#[test]
+fn a_stalled_setup_names_the_server_whose_tag_fails() {
+    let mut w = World::new(8, 2, 3, 3);
+    w.setup(0);
+    let (mut secrets, mut conv) = w.replica(1);
+    let mut d = w.delivery(Index(0), 1, &[0, 1, 2]).unwrap();
+    d.attestations[1].tags[0] = Tag::from_bytes([7; 32]);
+    conv.receive(d.clone(), &mut secrets);
+    assert_eq!(conv.next_expected(), Index(0));
+    assert!(conv.stuck());
+    assert!(conv.drain_alerts().is_empty());
+    conv.report_stall();
+    let alerts = conv.drain_alerts();
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|a| (a.kind.clone(), a.server))
+            .collect::<Vec<_>>(),
+        vec![(
+            Misbehaviour::BadAttestation {
+                server: 1,
+                index: Index(0)
+            },
+            Some(1)
+        )]
+    );
+    // Reported once, even when the same tags come again.
+    conv.receive(d, &mut secrets);
+    conv.report_stall();
+    assert!(conv.drain_alerts().is_empty());
+    // Control: a Setup whose tags no server made under its keys.
+    let (mut secrets, mut conv) = w.replica(1);
+    let mut d = w.delivery(Index(0), 1, &[0, 1, 2]).unwrap();
+    for a in &mut d.attestations {
+        a.tags[0] = Tag::from_bytes([9; 32]);
+    }
+    conv.receive(d, &mut secrets);
+    conv.report_stall();
+    assert!(conv.drain_alerts().is_empty());
+}
+
 /// What a malicious sender puts in one recipient's block.
 #[derive(Clone, Copy, Debug)]
 enum BlockChoice {
