@@ -881,27 +881,37 @@ impl Conversation {
             let c = p.candidates.swap_remove(w);
             let head = last.next(&self.id, epoch, index, &c.received.envelope_hash);
             let attested_by = p.heads.get(&head).copied().unwrap_or(0);
-            // Valid tags on any other head are fork evidence.
-            let others = p
-                .heads
-                .iter()
-                .filter(|(h, _)| **h != head)
-                .fold(0u32, |acc, (_, s)| acc | s)
-                & !p.reported;
-            self.report_conflicts(index, others);
-            // Any other envelope delivered for this index was not the one
-            // the order servers attested.
-            if p.candidates
-                .iter()
-                .any(|o| !o.flagged && o.received.envelope_hash != c.received.envelope_hash)
-            {
-                self.alert(
-                    Misbehaviour::UnattestedEnvelope { index },
-                    Some(index),
-                    None,
-                );
-            }
+            self.report_losers(index, &p, head, &c.received.envelope_hash);
             self.accept(c, head, attested_by, secrets);
+        }
+    }
+
+    /// Once `winner` is taken at `index` on `head`: valid tags on any other
+    /// head are fork evidence, and any other envelope delivered for the
+    /// index was not the one the order servers attested.
+    fn report_losers(
+        &mut self,
+        index: Index,
+        p: &PendingIndex,
+        head: Head,
+        winner: &grompi_proto::EnvelopeHash,
+    ) {
+        let others = p
+            .heads
+            .iter()
+            .filter(|(h, _)| **h != head)
+            .fold(0u32, |acc, (_, s)| acc | s)
+            & !p.reported;
+        self.report_conflicts(index, others);
+        if p.candidates
+            .iter()
+            .any(|o| !o.flagged && o.received.envelope_hash != *winner)
+        {
+            self.alert(
+                Misbehaviour::UnattestedEnvelope { index },
+                Some(index),
+                None,
+            );
         }
     }
 
@@ -1178,21 +1188,8 @@ impl Conversation {
                 .buffered
                 .saturating_sub(p.candidates.len() + p.unverified.len() + 1);
             self.report_bad_tags(index, &bad);
-            let others = heads
-                .iter()
-                .filter(|(h, _)| **h != head)
-                .fold(0u32, |acc, (_, s)| acc | s);
-            self.report_conflicts(index, others);
-            if p.candidates
-                .iter()
-                .any(|o| !o.flagged && o.received.envelope_hash != c.received.envelope_hash)
-            {
-                self.alert(
-                    Misbehaviour::UnattestedEnvelope { index },
-                    Some(index),
-                    None,
-                );
-            }
+            p.heads = heads;
+            self.report_losers(index, &p, head, &c.received.envelope_hash);
             self.join(c, head, servers, prev);
             return;
         }
