@@ -335,6 +335,13 @@ fn decode_misbehaviour(e: DecodeError) -> Misbehaviour {
     Misbehaviour::Malformed(WireError::Invalid { field, reason })
 }
 
+/// The sender's causal context as shown: `None` when the header claims an
+/// index at or after the envelope's own (impossible; reported on
+/// acceptance).
+fn causal_context(index: Index, header: &grompi_proto::EnvelopeHeader) -> Option<Index> {
+    header.last_seen().filter(|l| *l < index)
+}
+
 fn bit(server: u32) -> u32 {
     1u32.checked_shl(server).unwrap_or(0)
 }
@@ -1277,7 +1284,7 @@ impl Conversation {
             index,
             kind: EnvelopeKind::Update,
             status: self.config.status(attested_by),
-            last_seen: header.last_seen(),
+            last_seen: causal_context(index, header),
             sender: Some(j.sender),
         });
         self.event(Event::MembershipChanged {
@@ -1479,11 +1486,22 @@ impl Conversation {
             .map(|p| &p.membership)
             .or(self.membership.as_ref());
         let sender = holders.and_then(|m| m.holder(header.sender()));
+        if header.last_seen().is_some_and(|l| l >= index) {
+            // A sender can only have seen indices before its own.
+            self.alert(
+                Misbehaviour::Malformed(WireError::Invalid {
+                    field: "header.last_seen_index",
+                    reason: "at or after the index the envelope was accepted at",
+                }),
+                Some(index),
+                None,
+            );
+        }
         self.event(Event::Accepted {
             index,
             kind: header.kind(),
             status: self.config.status(attested_by),
-            last_seen: header.last_seen(),
+            last_seen: causal_context(index, &header),
             sender,
         });
         self.check_sequence(index, &header);
@@ -1555,7 +1573,7 @@ impl Conversation {
                         index,
                         sender,
                         plaintext,
-                        last_seen: header.last_seen(),
+                        last_seen: causal_context(index, header),
                     });
                 }
             }
