@@ -1561,7 +1561,6 @@ fn member_a_sequence_that_does_not_increase_is_reported() {
 }
 
 #[test]
-#[ignore = "hole: last_seen_index is shown as the sender's causal context but never checked against the index it is accepted at"]
 fn member_a_causal_context_at_or_after_its_own_index_is_reported() {
     let mut w = World::new(105, 3, 3, 3);
     w.setup(0);
@@ -1585,13 +1584,36 @@ fn member_a_causal_context_at_or_after_its_own_index_is_reported() {
         } if index == at => Some(last_seen),
         _ => None,
     });
-    assert_eq!(shown, Some(Some(Index(9))));
-    // A receipt through an index at or after its own is refused
-    // (`ReceiptMismatch`); the same impossible claim here is not.
-    assert!(
-        !bob.drain_alerts().is_empty(),
-        "an impossible causal context raised nothing"
+    // Not shown as the sender's context, and reported, like a receipt
+    // through an index at or after its own (`ReceiptMismatch`).
+    assert_eq!(shown, Some(None));
+    assert_eq!(
+        kinds(&bob.drain_alerts()),
+        vec![Misbehaviour::Malformed(grompi_proto::WireError::Invalid {
+            field: "header.last_seen_index",
+            reason: "at or after the index the envelope was accepted at",
+        })]
     );
+    // Control: "having seen up to #1", ordered at index 2, is shown as is.
+    let env = composed_by(
+        &mut w,
+        2,
+        Epoch(0),
+        mallory,
+        Sequence(2),
+        Some(Index(1)),
+        &msg("y"),
+    );
+    let at = w.order_raw(env);
+    let bob = w.convs[1].as_mut().unwrap();
+    let shown = bob.drain_events().into_iter().find_map(|e| match e {
+        Event::Message {
+            index, last_seen, ..
+        } if index == at => Some(last_seen),
+        _ => None,
+    });
+    assert_eq!(shown, Some(Some(Index(1))));
+    assert!(bob.drain_alerts().is_empty());
 }
 
 #[test]

@@ -62,6 +62,9 @@ pub const STORE_FILE: &str = "state.redb";
 pub const ORDER_KEY_BATCH: usize = 16;
 /// Below this many order keys at the router, a new batch is uploaded.
 pub const ORDER_KEY_LOW: u32 = 8;
+/// Most unused order keys kept locally: past this no more are generated,
+/// whatever the router reports.
+pub const MAX_UNUSED_ORDER_KEYS: usize = 1024;
 /// One-time prekeys uploaded per batch.
 pub const PREKEY_BATCH: usize = 10;
 /// Below this many one-time prekeys at the router, a new batch is uploaded.
@@ -772,7 +775,11 @@ impl Client {
             .into_inner();
         let mut upload = pb::UploadKeysRequest::default();
         let mut rng = rand::rng();
-        if counts.order_keys < ORDER_KEY_LOW {
+        // A router that always reports a low count must not make the local
+        // keyring grow without bound.
+        if counts.order_keys < ORDER_KEY_LOW
+            && self.member.secrets().order_keys.len() < MAX_UNUSED_ORDER_KEYS
+        {
             upload.order_keys = self
                 .member
                 .secrets_mut()
@@ -909,10 +916,19 @@ impl Client {
         self.ensure_signed_in().await?;
         let conn = self.signed()?;
         let req = conn.authed(request)?;
-        conn.raw()
+        let reply = conn
+            .raw()
             .submit(req)
             .await
-            .map_err(|s| ApiError::router("Submit", s))?;
+            .map_err(|s| ApiError::router("Submit", s))?
+            .into_inner();
+        // An acknowledgement names the envelope it acknowledges; one for
+        // another envelope acknowledges nothing, and the send stays saved.
+        if hex::encode(&reply.envelope_hash) != pending.envelope_hash {
+            return Err(ApiError::Malformed(
+                "the router acknowledged another envelope than the one submitted".into(),
+            ));
+        }
         self.store.delete(store::OUTBOX, &pending.key()?)?;
         Ok(())
     }
@@ -1321,6 +1337,7 @@ impl Client {
         let mut progress = Progress::default();
         let mut ids: Vec<ConversationId> = self.member.conversations().keys().copied().collect();
         // Conversations this account was invited to or added to while away.
+        let known = ids.len();
         for listed in self.remote_conversations().await? {
             if let Ok(id) = ConversationId::parse("conversation_id", &listed.conversation_id)
                 && !ids.contains(&id)
@@ -1328,8 +1345,14 @@ impl Client {
                 ids.push(id);
             }
         }
-        for id in ids {
-            progress.extend(self.sync(id).await?);
+        for (n, id) in ids.into_iter().enumerate() {
+            match self.sync(id).await {
+                Ok(p) => progress.extend(p),
+                // A listed id that holds nothing for this account (the
+                // router's list is not trusted) must not stop the others.
+                Err(ApiError::UnknownConversation(_)) if n >= known => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(progress)
     }
@@ -1388,5 +1411,84 @@ impl Client {
         progress.extend(self.collect());
         self.save()?;
         Ok((outcomes, progress))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grompi_proto::SlotEntry;
+
+    fn acct(n: u8) -> AccountId {
+        AccountId::from_bytes([n; 32])
+    }
+
+    /// Slots 0 (Admin) and 1 (Member), a roster of accounts 1 and 2, and
+    /// the assignments a router should return.
+    fn fixture() -> (
+        SlotSet,
+        BTreeMap<AccountId, SlotRole>,
+        Vec<pb::SlotAssignment>,
+    ) {
+        let slots = SlotSet::new(vec![
+            SlotEntry {
+                key: grompi_proto::SlotKey::from_bytes([1; 32]),
+                role: SlotRole::Admin,
+            },
+            SlotEntry {
+                key: grompi_proto::SlotKey::from_bytes([2; 32]),
+                role: SlotRole::Member,
+            },
+        ])
+        .unwrap();
+        let roster = [(acct(1), SlotRole::Admin), (acct(2), SlotRole::Member)]
+            .into_iter()
+            .collect();
+        let assignments = vec![
+            pb::SlotAssignment {
+                account: acct(1).to_vec(),
+                slot: 0,
+                key: vec![1; 32],
+            },
+            pb::SlotAssignment {
+                account: acct(2).to_vec(),
+                slot: 1,
+                key: vec![2; 32],
+            },
+        ];
+        (slots, roster, assignments)
+    }
+
+    /// What the router returns from CreateConversation or PrepareUpdate is
+    /// checked against the creator's own roster and the slot set it came
+    /// with: roles come from the roster, never from the router.
+    #[test]
+    fn slot_assignments_from_the_router_are_checked() {
+        let (slots, roster, good) = fixture();
+        let entries_ok = entries(&slots, &good, &roster).unwrap();
+        assert_eq!(entries_ok.len(), 2);
+        assert_eq!(entries_ok[0].role, SlotRole::Admin);
+        let refused = |assignments: Vec<pb::SlotAssignment>, why: &str| match entries(
+            &slots,
+            &assignments,
+            &roster,
+        ) {
+            Err(ApiError::Malformed(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("{why}: {other:?}"),
+        };
+        // An account not in the roster.
+        let mut a = good.clone();
+        a[1].account = acct(9).to_vec();
+        refused(a, "non-member");
+        // A key other than its slot's.
+        let mut a = good.clone();
+        a[1].key = vec![7; 32];
+        refused(a, "differs from its slot");
+        // A slot outside the set.
+        let mut a = good.clone();
+        a[1].slot = 5;
+        refused(a, "outside the slot set");
+        // A member left out.
+        refused(good[..1].to_vec(), "do not cover every member");
     }
 }
