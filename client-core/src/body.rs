@@ -287,4 +287,40 @@ mod tests {
         assert!(BlockPlaintext::decode(&long).is_err());
         assert!(!format!("{:?}", b.key).contains("04"));
     }
+
+    #[test]
+    fn block_plaintext_matches_the_published_vector() {
+        let v = grompi_proto::vectors::find("block_plaintext").unwrap();
+        assert_eq!(v.primitive, "encrypted_plaintext");
+        assert_eq!(
+            v.fields["version"].as_u64(),
+            Some(u64::from(BLOCK_PLAINTEXT_VERSION))
+        );
+        let key: [u8; 32] = v.field_bytes("body_key").unwrap().try_into().unwrap();
+        let core: [u8; 32] = v.field_bytes("core_hash").unwrap().try_into().unwrap();
+        let block = BlockPlaintext {
+            key: BodyKey::from_bytes(key),
+            core: CoreHash::from_bytes(core),
+        };
+        let published = v.input_bytes().unwrap();
+        assert_eq!(published.len(), BLOCK_PLAINTEXT_LEN);
+        assert_eq!(&block.encode()[..], &published[..]);
+        assert_eq!(BlockPlaintext::decode(&published).unwrap(), block);
+        // The vector chains: its key is key_commitment's, its core hash is
+        // envelope_core_1's output.
+        let commitment = grompi_proto::vectors::find("key_commitment").unwrap();
+        assert_eq!(
+            block.key.commitment().as_bytes().to_vec(),
+            commitment.output_bytes().unwrap()
+        );
+        let core_vector = grompi_proto::vectors::find("envelope_core_1").unwrap();
+        assert_eq!(
+            block.core.as_bytes().to_vec(),
+            core_vector.output_bytes().unwrap()
+        );
+        // Another version byte is refused.
+        let mut other = published;
+        other[0] = 2;
+        assert!(BlockPlaintext::decode(&other).is_err());
+    }
 }

@@ -356,6 +356,266 @@ mod tests {
         );
     }
 
+    // ---- Published vectors (docs/PROTOCOL.md, section 4.3) -------------
+
+    fn hex32(v: &serde_json::Value) -> [u8; 32] {
+        hex::decode(v.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
+
+    fn role_of(v: &serde_json::Value) -> SlotRole {
+        SlotRole::from_code(i32::try_from(v.as_u64().unwrap()).unwrap()).unwrap()
+    }
+
+    fn slots_of(v: &serde_json::Value) -> SlotSet {
+        SlotSet::new(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|e| SlotEntry {
+                    key: SlotKey::from_bytes(hex32(&e["key"])),
+                    role: role_of(&e["role"]),
+                })
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn members_of(v: &serde_json::Value) -> Vec<MemberEntry> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| MemberEntry {
+                account: AccountId::from_bytes(hex32(&e["account"])),
+                role: role_of(&e["role"]),
+                slot: SlotIndex(u32::try_from(e["slot"].as_u64().unwrap()).unwrap()),
+            })
+            .collect()
+    }
+
+    /// The content a published vector's fields describe.
+    fn content_of(v: &grompi_proto::vectors::Vector) -> Content {
+        let f = &v.fields;
+        assert_eq!(f["version"].as_u64(), Some(u64::from(CONTENT_VERSION)));
+        let kind =
+            EnvelopeKind::from_code(i32::try_from(f["kind"].as_u64().unwrap()).unwrap()).unwrap();
+        match kind {
+            EnvelopeKind::Setup => Content::Setup(SetupContent {
+                creator: AccountId::from_bytes(hex32(&f["creator"])),
+                slots: slots_of(&f["slots"]),
+                members: members_of(&f["members"]),
+            }),
+            EnvelopeKind::Message => Content::Message(v.field_bytes("message").unwrap()),
+            EnvelopeKind::Update => {
+                let c = &f["change"];
+                let account = || AccountId::from_bytes(hex32(&c["account"]));
+                let change = match c["code"].as_u64().unwrap() {
+                    1 => Change::Add {
+                        account: account(),
+                        role: role_of(&c["role"]),
+                    },
+                    2 => Change::Remove { account: account() },
+                    3 => Change::Leave,
+                    4 => Change::SetRole {
+                        account: account(),
+                        role: role_of(&c["role"]),
+                    },
+                    other => panic!("unknown change code {other}"),
+                };
+                Content::Update(UpdateContent {
+                    change,
+                    next_slots: slots_of(&f["next_slots"]),
+                    next_members: members_of(&f["next_members"]),
+                })
+            }
+            EnvelopeKind::Receipt => Content::Receipt(ReceiptContent {
+                through: Index(f["through"].as_u64().unwrap()),
+                head: Head::from_bytes(hex32(&f["head"])),
+                undecryptable: f["undecryptable"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| Index(i.as_u64().unwrap()))
+                    .collect(),
+            }),
+            EnvelopeKind::Noise => Content::Noise,
+        }
+    }
+
+    /// The client's encoder gives exactly the published bytes, and its
+    /// decoder reads them back.
+    fn check_vector(name: &str) -> Content {
+        let v = grompi_proto::vectors::find(name).unwrap();
+        assert_eq!(v.primitive, "encrypted_plaintext");
+        let content = content_of(&v);
+        let published = v.input_bytes().unwrap();
+        assert_eq!(content.encode(), published, "{name}: encoding");
+        assert_eq!(
+            Content::decode(content.kind(), &published).unwrap(),
+            content,
+            "{name}: decoding"
+        );
+        // The kind byte is the header's kind: any other kind refuses it.
+        for other in [
+            EnvelopeKind::Setup,
+            EnvelopeKind::Message,
+            EnvelopeKind::Noise,
+        ] {
+            if other != content.kind() {
+                assert!(Content::decode(other, &published).is_err(), "{name}");
+            }
+        }
+        content
+    }
+
+    #[test]
+    fn setup_matches_the_published_vector() {
+        let Content::Setup(s) = check_vector("content_setup") else {
+            panic!("not a Setup");
+        };
+        // Its slot set is the one `slot_set_hash_role_codes` hashes.
+        let hash = grompi_proto::vectors::find("slot_set_hash_role_codes").unwrap();
+        assert_eq!(
+            s.slots.hash().as_bytes().to_vec(),
+            hash.output_bytes().unwrap()
+        );
+        let mut c = Canonical::new();
+        c = slot_set(c, &s.slots);
+        assert_eq!(c.as_bytes(), &hash.input_bytes().unwrap()[..]);
+    }
+
+    #[test]
+    fn message_matches_the_published_vector() {
+        assert_eq!(
+            check_vector("content_message"),
+            Content::Message(b"hello, group".to_vec())
+        );
+    }
+
+    #[test]
+    fn update_add_matches_the_published_vector() {
+        let Content::Update(u) = check_vector("content_update_add") else {
+            panic!("not an Update");
+        };
+        assert!(matches!(u.change, Change::Add { .. }));
+    }
+
+    #[test]
+    fn update_remove_matches_the_published_vector() {
+        let Content::Update(u) = check_vector("content_update_remove") else {
+            panic!("not an Update");
+        };
+        assert!(matches!(u.change, Change::Remove { .. }));
+    }
+
+    #[test]
+    fn update_leave_matches_the_published_vector() {
+        let Content::Update(u) = check_vector("content_update_leave") else {
+            panic!("not an Update");
+        };
+        assert_eq!(u.change, Change::Leave);
+    }
+
+    #[test]
+    fn update_set_role_matches_the_published_vector() {
+        let Content::Update(u) = check_vector("content_update_set_role") else {
+            panic!("not an Update");
+        };
+        assert!(matches!(u.change, Change::SetRole { .. }));
+    }
+
+    #[test]
+    fn receipt_matches_the_published_vector() {
+        let Content::Receipt(r) = check_vector("content_receipt") else {
+            panic!("not a Receipt");
+        };
+        let head = grompi_proto::vectors::find("head_1").unwrap();
+        assert_eq!(r.head.as_bytes().to_vec(), head.output_bytes().unwrap());
+    }
+
+    #[test]
+    fn noise_matches_the_published_vector() {
+        assert_eq!(check_vector("content_noise"), Content::Noise);
+    }
+
+    #[test]
+    fn the_published_contents_follow_the_membership_rules() {
+        use crate::membership::Membership;
+        let Content::Setup(setup) = check_vector("content_setup") else {
+            panic!("not a Setup");
+        };
+        let creator = setup.creator;
+        let m = Membership::from_setup(
+            grompi_proto::Epoch(0),
+            Some(setup.slots.hash()),
+            SlotIndex(0),
+            creator,
+            &setup,
+        )
+        .unwrap();
+        let update = |name: &str| match check_vector(name) {
+            Content::Update(u) => u,
+            _ => panic!("not an Update"),
+        };
+        for name in [
+            "content_update_add",
+            "content_update_remove",
+            "content_update_set_role",
+        ] {
+            let u = update(name);
+            let out = m.apply_update(&creator, Some(u.next_slots.hash()), &u);
+            assert_eq!(out.refusal, None, "{name}");
+        }
+        // Leave follows the role change that made the second member an Admin.
+        let u = update("content_update_set_role");
+        let after = m
+            .apply_update(&creator, Some(u.next_slots.hash()), &u)
+            .next
+            .unwrap();
+        let u = update("content_update_leave");
+        let out = after.apply_update(&creator, Some(u.next_slots.hash()), &u);
+        assert_eq!(out.refusal, None);
+    }
+
+    #[test]
+    fn the_documented_decoder_limits_hold() {
+        // Unknown version, change code and role code; a receipt over its
+        // bound; trailing bytes.
+        let mut bytes = Content::Noise.encode();
+        bytes[0] = 2;
+        assert!(Content::decode(EnvelopeKind::Noise, &bytes).is_err());
+        let update = grompi_proto::vectors::find("content_update_leave")
+            .unwrap()
+            .input_bytes()
+            .unwrap();
+        let mut bad = update.clone();
+        bad[2] = 5;
+        assert!(Content::decode(EnvelopeKind::Update, &bad).is_err());
+        let setup = grompi_proto::vectors::find("content_setup")
+            .unwrap()
+            .input_bytes()
+            .unwrap();
+        let mut bad = setup.clone();
+        // The first slot's role code: version, kind, creator, count, key.
+        bad[2 + 32 + 8 + 32] = 3;
+        assert!(Content::decode(EnvelopeKind::Setup, &bad).is_err());
+        let over = Canonical::new()
+            .u8(CONTENT_VERSION)
+            .u8(EnvelopeKind::Receipt.code())
+            .u64(1)
+            .fixed(&[0; 32])
+            .count(MAX_RECEIPT_INDICES + 1);
+        assert!(matches!(
+            Content::decode(EnvelopeKind::Receipt, over.as_bytes()),
+            Err(DecodeError::TooMany { max: 1024, .. })
+        ));
+        let mut long = setup;
+        long.push(0);
+        assert!(Content::decode(EnvelopeKind::Setup, &long).is_err());
+    }
+
     proptest! {
         #[test]
         fn truncations_and_garbage_are_refused_without_panic(

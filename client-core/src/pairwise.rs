@@ -573,4 +573,57 @@ mod tests {
         short.account.pop();
         assert!(PrekeyBundle::try_from(short).is_err());
     }
+
+    #[test]
+    fn frames_are_laid_out_as_documented() {
+        let (mut a, mut b) = pair();
+        a.start_session(&b.bundle(true)).unwrap();
+        // A block plaintext is 65 bytes.
+        let block = [7u8; 65];
+        let me = a.identity();
+        // First contact: a pre-key frame with the sender's identity keys.
+        let pre = a.encrypt_to(&b.account_id(), &block).unwrap();
+        assert_eq!(pre[0], FRAME_VERSION);
+        assert_eq!(&pre[1..33], a.account_id().as_bytes());
+        assert_eq!(pre[33], 0, "type 0: pre-key message");
+        assert_eq!(&pre[34..66], &me.signing);
+        assert_eq!(&pre[66..98], &me.session);
+        assert_eq!(Pairwise::frame_sender(&pre), Some(a.account_id()));
+        // The rest is the binary Olm pre-key message (no base64), Olm
+        // version 1: message version 3 with a MAC truncated to 8 bytes.
+        let olm = PreKeyMessage::from_bytes(&pre[98..]).unwrap();
+        assert_eq!(pre[98], 3);
+        assert_eq!(olm.identity_key().to_bytes(), me.session);
+        assert_eq!(olm.message().version(), 3);
+        let (from, plain) = b.decrypt_from(&pre).unwrap();
+        assert_eq!((from, &plain[..]), (a.account_id(), &block[..]));
+        // After a reply in the session: normal frames, no identity keys.
+        let reply = b.encrypt_to(&a.account_id(), b"reply").unwrap();
+        assert_eq!(reply[33], 1, "the replier's session is established");
+        a.decrypt_from(&reply).unwrap();
+        let normal = a.encrypt_to(&b.account_id(), &block).unwrap();
+        assert_eq!(normal[0], FRAME_VERSION);
+        assert_eq!(&normal[1..33], a.account_id().as_bytes());
+        assert_eq!(normal[33], 1, "type 1: normal message");
+        let olm = vodozemac::olm::Message::from_bytes(&normal[34..]).unwrap();
+        assert_eq!(olm.version(), 3);
+        assert_eq!(&b.decrypt_from(&normal).unwrap().1[..], &block[..]);
+        // Both ends use vodozemac's SessionConfig::version_1().
+        for p in [&a, &b] {
+            for s in p.sessions.values().flatten() {
+                assert_eq!(s.session_config(), SessionConfig::version_1());
+            }
+        }
+        // Another frame version or message type is refused.
+        let next = a.encrypt_to(&b.account_id(), &block).unwrap();
+        for (at, value) in [(0, 2), (33, 2)] {
+            let mut bad = next.clone();
+            bad[at] = value;
+            assert!(matches!(
+                b.decrypt_from(&bad),
+                Err(PairwiseError::MalformedFrame(_))
+            ));
+        }
+        assert_eq!(&b.decrypt_from(&next).unwrap().1[..], &block[..]);
+    }
 }

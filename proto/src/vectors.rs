@@ -18,6 +18,7 @@
 //! | `message` | `input` itself: bytes an identity key signs, starting with the length-prefixed `context` |
 //! | `aad` | `input` itself: AEAD associated data, starting with `context` (length-prefixed, or raw when `encoding` says so) |
 //! | `plaintext` | `input` itself: a fixed plaintext that is AEAD-sealed, the bytes of `context` |
+//! | `encrypted_plaintext` | `input` itself: bytes that are encrypted, not hashed (a recipient block plaintext or a content, `docs/PROTOCOL.md` sections 4.2 and 4.4); no `context` or `key` |
 //!
 //! Optional fields, absent from the older vectors (readers must accept
 //! their absence, so the format stays backwards compatible):
@@ -33,7 +34,10 @@
 //! vectors are computed here with the raw primitive from the context
 //! constants in [`crate::context`], and the owning crate has a test that
 //! loads the vector by name with [`find`] and checks its real function
-//! against it.
+//! against it. The same holds for what the client encrypts (the recipient
+//! block plaintext and the contents): their bytes are laid out here with
+//! [`crate::encoding::Canonical`] as `docs/PROTOCOL.md` documents, and the
+//! client's encoder and decoder are checked against them.
 //!
 //! A private `compute` function in the tests recomputes every vector with
 //! this crate's own functions, so the replay test fails if any context
@@ -56,7 +60,8 @@ pub struct Vector {
     /// `derive_key` (BLAKE3 KDF mode), `derive_key_xof` (BLAKE3 KDF mode,
     /// extended output), `keyed_hash` (BLAKE3 keyed mode), `x25519`
     /// (Diffie-Hellman), `message` (bytes that are signed), `aad` (AEAD
-    /// associated data) or `plaintext` (a fixed AEAD plaintext).
+    /// associated data), `plaintext` (a fixed AEAD plaintext) or
+    /// `encrypted_plaintext` (a block plaintext or a content).
     pub primitive: String,
     /// The BLAKE3 context string, for `derive_key` and `derive_key_xof`;
     /// the label the bytes start with, for `message`, `aad` and `plaintext`.
@@ -74,8 +79,8 @@ pub struct Vector {
     /// The exact input bytes (hex): the encoding of `fields`, or the peer
     /// public key for `x25519`.
     pub input: String,
-    /// The expected output (hex); for `message`, `aad` and `plaintext`,
-    /// equal to `input`.
+    /// The expected output (hex); for `message`, `aad`, `plaintext` and
+    /// `encrypted_plaintext`, equal to `input`.
     pub output: String,
     /// The output length in bytes, for `derive_key_xof`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -530,13 +535,31 @@ mod tests {
         // owning crate checks its real function against these by name.
         v.extend(outside(&conv));
         // Vectors added after the first publication, always at the end.
-        v.extend(appended());
+        let earlier = Earlier {
+            set: set.clone(),
+            body_key,
+            core: headers[1].core_hash(),
+            head: heads[1],
+        };
+        v.extend(appended(&earlier));
         v
+    }
+
+    /// Values of the first vectors that later ones build on.
+    struct Earlier {
+        /// The slot set of `slot_set_hash` (the Setup's, `envelope_core_0`).
+        set: SlotSet,
+        /// The body key of `key_commitment`.
+        body_key: [u8; 32],
+        /// The core hash of `envelope_core_1` (the Message).
+        core: crate::envelope::CoreHash,
+        /// `head_1`.
+        head: Head,
     }
 
     /// Vectors added after the file was first published, in the order they
     /// were added; new ones go at the end.
-    fn appended() -> Vec<Vector> {
+    fn appended(earlier: &Earlier) -> Vec<Vector> {
         let mut v = Vec::new();
 
         // Client local store: the check record's associated data covers
@@ -600,6 +623,210 @@ mod tests {
             output_len: None,
             display: None,
         });
+
+        // The slot set hash again, with the roles as they are encoded (the
+        // codes, 1 member and 2 admin) rather than as display strings.
+        v.push(derive(
+            "slot_set_hash_role_codes",
+            context::SLOT_SET,
+            json!({"slots": slots_json(&earlier.set)}),
+            &slot_set(Canonical::new(), &earlier.set),
+            earlier.set.hash().as_bytes(),
+        ));
+
+        // What the client encrypts (docs/PROTOCOL.md, sections 4.1 and
+        // 4.3), laid out with the canonical encoder from fixed inputs.
+        v.extend(encrypted_plaintexts(earlier));
+        v
+    }
+
+    /// A role's JSON form in the vectors: its code.
+    fn role_json(role: SlotRole) -> serde_json::Value {
+        json!(role.code())
+    }
+
+    fn slots_json(set: &SlotSet) -> serde_json::Value {
+        set.entries()
+            .iter()
+            .map(|e| json!({"key": e.key.to_hex(), "role": role_json(e.role)}))
+            .collect()
+    }
+
+    /// A slot set in content: count, then each key and role code.
+    fn slot_set(c: Canonical, set: &SlotSet) -> Canonical {
+        let mut c = c.count(set.len());
+        for e in set.entries() {
+            c = c.fixed(e.key.as_bytes()).u8(e.role.code());
+        }
+        c
+    }
+
+    /// A member list in content: count, then account, role code, slot.
+    fn members(c: Canonical, list: &[(AccountId, SlotRole, u32)]) -> Canonical {
+        let mut c = c.count(list.len());
+        for (account, role, slot) in list {
+            c = c.fixed(account.as_bytes()).u8(role.code()).u32(*slot);
+        }
+        c
+    }
+
+    fn members_json(list: &[(AccountId, SlotRole, u32)]) -> serde_json::Value {
+        list.iter()
+            .map(|(a, r, s)| json!({"account": a.to_hex(), "role": role_json(*r), "slot": s}))
+            .collect()
+    }
+
+    /// A vector of bytes that are encrypted, not hashed: `output` equals
+    /// `input`, the canonical encoding of `fields` in the documented layout.
+    fn plaintext_vector(name: &str, fields: serde_json::Value, input: &Canonical) -> Vector {
+        Vector {
+            name: name.into(),
+            primitive: "encrypted_plaintext".into(),
+            context: None,
+            key: None,
+            fields: serde_json::from_value(fields).unwrap(),
+            encoding: None,
+            input: h(input.as_bytes()),
+            output: h(input.as_bytes()),
+            output_len: None,
+            display: None,
+        }
+    }
+
+    /// The recipient block plaintext and one content of every kind (and
+    /// every Update change).
+    fn encrypted_plaintexts(earlier: &Earlier) -> Vec<Vector> {
+        let mut v = Vec::new();
+
+        // Block plaintext: version, body key, core hash (the Message of
+        // envelope_core_1, sealed under the key of key_commitment).
+        v.push(plaintext_vector(
+            "block_plaintext",
+            json!({"version": 1, "body_key": h(&earlier.body_key),
+                   "core_hash": earlier.core.to_hex()}),
+            &Canonical::new()
+                .u8(1)
+                .fixed(&earlier.body_key)
+                .fixed(earlier.core.as_bytes()),
+        ));
+
+        // Setup: the creator (account_id's identity) in the Admin slot 0 of
+        // slot_set_hash's set, a second member in its Member slot 1.
+        let creator = AccountId::of_identity(&[0x77; 32], &[0x88; 32]);
+        let bob = AccountId::of_identity(&[0x01; 32], &[0x02; 32]);
+        let carol = AccountId::of_identity(&[0x07; 32], &[0x08; 32]);
+        let (admin, member) = (SlotRole::Admin, SlotRole::Member);
+        let setup_members = [(creator, admin, 0), (bob, member, 1)];
+        let kind = |k: EnvelopeKind| Canonical::new().u8(1).u8(k.code());
+        v.push(plaintext_vector(
+            "content_setup",
+            json!({"version": 1, "kind": EnvelopeKind::Setup.code(),
+                   "creator": creator.to_hex(), "slots": slots_json(&earlier.set),
+                   "members": members_json(&setup_members)}),
+            &members(
+                slot_set(
+                    kind(EnvelopeKind::Setup).fixed(creator.as_bytes()),
+                    &earlier.set,
+                ),
+                &setup_members,
+            ),
+        ));
+
+        // Message: the application's bytes.
+        let text = b"hello, group";
+        v.push(plaintext_vector(
+            "content_message",
+            json!({"version": 1, "kind": EnvelopeKind::Message.code(), "message": h(text)}),
+            &kind(EnvelopeKind::Message).bytes(text),
+        ));
+
+        // Updates, one per change, each from the Setup's list (Leave from
+        // the list after content_update_set_role made bob an Admin). The
+        // next slot sets are fresh keys of the next epoch, padded.
+        let next_set = |roles: &[SlotRole], salt: u8| {
+            SlotSet::new(
+                roles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| SlotEntry {
+                        key: crate::slots::SlotKey::from_bytes([salt + i as u8; 32]),
+                        role: *r,
+                    })
+                    .collect(),
+            )
+            .unwrap()
+        };
+        let updates = [
+            (
+                "content_update_add",
+                1,
+                Some((carol, Some(member))),
+                next_set(&[member, admin, member, member], 0xa0),
+                vec![(bob, member, 0), (creator, admin, 1), (carol, member, 2)],
+            ),
+            (
+                "content_update_remove",
+                2,
+                Some((bob, None)),
+                next_set(&[member, admin], 0xb0),
+                vec![(creator, admin, 1)],
+            ),
+            (
+                "content_update_leave",
+                3,
+                None,
+                next_set(&[admin, member], 0xc0),
+                vec![(bob, admin, 0)],
+            ),
+            (
+                "content_update_set_role",
+                4,
+                Some((bob, Some(admin))),
+                next_set(&[admin, admin], 0xd0),
+                vec![(bob, admin, 0), (creator, admin, 1)],
+            ),
+        ];
+        for (name, code, target, next, list) in updates {
+            let mut c = kind(EnvelopeKind::Update).u8(code);
+            let mut change = json!({"code": code});
+            if let Some((account, role)) = target {
+                c = c.fixed(account.as_bytes());
+                change["account"] = json!(account.to_hex());
+                if let Some(role) = role {
+                    c = c.u8(role.code());
+                    change["role"] = role_json(role);
+                }
+            }
+            v.push(plaintext_vector(
+                name,
+                json!({"version": 1, "kind": EnvelopeKind::Update.code(), "change": change,
+                       "next_slots": slots_json(&next), "next_members": members_json(&list)}),
+                &members(slot_set(c, &next), &list),
+            ));
+        }
+
+        // Receipt: through index 1 with head_1, index 1 undecryptable.
+        let (through, undecryptable) = (1u64, [1u64]);
+        let mut c = kind(EnvelopeKind::Receipt)
+            .u64(through)
+            .fixed(earlier.head.as_bytes())
+            .count(undecryptable.len());
+        for i in undecryptable {
+            c = c.u64(i);
+        }
+        v.push(plaintext_vector(
+            "content_receipt",
+            json!({"version": 1, "kind": EnvelopeKind::Receipt.code(), "through": through,
+                   "head": earlier.head.to_hex(), "undecryptable": undecryptable}),
+            &c,
+        ));
+
+        // Noise: the version and kind bytes only.
+        v.push(plaintext_vector(
+            "content_noise",
+            json!({"version": 1, "kind": EnvelopeKind::Noise.code()}),
+            &kind(EnvelopeKind::Noise),
+        ));
         v
     }
 
@@ -897,6 +1124,10 @@ mod tests {
                     "{}",
                     v.name
                 );
+            }
+            "encrypted_plaintext" => {
+                assert_eq!(input, output, "{}", v.name);
+                assert!(v.context.is_none() && v.key.is_none(), "{}", v.name);
             }
             other => panic!("unknown primitive {other} in {}", v.name),
         }
