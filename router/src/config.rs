@@ -208,6 +208,7 @@ impl Config {
                 "limits.max_streams_per_connection",
                 u64::from(l.max_streams_per_connection),
             ),
+            ("limits.max_fetch", u64::from(l.max_fetch)),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be at least 1"));
@@ -282,6 +283,7 @@ mod tests {
             "max_connections",
             "max_connections_per_address",
             "max_streams_per_connection",
+            "max_fetch",
         ] {
             let e =
                 Config::parse(&format!("{base}[limits]\n{key} = 0\n"), Path::new("/")).unwrap_err();

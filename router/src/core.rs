@@ -863,7 +863,9 @@ impl RouterCore {
         limit: u32,
     ) -> Result<Response, RouterError> {
         let conv = self.member_conv(&account, &id)?;
-        let limit = u64::from(limit.clamp(1, self.config.limits.max_fetch));
+        // (A configuration never holds 0; `max(1)` keeps `clamp` from
+        // panicking should a test or a future path build one.)
+        let limit = u64::from(limit.clamp(1, self.config.limits.max_fetch.max(1)));
         let to = Index(
             from.0
                 .saturating_add(limit)
