@@ -28,11 +28,29 @@
 //!
 //! # Layout
 //!
-//! | module | concept |
+//! | file | concept |
 //! |---|---|
-//! | [`client`] | the async API for programs: router connection, encrypted persistence, contacts |
+//! | [`client`] | the async API for programs: its types, constants and accessors |
+//! | `client/open.rs` | creating, opening and restoring an account; saving it in one transaction |
+//! | `client/account.rs` | registering and signing in at the router, key top-ups, peers' prekey bundles |
+//! | `client/send.rs` | pending sends (saved before they leave, resubmitted until acknowledged), creating conversations, messages, receipts, member changes |
+//! | `client/sync.rs` | fetching and subscribing to deliveries, recording events and alerts |
+//! | `client/heads.rs` | head proofs from every order server |
+//! | [`client::contacts`] | contacts: trust on first use, safety numbers |
+//! | [`client::router`] | the pinned-TLS router connection and sign-in |
+//! | [`client::store`] | what the encrypted local store holds, by namespace |
+//! | [`client::history`] | the readable transcript built from events |
+//! | [`client::network`] | the network descriptor as trust anchor, what the quorum tolerates |
+//! | [`client::error`] | errors of the client API |
 //! | [`member`] | one account's conversations: routing deliveries, collecting alerts and events |
-//! | [`conversation`] | one conversation's state machine: acceptance, buffering, joining, opening, sending |
+//! | [`conversation`] | one conversation's state machine: its types, constructors, accessors and queues |
+//! | `conversation/receive.rs` | deliveries and late tags: checking, bounded buffering, tag verification |
+//! | `conversation/accept.rs` | acceptance of the next index: winners, losers, the Setup's tags, applying, stalls |
+//! | `conversation/join.rs` | joining at the Update that adds this member |
+//! | `conversation/open.rs` | decrypting envelopes; preparing Setup candidates and slot keys |
+//! | `conversation/send.rs` | composing envelopes, recipients, receipts |
+//! | `conversation/head_proofs.rs` | asking for head proofs and checking the answers |
+//! | `conversation/persist.rs` | a conversation's state as bytes for the local store |
 //! | [`delivery`] | deliveries and tag updates parsed from the wire and checked for self-consistency |
 //! | [`transcript`] | the accepted chain and each index's attestation status |
 //! | [`membership`] | deterministic membership and authorization rules |
@@ -47,6 +65,11 @@
 //! | [`codec`] | strict reading of the canonical encoding |
 //! | [`alert`] | the typed alert |
 //! | [`errors`] | errors of local operations |
+//! | `world.rs` (tests) | an in-memory network: order servers, a router, members |
+//! | `scenarios.rs` (tests) | scenario and property tests of the state machine |
+//! | `attacks.rs` (tests) | attacks with the threat model's full power, each next to an honest control |
+//!
+//! The `grompi` command-line program is `bin/grompi.rs` (with `bin/grompi/`).
 #![forbid(unsafe_code)]
 
 pub mod alert;

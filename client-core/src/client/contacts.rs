@@ -16,7 +16,12 @@
 //!                       u8(1) || lo.signing || lo.session || hi.signing || hi.session)
 //! digits   = 12 groups of 5: group g = u64_be(digest[8g..8g+8]) mod 100000
 //! ```
+//!
+//! The [`Client`] methods at the end of this file keep contacts in the
+//! encrypted store and fetch their identities from the router.
 
+use super::store;
+use super::{ApiError, Client};
 use crate::codec::Canonical;
 use crate::pairwise::IdentityKeys;
 use grompi_proto::AccountId;
@@ -151,6 +156,108 @@ pub fn bind(
         contact,
         old_account: old.account,
         was_verified: old.verified,
+    }
+}
+
+impl Client {
+    /// Every contact, by name.
+    pub fn contacts(&self) -> Result<Vec<Contact>, ApiError> {
+        let mut all: Vec<Contact> = store::list_json::<Contact>(&self.store, store::CONTACTS)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    /// A contact by name, or by account id (hex, or a unique prefix).
+    pub fn contact(&self, what: &str) -> Result<Option<Contact>, ApiError> {
+        if let Some(c) = store::get_json::<Contact>(&self.store, store::CONTACTS, what.as_bytes())?
+        {
+            return Ok(Some(c));
+        }
+        let lower = what.to_ascii_lowercase();
+        let found: Vec<Contact> = self
+            .contacts()?
+            .into_iter()
+            .filter(|c| lower.len() >= 8 && c.account.starts_with(&lower))
+            .collect();
+        match found.len() {
+            0 | 1 => Ok(found.into_iter().next()),
+            _ => Err(ApiError::Ambiguous(what.to_owned())),
+        }
+    }
+
+    /// The local name of an account, when it is a contact (or this account).
+    pub fn name_of(&self, account: &AccountId) -> Option<String> {
+        if *account == self.account() {
+            return Some("me".to_owned());
+        }
+        let hex = account.to_hex();
+        self.contacts()
+            .ok()?
+            .into_iter()
+            .find(|c| c.account == hex)
+            .map(|c| c.name)
+    }
+
+    /// Resolves a contact name or account id (hex) to an account id.
+    pub fn resolve_account(&self, what: &str) -> Result<AccountId, ApiError> {
+        if let Some(c) = self.contact(what)? {
+            return c
+                .account_id()
+                .ok_or_else(|| ApiError::Corrupt(format!("contact {what:?}")));
+        }
+        let bytes = hex::decode(what).map_err(|_| ApiError::UnknownContact(what.to_owned()))?;
+        AccountId::parse("account", &bytes).map_err(|_| ApiError::UnknownContact(what.to_owned()))
+    }
+
+    /// Binds `name` to `account` (trust on first use): fetches the
+    /// account's identity keys from the router and checks that they hash to
+    /// the account id. A name bound to another identity is replaced only
+    /// with `replace`; the result says what happened.
+    pub async fn add_contact(
+        &mut self,
+        name: &str,
+        account: AccountId,
+        replace: bool,
+    ) -> Result<Binding, ApiError> {
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(ApiError::Refused(
+                "a contact name is 1 to 64 printable characters".into(),
+            ));
+        }
+        let bundle = self.fetch_bundle(account).await?;
+        let existing = store::get_json::<Contact>(&self.store, store::CONTACTS, name.as_bytes())?;
+        let binding = bind(existing, name, &bundle.identity, replace);
+        match &binding {
+            Binding::New(c) | Binding::Replaced { contact: c, .. } => {
+                self.store
+                    .put(store::CONTACTS, name.as_bytes(), &store::to_json(c)?)?;
+            }
+            Binding::Unchanged(_) | Binding::Conflict { .. } => {}
+        }
+        Ok(binding)
+    }
+
+    /// The safety number with a contact: the same 60 digits on both sides
+    /// when neither identity was substituted. Compare it out of band.
+    pub fn safety_number(&self, contact: &Contact) -> Result<String, ApiError> {
+        let theirs = contact
+            .identity()
+            .ok_or_else(|| ApiError::Corrupt(format!("contact {:?}", contact.name)))?;
+        Ok(safety_number(&self.identity(), &theirs))
+    }
+
+    /// Marks a contact verified (the user compared the safety number).
+    pub fn mark_verified(&mut self, name: &str) -> Result<Contact, ApiError> {
+        let mut c = self
+            .contact(name)?
+            .ok_or_else(|| ApiError::UnknownContact(name.to_owned()))?;
+        c.verified = true;
+        self.store
+            .put(store::CONTACTS, c.name.as_bytes(), &store::to_json(&c)?)?;
+        Ok(c)
     }
 }
 
