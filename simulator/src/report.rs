@@ -181,6 +181,7 @@ impl RunReport {
             ),
             ("content consistency", &self.verdicts.content_consistency),
             ("no injection", &self.verdicts.no_injection),
+            ("no puppet members", &self.verdicts.no_puppet_members),
             ("withholding detected", &self.verdicts.withholding_detected),
         ] {
             let _ = writeln!(out, "| {name} | {} |", describe(check));
@@ -504,6 +505,7 @@ alerts = ["gap"]
                 accepted: vec![e.clone()],
                 alerts: vec![],
                 censored: 0,
+                listed_puppets: vec![],
             },
             MemberView {
                 name: "b".into(),
@@ -513,6 +515,7 @@ alerts = ["gap"]
                 accepted: vec![e],
                 alerts: vec![],
                 censored: 0,
+                listed_puppets: vec![],
             },
         ];
         let sent = vec![SentRecord {

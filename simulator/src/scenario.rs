@@ -127,6 +127,30 @@ pub enum RouterStrategy {
         /// What the extra requests get wrong.
         tamper: JobTamper,
     },
+    /// Attack 1, a substituted Update for a joiner: the router registers a
+    /// puppet account of its own, starts an Olm session with each member
+    /// an Update adds (from the member's published prekey bundle), and
+    /// delivers to that member, just before the genuine Update, an Update
+    /// the puppet composed: same epoch, sender slot, sequence number and
+    /// causal context; the genuine next slot set with a padding slot
+    /// re-roled Admin; the genuine member list plus the puppet as the Admin
+    /// of that slot; with the genuine attestations (the joiner's genuine
+    /// next-epoch tags).
+    SubstituteJoin {
+        /// The `previous_head` the substituted Update is delivered with.
+        previous_head: PreviousHead,
+    },
+}
+
+/// What a router substituting an Update puts in the delivery's
+/// `previous_head`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreviousHead {
+    /// Nothing: the field is left empty.
+    Empty,
+    /// The genuine head before the Update's index.
+    Genuine,
 }
 
 /// What a router sending malformed jobs gets wrong: each is one extra
@@ -352,6 +376,10 @@ fn strategy_name(s: &RouterStrategy) -> &'static str {
             JobTamper::WrongHead => "malformed jobs (wrong previous head)",
             JobTamper::SwapNextSlots => "malformed jobs (swapped next slot set)",
         },
+        RouterStrategy::SubstituteJoin { previous_head } => match previous_head {
+            PreviousHead::Empty => "substituted Update for a joiner (no previous head)",
+            PreviousHead::Genuine => "substituted Update for a joiner (genuine previous head)",
+        },
     }
 }
 
@@ -429,7 +457,7 @@ impl Network {
 }
 
 /// What a compromised member does with its stolen keys: envelopes the
-/// client's public API would never compose. The first four go through the
+/// client's public API would never compose. The first five go through the
 /// router, which cannot see what is wrong with them, and reach the other
 /// members; the others are refused by the honest router itself, so they
 /// are offered straight to every order server, as a router colluding with
@@ -449,6 +477,11 @@ pub enum Misbehave {
     /// An admin's Update that gives two other members each other's slots in
     /// the next epoch (`foreign_slot_key`).
     SwapSlots,
+    /// The only admin leaves by Update, which its client would refuse to
+    /// compose: the router hands out a next slot set without an admin slot
+    /// and passes the Update on, and every order server refuses it
+    /// (`unauthorized_update`).
+    RemoveLastAdmin,
     /// Straight to the order servers: an envelope stamped with the next
     /// epoch (`wrong_epoch`).
     WrongEpoch,
@@ -470,7 +503,11 @@ impl Misbehave {
     pub fn direct(self) -> bool {
         !matches!(
             self,
-            Self::BrokenKeyCommitment | Self::Impersonate | Self::FalseReceipt | Self::SwapSlots
+            Self::BrokenKeyCommitment
+                | Self::Impersonate
+                | Self::FalseReceipt
+                | Self::SwapSlots
+                | Self::RemoveLastAdmin
         )
     }
 
@@ -481,6 +518,7 @@ impl Misbehave {
             Self::Impersonate => "unauthenticated_sender",
             Self::FalseReceipt => "receipt_mismatch",
             Self::SwapSlots => "foreign_slot_key",
+            Self::RemoveLastAdmin => "unauthorized_update",
             Self::WrongEpoch => "wrong_epoch",
             Self::UnknownSlot => "unknown_slot",
             Self::NonAdminUpdate => "not_authorized",
@@ -633,6 +671,11 @@ impl Scenario {
                 );
             }
         }
+        if matches!(self.adversary.router, RouterStrategy::SubstituteJoin { .. })
+            && !self.script.iter().any(|s| s.add.is_some())
+        {
+            return Err("substitute_join needs a script step that adds a member".into());
+        }
         for m in &self.adversary.compromised_members {
             if !everyone.contains(m.as_str()) {
                 return Err(format!("compromised member {m:?} is not a member"));
@@ -657,6 +700,12 @@ impl Scenario {
                 Misbehave::SwapSlots if !admin => {
                     return Err(format!(
                         "script step {i}: swap_slots needs an admin, {:?} is not one",
+                        step.from
+                    ));
+                }
+                Misbehave::RemoveLastAdmin if admins != [step.from.clone()] => {
+                    return Err(format!(
+                        "script step {i}: remove_last_admin needs {:?} to be the only admin",
                         step.from
                     ));
                 }

@@ -6,6 +6,7 @@
 //! | participant consistency (P2) | at every index both accepted, both have the same member list |
 //! | content consistency (P3) | at every index both accepted and both decrypted, the same plaintext |
 //! | no injection (P5) | every accepted, decrypted message from a named sender was really sent by that sender |
+//! | no puppet members | no honest member's member list ever held an account the router registered for itself |
 //! | withholding detected (P7) | when an honest member was denied indices others accepted, it raised an alert |
 //!
 //! The outcome of an attack is *prevented* when honest members ended with
@@ -75,6 +76,9 @@ pub struct Verdicts {
     pub content_consistency: Check,
     /// P5.
     pub no_injection: Check,
+    /// No honest member ever listed one of the router's own accounts (a
+    /// puppet) as a member.
+    pub no_puppet_members: Check,
     /// P7.
     pub withholding_detected: Check,
     /// Whether all honest members ended with the same transcript.
@@ -180,6 +184,18 @@ fn no_injection(views: &[MemberView], sent: &[SentRecord]) -> Check {
     }))
 }
 
+fn no_puppet_members(views: &[MemberView]) -> Check {
+    Check::from_first(honest(views).find_map(|v| {
+        (!v.listed_puppets.is_empty()).then(|| {
+            format!(
+                "{} listed the router's own account(s) {} as members",
+                v.name,
+                v.listed_puppets.join(", ")
+            )
+        })
+    }))
+}
+
 /// Alert kinds that tell a member it is being denied something.
 /// (`foreign_slot_key`: a Setup or Update gave this member a slot whose key
 /// is not its own, so it cannot follow the conversation from there on, and
@@ -233,6 +249,7 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
     let participant_consistency = participant_consistency(views);
     let content_consistency = content_consistency(views);
     let no_injection = no_injection(views, sent);
+    let no_puppet_members = no_puppet_members(views);
     let furthest = honest(views)
         .filter_map(|v| v.accepted.last().map(|e| e.index))
         .max();
@@ -258,7 +275,8 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
     let consistent = integrity.ok()
         && participant_consistency.ok()
         && content_consistency.ok()
-        && no_injection.ok();
+        && no_injection.ok()
+        && no_puppet_members.ok();
     let fork_known = |v: &MemberView| FORK_ALERTS.iter().any(|k| v.raised(k));
     let outcome = if !consistent {
         // Views diverged: detected only if every honest member holds
@@ -280,6 +298,7 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
         participant_consistency,
         content_consistency,
         no_injection,
+        no_puppet_members,
         withholding_detected,
         honest_views_agree,
         outcome,
@@ -315,6 +334,7 @@ mod tests {
             accepted: entries,
             alerts: vec![],
             censored: 0,
+            listed_puppets: vec![],
         }
     }
 
@@ -480,6 +500,21 @@ mod tests {
         late.joined_late = true;
         let e = vec![entry(0, "x", "hi", "a")];
         let v = judge(&[view("a", e), late], &sent());
+        assert_eq!(v.outcome, Outcome::Prevented);
+    }
+
+    #[test]
+    fn an_honest_member_listing_a_puppet_is_never_prevented() {
+        let e = vec![entry(0, "x", "hi", "a"), entry(1, "y", "yo", "b")];
+        let mut fooled = view("b", e.clone());
+        fooled.listed_puppets = vec!["puppet".into()];
+        let v = judge(&[view("a", e.clone()), fooled.clone()], &sent());
+        assert!(matches!(v.no_puppet_members, Check::Violated(_)));
+        assert_eq!(v.outcome, Outcome::Undetected);
+        // A compromised member's list is not judged.
+        fooled.honest = false;
+        let v = judge(&[view("a", e), fooled], &sent());
+        assert_eq!(v.no_puppet_members, Check::Holds);
         assert_eq!(v.outcome, Outcome::Prevented);
     }
 }

@@ -64,6 +64,10 @@ pub struct MemberView {
     pub alerts: Vec<AlertRecord>,
     /// Envelopes this member sent that no honest member accepted.
     pub censored: usize,
+    /// Accounts of the router's own (puppets) that this member's member
+    /// list held at some point.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listed_puppets: Vec<String>,
 }
 
 impl MemberView {

@@ -272,6 +272,7 @@ const EXERCISED: &[&str] = &[
     "rewritten_index",
     "sequence_not_increasing",
     "slot_set_mismatch",
+    "unattested_envelope",
     "unauthenticated_sender",
     "unauthorized_update",
     "undecryptable",
@@ -286,7 +287,10 @@ const EXERCISED: &[&str] = &[
 /// Misbehaviour kinds no adversary in the model can make any core raise,
 /// with the reason. Each must stay unseen: if one shows up, it belongs in
 /// `EXERCISED`.
-const NOT_EXERCISABLE: &[(&str, &str)] = &[];
+const NOT_EXERCISABLE: &[(&str, &str)] = &[(
+    "rolled_back",
+    "no order server in the model ever proves less than it proved before: a crashed server restarts from what it committed, none is restored from an older copy, and each member is relayed every proof of a server from the same history",
+)];
 
 /// Whether order server `server` follows the protocol in `s`.
 fn server_is_honest(s: &Scenario, server: usize) -> bool {
@@ -371,6 +375,7 @@ fn every_malicious_strategy_has_a_scenario_expecting_its_detection() {
         Misbehave::Impersonate,
         Misbehave::FalseReceipt,
         Misbehave::SwapSlots,
+        Misbehave::RemoveLastAdmin,
         Misbehave::WrongEpoch,
         Misbehave::UnknownSlot,
         Misbehave::NonAdminUpdate,
@@ -390,4 +395,17 @@ fn every_malicious_strategy_has_a_scenario_expecting_its_detection() {
             .iter()
             .any(|o| o.strategy == OrderServerStrategy::SkipSenderCheck)
     }));
+    // Attack 1, both variants: the joiner names the substitute.
+    use grompi_simulator::scenario::PreviousHead;
+    for (previous_head, alert) in [
+        (PreviousHead::Empty, "malformed"),
+        (PreviousHead::Genuine, "unattested_envelope"),
+    ] {
+        let used = all.iter().any(|(_, s)| {
+            s.adversary.router == RouterStrategy::SubstituteJoin { previous_head }
+                && s.expect.alerts.iter().any(|a| a == alert)
+                && s.expect.outcome == Outcome::Prevented
+        });
+        assert!(used, "no scenario ships substitute_join {previous_head:?}");
+    }
 }

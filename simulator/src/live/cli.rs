@@ -32,7 +32,8 @@ pub struct DevnetArgs {
     /// equivocate); repeatable.
     #[arg(long = "malicious", value_parser = parse_malicious)]
     pub malicious: Vec<(usize, EvilStrategy)>,
-    /// Start the router as a malicious variant: fork, drop or replay. It is
+    /// Start the router as a malicious variant: fork, drop, replay or
+    /// substitute-join. It is
     /// honest until told what to do in `router/data/attack.toml` (see
     /// docs/SIMULATOR.md).
     #[arg(long)]
@@ -93,13 +94,17 @@ pub struct AttackArgs {
     /// `--malicious POSITION=equivocate` (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub equivocating: Vec<usize>,
-    /// drop and replay: an account id (hex) whose deliveries change;
-    /// repeatable.
+    /// drop, replay and substitute-join: an account id (hex) whose
+    /// deliveries change; repeatable.
     #[arg(long = "victim")]
     pub victims: Vec<String>,
     /// drop: an index the victims never get; repeatable.
     #[arg(long = "drop")]
     pub indices: Vec<u64>,
+    /// substitute-join: deliver the substituted Update with the genuine
+    /// previous head instead of none.
+    #[arg(long)]
+    pub keep_previous_head: bool,
 }
 
 /// Sends the plan of `args` to a devnet's malicious router (and, for a
@@ -133,6 +138,7 @@ pub fn attack(args: &AttackArgs) -> Result<(), LiveError> {
         branch_order_servers: Vec::new(),
         victims: args.victims.clone(),
         indices: args.indices.clone(),
+        keep_previous_head: args.keep_previous_head,
     };
     if plan.groups.len() == 1 {
         return Err(LiveError::Setup("a fork needs two --group or more".into()));
@@ -159,7 +165,7 @@ pub fn attack(args: &AttackArgs) -> Result<(), LiveError> {
 /// (what `devnet --malicious-router` starts).
 #[derive(Debug, clap::Args)]
 pub struct EvilRouterArgs {
-    /// fork, drop or replay.
+    /// fork, drop, replay or substitute-join.
     #[arg(long)]
     pub strategy: RouterStrategy,
     /// The router's configuration file (as for `router serve`).

@@ -47,13 +47,18 @@ pub struct AttackPlan {
     /// listeners. Every other server gets every branch.
     #[serde(default)]
     pub branch_order_servers: Vec<BTreeMap<String, String>>,
-    /// `drop` and `replay`: the accounts (hex) whose deliveries change.
+    /// `drop`, `replay` and `substitute-join`: the accounts (hex) whose
+    /// deliveries change.
     #[serde(default)]
     pub victims: Vec<String>,
     /// `drop`: the indices the victims never get (their envelopes and tag
     /// updates, in every conversation).
     #[serde(default)]
     pub indices: Vec<u64>,
+    /// `substitute-join`: deliver the substituted Update with the genuine
+    /// previous head (by default the field is left empty).
+    #[serde(default)]
+    pub keep_previous_head: bool,
 }
 
 /// An equivocating order server is told to serve this many branches.
@@ -200,6 +205,7 @@ mod tests {
             branch_order_servers: vec![[("0".to_owned(), "https://localhost:9".to_owned())].into()],
             victims: vec![],
             indices: vec![1],
+            keep_previous_head: true,
         };
         write(&dir, ATTACK, &plan).unwrap();
         assert_eq!(read::<AttackPlan>(&dir, ATTACK), Some(plan));

@@ -536,6 +536,7 @@ impl Devnet {
             branch_order_servers,
             victims: Vec::new(),
             indices: Vec::new(),
+            keep_previous_head: false,
         })
     }
 

@@ -14,6 +14,7 @@
 //! | `fork` | honest until told to fork ([`AttackPlan::groups`]); then it stops its backend, copies the store once per extra group, and runs one backend per group: each group's accounts talk only to their backend, which fans out to the equivocating order servers' branch listeners and to every other (honest) server | with enough equivocating servers each group accepts its own history; the honest server attests only one, so the others' indices lack its tag and its head proofs contradict them |
 //! | `drop` | never delivers the listed indices to the listed victims ([`AttackPlan::victims`], [`AttackPlan::indices`]) | the victim stops before the first dropped index; a dropped last index shows in head proofs (`Withheld`), one in the middle only once the application reports the stall |
 //! | `replay` | delivers every later envelope to the victims together with an earlier one again: verbatim, and relabelled to the later index | nothing extra accepted; the relabelled copy is `RewrittenIndex` |
+//! | `substitute-join` | once told the victims, registers an account of its own (a puppet, through its backend as any client does) and starts an Olm session with each victim from the bundle the directory publishes; then, before each Update delivered to a victim it adds, delivers the same Update as the puppet composes it: the genuine header fields, the next slot set it handed out with a padding slot re-roled Admin, the genuine member list plus the puppet as that slot's Admin, the victim's genuine next-epoch tags, and no previous head (or the genuine one, [`AttackPlan::keep_previous_head`]) | the victim refuses the substitute with an alert and joins with the genuine Update; the puppet is never a member |
 //!
 //! The plan arrives as `attack.toml` in the router's data directory (see
 //! [`super::control`]); until then every strategy is honest. At a fork,
@@ -26,13 +27,15 @@
 
 use super::LiveError;
 use super::control::{self, AttackPlan, Done};
+use crate::world::router_puppet::{NextSet, Puppet, substitute_update};
+use grompi_client::{ConversationConfig, Secrets};
 use grompi_ops::tls::TlsIdentity;
-use grompi_proto::AccountId;
 use grompi_proto::descriptor::NetworkDescriptor;
 use grompi_proto::pb::{
     self,
     router_server::{Router, RouterServer},
 };
+use grompi_proto::{AccountId, SlotSet};
 use grompi_router::config::Config;
 use grompi_router::server::Backend;
 use grompi_router::service::{RouterService, SESSION_METADATA};
@@ -55,11 +58,15 @@ pub enum RouterStrategy {
     Drop,
     /// Earlier envelopes again, verbatim and relabelled, to the victims.
     Replay,
+    /// Attack 1: an Update its own puppet composed, listing the puppet,
+    /// delivered to a victim the genuine Update adds, just before it.
+    SubstituteJoin,
 }
 
 impl RouterStrategy {
     /// Every strategy.
-    pub const ALL: [RouterStrategy; 3] = [Self::Fork, Self::Drop, Self::Replay];
+    pub const ALL: [RouterStrategy; 4] =
+        [Self::Fork, Self::Drop, Self::Replay, Self::SubstituteJoin];
 
     /// The command-line name.
     pub fn name(self) -> &'static str {
@@ -67,6 +74,7 @@ impl RouterStrategy {
             Self::Fork => "fork",
             Self::Drop => "drop",
             Self::Replay => "replay",
+            Self::SubstituteJoin => "substitute-join",
         }
     }
 }
@@ -132,6 +140,9 @@ struct Tampering {
     drop: BTreeSet<u64>,
     /// `replay`: the last envelope delivered, per victim and conversation.
     last: HashMap<(AccountId, Vec<u8>), pb::Delivery>,
+    /// `substitute-join`: deliver the substitute with the genuine previous
+    /// head.
+    keep_previous_head: bool,
 }
 
 struct Inner {
@@ -146,6 +157,11 @@ struct Inner {
     /// one), so that its next challenge comes from its group's backend.
     connections: Mutex<HashMap<SocketAddr, AccountId>>,
     tampering: Mutex<Tampering>,
+    /// `substitute-join`: the next slot sets handed out (PrepareUpdate),
+    /// by slot set hash, with their assignments.
+    prepared: Mutex<HashMap<[u8; 32], NextSet>>,
+    /// `substitute-join`: the router's own account.
+    puppet: Mutex<Option<Puppet>>,
     /// Bumped at every fork: live subscriptions end.
     generation: watch::Sender<u64>,
     applied: Mutex<u64>,
@@ -241,6 +257,18 @@ impl Inner {
                 .into_iter()
                 .filter(|d| !t.drop.contains(&d.index))
                 .collect(),
+            RouterStrategy::SubstituteJoin => {
+                let keep = t.keep_previous_head;
+                drop(t);
+                let mut out = Vec::with_capacity(deliveries.len() * 2);
+                for d in deliveries {
+                    if let Some(fake) = self.substitute(account, &d, keep) {
+                        out.push(fake);
+                    }
+                    out.push(d);
+                }
+                out
+            }
             RouterStrategy::Replay => {
                 let mut out = Vec::with_capacity(deliveries.len() * 3);
                 for d in deliveries {
@@ -263,6 +291,116 @@ impl Inner {
         }
     }
 
+    /// `substitute-join`: the puppet's Update in place of `genuine`, when
+    /// `genuine` delivers an Update that adds `victim`.
+    fn substitute(
+        &self,
+        victim: AccountId,
+        genuine: &pb::Delivery,
+        keep_previous_head: bool,
+    ) -> Option<pb::Delivery> {
+        let (header, _) = crate::world::router_puppet::join_delivery(genuine)?;
+        let next = lock(&self.prepared)
+            .get(header.slot_set_hash()?.as_bytes())?
+            .clone();
+        let mut puppet = lock(&self.puppet);
+        let made = substitute_update(
+            puppet.as_mut()?,
+            genuine,
+            victim,
+            &next,
+            keep_previous_head,
+            &mut rand::rng(),
+        );
+        match made {
+            Ok(Some((fake, padding))) => {
+                eprintln!(
+                    "SUBSTITUTED: index {} for {}, the puppet the Admin of padding slot {}",
+                    genuine.index,
+                    victim.to_hex(),
+                    padding.0
+                );
+                Some(fake)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                eprintln!("the puppet could not compose an Update: {e}");
+                None
+            }
+        }
+    }
+
+    /// `substitute-join`: registers the router's own account through its
+    /// backend, as a client does, and starts an Olm session with each of
+    /// `victims` from the prekey bundle its directory publishes.
+    async fn puppet_for(&self, victims: &[AccountId]) -> Result<(), LiveError> {
+        let service = self.backend(None).await.map_err(setup)?;
+        let registered = lock(&self.puppet).take();
+        let mut puppet = match registered {
+            Some(p) => p,
+            None => {
+                let challenge = service
+                    .get_challenge(Request::new(pb::GetChallengeRequest {}))
+                    .await
+                    .map_err(setup)?
+                    .into_inner()
+                    .challenge;
+                let parsed =
+                    grompi_proto::Challenge::parse("challenge", &challenge).map_err(setup)?;
+                let mut secrets = Secrets::default();
+                let order_keys = secrets.order_keys.generate(&mut rand::rng(), 4);
+                let identity = secrets.pairwise.identity();
+                let fallback = secrets.pairwise.new_fallback_prekey();
+                let request = pb::RegisterRequest {
+                    identity: Some(pb::IdentityKeys {
+                        signing_key: identity.signing.to_vec(),
+                        session_key: identity.session.to_vec(),
+                    }),
+                    signature: secrets.pairwise.sign(&parsed.signing_message()).to_vec(),
+                    challenge,
+                    fallback_prekey: Some(pb::SignedPrekey {
+                        key: fallback.key.to_vec(),
+                        signature: fallback.signature.to_vec(),
+                    }),
+                    one_time_prekeys: vec![],
+                    order_keys: order_keys.iter().map(|k| k.to_vec()).collect(),
+                };
+                let token = service
+                    .register(Request::new(request))
+                    .await
+                    .map_err(setup)?
+                    .into_inner()
+                    .session_token;
+                let servers = ConversationConfig::from_descriptor(&self.descriptor).servers;
+                Puppet::new("puppet", secrets, token, &servers, &mut rand::rng()).map_err(setup)?
+            }
+        };
+        let session = hex::encode(puppet.token())
+            .parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+            .map_err(setup)?;
+        for victim in victims {
+            let mut req = Request::new(pb::GetPrekeyBundleRequest {
+                account: victim.to_vec(),
+            });
+            req.metadata_mut().insert(SESSION_METADATA, session.clone());
+            let bundle = service
+                .get_prekey_bundle(req)
+                .await
+                .map_err(setup)?
+                .into_inner()
+                .bundle
+                .ok_or_else(|| setup("no prekey bundle"))?;
+            puppet.start_session_from(bundle).map_err(setup)?;
+        }
+        eprintln!(
+            "PUPPET: account {} registered, sessions with {} victim(s)",
+            puppet.account.to_hex(),
+            victims.len()
+        );
+        *lock(&self.puppet) = Some(puppet);
+        Ok(())
+    }
+
     /// Puts a plan in force.
     async fn apply(&self, plan: &AttackPlan) -> Result<(), LiveError> {
         let victims = parse_accounts(&plan.victims)?;
@@ -271,10 +409,14 @@ impl Inner {
             .iter()
             .map(|g| parse_accounts(g))
             .collect::<Result<_, _>>()?;
+        if self.strategy == RouterStrategy::SubstituteJoin {
+            self.puppet_for(&victims).await?;
+        }
         {
             let mut t = lock(&self.tampering);
             t.victims = victims.into_iter().collect();
             t.drop = plan.indices.iter().copied().collect();
+            t.keep_previous_head = plan.keep_previous_head;
         }
         if self.strategy != RouterStrategy::Fork || groups.len() < 2 {
             return Ok(());
@@ -459,7 +601,18 @@ impl Router for Front {
         req: Request<pb::PrepareUpdateRequest>,
     ) -> Result<Response<pb::PrepareUpdateResponse>, Status> {
         let a = self.0.account_of(&req);
-        self.0.backend(a).await?.prepare_update(req).await
+        let r = self.0.backend(a).await?.prepare_update(req).await?;
+        if self.0.strategy == RouterStrategy::SubstituteJoin
+            && let Some(slots) = r
+                .get_ref()
+                .slots
+                .clone()
+                .and_then(|s| SlotSet::try_from(s).ok())
+        {
+            let assignments = r.get_ref().assignments.clone();
+            lock(&self.0.prepared).insert(*slots.hash().as_bytes(), (slots, assignments));
+        }
+        Ok(r)
     }
 
     async fn submit(
@@ -599,6 +752,8 @@ pub async fn serve(config: Config, strategy: RouterStrategy) -> Result<(), LiveE
         sessions: Mutex::new(HashMap::new()),
         connections: Mutex::new(HashMap::new()),
         tampering: Mutex::new(Tampering::default()),
+        prepared: Mutex::new(HashMap::new()),
+        puppet: Mutex::new(None),
         generation: watch::channel(0).0,
         applied: Mutex::new(applied),
         config,

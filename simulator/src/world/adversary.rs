@@ -1,14 +1,17 @@
 //! The router's strategies, applied to what the real router core emits:
 //! deliveries dropped, withheld, stripped of tags, delayed, shuffled,
 //! replayed or accompanied by forgeries; crashes timed by the script;
-//! malformed requests of its own next to the real jobs. The fork itself is
-//! structural (one core per history, see `router_node`).
+//! malformed requests of its own next to the real jobs; an Update its own
+//! puppet account composed, delivered to a joiner in place of the genuine
+//! one (`router_puppet`). The fork itself is structural (one core per
+//! history, see `router_node`).
 
 use super::events::Event;
+use super::router_puppet::{NextSet, join_delivery, substitute_update};
 use super::{MS, World};
-use crate::scenario::{JobTamper, OrderServerStrategy, RouterStrategy};
+use crate::scenario::{JobTamper, OrderServerStrategy, PreviousHead, RouterStrategy};
 use grompi_proto::mac::Attestation;
-use grompi_proto::{BodyHash, SlotRole, pb};
+use grompi_proto::{BodyHash, SlotRole, SlotSet, pb};
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +28,11 @@ pub struct RouterAdversary {
     rogue_done: BTreeSet<u64>,
     /// Replays made so far (the kind of replay cycles through all kinds).
     replays: u32,
+    /// The next slot sets the router handed out (PrepareUpdate), by slot
+    /// set hash, with their assignments.
+    prepared: BTreeMap<[u8; 32], NextSet>,
+    /// (member, index) pairs already given a substituted Update.
+    substituted: BTreeSet<(usize, u64)>,
 }
 
 impl RouterAdversary {
@@ -46,7 +54,24 @@ impl RouterAdversary {
             history: BTreeMap::new(),
             rogue_done: BTreeSet::new(),
             replays: 0,
+            prepared: BTreeMap::new(),
+            substituted: BTreeSet::new(),
         }
+    }
+
+    /// Notes a next slot set the router core handed out.
+    pub fn prepared(&mut self, response: &pb::PrepareUpdateResponse) {
+        let Some(slots) = response
+            .slots
+            .clone()
+            .and_then(|s| SlotSet::try_from(s).ok())
+        else {
+            return;
+        };
+        self.prepared.insert(
+            *slots.hash().as_bytes(),
+            (slots, response.assignments.clone()),
+        );
     }
 }
 
@@ -166,6 +191,17 @@ impl World {
                 }
                 self.send(Event::Deliver { to, delivery });
             }
+            RouterStrategy::SubstituteJoin { previous_head } => {
+                match self.substitute_join(to, &delivery, previous_head) {
+                    Some(fake) => {
+                        // The genuine Update follows once the substitute
+                        // has surely arrived (latencies are at most 30 ms).
+                        self.send(Event::Deliver { to, delivery: fake });
+                        self.send_after(40 * MS, Event::Deliver { to, delivery });
+                    }
+                    None => self.send(Event::Deliver { to, delivery }),
+                }
+            }
             RouterStrategy::Inject => {
                 if delivery.header.is_some() {
                     let fake = self.forge(&delivery);
@@ -175,6 +211,64 @@ impl World {
                 } else {
                     self.send(Event::Deliver { to, delivery });
                 }
+            }
+        }
+    }
+
+    /// Attack 1: for the delivery of an Update to a member it adds (the
+    /// router sees next-epoch tags and no current ones), the same Update
+    /// as the router's puppet composes it ([`substitute_update`]: the
+    /// genuine header fields, the next slot set with a padding slot
+    /// re-roled Admin, the genuine member list plus the puppet as that
+    /// slot's Admin, a block for the joiner only), delivered with the
+    /// genuine attestations and the chosen previous head. Once per member
+    /// and index.
+    fn substitute_join(
+        &mut self,
+        to: usize,
+        genuine: &pb::Delivery,
+        previous_head: PreviousHead,
+    ) -> Option<pb::Delivery> {
+        let (header, _) = join_delivery(genuine)?;
+        let next = self
+            .adversary
+            .prepared
+            .get(header.slot_set_hash()?.as_bytes())?
+            .clone();
+        if !self.adversary.substituted.insert((to, genuine.index)) {
+            return None;
+        }
+        let account = self.members.get(to)?.account;
+        let Self { sched, puppets, .. } = self;
+        let made = substitute_update(
+            puppets.first_mut()?,
+            genuine,
+            account,
+            &next,
+            previous_head == PreviousHead::Genuine,
+            sched.rng(),
+        );
+        match made {
+            Ok(Some((fake, padding))) => {
+                self.notes.push(format!(
+                    "the router delivered to {} an Update its puppet composed at index {}, listing the puppet as the Admin of padding slot {}",
+                    self.members.get(to).map_or("?", |m| m.name.as_str()),
+                    genuine.index,
+                    padding.0
+                ));
+                Some(fake)
+            }
+            Ok(None) => {
+                self.notes.push(format!(
+                    "index {}: no padding slot in the next slot set for the puppet",
+                    genuine.index
+                ));
+                None
+            }
+            Err(e) => {
+                self.notes
+                    .push(format!("the puppet could not compose the Update: {e}"));
+                None
             }
         }
     }

@@ -19,6 +19,9 @@ pub enum Purpose {
         change: Change,
         /// A compromised admin swaps two members' next slots.
         swap: bool,
+        /// A compromised admin sends the Update whatever its client's rules
+        /// say.
+        unchecked: bool,
     },
     /// Submit of an envelope.
     Submit {

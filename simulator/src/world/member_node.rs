@@ -5,7 +5,7 @@
 use grompi_client::content::Change;
 use grompi_client::{Alert, Conversation, ConversationConfig, Event, Incoming, Phase, Secrets};
 use grompi_proto::{AccountId, ConversationId, EnvelopeKind, Index, pb};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the member learnt about one accepted index.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +46,9 @@ pub struct MemberNode {
     /// A compromised member's order key secrets, as the adversary copied
     /// them before the run (empty for an honest member).
     pub stolen_order_keys: Vec<[u8; 32]>,
+    /// Every account its member list ever held (checked after each
+    /// delivery, head proof and audit).
+    pub ever_listed: BTreeSet<AccountId>,
 }
 
 impl MemberNode {
@@ -70,6 +73,7 @@ impl MemberNode {
             alerts: Vec::new(),
             initial_roster: None,
             stolen_order_keys: Vec::new(),
+            ever_listed: BTreeSet::new(),
         }
     }
 
@@ -128,6 +132,9 @@ impl MemberNode {
         };
         for a in conv.drain_alerts() {
             self.alerts.push((now, a));
+        }
+        if let Some(ms) = conv.membership() {
+            self.ever_listed.extend(ms.members().keys().copied());
         }
         for e in conv.drain_events() {
             match e {

@@ -11,7 +11,8 @@
 //!   blocks carry a body key the header does not commit to, a message
 //!   whose blocks are framed as another member's, a receipt naming a head
 //!   the conversation never had, an admin's Update that swaps two members'
-//!   next slots.
+//!   next slots, the only admin's Update that leaves (the servers refuse
+//!   its next slot set without an admin slot).
 //! * Straight to every order server, as a router colluding with the member
 //!   would pass it on (the honest router refuses each of these itself): an
 //!   envelope of the next epoch, one from a slot outside the slot set, a
@@ -115,7 +116,13 @@ impl World {
                     account,
                     role: SlotRole::Admin,
                 };
-                self.prepare_update(actor, step, change, true);
+                self.prepare_update(actor, step, change, true, false);
+                Ok(())
+            }
+            Misbehave::RemoveLastAdmin => {
+                // Leaves as the only Admin: the router hands out a next
+                // slot set without an admin slot.
+                self.prepare_update(actor, step, Change::Leave, false, true);
                 Ok(())
             }
             Misbehave::FalseReceipt => self.false_receipt(actor, step),
@@ -188,6 +195,61 @@ impl World {
             .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
         let conv = m.conversation.as_mut().ok_or(ToolkitError::NoSeat(name))?;
         Ok(conv.compose(content, sched.rng(), &mut m.secrets)?)
+    }
+
+    /// Composes `update` from the member's keys with the client's envelope
+    /// builder (which judges no rule; the member's `Conversation::compose`
+    /// would refuse it) and submits it through the router, like any
+    /// envelope of the member's.
+    pub(super) fn submit_unchecked_update(
+        &mut self,
+        actor: usize,
+        step: usize,
+        update: UpdateContent,
+    ) {
+        if let Err(e) = self.unchecked_update(actor, step, update) {
+            self.notes
+                .push(format!("step {step}: the unchecked Update failed: {e}"));
+        }
+    }
+
+    fn unchecked_update(
+        &mut self,
+        actor: usize,
+        step: usize,
+        update: UpdateContent,
+    ) -> Result<(), ToolkitError> {
+        let seat = self.seat(actor)?;
+        let name = self.name_of(actor);
+        let me = self.members.get(actor).map(|m| m.account);
+        let recipients: Vec<(SlotIndex, AccountId)> = seat
+            .members
+            .iter()
+            .filter(|e| Some(e.account) != me)
+            .map(|e| (e.slot, e.account))
+            .collect();
+        let Self { sched, members, .. } = self;
+        let m = members
+            .get_mut(actor)
+            .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
+        let composed = compose::compose(
+            &Sending {
+                conversation: seat.conversation,
+                epoch: seat.epoch,
+                sender: seat.slot,
+                // Above any sequence number the member used.
+                sequence: Sequence(1 << 40),
+                last_seen: seat.last_seen,
+                recipients: &recipients,
+                mac_keys: &seat.keys,
+            },
+            &Content::Update(update),
+            sched.rng(),
+            &mut m.secrets.pairwise,
+        )?;
+        let now = self.now();
+        self.submit_composed(actor, Some(step), None, 0, composed, now);
+        Ok(())
     }
 
     /// A receipt through the member's last accepted index naming another
@@ -351,8 +413,10 @@ impl World {
                 )?
             }
             Misbehave::NonAdminUpdate => {
-                // Removes the first other member; the member's own client
-                // composes it (it does not judge roles when sending).
+                // Removes the first other member, composed from the
+                // member's keys with the client's envelope builder (its
+                // `Conversation::compose` refuses an Update its rules do
+                // not allow).
                 let victim = seat
                     .members
                     .iter()
@@ -370,7 +434,24 @@ impl World {
                         .collect(),
                 };
                 next_slots = Some(pb::SlotSet::from(&seat.slots));
-                self.compose_as(actor, Content::Update(update))?
+                let Self { sched, members, .. } = self;
+                let m = members
+                    .get_mut(actor)
+                    .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
+                compose::compose(
+                    &Sending {
+                        conversation: seat.conversation,
+                        epoch: seat.epoch,
+                        sender: seat.slot,
+                        sequence: fresh,
+                        last_seen: seat.last_seen,
+                        recipients: &[],
+                        mac_keys: &seat.keys,
+                    },
+                    &Content::Update(update),
+                    sched.rng(),
+                    &mut m.secrets.pairwise,
+                )?
             }
             _ => {
                 // A message with dummy blocks beyond the servers' limit.

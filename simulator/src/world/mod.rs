@@ -16,7 +16,8 @@
 //!   path being judged).
 //! * The script's steps run at seeded times; a step whose actor cannot send
 //!   yet is retried. After the script every member that still follows the
-//!   conversation audits it: it reports a stall if indices are missing and
+//!   conversation audits it: it reports a stall if it holds deliveries it
+//!   cannot accept (`Conversation::stuck`, as the real client does) and
 //!   asks every order server for a head proof (PROTOCOL.md 7.7).
 //! * Compromised members are the adversary's: a copy of their order key
 //!   secrets is taken before the run, and script steps can have them send
@@ -31,6 +32,7 @@ mod member_node;
 mod member_toolkit;
 mod order_node;
 mod router_node;
+pub mod router_puppet;
 
 use crate::report::RunReport;
 use crate::scenario::{OrderServerStrategy, RouterStrategy, Scenario, Step};
@@ -114,6 +116,8 @@ struct World {
     measure: Measure,
     notes: Vec<String>,
     horizon: u64,
+    /// Accounts the router registered for itself.
+    puppets: Vec<router_puppet::Puppet>,
 }
 
 /// Options of a run that are not part of the scenario.
@@ -232,6 +236,42 @@ impl World {
                     .map_err(|e| SimError::Setup(e.to_string()))?;
             }
         }
+        let mut puppets = Vec::new();
+        if matches!(
+            scenario.adversary.router,
+            RouterStrategy::SubstituteJoin { .. }
+        ) {
+            // Members publish a fresh fallback prekey (making the bundles
+            // above replaced the one they registered), as a client
+            // replenishing its keys does; the router's puppet starts a
+            // session with each from what its directory publishes.
+            for m in &mut members {
+                let fallback = m.secrets.pairwise.new_fallback_prekey();
+                let upload = pb::UploadKeysRequest {
+                    one_time_prekeys: vec![],
+                    order_keys: vec![],
+                    fallback_prekey: Some(pb::SignedPrekey {
+                        key: fallback.key.to_vec(),
+                        signature: fallback.signature.to_vec(),
+                    }),
+                };
+                let (keys, prekey) = grompi_router::directory::parse_upload(&upload)
+                    .map_err(|e| SimError::Setup(e.to_string()))?;
+                router_puppet::call_core(
+                    &mut router,
+                    &mut sched,
+                    &m.token,
+                    Call::UploadKeys(keys, prekey),
+                )?;
+            }
+            let servers = client_config.servers.clone();
+            let mut puppet =
+                router_puppet::Puppet::register("puppet", &mut router, &mut sched, &servers)?;
+            for m in &members {
+                puppet.start_session(&mut router, &mut sched, m.account)?;
+            }
+            puppets.push(puppet);
+        }
         let by_account = members
             .iter()
             .enumerate()
@@ -267,6 +307,7 @@ impl World {
             measure: Measure::default(),
             notes: Vec::new(),
             horizon: u64::MAX,
+            puppets,
         })
     }
 
@@ -543,6 +584,9 @@ impl World {
         for e in effects {
             match e {
                 Effect::Reply(ticket, r) => {
+                    if let Ok(Response::Prepared(p)) = &r {
+                        self.adversary.prepared(p);
+                    }
                     if let Some((to, purpose)) = self.tickets.remove(&ticket) {
                         self.send(Event::Reply {
                             to,
@@ -624,7 +668,7 @@ impl World {
             return Ok(());
         }
         if let Some(change) = self.change_of(actor, &step) {
-            self.prepare_update(actor, k, change, false);
+            self.prepare_update(actor, k, change, false, false);
             return Ok(());
         }
         let content = if let Some(text) = &step.send {
@@ -650,8 +694,17 @@ impl World {
     }
 
     /// Asks the router for the next slot set of `change`; `swap` (a
-    /// compromised admin) swaps two members' slots in the Update it sends.
-    fn prepare_update(&mut self, actor: usize, step: usize, change: Change, swap: bool) {
+    /// compromised admin) swaps two members' slots in the Update it sends;
+    /// `unchecked` (a compromised admin) sends it even if its client's
+    /// rules refuse it.
+    fn prepare_update(
+        &mut self,
+        actor: usize,
+        step: usize,
+        change: Change,
+        swap: bool,
+        unchecked: bool,
+    ) {
         let Some(next) = self.next_members(actor, &change) else {
             self.notes
                 .push(format!("step {step}: the change does not apply"));
@@ -660,7 +713,12 @@ impl World {
         self.send(Event::ToRouter {
             from: actor,
             call: Call::PrepareUpdate(self.conversation, next),
-            purpose: Purpose::Prepare { step, change, swap },
+            purpose: Purpose::Prepare {
+                step,
+                change,
+                swap,
+                unchecked,
+            },
         });
     }
 
@@ -791,7 +849,15 @@ impl World {
                 );
             }
             (Purpose::Create, Ok(Response::Created(resp))) => self.created(to, resp),
-            (Purpose::Prepare { step, change, swap }, Ok(Response::Prepared(resp))) => {
+            (
+                Purpose::Prepare {
+                    step,
+                    change,
+                    swap,
+                    unchecked,
+                },
+                Ok(Response::Prepared(resp)),
+            ) => {
                 let Some(mut update) = update_content(change, resp.slots, &resp.assignments) else {
                     self.notes.push(format!(
                         "step {step}: the router's next slot set is unusable"
@@ -812,6 +878,10 @@ impl World {
                             .push(format!("step {step}: no two members to swap"));
                         return;
                     }
+                }
+                if unchecked {
+                    self.submit_unchecked_update(to, step, update);
+                    return;
                 }
                 self.compose_and_submit(to, Some(step), Content::Update(update), 0);
             }
@@ -953,7 +1023,11 @@ impl World {
             if !node.active() {
                 continue;
             }
-            if let Some(c) = node.conversation.as_mut() {
+            // As the real client does: a stall is reported only when the
+            // member holds deliveries it cannot accept.
+            if let Some(c) = node.conversation.as_mut()
+                && c.stuck()
+            {
                 c.report_stall();
             }
             node.drain(now);
@@ -1117,6 +1191,7 @@ impl World {
             .members
             .iter()
             .map(|m| (m.account, m.name.clone()))
+            .chain(self.puppets.iter().map(|p| (p.account, p.name.clone())))
             .collect();
         let mut views = Vec::with_capacity(self.members.len());
         for (i, m) in self.members.iter().enumerate() {
@@ -1220,6 +1295,12 @@ impl World {
                         })
                 })
                 .count();
+            let listed_puppets = self
+                .puppets
+                .iter()
+                .filter(|p| m.ever_listed.contains(&p.account))
+                .map(|p| p.name.clone())
+                .collect();
             views.push(MemberView {
                 name: m.name.clone(),
                 honest: m.honest,
@@ -1228,6 +1309,7 @@ impl World {
                 accepted,
                 alerts,
                 censored,
+                listed_puppets,
             });
         }
         let accepted_indices: BTreeSet<(String, u64)> = views

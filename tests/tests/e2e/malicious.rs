@@ -500,6 +500,107 @@ async fn replayed_and_relabelled_deliveries_are_refused_by_the_real_client() {
     drop(net);
 }
 
+/// Attack 1 over real gRPC, against the real client: Alice adds Dave to a
+/// conversation of four; the router (`substitute-join`) has registered an
+/// account of its own through its backend, as any client does, and
+/// started an Olm session with Dave from his published bundle. Before the
+/// genuine Update it delivers to Dave the same Update as its puppet
+/// composes it: the genuine header fields, the genuine next slot set with a
+/// padding slot re-roled Admin, the genuine member list plus the puppet as
+/// that slot's Admin, Dave's genuine next-epoch tags, and no previous head (or, with `keep_previous_head`, the genuine
+/// one). Dave raises `alert` for the substitute, never lists anyone but the
+/// five real members, joins with the genuine Update and reads what Alice
+/// sends next.
+async fn a_substituted_join(keep_previous_head: bool, alert: &str) {
+    use grompi_client::content::Change;
+    use grompi_proto::{AccountId, SlotRole};
+    let dir = tempfile::tempdir().unwrap();
+    let mut net = evil_network(dir.path(), 3, RouterStrategy::SubstituteJoin, &[]);
+    let [mut alice, mut bob, charlie, erin, mut dave] = members(
+        &net,
+        dir.path(),
+        ["alice", "bob", "charlie", "erin", "dave"],
+    )
+    .await;
+    let id = alice
+        .create_conversation(
+            Some("t"),
+            &[bob.account(), charlie.account(), erin.account()],
+        )
+        .await
+        .unwrap();
+    accept(&mut bob, id, 0).await;
+    let plan = AttackPlan {
+        victims: vec![dave.account().to_hex()],
+        keep_previous_head,
+        ..AttackPlan::default()
+    };
+    tokio::task::block_in_place(|| net.attack(plan)).unwrap();
+    alice
+        .update_members(
+            id,
+            Change::Add {
+                account: dave.account(),
+                role: SlotRole::Member,
+            },
+        )
+        .await
+        .unwrap();
+    let real: std::collections::BTreeSet<AccountId> = [&alice, &bob, &charlie, &erin, &dave]
+        .iter()
+        .map(|c| c.account())
+        .collect();
+    let listed = |c: &Client| -> Option<std::collections::BTreeSet<AccountId>> {
+        c.conversation(&id)
+            .and_then(|conv| conv.membership())
+            .map(|m| m.members().keys().copied().collect())
+    };
+    let mut alerts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match dave.sync(id).await {
+            Ok(p) => alerts.extend(p.alerts),
+            Err(e) => eprintln!("dave's sync: {e}"),
+        }
+        // Never anyone but the five, at any point.
+        if let Some(m) = listed(&dave) {
+            assert_eq!(m, real, "dave lists someone who is not a member");
+        }
+        if dave.summary(&id).is_some_and(|s| s.next_index > 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dave never joined: {alerts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        alerts.iter().any(|a| a.kind.kind().name() == alert),
+        "no {alert} alert: {alerts:?}"
+    );
+    assert_eq!(head(&dave, id, 1), head(&alice, id, 1));
+    alice.send(id, "welcome, dave").await.unwrap();
+    accept(&mut dave, id, 2).await;
+    assert_eq!(texts(&dave, id), ["welcome, dave"]);
+    assert_eq!(listed(&dave), Some(real.clone()));
+    assert_eq!(listed(&alice), Some(real));
+    let log = std::fs::read_to_string(net.router.process.log()).unwrap_or_default();
+    assert!(
+        log.contains("SUBSTITUTED"),
+        "the router never substituted the Update:\n{log}"
+    );
+}
+
+/// Attack 1 with the delivery's previous head left empty: `malformed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substituted_join_without_a_previous_head_is_refused_by_the_real_client() {
+    a_substituted_join(false, "malformed").await;
+}
+
+/// Attack 1 with the genuine previous head: `unattested_envelope`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_substituted_join_with_the_genuine_previous_head_is_refused_by_the_real_client() {
+    a_substituted_join(true, "unattested_envelope").await;
+}
+
 /// The README's demo, live and self-hosted (every server from the
 /// `grompi-sim` executable): honestly, one history everywhere and no
 /// alert; forked, Alice and Bob on one history, Charlie and Dave on
