@@ -17,8 +17,8 @@ use crate::store::{StoreError, StoreRead, StoreWrite};
 use grompi_proto::mac::{Attestation, HeadProof};
 use grompi_proto::{
     AttestationStatement, ConversationId, EnvelopeKind, Epoch, Head, HeadProofStatement, Index,
-    Misbehaviour, OrderServerKey, OrderServerSecret, ProofNonce, SlotIndex, SlotRole, SlotSet,
-    SlotSetHash, WireError,
+    Misbehaviour, OrderServerKey, OrderServerSecret, ProofNonce, SlotIndex, SlotSet, SlotSetHash,
+    WireError, admission,
 };
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -196,11 +196,8 @@ impl OrderCore {
                 index: request.index,
             });
         }
-        if header.epoch() != state.epoch {
-            return refuse(Misbehaviour::WrongEpoch {
-                expected: state.epoch,
-                got: header.epoch(),
-            });
+        if let Err(m) = admission::epoch(header, state.epoch) {
+            return refuse(m);
         }
         let digests = request.envelope.block_digests.len();
         if digests > self.limits.max_block_digests {
@@ -216,80 +213,50 @@ impl OrderCore {
             Some(&state.slot_set_hash),
         )?;
         let sender = header.sender();
-        let Some((sender_entry, sender_keys)) = keys.get(sender) else {
-            return refuse(Misbehaviour::UnknownSlot {
-                slot: sender,
-                slot_count: keys.len(),
-            });
-        };
+        let (sender_entry, sender_keys) =
+            match admission::sender_slot(header, keys.get(sender), keys.len()) {
+                Ok(found) => found,
+                Err(m) => return refuse(m),
+            };
         if !sender_keys.verify_submission(&envelope, header.sequence(), &request.submission_tag) {
             return refuse(Misbehaviour::BadSubmissionTag { slot: sender });
         }
-        if let Some(last) = store.last_sequence(&conversation, state.epoch, sender)?
-            && header.sequence() <= last
+        let last = store.last_sequence(&conversation, state.epoch, sender)?;
+        let kind = header.kind();
+        if let Err(m) = admission::sequence(header, last)
+            .and_then(|()| admission::kind_at(header, request.index))
+            .and_then(|()| admission::setup_slot_set(header, &state.slot_set_hash))
+            .and_then(|()| admission::update_sender(header, sender_entry.role))
         {
-            return refuse(Misbehaviour::SequenceNotIncreasing {
-                slot: sender,
-                last,
-                got: header.sequence(),
-            });
+            return refuse(m);
         }
 
-        let kind = header.kind();
-        let first = request.index == Index(0);
         let mut next_epoch: Option<(Epoch, &SlotSet, Arc<SlotKeys>)> = None;
-        match kind {
-            EnvelopeKind::Setup if first => {
-                if header.slot_set_hash() != Some(state.slot_set_hash) {
-                    return refuse(Misbehaviour::SlotSetMismatch);
-                }
+        if kind == EnvelopeKind::Update {
+            let Some(next) = request.next_slots.as_ref() else {
+                return refuse(Misbehaviour::Malformed(WireError::MissingField(
+                    "item.next_slots",
+                )));
+            };
+            if next.len() > self.limits.max_slots {
+                return refuse(Misbehaviour::LimitExceeded(format!(
+                    "the next slot set has {} slots, more than this server's limit of {}",
+                    next.len(),
+                    self.limits.max_slots
+                )));
             }
-            EnvelopeKind::Setup => {
-                return refuse(Misbehaviour::UnexpectedKind(
-                    "a Setup is allowed only at index 0",
+            if let Err(m) = admission::update_next_slots(header, next) {
+                return refuse(m);
+            }
+            let Some(epoch) = state.epoch.next() else {
+                return refuse(Misbehaviour::LimitExceeded(
+                    "the epoch counter is exhausted".into(),
                 ));
+            };
+            match self.slot_keys(next) {
+                Ok(k) => next_epoch = Some((epoch, next, k)),
+                Err(m) => return refuse(m),
             }
-            _ if first => {
-                return refuse(Misbehaviour::UnexpectedKind("index 0 must be a Setup"));
-            }
-            EnvelopeKind::Update => {
-                if sender_entry.role != SlotRole::Admin {
-                    return refuse(Misbehaviour::NotAuthorized { slot: sender });
-                }
-                let Some(next) = request.next_slots.as_ref() else {
-                    return refuse(Misbehaviour::Malformed(WireError::MissingField(
-                        "item.next_slots",
-                    )));
-                };
-                if next.len() > self.limits.max_slots {
-                    return refuse(Misbehaviour::LimitExceeded(format!(
-                        "the next slot set has {} slots, more than this server's limit of {}",
-                        next.len(),
-                        self.limits.max_slots
-                    )));
-                }
-                if header.slot_set_hash() != Some(next.hash()) {
-                    return refuse(Misbehaviour::SlotSetMismatch);
-                }
-                // Only an Admin slot may send the next Update: a next set
-                // without one could never change again, and whoever it
-                // leaves out could never be let back in.
-                if !next.has_admin() {
-                    return refuse(Misbehaviour::UnauthorizedUpdate(
-                        "the next slot set has no Admin slot, so its membership could never change again",
-                    ));
-                }
-                let Some(epoch) = state.epoch.next() else {
-                    return refuse(Misbehaviour::LimitExceeded(
-                        "the epoch counter is exhausted".into(),
-                    ));
-                };
-                match self.slot_keys(next) {
-                    Ok(k) => next_epoch = Some((epoch, next, k)),
-                    Err(m) => return refuse(m),
-                }
-            }
-            EnvelopeKind::Message | EnvelopeKind::Receipt | EnvelopeKind::Noise => {}
         }
         if request.next_slots.is_some() && kind != EnvelopeKind::Update {
             return refuse(Misbehaviour::Malformed(WireError::Invalid {

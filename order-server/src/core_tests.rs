@@ -8,7 +8,7 @@ use grompi_proto::envelope::HeaderFields;
 use grompi_proto::pb::RefusalReason;
 use grompi_proto::{
     BlockDigest, BodyHash, EnvelopeHash, EnvelopeHeader, EnvelopeSummary, KeyCommitment, MacKeys,
-    Sequence, SlotEntry, SlotSecret, Tag,
+    Sequence, SlotEntry, SlotRole, SlotSecret, Tag,
 };
 use proptest::prelude::*;
 use std::collections::HashMap;

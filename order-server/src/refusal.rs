@@ -16,8 +16,9 @@ pub struct Refusal {
     pub next_index: Index,
 }
 
-/// The wire code for a reason. Reasons only clients detect never reach an
-/// order server's refusals and map to `UNSPECIFIED`.
+/// The wire code for a reason. Reasons that never reach an order server's
+/// refusals (those only clients detect) map to `UNSPECIFIED`; the match
+/// names every reason, so none falls there by accident.
 pub fn reason_code(reason: &Misbehaviour) -> RefusalReason {
     use Misbehaviour as M;
     match reason {
@@ -36,7 +37,26 @@ pub fn reason_code(reason: &Misbehaviour) -> RefusalReason {
         M::SlotSetMismatch => RefusalReason::SlotSetMismatch,
         M::LimitExceeded(_) => RefusalReason::LimitExceeded,
         M::UnexpectedKind(_) => RefusalReason::UnexpectedKind,
-        _ => RefusalReason::Unspecified,
+        // Opening an id twice is answered with a gRPC status, never as an
+        // item's refusal; the rest only clients detect. Listed one by one
+        // so that a new reason needs a decision here.
+        M::ConversationExists
+        | M::BadAttestation { .. }
+        | M::ConflictingHeads { .. }
+        | M::RewrittenIndex { .. }
+        | M::WrongContext
+        | M::Gap { .. }
+        | M::BlockDigestMismatch
+        | M::KeyCommitmentMismatch
+        | M::Undecryptable(_)
+        | M::UnauthenticatedSender { .. }
+        | M::ForeignSlotKey
+        | M::BadHeadProof { .. }
+        | M::HeadProofFork { .. }
+        | M::Withheld { .. }
+        | M::ReceiptMismatch { .. }
+        | M::UnattestedEnvelope { .. }
+        | M::RolledBack { .. } => RefusalReason::Unspecified,
     }
 }
 

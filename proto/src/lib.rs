@@ -19,6 +19,7 @@
 //!
 //! | module | concept |
 //! |---|---|
+//! | [`admission`] | the rules an envelope must meet to take an index, each written once |
 //! | [`context`] | every context string, versioned |
 //! | [`encoding`] | the canonical byte encoding that is hashed and MACed |
 //! | [`ids`] | conversation ids, epochs, indices, slots, sequence numbers |
@@ -34,6 +35,7 @@
 //! | [`error`] | [`WireError`] and [`Misbehaviour`] |
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod chain;
 pub mod context;
 pub mod descriptor;

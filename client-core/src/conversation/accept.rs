@@ -9,7 +9,9 @@ use crate::content::Content;
 use crate::membership::Membership;
 use crate::receipt::{self, ReceiptCheck};
 use crate::transcript::Entry;
-use grompi_proto::{EnvelopeKind, Epoch, Head, Index, Misbehaviour, Sequence, WireError};
+use grompi_proto::{
+    EnvelopeKind, Epoch, Head, Index, Misbehaviour, Sequence, WireError, admission,
+};
 
 /// The sender's causal context as shown: `None` when the header claims an
 /// index at or after the envelope's own (impossible; reported on
@@ -233,16 +235,12 @@ impl Conversation {
     /// and epoch); prepares a Setup.
     fn admissible(&mut self, c: &mut Candidate, secrets: &mut Secrets) -> bool {
         let index = c.received.delivery.index;
-        let kind = c.received.delivery.header.kind();
-        let epoch = c.received.delivery.header.epoch();
+        let header = &c.received.delivery.header;
         match self.phase {
+            // The candidate is for index 0, the transcript's next.
             Phase::AwaitingSetup => {
-                if kind != EnvelopeKind::Setup {
-                    self.alert(
-                        Misbehaviour::UnexpectedKind("index 0 must be a Setup"),
-                        Some(index),
-                        None,
-                    );
+                if let Err(m) = admission::kind_at(header, index) {
+                    self.alert(m, Some(index), None);
                     return false;
                 }
                 if c.setup.is_none() {
@@ -256,20 +254,23 @@ impl Conversation {
                 }
                 true
             }
+            // The candidate is for an index after 0: the only kind refused
+            // there is a Setup, and an envelope of another epoch is not
+            // one this member can place.
             Phase::Active => {
-                if kind == EnvelopeKind::Setup {
-                    self.alert(
-                        Misbehaviour::UnexpectedKind("a Setup after index 0"),
-                        Some(index),
-                        None,
-                    );
-                    return false;
-                }
-                if Some(epoch) != self.membership.as_ref().map(Membership::epoch) {
-                    self.alert(Misbehaviour::WrongContext, Some(index), None);
-                    return false;
-                }
-                true
+                let alert = if admission::kind_at(header, index).is_err() {
+                    Misbehaviour::UnexpectedKind("a Setup after index 0")
+                } else if self
+                    .membership
+                    .as_ref()
+                    .is_none_or(|m| admission::epoch(header, m.epoch()).is_err())
+                {
+                    Misbehaviour::WrongContext
+                } else {
+                    return true;
+                };
+                self.alert(alert, Some(index), None);
+                false
             }
             _ => false,
         }
@@ -352,19 +353,11 @@ impl Conversation {
 
     fn check_sequence(&mut self, index: Index, header: &grompi_proto::EnvelopeHeader) {
         let key = (header.epoch(), header.sender());
-        let got = header.sequence();
-        match self.last_sequences.get(&key) {
-            Some(&last) if got <= last => self.alert(
-                Misbehaviour::SequenceNotIncreasing {
-                    slot: header.sender(),
-                    last,
-                    got,
-                },
-                Some(index),
-                None,
-            ),
-            _ => {
-                self.last_sequences.insert(key, got);
+        let last = self.last_sequences.get(&key).copied();
+        match admission::sequence(header, last) {
+            Err(m) => self.alert(m, Some(index), None),
+            Ok(()) => {
+                self.last_sequences.insert(key, header.sequence());
             }
         }
     }

@@ -57,7 +57,9 @@ impl Conversation {
         let header = &received.delivery.header;
         let opened = self.open(received, None, secrets)?;
         let Content::Setup(content) = &opened.content else {
-            return Err(Misbehaviour::UnexpectedKind("index 0 must be a Setup"));
+            return Err(Misbehaviour::UnexpectedKind(
+                grompi_proto::admission::INDEX_0_MUST_BE_A_SETUP,
+            ));
         };
         let sender = opened
             .sender
