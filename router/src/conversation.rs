@@ -18,7 +18,7 @@ use grompi_proto::mac::Attestation;
 use grompi_proto::pb::RefusalReason;
 use grompi_proto::{
     AccountId, ConversationId, Envelope, EnvelopeHash, EnvelopeKind, Epoch, Head, Index, Sequence,
-    SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet, SlotSetHash, Tag,
+    SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet, SlotSetHash, Tag, admission,
 };
 use rand::{CryptoRng, RngExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -162,12 +162,10 @@ fn placed_size(
         .copied()
         .filter(|t| *t >= members && placement.free_slots(*t) >= placement.joiners.len())
         .min()
-        .ok_or_else(|| {
-            RouterError::InvalidArgument(format!(
-                "{members} members ({} joining) do not fit the largest configured group size {}",
-                placement.joiners.len(),
-                tiers.iter().max().copied().unwrap_or(0)
-            ))
+        .ok_or_else(|| RouterError::GroupTooLarge {
+            members,
+            joining: placement.joiners.len(),
+            largest: tiers.iter().max().copied().unwrap_or(0),
         })
 }
 
@@ -218,9 +216,7 @@ pub fn assign_slots(
             .filter(|j| !placement.is_reserved(*j) && !is_joiner(&entries[*j].1))
             .collect();
         if targets.is_empty() {
-            return Err(RouterError::Internal(
-                "no free slot left for a joining member".into(),
-            ));
+            return Err(RouterError::NoFreeSlot);
         }
         let j = targets[rng.random_range(0..targets.len())];
         entries.swap(i, j);
@@ -384,83 +380,40 @@ impl Conversation {
         envelope: &Envelope,
     ) -> Result<Option<SlotSet>, RouterError> {
         let h = envelope.header();
-        let tail = self
-            .tail_epoch()
-            .ok_or_else(|| RouterError::Internal("conversation without an epoch".into()))?;
-        if h.epoch() != tail.epoch {
-            return Err(RouterError::FailedPrecondition(format!(
-                "wrong epoch: the conversation is at epoch {}, the envelope says {}",
-                tail.epoch,
-                h.epoch()
-            )));
-        }
-        let entry = tail.slots.get(h.sender()).ok_or_else(|| {
-            RouterError::InvalidArgument(format!(
-                "sender slot {} does not exist; the slot set has {} slots",
-                h.sender(),
-                tail.slots.len()
-            ))
-        })?;
+        let tail = self.tail_epoch().ok_or(RouterError::NoEpoch)?;
+        admission::epoch(h, tail.epoch).map_err(RouterError::Inadmissible)?;
+        let entry = admission::sender_slot(h, tail.slots.get(h.sender()), tail.slots.len())
+            .map_err(RouterError::Inadmissible)?;
         match submitter {
             Some(a) if tail.holder(h.sender()) != Some(*a) => {
-                return Err(RouterError::PermissionDenied(format!(
-                    "the caller does not hold sender slot {} in epoch {}",
-                    h.sender(),
-                    tail.epoch
-                )));
+                return Err(RouterError::NotTheSlotHolder {
+                    slot: h.sender(),
+                    epoch: tail.epoch,
+                });
             }
             None if !tail.padding.iter().any(|(s, _)| *s == h.sender()) => {
-                return Err(RouterError::Internal("noise from a member slot".into()));
+                return Err(RouterError::NoiseFromMemberSlot);
             }
             _ => {}
         }
-        let first = self.next == Index(0);
-        if first != (h.kind() == EnvelopeKind::Setup) {
-            return Err(RouterError::FailedPrecondition(if first {
-                "index 0 of a conversation must be its Setup".into()
-            } else {
-                "the conversation already has its Setup".into()
-            }));
+        let last = self.last_seq.get(&(h.epoch(), h.sender())).copied();
+        admission::kind_at(h, self.next)
+            .and_then(|()| admission::sequence(h, last))
+            .and_then(|()| admission::setup_slot_set(h, &tail.slots.hash()))
+            .and_then(|()| admission::update_sender(h, entry.role))
+            .map_err(RouterError::Inadmissible)?;
+        if h.kind() != EnvelopeKind::Update {
+            return Ok(None);
         }
-        if let Some(last) = self.last_seq.get(&(h.epoch(), h.sender()))
-            && h.sequence() <= *last
-        {
-            return Err(RouterError::FailedPrecondition(format!(
-                "sequence {} from slot {} is not above the last accepted {last} (a replay?)",
-                h.sequence(),
-                h.sender()
-            )));
-        }
-        match h.kind() {
-            EnvelopeKind::Setup => {
-                if h.slot_set_hash() != Some(tail.slots.hash()) {
-                    return Err(RouterError::InvalidArgument(
-                        "Setup slot_set_hash is not the hash of the conversation's slot set".into(),
-                    ));
-                }
-                Ok(None)
-            }
-            EnvelopeKind::Update => {
-                if entry.role != SlotRole::Admin {
-                    return Err(RouterError::PermissionDenied(format!(
-                        "slot {} may not send updates (not an admin)",
-                        h.sender()
-                    )));
-                }
-                let want = h.slot_set_hash();
-                self.prepared
-                    .iter()
-                    .find(|p| Some(p.slots.hash()) == want && p.epoch.next_of(tail.epoch))
-                    .map(|p| Some(p.slots.clone()))
-                    .ok_or_else(|| {
-                        RouterError::FailedPrecondition(
-                            "no prepared update has this slot_set_hash; call PrepareUpdate first"
-                                .into(),
-                        )
-                    })
-            }
-            _ => Ok(None),
-        }
+        // The next slot set is one the router prepared for the next epoch.
+        let want = h.slot_set_hash();
+        let next = self
+            .prepared
+            .iter()
+            .find(|p| Some(p.slots.hash()) == want && p.epoch.next_of(tail.epoch))
+            .ok_or(RouterError::UpdateNotPrepared)?;
+        admission::update_next_slots(h, &next.slots).map_err(RouterError::Inadmissible)?;
+        Ok(Some(next.slots.clone()))
     }
 
     /// Admits a checked envelope at the next index; returns the index.
@@ -475,16 +428,14 @@ impl Conversation {
         let hash = a.envelope.hash();
         let h = a.envelope.header().clone();
         let head = self.head.next(&self.id, h.epoch(), index, &hash);
-        let next = index.next().ok_or_else(|| {
-            RouterError::ResourceExhausted("conversation index space exhausted".into())
-        })?;
+        let next = index.next().ok_or(RouterError::IndexSpaceExhausted)?;
         if let Some(set) = &next_slots {
             let want: SlotSetHash = set.hash();
             let pos = self
                 .prepared
                 .iter()
                 .position(|p| p.slots.hash() == want)
-                .ok_or_else(|| RouterError::Internal("prepared epoch vanished".into()))?;
+                .ok_or(RouterError::PreparedEpochVanished)?;
             let mut e = self.prepared.remove(pos);
             e.first_index = Some(next);
             self.epochs.push(e);
@@ -631,13 +582,9 @@ impl Conversation {
                         np.tickets = p.tickets;
                     }
                 }
-                Err(e) => failed.push((
-                    p.tickets,
-                    RouterError::FailedPrecondition(format!(
-                        "an earlier envelope was refused and this one no longer fits: {e}"
-                    )),
-                    submitter,
-                )),
+                Err(e) => {
+                    failed.push((p.tickets, RouterError::NoLongerFits(Box::new(e)), submitter))
+                }
             }
         }
         failed
@@ -683,9 +630,14 @@ mod tests {
         assert_eq!(padded_size(1, &tiers).unwrap(), 4);
         assert_eq!(padded_size(4, &tiers).unwrap(), 4);
         assert_eq!(padded_size(5, &tiers).unwrap(), 8);
-        assert!(
-            matches!(padded_size(17, &tiers), Err(RouterError::InvalidArgument(m)) if m.contains("16"))
-        );
+        assert!(matches!(
+            padded_size(17, &tiers),
+            Err(RouterError::GroupTooLarge {
+                members: 17,
+                largest: 16,
+                ..
+            })
+        ));
     }
 
     proptest! {

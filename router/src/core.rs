@@ -10,7 +10,7 @@
 use crate::conversation::{Admission, Conversation, EpochSlots, Placement, assign_slots};
 use crate::delivery::{self, MemberSlots};
 use crate::directory::{Directory, KeyUpload, NewAccount, SignIn};
-use crate::error::RouterError;
+use crate::error::{RouterError, ServerRefusal};
 use crate::fanout::{JobItem, JobResult, OpenOutcome, ServerJob, ServerLink, is_sender_fault};
 use crate::limits::{Limits, RateKey, RateLimiter};
 use crate::record::{Record, StoredEnvelope};
@@ -62,29 +62,26 @@ pub fn parse_submit(
     servers: usize,
     limits: &Limits,
 ) -> Result<Submission, RouterError> {
-    let env = req
-        .envelope
-        .ok_or_else(|| RouterError::InvalidArgument("envelope is missing".into()))?;
+    let env = req.envelope.ok_or(RouterError::EnvelopeMissing)?;
     let size = prost::Message::encoded_len(&env);
     if size > limits.max_envelope_bytes {
-        return Err(RouterError::InvalidArgument(format!(
-            "envelope is {size} bytes, more than the limit of {}",
-            limits.max_envelope_bytes
-        )));
+        return Err(RouterError::EnvelopeTooLarge {
+            size,
+            max: limits.max_envelope_bytes,
+        });
     }
     if env.blocks.len() > limits.max_group_size {
-        return Err(RouterError::InvalidArgument(format!(
-            "envelope has {} blocks, more than the group size limit of {}",
-            env.blocks.len(),
-            limits.max_group_size
-        )));
+        return Err(RouterError::TooManyBlocks {
+            blocks: env.blocks.len(),
+            max: limits.max_group_size,
+        });
     }
     let envelope = Envelope::try_from(env)?;
     if req.submission_tags.len() != servers {
-        return Err(RouterError::InvalidArgument(format!(
-            "submission_tags has {} tags; one per order server ({servers}) is required",
-            req.submission_tags.len()
-        )));
+        return Err(RouterError::SubmissionTagCount {
+            got: req.submission_tags.len(),
+            servers,
+        });
     }
     let tags = req
         .submission_tags
@@ -102,35 +99,28 @@ pub fn parse_members(
     limits: &Limits,
 ) -> Result<Vec<(AccountId, SlotRole)>, RouterError> {
     if list.is_empty() {
-        return Err(RouterError::InvalidArgument("members is empty".into()));
+        return Err(RouterError::NoMembers);
     }
     if !list
         .iter()
         .any(|m| SlotRole::from_code(m.role) == Some(SlotRole::Admin))
     {
-        return Err(RouterError::InvalidArgument(
-            "no member has the Admin role, so the membership could never change".into(),
-        ));
+        return Err(RouterError::NoAdmin);
     }
     if list.len() > limits.max_group_size {
-        return Err(RouterError::InvalidArgument(format!(
-            "{} members, more than the group size limit of {}",
-            list.len(),
-            limits.max_group_size
-        )));
+        return Err(RouterError::TooManyMembers {
+            members: list.len(),
+            max: limits.max_group_size,
+        });
     }
     let mut seen = BTreeSet::new();
     list.iter()
         .map(|m| {
             let a = AccountId::parse("members.account", &m.account)?;
             if !seen.insert(a) {
-                return Err(RouterError::InvalidArgument(format!(
-                    "member {a} is listed twice"
-                )));
+                return Err(RouterError::MemberTwice(a));
             }
-            let role = SlotRole::from_code(m.role).ok_or_else(|| {
-                RouterError::InvalidArgument(format!("members.role has unknown value {}", m.role))
-            })?;
+            let role = SlotRole::from_code(m.role).ok_or(RouterError::UnknownRole(m.role))?;
             Ok((a, role))
         })
         .collect()
@@ -672,9 +662,7 @@ impl RouterCore {
         out: &mut Output,
     ) -> Result<(), RouterError> {
         if !members.iter().any(|(a, _)| *a == account) {
-            return Err(RouterError::PermissionDenied(
-                "the caller must be one of the members".into(),
-            ));
+            return Err(RouterError::CreatorNotAMember);
         }
         let quorum = self.config.quorum;
         if let Some(conv) = self.conversations.get_mut(&id) {
@@ -688,9 +676,7 @@ impl RouterCore {
                 }
                 return Ok(());
             }
-            return Err(RouterError::AlreadyExists(format!(
-                "conversation {id} exists; conversation ids are never reused"
-            )));
+            return Err(RouterError::ConversationExists(id));
         }
         let mut slots = self.assign(Epoch(0), members, &Placement::default(), rng, out)?;
         slots.first_index = Some(Index(0));
@@ -752,11 +738,9 @@ impl RouterCore {
         let conv = self
             .conversations
             .get(id)
-            .ok_or_else(|| RouterError::NotFound(format!("conversation {id}")))?;
+            .ok_or(RouterError::UnknownConversation(*id))?;
         if !conv.has_member(account) {
-            return Err(RouterError::PermissionDenied(format!(
-                "the caller is not a member of conversation {id}"
-            )));
+            return Err(RouterError::NotAMember(*id));
         }
         Ok(conv)
     }
@@ -770,18 +754,11 @@ impl RouterCore {
         out: &mut Output,
     ) -> Result<pb::PrepareUpdateResponse, RouterError> {
         let conv = self.member_conv(&account, &id)?;
-        let tail = conv
-            .tail_epoch()
-            .ok_or_else(|| RouterError::Internal("conversation without an epoch".into()))?;
+        let tail = conv.tail_epoch().ok_or(RouterError::NoEpoch)?;
         if tail.slot_of(&account).is_none() {
-            return Err(RouterError::PermissionDenied(
-                "only a current member may prepare an update".into(),
-            ));
+            return Err(RouterError::NotACurrentMember);
         }
-        let next = tail
-            .epoch
-            .next()
-            .ok_or_else(|| RouterError::ResourceExhausted("epoch space exhausted".into()))?;
+        let next = tail.epoch.next().ok_or(RouterError::EpochSpaceExhausted)?;
         let placement = Placement::after(tail, &members);
         let slots = self.assign(next, members, &placement, rng, out)?;
         let response = pb::PrepareUpdateResponse {
@@ -816,7 +793,7 @@ impl RouterCore {
         let conv = self
             .conversations
             .get_mut(&id)
-            .ok_or_else(|| RouterError::NotFound(format!("conversation {id}")))?;
+            .ok_or(RouterError::UnknownConversation(id))?;
         let hash = s.envelope.hash();
         if let Some(index) = conv.known.get(&hash).copied() {
             // A resubmission of an envelope already admitted: idempotent.
@@ -830,10 +807,10 @@ impl RouterCore {
         }
         let waiting = self.pending_per_account.get(&account).copied().unwrap_or(0);
         if waiting >= self.config.limits.max_pending_per_account {
-            return Err(RouterError::ResourceExhausted(format!(
-                "{waiting} envelopes of this account are waiting for attestation; the limit is {}",
-                self.config.limits.max_pending_per_account
-            )));
+            return Err(RouterError::TooManyPending {
+                waiting,
+                max: self.config.limits.max_pending_per_account,
+            });
         }
         let next_slots = conv.check(Some(&account), &s.envelope)?;
         let index = conv.admit(
@@ -892,13 +869,10 @@ impl RouterCore {
             .iter()
             .rev()
             .find(|e| e.first_index.is_some_and(|f| f <= conv.delivered))
-            .ok_or_else(|| RouterError::Internal("conversation without an epoch".into()))?;
-        let slot = epoch.slot_of(&account).ok_or_else(|| {
-            RouterError::PermissionDenied(format!(
-                "the caller holds no slot in the conversation's current epoch {}",
-                epoch.epoch
-            ))
-        })?;
+            .ok_or(RouterError::NoEpoch)?;
+        let slot = epoch
+            .slot_of(&account)
+            .ok_or(RouterError::NoCurrentSlot(epoch.epoch))?;
         Ok(Response::ProveHeads(ProvePlan {
             conversation: id,
             slot,
@@ -1316,19 +1290,19 @@ impl RouterCore {
                         .iter()
                         .all(|r| r.as_ref().is_some_and(|(r, _)| is_sender_fault(*r)));
                 if all_refused {
-                    let reasons: Vec<String> = p
+                    let reasons = p
                         .refusals
                         .iter()
                         .enumerate()
-                        .filter_map(|(i, r)| {
-                            r.as_ref()
-                                .map(|(r, m)| format!("server {i}: {} ({m})", r.as_str_name()))
+                        .filter_map(|(server, r)| {
+                            r.as_ref().map(|(reason, message)| ServerRefusal {
+                                server,
+                                reason: *reason,
+                                message: message.clone(),
+                            })
                         })
                         .collect();
-                    let error = RouterError::FailedPrecondition(format!(
-                        "every order server refused the envelope: {}",
-                        reasons.join("; ")
-                    ));
+                    let error = RouterError::RefusedByEveryServer(reasons);
                     let failed = conv.drop_from(item.index, &error, n, &mut out.records);
                     for sent in &mut self.sent {
                         sent.remove(&conv_id);

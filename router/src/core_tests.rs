@@ -608,7 +608,7 @@ fn setup_messages_delivery_and_fetch() {
     );
     assert!(matches!(
         w.reply(t),
-        Some(Err(RouterError::PermissionDenied(_)))
+        Some(Err(RouterError::NotAMember(c))) if *c == id
     ));
     for s in &w.servers {
         assert!(s.violations.is_empty(), "{:?}", s.violations);
@@ -638,7 +638,7 @@ fn rejections_say_what_was_wrong() {
     );
     let t = submit(&mut w, &members[1], req);
     assert!(
-        matches!(w.reply(t), Some(Err(RouterError::PermissionDenied(m))) if m.contains("does not hold"))
+        matches!(w.reply(t), Some(Err(RouterError::NotTheSlotHolder { slot, epoch: Epoch(0) })) if *slot == slot0.0)
     );
     // Wrong epoch.
     let req = envelope(
@@ -653,9 +653,15 @@ fn rejections_say_what_was_wrong() {
         b"x",
     );
     let t = submit(&mut w, &members[1], req);
-    assert!(
-        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("wrong epoch"))
-    );
+    assert!(matches!(
+        w.reply(t),
+        Some(Err(RouterError::Inadmissible(
+            grompi_proto::Misbehaviour::WrongEpoch {
+                expected: Epoch(0),
+                got: Epoch(1)
+            }
+        )))
+    ));
     // A second Setup.
     let set = SlotSet::try_from(created.slots.clone().unwrap()).unwrap();
     let req = envelope(
@@ -671,7 +677,7 @@ fn rejections_say_what_was_wrong() {
     );
     let t = submit(&mut w, &members[1], req);
     assert!(
-        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("already has its Setup"))
+        matches!(w.reply(t), Some(Err(RouterError::Inadmissible(grompi_proto::Misbehaviour::UnexpectedKind(k)))) if *k == grompi_proto::admission::SETUP_ONLY_AT_INDEX_0)
     );
     // Replay: an old sequence.
     members[1].sequence = 0;
@@ -682,9 +688,12 @@ fn rejections_say_what_was_wrong() {
     members[1].sequence = 0;
     let req = message(&mut members, &created, id, &servers, 1, true, b"b");
     let t = submit(&mut w, &members[1], req);
-    assert!(
-        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("replay"))
-    );
+    assert!(matches!(
+        w.reply(t),
+        Some(Err(RouterError::Inadmissible(
+            grompi_proto::Misbehaviour::SequenceNotIncreasing { slot, .. }
+        ))) if *slot == slot1.0
+    ));
     // Update without PrepareUpdate.
     let req = envelope(
         &mut members[0],
@@ -698,9 +707,10 @@ fn rejections_say_what_was_wrong() {
         b"u",
     );
     let t = submit(&mut w, &members[0], req);
-    assert!(
-        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("PrepareUpdate"))
-    );
+    assert!(matches!(
+        w.reply(t),
+        Some(Err(RouterError::UpdateNotPrepared))
+    ));
     // Unknown conversation.
     let req = envelope(
         &mut members[0],
@@ -714,27 +724,27 @@ fn rejections_say_what_was_wrong() {
         b"u",
     );
     let t = submit(&mut w, &members[0], req);
-    assert!(matches!(w.reply(t), Some(Err(RouterError::NotFound(_)))));
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::UnknownConversation(c))) if *c == ConversationId::from_bytes([1; 32]))
+    );
     // Wrong number of tags, and oversized.
     let mut req = message(&mut members, &created, id, &servers, 0, true, b"u");
     req.submission_tags.pop();
-    assert!(
-        matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::InvalidArgument(m)) if m.contains("one per order server"))
-    );
+    assert!(matches!(
+        parse_submit(req, 3, &w.config.limits),
+        Err(RouterError::SubmissionTagCount { got: 2, servers: 3 })
+    ));
     let big = vec![0u8; w.config.limits.max_envelope_bytes + 1];
     let req = message(&mut members, &created, id, &servers, 0, true, &big);
     assert!(
-        matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::InvalidArgument(m)) if m.contains("more than the limit"))
+        matches!(parse_submit(req, 3, &w.config.limits), Err(RouterError::EnvelopeTooLarge { size, max }) if max == w.config.limits.max_envelope_bytes && size > max)
     );
     // Unauthenticated.
     let t = w.call(Command::Authed {
         token: vec![0; 32],
         call: Call::GetKeyCounts,
     });
-    assert!(matches!(
-        w.reply(t),
-        Some(Err(RouterError::Unauthenticated(_)))
-    ));
+    assert!(matches!(w.reply(t), Some(Err(RouterError::UnknownSession))));
     // Creating with a member that has no order keys left.
     let poor = w.register(60, 0);
     let t = w.authed(
@@ -747,9 +757,7 @@ fn rejections_say_what_was_wrong() {
             ],
         ),
     );
-    assert!(
-        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("must upload more"))
-    );
+    assert!(matches!(w.reply(t), Some(Err(RouterError::NoOrderKeys(a))) if *a == poor.account));
     // Same id again.
     let t = w.authed(
         &members[1],
@@ -757,7 +765,7 @@ fn rejections_say_what_was_wrong() {
     );
     assert!(matches!(
         w.reply(t),
-        Some(Err(RouterError::AlreadyExists(_)))
+        Some(Err(RouterError::ConversationExists(c))) if *c == id
     ));
     // Key upload works and counts.
     let up = pb::UploadKeysRequest {
@@ -784,7 +792,8 @@ fn an_envelope_every_server_refuses_is_dropped_and_the_index_reused() {
     let tg = submit(&mut w, &members[1], good);
     w.settle();
     assert!(
-        matches!(w.reply(tb), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("BAD_SUBMISSION_TAG"))
+        matches!(w.reply(tb), Some(Err(RouterError::RefusedByEveryServer(r)))
+            if r.len() == 3 && r.iter().all(|r| r.reason == RefusalReason::BadSubmissionTag))
     );
     assert!(matches!(w.reply(tg), Some(Ok(_))));
     let conv = w.core.conversation(&id).unwrap();
@@ -1120,7 +1129,12 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
     let t = submit(&mut w, &members[1], other);
     w.settle();
     assert!(
-        matches!(w.reply(t), Some(Err(RouterError::FailedPrecondition(m))) if m.contains("replay")),
+        matches!(
+            w.reply(t),
+            Some(Err(RouterError::Inadmissible(
+                grompi_proto::Misbehaviour::SequenceNotIncreasing { .. }
+            )))
+        ),
         "{:?}",
         w.reply(t)
     );

@@ -119,12 +119,12 @@ fn verify_challenge(
     accept_unbound: bool,
 ) -> Result<(), RouterError> {
     if let Some(n) = network {
-        let bound = verify(key, &challenge.network_signing_message(n), sig, "challenge");
+        let bound = verify(key, &challenge.network_signing_message(n), sig);
         if bound.is_ok() || !accept_unbound {
             return bound;
         }
     }
-    verify(key, &challenge.signing_message(), sig, "challenge")
+    verify(key, &challenge.signing_message(), sig)
 }
 
 /// A key upload whose prekey signature (if any) is still to be checked
@@ -140,26 +140,28 @@ pub struct KeyUpload {
 }
 
 fn key32(field: &str, bytes: &[u8]) -> Result<[u8; 32], RouterError> {
-    <[u8; 32]>::try_from(bytes).map_err(|_| {
-        RouterError::InvalidArgument(format!("{field} must be 32 bytes, got {}", bytes.len()))
+    <[u8; 32]>::try_from(bytes).map_err(|_| RouterError::WrongLength {
+        field: field.to_owned(),
+        expected: 32,
+        got: bytes.len(),
     })
 }
 
 fn signature(field: &str, bytes: &[u8]) -> Result<[u8; 64], RouterError> {
-    <[u8; SIGNATURE_BYTES]>::try_from(bytes).map_err(|_| {
-        RouterError::InvalidArgument(format!(
-            "{field} must be {SIGNATURE_BYTES} bytes, got {}",
-            bytes.len()
-        ))
+    <[u8; SIGNATURE_BYTES]>::try_from(bytes).map_err(|_| RouterError::WrongLength {
+        field: field.to_owned(),
+        expected: SIGNATURE_BYTES,
+        got: bytes.len(),
     })
 }
 
-fn keys32(field: &str, list: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, RouterError> {
+fn keys32(field: &'static str, list: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, RouterError> {
     if list.len() > MAX_KEYS_PER_UPLOAD {
-        return Err(RouterError::InvalidArgument(format!(
-            "{field} has {} keys, more than the limit of {MAX_KEYS_PER_UPLOAD}",
-            list.len()
-        )));
+        return Err(RouterError::TooManyKeys {
+            field,
+            got: list.len(),
+            max: MAX_KEYS_PER_UPLOAD,
+        });
     }
     let keys = list
         .iter()
@@ -167,9 +169,7 @@ fn keys32(field: &str, list: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, RouterError> {
         .collect::<Result<Vec<_>, _>>()?;
     let distinct: HashSet<_> = keys.iter().collect();
     if distinct.len() != keys.len() {
-        return Err(RouterError::InvalidArgument(format!(
-            "{field} lists a key twice"
-        )));
+        return Err(RouterError::KeyTwice { field });
     }
     Ok(keys)
 }
@@ -180,32 +180,23 @@ fn order_keys(list: &[Vec<u8>]) -> Result<Vec<SlotKey>, RouterError> {
         // An order key is used for X25519 key agreement with every order
         // server; a low-order key would make its MACs computable by anyone.
         if grompi_proto::OrderServerKey::from_bytes(*k).is_low_order() {
-            return Err(RouterError::InvalidArgument(
-                "order_keys contains a low-order X25519 key".into(),
-            ));
+            return Err(RouterError::LowOrderKey);
         }
     }
     Ok(keys.into_iter().map(SlotKey::from_bytes).collect())
 }
 
 fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey, RouterError> {
-    VerifyingKey::from_bytes(bytes).map_err(|_| {
-        RouterError::InvalidArgument("identity.signing_key is not a valid Ed25519 key".into())
-    })
+    VerifyingKey::from_bytes(bytes).map_err(|_| RouterError::BadSigningKey)
 }
 
-fn verify(
-    key: &VerifyingKey,
-    message: &[u8],
-    sig: &[u8; 64],
-    what: &str,
-) -> Result<(), RouterError> {
+fn verify(key: &VerifyingKey, message: &[u8], sig: &[u8; 64]) -> Result<(), RouterError> {
     key.verify_strict(message, &Signature::from_bytes(sig))
-        .map_err(|_| RouterError::Unauthenticated(format!("{what} signature does not verify")))
+        .map_err(|_| RouterError::BadChallengeSignature)
 }
 
 fn signed_prekey(
-    field: &str,
+    field: &'static str,
     p: Option<&pb::SignedPrekey>,
     key: &VerifyingKey,
 ) -> Result<Option<SignedPrekey>, RouterError> {
@@ -218,11 +209,7 @@ fn signed_prekey(
         &prekey_signing_message(&prekey.key),
         &Signature::from_bytes(&prekey.signature),
     )
-    .map_err(|_| {
-        RouterError::InvalidArgument(format!(
-            "{field}.signature does not verify under the identity key"
-        ))
-    })?;
+    .map_err(|_| RouterError::BadPrekeySignature { field })?;
     Ok(Some(prekey))
 }
 
@@ -249,10 +236,7 @@ fn register_signed(
     network: Option<&NetworkBinding>,
     accept_unbound: bool,
 ) -> Result<NewAccount, RouterError> {
-    let identity = r
-        .identity
-        .as_ref()
-        .ok_or_else(|| RouterError::InvalidArgument("identity is missing".into()))?;
+    let identity = r.identity.as_ref().ok_or(RouterError::IdentityMissing)?;
     let identity = IdentityKeys {
         signing: key32("identity.signing_key", &identity.signing_key)?,
         session: key32("identity.session_key", &identity.session_key)?,
@@ -262,7 +246,7 @@ fn register_signed(
     let vk = verifying_key(&identity.signing)?;
     verify_challenge(&vk, &challenge, &sig, network, accept_unbound)?;
     let fallback = signed_prekey("fallback_prekey", r.fallback_prekey.as_ref(), &vk)?
-        .ok_or_else(|| RouterError::InvalidArgument("fallback_prekey is missing".into()))?;
+        .ok_or(RouterError::FallbackPrekeyMissing)?;
     Ok(NewAccount {
         identity,
         challenge,
@@ -435,9 +419,7 @@ impl Directory {
         if self.challenges.len() >= limits.max_challenges {
             self.challenges.retain(|_, expiry| *expiry > now);
             if self.challenges.len() >= limits.max_challenges {
-                return Err(RouterError::ResourceExhausted(
-                    "too many outstanding challenges; retry shortly".into(),
-                ));
+                return Err(RouterError::TooManyChallenges);
             }
         }
         let mut bytes = [0u8; 32];
@@ -451,12 +433,8 @@ impl Directory {
     /// Consumes a challenge: it must have been issued, not used, not expired.
     fn take_challenge(&mut self, c: &Challenge, now: Millis) -> Result<(), RouterError> {
         match self.challenges.remove(c) {
-            None => Err(RouterError::Unauthenticated(
-                "challenge unknown or already used; get a fresh one with GetChallenge".into(),
-            )),
-            Some(expiry) if expiry <= now => Err(RouterError::Unauthenticated(
-                "challenge expired; get a fresh one with GetChallenge".into(),
-            )),
+            None => Err(RouterError::ChallengeUnknown),
+            Some(expiry) if expiry <= now => Err(RouterError::ChallengeExpired),
             Some(_) => Ok(()),
         }
     }
@@ -488,9 +466,7 @@ impl Directory {
             .iter()
             .any(|k| self.order_key_owner.contains_key(k.as_bytes()))
         {
-            return Err(RouterError::AlreadyExists(
-                "an order key in the upload was already uploaded".into(),
-            ));
+            return Err(RouterError::OrderKeyReused);
         }
         Ok(())
     }
@@ -506,9 +482,7 @@ impl Directory {
         self.take_challenge(&new.challenge, now)?;
         let id = AccountId::of_identity(&new.identity.signing, &new.identity.session);
         if self.accounts.contains_key(&id) {
-            return Err(RouterError::AlreadyExists(
-                "an account with these identity keys exists; use SignIn".into(),
-            ));
+            return Err(RouterError::AccountExists);
         }
         self.check_new_order_keys(&new.order_keys)?;
         let record = AccountRecord {
@@ -550,7 +524,7 @@ impl Directory {
         let account = self
             .accounts
             .get(&s.account)
-            .ok_or_else(|| RouterError::Unauthenticated("no such account".into()))?;
+            .ok_or(RouterError::NoSuchAccount)?;
         let vk = verifying_key(&account.identity.signing)?;
         verify_challenge(
             &vk,
@@ -565,25 +539,18 @@ impl Directory {
     /// The account a live session token belongs to at `now`.
     pub fn authenticate(&self, token: &[u8], now: Millis) -> Result<AccountId, RouterError> {
         if token.len() != 32 {
-            return Err(RouterError::Unauthenticated(
-                "missing or malformed session token (metadata x-grompi-session, 32 bytes hex)"
-                    .into(),
-            ));
+            return Err(RouterError::MalformedSessionToken);
         }
         let hash = token_hash(token);
         match self.sessions.get_key_value(&hash) {
             Some((stored, (account, expires_at))) if bool::from(stored.ct_eq(&hash)) => {
                 if *expires_at <= now {
-                    Err(RouterError::Unauthenticated(
-                        "session expired; sign in again".into(),
-                    ))
+                    Err(RouterError::SessionExpired)
                 } else {
                     Ok(*account)
                 }
             }
-            _ => Err(RouterError::Unauthenticated(
-                "unknown session token; sign in again".into(),
-            )),
+            _ => Err(RouterError::UnknownSession),
         }
     }
 
@@ -598,16 +565,15 @@ impl Directory {
         let a = self
             .accounts
             .get(&account)
-            .ok_or_else(|| RouterError::NotFound("account".into()))?;
+            .ok_or(RouterError::UnknownAccount(account))?;
         let vk = verifying_key(&a.identity.signing)?;
         upload.fallback = signed_prekey("fallback_prekey", fallback.as_ref(), &vk)?;
         if a.one_time.len() + upload.one_time.len() > 10 * MAX_KEYS_PER_UPLOAD
             || a.order_keys.len() + upload.order_keys.len() > 10 * MAX_KEYS_PER_UPLOAD
         {
-            return Err(RouterError::ResourceExhausted(format!(
-                "an account holds at most {} unused keys of each kind",
-                10 * MAX_KEYS_PER_UPLOAD
-            )));
+            return Err(RouterError::TooManyUnusedKeys {
+                max: 10 * MAX_KEYS_PER_UPLOAD,
+            });
         }
         self.check_new_order_keys(&upload.order_keys)?;
         if let Some(f) = upload.fallback
@@ -656,7 +622,7 @@ impl Directory {
         let a = self
             .accounts
             .get_mut(target)
-            .ok_or_else(|| RouterError::NotFound(format!("account {target}")))?;
+            .ok_or(RouterError::UnknownAccount(*target))?;
         let one_time = a.one_time.pop_first();
         if let Some(k) = one_time {
             out.push(Record::OneTimePrekey {
@@ -684,11 +650,9 @@ impl Directory {
     pub fn check_order_keys(&self, accounts: &[AccountId]) -> Result<(), RouterError> {
         for id in accounts {
             match self.accounts.get(id) {
-                None => return Err(RouterError::NotFound(format!("member {id} has no account"))),
+                None => return Err(RouterError::MemberWithoutAccount(*id)),
                 Some(a) if a.order_keys.is_empty() => {
-                    return Err(RouterError::FailedPrecondition(format!(
-                        "member {id} has no order keys left; it must upload more"
-                    )));
+                    return Err(RouterError::NoOrderKeys(*id));
                 }
                 Some(_) => {}
             }
@@ -707,11 +671,7 @@ impl Directory {
             .accounts
             .get_mut(account)
             .and_then(|a| a.order_keys.pop_first())
-            .ok_or_else(|| {
-                RouterError::FailedPrecondition(format!(
-                    "member {account} has no order keys left; it must upload more"
-                ))
-            })?;
+            .ok_or(RouterError::NoOrderKeys(*account))?;
         self.order_key_owner.remove(&key);
         out.push(Record::OrderKey {
             account: *account,
@@ -788,7 +748,7 @@ mod tests {
         assert_eq!(d.authenticate(&token.to_vec(), 2).unwrap(), id);
         // Replaying the same registration: the challenge is spent.
         let e = d.register(new, 2, &mut rng, &mut out).unwrap_err();
-        assert!(matches!(e, RouterError::Unauthenticated(m) if m.contains("already used")));
+        assert!(matches!(e, RouterError::ChallengeUnknown));
         // Registering the same identity again with a fresh challenge.
         let c2 = d.issue_challenge(3, &mut rng, &limits).unwrap();
         let e = d
@@ -799,7 +759,7 @@ mod tests {
                 &mut out,
             )
             .unwrap_err();
-        assert!(matches!(e, RouterError::AlreadyExists(_)));
+        assert!(matches!(e, RouterError::AccountExists));
         // Sign in, and an expired challenge.
         let c3 = d.issue_challenge(4, &mut rng, &limits).unwrap();
         let s = SignIn {
@@ -822,14 +782,12 @@ mod tests {
         let e = d
             .sign_in(&s, 10 + limits.challenge_ttl_ms, &mut rng, &mut out)
             .unwrap_err();
-        assert!(matches!(e, RouterError::Unauthenticated(m) if m.contains("expired")));
+        assert!(matches!(e, RouterError::ChallengeExpired));
         assert!(d.authenticate(&[0; 32], 6).is_err());
         assert!(d.authenticate(&[0; 5], 6).is_err());
         // Sessions end after their lifetime; ended ones are deleted.
         let e = d.authenticate(&t2.to_vec(), 5 + 1_000_000).unwrap_err();
-        assert!(
-            matches!(e, RouterError::Unauthenticated(m) if m == "session expired; sign in again")
-        );
+        assert!(matches!(e, RouterError::SessionExpired));
         assert_eq!(d.session_count(), 2);
         let mut pruned = Vec::new();
         d.prune_sessions(1 + 1_000_000, &mut pruned);
@@ -880,10 +838,7 @@ mod tests {
             (registration(&sk, c, vec![]), false),
         ] {
             let e = parse_register_for(&r, &ours, accept_unbound).unwrap_err();
-            assert!(
-                matches!(&e, RouterError::Unauthenticated(m) if m.contains("signature does not verify")),
-                "{e:?}"
-            );
+            assert!(matches!(&e, RouterError::BadChallengeSignature), "{e:?}");
         }
         parse_register_for(&registration(&sk, c, vec![]), &ours, true).unwrap();
         let new = parse_register_for(&bound(c, &ours, vec![order_key(1)]), &ours, false).unwrap();
@@ -905,10 +860,7 @@ mod tests {
             let c = d.issue_challenge(2, &mut rng, &limits).unwrap();
             let s = parse_sign_in_for(&sign_in(c, n), &ours, accept_unbound).unwrap();
             let e = d.sign_in(&s, 3, &mut rng, &mut out).unwrap_err();
-            assert!(
-                matches!(&e, RouterError::Unauthenticated(m) if m.contains("signature does not verify")),
-                "{e:?}"
-            );
+            assert!(matches!(&e, RouterError::BadChallengeSignature), "{e:?}");
         }
         let c = d.issue_challenge(4, &mut rng, &limits).unwrap();
         let s = parse_sign_in_for(&sign_in(c, Some(&ours)), &ours, false).unwrap();
@@ -954,24 +906,33 @@ mod tests {
         req.signature[0] ^= 1;
         assert!(matches!(
             parse_register(&req),
-            Err(RouterError::Unauthenticated(_))
+            Err(RouterError::BadChallengeSignature)
         ));
         let mut req = registration(&sk, c, vec![]);
         if let Some(p) = req.fallback_prekey.as_mut() {
             p.key[0] ^= 1;
         }
-        assert!(
-            matches!(parse_register(&req), Err(RouterError::InvalidArgument(m)) if m.contains("fallback_prekey"))
-        );
+        assert!(matches!(
+            parse_register(&req),
+            Err(RouterError::BadPrekeySignature {
+                field: "fallback_prekey"
+            })
+        ));
         let mut req = registration(&sk, c, vec![vec![0; 32]]);
         req.order_keys = vec![vec![0; 32]];
-        assert!(
-            matches!(parse_register(&req), Err(RouterError::InvalidArgument(m)) if m.contains("low-order"))
-        );
+        assert!(matches!(
+            parse_register(&req),
+            Err(RouterError::LowOrderKey)
+        ));
         let req = registration(&sk, c, vec![vec![1; 31]]);
-        assert!(
-            matches!(parse_register(&req), Err(RouterError::InvalidArgument(m)) if m.contains("32 bytes"))
-        );
+        assert!(matches!(
+            parse_register(&req),
+            Err(RouterError::WrongLength {
+                expected: 32,
+                got: 31,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1000,6 +961,6 @@ mod tests {
         d.check_order_keys(&[id]).unwrap();
         d.take_order_key(&id, &mut out).unwrap();
         let e = d.check_order_keys(&[id]).unwrap_err();
-        assert!(matches!(e, RouterError::FailedPrecondition(m) if m.contains("must upload more")));
+        assert!(matches!(e, RouterError::NoOrderKeys(a) if a == id));
     }
 }

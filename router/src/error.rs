@@ -1,59 +1,548 @@
-//! Why the router refused a request. Every variant carries a message that
-//! says what was wrong; the gRPC shell maps each variant to one status code.
+//! Why the router refused a request. Each variant names what went wrong,
+//! with its data; [`RouterError::code`] gives its gRPC status code and
+//! [`RouterError::status`] the status a caller sees, both here and nowhere
+//! else. An envelope that breaks an admission rule
+//! ([`grompi_proto::admission`]) is [`RouterError::Inadmissible`], carrying
+//! the rule's typed reason.
 
-use grompi_proto::WireError;
+use grompi_proto::pb::RefusalReason;
+use grompi_proto::{AccountId, ConversationId, Epoch, Misbehaviour, SlotIndex, WireError};
+use tonic::Code;
 
-/// A refused request, with the reason in words.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouterError {
-    /// The request is malformed or breaks a protocol rule.
-    #[error("invalid request: {0}")]
-    InvalidArgument(String),
-    /// No valid session, or a challenge answer that does not verify.
-    #[error("not authenticated: {0}")]
-    Unauthenticated(String),
-    /// The caller is authenticated but may not do this.
-    #[error("not allowed: {0}")]
-    PermissionDenied(String),
-    /// The account or conversation named does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The account or conversation already exists.
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    /// The request is well-formed but the state does not allow it now.
-    #[error("not possible now: {0}")]
-    FailedPrecondition(String),
-    /// A configured limit (size, count, rate) was exceeded.
-    #[error("limit exceeded: {0}")]
-    ResourceExhausted(String),
-    /// The order servers cannot be reached well enough to complete the request.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The router failed internally (storage).
-    #[error("internal error: {0}")]
-    Internal(String),
+/// One order server's refusal of an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRefusal {
+    /// The server's position in the network descriptor.
+    pub server: usize,
+    /// Its reason code.
+    pub reason: RefusalReason,
+    /// Its message.
+    pub message: String,
 }
 
-impl From<WireError> for RouterError {
-    fn from(e: WireError) -> Self {
-        Self::InvalidArgument(e.to_string())
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouterError {
+    // ---- The request does not parse or breaks a protocol rule ----------
+    /// A field does not parse.
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// A Submit without an envelope.
+    #[error("envelope is missing")]
+    EnvelopeMissing,
+    /// An envelope over the size limit.
+    #[error("envelope is {size} bytes, more than the limit of {max}")]
+    EnvelopeTooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An envelope with more blocks than a group may have members.
+    #[error("envelope has {blocks} blocks, more than the group size limit of {max}")]
+    TooManyBlocks {
+        /// Its blocks.
+        blocks: usize,
+        /// The group size limit.
+        max: usize,
+    },
+    /// Not one submission tag per order server.
+    #[error("submission_tags has {got} tags; one per order server ({servers}) is required")]
+    SubmissionTagCount {
+        /// Tags given.
+        got: usize,
+        /// Order servers in the network.
+        servers: usize,
+    },
+    /// An empty member list.
+    #[error("members is empty")]
+    NoMembers,
+    /// A member list without an Admin.
+    #[error("no member has the Admin role, so the membership could never change")]
+    NoAdmin,
+    /// A member list over the group size limit.
+    #[error("{members} members, more than the group size limit of {max}")]
+    TooManyMembers {
+        /// Members listed.
+        members: usize,
+        /// The group size limit.
+        max: usize,
+    },
+    /// A member listed twice.
+    #[error("member {0} is listed twice")]
+    MemberTwice(AccountId),
+    /// A member role this version does not know.
+    #[error("members.role has unknown value {0}")]
+    UnknownRole(i32),
+    /// No configured group size fits the members (and leaves room for the
+    /// joiners outside the slots current members hold).
+    #[error(
+        "{members} members ({joining} joining) do not fit the largest configured group size {largest}"
+    )]
+    GroupTooLarge {
+        /// Members of the next slot set.
+        members: usize,
+        /// How many of them join.
+        joining: usize,
+        /// The largest configured tier.
+        largest: usize,
+    },
+    /// A key or signature of the wrong length.
+    #[error("{field} must be {expected} bytes, got {got}")]
+    WrongLength {
+        /// The field.
+        field: String,
+        /// Its required length.
+        expected: usize,
+        /// The length given.
+        got: usize,
+    },
+    /// More keys in one upload than allowed.
+    #[error("{field} has {got} keys, more than the limit of {max}")]
+    TooManyKeys {
+        /// The field.
+        field: &'static str,
+        /// Keys given.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A key listed twice in one upload.
+    #[error("{field} lists a key twice")]
+    KeyTwice {
+        /// The field.
+        field: &'static str,
+    },
+    /// An order key of low order (its MACs would be computable by anyone).
+    #[error("order_keys contains a low-order X25519 key")]
+    LowOrderKey,
+    /// An identity signing key that is not an Ed25519 key.
+    #[error("identity.signing_key is not a valid Ed25519 key")]
+    BadSigningKey,
+    /// A signed prekey whose signature does not verify.
+    #[error("{field}.signature does not verify under the identity key")]
+    BadPrekeySignature {
+        /// The prekey field.
+        field: &'static str,
+    },
+    /// A registration without identity keys.
+    #[error("identity is missing")]
+    IdentityMissing,
+    /// A registration without a fallback prekey.
+    #[error("fallback_prekey is missing")]
+    FallbackPrekeyMissing,
+    /// An envelope that breaks an admission rule; the rule's reason.
+    #[error("{0}{hint}", hint = replay_hint(.0))]
+    Inadmissible(Misbehaviour),
+
+    // ---- Authentication ------------------------------------------------
+    /// A challenge signature that does not verify.
+    #[error("challenge signature does not verify")]
+    BadChallengeSignature,
+    /// A challenge never issued, or already used.
+    #[error("challenge unknown or already used; get a fresh one with GetChallenge")]
+    ChallengeUnknown,
+    /// A challenge past its time.
+    #[error("challenge expired; get a fresh one with GetChallenge")]
+    ChallengeExpired,
+    /// A sign-in for an account that does not exist.
+    #[error("no such account")]
+    NoSuchAccount,
+    /// No session token, or not 32 bytes.
+    #[error("missing or malformed session token (metadata x-grompi-session, 32 bytes hex)")]
+    MalformedSessionToken,
+    /// A session that ended.
+    #[error("session expired; sign in again")]
+    SessionExpired,
+    /// A session token the router does not know.
+    #[error("unknown session token; sign in again")]
+    UnknownSession,
+
+    // ---- The caller may not do this ------------------------------------
+    /// A conversation created by someone not in its member list.
+    #[error("the caller must be one of the members")]
+    CreatorNotAMember,
+    /// A call about a conversation the caller never held a slot in.
+    #[error("the caller is not a member of conversation {0}")]
+    NotAMember(ConversationId),
+    /// PrepareUpdate from someone without a slot in the current epoch.
+    #[error("only a current member may prepare an update")]
+    NotACurrentMember,
+    /// ProveHeads from someone without a slot in the current epoch.
+    #[error("the caller holds no slot in the conversation's current epoch {0}")]
+    NoCurrentSlot(Epoch),
+    /// An envelope from a slot the caller does not hold.
+    #[error("the caller does not hold sender slot {slot} in epoch {epoch}")]
+    NotTheSlotHolder {
+        /// The sender slot.
+        slot: SlotIndex,
+        /// The epoch.
+        epoch: Epoch,
+    },
+
+    // ---- Not found ------------------------------------------------------
+    /// An account the router does not know.
+    #[error("account {0}")]
+    UnknownAccount(AccountId),
+    /// A conversation the router does not know.
+    #[error("conversation {0}")]
+    UnknownConversation(ConversationId),
+    /// A member without an account.
+    #[error("member {0} has no account")]
+    MemberWithoutAccount(AccountId),
+
+    // ---- Already exists ------------------------------------------------
+    /// A conversation id used before.
+    #[error("conversation {0} exists; conversation ids are never reused")]
+    ConversationExists(ConversationId),
+    /// An account with these identity keys.
+    #[error("an account with these identity keys exists; use SignIn")]
+    AccountExists,
+    /// An order key uploaded before.
+    #[error("an order key in the upload was already uploaded")]
+    OrderKeyReused,
+
+    // ---- Not possible now ----------------------------------------------
+    /// A member has no unused order key for a new slot.
+    #[error("member {0} has no order keys left; it must upload more")]
+    NoOrderKeys(AccountId),
+    /// An Update whose next slot set was never prepared.
+    #[error("no prepared update has this slot_set_hash; call PrepareUpdate first")]
+    UpdateNotPrepared,
+    /// Every order server refused the envelope and none attested it.
+    #[error("every order server refused the envelope: {}", refusals(.0))]
+    RefusedByEveryServer(Vec<ServerRefusal>),
+    /// An envelope admitted after one every server refused, that no
+    /// longer passes the router's checks at its new index.
+    #[error("an earlier envelope was refused and this one no longer fits: {}", .0.status().message())]
+    NoLongerFits(Box<RouterError>),
+
+    // ---- Limits ---------------------------------------------------------
+    /// The conversation's index counter is exhausted.
+    #[error("conversation index space exhausted")]
+    IndexSpaceExhausted,
+    /// The conversation's epoch counter is exhausted.
+    #[error("epoch space exhausted")]
+    EpochSpaceExhausted,
+    /// Too many of the account's envelopes wait for attestation.
+    #[error("{waiting} envelopes of this account are waiting for attestation; the limit is {max}")]
+    TooManyPending {
+        /// Envelopes waiting.
+        waiting: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too many challenges outstanding.
+    #[error("too many outstanding challenges; retry shortly")]
+    TooManyChallenges,
+    /// An account would hold too many unused keys.
+    #[error("an account holds at most {max} unused keys of each kind")]
+    TooManyUnusedKeys {
+        /// The limit per kind.
+        max: usize,
+    },
+    /// The caller's request rate is over the limit.
+    #[error("request rate above {per_second} per second; slow down and retry")]
+    RateLimited {
+        /// The limit.
+        per_second: u64,
+    },
+    /// The per-address limiter tracks as many addresses as it may.
+    #[error(
+        "per-address rate limit: {max} client addresses are being rate limited, \
+         the most tracked at once (limits.max_peers); retry in a few seconds"
+    )]
+    TooManyPeers {
+        /// `limits.max_peers`.
+        max: usize,
+    },
+    /// One address's unauthenticated request rate is over the limit.
+    #[error(
+        "per-address rate limit: more than {per_second} unauthenticated requests per second \
+         (burst {burst}) from {address}; slow down and retry"
+    )]
+    PeerRateLimited {
+        /// The limit.
+        per_second: u32,
+        /// The burst allowed.
+        burst: u32,
+        /// The address.
+        address: std::net::IpAddr,
+    },
+
+    // ---- Unavailable ----------------------------------------------------
+    /// The router is stopping; the request was not handled.
+    #[error("the router is stopping")]
+    Stopping,
+
+    // ---- The router failed ----------------------------------------------
+    /// A conversation without an installed epoch (never stored so).
+    #[error("conversation without an epoch")]
+    NoEpoch,
+    /// No slot left for a joiner (the tier was chosen to leave one).
+    #[error("no free slot left for a joining member")]
+    NoFreeSlot,
+    /// The router's noise names a member's slot.
+    #[error("noise from a member slot")]
+    NoiseFromMemberSlot,
+    /// The prepared epoch an Update installs is gone.
+    #[error("prepared epoch vanished")]
+    PreparedEpochVanished,
+    /// A thread of the router could not start.
+    #[error("cannot start the {thread}: {reason}")]
+    ThreadStart {
+        /// Which thread.
+        thread: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The committer thread panicked.
+    #[error("the committer thread panicked")]
+    CommitterPanicked,
+    /// The committer stopped.
+    #[error("the committer stopped")]
+    CommitterStopped,
+    /// A commit failed; the request's outcome was not stored.
+    #[error("storage failed")]
+    StorageFailed,
+    /// The store failed, and why.
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// A replay is named as such to the sender.
+fn replay_hint(m: &Misbehaviour) -> &'static str {
+    match m {
+        Misbehaviour::SequenceNotIncreasing { .. } => " (a replay?)",
+        _ => "",
+    }
+}
+
+fn refusals(list: &[ServerRefusal]) -> String {
+    list.iter()
+        .map(|r| {
+            format!(
+                "server {}: {} ({})",
+                r.server,
+                r.reason.as_str_name(),
+                r.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The status code of an admission rule's reason. Every reason is named,
+/// so a new one needs a decision here.
+fn inadmissible_code(m: &Misbehaviour) -> Code {
+    use Misbehaviour as M;
+    match m {
+        M::WrongEpoch { .. } | M::SequenceNotIncreasing { .. } | M::UnexpectedKind(_) => {
+            Code::FailedPrecondition
+        }
+        M::Malformed(_)
+        | M::UnknownSlot { .. }
+        | M::SlotSetMismatch
+        | M::UnauthorizedUpdate(_)
+        | M::LowOrderKey => Code::InvalidArgument,
+        M::NotAuthorized { .. } | M::BadSubmissionTag { .. } => Code::PermissionDenied,
+        M::LimitExceeded(_) => Code::ResourceExhausted,
+        M::UnknownConversation => Code::NotFound,
+        M::ConversationExists => Code::AlreadyExists,
+        // What only an order server or a member can detect never comes
+        // out of the router's admission checks.
+        M::IndexMismatch { .. }
+        | M::HeadMismatch { .. }
+        | M::Equivocation { .. }
+        | M::BadAttestation { .. }
+        | M::ConflictingHeads { .. }
+        | M::RewrittenIndex { .. }
+        | M::WrongContext
+        | M::Gap { .. }
+        | M::BlockDigestMismatch
+        | M::KeyCommitmentMismatch
+        | M::Undecryptable(_)
+        | M::UnauthenticatedSender { .. }
+        | M::ForeignSlotKey
+        | M::BadHeadProof { .. }
+        | M::HeadProofFork { .. }
+        | M::Withheld { .. }
+        | M::ReceiptMismatch { .. }
+        | M::UnattestedEnvelope { .. }
+        | M::RolledBack { .. } => Code::Internal,
+    }
+}
+
+/// The words a status message starts with, per code.
+fn category(code: Code) -> &'static str {
+    match code {
+        Code::InvalidArgument => "invalid request",
+        Code::Unauthenticated => "not authenticated",
+        Code::PermissionDenied => "not allowed",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::FailedPrecondition => "not possible now",
+        Code::ResourceExhausted => "limit exceeded",
+        Code::Unavailable => "unavailable",
+        Code::Ok
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss => "internal error",
+    }
+}
+
+impl RouterError {
+    /// The gRPC status code.
+    pub fn code(&self) -> Code {
+        use RouterError as E;
+        match self {
+            E::Wire(_)
+            | E::EnvelopeMissing
+            | E::EnvelopeTooLarge { .. }
+            | E::TooManyBlocks { .. }
+            | E::SubmissionTagCount { .. }
+            | E::NoMembers
+            | E::NoAdmin
+            | E::TooManyMembers { .. }
+            | E::MemberTwice(_)
+            | E::UnknownRole(_)
+            | E::GroupTooLarge { .. }
+            | E::WrongLength { .. }
+            | E::TooManyKeys { .. }
+            | E::KeyTwice { .. }
+            | E::LowOrderKey
+            | E::BadSigningKey
+            | E::BadPrekeySignature { .. }
+            | E::IdentityMissing
+            | E::FallbackPrekeyMissing => Code::InvalidArgument,
+            E::Inadmissible(m) => inadmissible_code(m),
+            E::BadChallengeSignature
+            | E::ChallengeUnknown
+            | E::ChallengeExpired
+            | E::NoSuchAccount
+            | E::MalformedSessionToken
+            | E::SessionExpired
+            | E::UnknownSession => Code::Unauthenticated,
+            E::CreatorNotAMember
+            | E::NotAMember(_)
+            | E::NotACurrentMember
+            | E::NoCurrentSlot(_)
+            | E::NotTheSlotHolder { .. } => Code::PermissionDenied,
+            E::UnknownAccount(_) | E::UnknownConversation(_) | E::MemberWithoutAccount(_) => {
+                Code::NotFound
+            }
+            E::ConversationExists(_) | E::AccountExists | E::OrderKeyReused => Code::AlreadyExists,
+            E::NoOrderKeys(_)
+            | E::UpdateNotPrepared
+            | E::RefusedByEveryServer(_)
+            | E::NoLongerFits(_) => Code::FailedPrecondition,
+            E::IndexSpaceExhausted
+            | E::EpochSpaceExhausted
+            | E::TooManyPending { .. }
+            | E::TooManyChallenges
+            | E::TooManyUnusedKeys { .. }
+            | E::RateLimited { .. }
+            | E::TooManyPeers { .. }
+            | E::PeerRateLimited { .. } => Code::ResourceExhausted,
+            E::Stopping => Code::Unavailable,
+            E::NoEpoch
+            | E::NoFreeSlot
+            | E::NoiseFromMemberSlot
+            | E::PreparedEpochVanished
+            | E::ThreadStart { .. }
+            | E::CommitterPanicked
+            | E::CommitterStopped
+            | E::StorageFailed
+            | E::Storage(_) => Code::Internal,
+        }
+    }
+
+    /// The status a caller sees: the code, and a message that starts with
+    /// what kind of refusal it is and then says what was wrong.
+    pub fn status(&self) -> tonic::Status {
+        let code = self.code();
+        tonic::Status::new(code, format!("{}: {self}", category(code)))
+    }
+}
+
+impl From<&RouterError> for tonic::Status {
+    fn from(e: &RouterError) -> Self {
+        e.status()
     }
 }
 
 impl From<RouterError> for tonic::Status {
     fn from(e: RouterError) -> Self {
-        let message = e.to_string();
-        match e {
-            RouterError::InvalidArgument(_) => tonic::Status::invalid_argument(message),
-            RouterError::Unauthenticated(_) => tonic::Status::unauthenticated(message),
-            RouterError::PermissionDenied(_) => tonic::Status::permission_denied(message),
-            RouterError::NotFound(_) => tonic::Status::not_found(message),
-            RouterError::AlreadyExists(_) => tonic::Status::already_exists(message),
-            RouterError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
-            RouterError::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
-            RouterError::Unavailable(_) => tonic::Status::unavailable(message),
-            RouterError::Internal(_) => tonic::Status::internal(message),
-        }
+        e.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grompi_proto::{Sequence, admission};
+
+    #[test]
+    fn statuses_keep_their_category_words() {
+        let s = RouterError::SessionExpired.status();
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert_eq!(
+            s.message(),
+            "not authenticated: session expired; sign in again"
+        );
+        let s = RouterError::Inadmissible(Misbehaviour::SequenceNotIncreasing {
+            slot: SlotIndex(1),
+            last: Sequence(4),
+            got: Sequence(3),
+        })
+        .status();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert!(s.message().starts_with("not possible now: sequence 3"));
+        assert!(s.message().ends_with("(a replay?)"), "{}", s.message());
+        let s = RouterError::Inadmissible(Misbehaviour::UnexpectedKind(
+            admission::SETUP_ONLY_AT_INDEX_0,
+        ))
+        .status();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        let s =
+            RouterError::Inadmissible(Misbehaviour::NotAuthorized { slot: SlotIndex(2) }).status();
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert!(s.message().contains("slot 2 may not send updates"));
+    }
+
+    #[test]
+    fn a_refusal_by_every_server_names_each_reason() {
+        let e = RouterError::RefusedByEveryServer(vec![
+            ServerRefusal {
+                server: 0,
+                reason: RefusalReason::BadSubmissionTag,
+                message: "no".into(),
+            },
+            ServerRefusal {
+                server: 1,
+                reason: RefusalReason::BadSubmissionTag,
+                message: "no".into(),
+            },
+        ]);
+        let s = e.status();
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.message(),
+            "not possible now: every order server refused the envelope: \
+             server 0: REFUSAL_REASON_BAD_SUBMISSION_TAG (no); \
+             server 1: REFUSAL_REASON_BAD_SUBMISSION_TAG (no)"
+        );
+        let later = RouterError::NoLongerFits(Box::new(e));
+        assert!(
+            later
+                .status()
+                .message()
+                .contains("no longer fits: not possible now: every order server")
+        );
     }
 }

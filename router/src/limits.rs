@@ -140,9 +140,7 @@ impl RateLimiter {
             bucket.milli_tokens -= 1000;
             Ok(())
         } else {
-            Err(RouterError::ResourceExhausted(format!(
-                "request rate above {per_second} per second; slow down and retry"
-            )))
+            Err(RouterError::RateLimited { per_second })
         }
     }
 
@@ -217,20 +215,18 @@ impl PeerLimiter {
                 self.prune(now);
             }
             if self.rate.len() >= self.max_peers {
-                return Err(RouterError::ResourceExhausted(format!(
-                    "per-address rate limit: {} client addresses are being rate limited, \
-                     the most tracked at once (limits.max_peers); retry in a few seconds",
-                    self.max_peers
-                )));
+                return Err(RouterError::TooManyPeers {
+                    max: self.max_peers,
+                });
             }
         }
-        self.rate.check(key, now).map_err(|_| {
-            RouterError::ResourceExhausted(format!(
-                "per-address rate limit: more than {} unauthenticated requests per second \
-                 (burst {}) from {address}; slow down and retry",
-                self.per_second, self.burst
-            ))
-        })
+        self.rate
+            .check(key, now)
+            .map_err(|_| RouterError::PeerRateLimited {
+                per_second: self.per_second,
+                burst: self.burst,
+                address,
+            })
     }
 
     /// Addresses tracked now.
@@ -256,7 +252,7 @@ mod tests {
             r.check(k, 0).unwrap();
         }
         let e = r.check(k, 0).unwrap_err();
-        assert!(matches!(e, RouterError::ResourceExhausted(_)));
+        assert!(matches!(e, RouterError::RateLimited { per_second: 10 }));
         // 10 per second: one token per 100 ms.
         assert!(r.check(k, 50).is_err());
         r.check(k, 150).unwrap();
@@ -290,8 +286,7 @@ mod tests {
         assert_eq!(refused, 50);
         let e = p.check(flooder, 0).unwrap_err();
         assert!(
-            matches!(&e, RouterError::ResourceExhausted(m)
-            if m.contains("per-address rate limit") && m.contains("192.0.2.1")),
+            matches!(&e, RouterError::PeerRateLimited { address, .. } if *address == flooder),
             "{e}"
         );
         for _ in 0..3 {
@@ -322,10 +317,7 @@ mod tests {
         p.check(ip("192.0.2.1"), 0).unwrap();
         p.check(ip("192.0.2.2"), 0).unwrap();
         let e = p.check(ip("192.0.2.3"), 0).unwrap_err();
-        assert!(
-            matches!(&e, RouterError::ResourceExhausted(m) if m.contains("limits.max_peers")),
-            "{e}"
-        );
+        assert!(matches!(&e, RouterError::TooManyPeers { max: 2 }), "{e}");
         assert_eq!(p.tracked(), 2);
         // Pruned on demand, but budgets still refilling are kept.
         assert!(p.check(ip("192.0.2.3"), 300).is_err());

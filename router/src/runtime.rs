@@ -175,9 +175,10 @@ pub fn start_core(
     let handle = match handle {
         Ok(h) => h,
         Err(e) => std::thread::spawn(move || {
-            Err(RouterError::Internal(format!(
-                "cannot start the core thread: {e}"
-            )))
+            Err(RouterError::ThreadStart {
+                thread: "core thread",
+                reason: e.to_string(),
+            })
         }),
     };
     (tx, handle)
@@ -198,7 +199,10 @@ fn run_core(
         std::thread::Builder::new()
             .name("router-commit".into())
             .spawn(move || run_committer(store, commit_rx, &jobs, &hub))
-            .map_err(|e| RouterError::Internal(format!("cannot start the committer: {e}")))?
+            .map_err(|e| RouterError::ThreadStart {
+                thread: "committer",
+                reason: e.to_string(),
+            })?
     };
     let mut rng = rand::rng();
     let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
@@ -261,17 +265,15 @@ fn run_core(
     }
     drop(commit_tx);
     for (_, r) in waiting.drain() {
-        let _ = r.send(Err(RouterError::Unavailable(
-            "the router is stopping".into(),
-        )));
+        let _ = r.send(Err(RouterError::Stopping));
     }
     let committed = committer
         .join()
-        .map_err(|_| RouterError::Internal("the committer thread panicked".into()))?;
+        .map_err(|_| RouterError::CommitterPanicked)?;
     if committer_alive {
         committed
     } else {
-        committed.and(Err(RouterError::Internal("the committer stopped".into())))
+        committed.and(Err(RouterError::CommitterStopped))
     }
 }
 
@@ -305,7 +307,7 @@ fn run_committer(
             let fail = |effects: Vec<Ready>| {
                 for effect in effects {
                     if let Ready::Reply(tx, _) = effect {
-                        let _ = tx.send(Err(RouterError::Internal("storage failed".into())));
+                        let _ = tx.send(Err(RouterError::StorageFailed));
                     }
                 }
             };
@@ -315,7 +317,7 @@ fn run_committer(
             while let Ok(b) = rx.try_recv() {
                 fail(b.effects);
             }
-            return Err(RouterError::Internal(e.to_string()));
+            return Err(RouterError::Storage(e.to_string()));
         }
         if !records.is_empty() {
             let kind = match durability {
