@@ -190,11 +190,7 @@ impl OrderService for OrderGrpc {
                 }))
             }
             Ok(Err(m)) => {
-                let s = match &m {
-                    Misbehaviour::ConversationExists => Status::already_exists(m.to_string()),
-                    Misbehaviour::LimitExceeded(_) => Status::resource_exhausted(m.to_string()),
-                    _ => Status::invalid_argument(m.to_string()),
-                };
+                let s = status_of(&m);
                 reject(RPC, &s);
                 Err(s)
             }
@@ -302,10 +298,7 @@ impl OrderService for OrderGrpc {
                 proof: Some((&proof).into()),
             })),
             Ok(Err(m)) => {
-                let s = match &m {
-                    Misbehaviour::UnknownConversation => Status::not_found(m.to_string()),
-                    _ => Status::invalid_argument(m.to_string()),
-                };
+                let s = status_of(&m);
                 reject(RPC, &s);
                 Err(s)
             }
@@ -329,5 +322,33 @@ impl OrderService for OrderGrpc {
             max_slots: u32::try_from(limits.max_slots).unwrap_or(u32::MAX),
             max_batch: u32::try_from(limits.max_batch_items).unwrap_or(u32::MAX),
         }))
+    }
+}
+
+/// The gRPC status of a request refused as a whole (OpenConversation,
+/// ProveHead), from the same wire code an attest item's refusal carries
+/// ([`crate::refusal::reason_code`], which names every reason); the match
+/// names every code, so a new one needs a decision here.
+fn status_of(m: &Misbehaviour) -> Status {
+    use grompi_proto::pb::RefusalReason as R;
+    let message = m.to_string();
+    if *m == Misbehaviour::ConversationExists {
+        return Status::already_exists(message);
+    }
+    match crate::refusal::reason_code(m) {
+        R::UnknownConversation => Status::not_found(message),
+        R::LimitExceeded => Status::resource_exhausted(message),
+        R::Unspecified
+        | R::Malformed
+        | R::WrongEpoch
+        | R::UnknownSlot
+        | R::BadSubmissionTag
+        | R::SequenceNotIncreasing
+        | R::IndexMismatch
+        | R::HeadMismatch
+        | R::Equivocation
+        | R::NotAuthorized
+        | R::SlotSetMismatch
+        | R::UnexpectedKind => Status::invalid_argument(message),
     }
 }
