@@ -11,6 +11,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`tls`] | self-signed TLS identities, pinned mutual-TLS configs for tonic |
+//! | [`bound_addrs`] | the file a server writes its bound addresses to |
 //! | [`conn_limit`] | caps on concurrently open connections, in total and per address |
 //! | [`secret_file`] | atomic, `0600` files for secret keys |
 //! | [`telemetry`] | `tracing` logs and the Prometheus metrics endpoint |
@@ -19,6 +20,7 @@
 //! | [`logged_db`] | a redb database committed through that log: the commit protocol |
 #![forbid(unsafe_code)]
 
+pub mod bound_addrs;
 pub mod conn_limit;
 pub mod logged_db;
 pub mod secret_file;

@@ -23,8 +23,9 @@ pub const KEY_FILE: &str = "order-server.key";
 pub const TLS_STEM: &str = "tls";
 /// File name of the database in the data directory.
 pub const DB_FILE: &str = "order.redb";
-/// File the server writes its bound addresses to.
-pub const BOUND_ADDRS_FILE: &str = "bound-addrs.toml";
+/// File the server writes its bound addresses to (the name both servers
+/// share, defined in ops).
+pub use grompi_ops::bound_addrs::BOUND_ADDRS_FILE;
 
 /// Why initialisation or loading the key failed.
 #[derive(Debug, thiserror::Error)]

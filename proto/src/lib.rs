@@ -28,7 +28,7 @@
 //! | [`chain`] | the head chain |
 //! | [`keys`] | order server and slot key pairs, MAC key derivation |
 //! | [`mac`] | tags: attestation, submission, head proof |
-//! | [`wire`] | conversions between generated and domain types |
+//! | [`wire`] | conversions between generated and domain types; the session metadata key |
 //! | [`vectors`] | the known-answer test vector format (`vectors/v1.json`) |
 //! | [`descriptor`] | the network descriptor (TOML) |
 //! | [`limits`] | hard protocol limits enforced at parse time |
@@ -65,6 +65,7 @@ pub use ids::{
 pub use keys::{MacKeys, OrderServerKey, OrderServerSecret, SlotSecret};
 pub use mac::{AttestationStatement, HeadProofStatement, Tag};
 pub use slots::{SlotEntry, SlotKey, SlotRole, SlotSet, SlotSetHash};
+pub use wire::SESSION_METADATA;
 
 /// Generated protobuf messages and gRPC services (package `grompi.v1`).
 #[allow(

@@ -16,6 +16,10 @@ use crate::mac::{Attestation, HeadProof, HeadProofStatement, Tag};
 use crate::pb;
 use crate::slots::{SlotEntry, SlotKey, SlotRole, SlotSet, SlotSetHash};
 
+/// The gRPC metadata key that carries a client's session token to the
+/// router (64 hex digits) on every authenticated call.
+pub const SESSION_METADATA: &str = "x-grompi-session";
+
 /// Decodes protobuf bytes and parses them into a domain type.
 pub fn decode<P, T>(bytes: &[u8]) -> Result<T, WireError>
 where

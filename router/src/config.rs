@@ -244,7 +244,8 @@ impl Config {
 
     /// Where the bound addresses are written.
     pub fn bound_path(&self) -> PathBuf {
-        self.data_dir.join("bound-addrs.toml")
+        self.data_dir
+            .join(grompi_ops::bound_addrs::BOUND_ADDRS_FILE)
     }
 }
 

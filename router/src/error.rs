@@ -149,7 +149,10 @@ pub enum RouterError {
     #[error("no such account")]
     NoSuchAccount,
     /// No session token, or not 32 bytes.
-    #[error("missing or malformed session token (metadata x-grompi-session, 32 bytes hex)")]
+    #[error(
+        "missing or malformed session token (metadata {}, 32 bytes hex)",
+        grompi_proto::SESSION_METADATA
+    )]
     MalformedSessionToken,
     /// A session that ended.
     #[error("session expired; sign in again")]

@@ -2,7 +2,7 @@
 //! request (signatures included), hands a command to the core thread, and
 //! turns the answer into a response; Fetch reads storage, ProveHeads calls
 //! the order servers. Authenticated calls carry the session token as
-//! metadata `x-grompi-session` (64 hex digits).
+//! metadata [`SESSION_METADATA`] (`x-grompi-session`, 64 hex digits).
 //!
 //! The unauthenticated calls (GetChallenge, Register, SignIn) first take a
 //! token from their client address's budget ([`PeerLimiter`], time from
@@ -30,8 +30,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-/// The metadata key of the session token.
-pub const SESSION_METADATA: &str = "x-grompi-session";
+/// The metadata key of the session token (defined once, in proto).
+pub use grompi_proto::SESSION_METADATA;
 
 /// Settings the service needs besides the core.
 #[derive(Debug, Clone)]

@@ -14,8 +14,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use zeroize::Zeroizing;
 
-/// The metadata key carrying the session token.
-pub const SESSION_METADATA: &str = "x-grompi-session";
+/// The metadata key carrying the session token (defined once, in proto).
+pub use grompi_proto::SESSION_METADATA;
 
 /// The host name in an `https://host:port` address (brackets of an IPv6
 /// literal removed), to check the router's certificate against.

@@ -23,9 +23,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// The metadata key carrying the session token.
-const SESSION: &str = "x-grompi-session";
-
 fn rpc(what: &str) -> impl FnOnce(tonic::Status) -> LiveError + '_ {
     move |s| LiveError::Setup(format!("{what}: {:?} {}", s.code(), s.message()))
 }
@@ -166,7 +163,8 @@ impl BenchAccount {
     /// Wraps a request with this account's session token.
     pub fn authed<T>(&self, body: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(body);
-        r.metadata_mut().insert(SESSION, self.token.clone());
+        r.metadata_mut()
+            .insert(grompi_proto::SESSION_METADATA, self.token.clone());
         r
     }
 }

@@ -22,6 +22,7 @@
 use super::LiveError;
 use super::control::{self, Done, ForkRequest};
 use super::process::BoundAddrs;
+use grompi_ops::bound_addrs::BOUND_ADDRS_FILE;
 use grompi_order_server::service::OrderGrpc;
 use grompi_proto::mac::{HeadProof, HeadProofStatement};
 use grompi_proto::pb::{self, order_service_server::OrderService};
@@ -302,7 +303,7 @@ impl Instance {
 /// Files of a data directory that are not the server's state.
 fn is_control_file(name: &str) -> bool {
     name.starts_with('.')
-        || name == "bound-addrs.toml"
+        || name == BOUND_ADDRS_FILE
         || name == control::FORK
         || name == control::FORK_DONE
 }
@@ -334,7 +335,7 @@ fn copy_data(from: &Path, to: &Path) -> Result<(), LiveError> {
 async fn wait_bound(data: &Path, instance: &Instance) -> Result<BoundAddrs, LiveError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        if let Some(addrs) = control::read::<BoundAddrs>(data, "bound-addrs.toml") {
+        if let Some(addrs) = control::read::<BoundAddrs>(data, BOUND_ADDRS_FILE) {
             return Ok(addrs);
         }
         if instance.task.is_finished() {
@@ -602,7 +603,7 @@ mod tests {
         for f in [
             "order.redb",
             "tls.crt",
-            "bound-addrs.toml",
+            BOUND_ADDRS_FILE,
             "fork.toml",
             ".x.tmp",
         ] {
