@@ -33,6 +33,7 @@
 //! | [`descriptor`] | the network descriptor (TOML) |
 //! | [`limits`] | hard protocol limits enforced at parse time |
 //! | [`error`] | [`WireError`] and [`Misbehaviour`] |
+//! | `fixed` (private) | the macro behind every 32-byte value type, one definition of parsing and printing |
 #![forbid(unsafe_code)]
 
 pub mod admission;
