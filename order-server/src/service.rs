@@ -329,7 +329,7 @@ impl OrderService for OrderGrpc {
 /// ProveHead), from the same wire code an attest item's refusal carries
 /// ([`crate::refusal::reason_code`], which names every reason); the match
 /// names every code, so a new one needs a decision here.
-fn status_of(m: &Misbehaviour) -> Status {
+pub fn status_of(m: &Misbehaviour) -> Status {
     use grompi_proto::pb::RefusalReason as R;
     let message = m.to_string();
     if *m == Misbehaviour::ConversationExists {

@@ -1,5 +1,6 @@
-//! The real router binary over TLS, with fake order servers (real MACs,
-//! the real server's semantics) served over mutual TLS in the test process.
+//! The real router binary over TLS, with order servers that are the real
+//! order server core over its in-memory store, served over mutual TLS in
+//! the test process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/fake_order.rs"]
@@ -164,7 +165,7 @@ async fn setup_concurrent_senders_subscribe_and_fetch() {
     }
     // Every server holds the same chain.
     let chains: Vec<Vec<EnvelopeHash>> = net
-        .fakes
+        .orders
         .iter()
         .map(|f| {
             f.server.lock().unwrap().convs[&id]
@@ -209,7 +210,7 @@ async fn a_stopped_order_server_stalls_t_equals_n_and_not_t_two_of_three() {
             .await
             .unwrap()
             .into_inner();
-        net.fakes[2].down.store(true, Ordering::SeqCst);
+        net.orders[2].down.store(true, Ordering::SeqCst);
         let req = message(&net, &members[1], &created, id, 2, b"while down");
         let r = c.submit(authed(&members[1], req.clone())).await;
         let mut tags: BTreeMap<u64, usize> = BTreeMap::new();
@@ -235,7 +236,7 @@ async fn a_stopped_order_server_stalls_t_equals_n_and_not_t_two_of_three() {
             assert!(d.header.is_some());
             tags.insert(1, 2);
         }
-        net.fakes[2].down.store(false, Ordering::SeqCst);
+        net.orders[2].down.store(false, Ordering::SeqCst);
         // Resubmitting is idempotent and completes once the server is back.
         c.submit(authed(&members[1], req)).await.unwrap();
         while tags.get(&1).copied().unwrap_or(0) < 3 {
@@ -243,12 +244,12 @@ async fn a_stopped_order_server_stalls_t_equals_n_and_not_t_two_of_three() {
             *tags.entry(d.index).or_default() += d.attestations.len();
         }
         assert_eq!(
-            net.fakes[2].server.lock().unwrap().convs[&id].chain.len(),
+            net.orders[2].server.lock().unwrap().convs[&id].chain.len(),
             2,
             "caught up in order"
         );
         assert!(
-            net.fakes
+            net.orders
                 .iter()
                 .all(|f| f.server.lock().unwrap().violations.is_empty())
         );
@@ -322,7 +323,7 @@ async fn sigkill_under_load_loses_no_acknowledged_envelope() {
             all.extend(next);
         }
         let chains: Vec<usize> = net
-            .fakes
+            .orders
             .iter()
             .map(|f| f.server.lock().unwrap().convs[&id].chain.len())
             .collect();
@@ -354,7 +355,7 @@ async fn sigkill_under_load_loses_no_acknowledged_envelope() {
         );
     }
     assert!(
-        net.fakes
+        net.orders
             .iter()
             .all(|f| f.server.lock().unwrap().violations.is_empty())
     );
@@ -374,7 +375,7 @@ fn check<T>(r: Result<tonic::Response<T>, tonic::Status>, code: Code, words: &st
     }
 }
 
-/// Everything the bad-input tests share: the router, three fake order
+/// Everything the bad-input tests share: the router, three order
 /// servers, two members of a conversation and an outsider.
 struct BadInput {
     net: Net,
@@ -392,7 +393,7 @@ const ABSENT_CONVERSATIONS: [[u8; 32]; 3] = [[1; 32], [2; 32], [9; 32]];
 /// Seeds of identities whose registration the bad-input tests get refused.
 const ABSENT_IDENTITIES: [u8; 2] = [41, 42];
 
-/// What a client (and the test, looking into the fake order servers) can
+/// What a client (and the test, looking into the order servers) can
 /// observe of the router's state. The bad-input tests compare it before
 /// and after every refused call.
 #[derive(Debug, PartialEq)]
@@ -476,7 +477,7 @@ impl BadInput {
         }
         let servers = self
             .net
-            .fakes
+            .orders
             .iter()
             .map(|f| {
                 let s = f.server.lock().unwrap();
@@ -583,7 +584,7 @@ impl Caller {
             Caller::Unknown => hex::encode([0u8; 32]),
         };
         r.metadata_mut()
-            .insert("x-grompi-session", token.parse().unwrap());
+            .insert(grompi_proto::SESSION_METADATA, token.parse().unwrap());
         r
     }
 

@@ -1,30 +1,58 @@
-//! A fake order server with the real one's semantics, in memory, built on
-//! proto's MACs. Shared by the core's unit tests and the gRPC tests.
-#![allow(dead_code, clippy::unwrap_used)]
+//! The real order server's logic ([`OrderCore`] over its in-memory
+//! [`MemStore`]) behind the calls the router's tests make: open, attest,
+//! prove. Every answer is the core's own, so the router is tested against
+//! the real attestation rules. Shared by the core's unit tests and the gRPC
+//! tests.
+//!
+//! Around the core this adds only what a test needs: each Attest request
+//! runs in one store transaction committed before its answer (as the
+//! server's group commit does), the attested chain is read back from the
+//! store ([`OrderServer::convs`]), and the router's ordering rule is
+//! checked ([`OrderServer::violations`]).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use grompi_proto::mac::{AttestationStatement, HeadProof, HeadProofStatement};
-use grompi_proto::pb::{self, RefusalReason};
+use grompi_order_server::core::OrderCore;
+use grompi_order_server::limits::Limits;
+use grompi_order_server::mem_store::MemStore;
+use grompi_order_server::refusal::Refusal;
+use grompi_order_server::request::AttestRequest;
+use grompi_order_server::service::status_of;
+use grompi_order_server::state::IndexRecord;
+use grompi_order_server::store::StoreRead;
+use grompi_proto::pb;
 use grompi_proto::{
-    ConversationId, EnvelopeHash, EnvelopeKind, Epoch, Head, Index, OrderServerSecret, ProofNonce,
-    SlotIndex, SlotRole, SlotSet, Tag,
+    ConversationId, EnvelopeHash, Index, Misbehaviour, OrderServerSecret, ProofNonce, SlotIndex,
+    SlotSet,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use tonic::Status;
 
-pub struct FakeConv {
-    /// Slot sets by epoch.
-    pub epochs: Vec<SlotSet>,
-    /// Attested envelopes.
-    pub chain: Vec<(EnvelopeHash, pb::Attestation)>,
-    head: Head,
-    last_seq: HashMap<(u64, u32), u64>,
+/// The name the core's unit tests use.
+pub type FakeServer = OrderServer;
+
+/// What the tests read of one conversation: its attested chain, from the
+/// store.
+pub struct Conversation {
+    /// The record of each attested index, by index.
+    pub chain: Vec<(EnvelopeHash, IndexRecord)>,
 }
 
-/// An order server with the real server's semantics, in memory.
-pub struct FakeServer {
+/// The position a core echoes in its answers: never the one the router
+/// gives it, so a router that forwarded the echoed position instead of
+/// setting the server's descriptor position fails the tests.
+const ECHOED_POSITION: u32 = 900;
+
+/// One order server: the real core over an in-memory store.
+pub struct OrderServer {
+    /// Position in the network descriptor.
     pub position: u32,
+    /// The long-term secret (the core holds its own copy).
     pub secret: OrderServerSecret,
-    pub convs: HashMap<ConversationId, FakeConv>,
-    /// Violations of the ordering rule seen.
+    core: OrderCore,
+    store: MemStore,
+    /// The attested chains, read back from the store after every call.
+    pub convs: HashMap<ConversationId, Conversation>,
+    /// Violations of the router's ordering rule seen.
     pub violations: Vec<String>,
     /// Per conversation, the last index seen on the current ordered
     /// channel (a pipelined stream): a router may send i+1 right after i,
@@ -32,24 +60,32 @@ pub struct FakeServer {
     pub seen: HashMap<Vec<u8>, u64>,
 }
 
-fn refuse(reason: RefusalReason, next: usize) -> pb::AttestResult {
-    pb::AttestResult {
-        outcome: Some(pb::attest_result::Outcome::Refused(pb::Refusal {
-            reason: reason as i32,
-            message: reason.as_str_name().into(),
-            next_index: next as u64,
-        })),
-    }
-}
-
-impl FakeServer {
+impl OrderServer {
+    /// The server at `position` whose secret is 32 bytes of `seed`.
     pub fn new(position: u32, seed: u8) -> Self {
         Self {
             position,
             secret: OrderServerSecret::from_bytes([seed; 32]),
+            core: OrderCore::new(
+                OrderServerSecret::from_bytes([seed; 32]),
+                ECHOED_POSITION + position,
+                Limits::default(),
+            ),
+            store: MemStore::new(),
             convs: HashMap::new(),
             violations: Vec::new(),
             seen: HashMap::new(),
+        }
+    }
+
+    /// What the real service answers ServerInfo with.
+    pub fn info(&self) -> pb::ServerInfoResponse {
+        let limits = self.core.limits();
+        pb::ServerInfoResponse {
+            public_key: self.core.public_key().to_vec(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            max_slots: u32::try_from(limits.max_slots).unwrap_or(u32::MAX),
+            max_batch: u32::try_from(limits.max_batch_items).unwrap_or(u32::MAX),
         }
     }
 
@@ -58,54 +94,114 @@ impl FakeServer {
         self.seen.clear();
     }
 
-    /// Opens a conversation; `Err` for an id already seen.
+    /// The committed next index of a conversation (0 when unknown).
+    fn next_index(&self, conversation: &[u8]) -> u64 {
+        ConversationId::parse("c", conversation)
+            .ok()
+            .and_then(|c| self.store.conversation(&c).unwrap())
+            .map_or(0, |s| s.next_index.0)
+    }
+
+    /// Reads the chain of `id` back from the store.
+    fn sync(&mut self, id: ConversationId) {
+        let Some(state) = self.store.conversation(&id).unwrap() else {
+            return;
+        };
+        let chain = (0..state.next_index.0)
+            .map(|i| {
+                let record = self
+                    .store
+                    .record(&id, Index(i))
+                    .unwrap()
+                    .expect("an attested index has its record");
+                (record.envelope, record)
+            })
+            .collect();
+        self.convs.insert(id, Conversation { chain });
+    }
+
+    /// Opens a conversation, with the status the real service answers a
+    /// refusal with (`ALREADY_EXISTS` for an id already opened).
     pub fn open(
         &mut self,
         r: &pb::OpenConversationRequest,
-    ) -> Result<pb::OpenConversationResponse, String> {
-        let id = ConversationId::parse("c", &r.conversation_id).unwrap();
-        if self.convs.contains_key(&id) {
-            return Err("conversation already exists".into());
-        }
-        let set = SlotSet::try_from(r.slots.clone().unwrap()).unwrap();
-        self.convs.insert(
-            id,
-            FakeConv {
-                epochs: vec![set],
-                chain: Vec::new(),
-                head: Head::genesis(&id),
-                last_seq: HashMap::new(),
-            },
-        );
+    ) -> Result<pb::OpenConversationResponse, Status> {
+        let id = ConversationId::parse("conversation_id", &r.conversation_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let slots = r
+            .slots
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("missing slots"))
+            .and_then(|s| {
+                SlotSet::try_from(s).map_err(|e| Status::invalid_argument(e.to_string()))
+            })?;
+        let mut txn = self.store.begin();
+        let head = self
+            .core
+            .open(&mut txn, &id, &slots)
+            .unwrap()
+            .map_err(|m| status_of(&m))?;
+        txn.commit();
+        self.sync(id);
         Ok(pb::OpenConversationResponse {
-            genesis_head: Head::genesis(&id).to_vec(),
+            genesis_head: head.to_vec(),
         })
     }
 
-    /// The server's head proof for a slot.
-    pub fn prove(&self, r: &pb::ProveHeadRequest) -> Option<pb::HeadProof> {
-        let id = ConversationId::parse("c", &r.conversation_id).ok()?;
-        let c = self.convs.get(&id)?;
-        let entry = c.epochs.last()?.get(SlotIndex(r.slot))?;
-        let st = HeadProofStatement {
-            conversation: id,
-            epoch: Epoch(c.epochs.len() as u64 - 1),
-            count: c.chain.len() as u64,
-            head: c.head,
-            nonce: ProofNonce::parse("n", &r.nonce).ok()?,
-        };
-        let tag = self.secret.mac_keys(&entry.key).ok()?.prove_head(&st);
-        Some(pb::HeadProof::from(&HeadProof {
-            server: 77,
-            statement: st,
-            tag,
-        }))
+    /// The server's head proof for a slot, or the status the real service
+    /// refuses with.
+    pub fn prove(&self, r: &pb::ProveHeadRequest) -> Result<pb::HeadProof, Status> {
+        let id = ConversationId::parse("conversation_id", &r.conversation_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let nonce = ProofNonce::parse("nonce", &r.nonce)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.core
+            .prove_head(&self.store, &id, SlotIndex(r.slot), nonce)
+            .unwrap()
+            .map(|p| pb::HeadProof::from(&p))
+            .map_err(|m| status_of(&m))
     }
 
+    /// Answers an Attest request: every item through the core in one
+    /// transaction, committed before the answer. An item that does not
+    /// parse is refused `MALFORMED`, as the service does.
     pub fn attest(&mut self, req: &pb::AttestRequest) -> Vec<pb::AttestResult> {
-        // The ordering rule: per conversation, a batch is a consecutive run
-        // that starts at or below the server's next index, or right after
-        // the last index sent on this channel.
+        self.check_ordering(req);
+        let mut touched = BTreeSet::new();
+        let mut txn = self.store.begin();
+        let results = req
+            .items
+            .iter()
+            .map(|item| {
+                let answer = match AttestRequest::try_from(item.clone()) {
+                    Ok(request) => {
+                        touched.insert(request.envelope.header.conversation());
+                        self.core.attest(&mut txn, &request).unwrap()
+                    }
+                    Err(e) => Err(Refusal {
+                        reason: Misbehaviour::Malformed(e),
+                        next_index: Index(0),
+                    }),
+                };
+                pb::AttestResult {
+                    outcome: Some(match answer {
+                        Ok(a) => pb::attest_result::Outcome::Attested((&a).into()),
+                        Err(r) => pb::attest_result::Outcome::Refused((&r).into()),
+                    }),
+                }
+            })
+            .collect();
+        txn.commit();
+        for id in touched {
+            self.sync(id);
+        }
+        results
+    }
+
+    /// The router's ordering rule: per conversation, a batch is a
+    /// consecutive run that starts at or below the server's next index, or
+    /// right after the last index sent on this channel.
+    fn check_ordering(&mut self, req: &pb::AttestRequest) {
         let mut last: HashMap<Vec<u8>, u64> = HashMap::new();
         for item in &req.items {
             let conv = item
@@ -117,10 +213,7 @@ impl FakeServer {
                 .unwrap()
                 .conversation_id
                 .clone();
-            let next = ConversationId::parse("c", &conv)
-                .ok()
-                .and_then(|c| self.convs.get(&c))
-                .map_or(0, |c| c.chain.len() as u64);
+            let next = self.next_index(&conv);
             let after_sent = self.seen.get(&conv).map_or(0, |s| s + 1);
             match last.get(&conv) {
                 None if item.index > next.max(after_sent) => self.violations.push(format!(
@@ -135,107 +228,6 @@ impl FakeServer {
             }
             last.insert(conv.clone(), item.index);
             self.seen.insert(conv, item.index);
-        }
-        req.items.iter().map(|i| self.attest_one(i)).collect()
-    }
-
-    fn attest_one(&mut self, item: &pb::AttestItem) -> pb::AttestResult {
-        use RefusalReason as R;
-        let summary =
-            grompi_proto::EnvelopeSummary::try_from(item.envelope.clone().unwrap()).unwrap();
-        let h = &summary.header;
-        let hash = summary.hash();
-        let Some(c) = self.convs.get_mut(&h.conversation()) else {
-            return refuse(R::UnknownConversation, 0);
-        };
-        let next = c.chain.len();
-        if (item.index as usize) < next {
-            let (hh, att) = &c.chain[item.index as usize];
-            return if *hh == hash {
-                pb::AttestResult {
-                    outcome: Some(pb::attest_result::Outcome::Attested(att.clone())),
-                }
-            } else {
-                refuse(R::Equivocation, next)
-            };
-        }
-        if item.index as usize > next {
-            return refuse(R::IndexMismatch, next);
-        }
-        if item.previous_head != c.head.to_vec() {
-            return refuse(R::HeadMismatch, next);
-        }
-        let epoch = c.epochs.len() as u64 - 1;
-        if h.epoch().0 != epoch {
-            return refuse(R::WrongEpoch, next);
-        }
-        let set = c.epochs.last().unwrap().clone();
-        let Some(entry) = set.get(h.sender()) else {
-            return refuse(R::UnknownSlot, next);
-        };
-        let keys = self.secret.mac_keys(&entry.key).unwrap();
-        let tag = Tag::parse("t", &item.submission_tag).unwrap();
-        if !keys.verify_submission(&hash, h.sequence(), &tag) {
-            return refuse(R::BadSubmissionTag, next);
-        }
-        if c.last_seq
-            .get(&(epoch, h.sender().0))
-            .is_some_and(|l| *l >= h.sequence().0)
-        {
-            return refuse(R::SequenceNotIncreasing, next);
-        }
-        if (next == 0) != (h.kind() == EnvelopeKind::Setup) {
-            return refuse(R::UnexpectedKind, next);
-        }
-        if h.kind() == EnvelopeKind::Setup && h.slot_set_hash() != Some(set.hash()) {
-            return refuse(R::SlotSetMismatch, next);
-        }
-        let mut next_set = None;
-        if h.kind() == EnvelopeKind::Update {
-            if entry.role != SlotRole::Admin {
-                return refuse(R::NotAuthorized, next);
-            }
-            let ns = SlotSet::try_from(item.next_slots.clone().unwrap_or_default());
-            match ns {
-                Ok(ns) if Some(ns.hash()) == h.slot_set_hash() => next_set = Some(ns),
-                _ => return refuse(R::SlotSetMismatch, next),
-            }
-        }
-        let head = c
-            .head
-            .next(&h.conversation(), h.epoch(), Index(item.index), &hash);
-        let st = AttestationStatement {
-            conversation: h.conversation(),
-            epoch: h.epoch(),
-            index: Index(item.index),
-            head,
-        };
-        let tags_for = |set: &SlotSet, st: &AttestationStatement| -> Vec<Vec<u8>> {
-            set.entries()
-                .iter()
-                .map(|e| self.secret.mac_keys(&e.key).unwrap().attest(st).to_vec())
-                .collect()
-        };
-        let tags = tags_for(&set, &st);
-        let next_tags = next_set
-            .as_ref()
-            .map(|s| tags_for(s, &st))
-            .unwrap_or_default();
-        let att = pb::Attestation {
-            server: 99, // the router must overwrite this with the position
-            index: item.index,
-            head: head.to_vec(),
-            tags,
-            next_tags,
-        };
-        c.last_seq.insert((epoch, h.sender().0), h.sequence().0);
-        c.chain.push((hash, att.clone()));
-        c.head = head;
-        if let Some(ns) = next_set {
-            c.epochs.push(ns);
-        }
-        pb::AttestResult {
-            outcome: Some(pb::attest_result::Outcome::Attested(att)),
         }
     }
 }

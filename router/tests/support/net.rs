@@ -1,8 +1,9 @@
-//! A test network: N fake order servers served over mutual TLS in this
+//! A test network: N order servers (the real order server core over its
+//! in-memory store, [`super::fake_order`]) served over mutual TLS in this
 //! process, and the real `router` binary as a child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::fake_order::FakeServer;
+use super::fake_order::OrderServer;
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_ops::tls::TlsIdentity;
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
@@ -24,14 +25,14 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
-/// One fake order server behind gRPC; `down` makes every call fail.
+/// One order server behind gRPC; `down` makes every call fail.
 #[derive(Clone)]
-pub struct FakeOrder {
-    pub server: Arc<Mutex<FakeServer>>,
+pub struct OrderNode {
+    pub server: Arc<Mutex<OrderServer>>,
     pub down: Arc<AtomicBool>,
 }
 
-impl FakeOrder {
+impl OrderNode {
     fn check(&self) -> Result<(), Status> {
         if self.down.load(Ordering::SeqCst) {
             Err(Status::unavailable("order server stopped"))
@@ -42,7 +43,7 @@ impl FakeOrder {
 }
 
 #[tonic::async_trait]
-impl OrderService for FakeOrder {
+impl OrderService for OrderNode {
     async fn open_conversation(
         &self,
         r: Request<pb::OpenConversationRequest>,
@@ -53,7 +54,6 @@ impl OrderService for FakeOrder {
             .unwrap()
             .open(r.get_ref())
             .map(Response::new)
-            .map_err(Status::already_exists)
     }
 
     async fn attest(
@@ -90,28 +90,22 @@ impl OrderService for FakeOrder {
         r: Request<pb::ProveHeadRequest>,
     ) -> Result<Response<pb::ProveHeadResponse>, Status> {
         self.check()?;
-        let proof = self.server.lock().unwrap().prove(r.get_ref());
-        Ok(Response::new(pb::ProveHeadResponse { proof }))
+        let proof = self.server.lock().unwrap().prove(r.get_ref())?;
+        Ok(Response::new(pb::ProveHeadResponse { proof: Some(proof) }))
     }
 
     async fn server_info(
         &self,
         _r: Request<pb::ServerInfoRequest>,
     ) -> Result<Response<pb::ServerInfoResponse>, Status> {
-        let key = self.server.lock().unwrap().secret.public_key();
-        Ok(Response::new(pb::ServerInfoResponse {
-            public_key: key.to_vec(),
-            version: "fake".into(),
-            max_slots: 1024,
-            max_batch: 4096,
-        }))
+        Ok(Response::new(self.server.lock().unwrap().info()))
     }
 }
 
 /// The network.
 pub struct Net {
     pub dir: tempfile::TempDir,
-    pub fakes: Vec<FakeOrder>,
+    pub orders: Vec<OrderNode>,
     pub keys: Vec<OrderServerKey>,
     pub router_cert: String,
     pub router: Option<Child>,
@@ -120,7 +114,7 @@ pub struct Net {
 }
 
 impl Net {
-    /// Starts `n` fake order servers and the router with `quorum` and
+    /// Starts `n` order servers and the router with `quorum` and
     /// extra config lines.
     pub async fn start(n: usize, quorum: usize, extra: &str) -> Net {
         grompi_ops::tls::install_crypto_provider();
@@ -128,20 +122,20 @@ impl Net {
         let data = dir.path().join("router");
         grompi_router::server::init(&data, &[]).unwrap();
         let router_cert = std::fs::read_to_string(data.join("router.crt")).unwrap();
-        let mut fakes = Vec::new();
+        let mut orders = Vec::new();
         let mut entries = Vec::new();
         let mut keys = Vec::new();
         for i in 0..n {
-            let fake = FakeOrder {
-                server: Arc::new(Mutex::new(FakeServer::new(i as u32, 60 + i as u8))),
+            let node = OrderNode {
+                server: Arc::new(Mutex::new(OrderServer::new(i as u32, 60 + i as u8))),
                 down: Arc::new(AtomicBool::new(false)),
             };
-            let key = fake.server.lock().unwrap().secret.public_key();
+            let key = node.server.lock().unwrap().secret.public_key();
             let identity = TlsIdentity::generate(&[]).unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let tls = grompi_ops::tls::server_config(&identity, Some(&router_cert));
-            let svc = OrderServiceServer::new(fake.clone());
+            let svc = OrderServiceServer::new(node.clone());
             tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .tls_config(tls)
@@ -152,13 +146,13 @@ impl Net {
                     .unwrap();
             });
             entries.push(OrderServerEntry {
-                name: format!("fake{i}"),
+                name: format!("order{i}"),
                 address: format!("https://127.0.0.1:{}", addr.port()),
                 public_key: key,
                 tls_ca_pem: identity.cert_pem.clone(),
             });
             keys.push(key);
-            fakes.push(fake);
+            orders.push(node);
         }
         let descriptor = NetworkDescriptor {
             name: "test".into(),
@@ -181,7 +175,7 @@ impl Net {
         .unwrap();
         let mut net = Net {
             dir,
-            fakes,
+            orders,
             keys,
             router_cert,
             router: None,
@@ -194,7 +188,11 @@ impl Net {
 
     /// Starts (or restarts) the router process and waits for its address.
     pub async fn start_router(&mut self) {
-        let bound = self.dir.path().join("router").join("bound-addrs.toml");
+        let bound = self
+            .dir
+            .path()
+            .join("router")
+            .join(grompi_ops::bound_addrs::BOUND_ADDRS_FILE);
         let _ = std::fs::remove_file(&bound);
         let child = Command::new(env!("CARGO_BIN_EXE_router"))
             .args(["serve", "--config"])
@@ -279,7 +277,7 @@ pub struct Member {
 pub fn authed<T>(m: &Member, body: T) -> Request<T> {
     let mut r = Request::new(body);
     r.metadata_mut()
-        .insert("x-grompi-session", m.token.parse().unwrap());
+        .insert(grompi_proto::SESSION_METADATA, m.token.parse().unwrap());
     r
 }
 
