@@ -319,12 +319,14 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
         let bob_key = w.spare_key(1, 0);
         let attestations = (0..3u32)
             .map(|s| {
-                let tag = w.mac(s as usize, bob_key).attest(&AttestationStatement {
-                    conversation: w.conversation,
-                    epoch: Epoch(0),
-                    index: Index(0),
-                    head,
-                });
+                let tag = w
+                    .raw_mac_keys(s as usize, bob_key)
+                    .attest(&AttestationStatement {
+                        conversation: w.conversation,
+                        epoch: Epoch(0),
+                        index: Index(0),
+                        head,
+                    });
                 grompi_proto::mac::Attestation {
                     server: s,
                     index: Index(0),
@@ -407,7 +409,7 @@ struct Prover {
 impl Prover {
     fn new(w: &mut World, slot_key: SlotKey) -> Self {
         Self {
-            keys: (0..3).map(|s| w.mac(s, slot_key)).collect(),
+            keys: (0..3).map(|s| w.raw_mac_keys(s, slot_key)).collect(),
             conversation: w.conversation,
         }
     }
@@ -1242,12 +1244,15 @@ fn a_setup_slot_key_the_member_never_uploaded_leaves_out_only_that_member() {
                     server: s,
                     index: Index(0),
                     head,
-                    tags: vec![w.mac(s as usize, key).attest(&AttestationStatement {
-                        conversation: w.conversation,
-                        epoch: Epoch(0),
-                        index: Index(0),
-                        head,
-                    })],
+                    tags: vec![
+                        w.raw_mac_keys(s as usize, key)
+                            .attest(&AttestationStatement {
+                                conversation: w.conversation,
+                                epoch: Epoch(0),
+                                index: Index(0),
+                                head,
+                            }),
+                    ],
                     next_tags: vec![],
                 })
                 .collect();
@@ -1455,7 +1460,7 @@ fn member_an_envelope_stamped_with_another_epoch_is_refused_even_if_attested() {
         let prev = w.log[0].head;
         let head = prev.next(&w.conversation, Epoch(0), Index(1), &env.hash());
         let attestations = (0..3)
-            .map(|s| w.attest(s, 1, Epoch(0), Index(1), head).unwrap())
+            .map(|s| w.forge_attestation(s, 1, Epoch(0), Index(1), head).unwrap())
             .collect();
         let slot = w.views[&Epoch(0)].holders[&1];
         let d = delivery_of(
@@ -1507,7 +1512,7 @@ fn member_speaking_from_a_slot_it_does_not_hold_is_not_believed() {
             Some(Index(0)),
             &msg("x"),
         );
-        let at = w.order_raw(env);
+        let at = w.order_forged(env);
         let bob = w.convs[1].as_mut().unwrap();
         // Accepted either way: acceptance never depends on opening.
         assert_eq!(bob.next_expected(), Index(at.0 + 1), "case {case}");
@@ -1539,7 +1544,7 @@ fn member_a_sequence_that_does_not_increase_is_reported() {
         let mallory = w.views[&Epoch(0)].holders[&2];
         for sequence in [Sequence(3), second] {
             let env = composed_by(&mut w, 2, Epoch(0), mallory, sequence, None, &msg("x"));
-            w.order_raw(env);
+            w.order_forged(env);
         }
         let bob = w.convs[1].as_mut().unwrap();
         assert_eq!(bob.next_expected(), Index(3));
@@ -1575,7 +1580,7 @@ fn member_a_causal_context_at_or_after_its_own_index_is_reported() {
         Some(Index(9)),
         &msg("x"),
     );
-    let at = w.order_raw(env);
+    let at = w.order_forged(env);
     assert_eq!(at, Index(1));
     let bob = w.convs[1].as_mut().unwrap();
     let shown = bob.drain_events().into_iter().find_map(|e| match e {
@@ -1604,7 +1609,7 @@ fn member_a_causal_context_at_or_after_its_own_index_is_reported() {
         Some(Index(1)),
         &msg("y"),
     );
-    let at = w.order_raw(env);
+    let at = w.order_forged(env);
     let bob = w.convs[1].as_mut().unwrap();
     let shown = bob.drain_events().into_iter().find_map(|e| match e {
         Event::Message {
@@ -1637,7 +1642,7 @@ fn member_split_submission_tags_stall_the_index_and_split_no_one() {
         let key = w.slot_key(Epoch(0), 2).unwrap().1;
         let attesting: Vec<u32> = (0..3u32)
             .filter(|s| {
-                w.mac(*s as usize, key).verify_submission(
+                w.raw_mac_keys(*s as usize, key).verify_submission(
                     &hash,
                     env.header().sequence(),
                     &composed.submission_tags[*s as usize],
@@ -1650,7 +1655,7 @@ fn member_split_submission_tags_stall_the_index_and_split_no_one() {
             .next(&w.conversation, Epoch(0), Index(1), &hash);
         for m in [0, 1] {
             let d = w
-                .cut(&env, Index(1), Epoch(0), head, m, &attesting)
+                .cut_forged(&env, Index(1), Epoch(0), head, m, &attesting)
                 .unwrap();
             w.receive(m, d);
         }

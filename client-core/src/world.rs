@@ -1,6 +1,14 @@
-//! A small in-memory network for tests: order servers as MAC-ing functions
-//! (proto's `MacKeys`), a router that orders envelopes and cuts deliveries,
-//! and members whose conversations compose the honest transcript.
+//! A small in-memory network for tests: order servers, a router that
+//! orders envelopes and cuts deliveries, and members whose conversations
+//! compose the honest transcript.
+//!
+//! The honest order servers are the real order server core
+//! (`grompi_order_server::core::OrderCore` over its in-memory store): an
+//! envelope a member sends is attested by each of them with the real
+//! attestation rules, and honest deliveries carry the tags they returned.
+//! Malicious servers are the helpers named `forged` / `forge`: they MAC
+//! whatever a test asks with the servers' raw keys (forks, wrong-key tags,
+//! envelopes no honest server would attest).
 //!
 //! Each member's secrets and conversation are snapshotted right after the
 //! conversation is created, so tests can replay any feed of deliveries into
@@ -12,10 +20,14 @@ use crate::conversation::{Conversation, ConversationConfig, Secrets};
 use crate::delivery::Delivery;
 use crate::keyring::OrderKeyring;
 use crate::pairwise::{Pairwise, PairwisePickle};
+use grompi_order_server::core::OrderCore;
+use grompi_order_server::limits::Limits;
+use grompi_order_server::mem_store::MemStore;
+use grompi_order_server::request::AttestRequest;
 use grompi_proto::mac::{Attestation, AttestationStatement, Tag};
 use grompi_proto::{
-    AccountId, ConversationId, CoreHash, Envelope, EnvelopeHash, Epoch, Head, Index, MacKeys,
-    OrderServerSecret, SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet,
+    AccountId, ConversationId, CoreHash, Envelope, EnvelopeHash, EnvelopeKind, Epoch, Head, Index,
+    MacKeys, OrderServerSecret, SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -29,6 +41,15 @@ pub struct Ordered {
     pub envelope: Envelope,
     pub head: Head,
     pub prev: Head,
+    /// Each honest order server's attestation, in server order (tags for
+    /// every slot); `None` for an envelope ordered with forged tags.
+    pub attestations: Option<Vec<Attestation>>,
+}
+
+/// An honest order server: the real core over its in-memory store.
+struct HonestServer {
+    core: OrderCore,
+    store: MemStore,
 }
 
 /// Who holds which slot in one epoch.
@@ -47,7 +68,10 @@ struct Snapshot {
 
 pub struct World {
     pub rng: StdRng,
+    /// The order servers' secrets (their raw MAC keys, for forging).
     pub servers: Vec<OrderServerSecret>,
+    /// The same servers, honest: the real order server core.
+    honest: Vec<HonestServer>,
     pub config: ConversationConfig,
     pub secrets: Vec<Secrets>,
     pub convs: Vec<Option<Conversation>>,
@@ -63,6 +87,12 @@ pub struct World {
     /// Whether ordering an envelope delivers it to the member at once (a
     /// test that drives a member's feed itself turns this off).
     pub deliver_now: Vec<bool>,
+    /// Malicious servers that check only submission tags: they attest, with
+    /// forged tags, envelopes the real servers refuse (an Update from a
+    /// slot that is not an Admin, or leaving no Admin), so that a test sees
+    /// what the members' own rules do with them. Off unless a test turns
+    /// it on before its first envelope.
+    pub lax_servers: bool,
 }
 
 impl World {
@@ -78,6 +108,18 @@ impl World {
             .collect();
         let config =
             ConversationConfig::new(servers.iter().map(|s| s.public_key()).collect(), quorum);
+        let honest = servers
+            .iter()
+            .enumerate()
+            .map(|(position, s)| HonestServer {
+                core: OrderCore::new(
+                    OrderServerSecret::from_bytes(*s.to_bytes()),
+                    position as u32,
+                    Limits::default(),
+                ),
+                store: MemStore::new(),
+            })
+            .collect();
         let mut secrets: Vec<Secrets> = (0..members).map(|_| Secrets::default()).collect();
         let mut spare = Vec::new();
         for s in &mut secrets {
@@ -99,6 +141,7 @@ impl World {
         Self {
             rng,
             servers,
+            honest,
             config,
             convs: (0..members).map(|_| None).collect(),
             secrets,
@@ -112,6 +155,7 @@ impl World {
             snapshots: Vec::new(),
             macs: HashMap::new(),
             deliver_now: vec![true; members],
+            lax_servers: false,
         }
     }
 
@@ -232,8 +276,17 @@ impl World {
                 conv: self.convs[m].clone().unwrap(),
             });
         }
+        for server in &mut self.honest {
+            let mut txn = server.store.begin();
+            server
+                .core
+                .open(&mut txn, &self.conversation, &view.slots)
+                .unwrap()
+                .unwrap();
+            txn.commit();
+        }
         self.views.insert(Epoch(0), view);
-        self.order_and_deliver(creator, composed);
+        self.order_and_deliver(composed, None);
     }
 
     /// A fresh replica of member `m` as it was right after the Setup was
@@ -290,8 +343,12 @@ impl World {
         let composed = conv
             .compose_unchecked(content.clone(), &mut rng, &mut self.secrets[m])
             .unwrap();
+        let next_slots = match &content {
+            Content::Update(u) => Some(u.next_slots.clone()),
+            _ => None,
+        };
         self.sent[m].push((composed.envelope.header().core_hash(), content));
-        self.order_and_deliver(m, composed)
+        self.order_and_deliver(composed, next_slots)
     }
 
     /// Member `m` sends an Update whose next member list is `next` (which
@@ -340,41 +397,80 @@ impl World {
         self.views[&self.epoch].roles.clone()
     }
 
-    fn order_and_deliver(&mut self, _sender: usize, composed: Composed) -> Index {
+    /// The honest path: every order server's real core attests the
+    /// envelope at the next index (checking its submission tag and every
+    /// other rule) and the router delivers it with their tags. A refusal
+    /// fails the test: an envelope honest servers would not attest must be
+    /// ordered with [`World::order_forged`] or by [`World::lax_servers`].
+    fn order_and_deliver(&mut self, composed: Composed, next_slots: Option<SlotSet>) -> Index {
         let env = composed.envelope;
-        let epoch = env.header().epoch();
-        // The order servers check the submission tags.
-        let view = self.views[&epoch].clone();
-        let slot_key = view.slots.get(env.header().sender()).unwrap().key;
-        let hash = env.hash();
-        for s in 0..self.servers.len() {
-            let k = self.mac(s, slot_key);
-            assert!(k.verify_submission(
-                &hash,
-                env.header().sequence(),
-                &composed.submission_tags[s]
-            ));
+        if self.lax_servers {
+            let slots = &self.views[&env.header().epoch()].slots;
+            let slot_key = slots.get(env.header().sender()).unwrap().key;
+            let hash = env.hash();
+            for s in 0..self.servers.len() {
+                let k = self.raw_mac_keys(s, slot_key);
+                assert!(k.verify_submission(
+                    &hash,
+                    env.header().sequence(),
+                    &composed.submission_tags[s]
+                ));
+            }
+            return self.order_forged(env);
         }
-        self.order_raw(env)
+        let index = Index(self.log.len() as u64);
+        let previous_head = self.previous_head(index);
+        let mut attestations = Vec::with_capacity(self.honest.len());
+        for (s, server) in self.honest.iter_mut().enumerate() {
+            let request = AttestRequest {
+                envelope: env.summary(),
+                submission_tag: composed.submission_tags[s],
+                index,
+                previous_head,
+                next_slots: next_slots.clone(),
+            };
+            let mut txn = server.store.begin();
+            match server.core.attest(&mut txn, &request).unwrap() {
+                Ok(a) => attestations.push(a),
+                Err(refusal) => panic!(
+                    "honest order server {s} refused index {}: {refusal}",
+                    index.0
+                ),
+            }
+            txn.commit();
+        }
+        self.push_and_deliver(env, Some(attestations))
     }
 
-    /// Orders any envelope (no submission check) and delivers it to every
-    /// member's builder with every server's tags.
-    pub fn order_raw(&mut self, env: Envelope) -> Index {
+    /// Malicious servers: orders any envelope (no check at all, no honest
+    /// server sees it) and delivers it to every member's builder with tags
+    /// every server forges with its raw keys. The honest servers' state no
+    /// longer follows the log after this.
+    pub fn order_forged(&mut self, env: Envelope) -> Index {
+        self.push_and_deliver(env, None)
+    }
+
+    /// Appends `env` to the log, attested by `attestations` (forged when
+    /// `None`), and delivers it to every member that takes deliveries now.
+    fn push_and_deliver(&mut self, env: Envelope, attestations: Option<Vec<Attestation>>) -> Index {
         let epoch = env.header().epoch();
         let hash = env.hash();
         let index = Index(self.log.len() as u64);
-        let prev = self
-            .log
-            .last()
-            .map_or(Head::genesis(&self.conversation), |o| o.head);
+        let prev = self.previous_head(index);
         let head = prev.next(&self.conversation, epoch, index, &hash);
+        if let Some(a) = &attestations {
+            assert!(
+                a.iter().all(|a| a.index == index && a.head == head),
+                "the order servers attested another head than the log's"
+            );
+        }
         self.log.push(Ordered {
             index,
             epoch,
             envelope: env,
             head,
             prev,
+            attestations,
         });
         let all: Vec<u32> = (0..self.servers.len() as u32).collect();
         for m in 0..self.accounts.len() {
@@ -389,7 +485,9 @@ impl World {
         index
     }
 
-    pub fn mac(&mut self, server: usize, slot: SlotKey) -> MacKeys {
+    /// The MAC keys `server` shares with `slot`, raw: for forging tags as
+    /// a malicious server, or checking what a server would accept.
+    pub fn raw_mac_keys(&mut self, server: usize, slot: SlotKey) -> MacKeys {
         let servers = &self.servers;
         self.macs
             .entry((server, slot))
@@ -404,8 +502,9 @@ impl World {
         Some((slot, v.slots.get(slot)?.key))
     }
 
-    /// An attestation by `server` to member `m` of `head` at `index`.
-    pub fn attest(
+    /// A forged attestation: `server` MACs `head` at `index` for member
+    /// `m` with its raw keys, whatever it attested.
+    pub fn forge_attestation(
         &mut self,
         server: u32,
         m: usize,
@@ -414,7 +513,7 @@ impl World {
         head: Head,
     ) -> Option<Attestation> {
         let (_, key) = self.slot_key(epoch, m)?;
-        let k = self.mac(server as usize, key);
+        let k = self.raw_mac_keys(server as usize, key);
         let tag = k.attest(&AttestationStatement {
             conversation: self.conversation,
             epoch,
@@ -430,14 +529,66 @@ impl World {
         })
     }
 
-    /// The honest delivery of `index` to member `m`, with tags from `servers`.
+    /// The honest delivery of `index` to member `m`, with the tags
+    /// `servers` returned when they attested it (forged ones for an
+    /// envelope ordered with [`World::order_forged`]).
     pub fn delivery(&mut self, index: Index, m: usize, servers: &[u32]) -> Option<Delivery> {
         let o = self.log.get(index.0 as usize)?.clone();
-        self.cut(&o.envelope, index, o.epoch, o.head, m, servers)
+        let Some(attested) = &o.attestations else {
+            return self.cut_forged(&o.envelope, index, o.epoch, o.head, m, servers);
+        };
+        // Like the router: the member's own tag, by its slot in the
+        // envelope's epoch and, for an Update, in the next.
+        let (now, next) = self.slots_of(&o.envelope, o.epoch, m);
+        let slot = now.or(next)?.0;
+        let attestations = servers
+            .iter()
+            .map(|s| {
+                let a = &attested[*s as usize];
+                Attestation {
+                    server: a.server,
+                    index: a.index,
+                    head: a.head,
+                    tags: now.map(|(i, _)| a.tags[i.0 as usize]).into_iter().collect(),
+                    next_tags: next
+                        .map(|(i, _)| a.next_tags[i.0 as usize])
+                        .into_iter()
+                        .collect(),
+                }
+            })
+            .collect();
+        Some(delivery_of(
+            &o.envelope,
+            self.conversation,
+            index,
+            slot,
+            attestations,
+            Some(o.prev),
+        ))
     }
 
-    /// A delivery of `env` at `index` to `m`, attested on `head` by `servers`.
-    pub fn cut(
+    /// Member `m`'s slot in `env`'s epoch and, for an Update that keeps or
+    /// adds it, in the next.
+    #[allow(clippy::type_complexity)]
+    fn slots_of(
+        &self,
+        env: &Envelope,
+        epoch: Epoch,
+        m: usize,
+    ) -> (Option<(SlotIndex, SlotKey)>, Option<(SlotIndex, SlotKey)>) {
+        let now = self.slot_key(epoch, m);
+        let next = if env.header().kind() == EnvelopeKind::Update {
+            self.slot_key(Epoch(epoch.0 + 1), m)
+        } else {
+            None
+        };
+        (now, next)
+    }
+
+    /// A delivery of `env` at `index` to `m` on `head`, with tags `servers`
+    /// forge with their raw keys (a fork, or tags for an envelope they
+    /// never attested).
+    pub fn cut_forged(
         &mut self,
         env: &Envelope,
         index: Index,
@@ -449,19 +600,8 @@ impl World {
         // Like the router: the block by the member's slot in the envelope's
         // epoch or, for an Update that adds it, in the next; its tags
         // likewise (`tags` and `next_tags`).
-        let now = self.slot_key(epoch, m);
-        let next = if env.header().kind() == grompi_proto::EnvelopeKind::Update {
-            self.slot_key(Epoch(epoch.0 + 1), m)
-        } else {
-            None
-        };
+        let (now, next) = self.slots_of(env, epoch, m);
         let slot = now.or(next)?.0;
-        let block = env
-            .blocks()
-            .iter()
-            .enumerate()
-            .find(|(_, b)| b.recipient == slot)
-            .map(|(p, b)| (p as u32, b.clone()));
         let mut attestations = Vec::new();
         for s in servers {
             let mut a = Attestation {
@@ -478,25 +618,25 @@ impl World {
                 head,
             };
             if let Some((_, key)) = now {
-                a.tags.push(self.mac(*s as usize, key).attest(&statement));
+                a.tags
+                    .push(self.raw_mac_keys(*s as usize, key).attest(&statement));
             }
             if let Some((_, key)) = next {
                 a.next_tags
-                    .push(self.mac(*s as usize, key).attest(&statement));
+                    .push(self.raw_mac_keys(*s as usize, key).attest(&statement));
             }
             attestations.push(a);
         }
-        Some(Delivery {
-            conversation: self.conversation,
+        // Like the router: the head before the index in its log.
+        let previous = self.previous_head(index);
+        Some(delivery_of(
+            env,
+            self.conversation,
             index,
-            header: env.header().clone(),
-            body: env.body().to_vec(),
-            block,
-            block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
+            slot,
             attestations,
-            // Like the router: the head before the index in its log.
-            previous_head: Some(self.previous_head(index)),
-        })
+            Some(previous),
+        ))
     }
 
     /// The head before `index` in the log (genesis for index 0).
@@ -553,7 +693,7 @@ impl World {
         index: Index,
         head: Head,
     ) -> Option<Tag> {
-        self.attest(server, other, epoch, index, head)
+        self.forge_attestation(server, other, epoch, index, head)
             .map(|a| a.tags[0])
     }
 }
