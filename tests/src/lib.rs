@@ -5,10 +5,13 @@
 //!
 //! * [`binary`] builds every binary of the workspace once per test process
 //!   (same profile as the tests) and returns the path of one;
-//! * [`Process`] owns a child process and kills it when dropped;
-//! * [`wait_for_bound_addrs`] waits for the `bound-addrs.toml` a server
+//! * [`Process`] owns a child process and kills it when dropped, and
+//!   [`wait_for_bound_addrs`] waits for the `bound-addrs.toml` a server
 //!   writes into its data directory once its listeners are bound (servers
-//!   listen on port 0, so tests never race for ports);
+//!   listen on port 0, so tests never race for ports): both are the
+//!   simulator's live-mode harness ([`grompi_simulator::live::process`]),
+//!   the one implementation of finding, spawning, waiting for and stopping
+//!   the real binaries;
 //! * [`connect`] and [`wait_healthy`] open a TLS channel and wait for gRPC
 //!   health;
 //! * [`OrderServerNode`] initialises, configures and starts an order server.
@@ -19,11 +22,17 @@
 #![forbid(unsafe_code)]
 
 use grompi_ops::tls::{self, TlsIdentity};
+use grompi_simulator::live::LiveError;
+use grompi_simulator::live::process::{
+    clear_bound_addrs, find_binary, init_order_server, run_init, wait_for_bound_addrs_async,
+};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub use grompi_simulator::live::process::{BoundAddrs, ServerProcess as Process};
 
 /// Why a harness step failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,16 +51,9 @@ pub enum HarnessError {
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
-    /// A process exited early.
-    #[error("{name} exited early with {status}; stderr:\n{stderr}")]
-    Exited {
-        /// The binary.
-        name: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// Its standard error.
-        stderr: String,
-    },
+    /// Starting, waiting for or stopping a server process failed.
+    #[error(transparent)]
+    Process(#[from] LiveError),
     /// Output did not have the expected form.
     #[error("unexpected output: {0}")]
     Output(String),
@@ -147,123 +149,7 @@ fn build_once(name: &str) -> Result<(), HarnessError> {
 /// profile) and returns the path of `name`.
 pub fn binary(name: &str) -> Result<PathBuf, HarnessError> {
     build_once(name)?;
-    let path = target_dir()?.join(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(HarnessError::Output(format!(
-            "{} was not built",
-            path.display()
-        )))
-    }
-}
-
-/// A child process, killed (SIGKILL) and reaped when dropped.
-pub struct Process {
-    name: String,
-    child: Option<Child>,
-    stderr_path: PathBuf,
-}
-
-impl Process {
-    /// Spawns `binary` with `args`; its stderr goes to `stderr_path`.
-    pub fn spawn(binary: &Path, args: &[&str], stderr_path: &Path) -> Result<Self, HarnessError> {
-        let stderr = std::fs::File::create(stderr_path)
-            .map_err(io(format!("create {}", stderr_path.display())))?;
-        let child = Command::new(binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(io(format!("spawn {}", binary.display())))?;
-        Ok(Self {
-            name: binary
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            child: Some(child),
-            stderr_path: stderr_path.to_path_buf(),
-        })
-    }
-
-    /// The process id.
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// What the process wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-
-    /// Fails if the process has exited.
-    pub fn check_running(&mut self) -> Result<(), HarnessError> {
-        let stderr = self.stderr();
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            return Err(HarnessError::Exited {
-                name: self.name.clone(),
-                status,
-                stderr,
-            });
-        }
-        Ok(())
-    }
-
-    /// Kills the process with SIGKILL and reaps it.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends SIGTERM and waits up to `timeout` for the process to exit;
-    /// returns its exit status.
-    pub fn terminate(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<std::process::ExitStatus, HarnessError> {
-        let Some(child) = self.child.as_mut() else {
-            return Err(HarnessError::Output("process already reaped".into()));
-        };
-        let pid = child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .map_err(io("kill -TERM"))?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().map_err(io("wait"))? {
-                self.child = None;
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                return Err(HarnessError::Timeout(format!(
-                    "{} to exit after SIGTERM",
-                    self.name
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The addresses a server bound, from its `bound-addrs.toml`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub struct BoundAddrs {
-    /// The gRPC listener.
-    pub grpc: SocketAddr,
-    /// The Prometheus endpoint, if configured.
-    pub metrics: Option<SocketAddr>,
+    Ok(find_binary(&target_dir()?, name)?)
 }
 
 /// Waits (polling) until `<data_dir>/bound-addrs.toml` exists and parses,
@@ -273,20 +159,7 @@ pub async fn wait_for_bound_addrs(
     process: &mut Process,
     timeout: Duration,
 ) -> Result<BoundAddrs, HarnessError> {
-    let path = data_dir.join("bound-addrs.toml");
-    let deadline = Instant::now() + timeout;
-    loop {
-        process.check_running()?;
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(addrs) = toml::from_str::<BoundAddrs>(&text)
-        {
-            return Ok(addrs);
-        }
-        if Instant::now() > deadline {
-            return Err(HarnessError::Timeout(format!("{}", path.display())));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Ok(wait_for_bound_addrs_async(data_dir, process, timeout).await?)
 }
 
 /// Opens a TLS channel to `addr`, trusting only `server_cert_pem` for the
@@ -366,24 +239,7 @@ impl OrderServerNode {
         let bin = binary("order-server")?;
         let dir = tempfile::tempdir().map_err(io("tempdir"))?;
         let data_dir = dir.path().join("data");
-        let out = Command::new(&bin)
-            .args(["init", "--data-dir"])
-            .arg(&data_dir)
-            .output()
-            .map_err(io("order-server init"))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            return Err(HarnessError::Output(format!(
-                "init failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        let public_key_hex = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("public_key = \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .ok_or_else(|| HarnessError::Output(format!("no public_key line in {stdout:?}")))?
-            .to_owned();
+        let public_key_hex = init_order_server(&bin, &data_dir)?;
         let server_cert_pem = tls::read_cert_pem(&data_dir.join("tls.crt"))?;
         let router = TlsIdentity::generate(&[])?;
         router.write_to(dir.path(), "router")?;
@@ -406,9 +262,10 @@ impl OrderServerNode {
     /// Starts the server and waits until it has bound its listeners.
     pub async fn start(&self) -> Result<RunningOrderServer, HarnessError> {
         let bin = binary("order-server")?;
-        let _ = std::fs::remove_file(self.data_dir.join("bound-addrs.toml"));
+        clear_bound_addrs(&self.data_dir);
         let config = self.config.to_string_lossy().into_owned();
         let mut process = Process::spawn(
+            "order-server",
             &bin,
             &["serve", "--config", &config],
             &self.dir.path().join("order-server.stderr"),
@@ -456,17 +313,7 @@ pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, Har
     let dir = tempfile::tempdir().map_err(io("tempdir"))?;
     let router_data = dir.path().join("router");
     let router_bin = binary("router")?;
-    let out = Command::new(&router_bin)
-        .args(["init", "--data-dir"])
-        .arg(&router_data)
-        .output()
-        .map_err(io("router init"))?;
-    if !out.status.success() {
-        return Err(HarnessError::Output(format!(
-            "router init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )));
-    }
+    run_init(&router_bin, &router_data)?;
     let router_cert = tls::read_cert_pem(&router_data.join("router.crt"))?;
     let mut nodes = Vec::new();
     let mut running = Vec::new();
@@ -519,6 +366,7 @@ pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, Har
     .map_err(io("write router.toml"))?;
     let config = router_config.to_string_lossy().into_owned();
     let mut router = Process::spawn(
+        "router",
         &router_bin,
         &["serve", "--config", &config],
         &dir.path().join("router.stderr"),

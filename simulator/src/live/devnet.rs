@@ -32,13 +32,15 @@ use super::LiveError;
 use super::control::{self, AttackPlan};
 use super::evil_order::EvilStrategy;
 use super::evil_router::RouterStrategy;
-use super::process::{BoundAddrs, ServerProcess, wait_for_bound_addrs};
+use super::process::{
+    BoundAddrs, ServerProcess, clear_bound_addrs, find_binary as binary, init_order_server,
+    run_init, wait_for_bound_addrs,
+};
 use grompi_proto::AccountId;
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
 use grompi_proto::{OrderServerKey, descriptor::min_quorum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How long a server may take to bind its listeners.
@@ -131,19 +133,7 @@ impl Launcher {
     /// key (hex).
     fn init_order(&self, data: &Path) -> Result<String, LiveError> {
         match self {
-            Self::Binaries(dir) => {
-                let stdout = run_init(&binary(dir, "order-server")?, data)?;
-                stdout
-                    .lines()
-                    .find_map(|l| l.strip_prefix("public_key = \""))
-                    .and_then(|l| l.strip_suffix('"'))
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        LiveError::Setup(format!(
-                            "order-server init printed no public_key: {stdout}"
-                        ))
-                    })
-            }
+            Self::Binaries(dir) => init_order_server(&binary(dir, "order-server")?, data),
             Self::SelfHosted(_) => grompi_order_server::init::init(data, &[])
                 .map(|i| i.public_key.to_hex())
                 .map_err(|e| LiveError::Setup(format!("order-server init: {e}"))),
@@ -211,36 +201,6 @@ pub fn default_binaries() -> Result<PathBuf, LiveError> {
         .ok_or_else(|| LiveError::Setup(format!("no directory above {}", exe.display())))
 }
 
-fn binary(dir: &Path, name: &str) -> Result<PathBuf, LiveError> {
-    let path = dir.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(LiveError::Setup(format!(
-            "{} not found; build the servers first with `cargo build --bins` \
-             (same profile as this command) or pass --binaries",
-            path.display()
-        )))
-    }
-}
-
-fn run_init(bin: &Path, data_dir: &Path) -> Result<String, LiveError> {
-    let out = Command::new(bin)
-        .arg("init")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .map_err(LiveError::io(format!("run {} init", bin.display())))?;
-    if !out.status.success() {
-        return Err(LiveError::Setup(format!(
-            "{} init failed: {}",
-            bin.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// How many refused equivocation attempts the order server over
 /// `data_dir` kept as evidence. The server must be stopped (its store is
 /// opened here).
@@ -292,7 +252,7 @@ fn start_node(
     config: &Path,
     data_dir: &Path,
 ) -> Result<Node, LiveError> {
-    let _ = std::fs::remove_file(data_dir.join("bound-addrs.toml"));
+    clear_bound_addrs(data_dir);
     let log = config.with_file_name("server.log");
     let mut args: Vec<&str> = command.1.iter().map(String::as_str).collect();
     let config_arg = config.to_string_lossy().into_owned();

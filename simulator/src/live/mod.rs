@@ -2,7 +2,7 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | [`process`] | a server process: spawn, log file, bound addresses, stop |
+//! | [`process`] | the one process harness (the end-to-end tests use it too): find, init, spawn, bound addresses, stop |
 //! | [`devnet`] | a router and N order servers with generated keys and the descriptor |
 //! | [`evil_order`] | malicious order servers: the real one with its answers changed, or one real one per branch |
 //! | [`evil_router`] | malicious routers: a front over one real router per group (fork), or changing deliveries |

@@ -1,11 +1,62 @@
-//! Child processes of a live network: spawned with their standard error in
-//! a file, killed when dropped, stopped gracefully on request.
+//! Child processes of a live network, and the one harness that starts the
+//! real binaries (the simulator's live mode and the end-to-end tests both
+//! use it): find a binary, run its `init`, spawn it with its standard error
+//! in a file, wait for the bound addresses it writes, stop it gracefully or
+//! kill it when dropped.
 
 use super::LiveError;
+use grompi_ops::bound_addrs::BOUND_ADDRS_FILE;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// The binary `name` in `dir` (`cargo build --bins` puts the workspace's
+/// binaries side by side in the target directory).
+pub fn find_binary(dir: &Path, name: &str) -> Result<PathBuf, LiveError> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(LiveError::Setup(format!(
+            "{} not found; build the servers first with `cargo build --bins` \
+             (same profile as this command) or pass --binaries",
+            path.display()
+        )))
+    }
+}
+
+/// Runs `<bin> init --data-dir <data_dir>` and returns what it printed.
+pub fn run_init(bin: &Path, data_dir: &Path) -> Result<String, LiveError> {
+    let out = Command::new(bin)
+        .arg("init")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .map_err(LiveError::io(format!("run {} init", bin.display())))?;
+    if !out.status.success() {
+        return Err(LiveError::Setup(format!(
+            "{} init failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `order-server init` (binary `bin`) over `data_dir` and returns the
+/// public key it printed (hex).
+pub fn init_order_server(bin: &Path, data_dir: &Path) -> Result<String, LiveError> {
+    let stdout = run_init(bin, data_dir)?;
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            LiveError::Setup(format!("order-server init printed no public_key: {stdout}"))
+        })
+}
 
 /// A server process, killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
@@ -78,25 +129,46 @@ impl ServerProcess {
         }
     }
 
-    /// Sends SIGTERM and waits up to `grace` for the process to exit, then
-    /// kills it.
-    pub fn stop(&mut self, grace: Duration) {
-        let Some(mut child) = self.child.take() else {
-            return;
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit;
+    /// returns its exit status. On a timeout the process is left running
+    /// (it is still killed when dropped).
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus, LiveError> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(LiveError::Setup(format!(
+                "{} was already stopped",
+                self.name
+            )));
         };
-        let _ = Command::new("kill")
+        Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
+            .status()
+            .map_err(LiveError::io(format!("send SIGTERM to {}", self.name)))?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(LiveError::io(format!("wait for {}", self.name)))?
+            {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(LiveError::Timeout(format!(
+                    "{} to exit after SIGTERM",
+                    self.name
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = child.kill();
-        let _ = child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit, then
+    /// kills it.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.terminate(grace).is_err() {
+            self.kill();
+        }
     }
 }
 
@@ -113,8 +185,8 @@ pub fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The addresses a server bound, from the `bound-addrs.toml` it writes into
-/// its data directory once its listeners are up.
+/// The addresses a server bound, from the [`BOUND_ADDRS_FILE`] it writes
+/// into its data directory once its listeners are up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct BoundAddrs {
     /// The gRPC listener.
@@ -123,6 +195,39 @@ pub struct BoundAddrs {
     pub metrics: Option<SocketAddr>,
 }
 
+/// Removes a server's bound addresses file left by an earlier run, so that
+/// waiting after the next start reads the new addresses.
+pub fn clear_bound_addrs(data_dir: &Path) {
+    let _ = std::fs::remove_file(data_dir.join(BOUND_ADDRS_FILE));
+}
+
+/// One look at `<data_dir>/bound-addrs.toml`: the addresses once it parses,
+/// an error if `process` exited or `deadline` passed.
+fn poll_bound_addrs(
+    data_dir: &Path,
+    process: &mut ServerProcess,
+    deadline: Instant,
+) -> Result<Option<BoundAddrs>, LiveError> {
+    process.check_running()?;
+    let path = data_dir.join(BOUND_ADDRS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(addrs) = toml::from_str::<BoundAddrs>(&text)
+    {
+        return Ok(Some(addrs));
+    }
+    if Instant::now() > deadline {
+        return Err(LiveError::Timeout(format!(
+            "{} to bind its listeners ({} never appeared)",
+            process.name(),
+            path.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// How often the bound addresses file is looked for.
+const BOUND_POLL: Duration = Duration::from_millis(10);
+
 /// Waits until `<data_dir>/bound-addrs.toml` appears and parses, failing
 /// early if `process` exits.
 pub fn wait_for_bound_addrs(
@@ -130,23 +235,28 @@ pub fn wait_for_bound_addrs(
     process: &mut ServerProcess,
     timeout: Duration,
 ) -> Result<BoundAddrs, LiveError> {
-    let path = data_dir.join("bound-addrs.toml");
     let deadline = Instant::now() + timeout;
     loop {
-        process.check_running()?;
-        if let Ok(text) = std::fs::read_to_string(&path)
-            && let Ok(addrs) = toml::from_str::<BoundAddrs>(&text)
-        {
+        if let Some(addrs) = poll_bound_addrs(data_dir, process, deadline)? {
             return Ok(addrs);
         }
-        if Instant::now() > deadline {
-            return Err(LiveError::Timeout(format!(
-                "{} to bind its listeners ({} never appeared)",
-                process.name(),
-                path.display()
-            )));
+        std::thread::sleep(BOUND_POLL);
+    }
+}
+
+/// [`wait_for_bound_addrs`] for async callers: the same check, sleeping
+/// on the tokio timer between looks.
+pub async fn wait_for_bound_addrs_async(
+    data_dir: &Path,
+    process: &mut ServerProcess,
+    timeout: Duration,
+) -> Result<BoundAddrs, LiveError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(addrs) = poll_bound_addrs(data_dir, process, deadline)? {
+            return Ok(addrs);
         }
-        std::thread::sleep(Duration::from_millis(10));
+        tokio::time::sleep(BOUND_POLL).await;
     }
 }
 

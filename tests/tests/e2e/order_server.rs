@@ -161,6 +161,11 @@ async fn fixture(extra: &str) -> Fixture {
     }
 }
 
+/// What a server process wrote to its standard error so far.
+fn stderr(process: &grompi_tests::Process) -> String {
+    std::fs::read_to_string(process.log()).unwrap_or_default()
+}
+
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len())
         .step_by(2)
@@ -836,9 +841,9 @@ async fn sigterm_shuts_down_gracefully_and_state_survives() {
     // exit well before its 10 s grace period ends.
     let process = &mut f.server.process;
     let status = tokio::task::block_in_place(|| process.terminate(Duration::from_secs(8)))
-        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", f.server.process.stderr()));
+        .unwrap_or_else(|e| panic!("{e}; stderr:\n{}", stderr(&f.server.process)));
     assert!(status.success(), "exit status {status}");
-    assert!(f.server.process.stderr().contains("shutting down"));
+    assert!(stderr(&f.server.process).contains("shutting down"));
     let server = f.node.start().await.unwrap();
     let mut client = OrderServiceClient::new(f.node.channel(&server).await.unwrap());
     let p = client

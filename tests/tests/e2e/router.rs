@@ -131,10 +131,11 @@ impl Net {
     }
 
     async fn start_router(&mut self) {
-        let _ = std::fs::remove_file(self.router_data.join("bound-addrs.toml"));
+        grompi_simulator::live::process::clear_bound_addrs(&self.router_data);
         let bin = grompi_tests::binary("router").unwrap();
         let config = self.router_config.to_string_lossy().into_owned();
         let mut p = Process::spawn(
+            "router",
             &bin,
             &["serve", "--config", &config],
             &self.dir.path().join("router.stderr"),
@@ -180,7 +181,7 @@ struct Member {
 fn authed<T>(m: &Member, body: T) -> Request<T> {
     let mut r = Request::new(body);
     r.metadata_mut()
-        .insert("x-grompi-session", m.token.parse().unwrap());
+        .insert(grompi_proto::SESSION_METADATA, m.token.parse().unwrap());
     r
 }
 
