@@ -1005,6 +1005,15 @@ impl RouterCore {
         }
         let id = self.next_job;
         self.next_job += 1;
+        // A job pipelined behind one still in flight continues its stream.
+        let follows = if items.is_empty() {
+            None
+        } else {
+            self.in_flight
+                .get(s)
+                .and_then(|q| q.iter().rev().find(|f| !f.items.is_empty()))
+                .map(|f| f.id)
+        };
         if let Some(link) = self.links.get_mut(s) {
             link.in_flight += 1;
         }
@@ -1028,6 +1037,7 @@ impl RouterCore {
             opens,
             items: items.into_iter().map(|(i, _)| i).collect(),
             request,
+            follows,
         }));
     }
 

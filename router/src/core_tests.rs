@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::directory::{parse_register, parse_upload};
+use crate::driver::{CommitBatch, Driver, DriverConfig, fold};
 use crate::fanout::OpenOutcome;
 use crate::store::{Durability, EnvelopeReader, MemStore, Store};
 use ed25519_dalek::{Signer, SigningKey};
@@ -36,7 +37,8 @@ struct Member {
 
 struct World {
     store: MemStore,
-    core: RouterCore,
+    /// The core, run by the loop every shell runs.
+    driver: Driver,
     config: CoreConfig,
     servers: Vec<FakeServer>,
     down: Vec<bool>,
@@ -46,10 +48,13 @@ struct World {
     replies: HashMap<Ticket, Result<Response, RouterError>>,
     jobs: Vec<ServerJob>,
     deliveries: Vec<(AccountId, pb::Delivery)>,
-    /// Uncommitted output (a crash before commit loses it).
-    uncommitted: Output,
-    /// Jobs one server may have in flight (an ordered stream per server).
-    depth: usize,
+    /// Whether closed batches wait for [`World::commit`] (group commit)
+    /// instead of being committed by [`World::flush`].
+    group_commit: bool,
+    /// Closed batches waiting for the commit; a crash loses them.
+    queued: Vec<CommitBatch>,
+    /// Each server's ordered stream, as the router's worker keeps it.
+    streams: Vec<crate::fanout::StreamOrder>,
 }
 
 fn config(n: usize, quorum: usize) -> (CoreConfig, Vec<FakeServer>) {
@@ -82,7 +87,9 @@ impl World {
         let core = RouterCore::restore(config.clone(), store.load().unwrap()).unwrap();
         Self {
             store,
-            core,
+            // Production's loop, one job in flight per server unless a test
+            // asks for more (`pipelined`).
+            driver: Driver::new(core, DriverConfig::PRODUCTION.with_pipeline_depth(1)),
             config,
             servers,
             down: vec![false; n],
@@ -92,8 +99,9 @@ impl World {
             replies: HashMap::new(),
             jobs: Vec::new(),
             deliveries: Vec::new(),
-            uncommitted: Output::separating_early(),
-            depth: 1,
+            group_commit: false,
+            queued: Vec::new(),
+            streams: vec![crate::fanout::StreamOrder::default(); n],
         }
     }
 
@@ -101,30 +109,54 @@ impl World {
     /// stream: [`World::run_job`] runs each server's jobs in the order sent,
     /// and a failure loses every job in flight to that server.
     fn pipelined(mut self, depth: usize) -> Self {
-        self.depth = depth;
-        self.core.pipeline_jobs(depth);
+        let config = self.driver.config().with_pipeline_depth(depth);
+        self.driver = Driver::new(self.driver.into_core(), config);
         self
+    }
+
+    /// The core.
+    fn core(&self) -> &RouterCore {
+        self.driver.core()
+    }
+
+    /// The batch being built: fed and not yet flushed (a crash loses it).
+    fn uncommitted(&self) -> &Output {
+        self.driver.building()
+    }
+
+    /// Restarts the core from the store, with the same driver
+    /// configuration; what was not flushed is lost.
+    fn restart(&mut self) {
+        let core = RouterCore::restore(self.config.clone(), self.store.load().unwrap()).unwrap();
+        self.driver = Driver::new(core, self.driver.config());
     }
 
     /// Feeds a command without committing.
     fn feed(&mut self, cmd: Command) -> Ticket {
         let t = Ticket(self.next_ticket);
         self.next_ticket += 1;
-        self.core
-            .handle(t, cmd, self.now, &mut self.rng, &mut self.uncommitted);
+        self.driver.handle(t, cmd, self.now, &mut self.rng);
         t
     }
 
-    /// Polls, performs the early effects, commits, then performs the other
-    /// effects: the shell's loop.
+    /// Closes the batch (the driver polls), performs the early effects,
+    /// commits, then performs the other effects: the shell's loop. With
+    /// group commit the closed batch waits for [`World::commit`].
     fn flush(&mut self) {
-        self.core
-            .poll(self.now, &mut self.rng, &mut self.uncommitted);
-        let mut out = std::mem::replace(&mut self.uncommitted, Output::separating_early());
-        self.perform(std::mem::take(&mut out.early));
-        let durability = out.durability();
-        self.store.commit(&out.records, durability).unwrap();
-        self.perform(out.effects);
+        let step = self.driver.finish(self.now, &mut self.rng);
+        self.perform(step.early);
+        self.queued.push(step.commit);
+        if !self.group_commit {
+            self.commit();
+        }
+    }
+
+    /// Folds every closed batch into one commit, commits, then performs
+    /// their effects: the committer's loop.
+    fn commit(&mut self) {
+        let batch = fold(std::mem::take(&mut self.queued));
+        batch.commit_to(&mut self.store).unwrap();
+        self.perform(batch.effects);
     }
 
     /// Performs effects: replies, jobs and deliveries are recorded.
@@ -177,10 +209,17 @@ impl World {
             .iter()
             .position(|j| j.server == server)
             .unwrap_or(k);
+        if !self.streams[server as usize].admits(&self.jobs[k]) {
+            // Its predecessor went on a stream that broke since: the
+            // worker fails it unsent, and the current stream goes on.
+            let job = self.jobs.remove(k);
+            return vec![crate::fanout::StreamOrder::unsent(&job)];
+        }
         let first = self.job_result(k, lose);
         let mut results = vec![first];
         if results[0].attest.is_err() {
             self.servers[server as usize].reset_stream();
+            self.streams[server as usize].broke();
             while let Some(k) = self.jobs.iter().position(|j| j.server == server) {
                 let job = self.jobs.remove(k);
                 results.push(JobResult {
@@ -202,6 +241,9 @@ impl World {
     fn job_result(&mut self, k: usize, lose: bool) -> JobResult {
         let job = self.jobs.remove(k);
         let s = job.server as usize;
+        if !job.request.items.is_empty() {
+            self.streams[s].sent(&job);
+        }
         if self.down[s] {
             JobResult {
                 id: job.id,
@@ -253,9 +295,11 @@ impl World {
     /// server is down or noise is on, for a bounded number of rounds).
     fn settle(&mut self) {
         for _ in 0..2_000 {
+            self.commit();
             if self.jobs.is_empty() {
                 self.now += 200;
                 self.flush();
+                self.commit();
                 if self.jobs.is_empty() {
                     return;
                 }
@@ -273,9 +317,8 @@ impl World {
         let before = self.jobs.len();
         self.run_job_uncommitted(k);
         debug_assert!(self.jobs.len() < before);
-        self.core
-            .poll(self.now, &mut self.rng, &mut self.uncommitted);
-        let early = std::mem::take(&mut self.uncommitted.early);
+        self.driver.poll(self.now, &mut self.rng);
+        let early = self.driver.take_early();
         self.perform(early);
         self.crash();
     }
@@ -283,14 +326,16 @@ impl World {
     /// Simulated crash: uncommitted output and unfinished jobs are lost; a
     /// new core restarts from the store.
     fn crash(&mut self) {
-        self.uncommitted = Output::separating_early();
+        self.queued.clear();
         self.store.lose_deferred().unwrap();
         self.jobs.clear();
         for s in &mut self.servers {
             s.reset_stream();
         }
-        self.core = RouterCore::restore(self.config.clone(), self.store.load().unwrap()).unwrap();
-        self.core.pipeline_jobs(self.depth);
+        for s in &mut self.streams {
+            s.broke();
+        }
+        self.restart();
     }
 
     fn register(&mut self, seed: u8, order_keys: usize) -> Member {
@@ -796,7 +841,7 @@ fn an_envelope_every_server_refuses_is_dropped_and_the_index_reused() {
             if r.len() == 3 && r.iter().all(|r| r.reason == RefusalReason::BadSubmissionTag))
     );
     assert!(matches!(w.reply(tg), Some(Ok(_))));
-    let conv = w.core.conversation(&id).unwrap();
+    let conv = w.core().conversation(&id).unwrap();
     assert_eq!(
         conv.next,
         Index(2),
@@ -825,7 +870,11 @@ fn answers_commit_deferred_but_a_drop_that_moves_envelopes_commits_now() {
             token: members[1].token.clone(),
             call: Call::Submit(s),
         });
-        assert_eq!(w.uncommitted.durability(), Durability::Now, "an admission");
+        assert_eq!(
+            w.uncommitted().durability(),
+            Durability::Now,
+            "an admission"
+        );
         w.flush();
         t
     };
@@ -842,16 +891,16 @@ fn answers_commit_deferred_but_a_drop_that_moves_envelopes_commits_now() {
         }
         w.run_job_uncommitted(0);
         let moves_envelopes = w
-            .uncommitted
+            .uncommitted()
             .records
             .iter()
             .any(|r| matches!(r, Record::Envelope { .. } | Record::Tail { .. }));
         let tags = w
-            .uncommitted
+            .uncommitted()
             .records
             .iter()
             .any(|r| matches!(r, Record::Attestation { .. }));
-        match w.uncommitted.durability() {
+        match w.uncommitted().durability() {
             Durability::Now => {
                 assert!(moves_envelopes, "only a moved envelope needs a sync");
                 synced_drops += 1;
@@ -991,40 +1040,40 @@ fn attested_deliveries_leave_before_the_commit_and_survive_a_crash() {
     );
     // Two servers answer; the second answer makes index 1 quorate.
     w.run_job_uncommitted(0);
-    w.core.poll(w.now, &mut w.rng, &mut w.uncommitted);
+    w.driver.poll(w.now, &mut w.rng);
     assert!(
-        w.uncommitted.early.is_empty(),
+        w.uncommitted().early.is_empty(),
         "one tag of two: nothing to send"
     );
     w.flush();
     w.run_job_uncommitted(0);
     assert!(
-        !w.uncommitted.records.is_empty(),
+        !w.uncommitted().records.is_empty(),
         "the tags are still to be committed"
     );
     let early_deliveries = w
-        .uncommitted
+        .uncommitted()
         .early
         .iter()
         .filter(|e| matches!(e, Effect::Deliver { delivery, .. } if delivery.index == 1))
         .count();
     assert_eq!(early_deliveries, 2, "both members' deliveries are early");
     assert!(
-        w.uncommitted
+        w.uncommitted()
             .early
             .iter()
             .any(|e| matches!(e, Effect::Reply(r, Ok(Response::Submitted(_))) if *r == t)),
         "the sender's acknowledgement is early"
     );
     assert!(
-        !w.uncommitted
+        !w.uncommitted()
             .effects
             .iter()
             .any(|e| matches!(e, Effect::Deliver { .. } | Effect::Reply(..))),
         "nothing of the job's result waits for the commit"
     );
     // Perform the early effects, then crash before the commit.
-    let early = std::mem::take(&mut w.uncommitted.early);
+    let early = w.driver.take_early();
     w.perform(early);
     let shown: Vec<(AccountId, pb::Delivery)> = w.deliveries.clone();
     w.crash();
@@ -1097,7 +1146,7 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
         hash,
         "resubmitted once delivered"
     );
-    assert_eq!(w.core.conversations[&id].next, Index(2), "admitted once");
+    assert_eq!(w.core().conversations[&id].next, Index(2), "admitted once");
 
     // Every server attested index 1 and a later durable commit carried
     // their progress: after a restart index 1 is no longer in memory.
@@ -1105,7 +1154,7 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
     w.crash();
     w.settle();
     assert!(
-        !w.core.conversations[&id].pending.contains_key(&Index(1)),
+        !w.core().conversations[&id].pending.contains_key(&Index(1)),
         "the test needs index 1 out of memory"
     );
     let delivered_before = w.deliveries.len();
@@ -1117,7 +1166,7 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
         "resubmitted after a restart"
     );
     assert_eq!(
-        w.core.conversations[&id].next,
+        w.core().conversations[&id].next,
         Index(2),
         "not admitted again"
     );
@@ -1138,13 +1187,13 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
         "{:?}",
         w.reply(t)
     );
-    assert_eq!(w.core.conversations[&id].next, Index(2));
+    assert_eq!(w.core().conversations[&id].next, Index(2));
     // The next envelope from the slot is admitted as usual.
     let next = message(&mut members, &created, id, &servers, 1, true, b"next");
     let t = submit(&mut w, &members[1], next);
     w.settle();
     assert_ne!(submitted_hash(w.reply(t)), hash);
-    assert_eq!(w.core.conversations[&id].next, Index(3));
+    assert_eq!(w.core().conversations[&id].next, Index(3));
     assert!(w.servers.iter().all(|s| s.violations.is_empty()));
 }
 
@@ -1246,7 +1295,7 @@ fn updates_install_the_prepared_epoch_and_reach_new_members() {
 fn noise_envelopes_come_from_padding_slots_and_are_attested() {
     let mut w = World::new(2, 2, 6);
     w.config.noise_interval_ms = Some(100);
-    w.core = RouterCore::restore(w.config.clone(), w.store.load().unwrap()).unwrap();
+    w.restart();
     let mut members = vec![w.register(1, 4)];
     let id = ConversationId::from_bytes([9; 32]);
     let created = setup(&mut w, &mut members, id);
@@ -1289,6 +1338,9 @@ enum Step {
     /// commit.
     CrashAfterEarly(usize),
     Crash,
+    /// The committer commits every batch closed so far, folded (with
+    /// group commit; otherwise every flush has committed already).
+    Commit,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -1300,6 +1352,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::CrashBeforeCommit),
         2 => (0usize..8).prop_map(Step::CrashAfterEarly),
         1 => Just(Step::Crash),
+        3 => Just(Step::Commit),
     ]
 }
 
@@ -1329,7 +1382,9 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Under random interleavings of submissions, server failures, lost
-    /// responses and crashes: no server is ever sent i+1 before i; every
+    /// responses and crashes, with or without group commit (closed batches
+    /// waiting to be folded into one commit while early effects leave, and
+    /// lost with them in a crash): no server is ever sent i+1 before i; every
     /// acknowledged envelope ends up at exactly one index, at every server;
     /// every delivery holds only the member's own block and verifying tags,
     /// and no member gets an index's content twice between crashes.
@@ -1338,12 +1393,14 @@ proptest! {
         steps in prop::collection::vec(step(), 1..60),
         quorum in 2usize..=3,
         depth in 1usize..=3,
+        group_commit in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let mut w = World::new(3, quorum, seed).pipelined(depth);
         let mut members = vec![w.register(1, 4), w.register(2, 4), w.register(3, 4)];
         let id = ConversationId::from_bytes([9; 32]);
         let created = setup(&mut w, &mut members, id);
+        w.group_commit = group_commit;
         let servers = w.config.servers.clone();
         let mut submitted: Vec<(Ticket, EnvelopeHash, bool)> = Vec::new();
         // What each member was shown at each index, across crashes.
@@ -1384,6 +1441,7 @@ proptest! {
                     }
                 }
                 Step::Crash => { w.crash(); w.deliveries.clear(); }
+                Step::Commit => w.commit(),
             }
             record_shown(&w, &mut shown)?;
             // Views are always the member's own.
@@ -1420,7 +1478,7 @@ proptest! {
             }
         }
         // Everything stored is fetchable and matches the servers' chain.
-        let conv = w.core.conversation(&id).unwrap();
+        let conv = w.core().conversation(&id).unwrap();
         prop_assert_eq!(conv.delivered.0 as usize, chain.len());
         let rows = w.store.read(&id, Index(0), conv.delivered).unwrap();
         prop_assert_eq!(rows.len(), chain.len());

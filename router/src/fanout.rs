@@ -7,7 +7,11 @@
 //! at the number it has attested, after any refusal or failure), and its
 //! jobs reach it in the order sent (one at a time, or pipelined over one
 //! ordered stream), so it never sees index i+1 before it has attested i
-//! (or refused i earlier in the same stream).
+//! (or refused i earlier in the same stream). A pipelined job names the job
+//! it follows, and goes only on the stream that one went on
+//! ([`StreamOrder`]): a job made while its predecessor was in flight, but
+//! handed to the transport only after that stream broke (it waited for a
+//! commit), fails unsent instead of reaching the server past a gap.
 
 use crate::Millis;
 use grompi_proto::pb::{self, RefusalReason};
@@ -79,6 +83,51 @@ pub struct ServerJob {
     pub items: Vec<JobItem>,
     /// The Attest request (empty when there are no items).
     pub request: pb::AttestRequest,
+    /// The job with items this one continues, when that one was still in
+    /// flight as this one was made: this one may only go on the stream
+    /// that one went on ([`StreamOrder`]).
+    pub follows: Option<u64>,
+}
+
+/// The order of one stream to an order server, as its sender keeps it: the
+/// last job sent on the stream since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamOrder {
+    last: Option<u64>,
+}
+
+impl StreamOrder {
+    /// Whether `job` may go on the current stream. A job that follows one
+    /// not sent on this stream (it went on a stream that broke since) must
+    /// fail unsent: the server would see its indices past a gap.
+    pub fn admits(&self, job: &ServerJob) -> bool {
+        job.follows.is_none_or(|p| self.last == Some(p))
+    }
+
+    /// A job with items went on the stream.
+    pub fn sent(&mut self, job: &ServerJob) {
+        self.last = Some(job.id);
+    }
+
+    /// The stream broke or closed: the next job starts a new one.
+    pub fn broke(&mut self) {
+        self.last = None;
+    }
+
+    /// The result of a job the stream does not admit: it fails unsent.
+    pub fn unsent(job: &ServerJob) -> JobResult {
+        let why = "the stream of the job it follows broke";
+        JobResult {
+            id: job.id,
+            server: job.server,
+            opens: job
+                .opens
+                .iter()
+                .map(|_| OpenOutcome::Failed(why.into()))
+                .collect(),
+            attest: Err(why.into()),
+        }
+    }
 }
 
 /// How an OpenConversation call ended.

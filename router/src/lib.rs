@@ -10,15 +10,18 @@
 //!
 //! The logic is a sans-IO state machine ([`core::RouterCore`]): time and
 //! randomness are passed in, and its output is a list of records to commit
-//! and effects to perform after the commit. The gRPC service, the redb
-//! store, the order server workers and the timers are thin shells around
-//! it ([`runtime`]).
+//! and effects to perform after the commit. One sans-IO loop runs it
+//! ([`driver::Driver`]: batches of inputs, early effects, commit batches,
+//! group commit, pipelined jobs), and every shell calls that loop: the gRPC
+//! service, the redb store, the order server workers and the timers
+//! ([`runtime`]), the simulator's router, and the core's tests.
 //!
 //! # Layout
 //!
 //! | module | concept |
 //! |---|---|
 //! | [`core`] | the state machine: commands, records, effects |
+//! | [`driver`] | the loop around the core: batches, early effects, group commit, pipelining |
 //! | [`directory`] | accounts, prekeys, order keys, challenges, sessions |
 //! | [`conversation`] | slot assignment and padding tiers, epochs, the per-conversation sequencer |
 //! | [`fanout`] | per-order-server links, jobs, backoff, refusal classes |
@@ -38,6 +41,7 @@ pub mod conversation;
 pub mod core;
 pub mod delivery;
 pub mod directory;
+pub mod driver;
 pub mod error;
 pub mod fanout;
 pub mod limits;

@@ -1,12 +1,19 @@
-//! The shell around the core: one core thread that batches requests into
-//! one durable commit (group commit) before performing any effect, one
-//! worker task per order server that runs one job at a time, a ticker, and
-//! the hub of live subscribers.
+//! The shell around the core: one core thread that runs the
+//! [`Driver`] over batches of requests, a committer thread that folds the
+//! batches queued behind a running commit into one durable commit (group
+//! commit) before performing their effects, one worker task per order
+//! server that keeps up to [`PIPELINE_DEPTH`] jobs in flight over an ordered
+//! stream, a ticker, and the hub of live subscribers. The loop's logic is
+//! the driver's ([`crate::driver`]); this module only moves its inputs and
+//! outputs between threads, channels and sockets.
 
-use crate::core::{Command, Effect, Output, Response, RouterCore};
+use crate::core::{Command, Effect, Response, RouterCore};
+use crate::driver::{CommitBatch, Driver, DriverConfig, Input, fold};
 use crate::error::RouterError;
-use crate::fanout::{JobResult, OpenOutcome, ServerJob};
+use crate::fanout::{JobResult, OpenOutcome, ServerJob, StreamOrder};
 use crate::store::{Durability, Store};
+
+pub use crate::driver::PIPELINE_DEPTH;
 use crate::{Millis, Ticket};
 use grompi_proto::pb::order_service_client::OrderServiceClient;
 use grompi_proto::{AccountId, pb};
@@ -111,25 +118,25 @@ enum Ready {
 
 /// What the core thread hands the committer: one batch's records and the
 /// effects that wait for them.
-struct Batch {
-    records: Vec<crate::record::Record>,
-    durability: Durability,
-    effects: Vec<Ready>,
-    commands: usize,
-}
+type Batch = CommitBatch<Ready>;
 
 /// Most batches queued for the committer before the core thread waits.
 const COMMIT_QUEUE: usize = 64;
+
+/// Matches an effect to its reply channel (none when the waiter is gone).
+fn ready_one(effect: Effect, waiting: &mut HashMap<Ticket, Reply>) -> Option<Ready> {
+    match effect {
+        Effect::Reply(t, r) => waiting.remove(&t).map(|tx| Ready::Reply(tx, r)),
+        Effect::Job(job) => Some(Ready::Job(job)),
+        Effect::Deliver { account, delivery } => Some(Ready::Deliver { account, delivery }),
+    }
+}
 
 /// Matches effects to reply channels.
 fn ready(effects: Vec<Effect>, waiting: &mut HashMap<Ticket, Reply>) -> Vec<Ready> {
     effects
         .into_iter()
-        .filter_map(|effect| match effect {
-            Effect::Reply(t, r) => waiting.remove(&t).map(|tx| Ready::Reply(tx, r)),
-            Effect::Job(job) => Some(Ready::Job(job)),
-            Effect::Deliver { account, delivery } => Some(Ready::Deliver { account, delivery }),
-        })
+        .filter_map(|effect| ready_one(effect, waiting))
         .collect()
 }
 
@@ -149,15 +156,14 @@ fn perform(effects: Vec<Ready>, jobs: &[mpsc::UnboundedSender<ServerJob>], hub: 
     }
 }
 
-/// Starts the core thread and its committer. The core thread runs the
-/// state machine over batches of requests and never waits for the disk:
-/// it performs a batch's early effects at once (see [`Output`]) and hands
-/// the records and the other effects to the committer, which folds every
-/// batch queued behind the running commit into the next one (group
-/// commit), commits (synced, unless every folded batch holds only what
-/// order servers answered: [`Output::durability`]), and only then performs
-/// their effects, in order. Returns the core's sender and a handle that yields the result
-/// (an error if storage failed).
+/// Starts the core thread and its committer, running `core` as
+/// [`DriverConfig::PRODUCTION`] says. The core thread runs the [`Driver`]
+/// over batches of requests and never waits for the disk: it performs a
+/// batch's early effects at once (see [`crate::core::Output`]) and hands
+/// the [`CommitBatch`] to the committer, which [`fold`]s every batch queued
+/// behind the running commit into the next one (group commit), commits it,
+/// and only then performs their effects, in order. Returns the core's
+/// sender and a handle that yields the result (an error if storage failed).
 pub fn start_core(
     core: RouterCore,
     store: Box<dyn Store>,
@@ -185,7 +191,7 @@ pub fn start_core(
 }
 
 fn run_core(
-    mut core: RouterCore,
+    core: RouterCore,
     store: Box<dyn Store>,
     jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
     hub: Arc<Hub>,
@@ -204,6 +210,7 @@ fn run_core(
                 reason: e.to_string(),
             })?
     };
+    let mut driver = Driver::new(core, DriverConfig::PRODUCTION);
     let mut rng = rand::rng();
     let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
     let mut next_ticket = 0u64;
@@ -218,9 +225,7 @@ fn run_core(
             }
         }
         let now = now_ms();
-        let mut out = Output::separating_early();
         let mut stop = false;
-        let commands = batch.len();
         for m in batch {
             match m {
                 CoreMsg::Request(cmd, reply) => {
@@ -229,25 +234,18 @@ fn run_core(
                     if let Some(r) = reply {
                         waiting.insert(t, r);
                     }
-                    core.handle(t, *cmd, now, &mut rng, &mut out);
+                    driver.input(Input::Command(t, cmd), now, &mut rng);
                 }
-                CoreMsg::Tick => {}
+                CoreMsg::Tick => driver.input(Input::Tick, now, &mut rng),
                 CoreMsg::Shutdown => stop = true,
             }
         }
-        core.poll(now, &mut rng, &mut out);
-        let durability = out.durability();
-        perform(ready(out.early, &mut waiting), &jobs, &hub);
-        let effects = ready(out.effects, &mut waiting);
-        if commit_tx
-            .send(Batch {
-                durability,
-                records: out.records,
-                effects,
-                commands,
-            })
-            .is_err()
-        {
+        let step = driver.finish(now, &mut rng);
+        perform(ready(step.early, &mut waiting), &jobs, &hub);
+        let batch = step
+            .commit
+            .filter_map_effects(|effect| ready_one(effect, &mut waiting));
+        if commit_tx.send(batch).is_err() {
             // The committer stopped: storage failed. Its result says why.
             committer_alive = false;
             break;
@@ -256,7 +254,7 @@ fn run_core(
         waiting.retain(|_, r| !r.is_closed());
         metrics::gauge!("router_waiting_requests").set(waiting.len() as f64);
         if last_gauges.elapsed() >= Duration::from_secs(1) {
-            metrics::gauge!("router_pending_envelopes").set(core.pending_count() as f64);
+            metrics::gauge!("router_pending_envelopes").set(driver.core().pending_count() as f64);
             last_gauges = Instant::now();
         }
         if stop {
@@ -277,9 +275,9 @@ fn run_core(
     }
 }
 
-/// Commits batches in order, folding all that are queued into one commit,
-/// then performs their effects. On a storage failure it stops, failing
-/// every queued request, so a restart reloads the committed state.
+/// Commits batches in order, folding all that are queued into one commit
+/// ([`fold`]), then performs their effects. On a storage failure it stops,
+/// failing every queued request, so a restart reloads the committed state.
 fn run_committer(
     mut store: Box<dyn Store>,
     rx: std::sync::mpsc::Receiver<Batch>,
@@ -291,18 +289,9 @@ fn run_committer(
         while let Ok(b) = rx.try_recv() {
             batches.push(b);
         }
-        let mut records = Vec::new();
-        let mut commands = 0;
-        let mut durability = Durability::Deferred;
-        for b in &mut batches {
-            records.append(&mut b.records);
-            commands += b.commands;
-            if b.durability == Durability::Now {
-                durability = Durability::Now;
-            }
-        }
+        let batch = fold(batches);
         let started = Instant::now();
-        if let Err(e) = store.commit(&records, durability) {
+        if let Err(e) = batch.commit_to(store.as_mut()) {
             tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
             let fail = |effects: Vec<Ready>| {
                 for effect in effects {
@@ -311,32 +300,25 @@ fn run_committer(
                     }
                 }
             };
-            for b in batches {
-                fail(b.effects);
-            }
+            fail(batch.effects);
             while let Ok(b) = rx.try_recv() {
                 fail(b.effects);
             }
             return Err(RouterError::Storage(e.to_string()));
         }
-        if !records.is_empty() {
-            let kind = match durability {
+        if !batch.records.is_empty() {
+            let kind = match batch.durability {
                 Durability::Now => "synced",
                 Durability::Deferred => "deferred",
             };
             metrics::histogram!("router_commit_seconds", "durability" => kind)
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("router_commit_batch_commands").record(commands as f64);
+            metrics::histogram!("router_commit_batch_commands").record(batch.inputs as f64);
         }
-        for b in batches {
-            perform(b.effects, jobs, hub);
-        }
+        perform(batch.effects, jobs, hub);
     }
     Ok(())
 }
-
-/// Jobs one order server may have in flight over its attest stream.
-pub const PIPELINE_DEPTH: usize = 8;
 
 /// The attest stream to one order server: requests go in on `requests`,
 /// answers come back on `answers`, in the same order.
@@ -409,7 +391,9 @@ async fn run_opens(
 /// [`PIPELINE_DEPTH`] at once (the core decides how many it sends), and
 /// are answered in order. When the stream fails or an answer is late,
 /// every job in flight is reported failed and the next job opens a new
-/// stream; the core sends again from the server's progress.
+/// stream; the core sends again from the server's progress. A job that
+/// follows one sent on a stream that broke since fails unsent
+/// ([`StreamOrder`]): it waited for a commit while the stream broke.
 pub async fn server_worker(
     server: u32,
     name: String,
@@ -419,6 +403,7 @@ pub async fn server_worker(
     timeout: Duration,
 ) {
     let mut link: Option<AttestLink> = None;
+    let mut order = StreamOrder::default();
     let mut flying: std::collections::VecDeque<Flying> = std::collections::VecDeque::new();
     let report = |result: JobResult| {
         let core = core.clone();
@@ -435,6 +420,12 @@ pub async fn server_worker(
         let failure: Option<String> = tokio::select! {
             job = jobs.recv() => {
                 let Some(job) = job else { return };
+                if !order.admits(&job) {
+                    if !report(StreamOrder::unsent(&job)).await {
+                        return;
+                    }
+                    continue;
+                }
                 let opens = run_opens(&client, &job.opens, timeout).await;
                 if job.request.items.is_empty() {
                     let done = JobResult { id: job.id, server, opens, attest: Ok(Vec::new()) };
@@ -457,6 +448,7 @@ pub async fn server_worker(
                     }
                 }
                 let items = job.request.items.len();
+                order.sent(&job);
                 let sent = match &link {
                     Some(l) => l.requests.send(job.request).await.is_ok(),
                     None => false,
@@ -492,6 +484,7 @@ pub async fn server_worker(
         if let Some(e) = failure {
             tracing::debug!(server = %name, error = %e, in_flight = flying.len(), "attest stream failed");
             link = None;
+            order.broke();
             for f in flying.drain(..) {
                 let done = JobResult {
                     id: f.id,

@@ -165,10 +165,11 @@ impl Backend {
             backoff_base_ms: config.backoff_base_ms,
             backoff_max_ms: config.backoff_max_ms,
         };
-        let mut core = RouterCore::restore(core_config, snapshot)
+        // The workers carry each server's jobs over one ordered AttestStream,
+        // which is what lets `start_core` pipeline them
+        // (`DriverConfig::PRODUCTION`).
+        let core = RouterCore::restore(core_config, snapshot)
             .map_err(|e| ServeError::Storage(e.to_string()))?;
-        // The workers carry each server's jobs over one ordered AttestStream.
-        core.pipeline_jobs(runtime::PIPELINE_DEPTH);
         let pending = core.pending_count();
         let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
         let mut clients = order_clients(descriptor, identity, server_timeout)?;
