@@ -702,7 +702,8 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
         c = c.count(0).u8(0).count(0).count(0).count(0).count(0).u64(1);
         c = c.count(0).count(0).count(0);
     }
-    c.u64(0).u64(1).u64(2).u64(3).as_bytes().to_vec()
+    // Counters, then (state version 2) no proved heads yet.
+    c.u64(0).u64(1).u64(2).u64(3).count(0).as_bytes().to_vec()
 }
 
 fn conversation_state_seeds() -> Vec<(String, Vec<u8>)> {
