@@ -81,19 +81,33 @@ pub enum Event {
         /// The answer.
         result: Result<Response, String>,
     },
-    /// A job reaches an order server.
+    /// A job reaches an order server (over the ordered stream from the
+    /// router's history `branch` to that server).
     Job {
         /// The router's history that sent it.
         branch: usize,
         /// The job.
         job: ServerJob,
+        /// The router's incarnation that sent it.
+        incarnation: u64,
     },
-    /// A job's result reaches the router.
+    /// A job's result reaches the router (over the same stream, in order).
     JobDone {
         /// The router's history it belongs to.
         branch: usize,
         /// The result.
         result: JobResult,
+        /// The router's incarnation that sent the job: an answer on a stream
+        /// of an earlier incarnation never reaches the current one.
+        incarnation: u64,
+    },
+    /// A commit the router started ends: the effects of the batches it
+    /// holds leave, and the batches queued behind it start the next one.
+    RouterCommitted {
+        /// The router's history.
+        branch: usize,
+        /// The router's incarnation that started it.
+        incarnation: u64,
     },
     /// A delivery reaches a member.
     Deliver {

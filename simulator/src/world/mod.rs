@@ -45,13 +45,15 @@ use grompi_client::{Conversation, ConversationConfig, Secrets};
 use grompi_proto::pb;
 use grompi_proto::{AccountId, ConversationId, SlotIndex, SlotRole, SlotSet};
 use grompi_router::core::{Call, Command, CoreConfig, Effect, Response, Submission};
+use grompi_router::fanout::StreamOrder;
 use grompi_router::limits::Limits;
+use grompi_router::store::Durability;
 use measure::Measure;
 use member_node::MemberNode;
 use order_node::OrderNode;
 use rand::RngExt;
 use rand::rngs::ChaCha20Rng;
-use router_node::RouterNode;
+use router_node::{RouterNode, RouterOut};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a run could not be played (as opposed to an attack succeeding).
@@ -79,6 +81,11 @@ const SETTLE: u64 = 4_000 * MS;
 const AFTER_AUDIT: u64 = 2_000 * MS;
 /// Router timer period.
 const POLL: u64 = 100 * MS;
+/// Shortest and longest router commit that syncs to disk, and one that
+/// does not (only order servers' answers: deferred). Batches the router
+/// makes meanwhile are folded into its next commit.
+const COMMIT_SYNCED: (u64, u64) = (MS, 15 * MS);
+const COMMIT_DEFERRED: (u64, u64) = (100, 2 * MS);
 /// How long a crashed server stays down.
 const DOWNTIME: u64 = 400 * MS;
 /// How often a step whose actor cannot act yet is retried.
@@ -112,12 +119,24 @@ struct World {
     step_attempts: BTreeMap<usize, u32>,
     adversary: adversary::RouterAdversary,
     /// Calls waiting for the router's answer.
-    tickets: BTreeMap<grompi_router::Ticket, (usize, Purpose)>,
+    /// Calls waiting for the router's answer, with the call itself (a call
+    /// the router crashes under fails, and the client makes it again).
+    tickets: BTreeMap<grompi_router::Ticket, (usize, Purpose, Call)>,
     measure: Measure,
     notes: Vec<String>,
     horizon: u64,
     /// Accounts the router registered for itself.
     puppets: Vec<router_puppet::Puppet>,
+    /// Per ordered stream (router incarnation, branch, order server): when
+    /// the last job reaches the server and the last answer the router.
+    streams: BTreeMap<(u64, usize, u32), [u64; 2]>,
+    /// Per stream: the order the router's worker keeps on it (a job whose
+    /// predecessor's stream broke fails unsent).
+    stream_order: BTreeMap<(u64, usize, u32), StreamOrder>,
+    /// Per stream: jobs sent whose answers have not reached the router.
+    in_flight: BTreeMap<(u64, usize, u32), usize>,
+    /// The most jobs one stream had in flight at once.
+    max_in_flight: usize,
 }
 
 /// Options of a run that are not part of the scenario.
@@ -308,6 +327,10 @@ impl World {
             notes: Vec::new(),
             horizon: u64::MAX,
             puppets,
+            streams: BTreeMap::new(),
+            stream_order: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            max_in_flight: 0,
         })
     }
 
@@ -323,6 +346,45 @@ impl World {
     fn send(&mut self, event: Event) {
         self.measure.messages += 1;
         self.sched.after_jitter(LATENCY.0, LATENCY.1, event);
+    }
+
+    /// Sends `event` over the ordered stream (router incarnation, branch,
+    /// order server) to the server (`to_server`) or back: a seeded latency,
+    /// but never ahead of what was sent before it on the stream.
+    fn send_on_stream(&mut self, stream: (u64, usize, u32), to_server: bool, event: Event) {
+        self.measure.messages += 1;
+        let l = self.sched.rng().random_range(LATENCY.0..=LATENCY.1);
+        let flying = self.in_flight.entry(stream).or_default();
+        if to_server {
+            *flying += 1;
+            self.max_in_flight = self.max_in_flight.max(*flying);
+        }
+        let last = self.streams.entry(stream).or_default();
+        let slot = &mut last[usize::from(!to_server)];
+        let at = self.sched.now().0.saturating_add(l).max(*slot);
+        *slot = at;
+        self.sched.at(crate::schedule::VirtualTime(at), event);
+    }
+
+    /// Performs what the router's event produced, and times the commit it
+    /// started, if any.
+    fn router_out(&mut self, branch: usize, out: RouterOut) {
+        self.effects(branch, out.effects);
+        if let Some(durability) = out.commit {
+            let (low, high) = match durability {
+                Durability::Now => COMMIT_SYNCED,
+                Durability::Deferred => COMMIT_DEFERRED,
+            };
+            let incarnation = self.router.incarnation;
+            self.sched.after_jitter(
+                low,
+                high,
+                Event::RouterCommitted {
+                    branch,
+                    incarnation,
+                },
+            );
+        }
     }
 
     fn send_after(&mut self, extra: u64, event: Event) {
@@ -400,19 +462,57 @@ impl World {
                 purpose,
                 result,
             } => self.reply(to, purpose, result),
-            Event::Job { branch, job } => {
+            Event::Job {
+                branch,
+                job,
+                incarnation,
+            } => {
                 let s = job.server as usize;
                 let tamper = match self.scenario.adversary.router {
                     RouterStrategy::MalformedJobs { tamper } => Some(tamper),
                     _ => None,
                 };
-                if let Some(server) = self.servers.get_mut(s) {
+                let stream = (incarnation, branch, job.server);
+                let order = self.stream_order.entry(stream).or_default();
+                if !order.admits(&job) {
+                    // Its predecessor went on a stream that broke since.
+                    let event = Event::JobDone {
+                        branch,
+                        result: StreamOrder::unsent(&job),
+                        incarnation,
+                    };
+                    self.send_on_stream(stream, false, event);
+                } else if let Some(server) = self.servers.get_mut(s) {
                     let result = server.run_job(branch, &job, tamper);
-                    self.send(Event::JobDone { branch, result });
+                    if !job.request.items.is_empty() {
+                        order.sent(&job);
+                    }
+                    if result.attest.is_err() {
+                        // A failed answer breaks the stream: what follows
+                        // it fails unsent, as over the real AttestStream.
+                        order.broke();
+                    }
+                    let event = Event::JobDone {
+                        branch,
+                        result,
+                        incarnation,
+                    };
+                    // The answer goes back on the stream the job came on.
+                    self.send_on_stream((incarnation, branch, job.server), false, event);
                 }
             }
-            Event::JobDone { branch, result } => {
-                if !self.router.down {
+            Event::JobDone {
+                branch,
+                result,
+                incarnation,
+            } => {
+                if let Some(flying) = self
+                    .in_flight
+                    .get_mut(&(incarnation, branch, result.server))
+                {
+                    *flying = flying.saturating_sub(1);
+                }
+                if !self.router.down && incarnation == self.router.incarnation {
                     let now = self.now_ms();
                     let ticket = self.router.ticket();
                     let out = self.router.handle(
@@ -422,8 +522,15 @@ impl World {
                         now,
                         self.sched.rng(),
                     );
-                    self.effects(branch, out.effects);
+                    self.router_out(branch, out);
                 }
+            }
+            Event::RouterCommitted {
+                branch,
+                incarnation,
+            } => {
+                let out = self.router.committed(branch, incarnation);
+                self.router_out(branch, out);
             }
             Event::Deliver { to, delivery } => {
                 let now = self.now();
@@ -446,7 +553,7 @@ impl World {
                     let now = self.now_ms();
                     for b in 0..self.router.branches.len() {
                         let out = self.router.poll(b, now, self.sched.rng());
-                        self.effects(b, out.effects);
+                        self.router_out(b, out);
                     }
                 }
                 if self.now().saturating_add(POLL) <= self.horizon {
@@ -478,7 +585,19 @@ impl World {
             } => self.compose_and_submit(actor, step, *content, attempt),
             Event::RouterCrash => {
                 self.router.crash();
-                self.tickets.clear();
+                // Every call waiting for an answer fails with the
+                // connection (its answer, or the commit it waits for, died
+                // with the process); the client calls again later.
+                for (_, (to, purpose, call)) in std::mem::take(&mut self.tickets) {
+                    self.send(Event::Reply {
+                        to,
+                        purpose: Purpose::Retry {
+                            call: Box::new(call),
+                            inner: Box::new(purpose),
+                        },
+                        result: Err("unavailable: the router crashed".into()),
+                    });
+                }
                 self.notes
                     .push(format!("router crashed at {} ms", self.now_ms()));
                 self.sched.after(DOWNTIME, Event::RouterRestart);
@@ -534,7 +653,7 @@ impl World {
         };
         let branch = self.branch_of(from);
         let ticket = self.router.ticket();
-        self.tickets.insert(ticket, (from, purpose));
+        self.tickets.insert(ticket, (from, purpose, call.clone()));
         let now = self.now_ms();
         let out = self.router.handle(
             branch,
@@ -543,7 +662,7 @@ impl World {
             now,
             self.sched.rng(),
         );
-        self.effects(branch, out.effects);
+        self.router_out(branch, out);
     }
 
     /// Performs a branch's effects, through the router's strategy.
@@ -587,7 +706,7 @@ impl World {
                     if let Ok(Response::Prepared(p)) = &r {
                         self.adversary.prepared(p);
                     }
-                    if let Some((to, purpose)) = self.tickets.remove(&ticket) {
+                    if let Some((to, purpose, _)) = self.tickets.remove(&ticket) {
                         self.send(Event::Reply {
                             to,
                             purpose,
@@ -605,7 +724,16 @@ impl World {
                     // A forking router never shows a branch to the honest
                     // servers of another: the job simply never completes.
                     if serves {
-                        self.send(Event::Job { branch, job });
+                        let incarnation = self.router.incarnation;
+                        self.send_on_stream(
+                            (incarnation, branch, job.server),
+                            true,
+                            Event::Job {
+                                branch,
+                                job,
+                                incarnation,
+                            },
+                        );
                     }
                 }
                 Effect::Deliver { account, delivery } => {
@@ -1057,6 +1185,10 @@ impl World {
                 honest_seen += 1;
             }
         }
+        // The router finishes its commits (their effects belong to the
+        // history before the fork), then forks from its committed state.
+        let settled = self.router.commit_now(0);
+        self.effects(0, settled);
         self.router
             .fork(serves)
             .map_err(|e| SimError::Setup(e.to_string()))?;
@@ -1079,9 +1211,8 @@ fn register(
 ) -> Result<Vec<u8>, SimError> {
     let setup = |m: &str| SimError::Setup(m.to_owned());
     let t = router.ticket();
-    let out = router.handle(0, t, Command::GetChallenge, 0, sched.rng());
-    let challenge = out
-        .effects
+    let effects = router.handle_now(0, t, Command::GetChallenge, 0, sched.rng());
+    let challenge = effects
         .into_iter()
         .find_map(|e| match e {
             Effect::Reply(_, Ok(Response::Challenge(c))) => Some(c.challenge),
@@ -1109,8 +1240,8 @@ fn register(
     let new = grompi_router::directory::parse_register(&request)
         .map_err(|e| SimError::Setup(e.to_string()))?;
     let t = router.ticket();
-    let out = router.handle(0, t, Command::Register(new), 0, sched.rng());
-    out.effects
+    let effects = router.handle_now(0, t, Command::Register(new), 0, sched.rng());
+    effects
         .into_iter()
         .find_map(|e| match e {
             Effect::Reply(_, Ok(Response::Registered(r))) => Some(r.session_token),
@@ -1353,6 +1484,37 @@ fn kind_name(k: grompi_proto::EnvelopeKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grompi_router::driver::DriverConfig;
+
+    /// The router runs production's driver configuration, and the runs
+    /// exercise it: batches wait behind a running commit (folded into the
+    /// next one: `router_node`'s tests), early effects leave before their
+    /// commit, and an order server has several jobs in flight at once.
+    #[test]
+    fn the_router_runs_the_production_configuration() {
+        assert_eq!(router_node::DRIVER, DriverConfig::PRODUCTION);
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/");
+        let mut stats = router_node::DriverStats::default();
+        let mut max_in_flight = 0;
+        for name in ["protest-honest", "router-crash", "order-server-crash"] {
+            let path = format!("{dir}{name}.toml");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let scenario = Scenario::parse(&path, &text).unwrap();
+            for seed in 0..3 {
+                let mut world = World::build(&scenario, seed).unwrap();
+                world.play(RunOptions::default()).unwrap();
+                let s = world.router.stats;
+                stats.commits += s.commits;
+                stats.queued += s.queued;
+                stats.folded += s.folded;
+                stats.early += s.early;
+                max_in_flight = max_in_flight.max(world.max_in_flight);
+            }
+        }
+        assert!(stats.queued > 0, "{stats:?}");
+        assert!(stats.early > 0, "{stats:?}");
+        assert!(max_in_flight > 1, "at most {max_in_flight} job in flight");
+    }
 
     #[test]
     fn labels_run_a_to_z_then_number() {

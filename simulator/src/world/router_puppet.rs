@@ -113,7 +113,7 @@ pub(super) fn call_core(
     call: Call,
 ) -> Result<Response, PuppetError> {
     let t = router.ticket();
-    let out = router.handle(
+    let effects = router.handle_now(
         0,
         t,
         Command::Authed {
@@ -123,7 +123,7 @@ pub(super) fn call_core(
         0,
         sched.rng(),
     );
-    out.effects
+    effects
         .into_iter()
         .find_map(|e| match e {
             Effect::Reply(ticket, r) if ticket == t => Some(r),
