@@ -119,12 +119,10 @@ impl World {
                 self.prepare_update(actor, step, change, true, false);
                 Ok(())
             }
-            Misbehave::RemoveLastAdmin => {
-                // Leaves as the only Admin: the router hands out a next
-                // slot set without an admin slot.
-                self.prepare_update(actor, step, Change::Leave, false, true);
-                Ok(())
-            }
+            // Straight to the order servers: the router refuses this
+            // Update itself (`proto::admission`, the same rule), so only
+            // a direct offer shows the order servers' check.
+            Misbehave::RemoveLastAdmin => self.direct(actor, step, what),
             Misbehave::FalseReceipt => self.false_receipt(actor, step),
             Misbehave::BrokenKeyCommitment | Misbehave::Impersonate => {
                 self.through_router(actor, step, what)
@@ -408,6 +406,53 @@ impl World {
                         mac_keys: &seat.keys,
                     },
                     &content,
+                    sched.rng(),
+                    &mut m.secrets.pairwise,
+                )?
+            }
+            Misbehave::RemoveLastAdmin => {
+                // The only Admin leaves: the next slot set (the current
+                // keys, every slot a Member's) has no admin slot.
+                let me = self.members.get(actor).map(|m| m.account);
+                let next_slots_set = SlotSet::new(
+                    seat.slots
+                        .entries()
+                        .iter()
+                        .map(|e| grompi_proto::SlotEntry {
+                            key: e.key,
+                            role: SlotRole::Member,
+                        })
+                        .collect(),
+                )?;
+                let update = UpdateContent {
+                    change: Change::Leave,
+                    next_members: seat
+                        .members
+                        .iter()
+                        .filter(|e| Some(e.account) != me)
+                        .map(|e| MemberEntry {
+                            role: SlotRole::Member,
+                            ..*e
+                        })
+                        .collect(),
+                    next_slots: next_slots_set.clone(),
+                };
+                next_slots = Some(pb::SlotSet::from(&next_slots_set));
+                let Self { sched, members, .. } = self;
+                let m = members
+                    .get_mut(actor)
+                    .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
+                compose::compose(
+                    &Sending {
+                        conversation: seat.conversation,
+                        epoch: seat.epoch,
+                        sender: seat.slot,
+                        sequence: fresh,
+                        last_seen: seat.last_seen,
+                        recipients: &[],
+                        mac_keys: &seat.keys,
+                    },
+                    &Content::Update(update),
                     sched.rng(),
                     &mut m.secrets.pairwise,
                 )?
