@@ -408,8 +408,7 @@ impl World {
             }
             let m = &self.members[to];
             let slot = m
-                .conversation
-                .as_ref()
+                .conversation()
                 .and_then(|c| c.membership())
                 .and_then(|ms| ms.slot_of(&m.account));
             let member = grompi_router::delivery::MemberSlots {

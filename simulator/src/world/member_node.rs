@@ -1,10 +1,12 @@
-//! One member in the simulated network: the real client state machine
-//! ([`Conversation`]) with its secrets, and a record of what it accepted,
-//! read and raised, with virtual times.
+//! One member in the simulated network: the real client ([`Member`], which
+//! owns the secrets and the conversation state and routes deliveries), and
+//! a record of what it accepted, read and raised, with virtual times.
 
-use grompi_client::content::Change;
-use grompi_client::{Alert, Conversation, ConversationConfig, Event, Incoming, Phase, Secrets};
-use grompi_proto::{AccountId, ConversationId, EnvelopeKind, Index, pb};
+use grompi_client::compose::Composed;
+use grompi_client::content::{Change, Content, MemberEntry};
+use grompi_client::errors::ClientError;
+use grompi_client::{Alert, Conversation, ConversationConfig, Event, Member, Phase, Secrets};
+use grompi_proto::{AccountId, ConversationId, EnvelopeKind, SlotSet, pb};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the member learnt about one accepted index.
@@ -28,14 +30,14 @@ pub struct MemberNode {
     pub name: String,
     /// Whether its keys are its own.
     pub honest: bool,
-    /// Its secrets.
-    pub secrets: Secrets,
     /// Its account.
     pub account: AccountId,
     /// Its router session token.
     pub token: Vec<u8>,
-    /// The conversation, once it learnt of it.
-    pub conversation: Option<Conversation>,
+    /// The client: its secrets and its conversations.
+    member: Member,
+    /// The conversation the scenario is about.
+    id: ConversationId,
     config: ConversationConfig,
     /// Per accepted index, what it learnt.
     pub info: BTreeMap<u64, IndexInfo>,
@@ -52,7 +54,8 @@ pub struct MemberNode {
 }
 
 impl MemberNode {
-    /// A member with its secrets, registered under `token`.
+    /// A member with its secrets, registered under `token`; it follows no
+    /// conversation until [`MemberNode::follow`].
     pub fn new(
         name: String,
         honest: bool,
@@ -60,14 +63,15 @@ impl MemberNode {
         token: Vec<u8>,
         config: ConversationConfig,
     ) -> Self {
-        let account = secrets.pairwise.account_id();
+        let member = Member::new(secrets, config.clone());
+        let account = member.account();
         Self {
             name,
             honest,
-            secrets,
             account,
             token,
-            conversation: None,
+            member,
+            id: ConversationId::from_bytes([0; 32]),
             config,
             info: BTreeMap::new(),
             alerts: Vec::new(),
@@ -77,66 +81,85 @@ impl MemberNode {
         }
     }
 
-    /// The client configuration.
+    /// Names the conversation the scenario is about (drawn from the seed
+    /// after the accounts are set up).
+    pub fn follow(&mut self, id: ConversationId) {
+        self.id = id;
+    }
+
+    /// The client configuration (`Member` keeps its own copy private).
     pub fn config(&self) -> &ConversationConfig {
         &self.config
     }
 
+    /// Its secrets, to change.
+    pub fn secrets_mut(&mut self) -> &mut Secrets {
+        self.member.secrets_mut()
+    }
+
+    /// The conversation, once it learnt of it.
+    pub fn conversation(&self) -> Option<&Conversation> {
+        self.member.conversation(&self.id)
+    }
+
+    /// The conversation, once it learnt of it, to change.
+    pub fn conversation_mut(&mut self) -> Option<&mut Conversation> {
+        self.member.conversation_mut(&self.id)
+    }
+
     /// Whether it can send now.
     pub fn active(&self) -> bool {
-        self.conversation
-            .as_ref()
+        self.conversation()
             .is_some_and(|c| *c.phase() == Phase::Active)
     }
 
     /// Whether it was removed or left.
     pub fn removed(&self) -> bool {
-        self.conversation
-            .as_ref()
+        self.conversation()
             .is_some_and(|c| *c.phase() == Phase::Removed)
     }
 
-    /// Handles one delivery off the wire, at virtual time `now`. A delivery
-    /// for an unknown conversation starts one, as `Member` does: waiting for
-    /// the Setup at index 0, otherwise for the Update that adds it.
-    pub fn receive(&mut self, conversation: ConversationId, wire: pb::Delivery, now: u64) {
-        let index = Index(wire.index);
-        match Incoming::try_from(wire) {
-            Err(e) => self.alerts.push((
-                now,
-                Alert {
-                    conversation,
-                    kind: grompi_proto::Misbehaviour::Malformed(e),
-                    index: Some(index),
-                    server: None,
-                },
-            )),
-            Ok(incoming) => {
-                let conv = self.conversation.get_or_insert_with(|| {
-                    if matches!(&incoming, Incoming::Envelope(d) if d.index == Index(0)) {
-                        Conversation::invited(conversation, self.account, self.config.clone())
-                    } else {
-                        Conversation::joining(conversation, self.account, self.config.clone())
-                    }
-                });
-                conv.receive_incoming(incoming, &mut self.secrets);
-            }
-        }
+    /// Creates the conversation with the slots the router assigned;
+    /// returns the Setup to submit.
+    pub fn create(
+        &mut self,
+        slots: SlotSet,
+        members: Vec<MemberEntry>,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Result<Composed, ClientError> {
+        self.member
+            .create_conversation(self.id, slots, members, rng)
+    }
+
+    /// Builds an envelope for the conversation with its client.
+    pub fn compose(
+        &mut self,
+        content: Content,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Result<Composed, ClientError> {
+        self.member.compose(&self.id, content, rng)
+    }
+
+    /// Handles one delivery off the wire, at virtual time `now`, through
+    /// the client (which starts the conversation on its first delivery).
+    pub fn receive(&mut self, wire: pb::Delivery, now: u64) {
+        self.member.receive(wire);
         self.drain(now);
     }
 
-    /// Collects the conversation's alerts and events.
+    /// Collects the client's alerts and events.
     pub fn drain(&mut self, now: u64) {
-        let Some(conv) = self.conversation.as_mut() else {
-            return;
-        };
-        for a in conv.drain_alerts() {
+        for a in self.member.drain_alerts() {
             self.alerts.push((now, a));
         }
-        if let Some(ms) = conv.membership() {
-            self.ever_listed.extend(ms.members().keys().copied());
+        if let Some(ms) = self.conversation().and_then(|c| c.membership()) {
+            let listed: Vec<AccountId> = ms.members().keys().copied().collect();
+            self.ever_listed.extend(listed);
         }
-        for e in conv.drain_events() {
+        for (conversation, e) in self.member.drain_events() {
+            if conversation != self.id {
+                continue;
+            }
             match e {
                 Event::Accepted { index, kind, .. } => {
                     let i = self.info.entry(index.0).or_default();

@@ -151,7 +151,7 @@ impl World {
         let name = m.map(|m| m.name.clone()).unwrap_or_default();
         let no_seat = || ToolkitError::NoSeat(name.clone());
         let m = m.ok_or_else(no_seat)?;
-        let conv = m.conversation.as_ref().ok_or_else(no_seat)?;
+        let conv = m.conversation().ok_or_else(no_seat)?;
         let ms = conv.membership().ok_or_else(no_seat)?;
         let slot = ms.slot_of(&m.account).ok_or_else(no_seat)?;
         let key = ms.slots().get(slot).ok_or_else(no_seat)?.key;
@@ -191,8 +191,10 @@ impl World {
         let m = members
             .get_mut(actor)
             .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
-        let conv = m.conversation.as_mut().ok_or(ToolkitError::NoSeat(name))?;
-        Ok(conv.compose(content, sched.rng(), &mut m.secrets)?)
+        if m.conversation().is_none() {
+            return Err(ToolkitError::NoSeat(name));
+        }
+        Ok(m.compose(content, sched.rng())?)
     }
 
     /// Composes `update` from the member's keys with the client's envelope
@@ -243,7 +245,7 @@ impl World {
             },
             &Content::Update(update),
             sched.rng(),
-            &mut m.secrets.pairwise,
+            &mut m.secrets_mut().pairwise,
         )?;
         let now = self.now();
         self.submit_composed(actor, Some(step), None, 0, composed, now);
@@ -257,7 +259,7 @@ impl World {
         let receipt = self
             .members
             .get(actor)
-            .and_then(|m| m.conversation.as_ref())
+            .and_then(|m| m.conversation())
             .and_then(grompi_client::Conversation::receipt);
         let Some(Content::Receipt(mut r)) = receipt else {
             return Err(ToolkitError::NoSeat(name));
@@ -315,7 +317,10 @@ impl World {
                         key: BodyKey::generate(sched.rng()),
                         core: header.core_hash(),
                     };
-                    b.ciphertext = m.secrets.pairwise.encrypt_to(account, &other.encode())?;
+                    b.ciphertext = m
+                        .secrets_mut()
+                        .pairwise
+                        .encrypt_to(account, &other.encode())?;
                 }
             }
             _ => {
@@ -407,7 +412,7 @@ impl World {
                     },
                     &content,
                     sched.rng(),
-                    &mut m.secrets.pairwise,
+                    &mut m.secrets_mut().pairwise,
                 )?
             }
             Misbehave::RemoveLastAdmin => {
@@ -454,7 +459,7 @@ impl World {
                     },
                     &Content::Update(update),
                     sched.rng(),
-                    &mut m.secrets.pairwise,
+                    &mut m.secrets_mut().pairwise,
                 )?
             }
             Misbehave::NonAdminUpdate => {
@@ -495,7 +500,7 @@ impl World {
                     },
                     &Content::Update(update),
                     sched.rng(),
-                    &mut m.secrets.pairwise,
+                    &mut m.secrets_mut().pairwise,
                 )?
             }
             _ => {

@@ -247,9 +247,9 @@ impl World {
                 if i == j {
                     continue;
                 }
-                let bundle = members[j].secrets.pairwise.bundle(true);
+                let bundle = members[j].secrets_mut().pairwise.bundle(true);
                 members[i]
-                    .secrets
+                    .secrets_mut()
                     .pairwise
                     .start_session(&bundle)
                     .map_err(|e| SimError::Setup(e.to_string()))?;
@@ -265,7 +265,7 @@ impl World {
             // replenishing its keys does; the router's puppet starts a
             // session with each from what its directory publishes.
             for m in &mut members {
-                let fallback = m.secrets.pairwise.new_fallback_prekey();
+                let fallback = m.secrets_mut().pairwise.new_fallback_prekey();
                 let upload = pb::UploadKeysRequest {
                     one_time_prekeys: vec![],
                     order_keys: vec![],
@@ -297,6 +297,9 @@ impl World {
             .map(|(i, m)| (m.account, i))
             .collect();
         let conversation = ConversationId::from_bytes(random32(sched.rng()));
+        for m in &mut members {
+            m.follow(conversation);
+        }
         let mut group_of = vec![0; members.len()];
         if let RouterStrategy::Fork { partition, .. } = &scenario.adversary.router {
             for (g, group) in partition.iter().enumerate() {
@@ -534,15 +537,14 @@ impl World {
             }
             Event::Deliver { to, delivery } => {
                 let now = self.now();
-                let id = self.conversation;
                 if let Some(m) = self.members.get_mut(to) {
-                    m.receive(id, delivery, now);
+                    m.receive(delivery, now);
                 }
             }
             Event::Proofs { to, proofs } => {
                 let now = self.now();
                 if let Some(m) = self.members.get_mut(to) {
-                    if let Some(c) = m.conversation.as_mut() {
+                    if let Some(c) = m.conversation_mut() {
                         c.check_head_proofs(&proofs);
                     }
                     m.drain(now);
@@ -807,8 +809,7 @@ impl World {
             Content::Message(text.as_bytes().to_vec())
         } else if step.receipt {
             match self.members[actor]
-                .conversation
-                .as_ref()
+                .conversation()
                 .and_then(Conversation::receipt)
             {
                 Some(c) => c,
@@ -878,7 +879,7 @@ impl World {
     /// The complete next member list after `change`, from the actor's view.
     fn next_members(&self, actor: usize, change: &Change) -> Option<Vec<(AccountId, SlotRole)>> {
         let m = self.members.get(actor)?;
-        let mut roster = m.conversation.as_ref()?.membership()?.members().clone();
+        let mut roster = m.conversation()?.membership()?.members().clone();
         match change {
             Change::Add { account, role } => {
                 roster.insert(*account, *role);
@@ -911,10 +912,7 @@ impl World {
         let Some(m) = members.get_mut(actor) else {
             return;
         };
-        let Some(conv) = m.conversation.as_mut() else {
-            return;
-        };
-        let composed = match conv.compose(content.clone(), sched.rng(), &mut m.secrets) {
+        let composed = match m.compose(content.clone(), sched.rng()) {
             Ok(c) => c,
             Err(e) => {
                 self.notes.push(format!(
@@ -1106,7 +1104,6 @@ impl World {
             return;
         };
         let now = self.now();
-        let id = self.conversation;
         let Self {
             sched,
             members: nodes,
@@ -1115,10 +1112,8 @@ impl World {
         let Some(m) = nodes.get_mut(creator) else {
             return;
         };
-        let config = m.config().clone();
-        match Conversation::create(id, config, slots, members, sched.rng(), &mut m.secrets) {
-            Ok((conv, composed)) => {
-                m.conversation = Some(conv);
+        match m.create(slots, members, sched.rng()) {
+            Ok(composed) => {
                 self.submit_composed(creator, None, None, 0, composed, now);
             }
             Err(e) => self
@@ -1129,7 +1124,10 @@ impl World {
 
     fn prove_heads(&mut self, actor: usize) {
         let Self { sched, members, .. } = self;
-        let Some(conv) = members.get_mut(actor).and_then(|m| m.conversation.as_mut()) else {
+        let Some(conv) = members
+            .get_mut(actor)
+            .and_then(MemberNode::conversation_mut)
+        else {
             return;
         };
         let nonce = conv.head_proof_nonce(sched.rng());
@@ -1153,7 +1151,7 @@ impl World {
             }
             // As the real client does: a stall is reported only when the
             // member holds deliveries it cannot accept.
-            if let Some(c) = node.conversation.as_mut()
+            if let Some(c) = node.conversation_mut()
                 && c.stuck()
             {
                 c.report_stall();
@@ -1288,7 +1286,7 @@ fn history_labels(members: &[MemberNode]) -> Vec<BTreeMap<u64, String>> {
     let mut out = Vec::with_capacity(members.len());
     for m in members {
         let mut labels = BTreeMap::new();
-        if let Some(c) = &m.conversation {
+        if let Some(c) = m.conversation() {
             for e in c.transcript().entries() {
                 let heads = seen.entry(e.index.0).or_default();
                 let head = *e.head.as_bytes();
@@ -1334,12 +1332,11 @@ impl World {
                 .collect();
             let mut accepted = Vec::new();
             let entries = m
-                .conversation
-                .as_ref()
+                .conversation()
                 .map(|c| c.transcript().entries().to_vec())
                 .unwrap_or_default();
             if m.initial_roster.is_none()
-                && let Some(c) = &m.conversation
+                && let Some(c) = m.conversation()
                 && let Some(ms) = c.membership()
             {
                 // A joiner starts from the list the Update that added it set.
@@ -1417,7 +1414,7 @@ impl World {
                         && !c.refused
                         && !self.members.iter().any(|o| {
                             o.honest
-                                && o.conversation.as_ref().is_some_and(|conv| {
+                                && o.conversation().is_some_and(|conv| {
                                     conv.transcript()
                                         .entries()
                                         .iter()
