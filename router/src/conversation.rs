@@ -1,6 +1,7 @@
-//! Conversations: slot assignment with padding tiers, epochs, and the
-//! per-conversation sequencer that gives each admitted envelope the next
-//! index and head.
+//! Conversations: epochs, the per-conversation sequencer that gives each
+//! admitted envelope the next index and head, noise envelopes, and the
+//! conversations' state restored after a restart. Slot sets and their
+//! assignment are in [`crate::slots`] (re-exported here).
 //!
 //! The sequencer admits an envelope only after checking what the router can
 //! check (conversation, epoch, sender slot held by the caller, kind at this
@@ -10,236 +11,21 @@
 //! the sender's fault and none attested it, [`Conversation::drop_from`] frees
 //! the index and re-admits the envelopes that followed it.
 
+use crate::backoff::Backoff;
 use crate::error::RouterError;
-use crate::fanout::Backoff;
 use crate::record::{ConversationRecord, Record, SlotTail, StoredEnvelope};
+pub use crate::slots::{EpochSlots, PaddingSecret, Placement, assign_slots, padded_size};
 use crate::{Millis, Ticket};
+use grompi_proto::envelope::HeaderFields;
 use grompi_proto::mac::Attestation;
 use grompi_proto::pb::RefusalReason;
 use grompi_proto::{
-    AccountId, ConversationId, Envelope, EnvelopeHash, EnvelopeKind, Epoch, Head, Index, Sequence,
-    SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet, SlotSetHash, Tag, admission,
+    AccountId, BodyHash, ConversationId, Envelope, EnvelopeHash, EnvelopeHeader, EnvelopeKind,
+    Epoch, Head, Index, KeyCommitment, OrderServerKey, Sequence, SlotIndex, SlotSet, SlotSetHash,
+    Tag, admission,
 };
 use rand::{CryptoRng, RngExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use zeroize::{Zeroize, ZeroizeOnDrop};
-
-/// The secret key of a padding slot, held by the router (it sends noise
-/// envelopes from padding slots). Zeroized on drop, never printed.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct PaddingSecret([u8; 32]);
-
-impl PaddingSecret {
-    /// Wraps secret bytes.
-    pub fn new(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-    /// The bytes, for the store.
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.0.to_vec()
-    }
-    /// The slot secret.
-    pub fn slot_secret(&self) -> SlotSecret {
-        SlotSecret::from_bytes(self.0)
-    }
-}
-
-impl std::fmt::Debug for PaddingSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PaddingSecret(..)")
-    }
-}
-
-/// One epoch's slot set and who holds each slot.
-#[derive(Debug, Clone)]
-pub struct EpochSlots {
-    /// The epoch.
-    pub epoch: Epoch,
-    /// The first index in this epoch (`None` while only prepared).
-    pub first_index: Option<Index>,
-    /// The padded, shuffled slot set.
-    pub slots: SlotSet,
-    /// Per slot: the member holding it, `None` for padding.
-    pub holders: Vec<Option<AccountId>>,
-    /// Padding slots and their secrets.
-    pub padding: Vec<(SlotIndex, PaddingSecret)>,
-}
-
-impl EpochSlots {
-    /// The slot an account holds, if any.
-    pub fn slot_of(&self, account: &AccountId) -> Option<SlotIndex> {
-        self.holders
-            .iter()
-            .position(|h| h.as_ref() == Some(account))
-            .and_then(|p| u32::try_from(p).ok())
-            .map(SlotIndex)
-    }
-
-    /// The member holding a slot.
-    pub fn holder(&self, slot: SlotIndex) -> Option<AccountId> {
-        self.holders.get(slot.0 as usize).copied().flatten()
-    }
-
-    /// Members and their slots.
-    pub fn members(&self) -> impl Iterator<Item = (AccountId, SlotIndex)> + '_ {
-        self.holders.iter().enumerate().filter_map(|(i, h)| {
-            let slot = u32::try_from(i).ok()?;
-            h.map(|a| (a, SlotIndex(slot)))
-        })
-    }
-
-    /// The assignments told to members.
-    pub fn assignments(&self) -> Vec<grompi_proto::pb::SlotAssignment> {
-        self.members()
-            .filter_map(|(account, slot)| {
-                self.slots
-                    .get(slot)
-                    .map(|e| grompi_proto::pb::SlotAssignment {
-                        account: account.to_vec(),
-                        slot: slot.0,
-                        key: e.key.to_vec(),
-                    })
-            })
-            .collect()
-    }
-}
-
-/// The smallest tier that fits `members`, or an error naming the largest.
-pub fn padded_size(members: usize, tiers: &[usize]) -> Result<usize, RouterError> {
-    placed_size(members, &Placement::default(), tiers)
-}
-
-/// Where the members an Update adds may sit.
-///
-/// The Update is sent in the current epoch, but a joiner's block is
-/// addressed by its slot in the next one (it holds no current slot). So a
-/// joiner's next slot must not be a slot a current member holds, or two
-/// blocks of the Update would name the same recipient.
-#[derive(Debug, Clone, Default)]
-pub struct Placement {
-    /// Accounts that join with this epoch.
-    pub joiners: BTreeSet<AccountId>,
-    /// Slots joiners must not take: those held by current members.
-    pub reserved: BTreeSet<SlotIndex>,
-}
-
-impl Placement {
-    /// The placement for the epoch after `current`: every member of the
-    /// next list that holds no slot in `current` is a joiner.
-    pub fn after(current: &EpochSlots, next_members: &[(AccountId, SlotRole)]) -> Self {
-        Self {
-            joiners: next_members
-                .iter()
-                .map(|(a, _)| *a)
-                .filter(|a| current.slot_of(a).is_none())
-                .collect(),
-            reserved: current.members().map(|(_, s)| s).collect(),
-        }
-    }
-
-    fn free_slots(&self, size: usize) -> usize {
-        size - self
-            .reserved
-            .iter()
-            .filter(|s| (s.0 as usize) < size)
-            .count()
-    }
-
-    fn is_reserved(&self, position: usize) -> bool {
-        u32::try_from(position).is_ok_and(|p| self.reserved.contains(&SlotIndex(p)))
-    }
-}
-
-/// The smallest tier that fits `members` and leaves room for the joiners
-/// outside the reserved slots, or an error naming the largest tier.
-fn placed_size(
-    members: usize,
-    placement: &Placement,
-    tiers: &[usize],
-) -> Result<usize, RouterError> {
-    tiers
-        .iter()
-        .copied()
-        .filter(|t| *t >= members && placement.free_slots(*t) >= placement.joiners.len())
-        .min()
-        .ok_or_else(|| RouterError::GroupTooLarge {
-            members,
-            joining: placement.joiners.len(),
-            largest: tiers.iter().max().copied().unwrap_or(0),
-        })
-}
-
-/// Builds an epoch's slot set: one slot per member with its order key and
-/// role, padded to the tier with fresh router keys, shuffled, with every
-/// joiner outside the slots `placement` reserves.
-pub fn assign_slots(
-    epoch: Epoch,
-    members: Vec<(AccountId, SlotRole, SlotKey)>,
-    placement: &Placement,
-    tiers: &[usize],
-    rng: &mut impl CryptoRng,
-) -> Result<EpochSlots, RouterError> {
-    let size = placed_size(members.len(), placement, tiers)?;
-    let mut entries: Vec<(SlotEntry, Option<AccountId>, Option<PaddingSecret>)> = members
-        .into_iter()
-        .map(|(a, role, key)| (SlotEntry { key, role }, Some(a), None))
-        .collect();
-    while entries.len() < size {
-        let mut bytes = [0u8; 32];
-        rng.fill_bytes(&mut bytes);
-        let secret = PaddingSecret::new(bytes);
-        bytes.zeroize();
-        entries.push((
-            SlotEntry {
-                key: secret.slot_secret().public_key(),
-                role: SlotRole::Member,
-            },
-            None,
-            Some(secret),
-        ));
-    }
-    // Fisher-Yates with the caller's RNG.
-    for i in (1..entries.len()).rev() {
-        let j = rng.random_range(0..=i);
-        entries.swap(i, j);
-    }
-    // Move joiners out of reserved slots, each to a random free slot that
-    // holds no joiner. `placed_size` guarantees one exists: fewer joiners
-    // than free slots sit in free slots while this one is in a reserved one.
-    let is_joiner =
-        |h: &Option<AccountId>| h.as_ref().is_some_and(|a| placement.joiners.contains(a));
-    for i in 0..entries.len() {
-        if !(placement.is_reserved(i) && is_joiner(&entries[i].1)) {
-            continue;
-        }
-        let targets: Vec<usize> = (0..entries.len())
-            .filter(|j| !placement.is_reserved(*j) && !is_joiner(&entries[*j].1))
-            .collect();
-        if targets.is_empty() {
-            return Err(RouterError::NoFreeSlot);
-        }
-        let j = targets[rng.random_range(0..targets.len())];
-        entries.swap(i, j);
-    }
-    let mut holders = Vec::with_capacity(size);
-    let mut padding = Vec::new();
-    let mut slot_entries = Vec::with_capacity(size);
-    for (i, (entry, holder, secret)) in entries.into_iter().enumerate() {
-        slot_entries.push(entry);
-        holders.push(holder);
-        if let (Some(s), Ok(i)) = (secret, u32::try_from(i)) {
-            padding.push((SlotIndex(i), s));
-        }
-    }
-    let slots = SlotSet::new(slot_entries)?;
-    Ok(EpochSlots {
-        epoch,
-        first_index: None,
-        slots,
-        holders,
-        padding,
-    })
-}
+use std::collections::{BTreeMap, HashMap};
 
 /// An envelope admitted at an index and not yet attested by every server.
 #[derive(Debug, Clone)]
@@ -280,19 +66,19 @@ pub struct Admission {
 #[derive(Debug)]
 pub struct Conversation {
     /// Its id.
-    pub id: ConversationId,
+    id: ConversationId,
     /// Its creator.
-    pub creator: AccountId,
+    creator: AccountId,
     /// Installed epochs (epoch n at position n).
-    pub epochs: Vec<EpochSlots>,
+    epochs: Vec<EpochSlots>,
     /// Prepared epochs not yet installed.
-    pub prepared: Vec<EpochSlots>,
+    prepared: Vec<EpochSlots>,
     /// Per order server: opened there.
     pub opened: Vec<bool>,
     /// The next index to assign.
-    pub next: Index,
+    next: Index,
     /// The head before `next`.
-    pub head: Head,
+    head: Head,
     /// Envelopes not yet attested by every server, by index.
     pub pending: BTreeMap<Index, Pending>,
     /// Per order server: how many indices it has attested.
@@ -300,9 +86,9 @@ pub struct Conversation {
     /// How many indices have been delivered (reached the quorum).
     pub delivered: Index,
     /// Last sequence admitted per (epoch, slot): early replay refusal.
-    pub last_seq: HashMap<(Epoch, SlotIndex), Sequence>,
+    last_seq: HashMap<(Epoch, SlotIndex), Sequence>,
     /// Envelopes admitted since start, by hash: resubmission is idempotent.
-    pub known: HashMap<EnvelopeHash, Index>,
+    known: HashMap<EnvelopeHash, Index>,
     /// Per order server: retry state for this conversation.
     pub backoff: Vec<Backoff>,
     /// CreateConversation callers waiting for a quorum of opens.
@@ -333,6 +119,51 @@ impl Conversation {
             create_tickets: Vec::new(),
             next_noise: 0,
         }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> ConversationId {
+        self.id
+    }
+
+    /// Its creator.
+    pub fn creator(&self) -> AccountId {
+        self.creator
+    }
+
+    /// Installed epochs (epoch n at position n).
+    pub fn epochs(&self) -> &[EpochSlots] {
+        &self.epochs
+    }
+
+    /// Prepared epochs not yet installed.
+    pub fn prepared(&self) -> &[EpochSlots] {
+        &self.prepared
+    }
+
+    /// The next index to assign.
+    pub fn next(&self) -> Index {
+        self.next
+    }
+
+    /// The head before [`Conversation::next`].
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The index of an envelope admitted since start.
+    pub fn index_of(&self, hash: &EnvelopeHash) -> Option<Index> {
+        self.known.get(hash).copied()
+    }
+
+    /// Keeps a slot set prepared for the next epoch, with a few
+    /// alternatives: those for another epoch go, and the oldest go first.
+    pub fn keep_prepared(&mut self, slots: EpochSlots) {
+        self.prepared.retain(|p| p.epoch == slots.epoch);
+        if self.prepared.len() >= 8 {
+            self.prepared.remove(0);
+        }
+        self.prepared.push(slots);
     }
 
     /// The record that persists this conversation's slot sets.
@@ -596,6 +427,143 @@ impl Conversation {
     }
 }
 
+/// The conversations of a store snapshot as they were before the restart
+/// (`servers` order servers, `quorum` of them needed for delivery), and per
+/// submitter how many of its envelopes still wait for a quorum.
+pub(crate) fn restore_all(
+    records: Vec<ConversationRecord>,
+    tails: Vec<(ConversationId, Index, Head)>,
+    progress: Vec<(ConversationId, u32, Index)>,
+    envelopes: Vec<(ConversationId, Index, StoredEnvelope, Vec<Attestation>)>,
+    slot_tails: Vec<(ConversationId, Epoch, SlotIndex, SlotTail)>,
+    servers: usize,
+    quorum: usize,
+) -> (
+    HashMap<ConversationId, Conversation>,
+    HashMap<AccountId, usize>,
+) {
+    let n = servers;
+    let mut conversations: HashMap<ConversationId, Conversation> = records
+        .into_iter()
+        .map(|r| (r.id, Conversation::from_record(r, n)))
+        .collect();
+    for (c, next, head) in tails {
+        if let Some(conv) = conversations.get_mut(&c) {
+            conv.next = next;
+            conv.head = head;
+        }
+    }
+    for (c, server, next) in progress {
+        if let Some(p) = conversations
+            .get_mut(&c)
+            .and_then(|conv| conv.progress.get_mut(server as usize))
+        {
+            *p = next;
+        }
+    }
+    let mut pending_per_account: HashMap<AccountId, usize> = HashMap::new();
+    for (c, index, stored, atts) in envelopes {
+        let Some(conv) = conversations.get_mut(&c) else {
+            continue;
+        };
+        let mut attestations = vec![None; n];
+        for a in atts {
+            if let Some(slot) = attestations.get_mut(a.server as usize) {
+                *slot = Some(a);
+            }
+        }
+        let hash = stored.envelope.hash();
+        let h = stored.envelope.header();
+        conv.last_seq.insert((h.epoch(), h.sender()), h.sequence());
+        conv.known.insert(hash, index);
+        conv.pending.insert(
+            index,
+            Pending {
+                stored,
+                hash,
+                attestations,
+                refusals: vec![None; n],
+                tickets: Vec::new(),
+                delivered: false,
+            },
+        );
+    }
+    // The last envelope of every sender slot, also once it left memory:
+    // its resubmission is answered, not admitted again.
+    for (c, epoch, slot, tail) in slot_tails {
+        if let Some(conv) = conversations.get_mut(&c) {
+            let last = conv.last_seq.entry((epoch, slot)).or_insert(tail.sequence);
+            *last = (*last).max(tail.sequence);
+            conv.known.insert(tail.hash, tail.index);
+        }
+    }
+    for conv in conversations.values_mut() {
+        conv.delivered = conv.quorate(quorum);
+        let delivered = conv.delivered;
+        for (i, p) in conv.pending.iter_mut() {
+            if *i < delivered {
+                p.delivered = true;
+            } else if let Some(a) = p.stored.submitter {
+                *pending_per_account.entry(a).or_default() += 1;
+            }
+        }
+        conv.pending
+            .retain(|i, p| !(*i < delivered && p.attested() == n));
+    }
+    (conversations, pending_per_account)
+}
+
+/// A noise envelope from a random padding slot of the tail epoch, with the
+/// submission tags the router computes with that slot's secret.
+pub(crate) fn noise_envelope(
+    conv: &Conversation,
+    now: Millis,
+    servers: &[OrderServerKey],
+    rng: &mut impl CryptoRng,
+) -> Option<Admission> {
+    let tail = conv.tail_epoch()?;
+    if tail.padding.is_empty() {
+        return None;
+    }
+    let pick = rng.random_range(0..tail.padding.len());
+    let (slot, secret) = tail.padding.get(pick)?;
+    let last = conv.last_seq.get(&(tail.epoch, *slot)).map_or(0, |s| s.0);
+    // Time-based sequences stay increasing across restarts.
+    let sequence = Sequence(last.saturating_add(1).max(now));
+    let mut commitment = [0u8; 32];
+    rng.fill_bytes(&mut commitment);
+    let body = Vec::new();
+    let header = EnvelopeHeader::new(HeaderFields {
+        conversation: conv.id,
+        epoch: tail.epoch,
+        kind: EnvelopeKind::Noise,
+        sender: *slot,
+        sequence,
+        last_seen: conv.delivered.0.checked_sub(1).map(Index),
+        body_hash: BodyHash::of(&body),
+        key_commitment: KeyCommitment::from_bytes(commitment),
+        slot_set_hash: None,
+    })
+    .ok()?;
+    let envelope = Envelope::new(header, body, Vec::new()).ok()?;
+    let hash = envelope.hash();
+    let slot_secret = secret.slot_secret();
+    let tags = servers
+        .iter()
+        .map(|k| {
+            slot_secret
+                .mac_keys(k)
+                .map(|m| m.submit(&hash, sequence))
+                .ok()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Admission {
+        envelope,
+        submission_tags: tags,
+        submitter: None,
+    })
+}
+
 trait EpochNext {
     fn next_of(self, e: Epoch) -> bool;
 }
@@ -603,98 +571,5 @@ trait EpochNext {
 impl EpochNext for Epoch {
     fn next_of(self, e: Epoch) -> bool {
         e.next() == Some(self)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-
-    fn members(n: u8) -> Vec<(AccountId, SlotRole, SlotKey)> {
-        (0..n)
-            .map(|i| {
-                (
-                    AccountId::from_bytes([i; 32]),
-                    if i == 0 {
-                        SlotRole::Admin
-                    } else {
-                        SlotRole::Member
-                    },
-                    SlotSecret::from_bytes([i.wrapping_add(100); 32]).public_key(),
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn tiers_pick_the_smallest_that_fits() {
-        let tiers = [4, 8, 16];
-        assert_eq!(padded_size(1, &tiers).unwrap(), 4);
-        assert_eq!(padded_size(4, &tiers).unwrap(), 4);
-        assert_eq!(padded_size(5, &tiers).unwrap(), 8);
-        assert!(matches!(
-            padded_size(17, &tiers),
-            Err(RouterError::GroupTooLarge {
-                members: 17,
-                largest: 16,
-                ..
-            })
-        ));
-    }
-
-    proptest! {
-        #[test]
-        fn slot_sets_are_padded_shuffled_and_complete(n in 1u8..20, seed in any::<u64>()) {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let tiers = [4, 8, 16, 32];
-            let m = members(n);
-            let e = assign_slots(Epoch(0), m.clone(), &Placement::default(), &tiers, &mut rng).unwrap();
-            prop_assert_eq!(e.slots.len(), padded_size(n as usize, &tiers).unwrap());
-            prop_assert_eq!(e.holders.len(), e.slots.len());
-            prop_assert_eq!(e.padding.len(), e.slots.len() - n as usize);
-            for (a, role, key) in &m {
-                let slot = e.slot_of(a).unwrap();
-                let entry = e.slots.get(slot).unwrap();
-                prop_assert_eq!(entry.key, *key);
-                prop_assert_eq!(entry.role, *role);
-            }
-            for (slot, secret) in &e.padding {
-                prop_assert!(e.holder(*slot).is_none());
-                prop_assert_eq!(e.slots.get(*slot).unwrap().key, secret.slot_secret().public_key());
-            }
-        }
-    }
-
-    proptest! {
-        /// Joiners never take a slot a current member holds, whatever the
-        /// sizes, and the tier grows when the smallest one leaves no room.
-        #[test]
-        fn joiners_avoid_the_slots_current_members_hold(
-            stay in 1u8..10, leave in 0u8..6, join in 1u8..8, seed in any::<u64>()
-        ) {
-            let mut rng = StdRng::seed_from_u64(seed);
-            let tiers = [4, 8, 16, 32];
-            let all = members(stay + leave + join);
-            let current: Vec<_> = all[..(stay + leave) as usize].to_vec();
-            let cur = assign_slots(Epoch(0), current, &Placement::default(), &tiers, &mut rng).unwrap();
-            let next: Vec<_> = all[leave as usize..].to_vec();
-            let roles: Vec<_> = next.iter().map(|(a, r, _)| (*a, *r)).collect();
-            let placement = Placement::after(&cur, &roles);
-            prop_assert_eq!(placement.joiners.len(), join as usize);
-            let e = assign_slots(Epoch(1), next, &placement, &tiers, &mut rng).unwrap();
-            for j in &placement.joiners {
-                let slot = e.slot_of(j).unwrap();
-                prop_assert!(cur.holder(slot).is_none(), "joiner at a current member's slot {}", slot.0);
-            }
-        }
-    }
-
-    #[test]
-    fn padding_secrets_do_not_print() {
-        let s = PaddingSecret::new([7; 32]);
-        assert!(!format!("{s:?}").contains("07"));
     }
 }

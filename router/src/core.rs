@@ -7,24 +7,27 @@
 //! shell performs only after that commit. Feeding a batch of commands before
 //! one commit is group commit.
 
-use crate::conversation::{Admission, Conversation, EpochSlots, Placement, assign_slots};
-use crate::delivery::{self, MemberSlots};
-use crate::directory::{Directory, KeyUpload, NewAccount, SignIn};
-use crate::error::{RouterError, ServerRefusal};
-use crate::fanout::{JobItem, JobResult, OpenOutcome, ServerJob, ServerLink, is_sender_fault};
+use crate::conversation::{self, Admission, Conversation, noise_envelope};
+pub use crate::delivery::stored_view;
+use crate::delivery::{self, MemberSlots, recipients};
+use crate::directory::Directory;
+use crate::error::RouterError;
+use crate::fanout::{Fanout, JobResult, ServerJob};
 use crate::limits::{Limits, RateKey, RateLimiter};
-use crate::record::{Record, StoredEnvelope};
+use crate::record::Record;
+use crate::request::{KeyUpload, NewAccount, SignIn};
+pub use crate::request::{Submission, parse_members, parse_submit};
+use crate::slots::{EpochSlots, Placement, assign_slots};
 use crate::store::{Durability, Snapshot};
 use crate::{Millis, Ticket};
-use grompi_proto::envelope::HeaderFields;
 use grompi_proto::mac::Attestation;
-use grompi_proto::pb::{self, RefusalReason};
+use grompi_proto::pb;
 use grompi_proto::{
-    AccountId, BodyHash, ConversationId, Envelope, EnvelopeHash, EnvelopeHeader, EnvelopeKind,
-    Epoch, Index, KeyCommitment, OrderServerKey, ProofNonce, Sequence, SlotIndex, SlotRole, Tag,
+    AccountId, ConversationId, Envelope, EnvelopeHash, EnvelopeKind, Epoch, Index, OrderServerKey,
+    ProofNonce, SlotIndex, SlotRole,
 };
-use rand::{CryptoRng, RngExt};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use rand::CryptoRng;
+use std::collections::{BTreeSet, HashMap};
 
 /// What the core needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -45,85 +48,6 @@ pub struct CoreConfig {
     pub backoff_base_ms: Millis,
     /// Longest retry delay.
     pub backoff_max_ms: Millis,
-}
-
-/// A parsed, size-checked submission.
-#[derive(Debug, Clone)]
-pub struct Submission {
-    /// The envelope.
-    pub envelope: Envelope,
-    /// One tag per order server.
-    pub tags: Vec<Tag>,
-}
-
-/// Parses a Submit request: size, envelope, one 32-byte tag per server.
-pub fn parse_submit(
-    req: pb::SubmitRequest,
-    servers: usize,
-    limits: &Limits,
-) -> Result<Submission, RouterError> {
-    let env = req.envelope.ok_or(RouterError::EnvelopeMissing)?;
-    let size = prost::Message::encoded_len(&env);
-    if size > limits.max_envelope_bytes {
-        return Err(RouterError::EnvelopeTooLarge {
-            size,
-            max: limits.max_envelope_bytes,
-        });
-    }
-    if env.blocks.len() > limits.max_group_size {
-        return Err(RouterError::TooManyBlocks {
-            blocks: env.blocks.len(),
-            max: limits.max_group_size,
-        });
-    }
-    let envelope = Envelope::try_from(env)?;
-    if req.submission_tags.len() != servers {
-        return Err(RouterError::SubmissionTagCount {
-            got: req.submission_tags.len(),
-            servers,
-        });
-    }
-    let tags = req
-        .submission_tags
-        .iter()
-        .map(|t| Tag::parse("submission_tags", t))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Submission { envelope, tags })
-}
-
-/// Parses a member list: non-empty, within the group size, no account
-/// twice, at least one Admin (without one the membership could never
-/// change; order servers refuse such a slot set too).
-pub fn parse_members(
-    list: &[pb::MemberSpec],
-    limits: &Limits,
-) -> Result<Vec<(AccountId, SlotRole)>, RouterError> {
-    if list.is_empty() {
-        return Err(RouterError::NoMembers);
-    }
-    if !list
-        .iter()
-        .any(|m| SlotRole::from_code(m.role) == Some(SlotRole::Admin))
-    {
-        return Err(RouterError::NoAdmin);
-    }
-    if list.len() > limits.max_group_size {
-        return Err(RouterError::TooManyMembers {
-            members: list.len(),
-            max: limits.max_group_size,
-        });
-    }
-    let mut seen = BTreeSet::new();
-    list.iter()
-        .map(|m| {
-            let a = AccountId::parse("members.account", &m.account)?;
-            if !seen.insert(a) {
-                return Err(RouterError::MemberTwice(a));
-            }
-            let role = SlotRole::from_code(m.role).ok_or(RouterError::UnknownRole(m.role))?;
-            Ok((a, role))
-        })
-        .collect()
 }
 
 /// An authenticated call.
@@ -296,7 +220,7 @@ pub struct Output {
     pub early: Vec<Effect>,
     separate_early: bool,
     /// How many of `records` came from order servers' answers.
-    from_answers: usize,
+    pub(crate) from_answers: usize,
 }
 
 impl Output {
@@ -325,52 +249,35 @@ impl Output {
         }
     }
 
-    fn reply(&mut self, ticket: Ticket, r: Result<Response, RouterError>) {
+    pub(crate) fn reply(&mut self, ticket: Ticket, r: Result<Response, RouterError>) {
         self.effects.push(Effect::Reply(ticket, r));
     }
 
     /// Moves the effects pushed since `mark` to `early`, if this output
     /// separates them.
-    fn make_early_since(&mut self, mark: usize) {
+    pub(crate) fn make_early_since(&mut self, mark: usize) {
         if self.separate_early && mark <= self.effects.len() {
             self.early.extend(self.effects.drain(mark..));
         }
     }
 }
 
-#[derive(Debug, Clone)]
-struct InFlight {
-    id: u64,
-    opens: Vec<ConversationId>,
-    items: Vec<(JobItem, EnvelopeHash)>,
-}
-
 /// The router's state machine.
 #[derive(Debug)]
 pub struct RouterCore {
-    config: CoreConfig,
+    pub(crate) config: CoreConfig,
     directory: Directory,
-    conversations: HashMap<ConversationId, Conversation>,
+    pub(crate) conversations: HashMap<ConversationId, Conversation>,
     /// Conversations with work for some order server.
-    active: BTreeSet<ConversationId>,
+    pub(crate) active: BTreeSet<ConversationId>,
     /// The conversations each account holds or held a slot in, in some
     /// epoch installed or prepared (a superset: `ListConversations` still
     /// checks each).
     member_of: HashMap<AccountId, BTreeSet<ConversationId>>,
-    links: Vec<ServerLink>,
-    /// Jobs sent to each server and not yet answered, oldest first.
-    in_flight: Vec<VecDeque<InFlight>>,
-    /// Per server, per conversation: the next index to send when it is
-    /// past the server's progress (items in flight). Forgotten (back to
-    /// the progress) whenever the server refuses or fails.
-    sent: Vec<HashMap<ConversationId, Index>>,
-    /// Jobs one server may have in flight at once: 1 unless the shell's
-    /// transport keeps a server's jobs in order (see
-    /// [`RouterCore::pipeline_jobs`]).
-    max_in_flight: usize,
+    /// The fan-out state: links, jobs in flight, what was sent.
+    pub(crate) fanout: Fanout,
     rate: RateLimiter,
-    next_job: u64,
-    pending_per_account: HashMap<AccountId, usize>,
+    pub(crate) pending_per_account: HashMap<AccountId, usize>,
     last_prune: Millis,
 }
 
@@ -391,92 +298,27 @@ impl RouterCore {
         for (h, a, expires_at) in snapshot.sessions {
             directory.restore_session(h, a, expires_at);
         }
-        let mut conversations: HashMap<ConversationId, Conversation> = snapshot
-            .conversations
-            .into_iter()
-            .map(|r| (r.id, Conversation::from_record(r, n)))
-            .collect();
-        for (c, next, head) in snapshot.tails {
-            if let Some(conv) = conversations.get_mut(&c) {
-                conv.next = next;
-                conv.head = head;
-            }
-        }
-        for (c, server, next) in snapshot.progress {
-            if let Some(p) = conversations
-                .get_mut(&c)
-                .and_then(|conv| conv.progress.get_mut(server as usize))
-            {
-                *p = next;
-            }
-        }
-        let mut pending_per_account: HashMap<AccountId, usize> = HashMap::new();
-        for (c, index, stored, atts) in snapshot.envelopes {
-            let Some(conv) = conversations.get_mut(&c) else {
-                continue;
-            };
-            let mut attestations = vec![None; n];
-            for a in atts {
-                if let Some(slot) = attestations.get_mut(a.server as usize) {
-                    *slot = Some(a);
-                }
-            }
-            let hash = stored.envelope.hash();
-            let h = stored.envelope.header();
-            conv.last_seq.insert((h.epoch(), h.sender()), h.sequence());
-            conv.known.insert(hash, index);
-            conv.pending.insert(
-                index,
-                crate::conversation::Pending {
-                    stored,
-                    hash,
-                    attestations,
-                    refusals: vec![None; n],
-                    tickets: Vec::new(),
-                    delivered: false,
-                },
-            );
-        }
-        // The last envelope of every sender slot, also once it left memory:
-        // its resubmission is answered, not admitted again.
-        for (c, epoch, slot, tail) in snapshot.slot_tails {
-            if let Some(conv) = conversations.get_mut(&c) {
-                let last = conv.last_seq.entry((epoch, slot)).or_insert(tail.sequence);
-                *last = (*last).max(tail.sequence);
-                conv.known.insert(tail.hash, tail.index);
-            }
-        }
-        let quorum = config.quorum;
-        let mut active = BTreeSet::new();
-        for conv in conversations.values_mut() {
-            conv.delivered = conv.quorate(quorum);
-            let delivered = conv.delivered;
-            for (i, p) in conv.pending.iter_mut() {
-                if *i < delivered {
-                    p.delivered = true;
-                } else if let Some(a) = p.stored.submitter {
-                    *pending_per_account.entry(a).or_default() += 1;
-                }
-            }
-            conv.pending
-                .retain(|i, p| !(*i < delivered && p.attested() == n));
-            active.insert(conv.id);
-        }
+        let (conversations, pending_per_account) = conversation::restore_all(
+            snapshot.conversations,
+            snapshot.tails,
+            snapshot.progress,
+            snapshot.envelopes,
+            snapshot.slot_tails,
+            n,
+            config.quorum,
+        );
+        let active = conversations.keys().copied().collect();
         Ok(Self {
             rate: RateLimiter::new(
                 config.limits.requests_per_second,
                 config.limits.request_burst,
             ),
             member_of: member_index(conversations.values()),
-            links: vec![ServerLink::default(); n],
-            in_flight: vec![VecDeque::new(); n],
-            sent: vec![HashMap::new(); n],
-            max_in_flight: 1,
+            fanout: Fanout::new(n),
             config,
             directory,
             conversations,
             active,
-            next_job: 1,
             pending_per_account,
             last_prune: 0,
         })
@@ -488,7 +330,7 @@ impl RouterCore {
     /// RPC): a server must never see index i+1 before index i. The default
     /// is 1, which is safe over any transport.
     pub fn pipeline_jobs(&mut self, jobs: usize) {
-        self.max_in_flight = jobs.max(1);
+        self.fanout.max_in_flight = jobs.max(1);
     }
 
     /// The configuration.
@@ -508,7 +350,7 @@ impl RouterCore {
 
     /// Whether order server `server` is currently failing.
     pub fn server_down(&self, server: usize) -> bool {
-        self.links.get(server).is_some_and(|l| l.down)
+        self.fanout.links.get(server).is_some_and(|l| l.down)
     }
 
     /// Handles one command.
@@ -668,7 +510,7 @@ impl RouterCore {
         if let Some(conv) = self.conversations.get_mut(&id) {
             // A retry by the creator before anything was sent is answered
             // with the same assignment.
-            if conv.creator == account && conv.next == Index(0) {
+            if conv.creator() == account && conv.next() == Index(0) {
                 if conv.opened.iter().filter(|o| **o).count() >= quorum {
                     out.reply(ticket, Ok(created_response(conv)));
                 } else {
@@ -694,7 +536,7 @@ impl RouterCore {
         conv.create_tickets.push(ticket);
         out.records
             .push(Record::Conversation(Box::new(conv.record())));
-        for e in &conv.epochs {
+        for e in conv.epochs() {
             index_holders(&mut self.member_of, id, e);
         }
         self.conversations.insert(id, conv);
@@ -715,12 +557,12 @@ impl RouterCore {
             .filter_map(|id| self.conversations.get(id))
             .filter_map(|c| {
                 let first = c
-                    .epochs
+                    .epochs()
                     .iter()
                     .find(|e| e.slot_of(account).is_some())?
                     .first_index?;
                 Some(pb::ListedConversation {
-                    conversation_id: c.id.to_vec(),
+                    conversation_id: c.id().to_vec(),
                     delivered: c.delivered.0,
                     first_index: first.0,
                 })
@@ -767,13 +609,8 @@ impl RouterCore {
             assignments: slots.assignments(),
         };
         if let Some(conv) = self.conversations.get_mut(&id) {
-            // Keep a few alternatives; the oldest go first.
-            conv.prepared.retain(|p| p.epoch == next);
-            if conv.prepared.len() >= 8 {
-                conv.prepared.remove(0);
-            }
             index_holders(&mut self.member_of, id, &slots);
-            conv.prepared.push(slots);
+            conv.keep_prepared(slots);
             out.records
                 .push(Record::Conversation(Box::new(conv.record())));
         }
@@ -795,7 +632,7 @@ impl RouterCore {
             .get_mut(&id)
             .ok_or(RouterError::UnknownConversation(id))?;
         let hash = s.envelope.hash();
-        if let Some(index) = conv.known.get(&hash).copied() {
+        if let Some(index) = conv.index_of(&hash) {
             // A resubmission of an envelope already admitted: idempotent.
             match conv.pending.get_mut(&index) {
                 Some(p) if !p.delivered => {
@@ -853,7 +690,7 @@ impl RouterCore {
             conversation: id,
             from,
             to,
-            slots_by_epoch: conv.epochs.iter().map(|e| e.slot_of(&account)).collect(),
+            slots_by_epoch: conv.epochs().iter().map(|e| e.slot_of(&account)).collect(),
         }))
     }
 
@@ -865,7 +702,7 @@ impl RouterCore {
     ) -> Result<Response, RouterError> {
         let conv = self.member_conv(&account, &id)?;
         let epoch = conv
-            .epochs
+            .epochs()
             .iter()
             .rev()
             .find(|e| e.first_index.is_some_and(|f| f <= conv.delivered))
@@ -902,7 +739,7 @@ impl RouterCore {
         let servers = self.config.servers.clone();
         let mut admitted = Vec::new();
         for conv in self.conversations.values_mut() {
-            if conv.next == Index(0) || now < conv.next_noise {
+            if conv.next() == Index(0) || now < conv.next_noise {
                 continue;
             }
             conv.next_noise = now.saturating_add(interval);
@@ -913,432 +750,15 @@ impl RouterCore {
                 .check(None, &a.envelope)
                 .and_then(|ns| conv.admit(a, ns, n, &mut out.records))
             {
-                Ok(_) => admitted.push(conv.id),
+                Ok(_) => admitted.push(conv.id()),
                 Err(e) => {
-                    tracing::debug!(conversation = %conv.id, error = %e, "noise not admitted")
+                    tracing::debug!(conversation = %conv.id(), error = %e, "noise not admitted")
                 }
             }
         }
         for id in admitted {
             self.active.insert(id);
             metrics::counter!("router_noise_envelopes_total").increment(1);
-        }
-    }
-
-    fn schedule(&mut self, s: usize, now: Millis, out: &mut Output) {
-        let Some(link) = self.links.get(s) else {
-            return;
-        };
-        if link.in_flight >= self.max_in_flight || !link.backoff.ready(now) {
-            return;
-        }
-        let max_batch = self.config.max_batch.max(1);
-        let mut opens = Vec::new();
-        let mut open_ids = Vec::new();
-        let mut items = Vec::new();
-        let mut request = pb::AttestRequest::default();
-        let mut idle = Vec::new();
-        for id in &self.active {
-            let Some(conv) = self.conversations.get(id) else {
-                idle.push(*id);
-                continue;
-            };
-            let all_opened = conv.opened.iter().all(|o| *o);
-            let all_attested = conv.progress.iter().all(|p| *p >= conv.next);
-            if all_opened && all_attested && conv.pending.is_empty() {
-                idle.push(*id);
-                continue;
-            }
-            let ready = conv.backoff.get(s).is_none_or(|b| b.ready(now));
-            if !ready {
-                continue;
-            }
-            let opened = conv.opened.get(s).copied().unwrap_or(false);
-            if !opened {
-                if let Some(e) = conv.epochs.first() {
-                    opens.push(pb::OpenConversationRequest {
-                        conversation_id: id.to_vec(),
-                        slots: Some(pb::SlotSet::from(&e.slots)),
-                    });
-                    open_ids.push(*id);
-                }
-                continue;
-            }
-            let progress = conv.progress.get(s).copied().unwrap_or(Index(0));
-            let start = self
-                .sent
-                .get(s)
-                .and_then(|m| m.get(id))
-                .copied()
-                .map_or(progress, |sent| sent.max(progress));
-            for (index, p) in conv.pending.range(start..) {
-                if items.len() >= max_batch {
-                    break;
-                }
-                let Some(tag) = p.stored.submission_tags.get(s) else {
-                    continue;
-                };
-                request.items.push(pb::AttestItem {
-                    envelope: Some(pb::EnvelopeSummary::from(&p.stored.envelope.summary())),
-                    submission_tag: tag.to_vec(),
-                    index: index.0,
-                    previous_head: p.stored.previous_head.to_vec(),
-                    next_slots: p.stored.next_slots.as_ref().map(pb::SlotSet::from),
-                });
-                items.push((
-                    JobItem {
-                        conversation: *id,
-                        index: *index,
-                    },
-                    p.hash,
-                ));
-            }
-            if items.len() >= max_batch {
-                break;
-            }
-        }
-        for id in idle {
-            self.active.remove(&id);
-        }
-        if opens.is_empty() && items.is_empty() {
-            return;
-        }
-        let id = self.next_job;
-        self.next_job += 1;
-        // A job pipelined behind one still in flight continues its stream.
-        let follows = if items.is_empty() {
-            None
-        } else {
-            self.in_flight
-                .get(s)
-                .and_then(|q| q.iter().rev().find(|f| !f.items.is_empty()))
-                .map(|f| f.id)
-        };
-        if let Some(link) = self.links.get_mut(s) {
-            link.in_flight += 1;
-        }
-        if let Some(sent) = self.sent.get_mut(s) {
-            for (item, _) in &items {
-                sent.insert(item.conversation, Index(item.index.0 + 1));
-            }
-        }
-        if let Some(queue) = self.in_flight.get_mut(s) {
-            queue.push_back(InFlight {
-                id,
-                opens: open_ids,
-                items: items.clone(),
-            });
-        }
-        metrics::gauge!("router_attest_batch_items", "server" => s.to_string())
-            .set(items.len() as f64);
-        out.effects.push(Effect::Job(ServerJob {
-            id,
-            server: u32::try_from(s).unwrap_or(u32::MAX),
-            opens,
-            items: items.into_iter().map(|(i, _)| i).collect(),
-            request,
-            follows,
-        }));
-    }
-
-    /// An order server's answers to a job. Everything this sends (tags,
-    /// deliveries and acknowledgements of attested indices, refusals) may
-    /// leave before the commit: see [`Output`].
-    fn job_done(&mut self, r: JobResult, now: Millis, out: &mut Output) {
-        let mark = out.effects.len();
-        let records = out.records.len();
-        self.apply_job_result(r, now, out);
-        out.make_early_since(mark);
-        // Dropping an envelope every server refused re-admits the ones
-        // after it at new indices: that changes the log, and jobs for the
-        // new indices must not leave before it is on disk.
-        let pushed = out.records.get(records..).unwrap_or_default();
-        if pushed.iter().all(Record::restates_answers) {
-            out.from_answers += pushed.len();
-        }
-    }
-
-    fn apply_job_result(&mut self, r: JobResult, now: Millis, out: &mut Output) {
-        let s = r.server as usize;
-        let Some(flight) = self.in_flight.get_mut(s).and_then(|queue| {
-            let k = queue.iter().position(|f| f.id == r.id)?;
-            queue.remove(k)
-        }) else {
-            tracing::warn!(
-                server = s,
-                job = r.id,
-                "result for a job not in flight; ignored"
-            );
-            return;
-        };
-        let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
-        if let Some(link) = self.links.get_mut(s) {
-            link.in_flight = link.in_flight.saturating_sub(1);
-        }
-        let mut touched = BTreeSet::new();
-        for (id, outcome) in flight.opens.iter().zip(r.opens.iter()) {
-            let Some(conv) = self.conversations.get_mut(id) else {
-                continue;
-            };
-            match outcome {
-                OpenOutcome::Opened(_) | OpenOutcome::AlreadyOpen => {
-                    if let Some(o) = conv.opened.get_mut(s) {
-                        *o = true;
-                    }
-                    if let Some(b) = conv.backoff.get_mut(s) {
-                        b.succeed();
-                    }
-                    out.records
-                        .push(Record::Conversation(Box::new(conv.record())));
-                    touched.insert(*id);
-                }
-                OpenOutcome::Failed(e) => {
-                    tracing::warn!(server = s, conversation = %id, error = %e, "open failed; will retry");
-                    if let Some(b) = conv.backoff.get_mut(s) {
-                        b.fail(now, base, max);
-                    }
-                }
-            }
-        }
-        match r.attest {
-            Err(e) => {
-                // Whatever was in flight is resent from the progress.
-                if let Some(sent) = self.sent.get_mut(s) {
-                    sent.clear();
-                }
-                let next_job = self.next_job;
-                if let Some(link) = self.links.get_mut(s)
-                    && (!flight.items.is_empty() || flight.opens.is_empty())
-                    && flight.id >= link.stale_before
-                {
-                    // One failure backs off once, not once per job that
-                    // was in flight when it happened.
-                    tracing::warn!(server = s, error = %e, "order server unreachable; backing off");
-                    metrics::counter!("router_order_server_failures_total", "server" => s.to_string())
-                        .increment(1);
-                    link.backoff.fail(now, base, max);
-                    link.down = true;
-                    link.stale_before = next_job;
-                }
-            }
-            Ok(results) => {
-                if let Some(link) = self.links.get_mut(s) {
-                    link.backoff.succeed();
-                    link.down = false;
-                }
-                if results.len() != flight.items.len() {
-                    tracing::warn!(
-                        server = s,
-                        sent = flight.items.len(),
-                        got = results.len(),
-                        "order server answered a different number of items; retrying"
-                    );
-                    if let Some(link) = self.links.get_mut(s) {
-                        link.backoff.fail(now, base, max);
-                    }
-                    if let Some(sent) = self.sent.get_mut(s) {
-                        sent.clear();
-                    }
-                } else {
-                    for ((item, hash), result) in flight.items.iter().zip(results) {
-                        self.attest_result(s, item, hash, result, now, out);
-                        touched.insert(item.conversation);
-                        // An item that did not move the server's progress
-                        // (refused, unusable, out of step): what was sent
-                        // after it is sent again from the progress.
-                        let progress = self
-                            .conversations
-                            .get(&item.conversation)
-                            .and_then(|c| c.progress.get(s).copied())
-                            .unwrap_or(Index(0));
-                        if progress <= item.index
-                            && let Some(sent) = self.sent.get_mut(s)
-                        {
-                            sent.remove(&item.conversation);
-                        }
-                    }
-                }
-            }
-        }
-        for id in touched {
-            self.advance(&id, out);
-        }
-    }
-
-    fn attest_result(
-        &mut self,
-        s: usize,
-        item: &JobItem,
-        hash: &EnvelopeHash,
-        result: pb::AttestResult,
-        now: Millis,
-        out: &mut Output,
-    ) {
-        let n = self.config.servers.len();
-        let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
-        let Some(conv) = self.conversations.get_mut(&item.conversation) else {
-            return;
-        };
-        let conv_id = conv.id;
-        let progress = conv.progress.get(s).copied().unwrap_or(Index(0));
-        let Some(p) = conv.pending.get_mut(&item.index) else {
-            return;
-        };
-        if p.hash != *hash {
-            // The index was freed and re-used while this job was in flight.
-            return;
-        }
-        match result.outcome {
-            Some(pb::attest_result::Outcome::Attested(a)) => {
-                let check = Attestation::try_from(a)
-                    .map_err(|e| e.to_string())
-                    .and_then(|mut a| {
-                        a.server = u32::try_from(s).unwrap_or(u32::MAX);
-                        check_attestation(&a, p, conv.epochs.as_slice(), item.index)?;
-                        Ok(a)
-                    });
-                match check {
-                    Err(e) => {
-                        tracing::error!(server = s, conversation = %conv_id, index = item.index.0, error = %e,
-                            "order server returned an unusable attestation");
-                        metrics::counter!("router_bad_attestations_total", "server" => s.to_string())
-                            .increment(1);
-                        if let Some(b) = conv.backoff.get_mut(s) {
-                            b.fail(now, base, max);
-                        }
-                    }
-                    Ok(a) => {
-                        if item.index != progress {
-                            // Not the next index for this server; already
-                            // recorded or out of step. Nothing to store.
-                            return;
-                        }
-                        if let Some(b) = conv.backoff.get_mut(s) {
-                            b.succeed();
-                        }
-                        out.records.push(Record::Attestation {
-                            conversation: conv_id,
-                            attestation: a.clone(),
-                        });
-                        out.records.push(Record::Progress {
-                            conversation: conv_id,
-                            server: a.server,
-                            next: Index(item.index.0 + 1),
-                        });
-                        if let Some(pr) = conv.progress.get_mut(s) {
-                            *pr = Index(item.index.0 + 1);
-                        }
-                        let late = p.delivered;
-                        if let Some(slot) = p.attestations.get_mut(s) {
-                            *slot = Some(a.clone());
-                        }
-                        if p.refusals
-                            .iter()
-                            .flatten()
-                            .any(|(r, _)| is_sender_fault(*r))
-                        {
-                            metrics::counter!("router_disagreements_total").increment(1);
-                            tracing::warn!(conversation = %conv_id, index = item.index.0,
-                                "order servers disagree on an envelope: some attested, some refused; \
-                                 the refusing servers cannot progress past this index");
-                        }
-                        if late {
-                            let recipients = recipients(&conv.epochs, p);
-                            for (account, member) in recipients {
-                                out.effects.push(Effect::Deliver {
-                                    account,
-                                    delivery: delivery::tag_update(
-                                        &conv_id,
-                                        item.index,
-                                        member,
-                                        std::slice::from_ref(&a),
-                                    ),
-                                });
-                            }
-                            metrics::counter!("router_late_tags_total").increment(1);
-                        }
-                    }
-                }
-            }
-            Some(pb::attest_result::Outcome::Refused(r)) => {
-                let reason =
-                    RefusalReason::try_from(r.reason).unwrap_or(RefusalReason::Unspecified);
-                metrics::counter!("router_refusals_total", "reason" => reason.as_str_name())
-                    .increment(1);
-                if reason == RefusalReason::UnknownConversation {
-                    if let Some(b) = conv.backoff.get_mut(s) {
-                        b.fail(now, base, max);
-                    }
-                    if let Some(o) = conv.opened.get_mut(s) {
-                        *o = false;
-                    }
-                    out.records
-                        .push(Record::Conversation(Box::new(conv.record())));
-                    return;
-                }
-                if item.index != progress {
-                    // Items sent after a refused one (in its batch or in
-                    // later jobs in flight) are refused as out of order;
-                    // they are simply sent again, without another backoff.
-                    return;
-                }
-                if let Some(b) = conv.backoff.get_mut(s) {
-                    b.fail(now, base, max);
-                }
-                if is_sender_fault(reason) {
-                    if let Some(slot) = p.refusals.get_mut(s) {
-                        *slot = Some((reason, r.message.clone()));
-                    }
-                } else {
-                    tracing::warn!(server = s, conversation = %conv_id, index = item.index.0,
-                        reason = reason.as_str_name(), message = %r.message, server_next = r.next_index,
-                        "order server refused an item; retrying with backoff");
-                }
-                let all_refused = p.attested() == 0
-                    && p.refusals.len() == n
-                    && p.refusals
-                        .iter()
-                        .all(|r| r.as_ref().is_some_and(|(r, _)| is_sender_fault(*r)));
-                if all_refused {
-                    let reasons = p
-                        .refusals
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(server, r)| {
-                            r.as_ref().map(|(reason, message)| ServerRefusal {
-                                server,
-                                reason: *reason,
-                                message: message.clone(),
-                            })
-                        })
-                        .collect();
-                    let error = RouterError::RefusedByEveryServer(reasons);
-                    let failed = conv.drop_from(item.index, &error, n, &mut out.records);
-                    for sent in &mut self.sent {
-                        sent.remove(&conv_id);
-                    }
-                    for b in &mut conv.backoff {
-                        b.succeed();
-                    }
-                    metrics::counter!("router_dropped_envelopes_total").increment(1);
-                    for (tickets, error, submitter) in failed {
-                        if let Some(a) = submitter
-                            && let Some(c) = self.pending_per_account.get_mut(&a)
-                        {
-                            *c = c.saturating_sub(1);
-                        }
-                        for t in tickets {
-                            out.reply(t, Err(error.clone()));
-                        }
-                    }
-                }
-            }
-            None => {
-                tracing::warn!(server = s, "attest result without an outcome");
-                if let Some(b) = conv.backoff.get_mut(s) {
-                    b.fail(now, base, max);
-                }
-            }
         }
     }
 
@@ -1353,7 +773,7 @@ impl RouterCore {
 
     /// Answers waiting creators, delivers newly quorate indices, acks their
     /// senders, and forgets envelopes every server has attested.
-    fn advance(&mut self, id: &ConversationId, out: &mut Output) {
+    pub(crate) fn advance(&mut self, id: &ConversationId, out: &mut Output) {
         let quorum = self.config.quorum;
         let n = self.config.servers.len();
         let Some(conv) = self.conversations.get_mut(id) else {
@@ -1374,7 +794,7 @@ impl RouterCore {
             };
             let atts: Vec<Attestation> = p.attestations.iter().flatten().cloned().collect();
             let views = delivery::Views::new(id, i, &p.stored.envelope, &p.stored.previous_head);
-            for (account, member) in recipients(&conv.epochs, p) {
+            for (account, member) in recipients(conv.epochs(), p) {
                 out.effects.push(Effect::Deliver {
                     account,
                     delivery: views.member(member, &atts),
@@ -1425,8 +845,8 @@ fn member_index<'a>(
 ) -> HashMap<AccountId, BTreeSet<ConversationId>> {
     let mut index = HashMap::new();
     for c in conversations {
-        for e in c.epochs.iter().chain(c.prepared.iter()) {
-            index_holders(&mut index, c.id, e);
+        for e in c.epochs().iter().chain(c.prepared().iter()) {
+            index_holders(&mut index, c.id(), e);
         }
     }
     index
@@ -1439,135 +859,11 @@ fn submitted(hash: &EnvelopeHash) -> Response {
 }
 
 fn created_response(conv: &Conversation) -> Response {
-    let e = conv.epochs.first();
+    let e = conv.epochs().first();
     Response::Created(pb::CreateConversationResponse {
         slots: e.map(|e| pb::SlotSet::from(&e.slots)),
         assignments: e.map(EpochSlots::assignments).unwrap_or_default(),
     })
-}
-
-/// Who receives an index, and with which slots.
-fn recipients(
-    epochs: &[EpochSlots],
-    p: &crate::conversation::Pending,
-) -> BTreeMap<AccountId, MemberSlots> {
-    let h = p.stored.envelope.header();
-    let at = |e: Epoch| usize::try_from(e.0).ok().and_then(|e| epochs.get(e));
-    let mut r: BTreeMap<AccountId, MemberSlots> = BTreeMap::new();
-    if let Some(e) = at(h.epoch()) {
-        for (a, slot) in e.members() {
-            r.entry(a).or_default().slot = Some(slot);
-        }
-    }
-    if h.kind() == EnvelopeKind::Update
-        && let Some(e) = h.epoch().next().and_then(at)
-    {
-        for (a, slot) in e.members() {
-            r.entry(a).or_default().next_slot = Some(slot);
-        }
-    }
-    r
-}
-
-/// Checks an order server's attestation against what the router computed.
-fn check_attestation(
-    a: &Attestation,
-    p: &crate::conversation::Pending,
-    epochs: &[EpochSlots],
-    index: Index,
-) -> Result<(), String> {
-    if a.index != index {
-        return Err(format!("attested index {} for item {}", a.index, index));
-    }
-    if a.head != p.stored.head {
-        return Err("attested head differs from the router's chain".into());
-    }
-    let h = p.stored.envelope.header();
-    let slots = usize::try_from(h.epoch().0)
-        .ok()
-        .and_then(|e| epochs.get(e))
-        .map(|e| e.slots.len())
-        .unwrap_or(0);
-    if a.tags.len() != slots {
-        return Err(format!("{} tags for {slots} slots", a.tags.len()));
-    }
-    let next = p.stored.next_slots.as_ref().map_or(0, |s| s.len());
-    if a.next_tags.len() != next {
-        return Err(format!(
-            "{} next-epoch tags for {next} slots",
-            a.next_tags.len()
-        ));
-    }
-    Ok(())
-}
-
-/// A noise envelope from a random padding slot of the tail epoch, with the
-/// submission tags the router computes with that slot's secret.
-fn noise_envelope(
-    conv: &Conversation,
-    now: Millis,
-    servers: &[OrderServerKey],
-    rng: &mut impl CryptoRng,
-) -> Option<Admission> {
-    let tail = conv.tail_epoch()?;
-    if tail.padding.is_empty() {
-        return None;
-    }
-    let pick = rng.random_range(0..tail.padding.len());
-    let (slot, secret) = tail.padding.get(pick)?;
-    let last = conv.last_seq.get(&(tail.epoch, *slot)).map_or(0, |s| s.0);
-    // Time-based sequences stay increasing across restarts.
-    let sequence = Sequence(last.saturating_add(1).max(now));
-    let mut commitment = [0u8; 32];
-    rng.fill_bytes(&mut commitment);
-    let body = Vec::new();
-    let header = EnvelopeHeader::new(HeaderFields {
-        conversation: conv.id,
-        epoch: tail.epoch,
-        kind: EnvelopeKind::Noise,
-        sender: *slot,
-        sequence,
-        last_seen: conv.delivered.0.checked_sub(1).map(Index),
-        body_hash: BodyHash::of(&body),
-        key_commitment: KeyCommitment::from_bytes(commitment),
-        slot_set_hash: None,
-    })
-    .ok()?;
-    let envelope = Envelope::new(header, body, Vec::new()).ok()?;
-    let hash = envelope.hash();
-    let slot_secret = secret.slot_secret();
-    let tags = servers
-        .iter()
-        .map(|k| {
-            slot_secret
-                .mac_keys(k)
-                .map(|m| m.submit(&hash, sequence))
-                .ok()
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some(Admission {
-        envelope,
-        submission_tags: tags,
-        submitter: None,
-    })
-}
-
-/// Converts a stored envelope and its attestations into a member's delivery.
-pub fn stored_view(
-    conversation: &ConversationId,
-    index: Index,
-    stored: &StoredEnvelope,
-    member: MemberSlots,
-    attestations: &[Attestation],
-) -> pb::Delivery {
-    delivery::view(
-        conversation,
-        index,
-        &stored.envelope,
-        &stored.previous_head,
-        member,
-        attestations,
-    )
 }
 
 #[cfg(test)]

@@ -2,17 +2,18 @@
 //! an in-memory store that forgets uncommitted writes on a simulated crash.
 
 use super::*;
-use crate::directory::{parse_register, parse_upload};
 use crate::driver::{CommitBatch, Driver, DriverConfig, fold};
 use crate::fanout::OpenOutcome;
+use crate::request::{parse_register, parse_upload};
 use crate::store::{Durability, EnvelopeReader, MemStore, Store};
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::ids::prekey_signing_message;
 use grompi_proto::mac::AttestationStatement;
+use grompi_proto::pb::RefusalReason;
 use grompi_proto::{
-    BodyHash, Challenge, EnvelopeHeader, Head, KeyCommitment, RecipientBlock, SlotKey, SlotSecret,
-    SlotSet, SlotSetHash,
+    BodyHash, Challenge, EnvelopeHeader, Head, KeyCommitment, RecipientBlock, Sequence, SlotKey,
+    SlotSecret, SlotSet, SlotSetHash, Tag,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -843,7 +844,7 @@ fn an_envelope_every_server_refuses_is_dropped_and_the_index_reused() {
     assert!(matches!(w.reply(tg), Some(Ok(_))));
     let conv = w.core().conversation(&id).unwrap();
     assert_eq!(
-        conv.next,
+        conv.next(),
         Index(2),
         "the good envelope took the freed index 1"
     );
@@ -1146,7 +1147,11 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
         hash,
         "resubmitted once delivered"
     );
-    assert_eq!(w.core().conversations[&id].next, Index(2), "admitted once");
+    assert_eq!(
+        w.core().conversations[&id].next(),
+        Index(2),
+        "admitted once"
+    );
 
     // Every server attested index 1 and a later durable commit carried
     // their progress: after a restart index 1 is no longer in memory.
@@ -1166,7 +1171,7 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
         "resubmitted after a restart"
     );
     assert_eq!(
-        w.core().conversations[&id].next,
+        w.core().conversations[&id].next(),
         Index(2),
         "not admitted again"
     );
@@ -1187,13 +1192,13 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
         "{:?}",
         w.reply(t)
     );
-    assert_eq!(w.core().conversations[&id].next, Index(2));
+    assert_eq!(w.core().conversations[&id].next(), Index(2));
     // The next envelope from the slot is admitted as usual.
     let next = message(&mut members, &created, id, &servers, 1, true, b"next");
     let t = submit(&mut w, &members[1], next);
     w.settle();
     assert_ne!(submitted_hash(w.reply(t)), hash);
-    assert_eq!(w.core().conversations[&id].next, Index(3));
+    assert_eq!(w.core().conversations[&id].next(), Index(3));
     assert!(w.servers.iter().all(|s| s.violations.is_empty()));
 }
 

@@ -10,8 +10,13 @@
 //! a `Delivery` with the same conversation and index, no header, body, block
 //! or digests, and only the new attestations.
 
+use crate::conversation::Pending;
+use crate::record::StoredEnvelope;
+use crate::slots::EpochSlots;
 use grompi_proto::mac::Attestation;
+use grompi_proto::{AccountId, EnvelopeKind, Epoch};
 use grompi_proto::{ConversationId, Envelope, Head, Index, SlotIndex, pb};
+use std::collections::BTreeMap;
 
 /// Where a member sits for one index: its slot in the envelope's epoch and,
 /// for an Update, in the next epoch.
@@ -144,6 +149,44 @@ pub fn tag_update(
             .collect(),
         ..Default::default()
     }
+}
+
+/// Converts a stored envelope and its attestations into a member's delivery.
+pub fn stored_view(
+    conversation: &ConversationId,
+    index: Index,
+    stored: &StoredEnvelope,
+    member: MemberSlots,
+    attestations: &[Attestation],
+) -> pb::Delivery {
+    view(
+        conversation,
+        index,
+        &stored.envelope,
+        &stored.previous_head,
+        member,
+        attestations,
+    )
+}
+
+/// Who receives an index, and with which slots.
+pub(crate) fn recipients(epochs: &[EpochSlots], p: &Pending) -> BTreeMap<AccountId, MemberSlots> {
+    let h = p.stored.envelope.header();
+    let at = |e: Epoch| usize::try_from(e.0).ok().and_then(|e| epochs.get(e));
+    let mut r: BTreeMap<AccountId, MemberSlots> = BTreeMap::new();
+    if let Some(e) = at(h.epoch()) {
+        for (a, slot) in e.members() {
+            r.entry(a).or_default().slot = Some(slot);
+        }
+    }
+    if h.kind() == EnvelopeKind::Update
+        && let Some(e) = h.epoch().next().and_then(at)
+    {
+        for (a, slot) in e.members() {
+            r.entry(a).or_default().next_slot = Some(slot);
+        }
+    }
+    r
 }
 
 #[cfg(test)]

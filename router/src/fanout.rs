@@ -1,6 +1,10 @@
-//! Fan-out to the order servers, as data: per-server links with one job in
-//! flight at a time, retry backoff with times passed in, the jobs themselves
-//! (opens, then one Attest batch) and how refusals are classified.
+//! Fan-out to the order servers: per-server links with one job in flight
+//! at a time (or a pipeline over one ordered stream), the jobs themselves
+//! (opens, then one Attest batch), how refusals are classified, and the
+//! core's fan-out engine: its state (`Fanout`: links, jobs in flight, how
+//! far each server was sent), scheduling a server's next job, and applying
+//! a job's results (opens, attestations checked against the router's chain,
+//! refusals, an envelope every server refused dropped).
 //!
 //! Ordering rule: a server is only ever sent, for one conversation, a run of
 //! consecutive indices starting where the previous job sent to it ended (or
@@ -14,37 +18,18 @@
 //! commit), fails unsent instead of reaching the server past a gap.
 
 use crate::Millis;
+pub use crate::backoff::Backoff;
+use crate::conversation::Pending;
+use crate::core::{Effect, Output, RouterCore};
+use crate::delivery::{self, recipients};
+use crate::error::{RouterError, ServerRefusal};
+use crate::record::Record;
+use crate::slots::EpochSlots;
+use grompi_proto::EnvelopeHash;
+use grompi_proto::mac::Attestation;
 use grompi_proto::pb::{self, RefusalReason};
 use grompi_proto::{ConversationId, Index};
-
-/// Retry state: how many consecutive failures, and when to try again.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Backoff {
-    /// Consecutive failures.
-    pub failures: u32,
-    /// Not before this time.
-    pub retry_at: Millis,
-}
-
-impl Backoff {
-    /// Whether a retry is allowed at `now`.
-    pub fn ready(&self, now: Millis) -> bool {
-        now >= self.retry_at
-    }
-
-    /// Records a failure: the wait doubles from `base` up to `max`.
-    pub fn fail(&mut self, now: Millis, base: Millis, max: Millis) {
-        let shift = self.failures.min(20);
-        let wait = base.saturating_mul(1u64 << shift).min(max);
-        self.failures = self.failures.saturating_add(1);
-        self.retry_at = now.saturating_add(wait);
-    }
-
-    /// Records a success.
-    pub fn succeed(&mut self) {
-        *self = Self::default();
-    }
-}
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// One order server as the router sees it.
 #[derive(Debug, Clone, Default)]
@@ -172,26 +157,514 @@ pub fn is_sender_fault(reason: RefusalReason) -> bool {
     )
 }
 
+/// A job sent to a server and not yet answered.
+#[derive(Debug, Clone)]
+pub(crate) struct InFlight {
+    pub(crate) id: u64,
+    pub(crate) opens: Vec<ConversationId>,
+    pub(crate) items: Vec<(JobItem, EnvelopeHash)>,
+}
+
+/// The fan-out state of the core: per server, its link, its jobs in
+/// flight and how far it was sent.
+#[derive(Debug)]
+pub(crate) struct Fanout {
+    /// Per server: its link.
+    pub(crate) links: Vec<ServerLink>,
+    /// Jobs sent to each server and not yet answered, oldest first.
+    pub(crate) in_flight: Vec<VecDeque<InFlight>>,
+    /// Per server, per conversation: the next index to send when it is
+    /// past the server's progress (items in flight). Forgotten (back to
+    /// the progress) whenever the server refuses or fails.
+    pub(crate) sent: Vec<HashMap<ConversationId, Index>>,
+    /// Jobs one server may have in flight at once: 1 unless the shell's
+    /// transport keeps a server's jobs in order (see
+    /// [`RouterCore::pipeline_jobs`]).
+    pub(crate) max_in_flight: usize,
+    /// The next job id.
+    pub(crate) next_job: u64,
+}
+
+impl Fanout {
+    /// No job sent yet to any of `servers` servers; one job in flight each.
+    pub(crate) fn new(servers: usize) -> Self {
+        Self {
+            links: vec![ServerLink::default(); servers],
+            in_flight: vec![VecDeque::new(); servers],
+            sent: vec![HashMap::new(); servers],
+            max_in_flight: 1,
+            next_job: 1,
+        }
+    }
+}
+
+/// The fan-out engine: scheduling jobs and applying their results.
+impl RouterCore {
+    /// Sends order server `s` its next job, if it may take one: opens for
+    /// conversations it has not opened, then the next run of items of each
+    /// active conversation, up to the batch size.
+    pub(crate) fn schedule(&mut self, s: usize, now: Millis, out: &mut Output) {
+        let Some(link) = self.fanout.links.get(s) else {
+            return;
+        };
+        if link.in_flight >= self.fanout.max_in_flight || !link.backoff.ready(now) {
+            return;
+        }
+        let max_batch = self.config.max_batch.max(1);
+        let mut opens = Vec::new();
+        let mut open_ids = Vec::new();
+        let mut items = Vec::new();
+        let mut request = pb::AttestRequest::default();
+        let mut idle = Vec::new();
+        for id in &self.active {
+            let Some(conv) = self.conversations.get(id) else {
+                idle.push(*id);
+                continue;
+            };
+            let all_opened = conv.opened.iter().all(|o| *o);
+            let all_attested = conv.progress.iter().all(|p| *p >= conv.next());
+            if all_opened && all_attested && conv.pending.is_empty() {
+                idle.push(*id);
+                continue;
+            }
+            let ready = conv.backoff.get(s).is_none_or(|b| b.ready(now));
+            if !ready {
+                continue;
+            }
+            let opened = conv.opened.get(s).copied().unwrap_or(false);
+            if !opened {
+                if let Some(e) = conv.epochs().first() {
+                    opens.push(pb::OpenConversationRequest {
+                        conversation_id: id.to_vec(),
+                        slots: Some(pb::SlotSet::from(&e.slots)),
+                    });
+                    open_ids.push(*id);
+                }
+                continue;
+            }
+            let progress = conv.progress.get(s).copied().unwrap_or(Index(0));
+            let start = self
+                .fanout
+                .sent
+                .get(s)
+                .and_then(|m| m.get(id))
+                .copied()
+                .map_or(progress, |sent| sent.max(progress));
+            for (index, p) in conv.pending.range(start..) {
+                if items.len() >= max_batch {
+                    break;
+                }
+                let Some(tag) = p.stored.submission_tags.get(s) else {
+                    continue;
+                };
+                request.items.push(pb::AttestItem {
+                    envelope: Some(pb::EnvelopeSummary::from(&p.stored.envelope.summary())),
+                    submission_tag: tag.to_vec(),
+                    index: index.0,
+                    previous_head: p.stored.previous_head.to_vec(),
+                    next_slots: p.stored.next_slots.as_ref().map(pb::SlotSet::from),
+                });
+                items.push((
+                    JobItem {
+                        conversation: *id,
+                        index: *index,
+                    },
+                    p.hash,
+                ));
+            }
+            if items.len() >= max_batch {
+                break;
+            }
+        }
+        for id in idle {
+            self.active.remove(&id);
+        }
+        if opens.is_empty() && items.is_empty() {
+            return;
+        }
+        let id = self.fanout.next_job;
+        self.fanout.next_job += 1;
+        // A job pipelined behind one still in flight continues its stream.
+        let follows = if items.is_empty() {
+            None
+        } else {
+            self.fanout
+                .in_flight
+                .get(s)
+                .and_then(|q| q.iter().rev().find(|f| !f.items.is_empty()))
+                .map(|f| f.id)
+        };
+        if let Some(link) = self.fanout.links.get_mut(s) {
+            link.in_flight += 1;
+        }
+        if let Some(sent) = self.fanout.sent.get_mut(s) {
+            for (item, _) in &items {
+                sent.insert(item.conversation, Index(item.index.0 + 1));
+            }
+        }
+        if let Some(queue) = self.fanout.in_flight.get_mut(s) {
+            queue.push_back(InFlight {
+                id,
+                opens: open_ids,
+                items: items.clone(),
+            });
+        }
+        metrics::gauge!("router_attest_batch_items", "server" => s.to_string())
+            .set(items.len() as f64);
+        out.effects.push(Effect::Job(ServerJob {
+            id,
+            server: u32::try_from(s).unwrap_or(u32::MAX),
+            opens,
+            items: items.into_iter().map(|(i, _)| i).collect(),
+            request,
+            follows,
+        }));
+    }
+
+    /// An order server's answers to a job. Everything this sends (tags,
+    /// deliveries and acknowledgements of attested indices, refusals) may
+    /// leave before the commit: see [`Output`].
+    pub(crate) fn job_done(&mut self, r: JobResult, now: Millis, out: &mut Output) {
+        let mark = out.effects.len();
+        let records = out.records.len();
+        self.apply_job_result(r, now, out);
+        out.make_early_since(mark);
+        // Dropping an envelope every server refused re-admits the ones
+        // after it at new indices: that changes the log, and jobs for the
+        // new indices must not leave before it is on disk.
+        let pushed = out.records.get(records..).unwrap_or_default();
+        if pushed.iter().all(Record::restates_answers) {
+            out.from_answers += pushed.len();
+        }
+    }
+
+    fn apply_job_result(&mut self, r: JobResult, now: Millis, out: &mut Output) {
+        let s = r.server as usize;
+        let Some(flight) = self.fanout.in_flight.get_mut(s).and_then(|queue| {
+            let k = queue.iter().position(|f| f.id == r.id)?;
+            queue.remove(k)
+        }) else {
+            tracing::warn!(
+                server = s,
+                job = r.id,
+                "result for a job not in flight; ignored"
+            );
+            return;
+        };
+        let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
+        if let Some(link) = self.fanout.links.get_mut(s) {
+            link.in_flight = link.in_flight.saturating_sub(1);
+        }
+        let mut touched = BTreeSet::new();
+        for (id, outcome) in flight.opens.iter().zip(r.opens.iter()) {
+            let Some(conv) = self.conversations.get_mut(id) else {
+                continue;
+            };
+            match outcome {
+                OpenOutcome::Opened(_) | OpenOutcome::AlreadyOpen => {
+                    if let Some(o) = conv.opened.get_mut(s) {
+                        *o = true;
+                    }
+                    if let Some(b) = conv.backoff.get_mut(s) {
+                        b.succeed();
+                    }
+                    out.records
+                        .push(Record::Conversation(Box::new(conv.record())));
+                    touched.insert(*id);
+                }
+                OpenOutcome::Failed(e) => {
+                    tracing::warn!(server = s, conversation = %id, error = %e, "open failed; will retry");
+                    if let Some(b) = conv.backoff.get_mut(s) {
+                        b.fail(now, base, max);
+                    }
+                }
+            }
+        }
+        match r.attest {
+            Err(e) => {
+                // Whatever was in flight is resent from the progress.
+                if let Some(sent) = self.fanout.sent.get_mut(s) {
+                    sent.clear();
+                }
+                let next_job = self.fanout.next_job;
+                if let Some(link) = self.fanout.links.get_mut(s)
+                    && (!flight.items.is_empty() || flight.opens.is_empty())
+                    && flight.id >= link.stale_before
+                {
+                    // One failure backs off once, not once per job that
+                    // was in flight when it happened.
+                    tracing::warn!(server = s, error = %e, "order server unreachable; backing off");
+                    metrics::counter!("router_order_server_failures_total", "server" => s.to_string())
+                        .increment(1);
+                    link.backoff.fail(now, base, max);
+                    link.down = true;
+                    link.stale_before = next_job;
+                }
+            }
+            Ok(results) => {
+                if let Some(link) = self.fanout.links.get_mut(s) {
+                    link.backoff.succeed();
+                    link.down = false;
+                }
+                if results.len() != flight.items.len() {
+                    tracing::warn!(
+                        server = s,
+                        sent = flight.items.len(),
+                        got = results.len(),
+                        "order server answered a different number of items; retrying"
+                    );
+                    if let Some(link) = self.fanout.links.get_mut(s) {
+                        link.backoff.fail(now, base, max);
+                    }
+                    if let Some(sent) = self.fanout.sent.get_mut(s) {
+                        sent.clear();
+                    }
+                } else {
+                    for ((item, hash), result) in flight.items.iter().zip(results) {
+                        self.attest_result(s, item, hash, result, now, out);
+                        touched.insert(item.conversation);
+                        // An item that did not move the server's progress
+                        // (refused, unusable, out of step): what was sent
+                        // after it is sent again from the progress.
+                        let progress = self
+                            .conversations
+                            .get(&item.conversation)
+                            .and_then(|c| c.progress.get(s).copied())
+                            .unwrap_or(Index(0));
+                        if progress <= item.index
+                            && let Some(sent) = self.fanout.sent.get_mut(s)
+                        {
+                            sent.remove(&item.conversation);
+                        }
+                    }
+                }
+            }
+        }
+        for id in touched {
+            self.advance(&id, out);
+        }
+    }
+
+    fn attest_result(
+        &mut self,
+        s: usize,
+        item: &JobItem,
+        hash: &EnvelopeHash,
+        result: pb::AttestResult,
+        now: Millis,
+        out: &mut Output,
+    ) {
+        let n = self.config.servers.len();
+        let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
+        let Some(conv) = self.conversations.get_mut(&item.conversation) else {
+            return;
+        };
+        let conv_id = conv.id();
+        let progress = conv.progress.get(s).copied().unwrap_or(Index(0));
+        let Some(p) = conv.pending.get(&item.index) else {
+            return;
+        };
+        if p.hash != *hash {
+            // The index was freed and re-used while this job was in flight.
+            return;
+        }
+        match result.outcome {
+            Some(pb::attest_result::Outcome::Attested(a)) => {
+                let check = Attestation::try_from(a)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut a| {
+                        a.server = u32::try_from(s).unwrap_or(u32::MAX);
+                        check_attestation(&a, p, conv.epochs(), item.index)?;
+                        Ok(a)
+                    });
+                match check {
+                    Err(e) => {
+                        tracing::error!(server = s, conversation = %conv_id, index = item.index.0, error = %e,
+                            "order server returned an unusable attestation");
+                        metrics::counter!("router_bad_attestations_total", "server" => s.to_string())
+                            .increment(1);
+                        if let Some(b) = conv.backoff.get_mut(s) {
+                            b.fail(now, base, max);
+                        }
+                    }
+                    Ok(a) => {
+                        if item.index != progress {
+                            // Not the next index for this server; already
+                            // recorded or out of step. Nothing to store.
+                            return;
+                        }
+                        // Who receives the tags now, if the index was
+                        // delivered before this attestation came in.
+                        let late = p.delivered.then(|| recipients(conv.epochs(), p));
+                        if let Some(b) = conv.backoff.get_mut(s) {
+                            b.succeed();
+                        }
+                        out.records.push(Record::Attestation {
+                            conversation: conv_id,
+                            attestation: a.clone(),
+                        });
+                        out.records.push(Record::Progress {
+                            conversation: conv_id,
+                            server: a.server,
+                            next: Index(item.index.0 + 1),
+                        });
+                        if let Some(pr) = conv.progress.get_mut(s) {
+                            *pr = Index(item.index.0 + 1);
+                        }
+                        let Some(p) = conv.pending.get_mut(&item.index) else {
+                            return;
+                        };
+                        if let Some(slot) = p.attestations.get_mut(s) {
+                            *slot = Some(a.clone());
+                        }
+                        if p.refusals
+                            .iter()
+                            .flatten()
+                            .any(|(r, _)| is_sender_fault(*r))
+                        {
+                            metrics::counter!("router_disagreements_total").increment(1);
+                            tracing::warn!(conversation = %conv_id, index = item.index.0,
+                                "order servers disagree on an envelope: some attested, some refused; \
+                                 the refusing servers cannot progress past this index");
+                        }
+                        if let Some(recipients) = late {
+                            for (account, member) in recipients {
+                                out.effects.push(Effect::Deliver {
+                                    account,
+                                    delivery: delivery::tag_update(
+                                        &conv_id,
+                                        item.index,
+                                        member,
+                                        std::slice::from_ref(&a),
+                                    ),
+                                });
+                            }
+                            metrics::counter!("router_late_tags_total").increment(1);
+                        }
+                    }
+                }
+            }
+            Some(pb::attest_result::Outcome::Refused(r)) => {
+                let reason =
+                    RefusalReason::try_from(r.reason).unwrap_or(RefusalReason::Unspecified);
+                metrics::counter!("router_refusals_total", "reason" => reason.as_str_name())
+                    .increment(1);
+                if reason == RefusalReason::UnknownConversation {
+                    if let Some(b) = conv.backoff.get_mut(s) {
+                        b.fail(now, base, max);
+                    }
+                    if let Some(o) = conv.opened.get_mut(s) {
+                        *o = false;
+                    }
+                    out.records
+                        .push(Record::Conversation(Box::new(conv.record())));
+                    return;
+                }
+                if item.index != progress {
+                    // Items sent after a refused one (in its batch or in
+                    // later jobs in flight) are refused as out of order;
+                    // they are simply sent again, without another backoff.
+                    return;
+                }
+                let Some(p) = conv.pending.get_mut(&item.index) else {
+                    return;
+                };
+                if let Some(b) = conv.backoff.get_mut(s) {
+                    b.fail(now, base, max);
+                }
+                if is_sender_fault(reason) {
+                    if let Some(slot) = p.refusals.get_mut(s) {
+                        *slot = Some((reason, r.message.clone()));
+                    }
+                } else {
+                    tracing::warn!(server = s, conversation = %conv_id, index = item.index.0,
+                        reason = reason.as_str_name(), message = %r.message, server_next = r.next_index,
+                        "order server refused an item; retrying with backoff");
+                }
+                let all_refused = p.attested() == 0
+                    && p.refusals.len() == n
+                    && p.refusals
+                        .iter()
+                        .all(|r| r.as_ref().is_some_and(|(r, _)| is_sender_fault(*r)));
+                if all_refused {
+                    let reasons = p
+                        .refusals
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(server, r)| {
+                            r.as_ref().map(|(reason, message)| ServerRefusal {
+                                server,
+                                reason: *reason,
+                                message: message.clone(),
+                            })
+                        })
+                        .collect();
+                    let error = RouterError::RefusedByEveryServer(reasons);
+                    let failed = conv.drop_from(item.index, &error, n, &mut out.records);
+                    for sent in &mut self.fanout.sent {
+                        sent.remove(&conv_id);
+                    }
+                    for b in &mut conv.backoff {
+                        b.succeed();
+                    }
+                    metrics::counter!("router_dropped_envelopes_total").increment(1);
+                    for (tickets, error, submitter) in failed {
+                        if let Some(a) = submitter
+                            && let Some(c) = self.pending_per_account.get_mut(&a)
+                        {
+                            *c = c.saturating_sub(1);
+                        }
+                        for t in tickets {
+                            out.reply(t, Err(error.clone()));
+                        }
+                    }
+                }
+            }
+            None => {
+                tracing::warn!(server = s, "attest result without an outcome");
+                if let Some(b) = conv.backoff.get_mut(s) {
+                    b.fail(now, base, max);
+                }
+            }
+        }
+    }
+}
+
+/// Checks an order server's attestation against what the router computed.
+fn check_attestation(
+    a: &Attestation,
+    p: &Pending,
+    epochs: &[EpochSlots],
+    index: Index,
+) -> Result<(), String> {
+    if a.index != index {
+        return Err(format!("attested index {} for item {}", a.index, index));
+    }
+    if a.head != p.stored.head {
+        return Err("attested head differs from the router's chain".into());
+    }
+    let h = p.stored.envelope.header();
+    let slots = usize::try_from(h.epoch().0)
+        .ok()
+        .and_then(|e| epochs.get(e))
+        .map(|e| e.slots.len())
+        .unwrap_or(0);
+    if a.tags.len() != slots {
+        return Err(format!("{} tags for {slots} slots", a.tags.len()));
+    }
+    let next = p.stored.next_slots.as_ref().map_or(0, |s| s.len());
+    if a.next_tags.len() != next {
+        return Err(format!(
+            "{} next-epoch tags for {next} slots",
+            a.next_tags.len()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::default();
-        assert!(b.ready(0));
-        b.fail(1000, 100, 1000);
-        assert_eq!(b.retry_at, 1100);
-        assert!(!b.ready(1099));
-        b.fail(1100, 100, 1000);
-        assert_eq!(b.retry_at, 1300);
-        for _ in 0..10 {
-            b.fail(2000, 100, 1000);
-        }
-        assert_eq!(b.retry_at, 3000);
-        b.succeed();
-        assert!(b.ready(0));
-    }
 
     #[test]
     fn sender_faults_are_the_envelope_s_own() {

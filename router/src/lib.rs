@@ -20,13 +20,17 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | [`core`] | the state machine: commands, records, effects |
+//! | [`core`] | the state machine: commands, outputs and effects, dispatch ([`core::RouterCore::handle`], [`core::RouterCore::poll`]), lifecycle |
 //! | [`driver`] | the loop around the core: batches, early effects, group commit, pipelining |
+//! | [`request`] | parsing client requests: registration, sign-in, key uploads, submissions, member lists |
 //! | [`directory`] | accounts, prekeys, order keys, challenges, sessions |
-//! | [`conversation`] | slot assignment and padding tiers, epochs, the per-conversation sequencer |
-//! | [`fanout`] | per-order-server links, jobs, backoff, refusal classes |
-//! | [`delivery`] | per-member views of an envelope, tag updates |
-//! | [`limits`] | configured limits and the rate limiter |
+//! | [`keys`] | an account's identity keys and signed prekeys |
+//! | [`conversation`] | epochs, the per-conversation sequencer, noise envelopes, restoring conversations |
+//! | [`slots`] | epoch slot sets: assignment, padding tiers and secrets, placement of joiners |
+//! | [`fanout`] | per-order-server links, jobs, refusal classes, and the fan-out engine: scheduling, job results, attestation checks |
+//! | [`backoff`] | retry backoff with times passed in |
+//! | [`delivery`] | per-member views of an envelope, recipients of an index, tag updates |
+//! | [`limits`] | configured limits (session lifetime included) and the rate limiters |
 //! | [`record`] | what is persisted, and its encoding |
 //! | [`store`] | the storage trait, the redb store, the in-memory store |
 //! | [`config`] | the TOML configuration file |
@@ -36,6 +40,7 @@
 //! | [`error`] | [`error::RouterError`] and its gRPC status codes |
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod conversation;
 pub mod core;
@@ -44,11 +49,14 @@ pub mod directory;
 pub mod driver;
 pub mod error;
 pub mod fanout;
+pub mod keys;
 pub mod limits;
 pub mod record;
+pub mod request;
 pub mod runtime;
 pub mod server;
 pub mod service;
+pub mod slots;
 pub mod store;
 
 /// Milliseconds since the Unix epoch (or any fixed origin, in tests).

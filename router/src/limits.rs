@@ -10,6 +10,9 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// How long a session lasts by default: seven days.
+pub const DEFAULT_SESSION_TTL_MS: Millis = 7 * 24 * 60 * 60 * 1000;
+
 /// Limits on what one request or one account may use.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,7 +73,7 @@ impl Default for Limits {
             request_burst: 400,
             max_fetch: 256,
             challenge_ttl_ms: 60_000,
-            session_ttl_ms: crate::directory::DEFAULT_SESSION_TTL_MS,
+            session_ttl_ms: DEFAULT_SESSION_TTL_MS,
             max_challenges: 100_000,
             subscriber_queue: 1024,
             peer_requests_per_second: 20,

@@ -4,8 +4,8 @@
 //! Each record maps to one key of one table ([`Record::to_kv`]); values are
 //! protobuf messages defined here (storage-only, never on the wire).
 
-use crate::conversation::{EpochSlots, PaddingSecret};
-use crate::directory::{IdentityKeys, SignedPrekey};
+use crate::keys::{IdentityKeys, SignedPrekey};
+use crate::slots::{EpochSlots, PaddingSecret};
 use grompi_proto::mac::Attestation;
 use grompi_proto::{
     AccountId, ConversationId, Envelope, EnvelopeHash, Epoch, Head, Index, Sequence, SlotIndex,
