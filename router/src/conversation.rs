@@ -25,7 +25,7 @@ use grompi_proto::{
     Tag, admission,
 };
 use rand::{CryptoRng, RngExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// An envelope admitted at an index and not yet attested by every server.
 #[derive(Debug, Clone)]
@@ -425,6 +425,31 @@ impl Conversation {
         }
         failed
     }
+}
+
+/// Records `id` under every account holding a slot of `epoch`.
+pub(crate) fn index_holders(
+    index: &mut HashMap<AccountId, BTreeSet<ConversationId>>,
+    id: ConversationId,
+    epoch: &EpochSlots,
+) {
+    for a in epoch.holders.iter().flatten() {
+        index.entry(*a).or_default().insert(id);
+    }
+}
+
+/// The per-account index of conversations, rebuilt from their epochs
+/// (installed and prepared) after a restart.
+pub(crate) fn member_index<'a>(
+    conversations: impl Iterator<Item = &'a Conversation>,
+) -> HashMap<AccountId, BTreeSet<ConversationId>> {
+    let mut index = HashMap::new();
+    for c in conversations {
+        for e in c.epochs.iter().chain(c.prepared.iter()) {
+            index_holders(&mut index, c.id, e);
+        }
+    }
+    index
 }
 
 /// The conversations of a store snapshot as they were before the restart

@@ -7,12 +7,14 @@
 //! shell performs only after that commit. Feeding a batch of commands before
 //! one commit is group commit.
 
-use crate::conversation::{self, Admission, Conversation, noise_envelope};
+use crate::conversation::{
+    self, Admission, Conversation, index_holders, member_index, noise_envelope,
+};
 pub use crate::delivery::stored_view;
 use crate::delivery::{self, MemberSlots, recipients};
 use crate::directory::Directory;
 use crate::error::RouterError;
-use crate::fanout::{Fanout, JobResult, ServerJob};
+use crate::fanout::{Fanout, JobResult, Notice, ServerJob, Work};
 use crate::limits::{Limits, RateKey, RateLimiter};
 use crate::record::Record;
 use crate::request::{KeyUpload, NewAccount, SignIn};
@@ -220,7 +222,7 @@ pub struct Output {
     pub early: Vec<Effect>,
     separate_early: bool,
     /// How many of `records` came from order servers' answers.
-    pub(crate) from_answers: usize,
+    from_answers: usize,
 }
 
 impl Output {
@@ -249,13 +251,13 @@ impl Output {
         }
     }
 
-    pub(crate) fn reply(&mut self, ticket: Ticket, r: Result<Response, RouterError>) {
+    fn reply(&mut self, ticket: Ticket, r: Result<Response, RouterError>) {
         self.effects.push(Effect::Reply(ticket, r));
     }
 
     /// Moves the effects pushed since `mark` to `early`, if this output
     /// separates them.
-    pub(crate) fn make_early_since(&mut self, mark: usize) {
+    fn make_early_since(&mut self, mark: usize) {
         if self.separate_early && mark <= self.effects.len() {
             self.early.extend(self.effects.drain(mark..));
         }
@@ -265,19 +267,19 @@ impl Output {
 /// The router's state machine.
 #[derive(Debug)]
 pub struct RouterCore {
-    pub(crate) config: CoreConfig,
+    config: CoreConfig,
     directory: Directory,
-    pub(crate) conversations: HashMap<ConversationId, Conversation>,
+    conversations: HashMap<ConversationId, Conversation>,
     /// Conversations with work for some order server.
-    pub(crate) active: BTreeSet<ConversationId>,
+    active: BTreeSet<ConversationId>,
     /// The conversations each account holds or held a slot in, in some
     /// epoch installed or prepared (a superset: `ListConversations` still
     /// checks each).
     member_of: HashMap<AccountId, BTreeSet<ConversationId>>,
     /// The fan-out state: links, jobs in flight, what was sent.
-    pub(crate) fanout: Fanout,
+    fanout: Fanout,
     rate: RateLimiter,
-    pub(crate) pending_per_account: HashMap<AccountId, usize>,
+    pending_per_account: HashMap<AccountId, usize>,
     last_prune: Millis,
 }
 
@@ -314,7 +316,12 @@ impl RouterCore {
                 config.limits.request_burst,
             ),
             member_of: member_index(conversations.values()),
-            fanout: Fanout::new(n),
+            fanout: Fanout::new(
+                n,
+                config.max_batch,
+                config.backoff_base_ms,
+                config.backoff_max_ms,
+            ),
             config,
             directory,
             conversations,
@@ -730,7 +737,12 @@ impl RouterCore {
             self.noise(now, interval, rng, out);
         }
         for s in 0..self.config.servers.len() {
-            self.schedule(s, now, out);
+            if let Some(job) = self
+                .fanout
+                .schedule(s, now, &self.conversations, &mut self.active)
+            {
+                out.effects.push(Effect::Job(job));
+            }
         }
     }
 
@@ -762,6 +774,42 @@ impl RouterCore {
         }
     }
 
+    /// An order server's answers to a job (applied by the fan-out engine),
+    /// then the deliveries they make possible. Everything this sends (tags,
+    /// deliveries and acknowledgements of attested indices, refusals) may
+    /// leave before the commit: see [`Output`].
+    fn job_done(&mut self, r: JobResult, now: Millis, out: &mut Output) {
+        let mark = out.effects.len();
+        let records = out.records.len();
+        let mut work = Work {
+            conversations: &mut self.conversations,
+            pending_per_account: &mut self.pending_per_account,
+            records: &mut out.records,
+            notices: Vec::new(),
+        };
+        let touched = self.fanout.apply_job_result(r, now, &mut work);
+        for notice in work.notices {
+            out.effects.push(match notice {
+                Notice::Deliver { account, delivery } => Effect::Deliver {
+                    account,
+                    delivery: *delivery,
+                },
+                Notice::Failed(ticket, error) => Effect::Reply(ticket, Err(error)),
+            });
+        }
+        for id in touched {
+            self.advance(&id, out);
+        }
+        out.make_early_since(mark);
+        // Dropping an envelope every server refused re-admits the ones
+        // after it at new indices: that changes the log, and jobs for the
+        // new indices must not leave before it is on disk.
+        let pushed = out.records.get(records..).unwrap_or_default();
+        if pushed.iter().all(Record::restates_answers) {
+            out.from_answers += pushed.len();
+        }
+    }
+
     /// In relay-only mode (no order servers, the benchmark baseline) nothing
     /// waits for attestations: creators, senders and members are answered
     /// at once, with the same commit as the records.
@@ -773,7 +821,7 @@ impl RouterCore {
 
     /// Answers waiting creators, delivers newly quorate indices, acks their
     /// senders, and forgets envelopes every server has attested.
-    pub(crate) fn advance(&mut self, id: &ConversationId, out: &mut Output) {
+    fn advance(&mut self, id: &ConversationId, out: &mut Output) {
         let quorum = self.config.quorum;
         let n = self.config.servers.len();
         let Some(conv) = self.conversations.get_mut(id) else {
@@ -825,31 +873,6 @@ impl RouterCore {
         conv.pending
             .retain(|i, p| !(*i < delivered && p.attested() == n));
     }
-}
-
-/// Records `id` under every account holding a slot of `epoch`.
-fn index_holders(
-    index: &mut HashMap<AccountId, BTreeSet<ConversationId>>,
-    id: ConversationId,
-    epoch: &EpochSlots,
-) {
-    for a in epoch.holders.iter().flatten() {
-        index.entry(*a).or_default().insert(id);
-    }
-}
-
-/// The per-account index of conversations, rebuilt from their epochs
-/// (installed and prepared) after a restart.
-fn member_index<'a>(
-    conversations: impl Iterator<Item = &'a Conversation>,
-) -> HashMap<AccountId, BTreeSet<ConversationId>> {
-    let mut index = HashMap::new();
-    for c in conversations {
-        for e in c.epochs().iter().chain(c.prepared().iter()) {
-            index_holders(&mut index, c.id(), e);
-        }
-    }
-    index
 }
 
 fn submitted(hash: &EnvelopeHash) -> Response {

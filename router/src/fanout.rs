@@ -17,18 +17,17 @@
 //! handed to the transport only after that stream broke (it waited for a
 //! commit), fails unsent instead of reaching the server past a gap.
 
-use crate::Millis;
 pub use crate::backoff::Backoff;
-use crate::conversation::Pending;
-use crate::core::{Effect, Output, RouterCore};
+use crate::conversation::{Conversation, Pending};
 use crate::delivery::{self, recipients};
 use crate::error::{RouterError, ServerRefusal};
 use crate::record::Record;
 use crate::slots::EpochSlots;
+use crate::{Millis, Ticket};
 use grompi_proto::EnvelopeHash;
 use grompi_proto::mac::Attestation;
 use grompi_proto::pb::{self, RefusalReason};
-use grompi_proto::{ConversationId, Index};
+use grompi_proto::{AccountId, ConversationId, Index};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 /// One order server as the router sees it.
@@ -159,10 +158,10 @@ pub fn is_sender_fault(reason: RefusalReason) -> bool {
 
 /// A job sent to a server and not yet answered.
 #[derive(Debug, Clone)]
-pub(crate) struct InFlight {
-    pub(crate) id: u64,
-    pub(crate) opens: Vec<ConversationId>,
-    pub(crate) items: Vec<(JobItem, EnvelopeHash)>,
+struct InFlight {
+    id: u64,
+    opens: Vec<ConversationId>,
+    items: Vec<(JobItem, EnvelopeHash)>,
 }
 
 /// The fan-out state of the core: per server, its link, its jobs in
@@ -172,52 +171,101 @@ pub(crate) struct Fanout {
     /// Per server: its link.
     pub(crate) links: Vec<ServerLink>,
     /// Jobs sent to each server and not yet answered, oldest first.
-    pub(crate) in_flight: Vec<VecDeque<InFlight>>,
+    in_flight: Vec<VecDeque<InFlight>>,
     /// Per server, per conversation: the next index to send when it is
     /// past the server's progress (items in flight). Forgotten (back to
     /// the progress) whenever the server refuses or fails.
-    pub(crate) sent: Vec<HashMap<ConversationId, Index>>,
+    sent: Vec<HashMap<ConversationId, Index>>,
     /// Jobs one server may have in flight at once: 1 unless the shell's
     /// transport keeps a server's jobs in order (see
-    /// [`RouterCore::pipeline_jobs`]).
+    /// [`RouterCore::pipeline_jobs`](crate::core::RouterCore::pipeline_jobs)).
     pub(crate) max_in_flight: usize,
     /// The next job id.
-    pub(crate) next_job: u64,
+    next_job: u64,
+    /// How many order servers.
+    servers: usize,
+    /// Most items in one Attest call.
+    max_batch: usize,
+    /// First retry delay after a failure.
+    backoff_base: Millis,
+    /// Longest retry delay.
+    backoff_max: Millis,
+}
+
+/// What the engine changes besides its own state: the core's
+/// conversations and per-account counts of envelopes waiting, and where
+/// its records and notices go, in order.
+pub(crate) struct Work<'a> {
+    /// The core's conversations.
+    pub(crate) conversations: &'a mut HashMap<ConversationId, Conversation>,
+    /// Per submitter: envelopes waiting for a quorum.
+    pub(crate) pending_per_account: &'a mut HashMap<AccountId, usize>,
+    /// Durable changes, appended in order.
+    pub(crate) records: &'a mut Vec<Record>,
+    /// What to tell members and submitters, in order.
+    pub(crate) notices: Vec<Notice>,
+}
+
+/// Something a job's results tell a member or a submitter.
+#[derive(Debug)]
+pub(crate) enum Notice {
+    /// Tags for an index delivered before this attestation came in.
+    Deliver {
+        /// Recipient.
+        account: AccountId,
+        /// The delivery.
+        delivery: Box<pb::Delivery>,
+    },
+    /// A submission failed (every server refused it, or what followed
+    /// it no longer fits).
+    Failed(Ticket, RouterError),
 }
 
 impl Fanout {
-    /// No job sent yet to any of `servers` servers; one job in flight each.
-    pub(crate) fn new(servers: usize) -> Self {
+    /// No job sent yet to any of `servers` servers; one job in flight each;
+    /// at most `max_batch` items per job; retries after `backoff_base`,
+    /// doubling up to `backoff_max`.
+    pub(crate) fn new(
+        servers: usize,
+        max_batch: usize,
+        backoff_base: Millis,
+        backoff_max: Millis,
+    ) -> Self {
         Self {
             links: vec![ServerLink::default(); servers],
             in_flight: vec![VecDeque::new(); servers],
             sent: vec![HashMap::new(); servers],
             max_in_flight: 1,
             next_job: 1,
+            servers,
+            max_batch,
+            backoff_base,
+            backoff_max,
         }
     }
-}
 
-/// The fan-out engine: scheduling jobs and applying their results.
-impl RouterCore {
     /// Sends order server `s` its next job, if it may take one: opens for
     /// conversations it has not opened, then the next run of items of each
     /// active conversation, up to the batch size.
-    pub(crate) fn schedule(&mut self, s: usize, now: Millis, out: &mut Output) {
-        let Some(link) = self.fanout.links.get(s) else {
-            return;
-        };
-        if link.in_flight >= self.fanout.max_in_flight || !link.backoff.ready(now) {
-            return;
+    pub(crate) fn schedule(
+        &mut self,
+        s: usize,
+        now: Millis,
+        conversations: &HashMap<ConversationId, Conversation>,
+        active: &mut BTreeSet<ConversationId>,
+    ) -> Option<ServerJob> {
+        let link = self.links.get(s)?;
+        if link.in_flight >= self.max_in_flight || !link.backoff.ready(now) {
+            return None;
         }
-        let max_batch = self.config.max_batch.max(1);
+        let max_batch = self.max_batch.max(1);
         let mut opens = Vec::new();
         let mut open_ids = Vec::new();
         let mut items = Vec::new();
         let mut request = pb::AttestRequest::default();
         let mut idle = Vec::new();
-        for id in &self.active {
-            let Some(conv) = self.conversations.get(id) else {
+        for id in active.iter() {
+            let Some(conv) = conversations.get(id) else {
                 idle.push(*id);
                 continue;
             };
@@ -244,7 +292,6 @@ impl RouterCore {
             }
             let progress = conv.progress.get(s).copied().unwrap_or(Index(0));
             let start = self
-                .fanout
                 .sent
                 .get(s)
                 .and_then(|m| m.get(id))
@@ -277,32 +324,31 @@ impl RouterCore {
             }
         }
         for id in idle {
-            self.active.remove(&id);
+            active.remove(&id);
         }
         if opens.is_empty() && items.is_empty() {
-            return;
+            return None;
         }
-        let id = self.fanout.next_job;
-        self.fanout.next_job += 1;
+        let id = self.next_job;
+        self.next_job += 1;
         // A job pipelined behind one still in flight continues its stream.
         let follows = if items.is_empty() {
             None
         } else {
-            self.fanout
-                .in_flight
+            self.in_flight
                 .get(s)
                 .and_then(|q| q.iter().rev().find(|f| !f.items.is_empty()))
                 .map(|f| f.id)
         };
-        if let Some(link) = self.fanout.links.get_mut(s) {
+        if let Some(link) = self.links.get_mut(s) {
             link.in_flight += 1;
         }
-        if let Some(sent) = self.fanout.sent.get_mut(s) {
+        if let Some(sent) = self.sent.get_mut(s) {
             for (item, _) in &items {
                 sent.insert(item.conversation, Index(item.index.0 + 1));
             }
         }
-        if let Some(queue) = self.fanout.in_flight.get_mut(s) {
+        if let Some(queue) = self.in_flight.get_mut(s) {
             queue.push_back(InFlight {
                 id,
                 opens: open_ids,
@@ -311,36 +357,27 @@ impl RouterCore {
         }
         metrics::gauge!("router_attest_batch_items", "server" => s.to_string())
             .set(items.len() as f64);
-        out.effects.push(Effect::Job(ServerJob {
+        Some(ServerJob {
             id,
             server: u32::try_from(s).unwrap_or(u32::MAX),
             opens,
             items: items.into_iter().map(|(i, _)| i).collect(),
             request,
             follows,
-        }));
+        })
     }
 
-    /// An order server's answers to a job. Everything this sends (tags,
-    /// deliveries and acknowledgements of attested indices, refusals) may
-    /// leave before the commit: see [`Output`].
-    pub(crate) fn job_done(&mut self, r: JobResult, now: Millis, out: &mut Output) {
-        let mark = out.effects.len();
-        let records = out.records.len();
-        self.apply_job_result(r, now, out);
-        out.make_early_since(mark);
-        // Dropping an envelope every server refused re-admits the ones
-        // after it at new indices: that changes the log, and jobs for the
-        // new indices must not leave before it is on disk.
-        let pushed = out.records.get(records..).unwrap_or_default();
-        if pushed.iter().all(Record::restates_answers) {
-            out.from_answers += pushed.len();
-        }
-    }
-
-    fn apply_job_result(&mut self, r: JobResult, now: Millis, out: &mut Output) {
+    /// Applies an order server's answers to a job; returns the
+    /// conversations they touched, whose quorate indices may now be
+    /// delivered.
+    pub(crate) fn apply_job_result(
+        &mut self,
+        r: JobResult,
+        now: Millis,
+        work: &mut Work<'_>,
+    ) -> BTreeSet<ConversationId> {
         let s = r.server as usize;
-        let Some(flight) = self.fanout.in_flight.get_mut(s).and_then(|queue| {
+        let Some(flight) = self.in_flight.get_mut(s).and_then(|queue| {
             let k = queue.iter().position(|f| f.id == r.id)?;
             queue.remove(k)
         }) else {
@@ -349,15 +386,15 @@ impl RouterCore {
                 job = r.id,
                 "result for a job not in flight; ignored"
             );
-            return;
+            return BTreeSet::new();
         };
-        let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
-        if let Some(link) = self.fanout.links.get_mut(s) {
+        let (base, max) = (self.backoff_base, self.backoff_max);
+        if let Some(link) = self.links.get_mut(s) {
             link.in_flight = link.in_flight.saturating_sub(1);
         }
         let mut touched = BTreeSet::new();
         for (id, outcome) in flight.opens.iter().zip(r.opens.iter()) {
-            let Some(conv) = self.conversations.get_mut(id) else {
+            let Some(conv) = work.conversations.get_mut(id) else {
                 continue;
             };
             match outcome {
@@ -368,7 +405,7 @@ impl RouterCore {
                     if let Some(b) = conv.backoff.get_mut(s) {
                         b.succeed();
                     }
-                    out.records
+                    work.records
                         .push(Record::Conversation(Box::new(conv.record())));
                     touched.insert(*id);
                 }
@@ -383,11 +420,11 @@ impl RouterCore {
         match r.attest {
             Err(e) => {
                 // Whatever was in flight is resent from the progress.
-                if let Some(sent) = self.fanout.sent.get_mut(s) {
+                if let Some(sent) = self.sent.get_mut(s) {
                     sent.clear();
                 }
-                let next_job = self.fanout.next_job;
-                if let Some(link) = self.fanout.links.get_mut(s)
+                let next_job = self.next_job;
+                if let Some(link) = self.links.get_mut(s)
                     && (!flight.items.is_empty() || flight.opens.is_empty())
                     && flight.id >= link.stale_before
                 {
@@ -402,7 +439,7 @@ impl RouterCore {
                 }
             }
             Ok(results) => {
-                if let Some(link) = self.fanout.links.get_mut(s) {
+                if let Some(link) = self.links.get_mut(s) {
                     link.backoff.succeed();
                     link.down = false;
                 }
@@ -413,26 +450,26 @@ impl RouterCore {
                         got = results.len(),
                         "order server answered a different number of items; retrying"
                     );
-                    if let Some(link) = self.fanout.links.get_mut(s) {
+                    if let Some(link) = self.links.get_mut(s) {
                         link.backoff.fail(now, base, max);
                     }
-                    if let Some(sent) = self.fanout.sent.get_mut(s) {
+                    if let Some(sent) = self.sent.get_mut(s) {
                         sent.clear();
                     }
                 } else {
                     for ((item, hash), result) in flight.items.iter().zip(results) {
-                        self.attest_result(s, item, hash, result, now, out);
+                        self.attest_result(s, item, hash, result, now, work);
                         touched.insert(item.conversation);
                         // An item that did not move the server's progress
                         // (refused, unusable, out of step): what was sent
                         // after it is sent again from the progress.
-                        let progress = self
+                        let progress = work
                             .conversations
                             .get(&item.conversation)
                             .and_then(|c| c.progress.get(s).copied())
                             .unwrap_or(Index(0));
                         if progress <= item.index
-                            && let Some(sent) = self.fanout.sent.get_mut(s)
+                            && let Some(sent) = self.sent.get_mut(s)
                         {
                             sent.remove(&item.conversation);
                         }
@@ -440,9 +477,7 @@ impl RouterCore {
                 }
             }
         }
-        for id in touched {
-            self.advance(&id, out);
-        }
+        touched
     }
 
     fn attest_result(
@@ -452,11 +487,11 @@ impl RouterCore {
         hash: &EnvelopeHash,
         result: pb::AttestResult,
         now: Millis,
-        out: &mut Output,
+        work: &mut Work<'_>,
     ) {
-        let n = self.config.servers.len();
-        let (base, max) = (self.config.backoff_base_ms, self.config.backoff_max_ms);
-        let Some(conv) = self.conversations.get_mut(&item.conversation) else {
+        let n = self.servers;
+        let (base, max) = (self.backoff_base, self.backoff_max);
+        let Some(conv) = work.conversations.get_mut(&item.conversation) else {
             return;
         };
         let conv_id = conv.id();
@@ -499,11 +534,11 @@ impl RouterCore {
                         if let Some(b) = conv.backoff.get_mut(s) {
                             b.succeed();
                         }
-                        out.records.push(Record::Attestation {
+                        work.records.push(Record::Attestation {
                             conversation: conv_id,
                             attestation: a.clone(),
                         });
-                        out.records.push(Record::Progress {
+                        work.records.push(Record::Progress {
                             conversation: conv_id,
                             server: a.server,
                             next: Index(item.index.0 + 1),
@@ -529,14 +564,14 @@ impl RouterCore {
                         }
                         if let Some(recipients) = late {
                             for (account, member) in recipients {
-                                out.effects.push(Effect::Deliver {
+                                work.notices.push(Notice::Deliver {
                                     account,
-                                    delivery: delivery::tag_update(
+                                    delivery: Box::new(delivery::tag_update(
                                         &conv_id,
                                         item.index,
                                         member,
                                         std::slice::from_ref(&a),
-                                    ),
+                                    )),
                                 });
                             }
                             metrics::counter!("router_late_tags_total").increment(1);
@@ -556,7 +591,7 @@ impl RouterCore {
                     if let Some(o) = conv.opened.get_mut(s) {
                         *o = false;
                     }
-                    out.records
+                    work.records
                         .push(Record::Conversation(Box::new(conv.record())));
                     return;
                 }
@@ -600,8 +635,8 @@ impl RouterCore {
                         })
                         .collect();
                     let error = RouterError::RefusedByEveryServer(reasons);
-                    let failed = conv.drop_from(item.index, &error, n, &mut out.records);
-                    for sent in &mut self.fanout.sent {
+                    let failed = conv.drop_from(item.index, &error, n, work.records);
+                    for sent in &mut self.sent {
                         sent.remove(&conv_id);
                     }
                     for b in &mut conv.backoff {
@@ -610,12 +645,12 @@ impl RouterCore {
                     metrics::counter!("router_dropped_envelopes_total").increment(1);
                     for (tickets, error, submitter) in failed {
                         if let Some(a) = submitter
-                            && let Some(c) = self.pending_per_account.get_mut(&a)
+                            && let Some(c) = work.pending_per_account.get_mut(&a)
                         {
                             *c = c.saturating_sub(1);
                         }
                         for t in tickets {
-                            out.reply(t, Err(error.clone()));
+                            work.notices.push(Notice::Failed(t, error.clone()));
                         }
                     }
                 }

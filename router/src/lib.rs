@@ -25,7 +25,7 @@
 //! | [`request`] | parsing client requests: registration, sign-in, key uploads, submissions, member lists |
 //! | [`directory`] | accounts, prekeys, order keys, challenges, sessions |
 //! | [`keys`] | an account's identity keys and signed prekeys |
-//! | [`conversation`] | epochs, the per-conversation sequencer, noise envelopes, restoring conversations |
+//! | [`conversation`] | epochs, the per-conversation sequencer, noise envelopes, the per-account index of conversations, restoring conversations |
 //! | [`slots`] | epoch slot sets: assignment, padding tiers and secrets, placement of joiners |
 //! | [`fanout`] | per-order-server links, jobs, refusal classes, and the fan-out engine: scheduling, job results, attestation checks |
 //! | [`backoff`] | retry backoff with times passed in |
