@@ -14,6 +14,15 @@
 //! | [`schedule`] | virtual time, the seeded random source, the event queue |
 //! | [`scenario`] | scenario files: network, adversary, script, expectation |
 //! | [`world`] | the network of real cores, the adversaries, one run |
+//! | `world/setup.rs` | one run's network: servers, router core, members registered, sessions |
+//! | `world/network.rs` | the event loop, message passing and ordered streams, the router's calls, commits and effects, crashes |
+//! | `world/script.rs` | the conversation script as members play it, the router's replies, the end-of-run audit |
+//! | `world/adversary.rs` | every router strategy: deliveries, forks, crashes, tampered jobs, puppets, head proofs |
+//! | `world/member_toolkit.rs` | compromised members: what the client's API would not compose |
+//! | `world/member_node.rs` | one member: the real `grompi_client::Member` and what it accepted and raised |
+//! | `world/router_node.rs`, `world/router_puppet.rs`, `world/order_node.rs` | the router core (one per forked history) under production's driver, the router's own accounts, one order server core |
+//! | `world/report.rs` | the end of a run: each member's view, the verdicts, the run report |
+//! | [`live`] | the real servers as processes, honest or malicious |
 //! | [`view`] | what one member saw: accepted indices and alerts |
 //! | [`verdict`] | the property checks and the outcome of an attack |
 //! | [`report`] | run reports in JSON and Markdown |

@@ -3,15 +3,22 @@
 //! replayed or accompanied by forgeries; crashes timed by the script;
 //! malformed requests of its own next to the real jobs; an Update its own
 //! puppet account composed, delivered to a joiner in place of the genuine
-//! one (`router_puppet`). The fork itself is structural (one core per
+//! one (`router_puppet`); the puppet accounts it registers before the run;
+//! forged head proofs, and a forking router's choices (its groups, when it
+//! forks, which servers each history goes to, leaked tags, head proofs
+//! relayed from every server). The fork itself is structural (one core per
 //! history, see `router_node`).
 
 use super::events::Event;
-use super::router_puppet::{NextSet, join_delivery, substitute_update};
-use super::{MS, World};
+use super::member_node::MemberNode;
+use super::router_node::RouterNode;
+use super::router_puppet::{NextSet, Puppet, call_core, join_delivery, substitute_update};
+use super::{MS, SimError, World};
 use crate::scenario::{JobTamper, OrderServerStrategy, PreviousHead, RouterStrategy};
+use crate::schedule::Schedule;
 use grompi_proto::mac::Attestation;
 use grompi_proto::{BodyHash, SlotRole, SlotSet, pb};
+use grompi_router::core::{Call, ProvePlan};
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +66,15 @@ impl RouterAdversary {
         }
     }
 
+    /// The tampering a router sending malformed jobs applies to its own
+    /// requests next to the real ones.
+    pub fn job_tamper(&self) -> Option<JobTamper> {
+        match self.strategy {
+            RouterStrategy::MalformedJobs { tamper } => Some(tamper),
+            _ => None,
+        }
+    }
+
     /// Notes a next slot set the router core handed out.
     pub fn prepared(&mut self, response: &pb::PrepareUpdateResponse) {
         let Some(slots) = response
@@ -75,9 +91,69 @@ impl RouterAdversary {
     }
 }
 
+/// The group (history) of each of `names` for a forking router (0 for
+/// every member otherwise, and for a member in no group).
+pub(super) fn fork_groups(strategy: &RouterStrategy, names: &[String]) -> Vec<usize> {
+    let mut group_of = vec![0; names.len()];
+    if let RouterStrategy::Fork { partition, .. } = strategy {
+        for (g, group) in partition.iter().enumerate() {
+            for name in group {
+                if let Some(i) = names.iter().position(|n| n == name) {
+                    group_of[i] = g;
+                }
+            }
+        }
+    }
+    group_of
+}
+
+/// The accounts a router substituting a joiner's Update registers for
+/// itself before the run (none for any other strategy).
+pub(super) fn puppets(
+    strategy: &RouterStrategy,
+    router: &mut RouterNode,
+    sched: &mut Schedule<Event>,
+    members: &mut [MemberNode],
+    servers: &[grompi_proto::OrderServerKey],
+) -> Result<Vec<Puppet>, SimError> {
+    if !matches!(strategy, RouterStrategy::SubstituteJoin { .. }) {
+        return Ok(Vec::new());
+    }
+    // Members publish a fresh fallback prekey (making the bundles for the
+    // pairwise sessions replaced the one they registered), as a client
+    // replenishing its keys does; the router's puppet starts a session
+    // with each from what its directory publishes.
+    for m in members.iter_mut() {
+        let fallback = m.secrets_mut().pairwise.new_fallback_prekey();
+        let upload = pb::UploadKeysRequest {
+            one_time_prekeys: vec![],
+            order_keys: vec![],
+            fallback_prekey: Some(pb::SignedPrekey {
+                key: fallback.key.to_vec(),
+                signature: fallback.signature.to_vec(),
+            }),
+        };
+        let (keys, prekey) = grompi_router::directory::parse_upload(&upload)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        call_core(router, sched, &m.token, Call::UploadKeys(keys, prekey))?;
+    }
+    let mut puppet = Puppet::register("puppet", router, sched, servers)?;
+    for m in members.iter() {
+        puppet.start_session(router, sched, m.account)?;
+    }
+    Ok(vec![puppet])
+}
+
 impl World {
-    /// Crashes and outages due at the start of script step `k`.
-    pub(super) fn adversary_step(&mut self, k: usize) {
+    /// What the router does at the start of script step `k`: a forking
+    /// router splits at the first step; crashes and outages due then.
+    pub(super) fn adversary_step(&mut self, k: usize) -> Result<(), SimError> {
+        if !self.forked
+            && let RouterStrategy::Fork { partition, .. } = &self.adversary.strategy
+        {
+            let groups = partition.len();
+            self.fork(groups)?;
+        }
         if let RouterStrategy::CrashRestart { after_step } = self.adversary.strategy
             && after_step == k
         {
@@ -104,6 +180,79 @@ impl World {
             };
             self.sched.after(at, Event::ServerCrash { server, restart });
         }
+        Ok(())
+    }
+
+    /// Relays the head proofs of `plan` to member `to`: from the order
+    /// servers its history goes to (a careless forking router relays every
+    /// server's), forged if the strategy says so.
+    pub(super) fn relay_head_proofs(&mut self, to: usize, plan: &ProvePlan) {
+        let branch = self.branch_of(to);
+        let all = matches!(
+            self.adversary.strategy,
+            RouterStrategy::Fork {
+                relay_all_proofs: true,
+                ..
+            }
+        );
+        let forge = self.adversary.strategy == RouterStrategy::ForgeHeadProofs;
+        let mut serves = self.serves(branch);
+        if all {
+            serves.fill(true);
+        }
+        let mut proofs = Vec::new();
+        for (s, server) in self.servers.iter_mut().enumerate() {
+            if !serves.get(s).copied().unwrap_or(false) {
+                continue;
+            }
+            self.measure.messages += 2;
+            if let Some(mut p) = server.prove(branch, &plan.conversation, plan.slot, plan.nonce) {
+                if forge {
+                    let mut t = *p.tag.as_bytes();
+                    t[0] ^= 0x01;
+                    p.tag = grompi_proto::Tag::from_bytes(t);
+                }
+                proofs.push(p);
+            }
+        }
+        self.send(Event::Proofs { to, proofs });
+    }
+
+    pub(super) fn fork(&mut self, groups: usize) -> Result<(), SimError> {
+        let n = self.servers.len();
+        let naive = matches!(
+            self.adversary.strategy,
+            RouterStrategy::Fork { naive: true, .. }
+        );
+        let mut serves = vec![vec![naive; n]; groups.max(1)];
+        let mut honest_seen = 0;
+        for (s, server) in self.servers.iter_mut().enumerate() {
+            if server.equivocates() {
+                server.fork(groups);
+                for b in &mut serves {
+                    b[s] = true;
+                }
+            } else {
+                // The honest servers are shared out among the histories.
+                if let Some(b) = serves.get_mut(honest_seen % groups.max(1)) {
+                    b[s] = true;
+                }
+                honest_seen += 1;
+            }
+        }
+        // The router finishes its commits (their effects belong to the
+        // history before the fork), then forks from its committed state.
+        let settled = self.router.commit_now(0);
+        self.effects(0, settled);
+        self.router
+            .fork(serves)
+            .map_err(|e| SimError::Setup(e.to_string()))?;
+        self.forked = true;
+        self.notes.push(format!(
+            "the router forked into {groups} histories at {} ms",
+            self.now_ms()
+        ));
+        Ok(())
     }
 
     /// The script step whose envelope a delivery carries, if known.
@@ -126,6 +275,23 @@ impl World {
     /// Hands a delivery from the router core of `branch` to the network,
     /// through the router's strategy.
     pub(super) fn deliver(&mut self, branch: usize, to: usize, mut delivery: pb::Delivery) {
+        // A forking router shows each group only its history (a careless
+        // one leaks the other histories' tags).
+        if self.branch_of(to) != branch {
+            if let RouterStrategy::Fork {
+                leak_tags: true, ..
+            } = self.adversary.strategy
+            {
+                let leak = pb::Delivery {
+                    conversation_id: delivery.conversation_id,
+                    index: delivery.index,
+                    attestations: delivery.attestations,
+                    ..Default::default()
+                };
+                self.send(Event::Deliver { to, delivery: leak });
+            }
+            return;
+        }
         let step = self.step_of(&delivery);
         let strategy = self.adversary.strategy.clone();
         let targeted = self.adversary.targets.contains(&to);

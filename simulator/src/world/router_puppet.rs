@@ -22,9 +22,10 @@
 //!
 //! The detection is always the real cores': the members' clients.
 
+use super::SimError;
 use super::events::Event;
 use super::router_node::RouterNode;
-use super::{SimError, register};
+use super::setup::register;
 use crate::schedule::Schedule;
 use grompi_client::Secrets;
 use grompi_client::compose::{self, Composed, Sending};
