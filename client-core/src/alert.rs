@@ -6,9 +6,10 @@ use grompi_proto::{ConversationId, Index, Misbehaviour};
 /// One detected misbehaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
-    /// The conversation it was detected in.
+    /// The conversation whose deliveries, tags or proofs showed the
+    /// misbehaviour; the application shows the alert with that conversation.
     pub conversation: ConversationId,
-    /// What happened.
+    /// The misbehaviour detected, with the details it carries.
     pub kind: Misbehaviour,
     /// The index concerned, when there is one.
     pub index: Option<Index>,

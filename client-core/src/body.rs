@@ -68,11 +68,12 @@ impl std::fmt::Debug for BodyKey {
 /// The header fields a body is bound to (known before the ciphertext).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BodyContext {
-    /// The conversation.
+    /// The header's conversation; bound as associated data.
     pub conversation: ConversationId,
-    /// The epoch.
+    /// The header's epoch; bound as associated data.
     pub epoch: Epoch,
-    /// The envelope kind.
+    /// The header's kind; bound as associated data, so a body cannot be
+    /// replayed under another kind.
     pub kind: EnvelopeKind,
     /// The sender's slot.
     pub sender: SlotIndex,
@@ -81,7 +82,8 @@ pub struct BodyContext {
 }
 
 impl BodyContext {
-    /// The context of a header.
+    /// The context of `header`: the fields of it the body's associated
+    /// data binds.
     pub fn of(header: &grompi_proto::EnvelopeHeader) -> Self {
         Self {
             conversation: header.conversation(),
@@ -157,7 +159,8 @@ pub fn open(
 /// envelope it belongs to.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BlockPlaintext {
-    /// The body key.
+    /// The fresh random 32-byte key the body is encrypted under; the
+    /// header's key commitment binds it.
     pub key: BodyKey,
     /// The core hash of the envelope the block was made for.
     pub core: CoreHash,

@@ -94,11 +94,13 @@ impl Progress {
 /// resubmitted (the identical envelope) or found accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resumed {
-    /// The conversation.
+    /// The conversation the send belongs to.
     pub conversation: ConversationId,
-    /// The saved envelope.
+    /// The envelope as saved before it was first submitted; resubmitted
+    /// byte for byte.
     pub send: PendingSend,
-    /// What became of it.
+    /// What became of it: acknowledged, found accepted, or refused and
+    /// forgotten.
     pub outcome: ResumeOutcome,
 }
 
@@ -128,17 +130,19 @@ impl std::fmt::Display for ResumeOutcome {
 /// A summary of one conversation.
 #[derive(Clone, Debug)]
 pub struct Summary {
-    /// The id.
+    /// The conversation's id.
     pub id: ConversationId,
-    /// The local name.
+    /// The name this account gave the conversation locally, if any (unique
+    /// among its conversations, never sent).
     pub name: Option<String>,
-    /// The phase.
+    /// Where the conversation is in its life (awaiting its Setup or the
+    /// Update that adds this member, active, removed or halted).
     pub phase: Phase,
     /// The current epoch, once the conversation is established.
     pub epoch: Option<u64>,
     /// Members and roles.
     pub members: Vec<(AccountId, SlotRole)>,
-    /// The next index to accept.
+    /// The index this member accepts next: one past the last accepted.
     pub next_index: u64,
     /// Per member, the last index its receipts say it processed.
     pub processed: BTreeMap<AccountId, Index>,
@@ -224,12 +228,14 @@ impl Client {
         self.member.secrets().pairwise.identity()
     }
 
-    /// The home directory.
+    /// The directory holding this account's descriptor ([`DESCRIPTOR_FILE`])
+    /// and store ([`STORE_FILE`]).
     pub fn home(&self) -> &Path {
         &self.home
     }
 
-    /// The network descriptor.
+    /// The network descriptor this client was started with: the router
+    /// and the pinned order servers.
     pub fn descriptor(&self) -> &NetworkDescriptor {
         &self.descriptor
     }

@@ -20,19 +20,19 @@ pub enum DecodeError {
     /// A count or length above what the format allows.
     #[error("{field} has {got} items, more than the limit of {max}")]
     TooMany {
-        /// The field.
+        /// The name of the list or length field.
         field: &'static str,
-        /// The limit.
+        /// The largest count or length the format allows.
         max: usize,
-        /// The count found.
+        /// The count or length the bytes declare.
         got: u64,
     },
     /// A value that breaks a rule of the format.
     #[error("{field} is invalid: {reason}")]
     Invalid {
-        /// The field.
+        /// The name of the field that breaks the rule.
         field: &'static str,
-        /// The rule broken.
+        /// The rule it breaks, in words.
         reason: &'static str,
     },
 }

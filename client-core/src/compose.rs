@@ -23,7 +23,8 @@ use grompi_proto::{
 /// descriptor order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Composed {
-    /// The envelope.
+    /// The envelope: header, body, and one block per other member (and, in
+    /// an Update, per member it adds).
     pub envelope: Envelope,
     /// Submission tags, in descriptor order.
     pub submission_tags: Vec<Tag>,
@@ -32,7 +33,7 @@ pub struct Composed {
 /// Everything a sender states about one envelope.
 #[derive(Clone, Copy, Debug)]
 pub struct Sending<'a> {
-    /// The conversation.
+    /// The conversation the envelope is sent in.
     pub conversation: ConversationId,
     /// The sender's epoch.
     pub epoch: Epoch,

@@ -49,28 +49,31 @@ pub struct SetupContent {
     pub members: Vec<MemberEntry>,
 }
 
-/// A membership change.
+/// One membership change, as an Update's sender requests it; the
+/// membership rules decide whether it is authorized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     /// Adds an account with a role.
     Add {
-        /// The account added.
+        /// The account to add; it must not be a member already.
         account: AccountId,
-        /// Its role.
+        /// The role it gets in the next epoch (Admin or Member).
         role: SlotRole,
     },
     /// Removes a member.
     Remove {
-        /// The member removed.
+        /// The member to remove; the Update must come from an Admin.
         account: AccountId,
     },
-    /// The sender leaves.
+    /// The sender leaves: the account authenticated as its sender is
+    /// removed. Only an Admin may leave by Update (a Member asks an Admin).
     Leave,
     /// Changes a member's role.
     SetRole {
-        /// The member.
+        /// The member whose role changes.
         account: AccountId,
-        /// Its new role.
+        /// The role it has from the next epoch on; the last Admin cannot be
+        /// demoted.
         role: SlotRole,
     },
 }
@@ -78,7 +81,8 @@ pub enum Change {
 /// The body of an Update.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdateContent {
-    /// The change requested.
+    /// The change requested; `next_members` must be the current list with
+    /// it applied.
     pub change: Change,
     /// The next epoch's padded slot set.
     pub next_slots: SlotSet,
@@ -90,24 +94,25 @@ pub struct UpdateContent {
 /// could not decrypt `undecryptable`".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReceiptContent {
-    /// The last index processed.
+    /// The last index the sender processed, before the Receipt's own index.
     pub through: Index,
-    /// The head after it.
+    /// The head after `through` in the sender's transcript; members
+    /// compare it with their own (else `ReceiptMismatch`).
     pub head: Head,
     /// Indices that could not be decrypted.
     pub undecryptable: Vec<Index>,
 }
 
-/// A decrypted body.
+/// A decrypted body, decoded; its variant matches the header's kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
-    /// A Setup.
+    /// A Setup: the creator, the opening slot set and every member's slot.
     Setup(SetupContent),
-    /// An application message.
+    /// An application message: the application's payload, uninterpreted.
     Message(Vec<u8>),
-    /// An Update.
+    /// An Update: one change and the complete next member list and slots.
     Update(UpdateContent),
-    /// A Receipt.
+    /// A Receipt: how far the sender processed, and what it could not open.
     Receipt(ReceiptContent),
     /// Cover traffic.
     Noise,
@@ -125,7 +130,8 @@ impl Content {
         }
     }
 
-    /// The encoding.
+    /// The canonical encoding (content version, kind, fields) that the
+    /// body ciphertext encrypts.
     pub fn encode(&self) -> Vec<u8> {
         let c = Canonical::new().u8(CONTENT_VERSION).u8(self.kind().code());
         let c = match self {

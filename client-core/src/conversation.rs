@@ -151,11 +151,14 @@ pub enum Phase {
 /// Something the application shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// An index was accepted.
+    /// An index was accepted: quorum-attested, chained onto the previous
+    /// head and appended to the transcript. Emitted once per index, for every
+    /// kind, before any kind-specific event for it.
     Accepted {
-        /// The index.
+        /// The accepted position (0 is the Setup), global across epochs.
         index: Index,
-        /// Its kind.
+        /// The envelope kind its header declares (Setup, Message, Update,
+        /// Receipt or Noise).
         kind: EnvelopeKind,
         /// How well it is attested.
         status: AttestationStatus,
@@ -167,18 +170,20 @@ pub enum Event {
     },
     /// Late tags changed an accepted index's status.
     StatusChanged {
-        /// The index.
+        /// The accepted index whose status changed.
         index: Index,
-        /// The new status.
+        /// The status it has now: never lower than the one reported before.
         status: AttestationStatus,
     },
-    /// An application message.
+    /// An application message that decrypted and authenticated.
     Message {
-        /// The index.
+        /// The accepted index that carried the message.
         index: Index,
-        /// The authenticated sender.
+        /// The account whose Olm session decrypted the block: the holder of
+        /// the sender slot.
         sender: AccountId,
-        /// The plaintext.
+        /// The decrypted application payload, as the sender's application
+        /// encoded it; this crate does not interpret it.
         plaintext: Vec<u8>,
         /// The sender's causal context: the last index it had accepted
         /// ("sent having seen up to #n").
@@ -204,11 +209,13 @@ pub enum Event {
     },
     /// A member reported what it has processed.
     Receipt {
-        /// The index of the receipt.
+        /// The accepted index that carried the receipt.
         index: Index,
-        /// The member.
+        /// The account that sent the receipt, authenticated by its block.
         from: AccountId,
-        /// The last index it processed.
+        /// The last index its sender reports having processed, before
+        /// `index`. Its head there matched ours, or this member could not
+        /// compare it (a mismatch raises `ReceiptMismatch` instead).
         through: Index,
     },
 }
@@ -451,7 +458,7 @@ impl Conversation {
 
     // ---- Accessors ------------------------------------------------------
 
-    /// The conversation id.
+    /// The conversation id, chosen by the creator and fixed for life.
     pub fn id(&self) -> ConversationId {
         self.id
     }
@@ -459,7 +466,8 @@ impl Conversation {
     pub fn phase(&self) -> &Phase {
         &self.phase
     }
-    /// The accepted transcript.
+    /// The accepted transcript: from this member's first index (0, or
+    /// the Update that added it) to the last accepted one.
     pub fn transcript(&self) -> &Transcript {
         &self.transcript
     }
@@ -467,14 +475,16 @@ impl Conversation {
     pub fn membership(&self) -> Option<&Membership> {
         self.membership.as_ref()
     }
-    /// The attestation status of an index.
+    /// How well `index` is attested; `Pending` when it is not in the
+    /// transcript (not accepted yet, or before this member joined).
     pub fn status(&self, index: Index) -> AttestationStatus {
         match self.transcript.get(index) {
             Some(e) => self.config.status(e.attested_by),
             None => AttestationStatus::Pending,
         }
     }
-    /// The next index to accept.
+    /// The index this member accepts next: one past the last accepted,
+    /// or its first index when it has accepted none.
     pub fn next_expected(&self) -> Index {
         self.transcript.next_index()
     }

@@ -19,16 +19,20 @@ use grompi_proto::{
     RecipientBlock, WireError, pb,
 };
 
-/// A parsed delivery.
+/// One envelope as the router delivers it to this member, well-formed
+/// (lengths, limits, known enums) but not yet checked for consistency.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// The conversation.
+    /// The conversation the router files the delivery under;
+    /// [`Delivery::check`] requires the header to name the same one.
     pub conversation: ConversationId,
-    /// The index.
+    /// The position the router says the envelope was ordered at; the
+    /// header does not carry it, the attested head binds it.
     pub index: Index,
-    /// The envelope header.
+    /// The envelope header as the sender made it.
     pub header: EnvelopeHeader,
-    /// The body ciphertext.
+    /// The body ciphertext, at most `MAX_BODY_BYTES`; [`Delivery::check`]
+    /// requires it to match the header's body hash.
     pub body: Vec<u8>,
     /// This member's block and its position among all blocks, if any.
     pub block: Option<(u32, RecipientBlock)>,
@@ -45,11 +49,12 @@ pub struct Delivery {
 /// header, body, block or digests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TagUpdate {
-    /// The conversation.
+    /// The conversation of the index the tags are for.
     pub conversation: ConversationId,
-    /// The index.
+    /// The already delivered index the tags are for.
     pub index: Index,
-    /// The new attestations.
+    /// Attestations carrying this member's tags for `index`, checked
+    /// against its own head as on first delivery.
     pub attestations: Vec<Attestation>,
 }
 
@@ -63,7 +68,7 @@ pub enum Incoming {
 }
 
 impl Incoming {
-    /// The conversation.
+    /// The conversation the router files this under, whichever variant.
     pub fn conversation(&self) -> ConversationId {
         match self {
             Self::Envelope(d) => d.conversation,
@@ -181,7 +186,7 @@ impl From<&Delivery> for pb::Delivery {
 /// A self-consistent delivery with its recomputed envelope hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
-    /// The delivery.
+    /// The delivery, unchanged, now known to be self-consistent.
     pub delivery: Delivery,
     /// The envelope hash recomputed from the header and all digests.
     pub envelope_hash: EnvelopeHash,

@@ -62,24 +62,25 @@ impl std::fmt::Display for NotProvedReason {
 pub enum HeadProofOutcome {
     /// The server's head matches ours at its count.
     Consistent {
-        /// The server.
+        /// The order server's position (from 0) in the network descriptor.
         server: u32,
-        /// Its count.
+        /// The number of indices it proves it attested, all accepted here.
         count: u64,
     },
     /// The server attested indices that were delivered to us but that we
     /// have not accepted yet (waiting for tags or earlier indices).
     AheadOfAccepted {
-        /// The server.
+        /// The order server's position (from 0) in the network descriptor.
         server: u32,
-        /// Its count.
+        /// The number of indices it proves it attested: delivered here, but
+        /// more than this member has accepted.
         count: u64,
     },
     /// Nothing was proved for this server; the reason says why.
     NotProved {
-        /// The server.
+        /// The order server's position (from 0) in the network descriptor.
         server: u32,
-        /// Why.
+        /// Why the proof was missing, unusable or not comparable.
         reason: NotProvedReason,
     },
     /// Misbehaviour (also raised as an alert).
@@ -108,11 +109,13 @@ impl HeadProofOutcome {
 /// a later proof from it must not go below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProvedHead {
-    /// The epoch of the proof.
+    /// The epoch the proof names; a later proof in an earlier epoch is a
+    /// rollback.
     pub epoch: Epoch,
-    /// The number of indices it had attested.
+    /// The number of indices the server proved it had attested.
     pub count: u64,
-    /// The head after the last of them.
+    /// The head after the last of them (the genesis head when `count` is
+    /// 0); another head at the same count later is a rollback.
     pub head: Head,
 }
 

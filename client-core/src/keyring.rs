@@ -79,7 +79,8 @@ impl std::fmt::Debug for OrderKeyring {
 }
 
 impl OrderKeyring {
-    /// An empty keyring.
+    /// An empty keyring: no order key until [`OrderKeyring::generate`]
+    /// or a restore adds some.
     pub fn new() -> Self {
         Self::default()
     }
@@ -109,7 +110,8 @@ impl OrderKeyring {
         self.unused.values().map(SlotSecret::to_bytes).collect()
     }
 
-    /// Number of unused keys.
+    /// Number of unused order keys whose secrets this member holds (their
+    /// public halves may be waiting at the router to be assigned a slot).
     pub fn len(&self) -> usize {
         self.unused.len()
     }

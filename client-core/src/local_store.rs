@@ -100,11 +100,11 @@ pub enum LocalStoreError {
     KdfOutOfBounds {
         /// The parameter: `memory_kib`, `iterations` or `parallelism`.
         field: &'static str,
-        /// Its value.
+        /// The value the store's header gives it.
         value: u32,
-        /// The smallest accepted value.
+        /// The smallest value this build accepts for it.
         min: u32,
-        /// The largest accepted value.
+        /// The largest value this build accepts for it.
         max: u32,
     },
 }

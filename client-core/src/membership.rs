@@ -178,7 +178,8 @@ impl Membership {
         (&self.roster, &self.holders)
     }
 
-    /// The current epoch.
+    /// The epoch this membership is in force for: 0 after the Setup, one
+    /// more after each applied Update.
     pub fn epoch(&self) -> Epoch {
         self.epoch
     }
@@ -237,7 +238,8 @@ impl Membership {
     pub fn members(&self) -> &BTreeMap<AccountId, SlotRole> {
         &self.roster
     }
-    /// The current slot set.
+    /// The padded slot set of this epoch, whose hash the header of the
+    /// Setup or Update that made it carries.
     pub fn slots(&self) -> &SlotSet {
         &self.slots
     }

@@ -62,11 +62,13 @@ pub struct SignedPrekey {
 /// the fallback prekey is signed by the identity key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PrekeyBundle {
-    /// The account.
+    /// The account id the bundle is for, derived from `identity`.
     pub account: AccountId,
-    /// Its identity keys.
+    /// Its Ed25519 signing and Curve25519 session identity keys, whose
+    /// hash is `account`.
     pub identity: IdentityKeys,
-    /// Its signed fallback prekey.
+    /// Its fallback prekey, with a signature by its identity key that was
+    /// checked; used when no one-time prekey is left.
     pub fallback_prekey: SignedPrekey,
     /// A one-time prekey, when the account had one left.
     pub one_time_prekey: Option<[u8; 32]>,
@@ -426,7 +428,8 @@ pub struct PairwisePickle {
 }
 
 impl Pairwise {
-    /// The state as a pickle.
+    /// The Olm account and every session as a pickle: secret, to be kept
+    /// only in the encrypted local store.
     pub fn pickle(&self) -> PairwisePickle {
         PairwisePickle {
             account: self.account.pickle(),

@@ -21,11 +21,11 @@ pub enum AttestationStatus {
 /// One accepted index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
-    /// The index.
+    /// The accepted position (0 is the Setup), global across epochs.
     pub index: Index,
     /// The epoch of the envelope.
     pub epoch: Epoch,
-    /// The envelope hash.
+    /// The envelope hash accepted at this index, chained into `head`.
     pub envelope_hash: EnvelopeHash,
     /// The head after this index.
     pub head: Head,
@@ -40,7 +40,8 @@ impl Entry {
     }
 }
 
-/// The accepted chain.
+/// The indices this member accepted, in order, each chaining onto the
+/// head before it; nothing is ever replaced.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transcript {
     conversation: ConversationId,
@@ -82,7 +83,6 @@ impl Transcript {
         }
     }
 
-    /// The conversation.
     /// Rebuilds a transcript from its first index, anchor and entries (the
     /// encrypted local store); `None` when the entries do not chain.
     pub fn from_parts(
@@ -119,7 +119,7 @@ impl Transcript {
         self.anchor
     }
 
-    /// The conversation.
+    /// The conversation this transcript is of; every head chains from it.
     pub fn conversation(&self) -> ConversationId {
         self.conversation
     }
@@ -129,12 +129,13 @@ impl Transcript {
         self.first
     }
 
-    /// The next index to accept.
+    /// The index to accept next: `first` plus the number of accepted
+    /// entries.
     pub fn next_index(&self) -> Index {
         Index(self.first.0.saturating_add(self.entries.len() as u64))
     }
 
-    /// The last accepted entry.
+    /// The last accepted entry; `None` until the first index is accepted.
     pub fn last(&self) -> Option<&Entry> {
         self.entries.last()
     }

@@ -392,7 +392,8 @@ impl World {
         index
     }
 
-    /// The current roster.
+    /// The role of each member (by its number in the world) in the
+    /// current epoch.
     pub fn roster(&self) -> BTreeMap<usize, SlotRole> {
         self.views[&self.epoch].roles.clone()
     }

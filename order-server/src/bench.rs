@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Why the benchmark failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// The store failed.
+    /// The store failed to read or commit.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A request could not be built.

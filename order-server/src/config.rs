@@ -83,23 +83,23 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
-        /// The file.
+        /// The path of the configuration file.
         path: PathBuf,
-        /// The underlying error.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The file is too large to be a configuration file.
     #[error("{path} is {size} bytes; a configuration file is at most {MAX_CONFIG_BYTES}")]
     TooLarge {
-        /// The file.
+        /// The path of the configuration file.
         path: PathBuf,
-        /// Its size.
+        /// Its size, in bytes.
         size: u64,
     },
     /// The file is not valid TOML for this configuration.
     #[error("{path}: {message}")]
     Parse {
-        /// The file.
+        /// The path of the configuration file.
         path: PathBuf,
         /// What is wrong, with its position.
         message: String,
@@ -110,9 +110,9 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("{key} = {value}: {reason}")]
     Invalid {
-        /// The key.
+        /// The configuration key, such as `max_request_bytes`.
         key: &'static str,
-        /// The value.
+        /// The value the file sets, as written.
         value: String,
         /// What is wrong.
         reason: &'static str,

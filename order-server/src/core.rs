@@ -63,7 +63,7 @@ impl OrderCore {
         self.public
     }
 
-    /// The limits enforced.
+    /// The limits this core enforces on every request, as configured.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -36,9 +36,9 @@ pub enum InitError {
     /// The data directory could not be created.
     #[error("cannot create {path}: {source}")]
     CreateDir {
-        /// The directory.
+        /// The data directory that could not be created.
         path: PathBuf,
-        /// The underlying error.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The key file could not be written or read.
@@ -47,7 +47,7 @@ pub enum InitError {
     /// The key file does not hold a key.
     #[error("{path}: {reason}")]
     BadKey {
-        /// The file.
+        /// The path of the key file that holds no usable key.
         path: PathBuf,
         /// What is wrong.
         reason: &'static str,

@@ -38,7 +38,8 @@ impl SlotKeys {
         self.entries.iter().map(|(_, k)| k)
     }
 
-    /// Number of slots.
+    /// Number of slots in the set, padding included (what the cache's
+    /// bound counts).
     pub fn len(&self) -> usize {
         self.entries.len()
     }

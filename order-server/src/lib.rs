@@ -27,7 +27,7 @@
 //! | [`server`] | wiring: TLS, health, metrics, bound addresses, shutdown |
 //! | [`init`] | `order-server init`: key and TLS material |
 //! | [`telemetry`] | metric names |
-//! | [`bench`] | throughput measurement of group commit |
+//! | [`bench`](mod@bench) | throughput measurement of group commit |
 #![forbid(unsafe_code)]
 
 pub mod bench;

@@ -56,7 +56,7 @@ impl Default for Limits {
 pub struct LimitOutOfRange {
     /// The limit's configuration key.
     pub name: &'static str,
-    /// The configured value.
+    /// The value the configuration file sets.
     pub value: u64,
     /// Smallest allowed value.
     pub min: u64,

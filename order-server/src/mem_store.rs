@@ -41,7 +41,8 @@ pub struct MemStore {
 }
 
 impl MemStore {
-    /// An empty store.
+    /// An empty store, kept in memory only (tests, benchmarks, the simulator);
+    /// nothing survives the process.
     pub fn new() -> Self {
         Self::default()
     }

@@ -56,7 +56,7 @@ pub enum ServeError {
     Io {
         /// What was being done.
         what: String,
-        /// The underlying error.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The gRPC server failed.

@@ -29,7 +29,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-/// The order service.
+/// The gRPC order service: it hands each request to the core and
+/// commits through the group committer, answering only the pinned router
+/// when one is configured.
 pub struct OrderGrpc {
     core: Arc<OrderCore>,
     store: Arc<RedbStore>,

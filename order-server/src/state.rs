@@ -11,7 +11,8 @@ use grompi_proto::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stored {what} does not decode: {reason}")]
 pub struct CorruptRecord {
-    /// The kind of value.
+    /// The kind of record that failed, such as `conversation state`, for
+    /// the operator's log.
     pub what: &'static str,
     /// What is wrong.
     pub reason: &'static str,
@@ -19,10 +20,12 @@ pub struct CorruptRecord {
 
 const LAYOUT_VERSION: u8 = 1;
 
-/// The state of one conversation.
+/// What an order server keeps for one conversation it opened, updated
+/// with each index it attests; a store keeps it in a fixed layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConversationState {
-    /// The current epoch.
+    /// The conversation's current epoch: the one the next envelope must
+    /// name. It goes up by one with each attested Update.
     pub epoch: Epoch,
     /// The next index to attest (the number of attested indices).
     pub next_index: Index,
@@ -85,9 +88,11 @@ pub struct IndexRecord {
     pub epoch: Epoch,
     /// Its kind (an Update is also attested for the next epoch's slots).
     pub kind: EnvelopeKind,
-    /// The envelope hash attested.
+    /// The envelope hash the server attested at this index. A request with
+    /// the same hash gets the same tags again; another hash at this index is
+    /// refused as `Equivocation`.
     pub envelope: EnvelopeHash,
-    /// The head after this index.
+    /// The chain head after this index, as returned in its tags.
     pub head: Head,
 }
 

@@ -16,7 +16,8 @@ use crate::fixed::fixed32;
 use crate::ids::{ConversationId, Epoch, Index};
 
 fixed32!(
-    /// A head of the chain.
+    /// A head of the chain: 32 bytes that commit to the conversation, and to
+    /// every index up to the one it follows with its epoch and envelope hash.
     Head
 );
 

@@ -47,9 +47,9 @@ pub enum DescriptorError {
     /// The file is larger than any descriptor needs to be.
     #[error("descriptor is {got} bytes, more than the limit of {max}")]
     TooLarge {
-        /// The limit.
+        /// The largest descriptor read, in bytes (`MAX_DESCRIPTOR_BYTES`).
         max: usize,
-        /// The size of the file.
+        /// The size of the file offered, in bytes.
         got: usize,
     },
     /// The text is not valid TOML, or has unknown or mistyped keys.
@@ -58,17 +58,17 @@ pub enum DescriptorError {
     /// A format version this code does not read.
     #[error("descriptor version {got} is not supported (this build reads version {supported})")]
     UnsupportedVersion {
-        /// The version in the file.
+        /// The `version` key the file declares.
         got: u32,
-        /// The version this code reads.
+        /// The one version this build reads ([`DESCRIPTOR_VERSION`]).
         supported: u32,
     },
     /// No order server, or more than the protocol allows.
     #[error("descriptor lists {got} order servers; between 1 and {max} are allowed")]
     OrderServerCount {
-        /// The number listed.
+        /// The number of `[[order_server]]` entries in the file.
         got: usize,
-        /// The most allowed.
+        /// The most order servers the protocol allows (`MAX_ORDER_SERVERS`).
         max: usize,
     },
     /// Two order servers share a name.
@@ -77,15 +77,15 @@ pub enum DescriptorError {
     /// Two order servers share a public key.
     #[error("order servers {first:?} and {second:?} have the same public key")]
     DuplicateKey {
-        /// The first server with the key.
+        /// The name of the earlier entry with that key.
         first: String,
-        /// The second.
+        /// The name of the later entry with the same key.
         second: String,
     },
     /// An order server's public key is not 64 hex digits.
     #[error("order server {name:?}: public_key must be 64 hex digits (32 bytes): {reason}")]
     BadKey {
-        /// The server.
+        /// The `name` of the entry whose key is bad.
         name: String,
         /// What was wrong.
         reason: String,
@@ -99,15 +99,15 @@ pub enum DescriptorError {
     BadName {
         /// What the name belongs to.
         what: &'static str,
-        /// The name.
+        /// The rejected name, as written in the file.
         name: String,
     },
     /// An address that is not an `https://host:port` URL.
     #[error("{what}: address {address:?} must look like https://host:port")]
     BadAddress {
-        /// Whose address.
+        /// Whose address: `router`, or `order server "NAME"`.
         what: String,
-        /// The address.
+        /// The rejected address, as written in the file.
         address: String,
     },
     /// A TLS root that is not PEM.
@@ -120,11 +120,11 @@ pub enum DescriptorError {
          of them (at least {min}) and at most all of them"
     )]
     BadQuorum {
-        /// The quorum given.
+        /// The `quorum` key the file sets.
         quorum: usize,
-        /// The number of order servers.
+        /// The number of order servers the file lists.
         servers: usize,
-        /// The smallest allowed quorum.
+        /// The smallest strict majority of them: `servers / 2 + 1`.
         min: usize,
     },
 }
@@ -156,7 +156,7 @@ pub struct OrderServerEntry {
 pub struct NetworkDescriptor {
     /// A name for the network, shown to users.
     pub name: String,
-    /// The router.
+    /// Where clients reach the router, and the TLS root they accept for it.
     pub router: RouterEntry,
     /// The order servers, in descriptor order; an order server's position in
     /// this list is its `server` number on the wire.
@@ -342,7 +342,7 @@ impl NetworkDescriptor {
         out
     }
 
-    /// The number of order servers.
+    /// The number of pinned order servers, from 1 to `MAX_ORDER_SERVERS`.
     pub fn server_count(&self) -> usize {
         self.order_servers.len()
     }

@@ -21,7 +21,7 @@ pub struct Canonical {
 }
 
 impl Canonical {
-    /// An empty encoding.
+    /// An empty encoding, to which fields are appended in protocol order.
     pub fn new() -> Self {
         Self::default()
     }
@@ -78,7 +78,7 @@ impl Canonical {
         self.u64(n as u64)
     }
 
-    /// The encoded bytes.
+    /// The bytes appended so far, exactly as they are hashed or MACed.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }

@@ -48,7 +48,7 @@ fixed32!(
 pub enum EnvelopeKind {
     /// First envelope of a conversation: member list and roles.
     Setup,
-    /// An application message.
+    /// An application message: text or another payload for the members.
     Message,
     /// A membership change; installs the next epoch's slot set.
     Update,
@@ -259,12 +259,14 @@ impl EnvelopeHash {
 pub struct RecipientBlock {
     /// The recipient's slot.
     pub recipient: SlotIndex,
-    /// The pairwise ciphertext.
+    /// The frame around one Olm message to the recipient, carrying the
+    /// body key and the header's core hash; at most `MAX_BLOCK_BYTES`.
     pub ciphertext: Vec<u8>,
 }
 
 impl RecipientBlock {
-    /// The digest of this block.
+    /// The digest an order server sees in place of this block:
+    /// `derive_key("grompi v1 block digest", u32(recipient) || bytes(ciphertext))`.
     pub fn digest(&self) -> BlockDigest {
         BlockDigest(
             Canonical::new()
@@ -278,14 +280,15 @@ impl RecipientBlock {
 /// What an order server orders: the header and the block digests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvelopeSummary {
-    /// The header.
+    /// The envelope's header, exactly as the sender made it.
     pub header: EnvelopeHeader,
     /// One digest per recipient block, in block order.
     pub block_digests: Vec<BlockDigest>,
 }
 
 impl EnvelopeSummary {
-    /// The envelope hash.
+    /// The envelope hash: the header's core hash and the block digests,
+    /// in order; the head chain binds it.
     pub fn hash(&self) -> EnvelopeHash {
         EnvelopeHash::compute(&self.header.core_hash(), &self.block_digests)
     }
@@ -296,7 +299,8 @@ impl EnvelopeSummary {
 pub struct Envelope {
     /// The header; its body hash matches `body`.
     header: EnvelopeHeader,
-    /// The body ciphertext.
+    /// The body, encrypted with ChaCha20-Poly1305 under the body key that
+    /// the header's key commitment binds.
     body: Vec<u8>,
     /// Recipient blocks, at most one per slot.
     blocks: Vec<RecipientBlock>,
@@ -330,20 +334,22 @@ impl Envelope {
         })
     }
 
-    /// The header.
+    /// The header, whose body hash matches [`Envelope::body`].
     pub fn header(&self) -> &EnvelopeHeader {
         &self.header
     }
-    /// The body ciphertext.
+    /// The body ciphertext, encrypted once for every recipient.
     pub fn body(&self) -> &[u8] {
         &self.body
     }
-    /// The recipient blocks.
+    /// The recipient blocks, at most one per slot, in the order that the
+    /// envelope hash covers.
     pub fn blocks(&self) -> &[RecipientBlock] {
         &self.blocks
     }
 
-    /// The summary an order server sees.
+    /// The header and block digests: all an order server sees, never the
+    /// body or a block.
     pub fn summary(&self) -> EnvelopeSummary {
         EnvelopeSummary {
             header: self.header.clone(),
@@ -351,7 +357,7 @@ impl Envelope {
         }
     }
 
-    /// The envelope hash.
+    /// The envelope hash, as an order server computes it from the summary.
     pub fn hash(&self) -> EnvelopeHash {
         self.summary().hash()
     }

@@ -22,48 +22,48 @@ pub enum WireError {
     /// A fixed-length field has the wrong length.
     #[error("field {field} must be {expected} bytes, got {got}")]
     WrongLength {
-        /// The field.
+        /// The protobuf field path, such as `header.kind`.
         field: &'static str,
-        /// Its required length.
+        /// The length the protocol fixes for it, in bytes.
         expected: usize,
-        /// The length received.
+        /// The length received, in bytes.
         got: usize,
     },
     /// A variable-length field is longer than the protocol allows.
     #[error("field {field} is {got} bytes, more than the limit of {max}")]
     TooLarge {
-        /// The field.
+        /// The protobuf field path, such as `header.kind`.
         field: &'static str,
-        /// The limit.
+        /// The largest length the protocol allows, in bytes.
         max: usize,
-        /// The size received.
+        /// The length received, in bytes.
         got: usize,
     },
     /// A list has more items than the protocol allows.
     #[error("field {field} has {got} items, more than the limit of {max}")]
     TooMany {
-        /// The field.
+        /// The protobuf field path of the list.
         field: &'static str,
-        /// The limit.
+        /// The largest number of items the protocol allows.
         max: usize,
-        /// The count received.
+        /// The number of items received.
         got: usize,
     },
     /// An enum field has a value this version does not know (or the
     /// unspecified zero value).
     #[error("field {field} has unknown value {value}")]
     UnknownEnum {
-        /// The field.
+        /// The protobuf field path, such as `slot.role`.
         field: &'static str,
-        /// The value received.
+        /// The raw value received (0 is the unspecified value).
         value: i32,
     },
     /// A field is well-formed but breaks a rule of the protocol.
     #[error("field {field} is invalid: {reason}")]
     Invalid {
-        /// The field.
+        /// The protobuf field path of the well-formed but invalid field.
         field: &'static str,
-        /// The rule broken.
+        /// The rule it breaks, in words, for logs and refusals.
         reason: &'static str,
     },
 }
@@ -96,42 +96,42 @@ pub enum Misbehaviour {
     /// An envelope from an epoch other than the conversation's current one.
     #[error("wrong epoch: the conversation is at epoch {expected}, the envelope says {got}")]
     WrongEpoch {
-        /// The current epoch.
+        /// The epoch the order server holds for the conversation now.
         expected: Epoch,
-        /// The epoch in the request.
+        /// The epoch the envelope's header names.
         got: Epoch,
     },
     /// A sender slot outside the slot set.
     #[error("slot {slot} does not exist; the slot set has {slot_count} slots")]
     UnknownSlot {
-        /// The slot named.
+        /// The sender slot the header names, absent from the current slot set.
         slot: SlotIndex,
-        /// Size of the slot set.
+        /// The number of slots in the current epoch's slot set.
         slot_count: usize,
     },
     /// The sender's submission tag does not verify: the envelope was not
     /// sent by the holder of the slot key (an injection attempt).
     #[error("submission tag does not verify for slot {slot}")]
     BadSubmissionTag {
-        /// The claimed sender slot.
+        /// The sender slot the header names, whose key the tag fails under.
         slot: SlotIndex,
     },
     /// A sequence number not above the last one seen from the slot (a replay).
     #[error("sequence {got} from slot {slot} is not above the last accepted {last}")]
     SequenceNotIncreasing {
-        /// The sender slot.
+        /// The sender slot the header names.
         slot: SlotIndex,
-        /// The last sequence attested for it.
+        /// The highest sequence attested for that slot in this epoch.
         last: Sequence,
-        /// The sequence in the request.
+        /// The sequence in the envelope's header, at or below `last`.
         got: Sequence,
     },
     /// The router asked for an index other than the next one.
     #[error("index {got} requested, but the next index is {expected}")]
     IndexMismatch {
-        /// The server's next index.
+        /// The index this order server attests next: one past its last.
         expected: Index,
-        /// The index requested.
+        /// The index the router asked this server to attest.
         got: Index,
     },
     /// The router's previous head is not the server's head.
@@ -143,13 +143,13 @@ pub enum Misbehaviour {
     /// A different envelope for an index that is already attested.
     #[error("index {index} is already attested to a different envelope")]
     Equivocation {
-        /// The index.
+        /// The index already attested, to an envelope with another hash.
         index: Index,
     },
     /// An Update from a slot without the admin role.
     #[error("slot {slot} may not send updates")]
     NotAuthorized {
-        /// The sender slot.
+        /// The sender slot the Update's header names, whose role is not Admin.
         slot: SlotIndex,
     },
     /// The slot set supplied does not match the hash in the header.
@@ -167,21 +167,22 @@ pub enum Misbehaviour {
     /// An order server's tag does not verify.
     #[error("attestation from order server {server} does not verify at index {index}")]
     BadAttestation {
-        /// The order server's position in the descriptor.
+        /// The order server's position (from 0) in the network descriptor,
+        /// filled in by the router from its configuration.
         server: u32,
-        /// The index.
+        /// The delivered index whose tag from that server fails.
         index: Index,
     },
     /// Order servers attest different heads for one index: a fork.
     #[error("order servers disagree on the head of index {index}: the conversation was forked")]
     ConflictingHeads {
-        /// The index.
+        /// The index for which the servers' tags name different heads.
         index: Index,
     },
     /// A delivery for an index already accepted, with a different envelope.
     #[error("a different envelope was delivered for accepted index {index}")]
     RewrittenIndex {
-        /// The index.
+        /// The accepted index that was delivered again with another envelope.
         index: Index,
     },
     /// A delivery whose conversation, or epoch, is not the one expected.
@@ -190,7 +191,8 @@ pub enum Misbehaviour {
     /// Deliveries stopped with a gap the router does not fill.
     #[error("indices after {after} are missing")]
     Gap {
-        /// The last index accepted.
+        /// The last index this member accepted (0 when it accepted none);
+        /// the next one is missing while later ones arrived.
         after: Index,
     },
     /// A recipient block's digest does not match the delivered digest list.
@@ -206,7 +208,8 @@ pub enum Misbehaviour {
     /// The sender of an envelope cannot be authenticated.
     #[error("the sender of index {index} could not be authenticated")]
     UnauthenticatedSender {
-        /// The index.
+        /// The index whose envelope could not be tied to the account that
+        /// holds its sender slot (or whose sender slot no other member holds).
         index: Index,
     },
     /// A membership change that the membership rules forbid.
@@ -223,16 +226,18 @@ pub enum Misbehaviour {
         "the head proof relayed for order server {server} does not verify (the router or that server misbehaved)"
     )]
     BadHeadProof {
-        /// The order server's position.
+        /// The position (from 0) in the network descriptor of the order
+        /// server the proof was relayed for; not necessarily the culprit.
         server: u32,
     },
     /// A head proof whose head differs from this member's transcript at the
     /// same count.
     #[error("order server {server} proves a head that differs from ours at count {count}")]
     HeadProofFork {
-        /// The order server's position.
+        /// The order server's position (from 0) in the network descriptor.
         server: u32,
-        /// The count.
+        /// The number of indices the server proves, whose last head differs
+        /// from this member's head after the same number of indices.
         count: u64,
     },
     /// Attested indices exist that were not delivered to this member.
@@ -240,17 +245,19 @@ pub enum Misbehaviour {
         "order server {server} has attested {attested} indices, only {delivered} were delivered"
     )]
     Withheld {
-        /// The order server's position.
+        /// The order server's position (from 0) in the network descriptor.
         server: u32,
-        /// Indices the server attests.
+        /// The number of indices the server proves it attested.
         attested: u64,
-        /// Indices delivered to this member.
+        /// The number of indices delivered to this member (accepted or
+        /// buffered), below `attested`.
         delivered: u64,
     },
     /// A member's receipt names a head that differs from ours.
     #[error("a receipt reports a different head at index {index}")]
     ReceiptMismatch {
-        /// The index.
+        /// The index the receipt says its sender processed through
+        /// (`through`), at which its head differs from ours.
         index: Index,
     },
     /// Enough order servers attested a head for this index, but the
@@ -258,7 +265,8 @@ pub enum Misbehaviour {
     /// substituted the envelope (or the head before it).
     #[error("the envelope delivered for index {index} is not the one the order servers attested")]
     UnattestedEnvelope {
-        /// The index.
+        /// The index whose delivered envelope does not chain to the
+        /// attested head.
         index: Index,
     },
     /// An order server proved less than it proved before (a smaller count
@@ -268,13 +276,14 @@ pub enum Misbehaviour {
         "order server {server} proved count {count} after proving count {proved} (epoch {proved_epoch}): rolled back or equivocating"
     )]
     RolledBack {
-        /// The order server's position.
+        /// The order server's position (from 0) in the network descriptor.
         server: u32,
-        /// The highest count it proved before.
+        /// The number of indices it proved in its earlier, highest proof.
         proved: u64,
-        /// The epoch of that proof.
+        /// The epoch named by that earlier proof.
         proved_epoch: Epoch,
-        /// The count it proves now.
+        /// The number of indices it proves now: below `proved`, or equal
+        /// with another head, or in an earlier epoch.
         count: u64,
     },
 }

@@ -33,13 +33,15 @@ impl Tag {
 /// has head `head`".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttestationStatement {
-    /// The conversation.
+    /// The conversation the attested index belongs to; the MAC binds it,
+    /// so a tag cannot be replayed into another conversation.
     pub conversation: ConversationId,
     /// The epoch of the envelope at `index`.
     pub epoch: Epoch,
-    /// The index attested.
+    /// The position attested (0 is the Setup), global across epochs.
     pub index: Index,
-    /// The head after that index.
+    /// The chain head after `index` (see [`crate::chain`]): it commits to
+    /// every envelope up to and including `index`.
     pub head: Head,
 }
 
@@ -58,7 +60,8 @@ impl AttestationStatement {
 /// indices of this conversation, the last with head `head`, in `epoch`".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadProofStatement {
-    /// The conversation.
+    /// The conversation whose attested indices are counted; a member
+    /// rejects a proof for any other conversation.
     pub conversation: ConversationId,
     /// The server's current epoch for it.
     pub epoch: Epoch,
@@ -192,9 +195,10 @@ mod tests {
 pub struct Attestation {
     /// The order server's position in the network descriptor.
     pub server: u32,
-    /// The index attested.
+    /// The position attested (0 is the Setup), global across epochs.
     pub index: Index,
-    /// The head after that index.
+    /// The chain head after `index`, as the server computed it; a member
+    /// counts the tag only if it names the head the member computed itself.
     pub head: Head,
     /// Tags for the epoch's slots.
     pub tags: Vec<Tag>,
@@ -207,7 +211,8 @@ pub struct Attestation {
 pub struct HeadProof {
     /// The order server's position in the network descriptor.
     pub server: u32,
-    /// What the server states.
+    /// What the server states: its count and head for the conversation,
+    /// answering the member's nonce; read only after `tag` verifies.
     pub statement: HeadProofStatement,
     /// The MAC over the statement.
     pub tag: Tag,

@@ -100,7 +100,7 @@ impl SlotSet {
         self.entries.iter().any(|e| e.role == SlotRole::Admin)
     }
 
-    /// Number of slots.
+    /// Number of slots, padding included: from 1 to [`MAX_SLOTS`].
     pub fn len(&self) -> usize {
         self.entries.len()
     }

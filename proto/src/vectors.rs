@@ -112,14 +112,14 @@ impl Vector {
     }
 }
 
-/// The file format.
+/// The layout of a test vector file such as `vectors/v1.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VectorFile {
     /// Protocol version the vectors belong to.
     pub version: u32,
     /// How to use the file.
     pub description: String,
-    /// The vectors.
+    /// The vectors, in the order the file lists them; each names its primitive.
     pub vectors: Vec<Vector>,
 }
 

@@ -65,7 +65,7 @@ pub fn safety_number(a: &IdentityKeys, b: &IdentityKeys) -> String {
 /// One contact.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Contact {
-    /// The local name.
+    /// The name the user gave the contact; unique among contacts, never sent.
     pub name: String,
     /// The account id (hex).
     pub account: String,
@@ -102,7 +102,8 @@ impl Contact {
         (keys.account_id().to_hex() == self.account).then_some(keys)
     }
 
-    /// The account id.
+    /// The account id, or `None` when the record is malformed or its
+    /// stored id is not the hash of its keys.
     pub fn account_id(&self) -> Option<AccountId> {
         self.identity().map(|k| k.account_id())
     }
@@ -118,7 +119,7 @@ pub enum Binding {
     /// The name was bound to another identity and the caller allowed the
     /// replacement: the contact is unverified again. Show this loudly.
     Replaced {
-        /// The contact now.
+        /// The contact as rebound to the new identity, unverified.
         contact: Contact,
         /// The account id it was bound to.
         old_account: String,
@@ -128,7 +129,7 @@ pub enum Binding {
     /// The name is bound to another identity and replacement was not
     /// allowed.
     Conflict {
-        /// The contact as it stays.
+        /// The contact as it stays, still bound to its old identity.
         existing: Contact,
     },
 }

@@ -24,7 +24,7 @@ pub enum ApiError {
     Io {
         /// What was being done.
         what: String,
-        /// The underlying error.
+        /// The operating system's error.
         source: std::io::Error,
     },
     /// The network descriptor is invalid.
@@ -43,7 +43,7 @@ pub enum ApiError {
          deliberately: grompi network accept {path}"
     )]
     NetworkChanged {
-        /// The descriptor file.
+        /// The path of the descriptor file that differs.
         path: String,
     },
     /// The home directory holds no account.
@@ -63,7 +63,7 @@ pub enum ApiError {
     /// The router refused or failed a call.
     #[error("router refused {call}: {status}")]
     Router {
-        /// The call.
+        /// The name of the router call that failed, such as `UploadKeys`.
         call: &'static str,
         /// The gRPC status (code and message).
         status: Box<tonic::Status>,
@@ -92,7 +92,7 @@ pub enum ApiError {
          pass --replace only after checking with them"
     )]
     ContactConflict {
-        /// The name.
+        /// The contact name that is already bound.
         name: String,
         /// The account id it is bound to (hex prefix).
         old: String,

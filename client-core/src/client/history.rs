@@ -41,7 +41,7 @@ impl std::fmt::Display for Status {
 /// One accepted index.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
-    /// The index.
+    /// The accepted index (0 is the Setup).
     pub index: u64,
     /// The envelope kind (`setup`, `message`, `update`, `receipt`, `noise`).
     pub kind: String,
@@ -53,7 +53,7 @@ pub struct Record {
     pub note: Option<String>,
     /// The sender's causal context: the last index it had accepted.
     pub last_seen: Option<u64>,
-    /// The attestation status.
+    /// How well the index is attested now (quorum or every server).
     pub status: Status,
     /// Whether this member could not open it.
     pub undecryptable: bool,

@@ -36,7 +36,7 @@ pub const NETWORK_RECORD: &[u8] = b"network";
 /// conversation".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ForkBound {
-    /// The quorum t.
+    /// The quorum t: how many order servers must attest an index.
     pub quorum: usize,
     /// The number of order servers N.
     pub servers: usize,

@@ -56,11 +56,12 @@ pub struct ConversationMeta {
 pub struct AlertRecord {
     /// The conversation (hex).
     pub conversation: String,
-    /// The index concerned.
+    /// The index the alert concerns, when it names one.
     pub index: Option<u64>,
-    /// The order server concerned.
+    /// The order server concerned (its position in the descriptor), when
+    /// the alert names one.
     pub server: Option<u32>,
-    /// What happened.
+    /// The alert as shown to the user: its `Display` text, as recorded.
     pub text: String,
 }
 

@@ -28,7 +28,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands.
+/// The subcommands, one per thing a user does.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new account in the home directory for the network described
@@ -86,13 +86,13 @@ pub enum Command {
     Join {
         /// The conversation id (64 hex digits).
         conversation: String,
-        /// A local name for it.
+        /// A local name for it, used instead of the id in later commands.
         #[arg(long)]
         name: Option<String>,
     },
     /// Send a message.
     Send {
-        /// The conversation.
+        /// The conversation: its local name, id, or a unique id prefix.
         conversation: String,
         /// The text (several words are joined with spaces).
         #[arg(required = true)]
@@ -115,7 +115,7 @@ pub enum Command {
     /// Without a conversation: list your conversations. With one: fetch
     /// what is new and print its transcript.
     History {
-        /// The conversation.
+        /// The conversation: its local name, id, or a unique id prefix.
         conversation: Option<String>,
         /// Do not contact the router; print what is stored locally.
         #[arg(long)]
@@ -127,7 +127,7 @@ pub enum Command {
     },
     /// Show or change who is in a conversation.
     Members {
-        /// The conversation.
+        /// The conversation: its local name, id, or a unique id prefix.
         conversation: String,
         /// What to do (default: list).
         #[command(subcommand)]
@@ -136,7 +136,7 @@ pub enum Command {
     /// Tell the other members how far you have processed the conversation
     /// (they compare it with their own transcript).
     Receipt {
-        /// The conversation.
+        /// The conversation: its local name, id, or a unique id prefix.
         conversation: String,
     },
     /// Alerts, receipts (who has processed what), attestation counts, and
@@ -174,7 +174,7 @@ pub enum ContactsAction {
     List,
     /// Bind a name to an account id (fetches and pins its identity keys).
     Add {
-        /// The local name.
+        /// The local name to bind (shown instead of the account id).
         name: String,
         /// The account id (64 hex digits).
         account: String,
@@ -191,7 +191,7 @@ pub enum MembersAction {
     List,
     /// Add a contact (admins only).
     Add {
-        /// The contact.
+        /// The contact: its local name, or its account id (or a unique prefix).
         contact: String,
         /// Make them an admin.
         #[arg(long)]
@@ -199,7 +199,7 @@ pub enum MembersAction {
     },
     /// Remove a member (admins only). They cannot read anything sent after.
     Remove {
-        /// The member.
+        /// The member: a contact name, or an account id (or a unique prefix).
         contact: String,
     },
     /// Leave the conversation (admins; a member asks an admin to remove it,

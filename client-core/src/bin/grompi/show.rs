@@ -105,7 +105,7 @@ pub fn progress(client: &Client, p: &Progress, only: Option<&ConversationId>) {
     }
 }
 
-/// A member list.
+/// Prints the members, one a line: name (or account id), admin mark, id.
 pub fn members(client: &Client, s: &Summary) {
     for (a, role) in &s.members {
         let role = match role {
@@ -116,7 +116,7 @@ pub fn members(client: &Client, s: &Summary) {
     }
 }
 
-/// A phase in words.
+/// The phase as the CLI words it, e.g. "waiting for its setup".
 pub fn phase(p: &Phase) -> String {
     match p {
         Phase::AwaitingSetup => "waiting for its setup".to_owned(),
