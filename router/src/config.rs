@@ -17,10 +17,10 @@
 //! noise_interval_ms = 0
 //! # Benchmark baseline only: no attestation at all (clients refuse it).
 //! relay_only = false
-//! # Also accept the older sign-in signature that is not bound to this
-//! # network (clients from before the binding). Current clients never make
-//! # it; turn this off once every client is current.
-//! accept_unbound_sign_in = true
+//! # Migration only: also accept the older sign-in signature that is not
+//! # bound to this network (clients from before the binding). Current
+//! # clients never make it; off by default.
+//! accept_unbound_sign_in = false
 //!
 //! [limits]
 //! max_envelope_bytes = 262144
@@ -115,9 +115,12 @@ pub struct Config {
     pub relay_only: bool,
     /// Also accept the older sign-in signature that is not bound to this
     /// network (`grompi v1 sign-in`, from clients before the binding).
-    /// Current clients sign bound to the network, and a signature bound to
-    /// another network is refused either way; turning this off refuses the
-    /// unbound one too.
+    /// Off by default: current clients sign bound to the network, and only
+    /// that signature is accepted. Turn it on deliberately, for a migration
+    /// while clients from before the binding still sign in, and off again
+    /// once they are current: such a signature, made for any router, is
+    /// accepted by this one while it is on. A signature bound to another
+    /// network is refused either way.
     #[serde(default = "default_accept_unbound_sign_in")]
     pub accept_unbound_sign_in: bool,
     /// Limits.
@@ -144,7 +147,7 @@ fn default_backoff_max() -> u64 {
     5_000
 }
 fn default_accept_unbound_sign_in() -> bool {
-    true
+    false
 }
 fn default_log() -> String {
     "info".into()
@@ -267,6 +270,17 @@ mod tests {
         assert_eq!(c.descriptor, PathBuf::from("/etc/n.toml"));
         assert_eq!(c.padding_tiers, default_tiers());
         assert_eq!(c.limits, Limits::default());
+        assert!(
+            !c.accept_unbound_sign_in,
+            "unbound sign-in signatures are refused unless turned on"
+        );
+        let on = Config::parse(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\ndescriptor = \"n\"\n\
+             accept_unbound_sign_in = true\n",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(on.accept_unbound_sign_in);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::request::{parse_register, parse_upload};
 use crate::store::{Durability, EnvelopeReader, MemStore, Store};
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_proto::envelope::HeaderFields;
-use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
 use grompi_proto::mac::AttestationStatement;
 use grompi_proto::pb::RefusalReason;
 use grompi_proto::{
@@ -32,6 +32,12 @@ struct Member {
     token: Vec<u8>,
     order_secrets: HashMap<SlotKey, SlotSecret>,
     sequence: u64,
+}
+
+/// The network the core under test serves: what its members sign their
+/// registration for (the core is reached with requests parsed for it).
+fn network() -> NetworkBinding {
+    NetworkBinding::of("core-tests", "")
 }
 
 // ---------------------------------------------------------------- world ---
@@ -357,7 +363,7 @@ impl World {
             }),
             challenge: challenge.to_vec(),
             signature: signing
-                .sign(&challenge.signing_message())
+                .sign(&challenge.network_signing_message(&network()))
                 .to_bytes()
                 .to_vec(),
             fallback_prekey: Some(pb::SignedPrekey {
@@ -370,7 +376,7 @@ impl World {
             one_time_prekeys: vec![],
             order_keys: secrets.iter().map(|s| s.public_key().to_vec()).collect(),
         };
-        let t = self.call(Command::Register(parse_register(&req).unwrap()));
+        let t = self.call(Command::Register(parse_register(&req, &network()).unwrap()));
         let Some(Ok(Response::Registered(r))) = self.reply(t) else {
             panic!("register failed: {:?}", self.reply(t))
         };

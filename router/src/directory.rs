@@ -286,7 +286,7 @@ impl Directory {
             &vk,
             &s.challenge,
             &s.signature,
-            s.network.as_ref(),
+            &s.network,
             s.accept_unbound,
         )?;
         Ok(self.new_session(s.account, now, rng, out))
@@ -446,6 +446,14 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
+    /// The network the tests' router belongs to.
+    fn net() -> NetworkBinding {
+        NetworkBinding::of(
+            "ours",
+            "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
+        )
+    }
+
     pub(crate) fn registration(
         sk: &SigningKey,
         challenge: Challenge,
@@ -458,7 +466,10 @@ mod tests {
                 session_key: vec![9; 32],
             }),
             challenge: challenge.to_vec(),
-            signature: sk.sign(&challenge.signing_message()).to_bytes().to_vec(),
+            signature: sk
+                .sign(&challenge.network_signing_message(&net()))
+                .to_bytes()
+                .to_vec(),
             fallback_prekey: Some(pb::SignedPrekey {
                 key: prekey.to_vec(),
                 signature: sk
@@ -500,7 +511,7 @@ mod tests {
         let sk = SigningKey::from_bytes(&[3; 32]);
         let c = d.issue_challenge(0, &mut rng, &limits).unwrap();
         let req = registration(&sk, c, vec![order_key(1)]);
-        let new = parse_register(&req).unwrap();
+        let new = parse_register(&req, &net()).unwrap();
         let (id, token) = d.register(new.clone(), 1, &mut rng, &mut out).unwrap();
         assert_eq!(d.authenticate(&token.to_vec(), 2).unwrap(), id);
         // Replaying the same registration: the challenge is spent.
@@ -510,7 +521,7 @@ mod tests {
         let c2 = d.issue_challenge(3, &mut rng, &limits).unwrap();
         let e = d
             .register(
-                parse_register(&registration(&sk, c2, vec![])).unwrap(),
+                parse_register(&registration(&sk, c2, vec![]), &net()).unwrap(),
                 3,
                 &mut rng,
                 &mut out,
@@ -522,9 +533,9 @@ mod tests {
         let s = SignIn {
             account: id,
             challenge: c3,
-            signature: sk.sign(&c3.signing_message()).to_bytes(),
-            network: None,
-            accept_unbound: true,
+            signature: sk.sign(&c3.network_signing_message(&net())).to_bytes(),
+            network: net(),
+            accept_unbound: false,
         };
         let t2 = d.sign_in(&s, 5, &mut rng, &mut out).unwrap();
         assert_eq!(d.authenticate(&t2.to_vec(), 6).unwrap(), id);
@@ -532,9 +543,9 @@ mod tests {
         let s = SignIn {
             account: id,
             challenge: c4,
-            signature: sk.sign(&c4.signing_message()).to_bytes(),
-            network: None,
-            accept_unbound: true,
+            signature: sk.sign(&c4.network_signing_message(&net())).to_bytes(),
+            network: net(),
+            accept_unbound: false,
         };
         let e = d
             .sign_in(&s, 10 + limits.challenge_ttl_ms, &mut rng, &mut out)
@@ -569,10 +580,7 @@ mod tests {
     fn a_sign_in_signed_for_another_network_is_refused() {
         let mut rng = StdRng::seed_from_u64(3);
         let limits = Limits::default();
-        let ours = NetworkBinding::of(
-            "ours",
-            "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
-        );
+        let ours = net();
         let theirs = NetworkBinding::of(
             "theirs",
             "-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----",
@@ -585,6 +593,11 @@ mod tests {
             r.signature = sk.sign(&c.network_signing_message(n)).to_bytes().to_vec();
             r
         };
+        let unbound = |c: Challenge| {
+            let mut r = registration(&sk, c, vec![]);
+            r.signature = sk.sign(&c.signing_message()).to_bytes().to_vec();
+            r
+        };
 
         // Registration: a signature another network's router obtained for
         // this challenge, or the older unbound one, is refused.
@@ -592,12 +605,15 @@ mod tests {
         for (r, accept_unbound) in [
             (bound(c, &theirs, vec![]), true),
             (bound(c, &theirs, vec![]), false),
-            (registration(&sk, c, vec![]), false),
+            (unbound(c), false),
         ] {
             let e = parse_register_for(&r, &ours, accept_unbound).unwrap_err();
             assert!(matches!(&e, RouterError::BadChallengeSignature), "{e:?}");
         }
-        parse_register_for(&registration(&sk, c, vec![]), &ours, true).unwrap();
+        let e = parse_register(&unbound(c), &ours).unwrap_err();
+        assert!(matches!(&e, RouterError::BadChallengeSignature), "{e:?}");
+        // Only with `accept_unbound_sign_in` on (a migration) is it accepted.
+        parse_register_for(&unbound(c), &ours, true).unwrap();
         let new = parse_register_for(&bound(c, &ours, vec![order_key(1)]), &ours, false).unwrap();
         let (id, _) = d.register(new, 1, &mut rng, &mut out).unwrap();
 
@@ -662,7 +678,7 @@ mod tests {
         let mut req = registration(&sk, c, vec![]);
         req.signature[0] ^= 1;
         assert!(matches!(
-            parse_register(&req),
+            parse_register(&req, &net()),
             Err(RouterError::BadChallengeSignature)
         ));
         let mut req = registration(&sk, c, vec![]);
@@ -670,7 +686,7 @@ mod tests {
             p.key[0] ^= 1;
         }
         assert!(matches!(
-            parse_register(&req),
+            parse_register(&req, &net()),
             Err(RouterError::BadPrekeySignature {
                 field: "fallback_prekey"
             })
@@ -678,12 +694,12 @@ mod tests {
         let mut req = registration(&sk, c, vec![vec![0; 32]]);
         req.order_keys = vec![vec![0; 32]];
         assert!(matches!(
-            parse_register(&req),
+            parse_register(&req, &net()),
             Err(RouterError::LowOrderKey)
         ));
         let req = registration(&sk, c, vec![vec![1; 31]]);
         assert!(matches!(
-            parse_register(&req),
+            parse_register(&req, &net()),
             Err(RouterError::WrongLength {
                 expected: 32,
                 got: 31,
@@ -702,7 +718,7 @@ mod tests {
         let c = d.issue_challenge(0, &mut rng, &limits).unwrap();
         let (id, _) = d
             .register(
-                parse_register(&registration(&sk, c, vec![order_key(1)])).unwrap(),
+                parse_register(&registration(&sk, c, vec![order_key(1)]), &net()).unwrap(),
                 0,
                 &mut rng,
                 &mut out,

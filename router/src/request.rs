@@ -4,14 +4,15 @@
 //!
 //! Registration and sign-in are bound to the network: the gRPC service
 //! parses with its own network's binding ([`parse_register_for`],
-//! [`parse_sign_in_for`]); while the router's `accept_unbound_sign_in` is on
-//! (the default, for clients and tools from before the binding) it also
-//! accepts the older unbound signature (`grompi v1 sign-in`), which current
-//! clients never make, so a signature they made for another network is
-//! refused either way. [`parse_register`] and [`parse_sign_in`] accept the
-//! unbound signature only; in-process simulations and tests that drive the
-//! core directly use them. Submissions and member lists are checked against
-//! the configured [`Limits`].
+//! [`parse_sign_in_for`]); only while the router's `accept_unbound_sign_in`
+//! is on (off by default; a deliberate migration for clients and tools from
+//! before the binding) does it also accept the older unbound signature
+//! (`grompi v1 sign-in`), which current clients never make, so a signature
+//! they made for another network is refused either way. [`parse_register`]
+//! and [`parse_sign_in`] take a binding too and accept the bound signature
+//! only; in-process simulations and tests that drive the core directly use
+//! them with the binding their callers sign for. Submissions and member
+//! lists are checked against the configured [`Limits`].
 
 use crate::error::RouterError;
 use crate::keys::{IdentityKeys, SignedPrekey};
@@ -126,27 +127,25 @@ pub struct SignIn {
     pub challenge: Challenge,
     /// The signature over the challenge.
     pub signature: [u8; 64],
-    /// The network the signature must be bound to; `None` for the older
-    /// unbound message only ([`parse_sign_in`], in-process use).
-    pub network: Option<NetworkBinding>,
-    /// Whether the older unbound message is accepted too.
+    /// The network the signature must be bound to.
+    pub network: NetworkBinding,
+    /// Whether the older unbound message is accepted too (a migration
+    /// only: `accept_unbound_sign_in`).
     pub accept_unbound: bool,
 }
 
-/// Checks a challenge signature: bound to `network`, or, when there is no
-/// network or `accept_unbound`, over the older unbound message.
+/// Checks a challenge signature: bound to `network`, or, only with
+/// `accept_unbound`, over the older unbound message.
 pub(crate) fn verify_challenge(
     key: &VerifyingKey,
     challenge: &Challenge,
     sig: &[u8; 64],
-    network: Option<&NetworkBinding>,
+    network: &NetworkBinding,
     accept_unbound: bool,
 ) -> Result<(), RouterError> {
-    if let Some(n) = network {
-        let bound = verify(key, &challenge.network_signing_message(n), sig);
-        if bound.is_ok() || !accept_unbound {
-            return bound;
-        }
+    let bound = verify(key, &challenge.network_signing_message(network), sig);
+    if bound.is_ok() || !accept_unbound {
+        return bound;
     }
     verify(key, &challenge.signing_message(), sig)
 }
@@ -246,18 +245,22 @@ pub fn parse_register_for(
     network: &NetworkBinding,
     accept_unbound: bool,
 ) -> Result<NewAccount, RouterError> {
-    register_signed(r, Some(network), accept_unbound)
+    register_signed(r, network, accept_unbound)
 }
 
-/// [`parse_register_for`] with the older, unbound challenge signature: for
-/// in-process simulations and tests that drive the core directly only.
-pub fn parse_register(r: &pb::RegisterRequest) -> Result<NewAccount, RouterError> {
-    register_signed(r, None, true)
+/// [`parse_register_for`] accepting the signature bound to `network` only
+/// (never the older unbound one): for in-process simulations and tests that
+/// drive the core directly, with the binding their callers sign for.
+pub fn parse_register(
+    r: &pb::RegisterRequest,
+    network: &NetworkBinding,
+) -> Result<NewAccount, RouterError> {
+    register_signed(r, network, false)
 }
 
 fn register_signed(
     r: &pb::RegisterRequest,
-    network: Option<&NetworkBinding>,
+    network: &NetworkBinding,
     accept_unbound: bool,
 ) -> Result<NewAccount, RouterError> {
     let identity = r.identity.as_ref().ok_or(RouterError::IdentityMissing)?;
@@ -289,22 +292,22 @@ pub fn parse_sign_in_for(
     accept_unbound: bool,
 ) -> Result<SignIn, RouterError> {
     Ok(SignIn {
-        network: Some(*network),
-        accept_unbound,
-        ..parse_sign_in(r)?
-    })
-}
-
-/// [`parse_sign_in_for`] with the older, unbound challenge signature: for
-/// in-process simulations and tests that drive the core directly only.
-pub fn parse_sign_in(r: &pb::SignInRequest) -> Result<SignIn, RouterError> {
-    Ok(SignIn {
         account: AccountId::parse("account", &r.account)?,
         challenge: Challenge::parse("challenge", &r.challenge)?,
         signature: signature("signature", &r.signature)?,
-        network: None,
-        accept_unbound: true,
+        network: *network,
+        accept_unbound,
     })
+}
+
+/// [`parse_sign_in_for`] accepting the signature bound to `network` only
+/// (never the older unbound one): for in-process simulations and tests that
+/// drive the core directly, with the binding their callers sign for.
+pub fn parse_sign_in(
+    r: &pb::SignInRequest,
+    network: &NetworkBinding,
+) -> Result<SignIn, RouterError> {
+    parse_sign_in_for(r, network, false)
 }
 
 /// Parses a key upload (lengths, distinctness, low-order order keys); the

@@ -98,9 +98,9 @@ async fn setup_concurrent_senders_subscribe_and_fetch() {
     let net = Net::start(3, 3, "").await;
     let mut c = net.client().await;
     let members = vec![
-        register(&mut c, 1).await,
-        register(&mut c, 2).await,
-        register(&mut c, 3).await,
+        register(&mut c, &net.network(), 1).await,
+        register(&mut c, &net.network(), 2).await,
+        register(&mut c, &net.network(), 3).await,
     ];
     let id = ConversationId::from_bytes([5; 32]);
     let refs: Vec<&Member> = members.iter().collect();
@@ -201,7 +201,10 @@ async fn a_stopped_order_server_stalls_t_equals_n_and_not_t_two_of_three() {
     for quorum in [3usize, 2] {
         let net = Net::start(3, quorum, "submit_timeout_ms = 1500\n").await;
         let mut c = net.client().await;
-        let members = [register(&mut c, 1).await, register(&mut c, 2).await];
+        let members = [
+            register(&mut c, &net.network(), 1).await,
+            register(&mut c, &net.network(), 2).await,
+        ];
         let refs: Vec<&Member> = members.iter().collect();
         let id = ConversationId::from_bytes([6; 32]);
         let created = setup(&net, &refs, id).await;
@@ -261,9 +264,9 @@ async fn sigkill_under_load_loses_no_acknowledged_envelope() {
     let mut net = Net::start(3, 2, "").await;
     let mut c = net.client().await;
     let members = vec![
-        register(&mut c, 1).await,
-        register(&mut c, 2).await,
-        register(&mut c, 3).await,
+        register(&mut c, &net.network(), 1).await,
+        register(&mut c, &net.network(), 2).await,
+        register(&mut c, &net.network(), 3).await,
     ];
     let refs: Vec<&Member> = members.iter().collect();
     let id = ConversationId::from_bytes([7; 32]);
@@ -537,9 +540,9 @@ async fn bad_input() -> BadInput {
     )
     .await;
     let mut c = net.client().await;
-    let a = register(&mut c, 1).await;
-    let b = register(&mut c, 2).await;
-    let outsider = register(&mut c, 3).await;
+    let a = register(&mut c, &net.network(), 1).await;
+    let b = register(&mut c, &net.network(), 2).await;
+    let outsider = register(&mut c, &net.network(), 3).await;
     let id = ConversationId::from_bytes([8; 32]);
     let created = setup(&net, &[&a, &b], id).await;
 
@@ -803,11 +806,14 @@ async fn replayed_challenges_and_submissions_are_refused() {
         .into_inner()
         .challenge;
     let sk = ed25519_dalek::SigningKey::from_bytes(&[40; 32]);
-    c.register(registration(&sk, &ch, &[])).await.unwrap();
+    c.register(registration(&fx.net.network(), &sk, &ch, &[]))
+        .await
+        .unwrap();
     let sk2 = ed25519_dalek::SigningKey::from_bytes(&[ABSENT_IDENTITIES[0]; 32]);
     refused!(
         fx,
-        c.register(registration(&sk2, &ch, &[])).await,
+        c.register(registration(&fx.net.network(), &sk2, &ch, &[]))
+            .await,
         Code::Unauthenticated,
         "already used",
     );
@@ -835,7 +841,11 @@ async fn replayed_challenges_and_submissions_are_refused() {
         c.sign_in(pb::SignInRequest {
             account: a.account.clone(),
             challenge: never.to_vec(),
-            signature: a.signing.sign(&never.signing_message()).to_bytes().to_vec(),
+            signature: a
+                .signing
+                .sign(&never.network_signing_message(&fx.net.network()))
+                .to_bytes()
+                .to_vec(),
         })
         .await,
         Code::Unauthenticated,
@@ -854,7 +864,11 @@ async fn replayed_challenges_and_submissions_are_refused() {
         c.sign_in(pb::SignInRequest {
             account: a.account.clone(),
             challenge: ch.clone(),
-            signature: b.signing.sign(&cc.signing_message()).to_bytes().to_vec(),
+            signature: b
+                .signing
+                .sign(&cc.network_signing_message(&fx.net.network()))
+                .to_bytes()
+                .to_vec(),
         })
         .await,
         Code::Unauthenticated,
@@ -868,12 +882,17 @@ async fn replayed_challenges_and_submissions_are_refused() {
         .into_inner()
         .challenge;
     let mut forged = registration(
+        &fx.net.network(),
         &ed25519_dalek::SigningKey::from_bytes(&[ABSENT_IDENTITIES[1]; 32]),
         &ch,
         &[],
     );
     let cc = grompi_proto::Challenge::parse("c", &ch).unwrap();
-    forged.signature = b.signing.sign(&cc.signing_message()).to_bytes().to_vec();
+    forged.signature = b
+        .signing
+        .sign(&cc.network_signing_message(&fx.net.network()))
+        .to_bytes()
+        .to_vec();
     refused!(
         fx,
         c.register(forged).await,
@@ -889,7 +908,8 @@ async fn replayed_challenges_and_submissions_are_refused() {
         .challenge;
     refused!(
         fx,
-        c.register(registration(&a.signing, &ch, &[])).await,
+        c.register(registration(&fx.net.network(), &a.signing, &ch, &[]))
+            .await,
         Code::AlreadyExists,
         "use SignIn",
     );
@@ -1286,8 +1306,8 @@ async fn a_flood_from_one_account_does_not_stop_another() {
     )
     .await;
     let mut c = net.client().await;
-    let flooder = register(&mut c, 1).await;
-    let other = register(&mut c, 2).await;
+    let flooder = register(&mut c, &net.network(), 1).await;
+    let other = register(&mut c, &net.network(), 2).await;
     let flood = {
         let c = c.clone();
         tokio::spawn(async move {
@@ -1397,7 +1417,7 @@ async fn a_flood_of_unauthenticated_calls_from_one_address_does_not_stop_another
         .try_client_from(std::net::Ipv4Addr::new(127, 0, 0, 2))
         .await
         .unwrap();
-    let member = register(&mut other, 9).await;
+    let member = register(&mut other, &net.network(), 9).await;
     let ch = other
         .get_challenge(pb::GetChallengeRequest {})
         .await
@@ -1412,7 +1432,7 @@ async fn a_flood_of_unauthenticated_calls_from_one_address_does_not_stop_another
             challenge: ch,
             signature: member
                 .signing
-                .sign(&cc.signing_message())
+                .sign(&cc.network_signing_message(&net.network()))
                 .to_bytes()
                 .to_vec(),
         })
@@ -1469,4 +1489,75 @@ async fn connections_over_the_caps_are_closed_and_a_closed_one_frees_its_slot() 
     let mut c4 = admitted.expect("a connection was admitted after one closed");
     c4.get_challenge(pb::GetChallengeRequest {}).await.unwrap();
     c2.get_challenge(pb::GetChallengeRequest {}).await.unwrap();
+}
+
+/// The older sign-in signature, not bound to the network, is refused by
+/// default (registration and sign-in) and accepted only while
+/// `accept_unbound_sign_in` is on; a signature bound to another network is
+/// refused either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbound_sign_in_signatures_are_refused_unless_turned_on() {
+    use ed25519_dalek::Signer;
+    let other = grompi_proto::ids::NetworkBinding::of("other", "");
+    for accept_unbound in [false, true] {
+        let extra = if accept_unbound {
+            "accept_unbound_sign_in = true\n"
+        } else {
+            ""
+        };
+        let net = Net::start(1, 1, extra).await;
+        let mut c = net.client().await;
+        let member = register(&mut c, &net.network(), 1).await;
+        let challenge = |c: &mut RouterClient<Channel>| {
+            let mut c = c.clone();
+            async move {
+                let ch = c
+                    .get_challenge(pb::GetChallengeRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .challenge;
+                (grompi_proto::Challenge::parse("c", &ch).unwrap(), ch)
+            }
+        };
+
+        // Registration.
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[41; 32]);
+        let (cc, ch) = challenge(&mut c).await;
+        let mut r = registration(&net.network(), &sk, &ch, &[]);
+        r.signature = sk
+            .sign(&cc.network_signing_message(&other))
+            .to_bytes()
+            .to_vec();
+        let s = c.register(r).await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+        let (cc, ch) = challenge(&mut c).await;
+        let mut r = registration(&net.network(), &sk, &ch, &[]);
+        r.signature = sk.sign(&cc.signing_message()).to_bytes().to_vec();
+        let got = c.register(r).await;
+        assert_eq!(got.is_ok(), accept_unbound, "{got:?}");
+
+        // Sign-in.
+        let sign_in = |ch: Vec<u8>, message: Vec<u8>| pb::SignInRequest {
+            account: member.account.clone(),
+            challenge: ch,
+            signature: member.signing.sign(&message).to_bytes().to_vec(),
+        };
+        let (cc, ch) = challenge(&mut c).await;
+        let s = c
+            .sign_in(sign_in(ch, cc.network_signing_message(&other)))
+            .await
+            .unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+        let (cc, ch) = challenge(&mut c).await;
+        let got = c.sign_in(sign_in(ch, cc.signing_message())).await;
+        assert_eq!(got.is_ok(), accept_unbound, "{got:?}");
+        if let Err(s) = got {
+            assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+        }
+        let (cc, ch) = challenge(&mut c).await;
+        c.sign_in(sign_in(ch, cc.network_signing_message(&net.network())))
+            .await
+            .unwrap();
+    }
 }

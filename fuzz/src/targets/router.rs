@@ -5,7 +5,7 @@
 use super::samples;
 use crate::target::{Outcome, Target, Violation, ensure, join_kv, rejected, split_kv};
 use ed25519_dalek::{Signer, SigningKey};
-use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
 use grompi_proto::{AccountId, Challenge, Epoch, Head, Index, SlotIndex, Tag, pb};
 use grompi_router::conversation::{EpochSlots, PaddingSecret};
 use grompi_router::core::{parse_members, parse_submit};
@@ -145,12 +145,17 @@ fn order_key(n: u8) -> Vec<u8> {
 
 // ---- requests -------------------------------------------------------------
 
+/// The network the parsed requests are for: what the seeds sign for.
+fn network() -> NetworkBinding {
+    NetworkBinding::of("fuzz", "")
+}
+
 fn register(data: &[u8]) -> Outcome {
     let r = match pb::RegisterRequest::decode(data) {
         Ok(r) => r,
         Err(e) => return rejected(&e),
     };
-    match parse_register(&r) {
+    match parse_register(&r, &network()) {
         Ok(a) => {
             ensure(
                 a.identity.signing.as_slice()
@@ -171,7 +176,7 @@ fn register_request(n: u8, challenge: [u8; 32]) -> pb::RegisterRequest {
     let id = identity(n);
     let sig = id
         .key
-        .sign(&Challenge::from_bytes(challenge).signing_message());
+        .sign(&Challenge::from_bytes(challenge).network_signing_message(&network()));
     pb::RegisterRequest {
         identity: Some(pb::IdentityKeys {
             signing_key: id.signing.to_vec(),
@@ -209,7 +214,7 @@ fn sign_in(data: &[u8]) -> Outcome {
         Ok(r) => r,
         Err(e) => return rejected(&e),
     };
-    match parse_sign_in(&r) {
+    match parse_sign_in(&r, &network()) {
         Ok(s) => {
             ensure(
                 s.account.as_bytes().as_slice() == r.account,
@@ -229,7 +234,7 @@ fn sign_in_seeds() -> Vec<(String, Vec<u8>)> {
         challenge: challenge.to_vec(),
         signature: id
             .key
-            .sign(&challenge.signing_message())
+            .sign(&challenge.network_signing_message(&network()))
             .to_bytes()
             .to_vec(),
     };

@@ -7,7 +7,7 @@ use super::fake_order::OrderServer;
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_ops::tls::TlsIdentity;
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
-use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
 use grompi_proto::pb::order_service_server::{OrderService, OrderServiceServer};
 use grompi_proto::pb::router_client::RouterClient;
 use grompi_proto::pb::{self};
@@ -102,6 +102,9 @@ impl OrderService for OrderNode {
     }
 }
 
+/// The name of the test network, in its descriptor.
+pub const NETWORK_NAME: &str = "test";
+
 /// The network.
 pub struct Net {
     pub dir: tempfile::TempDir,
@@ -155,7 +158,7 @@ impl Net {
             orders.push(node);
         }
         let descriptor = NetworkDescriptor {
-            name: "test".into(),
+            name: NETWORK_NAME.into(),
             router: RouterEntry {
                 address: "https://127.0.0.1:1".into(),
                 tls_ca_pem: router_cert.clone(),
@@ -184,6 +187,12 @@ impl Net {
         };
         net.start_router().await;
         net
+    }
+
+    /// The binding of this network (its name and the router's TLS root):
+    /// what a client signs its sign-in for.
+    pub fn network(&self) -> NetworkBinding {
+        NetworkBinding::of(NETWORK_NAME, &self.router_cert)
     }
 
     /// Starts (or restarts) the router process and waits for its address.
@@ -281,7 +290,9 @@ pub fn authed<T>(m: &Member, body: T) -> Request<T> {
     r
 }
 
+/// A registration signed for the router of `network`.
 pub fn registration(
+    network: &NetworkBinding,
     signing: &SigningKey,
     challenge: &[u8],
     order_keys: &[SlotKey],
@@ -294,7 +305,10 @@ pub fn registration(
             session_key: signing.verifying_key().to_bytes().to_vec(),
         }),
         challenge: challenge.to_vec(),
-        signature: signing.sign(&c.signing_message()).to_bytes().to_vec(),
+        signature: signing
+            .sign(&c.network_signing_message(network))
+            .to_bytes()
+            .to_vec(),
         fallback_prekey: Some(pb::SignedPrekey {
             key: prekey.to_vec(),
             signature: signing
@@ -307,7 +321,12 @@ pub fn registration(
     }
 }
 
-pub async fn register(client: &mut RouterClient<Channel>, seed: u8) -> Member {
+/// Registers the member `seed` with the router of `network`.
+pub async fn register(
+    client: &mut RouterClient<Channel>,
+    network: &NetworkBinding,
+    seed: u8,
+) -> Member {
     let challenge = client
         .get_challenge(pb::GetChallengeRequest {})
         .await
@@ -323,7 +342,7 @@ pub async fn register(client: &mut RouterClient<Channel>, seed: u8) -> Member {
         .collect();
     let keys: Vec<SlotKey> = secrets.keys().copied().collect();
     let r = client
-        .register(registration(&signing, &challenge, &keys))
+        .register(registration(network, &signing, &challenge, &keys))
         .await
         .unwrap()
         .into_inner();

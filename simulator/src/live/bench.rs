@@ -391,10 +391,11 @@ async fn measure(
             .collect()
     };
     let quorum = if relay { 0 } else { net.descriptor.quorum };
+    let network = grompi_proto::ids::NetworkBinding::of_descriptor(&net.descriptor);
     let mut accounts = Vec::with_capacity(g);
     for i in 0..g {
         accounts.push(Arc::new(
-            BenchAccount::register(&mut client, 1000 + i as u64, 2).await?,
+            BenchAccount::register(&mut client, &network, 1000 + i as u64, 2).await?,
         ));
     }
     let id = ConversationId::from_bytes([0x42; 32]);

@@ -10,7 +10,7 @@ use super::LiveError;
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_proto::descriptor::NetworkDescriptor;
 use grompi_proto::envelope::HeaderFields;
-use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
 use grompi_proto::keys::MacKeys;
 use grompi_proto::mac::AttestationStatement;
 use grompi_proto::pb::{self, router_client::RouterClient};
@@ -93,9 +93,11 @@ pub struct BenchAccount {
 
 impl BenchAccount {
     /// Registers a fresh account derived from `seed`, with `order_keys`
-    /// single-use order keys.
+    /// single-use order keys, with the router of `network`
+    /// ([`NetworkBinding::of_descriptor`] of the descriptor it serves).
     pub async fn register(
         client: &mut RouterClient<Channel>,
+        network: &NetworkBinding,
         seed: u64,
         order_keys: u8,
     ) -> Result<Self, LiveError> {
@@ -131,7 +133,10 @@ impl BenchAccount {
                     session_key: session_key.to_vec(),
                 }),
                 challenge,
-                signature: signing.sign(&parsed.signing_message()).to_bytes().to_vec(),
+                signature: signing
+                    .sign(&parsed.network_signing_message(network))
+                    .to_bytes()
+                    .to_vec(),
                 fallback_prekey: Some(pb::SignedPrekey {
                     key: prekey.to_vec(),
                     signature: signing

@@ -356,7 +356,14 @@ impl Inner {
                         signing_key: identity.signing.to_vec(),
                         session_key: identity.session.to_vec(),
                     }),
-                    signature: secrets.pairwise.sign(&parsed.signing_message()).to_vec(),
+                    // Signed for the network its backends serve (the
+                    // branches differ only in order server addresses).
+                    signature: secrets
+                        .pairwise
+                        .sign(&parsed.network_signing_message(
+                            &grompi_proto::ids::NetworkBinding::of_descriptor(&self.descriptor),
+                        ))
+                        .to_vec(),
                     challenge,
                     fallback_prekey: Some(pb::SignedPrekey {
                         key: fallback.key.to_vec(),

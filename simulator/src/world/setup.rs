@@ -159,6 +159,12 @@ impl World {
     }
 }
 
+/// The network the in-process router core serves: what its accounts sign
+/// their registration for, and what the core's requests are parsed for.
+pub(super) fn network() -> grompi_proto::ids::NetworkBinding {
+    grompi_proto::ids::NetworkBinding::of("grompi-simulator", "")
+}
+
 /// Registers an account with the router core: challenge, signature, order
 /// keys. Returns the session token.
 pub(super) fn register(
@@ -187,7 +193,10 @@ pub(super) fn register(
             session_key: identity.session.to_vec(),
         }),
         challenge: challenge.clone(),
-        signature: secrets.pairwise.sign(&parsed.signing_message()).to_vec(),
+        signature: secrets
+            .pairwise
+            .sign(&parsed.network_signing_message(&network()))
+            .to_vec(),
         fallback_prekey: Some(pb::SignedPrekey {
             key: fallback.key.to_vec(),
             signature: fallback.signature.to_vec(),
@@ -195,7 +204,7 @@ pub(super) fn register(
         one_time_prekeys: vec![],
         order_keys: order_keys.iter().map(|k| k.to_vec()).collect(),
     };
-    let new = grompi_router::directory::parse_register(&request)
+    let new = grompi_router::directory::parse_register(&request, &network())
         .map_err(|e| SimError::Setup(e.to_string()))?;
     let t = router.ticket();
     let effects = router.handle_now(0, t, Command::Register(new), 0, sched.rng());

@@ -80,10 +80,11 @@ async fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
         .map(|s| s.public_key)
         .collect();
     let mut client = connect_router(&descriptor).await.unwrap();
+    let network = grompi_proto::ids::NetworkBinding::of_descriptor(&descriptor);
     let mut accounts = Vec::new();
     for i in 0..MEMBERS {
         accounts.push(Arc::new(
-            BenchAccount::register(&mut client, 7000 + i as u64, 2)
+            BenchAccount::register(&mut client, &network, 7000 + i as u64, 2)
                 .await
                 .unwrap(),
         ));

@@ -7,7 +7,7 @@
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
 use grompi_proto::envelope::HeaderFields;
-use grompi_proto::ids::prekey_signing_message;
+use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
 use grompi_proto::mac::AttestationStatement;
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{
@@ -27,6 +27,9 @@ use tonic::{Code, Request};
 type Client = RouterClient<Channel>;
 
 /// The router, its data and the order servers it talks to.
+/// The name of the test network, in its descriptor.
+const NETWORK_NAME: &str = "e2e";
+
 struct Net {
     dir: tempfile::TempDir,
     nodes: Vec<OrderServerNode>,
@@ -97,7 +100,7 @@ impl Net {
             servers.push(Some(running));
         }
         let descriptor = NetworkDescriptor {
-            name: "e2e".into(),
+            name: NETWORK_NAME.into(),
             router: RouterEntry {
                 address: "https://localhost:1".into(),
                 tls_ca_pem: router_cert.clone(),
@@ -128,6 +131,12 @@ impl Net {
         };
         net.start_router().await;
         net
+    }
+
+    /// What a client signs its sign-in for: the network's name and the
+    /// router's TLS root.
+    fn network(&self) -> NetworkBinding {
+        NetworkBinding::of(NETWORK_NAME, &self.router_cert)
     }
 
     async fn start_router(&mut self) {
@@ -185,7 +194,7 @@ fn authed<T>(m: &Member, body: T) -> Request<T> {
     r
 }
 
-async fn register(c: &mut Client, seed: u8) -> Member {
+async fn register(c: &mut Client, network: &NetworkBinding, seed: u8) -> Member {
     let challenge = c
         .get_challenge(pb::GetChallengeRequest {})
         .await
@@ -208,7 +217,10 @@ async fn register(c: &mut Client, seed: u8) -> Member {
                 session_key: vec![seed; 32],
             }),
             challenge,
-            signature: signing.sign(&ch.signing_message()).to_bytes().to_vec(),
+            signature: signing
+                .sign(&ch.network_signing_message(network))
+                .to_bytes()
+                .to_vec(),
             fallback_prekey: Some(pb::SignedPrekey {
                 key: prekey.to_vec(),
                 signature: signing
@@ -403,9 +415,9 @@ async fn setup_concurrent_senders_and_an_offline_member_catching_up() {
     let net = Net::start(3, "").await;
     let mut c = net.client().await;
     let members = [
-        register(&mut c, 1).await,
-        register(&mut c, 2).await,
-        register(&mut c, 3).await,
+        register(&mut c, &net.network(), 1).await,
+        register(&mut c, &net.network(), 2).await,
+        register(&mut c, &net.network(), 3).await,
     ];
     let id = ConversationId::from_bytes([21; 32]);
     let mut stream = c
@@ -492,7 +504,10 @@ async fn a_stopped_order_server_stalls_t_equals_n_progresses_at_two_of_three_and
     for quorum in [3usize, 2] {
         let mut net = Net::start(quorum, "submit_timeout_ms = 2000\n").await;
         let mut c = net.client().await;
-        let members = [register(&mut c, 1).await, register(&mut c, 2).await];
+        let members = [
+            register(&mut c, &net.network(), 1).await,
+            register(&mut c, &net.network(), 2).await,
+        ];
         let id = ConversationId::from_bytes([22; 32]);
         let created = create_and_setup(&net, &mut c, &[&members[0], &members[1]], id).await;
         let mut stream = c
@@ -551,9 +566,9 @@ async fn a_router_killed_under_load_loses_no_acknowledged_envelope() {
     let mut net = Net::start(2, "").await;
     let mut c = net.client().await;
     let members = [
-        register(&mut c, 1).await,
-        register(&mut c, 2).await,
-        register(&mut c, 3).await,
+        register(&mut c, &net.network(), 1).await,
+        register(&mut c, &net.network(), 2).await,
+        register(&mut c, &net.network(), 3).await,
     ];
     let id = ConversationId::from_bytes([23; 32]);
     let created =
