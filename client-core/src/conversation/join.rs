@@ -151,22 +151,7 @@ impl Conversation {
         let epoch = header.epoch().next().ok_or(Misbehaviour::WrongContext)?;
         let membership =
             Membership::joined(epoch, header.slot_set_hash(), &sender, &self.me, content)?;
-        let my_slot = membership
-            .slot_of(&self.me)
-            .ok_or(Misbehaviour::ForeignSlotKey)?;
-        if let Some((_, block)) = &received.delivery.block
-            && block.recipient != my_slot
-        {
-            return Err(Misbehaviour::Undecryptable(
-                "block addressed to another slot",
-            ));
-        }
-        let my_key = membership
-            .slots()
-            .get(my_slot)
-            .map(|e| e.key)
-            .ok_or(Misbehaviour::ForeignSlotKey)?;
-        let keys = self.slot_keys(my_key, secrets)?;
+        let keys = self.own_slot_keys(&membership, received, secrets)?;
         Ok(JoinPrep {
             change: content.change,
             membership,

@@ -71,6 +71,20 @@ impl Conversation {
             sender,
             content,
         )?;
+        let keys = self.own_slot_keys(&membership, received, secrets)?;
+        Ok(SetupPrep { membership, keys })
+    }
+
+    /// The keys of the slot a Setup or an Update that adds this member
+    /// gives it: the slot must be listed for this member, hold one of its
+    /// unused order keys, and be the one the delivered block is addressed
+    /// to.
+    pub(super) fn own_slot_keys(
+        &mut self,
+        membership: &Membership,
+        received: &Received,
+        secrets: &mut Secrets,
+    ) -> Result<SlotMacKeys, Misbehaviour> {
         let my_slot = membership
             .slot_of(&self.me)
             .ok_or(Misbehaviour::ForeignSlotKey)?;
@@ -87,7 +101,7 @@ impl Conversation {
             .map(|e| e.key)
             .ok_or(Misbehaviour::ForeignSlotKey)?;
         let keys = self.slot_keys(my_key, secrets)?;
-        Ok(SetupPrep { membership, keys })
+        Ok(keys)
     }
 
     /// Decrypts an envelope: this member's own (from the outbox) or another
