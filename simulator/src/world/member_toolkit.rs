@@ -415,75 +415,56 @@ impl World {
                     &mut m.secrets_mut().pairwise,
                 )?
             }
-            Misbehave::RemoveLastAdmin => {
-                // The only Admin leaves: the next slot set (the current
-                // keys, every slot a Member's) has no admin slot.
+            Misbehave::RemoveLastAdmin | Misbehave::NonAdminUpdate => {
+                // Composed from the member's keys with the client's
+                // envelope builder (its `Conversation::compose` refuses an
+                // Update its rules do not allow).
                 let me = self.members.get(actor).map(|m| m.account);
-                let next_slots_set = SlotSet::new(
-                    seat.slots
-                        .entries()
-                        .iter()
-                        .map(|e| grompi_proto::SlotEntry {
-                            key: e.key,
-                            role: SlotRole::Member,
-                        })
-                        .collect(),
-                )?;
-                let update = UpdateContent {
-                    change: Change::Leave,
-                    next_members: seat
+                let update = if what == Misbehave::RemoveLastAdmin {
+                    // The only Admin leaves: the next slot set (the current
+                    // keys, every slot a Member's) has no admin slot.
+                    UpdateContent {
+                        change: Change::Leave,
+                        next_slots: SlotSet::new(
+                            seat.slots
+                                .entries()
+                                .iter()
+                                .map(|e| grompi_proto::SlotEntry {
+                                    key: e.key,
+                                    role: SlotRole::Member,
+                                })
+                                .collect(),
+                        )?,
+                        next_members: seat
+                            .members
+                            .iter()
+                            .filter(|e| Some(e.account) != me)
+                            .map(|e| MemberEntry {
+                                role: SlotRole::Member,
+                                ..*e
+                            })
+                            .collect(),
+                    }
+                } else {
+                    // A non-admin removes the first other member.
+                    let victim = seat
                         .members
                         .iter()
-                        .filter(|e| Some(e.account) != me)
-                        .map(|e| MemberEntry {
-                            role: SlotRole::Member,
-                            ..*e
-                        })
-                        .collect(),
-                    next_slots: next_slots_set.clone(),
+                        .find(|e| Some(e.account) != me)
+                        .map(|e| e.account)
+                        .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
+                    UpdateContent {
+                        change: Change::Remove { account: victim },
+                        next_slots: seat.slots.clone(),
+                        next_members: seat
+                            .members
+                            .iter()
+                            .filter(|e| e.account != victim)
+                            .copied()
+                            .collect(),
+                    }
                 };
-                next_slots = Some(pb::SlotSet::from(&next_slots_set));
-                let Self { sched, members, .. } = self;
-                let m = members
-                    .get_mut(actor)
-                    .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
-                compose::compose(
-                    &Sending {
-                        conversation: seat.conversation,
-                        epoch: seat.epoch,
-                        sender: seat.slot,
-                        sequence: fresh,
-                        last_seen: seat.last_seen,
-                        recipients: &[],
-                        mac_keys: &seat.keys,
-                    },
-                    &Content::Update(update),
-                    sched.rng(),
-                    &mut m.secrets_mut().pairwise,
-                )?
-            }
-            Misbehave::NonAdminUpdate => {
-                // Removes the first other member, composed from the
-                // member's keys with the client's envelope builder (its
-                // `Conversation::compose` refuses an Update its rules do
-                // not allow).
-                let victim = seat
-                    .members
-                    .iter()
-                    .find(|e| Some(e.account) != self.members.get(actor).map(|m| m.account))
-                    .map(|e| e.account)
-                    .ok_or_else(|| ToolkitError::NoSeat(name.clone()))?;
-                let update = UpdateContent {
-                    change: Change::Remove { account: victim },
-                    next_slots: seat.slots.clone(),
-                    next_members: seat
-                        .members
-                        .iter()
-                        .filter(|e| e.account != victim)
-                        .copied()
-                        .collect(),
-                };
-                next_slots = Some(pb::SlotSet::from(&seat.slots));
+                next_slots = Some(pb::SlotSet::from(&update.next_slots));
                 let Self { sched, members, .. } = self;
                 let m = members
                     .get_mut(actor)
