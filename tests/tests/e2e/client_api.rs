@@ -4,13 +4,10 @@
 //! reads what follows, nothing before.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use grompi_client::client::Client;
 use grompi_client::content::Change;
 use grompi_client::conversation::Phase;
-use grompi_client::local_store::{KdfParams, StoreSecret};
 use grompi_proto::SlotRole;
 use grompi_simulator::live::devnet::{Devnet, DevnetOptions};
-use zeroize::Zeroizing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_added_after_many_pages_joins_and_reads_only_what_follows() {
@@ -31,14 +28,8 @@ async fn a_member_added_after_many_pages_joins_and_reads_only_what_follows() {
     })
     .unwrap();
     let text = std::fs::read_to_string(&net.descriptor_path).unwrap();
-    let mut clients = Vec::new();
-    for (i, name) in ["alice", "bob", "carol"].iter().enumerate() {
-        let secret = StoreSecret::KeyFile(Zeroizing::new([i as u8 + 10; 32]));
-        let mut c =
-            Client::init(&dir.path().join(name), &text, &secret, KdfParams::default()).unwrap();
-        c.register().await.unwrap();
-        clients.push(c);
-    }
+    let mut clients =
+        crate::registered_clients(dir.path(), &text, &["alice", "bob", "carol"], 10).await;
     let mut carol = clients.pop().unwrap();
     let mut bob = clients.pop().unwrap();
     let mut alice = clients.pop().unwrap();

@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use grompi_client::client::{ApiError, Client, ResumeOutcome, Resumed};
-use grompi_client::local_store::{KdfParams, StoreSecret};
+use grompi_client::local_store::StoreSecret;
 use grompi_proto::ConversationId;
 use grompi_simulator::live::devnet::{Devnet, DevnetOptions};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -108,14 +108,7 @@ async fn router_kills_between_commit_and_reply_deliver_every_send_exactly_once()
     })
     .unwrap();
     let text = std::fs::read_to_string(&net.descriptor_path).unwrap();
-    let mut clients = Vec::new();
-    for (i, name) in ["alice", "bob"].iter().enumerate() {
-        let secret = StoreSecret::KeyFile(Zeroizing::new([i as u8 + 40; 32]));
-        let mut c =
-            Client::init(&dir.path().join(name), &text, &secret, KdfParams::default()).unwrap();
-        c.register().await.unwrap();
-        clients.push(c);
-    }
+    let mut clients = crate::registered_clients(dir.path(), &text, &["alice", "bob"], 40).await;
     let mut bob = clients.pop().unwrap();
     let mut alice = clients.pop().unwrap();
     let id = alice

@@ -11,6 +11,33 @@
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
 //! | [`malicious`] | malicious order servers and routers over real gRPC against the real client; the live demo |
 
+/// Accounts `names` in homes under `dir`, each with its own key-file store
+/// secret (`key_base` + position) and registered at the network whose
+/// descriptor text is `descriptor`, in the order given.
+#[allow(clippy::unwrap_used)]
+pub async fn registered_clients(
+    dir: &std::path::Path,
+    descriptor: &str,
+    names: &[&str],
+    key_base: u8,
+) -> Vec<grompi_client::client::Client> {
+    use grompi_client::local_store::{KdfParams, StoreSecret};
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let secret = StoreSecret::KeyFile(zeroize::Zeroizing::new([key_base + i as u8; 32]));
+        let mut c = grompi_client::client::Client::init(
+            &dir.join(name),
+            descriptor,
+            &secret,
+            KdfParams::default(),
+        )
+        .unwrap();
+        c.register().await.unwrap();
+        out.push(c);
+    }
+    out
+}
+
 mod cli;
 mod client_api;
 mod devnet;

@@ -43,14 +43,7 @@ async fn network(
     .unwrap();
     assert!(net.summary().contains("MALICIOUS"), "{}", net.summary());
     let text = std::fs::read_to_string(&net.descriptor_path).unwrap();
-    let mut members = Vec::new();
-    for (i, name) in ["alice", "bob"].iter().enumerate() {
-        let secret = StoreSecret::KeyFile(Zeroizing::new([i as u8 + 1; 32]));
-        let mut c =
-            Client::init(&dir.path().join(name), &text, &secret, KdfParams::default()).unwrap();
-        c.register().await.unwrap();
-        members.push(c);
-    }
+    let mut members = crate::registered_clients(dir.path(), &text, &["alice", "bob"], 1).await;
     let mut bob = members.pop().unwrap();
     let mut alice = members.pop().unwrap();
     let id = alice
@@ -81,13 +74,15 @@ async fn forged_tags_are_caught_and_the_quorum_carries_on() {
     // The router counts the forger's answer towards its quorum of answers,
     // so it may deliver (and acknowledge) with one honest tag and the
     // forged one; the second honest tag follows as a tag update. Sync until
-    // it is in (bounded), keeping every alert seen on the way.
+    // it is in (bounded), keeping every alert seen on the way. A send whose
+    // reply timed out (a slow machine) is resumed by Alice's sync.
     let mut p = bob.sync(id).await.unwrap();
     for _ in 0..50 {
         if bob.summary(&id).unwrap().next_index >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let _ = alice.sync(id).await;
         let more = bob.sync(id).await.unwrap();
         p.alerts.extend(more.alerts);
     }
