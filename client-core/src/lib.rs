@@ -1,4 +1,4 @@
-//! The client: the only place where trust is decided.
+//! The client's trust core: the only place where trust is decided.
 //!
 //! A member accepts an index of a conversation only when it extends the
 //! member's own head chain and enough pinned order servers attested it with
@@ -12,6 +12,12 @@
 //! RNG where fresh keys or nonces are needed. (The Olm ratchet inside
 //! vodozemac draws its own ephemeral keys from the operating system, so Olm
 //! ciphertexts are not reproducible from a seed; outcomes are.)
+//!
+//! This crate depends on `grompi-proto` and cryptography crates only, so a
+//! reviewer can audit what trust rests on from its `Cargo.toml`. The
+//! program around it (network connections, the encrypted local store, the
+//! `grompi` command line) is the `grompi-client` crate, which drives this
+//! core and decides nothing itself.
 //!
 //! # Conventions this crate defines
 //!
@@ -30,18 +36,6 @@
 //!
 //! | file | concept |
 //! |---|---|
-//! | [`client`] | the async API for programs: its types, constants and accessors |
-//! | `client/open.rs` | creating, opening and restoring an account; saving it in one transaction |
-//! | `client/account.rs` | registering and signing in at the router, key top-ups, peers' prekey bundles |
-//! | `client/send.rs` | pending sends (saved before they leave, resubmitted until acknowledged), creating conversations, messages, receipts, member changes |
-//! | `client/sync.rs` | fetching and subscribing to deliveries, recording events and alerts |
-//! | `client/heads.rs` | head proofs from every order server |
-//! | [`client::contacts`] | contacts: trust on first use, safety numbers |
-//! | [`client::router`] | the pinned-TLS router connection and sign-in |
-//! | [`client::store`] | what the encrypted local store holds, by namespace |
-//! | [`client::history`] | the readable transcript built from events |
-//! | [`client::network`] | the network descriptor as trust anchor, what the quorum tolerates |
-//! | [`client::error`] | errors of the client API |
 //! | [`member`] | one account's conversations: routing deliveries, collecting alerts and events |
 //! | [`conversation`] | one conversation's state machine: its types, constructors, accessors and queues |
 //! | `conversation/receive.rs` | deliveries and late tags: checking, bounded buffering, tag verification |
@@ -58,23 +52,22 @@
 //! | [`body`] | key-committing body encryption and the block plaintext |
 //! | [`pairwise`] | Olm sessions with peer accounts (vodozemac), prekey bundles |
 //! | [`keyring`] | single-use order keys and their cached MAC keys |
-//! | [`local_store`] | local state encrypted at rest (passphrase or key file) |
 //! | [`compose`] | building an envelope and its submission tags |
 //! | [`receipt`] | checking receipts against the transcript |
 //! | [`head_proof`] | checking head proofs against the transcript |
 //! | [`codec`] | strict reading of the canonical encoding |
 //! | [`alert`] | the typed alert |
 //! | [`errors`] | errors of local operations |
-//! | `world.rs` (tests) | an in-memory network: order servers, a router, members |
-//! | `scenarios.rs` (tests) | scenario and property tests of the state machine |
-//! | `attacks.rs` (tests) | attacks with the threat model's full power, each next to an honest control |
+//! | `testkit.rs` (feature `testkit`, tests only) | an in-memory network: real order server cores, a router with the threat model's power, members |
 //!
-//! The `grompi` command-line program is `bin/grompi.rs` (with `bin/grompi/`).
+//! The scenario and property tests (`tests/scenarios.rs`) and the attacks
+//! with the threat model's full power, each next to an honest control
+//! (`tests/attacks.rs`), drive the core through [`testkit`]'s world.
+//!
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod body;
-pub mod client;
 pub mod codec;
 pub mod compose;
 pub mod content;
@@ -83,19 +76,14 @@ pub mod delivery;
 pub mod errors;
 pub mod head_proof;
 pub mod keyring;
-pub mod local_store;
 pub mod member;
 pub mod membership;
 pub mod pairwise;
 pub mod receipt;
 pub mod transcript;
 
-#[cfg(test)]
-mod attacks;
-#[cfg(test)]
-mod scenarios;
-#[cfg(test)]
-mod world;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use alert::Alert;
 pub use conversation::{Conversation, ConversationConfig, Event, Phase, Secrets};

@@ -201,7 +201,7 @@ impl Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::world::World;
+    use crate::testkit::World;
 
     #[test]
     fn routes_wire_deliveries_and_starts_conversations() {

@@ -19,7 +19,7 @@
 //! | `world/script.rs` | the conversation script as members play it, the router's replies, the end-of-run audit |
 //! | `world/adversary.rs` | every router strategy: deliveries, forks, crashes, tampered jobs, puppets, head proofs |
 //! | `world/member_toolkit.rs` | compromised members: what the client's API would not compose |
-//! | `world/member_node.rs` | one member: the real `grompi_client::Member` and what it accepted and raised |
+//! | `world/member_node.rs` | one member: the real `grompi_client_core::Member` and what it accepted and raised |
 //! | `world/router_node.rs`, `world/router_puppet.rs`, `world/order_node.rs` | the router core (one per forked history) under production's driver, the router's own accounts, one order server core |
 //! | `world/report.rs` | the end of a run: each member's view, the verdicts, the run report |
 //! | [`live`] | the real servers as processes, honest or malicious |

@@ -321,7 +321,7 @@ impl Conversation {
 mod tests {
     use crate::content::{Change, Content};
     use crate::conversation::Conversation;
-    use crate::world::World;
+    use crate::testkit::World;
     use grompi_proto::{Index, SlotRole};
 
     #[test]

@@ -37,8 +37,8 @@ impl Conversation {
 
     /// Like [`Conversation::compose`] without the sender's own membership
     /// check: what a compromised member sends (tests only).
-    #[cfg(test)]
-    pub(crate) fn compose_unchecked(
+    #[cfg(feature = "testkit")]
+    pub fn compose_unchecked(
         &mut self,
         content: Content,
         rng: &mut impl rand::CryptoRng,

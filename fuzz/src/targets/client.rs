@@ -4,15 +4,15 @@
 
 use super::samples;
 use crate::target::{Outcome, Target, Violation, bucket, ensure, normalize, rejected};
-use grompi_client::Conversation;
-use grompi_client::body::{BlockPlaintext, BodyKey};
-use grompi_client::codec::{Canonical, DecodeError, Reader};
-use grompi_client::content::{
+use grompi_client_core::Conversation;
+use grompi_client_core::body::{BlockPlaintext, BodyKey};
+use grompi_client_core::codec::{Canonical, DecodeError, Reader};
+use grompi_client_core::content::{
     Change, Content, MemberEntry, ReceiptContent, SetupContent, UpdateContent,
 };
-use grompi_client::conversation::ConversationConfig;
-use grompi_client::delivery::{Delivery, Incoming};
-use grompi_client::pairwise::{Pairwise, PairwiseError, PairwisePickle, PrekeyBundle};
+use grompi_client_core::conversation::ConversationConfig;
+use grompi_client_core::delivery::{Delivery, Incoming};
+use grompi_client_core::pairwise::{Pairwise, PairwiseError, PairwisePickle, PrekeyBundle};
 use grompi_proto::{
     AccountId, ConversationId, CoreHash, EnvelopeHash, EnvelopeKind, Epoch, Head, Index, SlotIndex,
     SlotRole, pb,
@@ -25,7 +25,7 @@ pub fn targets() -> Vec<Target> {
     vec![
         Target {
             name: "delivery",
-            reaches: "grompi_client::delivery: Incoming::try_from(pb::Delivery), then Delivery::check",
+            reaches: "grompi_client_core::delivery: Incoming::try_from(pb::Delivery), then Delivery::check",
             run: delivery,
             seeds: delivery_seeds,
             dictionary: &[],
@@ -33,7 +33,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "olm_frame",
-            reaches: "grompi_client::pairwise::Pairwise::decrypt_from (block frame, vodozemac Olm parsing and decryption) on a fixed recipient, then BlockPlaintext::decode of the plaintext",
+            reaches: "grompi_client_core::pairwise::Pairwise::decrypt_from (block frame, vodozemac Olm parsing and decryption) on a fixed recipient, then BlockPlaintext::decode of the plaintext",
             run: olm_frame,
             seeds: olm_seeds,
             dictionary: &[&[1], &[0], &[1, 0], &[1, 1]],
@@ -41,7 +41,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "block_plaintext",
-            reaches: "grompi_client::body::BlockPlaintext::decode (the Olm payload)",
+            reaches: "grompi_client_core::body::BlockPlaintext::decode (the Olm payload)",
             run: block_plaintext,
             seeds: block_plaintext_seeds,
             dictionary: &[],
@@ -49,7 +49,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "content",
-            reaches: "grompi_client::content::Content::decode (decrypted bodies; first byte picks the header kind)",
+            reaches: "grompi_client_core::content::Content::decode (decrypted bodies; first byte picks the header kind)",
             run: content,
             seeds: content_seeds,
             dictionary: &[&[0; 8], &[0, 0, 0, 0, 0, 0, 4, 0], &[1, 1], &[1, 2]],
@@ -57,7 +57,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "codec",
-            reaches: "grompi_client::codec::Reader (the strict canonical reader), driven by a read program in the input",
+            reaches: "grompi_client_core::codec::Reader (the strict canonical reader), driven by a read program in the input",
             run: codec,
             seeds: codec_seeds,
             dictionary: &[],
@@ -65,7 +65,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "prekey_bundle",
-            reaches: "grompi_client::pairwise::PrekeyBundle::try_from(pb::PrekeyBundle) (account id and signature checks)",
+            reaches: "grompi_client_core::pairwise::PrekeyBundle::try_from(pb::PrekeyBundle) (account id and signature checks)",
             run: prekey_bundle,
             seeds: prekey_bundle_seeds,
             dictionary: &[],
@@ -73,7 +73,7 @@ pub fn targets() -> Vec<Target> {
         },
         Target {
             name: "conversation_state",
-            reaches: "grompi_client::Conversation::restore_state (saved conversation state)",
+            reaches: "grompi_client_core::Conversation::restore_state (saved conversation state)",
             run: conversation_state,
             seeds: conversation_state_seeds,
             dictionary: &[&[0; 8], &[1], &[3]],
@@ -646,7 +646,7 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
     let conv = ConversationId::from_bytes([0x11; 32]);
     let me = AccountId::from_bytes([0x51; 32]);
     let mut c = Canonical::new()
-        .u8(grompi_client::conversation::STATE_VERSION)
+        .u8(grompi_client_core::conversation::STATE_VERSION)
         .fixed(conv.as_bytes())
         .fixed(me.as_bytes())
         .u8(if with_history { 3 } else { 1 })

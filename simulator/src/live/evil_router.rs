@@ -28,7 +28,7 @@
 use super::LiveError;
 use super::control::{self, AttackPlan, Done};
 use crate::world::router_puppet::{NextSet, Puppet, substitute_update};
-use grompi_client::{ConversationConfig, Secrets};
+use grompi_client_core::{ConversationConfig, Secrets};
 use grompi_ops::tls::TlsIdentity;
 use grompi_proto::descriptor::NetworkDescriptor;
 use grompi_proto::pb::{

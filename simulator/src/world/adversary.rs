@@ -258,7 +258,7 @@ impl World {
     /// The script step whose envelope a delivery carries, if known.
     fn step_of(&mut self, delivery: &pb::Delivery) -> Option<usize> {
         if delivery.header.is_some() {
-            let hash = grompi_client::Delivery::try_from(delivery.clone())
+            let hash = grompi_client_core::Delivery::try_from(delivery.clone())
                 .ok()
                 .and_then(|d| d.check().ok())
                 .map(|r| r.envelope_hash);
@@ -494,7 +494,7 @@ impl World {
         }
         // The old envelope, with its genuine submission tags, offered to
         // the order servers again at the next index.
-        let tags = grompi_client::Delivery::try_from(copy_of(&old, pick))
+        let tags = grompi_client_core::Delivery::try_from(copy_of(&old, pick))
             .ok()
             .and_then(|d| d.check().ok())
             .and_then(|r| self.composed.get(r.envelope_hash.as_bytes()))

@@ -1,6 +1,6 @@
 //! The events of a run: messages between parties and timers.
 
-use grompi_client::content::{Change, Content};
+use grompi_client_core::content::{Change, Content};
 use grompi_proto::mac::HeadProof;
 use grompi_proto::pb;
 use grompi_router::core::{Call, Response};

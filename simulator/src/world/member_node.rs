@@ -2,10 +2,10 @@
 //! owns the secrets and the conversation state and routes deliveries), and
 //! a record of what it accepted, read and raised, with virtual times.
 
-use grompi_client::compose::Composed;
-use grompi_client::content::{Change, Content, MemberEntry};
-use grompi_client::errors::ClientError;
-use grompi_client::{Alert, Conversation, ConversationConfig, Event, Member, Phase, Secrets};
+use grompi_client_core::compose::Composed;
+use grompi_client_core::content::{Change, Content, MemberEntry};
+use grompi_client_core::errors::ClientError;
+use grompi_client_core::{Alert, Conversation, ConversationConfig, Event, Member, Phase, Secrets};
 use grompi_proto::{AccountId, ConversationId, EnvelopeKind, SlotSet, pb};
 use std::collections::{BTreeMap, BTreeSet};
 

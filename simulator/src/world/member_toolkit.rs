@@ -23,10 +23,10 @@
 use super::World;
 use crate::scenario::Misbehave;
 use crate::view::SentRecord;
-use grompi_client::body::{BlockPlaintext, BodyKey};
-use grompi_client::compose::{self, Composed, Sending};
-use grompi_client::content::{Change, Content, MemberEntry, SetupContent, UpdateContent};
-use grompi_client::keyring::SlotMacKeys;
+use grompi_client_core::body::{BlockPlaintext, BodyKey};
+use grompi_client_core::compose::{self, Composed, Sending};
+use grompi_client_core::content::{Change, Content, MemberEntry, SetupContent, UpdateContent};
+use grompi_client_core::keyring::SlotMacKeys;
 use grompi_proto::limits::MAX_BLOCKS;
 use grompi_proto::{
     AccountId, ConversationId, Envelope, Epoch, Head, Index, RecipientBlock, Sequence, SlotIndex,
@@ -41,13 +41,13 @@ enum ToolkitError {
     NoSeat(String),
     /// The client refused to compose the envelope it starts from.
     #[error("composing: {0}")]
-    Compose(#[from] grompi_client::ClientError),
+    Compose(#[from] grompi_client_core::ClientError),
     /// Reassembling the envelope failed.
     #[error("assembling: {0}")]
     Wire(#[from] grompi_proto::WireError),
     /// Encrypting a block failed.
     #[error("encrypting a block: {0}")]
-    Pairwise(#[from] grompi_client::pairwise::PairwiseError),
+    Pairwise(#[from] grompi_client_core::pairwise::PairwiseError),
 }
 
 /// A compromised member's place in the conversation, as the adversary
@@ -260,7 +260,7 @@ impl World {
             .members
             .get(actor)
             .and_then(|m| m.conversation())
-            .and_then(grompi_client::Conversation::receipt);
+            .and_then(grompi_client_core::Conversation::receipt);
         let Some(Content::Receipt(mut r)) = receipt else {
             return Err(ToolkitError::NoSeat(name));
         };

@@ -7,7 +7,7 @@ use super::{MS, World};
 use crate::report::RunReport;
 use crate::verdict::judge;
 use crate::view::{AcceptedEntry, AlertRecord, MemberView};
-use grompi_client::content::Change;
+use grompi_client_core::content::Change;
 use grompi_proto::AccountId;
 use std::collections::{BTreeMap, BTreeSet};
 

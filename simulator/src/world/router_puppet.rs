@@ -27,11 +27,11 @@ use super::events::Event;
 use super::router_node::RouterNode;
 use super::setup::register;
 use crate::schedule::Schedule;
-use grompi_client::Secrets;
-use grompi_client::compose::{self, Composed, Sending};
-use grompi_client::content::{Change, Content, MemberEntry, UpdateContent};
-use grompi_client::keyring::SlotMacKeys;
-use grompi_client::pairwise::PrekeyBundle;
+use grompi_client_core::Secrets;
+use grompi_client_core::compose::{self, Composed, Sending};
+use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent};
+use grompi_client_core::keyring::SlotMacKeys;
+use grompi_client_core::pairwise::PrekeyBundle;
 use grompi_proto::{
     AccountId, ConversationId, Envelope, Epoch, Head, Index, OrderServerKey, Sequence, SlotIndex,
     SlotRole, SlotSecret, SlotSet, pb,
@@ -92,10 +92,10 @@ pub enum PuppetError {
     Core(String),
     /// The client code refused to compose.
     #[error("composing: {0}")]
-    Compose(#[from] grompi_client::ClientError),
+    Compose(#[from] grompi_client_core::ClientError),
     /// A bundle or session failed.
     #[error("pairwise: {0}")]
-    Pairwise(#[from] grompi_client::pairwise::PairwiseError),
+    Pairwise(#[from] grompi_client_core::pairwise::PairwiseError),
 }
 
 impl From<PuppetError> for SimError {

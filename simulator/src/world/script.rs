@@ -9,8 +9,8 @@ use super::member_toolkit;
 use super::{Composed, DOWNTIME, MS, STEP_RETRIES, SimError, World};
 use crate::scenario::Step;
 use crate::view::SentRecord;
-use grompi_client::Conversation;
-use grompi_client::content::{Change, Content, MemberEntry, UpdateContent};
+use grompi_client_core::Conversation;
+use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent};
 use grompi_proto::pb;
 use grompi_proto::{AccountId, SlotIndex, SlotRole, SlotSet};
 use grompi_router::core::{Call, Response, Submission};
@@ -177,7 +177,7 @@ impl World {
         step: Option<usize>,
         content: Option<Content>,
         attempt: u32,
-        composed: grompi_client::compose::Composed,
+        composed: grompi_client_core::compose::Composed,
         now: u64,
     ) {
         let hash = composed.envelope.hash();

@@ -10,7 +10,7 @@ use super::router_node::RouterNode;
 use super::{SimError, World, adversary};
 use crate::scenario::{OrderServerStrategy, Scenario};
 use crate::schedule::Schedule;
-use grompi_client::{ConversationConfig, Secrets};
+use grompi_client_core::{ConversationConfig, Secrets};
 use grompi_proto::ConversationId;
 use grompi_proto::pb;
 use grompi_router::core::{Command, CoreConfig, Effect, Response};

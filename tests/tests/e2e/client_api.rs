@@ -4,8 +4,8 @@
 //! reads what follows, nothing before.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use grompi_client::content::Change;
-use grompi_client::conversation::Phase;
+use grompi_client_core::content::Change;
+use grompi_client_core::conversation::Phase;
 use grompi_proto::SlotRole;
 use grompi_simulator::live::devnet::{Devnet, DevnetOptions};
 

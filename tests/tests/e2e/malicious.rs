@@ -8,8 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use grompi_client::client::Client;
-use grompi_client::head_proof::HeadProofOutcome;
 use grompi_client::local_store::{KdfParams, StoreSecret};
+use grompi_client_core::head_proof::HeadProofOutcome;
 use grompi_proto::{ConversationId, Head, Index, Misbehaviour};
 use grompi_simulator::live::control::AttackPlan;
 use grompi_simulator::live::devnet::{Devnet, DevnetOptions, Launcher, refused_equivocations};
@@ -54,7 +54,7 @@ async fn network(
     (dir, net, alice, bob, id)
 }
 
-fn bad_attestations_from(alerts: &[grompi_client::alert::Alert], server: u32) -> usize {
+fn bad_attestations_from(alerts: &[grompi_client_core::alert::Alert], server: u32) -> usize {
     alerts
         .iter()
         .filter(|a| {
@@ -442,7 +442,7 @@ async fn a_router_that_drops_an_index_in_the_middle_is_caught_by_the_client() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !alerts
         .iter()
-        .any(|a: &grompi_client::alert::Alert| matches!(a.kind, Misbehaviour::Gap { .. }))
+        .any(|a: &grompi_client_core::alert::Alert| matches!(a.kind, Misbehaviour::Gap { .. }))
     {
         alerts.extend(bob.sync(id).await.unwrap().alerts);
         assert!(Instant::now() < deadline, "no gap raised: {alerts:?}");
@@ -519,7 +519,7 @@ async fn replayed_and_relabelled_deliveries_are_refused_by_the_real_client() {
 /// five real members, joins with the genuine Update and reads what Alice
 /// sends next.
 async fn a_substituted_join(keep_previous_head: bool, alert: &str) {
-    use grompi_client::content::Change;
+    use grompi_client_core::content::Change;
     use grompi_proto::{AccountId, SlotRole};
     let dir = tempfile::tempdir().unwrap();
     let mut net = evil_network(dir.path(), 3, RouterStrategy::SubstituteJoin, &[]);

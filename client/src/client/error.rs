@@ -1,12 +1,12 @@
 //! Errors of the client API: everything that can go wrong between the
 //! program, the local store and the router. Misbehaviour of servers or
-//! peers is never an error here: it is an [`crate::Alert`], recorded and
+//! peers is never an error here: it is an [`grompi_client_core::Alert`], recorded and
 //! shown.
 
-use crate::codec::DecodeError;
-use crate::errors::ClientError;
 use crate::local_store::LocalStoreError;
-use crate::pairwise::PairwiseError;
+use grompi_client_core::codec::DecodeError;
+use grompi_client_core::errors::ClientError;
+use grompi_client_core::pairwise::PairwiseError;
 use grompi_proto::WireError;
 use grompi_proto::descriptor::DescriptorError;
 

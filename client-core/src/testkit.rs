@@ -13,6 +13,10 @@
 //! Each member's secrets and conversation are snapshotted right after the
 //! conversation is created, so tests can replay any feed of deliveries into
 //! a fresh replica of a member ([`World::replica`]).
+//!
+//! Test-only (feature `testkit`): a test that misuses the world should fail
+//! loudly, so it unwraps and panics freely.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use crate::compose::Composed;
 use crate::content::{Change, Content, MemberEntry, UpdateContent};

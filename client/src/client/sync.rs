@@ -4,7 +4,7 @@
 use super::history;
 use super::store::{self, AlertRecord};
 use super::{ApiError, Client, FETCH_LIMIT, Progress, Record};
-use crate::conversation::{Conversation, ConversationConfig, Phase};
+use grompi_client_core::conversation::{Conversation, ConversationConfig, Phase};
 use grompi_proto::pb;
 use grompi_proto::{ConversationId, Index};
 
@@ -88,7 +88,10 @@ impl Client {
             .transcript()
             .entries()
             .iter()
-            .find(|e| config.status(e.attested_by) != crate::transcript::AttestationStatus::Full)
+            .find(|e| {
+                config.status(e.attested_by)
+                    != grompi_client_core::transcript::AttestationStatus::Full
+            })
             .map(|e| e.index);
         Some(first_partial.unwrap_or(c.next_expected()))
     }

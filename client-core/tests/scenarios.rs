@@ -1,13 +1,14 @@
 //! Scenario and property tests of the conversation state machine, driven
-//! through the in-memory [`crate::world::World`].
+//! through the in-memory [`grompi_client_core::testkit::World`].
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step fails the test
 
-use crate::body::{BlockPlaintext, BodyKey};
-use crate::content::{Change, Content, ReceiptContent};
-use crate::conversation::{Event, Phase};
-use crate::head_proof::HeadProofOutcome;
-use crate::transcript::AttestationStatus;
-use crate::world::World;
-use crate::{Alert, Conversation};
+use grompi_client_core::body::{BlockPlaintext, BodyKey};
+use grompi_client_core::content::{Change, Content, ReceiptContent};
+use grompi_client_core::conversation::{Event, Phase};
+use grompi_client_core::head_proof::HeadProofOutcome;
+use grompi_client_core::testkit::World;
+use grompi_client_core::transcript::AttestationStatus;
+use grompi_client_core::{Alert, Conversation};
 use grompi_proto::mac::{HeadProof, HeadProofStatement, Tag};
 use grompi_proto::{
     Envelope, EnvelopeHash, Epoch, Head, Index, Misbehaviour, RecipientBlock, SlotRole,
@@ -742,8 +743,8 @@ fn head_proofs_detect_forks_and_withholding() {
     );
 }
 
-fn tags_of(d: &crate::Delivery) -> crate::delivery::TagUpdate {
-    crate::delivery::TagUpdate {
+fn tags_of(d: &grompi_client_core::Delivery) -> grompi_client_core::delivery::TagUpdate {
+    grompi_client_core::delivery::TagUpdate {
         conversation: d.conversation,
         index: d.index,
         attestations: d.attestations.clone(),
@@ -786,7 +787,7 @@ fn tag_updates_complete_pending_indices_and_reveal_forks() {
             .collect(),
         ..Default::default()
     };
-    let incoming = crate::delivery::Incoming::try_from(wire).unwrap();
+    let incoming = grompi_client_core::delivery::Incoming::try_from(wire).unwrap();
     conv.receive_incoming(incoming, &mut secrets);
     conv.receive(w.delivery(Index(2), 1, &[]).unwrap(), &mut secrets);
     assert_eq!(conv.next_expected(), Index(3));
@@ -797,7 +798,7 @@ fn tag_updates_complete_pending_indices_and_reveal_forks() {
         .forge_attestation(2, 1, Epoch(0), Index(1), fork_head)
         .unwrap();
     conv.receive_tags(
-        crate::delivery::TagUpdate {
+        grompi_client_core::delivery::TagUpdate {
             conversation: w.conversation,
             index: Index(1),
             attestations: vec![a],
@@ -930,7 +931,7 @@ fn below_all_servers_a_quorum_is_safe_only_within_its_bound() {
 
 // ---- The adversarial feed -------------------------------------------------
 
-use crate::delivery::{Incoming, TagUpdate};
+use grompi_client_core::delivery::{Incoming, TagUpdate};
 
 /// One manipulation of a member's pending deliveries.
 #[derive(Clone, Debug)]

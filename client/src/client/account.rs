@@ -7,7 +7,7 @@ use super::{
     ApiError, Client, MAX_UNUSED_ORDER_KEYS, ORDER_KEY_BATCH, ORDER_KEY_LOW, PREKEY_BATCH,
     PREKEY_LOW,
 };
-use crate::pairwise::PrekeyBundle;
+use grompi_client_core::pairwise::PrekeyBundle;
 use grompi_proto::AccountId;
 use grompi_proto::pb;
 

@@ -2,8 +2,8 @@
 //! conversation and checking the answers.
 
 use super::{ApiError, Client, Progress};
-use crate::conversation::Phase;
-use crate::head_proof::HeadProofOutcome;
+use grompi_client_core::conversation::Phase;
+use grompi_client_core::head_proof::HeadProofOutcome;
 use grompi_proto::pb;
 use grompi_proto::{ConversationId, ProofNonce};
 

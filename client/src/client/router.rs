@@ -3,7 +3,7 @@
 //! anonymous), and application-layer sign-in with a signed challenge.
 
 use super::error::ApiError;
-use crate::pairwise::{Pairwise, SignedPrekey};
+use grompi_client_core::pairwise::{Pairwise, SignedPrekey};
 use grompi_proto::descriptor::NetworkDescriptor;
 use grompi_proto::ids::NetworkBinding;
 use grompi_proto::pb::{self, router_client::RouterClient};

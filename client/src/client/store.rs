@@ -5,7 +5,7 @@
 //! | `account` | `pairwise` | the Olm account and sessions (vodozemac pickle, JSON) |
 //! | `account` | `order-keys` | unused order key secrets, 32 bytes each |
 //! | `account` | `profile` | [`Profile`] (JSON) |
-//! | `conversation` | id | the conversation's saved state ([`crate::Conversation::save_state`]) |
+//! | `conversation` | id | the conversation's saved state ([`grompi_client_core::Conversation::save_state`]) |
 //! | `conversation-meta` | id | [`ConversationMeta`] (JSON) |
 //! | `history` | id \|\| index (u64 BE) | [`super::history::Record`] (JSON) |
 //! | `contacts` | name | [`super::contacts::Contact`] (JSON) |

@@ -2,9 +2,9 @@
 //! built from the conversation's events, with its attestation status and
 //! the sender's causal context.
 
-use crate::content::Change;
-use crate::conversation::Event;
-use crate::transcript::AttestationStatus;
+use grompi_client_core::content::Change;
+use grompi_client_core::conversation::Event;
+use grompi_client_core::transcript::AttestationStatus;
 use grompi_proto::{AccountId, EnvelopeKind};
 
 /// How well an index is attested, as shown to people.

@@ -19,7 +19,7 @@
 //! (an Olm ratchet step that was sent is never forgotten). One process at
 //! a time may use a home directory (the store is locked while open).
 //!
-//! Trust decisions stay in the sans-IO core ([`crate::Member`]): this layer
+//! Trust decisions stay in the sans-IO core ([`grompi_client_core::Member`]): this layer
 //! only moves bytes, keeps state and shows what the core decided.
 
 mod account;
@@ -39,12 +39,12 @@ pub use error::ApiError;
 pub use history::{Record, Status};
 pub use network::{ForkBound, fork_bound};
 
-use crate::alert::Alert;
-use crate::content::MemberEntry;
-use crate::conversation::{Conversation, ConversationConfig, Event, Phase};
 use crate::local_store::LocalStore;
-use crate::member::Member;
-use crate::pairwise::IdentityKeys;
+use grompi_client_core::alert::Alert;
+use grompi_client_core::content::MemberEntry;
+use grompi_client_core::conversation::{Conversation, ConversationConfig, Event, Phase};
+use grompi_client_core::member::Member;
+use grompi_client_core::pairwise::IdentityKeys;
 use grompi_proto::descriptor::NetworkDescriptor;
 use grompi_proto::pb;
 use grompi_proto::{AccountId, ConversationId, Index, SlotIndex, SlotRole, SlotSet};
@@ -312,9 +312,9 @@ impl Client {
         let mut fully_attested = 0;
         for e in c.transcript().entries() {
             match config.status(e.attested_by) {
-                crate::transcript::AttestationStatus::Full => fully_attested += 1,
-                crate::transcript::AttestationStatus::Quorum => quorum_only += 1,
-                crate::transcript::AttestationStatus::Pending => {}
+                grompi_client_core::transcript::AttestationStatus::Full => fully_attested += 1,
+                grompi_client_core::transcript::AttestationStatus::Quorum => quorum_only += 1,
+                grompi_client_core::transcript::AttestationStatus::Pending => {}
             }
         }
         Some(Summary {

@@ -1,8 +1,8 @@
 //! How things are printed.
 
 use grompi_client::client::{Client, Progress, Record, Summary};
-use grompi_client::conversation::{Event, Phase};
-use grompi_client::head_proof::HeadProofOutcome;
+use grompi_client_core::conversation::{Event, Phase};
+use grompi_client_core::head_proof::HeadProofOutcome;
 use grompi_proto::{AccountId, ConversationId, SlotRole};
 use std::collections::BTreeSet;
 

@@ -16,9 +16,9 @@ use clap::Parser;
 use grompi_client::client::{
     ApiError, Binding, Client, ForkBound, Progress, ResumeOutcome, Resumed,
 };
-use grompi_client::content::Change;
-use grompi_client::conversation::{Event, Phase};
 use grompi_client::local_store::KdfParams;
+use grompi_client_core::content::Change;
+use grompi_client_core::conversation::{Event, Phase};
 use grompi_proto::{ConversationId, SlotRole};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -22,8 +22,8 @@
 
 use super::store;
 use super::{ApiError, Client};
-use crate::codec::Canonical;
-use crate::pairwise::IdentityKeys;
+use grompi_client_core::codec::Canonical;
+use grompi_client_core::pairwise::IdentityKeys;
 use grompi_proto::AccountId;
 
 /// Context string of the safety number derivation (versioned).

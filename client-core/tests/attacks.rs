@@ -10,12 +10,13 @@
 //!
 //! Each test checks that the honest member accepts no forgery, raises a
 //! typed alert, and is not wedged where a recovery path exists.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step fails the test
 
-use crate::content::{Change, Content, MemberEntry, SetupContent, UpdateContent};
-use crate::conversation::{Conversation, Event, Phase};
-use crate::head_proof::{HeadProofOutcome, NotProvedReason};
-use crate::world::{Puppet, World, delivery_of};
-use crate::{Alert, Delivery};
+use grompi_client_core::content::{Change, Content, MemberEntry, SetupContent, UpdateContent};
+use grompi_client_core::conversation::{Conversation, Event, Phase};
+use grompi_client_core::head_proof::{HeadProofOutcome, NotProvedReason};
+use grompi_client_core::testkit::{Puppet, World, delivery_of};
+use grompi_client_core::{Alert, Delivery};
 use grompi_proto::mac::{AttestationStatement, HeadProof, HeadProofStatement};
 use grompi_proto::{
     AccountId, Epoch, Head, Index, Misbehaviour, Sequence, SlotEntry, SlotIndex, SlotKey, SlotRole,
@@ -268,7 +269,7 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
         &mut w.secrets[0],
     );
     assert!(
-        matches!(refused, Err(crate::ClientError::InvalidMembership(r)) if r.contains("Admin slot")),
+        matches!(refused, Err(grompi_client_core::ClientError::InvalidMembership(r)) if r.contains("Admin slot")),
         "{refused:?}"
     );
     let (good, good_members) = setup_slots(&w, SlotRole::Member);
@@ -298,8 +299,8 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
             .order_keys
             .peek(&w.spare_key(0, 0), &w.config.servers)
             .unwrap();
-        let composed = crate::compose::compose(
-            &crate::compose::Sending {
+        let composed = grompi_client_core::compose::compose(
+            &grompi_client_core::compose::Sending {
                 conversation: w.conversation,
                 epoch: Epoch(0),
                 sender: SlotIndex(0),
@@ -373,7 +374,7 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
     let mut alice = w.convs[0].clone().unwrap();
     let refused = alice.compose(Content::Update(u.clone()), &mut rng, &mut w.secrets[0]);
     assert!(
-        matches!(refused, Err(crate::ClientError::InvalidMembership(r)) if r.contains("Admin slot")),
+        matches!(refused, Err(grompi_client_core::ClientError::InvalidMembership(r)) if r.contains("Admin slot")),
         "{refused:?}"
     );
     let before = w.convs[1].as_ref().unwrap().membership().unwrap().clone();
@@ -849,7 +850,7 @@ fn puppets_cannot_grow_an_invitees_sessions_without_bound() {
     w.setup(0);
     let (mut secrets, mut bob) = w.replica(1);
     let genuine = w.delivery(Index(0), 1, &[0, 1, 2]).unwrap();
-    let limit = crate::conversation::MAX_CANDIDATE_PEERS;
+    let limit = grompi_client_core::conversation::MAX_CANDIDATE_PEERS;
     let mut limited = 0;
     for n in 0..(limit + 3) {
         let mut puppet = Puppet::new(100 + n as u64);
@@ -896,7 +897,7 @@ fn puppets_cannot_grow_an_invitees_sessions_without_bound() {
 // One test per row of the tables in SECURITY.md ("What the router and a
 // member can put in front of a client") whose check had no test of its own.
 
-use crate::keyring::SlotMacKeys;
+use grompi_client_core::keyring::SlotMacKeys;
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::mac::{Attestation, Tag};
 use grompi_proto::{Envelope, EnvelopeHeader, KeyCommitment, SlotSetHash};
@@ -904,7 +905,7 @@ use grompi_proto::{Envelope, EnvelopeHeader, KeyCommitment, SlotSetHash};
 /// Alice (0, Admin), Bob (1) and Charlie (2) after the Setup and one
 /// message of Alice's: a fresh replica of Bob that accepted index 0, and the
 /// genuine delivery of index 1 to him.
-fn bob_before_index_1(seed: u64) -> (World, crate::Secrets, Conversation, Delivery) {
+fn bob_before_index_1(seed: u64) -> (World, grompi_client_core::Secrets, Conversation, Delivery) {
     let mut w = World::new(seed, 3, 3, 3);
     w.setup(0);
     w.send(0, msg("a"));
@@ -920,7 +921,7 @@ fn bob_before_index_1(seed: u64) -> (World, crate::Secrets, Conversation, Delive
 /// The genuine delivery then completes index 1, with no further alert.
 fn genuine_completes_index_1(
     w: &World,
-    secrets: &mut crate::Secrets,
+    secrets: &mut grompi_client_core::Secrets,
     bob: &mut Conversation,
     genuine: Delivery,
     case: &str,
@@ -1164,7 +1165,7 @@ fn router_rewriting_a_block_digest_is_not_accepted() {
 
 #[test]
 fn router_a_substituted_one_time_prekey_costs_availability_not_secrecy() {
-    use crate::pairwise::Pairwise;
+    use grompi_client_core::pairwise::Pairwise;
     let mut alice = Pairwise::new();
     let mut bob = Pairwise::new();
     let mut router = Pairwise::new();
@@ -1375,7 +1376,7 @@ fn an_admin_refuses_next_slots_that_give_a_joiner_a_current_members_slot() {
     assert!(
         matches!(
             refused,
-            Err(crate::ClientError::InvalidMembership(
+            Err(grompi_client_core::ClientError::InvalidMembership(
                 "a joining member's next slot is a slot a current member holds"
             ))
         ),
@@ -1411,8 +1412,8 @@ fn composed_by(
         .collect();
     let keys = SlotMacKeys::derive(&SlotSecret::from_bytes([8; 32]), &w.config.servers).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::Rng::next_u64(&mut w.rng));
-    crate::compose::compose(
-        &crate::compose::Sending {
+    grompi_client_core::compose::compose(
+        &grompi_client_core::compose::Sending {
             conversation: w.conversation,
             epoch,
             sender,
@@ -1727,8 +1728,8 @@ fn router_made_up_conversation_ids_are_bounded() {
     w.deliver_now = vec![true, false];
     w.setup(0);
     let (secrets, _) = w.replica(1);
-    let mut bob = crate::Member::new(secrets, w.config.clone());
-    let limit = crate::member::MAX_WAITING_CONVERSATIONS;
+    let mut bob = grompi_client_core::Member::new(secrets, w.config.clone());
+    let limit = grompi_client_core::member::MAX_WAITING_CONVERSATIONS;
     for n in 0..limit + 3 {
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&(n as u64).to_be_bytes());
@@ -1800,7 +1801,7 @@ fn the_creator_refuses_assignments_that_give_an_account_two_slots() {
             assert!(
                 matches!(
                     created,
-                    Err(crate::ClientError::InvalidMembership(
+                    Err(grompi_client_core::ClientError::InvalidMembership(
                         "an account is listed twice"
                     ))
                 ),

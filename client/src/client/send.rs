@@ -4,9 +4,9 @@
 
 use super::store::{self, PendingSend};
 use super::{ApiError, Client, Progress, ResumeOutcome, Resumed, entries};
-use crate::compose::Composed;
-use crate::content::{Change, Content, UpdateContent};
-use crate::conversation::{Conversation, Phase};
+use grompi_client_core::compose::Composed;
+use grompi_client_core::content::{Change, Content, UpdateContent};
+use grompi_client_core::conversation::{Conversation, Phase};
 use grompi_proto::pb;
 use grompi_proto::{AccountId, ConversationId, SlotRole, SlotSet};
 use std::collections::BTreeMap;
