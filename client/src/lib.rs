@@ -25,7 +25,10 @@
 //! | [`client::error`] | errors of the client API |
 //! | [`local_store`] | local state encrypted at rest (passphrase or key file) |
 //!
-//! The `grompi` command-line program is `bin/grompi.rs` (with `bin/grompi/`).
+//! The `grompi` command-line program is `bin/grompi.rs`, with
+//! `bin/grompi/args.rs` (the command line), `bin/grompi/secret.rs` (the
+//! store secret from a key file or `GROMPI_PASSPHRASE`) and
+//! `bin/grompi/show.rs` (how things are printed).
 #![forbid(unsafe_code)]
 
 pub mod client;

@@ -24,11 +24,15 @@
 //! |---|---|
 //! | [`target`] | targets, outcomes, labels, panic capture |
 //! | [`targets`] | every target and its seed inputs |
+//! | `targets/proto.rs`, `targets/order.rs`, `targets/router.rs`, `targets/client.rs` | the targets for what each party parses |
+//! | `targets/samples.rs` | real values the seed corpora are built from |
 //! | [`mutate`] | byte and protobuf field mutations |
 //! | [`protobuf`] | schema-less scanning of protobuf fields |
 //! | [`runner`] | the fuzzing loop |
 //! | [`corpus`] | corpus and crash directories |
 //! | [`rng`] | the seeded generator |
+//!
+//! The `grompi-fuzz` program is `main.rs`.
 #![forbid(unsafe_code)]
 
 pub mod corpus;

@@ -28,6 +28,7 @@
 //! | [`init`] | `order-server init`: key and TLS material |
 //! | [`telemetry`] | metric names |
 //! | [`bench`](mod@bench) | throughput measurement of group commit |
+//! | `core_tests.rs` (tests) | property tests of the core against a reference model, with adversarial requests and crashes |
 #![forbid(unsafe_code)]
 
 pub mod bench;
