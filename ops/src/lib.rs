@@ -18,8 +18,10 @@
 //! | [`shutdown`] | the signal that starts a graceful shutdown |
 //! | [`wal`] | the write-ahead log file both servers commit through |
 //! | [`logged_db`] | a redb database committed through that log: the commit protocol |
+//! | [`anchor`] | the rollback anchor: refuses an older copy of a database |
 #![forbid(unsafe_code)]
 
+pub mod anchor;
 pub mod bound_addrs;
 pub mod conn_limit;
 pub mod logged_db;

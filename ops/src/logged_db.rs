@@ -14,18 +14,40 @@
 //!   (`Durability::Immediate`) records the next log generation and the log
 //!   starts again from its beginning. A batch that does not fit in what is
 //!   left of the log is committed durably itself, which is also a
-//!   checkpoint.
-//! * [`LoggedDatabase::open`] replays the current generation's records over
-//!   the last durable commit, through the store's own `replay`, and
-//!   checkpoints at once. A database that records a generation but whose
-//!   log file is gone is refused ([`WalError::Missing`]).
+//!   checkpoint. A checkpoint that fails after its batch was committed says
+//!   so ([`LoggedDbError::CheckpointFailed`]); the database then refuses
+//!   further commits until it is opened again (which replays the log).
+//! * [`LoggedDatabase::create`] makes a new database and its log, bound by
+//!   a random *database id* that the log's header and every record's
+//!   checksum carry. [`LoggedDatabase::open_existing`] opens only an
+//!   existing database, replays the current generation's records over the
+//!   last durable commit, through the store's own `replay`, and checkpoints
+//!   at once. It refuses a log that is missing, empty, zeroed, of another
+//!   format or another database, ahead of the database, or damaged in the
+//!   middle (see [`crate::wal`]), and a database behind its rollback anchor
+//!   ([`crate::anchor`]), when one is configured.
 //!
-//! The generation lives in the table `wal` of the database itself, so that
-//! it changes atomically with the durable state it describes.
+//! The generation, the database id and the commit chain's position live in
+//! the tables `wal` and `wal_ids` of the database itself, so that they
+//! change atomically with the durable state they describe.
+//!
+//! # Two-phase commit
+//!
+//! Durable commits here (creation, checkpoints, the batches too large for
+//! the log) use redb's two-phase commit: the new commit slot is synced
+//! before the header that selects it is flipped and synced again. With the
+//! default one-phase commit, recovery picks the newest slot whose
+//! (non-cryptographic) checksum is valid, and redb documents that a writer
+//! who controls transaction contents and crash timing could make a partial
+//! commit look valid. Order servers store request bytes chosen by others
+//! (evidence), so that is not a risk to take to save one `fsync` every
+//! [`CHECKPOINT_BYTES`] of log. The per-batch commits are
+//! `Durability::None` and sync nothing; the log is what makes them durable.
 
-use crate::wal::{KvBatch, KvOp, Wal, WalError};
+use crate::anchor::{Anchor, AnchorError, ChainPosition};
+use crate::wal::{DatabaseId, KvBatch, KvOp, SYNCED, Wal, WalError};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// The largest a log grows to (64 MiB).
@@ -36,7 +58,16 @@ pub const CHECKPOINT_BYTES: u64 = CAPACITY / 2;
 
 const WAL_TABLE: redb::TableDefinition<'static, &'static str, u64> =
     redb::TableDefinition::new("wal");
+const WAL_IDS: redb::TableDefinition<'static, &'static str, &'static [u8]> =
+    redb::TableDefinition::new("wal_ids");
 const GENERATION: &str = "generation";
+const CHAIN_COUNTER: &str = "chain_counter";
+const ANCHORED: &str = "anchored";
+const DATABASE_ID: &str = "database_id";
+const CHAIN_HASH: &str = "chain_hash";
+
+/// The generation a new database's log starts at.
+const FIRST_GENERATION: u64 = 1;
 
 /// Why the database or its log failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +78,80 @@ pub enum LoggedDbError {
     /// The log failed.
     #[error(transparent)]
     Log(#[from] WalError),
+    /// The rollback anchor refused the database or failed.
+    #[error(transparent)]
+    Anchor(#[from] AnchorError),
     /// The log's lock was poisoned by a panic while it was held.
     #[error("the write-ahead log's lock is poisoned")]
     Poisoned,
+    /// There is no database file to open.
+    #[error("database {path} does not exist")]
+    NoDatabase {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Creating refused to replace an existing file.
+    #[error("{path} already exists; refusing to create a database over it")]
+    Exists {
+        /// The file that exists.
+        path: PathBuf,
+    },
+    /// A log exists but its database does not.
+    #[error(
+        "write-ahead log {log} exists but its database {path} does not: the database was \
+         lost or moved. Restore it next to its log; a new database here would forget \
+         everything the log's database recorded"
+    )]
+    LogWithoutDatabase {
+        /// The database file.
+        path: PathBuf,
+        /// The log file.
+        log: PathBuf,
+    },
+    /// The database's records about its log are missing or malformed.
+    #[error("database {path}: {what}")]
+    Unusable {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        what: &'static str,
+    },
+    /// The batch was committed and is on disk (its log record is synced),
+    /// but the checkpoint after it failed. Answer the batch; the database
+    /// refuses further commits until it is opened again.
+    #[error(
+        "the batch was committed (its log record is synced), but the checkpoint after it \
+         failed: {reason}. No further commits are accepted; restart (opening replays the \
+         log)"
+    )]
+    CheckpointFailed {
+        /// What failed.
+        reason: String,
+    },
+    /// The batch was committed and is on disk, but recording it in the
+    /// rollback anchor failed. Answer the batch; the database refuses
+    /// further commits until it is opened again.
+    #[error(
+        "the batch was committed (its log record is synced), but the rollback anchor could \
+         not record it: {0}. No further commits are accepted"
+    )]
+    AnchorAfterCommit(AnchorError),
+    /// An earlier failure after a commit stopped this database.
+    #[error(
+        "an earlier checkpoint or anchor update failed; no commits until the database is opened again"
+    )]
+    Stopped,
+}
+
+impl LoggedDbError {
+    /// Whether the batch whose commit returned this error is nevertheless
+    /// committed and on disk.
+    pub fn batch_committed(&self) -> bool {
+        matches!(
+            self,
+            Self::CheckpointFailed { .. } | Self::AnchorAfterCommit(_)
+        )
+    }
 }
 
 fn db(e: impl std::fmt::Display) -> LoggedDbError {
@@ -65,50 +167,201 @@ pub struct LogMetrics {
     pub checkpoints: &'static str,
 }
 
+/// The log and what moves with it, under one lock.
+struct Log {
+    wal: Wal,
+    chain: ChainPosition,
+    anchor: Option<Anchor>,
+    /// A checkpoint or anchor update failed after a commit.
+    stopped: bool,
+}
+
 /// A redb database and its write-ahead log.
 pub struct LoggedDatabase {
     db: Database,
-    wal: Mutex<Wal>,
+    log: Mutex<Log>,
     metrics: LogMetrics,
 }
 
 impl std::fmt::Debug for LoggedDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoggedDatabase")
-            .field("wal", &self.wal)
-            .finish_non_exhaustive()
+        f.debug_struct("LoggedDatabase").finish_non_exhaustive()
     }
 }
 
+/// A durable commit: immediate, two-phase (see the module doc).
+fn make_durable(txn: &mut WriteTransaction) -> Result<(), LoggedDbError> {
+    txn.set_durability(Durability::Immediate).map_err(db)?;
+    txn.set_two_phase_commit(true);
+    Ok(())
+}
+
+fn write_position(
+    txn: &WriteTransaction,
+    generation: u64,
+    chain: &ChainPosition,
+) -> Result<(), LoggedDbError> {
+    let mut t = txn.open_table(WAL_TABLE).map_err(db)?;
+    t.insert(GENERATION, generation).map_err(db)?;
+    t.insert(CHAIN_COUNTER, chain.counter).map_err(db)?;
+    drop(t);
+    txn.open_table(WAL_IDS)
+        .map_err(db)?
+        .insert(CHAIN_HASH, chain.hash.as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+/// What the database records about its log.
+struct Recorded {
+    database: DatabaseId,
+    generation: u64,
+    chain: ChainPosition,
+    anchored: bool,
+}
+
+fn read_recorded(txn: &WriteTransaction, path: &Path) -> Result<Recorded, LoggedDbError> {
+    let unusable = |what| LoggedDbError::Unusable {
+        path: path.to_path_buf(),
+        what,
+    };
+    let t = txn.open_table(WAL_TABLE).map_err(db)?;
+    let get = |k: &str| t.get(k).map(|g| g.map(|v| v.value())).map_err(db);
+    let (generation, counter, anchored) = (get(GENERATION)?, get(CHAIN_COUNTER)?, get(ANCHORED)?);
+    drop(t);
+    let ids = txn.open_table(WAL_IDS).map_err(db)?;
+    let bytes = |k: &str| {
+        ids.get(k)
+            .map(|g| g.map(|v| v.value().to_vec()))
+            .map_err(db)
+    };
+    let (database, hash) = (bytes(DATABASE_ID)?, bytes(CHAIN_HASH)?);
+    let Some(database) = database else {
+        return Err(unusable(if generation.is_some() {
+            "written by an earlier version (write-ahead log format 1), which this version \
+             does not open; see docs/OPERATING.md (data directory)"
+        } else {
+            "its creation was interrupted (it records no database id); it never served: \
+             remove it and its .wal file and create it again"
+        }));
+    };
+    let database: DatabaseId = database
+        .try_into()
+        .map_err(|_| unusable("the recorded database id is not 32 bytes"))?;
+    let (Some(generation), Some(counter), Some(hash)) = (generation, counter, hash) else {
+        return Err(unusable(
+            "it records a database id but not its log position",
+        ));
+    };
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| unusable("the recorded chain hash is not 32 bytes"))?;
+    Ok(Recorded {
+        database,
+        generation,
+        chain: ChainPosition { counter, hash },
+        anchored: anchored.is_some(),
+    })
+}
+
 impl LoggedDatabase {
-    /// Opens (or creates) the database at `path` and its log
-    /// ([`crate::wal::path_for`]), hands every change the log holds since
-    /// the last durable commit to `replay` (in order, inside one write
-    /// transaction, which is where the store also creates its tables), and
-    /// checkpoints.
+    /// Creates a new database at `path` and its log
+    /// ([`crate::wal::path_for`]) under a fresh random database id, lets
+    /// `init` write its first state (at least: create its tables), and
+    /// commits durably. Refuses if the database or its log exists.
+    pub fn create<E: From<LoggedDbError>>(
+        path: &Path,
+        metrics: LogMetrics,
+        init: impl FnOnce(&WriteTransaction) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let log_path = crate::wal::path_for(path);
+        for p in [path, &log_path] {
+            if p.exists() {
+                return Err(LoggedDbError::Exists {
+                    path: p.to_path_buf(),
+                }
+                .into());
+            }
+        }
+        let database_id = crate::wal::new_database_id().map_err(|e| {
+            LoggedDbError::Database(format!("cannot read the random generator: {e}"))
+        })?;
+        let database = Database::create(path).map_err(db)?;
+        // The log first: a database that records an id always has its log.
+        let wal = Wal::create(&log_path, &database_id, FIRST_GENERATION, CAPACITY)
+            .map_err(LoggedDbError::from)?;
+        let chain = ChainPosition::genesis(&database_id);
+        let mut txn = database.begin_write().map_err(db)?;
+        write_position(&txn, FIRST_GENERATION, &chain)?;
+        txn.open_table(WAL_IDS)
+            .map_err(db)?
+            .insert(DATABASE_ID, database_id.as_slice())
+            .map_err(db)?;
+        init(&txn)?;
+        make_durable(&mut txn)?;
+        txn.commit().map_err(db)?;
+        Ok(Self {
+            db: database,
+            log: Mutex::new(Log {
+                wal,
+                chain,
+                anchor: None,
+                stopped: false,
+            }),
+            metrics,
+        })
+    }
+
+    /// Opens the database at `path`, or creates it ([`LoggedDatabase::create`],
+    /// with `replay` given no changes) when neither it nor its log exists.
+    /// For processes whose database may start empty (the router) and for
+    /// tests; an order server opens with [`LoggedDatabase::open_existing`].
     pub fn open<E: From<LoggedDbError>>(
         path: &Path,
         metrics: LogMetrics,
         replay: impl FnOnce(&WriteTransaction, Vec<KvOp>) -> Result<(), E>,
     ) -> Result<Self, E> {
-        let database = Database::create(path).map_err(db)?;
-        let txn = database.begin_write().map_err(db)?;
-        let recorded = txn
-            .open_table(WAL_TABLE)
-            .map_err(db)?
-            .get(GENERATION)
-            .map_err(db)?
-            .map(|g| g.value());
-        let generation = recorded.unwrap_or(0);
-        let (mut wal, payloads) = Wal::open(
-            &crate::wal::path_for(path),
-            generation,
-            CAPACITY,
-            recorded.is_some(),
-        )
-        .map_err(LoggedDbError::from)?;
+        if !path.exists() && !crate::wal::path_for(path).exists() {
+            return Self::create(path, metrics, |txn| replay(txn, Vec::new()));
+        }
+        Self::open_existing(path, metrics, None, replay)
+    }
+
+    /// Opens the existing database at `path` and its log, hands every
+    /// change the log holds since the last durable commit to `replay` (in
+    /// order, inside one write transaction, which is where the store also
+    /// creates its tables), checks the result against the rollback anchor
+    /// at `anchor` (creating the anchor if this database has none yet), and
+    /// checkpoints.
+    pub fn open_existing<E: From<LoggedDbError>>(
+        path: &Path,
+        metrics: LogMetrics,
+        anchor: Option<&Path>,
+        replay: impl FnOnce(&WriteTransaction, Vec<KvOp>) -> Result<(), E>,
+    ) -> Result<Self, E> {
+        let log_path = crate::wal::path_for(path);
+        if !path.exists() {
+            return Err(if log_path.exists() {
+                LoggedDbError::LogWithoutDatabase {
+                    path: path.to_path_buf(),
+                    log: log_path,
+                }
+            } else {
+                LoggedDbError::NoDatabase {
+                    path: path.to_path_buf(),
+                }
+            }
+            .into());
+        }
+        let database = Database::open(path).map_err(db)?;
+        let mut txn = database.begin_write().map_err(db)?;
+        let recorded = read_recorded(&txn, path)?;
+        let generation = recorded.generation;
+        let (mut wal, read) = Wal::open(&log_path, &recorded.database, generation, CAPACITY)
+            .map_err(LoggedDbError::from)?;
         let mut ops = Vec::new();
-        for (sequence, payload) in payloads.iter().enumerate() {
+        let mut chain = recorded.chain;
+        for (sequence, (payload, sum)) in read.payloads.iter().zip(&read.checksums).enumerate() {
             let batch = KvBatch::decode(payload).map_err(|what| {
                 LoggedDbError::from(WalError::Malformed {
                     generation,
@@ -117,24 +370,58 @@ impl LoggedDatabase {
                 })
             })?;
             ops.extend(batch);
+            chain = chain.step(sum);
         }
+        let mut anchor = match anchor {
+            None => None,
+            Some(a) => match Anchor::open(a, &recorded.database).map_err(LoggedDbError::from)? {
+                Some((anchor, at)) => {
+                    anchor.check(&at, &chain).map_err(LoggedDbError::from)?;
+                    Some(anchor)
+                }
+                None if recorded.anchored => {
+                    return Err(LoggedDbError::from(AnchorError::Missing {
+                        path: a.to_path_buf(),
+                    })
+                    .into());
+                }
+                // First anchored open: the anchor starts at the last
+                // durable position, never ahead of what is on disk.
+                None => Some(
+                    Anchor::create(a, &recorded.database, &recorded.chain)
+                        .map_err(LoggedDbError::from)?,
+                ),
+            },
+        };
         replay(&txn, ops)?;
-        if !payloads.is_empty() {
+        if !read.payloads.is_empty() {
             tracing::info!(
-                records = payloads.len(),
+                records = read.payloads.len(),
                 "replayed the write-ahead log over the last checkpoint"
             );
         }
         let next = generation + 1;
-        txn.open_table(WAL_TABLE)
-            .map_err(db)?
-            .insert(GENERATION, next)
-            .map_err(db)?;
+        write_position(&txn, next, &chain)?;
+        if anchor.is_some() {
+            txn.open_table(WAL_TABLE)
+                .map_err(db)?
+                .insert(ANCHORED, 1)
+                .map_err(db)?;
+        }
+        make_durable(&mut txn)?;
         txn.commit().map_err(db)?;
         wal.restart(next);
+        if let Some(a) = &mut anchor {
+            a.record_synced(&chain).map_err(LoggedDbError::from)?;
+        }
         Ok(Self {
             db: database,
-            wal: Mutex::new(wal),
+            log: Mutex::new(Log {
+                wal,
+                chain,
+                anchor,
+                stopped: false,
+            }),
             metrics,
         })
     }
@@ -153,15 +440,17 @@ impl LoggedDatabase {
         Ok(txn)
     }
 
-    fn wal(&self) -> Result<MutexGuard<'_, Wal>, LoggedDbError> {
-        self.wal.lock().map_err(|_| LoggedDbError::Poisoned)
+    fn log(&self) -> Result<MutexGuard<'_, Log>, LoggedDbError> {
+        self.log.lock().map_err(|_| LoggedDbError::Poisoned)
     }
 
     /// Commits `txn`, whose changes are `log`; when this returns `Ok` they
     /// are on disk. The log is synced first: until then readers see the
-    /// previous state.
+    /// previous state. When the error says
+    /// [`batch_committed`](LoggedDbError::batch_committed), the changes are
+    /// on disk too, but nothing more will be committed.
     pub fn commit(&self, txn: WriteTransaction, log: &KvBatch) -> Result<(), LoggedDbError> {
-        self.commit_with(txn, log, Wal::append)
+        self.commit_with(txn, log, true)
     }
 
     /// Commits `txn`, whose changes are `log`, without waiting for the
@@ -175,47 +464,119 @@ impl LoggedDatabase {
         txn: WriteTransaction,
         log: &KvBatch,
     ) -> Result<(), LoggedDbError> {
-        self.commit_with(txn, log, Wal::append_deferred)
+        self.commit_with(txn, log, false)
     }
 
     fn commit_with(
         &self,
-        mut txn: WriteTransaction,
-        log: &KvBatch,
-        append: fn(&mut Wal, &[u8]) -> Result<(), WalError>,
+        txn: WriteTransaction,
+        batch: &KvBatch,
+        synced: bool,
     ) -> Result<(), LoggedDbError> {
-        let mut wal = self.wal()?;
-        if log.is_empty() {
+        let mut guard = self.log()?;
+        let log = &mut *guard;
+        if log.stopped {
+            return Err(LoggedDbError::Stopped);
+        }
+        if batch.is_empty() {
             return txn.commit().map_err(db);
         }
-        if wal.fits(log.as_bytes().len()) {
-            append(&mut wal, log.as_bytes())?;
+        let pending = if log.wal.fits(batch.as_bytes().len()) {
+            let appended = if synced {
+                log.wal.append(batch.as_bytes())
+            } else {
+                log.wal.append_deferred(batch.as_bytes())
+            };
+            if let Err(e) = appended {
+                // The record may be on disk in part or whole: whether it
+                // counts is for the replay at the next open to say.
+                log.stopped = true;
+                return Err(e.into());
+            }
+            if let Some(sum) = log.wal.last_checksum() {
+                log.chain = log.chain.step(&sum);
+            }
             txn.commit().map_err(db)?;
-            if wal.used() < CHECKPOINT_BYTES {
-                metrics::gauge!(self.metrics.bytes).set(wal.used() as f64);
+            if synced && let Some(anchor) = &mut log.anchor {
+                // On disk (the log is synced), so the anchor may say so.
+                if let Err(e) = anchor.record(&log.chain) {
+                    log.stopped = true;
+                    return Err(LoggedDbError::AnchorAfterCommit(e));
+                }
+            }
+            if log.wal.used() < CHECKPOINT_BYTES {
+                metrics::gauge!(self.metrics.bytes).set(log.wal.used() as f64);
                 return Ok(());
             }
-            txn = self.db.begin_write().map_err(db)?;
-        }
+            None
+        } else {
+            // Too large for the log: a step of the chain all the same, as
+            // if it had been the next record.
+            let wal = &log.wal;
+            let sum = crate::wal::checksum(
+                wal.database(),
+                wal.generation(),
+                u64::MAX,
+                SYNCED,
+                batch.as_bytes(),
+            );
+            log.chain = log.chain.step(&sum);
+            Some(txn)
+        };
         // A checkpoint: either after the commit above, or this batch itself
         // when it does not fit in what is left of the log.
-        let next = wal.generation() + 1;
-        txn.open_table(WAL_TABLE)
-            .map_err(db)?
-            .insert(GENERATION, next)
-            .map_err(db)?;
-        txn.set_durability(Durability::Immediate).map_err(db)?;
+        let committed = pending.is_none();
+        match self.checkpoint(log, pending) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Whether or not redb kept the checkpoint, opening again
+                // finds a consistent pair: the old generation with its
+                // records, or the new one holding everything.
+                log.stopped = true;
+                if committed {
+                    Err(LoggedDbError::CheckpointFailed {
+                        reason: e.to_string(),
+                    })
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Commits durably (`txn`, or a new transaction) the next generation
+    /// and the chain's position, restarts the log, and syncs the anchor.
+    fn checkpoint(
+        &self,
+        log: &mut Log,
+        txn: Option<WriteTransaction>,
+    ) -> Result<(), LoggedDbError> {
+        let mut txn = match txn {
+            Some(t) => t,
+            None => self.db.begin_write().map_err(db)?,
+        };
+        let next = log.wal.generation() + 1;
+        write_position(&txn, next, &log.chain)?;
+        make_durable(&mut txn)?;
         txn.commit().map_err(db)?;
-        wal.restart(next);
+        log.wal.restart(next);
         metrics::counter!(self.metrics.checkpoints).increment(1);
         metrics::gauge!(self.metrics.bytes).set(0.0);
         tracing::debug!(generation = next, "checkpoint");
+        if let Some(anchor) = &mut log.anchor {
+            anchor.record_synced(&log.chain)?;
+        }
         Ok(())
     }
 
     /// The log's generation and the bytes written since its last restart.
     pub fn log_position(&self) -> Result<(u64, u64), LoggedDbError> {
-        let wal = self.wal()?;
-        Ok((wal.generation(), wal.used()))
+        let log = self.log()?;
+        Ok((log.wal.generation(), log.wal.used()))
+    }
+
+    /// How far the commit chain has come (what the rollback anchor records).
+    pub fn chain_position(&self) -> Result<ChainPosition, LoggedDbError> {
+        Ok(self.log()?.chain)
     }
 }

@@ -11,9 +11,18 @@
 //! # Guarantees
 //!
 //! * When [`Wal::append`] returns `Ok`, the batch is on disk.
+//! * A log belongs to one database: its header and every record's checksum
+//!   carry the database's random id, and [`Wal::open`] refuses a file that
+//!   is missing, empty, zeroed, of another format or of another database.
 //! * Records are read back in the order written, up to the first one that
 //!   is torn, belongs to an older generation, or is out of sequence; nothing
-//!   after that point is ever returned.
+//!   after that point is ever returned. If a valid record of the same
+//!   generation that was written *after a sync* follows that point, the bad
+//!   record cannot be a torn write (see below) and opening fails with
+//!   [`WalError::Corrupt`] instead of forgetting the rest.
+//! * A valid record of a *later* generation than the database's at the
+//!   start of the log means the database is older than its log (restored
+//!   from a backup next to a newer log): [`WalError::AheadOfDatabase`].
 //! * Once the file has grown to its capacity (zero-filled, synced), an
 //!   append changes no file metadata and `fdatasync` has only data to flush.
 //!
@@ -25,8 +34,39 @@
 //! from the start of the file under that generation. Whatever the file still
 //! holds from the previous generation is then never read again: a crash
 //! right after the checkpoint finds no record of the new generation, which
-//! is right, because the database already holds everything. No header is
-//! rewritten at a checkpoint, so there is no torn header to reason about.
+//! is right, because the database already holds everything. The file header
+//! is written once, when the file is created, and never again, so there is
+//! no torn header to reason about.
+//!
+//! # Torn writes and corruption
+//!
+//! Each record's header says whether it was written by a synced append
+//! ([`SYNCED`]) and whether every earlier record of its generation had been
+//! synced when it was written ([`AFTER_SYNC`]). A crash can tear only what
+//! was not yet synced. So when a record does not check but a later valid
+//! record of the same generation carries [`AFTER_SYNC`], the bad one was
+//! on disk whole and has been damaged since: corruption. A later valid
+//! [`SYNCED`] record is treated the same way: its append promised it, and
+//! keeping only the prefix would forget it silently. (Only one crash can
+//! produce that picture without damage: power lost during that record's own
+//! `fdatasync`, with the disk having written it before an earlier deferred
+//! record. The order server never defers, so for it the picture is always
+//! damage.) Later valid records carrying neither flag follow a torn deferred
+//! record legitimately ([`Wal::append_deferred`]: the page cache writes
+//! pages back in any order) and are dropped with it.
+//!
+//! # File layout (format 2)
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 8 | magic `grompiWL` |
+//! | 4 | format, `2` (big-endian) |
+//! | 4 | zero |
+//! | 32 | database id |
+//! | ... | records |
+//!
+//! Format 1 (the first release) had no header; such a file is refused by
+//! name ([`WalError::Format`]) rather than misread.
 //!
 //! # Record layout
 //!
@@ -34,14 +74,16 @@
 //! |---|---|
 //! | 8 | generation (big-endian) |
 //! | 8 | sequence within the generation, from 0 (big-endian) |
+//! | 4 | flags: [`SYNCED`], [`AFTER_SYNC`] (big-endian) |
 //! | 8 | payload length (big-endian) |
 //! | n | payload |
-//! | 32 | checksum: BLAKE3 `derive_key` with [`grompi_proto::context::WAL_RECORD`] over the 24 + n bytes before it |
+//! | 32 | checksum: BLAKE3 `derive_key` with [`grompi_proto::context::WAL_RECORD`] over the database id and the 28 + n bytes before it |
 //!
-//! The checksum input is the canonical encoding of (generation, sequence,
-//! bytes(payload)); `proto/vectors/v1.json` publishes a vector
-//! (`wal_record_checksum`). The checksum detects torn and stale records; it
-//! is not a defence against someone who can write the file.
+//! The checksum input is the canonical encoding of (database id,
+//! generation, sequence, flags, bytes(payload)); `proto/vectors/v1.json`
+//! publishes a vector (`wal_record_checksum`). The checksum detects torn,
+//! stale and foreign records; it is not a defence against someone who can
+//! write the file and read the database id from it.
 //!
 //! A batch's payload is opaque here; [`KvBatch`] is the encoding both
 //! servers use: a list of puts and deletes on numbered tables.
@@ -51,8 +93,24 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-const HEADER: usize = 24;
+const HEADER: usize = 28;
 const CHECKSUM: usize = 32;
+
+/// The random id of a database, which its log carries.
+pub type DatabaseId = [u8; 32];
+
+/// The log format this code writes and reads.
+pub const FORMAT: u32 = 2;
+const MAGIC: &[u8; 8] = b"grompiWL";
+/// Length of the file header; records start after it.
+pub const FILE_HEADER: usize = 48;
+
+/// Record flag: written by [`Wal::append`], which returns only once it is
+/// on disk.
+pub const SYNCED: u32 = 1;
+/// Record flag: every earlier record of the generation had been synced
+/// when this one was written.
+pub const AFTER_SYNC: u32 = 2;
 
 /// Why the log failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +143,73 @@ pub enum WalError {
     Missing {
         /// The log file.
         path: PathBuf,
+    },
+    /// The file exists but holds no log header: it is empty, zeroed, cut
+    /// short, of another format, or not a log.
+    #[error(
+        "write-ahead log {path} {what}; a log's header is written when its database is \
+         created and never changes, so its latest commits cannot be recovered from this \
+         file. Restore the log together with the database it belongs to"
+    )]
+    Format {
+        /// The log file.
+        path: PathBuf,
+        /// What is wrong with the header.
+        what: String,
+    },
+    /// The log belongs to another database.
+    #[error(
+        "write-ahead log {path} belongs to database {found}, not to this database \
+         ({expected}): the two were not copied together. Restore the log that belongs \
+         to this database"
+    )]
+    ForeignLog {
+        /// The log file.
+        path: PathBuf,
+        /// The database id the database records (hex).
+        expected: String,
+        /// The database id the log's header records (hex).
+        found: String,
+    },
+    /// The log holds a record of a later generation than the database's:
+    /// the database is older than its log.
+    #[error(
+        "write-ahead log {path} starts with a record of generation {log}, but the database \
+         is at generation {database}: the database is older than its log (restored from a \
+         backup without its log?). Replaying nothing would forget every commit since; \
+         restore the database that belongs to this log"
+    )]
+    AheadOfDatabase {
+        /// The log file.
+        path: PathBuf,
+        /// The generation of the log's record.
+        log: u64,
+        /// The generation the database records.
+        database: u64,
+    },
+    /// A record in the middle of the log is damaged: a valid record written
+    /// after it was synced follows it.
+    #[error(
+        "write-ahead log {path} is corrupt: record {record} of generation {generation} at \
+         byte {offset} does not check, but record {later_record} at byte {later_offset}, \
+         written after record {record} was on disk, does. This is damage, not a torn \
+         write, and replaying only the records before it would forget the rest. Stop, \
+         keep the files for inspection, and restore the database and its log from an \
+         intact copy"
+    )]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// The generation being replayed.
+        generation: u64,
+        /// The number (sequence) of the damaged record.
+        record: u64,
+        /// Where the damaged record starts in the file.
+        offset: u64,
+        /// The number of the valid record found after it.
+        later_record: u64,
+        /// Where that record starts.
+        later_offset: u64,
     },
     /// A record's checksum is valid but its payload does not decode: the
     /// file was written by something else, or by an incompatible version.
@@ -126,25 +251,53 @@ pub fn copy_database(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The checksum of a record: BLAKE3 `derive_key` over its first 24 + n bytes.
-pub fn checksum(generation: u64, sequence: u64, payload: &[u8]) -> [u8; 32] {
+/// A fresh database id from the operating system's random generator.
+pub fn new_database_id() -> std::io::Result<DatabaseId> {
+    let mut id = [0u8; 32];
+    File::open("/dev/urandom")?.read_exact(&mut id)?;
+    Ok(id)
+}
+
+/// The checksum of a record: BLAKE3 `derive_key` over the database id and
+/// the record's first 28 + n bytes.
+pub fn checksum(
+    database: &DatabaseId,
+    generation: u64,
+    sequence: u64,
+    flags: u32,
+    payload: &[u8],
+) -> [u8; 32] {
     let mut h = blake3::Hasher::new_derive_key(grompi_proto::context::WAL_RECORD);
+    h.update(database);
     h.update(&generation.to_be_bytes());
     h.update(&sequence.to_be_bytes());
+    h.update(&flags.to_be_bytes());
     h.update(&(payload.len() as u64).to_be_bytes());
     h.update(payload);
     *h.finalize().as_bytes()
+}
+
+fn file_header(database: &DatabaseId) -> [u8; FILE_HEADER] {
+    let mut h = [0u8; FILE_HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT.to_be_bytes());
+    h[16..].copy_from_slice(database);
+    h
 }
 
 /// An append-only log file that grows to a fixed capacity.
 pub struct Wal {
     file: File,
     path: PathBuf,
+    database: DatabaseId,
     capacity: u64,
     allocated: u64,
     generation: u64,
     next_sequence: u64,
     offset: u64,
+    /// Whether every record of this generation written so far is synced.
+    synced: bool,
+    last_checksum: Option<[u8; 32]>,
     scratch: Vec<u8>,
 }
 
@@ -167,9 +320,73 @@ pub const MIN_CAPACITY: u64 = 4096;
 /// The file grows in steps of this many bytes (or to the capacity).
 pub const GROWTH: u64 = 1 << 20;
 
+/// What [`Wal::open`] read: the payloads of the generation's records, in
+/// order, and their checksums (the commit chain is built from them).
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The payloads.
+    pub payloads: Vec<Vec<u8>>,
+    /// The checksum of each record, in the same order.
+    pub checksums: Vec<[u8; 32]>,
+}
+
+fn sync_dir(path: &Path) -> Result<(), WalError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(path, "sync the directory"))?;
+    }
+    Ok(())
+}
+
 impl Wal {
-    /// Opens the log at `path` (creating it if it does not exist) and
-    /// returns it with the payloads of `generation`'s records, in order.
+    /// Creates the log of a new database `database` at `path`: writes the
+    /// header and makes it and the file's directory entry durable. Refuses
+    /// (`Io`, `AlreadyExists`) to replace an existing file. The file is
+    /// readable by its owner only (the router's records include secrets).
+    pub fn create(
+        path: &Path,
+        database: &DatabaseId,
+        generation: u64,
+        capacity: u64,
+    ) -> Result<Self, WalError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io(path, "create"))?;
+        file.write_all_at(&file_header(database), 0)
+            .map_err(io(path, "write the header"))?;
+        file.sync_all().map_err(io(path, "sync the header"))?;
+        sync_dir(path)?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            database: *database,
+            capacity: capacity.max(MIN_CAPACITY),
+            allocated: FILE_HEADER as u64,
+            generation,
+            next_sequence: 0,
+            offset: FILE_HEADER as u64,
+            synced: true,
+            last_checksum: None,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Opens the existing log of database `database` at `path` and returns
+    /// it with the records of `generation`, in order.
+    ///
+    /// Refuses a missing file ([`WalError::Missing`]), one without a valid
+    /// header or of another format ([`WalError::Format`]), one of another
+    /// database ([`WalError::ForeignLog`]), one that starts with a record of
+    /// a later generation ([`WalError::AheadOfDatabase`]), and one with a
+    /// damaged record followed by a valid one written after it was synced
+    /// ([`WalError::Corrupt`]). Syncs the file's directory, so that the
+    /// entry of a file created just before a crash is durable too.
     ///
     /// The file grows, in zero-filled and synced steps of [`GROWTH`] bytes,
     /// up to `capacity` bytes; after that appends fail with
@@ -180,20 +397,13 @@ impl Wal {
     /// The returned log appends after the last record read. Callers normally
     /// apply the payloads, checkpoint and [`Wal::restart`] at once, so that a
     /// record torn by the crash is overwritten under a new generation.
-    ///
-    /// `expected`: the database records that it was written through a log
-    /// before; then a missing file is an error ([`WalError::Missing`]), not
-    /// an empty log. A new file is created readable by its owner only (the
-    /// router's records include secrets).
     pub fn open(
         path: &Path,
+        database: &DatabaseId,
         generation: u64,
         capacity: u64,
-        expected: bool,
-    ) -> Result<(Self, Vec<Vec<u8>>), WalError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let exists = path.exists();
-        if expected && !exists {
+    ) -> Result<(Self, Replay), WalError> {
+        if !path.exists() {
             return Err(WalError::Missing {
                 path: path.to_path_buf(),
             });
@@ -201,71 +411,83 @@ impl Wal {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
             .open(path)
             .map_err(io(path, "open"))?;
-        if !exists {
-            // Make the new file's directory entry durable.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io(path, "sync the directory"))?;
-            }
-        }
+        sync_dir(path)?;
         let allocated = file.metadata().map_err(io(path, "stat"))?.len();
         // A file larger than the capacity (the capacity was lowered) is used
         // at its full length: every record in it must still be readable.
         let capacity = capacity.max(MIN_CAPACITY).max(allocated);
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io(path, "read"))?;
-        let (payloads, offset) = read_records(&bytes, generation);
+        check_header(path, &bytes, database)?;
+        let (replay, offset) = read_records(path, &bytes, database, generation)?;
         let wal = Self {
             file,
             path: path.to_path_buf(),
+            database: *database,
             capacity,
             allocated,
             generation,
-            next_sequence: payloads.len() as u64,
+            next_sequence: replay.payloads.len() as u64,
             offset,
+            // What was read back may still be only in the page cache.
+            synced: replay.payloads.is_empty(),
+            last_checksum: replay.checksums.last().copied(),
             scratch: Vec::new(),
         };
-        Ok((wal, payloads))
+        Ok((wal, replay))
     }
 
     /// Appends one record and waits until it is on disk (`fdatasync`),
     /// with every record appended before it.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
-        self.write_record(payload)?;
-        self.file.sync_data().map_err(io(&self.path, "fdatasync"))
+        self.write_record(payload, SYNCED)?;
+        self.file.sync_data().map_err(io(&self.path, "fdatasync"))?;
+        self.synced = true;
+        Ok(())
     }
 
     /// Appends one record without waiting for the disk: it is on disk once
     /// a later [`Wal::append`] returns. A crash before that may lose it
     /// (with every deferred record after it; never one before it that was
-    /// synced, since replay stops at the first record that does not check).
+    /// synced, since replay stops at the first record that does not check,
+    /// and refuses to start when a record written after a sync follows it).
     pub fn append_deferred(&mut self, payload: &[u8]) -> Result<(), WalError> {
-        self.write_record(payload)
+        self.write_record(payload, 0)?;
+        self.synced = false;
+        Ok(())
     }
 
-    fn write_record(&mut self, payload: &[u8]) -> Result<(), WalError> {
+    fn write_record(&mut self, payload: &[u8], flags: u32) -> Result<(), WalError> {
         let needed = record_len(payload.len());
         if !self.fits(payload.len()) {
             return Err(WalError::Full {
                 needed,
-                free: self.capacity - self.offset,
+                free: self.capacity.saturating_sub(self.offset),
             });
         }
+        let flags = if self.synced {
+            flags | AFTER_SYNC
+        } else {
+            flags
+        };
         self.scratch.clear();
         self.scratch
             .extend_from_slice(&self.generation.to_be_bytes());
         self.scratch
             .extend_from_slice(&self.next_sequence.to_be_bytes());
+        self.scratch.extend_from_slice(&flags.to_be_bytes());
         self.scratch
             .extend_from_slice(&(payload.len() as u64).to_be_bytes());
         self.scratch.extend_from_slice(payload);
-        let sum = checksum(self.generation, self.next_sequence, payload);
+        let sum = checksum(
+            &self.database,
+            self.generation,
+            self.next_sequence,
+            flags,
+            payload,
+        );
         self.scratch.extend_from_slice(&sum);
         self.grow_to(self.offset + needed)?;
         self.file
@@ -273,12 +495,13 @@ impl Wal {
             .map_err(io(&self.path, "write"))?;
         self.offset += needed;
         self.next_sequence += 1;
+        self.last_checksum = Some(sum);
         Ok(())
     }
 
     /// Whether a payload of `len` bytes fits in what is left.
     pub fn fits(&self, len: usize) -> bool {
-        record_len(len) <= self.capacity - self.offset
+        record_len(len) <= self.capacity.saturating_sub(self.offset)
     }
 
     /// Zero-fills the file up to at least `end` (a [`GROWTH`] step, at most
@@ -304,9 +527,9 @@ impl Wal {
         Ok(())
     }
 
-    /// Bytes written since the last restart.
+    /// Bytes of records written since the last restart.
     pub fn used(&self) -> u64 {
-        self.offset
+        self.offset - FILE_HEADER as u64
     }
 
     /// The file's usable length.
@@ -319,13 +542,26 @@ impl Wal {
         self.generation
     }
 
+    /// The database the log belongs to.
+    pub fn database(&self) -> &DatabaseId {
+        &self.database
+    }
+
+    /// The checksum of the last record written or read back, if any since
+    /// the last restart.
+    pub fn last_checksum(&self) -> Option<[u8; 32]> {
+        self.last_checksum
+    }
+
     /// Starts writing from the beginning of the file under `generation`.
     /// Call only after everything in the log is durable elsewhere *and* the
     /// new generation number is durably recorded there too.
     pub fn restart(&mut self, generation: u64) {
         self.generation = generation;
         self.next_sequence = 0;
-        self.offset = 0;
+        self.offset = FILE_HEADER as u64;
+        self.synced = true;
+        self.last_checksum = None;
     }
 }
 
@@ -333,42 +569,148 @@ fn record_len(payload: usize) -> u64 {
     (HEADER + payload + CHECKSUM) as u64
 }
 
-/// The payloads of `generation`'s records from the start of `bytes`, and
-/// the offset after the last one.
-fn read_records(bytes: &[u8], generation: u64) -> (Vec<Vec<u8>>, u64) {
-    let mut payloads = Vec::new();
-    let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let field = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&header[i * 8..i * 8 + 8]);
-            u64::from_be_bytes(b)
-        };
-        let (g, seq, len) = (field(0), field(1), field(2));
-        if g != generation || seq != payloads.len() as u64 {
-            break;
-        }
-        let Ok(len) = usize::try_from(len) else {
-            break;
-        };
-        let Some(end) = (at + HEADER)
-            .checked_add(len)
-            .and_then(|e| e.checked_add(CHECKSUM))
-        else {
-            break;
-        };
-        let Some(record) = bytes.get(at..end) else {
-            break;
-        };
-        let payload = &record[HEADER..HEADER + len];
-        let sum = &record[HEADER + len..];
-        if sum != checksum(g, seq, payload) {
-            break;
-        }
-        payloads.push(payload.to_vec());
-        at = end;
+fn check_header(path: &Path, bytes: &[u8], database: &DatabaseId) -> Result<(), WalError> {
+    let format = |what: String| WalError::Format {
+        path: path.to_path_buf(),
+        what,
+    };
+    let Some(header) = bytes.get(..FILE_HEADER) else {
+        return Err(format(if bytes.is_empty() {
+            "is empty".into()
+        } else {
+            format!("is {} bytes, shorter than a log header", bytes.len())
+        }));
+    };
+    if header.iter().all(|b| *b == 0) {
+        return Err(format("starts with zeros where its header belongs".into()));
     }
-    (payloads, at as u64)
+    if &header[..8] != MAGIC {
+        return Err(format(format!(
+            "has no log header (format 1, written by an earlier version, had none; \
+             this version reads format {FORMAT} only)"
+        )));
+    }
+    let mut f = [0u8; 4];
+    f.copy_from_slice(&header[8..12]);
+    let found = u32::from_be_bytes(f);
+    if found != FORMAT || header[12..16] != [0; 4] {
+        return Err(format(format!(
+            "is of log format {found}; this version reads format {FORMAT} only"
+        )));
+    }
+    if &header[16..] != database.as_slice() {
+        return Err(WalError::ForeignLog {
+            path: path.to_path_buf(),
+            expected: hex(database),
+            found: hex(&header[16..]),
+        });
+    }
+    Ok(())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A record that checks, parsed at some offset.
+struct Parsed<'a> {
+    generation: u64,
+    sequence: u64,
+    flags: u32,
+    payload: &'a [u8],
+    checksum: [u8; 32],
+    end: usize,
+}
+
+/// The record at `at`, if one is there whose checksum is valid for
+/// `database` (of whatever generation).
+fn parse_at<'a>(bytes: &'a [u8], at: usize, database: &DatabaseId) -> Option<Parsed<'a>> {
+    let header = bytes.get(at..at.checked_add(HEADER)?)?;
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&header[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    let mut f = [0u8; 4];
+    f.copy_from_slice(&header[16..20]);
+    let (generation, sequence, flags) = (u64_at(0), u64_at(8), u32::from_be_bytes(f));
+    let len = usize::try_from(u64_at(20)).ok()?;
+    let end = (at + HEADER).checked_add(len)?.checked_add(CHECKSUM)?;
+    let record = bytes.get(at..end)?;
+    let payload = &record[HEADER..HEADER + len];
+    let sum = checksum(database, generation, sequence, flags, payload);
+    (record[HEADER + len..] == sum).then_some(Parsed {
+        generation,
+        sequence,
+        flags,
+        payload,
+        checksum: sum,
+        end,
+    })
+}
+
+/// The records of `generation` from the start of `bytes`, and the offset
+/// after the last one; or why the log must not be replayed.
+fn read_records(
+    path: &Path,
+    bytes: &[u8],
+    database: &DatabaseId,
+    generation: u64,
+) -> Result<(Replay, u64), WalError> {
+    let mut replay = Replay::default();
+    let mut at = FILE_HEADER;
+    let stop = loop {
+        let Some(r) = parse_at(bytes, at, database) else {
+            break None;
+        };
+        if r.generation != generation || r.sequence != replay.payloads.len() as u64 {
+            break Some(r);
+        }
+        if r.flags & !(SYNCED | AFTER_SYNC) != 0 {
+            return Err(WalError::Malformed {
+                generation,
+                sequence: r.sequence,
+                what: "unknown record flags",
+            });
+        }
+        replay.payloads.push(r.payload.to_vec());
+        replay.checksums.push(r.checksum);
+        at = r.end;
+    };
+    if let Some(r) = stop
+        && r.generation > generation
+    {
+        return Err(WalError::AheadOfDatabase {
+            path: path.to_path_buf(),
+            log: r.generation,
+            database: generation,
+        });
+    }
+    // Is there a record of this generation after the bad one that was
+    // written after the bad one was synced (or was synced itself)?
+    let record = replay.payloads.len() as u64;
+    let gen_bytes = generation.to_be_bytes();
+    let last_start = bytes.len().saturating_sub(HEADER + CHECKSUM);
+    for p in at + 1..=last_start {
+        if bytes[p..p + 8] != gen_bytes {
+            continue;
+        }
+        if let Some(later) = parse_at(bytes, p, database)
+            && later.generation == generation
+            && later.sequence > record
+            && later.flags & (SYNCED | AFTER_SYNC) != 0
+        {
+            return Err(WalError::Corrupt {
+                path: path.to_path_buf(),
+                generation,
+                record,
+                offset: at as u64,
+                later_record: later.sequence,
+                later_offset: p as u64,
+            });
+        }
+    }
+    Ok((replay, at as u64))
 }
 
 /// One change in a [`KvBatch`].
@@ -501,17 +843,29 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const DB: DatabaseId = [0x42; 32];
+
+    fn create(path: &Path, g: u64) -> Wal {
+        Wal::create(path, &DB, g, 8192).unwrap()
+    }
+
     fn open(path: &Path, g: u64) -> (Wal, Vec<Vec<u8>>) {
-        Wal::open(path, g, 8192, false).unwrap()
+        let (wal, replay) = Wal::open(path, &DB, g, 8192).unwrap();
+        (wal, replay.payloads)
+    }
+
+    /// Where in the file the record that starts `used` bytes into the log is.
+    fn file_offset(used: u64) -> usize {
+        FILE_HEADER + used as usize
     }
 
     #[test]
     fn records_come_back_in_order_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, got) = open(&path, 0);
-        assert!(got.is_empty());
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let mut wal = create(&path, 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), FILE_HEADER as u64);
+        assert!(open(&path, 0).1.is_empty());
         wal.append(b"one").unwrap();
         // Grown once, to the capacity (below one growth step).
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
@@ -528,29 +882,75 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_log_that_was_expected_is_an_error_and_new_ones_are_private() {
+    fn a_missing_log_is_an_error_and_new_ones_are_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let err = Wal::open(&path, 3, 8192, true).unwrap_err();
+        let err = Wal::open(&path, &DB, 3, 8192).unwrap_err();
         assert!(matches!(err, WalError::Missing { .. }), "{err}");
         assert!(err.to_string().contains("missing"), "{err}");
         assert!(!path.exists(), "a refused open created the file");
-        let (mut wal, _) = Wal::open(&path, 3, 8192, false).unwrap();
+        let mut wal = Wal::create(&path, &DB, 3, 8192).unwrap();
         wal.append(b"x").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(
-            Wal::open(&path, 3, 8192, true).unwrap().1,
-            vec![b"x".to_vec()]
+        assert_eq!(open(&path, 3).1, vec![b"x".to_vec()]);
+        // An existing log is never replaced.
+        let err = Wal::create(&path, &DB, 3, 8192).unwrap_err();
+        assert!(err.to_string().contains("create"), "{err}");
+        assert_eq!(open(&path, 3).1, vec![b"x".to_vec()]);
+    }
+
+    #[test]
+    fn an_empty_zeroed_foreign_or_format_1_log_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut wal = create(&path, 0);
+        wal.append(b"x").unwrap();
+        drop(wal);
+        let good = std::fs::read(&path).unwrap();
+        let refused = |bytes: &[u8], database: &DatabaseId| {
+            std::fs::write(&path, bytes).unwrap();
+            Wal::open(&path, database, 0, 8192).unwrap_err()
+        };
+        let err = refused(b"", &DB);
+        assert!(matches!(err, WalError::Format { .. }), "{err}");
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let err = refused(&good[..20], &DB);
+        assert!(
+            err.to_string().contains("shorter than a log header"),
+            "{err}"
         );
+        let err = refused(&vec![0u8; good.len()], &DB);
+        assert!(err.to_string().contains("zeros"), "{err}");
+        // Format 1 started with a record: generation, sequence, length.
+        let mut v1 = vec![0u8; 8192];
+        v1[7] = 4;
+        let err = refused(&v1, &DB);
+        assert!(err.to_string().contains("format 1"), "{err}");
+        let mut v3 = good.clone();
+        v3[11] = 3;
+        let err = refused(&v3, &DB);
+        assert!(err.to_string().contains("log format 3"), "{err}");
+        let err = refused(&good, &[7; 32]);
+        assert!(matches!(err, WalError::ForeignLog { .. }), "{err}");
+        assert!(err.to_string().contains(&hex(&DB)), "{err}");
+        // A foreign log whose header was rewritten still replays nothing:
+        // its records' checksums name the other database.
+        let mut forged = good.clone();
+        forged[16..FILE_HEADER].copy_from_slice(&[7; 32]);
+        std::fs::write(&path, &forged).unwrap();
+        let (_, replay) = Wal::open(&path, &[7; 32], 0, 8192).unwrap();
+        assert!(replay.payloads.is_empty());
+        std::fs::write(&path, &good).unwrap();
+        assert_eq!(open(&path, 0).1, vec![b"x".to_vec()]);
     }
 
     #[test]
     fn a_restart_hides_every_earlier_record_even_longer_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = open(&path, 7);
+        let mut wal = create(&path, 7);
         for i in 0..10u8 {
             wal.append(&[i; 100]).unwrap();
         }
@@ -561,22 +961,47 @@ mod tests {
         let (_, got) = open(&path, 8);
         assert_eq!(got, vec![b"new".to_vec()]);
         // Generation 7's records after the overwritten one remain on disk
-        // but are never read as 7's either: the first record is now 8's.
-        assert!(open(&path, 7).1.is_empty());
+        // but are never read as 7's either: the first record is now 8's,
+        // which says the reader's database is older than the log.
+        let err = Wal::open(&path, &DB, 7, 8192).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WalError::AheadOfDatabase {
+                    log: 8,
+                    database: 7,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
-    fn a_torn_or_flipped_record_ends_the_log_there() {
+    fn a_log_ahead_of_the_database_is_refused_and_a_stale_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = open(&path, 1);
+        let mut wal = create(&path, 5);
+        wal.append(b"a").unwrap();
+        drop(wal);
+        // A database at generation 4 (an older copy) next to this log.
+        let err = Wal::open(&path, &DB, 4, 8192).unwrap_err();
+        assert!(err.to_string().contains("older than its log"), "{err}");
+        // A database at generation 6 (checkpointed since): stale records.
+        assert!(open(&path, 6).1.is_empty());
+    }
+
+    #[test]
+    fn a_torn_last_record_ends_the_log_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut wal = create(&path, 1);
         wal.append(b"kept").unwrap();
         let at = wal.used();
         wal.append(b"torn").unwrap();
-        wal.append(b"after").unwrap();
         drop(wal);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[at as usize + HEADER] ^= 1; // one bit of the second payload
+        bytes[file_offset(at) + HEADER] ^= 1; // one bit of the second payload
         std::fs::write(&path, &bytes).unwrap();
         let (mut wal, got) = open(&path, 1);
         assert_eq!(got, vec![b"kept".to_vec()]);
@@ -587,18 +1012,102 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_in_the_middle_is_refused_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut wal = Wal::create(&path, &DB, 1, 1 << 20).unwrap();
+        let mut starts = Vec::new();
+        for i in 0..100u32 {
+            starts.push(file_offset(wal.used()));
+            wal.append(&i.to_be_bytes().repeat(10)).unwrap();
+        }
+        drop(wal);
+        let good = std::fs::read(&path).unwrap();
+        let mut bytes = good.clone();
+        bytes[starts[40] + HEADER + 3] ^= 0x10; // one byte of record 40
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path, &DB, 1, 1 << 20).unwrap_err();
+        match &err {
+            WalError::Corrupt {
+                record,
+                offset,
+                later_record,
+                later_offset,
+                generation,
+                ..
+            } => {
+                assert_eq!(*generation, 1);
+                assert_eq!(*record, 40);
+                assert_eq!(*offset, starts[40] as u64);
+                assert_eq!(*later_record, 41);
+                assert_eq!(*later_offset, starts[41] as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("record 40"), "{text}");
+        assert!(text.contains(&format!("byte {}", starts[40])), "{text}");
+        // The refusal changed nothing: the intact file still opens.
+        std::fs::write(&path, &good).unwrap();
+        let (_, replay) = Wal::open(&path, &DB, 1, 1 << 20).unwrap();
+        assert_eq!(replay.payloads.len(), 100);
+    }
+
+    #[test]
+    fn a_torn_deferred_record_before_valid_deferred_ones_is_a_crash_not_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut wal = create(&path, 1);
+        wal.append(b"synced").unwrap();
+        wal.append_deferred(b"first deferred").unwrap();
+        let at = file_offset(wal.used());
+        wal.append_deferred(b"torn").unwrap();
+        wal.append_deferred(b"written back before the torn one")
+            .unwrap();
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[at + HEADER] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            open(&path, 1).1,
+            vec![b"synced".to_vec(), b"first deferred".to_vec()]
+        );
+        // But a synced record after it means the torn one was on disk.
+        let mut wal = create(&dir.path().join("log2"), 1);
+        wal.append_deferred(b"deferred").unwrap();
+        wal.append(b"synced").unwrap();
+        drop(wal);
+        let path = dir.path().join("log2");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[FILE_HEADER + HEADER] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path, &DB, 1, 8192).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WalError::Corrupt {
+                    record: 0,
+                    later_record: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_full_log_refuses_and_says_how_much_is_free() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path, 0, 10, false).unwrap(); // raised to MIN_CAPACITY
+        let mut wal = Wal::create(&path, &DB, 0, 10).unwrap(); // raised to MIN_CAPACITY
         assert_eq!(wal.capacity(), MIN_CAPACITY);
-        let big = vec![0u8; 4000];
+        let big = vec![0u8; 3900];
         wal.append(&big).unwrap();
         assert!(!wal.fits(100));
         match wal.append(&[0u8; 100]) {
             Err(WalError::Full { needed, free }) => {
-                assert_eq!(needed, 156);
-                assert_eq!(free, MIN_CAPACITY - 4056);
+                assert_eq!(needed, 160);
+                assert_eq!(free, MIN_CAPACITY - FILE_HEADER as u64 - 3960);
             }
             other => panic!("{other:?}"),
         }
@@ -625,24 +1134,27 @@ mod tests {
     fn the_file_grows_in_steps_up_to_the_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path, 0, 3 * GROWTH + 10, false).unwrap();
+        let mut wal = Wal::create(&path, &DB, 0, 3 * GROWTH + 10).unwrap();
         let len = || std::fs::metadata(&path).unwrap().len();
         let chunk = vec![7u8; 200_000];
         wal.append(&chunk).unwrap();
         assert_eq!(len(), GROWTH);
-        while wal.used() < GROWTH {
+        while file_offset(wal.used()) < GROWTH as usize {
             wal.append(&chunk).unwrap();
         }
         assert_eq!(len(), 2 * GROWTH);
         while wal.fits(chunk.len()) {
             wal.append(&chunk).unwrap();
         }
-        assert!(wal.used() > 3 * GROWTH + 10 - 200_056);
+        assert!(file_offset(wal.used()) as u64 > 3 * GROWTH + 10 - 200_060);
         // Never past the capacity, and no further than the records need.
         assert_eq!(len(), 3 * GROWTH);
         drop(wal);
-        let (_, got) = Wal::open(&path, 0, GROWTH, true).unwrap();
-        assert_eq!(got.len(), (3 * GROWTH / 200_056) as usize);
+        let (_, got) = Wal::open(&path, &DB, 0, GROWTH).unwrap();
+        assert_eq!(
+            got.payloads.len(),
+            ((3 * GROWTH - FILE_HEADER as u64) / 200_060) as usize
+        );
     }
 
     #[test]
@@ -652,23 +1164,29 @@ mod tests {
             v.context.as_deref(),
             Some(grompi_proto::context::WAL_RECORD)
         );
+        let database: DatabaseId = v.field_bytes("database").unwrap().try_into().unwrap();
         let generation = v.fields["generation"].as_u64().unwrap();
         let sequence = v.fields["sequence"].as_u64().unwrap();
+        let flags = u32::try_from(v.fields["flags"].as_u64().unwrap()).unwrap();
         let payload = v.field_bytes("payload").unwrap();
-        let sum = checksum(generation, sequence, &payload);
+        let sum = checksum(&database, generation, sequence, flags, &payload);
         assert_eq!(sum.to_vec(), v.output_bytes().unwrap());
-        // And the input is the record's first 24 + n bytes as written.
+        // And the input is the database id, then the record's first 28 + n
+        // bytes as written (the vector's flags: a synced append's first
+        // record of a generation would carry both; this one only SYNCED).
+        assert_eq!(flags, SYNCED);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path, generation, 8192, false).unwrap();
+        let mut wal = Wal::create(&path, &database, generation, 8192).unwrap();
         for _ in 0..sequence {
-            wal.append(b"").unwrap();
+            wal.append_deferred(b"").unwrap();
         }
-        let at = wal.used() as usize;
+        let at = file_offset(wal.used());
         wal.append(&payload).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        let input = &bytes[at..at + HEADER + payload.len()];
-        assert_eq!(input, v.input_bytes().unwrap().as_slice());
+        let mut input = database.to_vec();
+        input.extend_from_slice(&bytes[at..at + HEADER + payload.len()]);
+        assert_eq!(input, v.input_bytes().unwrap());
         assert_eq!(&bytes[at + HEADER + payload.len()..][..32], sum.as_slice());
     }
 
@@ -704,10 +1222,13 @@ mod tests {
         }
 
         /// The log against a model: appends (synced or deferred), restarts,
-        /// and crashes that tear the last record at any byte or lose any
-        /// suffix of the deferred records since the last synced one; what
-        /// reopening returns is exactly what was appended since the last
-        /// restart, minus what the crash lost.
+        /// crashes that tear the last record at any byte, lose any suffix
+        /// of the deferred records since the last synced one, or lose one
+        /// such deferred record while later ones reached the disk; and
+        /// damage to one byte of a record that was on disk. What reopening
+        /// returns is exactly what was appended since the last restart,
+        /// minus what the crash lost; damage is refused whenever a record
+        /// written after the damaged one was synced follows it.
         #[test]
         fn the_log_returns_what_was_appended_since_the_last_restart(
             steps in proptest::collection::vec(
@@ -717,6 +1238,8 @@ mod tests {
                     1 => Just(Step::Restart),
                     1 => (0usize..400).prop_map(Step::CrashTearingLast),
                     1 => any::<usize>().prop_map(Step::CrashLosingDeferred),
+                    1 => any::<usize>().prop_map(Step::CrashLosingOneDeferred),
+                    1 => (any::<usize>(), 0usize..400).prop_map(|(k, b)| Step::Damage(k, b)),
                 ],
                 1..40,
             )
@@ -724,12 +1247,17 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("log");
             let mut generation = 0;
-            let (mut wal, _) = Wal::open(&path, generation, 8192, false).unwrap();
+            let mut wal = Wal::create(&path, &DB, generation, 8192).unwrap();
             // What was appended since the last restart, where each record
-            // starts, and how many of them a sync made durable.
+            // starts (in the file), how many of them a sync made durable,
+            // and which were written by a synced append or after a sync.
             let mut model: Vec<Vec<u8>> = Vec::new();
-            let mut starts: Vec<u64> = Vec::new();
+            let mut starts: Vec<usize> = Vec::new();
             let mut synced = 0;
+            let mut flagged: Vec<bool> = Vec::new();
+            // Whether the log's next record is written after a sync of
+            // every earlier one (as the log itself knows it).
+            let mut after_sync = true;
             for step in steps {
                 if let Step::Append(p) | Step::AppendDeferred(p) = &step
                     && !wal.fits(p.len())
@@ -738,78 +1266,127 @@ mod tests {
                     wal.restart(generation);
                     model.clear();
                     starts.clear();
+                    flagged.clear();
                     synced = 0;
+                    after_sync = true;
                 }
                 match step {
                     Step::Append(p) => {
-                        starts.push(wal.used());
+                        starts.push(file_offset(wal.used()));
                         wal.append(&p).unwrap();
                         model.push(p);
+                        flagged.push(true);
                         synced = model.len();
+                        after_sync = true;
                     }
                     Step::AppendDeferred(p) => {
-                        starts.push(wal.used());
+                        starts.push(file_offset(wal.used()));
                         wal.append_deferred(&p).unwrap();
+                        flagged.push(after_sync);
                         model.push(p);
+                        after_sync = false;
                     }
                     Step::Restart => {
                         generation += 1;
                         wal.restart(generation);
                         model.clear();
                         starts.clear();
+                        flagged.clear();
                         synced = 0;
+                        after_sync = true;
                     }
-                    Step::CrashTearingLast(_) | Step::CrashLosingDeferred(_) => {
+                    Step::Damage(k, b) => {
+                        if synced == 0 {
+                            continue;
+                        }
+                        drop(wal);
+                        let k = k % synced;
+                        let good = std::fs::read(&path).unwrap();
+                        let mut bytes = good.clone();
+                        let len = HEADER + model[k].len() + CHECKSUM;
+                        bytes[starts[k] + b % len] ^= 0x01;
+                        std::fs::write(&path, &bytes).unwrap();
+                        let refused = flagged[k + 1..].iter().any(|f| *f);
+                        match Wal::open(&path, &DB, generation, 8192) {
+                            Err(WalError::Corrupt { record, offset, .. }) => {
+                                prop_assert!(refused, "refused damage it cannot tell from a tear");
+                                prop_assert_eq!(record, k as u64);
+                                prop_assert_eq!(offset, starts[k] as u64);
+                            }
+                            Ok((_, got)) => {
+                                prop_assert!(!refused, "damage to record {} replayed", k);
+                                prop_assert_eq!(&got.payloads, &model[..k].to_vec());
+                            }
+                            Err(e) => prop_assert!(false, "{}", e),
+                        }
+                        // Undo the damage and carry on where the log was.
+                        std::fs::write(&path, &good).unwrap();
+                        let (w, got) = Wal::open(&path, &DB, generation, 8192).unwrap();
+                        prop_assert_eq!(&got.payloads, &model);
+                        wal = w;
+                        // Reopened: for all the log knows, what it read may
+                        // be in the page cache only.
+                        after_sync = model.is_empty();
+                    }
+                    Step::CrashTearingLast(_) | Step::CrashLosingDeferred(_) | Step::CrashLosingOneDeferred(_) => {
                         drop(wal);
                         let mut bytes = std::fs::read(&path).unwrap();
                         let end = wal_end(&starts, &model);
-                        // The first byte the disk did not keep, if any.
-                        let lost_from = match step {
+                        // The bytes the disk did not keep, if any.
+                        let lost = match step {
                             Step::CrashTearingLast(cut) => starts
                                 .last()
-                                .map(|s| *s as usize + cut)
-                                .filter(|at| *at < end),
+                                .map(|s| s + cut)
+                                .filter(|at| *at < end)
+                                .map(|at| (at, end)),
                             Step::CrashLosingDeferred(k) if model.len() > synced => {
                                 let first = synced + k % (model.len() - synced);
-                                Some(starts[first] as usize)
+                                Some((starts[first], end))
+                            }
+                            Step::CrashLosingOneDeferred(k) if model.len() > synced => {
+                                let one = synced + k % (model.len() - synced);
+                                Some((starts[one], starts[one] + HEADER + model[one].len() + CHECKSUM))
                             }
                             _ => None,
                         };
-                        if let Some(from) = lost_from {
-                            for b in &mut bytes[from..end] {
+                        if let Some((from, to)) = lost {
+                            for b in &mut bytes[from..to] {
                                 *b ^= 0xa5;
                             }
                             std::fs::write(&path, &bytes).unwrap();
                             let kept = starts
                                 .iter()
                                 .zip(&model)
-                                .take_while(|(s, p)| **s as usize + HEADER + p.len() + CHECKSUM <= from)
+                                .take_while(|(s, p)| **s + HEADER + p.len() + CHECKSUM <= from)
                                 .count();
                             model.truncate(kept);
                         }
-                        let (w, got) = Wal::open(&path, generation, 8192, false).unwrap();
-                        prop_assert_eq!(&got, &model);
+                        let (w, got) = Wal::open(&path, &DB, generation, 8192).unwrap();
+                        prop_assert_eq!(&got.payloads, &model);
                         wal = w;
                         // As the servers do: checkpoint and restart after recovery.
                         generation += 1;
                         wal.restart(generation);
                         model.clear();
                         starts.clear();
+                        flagged.clear();
                         synced = 0;
+                        after_sync = true;
                     }
                 }
             }
             drop(wal);
-            let (_, got) = Wal::open(&path, generation, 8192, false).unwrap();
-            prop_assert_eq!(got, model);
+            let (_, got) = Wal::open(&path, &DB, generation, 8192).unwrap();
+            prop_assert_eq!(got.payloads, model);
         }
     }
 
-    /// Where the last record in the model ends (0 if none).
-    fn wal_end(starts: &[u64], model: &[Vec<u8>]) -> usize {
+    /// Where the last record in the model ends (the start of the records
+    /// if none).
+    fn wal_end(starts: &[usize], model: &[Vec<u8>]) -> usize {
         match (starts.last(), model.last()) {
-            (Some(s), Some(p)) => *s as usize + HEADER + p.len() + CHECKSUM,
-            _ => 0,
+            (Some(s), Some(p)) => s + HEADER + p.len() + CHECKSUM,
+            _ => FILE_HEADER,
         }
     }
 
@@ -820,5 +1397,7 @@ mod tests {
         Restart,
         CrashTearingLast(usize),
         CrashLosingDeferred(usize),
+        CrashLosingOneDeferred(usize),
+        Damage(usize, usize),
     }
 }

@@ -70,8 +70,14 @@ pub const LOCAL_STORE_RECORD: &str = "grompi v1 local store record";
 pub const LOCAL_STORE_CHECK: &str = "grompi v1 local store check";
 /// Hash under which the router stores a session token.
 pub const ROUTER_SESSION_TOKEN: &str = "grompi v1 router session token";
-/// Checksum of a servers' write-ahead log record (torn-write detection).
-pub const WAL_RECORD: &str = "grompi v1 wal record";
+/// Checksum of a servers' write-ahead log record (torn-write detection),
+/// log format 2: bound to the database the log belongs to.
+pub const WAL_RECORD: &str = "grompi v1 wal record format 2";
+/// One step of a server database's commit chain: what its rollback anchor
+/// records, so that an older copy of the database is recognised.
+pub const COMMIT_CHAIN: &str = "grompi v1 commit chain";
+/// Checksum of one slot of a server's rollback anchor file.
+pub const ROLLBACK_ANCHOR: &str = "grompi v1 rollback anchor";
 
 /// Every context string, for tests that check they are distinct and covered
 /// by the test vectors.
@@ -101,6 +107,8 @@ pub const ALL: &[&str] = &[
     LOCAL_STORE_CHECK,
     ROUTER_SESSION_TOKEN,
     WAL_RECORD,
+    COMMIT_CHAIN,
+    ROLLBACK_ANCHOR,
 ];
 
 #[cfg(test)]

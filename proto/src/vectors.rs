@@ -1023,19 +1023,44 @@ mod tests {
             &blake3::derive_key(context::ROUTER_SESSION_TOKEN, &token),
         ));
 
-        // Servers' write-ahead log: the checksum that ends every record.
-        let (generation, sequence) = (3u64, 2u64);
+        // Servers' write-ahead log (format 2): the checksum that ends every
+        // record, over the database id and the record's bytes before it.
+        let (database, generation, sequence, flags) = ([0xdb; 32], 3u64, 2u64, 1u32);
         let payload = b"\x01\x00\x00\x00\x00\x01k\x00\x00\x00\x01v";
         let input = Canonical::new()
+            .fixed(&database)
             .u64(generation)
             .u64(sequence)
+            .u32(flags)
             .bytes(payload);
+        let record_sum = blake3::derive_key(context::WAL_RECORD, input.as_bytes());
         v.push(derive(
             "wal_record_checksum",
             context::WAL_RECORD,
-            json!({"generation": generation, "sequence": sequence, "payload": h(payload)}),
+            json!({"database": h(&database), "generation": generation, "sequence": sequence,
+                   "flags": flags, "payload": h(payload)}),
             &input,
-            &blake3::derive_key(context::WAL_RECORD, input.as_bytes()),
+            &record_sum,
+        ));
+        // The commit chain a rollback anchor records: one step per record.
+        let input = Canonical::new().fixed(&database).fixed(&record_sum);
+        let link = blake3::derive_key(context::COMMIT_CHAIN, input.as_bytes());
+        v.push(derive(
+            "commit_chain_step",
+            context::COMMIT_CHAIN,
+            json!({"previous": h(&database), "record_checksum": h(&record_sum)}),
+            &input,
+            &link,
+        ));
+        // One slot of the rollback anchor file.
+        let counter = 7u64;
+        let input = Canonical::new().fixed(&database).u64(counter).fixed(&link);
+        v.push(derive(
+            "rollback_anchor_slot",
+            context::ROLLBACK_ANCHOR,
+            json!({"database": h(&database), "counter": counter, "chain": h(&link)}),
+            &input,
+            &blake3::derive_key(context::ROLLBACK_ANCHOR, input.as_bytes()),
         ));
         v
     }
