@@ -50,6 +50,7 @@
 //! | [`membership`] | deterministic membership and authorization rules |
 //! | [`content`] | what decrypted bodies say (Setup, Update, Message, Receipt) |
 //! | [`body`] | key-committing body encryption and the block plaintext |
+//! | [`group_key`] | the group key schedule: generations, sender chains, period keys from order servers' shares, message keys, exporters |
 //! | [`pairwise`] | Olm sessions with peer accounts (vodozemac), prekey bundles |
 //! | [`keyring`] | single-use order keys and their cached MAC keys |
 //! | [`compose`] | building an envelope and its submission tags |
@@ -74,6 +75,7 @@ pub mod content;
 pub mod conversation;
 pub mod delivery;
 pub mod errors;
+pub mod group_key;
 pub mod head_proof;
 pub mod keyring;
 pub mod member;

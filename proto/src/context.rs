@@ -68,6 +68,33 @@ pub const LOCAL_STORE_INDEX: &str = "grompi v1 local store index";
 pub const LOCAL_STORE_RECORD: &str = "grompi v1 local store record";
 /// The known plaintext sealed in a local store's header to check the secret.
 pub const LOCAL_STORE_CHECK: &str = "grompi v1 local store check";
+/// An order server's key share root, from its long-term secret
+/// ([`crate::key_share`]).
+pub const KEY_SHARE_ROOT: &str = "grompi v1 order key share root";
+/// An order server's key share for (conversation, epoch, key period).
+pub const KEY_SHARE: &str = "grompi v1 order key share";
+/// The key that seals a key share for one slot: subkey of the root MAC key,
+/// then per conversation and epoch.
+pub const KEY_SHARE_WRAP: &str = "grompi v1 key share wrap";
+/// Label at the start of a wrapped key share's AEAD associated data.
+pub const KEY_SHARE_AAD: &str = "grompi v1 key share aad";
+/// Commitment to a route A secret (RN1) in a group-keyed conversation.
+pub const GROUP_RN1_COMMITMENT: &str = "grompi v1 group rn1 commitment";
+/// A key generation's secret, from RN1 and the previous generation's.
+pub const GROUP_GENERATION: &str = "grompi v1 group generation";
+/// What a key generation passes to the next one (only its members can
+/// follow a Rekey).
+pub const GROUP_INIT: &str = "grompi v1 group init";
+/// The start of a sender slot's chain in a key generation.
+pub const GROUP_SENDER_CHAIN: &str = "grompi v1 group sender chain";
+/// One step of a sender chain (the old chain key is then deleted).
+pub const GROUP_CHAIN_STEP: &str = "grompi v1 group chain step";
+/// A key period's key, from the order servers' shares (route B).
+pub const GROUP_PERIOD_KEY: &str = "grompi v1 group period key";
+/// A message's body key, from its chain key and the period key.
+pub const GROUP_MESSAGE_KEY: &str = "grompi v1 group message key";
+/// Exported secrets of a key generation (history, files, calls).
+pub const GROUP_EXPORTER: &str = "grompi v1 group exporter";
 /// Hash under which the router stores a session token.
 pub const ROUTER_SESSION_TOKEN: &str = "grompi v1 router session token";
 /// Checksum of a servers' write-ahead log record (torn-write detection),
@@ -106,6 +133,18 @@ pub const ALL: &[&str] = &[
     LOCAL_STORE_RECORD,
     LOCAL_STORE_CHECK,
     ROUTER_SESSION_TOKEN,
+    KEY_SHARE_ROOT,
+    KEY_SHARE,
+    KEY_SHARE_WRAP,
+    KEY_SHARE_AAD,
+    GROUP_RN1_COMMITMENT,
+    GROUP_GENERATION,
+    GROUP_INIT,
+    GROUP_SENDER_CHAIN,
+    GROUP_CHAIN_STEP,
+    GROUP_PERIOD_KEY,
+    GROUP_MESSAGE_KEY,
+    GROUP_EXPORTER,
     WAL_RECORD,
     COMMIT_CHAIN,
     ROLLBACK_ANCHOR,

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! from which one subkey per purpose is derived
-//! (`derive_key(purpose_context, K)`): attestation, submission and head proof.
+//! (`derive_key(purpose_context, K)`): attestation, submission, head proof,
+//! and the wrapping of key shares ([`crate::key_share`]).
 //! Derivation costs one X25519 operation; callers cache [`MacKeys`] per slot
 //! and epoch and never derive per message.
 
@@ -152,6 +153,9 @@ pub struct MacKeys {
     pub(crate) attestation: MacKey,
     pub(crate) submission: MacKey,
     pub(crate) head_proof: MacKey,
+    /// Root of the keys that wrap order servers' key shares for this slot
+    /// (`key_share`).
+    pub(crate) share_wrap: MacKey,
 }
 
 impl MacKeys {
@@ -167,6 +171,7 @@ impl MacKeys {
             attestation: sub(context::ATTESTATION_MAC),
             submission: sub(context::SUBMISSION_MAC),
             head_proof: sub(context::HEAD_PROOF_MAC),
+            share_wrap: sub(context::KEY_SHARE_WRAP),
         }
     }
 }

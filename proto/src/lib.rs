@@ -27,6 +27,7 @@
 //! | [`slots`] | slot keys, roles, the padded slot set and its hash |
 //! | [`chain`] | the head chain |
 //! | [`keys`] | order server and slot key pairs, MAC key derivation |
+//! | [`key_share`] | route B of the group key: order servers' key shares, key periods, share wrapping |
 //! | [`mac`] | tags: attestation, submission, head proof |
 //! | [`wire`] | conversions between generated and domain types; the session metadata key |
 //! | [`vectors`] | the known-answer test vector format (`vectors/v1.json`) |
@@ -44,6 +45,7 @@ pub mod encoding;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod key_share;
 pub mod keys;
 pub mod limits;
 pub mod mac;

@@ -1062,6 +1062,193 @@ mod tests {
             &input,
             &blake3::derive_key(context::ROLLBACK_ANCHOR, input.as_bytes()),
         ));
+
+        // Route B of the group key (section 4.5): an order server's share
+        // and the key that seals it for one slot.
+        let conv = [0x22; 32];
+        let (epoch, period) = (1u64, 4u64);
+        let server_secret = [0x31; 32];
+        let input = Canonical::new().fixed(&server_secret);
+        let share_root = blake3::derive_key(context::KEY_SHARE_ROOT, input.as_bytes());
+        v.push(derive(
+            "key_share_root",
+            context::KEY_SHARE_ROOT,
+            json!({"order_server_secret": h(&server_secret)}),
+            &input,
+            &share_root,
+        ));
+        let input = Canonical::new()
+            .fixed(&share_root)
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(period);
+        let share = blake3::derive_key(context::KEY_SHARE, input.as_bytes());
+        v.push(derive(
+            "key_share",
+            context::KEY_SHARE,
+            json!({"share_root": h(&share_root), "conversation_id": h(&conv), "epoch": epoch,
+                   "period": period}),
+            &input,
+            &share,
+        ));
+        let mac_root = [0x41; 32];
+        let input = Canonical::new().fixed(&mac_root);
+        let wrap_root = blake3::derive_key(context::KEY_SHARE_WRAP, input.as_bytes());
+        v.push(derive(
+            "key_share_wrap_root",
+            context::KEY_SHARE_WRAP,
+            json!({"order_mac_root": h(&mac_root)}),
+            &input,
+            &wrap_root,
+        ));
+        let input = Canonical::new().fixed(&wrap_root).fixed(&conv).u64(epoch);
+        v.push(derive(
+            "key_share_wrap_key",
+            context::KEY_SHARE_WRAP,
+            json!({"wrap_root": h(&wrap_root), "conversation_id": h(&conv), "epoch": epoch}),
+            &input,
+            &blake3::derive_key(context::KEY_SHARE_WRAP, input.as_bytes()),
+        ));
+        let aad = Canonical::new()
+            .bytes(context::KEY_SHARE_AAD.as_bytes())
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(period);
+        v.push(bytes_vector(
+            "key_share_aad",
+            "aad",
+            context::KEY_SHARE_AAD,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "period": period}),
+            None,
+            aad.as_bytes(),
+        ));
+
+        // The group key schedule (section 4.5), one chain from RN1 to a
+        // message key, for slot 2 of generation 0 and then generation 1.
+        let rn1 = [0x11; 32];
+        let input = Canonical::new().fixed(&conv).u64(epoch).u64(0).fixed(&rn1);
+        v.push(derive(
+            "group_rn1_commitment",
+            context::GROUP_RN1_COMMITMENT,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "generation": 0, "rn1": h(&rn1)}),
+            &input,
+            &blake3::derive_key(context::GROUP_RN1_COMMITMENT, input.as_bytes()),
+        ));
+        let input = Canonical::new()
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(0)
+            .fixed(&rn1)
+            .u8(0);
+        let generation0 = blake3::derive_key(context::GROUP_GENERATION, input.as_bytes());
+        v.push(derive(
+            "group_generation_0",
+            context::GROUP_GENERATION,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "generation": 0, "rn1": h(&rn1),
+                   "previous": "absent (u8 0)"}),
+            &input,
+            &generation0,
+        ));
+        let input = Canonical::new().fixed(&generation0);
+        let init0 = blake3::derive_key(context::GROUP_INIT, input.as_bytes());
+        v.push(derive(
+            "group_init",
+            context::GROUP_INIT,
+            json!({"generation_secret": h(&generation0)}),
+            &input,
+            &init0,
+        ));
+        let rn1b = [0x12; 32];
+        let input = Canonical::new()
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(1)
+            .fixed(&rn1b)
+            .u8(1)
+            .fixed(&init0);
+        v.push(derive(
+            "group_generation_1",
+            context::GROUP_GENERATION,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "generation": 1, "rn1": h(&rn1b),
+                   "previous_init": h(&init0)}),
+            &input,
+            &blake3::derive_key(context::GROUP_GENERATION, input.as_bytes()),
+        ));
+        let input = Canonical::new().fixed(&generation0);
+        let exporter = blake3::derive_key(context::GROUP_EXPORTER, input.as_bytes());
+        v.push(derive(
+            "group_exporter_secret",
+            context::GROUP_EXPORTER,
+            json!({"generation_secret": h(&generation0)}),
+            &input,
+            &exporter,
+        ));
+        let input = Canonical::new().bytes(b"history");
+        v.push(keyed(
+            "group_export",
+            &exporter,
+            json!({"label": "history"}),
+            &input,
+            blake3::keyed_hash(&exporter, input.as_bytes()).as_bytes(),
+        ));
+        let slot = 2u32;
+        let input = Canonical::new().fixed(&generation0).u32(slot);
+        let chain1 = blake3::derive_key(context::GROUP_SENDER_CHAIN, input.as_bytes());
+        v.push(derive(
+            "group_sender_chain",
+            context::GROUP_SENDER_CHAIN,
+            json!({"generation_secret": h(&generation0), "slot": slot,
+                   "position": "the slot's first sequence in the generation (1 here)"}),
+            &input,
+            &chain1,
+        ));
+        let input = Canonical::new().fixed(&chain1);
+        let chain2 = blake3::derive_key(context::GROUP_CHAIN_STEP, input.as_bytes());
+        v.push(derive(
+            "group_chain_step",
+            context::GROUP_CHAIN_STEP,
+            json!({"chain_key": h(&chain1), "position": 1}),
+            &input,
+            &chain2,
+        ));
+        let share_b = [0x52; 32];
+        let input = Canonical::new()
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(period)
+            .u64(2)
+            .u32(0)
+            .fixed(&share)
+            .u32(2)
+            .fixed(&share_b);
+        let period_key = blake3::derive_key(context::GROUP_PERIOD_KEY, input.as_bytes());
+        v.push(derive(
+            "group_period_key",
+            context::GROUP_PERIOD_KEY,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "period": period,
+                   "shares": [{"server": 0, "share": h(&share)}, {"server": 2, "share": h(&share_b)}]}),
+            &input,
+            &period_key,
+        ));
+        let sequence = 2u64;
+        let input = Canonical::new()
+            .fixed(&chain2)
+            .fixed(&period_key)
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(0)
+            .u64(period)
+            .u32(slot)
+            .u64(sequence);
+        v.push(derive(
+            "group_message_key",
+            context::GROUP_MESSAGE_KEY,
+            json!({"chain_key": h(&chain2), "period_key": h(&period_key), "conversation_id": h(&conv),
+                   "epoch": epoch, "generation": 0, "period": period, "slot": slot,
+                   "sequence": sequence}),
+            &input,
+            &blake3::derive_key(context::GROUP_MESSAGE_KEY, input.as_bytes()),
+        ));
         v
     }
 

@@ -1,0 +1,951 @@
+//! The group key schedule of a group-keyed conversation
+//! (`docs/PROTOCOL.md`, section 4.5): one epoch's key generations, the
+//! per-sender hash-ratchet chains, period keys from the order servers'
+//! shares, message keys and exporters.
+//!
+//! ```text
+//! rn1_commitment = derive_key("grompi v1 group rn1 commitment",
+//!                             conversation_id || u64(epoch) || u64(generation) || rn1)
+//! generation_0   = derive_key("grompi v1 group generation",
+//!                             conversation_id || u64(epoch) || u64(0) || rn1 || u8(0))
+//! generation_g   = derive_key("grompi v1 group generation",
+//!                             conversation_id || u64(epoch) || u64(g) || rn1_g || u8(1) || init_{g-1})
+//! init_g         = derive_key("grompi v1 group init", generation_g)
+//! exporter_g     = derive_key("grompi v1 group exporter", generation_g)
+//! chain_g(s)     = derive_key("grompi v1 group sender chain", generation_g || u32(s))
+//!                  at position start_g(s)
+//! chain(q + 1)   = derive_key("grompi v1 group chain step", chain(q))
+//! period_key     = derive_key("grompi v1 group period key",
+//!                             conversation_id || u64(epoch) || u64(period) || u64(n)
+//!                             || (u32(server) || share)*n)      servers ascending
+//! message_key    = derive_key("grompi v1 group message key",
+//!                             chain(q) || period_key || conversation_id || u64(epoch)
+//!                             || u64(generation) || u64(period) || u32(s) || u64(q))
+//! export(label)  = keyed_hash(exporter_g, bytes(label))
+//! ```
+//!
+//! A generation starts at the epoch's Setup or Update (generation 0, with
+//! the RN1 that envelope's sender put in every recipient's block; a joiner
+//! needs nothing older) and at every Rekey (generation g + 1, chained
+//! through `init_g` so only members of generation g can follow). Every
+//! slot's chain starts at the position after the last sequence that slot
+//! had accepted before the generation began (1 in a new epoch). The message
+//! with sequence `q` from slot `s` uses the chain key at position `q`; the
+//! chain then steps past `q` and the used key is deleted, so a state
+//! snapshot taken later cannot compute the key of a message it already
+//! processed. The generation secret itself is deleted as soon as the chains,
+//! `init` and the exporter are derived from it.
+//!
+//! The core is sans-IO like the rest of the client: it derives and forgets
+//! keys; which generation, period and share set an envelope uses is the
+//! envelope's header (attested), and the conversation state machine feeds
+//! accepted envelopes here in index order.
+
+use crate::body::BodyKey;
+use grompi_proto::context;
+use grompi_proto::key_share::{KeyPeriod, KeyShare};
+use grompi_proto::{ConversationId, Epoch, Sequence, SlotIndex};
+use std::collections::BTreeMap;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+/// The most chain steps one message may skip (sequences a sender used for
+/// envelopes that were never accepted). More is refused rather than hashed.
+pub const MAX_CHAIN_SKIP: u64 = 1024;
+
+/// How many generations of an epoch a member keeps chains for: the current
+/// one and the one before it (envelopes composed before a Rekey landed).
+pub const KEPT_GENERATIONS: usize = 2;
+
+/// A key generation of an epoch: 0 at the Setup or Update that started the
+/// epoch, +1 at every Rekey.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct KeyGeneration(pub u64);
+
+impl std::fmt::Display for KeyGeneration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A secret of 32 bytes; zeroized on drop, never printed.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+struct Secret([u8; 32]);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn derive(ctx: &str, parts: &[&[u8]]) -> Secret {
+    let mut input = Zeroizing::new(Vec::with_capacity(parts.iter().map(|p| p.len()).sum()));
+    for p in parts {
+        input.extend_from_slice(p);
+    }
+    Secret(blake3::derive_key(ctx, &input))
+}
+
+/// Route A's secret (RN1): drawn by the Admin who starts a generation and
+/// sent in each recipient's pairwise block, never to a server.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct Rn1([u8; 32]);
+
+impl Rn1 {
+    /// A fresh secret from the caller's RNG.
+    pub fn generate(rng: &mut impl rand::CryptoRng) -> Self {
+        let mut b = [0u8; 32];
+        rng.fill_bytes(&mut b);
+        Self(b)
+    }
+
+    /// Wraps 32 bytes (as read from a block).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes, for a recipient block.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The commitment the generation's attested content carries, so that
+    /// every recipient checks it got the same RN1 as every other.
+    pub fn commitment(
+        &self,
+        conversation: &ConversationId,
+        epoch: Epoch,
+        generation: KeyGeneration,
+    ) -> [u8; 32] {
+        derive(
+            context::GROUP_RN1_COMMITMENT,
+            &[
+                conversation.as_bytes(),
+                &epoch.0.to_be_bytes(),
+                &generation.0.to_be_bytes(),
+                &self.0,
+            ],
+        )
+        .0
+    }
+}
+
+impl std::fmt::Debug for Rn1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rn1(..)")
+    }
+}
+
+/// A key period's key, mixed from the order servers' shares the header
+/// names. Not secret from the router (it holds the padding slots), so it
+/// adds freshness, not confidentiality.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeriodKey(Secret);
+
+impl std::fmt::Debug for PeriodKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeriodKey(..)")
+    }
+}
+
+impl PeriodKey {
+    /// Mixes `shares` (server position and share, strictly ascending by
+    /// server, at least one) for (conversation, epoch, period).
+    pub fn mix(
+        conversation: &ConversationId,
+        epoch: Epoch,
+        period: KeyPeriod,
+        shares: &[(u32, &KeyShare)],
+    ) -> Result<Self, GroupKeyError> {
+        if shares.is_empty() {
+            return Err(GroupKeyError::NoShares);
+        }
+        if shares.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(GroupKeyError::SharesOutOfOrder);
+        }
+        let mut input = Zeroizing::new(Vec::with_capacity(56 + shares.len() * 36));
+        input.extend_from_slice(conversation.as_bytes());
+        input.extend_from_slice(&epoch.0.to_be_bytes());
+        input.extend_from_slice(&period.0.to_be_bytes());
+        input.extend_from_slice(&(shares.len() as u64).to_be_bytes());
+        for (server, share) in shares {
+            input.extend_from_slice(&server.to_be_bytes());
+            input.extend_from_slice(share.expose());
+        }
+        Ok(Self(Secret(blake3::derive_key(
+            context::GROUP_PERIOD_KEY,
+            &input,
+        ))))
+    }
+}
+
+/// Why a group key could not be derived.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupKeyError {
+    /// A period key needs at least one order server's share.
+    #[error("a period key needs at least one order server's share")]
+    NoShares,
+    /// Shares must be listed by strictly ascending server position.
+    #[error("key shares must be listed by strictly ascending server position")]
+    SharesOutOfOrder,
+    /// The envelope names a generation this member does not hold (a future
+    /// one, or one older than the kept generations).
+    #[error("key generation {generation} of epoch {epoch} is not held (current {current})")]
+    UnknownGeneration {
+        /// The epoch.
+        epoch: Epoch,
+        /// The generation the envelope names.
+        generation: KeyGeneration,
+        /// The newest generation held.
+        current: KeyGeneration,
+    },
+    /// The sender slot has no chain in this epoch.
+    #[error("slot {slot} has no sender chain in epoch {epoch}")]
+    UnknownSlot {
+        /// The epoch.
+        epoch: Epoch,
+        /// The slot.
+        slot: SlotIndex,
+    },
+    /// The chain has already moved past this sequence: its key was used (or
+    /// skipped) and deleted.
+    #[error("the key for sequence {sequence} of slot {slot} is gone (the chain is at {next})")]
+    KeyGone {
+        /// The slot.
+        slot: SlotIndex,
+        /// The sequence asked for.
+        sequence: Sequence,
+        /// The chain's next position.
+        next: Sequence,
+    },
+    /// The sequence is further ahead of the chain than [`MAX_CHAIN_SKIP`].
+    #[error(
+        "sequence {sequence} of slot {slot} skips more than {MAX_CHAIN_SKIP} keys (the chain is at {next})"
+    )]
+    SkipTooFar {
+        /// The slot.
+        slot: SlotIndex,
+        /// The sequence asked for.
+        sequence: Sequence,
+        /// The chain's next position.
+        next: Sequence,
+    },
+    /// Generations start in order, one at a time.
+    #[error("generation {got} cannot follow generation {current}")]
+    GenerationOutOfOrder {
+        /// The newest generation held.
+        current: KeyGeneration,
+        /// The generation offered.
+        got: KeyGeneration,
+    },
+}
+
+/// One sender slot's chain: the key for sequence `next` and nothing older.
+/// A generation's chain starts at the slot's first sequence in it, so
+/// starting never hashes through the epoch's earlier sequences.
+#[derive(Clone, Debug)]
+struct Chain {
+    next: u64,
+    key: Secret,
+}
+
+/// One generation's chains and what outlives its secret.
+#[derive(Clone, Debug)]
+struct Generation {
+    number: KeyGeneration,
+    chains: BTreeMap<SlotIndex, Chain>,
+    init: Secret,
+    exporter: Secret,
+}
+
+/// One epoch's group keys at one member.
+#[derive(Clone, Debug)]
+pub struct GroupKeys {
+    conversation: ConversationId,
+    epoch: Epoch,
+    /// Oldest first; at most [`KEPT_GENERATIONS`].
+    generations: Vec<Generation>,
+}
+
+impl GroupKeys {
+    /// Generation 0 of `epoch`, from the RN1 of the Setup or Update that
+    /// started it. `slots` are the epoch's slots; every chain starts at
+    /// sequence 1.
+    pub fn start_epoch(
+        conversation: ConversationId,
+        epoch: Epoch,
+        rn1: &Rn1,
+        slots: impl IntoIterator<Item = SlotIndex>,
+    ) -> Self {
+        let secret = derive(
+            context::GROUP_GENERATION,
+            &[
+                conversation.as_bytes(),
+                &epoch.0.to_be_bytes(),
+                &0u64.to_be_bytes(),
+                rn1.expose(),
+                &[0],
+            ],
+        );
+        let starts = slots.into_iter().map(|s| (s, Sequence(1)));
+        let generation = Generation::from_secret(KeyGeneration(0), secret, starts);
+        Self {
+            conversation,
+            epoch,
+            generations: vec![generation],
+        }
+    }
+
+    /// The epoch these keys belong to.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The newest generation.
+    pub fn current(&self) -> KeyGeneration {
+        self.generations
+            .last()
+            .map(|g| g.number)
+            .unwrap_or_default()
+    }
+
+    /// Starts the next generation at a Rekey, from its RN1. `starts` gives
+    /// every slot's first sequence in it: one past the last sequence the
+    /// slot had accepted before the Rekey's index (1 for a slot that sent
+    /// nothing yet). The oldest generation beyond [`KEPT_GENERATIONS`] is
+    /// dropped with its chains.
+    pub fn rekey(
+        &mut self,
+        generation: KeyGeneration,
+        rn1: &Rn1,
+        starts: impl IntoIterator<Item = (SlotIndex, Sequence)>,
+    ) -> Result<(), GroupKeyError> {
+        let current = self.current();
+        if current.0.checked_add(1) != Some(generation.0) {
+            return Err(GroupKeyError::GenerationOutOfOrder {
+                current,
+                got: generation,
+            });
+        }
+        let init = self
+            .generations
+            .last()
+            .map(|g| g.init.clone())
+            .unwrap_or(Secret([0; 32]));
+        let secret = derive(
+            context::GROUP_GENERATION,
+            &[
+                self.conversation.as_bytes(),
+                &self.epoch.0.to_be_bytes(),
+                &generation.0.to_be_bytes(),
+                rn1.expose(),
+                &[1],
+                &init.0,
+            ],
+        );
+        self.generations
+            .push(Generation::from_secret(generation, secret, starts));
+        while self.generations.len() > KEPT_GENERATIONS {
+            self.generations.remove(0);
+        }
+        Ok(())
+    }
+
+    /// The body key of the message with `sequence` from `slot`, under
+    /// `generation` and `period_key`. The chain moves past `sequence` and
+    /// every key up to it is deleted: asking again fails with
+    /// [`GroupKeyError::KeyGone`]. The sender calls this when it composes,
+    /// every receiver when it accepts, with identical results.
+    pub fn message_key(
+        &mut self,
+        generation: KeyGeneration,
+        period: KeyPeriod,
+        period_key: &PeriodKey,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<BodyKey, GroupKeyError> {
+        let (epoch, current) = (self.epoch, self.current());
+        let held = self
+            .generations
+            .iter_mut()
+            .find(|g| g.number == generation)
+            .ok_or(GroupKeyError::UnknownGeneration {
+                epoch,
+                generation,
+                current,
+            })?;
+        let chain = held
+            .chains
+            .get_mut(&slot)
+            .ok_or(GroupKeyError::UnknownSlot { epoch, slot })?;
+        if sequence.0 < chain.next {
+            return Err(GroupKeyError::KeyGone {
+                slot,
+                sequence,
+                next: Sequence(chain.next),
+            });
+        }
+        if sequence.0 - chain.next > MAX_CHAIN_SKIP {
+            return Err(GroupKeyError::SkipTooFar {
+                slot,
+                sequence,
+                next: Sequence(chain.next),
+            });
+        }
+        while chain.next < sequence.0 {
+            chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
+            chain.next += 1;
+        }
+        let key = derive(
+            context::GROUP_MESSAGE_KEY,
+            &[
+                &chain.key.0,
+                &period_key.0.0,
+                self.conversation.as_bytes(),
+                &epoch.0.to_be_bytes(),
+                &generation.0.to_be_bytes(),
+                &period.0.to_be_bytes(),
+                &slot.0.to_be_bytes(),
+                &sequence.0.to_be_bytes(),
+            ],
+        );
+        chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
+        chain.next += 1;
+        Ok(BodyKey::from_bytes(key.0))
+    }
+
+    /// A secret exported from the current generation under `label` (for
+    /// history, files, calls): every member of the generation derives the
+    /// same bytes, and no other label gives them.
+    pub fn export(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        let key = self
+            .generations
+            .last()
+            .map(|g| g.exporter.0)
+            .unwrap_or([0; 32]);
+        let encoded = grompi_proto::encoding::Canonical::new().bytes(label.as_bytes());
+        Zeroizing::new(*blake3::keyed_hash(&key, encoded.as_bytes()).as_bytes())
+    }
+}
+
+impl Generation {
+    /// Derives everything that outlives the generation secret, which is
+    /// dropped (and zeroized) on return.
+    fn from_secret(
+        number: KeyGeneration,
+        secret: Secret,
+        starts: impl IntoIterator<Item = (SlotIndex, Sequence)>,
+    ) -> Self {
+        let chains = starts
+            .into_iter()
+            .map(|(slot, start)| {
+                let key = derive(
+                    context::GROUP_SENDER_CHAIN,
+                    &[&secret.0, &slot.0.to_be_bytes()],
+                );
+                (slot, Chain { next: start.0, key })
+            })
+            .collect();
+        Self {
+            number,
+            chains,
+            init: derive(context::GROUP_INIT, &[&secret.0]),
+            exporter: derive(context::GROUP_EXPORTER, &[&secret.0]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grompi_proto::keys::{MacKeys, OrderServerSecret, SlotSecret};
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn conv() -> ConversationId {
+        ConversationId::from_bytes([3; 32])
+    }
+
+    fn period_key(period: u64, servers: &[u32]) -> PeriodKey {
+        let shares: Vec<(u32, KeyShare)> = servers
+            .iter()
+            .map(|s| {
+                let secret = OrderServerSecret::from_bytes([*s as u8 + 1; 32]);
+                (*s, secret.key_share(&conv(), Epoch(0), KeyPeriod(period)))
+            })
+            .collect();
+        let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
+        PeriodKey::mix(&conv(), Epoch(0), KeyPeriod(period), &refs).unwrap()
+    }
+
+    fn slots(n: u32) -> impl Iterator<Item = SlotIndex> {
+        (0..n).map(SlotIndex)
+    }
+
+    #[test]
+    fn sender_and_receiver_derive_the_same_key_once() {
+        let rn1 = Rn1::from_bytes([1; 32]);
+        let mut alice = GroupKeys::start_epoch(conv(), Epoch(0), &rn1, slots(3));
+        let mut bob = alice.clone();
+        let pk = period_key(0, &[0, 1, 2]);
+        let g = KeyGeneration(0);
+        let sent = alice
+            .message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1))
+            .unwrap();
+        let got = bob
+            .message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1))
+            .unwrap();
+        assert_eq!(sent, got);
+        // The key is gone at both once used.
+        assert!(matches!(
+            bob.message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1)),
+            Err(GroupKeyError::KeyGone { .. })
+        ));
+        // Another slot's chain is independent.
+        let other = bob
+            .message_key(g, KeyPeriod(0), &pk, SlotIndex(1), Sequence(1))
+            .unwrap();
+        assert_ne!(other, got);
+    }
+
+    #[test]
+    fn a_later_snapshot_cannot_open_earlier_messages() {
+        let rn1 = Rn1::from_bytes([1; 32]);
+        let mut bob = GroupKeys::start_epoch(conv(), Epoch(0), &rn1, slots(2));
+        let fresh = bob.clone();
+        let g = KeyGeneration(0);
+        let early = bob
+            .message_key(
+                g,
+                KeyPeriod(0),
+                &period_key(0, &[0]),
+                SlotIndex(0),
+                Sequence(1),
+            )
+            .unwrap();
+        // A period boundary: the next message's key mixes other shares.
+        let late = bob
+            .message_key(
+                g,
+                KeyPeriod(1),
+                &period_key(1, &[0]),
+                SlotIndex(0),
+                Sequence(2),
+            )
+            .unwrap();
+        assert_ne!(early, late);
+        let snapshot = bob.clone();
+        for seq in [1, 2] {
+            assert!(matches!(
+                snapshot.clone().message_key(
+                    g,
+                    KeyPeriod(0),
+                    &period_key(0, &[0]),
+                    SlotIndex(0),
+                    Sequence(seq)
+                ),
+                Err(GroupKeyError::KeyGone { .. })
+            ));
+        }
+        // Only a state from before the message (which a snapshot taken
+        // later is not) had the key.
+        assert_eq!(
+            fresh
+                .clone()
+                .message_key(
+                    g,
+                    KeyPeriod(0),
+                    &period_key(0, &[0]),
+                    SlotIndex(0),
+                    Sequence(1)
+                )
+                .unwrap(),
+            early
+        );
+    }
+
+    #[test]
+    fn the_same_chain_position_in_another_period_is_another_key() {
+        let rn1 = Rn1::from_bytes([1; 32]);
+        let keys = GroupKeys::start_epoch(conv(), Epoch(0), &rn1, slots(1));
+        let g = KeyGeneration(0);
+        let a = keys
+            .clone()
+            .message_key(
+                g,
+                KeyPeriod(0),
+                &period_key(0, &[0, 1]),
+                SlotIndex(0),
+                Sequence(1),
+            )
+            .unwrap();
+        let b = keys
+            .clone()
+            .message_key(
+                g,
+                KeyPeriod(1),
+                &period_key(1, &[0, 1]),
+                SlotIndex(0),
+                Sequence(1),
+            )
+            .unwrap();
+        let c = keys
+            .clone()
+            .message_key(
+                g,
+                KeyPeriod(0),
+                &period_key(0, &[0]),
+                SlotIndex(0),
+                Sequence(1),
+            )
+            .unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, c, "the share set is part of the key");
+    }
+
+    #[test]
+    fn knowing_every_share_without_rn1_gives_other_keys() {
+        // The router learns every period key (padding slots); without RN1 it
+        // derives keys that open nothing.
+        let mut real =
+            GroupKeys::start_epoch(conv(), Epoch(0), &Rn1::from_bytes([1; 32]), slots(2));
+        let pk = period_key(0, &[0, 1, 2]);
+        let g = KeyGeneration(0);
+        let key = real
+            .message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1))
+            .unwrap();
+        let context = crate::body::BodyContext {
+            conversation: conv(),
+            epoch: Epoch(0),
+            kind: grompi_proto::EnvelopeKind::Message,
+            sender: SlotIndex(0),
+            sequence: Sequence(1),
+        };
+        let body = crate::body::seal(&key, &context, b"meet at noon");
+        for guess in [[0u8; 32], [2; 32], [0xff; 32]] {
+            let mut attacker =
+                GroupKeys::start_epoch(conv(), Epoch(0), &Rn1::from_bytes(guess), slots(2));
+            let wrong = attacker
+                .message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1))
+                .unwrap();
+            assert!(crate::body::open(&wrong, &key.commitment(), &context, &body).is_err());
+        }
+        assert_eq!(
+            crate::body::open(&key, &key.commitment(), &context, &body)
+                .unwrap()
+                .as_slice(),
+            b"meet at noon"
+        );
+    }
+
+    #[test]
+    fn a_rekey_needs_the_previous_generation() {
+        let rn1 = Rn1::from_bytes([1; 32]);
+        let mut member = GroupKeys::start_epoch(conv(), Epoch(0), &rn1, slots(2));
+        let rn1b = Rn1::from_bytes([2; 32]);
+        member
+            .rekey(KeyGeneration(1), &rn1b, slots(2).map(|s| (s, Sequence(1))))
+            .unwrap();
+        // An outsider with the new RN1 but another history cannot follow.
+        let mut outsider =
+            GroupKeys::start_epoch(conv(), Epoch(0), &Rn1::from_bytes([9; 32]), slots(2));
+        outsider
+            .rekey(KeyGeneration(1), &rn1b, slots(2).map(|s| (s, Sequence(1))))
+            .unwrap();
+        let pk = period_key(0, &[0]);
+        let g = KeyGeneration(1);
+        assert_ne!(
+            member
+                .message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1))
+                .unwrap(),
+            outsider
+                .message_key(g, KeyPeriod(0), &pk, SlotIndex(0), Sequence(1))
+                .unwrap()
+        );
+        assert_ne!(*member.export("history"), *outsider.export("history"));
+        assert_eq!(
+            member.rekey(KeyGeneration(3), &rn1b, slots(2).map(|s| (s, Sequence(1)))),
+            Err(GroupKeyError::GenerationOutOfOrder {
+                current: KeyGeneration(1),
+                got: KeyGeneration(3)
+            })
+        );
+    }
+
+    #[test]
+    fn refusals_name_what_is_wrong() {
+        let rn1 = Rn1::from_bytes([1; 32]);
+        let mut keys = GroupKeys::start_epoch(conv(), Epoch(4), &rn1, slots(2));
+        let pk = period_key(0, &[0]);
+        assert_eq!(
+            keys.message_key(
+                KeyGeneration(1),
+                KeyPeriod(0),
+                &pk,
+                SlotIndex(0),
+                Sequence(1)
+            ),
+            Err(GroupKeyError::UnknownGeneration {
+                epoch: Epoch(4),
+                generation: KeyGeneration(1),
+                current: KeyGeneration(0)
+            })
+        );
+        assert_eq!(
+            keys.message_key(
+                KeyGeneration(0),
+                KeyPeriod(0),
+                &pk,
+                SlotIndex(2),
+                Sequence(1)
+            ),
+            Err(GroupKeyError::UnknownSlot {
+                epoch: Epoch(4),
+                slot: SlotIndex(2)
+            })
+        );
+        assert_eq!(
+            keys.message_key(
+                KeyGeneration(0),
+                KeyPeriod(0),
+                &pk,
+                SlotIndex(0),
+                Sequence(2 + MAX_CHAIN_SKIP)
+            ),
+            Err(GroupKeyError::SkipTooFar {
+                slot: SlotIndex(0),
+                sequence: Sequence(2 + MAX_CHAIN_SKIP),
+                next: Sequence(1)
+            })
+        );
+        assert!(
+            keys.message_key(
+                KeyGeneration(0),
+                KeyPeriod(0),
+                &pk,
+                SlotIndex(0),
+                Sequence(1 + MAX_CHAIN_SKIP)
+            )
+            .is_ok()
+        );
+        let share = KeyShare::from_bytes([5; 32]);
+        assert_eq!(
+            PeriodKey::mix(&conv(), Epoch(0), KeyPeriod(0), &[]),
+            Err(GroupKeyError::NoShares)
+        );
+        assert_eq!(
+            PeriodKey::mix(&conv(), Epoch(0), KeyPeriod(0), &[(1, &share), (1, &share)]),
+            Err(GroupKeyError::SharesOutOfOrder)
+        );
+        assert_eq!(
+            PeriodKey::mix(&conv(), Epoch(0), KeyPeriod(0), &[(2, &share), (1, &share)]),
+            Err(GroupKeyError::SharesOutOfOrder)
+        );
+    }
+
+    #[test]
+    fn the_schedule_matches_its_published_vectors() {
+        let output = |name: &str| grompi_proto::vectors::find(name).unwrap().output;
+        let conv = ConversationId::from_bytes([0x22; 32]);
+        let (epoch, period) = (Epoch(1), KeyPeriod(4));
+        let rn1 = Rn1::from_bytes([0x11; 32]);
+        assert_eq!(
+            hex::encode(rn1.commitment(&conv, epoch, KeyGeneration(0))),
+            output("group_rn1_commitment")
+        );
+        let mut keys = GroupKeys::start_epoch(conv, epoch, &rn1, [SlotIndex(2)]);
+        assert_eq!(hex::encode(*keys.export("history")), output("group_export"));
+        let share = OrderServerSecret::from_bytes([0x31; 32]).key_share(&conv, epoch, period);
+        let share_b = KeyShare::from_bytes([0x52; 32]);
+        let pk = PeriodKey::mix(&conv, epoch, period, &[(0, &share), (2, &share_b)]).unwrap();
+        assert_eq!(hex::encode(pk.0.0), output("group_period_key"));
+        // Sequence 2 is one chain step from the chain's start at 1.
+        let key = keys
+            .message_key(KeyGeneration(0), period, &pk, SlotIndex(2), Sequence(2))
+            .unwrap();
+        let v = grompi_proto::vectors::find("group_message_key").unwrap();
+        assert_eq!(
+            BodyKey::from_bytes(<[u8; 32]>::try_from(hex::decode(&v.output).unwrap()).unwrap()),
+            key
+        );
+        keys.rekey(
+            KeyGeneration(1),
+            &Rn1::from_bytes([0x12; 32]),
+            [(SlotIndex(2), Sequence(3))],
+        )
+        .unwrap();
+        let generation1 = grompi_proto::vectors::find("group_generation_1").unwrap();
+        let expected = derive(
+            context::GROUP_EXPORTER,
+            &[&<[u8; 32]>::try_from(hex::decode(&generation1.output).unwrap()).unwrap()],
+        );
+        let label = grompi_proto::encoding::Canonical::new().bytes(b"history");
+        assert_eq!(
+            *keys.export("history"),
+            *blake3::keyed_hash(&expected.0, label.as_bytes()).as_bytes()
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let rn1 = Rn1::from_bytes([0xab; 32]);
+        let keys = GroupKeys::start_epoch(conv(), Epoch(0), &rn1, slots(1));
+        assert!(!format!("{rn1:?}{keys:?}").contains("abab"));
+        assert!(!format!("{keys:?}").contains(&hex::encode(&keys.export("x")[..4])));
+    }
+
+    /// What happens to a conversation, as its members accept it.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A member sends; `skip` sequences were used for envelopes that
+        /// never got an index; the header names the share set `servers`
+        /// (a bit mask over three servers, never empty) and the period
+        /// advances by `advance`.
+        Message {
+            sender: usize,
+            skip: u64,
+            servers: u8,
+            advance: u64,
+        },
+        /// An Admin rekeys the epoch.
+        Rekey { rn1: [u8; 32] },
+        /// An Update adds or removes a member: a new epoch.
+        Update { toggle: usize, rn1: [u8; 32] },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            6 => (0usize..5, 0u64..3, 1u8..8, 0u64..2).prop_map(|(sender, skip, servers, advance)| {
+                Step::Message { sender, skip, servers, advance }
+            }),
+            1 => any::<[u8; 32]>().prop_map(|rn1| Step::Rekey { rn1 }),
+            1 => (1usize..5, any::<[u8; 32]>()).prop_map(|(toggle, rn1)| Step::Update { toggle, rn1 }),
+        ]
+    }
+
+    /// One member's view: its keys and each slot's last accepted sequence.
+    struct Member {
+        keys: GroupKeys,
+        slot_keys: Vec<MacKeys>,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// Every honest member derives byte-identical keys for each message
+        /// (epoch, generation, period, share set), the sender included,
+        /// through rekeys, skipped sequences, changing share sets and
+        /// membership changes; a member removed from an epoch derives
+        /// nothing that opens it.
+        #[test]
+        fn honest_members_derive_identical_keys(steps in proptest::collection::vec(step(), 1..40)) {
+            let servers: Vec<OrderServerSecret> =
+                (0..3u8).map(|i| OrderServerSecret::from_bytes([i + 1; 32])).collect();
+            let mut roster: BTreeSet<usize> = [0, 1, 2].into_iter().collect();
+            let mut epoch = Epoch(0);
+            let mut generation = KeyGeneration(0);
+            let mut period = 0u64;
+            let start = |epoch: Epoch, rn1: &Rn1, roster: &BTreeSet<usize>| -> BTreeMap<usize, Member> {
+                roster
+                    .iter()
+                    .map(|m| {
+                        let slot_secret = SlotSecret::from_bytes([0x40 + *m as u8 + (epoch.0 as u8).wrapping_mul(8); 32]);
+                        let slot_keys = servers
+                            .iter()
+                            .map(|s| slot_secret.mac_keys(&s.public_key()).unwrap())
+                            .collect();
+                        (*m, Member {
+                            keys: GroupKeys::start_epoch(conv(), epoch, rn1, (0..roster.len() as u32).map(SlotIndex)),
+                            slot_keys,
+                        })
+                    })
+                    .collect()
+            };
+            let mut members = start(epoch, &Rn1::from_bytes([0; 32]), &roster);
+            let mut last_seq: BTreeMap<usize, u64> = BTreeMap::new();
+            let mut removed: Vec<GroupKeys> = Vec::new();
+            for step in steps {
+                match step {
+                    Step::Message { sender, skip, servers: mask, advance } => {
+                        let order: Vec<usize> = roster.iter().copied().collect();
+                        let sender = order[sender % order.len()];
+                        let slot = SlotIndex(order.iter().position(|m| *m == sender).unwrap() as u32);
+                        period += advance;
+                        let seq = last_seq.get(&sender).copied().unwrap_or(0) + 1 + skip;
+                        last_seq.insert(sender, seq);
+                        let chosen: Vec<u32> = (0..3u32).filter(|i| mask & (1 << i) != 0).collect();
+                        let mut derived = Vec::new();
+                        for (m, member) in members.iter_mut() {
+                            // Each member unwraps the shares sealed for its own slot.
+                            let shares: Vec<(u32, KeyShare)> = chosen
+                                .iter()
+                                .map(|i| {
+                                    let server = &servers[*i as usize];
+                                    let share = server.key_share(&conv(), epoch, KeyPeriod(period));
+                                    let wrapped = server
+                                        .mac_keys(&SlotSecret::from_bytes([0x40 + *m as u8 + (epoch.0 as u8).wrapping_mul(8); 32]).public_key())
+                                        .unwrap()
+                                        .wrap_share(&conv(), epoch, KeyPeriod(period), &share)
+                                        .unwrap();
+                                    let opened = member.slot_keys[*i as usize]
+                                        .unwrap_share(&conv(), epoch, KeyPeriod(period), &wrapped)
+                                        .unwrap();
+                                    (*i, opened)
+                                })
+                                .collect();
+                            let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
+                            let pk = PeriodKey::mix(&conv(), epoch, KeyPeriod(period), &refs).unwrap();
+                            let key = member
+                                .keys
+                                .message_key(generation, KeyPeriod(period), &pk, slot, Sequence(seq))
+                                .unwrap();
+                            derived.push(key);
+                        }
+                        prop_assert!(derived.windows(2).all(|w| w[0] == w[1]), "members derived different keys");
+                        // A removed member, with every server's share, derives
+                        // nothing that equals the real key.
+                        let refs_all: Vec<KeyShare> = (0..3u32)
+                            .filter(|i| chosen.contains(i))
+                            .map(|i| servers[i as usize].key_share(&conv(), epoch, KeyPeriod(period)))
+                            .collect();
+                        let refs: Vec<(u32, &KeyShare)> = chosen.iter().copied().zip(refs_all.iter()).collect();
+                        let pk = PeriodKey::mix(&conv(), epoch, KeyPeriod(period), &refs).unwrap();
+                        for old in removed.iter_mut() {
+                            for g in 0..=generation.0 {
+                                if let Ok(k) = old.message_key(KeyGeneration(g), KeyPeriod(period), &pk, slot, Sequence(seq)) {
+                                    prop_assert!(k != derived[0], "a removed member derived a current key");
+                                }
+                            }
+                        }
+                    }
+                    Step::Rekey { rn1 } => {
+                        generation = KeyGeneration(generation.0 + 1);
+                        let order: Vec<usize> = roster.iter().copied().collect();
+                        let starts: Vec<(SlotIndex, Sequence)> = order
+                            .iter()
+                            .enumerate()
+                            .map(|(slot, m)| (SlotIndex(slot as u32), Sequence(last_seq.get(m).copied().unwrap_or(0) + 1)))
+                            .collect();
+                        for member in members.values_mut() {
+                            member.keys.rekey(generation, &Rn1::from_bytes(rn1), starts.clone()).unwrap();
+                        }
+                    }
+                    Step::Update { toggle, rn1 } => {
+                        if roster.contains(&toggle) && roster.len() > 2 {
+                            roster.remove(&toggle);
+                            if let Some(gone) = members.remove(&toggle) {
+                                removed.push(gone.keys);
+                            }
+                        } else {
+                            roster.insert(toggle);
+                        }
+                        epoch = Epoch(epoch.0 + 1);
+                        generation = KeyGeneration(0);
+                        period = 0;
+                        last_seq.clear();
+                        members = start(epoch, &Rn1::from_bytes(rn1), &roster);
+                    }
+                }
+            }
+        }
+    }
+}
