@@ -8,7 +8,10 @@
 //! If the store fails, every job of the batch gets the error, nothing of
 //! the batch is committed, and the writer stops (fail-stop): later jobs get
 //! [`CommitError::Stopped`]. Serving on after a storage failure could
-//! forget attestations.
+//! forget attestations. One failure comes after the batch is on disk: the
+//! checkpoint after a commit, or the rollback anchor's update
+//! ([`StoreError::CommittedThenFailed`]). Then the batch's answers are sent
+//! (what they promise is durable) and the writer stops all the same.
 
 use crate::core::OrderCore;
 use crate::redb_store::{RedbStore, RedbWrite};
@@ -202,39 +205,41 @@ fn run(core: &OrderCore, store: &RedbStore, mut rx: mpsc::Receiver<Job>, max_ite
             continue;
         }
         let started = Instant::now();
-        match run_batch(core, store, &batch) {
-            Ok((answers, opened, evidence)) => {
-                metrics::histogram!(telemetry::COMMIT_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!(telemetry::COMMIT_BATCH_ITEMS).record(weight as f64);
-                metrics::gauge!(telemetry::OPEN_CONVERSATIONS).increment(opened as f64);
-                if let Some(total) = evidence {
-                    metrics::gauge!(telemetry::EVIDENCE_TOTAL).set(total as f64);
-                }
-                for (job, answer) in batch.into_iter().zip(answers) {
-                    match (job, answer) {
-                        (Job::Open { reply, .. }, Answer::Open(a)) => {
-                            let _ = reply.send(Ok(a));
-                        }
-                        (Job::Attest { reply, .. }, Answer::Attest(a)) => {
-                            count(&a);
-                            let _ = reply.send(Ok(a));
-                        }
-                        _ => tracing::error!("answers out of step with jobs"),
+        let (done, failure) = match run_batch(core, store, &batch) {
+            Ok(done) => (Some(done), None),
+            Err(BatchError::Committed(done, e)) => (Some(done), Some(e)),
+            Err(BatchError::Aborted(e)) => (None, Some(e)),
+        };
+        if let Some((answers, opened, evidence)) = done {
+            metrics::histogram!(telemetry::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(telemetry::COMMIT_BATCH_ITEMS).record(weight as f64);
+            metrics::gauge!(telemetry::OPEN_CONVERSATIONS).increment(opened as f64);
+            if let Some(total) = evidence {
+                metrics::gauge!(telemetry::EVIDENCE_TOTAL).set(total as f64);
+            }
+            for (job, answer) in std::mem::take(&mut batch).into_iter().zip(answers) {
+                match (job, answer) {
+                    (Job::Open { reply, .. }, Answer::Open(a)) => {
+                        let _ = reply.send(Ok(a));
                     }
+                    (Job::Attest { reply, .. }, Answer::Attest(a)) => {
+                        count(&a);
+                        let _ = reply.send(Ok(a));
+                    }
+                    _ => tracing::error!("answers out of step with jobs"),
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "storage failure: refusing all further writes");
-                for job in batch {
-                    fail(job, CommitError::Store(e.clone()));
-                }
-                rx.close();
-                while let Ok(job) = rx.try_recv() {
-                    fail(job, CommitError::Stopped);
-                }
-                return;
+        }
+        if let Some(e) = failure {
+            tracing::error!(error = %e, "storage failure: refusing all further writes");
+            for job in batch {
+                fail(job, CommitError::Store(e.clone()));
             }
+            rx.close();
+            while let Ok(job) = rx.try_recv() {
+                fail(job, CommitError::Stopped);
+            }
+            return;
         }
     }
 }
@@ -268,13 +273,27 @@ fn count(answer: &AttestAnswer) {
 
 type BatchResult = (Vec<Answer>, u64, Option<u64>);
 
-/// Runs a batch in one transaction and commits it. Any store error aborts
-/// the transaction (dropped uncommitted).
+/// Why a batch failed.
+enum BatchError {
+    /// Nothing of the batch was committed.
+    Aborted(StoreError),
+    /// The batch is committed and on disk, but the store failed after it.
+    Committed(BatchResult, StoreError),
+}
+
+impl From<StoreError> for BatchError {
+    fn from(e: StoreError) -> Self {
+        BatchError::Aborted(e)
+    }
+}
+
+/// Runs a batch in one transaction and commits it. Any store error before
+/// the commit aborts the transaction (dropped uncommitted).
 fn run_batch(
     core: &OrderCore,
     store: &RedbStore,
     batch: &[Job],
-) -> Result<BatchResult, StoreError> {
+) -> Result<BatchResult, BatchError> {
     let txn = store.begin_write()?;
     let mut answers = Vec::with_capacity(batch.len());
     let mut opened = 0;
@@ -312,8 +331,13 @@ fn run_batch(
         evidence = (after != evidence_before).then_some(after);
         w.into_log()
     };
-    store.commit(txn, log)?;
-    Ok((answers, opened, evidence))
+    match store.commit(txn, log) {
+        Ok(()) => Ok((answers, opened, evidence)),
+        Err(e @ StoreError::CommittedThenFailed(_)) => {
+            Err(BatchError::Committed((answers, opened, evidence), e))
+        }
+        Err(e) => Err(BatchError::Aborted(e)),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! ```toml
 //! listen = "0.0.0.0:7400"
 //! data_dir = "/var/lib/grompi-order"
+//! # Never backed up with the database; best on other storage.
+//! rollback_anchor = "/var/lib/grompi-anchor/order.anchor"
 //! router_certificate = "/etc/grompi/router.crt"
 //! metrics_listen = "127.0.0.1:9400"
 //! position = 0
@@ -21,6 +23,10 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// The rollback anchor's file name in the data directory, unless
+/// `rollback_anchor` names another path.
+pub const DEFAULT_ANCHOR_FILE: &str = "order.anchor";
+
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
@@ -33,6 +39,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory with the key, the TLS material and the database.
     pub data_dir: PathBuf,
+    /// The rollback anchor file ([`grompi_ops::anchor`]): how far the
+    /// database has come, so that an older copy of it is refused. Default:
+    /// [`DEFAULT_ANCHOR_FILE`] in the data directory. Keep it out of the
+    /// database's backups, ideally on other storage.
+    #[serde(default)]
+    pub rollback_anchor: Option<PathBuf>,
     /// PEM file with the router's client certificate: the only client
     /// certificate accepted.
     pub router_certificate: PathBuf,
@@ -127,6 +139,7 @@ impl Config {
             message: e.to_string(),
         })?;
         c.data_dir = base.join(&c.data_dir);
+        c.rollback_anchor = c.rollback_anchor.map(|a| base.join(a));
         c.router_certificate = base.join(&c.router_certificate);
         c.limits.validate()?;
         if !(64 * 1024..=1 << 30).contains(&c.max_request_bytes) {
@@ -144,6 +157,13 @@ impl Config {
             });
         }
         Ok(c)
+    }
+
+    /// Where the rollback anchor is.
+    pub fn anchor_path(&self) -> PathBuf {
+        self.rollback_anchor
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_ANCHOR_FILE))
     }
 
     /// Reads and parses the configuration file at `path`.
@@ -181,6 +201,18 @@ mod tests {
         assert_eq!(c.router_certificate, PathBuf::from("/etc/r.crt"));
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.metrics_listen, None);
+        assert_eq!(
+            c.anchor_path(),
+            PathBuf::from("/srv/order/data/order.anchor")
+        );
+        let c = Config::parse(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nrouter_certificate = \"r\"\n\
+             rollback_anchor = \"../anchor/a\"\n",
+            Path::new("/srv/order"),
+            Path::new("order.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.anchor_path(), PathBuf::from("/srv/order/../anchor/a"));
     }
 
     #[test]

@@ -1,15 +1,22 @@
 //! `order-server init`: creates a data directory with a fresh long-term
-//! key and TLS material, and says what to put in the network descriptor.
+//! key, its database and TLS material, and says what to put in the network
+//! descriptor.
 //!
 //! | file | contents |
 //! |---|---|
 //! | `order-server.key` | the X25519 secret key, hex, mode `0600` |
+//! | `order.redb`, `order.wal` | the database (recording the key's public half) and its write-ahead log |
 //! | `tls.crt` | the self-signed TLS certificate the router pins |
 //! | `tls.key` | its private key, mode `0600` |
 //!
 //! An existing key is never overwritten: a new key would make every tag the
-//! server ever issued unverifiable.
+//! server ever issued unverifiable. `init` is the only command that creates
+//! a database: `serve` refuses a key without one, since that key has
+//! attested before and an empty database would let it attest a different
+//! envelope at an index it already attested. The database is created
+//! before the key is written, so a key never exists without its database.
 
+use crate::redb_store::RedbStore;
 use grompi_ops::secret_file::{self, SecretFileError};
 use grompi_ops::tls::{TlsError, TlsIdentity};
 use grompi_proto::{OrderServerKey, OrderServerSecret};
@@ -55,6 +62,16 @@ pub enum InitError {
     /// TLS material could not be generated or written.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A database is already there, without a key.
+    #[error(
+        "{0} already exists but there is no key next to it; refusing to create a database \
+         over it. If an earlier init was interrupted, no key of it was ever used: remove \
+         {0} and its .wal file and run init again"
+    )]
+    DatabaseExists(PathBuf),
+    /// The database could not be created.
+    #[error("cannot create the database: {0}")]
+    Database(#[from] crate::store::StoreError),
 }
 
 /// What `init` created.
@@ -67,8 +84,8 @@ pub struct Initialised {
 }
 
 /// Creates `data_dir` (mode `0700`) with a fresh key from the operating
-/// system's random generator and a TLS certificate for `tls_names` (or
-/// `localhost` and `127.0.0.1`).
+/// system's random generator, its database, and a TLS certificate for
+/// `tls_names` (or `localhost` and `127.0.0.1`).
 pub fn init(data_dir: &Path, tls_names: &[String]) -> Result<Initialised, InitError> {
     let key_path = data_dir.join(KEY_FILE);
     if key_path.exists() {
@@ -78,6 +95,10 @@ pub fn init(data_dir: &Path, tls_names: &[String]) -> Result<Initialised, InitEr
         path: data_dir.to_path_buf(),
         source,
     };
+    let db_path = data_dir.join(DB_FILE);
+    if db_path.exists() || grompi_ops::wal::path_for(&db_path).exists() {
+        return Err(InitError::DatabaseExists(db_path));
+    }
     std::fs::create_dir_all(data_dir).map_err(mkdir)?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(mkdir)?;
     let mut bytes = Zeroizing::new([0u8; 32]);
@@ -85,6 +106,8 @@ pub fn init(data_dir: &Path, tls_names: &[String]) -> Result<Initialised, InitEr
     let secret = OrderServerSecret::from_bytes(*bytes);
     let hex = Zeroizing::new(format!("{}\n", hex::encode(&bytes[..])));
     let identity = TlsIdentity::generate(tls_names)?;
+    // The database first (closed again at once), then the key.
+    drop(RedbStore::create(&db_path, &secret.public_key())?);
     identity.write_to(data_dir, TLS_STEM)?;
     secret_file::write_secret(&key_path, hex.as_bytes())?;
     Ok(Initialised {
@@ -130,6 +153,65 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert!(matches!(init(&d, &[]), Err(InitError::KeyExists(_))));
         assert_eq!(load_secret(&d).unwrap().public_key(), out.public_key);
+    }
+
+    /// What `serve` says when it refuses to start over `data_dir`.
+    async fn serve_refusal(data_dir: &Path) -> String {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nrouter_certificate = \"{}\"\n",
+            data_dir.display(),
+            TlsIdentity::cert_path(data_dir, TLS_STEM).display()
+        );
+        let config =
+            crate::config::Config::parse(&text, data_dir, &data_dir.join("order.toml")).unwrap();
+        crate::server::serve_until(config, std::future::pending())
+            .await
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn init_creates_the_database_and_serve_refuses_a_key_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        let out = init(&d, &[]).unwrap();
+        let db = d.join(DB_FILE);
+        // The database records the key it was created for.
+        {
+            let store = RedbStore::open_existing(&db, None).unwrap();
+            store.check_server_key(&out.public_key).unwrap();
+            let other = OrderServerSecret::from_bytes([9; 32]).public_key();
+            assert!(store.check_server_key(&other).is_err());
+        }
+        // The data directory restored with the key but without the database.
+        std::fs::remove_file(&db).unwrap();
+        std::fs::remove_file(grompi_ops::wal::path_for(&db)).unwrap();
+        let text = serve_refusal(&d).await;
+        assert!(text.contains("does not exist"), "{text}");
+        assert!(text.contains("retire this key"), "{text}");
+        assert!(!db.exists(), "serve created a database");
+        // And a zeroed log next to the database.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        init(&d, &[]).unwrap();
+        let log = grompi_ops::wal::path_for(&d.join(DB_FILE));
+        let len = std::fs::metadata(&log).unwrap().len() as usize;
+        std::fs::write(&log, vec![0u8; len.max(64)]).unwrap();
+        let text = serve_refusal(&d).await;
+        assert!(text.contains("zeros where its header belongs"), "{text}");
+    }
+
+    #[test]
+    fn init_refuses_a_database_without_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        init(&d, &[]).unwrap();
+        std::fs::remove_file(d.join(KEY_FILE)).unwrap();
+        let err = init(&d, &[]).unwrap_err();
+        assert!(matches!(err, InitError::DatabaseExists(_)), "{err}");
+        assert!(err.to_string().contains("no key next to it"), "{err}");
+        assert!(!d.join(KEY_FILE).exists());
     }
 
     #[test]

@@ -10,6 +10,14 @@
 //! the previous or the new state after a crash, never a mix; the log's
 //! records are checksummed and read up to the first torn one.
 //!
+//! Only `order-server init` creates the database ([`RedbStore::create`]);
+//! `serve` opens it with [`RedbStore::open_existing`], which refuses a
+//! missing database, a log that does not belong to it (missing, empty,
+//! zeroed, another database's, ahead of it, damaged in the middle), and a
+//! database behind its rollback anchor: each of these would otherwise let
+//! the server forget attestations and attest a different envelope at an
+//! index it already attested.
+//!
 //! The log exists because a durable redb commit costs about three times an
 //! `fdatasync` of an append when several processes share a disk. sled was
 //! considered and rejected: its
@@ -26,7 +34,8 @@
 //! | `slot_sets` | conversation id, epoch (BE) | slot set layout |
 //! | `evidence` | number | encoded `AttestItem` of a refused equivocation |
 //! | `meta` | name | value (`evidence_total`, `server_public_key`) |
-//! | `wal` | `generation` | the log's generation (owned by [`grompi_ops::logged_db`]) |
+//! | `wal` | `generation`, `chain_counter`, `anchored` | the log's generation, the commit chain's counter, whether a rollback anchor was made (owned by [`grompi_ops::logged_db`]) |
+//! | `wal_ids` | `database_id`, `chain_hash` | the id the log is bound to, the commit chain's hash (same owner) |
 //!
 //! Everything one attestation writes lives in `chain` under keys that start
 //! with its conversation id, and the state key sorts right after the newest
@@ -66,7 +75,11 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 
 impl From<LoggedDbError> for StoreError {
     fn from(e: LoggedDbError) -> Self {
-        backend(e)
+        if e.batch_committed() {
+            StoreError::CommittedThenFailed(e.to_string())
+        } else {
+            backend(e)
+        }
     }
 }
 
@@ -118,23 +131,59 @@ pub struct RedbStore {
 
 pub use grompi_ops::wal::path_for as wal_path;
 
+fn metrics() -> LogMetrics {
+    LogMetrics {
+        bytes: crate::telemetry::WAL_BYTES,
+        checkpoints: crate::telemetry::WAL_CHECKPOINTS,
+    }
+}
+
+fn replay(txn: &WriteTransaction, ops: Vec<KvOp>) -> Result<(), StoreError> {
+    let mut w = RedbWrite::open(txn)?;
+    for op in ops {
+        w.replay(op)?;
+    }
+    Ok(())
+}
+
 impl RedbStore {
-    /// Opens (or creates) the database at `path` and its write-ahead log,
-    /// makes sure every table exists, replays the log over the last durable
-    /// commit and checkpoints. redb recovers from an unclean shutdown here
-    /// if it must.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let metrics = LogMetrics {
-            bytes: crate::telemetry::WAL_BYTES,
-            checkpoints: crate::telemetry::WAL_CHECKPOINTS,
-        };
-        let db = LoggedDatabase::open(path, metrics, |txn, ops| {
-            let mut w = RedbWrite::open(txn)?;
-            for op in ops {
-                w.replay(op)?;
-            }
+    /// Creates the database of a new order server at `path` and its
+    /// write-ahead log, with every table, recording the server's public
+    /// key. Refuses if either file exists. Only `order-server init` calls
+    /// this: a database that disappeared is never silently replaced.
+    pub fn create(path: &Path, key: &OrderServerKey) -> Result<Self, StoreError> {
+        let db = LoggedDatabase::create(path, metrics(), |txn| {
+            RedbWrite::open(txn)?;
+            txn.open_table(META)
+                .map_err(backend)?
+                .insert(SERVER_PUBLIC_KEY, key.as_bytes().as_slice())
+                .map_err(backend)?;
             Ok::<_, StoreError>(())
         })?;
+        Ok(Self { db })
+    }
+
+    /// Opens the existing database at `path` and its write-ahead log for
+    /// serving: replays the log over the last durable commit, checks the
+    /// result against the rollback anchor at `anchor` (creating it on the
+    /// first anchored open), and checkpoints. Refuses a missing database
+    /// ([`StoreError::NoDatabase`]), a missing, damaged or foreign log, a
+    /// database older than its log, and one behind the anchor; each refusal
+    /// says what is wrong. redb recovers from an unclean shutdown here if it
+    /// must.
+    pub fn open_existing(path: &Path, anchor: Option<&Path>) -> Result<Self, StoreError> {
+        if !path.exists() && !wal_path(path).exists() {
+            return Err(StoreError::NoDatabase(path.display().to_string()));
+        }
+        let db = LoggedDatabase::open_existing(path, metrics(), anchor, replay)?;
+        Ok(Self { db })
+    }
+
+    /// Opens the database at `path`, creating it (and its log) when neither
+    /// exists; no rollback anchor. For tests, benchmarks and tools; a
+    /// serving order server opens with [`RedbStore::open_existing`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = LoggedDatabase::open(path, metrics(), replay)?;
         Ok(Self { db })
     }
 
@@ -535,12 +584,18 @@ mod tests {
         assert_eq!(next_index(&store, &c), Some(20));
         let image = crash_image(&path, &dir.path().join("crash"));
         // Without the log, redb alone has only its last durable commit
-        // (from opening): the log is what made the 20 commits durable. (An
-        // empty log stands in for the lost one, which `open` would refuse.)
+        // (from opening): the log is what made the 20 commits durable. (A
+        // log with its header and no records stands in for the lost one,
+        // which `open` would refuse, as it refuses an empty file.)
         {
             let bare = dir.path().join("bare");
             let db = crash_image(&path, &bare);
+            let log = std::fs::read(wal_path(&db)).unwrap();
             std::fs::write(wal_path(&db), b"").unwrap();
+            let err = RedbStore::open(&db).err().unwrap();
+            assert!(err.to_string().contains("is empty"), "{err}");
+            std::fs::write(wal_path(&db), &log).unwrap();
+            records_lost(&db);
             let reopened = RedbStore::open(&db).unwrap();
             assert_eq!(next_index(&reopened, &c), None);
         }
@@ -555,6 +610,194 @@ mod tests {
         write_state(&reopened, &c, 21);
         let again = crash_image(&image, &dir.path().join("crash2"));
         assert_eq!(next_index(&RedbStore::open(&again).unwrap(), &c), Some(21));
+    }
+
+    /// Keeps the log's header (which binds it to its database) but zeroes
+    /// every record: what redb holds alone.
+    fn records_lost(db: &Path) {
+        let log = wal_path(db);
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes[grompi_ops::wal::FILE_HEADER..].fill(0);
+        std::fs::write(&log, &bytes).unwrap();
+    }
+
+    /// Where each record starts in a log file (format 2: a 48-byte file
+    /// header; per record 28 header bytes, the payload, a 32-byte checksum;
+    /// the payload length is the header's last 8 bytes). Stops at zeros.
+    fn record_offsets(log: &[u8]) -> Vec<usize> {
+        let mut at = grompi_ops::wal::FILE_HEADER;
+        let mut out = Vec::new();
+        while at + 28 <= log.len() && log[at..at + 28] != [0; 28] {
+            let len = u64::from_be_bytes(log[at + 20..at + 28].try_into().unwrap()) as usize;
+            out.push(at);
+            at += 28 + len + 32;
+        }
+        out
+    }
+
+    #[test]
+    fn an_older_database_next_to_a_newer_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let c = ConversationId::from_bytes([6; 32]);
+        let older = dir.path().join("older.redb");
+        {
+            let store = RedbStore::open(&path).unwrap();
+            write_state(&store, &c, 1);
+            // The database file alone, as a backup of it would have it.
+            std::fs::copy(&path, &older).unwrap();
+        }
+        {
+            // Opening checkpoints (a new generation); these records are the
+            // next generation's, and the older database has never seen
+            // either the first commit's checkpoint or them.
+            let store = RedbStore::open(&path).unwrap();
+            write_state(&store, &c, 2);
+        }
+        std::fs::copy(&older, &path).unwrap();
+        let err = RedbStore::open_existing(&path, None).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("older than its log"), "{text}");
+        assert!(text.contains("generation"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_zeroed_or_foreign_log_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let other = dir.path().join("other.redb");
+        let c = ConversationId::from_bytes([7; 32]);
+        {
+            let store = RedbStore::open(&path).unwrap();
+            write_state(&store, &c, 1);
+            let store = RedbStore::open(&other).unwrap();
+            write_state(&store, &c, 5);
+        }
+        let log = std::fs::read(wal_path(&path)).unwrap();
+        let refused = |bytes: &[u8]| {
+            std::fs::write(wal_path(&path), bytes).unwrap();
+            RedbStore::open_existing(&path, None)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let text = refused(b"");
+        assert!(text.contains("is empty"), "{text}");
+        let text = refused(&vec![0u8; log.len()]);
+        assert!(text.contains("zeros where its header belongs"), "{text}");
+        let text = refused(&std::fs::read(wal_path(&other)).unwrap());
+        assert!(text.contains("belongs to database"), "{text}");
+        std::fs::write(wal_path(&path), &log).unwrap();
+        let store = RedbStore::open_existing(&path, None).unwrap();
+        assert_eq!(next_index(&store, &c), Some(1));
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_middle_of_the_log_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let c = ConversationId::from_bytes([8; 32]);
+        {
+            let store = RedbStore::open(&path).unwrap();
+            for next in 1..=100 {
+                write_state(&store, &c, next);
+            }
+        }
+        let mut log = std::fs::read(wal_path(&path)).unwrap();
+        let offsets = record_offsets(&log);
+        assert_eq!(offsets.len(), 100);
+        // Record 40 (the 41st, numbered from 0), a byte of its payload.
+        log[offsets[40] + 28 + 5] ^= 0xff;
+        std::fs::write(wal_path(&path), &log).unwrap();
+        let err = RedbStore::open_existing(&path, None).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("corrupt"), "{text}");
+        assert!(text.contains("record 40 "), "{text}");
+        assert!(text.contains(&format!("at byte {}", offsets[40])), "{text}");
+        assert!(
+            text.contains(&format!("record 41 at byte {}", offsets[41])),
+            "{text}"
+        );
+        // Nothing was replayed or checkpointed: the repaired log still
+        // brings back all 100 commits.
+        log[offsets[40] + 28 + 5] ^= 0xff;
+        std::fs::write(wal_path(&path), &log).unwrap();
+        let store = RedbStore::open_existing(&path, None).unwrap();
+        assert_eq!(next_index(&store, &c), Some(100));
+    }
+
+    #[test]
+    fn a_database_copy_older_than_the_rollback_anchor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let anchor = dir.path().join("elsewhere").join("order.anchor");
+        std::fs::create_dir_all(anchor.parent().unwrap()).unwrap();
+        let c = ConversationId::from_bytes([9; 32]);
+        drop(RedbStore::create(&path, &OrderServerKey::from_bytes([1; 32])).unwrap());
+        let backup = dir.path().join("backup");
+        {
+            let store = RedbStore::open_existing(&path, Some(&anchor)).unwrap();
+            for next in 1..=5 {
+                write_state(&store, &c, next);
+            }
+            // A consistent copy of the database and its log.
+            crash_image(&path, &backup);
+            for next in 6..=10 {
+                write_state(&store, &c, next);
+            }
+        }
+        // The latest database restarts against its anchor as usual.
+        {
+            let store = RedbStore::open_existing(&path, Some(&anchor)).unwrap();
+            assert_eq!(next_index(&store, &c), Some(10));
+        }
+        // The copy comes back in place of the database.
+        let copy = backup.join("order.redb");
+        grompi_ops::wal::copy_database(&copy, &path).unwrap();
+        let err = RedbStore::open_existing(&path, Some(&anchor))
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(text.contains("behind its rollback anchor"), "{text}");
+        assert!(
+            text.contains("5 commits") && text.contains("recorded 10"),
+            "{text}"
+        );
+        // It is the anchor that refuses: the copy itself is consistent.
+        assert_eq!(
+            next_index(&RedbStore::open_existing(&copy, None).unwrap(), &c),
+            Some(5)
+        );
+        // Without its anchor, an anchored database is refused too.
+        grompi_ops::wal::copy_database(&copy, &path).unwrap();
+        let moved = dir.path().join("moved.anchor");
+        std::fs::rename(&anchor, &moved).unwrap();
+        let text = RedbStore::open_existing(&path, Some(&anchor))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            text.contains("anchor") && text.contains("is missing"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_missing_database_is_not_created_for_serving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let err = RedbStore::open_existing(&path, None).err().unwrap();
+        assert!(matches!(err, StoreError::NoDatabase(_)), "{err}");
+        assert!(err.to_string().contains("retire this key"), "{err}");
+        assert!(!path.exists() && !wal_path(&path).exists());
+        // A log without its database is not a fresh start either.
+        drop(RedbStore::create(&path, &OrderServerKey::from_bytes([1; 32])).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let err = RedbStore::open_existing(&path, None).err().unwrap();
+        assert!(err.to_string().contains("exists but its database"), "{err}");
+        let err = RedbStore::open(&path).err().unwrap();
+        assert!(err.to_string().contains("exists but its database"), "{err}");
+        assert!(!path.exists());
     }
 
     #[test]
@@ -622,7 +865,7 @@ mod tests {
         assert_eq!(store.db.log_position().unwrap().1, 0);
         // Durable in redb alone.
         let db = crash_image(&path, &dir.path().join("crash"));
-        std::fs::write(wal_path(&db), b"").unwrap();
+        records_lost(&db);
         assert_eq!(next_index(&RedbStore::open(&db).unwrap(), &c), Some(1));
     }
 

@@ -121,7 +121,10 @@ where
         &config.router_certificate.display().to_string(),
         &router_pem,
     )?;
-    let store = Arc::new(RedbStore::open(&data.join(DB_FILE))?);
+    let store = Arc::new(RedbStore::open_existing(
+        &data.join(DB_FILE),
+        Some(&config.anchor_path()),
+    )?);
     store.check_server_key(&secret.public_key())?;
     let core = Arc::new(OrderCore::new(
         secret,

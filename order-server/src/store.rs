@@ -11,8 +11,9 @@
 use crate::state::{ConversationState, CorruptRecord, IndexRecord};
 use grompi_proto::{ConversationId, Epoch, Index, Sequence, SlotIndex, SlotSet};
 
-/// Why the store failed. Any such failure aborts the whole batch: nothing of
-/// it is committed and every request in it gets an error.
+/// Why the store failed. Any such failure but
+/// [`StoreError::CommittedThenFailed`] aborts the whole batch: nothing of it
+/// is committed and every request in it gets an error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The storage backend failed.
@@ -25,6 +26,20 @@ pub enum StoreError {
     /// without its record).
     #[error("stored state is inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// There is no database to serve from.
+    #[error(
+        "database {0} does not exist. Only `order-server init` creates a database, together \
+         with the key; a key without its database has attested before and its attestations \
+         are lost, so serving from an empty database could attest a different envelope at \
+         an index already attested. Restore the database with its write-ahead log, or \
+         retire this key: init a new server and replace this one in the network descriptor"
+    )]
+    NoDatabase(String),
+    /// The batch was committed and is on disk, but what follows a commit
+    /// (the checkpoint, or the rollback anchor's update) failed: its
+    /// answers may leave, and nothing more may be committed.
+    #[error("storage failed after the batch was committed: {0}")]
+    CommittedThenFailed(String),
 }
 
 /// Reads, within a transaction (or a read snapshot).

@@ -146,7 +146,9 @@ fn main() -> ExitCode {
 
 fn evidence(data_dir: &std::path::Path, limit: u64) -> ExitCode {
     use grompi_order_server::redb_store::{RedbRead, RedbStore};
-    let listed = RedbStore::open(&data_dir.join(init::DB_FILE)).and_then(|store| {
+    // No anchor here: this only reads, and the anchor's path is in the
+    // configuration, which this command does not take.
+    let listed = RedbStore::open_existing(&data_dir.join(init::DB_FILE), None).and_then(|store| {
         let txn = store.begin_read()?;
         grompi_order_server::evidence::list(&RedbRead::open(&txn)?, limit)
     });
