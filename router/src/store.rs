@@ -322,8 +322,29 @@ impl From<LoggedDbError> for StoreError {
 
 pub use grompi_ops::wal::path_for as wal_path;
 
-fn table_number(t: Table) -> u8 {
-    Table::ALL.iter().position(|x| *x == t).unwrap_or(0) as u8
+/// A table's number in write-ahead log records. Fixed for good: a newer
+/// router replays the log an older one wrote, so a number never changes
+/// meaning, whatever the order of [`Table::ALL`]; a new table takes a new
+/// number. (The match is exhaustive: a new table does not compile until it
+/// has one.)
+const fn table_number(t: Table) -> u8 {
+    match t {
+        Table::Accounts => 0,
+        Table::OneTimePrekeys => 1,
+        Table::OrderKeys => 2,
+        Table::Sessions => 3,
+        Table::Conversations => 4,
+        Table::Tails => 5,
+        Table::Envelopes => 6,
+        Table::Attestations => 7,
+        Table::Progress => 8,
+        Table::SlotTails => 9,
+    }
+}
+
+/// The table a log record's number names.
+fn table_of(number: u8) -> Option<Table> {
+    Table::ALL.into_iter().find(|t| table_number(*t) == number)
 }
 
 /// The redb store. Clones share the database (for readers on other
@@ -358,9 +379,8 @@ impl RedbStore {
                     KvOp::Put { table, key, value } => (table, key, Some(value)),
                     KvOp::Delete { table, key } => (table, key, None),
                 };
-                let table = Table::ALL
-                    .get(usize::from(n))
-                    .and_then(|t| tables.get_mut(t))
+                let table = table_of(n)
+                    .and_then(|t| tables.get_mut(&t))
                     .ok_or_else(|| {
                         StoreError::Backend(format!(
                             "a write-ahead log record names table {n}, which does not exist"
@@ -503,13 +523,20 @@ mod tests {
         let expected = prekeys(&store);
         assert_eq!(expected.len(), 11);
         assert!(!expected.contains(&(AccountId::from_bytes([1; 32]), [3; 32])));
-        // Without the log, redb alone has none of it.
-        // (An empty log stands in for the lost one; a missing one is refused.)
+        // Without the log, redb alone has none of it. (A log with its
+        // header and no records stands in for the lost one; a missing or
+        // empty one is refused.)
         let bare = crash_image(&path, &dir.path().join("bare"));
+        let log = std::fs::read(wal_path(&bare)).unwrap();
         std::fs::remove_file(wal_path(&bare)).unwrap();
         let err = RedbStore::open(&bare).err().unwrap();
         assert!(err.to_string().contains("is missing"), "{err}");
         std::fs::write(wal_path(&bare), b"").unwrap();
+        let err = RedbStore::open(&bare).err().unwrap();
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let mut header_only = log;
+        header_only[grompi_ops::wal::FILE_HEADER..].fill(0);
+        std::fs::write(wal_path(&bare), &header_only).unwrap();
         assert!(prekeys(&RedbStore::open(&bare).unwrap()).is_empty());
         // With it, everything, in order (the delete after the put).
         let image = crash_image(&path, &dir.path().join("crash"));
@@ -521,6 +548,77 @@ mod tests {
             .unwrap();
         let again = crash_image(&image, &dir.path().join("crash2"));
         assert_eq!(prekeys(&RedbStore::open(&again).unwrap()).len(), 12);
+    }
+
+    /// The numbers are in every router's log on disk: this list may only
+    /// grow. A change here means old logs replay into the wrong tables.
+    #[test]
+    fn log_table_numbers_never_change() {
+        let pinned = [
+            ("accounts", 0),
+            ("one_time_prekeys", 1),
+            ("order_keys", 2),
+            ("sessions", 3),
+            ("conversations", 4),
+            ("tails", 5),
+            ("envelopes", 6),
+            ("attestations", 7),
+            ("progress", 8),
+            ("slot_tails", 9),
+        ];
+        assert_eq!(
+            Table::ALL.len(),
+            pinned.len(),
+            "a table has no pinned number"
+        );
+        for t in Table::ALL {
+            let n = table_number(t);
+            assert!(
+                pinned.contains(&(t.name(), n)),
+                "table {} has number {n}, not its pinned one",
+                t.name()
+            );
+            assert_eq!(table_of(n), Some(t));
+        }
+        assert_eq!(table_of(10), None);
+    }
+
+    #[test]
+    fn a_torn_deferred_commit_before_a_valid_deferred_one_is_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        store
+            .commit(&[prekey(1, 1, true)], Durability::Now)
+            .unwrap();
+        let (_, at) = store.db.log_position().unwrap();
+        store
+            .commit(&[prekey(1, 2, true)], Durability::Deferred)
+            .unwrap();
+        store
+            .commit(&[prekey(1, 3, true)], Durability::Deferred)
+            .unwrap();
+        // The page cache wrote the second deferred record back, not the
+        // first: a crash, not damage. The synced commit survives.
+        let image = crash_image(&path, &dir.path().join("crash"));
+        let mut log = std::fs::read(wal_path(&image)).unwrap();
+        log[grompi_ops::wal::FILE_HEADER + at as usize + 40] ^= 1;
+        std::fs::write(wal_path(&image), &log).unwrap();
+        let kept: Vec<u8> = prekeys(&RedbStore::open(&image).unwrap())
+            .iter()
+            .map(|(_, k)| k[0])
+            .collect();
+        assert_eq!(kept, vec![1]);
+        // A synced commit after the damaged record: it was on disk whole.
+        store
+            .commit(&[prekey(1, 4, true)], Durability::Now)
+            .unwrap();
+        let image = crash_image(&path, &dir.path().join("crash2"));
+        let mut log = std::fs::read(wal_path(&image)).unwrap();
+        log[grompi_ops::wal::FILE_HEADER + at as usize + 40] ^= 1;
+        std::fs::write(wal_path(&image), &log).unwrap();
+        let err = RedbStore::open(&image).err().unwrap();
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 
     fn mem_prekeys(store: &MemStore) -> Vec<(AccountId, [u8; 32])> {
