@@ -6,6 +6,7 @@
 //! Update   = change || next slot set || next members
 //! Message  = bytes
 //! Receipt  = through index || head || count || index...
+//! Noise, Rekey = (no fields)
 //! slot set = count || (key || role code)...
 //! members  = count || (account || role code || slot u32)...
 //! change   = 1 account role (add) | 2 account (remove) | 3 (leave)
@@ -116,6 +117,10 @@ pub enum Content {
     Receipt(ReceiptContent),
     /// Cover traffic.
     Noise,
+    /// A new key generation of a group-keyed conversation: the RN1 travels
+    /// in the blocks and its commitment in the header, so the content has
+    /// no fields.
+    Rekey,
 }
 
 impl Content {
@@ -127,6 +132,7 @@ impl Content {
             Self::Update(_) => EnvelopeKind::Update,
             Self::Receipt(_) => EnvelopeKind::Receipt,
             Self::Noise => EnvelopeKind::Noise,
+            Self::Rekey => EnvelopeKind::Rekey,
         }
     }
 
@@ -163,7 +169,7 @@ impl Content {
                 }
                 c
             }
-            Self::Noise => c,
+            Self::Noise | Self::Rekey => c,
         };
         c.as_bytes().to_vec()
     }
@@ -233,6 +239,7 @@ impl Content {
                 })
             }
             EnvelopeKind::Noise => Self::Noise,
+            EnvelopeKind::Rekey => Self::Rekey,
         };
         r.finish()?;
         Ok(content)
@@ -447,6 +454,7 @@ mod tests {
                     .collect(),
             }),
             EnvelopeKind::Noise => Content::Noise,
+            EnvelopeKind::Rekey => Content::Rekey,
         }
     }
 
@@ -544,6 +552,7 @@ mod tests {
     #[test]
     fn noise_matches_the_published_vector() {
         assert_eq!(check_vector("content_noise"), Content::Noise);
+        assert_eq!(check_vector("content_rekey"), Content::Rekey);
     }
 
     #[test]

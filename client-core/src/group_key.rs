@@ -44,7 +44,7 @@
 use crate::body::BodyKey;
 use grompi_proto::context;
 use grompi_proto::key_share::{KeyPeriod, KeyShare};
-use grompi_proto::{ConversationId, Epoch, Sequence, SlotIndex};
+use grompi_proto::{ConversationId, Epoch, Rn1Commitment, Sequence, SlotIndex};
 use std::collections::BTreeMap;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -115,17 +115,19 @@ impl Rn1 {
         conversation: &ConversationId,
         epoch: Epoch,
         generation: KeyGeneration,
-    ) -> [u8; 32] {
-        derive(
-            context::GROUP_RN1_COMMITMENT,
-            &[
-                conversation.as_bytes(),
-                &epoch.0.to_be_bytes(),
-                &generation.0.to_be_bytes(),
-                &self.0,
-            ],
+    ) -> Rn1Commitment {
+        Rn1Commitment::from_bytes(
+            derive(
+                context::GROUP_RN1_COMMITMENT,
+                &[
+                    conversation.as_bytes(),
+                    &epoch.0.to_be_bytes(),
+                    &generation.0.to_be_bytes(),
+                    &self.0,
+                ],
+            )
+            .0,
         )
-        .0
     }
 }
 
@@ -749,7 +751,7 @@ mod tests {
         let (epoch, period) = (Epoch(1), KeyPeriod(4));
         let rn1 = Rn1::from_bytes([0x11; 32]);
         assert_eq!(
-            hex::encode(rn1.commitment(&conv, epoch, KeyGeneration(0))),
+            hex::encode(rn1.commitment(&conv, epoch, KeyGeneration(0)).as_bytes()),
             output("group_rn1_commitment")
         );
         let mut keys = GroupKeys::start_epoch(conv, epoch, &rn1, [SlotIndex(2)]);

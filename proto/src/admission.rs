@@ -15,7 +15,7 @@
 //! | [`sequence`] | the last sequence admitted from the slot in this epoch | [`Misbehaviour::SequenceNotIncreasing`] |
 //! | [`kind_at`] | the index | [`Misbehaviour::UnexpectedKind`] |
 //! | [`setup_slot_set`] | the hash of the slot set the conversation opened with | [`Misbehaviour::SlotSetMismatch`] |
-//! | [`update_sender`] | the sender slot's role | [`Misbehaviour::NotAuthorized`] |
+//! | [`update_sender`] | the sender slot's role (Update and Rekey) | [`Misbehaviour::NotAuthorized`] |
 //! | [`update_next_slots`] | the next slot set an Update installs | [`Misbehaviour::SlotSetMismatch`], [`Misbehaviour::UnauthorizedUpdate`] |
 //!
 //! The rules are independent; where an envelope breaks several, the caller
@@ -98,10 +98,10 @@ pub fn setup_slot_set(header: &EnvelopeHeader, opened: &SlotSetHash) -> Result<(
     Ok(())
 }
 
-/// An Update comes from an Admin slot (`role` is the sender slot's role in
-/// the current set). Other kinds pass.
+/// An Update or a Rekey comes from an Admin slot (`role` is the sender
+/// slot's role in the current set). Other kinds pass.
 pub fn update_sender(header: &EnvelopeHeader, role: SlotRole) -> Result<(), Misbehaviour> {
-    if header.kind() == EnvelopeKind::Update && role != SlotRole::Admin {
+    if header.kind().needs_admin() && role != SlotRole::Admin {
         return Err(Misbehaviour::NotAuthorized {
             slot: header.sender(),
         });
@@ -134,12 +134,13 @@ mod tests {
     use crate::{BodyHash, KeyCommitment};
     use proptest::prelude::*;
 
-    const KINDS: [EnvelopeKind; 5] = [
+    const KINDS: [EnvelopeKind; 6] = [
         EnvelopeKind::Setup,
         EnvelopeKind::Message,
         EnvelopeKind::Update,
         EnvelopeKind::Receipt,
         EnvelopeKind::Noise,
+        EnvelopeKind::Rekey,
     ];
 
     fn set(roles: &[SlotRole]) -> SlotSet {
@@ -345,10 +346,11 @@ mod tests {
             prop_assert_eq!(setup_slot_set(&h, &opened).is_ok(), setup_ok);
 
             let update = kind == EnvelopeKind::Update;
+            let admin_only = update || kind == EnvelopeKind::Rekey;
             if let Ok(e) = entry {
                 prop_assert_eq!(
                     update_sender(&h, e.role).is_ok(),
-                    !update || e.role == SlotRole::Admin
+                    !admin_only || e.role == SlotRole::Admin
                 );
             }
             let next_ok = !update || (next_matches && next.has_admin());

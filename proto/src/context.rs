@@ -20,6 +20,9 @@ pub const BODY_HASH: &str = "grompi v1 body hash";
 pub const BLOCK_DIGEST: &str = "grompi v1 block digest";
 /// Hash of the envelope header: what recipient blocks bind to.
 pub const ENVELOPE_CORE: &str = "grompi v1 envelope core";
+/// Hash of the header of a group-keyed conversation's envelope that carries
+/// group key fields (a key policy or a key id): what blocks bind to.
+pub const GROUP_ENVELOPE_CORE: &str = "grompi v1 group envelope core";
 /// Hash of a whole envelope: core hash and all block digests.
 pub const ENVELOPE_HASH: &str = "grompi v1 envelope hash";
 /// Commitment to a body key (makes body encryption key-committing).
@@ -112,6 +115,7 @@ pub const ALL: &[&str] = &[
     BODY_HASH,
     BLOCK_DIGEST,
     ENVELOPE_CORE,
+    GROUP_ENVELOPE_CORE,
     ENVELOPE_HASH,
     KEY_COMMITMENT,
     SLOT_SET,

@@ -42,6 +42,11 @@ fixed32!(
     /// Commitment to the body key.
     KeyCommitment
 );
+fixed32!(
+    /// Commitment to a key generation's RN1 (`docs/PROTOCOL.md` section
+    /// 4.5): what every recipient checks the RN1 in its block against.
+    Rn1Commitment
+);
 
 /// What an envelope is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,6 +61,9 @@ pub enum EnvelopeKind {
     Receipt,
     /// Cover traffic; carries nothing.
     Noise,
+    /// A new key generation of a group-keyed conversation, sent by an Admin
+    /// (`docs/PROTOCOL.md` section 4.5).
+    Rekey,
 }
 
 impl EnvelopeKind {
@@ -67,6 +75,7 @@ impl EnvelopeKind {
             Self::Update => 3,
             Self::Receipt => 4,
             Self::Noise => 5,
+            Self::Rekey => 6,
         }
     }
 
@@ -78,6 +87,7 @@ impl EnvelopeKind {
             3 => Some(Self::Update),
             4 => Some(Self::Receipt),
             5 => Some(Self::Noise),
+            6 => Some(Self::Rekey),
             _ => None,
         }
     }
@@ -87,6 +97,136 @@ impl EnvelopeKind {
     pub const fn installs_slot_set(self) -> bool {
         matches!(self, Self::Setup | Self::Update)
     }
+
+    /// Whether only an Admin slot may send envelopes of this kind.
+    pub const fn needs_admin(self) -> bool {
+        matches!(self, Self::Update | Self::Rekey)
+    }
+
+    /// Whether a group-keyed conversation's envelopes of this kind start a
+    /// key generation (their body key travels in pairwise blocks with the
+    /// generation's RN1).
+    pub const fn starts_key_generation(self) -> bool {
+        matches!(self, Self::Setup | Self::Update | Self::Rekey)
+    }
+
+    /// Whether a group-keyed conversation's envelopes of this kind name the
+    /// group key their body is sealed under (the others carry their body
+    /// key in pairwise blocks, or nothing).
+    pub const fn uses_group_key(self) -> bool {
+        matches!(self, Self::Message | Self::Receipt)
+    }
+}
+
+/// The start of a key generation in a group-keyed conversation: what a
+/// Setup or Update (generation 0 of the epoch it opens) or a Rekey (the
+/// next generation) states in its header (`docs/PROTOCOL.md` section 4.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyStart {
+    generation: u64,
+    period_length: u64,
+    rn1_commitment: Rn1Commitment,
+}
+
+impl KeyStart {
+    /// A key start; the period length is at least 1.
+    pub fn new(
+        generation: u64,
+        period_length: u64,
+        rn1_commitment: Rn1Commitment,
+    ) -> Result<Self, crate::WireError> {
+        if period_length == 0 {
+            return Err(crate::WireError::Invalid {
+                field: "header.key_start.period_length",
+                reason: "a key period is at least one index long",
+            });
+        }
+        Ok(Self {
+            generation,
+            period_length,
+            rn1_commitment,
+        })
+    }
+
+    /// The key generation that starts.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Indices per key period in the epoch.
+    pub fn period_length(&self) -> u64 {
+        self.period_length
+    }
+
+    /// The commitment to the generation's RN1, which every recipient checks
+    /// the RN1 in its block against.
+    pub fn rn1_commitment(&self) -> Rn1Commitment {
+        self.rn1_commitment
+    }
+}
+
+/// The order servers whose key shares a period key mixes: bit `i` for the
+/// server at position `i` of the network descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShareServers(u64);
+
+impl ShareServers {
+    /// The set with these bits; never empty.
+    pub fn new(bits: u64) -> Result<Self, crate::WireError> {
+        if bits == 0 {
+            return Err(crate::WireError::Invalid {
+                field: "header.key_id.servers",
+                reason: "a period key mixes at least one order server's share",
+            });
+        }
+        Ok(Self(bits))
+    }
+
+    /// The set of the given server positions (each below 64); `None` if
+    /// empty or a position is out of range.
+    pub fn of(servers: impl IntoIterator<Item = u32>) -> Option<Self> {
+        let mut bits = 0u64;
+        for s in servers {
+            bits |= 1u64.checked_shl(s).filter(|_| s < 64)?;
+        }
+        (bits != 0).then_some(Self(bits))
+    }
+
+    /// The bits.
+    pub fn bits(&self) -> u64 {
+        self.0
+    }
+
+    /// The server positions, ascending.
+    pub fn servers(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..64u32).filter(|i| self.0 & (1u64 << i) != 0)
+    }
+}
+
+/// Which group key sealed a Message or Receipt body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyId {
+    /// The key generation of the envelope's epoch.
+    pub generation: u64,
+    /// The key period whose shares the period key mixes.
+    pub period: u64,
+    /// Whose shares.
+    pub servers: ShareServers,
+}
+
+/// What a header says about group keys: nothing (a pairwise-keyed
+/// conversation, or a kind that carries none), the start of a key generation
+/// (Setup, Update and Rekey of a group-keyed conversation) or a key id
+/// (Message and Receipt of one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HeaderKey {
+    /// No group key fields.
+    #[default]
+    None,
+    /// The key generation a Setup, Update or Rekey starts.
+    Start(KeyStart),
+    /// The group key the body is sealed under.
+    Id(KeyId),
 }
 
 /// The header of an envelope. Constructed only through [`EnvelopeHeader::new`]
@@ -103,9 +243,11 @@ pub struct EnvelopeHeader {
     body_hash: BodyHash,
     key_commitment: KeyCommitment,
     slot_set_hash: Option<SlotSetHash>,
+    key: HeaderKey,
 }
 
-/// The fields of an [`EnvelopeHeader`], for construction.
+/// The fields of an [`EnvelopeHeader`] but its group key fields
+/// ([`EnvelopeHeader::with_key`]), for construction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderFields {
     /// Conversation the envelope belongs to.
@@ -154,10 +296,39 @@ impl EnvelopeHeader {
             body_hash: fields.body_hash,
             key_commitment: fields.key_commitment,
             slot_set_hash: fields.slot_set_hash,
+            key: HeaderKey::None,
         })
     }
 
-    /// The header's fields.
+    /// The same header with group key fields; fails if they do not fit the
+    /// kind: a key start only on Setup, Update and Rekey, a key id only on
+    /// Message and Receipt.
+    pub fn with_key(mut self, key: HeaderKey) -> Result<Self, crate::WireError> {
+        match key {
+            HeaderKey::Start(_) if !self.kind.starts_key_generation() => {
+                return Err(crate::WireError::Invalid {
+                    field: "header.key_start",
+                    reason: "allowed only on Setup, Update and Rekey",
+                });
+            }
+            HeaderKey::Id(_) if !self.kind.uses_group_key() => {
+                return Err(crate::WireError::Invalid {
+                    field: "header.key_id",
+                    reason: "allowed only on Message and Receipt",
+                });
+            }
+            _ => {}
+        }
+        self.key = key;
+        Ok(self)
+    }
+
+    /// The group key fields.
+    pub fn key(&self) -> HeaderKey {
+        self.key
+    }
+
+    /// The header's fields but the group key fields ([`Self::key`]).
     pub fn fields(&self) -> HeaderFields {
         HeaderFields {
             conversation: self.conversation,
@@ -209,9 +380,13 @@ impl EnvelopeHeader {
         self.slot_set_hash
     }
 
-    /// The canonical encoding of the header.
+    /// The canonical encoding of the header. A header with group key
+    /// fields appends them (`u8(1) || u64(generation) || u64(period_length)
+    /// || rn1_commitment` for a key start, `u8(2) || u64(generation) ||
+    /// u64(period) || u64(servers)` for a key id) and is hashed under its own context ([`Self::core_hash`]), so a
+    /// header without them keeps the bytes it always had.
     pub fn canonical(&self) -> Canonical {
-        Canonical::new()
+        let c = Canonical::new()
             .fixed(self.conversation.as_bytes())
             .u64(self.epoch.0)
             .u8(self.kind.code())
@@ -220,12 +395,27 @@ impl EnvelopeHeader {
             .opt_u64(self.last_seen.map(|i| i.0))
             .fixed(self.body_hash.as_bytes())
             .fixed(self.key_commitment.as_bytes())
-            .opt_fixed(self.slot_set_hash.as_ref().map(SlotSetHash::as_bytes))
+            .opt_fixed(self.slot_set_hash.as_ref().map(SlotSetHash::as_bytes));
+        match self.key {
+            HeaderKey::None => c,
+            HeaderKey::Start(k) => c
+                .u8(1)
+                .u64(k.generation)
+                .u64(k.period_length)
+                .fixed(k.rn1_commitment.as_bytes()),
+            HeaderKey::Id(id) => c.u8(2).u64(id.generation).u64(id.period).u64(id.servers.0),
+        }
     }
 
-    /// The core hash: what recipient blocks bind to.
+    /// The core hash: what recipient blocks bind to. Headers with group key
+    /// fields hash under `grompi v1 group envelope core`, the others under
+    /// `grompi v1 envelope core`.
     pub fn core_hash(&self) -> CoreHash {
-        CoreHash::from_bytes(self.canonical().hash(context::ENVELOPE_CORE))
+        let ctx = match self.key {
+            HeaderKey::None => context::ENVELOPE_CORE,
+            HeaderKey::Start(_) | HeaderKey::Id(_) => context::GROUP_ENVELOPE_CORE,
+        };
+        CoreHash::from_bytes(self.canonical().hash(ctx))
     }
 }
 

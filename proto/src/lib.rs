@@ -59,7 +59,8 @@ pub use chain::Head;
 pub use descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
 pub use envelope::{
     BlockDigest, BodyHash, CoreHash, Envelope, EnvelopeHash, EnvelopeHeader, EnvelopeKind,
-    EnvelopeSummary, KeyCommitment, RecipientBlock,
+    EnvelopeSummary, HeaderKey, KeyCommitment, KeyId, KeyStart, RecipientBlock, Rn1Commitment,
+    ShareServers,
 };
 pub use error::{Misbehaviour, MisbehaviourKind, WireError};
 pub use ids::{

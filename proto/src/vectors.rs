@@ -140,8 +140,8 @@ mod tests {
     use crate::context;
     use crate::encoding::Canonical;
     use crate::envelope::{
-        BodyHash, EnvelopeHash, EnvelopeHeader, EnvelopeKind, HeaderFields, KeyCommitment,
-        RecipientBlock,
+        BodyHash, EnvelopeHash, EnvelopeHeader, EnvelopeKind, HeaderFields, HeaderKey,
+        KeyCommitment, KeyId, KeyStart, RecipientBlock, Rn1Commitment, ShareServers,
     };
     use crate::ids::{
         AccountId, Challenge, ConversationId, Epoch, Index, NetworkBinding, ProofNonce, Sequence,
@@ -1248,6 +1248,71 @@ mod tests {
                    "sequence": sequence}),
             &input,
             &blake3::derive_key(context::GROUP_MESSAGE_KEY, input.as_bytes()),
+        ));
+
+        // A group-keyed header: a Message naming its key (section 4.5),
+        // hashed under its own core context.
+        let keyed = EnvelopeHeader::new(HeaderFields {
+            conversation: ConversationId::from_bytes(conv),
+            epoch: Epoch(epoch),
+            kind: EnvelopeKind::Message,
+            sender: SlotIndex(slot),
+            sequence: Sequence(sequence),
+            last_seen: Some(Index(40)),
+            body_hash: BodyHash::from_bytes([0x61; 32]),
+            key_commitment: KeyCommitment::from_bytes([0x62; 32]),
+            slot_set_hash: None,
+        })
+        .unwrap()
+        .with_key(HeaderKey::Id(KeyId {
+            generation: 0,
+            period,
+            servers: ShareServers::new(0b101).unwrap(),
+        }))
+        .unwrap();
+        v.push(derive(
+            "group_envelope_core",
+            context::GROUP_ENVELOPE_CORE,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "kind": 2, "sender_slot": slot,
+                   "sequence": sequence, "last_seen_index": 40, "body_hash": h(&[0x61; 32]),
+                   "key_commitment": h(&[0x62; 32]), "slot_set_hash": null,
+                   "key_id": {"code": 2, "generation": 0, "period": period, "servers": 5}}),
+            &keyed.canonical(),
+            keyed.core_hash().as_bytes(),
+        ));
+        let started = EnvelopeHeader::new(HeaderFields {
+            conversation: ConversationId::from_bytes(conv),
+            epoch: Epoch(epoch),
+            kind: EnvelopeKind::Rekey,
+            sender: SlotIndex(0),
+            sequence: Sequence(3),
+            last_seen: Some(Index(41)),
+            body_hash: BodyHash::from_bytes([0x63; 32]),
+            key_commitment: KeyCommitment::from_bytes([0x64; 32]),
+            slot_set_hash: None,
+        })
+        .unwrap()
+        .with_key(HeaderKey::Start(
+            KeyStart::new(1, 100, Rn1Commitment::from_bytes([0x65; 32])).unwrap(),
+        ))
+        .unwrap();
+        v.push(derive(
+            "group_envelope_core_rekey",
+            context::GROUP_ENVELOPE_CORE,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "kind": 6, "sender_slot": 0,
+                   "sequence": 3, "last_seen_index": 41, "body_hash": h(&[0x63; 32]),
+                   "key_commitment": h(&[0x64; 32]), "slot_set_hash": null,
+                   "key_start": {"code": 1, "generation": 1, "period_length": 100,
+                                 "rn1_commitment": h(&[0x65; 32])}}),
+            &started.canonical(),
+            started.core_hash().as_bytes(),
+        ));
+        // A Rekey's content: the version and kind bytes only (its RN1 is in
+        // the blocks, its commitment in the header).
+        v.push(plaintext_vector(
+            "content_rekey",
+            json!({"version": 1, "kind": EnvelopeKind::Rekey.code()}),
+            &Canonical::new().u8(1).u8(EnvelopeKind::Rekey.code()),
         ));
         v
     }

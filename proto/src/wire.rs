@@ -8,7 +8,7 @@ use crate::WireError;
 use crate::chain::Head;
 use crate::envelope::{
     BlockDigest, BodyHash, Envelope, EnvelopeHeader, EnvelopeKind, EnvelopeSummary, HeaderFields,
-    KeyCommitment, RecipientBlock,
+    HeaderKey, KeyCommitment, KeyId, KeyStart, RecipientBlock, Rn1Commitment, ShareServers,
 };
 use crate::ids::{ConversationId, Epoch, Index, ProofNonce, Sequence, SlotIndex};
 use crate::limits::{MAX_BLOCK_BYTES, MAX_BLOCKS, MAX_BODY_BYTES, MAX_SLOTS};
@@ -86,6 +86,25 @@ impl TryFrom<pb::EnvelopeHeader> for EnvelopeHeader {
                 &h.slot_set_hash,
             )?)
         };
+        let key = match (h.key_start, h.key_id) {
+            (None, None) => HeaderKey::None,
+            (Some(k), None) => HeaderKey::Start(KeyStart::new(
+                k.generation,
+                k.period_length,
+                Rn1Commitment::parse("header.key_start.rn1_commitment", &k.rn1_commitment)?,
+            )?),
+            (None, Some(id)) => HeaderKey::Id(KeyId {
+                generation: id.generation,
+                period: id.period,
+                servers: ShareServers::new(id.servers)?,
+            }),
+            (Some(_), Some(_)) => {
+                return Err(WireError::Invalid {
+                    field: "header.key_id",
+                    reason: "a header carries a key start or a key id, not both",
+                });
+            }
+        };
         EnvelopeHeader::new(HeaderFields {
             conversation: ConversationId::parse("header.conversation_id", &h.conversation_id)?,
             epoch: Epoch(h.epoch),
@@ -96,7 +115,8 @@ impl TryFrom<pb::EnvelopeHeader> for EnvelopeHeader {
             body_hash: BodyHash::parse("header.body_hash", &h.body_hash)?,
             key_commitment: KeyCommitment::parse("header.key_commitment", &h.key_commitment)?,
             slot_set_hash,
-        })
+        })?
+        .with_key(key)
     }
 }
 
@@ -112,6 +132,22 @@ impl From<&EnvelopeHeader> for pb::EnvelopeHeader {
             body_hash: h.body_hash().to_vec(),
             key_commitment: h.key_commitment().to_vec(),
             slot_set_hash: h.slot_set_hash().map(|s| s.to_vec()).unwrap_or_default(),
+            key_start: match h.key() {
+                HeaderKey::Start(k) => Some(pb::KeyStart {
+                    generation: k.generation(),
+                    period_length: k.period_length(),
+                    rn1_commitment: k.rn1_commitment().to_vec(),
+                }),
+                _ => None,
+            },
+            key_id: match h.key() {
+                HeaderKey::Id(id) => Some(pb::KeyId {
+                    generation: id.generation,
+                    period: id.period,
+                    servers: id.servers.bits(),
+                }),
+                _ => None,
+            },
         }
     }
 }

@@ -282,7 +282,101 @@ fn sample_header() -> pb::EnvelopeHeader {
         body_hash: BodyHash::of(b"").to_vec(),
         key_commitment: vec![3; 32],
         slot_set_hash: vec![],
+        key_start: None,
+        key_id: None,
     }
+}
+
+#[test]
+fn group_key_fields_round_trip_and_are_refused_where_they_do_not_belong() {
+    let mut keyed = sample_header();
+    keyed.key_id = Some(pb::KeyId {
+        generation: 2,
+        period: 7,
+        servers: 0b101,
+    });
+    let h = grompi_proto::EnvelopeHeader::try_from(keyed.clone()).unwrap();
+    assert_eq!(pb::EnvelopeHeader::from(&h), keyed);
+    let plain = grompi_proto::EnvelopeHeader::try_from(sample_header()).unwrap();
+    assert_ne!(h.core_hash(), plain.core_hash());
+
+    let mut no_servers = keyed.clone();
+    no_servers.key_id = Some(pb::KeyId {
+        generation: 2,
+        period: 7,
+        servers: 0,
+    });
+    assert!(matches!(
+        grompi_proto::EnvelopeHeader::try_from(no_servers).unwrap_err(),
+        WireError::Invalid {
+            field: "header.key_id.servers",
+            ..
+        }
+    ));
+
+    let start = pb::KeyStart {
+        generation: 0,
+        period_length: 100,
+        rn1_commitment: vec![9; 32],
+    };
+    let mut both = keyed.clone();
+    both.key_start = Some(start.clone());
+    assert!(matches!(
+        grompi_proto::EnvelopeHeader::try_from(both).unwrap_err(),
+        WireError::Invalid {
+            field: "header.key_id",
+            ..
+        }
+    ));
+    // A key start on a Message, a key id on a Setup.
+    let mut start_on_message = sample_header();
+    start_on_message.key_start = Some(start.clone());
+    assert!(matches!(
+        grompi_proto::EnvelopeHeader::try_from(start_on_message).unwrap_err(),
+        WireError::Invalid {
+            field: "header.key_start",
+            ..
+        }
+    ));
+    let mut setup = sample_header();
+    setup.kind = i32::from(EnvelopeKind::Setup.code());
+    setup.slot_set_hash = vec![4; 32];
+    let mut id_on_setup = setup.clone();
+    id_on_setup.key_id = keyed.key_id;
+    assert!(matches!(
+        grompi_proto::EnvelopeHeader::try_from(id_on_setup).unwrap_err(),
+        WireError::Invalid {
+            field: "header.key_id",
+            ..
+        }
+    ));
+    let mut zero_period = setup.clone();
+    zero_period.key_start = Some(pb::KeyStart {
+        period_length: 0,
+        ..start.clone()
+    });
+    assert!(matches!(
+        grompi_proto::EnvelopeHeader::try_from(zero_period).unwrap_err(),
+        WireError::Invalid {
+            field: "header.key_start.period_length",
+            ..
+        }
+    ));
+    let mut short = setup.clone();
+    short.key_start = Some(pb::KeyStart {
+        rn1_commitment: vec![9; 31],
+        ..start.clone()
+    });
+    assert!(grompi_proto::EnvelopeHeader::try_from(short).is_err());
+    let mut started = setup;
+    started.key_start = Some(start);
+    let h = grompi_proto::EnvelopeHeader::try_from(started.clone()).unwrap();
+    assert_eq!(pb::EnvelopeHeader::from(&h), started);
+    // A Rekey carries a key start too.
+    let mut rekey = started.clone();
+    rekey.kind = i32::from(EnvelopeKind::Rekey.code());
+    rekey.slot_set_hash = vec![];
+    assert!(grompi_proto::EnvelopeHeader::try_from(rekey).is_ok());
 }
 
 #[test]

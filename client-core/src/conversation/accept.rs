@@ -372,6 +372,14 @@ impl Conversation {
         let sender = o.sender;
         match o.content {
             Content::Noise | Content::Setup(_) => {}
+            // Group keys are specified but not wired into conversations
+            // yet (docs/PROTOCOL.md 4.5): every conversation is pairwise
+            // keyed, where a Rekey means nothing.
+            Content::Rekey => self.alert(
+                Misbehaviour::UnauthorizedUpdate("a Rekey in a pairwise-keyed conversation"),
+                Some(index),
+                None,
+            ),
             Content::Message(plaintext) => {
                 if let Some(sender) = sender {
                     self.event(Event::Message {

@@ -67,6 +67,7 @@ pub fn kind_name(kind: EnvelopeKind) -> &'static str {
         EnvelopeKind::Update => "update",
         EnvelopeKind::Receipt => "receipt",
         EnvelopeKind::Noise => "noise",
+        EnvelopeKind::Rekey => "rekey",
     }
 }
 

@@ -129,7 +129,10 @@ fn envelope_header(data: &[u8]) -> Outcome {
     };
     round_trip::<pb::EnvelopeHeader, _>("header", &h)?;
     ensure(
-        EnvelopeHeader::new(h.fields()).as_ref() == Ok(&h),
+        EnvelopeHeader::new(h.fields())
+            .and_then(|rebuilt| rebuilt.with_key(h.key()))
+            .as_ref()
+            == Ok(&h),
         "header fields do not rebuild the header",
     )?;
     ensure(

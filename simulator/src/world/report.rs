@@ -207,6 +207,7 @@ fn kind_name(k: grompi_proto::EnvelopeKind) -> &'static str {
         K::Update => "update",
         K::Receipt => "receipt",
         K::Noise => "noise",
+        K::Rekey => "rekey",
     }
 }
 
