@@ -31,6 +31,12 @@
 //! # TCP connections open at once, in total and per client address.
 //! max_connections = 1024
 //! max_connections_per_address = 64
+//! # Caps on what the router keeps (docs/OPERATING.md, "Caps").
+//! max_accounts = 1000000
+//! max_sessions_per_account = 16
+//! max_pending_bytes_per_conversation = 33554432
+//! max_fetch_bytes = 8388608
+//! disk_reserve_bytes = 1073741824
 //! ```
 //!
 //! Relative paths are relative to the configuration file's directory.
@@ -212,9 +218,89 @@ impl Config {
                 u64::from(l.max_streams_per_connection),
             ),
             ("limits.max_fetch", u64::from(l.max_fetch)),
+            ("limits.max_accounts", l.max_accounts as u64),
+            ("limits.max_unused_keys", l.max_unused_keys as u64),
+            ("limits.max_sessions", l.max_sessions as u64),
+            (
+                "limits.max_sessions_per_account",
+                l.max_sessions_per_account as u64,
+            ),
+            ("limits.max_conversations", l.max_conversations as u64),
+            (
+                "limits.max_conversations_per_account",
+                l.max_conversations_per_account as u64,
+            ),
+            (
+                "limits.subscriber_queue_bytes",
+                l.subscriber_queue_bytes as u64,
+            ),
+            ("limits.max_subscriber_bytes", l.max_subscriber_bytes as u64),
+            (
+                "limits.max_subscribers_per_account",
+                l.max_subscribers_per_account as u64,
+            ),
+            ("limits.max_subscribers", l.max_subscribers as u64),
+            ("limits.max_fetch_bytes", l.max_fetch_bytes as u64),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be at least 1"));
+            }
+        }
+        // Each of these must hold at least one envelope of the largest size,
+        // or an envelope could never be accepted.
+        for (key, value) in [
+            (
+                "limits.max_pending_bytes_per_account",
+                l.max_pending_bytes_per_account,
+            ),
+            (
+                "limits.max_pending_bytes_per_conversation",
+                l.max_pending_bytes_per_conversation,
+            ),
+            ("limits.max_pending_bytes", l.max_pending_bytes),
+        ] {
+            if value < l.max_envelope_bytes {
+                return Err(format!(
+                    "{key} ({value}) must be at least limits.max_envelope_bytes ({})",
+                    l.max_envelope_bytes
+                ));
+            }
+        }
+        if l.max_fetch_bytes > MAX_FETCH_BYTES {
+            return Err(format!(
+                "limits.max_fetch_bytes must be at most {MAX_FETCH_BYTES} (half the 64 MiB gRPC message limit)"
+            ));
+        }
+        for (key, value, below, at_least) in [
+            (
+                "limits.max_fetch_bytes_per_account",
+                l.max_fetch_bytes_per_account,
+                "limits.max_fetch_bytes",
+                l.max_fetch_bytes,
+            ),
+            (
+                "limits.max_fetch_bytes_in_flight",
+                l.max_fetch_bytes_in_flight,
+                "limits.max_fetch_bytes_per_account",
+                l.max_fetch_bytes_per_account,
+            ),
+            (
+                "limits.max_subscriber_bytes",
+                l.max_subscriber_bytes,
+                "limits.subscriber_queue_bytes",
+                l.subscriber_queue_bytes,
+            ),
+            (
+                "limits.max_subscribers",
+                l.max_subscribers,
+                "limits.max_subscribers_per_account",
+                l.max_subscribers_per_account,
+            ),
+        ] {
+            if value < at_least {
+                return Err(format!(
+                    "{key} ({value}) must be at least {below} ({at_least})"
+                ));
             }
         }
         if l.session_ttl_ms < MIN_SESSION_TTL_MS {
@@ -251,6 +337,9 @@ impl Config {
             .join(grompi_ops::bound_addrs::BOUND_ADDRS_FILE)
     }
 }
+
+/// The largest Fetch response a router may be configured to build.
+const MAX_FETCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// The shortest session lifetime a router may be configured with.
 const MIN_SESSION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
@@ -299,6 +388,15 @@ mod tests {
             "max_connections_per_address",
             "max_streams_per_connection",
             "max_fetch",
+            "max_accounts",
+            "max_unused_keys",
+            "max_sessions",
+            "max_sessions_per_account",
+            "max_conversations",
+            "max_conversations_per_account",
+            "subscriber_queue_bytes",
+            "max_subscribers_per_account",
+            "max_fetch_bytes",
         ] {
             let e =
                 Config::parse(&format!("{base}[limits]\n{key} = 0\n"), Path::new("/")).unwrap_err();
@@ -319,6 +417,53 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("must not exceed limits.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn caps_must_hold_what_they_bound() {
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\ndescriptor = \"n\"\n[limits]\n";
+        for (extra, says) in [
+            (
+                "max_pending_bytes_per_account = 1000\n",
+                "limits.max_pending_bytes_per_account (1000) must be at least limits.max_envelope_bytes",
+            ),
+            (
+                "max_pending_bytes_per_conversation = 1000\n",
+                "limits.max_pending_bytes_per_conversation (1000) must be at least",
+            ),
+            (
+                "max_fetch_bytes = 67108864\n",
+                "limits.max_fetch_bytes must be at most",
+            ),
+            (
+                "max_fetch_bytes_per_account = 1\n",
+                "limits.max_fetch_bytes_per_account (1) must be at least limits.max_fetch_bytes",
+            ),
+            (
+                "max_fetch_bytes_in_flight = 1\n",
+                "limits.max_fetch_bytes_in_flight (1) must be at least",
+            ),
+            (
+                "max_subscriber_bytes = 1\n",
+                "limits.max_subscriber_bytes (1) must be at least limits.subscriber_queue_bytes",
+            ),
+            (
+                "max_subscribers = 1\n",
+                "limits.max_subscribers (1) must be at least limits.max_subscribers_per_account",
+            ),
+        ] {
+            let e = Config::parse(&format!("{base}{extra}"), Path::new("/")).unwrap_err();
+            assert!(e.contains(says), "{extra}: {e}");
+        }
+        let c = Config::parse(
+            &format!("{base}max_accounts = 5\nmax_sessions_per_account = 2\ndisk_reserve_bytes = 0\nnoise_idle_ms = 1000\n"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_accounts, 5);
+        assert_eq!(c.limits.max_sessions_per_account, 2);
+        assert_eq!(c.limits.disk_reserve_bytes, 0);
+        assert_eq!(c.limits.noise_idle_ms, 1000);
     }
 
     #[test]

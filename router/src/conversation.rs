@@ -95,6 +95,9 @@ pub struct Conversation {
     pub create_tickets: Vec<Ticket>,
     /// When the next noise envelope is due.
     pub next_noise: Millis,
+    /// When a member last submitted (0 after a restart until one does):
+    /// noise stops once this is `noise_idle_ms` old.
+    pub last_submission: Millis,
 }
 
 impl Conversation {
@@ -118,6 +121,7 @@ impl Conversation {
             backoff: vec![Backoff::default(); servers],
             create_tickets: Vec::new(),
             next_noise: 0,
+            last_submission: 0,
         }
     }
 

@@ -107,11 +107,22 @@ pub enum Command {
     },
     /// An order server job ended.
     JobDone(JobResult),
+    /// The shell measured the free space of the data directory's file
+    /// system: `free` bytes. Below `limits.disk_reserve_bytes` the core
+    /// refuses what would grow storage at a member's request (new
+    /// envelopes, conversations, updates, accounts, keys) and stops noise,
+    /// until a later measurement is above it again. No reply.
+    DiskSpace {
+        /// Free bytes.
+        free: u64,
+    },
 }
 
 /// What the shell reads from storage to answer a Fetch.
 #[derive(Debug, Clone)]
 pub struct FetchPlan {
+    /// The caller, whose bytes in flight the page counts against.
+    pub account: AccountId,
     /// Conversation.
     pub conversation: ConversationId,
     /// First index to read.
@@ -252,6 +263,9 @@ impl Output {
     }
 
     fn reply(&mut self, ticket: Ticket, r: Result<Response, RouterError>) {
+        if let Err(e) = &r {
+            e.count_cap();
+        }
         self.effects.push(Effect::Reply(ticket, r));
     }
 
@@ -280,6 +294,11 @@ pub struct RouterCore {
     fanout: Fanout,
     rate: RateLimiter,
     pending_per_account: HashMap<AccountId, usize>,
+    /// Per account: conversations it created.
+    created_by: HashMap<AccountId, usize>,
+    /// Free bytes last measured on the data directory's file system, when
+    /// below the reserve.
+    disk_low: Option<u64>,
     last_prune: Millis,
 }
 
@@ -287,7 +306,7 @@ impl RouterCore {
     /// Restores the core from a store snapshot (empty for a new router).
     pub fn restore(config: CoreConfig, snapshot: Snapshot) -> Result<Self, RouterError> {
         let n = config.servers.len();
-        let mut directory = Directory::new(config.limits.session_ttl_ms);
+        let mut directory = Directory::with_limits(&config.limits);
         for a in snapshot.accounts {
             directory.restore_account(a);
         }
@@ -310,6 +329,10 @@ impl RouterCore {
             config.quorum,
         );
         let active = conversations.keys().copied().collect();
+        let mut created_by: HashMap<AccountId, usize> = HashMap::new();
+        for c in conversations.values() {
+            *created_by.entry(c.creator()).or_default() += 1;
+        }
         Ok(Self {
             rate: RateLimiter::new(
                 config.limits.requests_per_second,
@@ -327,6 +350,8 @@ impl RouterCore {
             conversations,
             active,
             pending_per_account,
+            created_by,
+            disk_low: None,
             last_prune: 0,
         })
     }
@@ -389,6 +414,7 @@ impl RouterCore {
                 let r = self
                     .rate
                     .check(RateKey::Anonymous, now)
+                    .and_then(|()| self.disk_room())
                     .and_then(|()| self.directory.register(new, now, rng, &mut out.records));
                 let r = r.map(|(id, token)| {
                     Response::Registered(pb::RegisterResponse {
@@ -422,7 +448,56 @@ impl RouterCore {
                 self.call(ticket, account, call, now, rng, out);
             }
             Command::JobDone(result) => self.job_done(result, now, out),
+            Command::DiskSpace { free } => self.disk_space(free),
         }
+    }
+
+    fn disk_space(&mut self, free: u64) {
+        let reserve = self.config.limits.disk_reserve_bytes;
+        let low = free < reserve;
+        if low != self.disk_low.is_some() {
+            if low {
+                tracing::error!(
+                    free,
+                    reserve,
+                    "disk nearly full: refusing new envelopes, conversations, accounts and keys"
+                );
+            } else {
+                tracing::warn!(
+                    free,
+                    reserve,
+                    "disk space above the reserve again: accepting writes"
+                );
+            }
+        }
+        self.disk_low = low.then_some(free);
+        metrics::gauge!("router_disk_low").set(if low { 1.0 } else { 0.0 });
+    }
+
+    /// Whether the disk has room for what a member asks to store.
+    fn disk_room(&self) -> Result<(), RouterError> {
+        match self.disk_low {
+            Some(free) => Err(RouterError::DiskLow {
+                free,
+                reserve: self.config.limits.disk_reserve_bytes,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the last disk measurement was below the reserve.
+    pub fn disk_low(&self) -> bool {
+        self.disk_low.is_some()
+    }
+
+    /// Conversations held.
+    pub fn conversation_count(&self) -> usize {
+        self.conversations.len()
+    }
+
+    /// The directory, for inspection.
+    pub fn directory(&self) -> &Directory {
+        &self.directory
     }
 
     fn call(
@@ -436,8 +511,11 @@ impl RouterCore {
     ) {
         let r = match call {
             Call::UploadKeys(upload, fallback) => self
-                .directory
-                .upload(account, upload, fallback, &mut out.records)
+                .disk_room()
+                .and_then(|()| {
+                    self.directory
+                        .upload(account, upload, fallback, &mut out.records)
+                })
                 .map(|()| Response::Uploaded),
             Call::ListConversations => Ok(Response::Conversations(self.list(&account))),
             Call::GetKeyCounts => {
@@ -452,17 +530,21 @@ impl RouterCore {
                 .prekey_bundle(&target, &mut out.records)
                 .map(|b| Response::Bundle(pb::GetPrekeyBundleResponse { bundle: Some(b) })),
             Call::CreateConversation(id, members) => {
-                match self.create(ticket, account, id, members, rng, out) {
+                match self
+                    .disk_room()
+                    .and_then(|()| self.create(ticket, account, id, members, rng, out))
+                {
                     Ok(()) => return self.advance_relay(&id, out),
                     Err(e) => Err(e),
                 }
             }
             Call::PrepareUpdate(id, members) => self
-                .prepare_update(account, id, members, rng, out)
+                .disk_room()
+                .and_then(|()| self.prepare_update(account, id, members, rng, out))
                 .map(Response::Prepared),
             Call::Submit(s) => {
                 let id = s.envelope.header().conversation();
-                match self.submit(ticket, account, s, out) {
+                match self.submit(ticket, account, s, now, out) {
                     Ok(None) => return self.advance_relay(&id, out),
                     Ok(Some(r)) => Ok(r),
                     Err(e) => Err(e),
@@ -527,6 +609,16 @@ impl RouterCore {
             }
             return Err(RouterError::ConversationExists(id));
         }
+        let limits = &self.config.limits;
+        if self.conversations.len() >= limits.max_conversations {
+            return Err(RouterError::TooManyConversations {
+                max: limits.max_conversations,
+            });
+        }
+        let created = self.created_by.get(&account).copied().unwrap_or(0);
+        if created >= limits.max_conversations_per_account {
+            return Err(RouterError::TooManyConversationsCreated { created });
+        }
         let mut slots = self.assign(Epoch(0), members, &Placement::default(), rng, out)?;
         slots.first_index = Some(Index(0));
         let n = self.config.servers.len();
@@ -547,6 +639,7 @@ impl RouterCore {
             index_holders(&mut self.member_of, id, e);
         }
         self.conversations.insert(id, conv);
+        *self.created_by.entry(account).or_default() += 1;
         self.active.insert(id);
         metrics::counter!("router_conversations_created_total").increment(1);
         Ok(())
@@ -630,6 +723,7 @@ impl RouterCore {
         ticket: Ticket,
         account: AccountId,
         s: Submission,
+        now: Millis,
         out: &mut Output,
     ) -> Result<Option<Response>, RouterError> {
         let id = s.envelope.header().conversation();
@@ -648,6 +742,12 @@ impl RouterCore {
                 }
                 _ => return Ok(Some(submitted(&hash))),
             }
+        }
+        if let Some(free) = self.disk_low {
+            return Err(RouterError::DiskLow {
+                free,
+                reserve: self.config.limits.disk_reserve_bytes,
+            });
         }
         let waiting = self.pending_per_account.get(&account).copied().unwrap_or(0);
         if waiting >= self.config.limits.max_pending_per_account {
@@ -670,6 +770,7 @@ impl RouterCore {
         if let Some(p) = conv.pending.get_mut(&index) {
             p.tickets.push(ticket);
         }
+        conv.last_submission = now;
         *self.pending_per_account.entry(account).or_default() += 1;
         self.active.insert(id);
         metrics::counter!("router_submissions_total").increment(1);
@@ -694,6 +795,7 @@ impl RouterCore {
                 .max(from.0),
         );
         Ok(Response::Fetch(FetchPlan {
+            account,
             conversation: id,
             from,
             to,
@@ -730,10 +832,15 @@ impl RouterCore {
             self.rate.prune(now);
             self.directory.prune_sessions(now, &mut out.records);
             metrics::gauge!("router_sessions").set(self.directory.session_count() as f64);
+            metrics::gauge!("router_accounts").set(self.directory.account_count() as f64);
+            metrics::gauge!("router_unused_keys").set(self.directory.unused_key_count() as f64);
+            metrics::gauge!("router_conversations").set(self.conversations.len() as f64);
             self.pending_per_account.retain(|_, c| *c > 0);
             self.last_prune = now;
         }
-        if let Some(interval) = self.config.noise_interval_ms {
+        if let Some(interval) = self.config.noise_interval_ms
+            && self.disk_low.is_none()
+        {
             self.noise(now, interval, rng, out);
         }
         for s in 0..self.config.servers.len() {
@@ -749,9 +856,14 @@ impl RouterCore {
     fn noise(&mut self, now: Millis, interval: Millis, rng: &mut impl CryptoRng, out: &mut Output) {
         let n = self.config.servers.len();
         let servers = self.config.servers.clone();
+        let idle = self.config.limits.noise_idle_ms;
         let mut admitted = Vec::new();
         for conv in self.conversations.values_mut() {
             if conv.next() == Index(0) || now < conv.next_noise {
+                continue;
+            }
+            if now.saturating_sub(conv.last_submission) >= idle {
+                // Idle: no noise until a member submits again.
                 continue;
             }
             conv.next_noise = now.saturating_add(interval);

@@ -1591,3 +1591,354 @@ fn list_conversations_names_only_the_caller_s() {
     assert_eq!(list(&mut w, &members[1]).len(), 1);
     assert!(list(&mut w, &outsider).is_empty());
 }
+
+// ------------------------------------------------------------------ caps ---
+
+impl World {
+    /// The World's limits changed by `f`, applied with a restart.
+    fn with_limits(mut self, f: impl FnOnce(&mut Limits)) -> Self {
+        f(&mut self.config.limits);
+        self.restart();
+        self
+    }
+
+    fn challenge(&mut self) -> Challenge {
+        let t = self.call(Command::GetChallenge);
+        let Some(Ok(Response::Challenge(c))) = self.reply(t) else {
+            panic!("no challenge: {:?}", self.reply(t))
+        };
+        Challenge::parse("c", &c.challenge).unwrap()
+    }
+
+    /// Registers an account with `one_time` one-time prekeys and `order`
+    /// order keys (distinct per seed; not usable for slots), as a sign-up
+    /// flood would.
+    fn try_register(
+        &mut self,
+        seed: u16,
+        one_time: usize,
+        order: usize,
+    ) -> Result<(AccountId, Vec<u8>), RouterError> {
+        let challenge = self.challenge();
+        let mut sk = [0u8; 32];
+        sk[..2].copy_from_slice(&seed.to_be_bytes());
+        sk[2] = 0xA5;
+        let signing = SigningKey::from_bytes(&sk);
+        let key = |kind: u8, i: usize| -> Vec<u8> {
+            let mut h = blake3::Hasher::new();
+            h.update(&[kind]);
+            h.update(&seed.to_be_bytes());
+            h.update(&(i as u64).to_be_bytes());
+            h.finalize().as_bytes().to_vec()
+        };
+        let prekey = [7u8; 32];
+        let req = pb::RegisterRequest {
+            identity: Some(pb::IdentityKeys {
+                signing_key: signing.verifying_key().to_bytes().to_vec(),
+                session_key: sk.to_vec(),
+            }),
+            challenge: challenge.to_vec(),
+            signature: signing
+                .sign(&challenge.network_signing_message(&network()))
+                .to_bytes()
+                .to_vec(),
+            fallback_prekey: Some(pb::SignedPrekey {
+                key: prekey.to_vec(),
+                signature: signing
+                    .sign(&prekey_signing_message(&prekey))
+                    .to_bytes()
+                    .to_vec(),
+            }),
+            one_time_prekeys: (0..one_time).map(|i| key(1, i)).collect(),
+            order_keys: (0..order).map(|i| key(2, i)).collect(),
+        };
+        let t = self.call(Command::Register(parse_register(&req, &network()).unwrap()));
+        match self.reply(t) {
+            Some(Ok(Response::Registered(r))) => Ok((
+                AccountId::parse("a", &r.account).unwrap(),
+                r.session_token.clone(),
+            )),
+            Some(Err(e)) => Err(e.clone()),
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+
+    /// Signs `m` in again; returns the new token.
+    fn try_sign_in(&mut self, m: &Member) -> Result<Vec<u8>, RouterError> {
+        let challenge = self.challenge();
+        let req = pb::SignInRequest {
+            account: m.account.to_vec(),
+            challenge: challenge.to_vec(),
+            signature: m
+                .signing
+                .sign(&challenge.network_signing_message(&network()))
+                .to_bytes()
+                .to_vec(),
+        };
+        let s = crate::request::parse_sign_in(&req, &network()).unwrap();
+        let t = self.call(Command::SignIn(s));
+        match self.reply(t) {
+            Some(Ok(Response::SignedIn(r))) => Ok(r.session_token.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+
+    fn answer(&mut self, m: &Member, call: Call) -> Result<Response, RouterError> {
+        let t = self.authed(m, call);
+        self.settle();
+        self.reply(t).cloned().expect("an answer")
+    }
+}
+
+#[test]
+fn a_sign_up_flood_with_maximal_keys_stops_at_the_caps_and_others_are_served() {
+    let max = grompi_proto::limits::MAX_KEYS_PER_UPLOAD;
+    let mut w = World::new(2, 2, 21).with_limits(|l| {
+        l.max_accounts = 8;
+        l.max_unused_keys = 5 * 2 * max;
+    });
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let held = |w: &World| w.core().directory().unused_key_count();
+    assert_eq!(held(&w), 8);
+    let mut accepted = 0;
+    let mut key_refusals = 0;
+    for seed in 100..120u16 {
+        match w.try_register(seed, max, max) {
+            Ok(_) => accepted += 1,
+            Err(RouterError::KeyStoreFull { max: m, adding, .. }) => {
+                assert_eq!((m, adding), (5 * 2 * max, 2 * max));
+                key_refusals += 1;
+            }
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+        assert!(held(&w) <= 5 * 2 * max, "unused keys over the cap");
+    }
+    // 8 keys held by the members: four maximal sign-ups fit, not a fifth.
+    assert_eq!(accepted, 4);
+    assert_eq!(key_refusals, 16);
+    // Accounts without keys still fit, up to the account cap.
+    assert!(w.try_register(200, 0, 0).is_ok());
+    assert!(w.try_register(201, 0, 0).is_ok());
+    let e = w.try_register(202, 0, 0).unwrap_err();
+    assert_eq!(e, RouterError::TooManyAccounts { max: 8 });
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(e.status().message().contains("limits.max_accounts"), "{e}");
+    assert_eq!(w.core().directory().account_count(), 8);
+    // The members are still served: a conversation and a message.
+    let id = ConversationId::from_bytes([3; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let req = message(&mut members, &created, id, &servers, 1, true, b"still here");
+    let t = submit(&mut w, &members[1], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
+    // The caps hold across a restart.
+    w.restart();
+    assert_eq!(w.core().directory().account_count(), 8);
+    assert!(held(&w) <= 5 * 2 * max);
+    assert_eq!(
+        w.try_register(203, 0, 0).unwrap_err(),
+        RouterError::TooManyAccounts { max: 8 }
+    );
+}
+
+#[test]
+fn sessions_are_capped_per_account_and_in_total() {
+    let mut w = World::new(2, 2, 22).with_limits(|l| {
+        l.max_sessions_per_account = 3;
+        l.max_sessions = 6;
+    });
+    let a = w.register(1, 1);
+    let b = w.register(2, 1);
+    // a: its registration session and 4 sign-ins; only the last 3 live.
+    let tokens: Vec<Vec<u8>> = (0..4).map(|_| w.try_sign_in(&a).unwrap()).collect();
+    assert_eq!(w.core().directory().sessions_of(&a.account), 3);
+    for (token, live) in [
+        (a.token.clone(), false),
+        (tokens[0].clone(), false),
+        (tokens[1].clone(), true),
+        (tokens[3].clone(), true),
+    ] {
+        let t = w.call(Command::Authed {
+            token,
+            call: Call::GetKeyCounts,
+        });
+        match w.reply(t) {
+            Some(Ok(_)) => assert!(live, "an ended session was accepted"),
+            Some(Err(RouterError::UnknownSession)) => assert!(!live, "a live session was refused"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // b: 1 + 2 sign-ins make 6 sessions in all; the router is full.
+    w.try_sign_in(&b).unwrap();
+    w.try_sign_in(&b).unwrap();
+    assert_eq!(w.core().directory().session_count(), 6);
+    let e = w.try_register(300, 0, 0).unwrap_err();
+    assert_eq!(e, RouterError::TooManySessions { max: 6 });
+    // A sign-in of an account at its own cap replaces its oldest session.
+    w.try_sign_in(&b).unwrap();
+    assert_eq!(w.core().directory().session_count(), 6);
+    // Ended sessions make room.
+    w.now += w.config.limits.session_ttl_ms + 1;
+    assert!(w.try_register(300, 0, 0).is_ok());
+}
+
+#[test]
+fn conversations_are_capped_per_creator_and_in_total() {
+    let mut w = World::new(2, 2, 23).with_limits(|l| {
+        l.max_conversations_per_account = 2;
+        l.max_conversations = 3;
+    });
+    let a = w.register(1, 8);
+    let b = w.register(2, 8);
+    let spec = |m: &Member| vec![(m.account, SlotRole::Admin)];
+    for k in 0..2u8 {
+        let r = w.answer(
+            &a,
+            Call::CreateConversation(ConversationId::from_bytes([k; 32]), spec(&a)),
+        );
+        assert!(matches!(r, Ok(Response::Created(_))), "{r:?}");
+    }
+    let r = w.answer(
+        &a,
+        Call::CreateConversation(ConversationId::from_bytes([2; 32]), spec(&a)),
+    );
+    assert_eq!(
+        r.unwrap_err(),
+        RouterError::TooManyConversationsCreated { created: 2 }
+    );
+    let r = w.answer(
+        &b,
+        Call::CreateConversation(ConversationId::from_bytes([3; 32]), spec(&b)),
+    );
+    assert!(matches!(r, Ok(Response::Created(_))), "{r:?}");
+    let r = w.answer(
+        &b,
+        Call::CreateConversation(ConversationId::from_bytes([4; 32]), spec(&b)),
+    );
+    let e = r.unwrap_err();
+    assert_eq!(e, RouterError::TooManyConversations { max: 3 });
+    assert_eq!(e.cap(), Some("max_conversations"));
+    assert_eq!(w.core().conversation_count(), 3);
+    // Counted again after a restart.
+    w.restart();
+    let r = w.answer(
+        &a,
+        Call::CreateConversation(ConversationId::from_bytes([5; 32]), spec(&a)),
+    );
+    assert!(r.is_err());
+}
+
+#[test]
+fn noise_stops_in_idle_conversations_and_resumes_with_a_submission() {
+    let mut w = World::new(2, 2, 24).with_limits(|l| l.noise_idle_ms = 2_000);
+    w.config.noise_interval_ms = Some(100);
+    w.restart();
+    let mut members = vec![w.register(1, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let next = |w: &World| w.core().conversation(&id).unwrap().next().0;
+    for _ in 0..40 {
+        w.now += 100;
+        w.flush();
+        w.settle();
+    }
+    let idle_at = next(&w);
+    assert!(
+        idle_at > 2,
+        "noise was sent while the conversation was active"
+    );
+    for _ in 0..40 {
+        w.now += 100;
+        w.flush();
+        w.settle();
+    }
+    assert_eq!(next(&w), idle_at, "noise went on in an idle conversation");
+    let servers = w.config.servers.clone();
+    let req = message(&mut members, &created, id, &servers, 0, true, b"back");
+    submit(&mut w, &members[0], req);
+    w.settle();
+    for _ in 0..5 {
+        w.now += 100;
+        w.flush();
+        w.settle();
+    }
+    assert!(next(&w) > idle_at + 1, "noise did not resume");
+}
+
+#[test]
+fn a_low_disk_refuses_new_writes_and_keeps_serving_reads() {
+    let mut w = World::new(2, 2, 25);
+    let mut members = vec![w.register(1, 8), w.register(2, 8)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let sent = message(&mut members, &created, id, &servers, 1, true, b"before");
+    let t = submit(&mut w, &members[1], sent.clone());
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
+    let reserve = w.config.limits.disk_reserve_bytes;
+    // The shell measured less free space than the reserve.
+    w.call(Command::DiskSpace { free: reserve - 1 });
+    assert!(w.core().disk_low());
+    let low = RouterError::DiskLow {
+        free: reserve - 1,
+        reserve,
+    };
+    let req = message(&mut members, &created, id, &servers, 0, true, b"refused");
+    let t = submit(&mut w, &members[0], req.clone());
+    assert_eq!(w.reply(t).cloned().unwrap().unwrap_err(), low);
+    assert_eq!(low.code(), tonic::Code::ResourceExhausted);
+    assert!(low.status().message().contains("disk is nearly full"));
+    let r = w.answer(
+        &members[0],
+        Call::CreateConversation(
+            ConversationId::from_bytes([8; 32]),
+            vec![(members[0].account, SlotRole::Admin)],
+        ),
+    );
+    assert_eq!(r.unwrap_err(), low);
+    assert_eq!(w.try_register(400, 0, 0).unwrap_err(), low);
+    let (upload, fallback) = parse_upload(&pb::UploadKeysRequest {
+        one_time_prekeys: vec![vec![77; 32]],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        w.answer(&members[0], Call::UploadKeys(upload, fallback))
+            .unwrap_err(),
+        low
+    );
+    // Reads go on: fetch, list, sign-in, and the answer to a resubmission.
+    let r = w.answer(
+        &members[1],
+        Call::Fetch {
+            conversation: id,
+            from: Index(0),
+            limit: 10,
+        },
+    );
+    assert!(
+        matches!(r, Ok(Response::Fetch(ref p)) if p.to == Index(2)),
+        "{r:?}"
+    );
+    assert!(matches!(
+        w.answer(&members[1], Call::ListConversations),
+        Ok(Response::Conversations(_))
+    ));
+    let token = w.try_sign_in(&members[0]).unwrap();
+    members[0].token = token;
+    let t = submit(&mut w, &members[1], sent);
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
+    // Space freed: accepted again.
+    w.call(Command::DiskSpace { free: reserve });
+    assert!(!w.core().disk_low());
+    let t = submit(&mut w, &members[0], req);
+    w.settle();
+    assert!(
+        matches!(w.reply(t), Some(Ok(Response::Submitted(_)))),
+        "{:?}",
+        w.reply(t)
+    );
+}

@@ -25,7 +25,6 @@ pub use crate::request::{
     parse_sign_in_for, parse_upload,
 };
 use crate::request::{signed_prekey, verify_challenge, verifying_key};
-use grompi_proto::limits::MAX_KEYS_PER_UPLOAD;
 use grompi_proto::{AccountId, Challenge, SlotKey, pb};
 use rand::CryptoRng;
 use std::collections::{BTreeSet, HashMap};
@@ -71,17 +70,57 @@ pub struct Account {
     pub order_keys: BTreeSet<[u8; 32]>,
 }
 
+/// The directory's caps (from [`Limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryCaps {
+    /// `limits.max_accounts`.
+    pub accounts: usize,
+    /// `limits.max_unused_keys`.
+    pub unused_keys: usize,
+    /// `limits.max_unused_keys_per_account`.
+    pub unused_keys_per_account: usize,
+    /// `limits.max_sessions`.
+    pub sessions: usize,
+    /// `limits.max_sessions_per_account`.
+    pub sessions_per_account: usize,
+}
+
+impl DirectoryCaps {
+    /// The caps `limits` configures.
+    pub fn of(limits: &Limits) -> Self {
+        Self {
+            accounts: limits.max_accounts,
+            unused_keys: limits.max_unused_keys,
+            unused_keys_per_account: limits.max_unused_keys_per_account,
+            sessions: limits.max_sessions,
+            sessions_per_account: limits.max_sessions_per_account.max(1),
+        }
+    }
+}
+
+impl Default for DirectoryCaps {
+    fn default() -> Self {
+        Self::of(&Limits::default())
+    }
+}
+
 /// Accounts, sessions and outstanding challenges.
 #[derive(Debug)]
 pub struct Directory {
     accounts: HashMap<AccountId, Account>,
     /// Token hash -> account and when the session ends.
     sessions: HashMap<[u8; 32], (AccountId, Millis)>,
+    /// Per account: its sessions (when each ends, token hash), oldest
+    /// first (at most `sessions_per_account`, so searched linearly).
+    sessions_of: HashMap<AccountId, Vec<(Millis, [u8; 32])>>,
     /// How long a new session lasts.
     session_ttl: Millis,
     challenges: HashMap<Challenge, Millis>,
     /// Every unused order key, so no key is in two supplies.
     order_key_owner: HashMap<[u8; 32], AccountId>,
+    /// Unused keys of both kinds over all accounts.
+    unused_keys: usize,
+    caps: DirectoryCaps,
 }
 
 impl Default for Directory {
@@ -91,15 +130,49 @@ impl Default for Directory {
 }
 
 impl Directory {
-    /// An empty directory whose sessions last `session_ttl` milliseconds.
+    /// An empty directory whose sessions last `session_ttl` milliseconds,
+    /// with the default caps.
     pub fn new(session_ttl: Millis) -> Self {
         Self {
             accounts: HashMap::new(),
             sessions: HashMap::new(),
+            sessions_of: HashMap::new(),
             session_ttl: session_ttl.max(1),
             challenges: HashMap::new(),
             order_key_owner: HashMap::new(),
+            unused_keys: 0,
+            caps: DirectoryCaps::default(),
         }
+    }
+
+    /// An empty directory with the session lifetime and caps of `limits`.
+    pub fn with_limits(limits: &Limits) -> Self {
+        Self {
+            caps: DirectoryCaps::of(limits),
+            ..Self::new(limits.session_ttl_ms)
+        }
+    }
+
+    /// Accounts held.
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Unused keys of both kinds held over all accounts.
+    pub fn unused_key_count(&self) -> usize {
+        self.unused_keys
+    }
+
+    /// Refuses `adding` more unused keys if the total would exceed its cap.
+    fn check_key_room(&self, adding: usize) -> Result<(), RouterError> {
+        if self.unused_keys.saturating_add(adding) > self.caps.unused_keys {
+            return Err(RouterError::KeyStoreFull {
+                held: self.unused_keys,
+                adding,
+                max: self.caps.unused_keys,
+            });
+        }
+        Ok(())
     }
 
     /// Restores an account from storage.
@@ -117,15 +190,19 @@ impl Directory {
 
     /// Restores an unused one-time prekey.
     pub fn restore_one_time(&mut self, account: AccountId, key: [u8; 32]) {
-        if let Some(a) = self.accounts.get_mut(&account) {
-            a.one_time.insert(key);
+        if let Some(a) = self.accounts.get_mut(&account)
+            && a.one_time.insert(key)
+        {
+            self.unused_keys += 1;
         }
     }
 
     /// Restores an unused order key.
     pub fn restore_order_key(&mut self, account: AccountId, key: [u8; 32]) {
         if let Some(a) = self.accounts.get_mut(&account) {
-            a.order_keys.insert(key);
+            if a.order_keys.insert(key) {
+                self.unused_keys += 1;
+            }
             self.order_key_owner.insert(key, account);
         }
     }
@@ -141,18 +218,90 @@ impl Directory {
     ) {
         if let Some(at) = expires_at {
             self.sessions.insert(hash, (account, at));
+            self.sessions_of
+                .entry(account)
+                .or_default()
+                .push((at, hash));
         }
     }
 
     /// Forgets sessions that ended by `now`, recording their removal.
     pub fn prune_sessions(&mut self, now: Millis, out: &mut Vec<Record>) {
-        self.sessions.retain(|hash, (_, expires_at)| {
+        let sessions_of = &mut self.sessions_of;
+        self.sessions.retain(|hash, (account, expires_at)| {
             let live = *expires_at > now;
             if !live {
                 out.push(Record::SessionEnded { hash: *hash });
+                if let Some(set) = sessions_of.get_mut(account) {
+                    set.retain(|(_, h)| h != hash);
+                    if set.is_empty() {
+                        sessions_of.remove(account);
+                    }
+                }
             }
             live
         });
+    }
+
+    /// Ends the session `hash` of `account` ending at `at`.
+    fn end_session(
+        &mut self,
+        account: &AccountId,
+        at: Millis,
+        hash: [u8; 32],
+        out: &mut Vec<Record>,
+    ) {
+        self.sessions.remove(&hash);
+        if let Some(set) = self.sessions_of.get_mut(account) {
+            set.retain(|s| *s != (at, hash));
+            if set.is_empty() {
+                self.sessions_of.remove(account);
+            }
+        }
+        out.push(Record::SessionEnded { hash });
+    }
+
+    /// Makes room for one more session of `account`: ends its session that
+    /// would end first when it has `sessions_per_account` (the total does
+    /// not grow), and otherwise refuses when the router holds `sessions`
+    /// live ones (after forgetting ended ones).
+    fn session_room(
+        &mut self,
+        account: &AccountId,
+        now: Millis,
+        out: &mut Vec<Record>,
+    ) -> Result<(), RouterError> {
+        let held = self.sessions_of.get(account).map_or(&[][..], Vec::as_slice);
+        if held.len() < self.caps.sessions_per_account
+            && self.sessions.len() >= self.caps.sessions
+        {
+            self.prune_sessions(now, out);
+            if self.sessions.len() >= self.caps.sessions {
+                return Err(RouterError::TooManySessions {
+                    max: self.caps.sessions,
+                });
+            }
+        }
+        let held = self.sessions_of.get(account).map_or(&[][..], Vec::as_slice);
+        // The session that ends first; of those ending together, the
+        // oldest.
+        let first = held
+            .iter()
+            .fold(None, |best: Option<(Millis, [u8; 32])>, s| match best {
+                Some(b) if b.0 <= s.0 => Some(b),
+                _ => Some(*s),
+            });
+        if held.len() >= self.caps.sessions_per_account
+            && let Some((at, hash)) = first
+        {
+            self.end_session(account, at, hash, out);
+        }
+        Ok(())
+    }
+
+    /// Live (not yet pruned) sessions of `account`.
+    pub fn sessions_of(&self, account: &AccountId) -> usize {
+        self.sessions_of.get(account).map_or(0, Vec::len)
     }
 
     /// Live and not yet pruned sessions.
@@ -209,6 +358,10 @@ impl Directory {
         let hash = token.hash();
         let expires_at = now.saturating_add(self.session_ttl);
         self.sessions.insert(hash, (account, expires_at));
+        self.sessions_of
+            .entry(account)
+            .or_default()
+            .push((expires_at, hash));
         out.push(Record::Session {
             hash,
             account,
@@ -240,7 +393,18 @@ impl Directory {
         if self.accounts.contains_key(&id) {
             return Err(RouterError::AccountExists);
         }
+        if self.accounts.len() >= self.caps.accounts {
+            return Err(RouterError::TooManyAccounts {
+                max: self.caps.accounts,
+            });
+        }
+        let per_account = self.caps.unused_keys_per_account;
+        if new.one_time.len() > per_account || new.order_keys.len() > per_account {
+            return Err(RouterError::TooManyUnusedKeys { max: per_account });
+        }
+        self.check_key_room(new.one_time.len() + new.order_keys.len())?;
         self.check_new_order_keys(&new.order_keys)?;
+        self.session_room(&id, now, out)?;
         let record = AccountRecord {
             id,
             identity: new.identity,
@@ -289,6 +453,7 @@ impl Directory {
             &s.network,
             s.accept_unbound,
         )?;
+        self.session_room(&s.account, now, out)?;
         Ok(self.new_session(s.account, now, rng, out))
     }
 
@@ -324,13 +489,13 @@ impl Directory {
             .ok_or(RouterError::UnknownAccount(account))?;
         let vk = verifying_key(&a.identity.signing)?;
         upload.fallback = signed_prekey("fallback_prekey", fallback.as_ref(), &vk)?;
-        if a.one_time.len() + upload.one_time.len() > 10 * MAX_KEYS_PER_UPLOAD
-            || a.order_keys.len() + upload.order_keys.len() > 10 * MAX_KEYS_PER_UPLOAD
+        let per_account = self.caps.unused_keys_per_account;
+        if a.one_time.len() + upload.one_time.len() > per_account
+            || a.order_keys.len() + upload.order_keys.len() > per_account
         {
-            return Err(RouterError::TooManyUnusedKeys {
-                max: 10 * MAX_KEYS_PER_UPLOAD,
-            });
+            return Err(RouterError::TooManyUnusedKeys { max: per_account });
         }
+        self.check_key_room(upload.one_time.len() + upload.order_keys.len())?;
         self.check_new_order_keys(&upload.order_keys)?;
         if let Some(f) = upload.fallback
             && let Some(a) = self.accounts.get_mut(&account)
@@ -375,12 +540,18 @@ impl Directory {
         target: &AccountId,
         out: &mut Vec<Record>,
     ) -> Result<pb::PrekeyBundle, RouterError> {
-        let a = self
+        let one_time = self
             .accounts
             .get_mut(target)
+            .ok_or(RouterError::UnknownAccount(*target))?
+            .one_time
+            .pop_first();
+        let a = self
+            .accounts
+            .get(target)
             .ok_or(RouterError::UnknownAccount(*target))?;
-        let one_time = a.one_time.pop_first();
         if let Some(k) = one_time {
+            self.unused_keys = self.unused_keys.saturating_sub(1);
             out.push(Record::OneTimePrekey {
                 account: *target,
                 key: k,
@@ -428,6 +599,7 @@ impl Directory {
             .get_mut(account)
             .and_then(|a| a.order_keys.pop_first())
             .ok_or(RouterError::NoOrderKeys(*account))?;
+        self.unused_keys = self.unused_keys.saturating_sub(1);
         self.order_key_owner.remove(&key);
         out.push(Record::OrderKey {
             account: *account,

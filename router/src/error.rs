@@ -20,6 +20,38 @@ pub struct ServerRefusal {
     pub message: String,
 }
 
+/// Whose bytes waiting for the order servers reached a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingScope {
+    /// The submitting account's envelopes below the quorum.
+    Account,
+    /// Everything held for the envelope's conversation.
+    Conversation,
+    /// Everything held for all conversations.
+    Router,
+}
+
+impl PendingScope {
+    /// The configuration key of the cap.
+    pub fn limit_key(self) -> &'static str {
+        match self {
+            Self::Account => "max_pending_bytes_per_account",
+            Self::Conversation => "max_pending_bytes_per_conversation",
+            Self::Router => "max_pending_bytes",
+        }
+    }
+}
+
+impl std::fmt::Display for PendingScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Account => "of this account's envelopes",
+            Self::Conversation => "of this conversation's envelopes",
+            Self::Router => "of envelopes over all conversations",
+        })
+    }
+}
+
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouterError {
@@ -273,6 +305,122 @@ pub enum RouterError {
         address: std::net::IpAddr,
     },
 
+    // ---- Caps on what the router keeps (limits.*, OPERATING.md "Caps") ---
+    /// The router holds as many accounts as it may.
+    #[error("the router holds its maximum of {max} accounts (limits.max_accounts)")]
+    TooManyAccounts {
+        /// `limits.max_accounts`.
+        max: usize,
+    },
+    /// The keys would take the router over its total of unused keys.
+    #[error(
+        "the router holds {held} unused keys; {adding} more would exceed its maximum of {max} \
+         (limits.max_unused_keys)"
+    )]
+    KeyStoreFull {
+        /// Unused keys held now, over all accounts.
+        held: usize,
+        /// Keys in the request.
+        adding: usize,
+        /// `limits.max_unused_keys`.
+        max: usize,
+    },
+    /// The router holds as many live sessions as it may.
+    #[error(
+        "the router holds its maximum of {max} live sessions (limits.max_sessions); retry later"
+    )]
+    TooManySessions {
+        /// `limits.max_sessions`.
+        max: usize,
+    },
+    /// The router holds as many conversations as it may.
+    #[error("the router holds its maximum of {max} conversations (limits.max_conversations)")]
+    TooManyConversations {
+        /// `limits.max_conversations`.
+        max: usize,
+    },
+    /// The caller created as many conversations as one account may.
+    #[error(
+        "this account created {created} conversations, the most one account may \
+         (limits.max_conversations_per_account)"
+    )]
+    TooManyConversationsCreated {
+        /// Conversations it created.
+        created: usize,
+    },
+    /// The envelope would take the bytes waiting for order servers over a
+    /// cap.
+    #[error(
+        "{held} bytes {scope} wait for the order servers; this envelope's {size} more would \
+         exceed the limit of {max} (limits.{key}); retry once they are attested",
+        key = scope.limit_key()
+    )]
+    PendingBytesFull {
+        /// Whose bytes.
+        scope: PendingScope,
+        /// Bytes held now.
+        held: usize,
+        /// The envelope's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The caller has as many live subscriptions as one account may.
+    #[error(
+        "this account has {open} live subscriptions, the most one account may \
+         (limits.max_subscribers_per_account); close one first"
+    )]
+    TooManySubscriptions {
+        /// Its live subscriptions.
+        open: usize,
+    },
+    /// The router serves as many live subscriptions as it may.
+    #[error(
+        "the router serves its maximum of {max} live subscriptions (limits.max_subscribers); \
+         use Fetch, or retry later"
+    )]
+    SubscribersFull {
+        /// `limits.max_subscribers`.
+        max: usize,
+    },
+    /// The caller's fetches being built hold as many bytes as one account's
+    /// may.
+    #[error(
+        "this account's fetches being built may hold up to {need} bytes more; with the {held} \
+         held now that exceeds the limit of {max} (limits.max_fetch_bytes_per_account); wait \
+         for one to finish"
+    )]
+    FetchesInFlight {
+        /// Bytes reserved by the account's fetches in flight.
+        held: usize,
+        /// Bytes this fetch reserves.
+        need: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The fetches being built hold as many bytes as the router allows.
+    #[error(
+        "the router is building its maximum of {max} bytes of fetch responses \
+         (limits.max_fetch_bytes_in_flight); retry shortly"
+    )]
+    FetchBytesFull {
+        /// The limit.
+        max: usize,
+    },
+    /// The data directory's file system has less free space than the
+    /// reserve.
+    #[error(
+        "the router's disk is nearly full ({free} bytes free, less than the reserve of \
+         {reserve}, limits.disk_reserve_bytes): it accepts no new envelopes, conversations, \
+         accounts or keys until space is freed; fetching, subscribing and signing in still work"
+    )]
+    DiskLow {
+        /// Free bytes as last measured.
+        free: u64,
+        /// `limits.disk_reserve_bytes`.
+        reserve: u64,
+    },
+
     // ---- Unavailable ----------------------------------------------------
     /// The router is stopping; the request was not handled.
     #[error("the router is stopping")]
@@ -451,7 +599,18 @@ impl RouterError {
             | E::TooManyUnusedKeys { .. }
             | E::RateLimited { .. }
             | E::TooManyPeers { .. }
-            | E::PeerRateLimited { .. } => Code::ResourceExhausted,
+            | E::PeerRateLimited { .. }
+            | E::TooManyAccounts { .. }
+            | E::KeyStoreFull { .. }
+            | E::TooManySessions { .. }
+            | E::TooManyConversations { .. }
+            | E::TooManyConversationsCreated { .. }
+            | E::PendingBytesFull { .. }
+            | E::TooManySubscriptions { .. }
+            | E::SubscribersFull { .. }
+            | E::FetchesInFlight { .. }
+            | E::FetchBytesFull { .. }
+            | E::DiskLow { .. } => Code::ResourceExhausted,
             E::Stopping => Code::Unavailable,
             E::NoEpoch
             | E::NoFreeSlot
@@ -462,6 +621,36 @@ impl RouterError {
             | E::CommitterStopped
             | E::StorageFailed
             | E::Storage(_) => Code::Internal,
+        }
+    }
+
+    /// The configuration key of the cap that refused the request, if a cap
+    /// on what the router keeps did (the `cap` label of
+    /// `router_cap_refusals_total`).
+    pub fn cap(&self) -> Option<&'static str> {
+        use RouterError as E;
+        Some(match self {
+            E::TooManyAccounts { .. } => "max_accounts",
+            E::KeyStoreFull { .. } => "max_unused_keys",
+            E::TooManyUnusedKeys { .. } => "max_unused_keys_per_account",
+            E::TooManySessions { .. } => "max_sessions",
+            E::TooManyConversations { .. } => "max_conversations",
+            E::TooManyConversationsCreated { .. } => "max_conversations_per_account",
+            E::PendingBytesFull { scope, .. } => scope.limit_key(),
+            E::TooManyPending { .. } => "max_pending_per_account",
+            E::TooManySubscriptions { .. } => "max_subscribers_per_account",
+            E::SubscribersFull { .. } => "max_subscribers",
+            E::FetchesInFlight { .. } => "max_fetch_bytes_per_account",
+            E::FetchBytesFull { .. } => "max_fetch_bytes_in_flight",
+            E::DiskLow { .. } => "disk_reserve_bytes",
+            _ => return None,
+        })
+    }
+
+    /// Counts a refusal by a cap in `router_cap_refusals_total{cap}`.
+    pub fn count_cap(&self) {
+        if let Some(cap) = self.cap() {
+            metrics::counter!("router_cap_refusals_total", "cap" => cap).increment(1);
         }
     }
 

@@ -34,8 +34,10 @@
 //! | [`record`] | what is persisted, and its encoding |
 //! | [`store`] | the storage trait, the redb store, the in-memory store |
 //! | [`config`] | the TOML configuration file |
-//! | [`runtime`] | the core thread with group commit, order server workers, subscribers |
+//! | [`runtime`] | the core thread with group commit, order server workers, the ticker and the disk check |
+//! | [`hub`] | live subscribers: queues bounded by count and bytes, streams per account |
 //! | [`service`] | the client-facing gRPC service |
+//! | [`fetch`] | Fetch pages bounded by bytes, and the bytes of pages being built per account and in total |
 //! | [`server`] | wiring: `router init`, `router serve`, TLS, health, bound addresses, shutdown |
 //! | [`error`] | [`error::RouterError`] and its gRPC status codes |
 #![forbid(unsafe_code)]
@@ -49,6 +51,8 @@ pub mod directory;
 pub mod driver;
 pub mod error;
 pub mod fanout;
+pub mod fetch;
+pub mod hub;
 pub mod keys;
 pub mod limits;
 pub mod record;

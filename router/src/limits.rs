@@ -10,6 +10,8 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+const MIB: usize = 1024 * 1024;
+
 /// How long a session lasts by default: seven days.
 pub const DEFAULT_SESSION_TTL_MS: Millis = 7 * 24 * 60 * 60 * 1000;
 
@@ -61,6 +63,60 @@ pub struct Limits {
     /// Most concurrent HTTP/2 streams (calls) on one connection; a client
     /// over it waits for a stream to finish.
     pub max_streams_per_connection: u32,
+
+    // ---- Caps on what the router keeps in memory (docs/OPERATING.md,
+    // "Caps"). Reaching one refuses the call with a typed error naming it.
+    /// Most accounts; Register beyond it is refused.
+    pub max_accounts: usize,
+    /// Most unused keys (one-time prekeys and order keys together) over
+    /// all accounts; Register and UploadKeys beyond it are refused.
+    pub max_unused_keys: usize,
+    /// Most unused keys of each kind one account may hold.
+    pub max_unused_keys_per_account: usize,
+    /// Most live sessions over all accounts; SignIn and Register beyond it
+    /// are refused (ended sessions are forgotten first).
+    pub max_sessions: usize,
+    /// Most live sessions of one account: a sign-in beyond it ends the
+    /// account's session that would end first.
+    pub max_sessions_per_account: usize,
+    /// Most conversations; CreateConversation beyond it is refused.
+    pub max_conversations: usize,
+    /// Most conversations one account may have created.
+    pub max_conversations_per_account: usize,
+    /// Most bytes of one account's envelopes waiting for a quorum.
+    pub max_pending_bytes_per_account: usize,
+    /// Most bytes the router holds for one conversation's envelopes until
+    /// every order server has attested them (whole envelopes until the
+    /// quorum, their summaries after).
+    pub max_pending_bytes_per_conversation: usize,
+    /// Most such bytes over all conversations.
+    pub max_pending_bytes: usize,
+    /// Most bytes queued for one live subscriber before it is
+    /// disconnected (it then fetches what it missed).
+    pub subscriber_queue_bytes: usize,
+    /// Most bytes queued for all live subscribers together; a delivery
+    /// that would go over it disconnects its subscriber.
+    pub max_subscriber_bytes: usize,
+    /// Most live subscriptions (Subscribe streams) of one account.
+    pub max_subscribers_per_account: usize,
+    /// Most live subscriptions over all accounts.
+    pub max_subscribers: usize,
+    /// Most bytes of deliveries in one Fetch response; a page is cut
+    /// short (its `next_index` says where to go on), but always holds at
+    /// least one index.
+    pub max_fetch_bytes: usize,
+    /// Most bytes of Fetch responses being built for one account at once.
+    pub max_fetch_bytes_per_account: usize,
+    /// Most bytes of Fetch responses being built at once.
+    pub max_fetch_bytes_in_flight: usize,
+    /// Noise stops in a conversation no member has submitted to for this
+    /// many milliseconds (and starts again with the next submission), so
+    /// idle conversations do not grow storage for ever.
+    pub noise_idle_ms: u64,
+    /// Free space the data directory's file system must keep: below it
+    /// the router refuses new envelopes, conversations, accounts and keys
+    /// (reads, sign-in and order servers' answers go on).
+    pub disk_reserve_bytes: u64,
 }
 
 impl Default for Limits {
@@ -82,6 +138,25 @@ impl Default for Limits {
             max_connections: 1024,
             max_connections_per_address: 64,
             max_streams_per_connection: 256,
+            max_accounts: 1_000_000,
+            max_unused_keys: 20_000_000,
+            max_unused_keys_per_account: 10_000,
+            max_sessions: 2_000_000,
+            max_sessions_per_account: 16,
+            max_conversations: 1_000_000,
+            max_conversations_per_account: 1_000,
+            max_pending_bytes_per_account: 16 * MIB,
+            max_pending_bytes_per_conversation: 32 * MIB,
+            max_pending_bytes: 1024 * MIB,
+            subscriber_queue_bytes: 8 * MIB,
+            max_subscriber_bytes: 512 * MIB,
+            max_subscribers_per_account: 8,
+            max_subscribers: 100_000,
+            max_fetch_bytes: 8 * MIB,
+            max_fetch_bytes_per_account: 16 * MIB,
+            max_fetch_bytes_in_flight: 256 * MIB,
+            noise_idle_ms: 60 * 60 * 1000,
+            disk_reserve_bytes: 1024 * MIB as u64,
         }
     }
 }

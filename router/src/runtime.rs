@@ -3,7 +3,7 @@
 //! batches queued behind a running commit into one durable commit (group
 //! commit) before performing their effects, one worker task per order
 //! server that keeps up to [`PIPELINE_DEPTH`] jobs in flight over an ordered
-//! stream, a ticker, and the hub of live subscribers. The loop's logic is
+//! stream, a ticker, and the hub of live subscribers ([`crate::hub`]). The loop's logic is
 //! the driver's ([`crate::driver`]); this module only moves its inputs and
 //! outputs between threads, channels and sockets.
 
@@ -14,12 +14,12 @@ use crate::fanout::{JobResult, OpenOutcome, ServerJob, StreamOrder};
 use crate::store::{Durability, Store};
 
 pub use crate::driver::PIPELINE_DEPTH;
+pub use crate::hub::Hub;
 use crate::{Millis, Ticket};
 use grompi_proto::pb::order_service_client::OrderServiceClient;
 use grompi_proto::{AccountId, pb};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
@@ -46,64 +46,6 @@ pub enum CoreMsg {
     Tick,
     /// Stop after this batch.
     Shutdown,
-}
-
-type Subscriber = (u64, mpsc::Sender<Result<pb::Delivery, tonic::Status>>);
-
-/// Live subscribers by account. A subscriber whose queue is full is
-/// disconnected (it reconnects and fetches what it missed), so a slow
-/// reader never makes the router's memory grow.
-#[derive(Debug, Default)]
-pub struct Hub {
-    subscribers: Mutex<HashMap<AccountId, Vec<Subscriber>>>,
-    next: AtomicU64,
-}
-
-impl Hub {
-    /// Adds a subscriber for `account` with a queue of `capacity`.
-    pub fn subscribe(
-        &self,
-        account: AccountId,
-        capacity: usize,
-    ) -> mpsc::Receiver<Result<pb::Delivery, tonic::Status>> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut subs) = self.subscribers.lock() {
-            subs.entry(account).or_default().push((id, tx));
-            metrics::gauge!("router_subscribers")
-                .set(subs.values().map(Vec::len).sum::<usize>() as f64);
-        }
-        rx
-    }
-
-    /// Delivers to every live subscriber of `account`.
-    pub fn deliver(&self, account: &AccountId, delivery: &pb::Delivery) {
-        let Ok(mut subs) = self.subscribers.lock() else {
-            return;
-        };
-        let Some(list) = subs.get_mut(account) else {
-            return;
-        };
-        list.retain(|(_, tx)| match tx.try_send(Ok(delivery.clone())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("router_slow_subscribers_disconnected_total").increment(1);
-                tracing::info!(account = %account, "subscriber too slow; disconnected");
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
-        if list.is_empty() {
-            subs.remove(account);
-        }
-    }
-
-    /// Disconnects everyone (shutdown).
-    pub fn close_all(&self) {
-        if let Ok(mut subs) = self.subscribers.lock() {
-            subs.clear();
-        }
-    }
 }
 
 /// A batch's effects once its tickets are matched to their reply channels.
@@ -151,7 +93,7 @@ fn perform(effects: Vec<Ready>, jobs: &[mpsc::UnboundedSender<ServerJob>], hub: 
                     let _ = tx.send(job);
                 }
             }
-            Ready::Deliver { account, delivery } => hub.deliver(&account, &delivery),
+            Ready::Deliver { account, delivery } => hub.deliver(&account, delivery),
         }
     }
 }

@@ -174,7 +174,7 @@ impl Backend {
         let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
         let mut clients = order_clients(descriptor, identity, server_timeout)?;
         clients.truncate(n);
-        let hub = Arc::new(Hub::default());
+        let hub = Arc::new(Hub::new(crate::hub::HubLimits::of(&config.limits)));
         let reader = store.reader();
         let mut job_txs = Vec::with_capacity(n);
         let mut job_rxs = Vec::with_capacity(n);

@@ -11,9 +11,8 @@
 //! the per-address budget gets `RESOURCE_EXHAUSTED` saying "per-address
 //! rate limit".
 
-use crate::core::{
-    Call, Command, Response as CoreResponse, parse_members, parse_submit, stored_view,
-};
+use crate::core::{Call, Command, Response as CoreResponse, parse_members, parse_submit};
+use crate::fetch::{FetchBudget, build_page};
 use crate::directory::{parse_register_for, parse_sign_in_for, parse_upload};
 use crate::error::RouterError;
 use crate::limits::{Limits, PeerLimiter};
@@ -26,7 +25,6 @@ use grompi_proto::{AccountId, ConversationId, Index, ProofNonce};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -61,6 +59,7 @@ pub struct RouterService {
     order: Vec<OrderServiceClient<Channel>>,
     settings: ServiceSettings,
     peers: Arc<Mutex<PeerLimiter>>,
+    fetches: Arc<FetchBudget>,
 }
 
 impl std::fmt::Debug for RouterService {
@@ -89,6 +88,7 @@ impl RouterService {
         settings: ServiceSettings,
     ) -> Self {
         let peers = Arc::new(Mutex::new(PeerLimiter::new(&settings.limits)));
+        let fetches = Arc::new(FetchBudget::new(&settings.limits));
         Self {
             core,
             hub,
@@ -96,6 +96,7 @@ impl RouterService {
             order,
             settings,
             peers,
+            fetches,
         }
     }
 
@@ -395,45 +396,38 @@ impl Router for RouterService {
             let CoreResponse::Fetch(plan) = self.authed(&req, call).await? else {
                 return Err(unexpected());
             };
+            // The page's bytes are reserved until it is built and handed
+            // to the transport; over a bound the call is refused at once.
+            let _reservation = self.fetches.reserve(plan.account).map_err(|e| {
+                e.count_cap();
+                Status::from(e)
+            })?;
             let reader = self.reader.clone();
-            let rows = tokio::task::spawn_blocking(move || {
-                reader
-                    .read(&plan.conversation, plan.from, plan.to)
-                    .map(|rows| (plan, rows))
-            })
-            .await
-            .map_err(|_| Status::internal("fetch task failed"))?
-            .map_err(|e| Status::internal(e.to_string()))?;
-            let (plan, rows) = rows;
-            let deliveries = rows
-                .iter()
-                .filter_map(|(i, stored, atts)| {
-                    let member = plan.member(&stored.envelope);
-                    member
-                        .receives()
-                        .then(|| stored_view(&plan.conversation, *i, stored, member, atts))
-                })
-                .collect();
-            Ok(Response::new(pb::FetchResponse {
-                deliveries,
-                next_index: plan.to.0,
-            }))
+            let max = self.fetches.page_bytes();
+            let page = tokio::task::spawn_blocking(move || build_page(reader.as_ref(), &plan, max))
+                .await
+                .map_err(|_| Status::internal("fetch task failed"))?
+                .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(page))
         }
         .await;
         metered("Fetch", r)
     }
 
-    type SubscribeStream = ReceiverStream<Result<pb::Delivery, Status>>;
+    type SubscribeStream = crate::hub::SubscribeStream;
 
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = match self.authed(&req, Call::Subscribe).await {
-            Ok(CoreResponse::Subscribed(account)) => Ok(Response::new(ReceiverStream::new(
-                self.hub
-                    .subscribe(account, self.settings.limits.subscriber_queue),
-            ))),
+            Ok(CoreResponse::Subscribed(account)) => match self.hub.subscribe(account) {
+                Ok(s) => Ok(Response::new(s.into_stream())),
+                Err(e) => {
+                    e.count_cap();
+                    Err(Status::from(e))
+                }
+            },
             Ok(_) => Err(unexpected()),
             Err(e) => Err(e),
         };
