@@ -21,9 +21,9 @@ pub enum SecretFileError {
     /// An I/O operation on the file failed.
     #[error("{action} {path}: {source}")]
     Io {
-        /// What was being done.
+        /// The step that failed (`create`, `write`, `fsync`, `rename into place`, ...).
         action: &'static str,
-        /// The file.
+        /// What it was done on: the target, its temporary file, or the directory.
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
@@ -33,19 +33,19 @@ pub enum SecretFileError {
         "{path} has mode {mode:o}; a secret file must not be readable by group or others (chmod 600)"
     )]
     TooOpen {
-        /// The file.
+        /// The refused secret file.
         path: PathBuf,
-        /// Its permission bits.
+        /// Its permission bits (`mode & 0o777`), with some group or other bit set.
         mode: u32,
     },
     /// The file is larger than any secret this project writes.
     #[error("{path} is {size} bytes, more than the {max} a secret file may hold")]
     TooLarge {
-        /// The file.
+        /// The refused secret file.
         path: PathBuf,
-        /// Its size.
+        /// Its size in bytes, from its metadata.
         size: u64,
-        /// The limit.
+        /// The limit, [`MAX_SECRET_FILE_BYTES`].
         max: u64,
     },
 }

@@ -93,7 +93,7 @@ pub fn render(seed: u64, honest: &RunReport, forked: &RunReport) -> String {
     out
 }
 
-/// The order servers of the live demo.
+/// N of the live demo: how many order servers it runs.
 pub const LIVE_ORDER_SERVERS: usize = 3;
 /// The order servers that collude with the forking router.
 pub const COLLUDING: [usize; 2] = [0, 1];
@@ -114,7 +114,7 @@ pub struct LiveOptions {
 pub struct LiveRun {
     /// Whether the router forked.
     pub forked: bool,
-    /// The quorum.
+    /// The quorum t (of N = 3) members required in this half, from [`LiveOptions`].
     pub quorum: usize,
     /// What each member saw.
     pub views: Vec<LiveView>,

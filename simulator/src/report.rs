@@ -19,13 +19,13 @@ pub struct RunReport {
     pub adversary: String,
     /// The seed that replays this run.
     pub seed: u64,
-    /// N and t.
+    /// N: order servers in the network.
     pub order_servers: usize,
-    /// The quorum.
+    /// t: order server attestations a member requires per index (N unless the scenario says).
     pub quorum: usize,
-    /// What the scenario expected.
+    /// The outcome the scenario's `[expect]` table names.
     pub expected: Outcome,
-    /// What happened.
+    /// The outcome the verdicts found in this run.
     pub observed: Outcome,
     /// Whether the expectation (outcome, integrity and alerts) was met.
     pub as_expected: bool,
@@ -389,17 +389,17 @@ pub fn side_by_side(views: &[MemberView]) -> String {
 /// A sweep: many seeds of one scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepReport {
-    /// The scenario.
+    /// The scenario's name.
     pub scenario: String,
-    /// The adversary.
+    /// The scenario's adversary, in one line (as in each run's report).
     pub adversary: String,
-    /// Seeds run.
+    /// Runs in the sweep, one per seed; the three outcome counts sum to it.
     pub runs: u64,
-    /// Runs per observed outcome.
+    /// Runs whose outcome was prevented: honest transcripts identical and complete.
     pub prevented: u64,
-    /// Runs detected.
+    /// Runs whose outcome was detected: every denied honest member raised an alert.
     pub detected: u64,
-    /// Runs undetected.
+    /// Runs whose outcome was undetected: a denial or divergence went unnoticed.
     pub undetected: u64,
     /// Runs where integrity broke among honest members.
     pub integrity_violations: u64,

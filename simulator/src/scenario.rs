@@ -42,7 +42,7 @@ pub enum ScenarioError {
     /// Not valid TOML, or unknown or mistyped keys.
     #[error("scenario {file}: {message}")]
     Syntax {
-        /// The file.
+        /// The file's name as given to [`Scenario::parse`].
         file: String,
         /// What the parser said.
         message: String,
@@ -50,7 +50,7 @@ pub enum ScenarioError {
     /// Valid TOML that describes an impossible scenario.
     #[error("scenario {file}: {message}")]
     Invalid {
-        /// The file.
+        /// The file's name as given to [`Scenario::parse`].
         file: String,
         /// What is wrong.
         message: String,
@@ -86,7 +86,7 @@ pub enum RouterStrategy {
     },
     /// Never delivers some indices to some members.
     Drop {
-        /// Who is denied.
+        /// Names of the members denied those envelopes.
         members: Vec<String>,
         /// Which script steps' envelopes are dropped (0-based).
         steps: Vec<usize>,
@@ -99,9 +99,9 @@ pub enum RouterStrategy {
     Inject,
     /// Stops delivering to some members after a step.
     WithholdDelivery {
-        /// Who is cut off.
+        /// Names of the members cut off.
         members: Vec<String>,
-        /// From which script step on.
+        /// Envelopes of script steps after this one (0-based) never reach them.
         after_step: usize,
     },
     /// Delivers envelopes without the order servers' tags.
@@ -113,7 +113,7 @@ pub enum RouterStrategy {
     },
     /// Crashes and restarts.
     CrashRestart {
-        /// After which script step.
+        /// The 0-based script step during which it crashes; it restarts after a short downtime.
         after_step: usize,
     },
     /// Before each real delivery, delivers a damaged copy: alternately a
@@ -214,12 +214,12 @@ pub enum OrderServerStrategy {
     SkipSenderCheck,
     /// Crashes and restarts, keeping what it committed.
     CrashRestart {
-        /// After which script step.
+        /// The 0-based script step during which it crashes; it restarts after a short downtime.
         after_step: usize,
     },
     /// Stays down from a step on.
     Offline {
-        /// From which script step.
+        /// The 0-based script step during which it goes down, for the rest of the run.
         after_step: usize,
     },
 }
@@ -399,7 +399,7 @@ fn server_strategy_name(s: &OrderServerStrategy) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
-    /// N.
+    /// N: how many order servers the network runs.
     pub order_servers: usize,
     /// t; defaults to N.
     pub quorum: Option<usize>,
@@ -590,15 +590,15 @@ pub struct Scenario {
     pub name: String,
     /// What it shows.
     pub description: String,
-    /// The network.
+    /// Order servers, quorum, members and admins (the `[network]` table).
     pub network: Network,
-    /// The adversary.
+    /// Who misbehaves and how (the `[adversary]` table); nobody by default.
     #[serde(default)]
     pub adversary: Adversary,
     /// The conversation script, after the Setup.
     #[serde(default)]
     pub script: Vec<Step>,
-    /// The expected outcome.
+    /// What the run must show (the `[expect]` table); the report flags any mismatch.
     pub expect: Expectation,
 }
 

@@ -28,11 +28,11 @@ pub fn sweep(
 /// The cost of the honest protocol at one network size.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CostPoint {
-    /// Order servers.
+    /// N: order servers in the network; the quorum is all N.
     pub order_servers: usize,
-    /// Members.
+    /// Members in the conversation; the first four each send one message.
     pub group_size: usize,
-    /// Seeds averaged.
+    /// Runs averaged, one per seed from 0.
     pub runs: u64,
     /// Mean submit-to-acceptance latency, virtual ms.
     pub mean_latency_ms: f64,

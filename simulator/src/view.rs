@@ -8,9 +8,9 @@ use serde::Serialize;
 /// One accepted index, as a member saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcceptedEntry {
-    /// The index.
+    /// Position in the conversation's total order: 0 is the Setup, dense across epochs.
     pub index: u64,
-    /// The epoch of the envelope.
+    /// Epoch the envelope was sent in (0 until the first membership change).
     pub epoch: u64,
     /// The envelope hash (hex). Not reported: it depends on ciphertexts,
     /// which are not reproducible from the seed.

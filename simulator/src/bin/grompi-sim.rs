@@ -97,7 +97,7 @@ enum Command {
         /// Seeds per scenario (0 .. N).
         #[arg(long, default_value_t = 100)]
         seeds: u64,
-        /// The output directory.
+        /// Where sweep.json, sweep.md and the plots go; created if missing.
         #[arg(long, default_value = "sweep-out")]
         out: PathBuf,
         /// Seeds per point of the cost plots (N in 1, 3, 5; group size in

@@ -41,9 +41,9 @@ pub struct BenchOptions {
     /// Directory with the `router` and `order-server` binaries.
     #[serde(skip)]
     pub binaries: PathBuf,
-    /// Numbers of order servers.
+    /// N of the attested cells; each N is measured at every group size.
     pub servers: Vec<usize>,
-    /// Group sizes.
+    /// Members per conversation; each size also gets one relay baseline cell.
     pub groups: Vec<usize>,
     /// Messages in the latency phase of each cell.
     pub latency_messages: usize,
@@ -65,9 +65,9 @@ pub struct Cell {
     pub mode: String,
     /// Order servers (0 for the relay).
     pub servers: usize,
-    /// Quorum used by members.
+    /// t: tags a member requires per index (N, N/2 + 1 with `majority`, 0 for the relay).
     pub quorum: usize,
-    /// Group size.
+    /// Members in the conversation, each sending and checking.
     pub group: usize,
     /// Median end-to-end latency, ms.
     pub latency_p50_ms: f64,
@@ -85,7 +85,7 @@ pub struct Cell {
 /// process spends it.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct CpuPerMessage {
-    /// The router.
+    /// Spent by the router process.
     pub router_us: f64,
     /// Every order server together.
     pub order_servers_us: f64,
@@ -114,9 +114,9 @@ fn cpu_times(net: &Devnet) -> Option<[Duration; 3]> {
 /// An attested cell next to the relay baseline of the same group size.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
-    /// Order servers.
+    /// N of the attested cell.
     pub servers: usize,
-    /// Group size.
+    /// Members in the conversation, the same in both cells.
     pub group: usize,
     /// Attested p50 / relay p50.
     pub latency_p50: f64,
@@ -144,9 +144,9 @@ pub struct BenchReport {
 pub struct Storage {
     /// The filesystem type (`ext4`, `tmpfs`, ...), from `/proc/self/mounts`.
     pub filesystem: String,
-    /// Its device.
+    /// The mounted device, as `/proc/self/mounts` names it.
     pub device: String,
-    /// Its mount point.
+    /// Where it is mounted: the longest mount point the data directory lies under.
     pub mount_point: String,
 }
 

@@ -160,7 +160,7 @@ impl BenchAccount {
         })
     }
 
-    /// The account id bytes.
+    /// The account id the router's register answer gave, as raw bytes.
     pub fn account(&self) -> &[u8] {
         &self.account
     }
@@ -177,7 +177,7 @@ impl BenchAccount {
 /// One member's place in a conversation: its slot and the MAC keys it
 /// shares with each order server (derived once, not per message).
 pub struct MemberSlot {
-    /// The conversation.
+    /// The conversation the benchmark created; headers and attestations name it.
     pub conversation: ConversationId,
     /// The member's slot.
     pub slot: SlotIndex,
@@ -185,7 +185,7 @@ pub struct MemberSlot {
     pub keys: Vec<MacKeys>,
     /// The other members' slots, for blocks.
     pub recipients: Vec<SlotIndex>,
-    /// The slot set's hash (for the Setup).
+    /// The slot set the router assigned at creation; a Setup header carries its hash.
     pub slot_set: SlotSet,
 }
 
@@ -302,17 +302,17 @@ pub enum NotAccepted {
     /// Not the next index.
     #[error("index {got}, expected {expected}")]
     OutOfOrder {
-        /// Expected.
+        /// The index the member accepts next.
         expected: u64,
-        /// Got.
+        /// The index the delivery carries.
         got: u64,
     },
     /// Too few tags verify.
     #[error("{verified} tags verify, the quorum is {quorum}")]
     Unattested {
-        /// Verified tags.
+        /// Attestation tags that verified under the member's MAC keys.
         verified: usize,
-        /// The quorum.
+        /// Tags the member requires (0 for the relay baseline).
         quorum: usize,
     },
 }

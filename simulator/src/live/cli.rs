@@ -188,7 +188,7 @@ pub fn evil_router(args: &EvilRouterArgs) -> Result<(), LiveError> {
 /// run from this executable (what a self-hosted devnet starts).
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The configuration file.
+    /// The server's TOML configuration file, as the real binary reads it.
     #[arg(long)]
     pub config: PathBuf,
 }

@@ -65,7 +65,7 @@ pub struct AttackPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForkRequest {
-    /// Echoed in the answer.
+    /// Fresh per request ([`fresh_id`]); echoed in the answer, so a stale one is told apart.
     pub id: u64,
     /// Branches in all, the existing one included (2 for two groups).
     pub branches: usize,

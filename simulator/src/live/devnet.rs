@@ -161,9 +161,9 @@ pub struct DevnetOptions {
 /// One running server.
 #[derive(Debug)]
 pub struct Node {
-    /// The process.
+    /// The child process; its standard error goes to the node's log file.
     pub process: ServerProcess,
-    /// Where it listens.
+    /// The addresses it bound, read from its data directory once it is up.
     pub addrs: BoundAddrs,
     /// Its configuration file.
     pub config: PathBuf,
@@ -176,11 +176,11 @@ pub struct Node {
 /// A running local network.
 #[derive(Debug)]
 pub struct Devnet {
-    /// The descriptor clients load.
+    /// Where the descriptor clients load is written (`<dir>/network.toml`).
     pub descriptor_path: PathBuf,
-    /// The descriptor.
+    /// What `descriptor_path` holds: servers' keys and addresses, quorum, router address.
     pub descriptor: NetworkDescriptor,
-    /// The router.
+    /// The router process (the malicious variant when the devnet has one).
     pub router: Node,
     /// The order servers, in descriptor order.
     pub order_servers: Vec<Node>,

@@ -50,11 +50,11 @@ pub enum LiveError {
     /// A server exited.
     #[error("{name} exited ({status}); the end of its log:\n{log_tail}")]
     Exited {
-        /// Which server.
+        /// The name it was spawned under (`router`, `order-server 1`, ...).
         name: String,
-        /// Its exit status.
+        /// Its exit status, as the OS reported it (code or signal).
         status: String,
-        /// The last lines of its log.
+        /// The last 20 lines of its log (its standard error).
         log_tail: String,
     },
 }

@@ -101,7 +101,7 @@ impl ServerProcess {
         &self.name
     }
 
-    /// The log file.
+    /// The file the process's standard error is appended to.
     pub fn log(&self) -> &Path {
         &self.log
     }

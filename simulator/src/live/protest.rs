@@ -63,7 +63,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// One index a member accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveEntry {
-    /// The index.
+    /// Position in the conversation's total order: 0 is the Setup, dense across epochs.
     pub index: u64,
     /// `setup`, `message`, `update`, `receipt` or `noise`.
     pub kind: String,
@@ -87,9 +87,9 @@ pub struct LiveAlert {
     pub kind: &'static str,
     /// What the client said.
     pub text: String,
-    /// The index concerned.
+    /// The index the alert is about, when it names one.
     pub index: Option<u64>,
-    /// The order server concerned.
+    /// Descriptor position of the order server it blames, when it names one.
     pub server: Option<u32>,
 }
 

@@ -13,9 +13,9 @@ pub enum Purpose {
     Create,
     /// PrepareUpdate for a script step.
     Prepare {
-        /// The step.
+        /// Index into the scenario's script of the step that asks for the change.
         step: usize,
-        /// The change.
+        /// What the step changes; the Update is built from it and the router's next slot set.
         change: Change,
         /// A compromised admin swaps two members' next slots.
         swap: bool,
@@ -31,16 +31,16 @@ pub enum Purpose {
         content: Option<Box<Content>>,
         /// How many times it was composed before.
         attempt: u32,
-        /// The envelope hash.
+        /// The submitted envelope's hash, the key of its ground truth in `World::composed`.
         hash: [u8; 32],
     },
-    /// ProveHeads.
+    /// ProveHeads: the member asks for every order server's head proof.
     Prove,
     /// The router was down: call again.
     Retry {
-        /// The call.
+        /// The call to make again after `DOWNTIME`.
         call: Box<Call>,
-        /// Its purpose.
+        /// The purpose of the failed call, restored when it is made again.
         inner: Box<Purpose>,
     },
 }
@@ -65,20 +65,20 @@ pub enum Event {
     Step(usize),
     /// A member's call reaches the router.
     ToRouter {
-        /// The member.
+        /// Index of the calling member in `World::members`.
         from: usize,
-        /// The call.
+        /// The request as the router's core takes it.
         call: Call,
-        /// Why.
+        /// Handed back in the `Reply`, to decide what to do with the answer.
         purpose: Purpose,
     },
     /// The router's answer reaches a member.
     Reply {
-        /// The member.
+        /// Index of the member that called, in `World::members`.
         to: usize,
-        /// Why it called.
+        /// The purpose the call was sent with.
         purpose: Purpose,
-        /// The answer.
+        /// The router's response, or the error the member's client sees.
         result: Result<Response, String>,
     },
     /// A job reaches an order server (over the ordered stream from the
@@ -86,7 +86,7 @@ pub enum Event {
     Job {
         /// The router's history that sent it.
         branch: usize,
-        /// The job.
+        /// The Attest job (and the conversations to open first) the router's fan-out made.
         job: ServerJob,
         /// The router's incarnation that sent it.
         incarnation: u64,
@@ -95,7 +95,7 @@ pub enum Event {
     JobDone {
         /// The router's history it belongs to.
         branch: usize,
-        /// The result.
+        /// The server's answers to the job, or the transport error that broke the stream.
         result: JobResult,
         /// The router's incarnation that sent the job: an answer on a stream
         /// of an earlier incarnation never reaches the current one.
@@ -111,27 +111,27 @@ pub enum Event {
     },
     /// A delivery reaches a member.
     Deliver {
-        /// The member.
+        /// Index of the receiving member in `World::members`.
         to: usize,
-        /// The delivery.
+        /// What the router (or the adversary playing it) sent, possibly forged or reordered.
         delivery: pb::Delivery,
     },
     /// Head proofs reach a member.
     Proofs {
-        /// The member.
+        /// Index of the member that asked for them, in `World::members`.
         to: usize,
-        /// The proofs.
+        /// The order servers' head proofs the router relayed; the member verifies each MAC.
         proofs: Vec<HeadProof>,
     },
     /// A member composes again what every order server refused.
     Recompose {
-        /// The member.
+        /// Index of the composing member in `World::members`.
         actor: usize,
-        /// The step.
+        /// Index of the script step it belongs to (None for the Setup).
         step: Option<usize>,
         /// What to send.
         content: Box<Content>,
-        /// Attempt number.
+        /// How many times it was composed before; at most 3 recompositions.
         attempt: u32,
     },
     /// The router's timers.
@@ -140,9 +140,9 @@ pub enum Event {
     RouterCrash,
     /// An order server goes down.
     ServerCrash {
-        /// Which.
+        /// Index of the order server in `World::servers` (its descriptor position).
         server: usize,
-        /// Whether it comes back.
+        /// Whether it restarts after `DOWNTIME`, or stays down to the end of the run.
         restart: bool,
     },
     /// The router comes back.

@@ -6,7 +6,7 @@ use serde::Serialize;
 /// Counters collected during a run.
 #[derive(Debug, Clone, Default)]
 pub struct Measure {
-    /// Messages sent between parties.
+    /// Every message put on the simulated network (calls, replies, jobs, deliveries, ...).
     pub messages: u64,
     /// Distinct (history, index) pairs some member accepted.
     pub accepted_envelopes: u64,
@@ -14,14 +14,14 @@ pub struct Measure {
     pub latencies_us: Vec<u64>,
 }
 
-/// The summary in a report.
+/// What a run cost, as the run report shows it (from [`Measure::summary`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Metrics {
-    /// Messages sent between parties.
+    /// Messages on the simulated network over the whole run.
     pub messages: u64,
-    /// Distinct accepted indices.
+    /// Distinct (history, index) pairs some member accepted; a fork counts each history.
     pub accepted_envelopes: u64,
-    /// Messages per accepted envelope.
+    /// `messages` / `accepted_envelopes`, two decimals (0 when nothing was accepted).
     pub messages_per_envelope: f64,
     /// Mean submit-to-acceptance latency at recipients, virtual ms.
     pub mean_latency_ms: f64,
@@ -32,7 +32,7 @@ pub struct Metrics {
 }
 
 impl Measure {
-    /// The summary.
+    /// The report's metrics for a run of `duration_ms` virtual ms; latencies in ms, two decimals.
     pub fn summary(&self, duration_ms: u64) -> Metrics {
         let n = self.latencies_us.len() as f64;
         let sum: u64 = self.latencies_us.iter().sum();

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 /// What the member learnt about one accepted index.
 #[derive(Debug, Clone, Default)]
 pub struct IndexInfo {
-    /// The envelope kind.
+    /// Kind of the envelope at this index, set when the client reports it accepted.
     pub kind: Option<EnvelopeKind>,
     /// The authenticated sender of a message.
     pub sender: Option<AccountId>,
-    /// The plaintext of a message.
+    /// A message's decrypted body, decoded as UTF-8 (lossily).
     pub plaintext: Option<String>,
     /// The membership change, if the index applied one.
     pub change: Option<Change>,
@@ -28,11 +28,11 @@ pub struct IndexInfo {
 pub struct MemberNode {
     /// Its name in the scenario.
     pub name: String,
-    /// Whether its keys are its own.
+    /// False when the scenario compromises it: the adversary holds a copy of its keys.
     pub honest: bool,
-    /// Its account.
+    /// Its account id, derived from its identity keys; the key of `World::by_account`.
     pub account: AccountId,
-    /// Its router session token.
+    /// The session token from its registration with the router core; its calls carry it.
     pub token: Vec<u8>,
     /// The client: its secrets and its conversations.
     member: Member,
@@ -107,7 +107,7 @@ impl MemberNode {
         self.member.conversation_mut(&self.id)
     }
 
-    /// Whether it can send now.
+    /// Whether its conversation is Active, so it can send (a script step waits until then).
     pub fn active(&self) -> bool {
         self.conversation()
             .is_some_and(|c| *c.phase() == Phase::Active)

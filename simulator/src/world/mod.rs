@@ -83,13 +83,13 @@ const MS: u64 = 1_000;
 const LATENCY: (u64, u64) = (2 * MS, 30 * MS);
 /// When the first script step may run.
 const SCRIPT_START: u64 = 2_000 * MS;
-/// Gap between script steps.
+/// Shortest and longest virtual time between two script steps, drawn per step.
 const STEP_GAP: (u64, u64) = (150 * MS, 1_200 * MS);
 /// How long the network settles after the last step before the audit.
 const SETTLE: u64 = 4_000 * MS;
 /// How long after the audit the run ends.
 const AFTER_AUDIT: u64 = 2_000 * MS;
-/// Router timer period.
+/// How often `Event::Poll` runs the router's timers on every branch.
 const POLL: u64 = 100 * MS;
 /// Shortest and longest router commit that syncs to disk, and one that
 /// does not (only order servers' answers: deferred). Batches the router

@@ -85,7 +85,7 @@ impl OrderNode {
         self.strategy == OrderServerStrategy::Equivocate
     }
 
-    /// The strategy.
+    /// What the scenario makes this server do; the adversary reads it for crashes and outages.
     pub fn strategy(&self) -> &OrderServerStrategy {
         &self.strategy
     }

@@ -43,11 +43,11 @@ use grompi_router::delivery::{MemberSlots, view};
 pub struct Puppet {
     /// Its name in reports.
     pub name: String,
-    /// Its account.
+    /// Its account id, from its identity keys; a substituted Update lists it as an Admin.
     pub account: AccountId,
     /// Its secrets (Olm account and sessions, order keys).
     pub secrets: Secrets,
-    /// Its router session token.
+    /// The session token from its registration; its calls to the router core carry it.
     token: Vec<u8>,
     /// Submission MAC keys of a slot secret of its own: an envelope it
     /// composes is never offered to the order servers with them, but a
@@ -59,15 +59,15 @@ pub struct Puppet {
 /// router.
 #[derive(Debug, Clone, Copy)]
 pub struct Stamp {
-    /// The conversation.
+    /// Conversation the header names.
     pub conversation: ConversationId,
-    /// The epoch.
+    /// Epoch the header claims the envelope was composed in.
     pub epoch: Epoch,
-    /// The sender slot.
+    /// Sender slot the header claims: a genuine member's, not the puppet's own.
     pub sender: SlotIndex,
-    /// The sequence number.
+    /// That sender's sequence number the header claims.
     pub sequence: Sequence,
-    /// The causal context.
+    /// Highest index the sender claims to have accepted (the causal context).
     pub last_seen: Option<Index>,
 }
 
@@ -156,7 +156,7 @@ impl Puppet {
         })
     }
 
-    /// Its router session token.
+    /// The session token from its registration, for calls made for it.
     pub fn token(&self) -> &[u8] {
         &self.token
     }
