@@ -261,6 +261,7 @@ mod tests {
                 head: Head::from_bytes([5; 32]),
                 tags: vec![grompi_proto::Tag::from_bytes([6; 32])],
                 next_tags: vec![],
+                key_shares: Vec::new(),
             }],
             previous_head: None,
         }

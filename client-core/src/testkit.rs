@@ -531,6 +531,7 @@ impl World {
             head,
             tags: vec![tag],
             next_tags: vec![],
+            key_shares: Vec::new(),
         })
     }
 
@@ -559,6 +560,7 @@ impl World {
                         .map(|(i, _)| a.next_tags[i.0 as usize])
                         .into_iter()
                         .collect(),
+                    key_shares: Vec::new(),
                 }
             })
             .collect();
@@ -615,6 +617,7 @@ impl World {
                 head,
                 tags: vec![],
                 next_tags: vec![],
+                key_shares: Vec::new(),
             };
             let statement = AttestationStatement {
                 conversation: self.conversation,

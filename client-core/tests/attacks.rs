@@ -334,6 +334,7 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
                     head,
                     tags: vec![tag],
                     next_tags: vec![],
+                    key_shares: Vec::new(),
                 }
             })
             .collect();
@@ -1255,6 +1256,7 @@ fn a_setup_slot_key_the_member_never_uploaded_leaves_out_only_that_member() {
                             }),
                     ],
                     next_tags: vec![],
+                    key_shares: Vec::new(),
                 })
                 .collect();
             let d = delivery_of(

@@ -270,6 +270,14 @@ impl OrderCore {
             ));
         };
 
+        // The Setup states the first epoch's key periods (group-keyed
+        // conversations; none in a pairwise-keyed one).
+        let mut state = state;
+        if kind == EnvelopeKind::Setup {
+            state.epoch_start = Index(0);
+            state.period_length = period_length(header);
+        }
+
         // Every check passed: write, then compute the tags.
         let head = state
             .head
@@ -279,6 +287,7 @@ impl OrderCore {
             kind,
             envelope,
             head,
+            key_period: state.period_started_at(request.index),
         };
         store.put_record(&conversation, request.index, &record)?;
         store.put_last_sequence(&conversation, state.epoch, sender, header.sequence())?;
@@ -292,15 +301,18 @@ impl OrderCore {
             new_state.epoch = *epoch;
             new_state.slot_set_hash = next.hash();
             new_state.slot_count = u32::try_from(next.len()).unwrap_or(u32::MAX);
+            new_state.epoch_start = next_index;
+            new_state.period_length = period_length(header);
         }
         store.put_conversation(&conversation, &new_state)?;
-        Ok(Ok(self.tags(
+        self.tags(
             &conversation,
             request.index,
             &record,
             &keys,
             next_epoch.as_ref().map(|(_, _, k)| k.as_ref()),
-        )))
+        )
+        .map(Ok)
     }
 
     /// The attestation of an already attested index, recomputed from its
@@ -322,7 +334,7 @@ impl OrderCore {
         } else {
             None
         };
-        Ok(self.tags(conversation, index, record, &keys, next.as_deref()))
+        self.tags(conversation, index, record, &keys, next.as_deref())
     }
 
     fn tags(
@@ -332,14 +344,26 @@ impl OrderCore {
         record: &IndexRecord,
         keys: &SlotKeys,
         next: Option<&SlotKeys>,
-    ) -> Attestation {
+    ) -> Result<Attestation, StoreError> {
         let statement = AttestationStatement {
             conversation: *conversation,
             epoch: record.epoch,
             index,
             head: record.head,
         };
-        Attestation {
+        // At the first index of a key period: this server's share, sealed
+        // for each slot of the epoch (derived, so a retry seals the same).
+        let key_shares = match record.key_period {
+            None => Vec::new(),
+            Some(period) => {
+                let share = self.secret.key_share(conversation, record.epoch, period);
+                keys.iter()
+                    .map(|k| k.wrap_share(conversation, record.epoch, period, &share))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| StoreError::Inconsistent("a key share could not be sealed"))?
+            }
+        };
+        Ok(Attestation {
             server: self.position,
             index,
             head: record.head,
@@ -347,7 +371,8 @@ impl OrderCore {
             next_tags: next
                 .map(|n| n.iter().map(|k| k.attest(&statement)).collect())
                 .unwrap_or_default(),
-        }
+            key_shares,
+        })
     }
 
     fn keep_evidence(
@@ -395,6 +420,15 @@ impl OrderCore {
             statement,
             tag: slot_keys.prove_head(&statement),
         }))
+    }
+}
+
+/// The period length a Setup or Update header states for the epoch it
+/// opens: its key start's, or 0 (a pairwise-keyed epoch, no key shares).
+fn period_length(header: &grompi_proto::EnvelopeHeader) -> u64 {
+    match header.key() {
+        grompi_proto::HeaderKey::Start(k) => k.period_length(),
+        grompi_proto::HeaderKey::None | grompi_proto::HeaderKey::Id(_) => 0,
     }
 }
 

@@ -822,3 +822,201 @@ fn low_order_oversized_and_adminless_slot_sets_are_refused_at_open() {
     let (ok, _) = slot_set(&[(0, true)]);
     core.open(&mut txn, &conv(0), &ok).unwrap().unwrap();
 }
+
+/// A group-keyed conversation: the Setup's key start sets the period
+/// length; the first index of every period carries this server's key share
+/// sealed for each slot, the same bytes on a retry; an Update's key start
+/// opens the next epoch's periods; a pairwise-keyed conversation never gets
+/// shares.
+#[test]
+fn group_keyed_epochs_hand_out_key_shares_at_period_starts() {
+    use grompi_proto::key_share::KeyPeriod;
+    use grompi_proto::{HeaderKey, KeyStart, Rn1Commitment};
+    let core = core();
+    let mut store = MemStore::new();
+    let mut txn = store.begin();
+    let f = fixture();
+    let (set, pool) = slot_set(&[(0, true), (1, false)]);
+    let c = 7u8;
+    let mut head = core.open(&mut txn, &conv(c), &set).unwrap().unwrap();
+    let start = |period_length| {
+        HeaderKey::Start(
+            KeyStart::new(0, period_length, Rn1Commitment::from_bytes([1; 32])).unwrap(),
+        )
+    };
+    let mut attest = |index: u64,
+                      epoch: Epoch,
+                      kind: EnvelopeKind,
+                      seq: u64,
+                      key: HeaderKey,
+                      set_hash: Option<SlotSetHash>,
+                      next: Option<SlotSet>,
+                      sender_pool: usize,
+                      head: &mut Head| {
+        let mut s = summary(c, epoch, kind, 0, seq, index as u8, set_hash, 0);
+        s.header = s.header.clone().with_key(key).unwrap();
+        let tag = f.member_keys[sender_pool].submit(&s.hash(), Sequence(seq));
+        let request = AttestRequest {
+            envelope: s,
+            submission_tag: tag,
+            index: Index(index),
+            previous_head: *head,
+            next_slots: next,
+        };
+        let a = core.attest(&mut txn, &request).unwrap().unwrap();
+        *head = a.head;
+        let again = core.attest(&mut txn, &request).unwrap().unwrap();
+        assert_eq!(again, a, "a retry returns the same tags and shares");
+        a
+    };
+    let share_of = |a: &Attestation, pool_slot: usize, epoch: Epoch, period: u64| {
+        f.member_keys[pool_slot]
+            .unwrap_share(&conv(c), epoch, KeyPeriod(period), &a.key_shares[0])
+            .unwrap()
+    };
+    let server = OrderServerSecret::from_bytes(SERVER);
+    // Index 0, the Setup: period 0 of epoch 0 starts (length 2).
+    let a0 = attest(
+        0,
+        Epoch(0),
+        EnvelopeKind::Setup,
+        1,
+        start(2),
+        Some(set.hash()),
+        None,
+        pool[0],
+        &mut head,
+    );
+    assert_eq!(a0.key_shares.len(), set.len(), "one sealed share per slot");
+    for (slot, pool_slot) in pool.iter().enumerate() {
+        let opened = f.member_keys[*pool_slot]
+            .unwrap_share(&conv(c), Epoch(0), KeyPeriod(0), &a0.key_shares[slot])
+            .unwrap();
+        assert_eq!(opened, server.key_share(&conv(c), Epoch(0), KeyPeriod(0)));
+    }
+    let a1 = attest(
+        1,
+        Epoch(0),
+        EnvelopeKind::Message,
+        2,
+        HeaderKey::None,
+        None,
+        None,
+        pool[0],
+        &mut head,
+    );
+    assert!(a1.key_shares.is_empty(), "mid-period: no shares");
+    let a2 = attest(
+        2,
+        Epoch(0),
+        EnvelopeKind::Message,
+        3,
+        HeaderKey::None,
+        None,
+        None,
+        pool[0],
+        &mut head,
+    );
+    assert_eq!(
+        share_of(&a2, pool[0], Epoch(0), 1),
+        server.key_share(&conv(c), Epoch(0), KeyPeriod(1))
+    );
+    // An Update at index 3 opens epoch 1 at index 4 with periods of 3.
+    let (next, next_pool) = slot_set(&[(2, true), (3, false)]);
+    let a3 = attest(
+        3,
+        Epoch(0),
+        EnvelopeKind::Update,
+        4,
+        start(3),
+        Some(next.hash()),
+        Some(next.clone()),
+        pool[0],
+        &mut head,
+    );
+    assert!(
+        a3.key_shares.is_empty(),
+        "index 3 starts no period of epoch 0"
+    );
+    let a4 = attest(
+        4,
+        Epoch(1),
+        EnvelopeKind::Message,
+        1,
+        HeaderKey::None,
+        None,
+        None,
+        next_pool[0],
+        &mut head,
+    );
+    assert_eq!(
+        share_of(&a4, next_pool[0], Epoch(1), 0),
+        server.key_share(&conv(c), Epoch(1), KeyPeriod(0))
+    );
+    for (index, seq) in [(5u64, 2u64), (6, 3)] {
+        let a = attest(
+            index,
+            Epoch(1),
+            EnvelopeKind::Message,
+            seq,
+            HeaderKey::None,
+            None,
+            None,
+            next_pool[0],
+            &mut head,
+        );
+        assert!(a.key_shares.is_empty());
+    }
+    let a7 = attest(
+        7,
+        Epoch(1),
+        EnvelopeKind::Message,
+        4,
+        HeaderKey::None,
+        None,
+        None,
+        next_pool[0],
+        &mut head,
+    );
+    assert_eq!(
+        share_of(&a7, next_pool[0], Epoch(1), 1),
+        server.key_share(&conv(c), Epoch(1), KeyPeriod(1))
+    );
+    txn.commit();
+
+    // A pairwise-keyed conversation: no key start, never shares.
+    let mut txn = store.begin();
+    let c2 = conv(8);
+    let mut head = core.open(&mut txn, &c2, &set).unwrap().unwrap();
+    for (index, kind, seq) in [
+        (0u64, EnvelopeKind::Setup, 1u64),
+        (1, EnvelopeKind::Message, 2),
+    ] {
+        let s = summary(
+            8,
+            Epoch(0),
+            kind,
+            0,
+            seq,
+            1,
+            (kind == EnvelopeKind::Setup).then(|| set.hash()),
+            0,
+        );
+        let tag = f.member_keys[pool[0]].submit(&s.hash(), Sequence(seq));
+        let a = core
+            .attest(
+                &mut txn,
+                &AttestRequest {
+                    envelope: s,
+                    submission_tag: tag,
+                    index: Index(index),
+                    previous_head: head,
+                    next_slots: None,
+                },
+            )
+            .unwrap()
+            .unwrap();
+        head = a.head;
+        assert!(a.key_shares.is_empty());
+    }
+}

@@ -497,6 +497,7 @@ mod tests {
             kind: EnvelopeKind::Setup,
             envelope: EnvelopeHash::from_bytes([3; 32]),
             head: Head::from_bytes([4; 32]),
+            key_period: None,
         };
         {
             let store = RedbStore::open(&path).unwrap();

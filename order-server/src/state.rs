@@ -1,6 +1,7 @@
 //! What the order server keeps per conversation and per attested index, and
 //! the fixed byte layouts in which the stores keep them.
 
+use grompi_proto::key_share::KeyPeriod;
 use grompi_proto::{
     ConversationId, EnvelopeHash, EnvelopeKind, Epoch, Head, Index, SlotEntry, SlotKey, SlotRole,
     SlotSet, SlotSetHash,
@@ -18,7 +19,12 @@ pub struct CorruptRecord {
     pub reason: &'static str,
 }
 
+/// The layout written before group keys: conversation states without the
+/// epoch start and period length, index records without a key period (read
+/// as a pairwise-keyed conversation's). Slot sets still use it.
 const LAYOUT_VERSION: u8 = 1;
+/// The layout with group keys' fields (`docs/PROTOCOL.md` section 4.5).
+const LAYOUT_VERSION_2: u8 = 2;
 
 /// What an order server keeps for one conversation it opened, updated
 /// with each index it attests; a store keeps it in a fixed layout.
@@ -35,6 +41,12 @@ pub struct ConversationState {
     pub slot_set_hash: SlotSetHash,
     /// Number of slots in the current epoch.
     pub slot_count: u32,
+    /// The current epoch's first index (0 for the Setup's epoch; the index
+    /// after the Update that opened it): key periods count from it.
+    pub epoch_start: Index,
+    /// Indices per key period in the current epoch, from the key start in
+    /// its Setup or Update header; 0 for a pairwise-keyed epoch (no shares).
+    pub period_length: u64,
 }
 
 impl ConversationState {
@@ -46,37 +58,58 @@ impl ConversationState {
             head: Head::genesis(conversation),
             slot_set_hash: slots.hash(),
             slot_count: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+            epoch_start: Index(0),
+            period_length: 0,
         }
     }
 
     /// Encoded length.
-    pub const ENCODED_LEN: usize = 1 + 8 + 8 + 32 + 32 + 4;
+    pub const ENCODED_LEN: usize = 1 + 8 + 8 + 32 + 32 + 4 + 8 + 8;
 
-    /// The fixed layout: version, epoch, next index, head, slot set hash,
-    /// slot count.
+    /// The fixed layout: version (2), epoch, next index, head, slot set
+    /// hash, slot count, epoch start, period length.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(LAYOUT_VERSION);
+        out.push(LAYOUT_VERSION_2);
         out.extend_from_slice(&self.epoch.0.to_be_bytes());
         out.extend_from_slice(&self.next_index.0.to_be_bytes());
         out.extend_from_slice(self.head.as_bytes());
         out.extend_from_slice(self.slot_set_hash.as_bytes());
         out.extend_from_slice(&self.slot_count.to_be_bytes());
+        out.extend_from_slice(&self.epoch_start.0.to_be_bytes());
+        out.extend_from_slice(&self.period_length.to_be_bytes());
         out
     }
 
-    /// Decodes [`ConversationState::encode`]'s layout.
+    /// Decodes [`ConversationState::encode`]'s layout, and the first layout
+    /// (a pairwise-keyed conversation: no key periods).
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let mut r = Reader::new("conversation state", bytes)?;
-        let s = Self {
+        let (version, mut r) = Reader::versioned("conversation state", bytes)?;
+        let mut s = Self {
             epoch: Epoch(r.u64()?),
             next_index: Index(r.u64()?),
             head: Head::from_bytes(r.fixed()?),
             slot_set_hash: SlotSetHash::from_bytes(r.fixed()?),
             slot_count: r.u32()?,
+            epoch_start: Index(0),
+            period_length: 0,
         };
+        if version == LAYOUT_VERSION_2 {
+            s.epoch_start = Index(r.u64()?);
+            s.period_length = r.u64()?;
+        }
         r.end()?;
         Ok(s)
+    }
+
+    /// The key period `index` starts in the current epoch, if it is the
+    /// first index of one: where this server hands out its key shares.
+    pub fn period_started_at(&self, index: Index) -> Option<KeyPeriod> {
+        if KeyPeriod::starts_at(index, self.epoch_start, self.period_length) {
+            KeyPeriod::of(index, self.epoch_start, self.period_length)
+        } else {
+            None
+        }
     }
 }
 
@@ -94,37 +127,66 @@ pub struct IndexRecord {
     pub envelope: EnvelopeHash,
     /// The chain head after this index, as returned in its tags.
     pub head: Head,
+    /// The key period this index started, if it did (a group-keyed epoch):
+    /// its attestation carries this server's key share for it, sealed for
+    /// each slot, again on every retry.
+    pub key_period: Option<KeyPeriod>,
 }
 
 impl IndexRecord {
     /// Encoded length.
-    pub const ENCODED_LEN: usize = 1 + 8 + 1 + 32 + 32;
+    pub const ENCODED_LEN: usize = 1 + 8 + 1 + 32 + 32 + 1 + 8;
 
-    /// The fixed layout: version, epoch, kind code, envelope hash, head.
+    /// The fixed layout: version (2), epoch, kind code, envelope hash, head,
+    /// then `0` or `1 || u64(period)` padded to 9 bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(LAYOUT_VERSION);
+        out.push(LAYOUT_VERSION_2);
         out.extend_from_slice(&self.epoch.0.to_be_bytes());
         out.push(self.kind.code());
         out.extend_from_slice(self.envelope.as_bytes());
         out.extend_from_slice(self.head.as_bytes());
+        match self.key_period {
+            Some(p) => {
+                out.push(1);
+                out.extend_from_slice(&p.0.to_be_bytes());
+            }
+            None => out.extend_from_slice(&[0; 9]),
+        }
         out
     }
 
-    /// Decodes [`IndexRecord::encode`]'s layout.
+    /// Decodes [`IndexRecord::encode`]'s layout, and the first layout (no
+    /// key period).
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let mut r = Reader::new("index record", bytes)?;
+        const WHAT: &str = "index record";
+        let (version, mut r) = Reader::versioned(WHAT, bytes)?;
         let epoch = Epoch(r.u64()?);
         let kind = EnvelopeKind::from_code(i32::from(r.u8()?)).ok_or(CorruptRecord {
-            what: "index record",
+            what: WHAT,
             reason: "unknown envelope kind",
         })?;
-        let s = Self {
+        let mut s = Self {
             epoch,
             kind,
             envelope: EnvelopeHash::from_bytes(r.fixed()?),
             head: Head::from_bytes(r.fixed()?),
+            key_period: None,
         };
+        if version == LAYOUT_VERSION_2 {
+            let flag = r.u8()?;
+            let period = r.u64()?;
+            s.key_period = match flag {
+                0 if period == 0 => None,
+                1 => Some(KeyPeriod(period)),
+                _ => {
+                    return Err(CorruptRecord {
+                        what: WHAT,
+                        reason: "bad key period field",
+                    });
+                }
+            };
+        }
         r.end()?;
         Ok(s)
     }
@@ -166,6 +228,23 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of a record in the first or the second layout, and which.
+    fn versioned(what: &'static str, bytes: &'a [u8]) -> Result<(u8, Self), CorruptRecord> {
+        match bytes.split_first() {
+            Some((&v, rest)) if v == LAYOUT_VERSION || v == LAYOUT_VERSION_2 => {
+                Ok((v, Self { what, bytes: rest }))
+            }
+            Some(_) => Err(CorruptRecord {
+                what,
+                reason: "unknown layout version",
+            }),
+            None => Err(CorruptRecord {
+                what,
+                reason: "empty",
+            }),
+        }
+    }
+
     fn new(what: &'static str, bytes: &'a [u8]) -> Result<Self, CorruptRecord> {
         match bytes.split_first() {
             Some((&LAYOUT_VERSION, rest)) => Ok(Self { what, bytes: rest }),
@@ -231,10 +310,11 @@ mod tests {
 
     proptest! {
         #[test]
-        fn layouts_round_trip(e in any::<u64>(), n in any::<u64>(), h in any::<[u8; 32]>(), c in any::<u32>(), kind in 1i32..=5) {
+        fn layouts_round_trip(e in any::<u64>(), n in any::<u64>(), h in any::<[u8; 32]>(), c in any::<u32>(), kind in 1i32..=6, start in any::<u64>(), p in any::<u64>(), period in proptest::option::of(any::<u64>())) {
             let s = ConversationState {
                 epoch: Epoch(e), next_index: Index(n), head: Head::from_bytes(h),
                 slot_set_hash: SlotSetHash::from_bytes([7; 32]), slot_count: c,
+                epoch_start: Index(start), period_length: p,
             };
             let enc = s.encode();
             prop_assert_eq!(enc.len(), ConversationState::ENCODED_LEN);
@@ -242,8 +322,11 @@ mod tests {
             let r = IndexRecord {
                 epoch: Epoch(e), kind: EnvelopeKind::from_code(kind).unwrap(),
                 envelope: EnvelopeHash::from_bytes(h), head: Head::from_bytes([1; 32]),
+                key_period: period.map(KeyPeriod),
             };
-            prop_assert_eq!(IndexRecord::decode(&r.encode()).unwrap(), r);
+            let enc = r.encode();
+            prop_assert_eq!(enc.len(), IndexRecord::ENCODED_LEN);
+            prop_assert_eq!(IndexRecord::decode(&enc).unwrap(), r);
         }
 
         #[test]
@@ -252,6 +335,58 @@ mod tests {
             let _ = IndexRecord::decode(&bytes);
             let _ = decode_slot_set(&bytes);
         }
+    }
+
+    /// Records written before group keys still read, as a pairwise-keyed
+    /// conversation's.
+    #[test]
+    fn first_layout_records_still_decode() {
+        let mut old = vec![1u8];
+        old.extend_from_slice(&3u64.to_be_bytes());
+        old.extend_from_slice(&9u64.to_be_bytes());
+        old.extend_from_slice(&[4; 32]);
+        old.extend_from_slice(&[5; 32]);
+        old.extend_from_slice(&2u32.to_be_bytes());
+        let s = ConversationState::decode(&old).unwrap();
+        assert_eq!(
+            (s.epoch, s.next_index, s.slot_count),
+            (Epoch(3), Index(9), 2)
+        );
+        assert_eq!((s.epoch_start, s.period_length), (Index(0), 0));
+        assert_eq!(s.period_started_at(Index(9)), None);
+        let mut old = vec![1u8];
+        old.extend_from_slice(&3u64.to_be_bytes());
+        old.push(2);
+        old.extend_from_slice(&[6; 32]);
+        old.extend_from_slice(&[7; 32]);
+        let r = IndexRecord::decode(&old).unwrap();
+        assert_eq!((r.kind, r.key_period), (EnvelopeKind::Message, None));
+        let mut bad = r.encode();
+        let at = bad.len() - 9;
+        bad[at] = 2;
+        assert_eq!(
+            IndexRecord::decode(&bad).unwrap_err().reason,
+            "bad key period field"
+        );
+    }
+
+    #[test]
+    fn periods_start_where_the_epoch_and_its_length_say() {
+        let mut s = ConversationState::opened(
+            &ConversationId::from_bytes([1; 32]),
+            &SlotSet::new(vec![SlotEntry {
+                key: SlotKey::from_bytes([2; 32]),
+                role: SlotRole::Admin,
+            }])
+            .unwrap(),
+        );
+        assert_eq!(s.period_started_at(Index(0)), None, "pairwise: no periods");
+        s.period_length = 10;
+        s.epoch_start = Index(5);
+        assert_eq!(s.period_started_at(Index(5)), Some(KeyPeriod(0)));
+        assert_eq!(s.period_started_at(Index(14)), None);
+        assert_eq!(s.period_started_at(Index(25)), Some(KeyPeriod(2)));
+        assert_eq!(s.period_started_at(Index(4)), None);
     }
 
     #[test]

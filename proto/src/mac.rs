@@ -204,6 +204,10 @@ pub struct Attestation {
     pub tags: Vec<Tag>,
     /// For Update envelopes: tags for the next epoch's slots.
     pub next_tags: Vec<Tag>,
+    /// Group-keyed conversations, at the first index of a key period: the
+    /// server's key share sealed for each slot (one per slot, in slot
+    /// order; only the member's own on delivery). Empty otherwise.
+    pub key_shares: Vec<crate::key_share::WrappedShare>,
 }
 
 /// An order server's head proof.

@@ -70,6 +70,22 @@ fn tags(field: &'static str, raw: &[Vec<u8>]) -> Result<Vec<Tag>, WireError> {
     raw.iter().map(|t| Tag::parse(field, t)).collect()
 }
 
+fn key_shares(
+    field: &'static str,
+    raw: &[Vec<u8>],
+) -> Result<Vec<crate::key_share::WrappedShare>, WireError> {
+    at_most(field, raw, MAX_SLOTS)?;
+    raw.iter()
+        .map(|s| {
+            crate::key_share::WrappedShare::try_from(&s[..]).map_err(|_| WireError::WrongLength {
+                field,
+                expected: crate::key_share::WRAPPED_SHARE_BYTES,
+                got: s.len(),
+            })
+        })
+        .collect()
+}
+
 impl TryFrom<pb::EnvelopeHeader> for EnvelopeHeader {
     type Error = WireError;
 
@@ -281,6 +297,7 @@ impl TryFrom<pb::Attestation> for Attestation {
             head: Head::parse("attestation.head", &a.head)?,
             tags: tags("attestation.tags", &a.tags)?,
             next_tags: tags("attestation.next_tags", &a.next_tags)?,
+            key_shares: key_shares("attestation.key_shares", &a.key_shares)?,
         })
     }
 }
@@ -293,6 +310,7 @@ impl From<&Attestation> for pb::Attestation {
             head: a.head.to_vec(),
             tags: a.tags.iter().map(Tag::to_vec).collect(),
             next_tags: a.next_tags.iter().map(Tag::to_vec).collect(),
+            key_shares: a.key_shares.iter().map(|s| s.0.to_vec()).collect(),
         }
     }
 }

@@ -116,6 +116,7 @@ fn attestation() -> impl Strategy<Value = Attestation> {
             head: Head::from_bytes(head),
             tags: tags.into_iter().map(Tag::from_bytes).collect(),
             next_tags: next.into_iter().map(Tag::from_bytes).collect(),
+            key_shares: Vec::new(),
         })
 }
 

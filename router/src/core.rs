@@ -206,8 +206,9 @@ pub enum Effect {
     Deliver {
         /// Recipient.
         account: AccountId,
-        /// The delivery.
-        delivery: pb::Delivery,
+        /// The delivery (boxed: a delivery is far larger than the other
+        /// effects).
+        delivery: Box<pb::Delivery>,
     },
 }
 
@@ -902,10 +903,7 @@ impl RouterCore {
         let touched = self.fanout.apply_job_result(r, now, &mut work);
         for notice in work.notices {
             out.effects.push(match notice {
-                Notice::Deliver { account, delivery } => Effect::Deliver {
-                    account,
-                    delivery: *delivery,
-                },
+                Notice::Deliver { account, delivery } => Effect::Deliver { account, delivery },
                 Notice::Failed(ticket, error) => Effect::Reply(ticket, Err(error)),
             });
         }
@@ -957,7 +955,7 @@ impl RouterCore {
             for (account, member) in recipients(conv.epochs(), p) {
                 out.effects.push(Effect::Deliver {
                     account,
-                    delivery: views.member(member, &atts),
+                    delivery: Box::new(views.member(member, &atts)),
                 });
             }
             let hash = p.hash;

@@ -174,7 +174,9 @@ impl World {
                     self.replies.insert(t, r);
                 }
                 Effect::Job(j) => self.jobs.push(j),
-                Effect::Deliver { account, delivery } => self.deliveries.push((account, delivery)),
+                Effect::Deliver { account, delivery } => {
+                    self.deliveries.push((account, *delivery))
+                }
             }
         }
     }

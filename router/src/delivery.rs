@@ -35,7 +35,7 @@ impl MemberSlots {
     }
 }
 
-/// One server's attestation reduced to this member's tags.
+/// One server's attestation reduced to this member's tags and key share.
 pub fn member_attestation(a: &Attestation, member: MemberSlots) -> pb::Attestation {
     let pick = |tags: &[grompi_proto::Tag], slot: Option<SlotIndex>| -> Vec<Vec<u8>> {
         slot.and_then(|s| tags.get(s.0 as usize))
@@ -48,6 +48,13 @@ pub fn member_attestation(a: &Attestation, member: MemberSlots) -> pb::Attestati
         head: a.head.to_vec(),
         tags: pick(&a.tags, member.slot),
         next_tags: pick(&a.next_tags, member.next_slot),
+        // The key share sealed for the member's slot in the attestation's
+        // epoch (group-keyed conversations, at the start of a key period).
+        key_shares: member
+            .slot
+            .and_then(|s| a.key_shares.get(s.0 as usize))
+            .map(|k| vec![k.0.to_vec()])
+            .unwrap_or_default(),
     }
 }
 
@@ -235,6 +242,7 @@ mod tests {
                 head: Head::from_bytes([9; 32]),
                 tags: (0..slots).map(|i| Tag::from_bytes([(s as u8) * 16 + i as u8; 32])).collect(),
                 next_tags: vec![],
+                key_shares: Vec::new(),
             }).collect();
             let member = MemberSlots { slot: Some(SlotIndex(me)), next_slot: None };
             let d = view(&ConversationId::from_bytes([1; 32]), Index(3), &e, &Head::from_bytes([8; 32]), member, &atts);
@@ -269,6 +277,7 @@ mod tests {
             head: Head::from_bytes([9; 32]),
             tags: vec![Tag::from_bytes([1; 32]), Tag::from_bytes([2; 32])],
             next_tags: vec![Tag::from_bytes([3; 32])],
+            key_shares: Vec::new(),
         };
         let m = MemberSlots {
             slot: Some(SlotIndex(1)),

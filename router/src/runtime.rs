@@ -54,7 +54,7 @@ enum Ready {
     Job(ServerJob),
     Deliver {
         account: AccountId,
-        delivery: pb::Delivery,
+        delivery: Box<pb::Delivery>,
     },
 }
 
@@ -93,7 +93,7 @@ fn perform(effects: Vec<Ready>, jobs: &[mpsc::UnboundedSender<ServerJob>], hub: 
                     let _ = tx.send(job);
                 }
             }
-            Ready::Deliver { account, delivery } => hub.deliver(&account, delivery),
+            Ready::Deliver { account, delivery } => hub.deliver(&account, *delivery),
         }
     }
 }

@@ -115,6 +115,7 @@ pub fn attestation(index: u64, next_tags: bool) -> Option<Attestation> {
         head,
         next_tags: if next_tags { tags.clone() } else { Vec::new() },
         tags,
+        key_shares: Vec::new(),
     })
 }
 

@@ -417,7 +417,7 @@ impl World {
                     let Some(&to) = self.by_account.get(&account) else {
                         continue;
                     };
-                    self.deliver(branch, to, delivery);
+                    self.deliver(branch, to, *delivery);
                 }
             }
         }
