@@ -174,6 +174,9 @@ struct Log {
     anchor: Option<Anchor>,
     /// A checkpoint or anchor update failed after a commit.
     stopped: bool,
+    /// Makes the next checkpoint fail (tests of the failure path).
+    #[cfg(test)]
+    fail_checkpoint: bool,
 }
 
 /// A redb database and its write-ahead log.
@@ -307,6 +310,8 @@ impl LoggedDatabase {
                 chain,
                 anchor: None,
                 stopped: false,
+                #[cfg(test)]
+                fail_checkpoint: false,
             }),
             metrics,
         })
@@ -421,6 +426,8 @@ impl LoggedDatabase {
                 chain,
                 anchor,
                 stopped: false,
+                #[cfg(test)]
+                fail_checkpoint: false,
             }),
             metrics,
         })
@@ -496,7 +503,11 @@ impl LoggedDatabase {
             if let Some(sum) = log.wal.last_checksum() {
                 log.chain = log.chain.step(&sum);
             }
-            txn.commit().map_err(db)?;
+            if let Err(e) = txn.commit() {
+                // The record is in the log: a replay would apply it.
+                log.stopped = true;
+                return Err(db(e));
+            }
             if synced && let Some(anchor) = &mut log.anchor {
                 // On disk (the log is synced), so the anchor may say so.
                 if let Err(e) = anchor.record(&log.chain) {
@@ -555,6 +566,12 @@ impl LoggedDatabase {
             Some(t) => t,
             None => self.db.begin_write().map_err(db)?,
         };
+        #[cfg(test)]
+        if std::mem::take(&mut log.fail_checkpoint) {
+            return Err(LoggedDbError::Database(
+                "injected checkpoint failure".into(),
+            ));
+        }
         let next = log.wal.generation() + 1;
         write_position(&txn, next, &log.chain)?;
         make_durable(&mut txn)?;
@@ -578,5 +595,108 @@ impl LoggedDatabase {
     /// How far the commit chain has come (what the rollback anchor records).
     pub fn chain_position(&self) -> Result<ChainPosition, LoggedDbError> {
         Ok(self.log()?.chain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: redb::TableDefinition<'static, u64, u64> = redb::TableDefinition::new("t");
+    const METRICS: LogMetrics = LogMetrics {
+        bytes: "test_wal_bytes",
+        checkpoints: "test_wal_checkpoints_total",
+    };
+
+    fn open(path: &Path) -> LoggedDatabase {
+        LoggedDatabase::open(path, METRICS, |txn, ops| {
+            let mut t = txn.open_table(T).map_err(db)?;
+            for op in ops {
+                if let KvOp::Put {
+                    table: 0,
+                    key,
+                    value,
+                } = op
+                {
+                    let k = u64::from_be_bytes(key.try_into().map_err(|_| db("key"))?);
+                    let v = u64::from_be_bytes(value.try_into().map_err(|_| db("value"))?);
+                    t.insert(k, v).map_err(db)?;
+                }
+            }
+            Ok::<_, LoggedDbError>(())
+        })
+        .unwrap()
+    }
+
+    /// Puts `k -> v` with a value padded to `pad` bytes of log.
+    fn put(d: &LoggedDatabase, k: u64, pad: usize) -> Result<(), LoggedDbError> {
+        let txn = d.begin_write()?;
+        let mut batch = KvBatch::new();
+        txn.open_table(T).map_err(db)?.insert(k, k).map_err(db)?;
+        batch.put(0, &k.to_be_bytes(), &k.to_be_bytes());
+        if pad > 0 {
+            batch.put(1, b"pad", &vec![0; pad]);
+        }
+        d.commit(txn, &batch)
+    }
+
+    fn get(d: &LoggedDatabase, k: u64) -> Option<u64> {
+        use redb::ReadableDatabase;
+        let txn = d.database().begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        t.get(k).unwrap().map(|g| g.value())
+    }
+
+    #[test]
+    fn a_failed_checkpoint_after_a_commit_says_the_batch_is_committed_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        put(&d, 1, 0).unwrap();
+        d.log().unwrap().fail_checkpoint = true;
+        // Past the checkpoint size: committed, then the checkpoint fails.
+        let err = put(&d, 2, CHECKPOINT_BYTES as usize).unwrap_err();
+        assert!(
+            matches!(err, LoggedDbError::CheckpointFailed { .. }),
+            "{err}"
+        );
+        assert!(err.batch_committed());
+        assert!(err.to_string().contains("the batch was committed"), "{err}");
+        assert_eq!(get(&d, 2), Some(2));
+        let err = put(&d, 3, 0).unwrap_err();
+        assert!(matches!(err, LoggedDbError::Stopped), "{err}");
+        assert!(!err.batch_committed());
+        drop(d);
+        // Opening again replays the log: the committed batch is there.
+        let d = open(&path);
+        assert_eq!(
+            (get(&d, 1), get(&d, 2), get(&d, 3)),
+            (Some(1), Some(2), None)
+        );
+        put(&d, 3, 0).unwrap();
+        // A batch too large for the log is its own checkpoint: if that
+        // fails, it was not committed, and the error does not say it was.
+        d.log().unwrap().fail_checkpoint = true;
+        let err = put(&d, 4, CAPACITY as usize).unwrap_err();
+        assert!(!err.batch_committed(), "{err}");
+        assert_eq!(get(&d, 4), None);
+    }
+
+    #[test]
+    fn the_chain_counts_every_commit_across_checkpoints_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        let start = d.chain_position().unwrap();
+        assert_eq!(start.counter, 0);
+        put(&d, 1, 0).unwrap();
+        put(&d, 2, CAPACITY as usize).unwrap(); // committed durably, no record
+        put(&d, 3, 0).unwrap();
+        let before = d.chain_position().unwrap();
+        assert_eq!(before.counter, 3);
+        drop(d);
+        let d = open(&path);
+        assert_eq!(d.chain_position().unwrap(), before);
+        assert_eq!(get(&d, 3), Some(3));
     }
 }
