@@ -13,15 +13,13 @@
 
 use crate::error::RouterError;
 use crate::limits::Limits;
-use futures::Stream;
 use grompi_proto::{AccountId, pb};
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
 
 /// The hub's bounds (from [`Limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +60,11 @@ struct Queued {
 #[derive(Debug, Default)]
 struct QueueState {
     items: VecDeque<Queued>,
+    /// Bytes of `items`.
     bytes: usize,
+    /// Bytes of the delivery handed to the stream and not yet taken by
+    /// the client (still counted).
+    transit: usize,
     /// Disconnected by the hub: the stream ends.
     closed: bool,
 }
@@ -179,7 +181,7 @@ impl Hub {
                 let q = queue.lock();
                 !q.closed
                     && q.items.len() < self.limits.queue
-                    && q.bytes.saturating_add(bytes) <= self.limits.queue_bytes
+                    && (q.bytes + q.transit).saturating_add(bytes) <= self.limits.queue_bytes
             };
             if !fits {
                 self.disconnect(&mut s, account, id, Why::Slow);
@@ -244,7 +246,7 @@ impl Hub {
             let mut q = sub.queue.lock();
             q.closed = true;
             q.items.clear();
-            std::mem::take(&mut q.bytes)
+            std::mem::take(&mut q.bytes) + std::mem::take(&mut q.transit)
         };
         s.bytes = s.bytes.saturating_sub(freed);
         sub.queue.ready.notify_one();
@@ -300,7 +302,9 @@ impl Hub {
     }
 }
 
-/// The subscriber holding the most bytes: its account, id and bytes.
+/// The subscriber with the most bytes queued behind its stream (the one
+/// in its stream's buffer aside: a subscriber that keeps up holds only
+/// that one): its account, id and bytes.
 fn largest(s: &HubState) -> Option<(AccountId, u64, usize)> {
     s.by_account
         .iter()
@@ -325,42 +329,73 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Takes the next delivery, if one is queued; `Err(())` once the hub
+    /// Takes the next queued delivery, if any; it stays counted (in
+    /// transit) until [`Subscription::delivered`]. `Err(())` once the hub
     /// disconnected this subscriber and nothing is left.
-    fn take(&self) -> Result<Option<pb::Delivery>, ()> {
+    fn take(&self) -> Result<Option<Queued>, ()> {
         let mut q = self.queue.lock();
         match q.items.pop_front() {
             Some(item) => {
                 q.bytes = q.bytes.saturating_sub(item.bytes);
-                drop(q);
-                if let Some(hub) = self.hub.upgrade() {
-                    let mut s = hub.lock();
-                    s.bytes = s.bytes.saturating_sub(item.bytes);
-                }
-                Ok(Some(Arc::unwrap_or_clone(item.delivery)))
+                q.transit += item.bytes;
+                Ok(Some(item))
             }
             None if q.closed => Err(()),
             None => Ok(None),
         }
     }
 
-    /// The next delivery; `None` once disconnected.
+    /// What was in transit reached the client's stream buffer and was
+    /// taken from it: no longer counted.
+    fn delivered(&self) {
+        let freed = std::mem::take(&mut self.queue.lock().transit);
+        if freed > 0
+            && let Some(hub) = self.hub.upgrade()
+        {
+            let mut s = hub.lock();
+            s.bytes = s.bytes.saturating_sub(freed);
+            gauges(&s);
+        }
+    }
+
+    /// The next delivery, counted until the next call; `None` once
+    /// disconnected.
     pub async fn next_delivery(&self) -> Option<pb::Delivery> {
+        self.delivered();
         loop {
             match self.take() {
-                Ok(Some(d)) => return Some(d),
+                Ok(Some(item)) => return Some(Arc::unwrap_or_clone(item.delivery)),
                 Err(()) => return None,
                 Ok(None) => self.queue.ready.notified().await,
             }
         }
     }
 
-    /// The stream the Subscribe call answers with.
-    pub fn into_stream(self) -> SubscribeStream {
-        Box::pin(futures::stream::unfold(self, |sub| async move {
-            let d = sub.next_delivery().await?;
-            Some((Ok(d), sub))
-        }))
+    /// Feeds the Subscribe call's stream, one delivery at a time: the one
+    /// in the stream's buffer stays counted until the client took it.
+    /// Ends when the hub disconnects the subscriber or the client goes
+    /// away (then at once, removing the subscriber from the hub).
+    pub async fn forward(self, tx: mpsc::Sender<Result<pb::Delivery, tonic::Status>>) {
+        loop {
+            // A free slot: what was sent before has been taken.
+            let Ok(permit) = tx.reserve().await else {
+                return;
+            };
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                d = self.next_delivery() => d,
+            };
+            let Some(d) = next else { return };
+            permit.send(Ok(d));
+        }
+    }
+
+    /// The stream the Subscribe call answers with, fed by a task that
+    /// [`Subscription::forward`]s.
+    pub fn spawn_stream(self) -> ReceiverStream<Result<pb::Delivery, tonic::Status>> {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(self.forward(tx));
+        ReceiverStream::new(rx)
     }
 }
 
@@ -369,20 +404,6 @@ impl Drop for Subscription {
         if let Some(hub) = self.hub.upgrade() {
             hub.forget(&self.account, self.id);
         }
-    }
-}
-
-/// The stream of a Subscribe call.
-pub type SubscribeStream =
-    Pin<Box<dyn Stream<Item = Result<pb::Delivery, tonic::Status>> + Send + 'static>>;
-
-/// Polls a subscription once without waiting (for tests and shells that
-/// poll by hand).
-pub fn poll_once(stream: &mut SubscribeStream, cx: &mut Context<'_>) -> Poll<Option<pb::Delivery>> {
-    match stream.as_mut().poll_next(cx) {
-        Poll::Ready(Some(Ok(d))) => Poll::Ready(Some(d)),
-        Poll::Ready(Some(Err(_)) | None) => Poll::Ready(None),
-        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -462,7 +483,10 @@ mod tests {
         drop(idle);
         drop(mine);
         assert_eq!(hub.subscribers(), 1);
-        assert_eq!(hub.queued_bytes(), 0);
+        // Only the reader's last delivery is still counted (in transit).
+        assert!(hub.queued_bytes() <= 200 * 1024 + 64);
+        drop(reader);
+        assert_eq!((hub.subscribers(), hub.queued_bytes()), (0, 0));
         // Room again for the first account.
         assert!(hub.subscribe(account(0)).is_ok());
     }
@@ -511,20 +535,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_stream_drop_forgets_the_subscriber() {
+    async fn a_closed_stream_leaves_the_hub_at_once() {
+        use futures::StreamExt;
         let hub = Arc::new(Hub::new(limits()));
-        let mut stream = hub.subscribe(account(1)).unwrap().into_stream();
+        let mut stream = hub.subscribe(account(1)).unwrap().spawn_stream();
         hub.deliver(&account(1), delivery(10, 0));
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(matches!(
-            poll_once(&mut stream, &mut cx),
-            Poll::Ready(Some(_))
-        ));
-        assert!(poll_once(&mut stream, &mut cx).is_pending());
+        assert_eq!(stream.next().await.unwrap().unwrap().index, 0);
         hub.deliver(&account(1), delivery(10, 1));
+        hub.deliver(&account(1), delivery(10, 2));
         assert_eq!(hub.subscribers(), 1);
+        // The client goes away without another delivery being attempted.
         drop(stream);
+        for _ in 0..100 {
+            if hub.subscribers() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         assert_eq!((hub.subscribers(), hub.queued_bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn what_sits_in_the_stream_buffer_stays_counted() {
+        use futures::StreamExt;
+        let hub = Arc::new(Hub::new(limits()));
+        let mut stream = hub.subscribe(account(1)).unwrap().spawn_stream();
+        for i in 0..5 {
+            hub.deliver(&account(1), delivery(200 * 1024, i));
+        }
+        // One delivery moved to the stream's buffer, still counted.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(hub.queued_bytes() >= 5 * 200 * 1024);
+        hub.deliver(&account(1), delivery(200 * 1024, 5));
+        assert_eq!(hub.subscribers(), 0, "over its bound with the buffered one");
+        // It still gets what was buffered, then the stream ends.
+        assert_eq!(stream.next().await.unwrap().unwrap().index, 0);
+        assert!(stream.next().await.is_none());
+        assert_eq!(hub.queued_bytes(), 0);
     }
 }

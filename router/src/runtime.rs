@@ -442,6 +442,45 @@ pub async fn server_worker(
     }
 }
 
+/// The bytes free for an unprivileged writer on the file system holding
+/// `dir`.
+#[cfg(unix)]
+pub fn free_space(dir: &std::path::Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Without statvfs the free space is unknown: the reserve is never
+/// reached.
+#[cfg(not(unix))]
+pub fn free_space(_dir: &std::path::Path) -> std::io::Result<u64> {
+    Ok(u64::MAX)
+}
+
+/// Measures the free space of `dir`'s file system every `every` and
+/// tells the core (`Command::DiskSpace`), which refuses new writes while
+/// it is below `limits.disk_reserve_bytes`; until the core is gone. A
+/// failed measurement is logged and skipped (the core keeps the last).
+pub async fn disk_watch(core: mpsc::Sender<CoreMsg>, dir: std::path::PathBuf, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let free = match free_space(&dir) {
+            Ok(free) => free,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot measure free disk space");
+                continue;
+            }
+        };
+        metrics::gauge!("router_disk_free_bytes").set(free as f64);
+        let msg = CoreMsg::Request(Box::new(Command::DiskSpace { free }), None);
+        if core.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Sends a tick to the core every `every`, until the core is gone.
 pub async fn ticker(core: mpsc::Sender<CoreMsg>, every: Duration) {
     let mut interval = tokio::time::interval(every);
@@ -451,5 +490,30 @@ pub async fn ticker(core: mpsc::Sender<CoreMsg>, every: Duration) {
         if core.send(CoreMsg::Tick).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_disk_watch_tells_the_core_the_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let watch = tokio::spawn(disk_watch(
+            tx,
+            dir.path().to_owned(),
+            Duration::from_secs(60),
+        ));
+        let Some(CoreMsg::Request(cmd, None)) = rx.recv().await else {
+            panic!("no measurement")
+        };
+        assert!(
+            matches!(*cmd, Command::DiskSpace { free } if free > 0),
+            "{cmd:?}"
+        );
+        drop(rx);
+        watch.abort();
     }
 }

@@ -20,6 +20,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
+/// How often the free space of the data directory is measured
+/// (`limits.disk_reserve_bytes`).
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the router pings an HTTP/2 connection that has been quiet.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long it waits for the ping's answer before closing the connection.
@@ -203,6 +207,11 @@ impl Backend {
         tasks.push(tokio::spawn(runtime::ticker(
             core_tx.clone(),
             Duration::from_millis(50),
+        )));
+        tasks.push(tokio::spawn(runtime::disk_watch(
+            core_tx.clone(),
+            config.data_dir.clone(),
+            DISK_CHECK_EVERY,
         )));
         let service = RouterService::new(
             core_tx.clone(),

@@ -12,9 +12,9 @@
 //! rate limit".
 
 use crate::core::{Call, Command, Response as CoreResponse, parse_members, parse_submit};
-use crate::fetch::{FetchBudget, build_page};
 use crate::directory::{parse_register_for, parse_sign_in_for, parse_upload};
 use crate::error::RouterError;
+use crate::fetch::{FetchBudget, build_page};
 use crate::limits::{Limits, PeerLimiter};
 use crate::runtime::{CoreMsg, Hub, now_ms};
 use crate::store::EnvelopeReader;
@@ -25,6 +25,7 @@ use grompi_proto::{AccountId, ConversationId, Index, ProofNonce};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -414,7 +415,7 @@ impl Router for RouterService {
         metered("Fetch", r)
     }
 
-    type SubscribeStream = crate::hub::SubscribeStream;
+    type SubscribeStream = ReceiverStream<Result<pb::Delivery, Status>>;
 
     async fn subscribe(
         &self,
@@ -422,7 +423,7 @@ impl Router for RouterService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = match self.authed(&req, Call::Subscribe).await {
             Ok(CoreResponse::Subscribed(account)) => match self.hub.subscribe(account) {
-                Ok(s) => Ok(Response::new(s.into_stream())),
+                Ok(s) => Ok(Response::new(s.spawn_stream())),
                 Err(e) => {
                     e.count_cap();
                     Err(Status::from(e))
