@@ -20,9 +20,11 @@
 //!   generation that was written *after a sync* follows that point, the bad
 //!   record cannot be a torn write (see below) and opening fails with
 //!   [`WalError::Corrupt`] instead of forgetting the rest.
-//! * A valid record of a *later* generation than the database's at the
-//!   start of the log means the database is older than its log (restored
-//!   from a backup next to a newer log): [`WalError::AheadOfDatabase`].
+//! * A valid record of a *later* generation than the database's (the first
+//!   record, or any after the replay ends) means the database is older
+//!   than its log (restored from a backup next to a newer log): such
+//!   records are written only after the database recorded their
+//!   generation. [`WalError::AheadOfDatabase`].
 //! * Once the file has grown to its capacity (zero-filled, synced), an
 //!   append changes no file metadata and `fdatasync` has only data to flush.
 //!
@@ -174,7 +176,7 @@ pub enum WalError {
     /// The log holds a record of a later generation than the database's:
     /// the database is older than its log.
     #[error(
-        "write-ahead log {path} starts with a record of generation {log}, but the database \
+        "write-ahead log {path} holds a record of generation {log}, but the database \
          is at generation {database}: the database is older than its log (restored from a \
          backup without its log?). Replaying nothing would forget every commit since; \
          restore the database that belongs to this log"
@@ -649,6 +651,10 @@ fn parse_at<'a>(bytes: &'a [u8], at: usize, database: &DatabaseId) -> Option<Par
     })
 }
 
+/// How far ahead of the database's generation a record found past the end
+/// of the replay is looked at (a cheap filter before its checksum).
+const MAX_GENERATIONS_AHEAD: u64 = 1 << 32;
+
 /// The records of `generation` from the start of `bytes`, and the offset
 /// after the last one; or why the log must not be replayed.
 fn read_records(
@@ -687,19 +693,28 @@ fn read_records(
         });
     }
     // Is there a record of this generation after the bad one that was
-    // written after the bad one was synced (or was synced itself)?
+    // written after the bad one was synced (or was synced itself)? Or a
+    // record of a later generation anywhere (the first one damaged)?
     let record = replay.payloads.len() as u64;
-    let gen_bytes = generation.to_be_bytes();
     let last_start = bytes.len().saturating_sub(HEADER + CHECKSUM);
     for p in at + 1..=last_start {
-        if bytes[p..p + 8] != gen_bytes {
+        let mut g = [0u8; 8];
+        g.copy_from_slice(&bytes[p..p + 8]);
+        let g = u64::from_be_bytes(g);
+        if g < generation || g - generation > MAX_GENERATIONS_AHEAD {
             continue;
         }
-        if let Some(later) = parse_at(bytes, p, database)
-            && later.generation == generation
-            && later.sequence > record
-            && later.flags & (SYNCED | AFTER_SYNC) != 0
-        {
+        let Some(later) = parse_at(bytes, p, database) else {
+            continue;
+        };
+        if later.generation > generation {
+            return Err(WalError::AheadOfDatabase {
+                path: path.to_path_buf(),
+                log: later.generation,
+                database: generation,
+            });
+        }
+        if later.sequence > record && later.flags & (SYNCED | AFTER_SYNC) != 0 {
             return Err(WalError::Corrupt {
                 path: path.to_path_buf(),
                 generation,
@@ -989,6 +1004,27 @@ mod tests {
         assert!(err.to_string().contains("older than its log"), "{err}");
         // A database at generation 6 (checkpointed since): stale records.
         assert!(open(&path, 6).1.is_empty());
+        // The newer log's first record damaged: a later one still tells.
+        let mut wal = Wal::open(&path, &DB, 6, 8192).unwrap().0;
+        wal.restart(7);
+        wal.append(b"b").unwrap();
+        wal.append(b"c").unwrap();
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[FILE_HEADER + HEADER] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Wal::open(&path, &DB, 5, 8192).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WalError::AheadOfDatabase {
+                    log: 7,
+                    database: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
