@@ -14,6 +14,7 @@ use crate::refusal::Refusal;
 use crate::request::AttestRequest;
 use crate::state::{ConversationState, IndexRecord};
 use crate::store::{StoreError, StoreRead, StoreWrite};
+use grompi_proto::key_share::KeyPeriod;
 use grompi_proto::mac::{Attestation, HeadProof};
 use grompi_proto::{
     AttestationStatement, ConversationId, EnvelopeKind, Epoch, Head, HeadProofStatement, Index,
@@ -287,7 +288,12 @@ impl OrderCore {
             kind,
             envelope,
             head,
-            key_period: state.period_started_at(request.index),
+            key_period: if kind == EnvelopeKind::Update {
+                // The next epoch's first period, sealed for its slots.
+                (period_length(header) > 0).then_some(KeyPeriod(0))
+            } else {
+                state.period_started_at(request.index)
+            },
         };
         store.put_record(&conversation, request.index, &record)?;
         store.put_last_sequence(&conversation, state.epoch, sender, header.sequence())?;
@@ -351,14 +357,26 @@ impl OrderCore {
             index,
             head: record.head,
         };
-        // At the first index of a key period: this server's share, sealed
-        // for each slot of the epoch (derived, so a retry seals the same).
-        let key_shares = match record.key_period {
-            None => Vec::new(),
-            Some(period) => {
-                let share = self.secret.key_share(conversation, record.epoch, period);
-                keys.iter()
-                    .map(|k| k.wrap_share(conversation, record.epoch, period, &share))
+        // Where a key period starts: this server's share, sealed for each
+        // slot (derived, so a retry seals the same). An Update's share is
+        // the next epoch's first period's, sealed for the next slots.
+        let key_shares = match (record.key_period, record.kind, next) {
+            (None, _, _) => Vec::new(),
+            (Some(period), kind, next) => {
+                let (epoch, slots) = match (kind, next) {
+                    (EnvelopeKind::Update, Some(next)) => (
+                        record
+                            .epoch
+                            .next()
+                            .ok_or(StoreError::Inconsistent("an Update in the last epoch"))?,
+                        next,
+                    ),
+                    _ => (record.epoch, keys),
+                };
+                let share = self.secret.key_share(conversation, epoch, period);
+                slots
+                    .iter()
+                    .map(|k| k.wrap_share(conversation, epoch, period, &share))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|_| StoreError::Inconsistent("a key share could not be sealed"))?
             }

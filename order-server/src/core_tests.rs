@@ -824,10 +824,11 @@ fn low_order_oversized_and_adminless_slot_sets_are_refused_at_open() {
 }
 
 /// A group-keyed conversation: the Setup's key start sets the period
-/// length; the first index of every period carries this server's key share
-/// sealed for each slot, the same bytes on a retry; an Update's key start
-/// opens the next epoch's periods; a pairwise-keyed conversation never gets
-/// shares.
+/// length; the Setup and the first index of every later period carry this
+/// server's key share sealed for each slot, the same bytes on a retry; an
+/// Update with a key start carries the next epoch's first period's share
+/// sealed for the next slots, and opens that epoch's periods; a
+/// pairwise-keyed conversation never gets shares.
 #[test]
 fn group_keyed_epochs_hand_out_key_shares_at_period_starts() {
     use grompi_proto::key_share::KeyPeriod;
@@ -934,9 +935,12 @@ fn group_keyed_epochs_hand_out_key_shares_at_period_starts() {
         pool[0],
         &mut head,
     );
-    assert!(
-        a3.key_shares.is_empty(),
-        "index 3 starts no period of epoch 0"
+    // The Update carries the next epoch's first period, sealed for the
+    // next slots; the epoch's first index carries nothing more.
+    assert_eq!(a3.key_shares.len(), next.len());
+    assert_eq!(
+        share_of(&a3, next_pool[0], Epoch(1), 0),
+        server.key_share(&conv(c), Epoch(1), KeyPeriod(0))
     );
     let a4 = attest(
         4,
@@ -949,10 +953,7 @@ fn group_keyed_epochs_hand_out_key_shares_at_period_starts() {
         next_pool[0],
         &mut head,
     );
-    assert_eq!(
-        share_of(&a4, next_pool[0], Epoch(1), 0),
-        server.key_share(&conv(c), Epoch(1), KeyPeriod(0))
-    );
+    assert!(a4.key_shares.is_empty());
     for (index, seq) in [(5u64, 2u64), (6, 3)] {
         let a = attest(
             index,

@@ -103,9 +103,13 @@ impl ConversationState {
     }
 
     /// The key period `index` starts in the current epoch, if it is the
-    /// first index of one: where this server hands out its key shares.
+    /// first index of one: where this server hands out its key shares. The
+    /// epoch's first period is handed out earlier, with the Setup (index 0,
+    /// which starts epoch 0's first period itself) or with the Update that
+    /// opened the epoch, so the first index after an Update starts none.
     pub fn period_started_at(&self, index: Index) -> Option<KeyPeriod> {
-        if KeyPeriod::starts_at(index, self.epoch_start, self.period_length) {
+        let after_update = self.epoch.0 > 0 && index == self.epoch_start;
+        if !after_update && KeyPeriod::starts_at(index, self.epoch_start, self.period_length) {
             KeyPeriod::of(index, self.epoch_start, self.period_length)
         } else {
             None
@@ -127,9 +131,11 @@ pub struct IndexRecord {
     pub envelope: EnvelopeHash,
     /// The chain head after this index, as returned in its tags.
     pub head: Head,
-    /// The key period this index started, if it did (a group-keyed epoch):
-    /// its attestation carries this server's key share for it, sealed for
-    /// each slot, again on every retry.
+    /// The key period whose shares this index's attestation carries, sealed
+    /// for each slot, again on every retry: for a Setup the first period,
+    /// for an Update the next epoch's first period (sealed for the next
+    /// slots), for another index the period it starts, if it starts one
+    /// after the epoch's first. `None` in a pairwise-keyed epoch.
     pub key_period: Option<KeyPeriod>,
 }
 
@@ -382,8 +388,15 @@ mod tests {
         );
         assert_eq!(s.period_started_at(Index(0)), None, "pairwise: no periods");
         s.period_length = 10;
+        s.epoch_start = Index(0);
+        assert_eq!(s.period_started_at(Index(0)), Some(KeyPeriod(0)));
+        s.epoch = Epoch(1);
         s.epoch_start = Index(5);
-        assert_eq!(s.period_started_at(Index(5)), Some(KeyPeriod(0)));
+        assert_eq!(
+            s.period_started_at(Index(5)),
+            None,
+            "an Update handed out the epoch's first period"
+        );
         assert_eq!(s.period_started_at(Index(14)), None);
         assert_eq!(s.period_started_at(Index(25)), Some(KeyPeriod(2)));
         assert_eq!(s.period_started_at(Index(4)), None);

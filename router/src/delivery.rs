@@ -48,13 +48,17 @@ pub fn member_attestation(a: &Attestation, member: MemberSlots) -> pb::Attestati
         head: a.head.to_vec(),
         tags: pick(&a.tags, member.slot),
         next_tags: pick(&a.next_tags, member.next_slot),
-        // The key share sealed for the member's slot in the attestation's
-        // epoch (group-keyed conversations, at the start of a key period).
-        key_shares: member
-            .slot
-            .and_then(|s| a.key_shares.get(s.0 as usize))
-            .map(|k| vec![k.0.to_vec()])
-            .unwrap_or_default(),
+        // The key share sealed for the member's slot (group-keyed
+        // conversations, where a key period starts): an Update's shares are
+        // the next epoch's, sealed for the next slots.
+        key_shares: if a.next_tags.is_empty() {
+            member.slot
+        } else {
+            member.next_slot
+        }
+        .and_then(|s| a.key_shares.get(s.0 as usize))
+        .map(|k| vec![k.0.to_vec()])
+        .unwrap_or_default(),
     }
 }
 
@@ -289,5 +293,39 @@ mod tests {
         assert_eq!(d.attestations[0].tags, vec![vec![2; 32]]);
         assert_eq!(d.attestations[0].next_tags, vec![vec![3; 32]]);
         assert_eq!(d.attestations[0].server, 2);
+    }
+
+    /// Each member gets only the key share sealed for its slot; an Update's
+    /// shares are sealed for the next epoch's slots.
+    #[test]
+    fn each_member_gets_only_its_own_key_share() {
+        use grompi_proto::key_share::WrappedShare;
+        let shares = vec![
+            WrappedShare([1; 48]),
+            WrappedShare([2; 48]),
+            WrappedShare([3; 48]),
+        ];
+        let mut a = Attestation {
+            server: 0,
+            index: Index(4),
+            head: Head::from_bytes([9; 32]),
+            tags: vec![Tag::from_bytes([1; 32]); 3],
+            next_tags: Vec::new(),
+            key_shares: shares.clone(),
+        };
+        let m = MemberSlots {
+            slot: Some(SlotIndex(1)),
+            next_slot: Some(SlotIndex(2)),
+        };
+        assert_eq!(member_attestation(&a, m).key_shares, vec![vec![2; 48]]);
+        a.next_tags = vec![Tag::from_bytes([4; 32]); 3];
+        assert_eq!(member_attestation(&a, m).key_shares, vec![vec![3; 48]]);
+        let joiner = MemberSlots {
+            slot: None,
+            next_slot: Some(SlotIndex(0)),
+        };
+        assert_eq!(member_attestation(&a, joiner).key_shares, vec![vec![1; 48]]);
+        a.next_tags.clear();
+        assert!(member_attestation(&a, joiner).key_shares.is_empty());
     }
 }
