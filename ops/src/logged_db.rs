@@ -609,7 +609,15 @@ mod tests {
     };
 
     fn open(path: &Path) -> LoggedDatabase {
-        LoggedDatabase::open(path, METRICS, |txn, ops| {
+        LoggedDatabase::open(path, METRICS, replay_t).unwrap()
+    }
+
+    fn open_anchored(path: &Path, anchor: &Path) -> Result<LoggedDatabase, LoggedDbError> {
+        LoggedDatabase::open_existing(path, METRICS, Some(anchor), replay_t)
+    }
+
+    fn replay_t(txn: &WriteTransaction, ops: Vec<KvOp>) -> Result<(), LoggedDbError> {
+        {
             let mut t = txn.open_table(T).map_err(db)?;
             for op in ops {
                 if let KvOp::Put {
@@ -623,13 +631,16 @@ mod tests {
                     t.insert(k, v).map_err(db)?;
                 }
             }
-            Ok::<_, LoggedDbError>(())
-        })
-        .unwrap()
+        }
+        Ok(())
     }
 
-    /// Puts `k -> v` with a value padded to `pad` bytes of log.
+    /// Puts `k -> k` with a batch padded to `pad` more bytes of log.
     fn put(d: &LoggedDatabase, k: u64, pad: usize) -> Result<(), LoggedDbError> {
+        put_with(d, k, pad, true)
+    }
+
+    fn put_with(d: &LoggedDatabase, k: u64, pad: usize, synced: bool) -> Result<(), LoggedDbError> {
         let txn = d.begin_write()?;
         let mut batch = KvBatch::new();
         txn.open_table(T).map_err(db)?.insert(k, k).map_err(db)?;
@@ -637,7 +648,138 @@ mod tests {
         if pad > 0 {
             batch.put(1, b"pad", &vec![0; pad]);
         }
-        d.commit(txn, &batch)
+        if synced {
+            d.commit(txn, &batch)
+        } else {
+            d.commit_deferred(txn, &batch)
+        }
+    }
+
+    fn keys(d: &LoggedDatabase) -> Vec<u64> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let txn = d.database().begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        t.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Commit,
+        CommitDeferred,
+        Snapshot,
+        Reopen,
+        Restore(usize),
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+        /// Commits (synced or deferred), copies of the database with its
+        /// log taken at any moment, reopenings against the anchor, and
+        /// restores of any earlier copy: a copy is accepted exactly when
+        /// it holds at least every commit the anchor has seen on disk, and
+        /// what opens holds exactly the commits of the files opened.
+        #[test]
+        fn the_anchor_refuses_exactly_the_copies_behind_it(
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![
+                    4 => proptest::strategy::Just(Step::Commit),
+                    2 => proptest::strategy::Just(Step::CommitDeferred),
+                    2 => proptest::strategy::Just(Step::Snapshot),
+                    1 => proptest::strategy::Just(Step::Reopen),
+                    2 => proptest::strategy::Strategy::prop_map(proptest::prelude::any::<usize>(), Step::Restore),
+                ],
+                1..30,
+            )
+        ) {
+            use proptest::prelude::*;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.redb");
+            let anchor = dir.path().join("anchor");
+            drop(open(&path));
+            let mut d = open_anchored(&path, &anchor).unwrap();
+            // The model: the keys committed (one per commit, so also the
+            // history), the history the anchor has recorded, and the copies.
+            let mut model: Vec<u64> = Vec::new();
+            let mut anchored: Vec<u64> = Vec::new();
+            let mut copies: Vec<(std::path::PathBuf, Vec<u64>)> = Vec::new();
+            let mut next = 0u64;
+            for step in steps {
+                match step {
+                    Step::Commit | Step::CommitDeferred => {
+                        let synced = matches!(step, Step::Commit);
+                        put_with(&d, next, 0, synced).unwrap();
+                        model.push(next);
+                        next += 1;
+                        if synced {
+                            anchored = model.clone();
+                        }
+                    }
+                    Step::Snapshot => {
+                        let to = dir.path().join(format!("copy{}", copies.len()));
+                        std::fs::create_dir_all(&to).unwrap();
+                        crate::wal::copy_database(&path, &to.join("db.redb")).unwrap();
+                        copies.push((to, model.clone()));
+                    }
+                    Step::Reopen => {
+                        drop(d);
+                        d = open_anchored(&path, &anchor).unwrap();
+                        prop_assert_eq!(keys(&d), model.clone());
+                        anchored = model.clone();
+                    }
+                    Step::Restore(i) => {
+                        if copies.is_empty() {
+                            continue;
+                        }
+                        let (from, copy) = copies[i % copies.len()].clone();
+                        drop(d);
+                        let latest = dir.path().join("latest");
+                        std::fs::create_dir_all(&latest).unwrap();
+                        crate::wal::copy_database(&path, &latest.join("db.redb")).unwrap();
+                        crate::wal::copy_database(&from.join("db.redb"), &path).unwrap();
+                        // Ahead of the anchor, or exactly where it is.
+                        let accepted = copy.len() > anchored.len() || copy == anchored;
+                        match open_anchored(&path, &anchor) {
+                            Ok(opened) => {
+                                prop_assert!(
+                                    accepted,
+                                    "a copy of {:?} opened against an anchor at {:?}",
+                                    copy,
+                                    anchored
+                                );
+                                prop_assert_eq!(keys(&opened), copy.clone());
+                                d = opened;
+                                model = copy;
+                                anchored = model.clone();
+                            }
+                            Err(e) => {
+                                prop_assert!(
+                                    !accepted,
+                                    "a copy of {:?} refused against an anchor at {:?}: {}",
+                                    copy,
+                                    anchored,
+                                    e
+                                );
+                                let behind = copy.len() < anchored.len();
+                                prop_assert!(
+                                    match &e {
+                                        LoggedDbError::Anchor(AnchorError::Behind { .. }) => behind,
+                                        LoggedDbError::Anchor(AnchorError::Diverged { .. }) => !behind,
+                                        _ => false,
+                                    },
+                                    "{}",
+                                    e
+                                );
+                                crate::wal::copy_database(&latest.join("db.redb"), &path).unwrap();
+                                d = open_anchored(&path, &anchor).unwrap();
+                                prop_assert_eq!(keys(&d), model.clone());
+                                anchored = model.clone();
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn get(d: &LoggedDatabase, k: u64) -> Option<u64> {
@@ -645,6 +787,42 @@ mod tests {
         let txn = d.database().begin_read().unwrap();
         let t = txn.open_table(T).unwrap();
         t.get(k).unwrap().map(|g| g.value())
+    }
+
+    #[test]
+    fn a_copy_with_as_many_commits_as_the_anchor_but_other_ones_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let anchor = dir.path().join("anchor");
+        let (early, late) = (dir.path().join("early"), dir.path().join("late"));
+        for d in [&early, &late] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        drop(open(&path));
+        let d = open_anchored(&path, &anchor).unwrap();
+        put(&d, 1, 0).unwrap();
+        crate::wal::copy_database(&path, &early.join("db.redb")).unwrap();
+        // Deferred: on disk in the copy, not yet in the anchor.
+        put_with(&d, 2, 0, false).unwrap();
+        crate::wal::copy_database(&path, &late.join("db.redb")).unwrap();
+        drop(d);
+        // The early copy is where the anchor is: accepted, and a new
+        // history goes on from it with another second commit.
+        crate::wal::copy_database(&early.join("db.redb"), &path).unwrap();
+        let d = open_anchored(&path, &anchor).unwrap();
+        put(&d, 3, 0).unwrap();
+        drop(d);
+        // The late copy has two commits too, but not these two.
+        crate::wal::copy_database(&late.join("db.redb"), &path).unwrap();
+        let err = open_anchored(&path, &anchor).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                LoggedDbError::Anchor(AnchorError::Diverged { counter: 2, .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("different ones"), "{err}");
     }
 
     #[test]
