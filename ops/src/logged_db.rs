@@ -25,7 +25,17 @@
 //!   at once. It refuses a log that is missing, empty, zeroed, of another
 //!   format or another database, ahead of the database, or damaged in the
 //!   middle (see [`crate::wal`]), and a database behind its rollback anchor
-//!   ([`crate::anchor`]), when one is configured.
+//!   ([`crate::anchor`]), when one is configured. [`LoggedDatabase::open`]
+//!   (the router, tests, tools) creates the pair when neither file exists
+//!   and otherwise opens as above, without an anchor.
+//! * Each log record is a step of the commit chain (a batch too large for
+//!   the log is a step too); after each *synced* commit the anchor records
+//!   the chain's position, without a sync of its own, and each checkpoint
+//!   syncs it.
+//! * After an append, a redb commit, a checkpoint or an anchor update
+//!   fails, the database refuses every further commit
+//!   ([`LoggedDbError::Stopped`]): what the log holds is then for the replay
+//!   at the next open to decide.
 //!
 //! The generation, the database id and the commit chain's position live in
 //! the tables `wal` and `wal_ids` of the database itself, so that they
