@@ -16,6 +16,7 @@ use crate::error::RouterError;
 use crate::record::{ConversationRecord, Record, SlotTail, StoredEnvelope};
 pub use crate::slots::{EpochSlots, PaddingSecret, Placement, assign_slots, padded_size};
 use crate::{Millis, Ticket};
+use grompi_proto::envelope::EnvelopeSummary;
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::mac::Attestation;
 use grompi_proto::pb::RefusalReason;
@@ -27,14 +28,121 @@ use grompi_proto::{
 use rand::{CryptoRng, RngExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// An envelope as the router holds it for the order servers: whole until
+/// a quorum has attested it and it was delivered (members get it from
+/// here), then only its summary (header and block digests: all an attest
+/// request and its check need). The whole envelope stays in storage, where
+/// Fetch reads it.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// Not yet delivered.
+    Whole(Envelope),
+    /// Delivered; waiting for the order servers that have not attested it.
+    Summary(EnvelopeSummary),
+}
+
+impl Held {
+    /// The header.
+    pub fn header(&self) -> &EnvelopeHeader {
+        match self {
+            Self::Whole(e) => e.header(),
+            Self::Summary(s) => &s.header,
+        }
+    }
+
+    /// The summary an order server is sent.
+    pub fn summary(&self) -> EnvelopeSummary {
+        match self {
+            Self::Whole(e) => e.summary(),
+            Self::Summary(s) => s.clone(),
+        }
+    }
+
+    /// The whole envelope, until it was delivered.
+    pub fn whole(&self) -> Option<&Envelope> {
+        match self {
+            Self::Whole(e) => Some(e),
+            Self::Summary(_) => None,
+        }
+    }
+
+    /// Bytes it holds in memory (an estimate that errs high).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Whole(e) => envelope_bytes(e),
+            Self::Summary(s) => HEADER_BYTES + 32 * s.block_digests.len(),
+        }
+    }
+}
+
+/// What the router keeps of an admitted envelope until every order server
+/// has attested it.
+#[derive(Debug, Clone)]
+pub struct HeldEnvelope {
+    /// The envelope, whole or summarised.
+    pub envelope: Held,
+    /// The sender's submission tags, one per order server.
+    pub submission_tags: Vec<Tag>,
+    /// The head before this index.
+    pub previous_head: Head,
+    /// The head after it.
+    pub head: Head,
+    /// Who submitted it (`None` for the router's own noise).
+    pub submitter: Option<AccountId>,
+    /// For an Update: the slot set it installs.
+    pub next_slots: Option<SlotSet>,
+}
+
+impl From<StoredEnvelope> for HeldEnvelope {
+    fn from(s: StoredEnvelope) -> Self {
+        Self {
+            envelope: Held::Whole(s.envelope),
+            submission_tags: s.submission_tags,
+            previous_head: s.previous_head,
+            head: s.head,
+            submitter: s.submitter,
+            next_slots: s.next_slots,
+        }
+    }
+}
+
+/// What a header takes in memory, at most (with its optional fields).
+const HEADER_BYTES: usize = 256;
+/// What an entry takes in memory besides its envelope, tags and
+/// attestations: the map node, the vectors' headers, the hash, heads.
+const ENTRY_BYTES: usize = 320;
+/// What one slot of a slot set takes (key, role, padding).
+const SLOT_BYTES: usize = 96;
+
+/// Bytes a whole envelope holds in memory (an estimate that errs high):
+/// what a submission of it counts against the per-account bound.
+pub fn envelope_bytes(e: &Envelope) -> usize {
+    HEADER_BYTES
+        + e.body().len()
+        + e.blocks()
+            .iter()
+            .map(|b| b.ciphertext.len() + 48)
+            .sum::<usize>()
+}
+
+/// Bytes an attestation holds in memory.
+fn attestation_bytes(a: &Attestation) -> usize {
+    96 + 32 * (a.tags.len() + a.next_tags.len()) + 48 * a.key_shares.len()
+}
+
 /// An envelope admitted at an index and not yet attested by every server.
 #[derive(Debug, Clone)]
 pub struct Pending {
-    /// The envelope and what goes with it.
-    pub stored: StoredEnvelope,
+    /// The envelope (whole until delivered) and what goes with it.
+    pub stored: HeldEnvelope,
     /// Its hash.
     pub hash: EnvelopeHash,
-    /// Per order server: its attestation, once in.
+    /// Bytes of the whole envelope, counted against its submitter's bound
+    /// until it is delivered.
+    pub size: usize,
+    /// Per order server: its attestation, once in. Once delivered, only
+    /// whether it is in: the tags and shares are in storage (Fetch) and
+    /// were sent to members.
     pub attestations: Vec<Option<Attestation>>,
     /// Per order server: its latest refusal, if any.
     pub refusals: Vec<Option<(RefusalReason, String)>>,
@@ -42,12 +150,76 @@ pub struct Pending {
     pub tickets: Vec<Ticket>,
     /// Whether it has been delivered to members (quorum reached).
     pub delivered: bool,
+    /// Bytes it holds in memory, as last weighed.
+    weight: usize,
 }
 
 impl Pending {
+    /// An entry for `stored`, not yet attested, weighed.
+    fn new(
+        stored: HeldEnvelope,
+        hash: EnvelopeHash,
+        attestations: Vec<Option<Attestation>>,
+    ) -> Self {
+        let size = stored.envelope.bytes();
+        let servers = attestations.len();
+        let mut p = Self {
+            stored,
+            hash,
+            size,
+            attestations,
+            refusals: vec![None; servers],
+            tickets: Vec::new(),
+            delivered: false,
+            weight: 0,
+        };
+        p.weight = p.weigh();
+        p
+    }
+
     /// Number of attestations in.
     pub fn attested(&self) -> usize {
         self.attestations.iter().filter(|a| a.is_some()).count()
+    }
+
+    /// Bytes it holds in memory (an estimate that errs high).
+    fn weigh(&self) -> usize {
+        ENTRY_BYTES
+            + self.stored.envelope.bytes()
+            + 32 * self.stored.submission_tags.len()
+            + self
+                .stored
+                .next_slots
+                .as_ref()
+                .map_or(0, |s| SLOT_BYTES * s.len())
+            + self
+                .attestations
+                .iter()
+                .flatten()
+                .map(attestation_bytes)
+                .sum::<usize>()
+            + self
+                .refusals
+                .iter()
+                .flatten()
+                .map(|(_, m)| 32 + m.len())
+                .sum::<usize>()
+    }
+
+    /// Once delivered, keeps only what the order servers still need: the
+    /// summary, and which servers attested.
+    fn compact(&mut self) {
+        if !self.delivered {
+            return;
+        }
+        if let Held::Whole(e) = &self.stored.envelope {
+            self.stored.envelope = Held::Summary(e.summary());
+        }
+        for a in self.attestations.iter_mut().flatten() {
+            a.tags = Vec::new();
+            a.next_tags = Vec::new();
+            a.key_shares = Vec::new();
+        }
     }
 }
 
@@ -79,8 +251,15 @@ pub struct Conversation {
     next: Index,
     /// The head before `next`.
     head: Head,
-    /// Envelopes not yet attested by every server, by index.
+    /// Envelopes not yet attested by every server, by index. Entries are
+    /// added and removed only through the conversation's methods, which
+    /// keep `held_bytes`; after changing one in place, call
+    /// [`Conversation::reweigh`].
     pub pending: BTreeMap<Index, Pending>,
+    /// Bytes `pending` holds in memory.
+    held_bytes: usize,
+    /// What the core last counted of `held_bytes` in its total.
+    pub(crate) counted_bytes: usize,
     /// Per order server: how many indices it has attested.
     pub progress: Vec<Index>,
     /// How many indices have been delivered (reached the quorum).
@@ -114,6 +293,8 @@ impl Conversation {
             opened,
             next: Index(0),
             pending: BTreeMap::new(),
+            held_bytes: 0,
+            counted_bytes: 0,
             progress: vec![Index(0); servers],
             delivered: Index(0),
             last_seq: HashMap::new(),
@@ -153,6 +334,51 @@ impl Conversation {
     /// The head before [`Conversation::next`].
     pub fn head(&self) -> Head {
         self.head
+    }
+
+    /// Bytes its envelopes waiting for order servers hold in memory.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Weighs the entry at `index` again after a change (an attestation or
+    /// refusal in, delivered), first reducing a delivered one to what the
+    /// order servers still need.
+    pub fn reweigh(&mut self, index: Index) {
+        if let Some(p) = self.pending.get_mut(&index) {
+            p.compact();
+            let w = p.weigh();
+            self.held_bytes = self.held_bytes.saturating_sub(p.weight) + w;
+            p.weight = w;
+        }
+    }
+
+    fn insert_pending(&mut self, index: Index, p: Pending) {
+        self.held_bytes += p.weight;
+        if let Some(old) = self.pending.insert(index, p) {
+            self.held_bytes = self.held_bytes.saturating_sub(old.weight);
+        }
+    }
+
+    fn remove_pending(&mut self, index: &Index) -> Option<Pending> {
+        let p = self.pending.remove(index)?;
+        self.held_bytes = self.held_bytes.saturating_sub(p.weight);
+        Some(p)
+    }
+
+    /// Forgets the delivered envelopes that all `servers` order servers
+    /// have attested.
+    pub fn forget_attested(&mut self, servers: usize) {
+        let delivered = self.delivered;
+        let mut freed = 0;
+        self.pending.retain(|i, p| {
+            let keep = !(*i < delivered && p.attested() == servers);
+            if !keep {
+                freed += p.weight;
+            }
+            keep
+        });
+        self.held_bytes = self.held_bytes.saturating_sub(freed);
     }
 
     /// The index of an envelope admitted since start.
@@ -315,16 +541,9 @@ impl Conversation {
             next,
             head,
         });
-        self.pending.insert(
+        self.insert_pending(
             index,
-            Pending {
-                stored,
-                hash,
-                attestations: vec![None; servers],
-                refusals: vec![None; servers],
-                tickets: Vec::new(),
-                delivered: false,
-            },
+            Pending::new(stored.into(), hash, vec![None; servers]),
         );
         self.last_seq.insert((h.epoch(), h.sender()), h.sequence());
         self.known.insert(hash, index);
@@ -343,12 +562,12 @@ impl Conversation {
         reason: &RouterError,
         servers: usize,
         out: &mut Vec<Record>,
-    ) -> Vec<(Vec<Ticket>, RouterError, Option<AccountId>)> {
+    ) -> Vec<Failed> {
         let mut failed = Vec::new();
         let later: Vec<(Index, Pending)> = {
             let keys: Vec<Index> = self.pending.range(index..).map(|(i, _)| *i).collect();
             keys.into_iter()
-                .filter_map(|i| self.pending.remove(&i).map(|p| (i, p)))
+                .filter_map(|i| self.remove_pending(&i).map(|p| (i, p)))
                 .collect()
         };
         let Some((_, first)) = later.first() else {
@@ -398,16 +617,24 @@ impl Conversation {
         });
         let mut iter = later.into_iter();
         if let Some((_, dropped)) = iter.next() {
-            failed.push((dropped.tickets, reason.clone(), dropped.stored.submitter));
+            failed.push(Failed {
+                tickets: dropped.tickets,
+                error: reason.clone(),
+                submitter: dropped.stored.submitter,
+                size: dropped.size,
+            });
         }
         for (_, p) in iter {
             let submitter = p.stored.submitter;
-            let readmit =
-                self.check(submitter.as_ref(), &p.stored.envelope)
+            // What follows an index no server attested was never
+            // delivered, so it is still whole.
+            let readmit = match p.stored.envelope.whole() {
+                Some(envelope) => self
+                    .check(submitter.as_ref(), envelope)
                     .and_then(|next_slots| {
                         self.admit(
                             Admission {
-                                envelope: p.stored.envelope.clone(),
+                                envelope: envelope.clone(),
                                 submission_tags: p.stored.submission_tags.clone(),
                                 submitter,
                             },
@@ -415,20 +642,38 @@ impl Conversation {
                             servers,
                             out,
                         )
-                    });
+                    }),
+                None => Err(RouterError::EnvelopeNotHeld),
+            };
             match readmit {
                 Ok(i) => {
                     if let Some(np) = self.pending.get_mut(&i) {
                         np.tickets = p.tickets;
                     }
                 }
-                Err(e) => {
-                    failed.push((p.tickets, RouterError::NoLongerFits(Box::new(e)), submitter))
-                }
+                Err(e) => failed.push(Failed {
+                    tickets: p.tickets,
+                    error: RouterError::NoLongerFits(Box::new(e)),
+                    submitter,
+                    size: p.size,
+                }),
             }
         }
         failed
     }
+}
+
+/// A submission [`Conversation::drop_from`] failed.
+#[derive(Debug)]
+pub struct Failed {
+    /// Its waiters.
+    pub tickets: Vec<Ticket>,
+    /// Why.
+    pub error: RouterError,
+    /// Its submitter.
+    pub submitter: Option<AccountId>,
+    /// Its bytes, as counted against the submitter ([`Pending::size`]).
+    pub size: usize,
 }
 
 /// Records `id` under every account holding a slot of `epoch`.
@@ -456,9 +701,19 @@ pub(crate) fn member_index<'a>(
     index
 }
 
+/// One account's envelopes waiting for a quorum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// How many.
+    pub count: usize,
+    /// Their bytes ([`Pending::size`]).
+    pub bytes: usize,
+}
+
 /// The conversations of a store snapshot as they were before the restart
 /// (`servers` order servers, `quorum` of them needed for delivery), and per
-/// submitter how many of its envelopes still wait for a quorum.
+/// submitter its envelopes that still wait for a quorum. Envelopes already
+/// delivered and waiting for lagging servers are kept as summaries.
 pub(crate) fn restore_all(
     records: Vec<ConversationRecord>,
     tails: Vec<(ConversationId, Index, Head)>,
@@ -469,7 +724,7 @@ pub(crate) fn restore_all(
     quorum: usize,
 ) -> (
     HashMap<ConversationId, Conversation>,
-    HashMap<AccountId, usize>,
+    HashMap<AccountId, Waiting>,
 ) {
     let n = servers;
     let mut conversations: HashMap<ConversationId, Conversation> = records
@@ -490,7 +745,7 @@ pub(crate) fn restore_all(
             *p = next;
         }
     }
-    let mut pending_per_account: HashMap<AccountId, usize> = HashMap::new();
+    let mut pending_per_account: HashMap<AccountId, Waiting> = HashMap::new();
     for (c, index, stored, atts) in envelopes {
         let Some(conv) = conversations.get_mut(&c) else {
             continue;
@@ -505,17 +760,7 @@ pub(crate) fn restore_all(
         let h = stored.envelope.header();
         conv.last_seq.insert((h.epoch(), h.sender()), h.sequence());
         conv.known.insert(hash, index);
-        conv.pending.insert(
-            index,
-            Pending {
-                stored,
-                hash,
-                attestations,
-                refusals: vec![None; n],
-                tickets: Vec::new(),
-                delivered: false,
-            },
-        );
+        conv.insert_pending(index, Pending::new(stored.into(), hash, attestations));
     }
     // The last envelope of every sender slot, also once it left memory:
     // its resubmission is answered, not admitted again.
@@ -529,15 +774,22 @@ pub(crate) fn restore_all(
     for conv in conversations.values_mut() {
         conv.delivered = conv.quorate(quorum);
         let delivered = conv.delivered;
+        let mut was_delivered = Vec::new();
         for (i, p) in conv.pending.iter_mut() {
             if *i < delivered {
                 p.delivered = true;
+                was_delivered.push(*i);
             } else if let Some(a) = p.stored.submitter {
-                *pending_per_account.entry(a).or_default() += 1;
+                let w = pending_per_account.entry(a).or_default();
+                w.count += 1;
+                w.bytes += p.size;
             }
         }
-        conv.pending
-            .retain(|i, p| !(*i < delivered && p.attested() == n));
+        conv.forget_attested(n);
+        // What waits only for lagging servers is kept as a summary.
+        for i in was_delivered {
+            conv.reweigh(i);
+        }
     }
     (conversations, pending_per_account)
 }

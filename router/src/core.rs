@@ -8,11 +8,13 @@
 //! one commit is group commit.
 
 use crate::conversation::{
-    self, Admission, Conversation, index_holders, member_index, noise_envelope,
+    self, Admission, Conversation, Waiting, envelope_bytes, index_holders, member_index,
+    noise_envelope,
 };
 pub use crate::delivery::stored_view;
 use crate::delivery::{self, MemberSlots, recipients};
 use crate::directory::Directory;
+use crate::error::PendingScope;
 use crate::error::RouterError;
 use crate::fanout::{Fanout, JobResult, Notice, ServerJob, Work};
 use crate::limits::{Limits, RateKey, RateLimiter};
@@ -294,7 +296,11 @@ pub struct RouterCore {
     /// The fan-out state: links, jobs in flight, what was sent.
     fanout: Fanout,
     rate: RateLimiter,
-    pending_per_account: HashMap<AccountId, usize>,
+    /// Per submitter: its envelopes waiting for a quorum, and their bytes.
+    pending_per_account: HashMap<AccountId, Waiting>,
+    /// Bytes held for the order servers over all conversations (the sum
+    /// of their [`Conversation::held_bytes`]).
+    held_bytes: usize,
     /// Per account: conversations it created.
     created_by: HashMap<AccountId, usize>,
     /// Free bytes last measured on the data directory's file system, when
@@ -320,7 +326,7 @@ impl RouterCore {
         for (h, a, expires_at) in snapshot.sessions {
             directory.restore_session(h, a, expires_at);
         }
-        let (conversations, pending_per_account) = conversation::restore_all(
+        let (mut conversations, pending_per_account) = conversation::restore_all(
             snapshot.conversations,
             snapshot.tails,
             snapshot.progress,
@@ -331,8 +337,11 @@ impl RouterCore {
         );
         let active = conversations.keys().copied().collect();
         let mut created_by: HashMap<AccountId, usize> = HashMap::new();
-        for c in conversations.values() {
+        let mut held_bytes = 0;
+        for c in conversations.values_mut() {
             *created_by.entry(c.creator()).or_default() += 1;
+            c.counted_bytes = c.held_bytes();
+            held_bytes += c.counted_bytes;
         }
         Ok(Self {
             rate: RateLimiter::new(
@@ -351,6 +360,7 @@ impl RouterCore {
             conversations,
             active,
             pending_per_account,
+            held_bytes,
             created_by,
             disk_low: None,
             last_prune: 0,
@@ -379,6 +389,27 @@ impl RouterCore {
     /// Envelopes waiting for attestations, over all conversations.
     pub fn pending_count(&self) -> usize {
         self.conversations.values().map(|c| c.pending.len()).sum()
+    }
+
+    /// Bytes held in memory for envelopes waiting for order servers, over
+    /// all conversations (whole envelopes until delivered, summaries
+    /// after).
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// Bytes of `account`'s envelopes waiting for a quorum.
+    pub fn pending_bytes_of(&self, account: &AccountId) -> usize {
+        self.pending_per_account.get(account).map_or(0, |w| w.bytes)
+    }
+
+    /// Brings the total of held bytes up to date with conversation `id`.
+    fn recount(&mut self, id: &ConversationId) {
+        if let Some(conv) = self.conversations.get_mut(id) {
+            let now = conv.held_bytes();
+            self.held_bytes = self.held_bytes.saturating_sub(conv.counted_bytes) + now;
+            conv.counted_bytes = now;
+        }
     }
 
     /// Whether order server `server` is currently failing.
@@ -750,12 +781,44 @@ impl RouterCore {
                 reserve: self.config.limits.disk_reserve_bytes,
             });
         }
-        let waiting = self.pending_per_account.get(&account).copied().unwrap_or(0);
-        if waiting >= self.config.limits.max_pending_per_account {
+        let limits = &self.config.limits;
+        let waiting = self
+            .pending_per_account
+            .get(&account)
+            .copied()
+            .unwrap_or_default();
+        if waiting.count >= limits.max_pending_per_account {
             return Err(RouterError::TooManyPending {
-                waiting,
-                max: self.config.limits.max_pending_per_account,
+                waiting: waiting.count,
+                max: limits.max_pending_per_account,
             });
+        }
+        let size = envelope_bytes(&s.envelope);
+        for (scope, held, max) in [
+            (
+                PendingScope::Account,
+                waiting.bytes,
+                limits.max_pending_bytes_per_account,
+            ),
+            (
+                PendingScope::Conversation,
+                conv.held_bytes(),
+                limits.max_pending_bytes_per_conversation,
+            ),
+            (
+                PendingScope::Router,
+                self.held_bytes,
+                limits.max_pending_bytes,
+            ),
+        ] {
+            if held.saturating_add(size) > max {
+                return Err(RouterError::PendingBytesFull {
+                    scope,
+                    held,
+                    size,
+                    max,
+                });
+            }
         }
         let next_slots = conv.check(Some(&account), &s.envelope)?;
         let index = conv.admit(
@@ -772,7 +835,10 @@ impl RouterCore {
             p.tickets.push(ticket);
         }
         conv.last_submission = now;
-        *self.pending_per_account.entry(account).or_default() += 1;
+        let w = self.pending_per_account.entry(account).or_default();
+        w.count += 1;
+        w.bytes += conv.pending.get(&index).map_or(size, |p| p.size);
+        self.recount(&id);
         self.active.insert(id);
         metrics::counter!("router_submissions_total").increment(1);
         Ok(None)
@@ -836,7 +902,8 @@ impl RouterCore {
             metrics::gauge!("router_accounts").set(self.directory.account_count() as f64);
             metrics::gauge!("router_unused_keys").set(self.directory.unused_key_count() as f64);
             metrics::gauge!("router_conversations").set(self.conversations.len() as f64);
-            self.pending_per_account.retain(|_, c| *c > 0);
+            self.pending_per_account.retain(|_, w| w.count > 0);
+            metrics::gauge!("router_held_bytes").set(self.held_bytes as f64);
             self.last_prune = now;
         }
         if let Some(interval) = self.config.noise_interval_ms
@@ -858,8 +925,15 @@ impl RouterCore {
         let n = self.config.servers.len();
         let servers = self.config.servers.clone();
         let idle = self.config.limits.noise_idle_ms;
+        let per_conversation = self.config.limits.max_pending_bytes_per_conversation;
+        if self.held_bytes >= self.config.limits.max_pending_bytes {
+            return;
+        }
         let mut admitted = Vec::new();
         for conv in self.conversations.values_mut() {
+            if conv.held_bytes() >= per_conversation {
+                continue;
+            }
             if conv.next() == Index(0) || now < conv.next_noise {
                 continue;
             }
@@ -882,6 +956,7 @@ impl RouterCore {
             }
         }
         for id in admitted {
+            self.recount(&id);
             self.active.insert(id);
             metrics::counter!("router_noise_envelopes_total").increment(1);
         }
@@ -951,15 +1026,22 @@ impl RouterCore {
                 break;
             };
             let atts: Vec<Attestation> = p.attestations.iter().flatten().cloned().collect();
-            let views = delivery::Views::new(id, i, &p.stored.envelope, &p.stored.previous_head);
-            for (account, member) in recipients(conv.epochs(), p) {
-                out.effects.push(Effect::Deliver {
-                    account,
-                    delivery: Box::new(views.member(member, &atts)),
-                });
+            if let Some(envelope) = p.stored.envelope.whole() {
+                let views = delivery::Views::new(id, i, envelope, &p.stored.previous_head);
+                for (account, member) in recipients(conv.epochs(), p) {
+                    out.effects.push(Effect::Deliver {
+                        account,
+                        delivery: Box::new(views.member(member, &atts)),
+                    });
+                }
+            } else {
+                // Never the case: an entry is summarised only once
+                // delivered. Members would fetch it from storage.
+                tracing::error!(conversation = %id, index = i.0, "quorate index held only as a summary");
             }
             let hash = p.hash;
             let submitter = p.stored.submitter;
+            let size = p.size;
             let tickets = conv
                 .pending
                 .get_mut(&i)
@@ -972,16 +1054,18 @@ impl RouterCore {
                 out.reply(t, Ok(submitted(&hash)));
             }
             if let Some(a) = submitter
-                && let Some(c) = self.pending_per_account.get_mut(&a)
+                && let Some(w) = self.pending_per_account.get_mut(&a)
             {
-                *c = c.saturating_sub(1);
+                w.count = w.count.saturating_sub(1);
+                w.bytes = w.bytes.saturating_sub(size);
             }
             metrics::counter!("router_deliveries_total").increment(1);
             conv.delivered = Index(i.0 + 1);
+            // Only the summary waits for the servers that have not attested.
+            conv.reweigh(i);
         }
-        let delivered = conv.delivered;
-        conv.pending
-            .retain(|i, p| !(*i < delivered && p.attested() == n));
+        conv.forget_attested(n);
+        self.recount(id);
     }
 }
 

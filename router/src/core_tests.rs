@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::driver::{CommitBatch, Driver, DriverConfig, fold};
+use crate::error::PendingScope;
 use crate::fanout::OpenOutcome;
 use crate::request::{parse_register, parse_upload};
 use crate::store::{Durability, EnvelopeReader, MemStore, Store};
@@ -174,9 +175,7 @@ impl World {
                     self.replies.insert(t, r);
                 }
                 Effect::Job(j) => self.jobs.push(j),
-                Effect::Deliver { account, delivery } => {
-                    self.deliveries.push((account, *delivery))
-                }
+                Effect::Deliver { account, delivery } => self.deliveries.push((account, *delivery)),
             }
         }
     }
@@ -1943,4 +1942,162 @@ fn a_low_disk_refuses_new_writes_and_keeps_serving_reads() {
         "{:?}",
         w.reply(t)
     );
+}
+
+// ------------------------------------------------- bytes held in memory ---
+
+/// A Message of `body` bytes from `members[m]`.
+fn big_message(
+    w: &World,
+    members: &mut [Member],
+    created: &pb::CreateConversationResponse,
+    id: ConversationId,
+    m: usize,
+    body: usize,
+) -> pb::SubmitRequest {
+    let servers = w.config.servers.clone();
+    let fill = vec![members[m].sequence as u8; body];
+    message(members, created, id, &servers, m, true, &fill)
+}
+
+#[test]
+fn a_server_refusing_the_setup_does_not_keep_large_envelopes_in_memory() {
+    // Three servers, two needed. Server 2 refuses the Setup (its
+    // submission tag is bad), so it never attests anything in this
+    // conversation: every envelope waits for it for ever.
+    let mut w = World::new(3, 2, 31).with_limits(|l| {
+        l.max_pending_bytes_per_conversation = 4 << 20;
+        l.max_pending_bytes = 8 << 20;
+    });
+    let mut members = vec![w.register(1, 8), w.register(2, 8)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let refs: Vec<&Member> = members.iter().collect();
+    let created = w.create(&refs, id);
+    let set = SlotSet::try_from(created.slots.clone().unwrap()).unwrap();
+    let servers = w.config.servers.clone();
+    let slot = slot_of(&created, &members[0]);
+    let mut req = envelope(
+        &mut members[0],
+        id,
+        Epoch(0),
+        slot,
+        EnvelopeKind::Setup,
+        Some(set.hash()),
+        &servers,
+        true,
+        b"setup",
+    );
+    req.submission_tags[2][0] ^= 1;
+    let t = submit(&mut w, &members[0], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
+    // 40 envelopes of 200 KiB: 8 MiB through the router.
+    let count = 40;
+    for k in 0..count {
+        let req = big_message(&w, &mut members, &created, id, k % 2, 200 * 1024);
+        let t = submit(&mut w, &members[k % 2], req);
+        w.settle();
+        assert!(
+            matches!(w.reply(t), Some(Ok(Response::Submitted(_)))),
+            "envelope {k}: {:?}",
+            w.reply(t)
+        );
+    }
+    let conv = w.core().conversation(&id).unwrap();
+    assert_eq!(conv.pending.len(), count + 1, "all wait for server 2");
+    assert_eq!(conv.progress[2], Index(0));
+    // What waits for server 2 is the summaries, not the bodies.
+    let held = w.core().held_bytes();
+    assert_eq!(held, conv.held_bytes());
+    assert!(
+        held < 64 * 1024,
+        "{held} bytes held for {count} envelopes of 200 KiB"
+    );
+    assert!(
+        conv.pending
+            .values()
+            .all(|p| p.stored.envelope.whole().is_none())
+    );
+    for m in &members {
+        assert_eq!(w.core().pending_bytes_of(&m.account), 0);
+    }
+    // Members still fetch every body from storage.
+    let reader = w.store.reader();
+    let rows = reader.read(&id, Index(1), Index(3)).unwrap();
+    assert_eq!(rows[0].1.envelope.body().len(), 200 * 1024);
+    // A restart reloads them as summaries.
+    w.restart();
+    let after = w.core().held_bytes();
+    assert!(after < 64 * 1024, "{after} bytes held after a restart");
+    assert_eq!(after, w.core().conversation(&id).unwrap().held_bytes());
+    // And the conversation goes on.
+    let req = big_message(&w, &mut members, &created, id, 1, 1024);
+    let t = submit(&mut w, &members[1], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
+}
+
+#[test]
+fn envelopes_below_the_quorum_are_bounded_by_bytes_per_account_and_conversation() {
+    let mut w = World::new(2, 2, 32).with_limits(|l| {
+        l.max_pending_bytes_per_account = 700 * 1024;
+        l.max_pending_bytes_per_conversation = 1024 * 1024;
+    });
+    let mut members = vec![w.register(1, 8), w.register(2, 8)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    // Server 1 goes down: nothing reaches the quorum.
+    w.down[1] = true;
+    let refusal =
+        |w: &mut World, members: &mut Vec<Member>, m: usize| -> (usize, RouterError) {
+            for accepted in 0..100 {
+                let req = big_message(w, members, &created, id, m, 200 * 1024);
+                let t = submit(w, &members[m], req);
+                w.settle();
+                if let Some(Err(e)) = w.reply(t) {
+                    return (accepted, e.clone());
+                }
+                assert!(w.reply(t).is_none(), "{:?}", w.reply(t));
+            }
+            panic!("never refused");
+        };
+    let (accepted, e) = refusal(&mut w, &mut members, 0);
+    assert_eq!(accepted, 3);
+    assert!(
+        matches!(e, RouterError::PendingBytesFull { scope: PendingScope::Account, max, .. } if max == 700 * 1024),
+        "{e}"
+    );
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        e.status()
+            .message()
+            .contains("max_pending_bytes_per_account"),
+        "{e}"
+    );
+    assert!(w.core().pending_bytes_of(&members[0].account) <= 700 * 1024);
+    let (accepted, e) = refusal(&mut w, &mut members, 1);
+    assert_eq!(accepted, 2);
+    assert!(
+        matches!(
+            e,
+            RouterError::PendingBytesFull {
+                scope: PendingScope::Conversation,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let held = w.core().conversation(&id).unwrap().held_bytes();
+    assert!(held <= 1024 * 1024, "{held}");
+    assert_eq!(held, w.core().held_bytes());
+    // Server 1 returns: everything is delivered and attested by both, and
+    // nothing is held any more.
+    w.down[1] = false;
+    w.settle();
+    assert_eq!(w.core().pending_bytes_of(&members[0].account), 0);
+    assert_eq!(w.core().held_bytes(), 0);
+    let req = big_message(&w, &mut members, &created, id, 0, 200 * 1024);
+    let t = submit(&mut w, &members[0], req);
+    w.settle();
+    assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
 }

@@ -439,6 +439,11 @@ pub enum RouterError {
     /// The prepared epoch an Update installs is gone.
     #[error("prepared epoch vanished")]
     PreparedEpochVanished,
+    /// An envelope to re-admit after a dropped one was no longer held
+    /// whole (only delivered envelopes are summarised, and none follows an
+    /// index no server attested).
+    #[error("an envelope to re-admit was no longer held whole")]
+    EnvelopeNotHeld,
     /// A thread of the router could not start.
     #[error("cannot start the {thread}: {reason}")]
     ThreadStart {
@@ -616,6 +621,7 @@ impl RouterError {
             | E::NoFreeSlot
             | E::NoiseFromMemberSlot
             | E::PreparedEpochVanished
+            | E::EnvelopeNotHeld
             | E::ThreadStart { .. }
             | E::CommitterPanicked
             | E::CommitterStopped

@@ -18,7 +18,7 @@
 //! commit), fails unsent instead of reaching the server past a gap.
 
 pub use crate::backoff::Backoff;
-use crate::conversation::{Conversation, Pending};
+use crate::conversation::{Conversation, Pending, Waiting};
 use crate::delivery::{self, recipients};
 use crate::error::{RouterError, ServerRefusal};
 use crate::record::Record;
@@ -199,7 +199,7 @@ pub(crate) struct Work<'a> {
     /// The core's conversations.
     pub(crate) conversations: &'a mut HashMap<ConversationId, Conversation>,
     /// Per submitter: envelopes waiting for a quorum.
-    pub(crate) pending_per_account: &'a mut HashMap<AccountId, usize>,
+    pub(crate) pending_per_account: &'a mut HashMap<AccountId, Waiting>,
     /// Durable changes, appended in order.
     pub(crate) records: &'a mut Vec<Record>,
     /// What to tell members and submitters, in order.
@@ -459,6 +459,9 @@ impl Fanout {
                 } else {
                     for ((item, hash), result) in flight.items.iter().zip(results) {
                         self.attest_result(s, item, hash, result, now, work);
+                        if let Some(conv) = work.conversations.get_mut(&item.conversation) {
+                            conv.reweigh(item.index);
+                        }
                         touched.insert(item.conversation);
                         // An item that did not move the server's progress
                         // (refused, unusable, out of step): what was sent
@@ -643,14 +646,15 @@ impl Fanout {
                         b.succeed();
                     }
                     metrics::counter!("router_dropped_envelopes_total").increment(1);
-                    for (tickets, error, submitter) in failed {
-                        if let Some(a) = submitter
-                            && let Some(c) = work.pending_per_account.get_mut(&a)
+                    for f in failed {
+                        if let Some(a) = f.submitter
+                            && let Some(w) = work.pending_per_account.get_mut(&a)
                         {
-                            *c = c.saturating_sub(1);
+                            w.count = w.count.saturating_sub(1);
+                            w.bytes = w.bytes.saturating_sub(f.size);
                         }
-                        for t in tickets {
-                            work.notices.push(Notice::Failed(t, error.clone()));
+                        for t in f.tickets {
+                            work.notices.push(Notice::Failed(t, f.error.clone()));
                         }
                     }
                 }
