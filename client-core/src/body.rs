@@ -31,6 +31,10 @@ pub const BODY_AAD_LABEL: &[u8] = grompi_proto::context::BODY_AAD.as_bytes();
 pub const BLOCK_PLAINTEXT_VERSION: u8 = 1;
 /// Length of an encoded block plaintext.
 pub const BLOCK_PLAINTEXT_LEN: usize = 1 + 32 + 32;
+/// Version byte of the block plaintext that carries an RN1.
+pub const BLOCK_PLAINTEXT_VERSION_RN1: u8 = 2;
+/// Length of an encoded block plaintext with an RN1.
+pub const BLOCK_PLAINTEXT_RN1_LEN: usize = BLOCK_PLAINTEXT_LEN + 32;
 
 /// A one-time body key; zeroized on drop, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
@@ -156,7 +160,9 @@ pub fn open(
 }
 
 /// What a recipient block carries: the body key and the core hash of the
-/// envelope it belongs to.
+/// envelope it belongs to, and, in a group-keyed conversation's Setup,
+/// Update or Rekey, the RN1 of the key generation it starts for every
+/// recipient that takes part in it (`docs/PROTOCOL.md` section 4.5).
 #[derive(Clone, PartialEq, Eq)]
 pub struct BlockPlaintext {
     /// The fresh random 32-byte key the body is encrypted under; the
@@ -164,6 +170,9 @@ pub struct BlockPlaintext {
     pub key: BodyKey,
     /// The core hash of the envelope the block was made for.
     pub core: CoreHash,
+    /// Route A's secret for the generation the envelope starts; checked
+    /// against the header's RN1 commitment.
+    pub rn1: Option<crate::group_key::Rn1>,
 }
 
 impl std::fmt::Debug for BlockPlaintext {
@@ -173,22 +182,28 @@ impl std::fmt::Debug for BlockPlaintext {
 }
 
 impl BlockPlaintext {
-    /// The encoding: version, key, core hash.
+    /// The encoding: version 1, key, core hash; or, with an RN1, version
+    /// 2, key, core hash, RN1.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(
-            Canonical::new()
+        let c = match &self.rn1 {
+            None => Canonical::new()
                 .u8(BLOCK_PLAINTEXT_VERSION)
                 .fixed(&self.key.0)
+                .fixed(self.core.as_bytes()),
+            Some(rn1) => Canonical::new()
+                .u8(BLOCK_PLAINTEXT_VERSION_RN1)
+                .fixed(&self.key.0)
                 .fixed(self.core.as_bytes())
-                .as_bytes()
-                .to_vec(),
-        )
+                .fixed(rn1.expose()),
+        };
+        Zeroizing::new(c.as_bytes().to_vec())
     }
 
     /// Parses the encoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::codec::DecodeError> {
         let mut r = Reader::new("block plaintext", bytes);
-        if r.u8()? != BLOCK_PLAINTEXT_VERSION {
+        let version = r.u8()?;
+        if version != BLOCK_PLAINTEXT_VERSION && version != BLOCK_PLAINTEXT_VERSION_RN1 {
             return Err(crate::codec::DecodeError::Invalid {
                 field: "block plaintext",
                 reason: "unknown version",
@@ -196,8 +211,13 @@ impl BlockPlaintext {
         }
         let key = BodyKey(r.fixed()?);
         let core = CoreHash::from_bytes(r.fixed()?);
+        let rn1 = if version == BLOCK_PLAINTEXT_VERSION_RN1 {
+            Some(crate::group_key::Rn1::from_bytes(r.fixed()?))
+        } else {
+            None
+        };
         r.finish()?;
-        Ok(Self { key, core })
+        Ok(Self { key, core, rn1 })
     }
 }
 
@@ -280,6 +300,7 @@ mod tests {
         let b = BlockPlaintext {
             key: BodyKey::from_bytes([4; 32]),
             core: CoreHash::from_bytes([5; 32]),
+            rn1: None,
         };
         let enc = b.encode();
         assert_eq!(enc.len(), BLOCK_PLAINTEXT_LEN);
@@ -289,6 +310,28 @@ mod tests {
         long.push(0);
         assert!(BlockPlaintext::decode(&long).is_err());
         assert!(!format!("{:?}", b.key).contains("04"));
+    }
+
+    #[test]
+    fn a_block_plaintext_with_rn1_matches_its_published_vector() {
+        let v = grompi_proto::vectors::find("block_plaintext_rn1").unwrap();
+        let key: [u8; 32] = v.field_bytes("body_key").unwrap().try_into().unwrap();
+        let core: [u8; 32] = v.field_bytes("core_hash").unwrap().try_into().unwrap();
+        let rn1: [u8; 32] = v.field_bytes("rn1").unwrap().try_into().unwrap();
+        let block = BlockPlaintext {
+            key: BodyKey::from_bytes(key),
+            core: CoreHash::from_bytes(core),
+            rn1: Some(crate::group_key::Rn1::from_bytes(rn1)),
+        };
+        let published = v.input_bytes().unwrap();
+        assert_eq!(published.len(), BLOCK_PLAINTEXT_RN1_LEN);
+        assert_eq!(&block.encode()[..], &published[..]);
+        assert_eq!(BlockPlaintext::decode(&published).unwrap(), block);
+        // Version 2 without its RN1, or version 1 with one, is refused.
+        assert!(BlockPlaintext::decode(&published[..BLOCK_PLAINTEXT_LEN]).is_err());
+        let mut v1 = published.clone();
+        v1[0] = 1;
+        assert!(BlockPlaintext::decode(&v1).is_err());
     }
 
     #[test]
@@ -304,6 +347,7 @@ mod tests {
         let block = BlockPlaintext {
             key: BodyKey::from_bytes(key),
             core: CoreHash::from_bytes(core),
+            rn1: None,
         };
         let published = v.input_bytes().unwrap();
         assert_eq!(published.len(), BLOCK_PLAINTEXT_LEN);

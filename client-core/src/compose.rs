@@ -9,14 +9,15 @@
 use crate::body::{self, BlockPlaintext, BodyContext, BodyKey};
 use crate::content::Content;
 use crate::errors::ClientError;
+use crate::group_key::Rn1;
 use crate::keyring::SlotMacKeys;
 use crate::pairwise::{Pairwise, PairwiseError};
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::limits::MAX_BODY_BYTES;
 use grompi_proto::mac::Tag;
 use grompi_proto::{
-    AccountId, BodyHash, ConversationId, Envelope, EnvelopeHeader, Epoch, Index, RecipientBlock,
-    Sequence, SlotIndex,
+    AccountId, BodyHash, ConversationId, Envelope, EnvelopeHeader, Epoch, HeaderKey, Index, KeyId,
+    KeyStart, RecipientBlock, Sequence, SlotIndex,
 };
 
 /// An envelope ready to submit, with one submission tag per order server in
@@ -49,6 +50,33 @@ pub struct Sending<'a> {
     pub mac_keys: &'a SlotMacKeys,
 }
 
+/// How an envelope's body key is made and shared (`docs/PROTOCOL.md`
+/// sections 4.1 and 4.5).
+pub enum Keying<'a> {
+    /// A fresh body key in every recipient's pairwise block.
+    Pairwise,
+    /// A group-keyed conversation's Setup, Update or Rekey: a fresh body
+    /// key in pairwise blocks, the key start in the header, and the RN1 in
+    /// the block of every recipient `takes_part` accepts.
+    Start {
+        /// The key start the header carries.
+        start: KeyStart,
+        /// The generation's RN1.
+        rn1: &'a Rn1,
+        /// Whether a recipient takes part in the generation (a member an
+        /// Update removes does not, and gets a block without RN1).
+        takes_part: &'a dyn Fn(&AccountId) -> bool,
+    },
+    /// A group-keyed Message or Receipt: the body is sealed under the
+    /// group's message key, named by the header's key id; no blocks.
+    Group {
+        /// The key id the header carries.
+        id: KeyId,
+        /// The message key from the sender's chain.
+        key: BodyKey,
+    },
+}
+
 /// Builds an envelope. Fails before touching any session when a recipient
 /// has no pairwise session.
 pub fn compose(
@@ -57,11 +85,23 @@ pub fn compose(
     rng: &mut impl rand::CryptoRng,
     pairwise: &mut Pairwise,
 ) -> Result<Composed, ClientError> {
-    if let Some((_, missing)) = sending
-        .recipients
-        .iter()
-        .find(|(_, a)| !pairwise.has_session(a))
-    {
+    compose_keyed(sending, content, Keying::Pairwise, rng, pairwise)
+}
+
+/// Builds an envelope keyed as `keying` says. Fails before touching any
+/// session when a recipient has no pairwise session.
+pub fn compose_keyed(
+    sending: &Sending<'_>,
+    content: &Content,
+    keying: Keying<'_>,
+    rng: &mut impl rand::CryptoRng,
+    pairwise: &mut Pairwise,
+) -> Result<Composed, ClientError> {
+    let recipients: &[(SlotIndex, AccountId)] = match keying {
+        Keying::Group { .. } => &[],
+        _ => sending.recipients,
+    };
+    if let Some((_, missing)) = recipients.iter().find(|(_, a)| !pairwise.has_session(a)) {
         return Err(ClientError::NoSession(*missing));
     }
     let kind = content.kind();
@@ -70,7 +110,11 @@ pub fn compose(
         Content::Update(u) => Some(u.next_slots.hash()),
         _ => None,
     };
-    let key = BodyKey::generate(rng);
+    let (key, header_key) = match &keying {
+        Keying::Pairwise => (BodyKey::generate(rng), HeaderKey::None),
+        Keying::Start { start, .. } => (BodyKey::generate(rng), HeaderKey::Start(*start)),
+        Keying::Group { id, key } => (key.clone(), HeaderKey::Id(*id)),
+    };
     let context = BodyContext {
         conversation: sending.conversation,
         epoch: sending.epoch,
@@ -93,15 +137,28 @@ pub fn compose(
         body_hash: BodyHash::of(&body),
         key_commitment: key.commitment(),
         slot_set_hash,
-    })?;
-    let block = BlockPlaintext {
-        key,
-        core: header.core_hash(),
-    }
-    .encode();
-    let mut blocks = Vec::with_capacity(sending.recipients.len());
-    for (slot, account) in sending.recipients {
-        let ciphertext = pairwise.encrypt_to(account, &block).map_err(|e| match e {
+    })?
+    .with_key(header_key)?;
+    let plain = |rn1: Option<&Rn1>| {
+        BlockPlaintext {
+            key: key.clone(),
+            core: header.core_hash(),
+            rn1: rn1.cloned(),
+        }
+        .encode()
+    };
+    let without_rn1 = plain(None);
+    let with_rn1 = match &keying {
+        Keying::Start { rn1, .. } => Some(plain(Some(rn1))),
+        _ => None,
+    };
+    let mut blocks = Vec::with_capacity(recipients.len());
+    for (slot, account) in recipients {
+        let block = match (&keying, &with_rn1) {
+            (Keying::Start { takes_part, .. }, Some(b)) if takes_part(account) => b,
+            _ => &without_rn1,
+        };
+        let ciphertext = pairwise.encrypt_to(account, block).map_err(|e| match e {
             PairwiseError::NoSession(a) => ClientError::NoSession(a),
             other => ClientError::Pairwise(other.to_string()),
         })?;

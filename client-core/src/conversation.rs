@@ -37,9 +37,11 @@
 //! | `open` | decrypting envelopes; preparing Setup candidates and slot keys |
 //! | `send` | composing envelopes, recipients, receipts |
 //! | `head_proofs` | asking for head proofs and checking the answers |
+//! | `group` | group keys: key generations from RN1, order servers' shares, the keys of group-keyed Messages and Receipts |
 //! | `persist` | the state as bytes for the local store |
 
 mod accept;
+mod group;
 mod head_proofs;
 mod join;
 mod open;
@@ -47,6 +49,7 @@ mod persist;
 mod receive;
 mod send;
 
+pub use group::MAX_PERIOD_LAG;
 pub use persist::STATE_VERSION;
 
 use crate::alert::Alert;
@@ -55,11 +58,13 @@ use crate::compose::{self, Composed, Sending};
 use crate::content::{Change, Content, MemberEntry, SetupContent};
 use crate::delivery::Received;
 use crate::errors::ClientError;
+use crate::group_key::{KeyGeneration, Rn1};
 use crate::head_proof::ProvedHead;
 use crate::keyring::{OrderKeyring, SlotMacKeys};
 use crate::membership::Membership;
 use crate::pairwise::Pairwise;
 use crate::transcript::{AttestationStatus, Transcript};
+use grompi_proto::key_share::WrappedShare;
 use grompi_proto::limits::MAX_ORDER_SERVERS;
 use grompi_proto::mac::Attestation;
 use grompi_proto::{
@@ -247,6 +252,9 @@ pub struct Secrets {
 struct Opened {
     sender: Option<AccountId>,
     content: Content,
+    /// The RN1 this member's block carried (group-keyed Setup, Update or
+    /// Rekey), or the one it drew for its own.
+    rn1: Option<Rn1>,
 }
 
 /// What a Setup established, computed before its tags can be checked (a
@@ -255,6 +263,8 @@ struct Opened {
 struct SetupPrep {
     membership: Membership,
     keys: SlotMacKeys,
+    /// The RN1 in this member's block (group-keyed conversations).
+    rn1: Option<Rn1>,
 }
 
 /// What an Update that adds this member established.
@@ -265,6 +275,8 @@ struct JoinPrep {
     keys: SlotMacKeys,
     /// The account that authenticated the Update's block.
     sender: AccountId,
+    /// The RN1 in this member's block (group-keyed conversations).
+    rn1: Option<Rn1>,
 }
 
 /// One buffered envelope for an index.
@@ -293,6 +305,9 @@ struct PendingIndex {
     /// Servers already reported for a tag that does not verify (Setup
     /// phase, where tags are checked per candidate).
     blamed: u32,
+    /// Key shares delivered for this index, per server (the first of each;
+    /// opened once the index is accepted).
+    shares: BTreeMap<u32, WrappedShare>,
 }
 
 /// Which tags of an attestation to check.
@@ -321,6 +336,11 @@ pub struct Conversation {
     pending: BTreeMap<Index, PendingIndex>,
     buffered: usize,
     outbox: HashMap<CoreHash, Content>,
+    /// The RN1 of each Setup, Update or Rekey this member composed in a
+    /// group-keyed conversation and has not seen accepted.
+    sent_rn1: HashMap<CoreHash, Rn1>,
+    /// The group key state (`None`: a pairwise-keyed conversation).
+    group: Option<group::GroupState>,
     early_blocks: HashMap<BlockDigest, (AccountId, BlockPlaintext)>,
     next_sequence: Sequence,
     last_sequences: BTreeMap<(Epoch, SlotIndex), Sequence>,
@@ -368,6 +388,8 @@ impl Conversation {
             pending: BTreeMap::new(),
             buffered: 0,
             outbox: HashMap::new(),
+            sent_rn1: HashMap::new(),
+            group: None,
             early_blocks: HashMap::new(),
             next_sequence: Sequence(1),
             last_sequences: BTreeMap::new(),
@@ -391,14 +413,29 @@ impl Conversation {
         c
     }
 
-    /// Creates a conversation: `slots` and `members` are what the router
-    /// assigned (this member among them, as an Admin). Returns the state and
-    /// the Setup to submit.
+    /// Creates a pairwise-keyed conversation: `slots` and `members` are
+    /// what the router assigned (this member among them, as an Admin).
+    /// Returns the state and the Setup to submit.
     pub fn create(
         id: ConversationId,
         config: ConversationConfig,
         slots: SlotSet,
         members: Vec<MemberEntry>,
+        rng: &mut impl rand::CryptoRng,
+        secrets: &mut Secrets,
+    ) -> Result<(Self, Composed), ClientError> {
+        Self::create_keyed(id, config, slots, members, None, rng, secrets)
+    }
+
+    /// Creates a conversation, group-keyed with key periods of
+    /// `period_length` indices when it is `Some` (`docs/PROTOCOL.md`
+    /// section 4.5), pairwise-keyed otherwise.
+    pub fn create_keyed(
+        id: ConversationId,
+        config: ConversationConfig,
+        slots: SlotSet,
+        members: Vec<MemberEntry>,
+        period_length: Option<u64>,
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<(Self, Composed), ClientError> {
@@ -434,7 +471,21 @@ impl Conversation {
         let keys = secrets.order_keys.peek(&my_key, &config.servers)?;
         let recipients: Vec<_> = membership.holders().filter(|(_, a)| *a != me).collect();
         let content = Content::Setup(content);
-        let composed = compose::compose(
+        let mut conv = Self::invited(id, me, config);
+        let everyone = |_: &AccountId| true;
+        let start = match period_length {
+            Some(p) => Some(conv.new_key_start(Epoch(0), KeyGeneration(0), p, rng)?),
+            None => None,
+        };
+        let keying = match &start {
+            Some((start, rn1)) => compose::Keying::Start {
+                start: *start,
+                rn1,
+                takes_part: &everyone,
+            },
+            None => compose::Keying::Pairwise,
+        };
+        let composed = compose::compose_keyed(
             &Sending {
                 conversation: id,
                 epoch: Epoch(0),
@@ -445,10 +496,14 @@ impl Conversation {
                 mac_keys: &keys,
             },
             &content,
+            keying,
             rng,
             &mut secrets.pairwise,
         )?;
-        let mut conv = Self::invited(id, me, config);
+        if let Some((_, rn1)) = start {
+            conv.sent_rn1
+                .insert(composed.envelope.header().core_hash(), rn1);
+        }
         conv.outbox
             .insert(composed.envelope.header().core_hash(), content);
         conv.prepared.push((my_key, keys));

@@ -42,8 +42,10 @@
 //! accepted envelopes here in index order.
 
 use crate::body::BodyKey;
+use crate::codec::{Canonical, DecodeError, Reader};
 use grompi_proto::context;
 use grompi_proto::key_share::{KeyPeriod, KeyShare};
+use grompi_proto::limits::MAX_SLOTS;
 use grompi_proto::{ConversationId, Epoch, Rn1Commitment, Sequence, SlotIndex};
 use std::collections::BTreeMap;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -365,6 +367,54 @@ impl GroupKeys {
         slot: SlotIndex,
         sequence: Sequence,
     ) -> Result<BodyKey, GroupKeyError> {
+        let (epoch, conversation) = (self.epoch, self.conversation);
+        let chain = self.chain(generation, slot, sequence)?;
+        while chain.next < sequence.0 {
+            chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
+            chain.next += 1;
+        }
+        let key = derive(
+            context::GROUP_MESSAGE_KEY,
+            &[
+                &chain.key.0,
+                &period_key.0.0,
+                conversation.as_bytes(),
+                &epoch.0.to_be_bytes(),
+                &generation.0.to_be_bytes(),
+                &period.0.to_be_bytes(),
+                &slot.0.to_be_bytes(),
+                &sequence.0.to_be_bytes(),
+            ],
+        );
+        chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
+        chain.next += 1;
+        Ok(BodyKey::from_bytes(key.0))
+    }
+
+    /// Moves the sender chain of `slot` past `sequence` without deriving a
+    /// key (a message whose period key this member cannot form): the
+    /// chain stays in step with every other member's, and the key is gone.
+    pub fn skip(
+        &mut self,
+        generation: KeyGeneration,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<(), GroupKeyError> {
+        let chain = self.chain(generation, slot, sequence)?;
+        while chain.next <= sequence.0 {
+            chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
+            chain.next += 1;
+        }
+        Ok(())
+    }
+
+    /// The chain of `slot` in `generation`, checked to reach `sequence`.
+    fn chain(
+        &mut self,
+        generation: KeyGeneration,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<&mut Chain, GroupKeyError> {
         let (epoch, current) = (self.epoch, self.current());
         let held = self
             .generations
@@ -393,26 +443,7 @@ impl GroupKeys {
                 next: Sequence(chain.next),
             });
         }
-        while chain.next < sequence.0 {
-            chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
-            chain.next += 1;
-        }
-        let key = derive(
-            context::GROUP_MESSAGE_KEY,
-            &[
-                &chain.key.0,
-                &period_key.0.0,
-                self.conversation.as_bytes(),
-                &epoch.0.to_be_bytes(),
-                &generation.0.to_be_bytes(),
-                &period.0.to_be_bytes(),
-                &slot.0.to_be_bytes(),
-                &sequence.0.to_be_bytes(),
-            ],
-        );
-        chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
-        chain.next += 1;
-        Ok(BodyKey::from_bytes(key.0))
+        Ok(chain)
     }
 
     /// A secret exported from the current generation under `label` (for
@@ -426,6 +457,83 @@ impl GroupKeys {
             .unwrap_or([0; 32]);
         let encoded = grompi_proto::encoding::Canonical::new().bytes(label.as_bytes());
         Zeroizing::new(*blake3::keyed_hash(&key, encoded.as_bytes()).as_bytes())
+    }
+}
+
+impl GroupKeys {
+    /// The keys as bytes for the member's encrypted local store (secrets
+    /// inside): conversation, epoch, then per kept generation its number,
+    /// init and exporter secrets and every chain's position and key.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.encode_into(Canonical::new()).as_bytes().to_vec())
+    }
+
+    /// Appends [`GroupKeys::encode`]'s bytes to `c`.
+    pub fn encode_into(&self, c: Canonical) -> Canonical {
+        let mut c = c
+            .fixed(self.conversation.as_bytes())
+            .u64(self.epoch.0)
+            .count(self.generations.len());
+        for g in &self.generations {
+            c = c
+                .u64(g.number.0)
+                .fixed(&g.init.0)
+                .fixed(&g.exporter.0)
+                .count(g.chains.len());
+            for (slot, chain) in &g.chains {
+                c = c.u32(slot.0).u64(chain.next).fixed(&chain.key.0);
+            }
+        }
+        c
+    }
+
+    /// Reads [`GroupKeys::encode`]'s bytes from `r`.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let conversation = ConversationId::from_bytes(r.fixed()?);
+        let epoch = Epoch(r.u64()?);
+        let n = r.count("group_keys.generations", KEPT_GENERATIONS)?;
+        if n == 0 {
+            return Err(DecodeError::Invalid {
+                field: "group_keys.generations",
+                reason: "no key generation",
+            });
+        }
+        let mut generations = Vec::with_capacity(n);
+        for _ in 0..n {
+            let number = KeyGeneration(r.u64()?);
+            let init = Secret(r.fixed()?);
+            let exporter = Secret(r.fixed()?);
+            let m = r.count("group_keys.chains", MAX_SLOTS)?;
+            let mut chains = BTreeMap::new();
+            for _ in 0..m {
+                let slot = SlotIndex(r.u32()?);
+                let next = r.u64()?;
+                chains.insert(
+                    slot,
+                    Chain {
+                        next,
+                        key: Secret(r.fixed()?),
+                    },
+                );
+            }
+            generations.push(Generation {
+                number,
+                chains,
+                init,
+                exporter,
+            });
+        }
+        if generations.windows(2).any(|w| w[0].number >= w[1].number) {
+            return Err(DecodeError::Invalid {
+                field: "group_keys.generations",
+                reason: "generations out of order",
+            });
+        }
+        Ok(Self {
+            conversation,
+            epoch,
+            generations,
+        })
     }
 }
 

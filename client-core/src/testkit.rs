@@ -97,6 +97,9 @@ pub struct World {
     /// what the members' own rules do with them. Off unless a test turns
     /// it on before its first envelope.
     pub lax_servers: bool,
+    /// Key periods of a group-keyed conversation, when [`World::setup`]
+    /// should create one (`None`: pairwise-keyed, the default).
+    pub group_period: Option<u64>,
 }
 
 impl World {
@@ -160,6 +163,7 @@ impl World {
             macs: HashMap::new(),
             deliver_now: vec![true; members],
             lax_servers: false,
+            group_period: None,
         }
     }
 
@@ -254,11 +258,12 @@ impl World {
             .collect();
         let (view, members) = self.assign(&roster, 1, SlotRole::Member, &[]);
         let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
-        let (conv, composed) = Conversation::create(
+        let (conv, composed) = Conversation::create_keyed(
             self.conversation,
             self.config.clone(),
             view.slots.clone(),
             members,
+            self.group_period,
             &mut rng,
             &mut self.secrets[creator],
         )
@@ -560,7 +565,16 @@ impl World {
                         .map(|(i, _)| a.next_tags[i.0 as usize])
                         .into_iter()
                         .collect(),
-                    key_shares: Vec::new(),
+                    // The share sealed for the member's slot: its next
+                    // slot in an Update's attestation.
+                    key_shares: if o.envelope.header().kind() == EnvelopeKind::Update {
+                        next
+                    } else {
+                        now
+                    }
+                    .and_then(|(i, _)| a.key_shares.get(i.0 as usize).copied())
+                    .into_iter()
+                    .collect(),
                 }
             })
             .collect();

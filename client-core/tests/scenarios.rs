@@ -393,7 +393,14 @@ fn malicious_send(
             .find(|m| w.slot_key(Epoch(0), *m).unwrap().0 == b.recipient)
             .unwrap();
         let account = w.accounts[m];
-        let plain = |key: BodyKey, core| BlockPlaintext { key, core }.encode();
+        let plain = |key: BodyKey, core| {
+            BlockPlaintext {
+                key,
+                core,
+                rn1: None,
+            }
+            .encode()
+        };
         let ct = match choices[m - 1] {
             BlockChoice::Honest => Some(b.ciphertext.clone()),
             BlockChoice::OtherKey => Some(

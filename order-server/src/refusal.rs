@@ -56,7 +56,11 @@ pub fn reason_code(reason: &Misbehaviour) -> RefusalReason {
         | M::Withheld { .. }
         | M::ReceiptMismatch { .. }
         | M::UnattestedEnvelope { .. }
-        | M::RolledBack { .. } => RefusalReason::Unspecified,
+        | M::RolledBack { .. }
+        | M::BadKeyShare { .. }
+        | M::Rn1Mismatch
+        | M::MissingKeyShare { .. }
+        | M::WrongKeyId(_) => RefusalReason::Unspecified,
     }
 }
 

@@ -286,6 +286,43 @@ pub enum Misbehaviour {
         /// with another head, or in an earlier epoch.
         count: u64,
     },
+    /// An order server's key share for this member's slot does not open
+    /// under the member's slot key for its conversation, epoch and period,
+    /// or came with an index where no key period starts (group-keyed
+    /// conversations). The router relays shares, so like a head proof the
+    /// alert names the server it was relayed for, not a culprit. The
+    /// conversation goes on without that server's share.
+    #[error(
+        "the key share relayed for order server {server} does not open, or came where no key period starts (the router or that server misbehaved)"
+    )]
+    BadKeyShare {
+        /// The position (from 0) in the network descriptor of the order
+        /// server the share was relayed for.
+        server: u32,
+    },
+    /// The RN1 in this member's block of a Setup, Update or Rekey does not
+    /// match the commitment in the header, or is missing although this
+    /// member takes part in the generation it starts: the sender gave
+    /// members different group keys.
+    #[error("the block's RN1 does not match the header's commitment, or is missing")]
+    Rn1Mismatch,
+    /// A Message or Receipt names an order server's key share this member
+    /// does not hold for that period (its tag and share never arrived): the
+    /// body cannot be opened here.
+    #[error(
+        "the envelope's key mixes order server {server}'s share, which this member does not hold"
+    )]
+    MissingKeyShare {
+        /// The position (from 0) in the network descriptor of the order
+        /// server whose share is missing.
+        server: u32,
+    },
+    /// An envelope's group key fields do not fit the conversation: none in
+    /// a group-keyed conversation, some in a pairwise-keyed one, a key
+    /// generation this member does not hold, or a key period not yet
+    /// started or long over.
+    #[error("the envelope's key does not fit the conversation: {0}")]
+    WrongKeyId(&'static str),
 }
 
 /// The kind of a [`Misbehaviour`], without its details: for metrics labels,
@@ -356,6 +393,14 @@ pub enum MisbehaviourKind {
     UnattestedEnvelope,
     /// See [`Misbehaviour::RolledBack`].
     RolledBack,
+    /// See [`Misbehaviour::BadKeyShare`].
+    BadKeyShare,
+    /// See [`Misbehaviour::Rn1Mismatch`].
+    Rn1Mismatch,
+    /// See [`Misbehaviour::MissingKeyShare`].
+    MissingKeyShare,
+    /// See [`Misbehaviour::WrongKeyId`].
+    WrongKeyId,
 }
 
 impl MisbehaviourKind {
@@ -393,6 +438,10 @@ impl MisbehaviourKind {
         Self::ReceiptMismatch,
         Self::UnattestedEnvelope,
         Self::RolledBack,
+        Self::BadKeyShare,
+        Self::Rn1Mismatch,
+        Self::MissingKeyShare,
+        Self::WrongKeyId,
     ];
 
     /// A stable snake_case name.
@@ -430,6 +479,10 @@ impl MisbehaviourKind {
             Self::ReceiptMismatch => "receipt_mismatch",
             Self::UnattestedEnvelope => "unattested_envelope",
             Self::RolledBack => "rolled_back",
+            Self::BadKeyShare => "bad_key_share",
+            Self::Rn1Mismatch => "rn1_mismatch",
+            Self::MissingKeyShare => "missing_key_share",
+            Self::WrongKeyId => "wrong_key_id",
         }
     }
 
@@ -481,6 +534,10 @@ impl Misbehaviour {
             Self::ReceiptMismatch { .. } => MisbehaviourKind::ReceiptMismatch,
             Self::UnattestedEnvelope { .. } => MisbehaviourKind::UnattestedEnvelope,
             Self::RolledBack { .. } => MisbehaviourKind::RolledBack,
+            Self::BadKeyShare { .. } => MisbehaviourKind::BadKeyShare,
+            Self::Rn1Mismatch => MisbehaviourKind::Rn1Mismatch,
+            Self::MissingKeyShare { .. } => MisbehaviourKind::MissingKeyShare,
+            Self::WrongKeyId(_) => MisbehaviourKind::WrongKeyId,
         }
     }
 }

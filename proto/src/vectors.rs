@@ -1314,6 +1314,19 @@ mod tests {
             json!({"version": 1, "kind": EnvelopeKind::Rekey.code()}),
             &Canonical::new().u8(1).u8(EnvelopeKind::Rekey.code()),
         ));
+        // A block plaintext that carries a generation's RN1 (version 2):
+        // body key, core hash of group_envelope_core_rekey, RN1 of
+        // group_rn1_commitment.
+        v.push(plaintext_vector(
+            "block_plaintext_rn1",
+            json!({"version": 2, "body_key": h(&[0x66; 32]),
+                   "core_hash": started.core_hash().to_hex(), "rn1": h(&rn1)}),
+            &Canonical::new()
+                .u8(2)
+                .fixed(&[0x66; 32])
+                .fixed(started.core_hash().as_bytes())
+                .fixed(&rn1),
+        ));
         v
     }
 

@@ -525,7 +525,11 @@ fn inadmissible_code(m: &Misbehaviour) -> Code {
         | M::Withheld { .. }
         | M::ReceiptMismatch { .. }
         | M::UnattestedEnvelope { .. }
-        | M::RolledBack { .. } => Code::Internal,
+        | M::RolledBack { .. }
+        | M::BadKeyShare { .. }
+        | M::Rn1Mismatch
+        | M::MissingKeyShare { .. }
+        | M::WrongKeyId(_) => Code::Internal,
     }
 }
 

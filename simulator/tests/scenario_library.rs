@@ -287,10 +287,28 @@ const EXERCISED: &[&str] = &[
 /// Misbehaviour kinds no adversary in the model can make any core raise,
 /// with the reason. Each must stay unseen: if one shows up, it belongs in
 /// `EXERCISED`.
-const NOT_EXERCISABLE: &[(&str, &str)] = &[(
-    "rolled_back",
-    "no order server in the model ever proves less than it proved before: a crashed server restarts from what it committed, none is restored from an older copy, and each member is relayed every proof of a server from the same history",
-)];
+const NOT_EXERCISABLE: &[(&str, &str)] = &[
+    (
+        "rolled_back",
+        "no order server in the model ever proves less than it proved before: a crashed server restarts from what it committed, none is restored from an older copy, and each member is relayed every proof of a server from the same history",
+    ),
+    (
+        "bad_key_share",
+        "the simulator's conversations are pairwise-keyed: no member creates a group-keyed conversation yet (docs/PROTOCOL.md 4.5)",
+    ),
+    (
+        "rn1_mismatch",
+        "the simulator's conversations are pairwise-keyed: no member creates a group-keyed conversation yet (docs/PROTOCOL.md 4.5)",
+    ),
+    (
+        "missing_key_share",
+        "the simulator's conversations are pairwise-keyed: no member creates a group-keyed conversation yet (docs/PROTOCOL.md 4.5)",
+    ),
+    (
+        "wrong_key_id",
+        "the simulator's conversations are pairwise-keyed: no member creates a group-keyed conversation yet (docs/PROTOCOL.md 4.5)",
+    ),
+];
 
 /// Whether order server `server` follows the protocol in `s`.
 fn server_is_honest(s: &Scenario, server: usize) -> bool {

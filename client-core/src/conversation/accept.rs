@@ -84,7 +84,10 @@ impl Conversation {
             let head = last.next(&self.id, epoch, index, &c.received.envelope_hash);
             let attested_by = p.heads.get(&head).copied().unwrap_or(0);
             self.report_losers(index, &p, head, &c.received.envelope_hash);
+            let kind = c.received.delivery.header.kind();
             self.accept(c, head, attested_by, secrets);
+            self.note_share_point(index, kind);
+            self.take_shares(index, &p.shares);
         }
     }
 
@@ -328,6 +331,8 @@ impl Conversation {
             self.candidate_peers.clear();
             self.phase = Phase::Active;
             self.outbox.remove(&header.core_hash());
+            self.sent_rn1.remove(&header.core_hash());
+            self.start_group_epoch(index, &header, prep.rn1);
             self.event(Event::MembershipChanged {
                 index,
                 epoch: Epoch(0),
@@ -372,14 +377,7 @@ impl Conversation {
         let sender = o.sender;
         match o.content {
             Content::Noise | Content::Setup(_) => {}
-            // Group keys are specified but not wired into conversations
-            // yet (docs/PROTOCOL.md 4.5): every conversation is pairwise
-            // keyed, where a Rekey means nothing.
-            Content::Rekey => self.alert(
-                Misbehaviour::UnauthorizedUpdate("a Rekey in a pairwise-keyed conversation"),
-                Some(index),
-                None,
-            ),
+            Content::Rekey => self.rekeyed(index, header, o.rn1),
             Content::Message(plaintext) => {
                 if let Some(sender) = sender {
                     self.event(Event::Message {
@@ -447,6 +445,9 @@ impl Conversation {
                                 Phase::Halted("the next epoch's slot is not one of our order keys");
                         }
                     },
+                }
+                if self.phase == Phase::Active {
+                    self.start_group_epoch(index, header, o.rn1);
                 }
             }
         }

@@ -128,6 +128,7 @@ impl Conversation {
             p.heads = heads;
             self.report_losers(index, &p, head, &c.received.envelope_hash);
             self.join(c, head, servers, prev);
+            self.take_shares(index, &p.shares);
             return;
         }
     }
@@ -157,6 +158,7 @@ impl Conversation {
             membership,
             keys,
             sender,
+            rn1: opened.rn1,
         })
     }
 
@@ -195,6 +197,19 @@ impl Conversation {
         self.membership = Some(j.membership);
         self.phase = Phase::Active;
         self.next_sequence = Sequence(1);
+        // A group-keyed conversation, as far as a joiner can tell: the
+        // Update that adds it carries a key start.
+        if matches!(header.key(), grompi_proto::HeaderKey::Start(_)) {
+            self.group = Some(super::group::GroupState {
+                epoch,
+                period_length: 0,
+                epoch_start: index,
+                keys: None,
+                shares: Default::default(),
+                due: Default::default(),
+            });
+        }
+        self.start_group_epoch(index, header, j.rn1);
         self.event(Event::Accepted {
             index,
             kind: EnvelopeKind::Update,

@@ -19,18 +19,25 @@
 //!         || outbox || early blocks || next sequence u64
 //!         || last sequences || processed || undecryptable || counters
 //!         || proved heads (version 2 on)
+//!         || sent RN1s || optional group state (version 3 on)
+//! group state = epoch u64 || period length u64 || epoch start u64
+//!         || optional group keys || shares (period, server, share)
+//!         || share points (index, epoch, period)
 //! ```
 //!
-//! A version 1 state (without proved heads) is still read.
+//! Version 1 (without proved heads) and 2 (without group keys) states are
+//! still read.
 
 use super::{Conversation, ConversationConfig, Counters, Phase};
 use crate::body::BlockPlaintext;
 use crate::codec::{Canonical, DecodeError, Reader};
 use crate::content::{self, Content};
+use crate::group_key::{GroupKeys, Rn1};
 use crate::head_proof::ProvedHead;
 use crate::keyring::SlotMacKeys;
 use crate::membership::Membership;
 use crate::transcript::{Entry, Transcript};
+use grompi_proto::key_share::{KeyPeriod, KeyShare};
 use grompi_proto::limits::{MAX_BODY_BYTES, MAX_ORDER_SERVERS, MAX_SLOTS};
 use grompi_proto::{
     AccountId, BlockDigest, ConversationId, CoreHash, EnvelopeHash, EnvelopeKind, Epoch, Head,
@@ -40,7 +47,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use zeroize::Zeroizing;
 
 /// Version byte of the saved state.
-pub const STATE_VERSION: u8 = 2;
+pub const STATE_VERSION: u8 = 3;
 /// Most items of any one list in a saved state.
 const MAX_ITEMS: usize = 1 << 24;
 
@@ -156,6 +163,37 @@ impl Conversation {
                 .u64(p.count)
                 .fixed(p.head.as_bytes());
         }
+        c = c.count(self.sent_rn1.len());
+        for (core, rn1) in &self.sent_rn1 {
+            c = c.fixed(core.as_bytes()).fixed(rn1.expose());
+        }
+        match &self.group {
+            None => c = c.u8(0),
+            Some(g) => {
+                c = c
+                    .u8(1)
+                    .u64(g.epoch.0)
+                    .u64(g.period_length)
+                    .u64(g.epoch_start.0);
+                c = match &g.keys {
+                    None => c.u8(0),
+                    Some(k) => k.encode_into(c.u8(1)),
+                };
+                let shares: Vec<_> = g
+                    .shares
+                    .iter()
+                    .flat_map(|(p, by)| by.iter().map(move |(s, k)| (*p, *s, k)))
+                    .collect();
+                c = c.count(shares.len());
+                for (p, s, k) in shares {
+                    c = c.u64(p.0).u32(s).fixed(k.expose());
+                }
+                c = c.count(g.due.len());
+                for (i, (e, p)) in &g.due {
+                    c = c.u64(i.0).u64(e.0).u64(p.0);
+                }
+            }
+        }
         Zeroizing::new(c.as_bytes().to_vec())
     }
 
@@ -165,7 +203,7 @@ impl Conversation {
     pub fn restore_state(bytes: &[u8], config: ConversationConfig) -> Result<Self, DecodeError> {
         let mut r = Reader::new("conversation state", bytes);
         let version = r.u8()?;
-        if version != STATE_VERSION && version != 1 {
+        if !(1..=STATE_VERSION).contains(&version) {
             return Err(invalid("state.version", "unknown state version"));
         }
         let id = ConversationId::from_bytes(r.fixed()?);
@@ -288,6 +326,54 @@ impl Conversation {
                 proved.insert(server, p);
             }
         }
+        let mut sent_rn1 = HashMap::new();
+        let mut group = None;
+        if version >= 3 {
+            let n = r.count("state.sent_rn1", MAX_ITEMS)?;
+            for _ in 0..n {
+                let core = CoreHash::from_bytes(r.fixed()?);
+                sent_rn1.insert(core, Rn1::from_bytes(r.fixed()?));
+            }
+            group = match r.u8()? {
+                0 => None,
+                1 => {
+                    let epoch = Epoch(r.u64()?);
+                    let period_length = r.u64()?;
+                    let epoch_start = Index(r.u64()?);
+                    let keys = match r.u8()? {
+                        0 => None,
+                        1 => Some(GroupKeys::decode(&mut r)?),
+                        _ => return Err(invalid("state.group.keys", "optional marker")),
+                    };
+                    let n = r.count("state.group.shares", MAX_ITEMS)?;
+                    let mut shares: BTreeMap<KeyPeriod, BTreeMap<u32, KeyShare>> = BTreeMap::new();
+                    for _ in 0..n {
+                        let p = KeyPeriod(r.u64()?);
+                        let s = r.u32()?;
+                        shares
+                            .entry(p)
+                            .or_default()
+                            .insert(s, KeyShare::from_bytes(r.fixed()?));
+                    }
+                    let n = r.count("state.group.due", MAX_ITEMS)?;
+                    let mut due = BTreeMap::new();
+                    for _ in 0..n {
+                        let i = Index(r.u64()?);
+                        let e = Epoch(r.u64()?);
+                        due.insert(i, (e, KeyPeriod(r.u64()?)));
+                    }
+                    Some(super::group::GroupState {
+                        epoch,
+                        period_length,
+                        epoch_start,
+                        keys,
+                        shares,
+                        due,
+                    })
+                }
+                _ => return Err(invalid("state.group", "optional marker")),
+            };
+        }
         r.finish()?;
         Ok(Self {
             id,
@@ -301,6 +387,8 @@ impl Conversation {
             pending: BTreeMap::new(),
             buffered: 0,
             outbox,
+            sent_rn1,
+            group,
             early_blocks,
             next_sequence,
             last_sequences,

@@ -5,9 +5,22 @@
 use super::{Candidate, Conversation, DEFAULT_MAX_CANDIDATES, Event, Phase, Secrets, TagSet};
 use crate::delivery::{Delivery, Incoming, MAX_ATTESTATIONS, Received, TagUpdate};
 use crate::keyring::SlotMacKeys;
+use grompi_proto::key_share::WrappedShare;
 use grompi_proto::mac::{Attestation, AttestationStatement};
 use grompi_proto::{ConversationId, EnvelopeKind, Epoch, Head, Index, Misbehaviour};
 use std::collections::BTreeMap;
+
+/// The key shares in `attestations`, one per server (a member is
+/// delivered only the share sealed for its slot; the first counts).
+pub(super) fn shares_of(attestations: &[Attestation]) -> BTreeMap<u32, WrappedShare> {
+    let mut out = BTreeMap::new();
+    for a in attestations {
+        if let [share] = a.key_shares.as_slice() {
+            out.entry(a.server).or_insert(*share);
+        }
+    }
+    out
+}
 
 pub(super) fn bit(server: u32) -> u32 {
     1u32.checked_shl(server).unwrap_or(0)
@@ -118,6 +131,7 @@ impl Conversation {
         }
         if self.is_accepted_range(index) {
             self.late_tags(index, &tags.attestations, false);
+            self.take_shares(index, &shares_of(&tags.attestations));
             return;
         }
         self.buffer_attestations(index, tags.attestations);
@@ -145,6 +159,9 @@ impl Conversation {
             self.alert(Misbehaviour::RewrittenIndex { index }, Some(index), None);
         }
         self.late_tags(index, &received.delivery.attestations, rewritten);
+        if !rewritten {
+            self.take_shares(index, &shares_of(&received.delivery.attestations));
+        }
     }
 
     /// Tags for an accepted index: new servers upgrade its status; a valid
@@ -227,7 +244,11 @@ impl Conversation {
                 self.counters.dropped += 1;
                 continue;
             }
-            self.pending.entry(index).or_default().unverified.push(a);
+            let p = self.pending.entry(index).or_default();
+            if let [share] = a.key_shares.as_slice() {
+                p.shares.entry(a.server).or_insert(*share);
+            }
+            p.unverified.push(a);
             self.buffered += 1;
         }
     }

@@ -5,7 +5,9 @@ use super::{Conversation, Phase, Secrets};
 use crate::compose::{self, Composed, Sending};
 use crate::content::Content;
 use crate::errors::ClientError;
+use crate::group_key::{GroupKeys, KeyGeneration};
 use grompi_proto::{AccountId, CoreHash, Misbehaviour, Sequence, SlotIndex};
+use std::collections::BTreeSet;
 
 impl Conversation {
     /// Restores an envelope this member composed but has not seen accepted
@@ -47,7 +49,7 @@ impl Conversation {
         self.build(content, false, rng, secrets)
     }
 
-    fn build(
+    pub(super) fn build(
         &mut self,
         content: Content,
         check_rules: bool,
@@ -102,20 +104,97 @@ impl Conversation {
                 recipients.push((e.slot, e.account));
             }
         }
-        let composed = compose::compose(
+        let keys = keys.clone();
+        if matches!(content, Content::Rekey) {
+            // The rules every receiver runs: an Admin, in a group-keyed
+            // conversation.
+            if check_rules && m.role(&self.me) != Some(grompi_proto::SlotRole::Admin) {
+                return Err(ClientError::InvalidMembership("only an Admin may rekey"));
+            }
+            if self.group.is_none() && check_rules {
+                return Err(ClientError::NotActive(
+                    "a pairwise-keyed conversation has no group key to renew",
+                ));
+            }
+        }
+        // Who takes part in the key generation a Setup, Update or Rekey
+        // starts: everyone but the members an Update removes.
+        let next_members: Option<BTreeSet<AccountId>> = match &content {
+            Content::Update(u) => Some(u.next_members.iter().map(|e| e.account).collect()),
+            _ => None,
+        };
+        let takes_part = |a: &AccountId| next_members.as_ref().is_none_or(|n| n.contains(a));
+        let sequence = self.next_sequence;
+        let group = self
+            .group
+            .as_ref()
+            .map(|g| (g.period_length, g.keys.as_ref().map(GroupKeys::current)));
+        let mut rn1 = None;
+        let keying = match (&content, group) {
+            (Content::Message(_) | Content::Receipt(_), Some(_)) => {
+                let (id, key) = self.group_send_key(slot, sequence)?;
+                compose::Keying::Group { id, key }
+            }
+            (Content::Update(_), Some((period_length, _))) => {
+                let next = epoch.next().ok_or(ClientError::Overflow("epoch"))?;
+                let (start, r) =
+                    self.new_key_start(next, KeyGeneration(0), period_length.max(1), rng)?;
+                compose::Keying::Start {
+                    start,
+                    rn1: rn1.insert(r),
+                    takes_part: &takes_part,
+                }
+            }
+            (Content::Rekey, Some((period_length, current))) => {
+                let current = current.ok_or(ClientError::NotActive(
+                    "this member holds no group key for the epoch",
+                ))?;
+                let generation = KeyGeneration(
+                    current
+                        .0
+                        .checked_add(1)
+                        .ok_or(ClientError::Overflow("key generation"))?,
+                );
+                let (start, r) = self.new_key_start(epoch, generation, period_length, rng)?;
+                compose::Keying::Start {
+                    start,
+                    rn1: rn1.insert(r),
+                    takes_part: &takes_part,
+                }
+            }
+            _ => compose::Keying::Pairwise,
+        };
+        let group_keyed = matches!(keying, compose::Keying::Group { .. });
+        let composed = compose::compose_keyed(
             &Sending {
                 conversation: self.id,
                 epoch,
                 sender: slot,
-                sequence: self.next_sequence,
+                sequence,
                 last_seen: self.transcript.last().map(|e| e.index),
                 recipients: &recipients,
-                mac_keys: keys,
+                mac_keys: &keys,
             },
             &content,
+            keying,
             rng,
             &mut secrets.pairwise,
-        )?;
+        );
+        let composed = match composed {
+            Ok(c) => c,
+            Err(e) => {
+                // The sender chain moved past this sequence: it is burned
+                // (receivers skip it like any sequence never accepted).
+                if group_keyed {
+                    self.next_sequence = Sequence(self.next_sequence.0.saturating_add(1));
+                }
+                return Err(e);
+            }
+        };
+        if let Some(rn1) = rn1 {
+            self.sent_rn1
+                .insert(composed.envelope.header().core_hash(), rn1);
+        }
         self.next_sequence = Sequence(
             self.next_sequence
                 .0

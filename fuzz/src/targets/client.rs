@@ -295,6 +295,7 @@ pub fn generate_olm_fixture() -> Result<String, PairwiseError> {
         BlockPlaintext {
             key: BodyKey::from_bytes([0x22; 32]),
             core: CoreHash::from_bytes([core; 32]),
+            rn1: None,
         }
         .encode()
     };
@@ -344,6 +345,7 @@ fn block_plaintext_seeds() -> Vec<(String, Vec<u8>)> {
     let b = BlockPlaintext {
         key: BodyKey::from_bytes([0x22; 32]),
         core: CoreHash::from_bytes([0x33; 32]),
+        rn1: None,
     };
     let enc = b.encode().to_vec();
     let mut v2 = enc.clone();
@@ -688,6 +690,7 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
         let block = BlockPlaintext {
             key: BodyKey::from_bytes([0x22; 32]),
             core: CoreHash::from_bytes([0x33; 32]),
+            rn1: None,
         }
         .encode();
         c = c

@@ -316,6 +316,7 @@ impl World {
                     let other = BlockPlaintext {
                         key: BodyKey::generate(sched.rng()),
                         core: header.core_hash(),
+                        rn1: None,
                     };
                     b.ciphertext = m
                         .secrets_mut()

@@ -1,0 +1,378 @@
+//! Group-keyed conversations (`docs/PROTOCOL.md` section 4.5) through the
+//! in-memory world with the real order server cores: every member reads
+//! every Message from one body without blocks, across key periods, a
+//! Rekey, a join and a removal; keys change at every period boundary; what
+//! the order servers and the router know opens nothing; a bad or missing
+//! share raises its typed alert.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step fails the test
+
+use grompi_client_core::body::{self, BodyContext};
+use grompi_client_core::content::{Change, Content};
+use grompi_client_core::conversation::{Event, Phase};
+use grompi_client_core::group_key::{GroupKeys, KeyGeneration, PeriodKey, Rn1};
+use grompi_client_core::testkit::World;
+use grompi_client_core::{Alert, Conversation};
+use grompi_proto::key_share::{KeyPeriod, KeyShare};
+use grompi_proto::{EnvelopeKind, HeaderKey, Index, Misbehaviour, SlotIndex, SlotRole};
+use std::collections::BTreeMap;
+
+fn msg(s: &str) -> Content {
+    Content::Message(s.as_bytes().to_vec())
+}
+
+fn read(conv: &mut Conversation) -> Vec<(Index, Vec<u8>)> {
+    conv.drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message {
+                index, plaintext, ..
+            } => Some((index, plaintext)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alerts(w: &mut World, m: usize) -> Vec<Alert> {
+    w.convs[m].as_mut().unwrap().drain_alerts()
+}
+
+/// A group-keyed world of `members`, all added at the Setup by member 0.
+fn group_world(seed: u64, members: usize, period: u64) -> World {
+    let mut w = World::new(seed, members, 3, 3);
+    w.group_period = Some(period);
+    w.setup(0);
+    w
+}
+
+#[test]
+fn every_member_reads_every_message_from_one_body_without_blocks() {
+    let mut w = group_world(1, 3, 2);
+    let mut sent = Vec::new();
+    for i in 0..7 {
+        let from = i % 3;
+        let text = format!("message {i}");
+        let index = w.send(from, msg(&text));
+        sent.push((index, text));
+    }
+    for m in 0..3 {
+        assert!(alerts(&mut w, m).is_empty(), "member {m} raised alerts");
+        let conv = w.convs[m].as_mut().unwrap();
+        assert!(conv.is_group_keyed());
+        let got: BTreeMap<Index, Vec<u8>> = read(conv).into_iter().collect();
+        for (index, text) in &sent {
+            let from = (index.0 as usize - 1) % 3;
+            if from == m {
+                continue; // a member's own message comes from its outbox
+            }
+            assert_eq!(
+                got.get(index),
+                Some(&text.as_bytes().to_vec()),
+                "member {m} at {index}"
+            );
+        }
+    }
+    // Each Message has one body, no blocks, and names its key: the period
+    // advances every 2 indices (the period of the index before it).
+    let mut periods = Vec::new();
+    for o in &w.log[1..] {
+        let h = o.envelope.header();
+        assert_eq!(h.kind(), EnvelopeKind::Message);
+        assert!(
+            o.envelope.blocks().is_empty(),
+            "a group-keyed Message has no blocks"
+        );
+        let HeaderKey::Id(id) = h.key() else {
+            panic!("no key id at {}", o.index)
+        };
+        assert_eq!(id.servers.bits(), 0b111, "every server's share is mixed");
+        periods.push(id.period);
+    }
+    assert_eq!(periods, vec![0, 0, 1, 1, 2, 2, 3]);
+}
+
+#[test]
+fn envelope_bytes_do_not_grow_with_the_group() {
+    let size = |members: usize, period: Option<u64>| {
+        let mut w = World::new(7, members, 3, 3);
+        w.group_period = period;
+        w.setup(0);
+        let index = w.send(1, msg("the same text"));
+        let env = &w.log[index.0 as usize].envelope;
+        (env.blocks().len(), env.body().len())
+    };
+    let (blocks_small, body_small) = size(3, Some(100));
+    let (blocks_large, body_large) = size(9, Some(100));
+    assert_eq!((blocks_small, blocks_large), (0, 0));
+    assert_eq!(body_small, body_large);
+    // Pairwise wrapping: one block per other member.
+    assert_eq!(size(3, None).0, 2);
+    assert_eq!(size(9, None).0, 8);
+}
+
+#[test]
+fn a_rekey_starts_the_next_generation_at_every_member() {
+    let mut w = group_world(2, 3, 100);
+    w.send(1, msg("before"));
+    let rekey = w.send(0, Content::Rekey);
+    let after = w.send(2, msg("after"));
+    for m in 0..3 {
+        assert!(alerts(&mut w, m).is_empty(), "member {m} raised alerts");
+        let conv = w.convs[m].as_mut().unwrap();
+        let (_, generation, _, _) = conv.key_position().unwrap();
+        assert_eq!(generation, Some(KeyGeneration(1)), "member {m}");
+        if m != 2 {
+            assert!(read(conv).iter().any(|(i, t)| *i == after && t == b"after"));
+        }
+    }
+    let HeaderKey::Start(start) = w.log[rekey.0 as usize].envelope.header().key() else {
+        panic!("a Rekey carries a key start")
+    };
+    assert_eq!(start.generation(), 1);
+    let HeaderKey::Id(id) = w.log[after.0 as usize].envelope.header().key() else {
+        panic!()
+    };
+    assert_eq!(id.generation, 1);
+}
+
+#[test]
+fn a_member_cannot_rekey() {
+    let mut w = group_world(3, 3, 100);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let conv = w.convs[1].as_mut().unwrap();
+    let refused = conv.rekey(&mut rng, &mut w.secrets[1]);
+    assert!(matches!(
+        refused,
+        Err(grompi_client_core::ClientError::InvalidMembership(_))
+    ));
+}
+
+#[test]
+fn a_joiner_reads_from_its_join_and_a_removed_member_gets_no_rn1() {
+    let mut w = World::new(4, 4, 3, 3);
+    w.group_period = Some(3);
+    w.setup_with(0, &[0, 1, 2]);
+    w.send(1, msg("before the join"));
+    // Member 3 joins.
+    let mut next = w.roster();
+    next.insert(3, SlotRole::Member);
+    w.update(
+        0,
+        Change::Add {
+            account: w.accounts[3],
+            role: SlotRole::Member,
+        },
+        next,
+    );
+    let joined = w.send(2, msg("after the join"));
+    // Member 2 is removed.
+    let mut next = w.roster();
+    next.remove(&2);
+    let removal = w.update(
+        0,
+        Change::Remove {
+            account: w.accounts[2],
+        },
+        next,
+    );
+    let later = w.send(1, msg("after the removal"));
+    for m in [0, 1, 3] {
+        assert!(alerts(&mut w, m).is_empty(), "member {m} raised alerts");
+    }
+    assert!(
+        alerts(&mut w, 2).is_empty(),
+        "the removed member is not misled"
+    );
+    let joiner = w.convs[3].as_mut().unwrap();
+    let got: BTreeMap<Index, Vec<u8>> = read(joiner).into_iter().collect();
+    assert_eq!(got.get(&joined), Some(&b"after the join".to_vec()));
+    assert_eq!(got.get(&later), Some(&b"after the removal".to_vec()));
+    let removed = w.convs[2].as_mut().unwrap();
+    assert_eq!(*removed.phase(), Phase::Removed);
+    assert!(!read(removed).iter().any(|(i, _)| *i == later));
+    // The removal's block for member 2 carries no RN1; the others' do.
+    let removal_env = &w.log[removal.0 as usize].envelope;
+    let HeaderKey::Start(start) = removal_env.header().key() else {
+        panic!("the Update carries a key start")
+    };
+    assert_eq!(start.generation(), 0);
+    assert_eq!(
+        removal_env.blocks().len(),
+        3,
+        "blocks for members 1, 2 (removed) and 3"
+    );
+}
+
+/// Everything the order servers know (every share, from their secrets)
+/// and everything the router stores (the envelopes; it holds the padding
+/// slots, so it can unwrap shares too) opens no Message: RN1 travels only
+/// in pairwise blocks. The attempt is real: each body is opened under the
+/// key a schedule without RN1 derives.
+#[test]
+fn every_share_and_the_routers_store_open_no_body() {
+    let mut w = group_world(5, 3, 2);
+    for i in 0..5 {
+        w.send(i % 3, msg(&format!("secret {i}")));
+    }
+    let conversation = w.conversation;
+    for o in &w.log[1..] {
+        let h = o.envelope.header();
+        let HeaderKey::Id(id) = h.key() else { panic!() };
+        let shares: Vec<(u32, KeyShare)> = id
+            .servers
+            .servers()
+            .map(|s| {
+                (
+                    s,
+                    w.servers[s as usize].key_share(&conversation, h.epoch(), KeyPeriod(id.period)),
+                )
+            })
+            .collect();
+        let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
+        let pk = PeriodKey::mix(&conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap();
+        for guess in [
+            [0u8; 32],
+            [0xff; 32],
+            *o.envelope.header().key_commitment().as_bytes(),
+        ] {
+            let mut keys = GroupKeys::start_epoch(
+                conversation,
+                h.epoch(),
+                &Rn1::from_bytes(guess),
+                (0..16).map(SlotIndex),
+            );
+            let key = keys
+                .message_key(
+                    KeyGeneration(id.generation),
+                    KeyPeriod(id.period),
+                    &pk,
+                    h.sender(),
+                    h.sequence(),
+                )
+                .unwrap();
+            assert!(
+                body::open(
+                    &key,
+                    &h.key_commitment(),
+                    &BodyContext::of(h),
+                    o.envelope.body()
+                )
+                .is_err()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_share_that_does_not_open_raises_bad_key_share_and_the_rest_carry_on() {
+    let mut w = group_world(6, 3, 2);
+    w.deliver_now[1] = false;
+    let a = w.send(0, msg("one"));
+    let b = w.send(2, msg("two")); // index 2 starts period 1
+    // Member 1 gets index 2 with server 1's share flipped.
+    let d1 = w.delivery(a, 1, &[0, 1, 2]).unwrap();
+    let mut d2 = w.delivery(b, 1, &[0, 1, 2]).unwrap();
+    assert!(
+        !d2.attestations[1].key_shares.is_empty(),
+        "index 2 carries shares"
+    );
+    d2.attestations[1].key_shares[0].0[0] ^= 1;
+    w.receive(1, d1);
+    w.receive(1, d2);
+    let raised = alerts(&mut w, 1);
+    assert!(
+        raised
+            .iter()
+            .any(|a| a.kind == Misbehaviour::BadKeyShare { server: 1 } && a.server == Some(1)),
+        "{raised:?}"
+    );
+    // Member 1 sends in period 1 with the two shares it holds; everyone
+    // reads it.
+    w.deliver_now[1] = true;
+    let c = w.send(1, msg("three"));
+    let HeaderKey::Id(id) = w.log[c.0 as usize].envelope.header().key() else {
+        panic!()
+    };
+    assert_eq!((id.period, id.servers.bits()), (1, 0b101));
+    for m in [0, 2] {
+        assert!(alerts(&mut w, m).is_empty());
+        let conv = w.convs[m].as_mut().unwrap();
+        assert!(read(conv).iter().any(|(i, t)| *i == c && t == b"three"));
+    }
+}
+
+#[test]
+fn a_message_naming_a_share_the_member_lacks_raises_missing_key_share() {
+    let mut w = group_world(8, 3, 2);
+    w.deliver_now[1] = false;
+    let a = w.send(0, msg("one"));
+    let b = w.send(2, msg("two"));
+    let c = w.send(0, msg("three")); // names period 1, all three servers
+    // Member 1 gets index 2 (which carries period 1's shares) with server
+    // 2's share stripped, then index 3, whose key mixes all three.
+    let d1 = w.delivery(a, 1, &[0, 1, 2]).unwrap();
+    w.receive(1, d1);
+    let mut d2 = w.delivery(b, 1, &[0, 1, 2]).unwrap();
+    d2.attestations[2].key_shares.clear();
+    w.receive(1, d2);
+    let d3 = w.delivery(c, 1, &[0, 1, 2]).unwrap();
+    w.receive(1, d3);
+    let raised = alerts(&mut w, 1);
+    assert!(
+        raised
+            .iter()
+            .any(|a| a.kind == Misbehaviour::MissingKeyShare { server: 2 } && a.index == Some(c)),
+        "{raised:?}"
+    );
+    let conv = w.convs[1].as_mut().unwrap();
+    assert!(conv.undecryptable().contains(&c));
+    // The chains stayed in step: once a period whose shares member 1 holds
+    // begins (index 4 starts period 2; index 5 names it), member 0's next
+    // message opens again.
+    w.deliver_now[1] = true;
+    let d = w.send(0, msg("four"));
+    let e = w.send(0, msg("five"));
+    let raised = alerts(&mut w, 1);
+    assert!(
+        raised
+            .iter()
+            .any(|a| a.kind == Misbehaviour::MissingKeyShare { server: 2 } && a.index == Some(d)),
+        "index 4 still names period 1: {raised:?}"
+    );
+    let conv = w.convs[1].as_mut().unwrap();
+    assert!(read(conv).iter().any(|(i, t)| *i == e && t == b"five"));
+}
+
+/// A member's group keys, shares and sent RN1s survive a save and
+/// restore: it goes on reading, and sending, after the restart.
+#[test]
+fn group_key_state_survives_a_restart() {
+    let mut w = group_world(10, 3, 2);
+    w.send(0, msg("one"));
+    w.send(2, msg("two"));
+    let saved = w.convs[1].as_ref().unwrap().save_state();
+    let restored = Conversation::restore_state(&saved, w.config.clone()).unwrap();
+    assert_eq!(
+        restored.key_position(),
+        w.convs[1].as_ref().unwrap().key_position()
+    );
+    w.convs[1] = Some(restored);
+    let c = w.send(0, msg("three"));
+    let d = w.send(1, msg("four"));
+    let rekey = w.send(0, Content::Rekey);
+    // The application drains events before saving (they are not saved).
+    let mut got: BTreeMap<Index, Vec<u8>> =
+        read(w.convs[1].as_mut().unwrap()).into_iter().collect();
+    assert!(alerts(&mut w, 1).is_empty());
+    let saved = w.convs[1].as_ref().unwrap().save_state();
+    w.convs[1] = Some(Conversation::restore_state(&saved, w.config.clone()).unwrap());
+    let e = w.send(2, msg("five"));
+    assert!(rekey < e);
+    for m in 0..3 {
+        assert!(alerts(&mut w, m).is_empty(), "member {m}");
+    }
+    got.extend(read(w.convs[1].as_mut().unwrap()));
+    assert_eq!(got.get(&c), Some(&b"three".to_vec()));
+    assert_eq!(got.get(&e), Some(&b"five".to_vec()));
+    let got: BTreeMap<Index, Vec<u8>> = read(w.convs[2].as_mut().unwrap()).into_iter().collect();
+    assert_eq!(got.get(&d), Some(&b"four".to_vec()));
+}
