@@ -80,6 +80,17 @@ pub enum LogError {
     /// The log is full.
     #[error("the log holds at most 2^48 entries")]
     Full,
+    /// A tree size beyond the log's current size.
+    #[error("tree size {size} is beyond the log's {log_size} entries")]
+    BeyondSize {
+        /// The size asked for.
+        size: u64,
+        /// The log's size.
+        log_size: u64,
+    },
+    /// The checkpoint cannot be made (an origin that is not one line).
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// Storage holds a different number of entries or hashes than the log
     /// expects: it was changed behind the log's back.
     #[error("storage is inconsistent: {0}")]

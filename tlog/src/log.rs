@@ -84,11 +84,10 @@ impl<S: LogStorage> Log<S> {
 
     fn check_size(&self, size: u64) -> Result<(), LogError> {
         if size > self.size {
-            return Err(MerkleError::IndexOutOfRange {
-                index: size,
-                size: self.size + 1,
-            }
-            .into());
+            return Err(LogError::BeyondSize {
+                size,
+                log_size: self.size,
+            });
         }
         Ok(())
     }
@@ -155,8 +154,7 @@ impl<S: LogStorage> Log<S> {
     /// The unsigned checkpoint of the current tree, for `origin`.
     pub fn checkpoint(&self, origin: &str) -> Result<Checkpoint, LogError> {
         let root = self.root()?;
-        Checkpoint::new(origin, self.size, root, Vec::new())
-            .map_err(|e| LogError::Inconsistent(format!("checkpoint: {e}")))
+        Ok(Checkpoint::new(origin, self.size, root, Vec::new())?)
     }
 
     /// The contents of a hash tile, which must lie within the current tree
@@ -298,6 +296,35 @@ mod tests {
                 "tile/entries/003.p/5",
             ]
         );
+    }
+
+    #[test]
+    fn a_changed_stored_hash_breaks_the_proofs() {
+        let mut log = Log::open(MemoryStorage::new()).unwrap();
+        for i in 0..20u8 {
+            log.append(&[i]).unwrap();
+        }
+        let root = log.root().unwrap();
+        let leaf = merkle::leaf_hash(&[3]);
+        let proof = log.inclusion_proof(3, 20).unwrap();
+        merkle::verify_inclusion(&leaf, 3, 20, &proof, &root).unwrap();
+        let mut storage = log.into_storage();
+        // Leaf 2's hash is the sibling in entry 3's proof.
+        assert!(storage.overwrite_hash(merkle::stored_hash_index(0, 2), Hash([0; 32])));
+        let log = Log::open(storage).unwrap();
+        let tampered = log.inclusion_proof(3, 20).unwrap();
+        assert!(merkle::verify_inclusion(&leaf, 3, 20, &tampered, &root).is_err());
+        assert_eq!(
+            log.tree_hash(21),
+            Err(LogError::BeyondSize {
+                size: 21,
+                log_size: 20
+            })
+        );
+        assert!(matches!(
+            log.checkpoint("two\nlines"),
+            Err(LogError::Checkpoint(_))
+        ));
     }
 
     #[test]
