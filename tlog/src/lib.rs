@@ -8,7 +8,8 @@
 //!   inclusion and consistency proofs, produced and verified ([`merkle`]);
 //! * an append-only log over caller-provided storage, as an order server
 //!   keeps one ([`log::Log`], [`storage::LogStorage`]);
-//! * C2SP tlog-tiles: hash tiles, entry bundles and their paths ([`tiles`]);
+//! * C2SP tlog-tiles: hash tiles, entry bundles and their paths ([`tiles`]),
+//!   and roots and proofs computed from fetched tiles ([`tile_reader`]);
 //! * C2SP signed-note with Ed25519 keys ([`note`]);
 //! * C2SP tlog-checkpoint ([`checkpoint`]);
 //! * C2SP tlog-cosignature v1 ([`cosignature`]);
@@ -39,6 +40,7 @@
 //! | [`storage`] | the [`storage::LogStorage`] trait and an in-memory storage |
 //! | [`log`] | the append-only log: append, roots, proofs, tiles, bundles, checkpoints |
 //! | [`tiles`] | tile and entry bundle coordinates, paths, and bundle encoding |
+//! | [`tile_reader`] | stored hashes read out of fetched tiles, for clients |
 //! | [`note`] | signed notes, key IDs, Ed25519 verifier and signer keys |
 //! | [`checkpoint`] | checkpoint text, signing and opening |
 //! | [`cosignature`] | timestamped Ed25519 cosignatures (type `0x04`) |
@@ -53,6 +55,7 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod storage;
+pub mod tile_reader;
 pub mod tiles;
 pub mod witness;
 
