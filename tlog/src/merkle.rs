@@ -108,26 +108,31 @@ where
 ///
 /// Level 0 holds leaf hashes. The numbering is Go tlog's `StoredHashIndex`:
 /// the hashes appear in the order appending the leaves creates them. The
-/// caller keeps `(n+1)·2^level` within [`MAX_TREE_SIZE`].
+/// caller keeps `(n+1)·2^level` within [`MAX_TREE_SIZE`]; beyond it the
+/// arithmetic saturates (no such hash is ever stored), it does not wrap.
 pub fn stored_hash_index(level: u32, n: u64) -> u64 {
     // Level L's n-th hash is stored right after level L+1's (2n+1)-th hash:
     // walk down to the last leaf it covers, then add back the level.
     let mut n = n;
-    for _ in 0..level {
-        n = 2 * n + 1;
+    for _ in 0..level.min(64) {
+        n = n.saturating_mul(2).saturating_add(1);
     }
     // Leaf n's hash is stored at n + n/2 + n/4 + ...
     let mut index = 0u64;
     let mut m = n;
     while m > 0 {
-        index += m;
+        index = index.saturating_add(m);
         m >>= 1;
     }
-    index + u64::from(level)
+    index.saturating_add(u64::from(level))
 }
 
-/// The inverse of [`stored_hash_index`]: the `(level, n)` stored at `index`.
-pub fn split_stored_hash_index(index: u64) -> (u32, u64) {
+/// The inverse of [`stored_hash_index`]: the `(level, n)` stored at `index`,
+/// or `None` for an index beyond a tree of [`MAX_TREE_SIZE`] leaves.
+pub fn split_stored_hash_index(index: u64) -> Option<(u32, u64)> {
+    if index >= stored_hash_count(MAX_TREE_SIZE) {
+        return None;
+    }
     // stored_hash_index(0, n) <= 2n, so the leaf whose append stored `index`
     // is at or after index/2, and each leaf n adds 1 + trailing_ones(n) hashes.
     let mut n = index / 2;
@@ -140,11 +145,10 @@ pub fn split_stored_hash_index(index: u64) -> (u32, u64) {
         n += 1;
         index_n = next;
     }
-    // The hash is one of (0, n), (1, n/2), (2, n/4), ... appended with leaf n.
-    let level = index - index_n;
-    // level <= 64 because a leaf stores at most 1 + 64 hashes.
-    let level = u32::try_from(level).unwrap_or(u32::MAX);
-    (level, n.checked_shr(level).unwrap_or(0))
+    // The hash is one of (0, n), (1, n/2), (2, n/4), ... appended with leaf n;
+    // a leaf appends at most 49 hashes below MAX_TREE_SIZE.
+    let level = u32::try_from(index - index_n).ok()?;
+    Some((level, n.checked_shr(level)?))
 }
 
 /// How many hashes a tree of `size` leaves stores.
@@ -165,7 +169,7 @@ pub fn stored_hashes_for_leaf(
     leaf: Hash,
     reader: &impl HashReader,
 ) -> Result<Vec<Hash>, MerkleError> {
-    check_size(n + 1)?;
+    check_size(n.saturating_add(1))?;
     let closes = (n + 1).trailing_zeros();
     let mut hashes = Vec::with_capacity(1 + closes as usize);
     hashes.push(leaf);
@@ -636,7 +640,7 @@ mod tests {
         for level in 0..10u32 {
             for n in 0..300u64 {
                 let i = stored_hash_index(level, n);
-                assert_eq!(split_stored_hash_index(i), (level, n));
+                assert_eq!(split_stored_hash_index(i), Some((level, n)));
             }
         }
         // Go tlog's layout: leaf 0 at 0, leaf 1 at 1, node (1,0) at 2, ...
@@ -648,6 +652,21 @@ mod tests {
         assert_eq!(stored_hash_index(1, 1), 5);
         assert_eq!(stored_hash_index(2, 0), 6);
         assert_eq!(stored_hash_count(4), 7);
+    }
+
+    #[test]
+    fn extreme_indices_neither_wrap_nor_panic() {
+        assert_eq!(stored_hash_index(200, u64::MAX), u64::MAX);
+        assert_eq!(split_stored_hash_index(u64::MAX), None);
+        let last = stored_hash_count(MAX_TREE_SIZE) - 1;
+        // The root of the largest tree is the last hash its last leaf stores.
+        assert_eq!(split_stored_hash_index(last), Some((48, 0)));
+        assert!(matches!(
+            stored_hashes_for_leaf(u64::MAX, Hash::default(), &|i| Err(
+                MerkleError::MissingHash { index: i }
+            )),
+            Err(MerkleError::TreeTooLarge { .. })
+        ));
     }
 
     #[test]

@@ -78,7 +78,8 @@ where
     F: Fn(&Tile) -> Result<Vec<u8>, StorageError>,
 {
     fn read_hash(&self, index: u64) -> Result<Hash, MerkleError> {
-        let (level, n) = split_stored_hash_index(index);
+        let (level, n) =
+            split_stored_hash_index(index).ok_or(MerkleError::MissingHash { index })?;
         // The hash covers leaves [n·2^level, (n+1)·2^level): it must be a
         // complete subtree of the tree the tiles are of.
         if level >= 64 || n >= self.size >> level {

@@ -122,8 +122,10 @@ impl Tile {
     /// The stored-hash indices of the tile's hashes, in order.
     pub fn hash_indices(&self) -> impl Iterator<Item = u64> + '_ {
         let level = TILE_HEIGHT * u32::from(self.level);
-        let start = self.index * u64::from(FULL_WIDTH);
-        (0..u64::from(self.width)).map(move |i| stored_hash_index(level, start + i))
+        // Beyond any real tree the indices saturate (never stored) rather
+        // than wrap.
+        let start = self.index.saturating_mul(u64::from(FULL_WIDTH));
+        (0..u64::from(self.width)).map(move |i| stored_hash_index(level, start.saturating_add(i)))
     }
 
     /// The tile's contents: its hashes concatenated, read through `reader`.
@@ -162,7 +164,7 @@ impl Bundle {
 
     /// The index of the bundle's first entry in the log.
     pub fn first_entry(&self) -> u64 {
-        self.index * u64::from(FULL_WIDTH)
+        self.index.saturating_mul(u64::from(FULL_WIDTH))
     }
 
     /// The bundle's path, `tile/entries/<N>[.p/<W>]`.
@@ -390,6 +392,10 @@ mod tests {
         }
         let b = Bundle::new(273, 112).unwrap();
         assert_eq!(parse_path(&b.path()).unwrap(), TilePath::Entries(b));
+        // Far beyond any tree, indices saturate instead of wrapping.
+        let far = Tile::new(63, u64::MAX, 256).unwrap();
+        assert!(far.hash_indices().all(|i| i == u64::MAX));
+        assert_eq!(Bundle::new(u64::MAX, 1).unwrap().first_entry(), u64::MAX);
         for bad in [
             "tile/0/1",
             "tile/0/0001",
