@@ -3,7 +3,10 @@
 //! `tlog/verifier/main.go`, check logs of several sizes that this crate
 //! wrote (checkpoint signature, root from the tiles, every entry bundle,
 //! inclusion and consistency proofs) and reject them once one stored byte
-//! is flipped.
+//! is flipped. The checkpoint is also cosigned by a [`Witness`] through the
+//! add-checkpoint protocol; x/mod has no cosignature verifier, so the Go
+//! program checks that one with its own reading of the C2SP text (see
+//! `verifier/main.go`).
 //!
 //! Needs `go` and x/mod's sources (`tlog/verifier/install-go.sh`). Without
 //! them the test fails and says how to install them, unless
@@ -17,12 +20,15 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use grompi_tlog::cosignature::CosignatureSigner;
 use grompi_tlog::merkle::{self, Hash};
 use grompi_tlog::note::Ed25519Signer;
 use grompi_tlog::tiles;
+use grompi_tlog::witness::{AddCheckpointRequest, Witness};
 use grompi_tlog::{Log, MemoryStorage};
 
 const ORIGIN: &str = "audit.grompi.example/order-server-1";
+const WITNESS: &str = "witness.grompi.example/w1";
 const SKIP_VAR: &str = "GROMPI_SKIP_GO_VERIFIER";
 /// Where Debian's golang-golang-x-mod-dev puts x/mod, as a GOPATH.
 const DEFAULT_GOPATH: &str = "/usr/share/gocode";
@@ -149,7 +155,31 @@ fn write_log(size: u64) -> Written {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("vkey"), format!("{}\n", signer.verifier().vkey())).unwrap();
     let checkpoint = log.checkpoint(ORIGIN).unwrap().sign(&signer).unwrap();
-    std::fs::write(dir.join("checkpoint"), checkpoint).unwrap();
+    std::fs::write(dir.join("checkpoint"), &checkpoint).unwrap();
+
+    // A witness cosigns it through the add-checkpoint protocol.
+    let cosigner = CosignatureSigner::from_seed(WITNESS, &[7; 32]).unwrap();
+    std::fs::write(
+        dir.join("witness-vkey"),
+        format!("{}\n", cosigner.verifier().vkey()),
+    )
+    .unwrap();
+    let mut witness = Witness::new(cosigner);
+    witness.add_log(ORIGIN, signer.verifier());
+    let request = AddCheckpointRequest {
+        old_size: 0,
+        proof: Vec::new(),
+        checkpoint: checkpoint.clone().into_bytes(),
+    };
+    let cosigned = witness
+        .add_checkpoint(&request.to_bytes(), 1_767_225_600)
+        .unwrap();
+    std::fs::write(
+        dir.join("cosigned"),
+        format!("{checkpoint}{}", cosigned.body),
+    )
+    .unwrap();
+
     let mut paths = Vec::new();
     for (path, data) in log.publish(0).unwrap() {
         let file = dir.join(&path);
@@ -283,6 +313,18 @@ fn check(size: u64) {
         "checkpoint signature",
     );
     assert_flip_rejected(bin, &w, "checkpoint", -20, "checkpoint signature");
+    // The witness's cosignature: its timestamp, then its signature.
+    let cosigned = std::fs::read_to_string(w.dir.join("cosigned")).unwrap();
+    let line = cosigned.rfind(&format!("\u{2014} {WITNESS} ")).unwrap();
+    let b64_at = line + "\u{2014} ".len() + WITNESS.len() + 1;
+    assert_flip_rejected(
+        bin,
+        &w,
+        "cosigned",
+        b64_at as isize + 8,
+        "cosigned checkpoint",
+    );
+    assert_flip_rejected(bin, &w, "cosigned", -20, "cosigned checkpoint");
     // A proof hash.
     let proofs = std::fs::read_to_string(w.dir.join("proofs")).unwrap();
     if let Some(at) = proofs.find("inclusion 0 ")

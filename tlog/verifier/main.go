@@ -15,6 +15,10 @@
 //	              inclusion <index> <hash,hash,...|->
 //	              consistency <old size> <old root> <hash,hash,...|->
 //	            hashes in base64; "-" is an empty proof
+//	witness-vkey, cosigned
+//	            optional: a witness's cosignature verifier key (type 0x04)
+//	            and the checkpoint with the log's signature and the
+//	            witness's cosignature appended
 //
 // It checks, each with x/mod only: the checkpoint's signature (note.Open),
 // the root against the tiles (tlog.TileHashReader authenticates every tile
@@ -38,6 +42,13 @@
 // error. Proving one entry per tile against the root closes that gap with
 // x/mod's own proof checker.
 //
+// x/mod's note package has no verifier for C2SP tlog-cosignature v1
+// (signature type 0x04). For the optional cosigned checkpoint, note.Open
+// still parses the note and matches keys, but the Verifier it is given
+// (cosigVerifier below) computes the key ID and the signed message from the
+// C2SP text itself, with crypto/ed25519: a second implementation of that
+// format, not a reference one.
+//
 // Go's tile paths carry the tile height (tile/8/L/N); C2SP's do not
 // (tile/L/N). Only the reading of files adapts to that; the math is x/mod's.
 package main
@@ -45,8 +56,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -112,6 +126,93 @@ func (d dirTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 
 func (d dirTiles) SaveTiles(tiles []tlog.Tile, data [][]byte) {}
 
+// cosigVerifier checks timestamped Ed25519 cosignatures (C2SP
+// tlog-cosignature v1, signature type 0x04) for note.Open.
+type cosigVerifier struct {
+	name string
+	hash uint32
+	key  ed25519.PublicKey
+	// time is the timestamp of the last signature that verified.
+	time *uint64
+}
+
+func (v cosigVerifier) Name() string    { return v.name }
+func (v cosigVerifier) KeyHash() uint32 { return v.hash }
+
+func (v cosigVerifier) Verify(msg, sig []byte) bool {
+	if len(sig) != 8+ed25519.SignatureSize {
+		return false
+	}
+	t := binary.BigEndian.Uint64(sig[:8])
+	if t == 0 || t > 1<<63-1 {
+		return false
+	}
+	signed := append([]byte(fmt.Sprintf("cosignature/v1\ntime %d\n", t)), msg...)
+	if !ed25519.Verify(v.key, signed, sig[8:]) {
+		return false
+	}
+	*v.time = t
+	return true
+}
+
+// newCosigVerifier parses <name>+<hex key ID>+base64(0x04 || key) and
+// checks the key ID is SHA-256(name || "\n" || 0x04 || key)[:4].
+func newCosigVerifier(vkey string) (cosigVerifier, error) {
+	f := strings.Split(vkey, "+")
+	if len(f) != 3 || len(f[1]) != 8 {
+		return cosigVerifier{}, fmt.Errorf("malformed witness key")
+	}
+	id, err1 := hex.DecodeString(f[1])
+	key, err2 := base64.StdEncoding.DecodeString(f[2])
+	if err1 != nil || err2 != nil || len(key) != 1+ed25519.PublicKeySize || key[0] != 0x04 {
+		return cosigVerifier{}, fmt.Errorf("malformed witness key")
+	}
+	h := sha256.Sum256(append([]byte(f[0]+"\n"), key...))
+	if !bytes.Equal(h[:4], id) {
+		return cosigVerifier{}, fmt.Errorf("witness key ID does not match its name and key")
+	}
+	return cosigVerifier{
+		name: f[0],
+		hash: binary.BigEndian.Uint32(id),
+		key:  ed25519.PublicKey(key[1:]),
+		time: new(uint64),
+	}, nil
+}
+
+// checkCosigned opens the cosigned checkpoint with both keys: it must carry
+// the same text as the checkpoint, and both signatures must verify.
+func checkCosigned(dir string, logVerifier note.Verifier, text string) (string, error) {
+	wkey, err := os.ReadFile(filepath.Join(dir, "witness-vkey"))
+	if os.IsNotExist(err) {
+		return "", nil
+	} else if err != nil {
+		return "", err
+	}
+	w, err := newCosigVerifier(strings.TrimSpace(string(wkey)))
+	if err != nil {
+		return "", err
+	}
+	msg, err := os.ReadFile(filepath.Join(dir, "cosigned"))
+	if err != nil {
+		return "", err
+	}
+	n, err := note.Open(msg, note.VerifierList(logVerifier, w))
+	if err != nil {
+		return "", fmt.Errorf("cosigned checkpoint: %v", err)
+	}
+	if n.Text != text {
+		return "", fmt.Errorf("cosigned checkpoint: another text than the checkpoint's")
+	}
+	names := map[string]bool{}
+	for _, s := range n.Sigs {
+		names[s.Name] = true
+	}
+	if !names[w.name] || !names[logVerifier.Name()] || *w.time == 0 {
+		return "", fmt.Errorf("cosigned checkpoint: missing the log's signature or the witness's cosignature")
+	}
+	return fmt.Sprintf(", cosigned by %s at %d", w.name, *w.time), nil
+}
+
 func parseHash(s string) (tlog.Hash, error) {
 	var h tlog.Hash
 	b, err := base64.StdEncoding.DecodeString(s)
@@ -165,6 +266,11 @@ func verify(dir string) (string, error) {
 	n, err := note.Open(msg, note.VerifierList(verifier))
 	if err != nil {
 		return "", fmt.Errorf("checkpoint signature: %v", err)
+	}
+
+	cosigned, err := checkCosigned(dir, verifier, n.Text)
+	if err != nil {
+		return "", err
 	}
 
 	// The checkpoint text: origin, size, root, then extension lines.
@@ -328,6 +434,6 @@ func verify(dir string) (string, error) {
 	if err := sc.Err(); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s size %d: signature, root from tiles, %d entries, %d inclusion proofs, %d consistency proofs",
-		origin, size, len(records), inclusions, consistencies), nil
+	return fmt.Sprintf("%s size %d: signature, root from tiles, %d entries, %d inclusion proofs, %d consistency proofs%s",
+		origin, size, len(records), inclusions, consistencies, cosigned), nil
 }
