@@ -208,4 +208,20 @@ mod tests {
         }
         assert!(Checkpoint::from_text(&format!("o\n0\n{root}\n")).is_ok());
     }
+
+    proptest::proptest! {
+        /// Parsing never panics, and checkpoints round-trip through text.
+        #[test]
+        fn parse_is_total_and_round_trips(
+            junk in "\\PC{0,200}",
+            origin in "[a-z./]{1,30}",
+            size in proptest::prelude::any::<u64>(),
+            root in proptest::prelude::any::<[u8; 32]>(),
+            extensions in proptest::collection::vec("[a-z ]{1,10}", 0..3),
+        ) {
+            let _ = Checkpoint::from_text(&junk);
+            let c = Checkpoint::new(&origin, size, Hash(root), extensions).unwrap();
+            proptest::prop_assert_eq!(Checkpoint::from_text(&c.to_text()).unwrap(), c);
+        }
+    }
 }

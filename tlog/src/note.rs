@@ -596,4 +596,21 @@ mod tests {
             })
         );
     }
+
+    proptest::proptest! {
+        /// Parsing never panics, and what a signer signs opens.
+        #[test]
+        fn parse_is_total_and_signing_round_trips(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            text in "[a-z \n]{0,80}",
+        ) {
+            let _ = Note::parse(&bytes);
+            let text = format!("{text}\n");
+            let signer = Ed25519Signer::from_seed("k", &[5; 32]).unwrap();
+            let mut note = Note::new(text.clone()).unwrap();
+            note.sign(&signer);
+            let opened = Note::open(note.to_text().as_bytes(), &[&signer.verifier()]).unwrap();
+            proptest::prop_assert_eq!(opened.note.text(), text.as_str());
+        }
+    }
 }

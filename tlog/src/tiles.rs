@@ -471,4 +471,21 @@ mod tests {
             Err(TileError::EntryTooLong { len: 65_536 })
         ));
     }
+
+    proptest::proptest! {
+        /// Parsing never panics, and paths round-trip.
+        #[test]
+        fn parse_is_total_and_paths_round_trip(
+            junk in "[a-z0-9x./]{0,40}",
+            level in 0u8..=63,
+            index in proptest::prelude::any::<u64>(),
+            width in 1u16..=256,
+        ) {
+            let _ = parse_path(&junk);
+            let t = Tile::new(level, index, width).unwrap();
+            proptest::prop_assert_eq!(parse_path(&t.path()).unwrap(), TilePath::Hashes(t));
+            let b = Bundle::new(index, width).unwrap();
+            proptest::prop_assert_eq!(parse_path(&b.path()).unwrap(), TilePath::Entries(b));
+        }
+    }
 }

@@ -715,4 +715,24 @@ CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\
             }
         }
     }
+
+    proptest! {
+        /// Parsing a body never panics, and requests round-trip.
+        #[test]
+        fn request_parse_is_total_and_round_trips(
+            bytes in prop::collection::vec(any::<u8>(), 0..400),
+            old in any::<u64>(),
+            proof in prop::collection::vec(any::<[u8; 32]>(), 0..=MAX_PROOF_LINES),
+            checkpoint in prop::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let _ = AddCheckpointRequest::parse(&bytes);
+            let _ = witness().add_checkpoint(&bytes, NOW);
+            let req = AddCheckpointRequest {
+                old_size: old,
+                proof: proof.into_iter().map(Hash).collect(),
+                checkpoint,
+            };
+            prop_assert_eq!(AddCheckpointRequest::parse(&req.to_bytes()).unwrap(), req);
+        }
+    }
 }
