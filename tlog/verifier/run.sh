@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The independent-verifier check of the audit log formats: installs Go and
+# golang.org/x/mod from Debian's packages (install-go.sh, idempotent), then
+# runs the tests in which Go's reference sumdb/note and sumdb/tlog check
+# logs this project wrote. `cargo test --workspace` lists those tests as
+# ignored (a machine with only the Rust toolchain has no Go); .ci/run runs
+# this script after it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash tlog/verifier/install-go.sh
+cargo test -p grompi-tlog --test independent_verifier -- --ignored
