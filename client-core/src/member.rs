@@ -104,19 +104,47 @@ impl Member {
         members: Vec<MemberEntry>,
         rng: &mut impl rand::CryptoRng,
     ) -> Result<Composed, ClientError> {
+        self.create_keyed_conversation(id, slots, members, None, rng)
+    }
+
+    /// Like [`Member::create_conversation`], group-keyed with key periods of
+    /// `period_length` indices when it is `Some` (`docs/PROTOCOL.md`
+    /// section 4.5).
+    pub fn create_keyed_conversation(
+        &mut self,
+        id: ConversationId,
+        slots: SlotSet,
+        members: Vec<MemberEntry>,
+        period_length: Option<u64>,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Result<Composed, ClientError> {
         if self.conversations.contains_key(&id) {
             return Err(ClientError::NotActive("a conversation with this id exists"));
         }
-        let (conv, composed) = Conversation::create(
+        let (conv, composed) = Conversation::create_keyed(
             id,
             self.config.clone(),
             slots,
             members,
+            period_length,
             rng,
             &mut self.secrets,
         )?;
         self.conversations.insert(id, conv);
         Ok(composed)
+    }
+
+    /// Composes a Rekey in a group-keyed conversation (Admins only).
+    pub fn rekey(
+        &mut self,
+        id: &ConversationId,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Result<Composed, ClientError> {
+        let conv = self
+            .conversations
+            .get_mut(id)
+            .ok_or(ClientError::NotActive("unknown conversation"))?;
+        conv.rekey(rng, &mut self.secrets)
     }
 
     /// Builds an envelope for a conversation.
