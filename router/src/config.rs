@@ -247,7 +247,7 @@ impl Config {
             }
         }
         // Each of these must hold at least one envelope of the largest size,
-        // or an envelope could never be accepted.
+        // or such an envelope could never be accepted (or delivered live).
         for (key, value) in [
             (
                 "limits.max_pending_bytes_per_account",
@@ -258,6 +258,7 @@ impl Config {
                 l.max_pending_bytes_per_conversation,
             ),
             ("limits.max_pending_bytes", l.max_pending_bytes),
+            ("limits.subscriber_queue_bytes", l.subscriber_queue_bytes),
         ] {
             if value < l.max_envelope_bytes {
                 return Err(format!(
@@ -430,6 +431,10 @@ mod tests {
             (
                 "max_pending_bytes_per_conversation = 1000\n",
                 "limits.max_pending_bytes_per_conversation (1000) must be at least",
+            ),
+            (
+                "subscriber_queue_bytes = 1000\n",
+                "limits.subscriber_queue_bytes (1000) must be at least limits.max_envelope_bytes",
             ),
             (
                 "max_fetch_bytes = 67108864\n",

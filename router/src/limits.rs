@@ -139,7 +139,7 @@ impl Default for Limits {
             max_connections_per_address: 64,
             max_streams_per_connection: 256,
             max_accounts: 1_000_000,
-            max_unused_keys: 20_000_000,
+            max_unused_keys: 10_000_000,
             max_unused_keys_per_account: 10_000,
             max_sessions: 2_000_000,
             max_sessions_per_account: 16,
