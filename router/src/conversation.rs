@@ -353,6 +353,36 @@ impl Conversation {
         }
     }
 
+    /// Checks the weights kept against weighing every entry again, and
+    /// that only delivered entries are summarised (tests).
+    #[cfg(test)]
+    pub(crate) fn audit_held(&self) -> Result<(), String> {
+        let sum: usize = self.pending.values().map(Pending::weigh).sum();
+        if sum != self.held_bytes {
+            return Err(format!(
+                "held_bytes {} but the entries weigh {sum}",
+                self.held_bytes
+            ));
+        }
+        for (i, p) in &self.pending {
+            if p.weight != p.weigh() {
+                return Err(format!(
+                    "index {}: weight {} but weighs {}",
+                    i.0,
+                    p.weight,
+                    p.weigh()
+                ));
+            }
+            if p.delivered == p.stored.envelope.whole().is_some() {
+                return Err(format!(
+                    "index {}: delivered {} but whole {}",
+                    i.0, p.delivered, !p.delivered
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn insert_pending(&mut self, index: Index, p: Pending) {
         self.held_bytes += p.weight;
         if let Some(old) = self.pending.insert(index, p) {

@@ -403,6 +403,44 @@ impl RouterCore {
         self.pending_per_account.get(account).map_or(0, |w| w.bytes)
     }
 
+    /// Checks the bytes held against the conversations' entries, and the
+    /// per-account bytes against their undelivered envelopes (tests).
+    #[cfg(test)]
+    pub(crate) fn audit_held(&self) -> Result<(), String> {
+        let mut total = 0;
+        let mut per_account: HashMap<AccountId, usize> = HashMap::new();
+        for c in self.conversations.values() {
+            c.audit_held()?;
+            if c.counted_bytes != c.held_bytes() {
+                return Err(format!(
+                    "{}: counted {} of {}",
+                    c.id(),
+                    c.counted_bytes,
+                    c.held_bytes()
+                ));
+            }
+            total += c.held_bytes();
+            for p in c.pending.values().filter(|p| !p.delivered) {
+                if let Some(a) = p.stored.submitter {
+                    *per_account.entry(a).or_default() += p.size;
+                }
+            }
+        }
+        if total != self.held_bytes {
+            return Err(format!(
+                "held_bytes {} but conversations hold {total}",
+                self.held_bytes
+            ));
+        }
+        for (a, w) in &self.pending_per_account {
+            let want = per_account.get(a).copied().unwrap_or(0);
+            if w.bytes != want {
+                return Err(format!("{a}: {} bytes counted, {want} waiting", w.bytes));
+            }
+        }
+        Ok(())
+    }
+
     /// Brings the total of held bytes up to date with conversation `id`.
     fn recount(&mut self, id: &ConversationId) {
         if let Some(conv) = self.conversations.get_mut(id) {
