@@ -4,7 +4,8 @@
 //! bounded number.
 //!
 //! A subscriber that falls behind (its queue over `subscriber_queue`
-//! deliveries or `subscriber_queue_bytes`) is disconnected: its queue is
+//! deliveries or `subscriber_queue_bytes`; one holding nothing takes any
+//! one delivery) is disconnected: its queue is
 //! freed at once and its stream ends, and the client reconnects and
 //! fetches what it missed. When the queues together would go over
 //! `max_subscriber_bytes`, the subscribers holding the most are
@@ -179,9 +180,12 @@ impl Hub {
         for (id, queue) in queues {
             let fits = {
                 let q = queue.lock();
+                let held = q.bytes + q.transit;
+                // A subscriber holding nothing takes any one delivery, so
+                // a large one never cuts off a subscriber that keeps up.
                 !q.closed
                     && q.items.len() < self.limits.queue
-                    && (q.bytes + q.transit).saturating_add(bytes) <= self.limits.queue_bytes
+                    && (held == 0 || held.saturating_add(bytes) <= self.limits.queue_bytes)
             };
             if !fits {
                 self.disconnect(&mut s, account, id, Why::Slow);
@@ -529,6 +533,17 @@ mod tests {
             "the largest went first"
         );
         assert!(small.next_delivery().await.is_some());
+        // A subscriber holding nothing takes one delivery over its bound.
+        let mut keeps_up = hub.subscribe(account(40)).unwrap().spawn_stream();
+        hub.deliver(&account(40), delivery(2 << 20, 0));
+        assert_eq!(
+            futures::StreamExt::next(&mut keeps_up)
+                .await
+                .unwrap()
+                .unwrap()
+                .index,
+            0
+        );
         // A shut-down hub ends every stream.
         hub.close_all();
         assert_eq!((hub.subscribers(), hub.queued_bytes()), (0, 0));
