@@ -48,6 +48,59 @@ pub struct RunReport {
     pub views: Vec<MemberView>,
 }
 
+/// What the expectation says about reading: every honest member read
+/// every message it accepted, and the named members read nothing accepted
+/// after the Update that removed them (the first index at which an honest
+/// member's list no longer holds them).
+fn reading_mismatches(expect: &crate::scenario::Expectation, views: &[MemberView]) -> Vec<String> {
+    let mut out = Vec::new();
+    if expect.every_message_read {
+        for v in views.iter().filter(|v| v.honest) {
+            if let Some(e) = v
+                .accepted
+                .iter()
+                .find(|e| e.kind == "message" && e.plaintext.is_none())
+            {
+                out.push(format!(
+                    "{} accepted the message at index {} but could not read it",
+                    v.name, e.index
+                ));
+            }
+        }
+    }
+    for name in &expect.read_nothing_after_removal {
+        let removal = views
+            .iter()
+            .filter(|v| v.honest)
+            .filter_map(|v| {
+                let mut listed = false;
+                v.accepted.iter().find_map(|e| {
+                    let now = e.members_after.contains(name);
+                    let removed = listed && !now;
+                    listed |= now;
+                    removed.then_some(e.index)
+                })
+            })
+            .min();
+        let Some(removal) = removal else {
+            out.push(format!("{name} was never removed"));
+            continue;
+        };
+        let read_later = views
+            .iter()
+            .filter(|v| &v.name == name)
+            .flat_map(|v| &v.accepted)
+            .find(|e| e.index > removal && e.plaintext.is_some());
+        if let Some(e) = read_later {
+            out.push(format!(
+                "{name} read index {} after its removal at index {removal}",
+                e.index
+            ));
+        }
+    }
+    out
+}
+
 impl RunReport {
     /// The messages no member accepted, as "sender: text".
     pub fn never_accepted(&self) -> Vec<String> {
@@ -111,6 +164,7 @@ impl RunReport {
                 mismatches.push(format!("no honest member raised {alert}"));
             }
         }
+        mismatches.extend(reading_mismatches(&scenario.expect, &views));
         let finding = finding(scenario, &verdicts, &views);
 
         Self {

@@ -111,6 +111,13 @@ pub enum RouterStrategy {
         /// Largest delay, in virtual milliseconds.
         max_ms: u64,
     },
+    /// Colludes with a member removed from the conversation: once it is
+    /// removed, every delivery the router makes to any other member (the
+    /// envelope and all its tags) is also handed to it.
+    ColludeWithRemoved {
+        /// The removed member's name.
+        member: String,
+    },
     /// Crashes and restarts.
     CrashRestart {
         /// The 0-based script step during which it crashes; it restarts after a short downtime.
@@ -222,6 +229,14 @@ pub enum OrderServerStrategy {
         /// The 0-based script step during which it goes down, for the rest of the run.
         after_step: usize,
     },
+    /// Attests honestly, but corrupts the key shares it seals into its
+    /// attestations of a group-keyed conversation (one bit flipped): those
+    /// for the slots of `victims` (their registered order keys), or every
+    /// slot's when `victims` is empty. Its tags are genuine.
+    BadKeyShares {
+        /// The members whose shares it corrupts (every member's when empty).
+        victims: Vec<String>,
+    },
 }
 
 /// One order server that is not honest.
@@ -243,6 +258,7 @@ struct RawOrderServerAdversary {
     server: usize,
     strategy: String,
     after_step: Option<usize>,
+    victims: Option<Vec<String>>,
 }
 
 impl TryFrom<RawOrderServerAdversary> for OrderServerAdversary {
@@ -265,8 +281,14 @@ impl TryFrom<RawOrderServerAdversary> for OrderServerAdversary {
             "offline" => OrderServerStrategy::Offline {
                 after_step: step("offline")?,
             },
+            "bad_key_shares" => OrderServerStrategy::BadKeyShares {
+                victims: raw.victims.clone().unwrap_or_default(),
+            },
             other => return Err(format!("unknown order server strategy {other:?}")),
         };
+        if raw.victims.is_some() && !matches!(strategy, OrderServerStrategy::BadKeyShares { .. }) {
+            return Err(format!("strategy {} takes no victims", raw.strategy));
+        }
         if raw.after_step.is_some()
             && !matches!(
                 strategy,
@@ -365,6 +387,7 @@ fn strategy_name(s: &RouterStrategy) -> &'static str {
         RouterStrategy::WithholdTags => "withhold tags",
         RouterStrategy::Delay { .. } => "delay",
         RouterStrategy::CrashRestart { .. } => "crash and restart",
+        RouterStrategy::ColludeWithRemoved { .. } => "collude with a removed member",
         RouterStrategy::CorruptDeliveries => "corrupt deliveries",
         RouterStrategy::ForgeHeadProofs => "forge head proofs",
         RouterStrategy::MalformedJobs { tamper } => match tamper {
@@ -392,6 +415,8 @@ fn server_strategy_name(s: &OrderServerStrategy) -> &'static str {
         OrderServerStrategy::SkipSenderCheck => "skip sender check",
         OrderServerStrategy::CrashRestart { .. } => "crash and restart",
         OrderServerStrategy::Offline { .. } => "offline",
+        OrderServerStrategy::BadKeyShares { victims } if victims.is_empty() => "bad key shares",
+        OrderServerStrategy::BadKeyShares { .. } => "bad key shares for some members",
     }
 }
 
@@ -411,6 +436,11 @@ pub struct Network {
     /// protocol's (optional; the protocol's limits by default).
     #[serde(default)]
     pub order_server_limits: Option<ServerLimits>,
+    /// Key period length, in indices, of a group-keyed conversation
+    /// (`docs/PROTOCOL.md` 4.5): the creator then creates it with
+    /// `create_keyed_conversation`. Absent: pairwise-keyed.
+    #[serde(default)]
+    pub group_period: Option<u64>,
 }
 
 /// Order server limits a deployment may configure below the protocol's.
@@ -482,6 +512,11 @@ pub enum Misbehave {
     /// and passes the Update on, and every order server refuses it
     /// (`unauthorized_update`).
     RemoveLastAdmin,
+    /// An admin's Rekey in a group-keyed conversation whose header commits
+    /// to one RN1 while every recipient's block carries another
+    /// (`rn1_mismatch`): nobody follows it, and everyone stays on the
+    /// generation before.
+    BadRn1,
     /// Straight to the order servers: an envelope stamped with the next
     /// epoch (`wrong_epoch`).
     WrongEpoch,
@@ -508,6 +543,7 @@ impl Misbehave {
                 | Self::FalseReceipt
                 | Self::SwapSlots
                 | Self::RemoveLastAdmin
+                | Self::BadRn1
         )
     }
 
@@ -519,6 +555,7 @@ impl Misbehave {
             Self::FalseReceipt => "receipt_mismatch",
             Self::SwapSlots => "foreign_slot_key",
             Self::RemoveLastAdmin => "unauthorized_update",
+            Self::BadRn1 => "rn1_mismatch",
             Self::WrongEpoch => "wrong_epoch",
             Self::UnknownSlot => "unknown_slot",
             Self::NonAdminUpdate => "not_authorized",
@@ -552,6 +589,13 @@ pub struct Step {
     /// The actor, a compromised member, sends something malicious.
     #[serde(default)]
     pub misbehave: Option<Misbehave>,
+    /// The actor (an Admin of a group-keyed conversation) sends a Rekey.
+    #[serde(default)]
+    pub rekey: bool,
+    /// The step runs at the same virtual time as the step before it, so
+    /// both actors compose before either sees the other's envelope.
+    #[serde(default)]
+    pub with_previous: bool,
 }
 
 impl Step {
@@ -563,6 +607,7 @@ impl Step {
             + usize::from(self.receipt)
             + usize::from(self.prove_heads)
             + usize::from(self.misbehave.is_some())
+            + usize::from(self.rekey)
     }
 }
 
@@ -580,6 +625,13 @@ pub struct Expectation {
     /// Refusal kinds at least one order server must give.
     #[serde(default)]
     pub refusals: Vec<String>,
+    /// Every honest member read (decrypted) every message it accepted.
+    #[serde(default)]
+    pub every_message_read: bool,
+    /// Members (compromised ones too) that read no message accepted after
+    /// the Update that removed them.
+    #[serde(default)]
+    pub read_nothing_after_removal: Vec<String>,
 }
 
 /// A parsed, validated scenario.
@@ -671,6 +723,42 @@ impl Scenario {
                 );
             }
         }
+        if self.network.group_period == Some(0) {
+            return Err("group_period must be at least 1".into());
+        }
+        for (i, step) in self.script.iter().enumerate() {
+            if step.rekey && self.network.group_period.is_none() {
+                return Err(format!(
+                    "script step {i}: a rekey needs a group-keyed conversation ([network] group_period)"
+                ));
+            }
+            if step.with_previous && i == 0 {
+                return Err("script step 0 has no step before it to run with".into());
+            }
+        }
+        for o in &self.adversary.order_servers {
+            if let OrderServerStrategy::BadKeyShares { victims } = &o.strategy {
+                if self.network.group_period.is_none() {
+                    return Err("bad_key_shares needs a group-keyed conversation".into());
+                }
+                if let Some(v) = victims.iter().find(|v| !everyone.contains(v.as_str())) {
+                    return Err(format!("bad_key_shares victim {v:?} is not a member"));
+                }
+            }
+        }
+        for name in
+            self.expect
+                .read_nothing_after_removal
+                .iter()
+                .chain(match &self.adversary.router {
+                    RouterStrategy::ColludeWithRemoved { member } => Some(member),
+                    _ => None,
+                })
+        {
+            if !everyone.contains(name.as_str()) {
+                return Err(format!("{name:?} is not a member"));
+            }
+        }
         if matches!(self.adversary.router, RouterStrategy::SubstituteJoin { .. })
             && !self.script.iter().any(|s| s.add.is_some())
         {
@@ -707,6 +795,11 @@ impl Scenario {
                     return Err(format!(
                         "script step {i}: remove_last_admin needs {:?} to be the only admin",
                         step.from
+                    ));
+                }
+                Misbehave::BadRn1 if !admin || self.network.group_period.is_none() => {
+                    return Err(format!(
+                        "script step {i}: bad_rn1 needs an admin in a group-keyed conversation"
                     ));
                 }
                 Misbehave::NonAdminUpdate if admin => {
@@ -861,6 +954,77 @@ alerts = ["conflicting_heads"]
         assert_eq!(
             s.network.server_limits().max_slots,
             grompi_proto::limits::MAX_SLOTS
+        );
+        let group = [
+            (
+                PROTEST.replace("remove = \"dave\"", "rekey = true"),
+                "group_period",
+            ),
+            (
+                PROTEST.replace("send = \"Meet", "with_previous = true\nsend = \"Meet"),
+                "no step before it",
+            ),
+            (
+                PROTEST.replace(
+                    "{ server = 1, strategy = \"equivocate\" }",
+                    "{ server = 1, strategy = \"bad_key_shares\", victims = [\"bob\"] }",
+                ),
+                "group-keyed",
+            ),
+            (
+                PROTEST
+                    .replace("members = [", "group_period = 2\nmembers = [")
+                    .replace(
+                        "{ server = 1, strategy = \"equivocate\" }",
+                        "{ server = 1, strategy = \"bad_key_shares\", victims = [\"zed\"] }",
+                    ),
+                "zed",
+            ),
+            (
+                PROTEST.replace(
+                    "{ server = 1, strategy = \"equivocate\" }",
+                    "{ server = 1, strategy = \"equivocate\", victims = [\"bob\"] }",
+                ),
+                "takes no victims",
+            ),
+            (
+                PROTEST.replace("members = [", "group_period = 0\nmembers = ["),
+                "at least 1",
+            ),
+            (
+                mallory(
+                    "from = \"mallory\"\nmisbehave = \"bad_rn1\"",
+                    "admins = [\"alice\", \"mallory\"]\n",
+                ),
+                "bad_rn1 needs an admin in a group-keyed conversation",
+            ),
+            (
+                mallory(
+                    "from = \"mallory\"\nmisbehave = \"bad_rn1\"",
+                    "group_period = 3\n",
+                ),
+                "bad_rn1 needs an admin in a group-keyed conversation",
+            ),
+        ];
+        for (text, needle) in group {
+            let err = Scenario::parse("x.toml", &text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+        let keyed = PROTEST
+            .replace("members = [", "group_period = 2\nmembers = [")
+            .replace("remove = \"dave\"", "rekey = true\nwith_previous = true")
+            .replace(
+                "{ server = 1, strategy = \"equivocate\" }",
+                "{ server = 1, strategy = \"bad_key_shares\", victims = [\"bob\"] }",
+            );
+        let s = Scenario::parse("x.toml", &keyed).unwrap();
+        assert_eq!(s.network.group_period, Some(2));
+        assert!(s.script[1].rekey && s.script[1].with_previous);
+        assert_eq!(
+            s.adversary.order_servers[1].strategy,
+            OrderServerStrategy::BadKeyShares {
+                victims: vec!["bob".into()]
+            }
         );
         let unknown_key = PROTEST.replace("server = 1,", "server = 1, bogus = 2,");
         assert!(Scenario::parse("x.toml", &unknown_key).is_err());

@@ -57,6 +57,8 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             receipt: false,
             prove_heads: false,
             misbehave: None,
+            rekey: false,
+            with_previous: false,
         })
         .collect();
     Scenario {
@@ -68,6 +70,7 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             members: names,
             admins: None,
             order_server_limits: None,
+            group_period: None,
         },
         adversary: Default::default(),
         script,
@@ -76,6 +79,8 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             integrity: true,
             alerts: vec![],
             refusals: vec![],
+            every_message_read: false,
+            read_nothing_after_removal: vec![],
         },
     }
 }

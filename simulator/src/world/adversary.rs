@@ -40,6 +40,8 @@ pub struct RouterAdversary {
     prepared: BTreeMap<[u8; 32], NextSet>,
     /// (member, index) pairs already given a substituted Update.
     substituted: BTreeSet<(usize, u64)>,
+    /// Deliveries handed to a removed member it colludes with.
+    handed_to_removed: u64,
 }
 
 impl RouterAdversary {
@@ -63,6 +65,7 @@ impl RouterAdversary {
             replays: 0,
             prepared: BTreeMap::new(),
             substituted: BTreeSet::new(),
+            handed_to_removed: 0,
         }
     }
 
@@ -301,6 +304,27 @@ impl World {
             | RouterStrategy::ForgeHeadProofs
             | RouterStrategy::MalformedJobs { .. }
             | RouterStrategy::CrashRestart { .. } => self.send(Event::Deliver { to, delivery }),
+            RouterStrategy::ColludeWithRemoved { member } => {
+                // The removed member gets a copy of everything, tags and
+                // the recipient's key shares included.
+                let accomplice = self.members.iter().position(|m| m.name == member);
+                if let Some(a) = accomplice
+                    && a != to
+                    && self.members[a].removed()
+                {
+                    if self.adversary.handed_to_removed == 0 {
+                        self.notes.push(format!(
+                            "the router hands {member} deliveries after the removal"
+                        ));
+                    }
+                    self.adversary.handed_to_removed += 1;
+                    self.send(Event::Deliver {
+                        to: a,
+                        delivery: delivery.clone(),
+                    });
+                }
+                self.send(Event::Deliver { to, delivery });
+            }
             RouterStrategy::CorruptDeliveries => {
                 if delivery.header.is_some() {
                     let mut bad = delivery.clone();

@@ -119,16 +119,18 @@ impl MemberNode {
             .is_some_and(|c| *c.phase() == Phase::Removed)
     }
 
-    /// Creates the conversation with the slots the router assigned;
-    /// returns the Setup to submit.
+    /// Creates the conversation with the slots the router assigned,
+    /// group-keyed with key periods of `group_period` indices when it is
+    /// `Some`; returns the Setup to submit.
     pub fn create(
         &mut self,
         slots: SlotSet,
         members: Vec<MemberEntry>,
+        group_period: Option<u64>,
         rng: &mut impl rand::CryptoRng,
     ) -> Result<Composed, ClientError> {
         self.member
-            .create_conversation(self.id, slots, members, rng)
+            .create_keyed_conversation(self.id, slots, members, group_period, rng)
     }
 
     /// Builds an envelope for the conversation with its client.

@@ -12,7 +12,8 @@
 //!   whose blocks are framed as another member's, a receipt naming a head
 //!   the conversation never had, an admin's Update that swaps two members'
 //!   next slots, the only admin's Update that leaves (the servers refuse
-//!   its next slot set without an admin slot).
+//!   its next slot set without an admin slot), an admin's Rekey whose
+//!   blocks carry another RN1 than its header commits to.
 //! * Straight to every order server, as a router colluding with the member
 //!   would pass it on (the honest router refuses each of these itself): an
 //!   envelope of the next epoch, one from a slot outside the slot set, a
@@ -26,11 +27,12 @@ use crate::view::SentRecord;
 use grompi_client_core::body::{BlockPlaintext, BodyKey};
 use grompi_client_core::compose::{self, Composed, Sending};
 use grompi_client_core::content::{Change, Content, MemberEntry, SetupContent, UpdateContent};
+use grompi_client_core::group_key::{KeyGeneration, Rn1};
 use grompi_client_core::keyring::SlotMacKeys;
 use grompi_proto::limits::MAX_BLOCKS;
 use grompi_proto::{
-    AccountId, ConversationId, Envelope, Epoch, Head, Index, RecipientBlock, Sequence, SlotIndex,
-    SlotRole, SlotSecret, SlotSet, pb,
+    AccountId, ConversationId, Envelope, Epoch, Head, Index, KeyStart, RecipientBlock, Sequence,
+    SlotIndex, SlotRole, SlotSecret, SlotSet, pb,
 };
 
 /// Why a malicious envelope could not be built (recorded as a note).
@@ -124,6 +126,7 @@ impl World {
             // a direct offer shows the order servers' check.
             Misbehave::RemoveLastAdmin => self.direct(actor, step, what),
             Misbehave::FalseReceipt => self.false_receipt(actor, step),
+            Misbehave::BadRn1 => self.bad_rn1(actor, step),
             Misbehave::BrokenKeyCommitment | Misbehave::Impersonate => {
                 self.through_router(actor, step, what)
             }
@@ -244,6 +247,63 @@ impl World {
                 mac_keys: &seat.keys,
             },
             &Content::Update(update),
+            sched.rng(),
+            &mut m.secrets_mut().pairwise,
+        )?;
+        let now = self.now();
+        self.submit_composed(actor, Some(step), None, 0, composed, now);
+        Ok(())
+    }
+
+    /// An admin's Rekey, composed from the member's keys with the client's
+    /// envelope builder, whose key start commits to one fresh RN1 while
+    /// every block carries another: each recipient checks its RN1 against
+    /// the commitment. Sent with a sequence number above any the member
+    /// used (its client does not know of it).
+    fn bad_rn1(&mut self, actor: usize, step: usize) -> Result<(), ToolkitError> {
+        let seat = self.seat(actor)?;
+        let name = self.name_of(actor);
+        let no_key = || ToolkitError::NoSeat(name.clone());
+        let (epoch, generation, _, period_length) = self
+            .members
+            .get(actor)
+            .and_then(|m| m.conversation())
+            .and_then(grompi_client_core::Conversation::key_position)
+            .ok_or_else(no_key)?;
+        let next = KeyGeneration(generation.ok_or_else(no_key)?.0.saturating_add(1));
+        let me = self.members.get(actor).map(|m| m.account);
+        let recipients: Vec<(SlotIndex, AccountId)> = seat
+            .members
+            .iter()
+            .filter(|e| Some(e.account) != me)
+            .map(|e| (e.slot, e.account))
+            .collect();
+        let Self { sched, members, .. } = self;
+        let committed = Rn1::generate(sched.rng());
+        let sent = Rn1::generate(sched.rng());
+        let start = KeyStart::new(
+            next.0,
+            period_length,
+            committed.commitment(&seat.conversation, epoch, next),
+        )?;
+        let m = members.get_mut(actor).ok_or_else(no_key)?;
+        let takes_part = |_: &AccountId| true;
+        let composed = compose::compose_keyed(
+            &Sending {
+                conversation: seat.conversation,
+                epoch: seat.epoch,
+                sender: seat.slot,
+                sequence: Sequence(1 << 40),
+                last_seen: seat.last_seen,
+                recipients: &recipients,
+                mac_keys: &seat.keys,
+            },
+            &Content::Rekey,
+            compose::Keying::Start {
+                start,
+                rn1: &sent,
+                takes_part: &takes_part,
+            },
             sched.rng(),
             &mut m.secrets_mut().pairwise,
         )?;

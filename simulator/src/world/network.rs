@@ -108,9 +108,18 @@ impl World {
             purpose: Purpose::Create,
         });
         let mut at = SCRIPT_START;
+        let mut previous = at;
         for k in 0..self.scenario.script.len() {
+            // A step `with_previous` runs when the step before it does (no
+            // gap is drawn for it, so scenarios without one are unchanged).
+            if self.scenario.script[k].with_previous {
+                self.sched
+                    .at(crate::schedule::VirtualTime(previous), Event::Step(k));
+                continue;
+            }
             self.sched
                 .at(crate::schedule::VirtualTime(at), Event::Step(k));
+            previous = at;
             let gap = self.sched.rng().random_range(STEP_GAP.0..=STEP_GAP.1);
             at = at.saturating_add(gap);
         }

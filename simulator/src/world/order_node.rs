@@ -43,6 +43,9 @@ pub struct OrderNode {
     limits: Limits,
     instances: Vec<Instance>,
     down: bool,
+    /// With [`OrderServerStrategy::BadKeyShares`]: the registered order
+    /// keys of the members whose shares it corrupts (empty: every slot's).
+    victim_keys: Vec<grompi_proto::SlotKey>,
     /// Refusals this server gave, by kind (its own detections).
     pub refusals: BTreeMap<String, u64>,
 }
@@ -71,8 +74,16 @@ impl OrderNode {
                 store: MemStore::new(),
             }],
             down: false,
+            victim_keys: Vec::new(),
             refusals: BTreeMap::new(),
         }
+    }
+
+    /// Names the slot keys whose key shares a server with
+    /// [`OrderServerStrategy::BadKeyShares`] corrupts: every order key the
+    /// victims registered (a slot holding one is a victim's).
+    pub fn set_victim_keys(&mut self, keys: Vec<grompi_proto::SlotKey>) {
+        self.victim_keys = keys;
     }
 
     /// The server's public key.
@@ -165,6 +176,12 @@ impl OrderNode {
         }
         let strategy = self.strategy.clone();
         let forge_with = (strategy == OrderServerStrategy::SkipSenderCheck).then_some(self.secret);
+        let bad_shares = match &strategy {
+            OrderServerStrategy::BadKeyShares { victims } => {
+                Some((victims.is_empty(), self.victim_keys.clone()))
+            }
+            _ => None,
+        };
         let mut refused: Vec<String> = Vec::new();
         let Some(inst) = self.instance(branch) else {
             return Self::unreachable(job, "no such instance");
@@ -206,6 +223,9 @@ impl OrderNode {
                 Ok(Answer::Refused(r)) => pb::attest_result::Outcome::Refused(r),
                 Ok(Answer::Attested(a)) => {
                     let mut wire = pb::Attestation::from(&a);
+                    if let Some((every, victims)) = &bad_shares {
+                        corrupt_shares(&txn, item, *every, victims, &mut wire.key_shares);
+                    }
                     if strategy == OrderServerStrategy::ForgeTags {
                         for t in wire.tags.iter_mut().chain(wire.next_tags.iter_mut()) {
                             if let Some(b) = t.first_mut() {
@@ -372,6 +392,45 @@ fn attest_one(
             Ok(Answer::Refused(pb::Refusal::from(&refusal)))
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Flips a bit in the key shares of `wire` (one per slot, in slot order)
+/// sealed for a slot whose key is one of `victims`, or in every share when
+/// `every`. The slots are the next epoch's for an Update (whose shares are
+/// sealed for them), the header epoch's otherwise.
+fn corrupt_shares(
+    store: &impl StoreRead,
+    item: &pb::AttestItem,
+    every: bool,
+    victims: &[grompi_proto::SlotKey],
+    wire: &mut [Vec<u8>],
+) {
+    let slots = if every {
+        None
+    } else {
+        let Ok(req) = AttestRequest::try_from(item.clone()) else {
+            return;
+        };
+        let h = &req.envelope.header;
+        match req.next_slots {
+            Some(next) => Some(next),
+            None => match store.slot_set(&h.conversation(), h.epoch()) {
+                Ok(Some(set)) => Some(set),
+                _ => return,
+            },
+        }
+    };
+    for (i, share) in wire.iter_mut().enumerate() {
+        let victim = slots.as_ref().is_none_or(|set| {
+            u32::try_from(i)
+                .ok()
+                .and_then(|i| set.get(SlotIndex(i)))
+                .is_some_and(|e| victims.contains(&e.key))
+        });
+        if victim && let Some(b) = share.first_mut() {
+            *b ^= 0x01;
+        }
     }
 }
 

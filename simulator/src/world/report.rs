@@ -71,8 +71,32 @@ impl World {
                 && let Some(c) = m.conversation()
                 && let Some(ms) = c.membership()
             {
-                // A joiner starts from the list the Update that added it set.
+                // A joiner starts from the list the Update that added it
+                // set: its last list with every change it applied after
+                // that Update undone, latest first (a later join or
+                // removal must not show at its first index).
                 roster = ms.members().keys().copied().collect();
+                for e in entries.iter().skip(1).rev() {
+                    match m.info.get(&e.index.0).and_then(|i| i.change) {
+                        Some(Change::Add { account, .. }) => {
+                            roster.remove(&account);
+                        }
+                        Some(Change::Remove { account }) => {
+                            roster.insert(account);
+                        }
+                        Some(Change::Leave) => {
+                            let sender = self
+                                .composed
+                                .get(e.envelope_hash.as_bytes())
+                                .and_then(|c| self.members.get(c.sender))
+                                .map(|s| s.account);
+                            if let Some(a) = sender {
+                                roster.insert(a);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             }
             for e in &entries {
                 let info = m.info.get(&e.index.0).cloned().unwrap_or_default();

@@ -53,6 +53,8 @@ impl World {
                 plaintext: text.clone(),
             });
             Content::Message(text.as_bytes().to_vec())
+        } else if step.rekey {
+            Content::Rekey
         } else if step.receipt {
             match self.members[actor]
                 .conversation()
@@ -327,7 +329,8 @@ impl World {
         let Some(m) = nodes.get_mut(creator) else {
             return;
         };
-        match m.create(slots, members, sched.rng()) {
+        let period = self.scenario.network.group_period;
+        match m.create(slots, members, period, sched.rng()) {
             Ok(composed) => {
                 self.submit_composed(creator, None, None, 0, composed, now);
             }

@@ -84,9 +84,11 @@ impl World {
         let compromised: BTreeSet<&String> =
             scenario.adversary.compromised_members.iter().collect();
         let mut members = Vec::with_capacity(names.len());
+        let mut registered = Vec::with_capacity(names.len());
         for name in &names {
             let mut secrets = Secrets::default();
             let order_keys = secrets.order_keys.generate(sched.rng(), 16);
+            registered.push(order_keys.clone());
             let token = register(&mut router, &mut sched, &mut secrets, &order_keys)?;
             let honest = !compromised.contains(name);
             // The adversary holds a compromised member's keys.
@@ -99,6 +101,20 @@ impl World {
                 MemberNode::new(name.clone(), honest, secrets, token, client_config.clone());
             node.stolen_order_keys = stolen;
             members.push(node);
+        }
+        // A server corrupting some members' key shares knows their slots
+        // by the order keys they registered.
+        for o in &mut servers {
+            if let OrderServerStrategy::BadKeyShares { victims } = o.strategy().clone() {
+                let keys = victims
+                    .iter()
+                    .filter_map(|v| names.iter().position(|n| n == v))
+                    .filter_map(|i| registered.get(i))
+                    .flatten()
+                    .copied()
+                    .collect();
+                o.set_victim_keys(keys);
+            }
         }
         // Pairwise sessions, each from a bundle with its own one-time key.
         for i in 0..members.len() {
