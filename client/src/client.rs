@@ -152,7 +152,32 @@ pub struct Summary {
     pub quorum_only: u64,
     /// Fully attested indices.
     pub fully_attested: u64,
+    /// How the conversation is keyed.
+    pub keys: KeySummary,
 }
+
+/// How a conversation's messages are keyed (`docs/PROTOCOL.md` sections
+/// 4.1 and 4.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySummary {
+    /// Every message's key travels in a pairwise Olm block to each member.
+    Pairwise,
+    /// Group keys: the key generation this member holds (none after a bad
+    /// RN1), the current key period and its length in indices.
+    Group {
+        /// The key generation of the current epoch this member holds.
+        generation: Option<u64>,
+        /// The current key period.
+        period: u64,
+        /// Indices per key period.
+        period_length: u64,
+    },
+}
+
+/// Key periods of the conversations this client creates unless told
+/// otherwise: the group key renews every this many indices (and at every
+/// membership change and Rekey).
+pub const DEFAULT_KEY_PERIOD: u64 = 100;
 
 /// An account in a home directory.
 pub struct Client {
@@ -331,6 +356,14 @@ impl Client {
             undecryptable: c.undecryptable().iter().map(|i| i.0).collect(),
             quorum_only,
             fully_attested,
+            keys: match c.key_position() {
+                None => KeySummary::Pairwise,
+                Some((_, generation, period, period_length)) => KeySummary::Group {
+                    generation: generation.map(|g| g.0),
+                    period: period.0,
+                    period_length,
+                },
+            },
         })
     }
 

@@ -211,13 +211,21 @@ async fn run(cli: Cli) -> Outcome {
             }
             Ok(())
         }
-        Command::Create { name, members } => {
+        Command::Create {
+            name,
+            members,
+            renew_every,
+            pairwise,
+        } => {
             let mut client = open(&cli)?;
             let mut peers = Vec::new();
             for m in members {
                 peers.push(client.resolve_account(m)?);
             }
-            let id = client.create_conversation(name.as_deref(), &peers).await?;
+            let period = (!*pairwise).then_some(*renew_every);
+            let id = client
+                .create_keyed_conversation(name.as_deref(), &peers, period)
+                .await?;
             println!("created conversation {}", show::conv(&client, &id));
             println!("id: {}", id.to_hex());
             println!("members join with: grompi join {}", id.to_hex());
@@ -383,6 +391,16 @@ async fn run(cli: Cli) -> Outcome {
                 show::members(&client, &s);
             }
             print_fork_bound(&client);
+            Ok(())
+        }
+        Command::Rekey { conversation: c } => {
+            let mut client = open(&cli)?;
+            let id = conversation(&mut client, c).await?;
+            client.rekey(id).await?;
+            let s = client
+                .summary(&id)
+                .ok_or_else(|| ApiError::UnknownConversation(c.clone()))?;
+            println!("rekeyed: {}", show::keys(&s.keys));
             Ok(())
         }
         Command::Receipt { conversation: c } => {

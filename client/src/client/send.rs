@@ -157,13 +157,33 @@ impl Client {
 
     // ---- Conversations --------------------------------------------------
 
-    /// Creates a conversation with `peers` (this account is its Admin),
-    /// submits its Setup and accepts it. Returns its id.
+    /// Creates a group-keyed conversation with `peers` (this account is
+    /// its Admin) whose key renews every [`super::DEFAULT_KEY_PERIOD`]
+    /// indices, submits its Setup and accepts it. Returns its id.
     pub async fn create_conversation(
         &mut self,
         name: Option<&str>,
         peers: &[AccountId],
     ) -> Result<ConversationId, ApiError> {
+        self.create_keyed_conversation(name, peers, Some(super::DEFAULT_KEY_PERIOD))
+            .await
+    }
+
+    /// Creates a conversation with `peers`: group-keyed with key periods of
+    /// `period_length` indices when it is `Some`, pairwise-keyed (one Olm
+    /// block per member for every message, the high-assurance mode) when
+    /// it is `None`.
+    pub async fn create_keyed_conversation(
+        &mut self,
+        name: Option<&str>,
+        peers: &[AccountId],
+        period_length: Option<u64>,
+    ) -> Result<ConversationId, ApiError> {
+        if period_length == Some(0) {
+            return Err(ApiError::Refused(
+                "a key period is at least one index long".into(),
+            ));
+        }
         self.ensure_signed_in().await?;
         if let Some(n) = name
             && self.meta.values().any(|m| m.name.as_deref() == Some(n))
@@ -206,9 +226,13 @@ impl Client {
         )?;
         let members = entries(&slots, &created.assignments, &roster)?;
         self.ensure_sessions(peers).await?;
-        let composed = self
-            .member
-            .create_conversation(id, slots, members, &mut rand::rng())?;
+        let composed = self.member.create_keyed_conversation(
+            id,
+            slots,
+            members,
+            period_length,
+            &mut rand::rng(),
+        )?;
         self.meta.entry(id).or_default().name = name.map(str::to_owned);
         let pending = self.save_pending(id, &composed, None)?;
         self.submit_pending(&pending).await?;
@@ -225,6 +249,13 @@ impl Client {
     pub async fn send(&mut self, id: ConversationId, text: &str) -> Result<Progress, ApiError> {
         self.send_content(id, Content::Message(text.as_bytes().to_vec()), &[])
             .await
+    }
+
+    /// Starts the next key generation of a group-keyed conversation with a
+    /// fresh RN1 for every member (Admins only): what a removed member or a
+    /// leaked key knew stops opening anything from here on.
+    pub async fn rekey(&mut self, id: ConversationId) -> Result<Progress, ApiError> {
+        self.send_content(id, Content::Rekey, &[]).await
     }
 
     /// Sends a receipt for everything accepted so far.

@@ -72,10 +72,25 @@ pub enum Command {
         confirm: bool,
     },
     /// Create a conversation with some of your contacts (you are its admin).
+    ///
+    /// Its messages use a group key from two sources: a secret you send
+    /// each member in its pairwise channel, and shares from the order
+    /// servers that renew the key every `--renew-every` messages (and at
+    /// every membership change and `rekey`). `--pairwise` instead encrypts
+    /// every message's key to each member separately: more work per
+    /// message, and each message is tied to its sender's own channel.
     Create {
         /// A local name for the conversation.
         #[arg(long)]
         name: Option<String>,
+        /// Renew the group key every this many messages.
+        #[arg(long, default_value_t = grompi_client::client::DEFAULT_KEY_PERIOD,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        renew_every: u64,
+        /// No group key: every message's key goes to each member in its
+        /// pairwise channel (the high-assurance mode).
+        #[arg(long, conflicts_with = "renew_every")]
+        pairwise: bool,
         /// The other members (contact names or account ids).
         #[arg(required = true)]
         members: Vec<String>,
@@ -132,6 +147,13 @@ pub enum Command {
         /// What to do (default: list).
         #[command(subcommand)]
         action: Option<MembersAction>,
+    },
+    /// Start the next group key of a conversation (admins only): a fresh
+    /// secret for every current member, so that what an earlier key or a
+    /// removed member knew opens nothing from here on.
+    Rekey {
+        /// The conversation: its local name, id, or a unique id prefix.
+        conversation: String,
     },
     /// Tell the other members how far you have processed the conversation
     /// (they compare it with their own transcript).

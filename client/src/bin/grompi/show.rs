@@ -1,6 +1,6 @@
 //! How things are printed.
 
-use grompi_client::client::{Client, Progress, Record, Summary};
+use grompi_client::client::{Client, KeySummary, Progress, Record, Summary};
 use grompi_client_core::conversation::{Event, Phase};
 use grompi_client_core::head_proof::HeadProofOutcome;
 use grompi_proto::{AccountId, ConversationId, SlotRole};
@@ -106,6 +106,26 @@ pub fn progress(client: &Client, p: &Progress, only: Option<&ConversationId>) {
 }
 
 /// Prints the members, one a line: name (or account id), admin mark, id.
+/// How a conversation is keyed, e.g. "group key, generation 1, period 3
+/// (renewed every 100 messages)".
+pub fn keys(k: &KeySummary) -> String {
+    match k {
+        KeySummary::Pairwise => "pairwise (each message's key sent to every member)".to_owned(),
+        KeySummary::Group {
+            generation,
+            period,
+            period_length,
+        } => match generation {
+            Some(g) => format!(
+                "group key, generation {g}, period {period} (renewed every {period_length} messages)"
+            ),
+            None => "group key NOT HELD: this member got no valid key for this epoch (see alerts)"
+                .to_owned(),
+        },
+    }
+}
+
+/// The member list, then the epoch and how the conversation is keyed.
 pub fn members(client: &Client, s: &Summary) {
     for (a, role) in &s.members {
         let role = match role {
@@ -113,6 +133,9 @@ pub fn members(client: &Client, s: &Summary) {
             SlotRole::Member => "",
         };
         println!("{}{role}  {}", who(client, a), a.to_hex());
+    }
+    if let Some(e) = s.epoch {
+        println!("epoch {e}; keys: {}", keys(&s.keys));
     }
 }
 
@@ -149,6 +172,7 @@ pub fn summary(client: &Client, s: &Summary) {
         })
         .collect();
     println!("  members: {}", names.join(", "));
+    println!("  keys: {}", keys(&s.keys));
     println!(
         "  accepted: {} indices ({} fully attested, {} with the quorum only)",
         s.fully_attested + s.quorum_only,
