@@ -1,5 +1,6 @@
-//! Tests of the core against fake order servers built on proto's MACs, with
-//! an in-memory store that forgets uncommitted writes on a simulated crash.
+//! Tests of the core, driven through the production driver, against the
+//! real order server cores (`tests/support/order_servers.rs`), with an
+//! in-memory store that forgets uncommitted writes on a simulated crash.
 
 use super::*;
 use crate::driver::{CommitBatch, Driver, DriverConfig, fold};
@@ -20,11 +21,11 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-// ---------------------------------------------------------------- fakes ---
+// ------------------------------------------------------- order servers ---
 
-#[path = "../tests/support/fake_order.rs"]
-mod fake_order;
-use fake_order::FakeServer;
+#[path = "../tests/support/order_servers.rs"]
+mod order_servers;
+use order_servers::OrderServer;
 
 /// A member: identity, session, order key secrets, slots per conversation.
 struct Member {
@@ -48,7 +49,7 @@ struct World {
     /// The core, run by the loop every shell runs.
     driver: Driver,
     config: CoreConfig,
-    servers: Vec<FakeServer>,
+    servers: Vec<OrderServer>,
     down: Vec<bool>,
     rng: StdRng,
     now: Millis,
@@ -65,9 +66,9 @@ struct World {
     streams: Vec<crate::fanout::StreamOrder>,
 }
 
-fn config(n: usize, quorum: usize) -> (CoreConfig, Vec<FakeServer>) {
-    let servers: Vec<FakeServer> = (0..n)
-        .map(|i| FakeServer::new(i as u32, 40 + i as u8))
+fn config(n: usize, quorum: usize) -> (CoreConfig, Vec<OrderServer>) {
+    let servers: Vec<OrderServer> = (0..n)
+        .map(|i| OrderServer::new(i as u32, 40 + i as u8))
         .collect();
     (
         CoreConfig {

@@ -3,10 +3,10 @@
 //! the test process.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/fake_order.rs"]
-mod fake_order;
 #[path = "support/net.rs"]
 mod net;
+#[path = "support/order_servers.rs"]
+mod order_servers;
 
 use grompi_proto::pb;
 use grompi_proto::pb::router_client::RouterClient;

@@ -1,9 +1,9 @@
 //! A test network: N order servers (the real order server core over its
-//! in-memory store, [`super::fake_order`]) served over mutual TLS in this
+//! in-memory store, [`super::order_servers`]) served over mutual TLS in this
 //! process, and the real `router` binary as a child process.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::fake_order::OrderServer;
+use super::order_servers::OrderServer;
 use ed25519_dalek::{Signer, SigningKey};
 use grompi_ops::tls::TlsIdentity;
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};

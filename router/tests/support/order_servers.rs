@@ -27,9 +27,6 @@ use grompi_proto::{
 use std::collections::{BTreeSet, HashMap};
 use tonic::Status;
 
-/// The name the core's unit tests use.
-pub type FakeServer = OrderServer;
-
 /// What the tests read of one conversation: its attested chain, from the
 /// store.
 pub struct Conversation {
@@ -188,6 +185,7 @@ impl OrderServer {
                         Ok(a) => pb::attest_result::Outcome::Attested((&a).into()),
                         Err(r) => pb::attest_result::Outcome::Refused((&r).into()),
                     }),
+                    log_index: None,
                 }
             })
             .collect();
