@@ -13,13 +13,12 @@
 //! ([`StoreError::CommittedThenFailed`]). Then the batch's answers are sent
 //! (what they promise is durable) and the writer stops all the same.
 
-use crate::core::OrderCore;
+use crate::core::{Attested, OrderCore};
 use crate::redb_store::{RedbStore, RedbWrite};
 use crate::refusal::{Refusal, reason_label};
 use crate::request::AttestRequest;
 use crate::store::{StoreError, StoreRead};
 use crate::telemetry;
-use grompi_proto::mac::Attestation;
 use grompi_proto::{ConversationId, Head, Misbehaviour, SlotSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,8 +38,9 @@ pub enum CommitError {
 /// One item of an attest job: parsed, or already refused at parsing.
 pub type AttestItemInput = Result<AttestRequest, Refusal>;
 
-/// The answer to an attest job: one result per item, in request order.
-pub type AttestAnswer = Vec<Result<Attestation, Refusal>>;
+/// The answer to an attest job: one result per item, in request order,
+/// each attestation with the index of its audit log entry.
+pub type AttestAnswer = Vec<Result<Attested, Refusal>>;
 
 enum Job {
     Open {
@@ -318,7 +318,7 @@ fn run_batch(
                     let mut out = Vec::with_capacity(items.len());
                     for item in items {
                         out.push(match item {
-                            Ok(request) => core.attest(&mut w, request)?,
+                            Ok(request) => core.attest_logged(&mut w, request)?,
                             Err(refusal) => Err(refusal.clone()),
                         });
                     }
@@ -409,7 +409,7 @@ mod tests {
                     .await
                     .unwrap();
                 assert_eq!(answer.len(), 1);
-                answer[0].as_ref().unwrap().head
+                answer[0].as_ref().unwrap().attestation.head
             }));
         }
         let mut heads = Vec::new();

@@ -11,6 +11,9 @@
 //! router_certificate = "/etc/grompi/router.crt"
 //! metrics_listen = "127.0.0.1:9400"
 //! position = 0
+//! # The audit log: read-only tlog-tiles endpoint, checkpoint signing period.
+//! audit_listen = "0.0.0.0:7480"
+//! audit_checkpoint_seconds = 10
 //!
 //! [limits]
 //! max_slots = 1024
@@ -26,6 +29,10 @@ use std::path::{Path, PathBuf};
 /// The rollback anchor's file name in the data directory, unless
 /// `rollback_anchor` names another path.
 pub const DEFAULT_ANCHOR_FILE: &str = "order.anchor";
+
+/// The audit log key's file name in the data directory, unless
+/// `audit_log_key` names another path.
+pub use crate::audit_log::LOG_KEY_FILE as DEFAULT_LOG_KEY_FILE;
 
 /// Largest configuration file accepted, in bytes.
 pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
@@ -68,9 +75,31 @@ pub struct Config {
     /// Log filter used when `RUST_LOG` is not set.
     #[serde(default = "default_log")]
     pub log: String,
+    /// The audit log key file (made by `order-server init`, or `order-server
+    /// log init-key` for a data directory made before the audit log).
+    /// Default: [`DEFAULT_LOG_KEY_FILE`] in the data directory.
+    #[serde(default)]
+    pub audit_log_key: Option<PathBuf>,
+    /// The audit log's origin line. The key's name is the origin, fixed
+    /// when the key is made; when set, the server refuses to start with a
+    /// key made for another origin.
+    #[serde(default)]
+    pub audit_origin: Option<String>,
+    /// Address of the read-only HTTP endpoint serving the audit log's
+    /// `checkpoint` and `tile/...`; none when absent.
+    #[serde(default)]
+    pub audit_listen: Option<SocketAddr>,
+    /// Seconds between two signed checkpoints of the audit log (one is
+    /// signed only when the log has grown).
+    #[serde(default = "default_checkpoint_seconds")]
+    pub audit_checkpoint_seconds: u64,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+}
+
+fn default_checkpoint_seconds() -> u64 {
+    10
 }
 
 fn default_max_request_bytes() -> usize {
@@ -141,6 +170,14 @@ impl Config {
         c.data_dir = base.join(&c.data_dir);
         c.rollback_anchor = c.rollback_anchor.map(|a| base.join(a));
         c.router_certificate = base.join(&c.router_certificate);
+        c.audit_log_key = c.audit_log_key.map(|k| base.join(k));
+        if !(1..=3600).contains(&c.audit_checkpoint_seconds) {
+            return Err(ConfigError::Invalid {
+                key: "audit_checkpoint_seconds",
+                value: c.audit_checkpoint_seconds.to_string(),
+                reason: "must be between 1 and 3600",
+            });
+        }
         c.limits.validate()?;
         if !(64 * 1024..=1 << 30).contains(&c.max_request_bytes) {
             return Err(ConfigError::Invalid {
@@ -164,6 +201,13 @@ impl Config {
         self.rollback_anchor
             .clone()
             .unwrap_or_else(|| self.data_dir.join(DEFAULT_ANCHOR_FILE))
+    }
+
+    /// Where the audit log key is.
+    pub fn log_key_path(&self) -> PathBuf {
+        self.audit_log_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_LOG_KEY_FILE))
     }
 
     /// Reads and parses the configuration file at `path`.
@@ -202,6 +246,11 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.metrics_listen, None);
         assert_eq!(
+            c.log_key_path(),
+            PathBuf::from("/srv/order/data/audit-log.key")
+        );
+        assert_eq!((c.audit_listen, c.audit_checkpoint_seconds), (None, 10));
+        assert_eq!(
             c.anchor_path(),
             PathBuf::from("/srv/order/data/order.anchor")
         );
@@ -232,5 +281,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("limits.max_slots"), "{err}");
+        let err = Config::parse(
+            &format!("{base}audit_checkpoint_seconds = 0\n"),
+            Path::new("."),
+            Path::new("o.toml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("audit_checkpoint_seconds"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,11 @@
 //! request leaves no trace but (for equivocation attempts) its evidence.
 //! Store failures are returned separately from refusals: they abort the
 //! batch.
+//!
+//! Unless built [`OrderCore::without_audit_log`], the core also appends
+//! each newly attested index and each refused equivocation attempt to the
+//! server's audit log ([`crate::audit_entry`]), in the same transaction as
+//! the record it goes with.
 
 use crate::key_cache::{KeyCache, SlotKeys};
 use crate::limits::Limits;
@@ -14,6 +19,7 @@ use crate::refusal::Refusal;
 use crate::request::AttestRequest;
 use crate::state::{ConversationState, IndexRecord};
 use crate::store::{StoreError, StoreRead, StoreWrite};
+use crate::{audit_entry, audit_store};
 use grompi_proto::key_share::KeyPeriod;
 use grompi_proto::mac::{Attestation, HeadProof};
 use grompi_proto::{
@@ -35,6 +41,17 @@ pub struct OrderCore {
     position: u32,
     limits: Limits,
     keys: Mutex<KeyCache>,
+    audit: bool,
+}
+
+/// A new or retried attestation and the index of its audit log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attested {
+    /// The attestation.
+    pub attestation: Attestation,
+    /// Where its entry is in the audit log; `None` when the core keeps no
+    /// log, or the index was attested before the log was kept.
+    pub log_index: Option<u64>,
 }
 
 impl std::fmt::Debug for OrderCore {
@@ -42,13 +59,15 @@ impl std::fmt::Debug for OrderCore {
         f.debug_struct("OrderCore")
             .field("public", &self.public)
             .field("position", &self.position)
+            .field("audit", &self.audit)
             .finish_non_exhaustive()
     }
 }
 
 impl OrderCore {
     /// A core for the server with `secret`, at `position` in the network
-    /// descriptor (echoed in attestations), enforcing `limits`.
+    /// descriptor (echoed in attestations), enforcing `limits`, keeping an
+    /// audit log.
     pub fn new(secret: OrderServerSecret, position: u32, limits: Limits) -> Self {
         Self {
             public: secret.public_key(),
@@ -56,7 +75,19 @@ impl OrderCore {
             secret,
             position,
             limits,
+            audit: true,
         }
+    }
+
+    /// The same core, keeping no audit log (to measure what the log costs).
+    pub fn without_audit_log(mut self) -> Self {
+        self.audit = false;
+        self
+    }
+
+    /// Whether the core appends to the audit log.
+    pub fn keeps_audit_log(&self) -> bool {
+        self.audit
     }
 
     /// The server's public key.
@@ -156,6 +187,16 @@ impl OrderCore {
         store: &mut impl StoreWrite,
         request: &AttestRequest,
     ) -> Outcome<Attestation, Refusal> {
+        Ok(self.attest_logged(store, request)?.map(|a| a.attestation))
+    }
+
+    /// [`OrderCore::attest`], with the index of the attestation's audit log
+    /// entry.
+    pub fn attest_logged(
+        &self,
+        store: &mut impl StoreWrite,
+        request: &AttestRequest,
+    ) -> Outcome<Attested, Refusal> {
         let header = &request.envelope.header;
         let conversation = header.conversation();
         let Some(state) = store.conversation(&conversation)? else {
@@ -177,9 +218,13 @@ impl OrderCore {
                 .record(&conversation, request.index)?
                 .ok_or(StoreError::Inconsistent("an attested index has no record"))?;
             if record.envelope == envelope {
-                return self
-                    .attestation_of(store, &conversation, request.index, &record)
-                    .map(Ok);
+                let attestation =
+                    self.attestation_of(store, &conversation, request.index, &record)?;
+                let log_index = store.audit_index(&conversation, request.index)?;
+                return Ok(Ok(Attested {
+                    attestation,
+                    log_index,
+                }));
             }
             self.keep_evidence(store, request)?;
             return refuse(Misbehaviour::Equivocation {
@@ -296,6 +341,14 @@ impl OrderCore {
             },
         };
         store.put_record(&conversation, request.index, &record)?;
+        let log_index = if self.audit {
+            let entry = audit_entry::attestation(&conversation, state.epoch, request.index, &head);
+            let at = audit_store::append(store, &entry)?;
+            store.put_audit_index(&conversation, request.index, at)?;
+            Some(at)
+        } else {
+            None
+        };
         store.put_last_sequence(&conversation, state.epoch, sender, header.sequence())?;
         let mut new_state = ConversationState {
             next_index,
@@ -311,14 +364,17 @@ impl OrderCore {
             new_state.period_length = period_length(header);
         }
         store.put_conversation(&conversation, &new_state)?;
-        self.tags(
+        let attestation = self.tags(
             &conversation,
             request.index,
             &record,
             &keys,
             next_epoch.as_ref().map(|(_, _, k)| k.as_ref()),
-        )
-        .map(Ok)
+        )?;
+        Ok(Ok(Attested {
+            attestation,
+            log_index,
+        }))
     }
 
     /// The attestation of an already attested index, recomputed from its
@@ -399,9 +455,17 @@ impl OrderCore {
         request: &AttestRequest,
     ) -> Result<(), StoreError> {
         let total = store.evidence_total()?;
-        if total < self.limits.max_evidence {
-            let item = grompi_proto::pb::AttestItem::from(request);
-            store.put_evidence(total, &prost::Message::encode_to_vec(&item))?;
+        let keep = total < self.limits.max_evidence;
+        if keep || self.audit {
+            let item = prost::Message::encode_to_vec(&grompi_proto::pb::AttestItem::from(request));
+            if keep {
+                store.put_evidence(total, &item)?;
+            }
+            if self.audit {
+                let conversation = request.envelope.header.conversation();
+                let entry = audit_entry::refusal(&conversation, request.index, total, &item);
+                audit_store::append(store, &entry)?;
+            }
         }
         store.set_evidence_total(total.saturating_add(1))
     }

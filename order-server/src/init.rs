@@ -5,6 +5,7 @@
 //! | file | contents |
 //! |---|---|
 //! | `order-server.key` | the X25519 secret key, hex, mode `0600` |
+//! | `audit-log.key` | the audit log's Ed25519 signer key ([`crate::audit_log`]), mode `0600` |
 //! | `order.redb`, `order.wal` | the database (recording the key's public half) and its write-ahead log |
 //! | `tls.crt` | the self-signed TLS certificate the router pins |
 //! | `tls.key` | its private key, mode `0600` |
@@ -66,12 +67,15 @@ pub enum InitError {
     #[error(
         "{0} already exists but there is no key next to it; refusing to create a database \
          over it. If an earlier init was interrupted, no key of it was ever used: remove \
-         {0} and its .wal file and run init again"
+         {0}, its .wal file and audit-log.key, and run init again"
     )]
     DatabaseExists(PathBuf),
     /// The database could not be created.
     #[error("cannot create the database: {0}")]
     Database(#[from] crate::store::StoreError),
+    /// The audit log key could not be created.
+    #[error("audit log key: {0}")]
+    AuditKey(#[from] crate::audit_log::AuditError),
 }
 
 /// What `init` created.
@@ -81,12 +85,24 @@ pub struct Initialised {
     pub public_key: OrderServerKey,
     /// The certificate the router pins to reach this server.
     pub certificate: PathBuf,
+    /// The audit log's verifier key, `<origin>+<key id>+<base64>`.
+    pub log_key: String,
 }
 
 /// Creates `data_dir` (mode `0700`) with a fresh key from the operating
 /// system's random generator, its database, and a TLS certificate for
 /// `tls_names` (or `localhost` and `127.0.0.1`).
 pub fn init(data_dir: &Path, tls_names: &[String]) -> Result<Initialised, InitError> {
+    init_with_origin(data_dir, tls_names, None)
+}
+
+/// [`init`], with the audit log's origin line (default:
+/// [`crate::audit_log::default_origin`]).
+pub fn init_with_origin(
+    data_dir: &Path,
+    tls_names: &[String],
+    log_origin: Option<&str>,
+) -> Result<Initialised, InitError> {
     let key_path = data_dir.join(KEY_FILE);
     if key_path.exists() {
         return Err(InitError::KeyExists(key_path));
@@ -96,7 +112,8 @@ pub fn init(data_dir: &Path, tls_names: &[String]) -> Result<Initialised, InitEr
         source,
     };
     let db_path = data_dir.join(DB_FILE);
-    if db_path.exists() || grompi_ops::wal::path_for(&db_path).exists() {
+    let log_key_path = data_dir.join(crate::audit_log::LOG_KEY_FILE);
+    if db_path.exists() || grompi_ops::wal::path_for(&db_path).exists() || log_key_path.exists() {
         return Err(InitError::DatabaseExists(db_path));
     }
     std::fs::create_dir_all(data_dir).map_err(mkdir)?;
@@ -109,10 +126,15 @@ pub fn init(data_dir: &Path, tls_names: &[String]) -> Result<Initialised, InitEr
     // The database first (closed again at once), then the key.
     drop(RedbStore::create(&db_path, &secret.public_key())?);
     identity.write_to(data_dir, TLS_STEM)?;
+    let origin = log_origin
+        .map(str::to_owned)
+        .unwrap_or_else(|| crate::audit_log::default_origin(&secret.public_key()));
+    let log_key = crate::audit_log::create_key(&log_key_path, &origin)?;
     secret_file::write_secret(&key_path, hex.as_bytes())?;
     Ok(Initialised {
         public_key: secret.public_key(),
         certificate: TlsIdentity::cert_path(data_dir, TLS_STEM),
+        log_key: log_key.vkey(),
     })
 }
 
@@ -144,6 +166,13 @@ mod tests {
         let out = init(&d, &[]).unwrap();
         assert_eq!(load_secret(&d).unwrap().public_key(), out.public_key);
         assert!(out.certificate.exists());
+        let log_key =
+            crate::audit_log::load_key(&d.join(crate::audit_log::LOG_KEY_FILE), None).unwrap();
+        assert_eq!(log_key.verifier().vkey(), out.log_key);
+        assert_eq!(
+            log_key.name(),
+            crate::audit_log::default_origin(&out.public_key)
+        );
         TlsIdentity::read_from(&d, TLS_STEM).unwrap();
         let mode = std::fs::metadata(d.join(KEY_FILE))
             .unwrap()

@@ -12,6 +12,11 @@
 //! | module | concept |
 //! |---|---|
 //! | [`core`] | the state machine: open, attest, prove head |
+//! | [`audit_entry`] | the audit log's entries: attestations, refusals, security events |
+//! | [`audit_store`] | the audit log kept in the store, in the attestations' transaction |
+//! | [`audit_log`] | the shell's audit log: key file, signed checkpoints, proofs, verifying a copy |
+//! | [`audit_http`] | the read-only HTTP endpoint serving `checkpoint` and `tile/...` |
+//! | [`audit_cli`] | `order-server log ...`: checkpoint, proofs, export, verify, init-key |
 //! | [`request`] | an attestation request parsed from the wire |
 //! | [`refusal`] | why an item was refused, and its wire code |
 //! | [`state`] | per-conversation and per-index records and their byte layouts |
@@ -31,6 +36,11 @@
 //! | `core_tests.rs` (tests) | property tests of the core against a reference model, with adversarial requests and crashes |
 #![forbid(unsafe_code)]
 
+pub mod audit_cli;
+pub mod audit_entry;
+pub mod audit_http;
+pub mod audit_log;
+pub mod audit_store;
 pub mod bench;
 pub mod committer;
 pub mod config;

@@ -18,6 +18,15 @@ struct Tables {
     records: BTreeMap<(ConversationId, Index), IndexRecord>,
     evidence: BTreeMap<u64, Vec<u8>>,
     evidence_total: Option<u64>,
+    audit_indices: BTreeMap<(ConversationId, Index), u64>,
+    audit_entries: BTreeMap<u64, Vec<u8>>,
+    audit_hashes: BTreeMap<u64, [u8; 32]>,
+}
+
+/// The number of keys `0..n` in a map that holds exactly those: its last
+/// key plus one.
+fn count<V>(map: &BTreeMap<u64, V>) -> u64 {
+    map.last_key_value().map_or(0, |(k, _)| k.saturating_add(1))
 }
 
 impl Tables {
@@ -30,6 +39,9 @@ impl Tables {
         if o.evidence_total.is_some() {
             self.evidence_total = o.evidence_total;
         }
+        self.audit_indices.extend(o.audit_indices);
+        self.audit_entries.extend(o.audit_entries);
+        self.audit_hashes.extend(o.audit_hashes);
     }
 }
 
@@ -108,6 +120,21 @@ impl StoreRead for MemStore {
     fn evidence(&self, number: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.committed.evidence.get(&number).cloned())
     }
+    fn audit_index(&self, id: &ConversationId, index: Index) -> Result<Option<u64>, StoreError> {
+        Ok(self.committed.audit_indices.get(&(*id, index)).copied())
+    }
+    fn audit_entry_count(&self) -> Result<u64, StoreError> {
+        Ok(count(&self.committed.audit_entries))
+    }
+    fn audit_hash_count(&self) -> Result<u64, StoreError> {
+        Ok(count(&self.committed.audit_hashes))
+    }
+    fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.committed.audit_entries.get(&index).cloned())
+    }
+    fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self.committed.audit_hashes.get(&index).copied())
+    }
 }
 
 impl StoreRead for MemTxn<'_> {
@@ -163,6 +190,36 @@ impl StoreRead for MemTxn<'_> {
         )
         .cloned())
     }
+    fn audit_index(&self, id: &ConversationId, index: Index) -> Result<Option<u64>, StoreError> {
+        Ok(read(
+            &self.overlay.audit_indices,
+            &self.base.committed.audit_indices,
+            &(*id, index),
+        )
+        .copied())
+    }
+    fn audit_entry_count(&self) -> Result<u64, StoreError> {
+        Ok(count(&self.overlay.audit_entries).max(count(&self.base.committed.audit_entries)))
+    }
+    fn audit_hash_count(&self) -> Result<u64, StoreError> {
+        Ok(count(&self.overlay.audit_hashes).max(count(&self.base.committed.audit_hashes)))
+    }
+    fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(read(
+            &self.overlay.audit_entries,
+            &self.base.committed.audit_entries,
+            &index,
+        )
+        .cloned())
+    }
+    fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(read(
+            &self.overlay.audit_hashes,
+            &self.base.committed.audit_hashes,
+            &index,
+        )
+        .copied())
+    }
 }
 
 impl StoreWrite for MemTxn<'_> {
@@ -208,6 +265,33 @@ impl StoreWrite for MemTxn<'_> {
     }
     fn set_evidence_total(&mut self, total: u64) -> Result<(), StoreError> {
         self.overlay.evidence_total = Some(total);
+        Ok(())
+    }
+    fn put_audit_index(
+        &mut self,
+        id: &ConversationId,
+        index: Index,
+        log_index: u64,
+    ) -> Result<(), StoreError> {
+        self.overlay.audit_indices.insert((*id, index), log_index);
+        Ok(())
+    }
+    fn append_audit(
+        &mut self,
+        index: u64,
+        entry: &[u8],
+        first_hash_index: u64,
+        hashes: &[[u8; 32]],
+    ) -> Result<(), StoreError> {
+        if index != self.audit_entry_count()? || first_hash_index != self.audit_hash_count()? {
+            return Err(StoreError::AuditLog(format!(
+                "entry {index} and hash {first_hash_index} appended out of order"
+            )));
+        }
+        self.overlay.audit_entries.insert(index, entry.to_vec());
+        for (at, h) in (first_hash_index..).zip(hashes) {
+            self.overlay.audit_hashes.insert(at, *h);
+        }
         Ok(())
     }
 }

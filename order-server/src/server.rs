@@ -9,13 +9,22 @@
 //! ```toml
 //! grpc = "127.0.0.1:40123"
 //! metrics = "127.0.0.1:40124"   # only with metrics_listen
+//! audit = "127.0.0.1:40125"     # only with audit_listen
 //! ```
+//!
+//! The audit log: at start the server appends a security event (its
+//! version, keys, position and limits) and signs a checkpoint; then it
+//! signs one every `audit_checkpoint_seconds` when the log has grown, and
+//! serves the latest with the tiles on `audit_listen`, if set.
 
+use crate::audit_entry::SecurityEvent;
+use crate::audit_http::{self, LatestCheckpoint};
+use crate::audit_log::{self, AuditError};
 use crate::committer::Committer;
 use crate::config::Config;
 use crate::core::OrderCore;
 use crate::init::{self, BOUND_ADDRS_FILE, DB_FILE, InitError, TLS_STEM};
-use crate::redb_store::RedbStore;
+use crate::redb_store::{RedbRead, RedbStore, RedbWrite};
 use crate::service::OrderGrpc;
 use crate::store::StoreError;
 use grompi_ops::conn_limit::{ConnectionLimit, ConnectionLimits, ConnectionMetrics};
@@ -48,6 +57,15 @@ pub enum ServeError {
     /// The database could not be opened or does not match the key.
     #[error("database: {0}")]
     Store(#[from] StoreError),
+    /// The audit log key is missing.
+    #[error(
+        "audit log key {0} is missing. A data directory made before the audit log has none: \
+         run `order-server log init-key --data-dir DIR` once (it never replaces a key)"
+    )]
+    NoLogKey(std::path::PathBuf),
+    /// The audit log key could not be loaded, or the log not written.
+    #[error("audit log: {0}")]
+    Audit(#[from] AuditError),
     /// The metrics endpoint could not be started.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -74,15 +92,74 @@ fn write_bound_addrs(
     data_dir: &Path,
     grpc: SocketAddr,
     metrics: Option<SocketAddr>,
+    audit: Option<SocketAddr>,
 ) -> Result<(), ServeError> {
     let mut text = format!("grpc = \"{grpc}\"\n");
     if let Some(m) = metrics {
         text.push_str(&format!("metrics = \"{m}\"\n"));
     }
+    if let Some(a) = audit {
+        text.push_str(&format!("audit = \"{a}\"\n"));
+    }
     let path = data_dir.join(BOUND_ADDRS_FILE);
     let tmp = data_dir.join(format!(".{BOUND_ADDRS_FILE}.tmp"));
     std::fs::write(&tmp, text).map_err(io(format!("write {}", tmp.display())))?;
     std::fs::rename(&tmp, &path).map_err(io(format!("rename to {}", path.display())))
+}
+
+/// Appends `entry` to the audit log in a transaction of its own.
+fn append_entry(store: &RedbStore, entry: &[u8]) -> Result<u64, StoreError> {
+    let txn = store.begin_write()?;
+    let (at, log) = {
+        let mut w = RedbWrite::open(&txn)?;
+        (crate::audit_store::append(&mut w, entry)?, w.into_log())
+    };
+    store.commit(txn, log)?;
+    Ok(at)
+}
+
+/// Signs a checkpoint of the committed log if it has grown past
+/// `signed_size` (or none was signed), publishes it in `latest`, and
+/// returns the size signed.
+fn sign_latest(
+    store: &RedbStore,
+    key: &grompi_tlog::note::Ed25519Signer,
+    latest: &LatestCheckpoint,
+    signed_size: Option<u64>,
+) -> Result<u64, AuditError> {
+    let txn = store.begin_read()?;
+    let read = RedbRead::open(&txn)?;
+    let size = crate::store::StoreRead::audit_entry_count(&read)?;
+    if signed_size == Some(size) {
+        return Ok(size);
+    }
+    let (note, size) = audit_log::sign_checkpoint(&read, key)?;
+    *latest
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(note);
+    metrics::gauge!(crate::telemetry::AUDIT_LOG_SIZE).set(size as f64);
+    Ok(size)
+}
+
+/// Signs checkpoints every `period` until aborted.
+async fn sign_checkpoints(
+    store: Arc<RedbStore>,
+    key: Arc<grompi_tlog::note::Ed25519Signer>,
+    latest: LatestCheckpoint,
+    mut signed: u64,
+    period: std::time::Duration,
+) {
+    let mut timer = tokio::time::interval(period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let (s, k, l) = (Arc::clone(&store), Arc::clone(&key), Arc::clone(&latest));
+        match tokio::task::spawn_blocking(move || sign_latest(&s, &k, &l, Some(signed))).await {
+            Ok(Ok(size)) => signed = size,
+            Ok(Err(e)) => tracing::error!(error = %e, "signing an audit log checkpoint failed"),
+            Err(e) => tracing::error!(error = %e, "the checkpoint signer failed"),
+        }
+    }
 }
 
 /// Runs the server with `config` until SIGTERM or Ctrl-C.
@@ -133,12 +210,72 @@ where
     ));
     tracing::info!(public_key = %core.public_key(), "order server key loaded");
 
+    // The audit log: the key, the start recorded, a first checkpoint.
+    let log_key_path = config.log_key_path();
+    if !log_key_path.exists() {
+        return Err(ServeError::NoLogKey(log_key_path));
+    }
+    let log_key = Arc::new(audit_log::load_key(
+        &log_key_path,
+        config.audit_origin.as_deref(),
+    )?);
+    let event = SecurityEvent {
+        event: "start".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        order_server_key: core.public_key().to_hex(),
+        log_key: log_key.verifier().vkey(),
+        position: config.position,
+        limits: config.limits.clone(),
+    };
+    let entry = event
+        .entry()
+        .map_err(|e| AuditError::Store(StoreError::AuditLog(e.to_string())))?;
+    let at = append_entry(&store, &entry)?;
+    let latest: LatestCheckpoint = Arc::new(std::sync::RwLock::new(None));
+    let signed = sign_latest(&store, &log_key, &latest, None)?;
+    tracing::info!(
+        origin = log_key.name(),
+        log_key = %log_key.verifier().vkey(),
+        start_entry = at,
+        size = signed,
+        "audit log checkpoint signed"
+    );
+
     let metrics = grompi_ops::telemetry::install_metrics(config.metrics_listen)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("bind {}", config.listen)))?;
     let bound = listener.local_addr().map_err(io("local address"))?;
-    write_bound_addrs(data, bound, metrics)?;
+    let audit_listener = match config.audit_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .map_err(io(format!("bind {a}")))?,
+        ),
+        None => None,
+    };
+    let audit_bound = match &audit_listener {
+        Some(l) => Some(l.local_addr().map_err(io("local address"))?),
+        None => None,
+    };
+    write_bound_addrs(data, bound, metrics, audit_bound)?;
+    let period = std::time::Duration::from_secs(config.audit_checkpoint_seconds);
+    let mut audit_tasks = vec![tokio::spawn(sign_checkpoints(
+        Arc::clone(&store),
+        Arc::clone(&log_key),
+        Arc::clone(&latest),
+        signed,
+        period,
+    ))];
+    if let Some(l) = audit_listener {
+        tracing::info!(bound = ?audit_bound, "serving the audit log over HTTP");
+        audit_tasks.push(tokio::spawn(audit_http::serve(
+            l,
+            Arc::clone(&store),
+            Arc::clone(&latest),
+            std::future::pending(),
+        )));
+    }
 
     let (committer, writer) = Committer::start(Arc::clone(&core), Arc::clone(&store), config.queue)
         .map_err(io("start the writer thread"))?;
@@ -207,6 +344,9 @@ where
             Ok(())
         }
     };
+    for t in audit_tasks {
+        t.abort();
+    }
     // The writer commits and answers what is queued, then exits.
     stopper.stop().await;
     drop(stopper);

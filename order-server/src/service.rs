@@ -137,11 +137,17 @@ fn attest_response(results: &crate::committer::AttestAnswer) -> pb::AttestRespon
     pb::AttestResponse {
         results: results
             .iter()
-            .map(|r| pb::AttestResult {
-                outcome: Some(match r {
-                    Ok(a) => pb::attest_result::Outcome::Attested(a.into()),
-                    Err(refusal) => pb::attest_result::Outcome::Refused(refusal.into()),
-                }),
+            .map(|r| match r {
+                Ok(a) => pb::AttestResult {
+                    outcome: Some(pb::attest_result::Outcome::Attested(
+                        (&a.attestation).into(),
+                    )),
+                    log_index: a.log_index,
+                },
+                Err(refusal) => pb::AttestResult {
+                    outcome: Some(pb::attest_result::Outcome::Refused(refusal.into())),
+                    log_index: None,
+                },
             })
             .collect(),
     }

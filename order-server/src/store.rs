@@ -26,6 +26,10 @@ pub enum StoreError {
     /// without its record).
     #[error("stored state is inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// The audit log refused an append or a read (it is full, an entry is
+    /// too long, or its stored hashes do not add up).
+    #[error("audit log: {0}")]
+    AuditLog(String),
     /// There is no database to serve from.
     #[error(
         "database {0} does not exist. Only `order-server init` creates a database, together \
@@ -61,6 +65,18 @@ pub trait StoreRead {
     fn evidence_total(&self) -> Result<u64, StoreError>;
     /// The evidence kept under `number` (0-based, in arrival order).
     fn evidence(&self, number: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The audit log index of the entry recorded for an attested index
+    /// (none for indices attested before the log was kept).
+    fn audit_index(&self, id: &ConversationId, index: Index) -> Result<Option<u64>, StoreError>;
+    /// How many entries the audit log holds.
+    fn audit_entry_count(&self) -> Result<u64, StoreError>;
+    /// How many stored hashes the audit log holds.
+    fn audit_hash_count(&self) -> Result<u64, StoreError>;
+    /// Audit log entry `index`.
+    fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Audit log stored hash `index` (numbered as
+    /// [`grompi_tlog::merkle::stored_hash_index`]).
+    fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError>;
 }
 
 /// Writes into an open transaction.
@@ -97,4 +113,21 @@ pub trait StoreWrite: StoreRead {
     fn put_evidence(&mut self, number: u64, evidence: &[u8]) -> Result<(), StoreError>;
     /// Sets the count of refused equivocation attempts.
     fn set_evidence_total(&mut self, total: u64) -> Result<(), StoreError>;
+    /// Records which audit log entry an attested index got.
+    fn put_audit_index(
+        &mut self,
+        id: &ConversationId,
+        index: Index,
+        log_index: u64,
+    ) -> Result<(), StoreError>;
+    /// Appends audit log entry `index` (the entry count) and its stored
+    /// hashes from `first_hash_index` (the hash count), in this
+    /// transaction: they become durable with the rest of it, or not at all.
+    fn append_audit(
+        &mut self,
+        index: u64,
+        entry: &[u8],
+        first_hash_index: u64,
+        hashes: &[[u8; 32]],
+    ) -> Result<(), StoreError>;
 }

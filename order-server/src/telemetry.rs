@@ -9,6 +9,7 @@
 //! | `grompi_order_open_conversations` | gauge | conversations ever opened (never deleted) |
 //! | `grompi_order_evidence_total` | gauge | refused equivocation attempts, ever |
 //! | `grompi_order_requests_rejected_total{rpc,code}` | counter | whole requests rejected with a gRPC status |
+//! | `grompi_order_audit_log_size` | gauge | entries in the audit log at its latest signed checkpoint |
 
 /// Items attested.
 pub const ATTESTATIONS: &str = "grompi_order_attestations_total";
@@ -28,6 +29,9 @@ pub const WAL_BYTES: &str = "grompi_order_wal_bytes";
 pub const WAL_CHECKPOINTS: &str = "grompi_order_wal_checkpoints_total";
 /// Whole requests rejected, labelled by `rpc` and `code`.
 pub const REQUESTS_REJECTED: &str = "grompi_order_requests_rejected_total";
+
+/// Entries in the audit log at its latest signed checkpoint.
+pub const AUDIT_LOG_SIZE: &str = "grompi_order_audit_log_size";
 
 /// Records a rejected request.
 pub fn rejected(rpc: &'static str, status: &tonic::Status) {

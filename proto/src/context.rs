@@ -108,6 +108,16 @@ pub const WAL_RECORD: &str = "grompi v1 wal record format 2";
 pub const COMMIT_CHAIN: &str = "grompi v1 commit chain";
 /// Checksum of one slot of a server's rollback anchor file.
 pub const ROLLBACK_ANCHOR: &str = "grompi v1 rollback anchor";
+/// An order server's audit log entry for one attested index: the blinded
+/// (conversation, epoch, index, head), which only someone who knows the
+/// conversation id can recompute (docs/PROTOCOL.md, "Audit log").
+pub const AUDIT_ENTRY: &str = "grompi v1 audit entry";
+/// An order server's audit log entry for a refused equivocation attempt:
+/// the blinded (conversation, index) it targeted.
+pub const AUDIT_REFUSAL: &str = "grompi v1 audit refusal";
+/// Commitment, in a refusal's audit log entry, to the evidence the order
+/// server kept (the refused request, as encoded).
+pub const AUDIT_EVIDENCE: &str = "grompi v1 audit evidence";
 
 /// Every context string, for tests that check they are distinct and covered
 /// by the test vectors.
@@ -152,6 +162,9 @@ pub const ALL: &[&str] = &[
     WAL_RECORD,
     COMMIT_CHAIN,
     ROLLBACK_ANCHOR,
+    AUDIT_ENTRY,
+    AUDIT_REFUSAL,
+    AUDIT_EVIDENCE,
 ];
 
 #[cfg(test)]

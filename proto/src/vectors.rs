@@ -637,6 +637,43 @@ mod tests {
         // What the client encrypts (docs/PROTOCOL.md, sections 4.1 and
         // 4.3), laid out with the canonical encoder from fixed inputs.
         v.extend(encrypted_plaintexts(earlier));
+
+        // An order server's audit log (docs/PROTOCOL.md, "Audit log"): the
+        // blinded value of an attestation's entry, of a refusal's, and the
+        // commitment to a refusal's evidence. Each entry is a type byte
+        // followed by these.
+        let conv = [0x44; 32];
+        let (epoch, index) = (2u64, 17u64);
+        let input = Canonical::new()
+            .fixed(&conv)
+            .u64(epoch)
+            .u64(index)
+            .fixed(earlier.head.as_bytes());
+        v.push(derive(
+            "audit_entry_attestation",
+            context::AUDIT_ENTRY,
+            json!({"conversation_id": h(&conv), "epoch": epoch, "index": index,
+                   "head": earlier.head.to_hex()}),
+            &input,
+            &input.hash(context::AUDIT_ENTRY),
+        ));
+        let input = Canonical::new().fixed(&conv).u64(index);
+        v.push(derive(
+            "audit_entry_refusal",
+            context::AUDIT_REFUSAL,
+            json!({"conversation_id": h(&conv), "index": index}),
+            &input,
+            &input.hash(context::AUDIT_REFUSAL),
+        ));
+        let evidence = b"an encoded AttestItem".to_vec();
+        let input = Canonical::new().fixed(&conv).bytes(&evidence);
+        v.push(derive(
+            "audit_evidence_commitment",
+            context::AUDIT_EVIDENCE,
+            json!({"conversation_id": h(&conv), "evidence": h(&evidence)}),
+            &input,
+            &input.hash(context::AUDIT_EVIDENCE),
+        ));
         v
     }
 

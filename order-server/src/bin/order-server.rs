@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use grompi_order_server::{bench, config::Config, init, server};
+use grompi_order_server::{audit_cli, bench, config::Config, init, server};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +39,18 @@ enum Command {
         /// several. Default: localhost and 127.0.0.1.
         #[arg(long = "tls-name")]
         tls_names: Vec<String>,
+        /// The audit log's origin line (a schema-less URL such as
+        /// `order1.example.org/audit`); fixed for the key's life. Default:
+        /// derived from the server's public key.
+        #[arg(long)]
+        log_origin: Option<String>,
+    },
+    /// The audit log: checkpoints, proofs, and verifying a copy. Commands
+    /// that read the database run while the server is stopped; the running
+    /// server serves the same checkpoint and tiles on `audit_listen`.
+    Log {
+        #[command(subcommand)]
+        command: audit_cli::LogCommand,
     },
     /// Serve the order service until SIGTERM or Ctrl-C.
     Serve {
@@ -82,12 +94,15 @@ fn main() -> ExitCode {
         Command::Init {
             data_dir,
             tls_names,
-        } => match init::init(&data_dir, &tls_names) {
+            log_origin,
+        } => match init::init_with_origin(&data_dir, &tls_names, log_origin.as_deref()) {
             Ok(out) => {
                 println!("# Order server entry for the network descriptor:");
                 println!("public_key = \"{}\"", out.public_key.to_hex());
                 println!("# TLS certificate for the router to pin:");
                 println!("certificate = \"{}\"", out.certificate.display());
+                println!("# The audit log's verifier key (its checkpoints' signer):");
+                println!("log_key = \"{}\"", out.log_key);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -96,6 +111,16 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => serve(config),
+        Command::Log { command } => match audit_cli::run(command) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("order-server log: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Evidence { data_dir, limit } => evidence(&data_dir, limit),
         Command::Bench {
             dir,

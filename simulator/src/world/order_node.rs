@@ -238,6 +238,7 @@ impl OrderNode {
             };
             results.push(pb::AttestResult {
                 outcome: Some(outcome),
+                log_index: None,
             });
         }
         if store_failed.is_none() {

@@ -1,0 +1,299 @@
+//! `order-server log ...`: the audit log's commands, returning their
+//! output as text (the binary prints it).
+//!
+//! `checkpoint`, `prove-inclusion`, `prove-consistency` and `export` open
+//! the database, so they run while the server is stopped (redb locks the
+//! file); the running server serves its checkpoint and tiles on
+//! `audit_listen`. `verify` reads only a directory of tiles. `init-key`
+//! makes the log key for a data directory made before the audit log.
+
+use crate::audit_log::{self, AuditError};
+use crate::config::{Config, ConfigError};
+use crate::init::{self, DB_FILE, InitError};
+use crate::redb_store::{RedbRead, RedbStore};
+use crate::store::StoreError;
+use clap::Subcommand;
+use grompi_tlog::note::Ed25519Verifier;
+use std::path::{Path, PathBuf};
+
+/// An `order-server log` command.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum LogCommand {
+    /// Print the log's checkpoint as it stands, signed with the log key.
+    Checkpoint {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print entry N and its inclusion proof in the tree of S entries.
+    ProveInclusion {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The entry's index.
+        #[arg(long)]
+        index: u64,
+        /// The tree size (default: the log's size).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print the consistency proof from the tree of A entries to that of B.
+    ProveConsistency {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The older size.
+        #[arg(long)]
+        from: u64,
+        /// The newer size.
+        #[arg(long)]
+        to: u64,
+    },
+    /// Write the whole log as tlog-tiles (checkpoint, tile/...) under DIR.
+    Export {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Verify a copy of a log's tiles under DIR against its checkpoint.
+    Verify {
+        /// The directory holding `checkpoint` and `tile/...`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The log's verifier key, `<origin>+<key id>+<base64>` (what
+        /// `init` printed as `log_key`).
+        #[arg(long)]
+        key: String,
+    },
+    /// Make the audit log key of a data directory made before the audit
+    /// log. Never replaces a key.
+    InitKey {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The log's origin line (default: derived from the server's
+        /// public key).
+        #[arg(long)]
+        origin: Option<String>,
+    },
+}
+
+/// Why a log command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration did not load.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database did not open or read.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The audit log refused.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The server's key did not load.
+    #[error(transparent)]
+    Init(#[from] InitError),
+    /// The verifier key is not one.
+    #[error("--key: {0}")]
+    Key(grompi_tlog::error::NoteError),
+}
+
+fn with_log<T>(
+    config: &Config,
+    f: impl FnOnce(&RedbRead) -> Result<T, AuditError>,
+) -> Result<T, CliError> {
+    let store =
+        RedbStore::open_existing(&config.data_dir.join(DB_FILE), Some(&config.anchor_path()))?;
+    let txn = store.begin_read()?;
+    let read = RedbRead::open(&txn)?;
+    Ok(f(&read)?)
+}
+
+/// Runs `command` and returns what it prints.
+pub fn run(command: LogCommand) -> Result<String, CliError> {
+    match command {
+        LogCommand::Checkpoint { config } => {
+            let config = Config::load(&config)?;
+            let key = audit_log::load_key(&config.log_key_path(), config.audit_origin.as_deref())?;
+            with_log(&config, |r| Ok(audit_log::sign_checkpoint(r, &key)?.0))
+        }
+        LogCommand::ProveInclusion {
+            config,
+            index,
+            size,
+        } => {
+            let config = Config::load(&config)?;
+            with_log(&config, |r| {
+                let proof = audit_log::prove_inclusion(r, index, size)?;
+                proof.verify().map_err(AuditError::Merkle)?;
+                Ok(proof.to_string())
+            })
+        }
+        LogCommand::ProveConsistency { config, from, to } => {
+            let config = Config::load(&config)?;
+            with_log(&config, |r| {
+                Ok(audit_log::prove_consistency(r, from, to)?.to_string())
+            })
+        }
+        LogCommand::Export { config, dir } => {
+            let config = Config::load(&config)?;
+            let key = audit_log::load_key(&config.log_key_path(), config.audit_origin.as_deref())?;
+            let size = with_log(&config, |r| audit_log::export(r, &key, &dir))?;
+            Ok(format!("exported {size} entries to {}\n", dir.display()))
+        }
+        LogCommand::Verify { dir, key } => {
+            let verifier = Ed25519Verifier::from_vkey(key.trim()).map_err(CliError::Key)?;
+            let v = audit_log::verify_dir(&dir, &verifier)?;
+            Ok(format!(
+                "verified {} entries: {} attestations, {} refusals, {} security events\n",
+                v.size, v.attestations, v.refusals, v.events
+            ))
+        }
+        LogCommand::InitKey { data_dir, origin } => init_key(&data_dir, origin.as_deref()),
+    }
+}
+
+fn init_key(data_dir: &Path, origin: Option<&str>) -> Result<String, CliError> {
+    let secret = init::load_secret(data_dir)?;
+    let origin = origin
+        .map(str::to_owned)
+        .unwrap_or_else(|| audit_log::default_origin(&secret.public_key()));
+    let path = data_dir.join(audit_log::LOG_KEY_FILE);
+    let verifier = audit_log::create_key(&path, &origin)?;
+    Ok(format!(
+        "# The audit log's verifier key (its checkpoints' signer):\nlog_key = \"{}\"\n",
+        verifier.vkey()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use grompi_tlog::checkpoint::Checkpoint;
+    use grompi_tlog::merkle;
+    use grompi_tlog::note::NoteVerifier;
+
+    /// A data directory made by `init`, with a configuration, after one
+    /// start of the server (its security event) and some entries.
+    async fn served_once(dir: &Path) -> (PathBuf, String) {
+        let data = dir.join("data");
+        let out = init::init_with_origin(&data, &[], Some("example.org/order-1")).unwrap();
+        let config = dir.join("order.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\ndata_dir = \"data\"\nrouter_certificate = \"{}\"\n",
+                out.certificate.display()
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&config).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(crate::server::serve_until(cfg, async {
+            let _ = rx.await;
+        }));
+        // The start event is written before the listener is bound.
+        let bound = data.join(init::BOUND_ADDRS_FILE);
+        for _ in 0..200 {
+            if bound.exists() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        (config, out.log_key)
+    }
+
+    #[tokio::test]
+    async fn checkpoint_and_proofs_from_the_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, vkey) = served_once(dir.path()).await;
+        let text = run(LogCommand::Checkpoint {
+            config: config.clone(),
+        })
+        .unwrap();
+        let verifier = Ed25519Verifier::from_vkey(&vkey).unwrap();
+        let known: [&dyn NoteVerifier; 1] = [&verifier];
+        let cp = Checkpoint::open(text.as_bytes(), &known)
+            .unwrap()
+            .checkpoint;
+        assert_eq!(cp.origin(), "example.org/order-1");
+        assert_eq!(cp.size(), 1, "one start, one security event");
+
+        let proof = run(LogCommand::ProveInclusion {
+            config: config.clone(),
+            index: 0,
+            size: None,
+        })
+        .unwrap();
+        assert!(proof.starts_with("index 0\nsize 1\nroot "), "{proof}");
+        assert!(
+            proof.contains("# security event\n# event = \"start\""),
+            "{proof}"
+        );
+        assert!(proof.contains(&format!("log_key = \"{vkey}\"")), "{proof}");
+        // The entry's leaf is the checkpoint's root (a tree of one).
+        let entry = proof
+            .lines()
+            .find_map(|l| l.strip_prefix("entry "))
+            .unwrap();
+        assert_eq!(merkle::leaf_hash(&hex::decode(entry).unwrap()), *cp.root());
+        let err = run(LogCommand::ProveInclusion {
+            config: config.clone(),
+            index: 1,
+            size: None,
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("out of range") || err.to_string().contains("index 1"),
+            "{err}"
+        );
+
+        let out = dir.path().join("copy");
+        run(LogCommand::Export {
+            config: config.clone(),
+            dir: out.clone(),
+        })
+        .unwrap();
+        let text = run(LogCommand::Verify {
+            dir: out,
+            key: vkey.clone(),
+        })
+        .unwrap();
+        assert_eq!(
+            text,
+            "verified 1 entries: 0 attestations, 0 refusals, 1 security events\n"
+        );
+        let text = run(LogCommand::ProveConsistency {
+            config,
+            from: 0,
+            to: 1,
+        })
+        .unwrap();
+        assert!(text.starts_with("from 0 root "), "{text}");
+    }
+
+    #[test]
+    fn init_key_makes_a_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        init::init(&data, &[]).unwrap();
+        std::fs::remove_file(data.join(audit_log::LOG_KEY_FILE)).unwrap();
+        let text = run(LogCommand::InitKey {
+            data_dir: data.clone(),
+            origin: Some("example.org/o".into()),
+        })
+        .unwrap();
+        assert!(text.contains("log_key = \"example.org/o+"), "{text}");
+        let err = run(LogCommand::InitKey {
+            data_dir: data,
+            origin: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("refusing to replace"), "{err}");
+    }
+}

@@ -1,0 +1,182 @@
+//! The audit log over the order server's own store: [`LogStorage`] for a
+//! transaction ([`WriteAudit`]) and for a read snapshot ([`ReadAudit`]).
+//!
+//! An entry and the stored hashes it completes are written into the
+//! caller's open transaction, next to the attestation record they go with,
+//! so the single commit that precedes the answer makes both durable, or
+//! neither: no tag leaves the server without its log entry on disk, and
+//! after a crash the log and the attestations agree.
+
+use crate::store::{StoreError, StoreRead, StoreWrite};
+use grompi_tlog::error::{LogError, StorageError};
+use grompi_tlog::{Hash, Log, LogStorage};
+use std::cell::RefCell;
+
+/// Keeps the first store error a [`LogStorage`] call met, so that it comes
+/// back typed rather than as the log's text.
+#[derive(Debug, Default)]
+struct Failure(RefCell<Option<StoreError>>);
+
+impl Failure {
+    fn keep<T>(&self, r: Result<T, StoreError>) -> Result<T, StorageError> {
+        r.map_err(|e| {
+            let text = e.to_string();
+            self.0.borrow_mut().get_or_insert(e);
+            StorageError(text)
+        })
+    }
+
+    /// The store's own error if one caused `e`, else the log's refusal.
+    fn into_error(self, e: LogError) -> StoreError {
+        self.0
+            .into_inner()
+            .unwrap_or_else(|| StoreError::AuditLog(e.to_string()))
+    }
+}
+
+/// The audit log's storage inside a write transaction.
+#[derive(Debug)]
+pub struct WriteAudit<'a, S> {
+    store: &'a mut S,
+    failure: Failure,
+}
+
+/// The audit log's storage in a read snapshot (appends are refused).
+#[derive(Debug)]
+pub struct ReadAudit<'a, S> {
+    store: &'a S,
+    failure: Failure,
+}
+
+macro_rules! reads {
+    () => {
+        fn entry_count(&self) -> Result<u64, StorageError> {
+            self.failure.keep(self.store.audit_entry_count())
+        }
+
+        fn hash_count(&self) -> Result<u64, StorageError> {
+            self.failure.keep(self.store.audit_hash_count())
+        }
+
+        fn read_hash(&self, index: u64) -> Result<Option<Hash>, StorageError> {
+            Ok(self.failure.keep(self.store.audit_hash(index))?.map(Hash))
+        }
+
+        fn read_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
+            self.failure.keep(self.store.audit_entry(index))
+        }
+    };
+}
+
+impl<S: StoreWrite> LogStorage for WriteAudit<'_, S> {
+    reads!();
+
+    fn append(
+        &mut self,
+        index: u64,
+        entry: &[u8],
+        first_hash_index: u64,
+        hashes: &[Hash],
+    ) -> Result<(), StorageError> {
+        let raw: Vec<[u8; 32]> = hashes.iter().map(|h| h.0).collect();
+        let r = self
+            .store
+            .append_audit(index, entry, first_hash_index, &raw);
+        self.failure.keep(r)
+    }
+}
+
+impl<S: StoreRead> LogStorage for ReadAudit<'_, S> {
+    reads!();
+
+    fn append(&mut self, index: u64, _: &[u8], _: u64, _: &[Hash]) -> Result<(), StorageError> {
+        Err(StorageError(format!(
+            "entry {index} appended to a read snapshot of the audit log"
+        )))
+    }
+}
+
+/// Appends `entry` to the audit log in `store`'s open transaction and
+/// returns its index.
+pub fn append(store: &mut impl StoreWrite, entry: &[u8]) -> Result<u64, StoreError> {
+    let mut log = Log::open(WriteAudit {
+        store,
+        failure: Failure::default(),
+    })
+    .map_err(|e| StoreError::AuditLog(e.to_string()))?;
+    match log.append(entry) {
+        Ok(index) => Ok(index),
+        Err(e) => Err(log.into_storage().failure.into_error(e)),
+    }
+}
+
+/// The audit log as it stands in `store` (a read snapshot or a
+/// transaction), for roots, proofs, checkpoints and tiles.
+pub fn read<S: StoreRead>(store: &S) -> Result<Log<ReadAudit<'_, S>>, StoreError> {
+    Log::open(ReadAudit {
+        store,
+        failure: Failure::default(),
+    })
+    .map_err(|e| StoreError::AuditLog(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem_store::MemStore;
+    use grompi_tlog::{MemoryStorage, merkle};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The log kept in the order server's store has the same roots and
+        /// proofs as the crate's reference in-memory storage, whatever the
+        /// batching into transactions, and aborted transactions leave no
+        /// trace.
+        #[test]
+        fn the_store_keeps_the_same_log_as_memory(batches in proptest::collection::vec((proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20), any::<bool>()), 1..12)) {
+            let mut store = MemStore::new();
+            let mut reference = Log::open(MemoryStorage::new()).unwrap();
+            for (entries, commit) in &batches {
+                let mut txn = store.begin();
+                for e in entries {
+                    let at = append(&mut txn, e).unwrap();
+                    prop_assert_eq!(at, read(&txn).unwrap().size() - 1);
+                }
+                if *commit {
+                    txn.commit();
+                    for e in entries {
+                        reference.append(e).unwrap();
+                    }
+                }
+            }
+            let log = read(&store).unwrap();
+            prop_assert_eq!(log.size(), reference.size());
+            prop_assert_eq!(log.root().unwrap(), reference.root().unwrap());
+            let size = log.size();
+            for i in 0..size {
+                prop_assert_eq!(log.entry(i).unwrap(), reference.entry(i).unwrap());
+                let proof = log.inclusion_proof(i, size).unwrap();
+                merkle::verify_inclusion(&merkle::leaf_hash(&log.entry(i).unwrap()), i, size, &proof, &log.root().unwrap()).unwrap();
+            }
+            if size > 1 {
+                let c = log.consistency_proof(size / 2, size).unwrap();
+                merkle::verify_consistency(size / 2, size, &log.tree_hash(size / 2).unwrap(), &log.root().unwrap(), &c).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn appends_out_of_order_and_long_entries_are_refused() {
+        let mut store = MemStore::new();
+        let mut txn = store.begin();
+        assert_eq!(append(&mut txn, b"a").unwrap(), 0);
+        let err = txn.append_audit(5, b"b", 1, &[]).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
+        let err = append(&mut txn, &vec![0; 70_000]).unwrap_err();
+        assert!(matches!(err, StoreError::AuditLog(_)), "{err}");
+        assert!(err.to_string().contains("65535"), "{err}");
+        // A snapshot refuses appends.
+        let mut log = read(&txn).unwrap();
+        assert!(log.append(b"c").is_err());
+    }
+}
