@@ -326,7 +326,7 @@ pub const GROWTH: u64 = 1 << 20;
 /// order, and their checksums (the commit chain is built from them).
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// The payloads.
+    /// Each record's payload as appended, record n at position n.
     pub payloads: Vec<Vec<u8>>,
     /// The checksum of each record, in the same order.
     pub checksums: Vec<[u8; 32]>,
@@ -735,16 +735,16 @@ pub enum KvOp {
     Put {
         /// The caller's table number.
         table: u8,
-        /// The key.
+        /// The row key, in the caller's encoding (the log keeps it as is).
         key: Vec<u8>,
-        /// The value.
+        /// The row's new value, kept as is.
         value: Vec<u8>,
     },
     /// Remove `key` from `table`.
     Delete {
         /// The caller's table number.
         table: u8,
-        /// The key.
+        /// The row key, in the caller's encoding.
         key: Vec<u8>,
     },
 }

@@ -129,7 +129,7 @@ pub struct Config {
     /// network is refused either way.
     #[serde(default = "default_accept_unbound_sign_in")]
     pub accept_unbound_sign_in: bool,
-    /// Limits.
+    /// The `[limits]` section; unset keys take [`Limits::default`].
     #[serde(default)]
     pub limits: Limits,
 }

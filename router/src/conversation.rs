@@ -42,7 +42,7 @@ pub enum Held {
 }
 
 impl Held {
-    /// The header.
+    /// The header, kept in both forms.
     pub fn header(&self) -> &EnvelopeHeader {
         match self {
             Self::Whole(e) => e.header(),
@@ -135,7 +135,7 @@ fn attestation_bytes(a: &Attestation) -> usize {
 pub struct Pending {
     /// The envelope (whole until delivered) and what goes with it.
     pub stored: HeldEnvelope,
-    /// Its hash.
+    /// The envelope hash, which a job result for this index must match (the index may be re-used).
     pub hash: EnvelopeHash,
     /// Bytes of the whole envelope, counted against its submitter's bound
     /// until it is delivered.
@@ -226,7 +226,7 @@ impl Pending {
 /// What an admitted envelope needs beyond its own content.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    /// The envelope.
+    /// The envelope, which [`Conversation::check`] passed.
     pub envelope: Envelope,
     /// One submission tag per order server.
     pub submission_tags: Vec<Tag>,
@@ -237,9 +237,9 @@ pub struct Admission {
 /// One conversation's state.
 #[derive(Debug)]
 pub struct Conversation {
-    /// Its id.
+    /// Chosen by the creator; the head chain starts from its genesis head.
     id: ConversationId,
-    /// Its creator.
+    /// The creating account: a retry of its create is answered with the same assignment.
     creator: AccountId,
     /// Installed epochs (epoch n at position n).
     epochs: Vec<EpochSlots>,
@@ -306,12 +306,12 @@ impl Conversation {
         }
     }
 
-    /// Its id.
+    /// The id the creator chose; never reused for another conversation.
     pub fn id(&self) -> ConversationId {
         self.id
     }
 
-    /// Its creator.
+    /// The account that created it (counted against its `max_conversations_per_account`).
     pub fn creator(&self) -> AccountId {
         self.creator
     }
@@ -700,7 +700,7 @@ pub struct Failed {
     pub tickets: Vec<Ticket>,
     /// Why.
     pub error: RouterError,
-    /// Its submitter.
+    /// Who submitted it (`None` for noise): its waiting count and bytes go down by this one.
     pub submitter: Option<AccountId>,
     /// Its bytes, as counted against the submitter ([`Pending::size`]).
     pub size: usize,

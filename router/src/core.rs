@@ -40,7 +40,7 @@ pub struct CoreConfig {
     pub servers: Vec<OrderServerKey>,
     /// Attestations needed before delivery and acknowledgement.
     pub quorum: usize,
-    /// Limits.
+    /// The configured `[limits]`: request rates, caps on what the router keeps, the disk reserve.
     pub limits: Limits,
     /// Padded group sizes.
     pub padding_tiers: Vec<usize>,
@@ -65,7 +65,7 @@ pub enum Call {
     ListConversations,
     /// Another account's bundle.
     GetPrekeyBundle(AccountId),
-    /// Create a conversation.
+    /// Create a conversation with a caller-chosen id and its members (the caller among them).
     CreateConversation(ConversationId, Vec<(AccountId, SlotRole)>),
     /// Prepare the next epoch.
     PrepareUpdate(ConversationId, Vec<(AccountId, SlotRole)>),
@@ -73,18 +73,18 @@ pub enum Call {
     Submit(Submission),
     /// Plan a fetch.
     Fetch {
-        /// Conversation.
+        /// The conversation to read; the caller must hold or have held a slot in it.
         conversation: ConversationId,
-        /// First index.
+        /// First index to read.
         from: Index,
-        /// Most deliveries.
+        /// Most deliveries (clamped to 1..=`limits.max_fetch`).
         limit: u32,
     },
     /// Start a live subscription.
     Subscribe,
     /// Plan a head-proof relay.
     ProveHeads {
-        /// Conversation.
+        /// The conversation whose head the order servers are to prove; the caller must be a member.
         conversation: ConversationId,
         /// The member's nonce.
         nonce: ProofNonce,
@@ -104,7 +104,7 @@ pub enum Command {
     Authed {
         /// The session token from metadata.
         token: Vec<u8>,
-        /// The call.
+        /// What is asked, as the account the token authenticates.
         call: Call,
     },
     /// An order server job ended.
@@ -125,7 +125,7 @@ pub enum Command {
 pub struct FetchPlan {
     /// The caller, whose bytes in flight the page counts against.
     pub account: AccountId,
-    /// Conversation.
+    /// The conversation to read (the caller holds or held a slot in it).
     pub conversation: ConversationId,
     /// First index to read.
     pub from: Index,
@@ -158,11 +158,11 @@ impl FetchPlan {
 /// What the shell relays for ProveHeads.
 #[derive(Debug, Clone)]
 pub struct ProvePlan {
-    /// Conversation.
+    /// The conversation whose head is to be proved.
     pub conversation: ConversationId,
-    /// The caller's slot.
+    /// The caller's slot in the newest epoch delivery has reached (its Update, if any, delivered).
     pub slot: SlotIndex,
-    /// The nonce.
+    /// The member's nonce; a proof whose statement names another is discarded.
     pub nonce: ProofNonce,
 }
 

@@ -123,7 +123,7 @@ impl World {
         self
     }
 
-    /// The core.
+    /// The driver's core: its state includes what was fed and not yet flushed.
     fn core(&self) -> &RouterCore {
         self.driver.core()
     }

@@ -16,7 +16,7 @@ pub struct ServerRefusal {
     pub server: usize,
     /// Its reason code.
     pub reason: RefusalReason,
-    /// Its message.
+    /// The server's explanation, quoted to the submitter.
     pub message: String,
 }
 
@@ -73,7 +73,7 @@ pub enum RouterError {
     /// An envelope with more blocks than a group may have members.
     #[error("envelope has {blocks} blocks, more than the group size limit of {max}")]
     TooManyBlocks {
-        /// Its blocks.
+        /// Recipient blocks in the envelope.
         blocks: usize,
         /// The group size limit.
         max: usize,
@@ -122,7 +122,7 @@ pub enum RouterError {
     /// A key or signature of the wrong length.
     #[error("{field} must be {expected} bytes, got {got}")]
     WrongLength {
-        /// The field.
+        /// The request field, as the proto names it (e.g. `identity.signing_key`).
         field: String,
         /// Its required length.
         expected: usize,
@@ -132,7 +132,7 @@ pub enum RouterError {
     /// More keys in one upload than allowed.
     #[error("{field} has {got} keys, more than the limit of {max}")]
     TooManyKeys {
-        /// The field.
+        /// The key list: `one_time_prekeys` or `order_keys`.
         field: &'static str,
         /// Keys given.
         got: usize,
@@ -142,7 +142,7 @@ pub enum RouterError {
     /// A key listed twice in one upload.
     #[error("{field} lists a key twice")]
     KeyTwice {
-        /// The field.
+        /// The key list: `one_time_prekeys` or `order_keys`.
         field: &'static str,
     },
     /// An order key of low order (its MACs would be computable by anyone).
@@ -211,7 +211,7 @@ pub enum RouterError {
     NotTheSlotHolder {
         /// The sender slot.
         slot: SlotIndex,
-        /// The epoch.
+        /// The conversation's current epoch, which the envelope names.
         epoch: Epoch,
     },
 
@@ -222,7 +222,7 @@ pub enum RouterError {
     /// A conversation the router does not know.
     #[error("conversation {0}")]
     UnknownConversation(ConversationId),
-    /// A member without an account.
+    /// A listed member (CreateConversation, PrepareUpdate) that has no account.
     #[error("member {0} has no account")]
     MemberWithoutAccount(AccountId),
 
@@ -301,7 +301,8 @@ pub enum RouterError {
         per_second: u32,
         /// The burst allowed.
         burst: u32,
-        /// The address.
+        /// The address as limited: IPv4, or an IPv6 /64 prefix
+        /// ([`grompi_ops::conn_limit::address_key`]).
         address: std::net::IpAddr,
     },
 
@@ -455,7 +456,7 @@ pub enum RouterError {
     /// The committer thread panicked.
     #[error("the committer thread panicked")]
     CommitterPanicked,
-    /// The committer stopped.
+    /// The committer stopped taking batches without reporting a storage error.
     #[error("the committer stopped")]
     CommitterStopped,
     /// A commit failed; the request's outcome was not stored.

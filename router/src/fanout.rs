@@ -47,9 +47,9 @@ pub struct ServerLink {
 /// One item of an Attest batch, so results can be matched back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobItem {
-    /// Conversation.
+    /// The conversation of the envelope sent.
     pub conversation: ConversationId,
-    /// Index.
+    /// Its index; the attestation must be for this index.
     pub index: Index,
 }
 
@@ -213,7 +213,7 @@ pub(crate) enum Notice {
     Deliver {
         /// Recipient.
         account: AccountId,
-        /// The delivery.
+        /// A tag update: this attestation for the recipient's slots, without the envelope.
         delivery: Box<pb::Delivery>,
     },
     /// A submission failed (every server refused it, or what followed

@@ -120,7 +120,7 @@ enum Why {
     Slow,
     /// The queues together are full and it held the most.
     HubFull,
-    /// Shutdown.
+    /// The router is shutting down, or the stream went away: nothing to count or log.
     Shutdown,
 }
 

@@ -18,7 +18,7 @@ pub enum RecordError {
     /// The bytes are not the expected storage message.
     #[error("stored {table} value is corrupt: {reason}")]
     Corrupt {
-        /// The table.
+        /// The table's name ([`Table::name`]).
         table: &'static str,
         /// What was wrong.
         reason: String,
@@ -93,11 +93,11 @@ impl Table {
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
-    /// Account id.
+    /// Derived from the identity keys ([`AccountId::of_identity`]); the row key.
     pub id: AccountId,
     /// Identity keys.
     pub identity: IdentityKeys,
-    /// Fallback prekey.
+    /// The signed prekey every bundle hands out (with a one-time prekey while any is left).
     pub fallback: SignedPrekey,
 }
 
@@ -142,7 +142,7 @@ pub enum Record {
     OneTimePrekey {
         /// Owner.
         account: AccountId,
-        /// Key.
+        /// The public one-time prekey; with the owner, the row key.
         key: [u8; 32],
         /// Whether the key is now present.
         present: bool,
@@ -151,7 +151,7 @@ pub enum Record {
     OrderKey {
         /// Owner.
         account: AccountId,
-        /// Key.
+        /// The public X25519 order key; with the owner, the row key.
         key: [u8; 32],
         /// Whether the key is now present.
         present: bool,
@@ -160,7 +160,7 @@ pub enum Record {
     Session {
         /// BLAKE3 of the token.
         hash: [u8; 32],
-        /// Account.
+        /// The account the session authenticates as.
         account: AccountId,
         /// When it ends, in milliseconds since the Unix epoch.
         expires_at: u64,
@@ -174,7 +174,7 @@ pub enum Record {
     Conversation(Box<ConversationRecord>),
     /// Put a conversation's next index and head.
     Tail {
-        /// Conversation.
+        /// The conversation, the row key.
         conversation: ConversationId,
         /// Next index to assign.
         next: Index,
@@ -183,36 +183,36 @@ pub enum Record {
     },
     /// Put (`Some`) or delete an envelope at an index.
     Envelope {
-        /// Conversation.
+        /// The conversation; with the index, the row key.
         conversation: ConversationId,
-        /// Index.
+        /// The index it was admitted at.
         index: Index,
         /// The envelope, or `None` to delete.
         stored: Option<Box<StoredEnvelope>>,
     },
     /// Put one order server's attestation of an index (all its slot tags).
     Attestation {
-        /// Conversation.
+        /// The conversation; with the attestation's index and server, the row key.
         conversation: ConversationId,
         /// The attestation (its `server` is the descriptor position).
         attestation: Attestation,
     },
     /// Put how many indices an order server has attested.
     Progress {
-        /// Conversation.
+        /// The conversation; with the server, the row key.
         conversation: ConversationId,
-        /// Order server position.
+        /// The server's position in the network descriptor.
         server: u32,
-        /// Attested count.
+        /// How many indices it has attested: the next one it is to attest.
         next: Index,
     },
     /// Put (`Some`) or delete the last envelope admitted from a slot in an
     /// epoch, so that a restarted router still recognises a resubmission of
     /// it after every server attested it (and it left memory).
     SlotTail {
-        /// Conversation.
+        /// The conversation; with the epoch and slot, the row key.
         conversation: ConversationId,
-        /// Epoch.
+        /// The epoch whose slot set `slot` is in (slot numbers are per epoch).
         epoch: Epoch,
         /// Sender slot.
         slot: SlotIndex,
@@ -232,7 +232,7 @@ pub struct SlotTail {
     pub hash: EnvelopeHash,
 }
 
-/// Key of a slot tail.
+/// Key of a slot tail: conversation id, epoch (8 bytes), slot (4 bytes), big-endian.
 pub fn slot_tail_key(c: &ConversationId, epoch: Epoch, slot: SlotIndex) -> Vec<u8> {
     let mut k = c.to_vec();
     k.extend_from_slice(&epoch.0.to_be_bytes());
@@ -262,14 +262,14 @@ pub fn decode_slot_tail(
     Ok((conversation, epoch, slot, tail))
 }
 
-/// Key of an envelope.
+/// Key of an envelope: conversation id, then index (8 bytes, big-endian): rows sort by index.
 pub fn envelope_key(c: &ConversationId, i: Index) -> Vec<u8> {
     let mut k = c.to_vec();
     k.extend_from_slice(&i.0.to_be_bytes());
     k
 }
 
-/// Key of an attestation.
+/// Key of an attestation: [`envelope_key`], then the server's position (4 bytes, big-endian).
 pub fn attestation_key(c: &ConversationId, i: Index, server: u32) -> Vec<u8> {
     let mut k = envelope_key(c, i);
     k.extend_from_slice(&server.to_be_bytes());

@@ -26,7 +26,7 @@ use std::collections::{BTreeSet, HashSet};
 /// A parsed, size-checked submission.
 #[derive(Debug, Clone)]
 pub struct Submission {
-    /// The envelope.
+    /// The envelope, parsed and size-checked; the core checks it against the conversation.
     pub envelope: Envelope,
     /// One tag per order server.
     pub tags: Vec<Tag>,
@@ -109,11 +109,11 @@ pub struct NewAccount {
     pub identity: IdentityKeys,
     /// The challenge the client answered.
     pub challenge: Challenge,
-    /// Fallback prekey.
+    /// Fallback prekey, its signature checked against the identity key.
     pub fallback: SignedPrekey,
     /// One-time prekeys.
     pub one_time: Vec<[u8; 32]>,
-    /// Order keys.
+    /// X25519 order keys, none of low order; each becomes the key of one slot when taken.
     pub order_keys: Vec<SlotKey>,
 }
 
@@ -121,7 +121,7 @@ pub struct NewAccount {
 /// account's key in [`Directory::sign_in`](crate::directory::Directory::sign_in).
 #[derive(Debug, Clone)]
 pub struct SignIn {
-    /// The account.
+    /// The account signing in, whose identity key must verify the signature.
     pub account: AccountId,
     /// The challenge answered.
     pub challenge: Challenge,

@@ -37,7 +37,7 @@ pub use grompi_proto::SESSION_METADATA;
 pub struct ServiceSettings {
     /// Number of order servers.
     pub servers: usize,
-    /// Limits.
+    /// Limits the service applies before the core: per-address rate, fetch bytes, request sizes.
     pub limits: Limits,
     /// How long Submit waits for the quorum.
     pub submit_timeout: Duration,

@@ -25,7 +25,7 @@ impl PaddingSecret {
     pub fn to_vec(&self) -> Vec<u8> {
         self.0.to_vec()
     }
-    /// The slot secret.
+    /// The padding slot's secret order key, whose MAC keys with each order server tag its noise.
     pub fn slot_secret(&self) -> SlotSecret {
         SlotSecret::from_bytes(self.0)
     }
@@ -40,7 +40,7 @@ impl std::fmt::Debug for PaddingSecret {
 /// One epoch's slot set and who holds each slot.
 #[derive(Debug, Clone)]
 pub struct EpochSlots {
-    /// The epoch.
+    /// Its position among installed epochs; for a prepared set, the epoch it would become.
     pub epoch: Epoch,
     /// The first index in this epoch (`None` while only prepared).
     pub first_index: Option<Index>,

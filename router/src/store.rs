@@ -41,7 +41,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 /// attested by every server, with their attestations.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Accounts.
+    /// Every account, with its identity keys and fallback prekey.
     pub accounts: Vec<AccountRecord>,
     /// Unused one-time prekeys.
     pub one_time_prekeys: Vec<(AccountId, [u8; 32])>,
@@ -49,7 +49,7 @@ pub struct Snapshot {
     pub order_keys: Vec<(AccountId, [u8; 32])>,
     /// Sessions by token hash.
     pub sessions: Vec<record::StoredSession>,
-    /// Conversations.
+    /// Every conversation's creator, installed and prepared slot sets, and open state.
     pub conversations: Vec<ConversationRecord>,
     /// Next index and head per conversation.
     pub tails: Vec<(ConversationId, Index, Head)>,
