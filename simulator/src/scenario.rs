@@ -487,11 +487,12 @@ impl Network {
 }
 
 /// What a compromised member does with its stolen keys: envelopes the
-/// client's public API would never compose. The first five go through the
-/// router, which cannot see what is wrong with them, and reach the other
-/// members; the others are refused by the honest router itself, so they
-/// are offered straight to every order server, as a router colluding with
-/// the member (or skipping its own checks) would pass them on.
+/// client's public API would never compose. Those that are not
+/// [`Misbehave::direct`] go through the router, which cannot see what is
+/// wrong with them, and reach the other members; the direct ones are
+/// refused by the honest router itself, so they are offered straight to
+/// every order server, as a router colluding with the member (or skipping
+/// its own checks) would pass them on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Misbehave {

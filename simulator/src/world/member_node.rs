@@ -133,12 +133,16 @@ impl MemberNode {
             .create_keyed_conversation(self.id, slots, members, group_period, rng)
     }
 
-    /// Builds an envelope for the conversation with its client.
+    /// Builds an envelope for the conversation with its client (a Rekey
+    /// with `Member::rekey`).
     pub fn compose(
         &mut self,
         content: Content,
         rng: &mut impl rand::CryptoRng,
     ) -> Result<Composed, ClientError> {
+        if content == Content::Rekey {
+            return self.member.rekey(&self.id, rng);
+        }
         self.member.compose(&self.id, content, rng)
     }
 
