@@ -8,6 +8,9 @@
 //! round-robin order, pregenerated so that only attestation and commit are
 //! measured. Every commit touches every conversation, so more conversations
 //! mean more database pages written per commit.
+//!
+//! [`run_audit`] measures what the audit log costs: the same runs with and
+//! without it, alternated, on disk and in memory (the core alone: its CPU).
 
 use crate::core::OrderCore;
 use crate::limits::Limits;
@@ -146,18 +149,38 @@ fn workload(conversations: usize, items: usize) -> Result<Workload, BenchError> 
     })
 }
 
-/// Attests `requests` into a fresh database under `dir`, `batch` items per
-/// commit, and returns the time taken.
-fn measure(dir: &Path, w: &Workload, items: usize, batch: usize) -> Result<BenchRow, BenchError> {
-    let path = dir.join(format!("bench-{batch}.redb"));
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(crate::redb_store::wal_path(&path));
-    let store = RedbStore::open(&path)?;
+fn bench_core(w: &Workload, audit: bool) -> OrderCore {
     let core = OrderCore::new(
         OrderServerSecret::from_bytes(w.secret),
         0,
         Limits::default(),
     );
+    if audit {
+        core
+    } else {
+        core.without_audit_log()
+    }
+}
+
+/// Attests `requests` into a fresh database under `dir`, `batch` items per
+/// commit, and returns the time taken.
+fn measure(dir: &Path, w: &Workload, items: usize, batch: usize) -> Result<BenchRow, BenchError> {
+    measure_with(dir, w, items, batch, true)
+}
+
+/// [`measure`], with or without the audit log.
+fn measure_with(
+    dir: &Path,
+    w: &Workload,
+    items: usize,
+    batch: usize,
+    audit: bool,
+) -> Result<BenchRow, BenchError> {
+    let path = dir.join(format!("bench-{batch}.redb"));
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(crate::redb_store::wal_path(&path));
+    let store = RedbStore::open(&path)?;
+    let core = bench_core(w, audit);
     let txn = store.begin_write()?;
     let log = {
         let mut tables = RedbWrite::open(&txn)?;
@@ -195,13 +218,14 @@ fn measure(dir: &Path, w: &Workload, items: usize, batch: usize) -> Result<Bench
 
 /// The core alone over the in-memory store, one transaction per `batch`:
 /// the CPU cost of attestation without storage.
-fn measure_memory(w: &Workload, items: usize, batch: usize) -> Result<BenchRow, BenchError> {
+fn measure_memory(
+    w: &Workload,
+    items: usize,
+    batch: usize,
+    audit: bool,
+) -> Result<BenchRow, BenchError> {
     let mut store = crate::mem_store::MemStore::new();
-    let core = OrderCore::new(
-        OrderServerSecret::from_bytes(w.secret),
-        0,
-        Limits::default(),
-    );
+    let core = bench_core(w, audit);
     let mut txn = store.begin();
     for (id, set) in &w.conversations {
         core.open(&mut txn, id, set)?
@@ -249,7 +273,90 @@ pub fn run_memory(
     items: usize,
     batch: usize,
 ) -> Result<BenchRow, BenchError> {
-    measure_memory(&workload(conversations.max(1), items)?, items, batch)
+    measure_memory(&workload(conversations.max(1), items)?, items, batch, true)
+}
+
+/// The same runs with and without the audit log: the best of `rounds`
+/// alternated runs of each.
+#[derive(Debug, Clone)]
+pub struct AuditComparison {
+    /// Group commit into redb, without the log.
+    pub disk_without: BenchRow,
+    /// Group commit into redb, with the log.
+    pub disk_with: BenchRow,
+    /// The core alone over the in-memory store (CPU), without the log.
+    pub memory_without: BenchRow,
+    /// The core alone over the in-memory store (CPU), with the log.
+    pub memory_with: BenchRow,
+}
+
+impl AuditComparison {
+    /// Time per attestation with the log over time without it, on disk.
+    pub fn disk_ratio(&self) -> f64 {
+        self.disk_without.rate() / self.disk_with.rate().max(f64::MIN_POSITIVE)
+    }
+
+    /// Time per attestation with the log over time without it, core alone.
+    pub fn memory_ratio(&self) -> f64 {
+        self.memory_without.rate() / self.memory_with.rate().max(f64::MIN_POSITIVE)
+    }
+
+    /// A Markdown table of the comparison.
+    pub fn table(&self) -> String {
+        let us = |r: &BenchRow| 1e6 / r.rate().max(f64::MIN_POSITIVE);
+        format!(
+            "| run | items per commit | without log, µs/attestation | with log, µs/attestation | with/without |\n\
+             |---|---:|---:|---:|---:|\n\
+             | redb group commit | {} | {:.2} | {:.2} | {:.3} |\n\
+             | core alone (in memory) | {} | {:.2} | {:.2} | {:.3} |\n",
+            self.disk_with.batch,
+            us(&self.disk_without),
+            us(&self.disk_with),
+            self.disk_ratio(),
+            self.memory_with.batch,
+            us(&self.memory_without),
+            us(&self.memory_with),
+            self.memory_ratio(),
+        )
+    }
+}
+
+fn fastest(a: Option<BenchRow>, b: BenchRow) -> BenchRow {
+    match a {
+        Some(a) if a.seconds <= b.seconds => a,
+        _ => b,
+    }
+}
+
+/// Measures the audit log's cost: `rounds` alternated runs without and
+/// with it, group commit of `batch` items into redb under `dir`, and the
+/// core alone in memory; keeps the fastest run of each.
+pub fn run_audit(
+    dir: &Path,
+    conversations: usize,
+    items: usize,
+    batch: usize,
+    rounds: usize,
+) -> Result<AuditComparison, BenchError> {
+    let w = workload(conversations.max(1), items)?;
+    let (mut dw, mut dl, mut mw, mut ml) = (None, None, None, None);
+    for _ in 0..rounds.max(1) {
+        dw = Some(fastest(dw, measure_with(dir, &w, items, batch, false)?));
+        dl = Some(fastest(dl, measure_with(dir, &w, items, batch, true)?));
+        mw = Some(fastest(mw, measure_memory(&w, items, batch, false)?));
+        ml = Some(fastest(ml, measure_memory(&w, items, batch, true)?));
+    }
+    match (dw, dl, mw, ml) {
+        (Some(disk_without), Some(disk_with), Some(memory_without), Some(memory_with)) => {
+            Ok(AuditComparison {
+                disk_without,
+                disk_with,
+                memory_without,
+                memory_with,
+            })
+        }
+        _ => Err(BenchError::Unexpected("no run was measured".into())),
+    }
 }
 
 /// Formats rows as a Markdown table, with each rate as a ratio to the
@@ -284,5 +391,18 @@ mod tests {
         assert_eq!(rows[0].items, 20);
         assert_eq!(rows[2].items, 600);
         assert!(table(&rows).contains("| 256 | 600 |"));
+    }
+
+    #[test]
+    fn the_audit_comparison_runs_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = run_audit(dir.path(), 16, 200, 64, 1).unwrap();
+        assert_eq!((c.disk_with.items, c.memory_without.items), (200, 200));
+        assert!(
+            c.table().contains("| redb group commit | 64 |"),
+            "{}",
+            c.table()
+        );
+        assert!(c.disk_ratio() > 0.0 && c.memory_ratio() > 0.0);
     }
 }

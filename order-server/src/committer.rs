@@ -432,5 +432,26 @@ mod tests {
             assert_eq!(&rec.head, head);
         }
         assert_eq!(store.conversation_count().unwrap(), 100);
+        // Each answer's audit log entry was in the same commit: the log
+        // holds one entry per attestation, in the database and in a copy
+        // of the files as a crash would leave them.
+        let check = |read: &RedbRead| {
+            let log = crate::audit_store::read(read).unwrap();
+            assert_eq!(log.size(), 100);
+            for (c, head) in heads.iter().enumerate() {
+                let conv = ConversationId::from_bytes([c as u8; 32]);
+                let at = read.audit_index(&conv, Index(0)).unwrap().unwrap();
+                assert_eq!(
+                    log.entry(at).unwrap(),
+                    crate::audit_entry::attestation(&conv, Epoch(0), Index(0), head).to_vec()
+                );
+            }
+        };
+        check(&read);
+        let image = dir.path().join("crash").join("db");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        grompi_ops::wal::copy_database(&dir.path().join("db"), &image).unwrap();
+        let reopened = RedbStore::open(&image).unwrap();
+        check(&RedbRead::open(&reopened.begin_read().unwrap()).unwrap());
     }
 }

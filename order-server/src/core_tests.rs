@@ -285,6 +285,34 @@ impl Run {
             // A crash: the transaction and the in-memory caches are gone.
             self.core = core();
         }
+        self.check_audit_log();
+    }
+
+    /// After every commit and every crash: each released attestation has
+    /// its audit log entry in the committed store (no tag left without
+    /// it), and the log holds exactly one entry per attested index and per
+    /// refused equivocation attempt: the log and the attestations agree.
+    fn check_audit_log(&self) {
+        let log = crate::audit_store::read(&self.store).unwrap();
+        let refusals = self.store.evidence_total().unwrap();
+        assert_eq!(
+            log.size(),
+            self.released.len() as u64 + refusals,
+            "audit log size against attested indices and refusals"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for (&(c, index), (epoch, _, a)) in &self.released {
+            let at = self
+                .store
+                .audit_index(&conv(c), Index(index))
+                .unwrap()
+                .expect("a released attestation has no audit log entry");
+            assert!(seen.insert(at), "two indices share log entry {at}");
+            assert_eq!(
+                log.entry(at).unwrap(),
+                crate::audit_entry::attestation(&conv(c), *epoch, Index(index), &a.head).to_vec()
+            );
+        }
     }
 }
 
@@ -1020,4 +1048,68 @@ fn group_keyed_epochs_hand_out_key_shares_at_period_starts() {
         head = a.head;
         assert!(a.key_shares.is_empty());
     }
+}
+
+#[test]
+fn attestations_carry_their_log_index_and_a_core_without_the_log_writes_none() {
+    let ops = [
+        Op::Open {
+            c: 0,
+            slots: vec![(0, true), (1, false)],
+        },
+        Op::Submit {
+            c: 0,
+            sender: 0,
+            kind: 0,
+            body: 1,
+            gap: 0,
+            next: vec![(2, true)],
+            mutation: Mutation::None,
+        },
+        Op::Submit {
+            c: 0,
+            sender: 1,
+            kind: 0,
+            body: 2,
+            gap: 0,
+            next: vec![(2, true)],
+            mutation: Mutation::None,
+        },
+        Op::Equivocate {
+            c: 0,
+            pick: 0,
+            body: 9,
+        },
+    ];
+    let mut r = Run::new();
+    r.batch(&ops, true);
+    let m = &r.committed.convs[&0];
+    let mut txn = r.store.begin();
+    for (i, req) in m.requests.iter().enumerate() {
+        let a = r.core.attest_logged(&mut txn, req).unwrap().unwrap();
+        assert_eq!(a.attestation, m.entries[i].1);
+        // Retried: the same entry, found again; nothing appended.
+        assert_eq!(a.log_index, Some(i as u64));
+    }
+    assert_eq!(crate::audit_store::read(&txn).unwrap().size(), 3);
+    let entry = crate::audit_store::read(&txn).unwrap().entry(2).unwrap();
+    assert!(matches!(
+        crate::audit_entry::Entry::parse(&entry),
+        Ok(crate::audit_entry::Entry::Refusal { number: 0, .. })
+    ));
+    drop(txn);
+
+    // The same requests through a core that keeps no log.
+    let mut store = MemStore::new();
+    let plain = core().without_audit_log();
+    assert!(!plain.keeps_audit_log());
+    let mut txn = store.begin();
+    let (set, _) = slot_set(&[(0, true), (1, false)]);
+    plain.open(&mut txn, &conv(0), &set).unwrap().unwrap();
+    for (i, req) in m.requests.iter().enumerate() {
+        let a = plain.attest_logged(&mut txn, req).unwrap().unwrap();
+        assert_eq!(a.attestation, m.entries[i].1, "the log changes no tag");
+        assert_eq!(a.log_index, None);
+    }
+    assert_eq!(txn.audit_entry_count().unwrap(), 0);
 }

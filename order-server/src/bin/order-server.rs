@@ -157,6 +157,13 @@ fn main() -> ExitCode {
                             m.rate()
                         );
                     }
+                    match bench::run_audit(&dir, conversations, items, 1024, 3) {
+                        Ok(c) => println!(
+                            "\naudit log cost (best of 3 alternated runs):\n{}",
+                            c.table()
+                        ),
+                        Err(e) => eprintln!("order-server bench: audit comparison: {e}"),
+                    }
                     let _ = std::fs::remove_dir(&dir);
                     ExitCode::SUCCESS
                 }
