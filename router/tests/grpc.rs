@@ -1561,3 +1561,92 @@ async fn unbound_sign_in_signatures_are_refused_unless_turned_on() {
             .unwrap();
     }
 }
+
+/// Caps seen by a client: a third live subscription of one account is
+/// refused naming the cap, a closed one frees its place at once, and Fetch
+/// pages stop at `max_fetch_bytes` and say where to go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_and_fetch_pages_are_bounded_end_to_end() {
+    let net = Net::start(
+        3,
+        2,
+        "[limits]\nmax_subscribers_per_account = 2\nmax_fetch_bytes = 300000\n",
+    )
+    .await;
+    let mut c = net.client().await;
+    let members = vec![
+        register(&mut c, &net.network(), 1).await,
+        register(&mut c, &net.network(), 2).await,
+    ];
+    let id = ConversationId::from_bytes([6; 32]);
+    let refs: Vec<&Member> = members.iter().collect();
+    let created = setup(&net, &refs, id).await;
+    let subscribe = |c: &mut RouterClient<Channel>| {
+        let mut c = c.clone();
+        let m = members[1].clone();
+        async move { c.subscribe(authed(&m, pb::SubscribeRequest {})).await }
+    };
+    let first = subscribe(&mut c).await.unwrap().into_inner();
+    let mut live = subscribe(&mut c).await.unwrap().into_inner();
+    let e = subscribe(&mut c).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message().contains("limits.max_subscribers_per_account"),
+        "{e:?}"
+    );
+    // The client closes one: its place is free without any delivery.
+    drop(first);
+    let mut again = None;
+    for _ in 0..200 {
+        match subscribe(&mut c).await {
+            Ok(s) => {
+                again = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
+    assert!(again.is_some(), "the closed stream still counted");
+    // Four messages of 120 KiB.
+    for seq in 2..6u64 {
+        let body = vec![seq as u8; 120 * 1024];
+        let req = message(&net, &members[0], &created, id, seq, &body);
+        c.submit(authed(&members[0], req)).await.unwrap();
+    }
+    let page = |from: u64| {
+        let mut c = c.clone();
+        let m = members[1].clone();
+        async move {
+            c.fetch(authed(
+                &m,
+                pb::FetchRequest {
+                    conversation_id: id.to_vec(),
+                    from_index: from,
+                    limit: 100,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    // The Setup and two messages fit in 300,000 bytes, not a third.
+    let p = page(0).await;
+    let indices: Vec<u64> = p.deliveries.iter().map(|d| d.index).collect();
+    assert_eq!(indices, vec![0, 1, 2]);
+    assert_eq!(p.next_index, 3);
+    let p = page(3).await;
+    let indices: Vec<u64> = p.deliveries.iter().map(|d| d.index).collect();
+    assert_eq!(indices, vec![3, 4]);
+    assert_eq!(p.next_index, 5);
+    // The live subscription (opened after the Setup) got the four
+    // messages.
+    let mut got = Vec::new();
+    while got.len() < 4 {
+        let d = live.next().await.unwrap().unwrap();
+        if d.header.is_some() {
+            got.push(d.index);
+        }
+    }
+    assert_eq!(got, vec![1, 2, 3, 4]);
+}
