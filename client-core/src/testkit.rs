@@ -100,6 +100,10 @@ pub struct World {
     /// Key periods of a group-keyed conversation, when [`World::setup`]
     /// should create one (`None`: pairwise-keyed, the default).
     pub group_period: Option<u64>,
+    /// An order server whose tags (and key shares) the router's
+    /// deliveries leave out, as if it were down: it still attests (the
+    /// log stays whole), members just never hear from it.
+    pub down_server: Option<u32>,
 }
 
 impl World {
@@ -164,6 +168,7 @@ impl World {
             deliver_now: vec![true; members],
             lax_servers: false,
             group_period: None,
+            down_server: None,
         }
     }
 
@@ -482,7 +487,9 @@ impl World {
             prev,
             attestations,
         });
-        let all: Vec<u32> = (0..self.servers.len() as u32).collect();
+        let all: Vec<u32> = (0..self.servers.len() as u32)
+            .filter(|s| Some(*s) != self.down_server)
+            .collect();
         for m in 0..self.accounts.len() {
             if !self.deliver_now[m] {
                 continue;
