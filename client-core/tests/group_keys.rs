@@ -448,11 +448,10 @@ mod schedules {
                     }
                     Step::Toggle { who } => {
                         let mut next = w.roster();
-                        if next.contains_key(&who) {
-                            if next.len() <= 3 {
+                        if next.remove(&who).is_some() {
+                            if next.len() < 3 {
                                 continue;
                             }
-                            next.remove(&who);
                             let at = w.update(0, Change::Remove { account: w.accounts[who] }, next);
                             removed_at.insert(who, at);
                         } else if !removed_at.contains_key(&who) {
