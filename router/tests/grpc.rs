@@ -1574,7 +1574,7 @@ async fn subscriptions_and_fetch_pages_are_bounded_end_to_end() {
     )
     .await;
     let mut c = net.client().await;
-    let members = vec![
+    let members = [
         register(&mut c, &net.network(), 1).await,
         register(&mut c, &net.network(), 2).await,
     ];
