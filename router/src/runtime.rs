@@ -197,6 +197,7 @@ fn run_core(
         metrics::gauge!("router_waiting_requests").set(waiting.len() as f64);
         if last_gauges.elapsed() >= Duration::from_secs(1) {
             metrics::gauge!("router_pending_envelopes").set(driver.core().pending_count() as f64);
+            metrics::gauge!("router_held_bytes").set(driver.core().held_bytes() as f64);
             last_gauges = Instant::now();
         }
         if stop {
