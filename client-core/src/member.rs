@@ -289,4 +289,58 @@ mod tests {
         assert_eq!(alerts.len(), 1);
         assert!(matches!(alerts[0].kind, Misbehaviour::Malformed(_)));
     }
+
+    /// `create_keyed_conversation` puts the key start in the Setup only
+    /// when asked to; `rekey` needs a conversation, and an active one.
+    #[test]
+    fn creates_a_group_keyed_conversation_and_rekeys_only_an_active_one() {
+        use grompi_proto::HeaderKey;
+        use rand::SeedableRng;
+        let mut w = World::new(32, 3, 3, 3);
+        w.setup(0);
+        let ms = w.convs[0].as_ref().unwrap().membership().unwrap().clone();
+        let members: Vec<MemberEntry> = ms
+            .holders()
+            .map(|(slot, account)| MemberEntry {
+                account,
+                role: ms.role(&account).unwrap(),
+                slot,
+            })
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(32);
+        let id = w.conversation;
+        for period in [Some(7), None] {
+            let (secrets, _) = w.replica(0);
+            let mut m = Member::new(secrets, w.config.clone());
+            assert!(matches!(
+                m.rekey(&id, &mut rng),
+                Err(ClientError::NotActive(_))
+            ));
+            let setup = m
+                .create_keyed_conversation(
+                    id,
+                    ms.slots().clone(),
+                    members.clone(),
+                    period,
+                    &mut rng,
+                )
+                .unwrap();
+            match (period, setup.envelope.header().key()) {
+                (Some(p), HeaderKey::Start(start)) => {
+                    assert_eq!((start.generation(), start.period_length()), (0, p));
+                }
+                (None, HeaderKey::None) => {}
+                (p, k) => panic!("period {p:?} gave the Setup key fields {k:?}"),
+            }
+            // Until its Setup is accepted the conversation cannot rekey.
+            assert!(matches!(
+                m.rekey(&id, &mut rng),
+                Err(ClientError::NotActive(_))
+            ));
+            assert!(
+                m.create_conversation(id, ms.slots().clone(), members.clone(), &mut rng)
+                    .is_err()
+            );
+        }
+    }
 }
