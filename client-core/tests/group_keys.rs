@@ -485,3 +485,162 @@ mod schedules {
         }
     }
 }
+
+/// The router's and every order server's knowledge plus a removed member's
+/// own secrets open nothing sent after the removal. The removed member's
+/// Olm sessions (a replica from before the removal) decrypt every block it
+/// was ever sent: its RN1s are exactly those of the generations it took part
+/// in, the removal's block carries none, and a schedule started from any
+/// of them, with every order server's shares, opens no later body.
+#[test]
+fn a_removed_member_with_every_servers_shares_opens_nothing_after_its_removal() {
+    use grompi_client_core::body::BlockPlaintext;
+    let mut w = group_world(11, 4, 2);
+    w.send(1, msg("all four"));
+    w.send(0, Content::Rekey);
+    w.send(3, msg("still four"));
+    let mut next = w.roster();
+    next.remove(&3);
+    let removal = w.update(
+        0,
+        Change::Remove {
+            account: w.accounts[3],
+        },
+        next,
+    );
+    let mut after = Vec::new();
+    for i in 0..4 {
+        after.push(w.send(i % 3, msg(&format!("without three {i}"))));
+    }
+    w.send(0, Content::Rekey);
+    after.push(w.send(2, msg("after a rekey")));
+
+    // Every RN1 member 3 ever learned, from the blocks addressed to it.
+    let (mut secrets, _) = w.replica(3);
+    let mut learned = Vec::new();
+    for o in &w.log {
+        if o.index > removal {
+            break;
+        }
+        let Some((slot, _)) = w.slot_key(o.epoch, 3) else {
+            continue;
+        };
+        let Some(block) = o.envelope.blocks().iter().find(|b| b.recipient == slot) else {
+            continue;
+        };
+        let (_, plain) = secrets.pairwise.decrypt_from(&block.ciphertext).unwrap();
+        let block = BlockPlaintext::decode(&plain).unwrap();
+        if o.index == removal {
+            assert!(block.rn1.is_none(), "the removal gives member 3 no RN1");
+        } else if let Some(rn1) = block.rn1 {
+            learned.push((o.epoch, rn1));
+        }
+    }
+    assert_eq!(learned.len(), 2, "the Setup's and the Rekey's RN1");
+
+    let conversation = w.conversation;
+    // The control: with the RN1 a remaining member got in the removal's
+    // block, the same attempt opens the first later message.
+    let (mut kept, _) = w.replica(1);
+    let mut next_rn1 = None;
+    for o in w.log.iter().take(removal.0 as usize + 1) {
+        let Some((slot, _)) = w.slot_key(o.epoch, 1) else {
+            continue;
+        };
+        // A member who stays gets an Update's block at its current slot.
+        let Some(block) = o.envelope.blocks().iter().find(|b| b.recipient == slot) else {
+            continue;
+        };
+        let (_, plain) = kept.pairwise.decrypt_from(&block.ciphertext).unwrap();
+        next_rn1 = BlockPlaintext::decode(&plain).unwrap().rn1;
+    }
+    let first = &w.log[after[0].0 as usize];
+    let h = first.envelope.header();
+    let HeaderKey::Id(id) = h.key() else { panic!() };
+    let shares: Vec<(u32, KeyShare)> = id
+        .servers
+        .servers()
+        .map(|s| {
+            (
+                s,
+                w.servers[s as usize].key_share(&conversation, h.epoch(), KeyPeriod(id.period)),
+            )
+        })
+        .collect();
+    let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
+    let pk = PeriodKey::mix(&conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap();
+    let mut keys = GroupKeys::start_epoch(
+        conversation,
+        h.epoch(),
+        &next_rn1.expect("a remaining member gets the next epoch's RN1"),
+        (0..16).map(SlotIndex),
+    );
+    let key = keys
+        .message_key(
+            KeyGeneration(id.generation),
+            KeyPeriod(id.period),
+            &pk,
+            h.sender(),
+            h.sequence(),
+        )
+        .unwrap();
+    assert!(
+        body::open(
+            &key,
+            &h.key_commitment(),
+            &BodyContext::of(h),
+            first.envelope.body()
+        )
+        .is_ok(),
+        "the control must open: the attempt is real"
+    );
+
+    for index in after {
+        let o = &w.log[index.0 as usize];
+        let h = o.envelope.header();
+        let HeaderKey::Id(id) = h.key() else { panic!() };
+        let shares: Vec<(u32, KeyShare)> = id
+            .servers
+            .servers()
+            .map(|s| {
+                let share =
+                    w.servers[s as usize].key_share(&conversation, h.epoch(), KeyPeriod(id.period));
+                (s, share)
+            })
+            .collect();
+        let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
+        let pk = PeriodKey::mix(&conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap();
+        for (_, rn1) in &learned {
+            // Its RN1s under the new epoch, and chained through a Rekey.
+            let mut keys =
+                GroupKeys::start_epoch(conversation, h.epoch(), rn1, (0..16).map(SlotIndex));
+            if id.generation == 1 {
+                keys.rekey(
+                    KeyGeneration(1),
+                    rn1,
+                    (0..16).map(|s| (SlotIndex(s), grompi_proto::Sequence(1))),
+                )
+                .unwrap();
+            }
+            let Ok(key) = keys.message_key(
+                KeyGeneration(id.generation),
+                KeyPeriod(id.period),
+                &pk,
+                h.sender(),
+                h.sequence(),
+            ) else {
+                continue;
+            };
+            assert!(
+                body::open(
+                    &key,
+                    &h.key_commitment(),
+                    &BodyContext::of(h),
+                    o.envelope.body()
+                )
+                .is_err(),
+                "index {index} opened with a removed member's RN1"
+            );
+        }
+    }
+}
