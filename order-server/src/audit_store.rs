@@ -6,11 +6,85 @@
 //! so the single commit that precedes the answer makes both durable, or
 //! neither: no tag leaves the server without its log entry on disk, and
 //! after a crash the log and the attestations agree.
+//!
+//! Stores keep one record per entry ([`encode_record`]): the entry and the
+//! stored hashes its append computed (its leaf hash, then one per subtree
+//! it completed), so an append is one write, and a stored hash is found in
+//! the record of the entry that completed it ([`hash_location`]).
 
 use crate::store::{StoreError, StoreRead, StoreWrite};
 use grompi_tlog::error::{LogError, StorageError};
-use grompi_tlog::{Hash, Log, LogStorage};
+use grompi_tlog::{Hash, Log, LogStorage, merkle};
 use std::cell::RefCell;
+
+/// The record a store keeps for one entry: `u16(len(entry)) || entry ||`
+/// its stored hashes.
+pub fn encode_record(entry: &[u8], hashes: &[[u8; 32]]) -> Result<Vec<u8>, StoreError> {
+    let len = u16::try_from(entry.len())
+        .map_err(|_| StoreError::AuditLog(format!("an entry of {} bytes", entry.len())))?;
+    let mut out = Vec::with_capacity(2 + entry.len() + 32 * hashes.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(entry);
+    for h in hashes {
+        out.extend_from_slice(h);
+    }
+    Ok(out)
+}
+
+const BAD_RECORD: StoreError = StoreError::Inconsistent("a stored audit log record is malformed");
+
+fn split_record(record: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let (len, rest) = record.split_at_checked(2).ok_or(BAD_RECORD)?;
+    let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+    let (entry, hashes) = rest.split_at_checked(len).ok_or(BAD_RECORD)?;
+    if hashes.len() % 32 != 0 {
+        return Err(BAD_RECORD);
+    }
+    Ok((entry, hashes))
+}
+
+/// The entry in a record.
+pub fn record_entry(record: &[u8]) -> Result<Vec<u8>, StoreError> {
+    Ok(split_record(record)?.0.to_vec())
+}
+
+/// Stored hash number `offset` of a record (0: the entry's leaf hash).
+pub fn record_hash(record: &[u8], offset: usize) -> Result<Option<[u8; 32]>, StoreError> {
+    let hashes = split_record(record)?.1;
+    Ok(offset
+        .checked_mul(32)
+        .and_then(|at| hashes.get(at..at.checked_add(32)?))
+        .and_then(|h| <[u8; 32]>::try_from(h).ok()))
+}
+
+/// Which entry's record holds stored hash `index`, and at which offset:
+/// the hash of the subtree of level `l` and number `n` is computed by the
+/// append of entry `(n + 1) * 2^l - 1`, as its `l`-th hash.
+pub fn hash_location(index: u64) -> Option<(u64, usize)> {
+    let (level, n) = merkle::split_stored_hash_index(index)?;
+    let entry = n.checked_add(1)?.checked_shl(level)?.checked_sub(1)?;
+    Some((entry, usize::try_from(level).ok()?))
+}
+
+/// Checks that an append continues the log: entry `index` is the next,
+/// its hashes start at the hash count, and they are as many as its append
+/// computes.
+pub fn check_append(
+    index: u64,
+    count: u64,
+    first_hash_index: u64,
+    hashes: usize,
+) -> Result<(), StoreError> {
+    let expected = 1 + (index.saturating_add(1)).trailing_zeros() as usize;
+    if index != count || first_hash_index != merkle::stored_hash_count(count) || hashes != expected
+    {
+        return Err(StoreError::AuditLog(format!(
+            "entry {index} with {hashes} hashes from hash {first_hash_index} appended out of \
+             order (the log holds {count} entries)"
+        )));
+    }
+    Ok(())
+}
 
 /// Keeps the first store error a [`LogStorage`] call met, so that it comes
 /// back typed rather than as the log's text.
@@ -163,6 +237,28 @@ mod tests {
                 merkle::verify_consistency(size / 2, size, &log.tree_hash(size / 2).unwrap(), &log.root().unwrap(), &c).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn every_stored_hash_is_found_in_the_record_that_computed_it() {
+        for size in 1..300u64 {
+            let last = size - 1;
+            let first = merkle::stored_hash_index(0, last);
+            let closes = (last + 1).trailing_zeros() as usize;
+            for offset in 0..=closes {
+                assert_eq!(
+                    hash_location(first + offset as u64),
+                    Some((last, offset)),
+                    "entry {last}"
+                );
+            }
+        }
+        let r = encode_record(b"abc", &[[1; 32], [2; 32]]).unwrap();
+        assert_eq!(record_entry(&r).unwrap(), b"abc");
+        assert_eq!(record_hash(&r, 1).unwrap(), Some([2; 32]));
+        assert_eq!(record_hash(&r, 2).unwrap(), None);
+        assert!(record_entry(&r[..4]).is_err());
+        assert!(record_hash(&r[..r.len() - 1], 0).is_err());
     }
 
     #[test]

@@ -440,7 +440,12 @@ mod tests {
             assert_eq!(log.size(), 100);
             for (c, head) in heads.iter().enumerate() {
                 let conv = ConversationId::from_bytes([c as u8; 32]);
-                let at = read.audit_index(&conv, Index(0)).unwrap().unwrap();
+                let at = read
+                    .record(&conv, Index(0))
+                    .unwrap()
+                    .unwrap()
+                    .log_index
+                    .unwrap();
                 assert_eq!(
                     log.entry(at).unwrap(),
                     crate::audit_entry::attestation(&conv, Epoch(0), Index(0), head).to_vec()

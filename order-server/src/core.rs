@@ -220,10 +220,9 @@ impl OrderCore {
             if record.envelope == envelope {
                 let attestation =
                     self.attestation_of(store, &conversation, request.index, &record)?;
-                let log_index = store.audit_index(&conversation, request.index)?;
                 return Ok(Ok(Attested {
                     attestation,
-                    log_index,
+                    log_index: record.log_index,
                 }));
             }
             self.keep_evidence(store, request)?;
@@ -328,7 +327,16 @@ impl OrderCore {
         let head = state
             .head
             .next(&conversation, state.epoch, request.index, &envelope);
+        // The log entry first, in this transaction: the record keeps its
+        // index, and a retry answers with it.
+        let log_index = if self.audit {
+            let entry = audit_entry::attestation(&conversation, state.epoch, request.index, &head);
+            Some(audit_store::append(store, &entry)?)
+        } else {
+            None
+        };
         let record = IndexRecord {
+            log_index,
             epoch: state.epoch,
             kind,
             envelope,
@@ -341,14 +349,6 @@ impl OrderCore {
             },
         };
         store.put_record(&conversation, request.index, &record)?;
-        let log_index = if self.audit {
-            let entry = audit_entry::attestation(&conversation, state.epoch, request.index, &head);
-            let at = audit_store::append(store, &entry)?;
-            store.put_audit_index(&conversation, request.index, at)?;
-            Some(at)
-        } else {
-            None
-        };
         store.put_last_sequence(&conversation, state.epoch, sender, header.sequence())?;
         let mut new_state = ConversationState {
             next_index,

@@ -304,8 +304,9 @@ impl Run {
         for (&(c, index), (epoch, _, a)) in &self.released {
             let at = self
                 .store
-                .audit_index(&conv(c), Index(index))
+                .record(&conv(c), Index(index))
                 .unwrap()
+                .and_then(|r| r.log_index)
                 .expect("a released attestation has no audit log entry");
             assert!(seen.insert(at), "two indices share log entry {at}");
             assert_eq!(

@@ -5,9 +5,11 @@
 //! without committing discards them, which is exactly what a power loss
 //! does to an uncommitted redb transaction.
 
+use crate::audit_store;
 use crate::state::{ConversationState, IndexRecord};
 use crate::store::{StoreError, StoreRead, StoreWrite};
 use grompi_proto::{ConversationId, Epoch, Index, Sequence, SlotIndex, SlotSet};
+use grompi_tlog::merkle;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, Default)]
@@ -18,9 +20,8 @@ struct Tables {
     records: BTreeMap<(ConversationId, Index), IndexRecord>,
     evidence: BTreeMap<u64, Vec<u8>>,
     evidence_total: Option<u64>,
-    audit_indices: BTreeMap<(ConversationId, Index), u64>,
-    audit_entries: BTreeMap<u64, Vec<u8>>,
-    audit_hashes: BTreeMap<u64, [u8; 32]>,
+    /// Audit log records ([`crate::audit_store::encode_record`]).
+    audit: BTreeMap<u64, Vec<u8>>,
 }
 
 /// The number of keys `0..n` in a map that holds exactly those: its last
@@ -39,9 +40,7 @@ impl Tables {
         if o.evidence_total.is_some() {
             self.evidence_total = o.evidence_total;
         }
-        self.audit_indices.extend(o.audit_indices);
-        self.audit_entries.extend(o.audit_entries);
-        self.audit_hashes.extend(o.audit_hashes);
+        self.audit.extend(o.audit);
     }
 }
 
@@ -120,20 +119,27 @@ impl StoreRead for MemStore {
     fn evidence(&self, number: u64) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.committed.evidence.get(&number).cloned())
     }
-    fn audit_index(&self, id: &ConversationId, index: Index) -> Result<Option<u64>, StoreError> {
-        Ok(self.committed.audit_indices.get(&(*id, index)).copied())
-    }
     fn audit_entry_count(&self) -> Result<u64, StoreError> {
-        Ok(count(&self.committed.audit_entries))
+        Ok(count(&self.committed.audit))
     }
     fn audit_hash_count(&self) -> Result<u64, StoreError> {
-        Ok(count(&self.committed.audit_hashes))
+        Ok(merkle::stored_hash_count(self.audit_entry_count()?))
     }
     fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.committed.audit_entries.get(&index).cloned())
+        self.committed
+            .audit
+            .get(&index)
+            .map(|r| audit_store::record_entry(r))
+            .transpose()
     }
     fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
-        Ok(self.committed.audit_hashes.get(&index).copied())
+        let Some((entry, offset)) = audit_store::hash_location(index) else {
+            return Ok(None);
+        };
+        match self.committed.audit.get(&entry) {
+            Some(r) => audit_store::record_hash(r, offset),
+            None => Ok(None),
+        }
     }
 }
 
@@ -190,35 +196,25 @@ impl StoreRead for MemTxn<'_> {
         )
         .cloned())
     }
-    fn audit_index(&self, id: &ConversationId, index: Index) -> Result<Option<u64>, StoreError> {
-        Ok(read(
-            &self.overlay.audit_indices,
-            &self.base.committed.audit_indices,
-            &(*id, index),
-        )
-        .copied())
-    }
     fn audit_entry_count(&self) -> Result<u64, StoreError> {
-        Ok(count(&self.overlay.audit_entries).max(count(&self.base.committed.audit_entries)))
+        Ok(count(&self.overlay.audit).max(count(&self.base.committed.audit)))
     }
     fn audit_hash_count(&self) -> Result<u64, StoreError> {
-        Ok(count(&self.overlay.audit_hashes).max(count(&self.base.committed.audit_hashes)))
+        Ok(merkle::stored_hash_count(self.audit_entry_count()?))
     }
     fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(read(
-            &self.overlay.audit_entries,
-            &self.base.committed.audit_entries,
-            &index,
-        )
-        .cloned())
+        read(&self.overlay.audit, &self.base.committed.audit, &index)
+            .map(|r| audit_store::record_entry(r))
+            .transpose()
     }
     fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
-        Ok(read(
-            &self.overlay.audit_hashes,
-            &self.base.committed.audit_hashes,
-            &index,
-        )
-        .copied())
+        let Some((entry, offset)) = audit_store::hash_location(index) else {
+            return Ok(None);
+        };
+        match read(&self.overlay.audit, &self.base.committed.audit, &entry) {
+            Some(r) => audit_store::record_hash(r, offset),
+            None => Ok(None),
+        }
     }
 }
 
@@ -267,15 +263,6 @@ impl StoreWrite for MemTxn<'_> {
         self.overlay.evidence_total = Some(total);
         Ok(())
     }
-    fn put_audit_index(
-        &mut self,
-        id: &ConversationId,
-        index: Index,
-        log_index: u64,
-    ) -> Result<(), StoreError> {
-        self.overlay.audit_indices.insert((*id, index), log_index);
-        Ok(())
-    }
     fn append_audit(
         &mut self,
         index: u64,
@@ -283,15 +270,10 @@ impl StoreWrite for MemTxn<'_> {
         first_hash_index: u64,
         hashes: &[[u8; 32]],
     ) -> Result<(), StoreError> {
-        if index != self.audit_entry_count()? || first_hash_index != self.audit_hash_count()? {
-            return Err(StoreError::AuditLog(format!(
-                "entry {index} and hash {first_hash_index} appended out of order"
-            )));
-        }
-        self.overlay.audit_entries.insert(index, entry.to_vec());
-        for (at, h) in (first_hash_index..).zip(hashes) {
-            self.overlay.audit_hashes.insert(at, *h);
-        }
+        let count = self.audit_entry_count()?;
+        audit_store::check_append(index, count, first_hash_index, hashes.len())?;
+        let record = audit_store::encode_record(entry, hashes)?;
+        self.overlay.audit.insert(index, record);
         Ok(())
     }
 }

@@ -33,10 +33,8 @@
 //! | `opened` | conversation id | nothing: the conversation was opened |
 //! | `slot_sets` | conversation id, epoch (BE) | slot set layout |
 //! | `evidence` | number | encoded `AttestItem` of a refused equivocation |
-//! | `chain` | conversation id, `0x03`, index (BE) | the index of its audit log entry (BE) |
 //! | `meta` | name | value (`evidence_total`, `server_public_key`) |
-//! | `audit_entries` | entry index | audit log entry ([`crate::audit_entry`]) |
-//! | `audit_hashes` | stored-hash index | the audit log's stored hash (32 bytes) |
+//! | `audit_log` | entry index | the audit log entry ([`crate::audit_entry`]) and the stored hashes its append computed ([`crate::audit_store::encode_record`]) |
 //! | `wal` | `generation`, `chain_counter`, `anchored` | the log's generation, the commit chain's counter, whether a rollback anchor was made (owned by [`grompi_ops::logged_db`]) |
 //! | `wal_ids` | `database_id`, `chain_hash` | the id the log is bound to, the commit chain's hash (same owner) |
 //!
@@ -61,8 +59,7 @@ const OPENED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("opened");
 const SLOT_SETS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("slot_sets");
 const EVIDENCE: TableDefinition<u64, &[u8]> = TableDefinition::new("evidence");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const AUDIT_ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_entries");
-const AUDIT_HASHES: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("audit_hashes");
+const AUDIT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
 
 const EVIDENCE_TOTAL: &str = "evidence_total";
 const SERVER_PUBLIC_KEY: &str = "server_public_key";
@@ -73,8 +70,7 @@ const T_OPENED: u8 = 1;
 const T_SLOT_SETS: u8 = 2;
 const T_EVIDENCE: u8 = 3;
 const T_META: u8 = 4;
-const T_AUDIT_ENTRIES: u8 = 5;
-const T_AUDIT_HASHES: u8 = 6;
+const T_AUDIT_LOG: u8 = 5;
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -100,19 +96,12 @@ fn epoch_key(id: &ConversationId, epoch: Epoch) -> [u8; 40] {
 const RECORD_TAG: u8 = 0;
 const STATE_TAG: u8 = 1;
 const SEQUENCE_TAG: u8 = 2;
-const AUDIT_INDEX_TAG: u8 = 3;
 
 fn record_key(id: &ConversationId, index: Index) -> [u8; 41] {
     let mut k = [0u8; 41];
     k[..32].copy_from_slice(id.as_bytes());
     k[32] = RECORD_TAG;
     k[33..].copy_from_slice(&index.0.to_be_bytes());
-    k
-}
-
-fn audit_index_key(id: &ConversationId, index: Index) -> [u8; 41] {
-    let mut k = record_key(id, index);
-    k[32] = AUDIT_INDEX_TAG;
     k
 }
 
@@ -264,8 +253,10 @@ pub struct RedbWrite<'t> {
     slot_sets: Table<'t, &'static [u8], &'static [u8]>,
     evidence: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, &'static [u8]>,
-    audit_entries: Table<'t, u64, &'static [u8]>,
-    audit_hashes: Table<'t, u64, &'static [u8; 32]>,
+    audit: Table<'t, u64, &'static [u8]>,
+    /// The audit log's entry count, once read (this transaction is its
+    /// only writer).
+    audit_count: std::cell::Cell<Option<u64>>,
     log: KvBatch,
 }
 
@@ -278,18 +269,22 @@ impl<'t> RedbWrite<'t> {
             slot_sets: txn.open_table(SLOT_SETS).map_err(backend)?,
             evidence: txn.open_table(EVIDENCE).map_err(backend)?,
             meta: txn.open_table(META).map_err(backend)?,
-            audit_entries: txn.open_table(AUDIT_ENTRIES).map_err(backend)?,
-            audit_hashes: txn.open_table(AUDIT_HASHES).map_err(backend)?,
+            audit: txn.open_table(AUDIT_LOG).map_err(backend)?,
+            audit_count: std::cell::Cell::new(None),
             log: KvBatch::new(),
         })
     }
 
-    fn audit_entries_table(&self) -> Option<&Table<'t, u64, &'static [u8]>> {
-        Some(&self.audit_entries)
+    fn audit_table(&self) -> Option<&Table<'t, u64, &'static [u8]>> {
+        Some(&self.audit)
     }
 
-    fn audit_hashes_table(&self) -> Option<&Table<'t, u64, &'static [u8; 32]>> {
-        Some(&self.audit_hashes)
+    fn cached_audit_count(&self) -> Option<u64> {
+        self.audit_count.get()
+    }
+
+    fn cache_audit_count(&self, count: u64) {
+        self.audit_count.set(Some(count));
     }
 
     /// Every change made, for [`RedbStore::commit`].
@@ -335,14 +330,10 @@ impl<'t> RedbWrite<'t> {
                     let key = std::str::from_utf8(&key).map_err(|_| BAD)?;
                     self.meta.insert(key, value.as_slice()).map(drop)
                 }
-                T_AUDIT_ENTRIES => self
-                    .audit_entries
+                T_AUDIT_LOG => self
+                    .audit
                     .insert(decode_u64(&key)?, value.as_slice())
                     .map(drop),
-                T_AUDIT_HASHES => {
-                    let hash = <&[u8; 32]>::try_from(value.as_slice()).map_err(|_| BAD)?;
-                    self.audit_hashes.insert(decode_u64(&key)?, hash).map(drop)
-                }
                 _ => return Err(BAD),
             },
             // This store never deletes.
@@ -359,8 +350,7 @@ pub struct RedbRead {
     evidence: ReadOnlyTable<u64, &'static [u8]>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
     // Absent from a database no audit log was written to yet.
-    audit_entries: Option<ReadOnlyTable<u64, &'static [u8]>>,
-    audit_hashes: Option<ReadOnlyTable<u64, &'static [u8; 32]>>,
+    audit: Option<ReadOnlyTable<u64, &'static [u8]>>,
 }
 
 /// Opens a table that a database written before the audit log lacks.
@@ -383,18 +373,19 @@ impl RedbRead {
             slot_sets: txn.open_table(SLOT_SETS).map_err(backend)?,
             evidence: txn.open_table(EVIDENCE).map_err(backend)?,
             meta: txn.open_table(META).map_err(backend)?,
-            audit_entries: optional_table(txn, AUDIT_ENTRIES)?,
-            audit_hashes: optional_table(txn, AUDIT_HASHES)?,
+            audit: optional_table(txn, AUDIT_LOG)?,
         })
     }
 
-    fn audit_entries_table(&self) -> Option<&ReadOnlyTable<u64, &'static [u8]>> {
-        self.audit_entries.as_ref()
+    fn audit_table(&self) -> Option<&ReadOnlyTable<u64, &'static [u8]>> {
+        self.audit.as_ref()
     }
 
-    fn audit_hashes_table(&self) -> Option<&ReadOnlyTable<u64, &'static [u8; 32]>> {
-        self.audit_hashes.as_ref()
+    fn cached_audit_count(&self) -> Option<u64> {
+        None
     }
+
+    fn cache_audit_count(&self, _: u64) {}
 }
 
 macro_rules! impl_read {
@@ -471,51 +462,47 @@ macro_rules! impl_read {
                     .map(|g| g.value().to_vec()))
             }
 
-            fn audit_index(
-                &self,
-                id: &ConversationId,
-                index: Index,
-            ) -> Result<Option<u64>, StoreError> {
-                match self
-                    .chain
-                    .get(audit_index_key(id, index).as_slice())
+            fn audit_entry_count(&self) -> Result<u64, StoreError> {
+                if let Some(n) = self.cached_audit_count() {
+                    return Ok(n);
+                }
+                let Some(t) = self.audit_table() else {
+                    return Ok(0);
+                };
+                let n = t
+                    .last()
                     .map_err(backend)?
-                {
-                    Some(g) => Ok(Some(decode_u64(g.value())?)),
+                    .map_or(0, |(k, _)| k.value().saturating_add(1));
+                self.cache_audit_count(n);
+                Ok(n)
+            }
+
+            fn audit_hash_count(&self) -> Result<u64, StoreError> {
+                Ok(grompi_tlog::merkle::stored_hash_count(
+                    self.audit_entry_count()?,
+                ))
+            }
+
+            fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+                let Some(t) = self.audit_table() else {
+                    return Ok(None);
+                };
+                match t.get(index).map_err(backend)? {
+                    Some(g) => Ok(Some(crate::audit_store::record_entry(g.value())?)),
                     None => Ok(None),
                 }
             }
 
-            fn audit_entry_count(&self) -> Result<u64, StoreError> {
-                let Some(t) = self.audit_entries_table() else {
-                    return Ok(0);
-                };
-                Ok(t.last()
-                    .map_err(backend)?
-                    .map_or(0, |(k, _)| k.value().saturating_add(1)))
-            }
-
-            fn audit_hash_count(&self) -> Result<u64, StoreError> {
-                let Some(t) = self.audit_hashes_table() else {
-                    return Ok(0);
-                };
-                Ok(t.last()
-                    .map_err(backend)?
-                    .map_or(0, |(k, _)| k.value().saturating_add(1)))
-            }
-
-            fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-                let Some(t) = self.audit_entries_table() else {
-                    return Ok(None);
-                };
-                Ok(t.get(index).map_err(backend)?.map(|g| g.value().to_vec()))
-            }
-
             fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
-                let Some(t) = self.audit_hashes_table() else {
+                let (Some(t), Some((entry, offset))) =
+                    (self.audit_table(), crate::audit_store::hash_location(index))
+                else {
                     return Ok(None);
                 };
-                Ok(t.get(index).map_err(backend)?.map(|g| *g.value()))
+                match t.get(entry).map_err(backend)? {
+                    Some(g) => crate::audit_store::record_hash(g.value(), offset),
+                    None => Ok(None),
+                }
             }
         }
     };
@@ -582,15 +569,6 @@ impl StoreWrite for RedbWrite<'_> {
         self.put_meta(EVIDENCE_TOTAL, &total.to_be_bytes())
     }
 
-    fn put_audit_index(
-        &mut self,
-        id: &ConversationId,
-        index: Index,
-        log_index: u64,
-    ) -> Result<(), StoreError> {
-        self.put_chain(&audit_index_key(id, index), &log_index.to_be_bytes())
-    }
-
     fn append_audit(
         &mut self,
         index: u64,
@@ -598,17 +576,14 @@ impl StoreWrite for RedbWrite<'_> {
         first_hash_index: u64,
         hashes: &[[u8; 32]],
     ) -> Result<(), StoreError> {
-        if index != self.audit_entry_count()? || first_hash_index != self.audit_hash_count()? {
-            return Err(StoreError::AuditLog(format!(
-                "entry {index} and hash {first_hash_index} appended out of order"
-            )));
-        }
-        self.audit_entries.insert(index, entry).map_err(backend)?;
-        self.log.put(T_AUDIT_ENTRIES, &index.to_be_bytes(), entry);
-        for (at, h) in (first_hash_index..).zip(hashes) {
-            self.audit_hashes.insert(at, h).map_err(backend)?;
-            self.log.put(T_AUDIT_HASHES, &at.to_be_bytes(), h);
-        }
+        let count = self.audit_entry_count()?;
+        crate::audit_store::check_append(index, count, first_hash_index, hashes.len())?;
+        let record = crate::audit_store::encode_record(entry, hashes)?;
+        self.audit
+            .insert(index, record.as_slice())
+            .map_err(backend)?;
+        self.log.put(T_AUDIT_LOG, &index.to_be_bytes(), &record);
+        self.audit_count.set(Some(count.saturating_add(1)));
         Ok(())
     }
 }
@@ -634,6 +609,7 @@ mod tests {
             envelope: EnvelopeHash::from_bytes([3; 32]),
             head: Head::from_bytes([4; 32]),
             key_period: None,
+            log_index: Some(7),
         };
         {
             let store = RedbStore::open(&path).unwrap();

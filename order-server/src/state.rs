@@ -25,6 +25,8 @@ pub struct CorruptRecord {
 const LAYOUT_VERSION: u8 = 1;
 /// The layout with group keys' fields (`docs/PROTOCOL.md` section 4.5).
 const LAYOUT_VERSION_2: u8 = 2;
+/// An index record's layout with the index of its audit log entry.
+const LAYOUT_VERSION_3: u8 = 3;
 
 /// What an order server keeps for one conversation it opened, updated
 /// with each index it attests; a store keeps it in a fixed layout.
@@ -84,7 +86,7 @@ impl ConversationState {
     /// Decodes [`ConversationState::encode`]'s layout, and the first layout
     /// (a pairwise-keyed conversation: no key periods).
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
-        let (version, mut r) = Reader::versioned("conversation state", bytes)?;
+        let (version, mut r) = Reader::versioned("conversation state", bytes, LAYOUT_VERSION_2)?;
         let mut s = Self {
             epoch: Epoch(r.u64()?),
             next_index: Index(r.u64()?),
@@ -137,17 +139,27 @@ pub struct IndexRecord {
     /// slots), for another index the period it starts, if it starts one
     /// after the epoch's first. `None` in a pairwise-keyed epoch.
     pub key_period: Option<KeyPeriod>,
+    /// The index of this attestation's entry in the server's audit log;
+    /// `None` when the server kept no log when it attested.
+    pub log_index: Option<u64>,
 }
 
 impl IndexRecord {
-    /// Encoded length.
+    /// Encoded length without a log index.
     pub const ENCODED_LEN: usize = 1 + 8 + 1 + 32 + 32 + 1 + 8;
+    /// Encoded length with a log index.
+    pub const ENCODED_LEN_WITH_LOG: usize = Self::ENCODED_LEN + 8;
 
-    /// The fixed layout: version (2), epoch, kind code, envelope hash, head,
-    /// then `0` or `1 || u64(period)` padded to 9 bytes.
+    /// The fixed layout: version (2, or 3 with a log index), epoch, kind
+    /// code, envelope hash, head, then `0` or `1 || u64(period)` padded to 9
+    /// bytes, then (version 3) `u64(log index)`.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(LAYOUT_VERSION_2);
+        let mut out = Vec::with_capacity(Self::ENCODED_LEN_WITH_LOG);
+        out.push(if self.log_index.is_some() {
+            LAYOUT_VERSION_3
+        } else {
+            LAYOUT_VERSION_2
+        });
         out.extend_from_slice(&self.epoch.0.to_be_bytes());
         out.push(self.kind.code());
         out.extend_from_slice(self.envelope.as_bytes());
@@ -159,6 +171,9 @@ impl IndexRecord {
             }
             None => out.extend_from_slice(&[0; 9]),
         }
+        if let Some(at) = self.log_index {
+            out.extend_from_slice(&at.to_be_bytes());
+        }
         out
     }
 
@@ -166,7 +181,7 @@ impl IndexRecord {
     /// key period).
     pub fn decode(bytes: &[u8]) -> Result<Self, CorruptRecord> {
         const WHAT: &str = "index record";
-        let (version, mut r) = Reader::versioned(WHAT, bytes)?;
+        let (version, mut r) = Reader::versioned(WHAT, bytes, LAYOUT_VERSION_3)?;
         let epoch = Epoch(r.u64()?);
         let kind = EnvelopeKind::from_code(i32::from(r.u8()?)).ok_or(CorruptRecord {
             what: WHAT,
@@ -178,8 +193,9 @@ impl IndexRecord {
             envelope: EnvelopeHash::from_bytes(r.fixed()?),
             head: Head::from_bytes(r.fixed()?),
             key_period: None,
+            log_index: None,
         };
-        if version == LAYOUT_VERSION_2 {
+        if version >= LAYOUT_VERSION_2 {
             let flag = r.u8()?;
             let period = r.u64()?;
             s.key_period = match flag {
@@ -192,6 +208,9 @@ impl IndexRecord {
                     });
                 }
             };
+        }
+        if version == LAYOUT_VERSION_3 {
+            s.log_index = Some(r.u64()?);
         }
         r.end()?;
         Ok(s)
@@ -234,10 +253,15 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// A reader of a record in the first or the second layout, and which.
-    fn versioned(what: &'static str, bytes: &'a [u8]) -> Result<(u8, Self), CorruptRecord> {
+    /// A reader of a record in a layout from the first to `newest`, and
+    /// which.
+    fn versioned(
+        what: &'static str,
+        bytes: &'a [u8],
+        newest: u8,
+    ) -> Result<(u8, Self), CorruptRecord> {
         match bytes.split_first() {
-            Some((&v, rest)) if v == LAYOUT_VERSION || v == LAYOUT_VERSION_2 => {
+            Some((&v, rest)) if (LAYOUT_VERSION..=newest).contains(&v) => {
                 Ok((v, Self { what, bytes: rest }))
             }
             Some(_) => Err(CorruptRecord {
@@ -328,11 +352,20 @@ mod tests {
             let r = IndexRecord {
                 epoch: Epoch(e), kind: EnvelopeKind::from_code(kind).unwrap(),
                 envelope: EnvelopeHash::from_bytes(h), head: Head::from_bytes([1; 32]),
-                key_period: period.map(KeyPeriod),
+                key_period: period.map(KeyPeriod), log_index: None,
             };
             let enc = r.encode();
             prop_assert_eq!(enc.len(), IndexRecord::ENCODED_LEN);
             prop_assert_eq!(IndexRecord::decode(&enc).unwrap(), r);
+            let logged = IndexRecord { log_index: Some(n), ..r };
+            let enc = logged.encode();
+            prop_assert_eq!(enc.len(), IndexRecord::ENCODED_LEN_WITH_LOG);
+            prop_assert_eq!(enc[0], 3);
+            prop_assert_eq!(IndexRecord::decode(&enc).unwrap(), logged);
+            // A conversation state never takes the index record's layout 3.
+            let mut state = s.encode();
+            state[0] = 3;
+            prop_assert!(ConversationState::decode(&state).is_err());
         }
 
         #[test]

@@ -65,9 +65,6 @@ pub trait StoreRead {
     fn evidence_total(&self) -> Result<u64, StoreError>;
     /// The evidence kept under `number` (0-based, in arrival order).
     fn evidence(&self, number: u64) -> Result<Option<Vec<u8>>, StoreError>;
-    /// The audit log index of the entry recorded for an attested index
-    /// (none for indices attested before the log was kept).
-    fn audit_index(&self, id: &ConversationId, index: Index) -> Result<Option<u64>, StoreError>;
     /// How many entries the audit log holds.
     fn audit_entry_count(&self) -> Result<u64, StoreError>;
     /// How many stored hashes the audit log holds.
@@ -113,13 +110,6 @@ pub trait StoreWrite: StoreRead {
     fn put_evidence(&mut self, number: u64, evidence: &[u8]) -> Result<(), StoreError>;
     /// Sets the count of refused equivocation attempts.
     fn set_evidence_total(&mut self, total: u64) -> Result<(), StoreError>;
-    /// Records which audit log entry an attested index got.
-    fn put_audit_index(
-        &mut self,
-        id: &ConversationId,
-        index: Index,
-        log_index: u64,
-    ) -> Result<(), StoreError>;
     /// Appends audit log entry `index` (the entry count) and its stored
     /// hashes from `first_hash_index` (the hash count), in this
     /// transaction: they become durable with the rest of it, or not at all.

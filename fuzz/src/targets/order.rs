@@ -185,6 +185,7 @@ fn index_record_seeds() -> Vec<(String, Vec<u8>)> {
         envelope: EnvelopeHash::from_bytes([0x70; 32]),
         head: Head::from_bytes([0x33; 32]),
         key_period: None,
+        log_index: None,
     };
     let m = IndexRecord {
         kind: EnvelopeKind::Message,
