@@ -182,6 +182,71 @@ impl PeriodKey {
     }
 }
 
+/// One message's chain key, taken from its sender's chain: with the period
+/// key it gives the message key. Zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct ChainKey {
+    key: Secret,
+    conversation: ConversationId,
+    epoch: Epoch,
+    generation: KeyGeneration,
+    slot: SlotIndex,
+    sequence: Sequence,
+}
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ChainKey(slot {}, sequence {})",
+            self.slot, self.sequence
+        )
+    }
+}
+
+impl ChainKey {
+    /// The message key under `period_key` (the key of `period`).
+    pub fn message_key(&self, period: KeyPeriod, period_key: &PeriodKey) -> BodyKey {
+        let key = derive(
+            context::GROUP_MESSAGE_KEY,
+            &[
+                &self.key.0,
+                &period_key.0.0,
+                self.conversation.as_bytes(),
+                &self.epoch.0.to_be_bytes(),
+                &self.generation.0.to_be_bytes(),
+                &period.0.to_be_bytes(),
+                &self.slot.0.to_be_bytes(),
+                &self.sequence.0.to_be_bytes(),
+            ],
+        );
+        BodyKey::from_bytes(key.0)
+    }
+
+    /// Appends the key and what it is for to `c` (for the encrypted local
+    /// store).
+    pub fn encode_into(&self, c: Canonical) -> Canonical {
+        c.fixed(&self.key.0)
+            .fixed(self.conversation.as_bytes())
+            .u64(self.epoch.0)
+            .u64(self.generation.0)
+            .u32(self.slot.0)
+            .u64(self.sequence.0)
+    }
+
+    /// Reads [`ChainKey::encode_into`]'s bytes.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            key: Secret(r.fixed()?),
+            conversation: ConversationId::from_bytes(r.fixed()?),
+            epoch: Epoch(r.u64()?),
+            generation: KeyGeneration(r.u64()?),
+            slot: SlotIndex(r.u32()?),
+            sequence: Sequence(r.u64()?),
+        })
+    }
+}
+
 /// Why a group key could not be derived.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GroupKeyError {
@@ -367,28 +432,38 @@ impl GroupKeys {
         slot: SlotIndex,
         sequence: Sequence,
     ) -> Result<BodyKey, GroupKeyError> {
+        let chain = self.take_chain_key(generation, slot, sequence)?;
+        Ok(chain.message_key(period, period_key))
+    }
+
+    /// The chain key of the message with `sequence` from `slot`, for a
+    /// message whose period key is not complete yet (a share still on its
+    /// way): the chain moves past `sequence` at once, as
+    /// [`GroupKeys::message_key`] does, and the returned key is the only
+    /// copy left.
+    pub fn take_chain_key(
+        &mut self,
+        generation: KeyGeneration,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<ChainKey, GroupKeyError> {
         let (epoch, conversation) = (self.epoch, self.conversation);
         let chain = self.chain(generation, slot, sequence)?;
         while chain.next < sequence.0 {
             chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
             chain.next += 1;
         }
-        let key = derive(
-            context::GROUP_MESSAGE_KEY,
-            &[
-                &chain.key.0,
-                &period_key.0.0,
-                conversation.as_bytes(),
-                &epoch.0.to_be_bytes(),
-                &generation.0.to_be_bytes(),
-                &period.0.to_be_bytes(),
-                &slot.0.to_be_bytes(),
-                &sequence.0.to_be_bytes(),
-            ],
-        );
+        let key = ChainKey {
+            key: chain.key.clone(),
+            conversation,
+            epoch,
+            generation,
+            slot,
+            sequence,
+        };
         chain.key = derive(context::GROUP_CHAIN_STEP, &[&chain.key.0]);
         chain.next += 1;
-        Ok(BodyKey::from_bytes(key.0))
+        Ok(key)
     }
 
     /// Moves the sender chain of `slot` past `sequence` without deriving a

@@ -300,15 +300,15 @@ fn a_share_that_does_not_open_raises_bad_key_share_and_the_rest_carry_on() {
     }
 }
 
-#[test]
-fn a_message_naming_a_share_the_member_lacks_raises_missing_key_share() {
+/// Member 1 gets index 2 (which carries period 1's shares) with server
+/// 2's share stripped, as when that server's tag comes late, then index 3,
+/// whose key mixes all three servers' shares.
+fn late_share_world() -> (World, Index, Index) {
     let mut w = group_world(8, 3, 2);
     w.deliver_now[1] = false;
     let a = w.send(0, msg("one"));
     let b = w.send(2, msg("two"));
     let c = w.send(0, msg("three")); // names period 1, all three servers
-    // Member 1 gets index 2 (which carries period 1's shares) with server
-    // 2's share stripped, then index 3, whose key mixes all three.
     let d1 = w.delivery(a, 1, &[0, 1, 2]).unwrap();
     w.receive(1, d1);
     let mut d2 = w.delivery(b, 1, &[0, 1, 2]).unwrap();
@@ -316,30 +316,81 @@ fn a_message_naming_a_share_the_member_lacks_raises_missing_key_share() {
     w.receive(1, d2);
     let d3 = w.delivery(c, 1, &[0, 1, 2]).unwrap();
     w.receive(1, d3);
-    let raised = alerts(&mut w, 1);
+    (w, b, c)
+}
+
+#[test]
+fn a_message_waits_for_a_share_that_comes_as_a_late_tag() {
+    let (mut w, b, c) = late_share_world();
+    // Accepted, not opened yet, not an alert: the share may still come.
+    assert!(alerts(&mut w, 1).is_empty());
+    let conv = w.convs[1].as_mut().unwrap();
+    assert_eq!(conv.next_expected(), Index(4));
+    assert!(read(conv).iter().all(|(i, _)| *i != c));
+    assert!(conv.stuck(), "a parked message makes the shell fetch again");
+    // Server 2's tag for index 2 arrives late, with its share.
+    let late = w.delivery(b, 1, &[2]).unwrap();
+    let update = grompi_client_core::delivery::TagUpdate {
+        conversation: w.conversation,
+        index: b,
+        attestations: late.attestations,
+    };
+    let conv = w.convs[1].as_mut().unwrap();
+    conv.receive_tags(update, &mut w.secrets[1]);
+    assert!(conv.drain_alerts().is_empty());
+    assert!(read(conv).iter().any(|(i, t)| *i == c && t == b"three"));
+    assert!(!conv.stuck());
+    assert!(!conv.undecryptable().contains(&c));
+    // The chains stayed in step.
+    w.deliver_now[1] = true;
+    let d = w.send(2, msg("four"));
+    let conv = w.convs[1].as_mut().unwrap();
+    assert!(read(conv).iter().any(|(i, t)| *i == d && t == b"four"));
+}
+
+#[test]
+fn a_share_that_never_comes_is_missing_key_share_after_a_stall() {
+    let (mut w, _, c) = late_share_world();
+    let conv = w.convs[1].as_mut().unwrap();
+    conv.report_stall();
+    let raised = conv.drain_alerts();
     assert!(
         raised
             .iter()
-            .any(|a| a.kind == Misbehaviour::MissingKeyShare { server: 2 } && a.index == Some(c)),
+            .any(|a| a.kind == Misbehaviour::MissingKeyShare { server: 2 }
+                && a.index == Some(c)
+                && a.server == Some(2)),
         "{raised:?}"
     );
-    let conv = w.convs[1].as_mut().unwrap();
     assert!(conv.undecryptable().contains(&c));
     // The chains stayed in step: once a period whose shares member 1 holds
     // begins (index 4 starts period 2; index 5 names it), member 0's next
-    // message opens again.
+    // message opens again; index 4 still names period 1 and waits.
     w.deliver_now[1] = true;
-    let d = w.send(0, msg("four"));
+    let _d = w.send(0, msg("four"));
     let e = w.send(0, msg("five"));
-    let raised = alerts(&mut w, 1);
-    assert!(
-        raised
-            .iter()
-            .any(|a| a.kind == Misbehaviour::MissingKeyShare { server: 2 } && a.index == Some(d)),
-        "index 4 still names period 1: {raised:?}"
-    );
     let conv = w.convs[1].as_mut().unwrap();
     assert!(read(conv).iter().any(|(i, t)| *i == e && t == b"five"));
+}
+
+/// A parked message survives a restart and opens when its share comes.
+#[test]
+fn a_parked_message_survives_a_restart() {
+    let (mut w, b, c) = late_share_world();
+    let saved = w.convs[1].as_ref().unwrap().save_state();
+    w.convs[1] = Some(Conversation::restore_state(&saved, w.config.clone()).unwrap());
+    let late = w.delivery(b, 1, &[2]).unwrap();
+    let conv = w.convs[1].as_mut().unwrap();
+    conv.receive_tags(
+        grompi_client_core::delivery::TagUpdate {
+            conversation: w.conversation,
+            index: b,
+            attestations: late.attestations,
+        },
+        &mut w.secrets[1],
+    );
+    assert!(conv.drain_alerts().is_empty());
+    assert!(read(conv).iter().any(|(i, t)| *i == c && t == b"three"));
 }
 
 /// A member's group keys, shares and sent RN1s survive a save and

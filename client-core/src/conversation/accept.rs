@@ -88,6 +88,7 @@ impl Conversation {
             self.accept(c, head, attested_by, secrets);
             self.note_share_point(index, kind);
             self.take_shares(index, &p.shares);
+            self.retry_parked(secrets);
         }
     }
 
@@ -343,6 +344,28 @@ impl Conversation {
             return;
         }
         let membership = self.membership.clone();
+        // A group-keyed Message or Receipt from another member: no block,
+        // the body is sealed under its sender chain's key (it may wait for
+        // a share still on its way).
+        let group_keyed = matches!(header.key(), grompi_proto::HeaderKey::Id(_))
+            || (self.group.is_some() && header.kind().uses_group_key());
+        if group_keyed && !self.outbox.contains_key(&header.core_hash()) {
+            let holder = membership.as_ref().and_then(|m| m.holder(header.sender()));
+            let result = if holder.is_none() || holder == Some(self.me) {
+                Err(Misbehaviour::UnauthenticatedSender { index })
+            } else {
+                self.group_open(index, &header, &c.received.delivery.body, holder)
+            };
+            match result {
+                Ok(super::group::GroupOpen::Opened(o)) => self.apply(index, &header, o, secrets),
+                Ok(super::group::GroupOpen::Parked) => {}
+                Err(m) => {
+                    self.alert(m, Some(index), None);
+                    self.undecryptable.insert(index);
+                }
+            }
+            return;
+        }
         let opened = self.open(&c.received, membership.as_ref(), secrets);
         match (opened, header.kind()) {
             (Err(m), kind) => {
@@ -367,7 +390,7 @@ impl Conversation {
         }
     }
 
-    fn apply(
+    pub(super) fn apply(
         &mut self,
         index: Index,
         header: &grompi_proto::EnvelopeHeader,
@@ -459,11 +482,12 @@ impl Conversation {
     /// if that changes nothing, calls [`Conversation::report_stall`].
     pub fn stuck(&self) -> bool {
         matches!(self.phase, Phase::Active | Phase::AwaitingSetup)
-            && self
+            && (self
                 .pending
                 .range(self.transcript.next_index()..)
                 .next()
                 .is_some()
+                || self.group.as_ref().is_some_and(|g| !g.parked.is_empty()))
     }
 
     /// Tells the state machine that fetching did not let it advance. Raises
@@ -476,6 +500,8 @@ impl Conversation {
     pub fn report_stall(&mut self) -> bool {
         let next = self.transcript.next_index();
         self.stalled_at = Some(next);
+        // Shares still missing after a fetch will not come.
+        self.give_up_parked();
         if self.phase == Phase::AwaitingSetup {
             self.blame_setup_tags();
         }

@@ -8,9 +8,11 @@
 //! members without group keys, which every later Message then shows).
 
 use super::{Conversation, Secrets};
+use crate::body::BodyContext;
 use crate::body::BodyKey;
+use crate::content::Content;
 use crate::errors::ClientError;
-use crate::group_key::{GroupKeyError, GroupKeys, KeyGeneration, PeriodKey, Rn1};
+use crate::group_key::{ChainKey, GroupKeyError, GroupKeys, KeyGeneration, PeriodKey, Rn1};
 use grompi_proto::key_share::{KeyPeriod, KeyShare, WrappedShare};
 use grompi_proto::{
     EnvelopeHeader, EnvelopeKind, Epoch, HeaderKey, Index, KeyId, KeyStart, Misbehaviour, Sequence,
@@ -24,6 +26,30 @@ pub const MAX_PERIOD_LAG: u64 = 16;
 
 /// How many indices where shares are due a member remembers for late tags.
 const MAX_SHARE_POINTS: usize = 64;
+
+/// Most accepted Messages and Receipts a member keeps unopened while a
+/// share they name is on its way (beyond it: `MissingKeyShare` at once).
+pub const MAX_PARKED: usize = 64;
+
+/// An accepted group-keyed Message or Receipt whose period key misses a
+/// share that may still arrive as a late tag: its chain key (taken, so the
+/// chain stays in step) waits with the envelope until the share comes, or
+/// until a stall says it will not.
+#[derive(Clone, Debug)]
+pub(super) struct Parked {
+    pub(super) header: EnvelopeHeader,
+    pub(super) body: Vec<u8>,
+    pub(super) chain: ChainKey,
+    pub(super) sender: Option<grompi_proto::AccountId>,
+}
+
+/// What opening a group-keyed envelope gave.
+pub(super) enum GroupOpen {
+    /// Opened.
+    Opened(super::Opened),
+    /// Waiting for a share.
+    Parked,
+}
 
 /// A group-keyed conversation's key state at this member, for the current
 /// epoch.
@@ -43,6 +69,8 @@ pub(super) struct GroupState {
     /// Indices whose attestations carry shares, and for which epoch and
     /// period: late tags for them still bring shares.
     pub(super) due: BTreeMap<Index, (Epoch, KeyPeriod)>,
+    /// Accepted Messages and Receipts waiting for a share, by index.
+    pub(super) parked: BTreeMap<Index, Parked>,
 }
 
 impl GroupState {
@@ -82,6 +110,38 @@ impl GroupState {
         PeriodKey::mix(conversation, self.epoch, period, &shares)
             .map_err(|_| Misbehaviour::WrongKeyId("the key id names no order server"))
     }
+}
+
+/// Opens a group-keyed body under the message key of `chain` and `pk`,
+/// checked against the header's key commitment, and decodes its content.
+fn open_body(
+    header: &EnvelopeHeader,
+    body: &[u8],
+    chain: &ChainKey,
+    period: KeyPeriod,
+    pk: &PeriodKey,
+    sender: Option<grompi_proto::AccountId>,
+) -> Result<super::Opened, Misbehaviour> {
+    let key = chain.message_key(period, pk);
+    let plaintext = crate::body::open(
+        &key,
+        &header.key_commitment(),
+        &BodyContext::of(header),
+        body,
+    )
+    .map_err(|e| match e {
+        crate::body::BodyError::KeyCommitmentMismatch => Misbehaviour::KeyCommitmentMismatch,
+        crate::body::BodyError::Undecryptable => {
+            Misbehaviour::Undecryptable("body does not decrypt")
+        }
+    })?;
+    let content =
+        Content::decode(header.kind(), &plaintext).map_err(super::open::decode_misbehaviour)?;
+    Ok(super::Opened {
+        sender,
+        content,
+        rn1: None,
+    })
 }
 
 fn key_error(e: GroupKeyError) -> Misbehaviour {
@@ -150,6 +210,7 @@ impl Conversation {
                         keys: None,
                         shares: BTreeMap::new(),
                         due: BTreeMap::new(),
+                        parked: BTreeMap::new(),
                     });
                 }
                 return;
@@ -176,6 +237,9 @@ impl Conversation {
         };
         let mut due = BTreeMap::new();
         due.insert(index, (epoch, KeyPeriod(0)));
+        // What still waits for a share of the epoch that ends will not get
+        // one it can use any more.
+        self.give_up_parked();
         self.group = Some(GroupState {
             epoch,
             period_length: start.period_length(),
@@ -183,6 +247,7 @@ impl Conversation {
             keys,
             shares: BTreeMap::new(),
             due,
+            parked: BTreeMap::new(),
         });
     }
 
@@ -363,27 +428,24 @@ impl Conversation {
         }
     }
 
-    /// The body key of an accepted group-keyed Message or Receipt from
-    /// another member, from its header's key id. The sender slot's chain
-    /// moves past the sequence whatever happens, so every member's chains
-    /// stay in step.
-    pub(super) fn group_body_key(
+    /// Opens an accepted group-keyed Message or Receipt from another member,
+    /// from its header's key id. The sender slot's chain moves past the
+    /// sequence whatever happens, so every member's chains stay in step. A
+    /// share the key id names that has not arrived yet may still come as a
+    /// late tag: the envelope is then parked with its chain key.
+    pub(super) fn group_open(
         &mut self,
         index: Index,
         header: &EnvelopeHeader,
-    ) -> Result<BodyKey, Misbehaviour> {
-        let id = self.id;
+        body: &[u8],
+        sender: Option<grompi_proto::AccountId>,
+    ) -> Result<GroupOpen, Misbehaviour> {
         let Some(g) = self.group.as_mut() else {
             return Err(Misbehaviour::WrongKeyId(
                 "a key id in a pairwise-keyed conversation",
             ));
         };
         let current = g.current_period(index);
-        if g.keys.is_none() {
-            return Err(Misbehaviour::WrongKeyId(
-                "this member holds no group key for the epoch",
-            ));
-        }
         let HeaderKey::Id(kid) = header.key() else {
             return Err(Misbehaviour::WrongKeyId(
                 "no key id in a group-keyed conversation",
@@ -392,6 +454,11 @@ impl Conversation {
         let generation = KeyGeneration(kid.generation);
         let period = KeyPeriod(kid.period);
         let (slot, sequence) = (header.sender(), header.sequence());
+        let Some(keys) = g.keys.as_mut() else {
+            return Err(Misbehaviour::WrongKeyId(
+                "this member holds no group key for the epoch",
+            ));
+        };
         let checked = if header.epoch() != g.epoch {
             Err(Misbehaviour::WrongContext)
         } else if period > current {
@@ -401,22 +468,103 @@ impl Conversation {
         } else if period.0.saturating_add(MAX_PERIOD_LAG) < current.0 {
             Err(Misbehaviour::WrongKeyId("a key period long over"))
         } else {
-            g.period_key(&id, period, kid.servers)
+            Ok(())
         };
-        let Some(keys) = g.keys.as_mut() else {
-            return Err(Misbehaviour::WrongKeyId(
-                "this member holds no group key for the epoch",
-            ));
+        if let Err(m) = checked {
+            // Keep the chain in step with every other member's.
+            let _ = keys.skip(generation, slot, sequence);
+            return Err(m);
+        }
+        let chain = keys
+            .take_chain_key(generation, slot, sequence)
+            .map_err(key_error)?;
+        let id = self.id;
+        let Some(g) = self.group.as_mut() else {
+            return Err(Misbehaviour::WrongKeyId("no group key state"));
         };
-        match checked {
-            Ok(pk) => keys
-                .message_key(generation, period, &pk, slot, sequence)
-                .map_err(key_error),
-            Err(m) => {
-                // Keep the chain in step with every other member's.
-                let _ = keys.skip(generation, slot, sequence);
-                Err(m)
+        match g.period_key(&id, period, kid.servers) {
+            Ok(pk) => open_body(header, body, &chain, period, &pk, sender).map(GroupOpen::Opened),
+            Err(missing) if g.parked.len() < MAX_PARKED => {
+                let _ = missing;
+                g.parked.insert(
+                    index,
+                    Parked {
+                        header: header.clone(),
+                        body: body.to_vec(),
+                        chain,
+                        sender,
+                    },
+                );
+                Ok(GroupOpen::Parked)
             }
+            Err(missing) => Err(missing),
+        }
+    }
+
+    /// Opens every parked envelope whose shares have all arrived, and
+    /// applies it.
+    pub(super) fn retry_parked(&mut self, secrets: &mut Secrets) {
+        let id = self.id;
+        let ready: Vec<(Index, Parked, PeriodKey, KeyPeriod)> = {
+            let Some(g) = self.group.as_mut() else { return };
+            let mut out = Vec::new();
+            let indices: Vec<Index> = g.parked.keys().copied().collect();
+            for index in indices {
+                let Some(p) = g.parked.get(&index) else {
+                    continue;
+                };
+                let HeaderKey::Id(kid) = p.header.key() else {
+                    continue;
+                };
+                let period = KeyPeriod(kid.period);
+                if let Ok(pk) = g.period_key(&id, period, kid.servers)
+                    && let Some(p) = g.parked.remove(&index)
+                {
+                    out.push((index, p, pk, period));
+                }
+            }
+            out
+        };
+        for (index, p, pk, period) in ready {
+            match open_body(&p.header, &p.body, &p.chain, period, &pk, p.sender) {
+                Ok(opened) => self.apply(index, &p.header, opened, secrets),
+                Err(m) => {
+                    self.alert(m, Some(index), None);
+                    self.undecryptable.insert(index);
+                }
+            }
+        }
+    }
+
+    /// Gives up on every parked envelope (a stall, or the epoch ended): each
+    /// raises [`Misbehaviour::MissingKeyShare`] for the first share it
+    /// still misses and is listed undecryptable.
+    pub(super) fn give_up_parked(&mut self) {
+        let id = self.id;
+        let parked: Vec<(Index, Misbehaviour)> = {
+            let Some(g) = self.group.as_mut() else { return };
+            let parked = std::mem::take(&mut g.parked);
+            parked
+                .into_iter()
+                .map(|(index, p)| {
+                    let missing = match p.header.key() {
+                        HeaderKey::Id(kid) => g
+                            .period_key(&id, KeyPeriod(kid.period), kid.servers)
+                            .err()
+                            .unwrap_or(Misbehaviour::WrongKeyId("a share went missing")),
+                        _ => Misbehaviour::WrongKeyId("a share went missing"),
+                    };
+                    (index, missing)
+                })
+                .collect()
+        };
+        for (index, m) in parked {
+            let server = match m {
+                Misbehaviour::MissingKeyShare { server } => Some(server),
+                _ => None,
+            };
+            self.alert(m, Some(index), server);
+            self.undecryptable.insert(index);
         }
     }
 

@@ -129,6 +129,7 @@ impl Conversation {
             self.report_losers(index, &p, head, &c.received.envelope_hash);
             self.join(c, head, servers, prev);
             self.take_shares(index, &p.shares);
+            self.retry_parked(secrets);
             return;
         }
     }
@@ -207,6 +208,7 @@ impl Conversation {
                 keys: None,
                 shares: Default::default(),
                 due: Default::default(),
+                parked: Default::default(),
             });
         }
         self.start_group_epoch(index, header, j.rn1);

@@ -135,34 +135,6 @@ impl Conversation {
                 rn1: self.sent_rn1.remove(&header.core_hash()),
             });
         }
-        // A group-keyed Message or Receipt: no block, the body is sealed
-        // under the sender chain's key its header names.
-        let keyed = matches!(header.key(), grompi_proto::HeaderKey::Id(_));
-        if self.group.is_some() && header.kind().uses_group_key() || keyed {
-            if holder.is_none() || holder == Some(self.me) {
-                return Err(Misbehaviour::UnauthenticatedSender { index });
-            }
-            let key = self.group_body_key(index, header)?;
-            let plaintext = body::open(
-                &key,
-                &header.key_commitment(),
-                &BodyContext::of(header),
-                &d.body,
-            )
-            .map_err(|e| match e {
-                body::BodyError::KeyCommitmentMismatch => Misbehaviour::KeyCommitmentMismatch,
-                body::BodyError::Undecryptable => {
-                    Misbehaviour::Undecryptable("body does not decrypt")
-                }
-            })?;
-            let content =
-                Content::decode(header.kind(), &plaintext).map_err(decode_misbehaviour)?;
-            return Ok(Opened {
-                sender: holder,
-                content,
-                rn1: None,
-            });
-        }
         if let Some(m) = membership {
             if holder.is_none() || holder == Some(self.me) {
                 // A padding slot, or our own slot with an envelope we did

@@ -32,7 +32,7 @@ use super::{Conversation, ConversationConfig, Counters, Phase};
 use crate::body::BlockPlaintext;
 use crate::codec::{Canonical, DecodeError, Reader};
 use crate::content::{self, Content};
-use crate::group_key::{GroupKeys, Rn1};
+use crate::group_key::{ChainKey, GroupKeys, Rn1};
 use crate::head_proof::ProvedHead;
 use crate::keyring::SlotMacKeys;
 use crate::membership::Membership;
@@ -191,6 +191,16 @@ impl Conversation {
                 c = c.count(g.due.len());
                 for (i, (e, p)) in &g.due {
                     c = c.u64(i.0).u64(e.0).u64(p.0);
+                }
+                c = c.count(g.parked.len());
+                for (i, p) in &g.parked {
+                    let header = grompi_proto::wire::encode::<grompi_proto::pb::EnvelopeHeader, _>(
+                        &p.header,
+                    );
+                    c = p
+                        .chain
+                        .encode_into(c.u64(i.0).bytes(&header).bytes(&p.body));
+                    c = opt_fixed(c, p.sender.as_ref().map(AccountId::as_bytes));
                 }
             }
         }
@@ -362,6 +372,32 @@ impl Conversation {
                         let e = Epoch(r.u64()?);
                         due.insert(i, (e, KeyPeriod(r.u64()?)));
                     }
+                    let n = r.count("state.group.parked", super::group::MAX_PARKED)?;
+                    let mut parked = BTreeMap::new();
+                    for _ in 0..n {
+                        let i = Index(r.u64()?);
+                        let header = grompi_proto::wire::decode::<
+                            grompi_proto::pb::EnvelopeHeader,
+                            grompi_proto::EnvelopeHeader,
+                        >(r.bytes("state.group.parked", 4096)?)
+                        .map_err(|_| {
+                            invalid("state.group.parked", "a header that does not parse")
+                        })?;
+                        let body = r
+                            .bytes("state.group.parked", MAX_BODY_BYTES.saturating_mul(2))?
+                            .to_vec();
+                        let chain = ChainKey::decode(&mut r)?;
+                        let sender = read_opt_fixed(&mut r)?.map(AccountId::from_bytes);
+                        parked.insert(
+                            i,
+                            super::group::Parked {
+                                header,
+                                body,
+                                chain,
+                                sender,
+                            },
+                        );
+                    }
                     Some(super::group::GroupState {
                         epoch,
                         period_length,
@@ -369,6 +405,7 @@ impl Conversation {
                         keys,
                         shares,
                         due,
+                        parked,
                     })
                 }
                 _ => return Err(invalid("state.group", "optional marker")),

@@ -111,6 +111,7 @@ impl Conversation {
         }
         if self.is_accepted_range(index) {
             self.redelivered(received);
+            self.retry_parked(secrets);
             return;
         }
         self.buffer_attestations(index, received.delivery.attestations.clone());
@@ -132,6 +133,7 @@ impl Conversation {
         if self.is_accepted_range(index) {
             self.late_tags(index, &tags.attestations, false);
             self.take_shares(index, &shares_of(&tags.attestations));
+            self.retry_parked(secrets);
             return;
         }
         self.buffer_attestations(index, tags.attestations);
