@@ -51,6 +51,7 @@
 //! | [`content`] | what decrypted bodies say (Setup, Update, Message, Receipt) |
 //! | [`body`] | key-committing body encryption and the block plaintext |
 //! | [`group_key`] | the group key schedule: generations, sender chains, period keys from order servers' shares, message keys, exporters |
+//! | `group_key_tests.rs` (tests) | the schedule's unit tests, vectors and a property test over random schedules |
 //! | [`pairwise`] | Olm sessions with peer accounts (vodozemac), prekey bundles |
 //! | [`keyring`] | single-use order keys and their cached MAC keys |
 //! | [`compose`] | building an envelope and its submission tags |

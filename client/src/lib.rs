@@ -24,6 +24,7 @@
 //! | [`client::network`] | the network descriptor as trust anchor, what the quorum tolerates |
 //! | [`client::error`] | errors of the client API |
 //! | [`local_store`] | local state encrypted at rest (passphrase or key file) |
+//! | `local_store_tests.rs` (tests) | the store's secrets, records, tampering, vectors, locking |
 //!
 //! The `grompi` command-line program is `bin/grompi.rs`, with
 //! `bin/grompi/args.rs` (the command line), `bin/grompi/secret.rs` (the
