@@ -8,9 +8,10 @@
 //! after a crash the log and the attestations agree.
 //!
 //! Stores keep one record per entry ([`encode_record`]): the entry and the
-//! stored hashes its append computed (its leaf hash, then one per subtree
-//! it completed), so an append is one write, and a stored hash is found in
-//! the record of the entry that completed it ([`hash_location`]).
+//! stored hashes its append computed but its leaf hash (one per subtree it
+//! completed; the leaf hash is recomputed from the entry), so an append is
+//! one write, and a stored hash is found in the record of the entry that
+//! completed it ([`hash_location`]).
 
 use crate::store::{StoreError, StoreRead, StoreWrite};
 use grompi_tlog::error::{LogError, StorageError};
@@ -18,14 +19,16 @@ use grompi_tlog::{Hash, Log, LogStorage, merkle};
 use std::cell::RefCell;
 
 /// The record a store keeps for one entry: `u16(len(entry)) || entry ||`
-/// its stored hashes.
+/// its stored hashes after the first (`hashes[0]`, the leaf hash, is
+/// `SHA-256(0x00 || entry)` and is not stored).
 pub fn encode_record(entry: &[u8], hashes: &[[u8; 32]]) -> Result<Vec<u8>, StoreError> {
     let len = u16::try_from(entry.len())
         .map_err(|_| StoreError::AuditLog(format!("an entry of {} bytes", entry.len())))?;
-    let mut out = Vec::with_capacity(2 + entry.len() + 32 * hashes.len());
+    let nodes = hashes.get(1..).unwrap_or_default();
+    let mut out = Vec::with_capacity(2 + entry.len() + 32 * nodes.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(entry);
-    for h in hashes {
+    for h in nodes {
         out.extend_from_slice(h);
     }
     Ok(out)
@@ -50,8 +53,11 @@ pub fn record_entry(record: &[u8]) -> Result<Vec<u8>, StoreError> {
 
 /// Stored hash number `offset` of a record (0: the entry's leaf hash).
 pub fn record_hash(record: &[u8], offset: usize) -> Result<Option<[u8; 32]>, StoreError> {
-    let hashes = split_record(record)?.1;
-    Ok(offset
+    let (entry, hashes) = split_record(record)?;
+    let Some(node) = offset.checked_sub(1) else {
+        return Ok(Some(merkle::leaf_hash(entry).0));
+    };
+    Ok(node
         .checked_mul(32)
         .and_then(|at| hashes.get(at..at.checked_add(32)?))
         .and_then(|h| <[u8; 32]>::try_from(h).ok()))
@@ -253,12 +259,15 @@ mod tests {
                 );
             }
         }
-        let r = encode_record(b"abc", &[[1; 32], [2; 32]]).unwrap();
+        let leaf = merkle::leaf_hash(b"abc").0;
+        let r = encode_record(b"abc", &[leaf, [2; 32]]).unwrap();
+        assert_eq!(r.len(), 2 + 3 + 32, "the leaf hash is not stored");
         assert_eq!(record_entry(&r).unwrap(), b"abc");
+        assert_eq!(record_hash(&r, 0).unwrap(), Some(leaf));
         assert_eq!(record_hash(&r, 1).unwrap(), Some([2; 32]));
         assert_eq!(record_hash(&r, 2).unwrap(), None);
         assert!(record_entry(&r[..4]).is_err());
-        assert!(record_hash(&r[..r.len() - 1], 0).is_err());
+        assert!(record_hash(&r[..r.len() - 1], 1).is_err());
     }
 
     #[test]

@@ -34,7 +34,7 @@
 //! | `slot_sets` | conversation id, epoch (BE) | slot set layout |
 //! | `evidence` | number | encoded `AttestItem` of a refused equivocation |
 //! | `meta` | name | value (`evidence_total`, `server_public_key`) |
-//! | `audit_log` | entry index | the audit log entry ([`crate::audit_entry`]) and the stored hashes its append computed ([`crate::audit_store::encode_record`]) |
+//! | `audit_log` | entry index | the audit log entry ([`crate::audit_entry`]) and the stored node hashes its append computed ([`crate::audit_store::encode_record`]) |
 //! | `wal` | `generation`, `chain_counter`, `anchored` | the log's generation, the commit chain's counter, whether a rollback anchor was made (owned by [`grompi_ops::logged_db`]) |
 //! | `wal_ids` | `database_id`, `chain_hash` | the id the log is bound to, the commit chain's hash (same owner) |
 //!
@@ -257,6 +257,10 @@ pub struct RedbWrite<'t> {
     /// The audit log's entry count, once read (this transaction is its
     /// only writer).
     audit_count: std::cell::Cell<Option<u64>>,
+    /// The stored hashes appended in this transaction, by stored-hash
+    /// index: the next appends read their left siblings from here rather
+    /// than from the table.
+    audit_hashes: std::collections::HashMap<u64, [u8; 32]>,
     log: KvBatch,
 }
 
@@ -271,6 +275,7 @@ impl<'t> RedbWrite<'t> {
             meta: txn.open_table(META).map_err(backend)?,
             audit: txn.open_table(AUDIT_LOG).map_err(backend)?,
             audit_count: std::cell::Cell::new(None),
+            audit_hashes: std::collections::HashMap::new(),
             log: KvBatch::new(),
         })
     }
@@ -285,6 +290,10 @@ impl<'t> RedbWrite<'t> {
 
     fn cache_audit_count(&self, count: u64) {
         self.audit_count.set(Some(count));
+    }
+
+    fn cached_audit_hash(&self, index: u64) -> Option<[u8; 32]> {
+        self.audit_hashes.get(&index).copied()
     }
 
     /// Every change made, for [`RedbStore::commit`].
@@ -386,6 +395,10 @@ impl RedbRead {
     }
 
     fn cache_audit_count(&self, _: u64) {}
+
+    fn cached_audit_hash(&self, _: u64) -> Option<[u8; 32]> {
+        None
+    }
 }
 
 macro_rules! impl_read {
@@ -494,6 +507,9 @@ macro_rules! impl_read {
             }
 
             fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
+                if let Some(h) = self.cached_audit_hash(index) {
+                    return Ok(Some(h));
+                }
                 let (Some(t), Some((entry, offset))) =
                     (self.audit_table(), crate::audit_store::hash_location(index))
                 else {
@@ -584,6 +600,9 @@ impl StoreWrite for RedbWrite<'_> {
             .map_err(backend)?;
         self.log.put(T_AUDIT_LOG, &index.to_be_bytes(), &record);
         self.audit_count.set(Some(count.saturating_add(1)));
+        for (at, h) in (first_hash_index..).zip(hashes) {
+            self.audit_hashes.insert(at, *h);
+        }
         Ok(())
     }
 }

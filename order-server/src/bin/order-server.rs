@@ -85,6 +85,9 @@ enum Command {
         /// Conversations the items are spread over (round-robin).
         #[arg(long, default_value_t = 256)]
         conversations: usize,
+        /// Only compare runs with and without the audit log.
+        #[arg(long)]
+        audit_only: bool,
     },
 }
 
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             items,
             single_items,
             conversations,
+            audit_only,
         } => {
             let tmp;
             let dir = match dir {
@@ -142,6 +146,19 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            if audit_only {
+                return match bench::run_audit(&dir, conversations, items, 1024, 3) {
+                    Ok(c) => {
+                        print!("{}", c.table());
+                        let _ = std::fs::remove_dir(&dir);
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("order-server bench: {e}");
+                        ExitCode::FAILURE
+                    }
+                };
+            }
             match bench::run(
                 &dir,
                 conversations,
