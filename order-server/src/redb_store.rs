@@ -1002,6 +1002,44 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_log_survives_a_crash_with_its_batch_and_an_aborted_batch_leaves_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let append = |n: u8, commit: bool| {
+            let txn = store.begin_write().unwrap();
+            let log = {
+                let mut w = RedbWrite::open(&txn).unwrap();
+                for i in 0..n {
+                    crate::audit_store::append(&mut w, &[i; 40]).unwrap();
+                }
+                w.into_log()
+            };
+            if commit {
+                store.commit(txn, log).unwrap();
+            }
+        };
+        append(7, true);
+        append(5, false);
+        append(6, true);
+        let size = |s: &RedbStore| {
+            let r = RedbRead::open(&s.begin_read().unwrap()).unwrap();
+            let log = crate::audit_store::read(&r).unwrap();
+            (log.size(), log.root().unwrap())
+        };
+        let (n, root) = size(&store);
+        assert_eq!(n, 13);
+        // The same log through the crate's reference storage.
+        let mut reference = grompi_tlog::Log::open(grompi_tlog::MemoryStorage::new()).unwrap();
+        for i in (0..7u8).chain(0..6) {
+            reference.append(&[i; 40]).unwrap();
+        }
+        assert_eq!(reference.root().unwrap(), root);
+        let image = crash_image(&path, &dir.path().join("crash"));
+        assert_eq!(size(&RedbStore::open(&image).unwrap()), (13, root));
+    }
+
+    #[test]
     fn a_different_server_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("db")).unwrap();
