@@ -564,7 +564,7 @@ impl Conversation {
     pub fn undecryptable(&self) -> &BTreeSet<Index> {
         &self.undecryptable
     }
-    /// Counters.
+    /// Counters of duplicates, drops, ignored deliveries and queue overflows.
     pub fn counters(&self) -> Counters {
         self.counters
     }

@@ -260,7 +260,7 @@ pub enum GroupKeyError {
     /// one, or one older than the kept generations).
     #[error("key generation {generation} of epoch {epoch} is not held (current {current})")]
     UnknownGeneration {
-        /// The epoch.
+        /// The epoch whose keys these are.
         epoch: Epoch,
         /// The generation the envelope names.
         generation: KeyGeneration,
@@ -270,16 +270,16 @@ pub enum GroupKeyError {
     /// The sender slot has no chain in this epoch.
     #[error("slot {slot} has no sender chain in epoch {epoch}")]
     UnknownSlot {
-        /// The epoch.
+        /// The epoch whose slot set the envelope names.
         epoch: Epoch,
-        /// The slot.
+        /// The sender slot, beyond the epoch's slot set.
         slot: SlotIndex,
     },
     /// The chain has already moved past this sequence: its key was used (or
     /// skipped) and deleted.
     #[error("the key for sequence {sequence} of slot {slot} is gone (the chain is at {next})")]
     KeyGone {
-        /// The slot.
+        /// The sender slot whose chain was asked.
         slot: SlotIndex,
         /// The sequence asked for.
         sequence: Sequence,
@@ -291,7 +291,7 @@ pub enum GroupKeyError {
         "sequence {sequence} of slot {slot} skips more than {MAX_CHAIN_SKIP} keys (the chain is at {next})"
     )]
     SkipTooFar {
-        /// The slot.
+        /// The sender slot whose chain was asked.
         slot: SlotIndex,
         /// The sequence asked for.
         sequence: Sequence,

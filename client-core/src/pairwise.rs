@@ -191,7 +191,7 @@ impl Pairwise {
         }
     }
 
-    /// This account's id.
+    /// This account's id: the hash of its two identity keys.
     pub fn account_id(&self) -> AccountId {
         self.identity().account_id()
     }

@@ -10,7 +10,7 @@ pub enum CorpusError {
     /// A file system operation failed.
     #[error("{path}: {source}")]
     Io {
-        /// The path.
+        /// The file or directory the operation was on.
         path: PathBuf,
         /// The error.
         source: std::io::Error,

@@ -38,14 +38,14 @@ pub struct Crash {
     pub execution: Execution,
     /// Where the input was saved (if saving).
     pub path: Option<PathBuf>,
-    /// The input.
+    /// The input that crashed the target.
     pub input: Vec<u8>,
 }
 
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// The target.
+    /// The name of the target that was run.
     pub target: String,
     /// Inputs in the corpus at the start.
     pub initial_corpus: usize,

@@ -192,7 +192,7 @@ impl ShareServers {
         (bits != 0).then_some(Self(bits))
     }
 
-    /// The bits.
+    /// The bits as the header's key id carries them (bit i: server i).
     pub fn bits(&self) -> u64 {
         self.0
     }

@@ -15,7 +15,7 @@ fixed32!(
 );
 
 fixed32!(
-    /// Hash of a slot set.
+    /// Hash of a slot set's keys and roles, in slot order: what a Setup's or Update's header names.
     SlotSetHash
 );
 

@@ -222,7 +222,7 @@ pub struct OrderServerNode {
 
 /// A started order server.
 pub struct RunningOrderServer {
-    /// The process.
+    /// The running child process (killed when this is dropped).
     pub process: Process,
     /// Its bound addresses.
     pub addrs: BoundAddrs,

@@ -29,7 +29,7 @@ pub struct Checkpoint {
 /// A checkpoint opened from a signed note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedCheckpoint {
-    /// The checkpoint.
+    /// The checkpoint the note's text encodes.
     pub checkpoint: Checkpoint,
     /// The note it came in, with all its signatures.
     pub note: VerifiedNote,

@@ -38,9 +38,9 @@ pub enum MerkleError {
     /// A consistency proof from a larger tree to a smaller one.
     #[error("old size {old_size} is larger than new size {new_size}")]
     OldSizeAfterNewSize {
-        /// The old size.
+        /// The size of the tree the proof starts from.
         old_size: u64,
-        /// The new size.
+        /// The size of the tree the proof ends at, below `old_size`.
         new_size: u64,
     },
     /// A stored hash the computation needs is not in storage.
@@ -85,7 +85,7 @@ pub enum LogError {
     BeyondSize {
         /// The size asked for.
         size: u64,
-        /// The log's size.
+        /// How many entries the log holds.
         log_size: u64,
     },
     /// The checkpoint cannot be made (an origin that is not one line).
@@ -113,7 +113,7 @@ pub enum TileError {
     /// `tile/entries/<N>[.p/<W>]`.
     #[error("malformed tile path {path:?}: {reason}")]
     MalformedPath {
-        /// The path.
+        /// The path as given.
         path: String,
         /// What is wrong with it.
         reason: &'static str,
@@ -121,13 +121,13 @@ pub enum TileError {
     /// A level above 63.
     #[error("tile level {level} is above 63")]
     Level {
-        /// The level.
+        /// The level the path names.
         level: u8,
     },
     /// A width of 0 or above 256.
     #[error("tile width {width} is not within 1..=256")]
     Width {
-        /// The width.
+        /// The width the path names.
         width: u16,
     },
     /// The tile reaches beyond the tree.
@@ -203,7 +203,7 @@ pub enum NoteError {
     InvalidSignature {
         /// The key name.
         name: String,
-        /// The key ID.
+        /// The 4-byte key ID the signature line names.
         key_id: u32,
     },
     /// No signature from a known key.

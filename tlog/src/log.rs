@@ -65,7 +65,7 @@ impl<S: LogStorage> Log<S> {
         self.size
     }
 
-    /// The storage.
+    /// The caller's storage the log reads and writes its hashes through.
     pub fn storage(&self) -> &S {
         &self.storage
     }

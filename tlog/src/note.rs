@@ -66,7 +66,7 @@ pub fn key_id(name: &str, alg: u8, public_key: &[u8]) -> u32 {
 pub struct NoteSignature {
     /// The key name.
     pub name: String,
-    /// The key ID.
+    /// The first 4 bytes of SHA-256 over the key name, a newline and the signature type and public key: which key made the signature.
     pub key_id: u32,
     /// The signature, in the key's signature type's format.
     pub signature: Vec<u8>,
@@ -114,7 +114,7 @@ impl NoteSignature {
 pub trait NoteVerifier {
     /// The key name.
     fn name(&self) -> &str;
-    /// The key ID.
+    /// The 4-byte ID signature lines name this key by.
     fn key_id(&self) -> u32;
     /// Whether `signature` (without key ID) is this key's over `text` (the
     /// note text, final newline included).
@@ -344,7 +344,7 @@ impl Ed25519Verifier {
         format!("{}+{:08x}+{}", self.name, self.key_id, BASE64.encode(bytes))
     }
 
-    /// The public key.
+    /// The Ed25519 public key signatures are checked against.
     pub fn public_key(&self) -> &VerifyingKey {
         &self.key
     }
@@ -434,7 +434,7 @@ impl Ed25519Signer {
         &self.name
     }
 
-    /// The key ID.
+    /// The 4-byte ID this key's signature lines carry.
     pub fn key_id(&self) -> u32 {
         self.key_id
     }

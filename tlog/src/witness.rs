@@ -35,7 +35,7 @@ pub const MAX_PROOF_LINES: usize = 63;
 /// The `Content-Type` of a `409 Conflict` body.
 pub const CONFLICT_CONTENT_TYPE: &str = "text/x.tlog.size";
 
-/// An `add-checkpoint` request.
+/// An `add-checkpoint` request as C2SP tlog-witness frames it: the size the log says the witness last cosigned (`old`), the consistency proof from it, and the new checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddCheckpointRequest {
     /// The size of the checkpoint the client believes the witness last
@@ -145,7 +145,7 @@ pub enum Refusal {
     /// The old size is larger than the checkpoint's size (400).
     #[error("old size {old_size} is larger than the checkpoint's size {size}")]
     OldSizeAfterCheckpoint {
-        /// The old size.
+        /// The size the request says the witness last cosigned.
         old_size: u64,
         /// The checkpoint's size.
         size: u64,
@@ -174,7 +174,7 @@ pub enum Refusal {
     /// The consistency proof does not verify (422).
     #[error("consistency proof from {old_size} to {size}: {error}")]
     Inconsistent {
-        /// The old size.
+        /// The size the proof starts from (the witness's last cosigned size).
         old_size: u64,
         /// The checkpoint's size.
         size: u64,

@@ -45,7 +45,7 @@ pub(super) struct Parked {
 
 /// What opening a group-keyed envelope gave.
 pub(super) enum GroupOpen {
-    /// Opened.
+    /// Opened now: what it says, ready to apply.
     Opened(super::Opened),
     /// Waiting for a share.
     Parked,

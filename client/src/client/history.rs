@@ -59,7 +59,7 @@ pub struct Record {
     pub undecryptable: bool,
 }
 
-/// A kind's name.
+/// How the history names an envelope kind ("message", "rekey", ...).
 pub fn kind_name(kind: EnvelopeKind) -> &'static str {
     match kind {
         EnvelopeKind::Setup => "setup",

@@ -108,9 +108,9 @@ pub struct Identity {
     pub session: [u8; 32],
     /// The account id.
     pub account: AccountId,
-    /// A prekey.
+    /// A signed prekey's X25519 public key.
     pub prekey: [u8; 32],
-    /// Its signature.
+    /// The identity key's Ed25519 signature over the prekey's signing message.
     pub prekey_signature: [u8; 64],
 }
 
