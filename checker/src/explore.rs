@@ -1,0 +1,151 @@
+//! Breadth-first exploration with state deduplication: every state
+//! reachable within the depth bound is visited once (by its
+//! fingerprint), and the first violation found is on a shortest path.
+
+use crate::model::{Action, Bounds, Model, ModelError, State};
+use crate::props::{self, Violation};
+use crate::trace::Trace;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// What an exploration did and found.
+#[derive(Debug)]
+pub struct Report {
+    /// The bounds explored.
+    pub bounds: Bounds,
+    /// Distinct states visited (the initial one included).
+    pub states: usize,
+    /// Actions applied (including those that led to a known state).
+    pub transitions: usize,
+    /// The deepest level reached.
+    pub depth: usize,
+    /// Whether every state within the depth bound was visited (false when
+    /// the state budget ran out or a violation stopped the search).
+    pub complete: bool,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// The first violation found, with a shortest trace to it.
+    pub violation: Option<(Violation, Trace)>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} states, {} transitions, depth {}, {:.1?}{}",
+            self.states,
+            self.transitions,
+            self.depth,
+            self.elapsed,
+            if self.complete {
+                ", exhaustive within the bounds"
+            } else {
+                ""
+            }
+        )?;
+        match &self.violation {
+            None => writeln!(f, "no property violated"),
+            Some((v, t)) => writeln!(f, "VIOLATED {v}\nshortest trace:\n{t}"),
+        }
+    }
+}
+
+struct Node {
+    parent: usize,
+    action: Option<Action>,
+}
+
+/// Explores every state reachable from the initial one within
+/// `bounds.depth` actions (at most `max_states` states), checking the
+/// properties in each.
+pub fn explore(bounds: &Bounds, seed: u64, max_states: usize) -> Result<Report, ModelError> {
+    let start = Instant::now();
+    let (model, init) = Model::new(bounds.clone(), seed)?;
+    let mut nodes = vec![Node {
+        parent: 0,
+        action: None,
+    }];
+    let mut seen = HashSet::new();
+    seen.insert(init.fingerprint());
+    let mut transitions = 0;
+    let mut depth = 0;
+    let mut complete = true;
+    let done = |nodes: &[Node], at: usize, v: Violation, transitions, depth, complete| {
+        let trace = trace_to(nodes, at, bounds, seed);
+        Report {
+            bounds: bounds.clone(),
+            states: nodes.len(),
+            transitions,
+            depth,
+            complete,
+            elapsed: start.elapsed(),
+            violation: Some((v, trace)),
+        }
+    };
+    if let Some(v) = props::check(&model, &init) {
+        return Ok(done(&nodes, 0, v, 0, 0, false));
+    }
+    let mut frontier: Vec<(usize, State)> = vec![(0, init)];
+    while !frontier.is_empty() && depth < bounds.depth {
+        depth += 1;
+        let mut next = Vec::new();
+        for (id, s) in frontier {
+            for a in model.actions(&s) {
+                transitions += 1;
+                let Some(t) = model.step(&s, &a)? else {
+                    continue;
+                };
+                if !seen.insert(t.fingerprint()) {
+                    continue;
+                }
+                nodes.push(Node {
+                    parent: id,
+                    action: Some(a),
+                });
+                let tid = nodes.len() - 1;
+                if let Some(v) = props::check(&model, &t) {
+                    return Ok(done(&nodes, tid, v, transitions, depth, false));
+                }
+                if nodes.len() >= max_states {
+                    complete = false;
+                    break;
+                }
+                next.push((tid, t));
+            }
+            if !complete {
+                break;
+            }
+        }
+        if !complete {
+            break;
+        }
+        frontier = next;
+    }
+    Ok(Report {
+        bounds: bounds.clone(),
+        states: nodes.len(),
+        transitions,
+        depth,
+        complete,
+        elapsed: start.elapsed(),
+        violation: None,
+    })
+}
+
+fn trace_to(nodes: &[Node], mut at: usize, bounds: &Bounds, seed: u64) -> Trace {
+    let mut actions = Vec::new();
+    while at != 0 {
+        if let Some(a) = nodes[at].action {
+            actions.push(a);
+        }
+        at = nodes[at].parent;
+    }
+    actions.reverse();
+    Trace {
+        bounds: bounds.clone(),
+        seed,
+        actions,
+        described: Vec::new(),
+    }
+    .described()
+}
