@@ -140,26 +140,20 @@ pub enum Action {
         /// The envelope.
         env: usize,
     },
-    /// A colluding order server tags an envelope at the index after a
-    /// placement, chained onto that placement's head.
-    Forge {
-        /// The server.
-        server: u32,
-        /// The envelope.
-        env: usize,
-        /// The placement whose head is the previous head.
-        after: usize,
-    },
-    /// The router delivers an envelope to a member with the tags of a
-    /// placement at the same index (its own, or another envelope's) and,
+    /// The router delivers an envelope to a member with the tags on an
+    /// envelope (itself, or one a puppet envelope substitutes) at the index
+    /// after a placement: what the honest servers tagged there, and every
+    /// colluding server's tag (they tag whatever the router asks), and,
     /// for a joiner, with or without the previous head.
     Deliver {
         /// The member.
         member: usize,
         /// The envelope delivered.
         env: usize,
-        /// The placement whose tags go with it (index, head, tags).
-        tags: usize,
+        /// The envelope whose tags go with it.
+        tagged: usize,
+        /// The placement whose head is the previous head.
+        after: usize,
         /// Whether the previous head is supplied.
         previous: bool,
     },
@@ -685,16 +679,6 @@ impl Model {
         }
     }
 
-    /// Servers whose tags in `p` a member `m` would read (its slot in the
-    /// tagged envelope's epoch or the next).
-    fn tag_count(&self, s: &State, p: &Placement, m: usize) -> usize {
-        let rec = &s.envs[p.env];
-        if !rec.now.contains_key(&m) && !rec.next.contains_key(&m) {
-            return 0;
-        }
-        p.tags.iter().flatten().count()
-    }
-
     /// Every action enabled in `s` (some may still turn out to be no-ops
     /// when applied: a server refuses, a member refuses to compose).
     pub fn actions(&self, s: &State) -> Vec<Action> {
@@ -752,37 +736,24 @@ impl Model {
                 }
             }
         }
-        // Order servers.
+        // Honest order servers: at their next index.
         for server in 0..b.servers as u32 {
-            let colluding = b.equivocating.contains(&server);
+            if b.equivocating.contains(&server) {
+                continue;
+            }
+            let tip = &s.placements[s.tips[server as usize]];
             for (e, rec) in s.envs.iter().enumerate().skip(1) {
-                if colluding {
-                    for (pi, p) in s.placements.iter().enumerate() {
-                        let fits = rec.env.header().epoch() == p.epoch_after
-                            && rec.env.header().last_seen().is_none_or(|l| l <= p.index);
-                        let done = s.placements.iter().any(|q| {
-                            q.env == e
-                                && q.prev == p.head
-                                && q.tags[server as usize].is_some()
-                        });
-                        if fits && !done {
-                            out.push(Action::Forge {
-                                server,
-                                env: e,
-                                after: pi,
-                            });
-                        }
-                    }
-                } else {
-                    let tip = &s.placements[s.tips[server as usize]];
-                    let fits = rec.env.header().epoch() == tip.epoch_after;
-                    if fits {
-                        out.push(Action::Attest { server, env: e });
-                    }
+                if rec.env.header().epoch() == tip.epoch_after {
+                    out.push(Action::Attest { server, env: e });
                 }
             }
         }
-        // Deliveries: only with a quorum of tags the member can read.
+        // Deliveries: an envelope with the tags on an envelope (itself, or
+        // the one a puppet envelope substitutes) at the index after a
+        // placement: the honest servers' tags there and every colluding
+        // server's (they tag whatever the router asks), when they make a
+        // quorum for the member's slot.
+        let colluding = b.equivocating.len();
         for m in 0..s.members.len() {
             let ms = &s.members[m];
             if matches!(ms.conv.phase(), Phase::Removed | Phase::Halted(_)) {
@@ -790,39 +761,59 @@ impl Model {
             }
             let joining = ms.conv.phase() == &Phase::AwaitingJoin;
             let next = ms.conv.next_expected();
-            for (pi, p) in s.placements.iter().enumerate() {
-                if !joining && p.index < next {
+            for (pi, after) in s.placements.iter().enumerate() {
+                let index = Index(after.index.0 + 1);
+                if !joining && index < next {
                     continue;
                 }
-                if self.tag_count(s, p, m) < b.quorum {
-                    continue;
-                }
-                for (e, rec) in s.envs.iter().enumerate() {
-                    let own = e == p.env;
-                    let substitute = rec.by_puppet
-                        && rec.env.header().epoch() == s.envs[p.env].env.header().epoch()
-                        && rec.env.header().kind() == s.envs[p.env].env.header().kind();
-                    if !own && !substitute {
+                for (t, tagged) in s.envs.iter().enumerate().skip(1) {
+                    let h = tagged.env.header();
+                    if h.epoch() != after.epoch_after || h.last_seen().is_some_and(|l| l > after.index)
+                    {
                         continue;
                     }
-                    for previous in [true, false] {
-                        if !previous && !joining {
+                    if !tagged.now.contains_key(&m) && !tagged.next.contains_key(&m) {
+                        continue;
+                    }
+                    let existing = s
+                        .placements
+                        .iter()
+                        .find(|q| q.env == t && q.prev == after.head && q.index == index);
+                    let honest = existing.map_or(0, |q| q.genuine.count_ones() as usize);
+                    if honest + colluding < b.quorum {
+                        continue;
+                    }
+                    let mask = existing.map_or(0, |q| q.genuine)
+                        | b.equivocating.iter().fold(0, |x, sv| x | bit(*sv as usize));
+                    for (e, rec) in s.envs.iter().enumerate() {
+                        let substitute = rec.by_puppet
+                            && rec.env.header().epoch() == h.epoch()
+                            && rec.env.header().kind() == h.kind();
+                        if e != t && !substitute {
                             continue;
                         }
-                        let label = delivery_label(rec, p, previous);
-                        if ms.delivered.contains(label.as_str()) {
-                            continue;
+                        for previous in [true, false] {
+                            if !previous && !joining {
+                                continue;
+                            }
+                            let plabel = placement_label(tagged, index, after);
+                            let label = delivery_label(rec, &plabel, mask, previous);
+                            if ms.delivered.contains(label.as_str()) {
+                                continue;
+                            }
+                            out.push(Action::Deliver {
+                                member: m,
+                                env: e,
+                                tagged: t,
+                                after: pi,
+                                previous,
+                            });
                         }
-                        out.push(Action::Deliver {
-                            member: m,
-                            env: e,
-                            tags: pi,
-                            previous,
-                        });
                     }
                 }
             }
         }
+
         // The puppet.
         if b.puppet {
             for (e, rec) in s.envs.iter().enumerate() {
@@ -856,7 +847,7 @@ impl Model {
                 if ms.conv.phase() != &Phase::Active {
                     continue;
                 }
-                if ms.fresh.is_none() && ms.rounds < 2 {
+                if ms.rounds < 2 {
                     out.push(Action::ProofRequest { member: m });
                 }
                 if ms.fresh.is_some() {
@@ -976,58 +967,38 @@ impl Model {
                 let p = self.place(&mut s, env, after, server, att, true)?;
                 s.tips[server as usize] = p;
             }
-            Action::Forge { server, env, after } => {
-                let prev = s.placements[after].clone();
-                let rec = s.envs[env].clone();
-                let index = Index(prev.index.0 + 1);
-                let epoch = rec.env.header().epoch();
-                let head = prev
-                    .head
-                    .next(&self.conversation, epoch, index, &rec.env.hash());
-                let statement = AttestationStatement {
-                    conversation: self.conversation,
-                    epoch,
-                    index,
-                    head,
-                };
-                let secret = &self.servers[server as usize];
-                let tag = |key: &SlotKey| -> Result<Tag, ModelError> {
-                    Ok(secret.mac_keys(key).or_else(err)?.attest(&statement))
-                };
-                let tags = rec
-                    .slots
-                    .entries()
-                    .iter()
-                    .map(|e| tag(&e.key))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let next_tags = match &rec.next_slots {
-                    Some(n) => n
-                        .entries()
-                        .iter()
-                        .map(|e| tag(&e.key))
-                        .collect::<Result<Vec<_>, _>>()?,
-                    None => Vec::new(),
-                };
-                let att = Attestation {
-                    server,
-                    index,
-                    head,
-                    tags,
-                    next_tags,
-                };
-                self.place(&mut s, env, after, server, att, false)?;
-            }
             Action::Deliver {
                 member,
                 env,
-                tags,
+                tagged,
+                after,
                 previous,
             } => {
-                let p = s.placements[tags].clone();
+                let mut pi = None;
+                for server in self.bounds.equivocating.clone() {
+                    pi = Some(self.forge(&mut s, server, tagged, after)?);
+                }
+                let index = Index(s.placements[after].index.0 + 1);
+                let head = s.placements[after].head;
+                let pi = match pi.or_else(|| {
+                    s.placements
+                        .iter()
+                        .position(|q| q.env == tagged && q.prev == head && q.index == index)
+                }) {
+                    Some(pi) => pi,
+                    None => return Ok(None),
+                };
+                let p = s.placements[pi].clone();
                 let rec = s.envs[env].clone();
-                let tagged = s.envs[p.env].clone();
-                let label = delivery_label(&rec, &p, previous);
-                let d = self.cut_with(&rec, &p, Some(&tagged), member, previous);
+                let tagged_rec = s.envs[tagged].clone();
+                let mask = p
+                    .tags
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.is_some())
+                    .fold(0, |x, (sv, _)| x | bit(sv));
+                let label = delivery_label(&rec, &p.label, mask, previous);
+                let d = self.cut_with(&rec, &p, Some(&tagged_rec), member, previous);
                 let mut ms = (*s.members[member]).clone();
                 let mut secrets = secrets_of(&ms)?;
                 ms.conv.receive(d, &mut secrets);
@@ -1210,6 +1181,61 @@ impl Model {
         Ok(Some(s))
     }
 
+    /// A colluding server tags `env` at the index after placement `after`
+    /// (with its raw keys, for every slot). Returns the placement.
+    fn forge(
+        &self,
+        s: &mut State,
+        server: u32,
+        env: usize,
+        after: usize,
+    ) -> Result<usize, ModelError> {
+        let prev = s.placements[after].clone();
+        let rec = s.envs[env].clone();
+        let index = Index(prev.index.0 + 1);
+        if let Some(pi) = s.placements.iter().position(|q| {
+            q.env == env && q.prev == prev.head && q.index == index && q.tags[server as usize].is_some()
+        }) {
+            return Ok(pi);
+        }
+        let epoch = rec.env.header().epoch();
+        let head = prev
+            .head
+            .next(&self.conversation, epoch, index, &rec.env.hash());
+        let statement = AttestationStatement {
+            conversation: self.conversation,
+            epoch,
+            index,
+            head,
+        };
+        let secret = &self.servers[server as usize];
+        let tag = |key: &SlotKey| -> Result<Tag, ModelError> {
+            Ok(secret.mac_keys(key).or_else(err)?.attest(&statement))
+        };
+        let tags = rec
+            .slots
+            .entries()
+            .iter()
+            .map(|e| tag(&e.key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_tags = match &rec.next_slots {
+            Some(n) => n
+                .entries()
+                .iter()
+                .map(|e| tag(&e.key))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let att = Attestation {
+            server,
+            index,
+            head,
+            tags,
+            next_tags,
+        };
+        self.place(s, env, after, server, att, false)
+    }
+
     /// Records a new attestation: in the placement (env at the index after
     /// `after`), creating it if needed. Returns the placement.
     fn place(
@@ -1232,7 +1258,7 @@ impl Model {
             Some(pi) => pi,
             None => {
                 let head = att.head;
-                let label: Rc<str> = format!("({}@{}<{})", rec.label, index.0, prev.label).into();
+                let label: Rc<str> = placement_label(rec, index, &prev).into();
                 let epoch = rec.env.header().epoch();
                 let epoch_after = if rec.env.header().kind() == EnvelopeKind::Update {
                     Epoch(epoch.0 + 1)
@@ -1422,11 +1448,14 @@ fn record_roster(ms: &mut MemberState) {
     }
 }
 
-fn delivery_label(rec: &EnvRec, p: &Placement, previous: bool) -> String {
+fn placement_label(rec: &EnvRec, index: Index, after: &Placement) -> String {
+    format!("({}@{}<{})", rec.label, index.0, after.label)
+}
+
+fn delivery_label(rec: &EnvRec, placement: &str, servers: u32, previous: bool) -> String {
     format!(
-        "{} with tags {}{}",
+        "{} with tags {placement} by {servers:#b}{}",
         rec.label,
-        p.label,
         if previous { "" } else { " no-prev" }
     )
 }
@@ -1510,24 +1539,22 @@ impl Model {
             Action::Attest { server, env: e } => {
                 format!("honest server {server} attests {} at its next index", env(e))
             }
-            Action::Forge {
-                server,
-                env: e,
-                after,
-            } => format!(
-                "colluding server {server} tags {} after {}",
-                env(e),
-                place(after)
-            ),
             Action::Deliver {
                 member,
                 env: e,
-                tags,
+                tagged,
+                after,
                 previous,
             } => format!(
-                "router delivers {} to member {member} with the tags of {}{}",
+                "router delivers {} to member {member} with the tags on {} after {}{}{}",
                 env(e),
-                place(tags),
+                env(tagged),
+                place(after),
+                if self.bounds.equivocating.is_empty() {
+                    ""
+                } else {
+                    " (colluding servers' included)"
+                },
                 if previous {
                     ""
                 } else {
