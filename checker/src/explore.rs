@@ -59,6 +59,29 @@ struct Node {
 /// `bounds.depth` actions (at most `max_states` states), checking the
 /// properties in each.
 pub fn explore(bounds: &Bounds, seed: u64, max_states: usize) -> Result<Report, ModelError> {
+    explore_with(bounds, seed, max_states, |_| {})
+}
+
+/// Progress after each level of the search.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    /// The level (number of actions from the initial state) just finished.
+    pub depth: usize,
+    /// New states found at this level.
+    pub new_states: usize,
+    /// States visited so far.
+    pub states: usize,
+    /// Time so far.
+    pub elapsed: Duration,
+}
+
+/// Like [`explore`], calling `progress` after each level.
+pub fn explore_with(
+    bounds: &Bounds,
+    seed: u64,
+    max_states: usize,
+    mut progress: impl FnMut(Level),
+) -> Result<Report, ModelError> {
     let start = Instant::now();
     let (model, init) = Model::new(bounds.clone(), seed)?;
     let mut nodes = vec![Node {
@@ -119,6 +142,12 @@ pub fn explore(bounds: &Bounds, seed: u64, max_states: usize) -> Result<Report, 
         if !complete {
             break;
         }
+        progress(Level {
+            depth,
+            new_states: next.len(),
+            states: nodes.len(),
+            elapsed: start.elapsed(),
+        });
         frontier = next;
     }
     Ok(Report {

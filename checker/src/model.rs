@@ -55,6 +55,8 @@ pub struct Bounds {
     pub removal: bool,
     /// Honest Messages composed in total.
     pub messages: usize,
+    /// Honest Receipts composed in total.
+    pub receipts: usize,
     /// The router's puppet account: substitutes Updates (any roster and
     /// slot roles from a small pool) and speaks from padding slots it holds.
     pub puppet: bool,
@@ -82,6 +84,7 @@ impl Bounds {
             joiner: false,
             removal: false,
             messages: 1,
+            receipts: 0,
             puppet: false,
             admin_padding: false,
             head_proofs: false,
@@ -119,6 +122,11 @@ pub enum ChangeKind {
 pub enum Action {
     /// An honest member composes a Message and submits it.
     Message {
+        /// The member.
+        member: usize,
+    },
+    /// An honest member composes a Receipt for what it accepted.
+    Receipt {
         /// The member.
         member: usize,
     },
@@ -295,6 +303,8 @@ pub struct State {
     pub proofs: Vec<Rc<ProofRec>>,
     /// Honest Messages composed.
     messages: usize,
+    /// Honest Receipts composed.
+    receipts: usize,
     /// Labels of heads (placement labels; the Setup's is "S").
     heads: BTreeMap<Head, Rc<str>>,
     /// Monotone counter for fresh randomness on a path.
@@ -424,7 +434,8 @@ impl Model {
             let b = secrets[i].pairwise.bundle(true);
             puppet.start_session(&b).or_else(err)?;
         }
-        let mut accounts: Vec<AccountId> = secrets.iter().map(|s| s.pairwise.account_id()).collect();
+        let mut accounts: Vec<AccountId> =
+            secrets.iter().map(|s| s.pairwise.account_id()).collect();
         accounts.push(puppet.account_id());
         let mut cid = [0u8; 32];
         rand::Rng::fill_bytes(&mut rng, &mut cid);
@@ -616,6 +627,7 @@ impl Model {
             placements: vec![Rc::new(placement)],
             proofs: Vec::new(),
             messages: 0,
+            receipts: 0,
             heads,
             nonce: 0,
         })
@@ -690,6 +702,13 @@ impl Model {
             for m in 0..s.members.len() {
                 if active(m) {
                     out.push(Action::Message { member: m });
+                }
+            }
+        }
+        if s.receipts < b.receipts {
+            for m in 0..s.members.len() {
+                if active(m) {
+                    out.push(Action::Receipt { member: m });
                 }
             }
         }
@@ -768,7 +787,8 @@ impl Model {
                 }
                 for (t, tagged) in s.envs.iter().enumerate().skip(1) {
                     let h = tagged.env.header();
-                    if h.epoch() != after.epoch_after || h.last_seen().is_some_and(|l| l > after.index)
+                    if h.epoch() != after.epoch_after
+                        || h.last_seen().is_some_and(|l| l > after.index)
                     {
                         continue;
                     }
@@ -886,7 +906,8 @@ impl Model {
         switches::set(self.bounds.weaken);
         let mut s = s.clone();
         s.nonce += 1;
-        let mut rng = StdRng::seed_from_u64(self.seed ^ s.nonce.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng =
+            StdRng::seed_from_u64(self.seed ^ s.nonce.wrapping_mul(0x9e37_79b9_7f4a_7c15));
         match *a {
             Action::Message { member } => {
                 let content = Content::Message(format!("m{member}").into_bytes());
@@ -894,6 +915,15 @@ impl Model {
                     return Ok(None);
                 }
                 s.messages += 1;
+            }
+            Action::Receipt { member } => {
+                let Some(content) = s.members[member].conv.receipt() else {
+                    return Ok(None);
+                };
+                if !self.compose_honest(&mut s, member, content, None, &mut rng)? {
+                    return Ok(None);
+                }
+                s.receipts += 1;
             }
             Action::Update {
                 member,
@@ -1194,7 +1224,10 @@ impl Model {
         let rec = s.envs[env].clone();
         let index = Index(prev.index.0 + 1);
         if let Some(pi) = s.placements.iter().position(|q| {
-            q.env == env && q.prev == prev.head && q.index == index && q.tags[server as usize].is_some()
+            q.env == env
+                && q.prev == prev.head
+                && q.index == index
+                && q.tags[server as usize].is_some()
         }) {
             return Ok(pi);
         }
@@ -1332,6 +1365,7 @@ impl Model {
             "{}{member}{variant}.e{}.q{}.ls{}",
             match h.kind() {
                 EnvelopeKind::Update => "U",
+                EnvelopeKind::Receipt => "R",
                 _ => "M",
             },
             h.epoch().0,
@@ -1472,11 +1506,21 @@ impl State {
         let mut places: Vec<(&str, Vec<bool>, u32)> = self
             .placements
             .iter()
-            .map(|p| (&*p.label, p.tags.iter().map(Option::is_some).collect(), p.genuine))
+            .map(|p| {
+                (
+                    &*p.label,
+                    p.tags.iter().map(Option::is_some).collect(),
+                    p.genuine,
+                )
+            })
             .collect();
         places.sort_unstable();
         places.hash(&mut h);
-        let tips: Vec<&str> = self.tips.iter().map(|t| &*self.placements[*t].label).collect();
+        let tips: Vec<&str> = self
+            .tips
+            .iter()
+            .map(|t| &*self.placements[*t].label)
+            .collect();
         tips.hash(&mut h);
         for m in &self.members {
             m.delivered.hash(&mut h);
@@ -1487,18 +1531,12 @@ impl State {
         let mut proofs: Vec<(usize, u32, u32, u64)> = self
             .proofs
             .iter()
-            .map(|p| {
-                (
-                    p.member,
-                    p.round,
-                    p.proof.server,
-                    p.proof.statement.count,
-                )
-            })
+            .map(|p| (p.member, p.round, p.proof.server, p.proof.statement.count))
             .collect();
         proofs.sort_unstable();
         proofs.hash(&mut h);
         self.messages.hash(&mut h);
+        self.receipts.hash(&mut h);
         h.finish()
     }
 }
@@ -1516,7 +1554,11 @@ impl Model {
     /// The action in words, with the labels it refers to in `s` (the state
     /// it is applied to).
     pub fn describe(&self, s: &State, a: &Action) -> String {
-        let env = |e: usize| s.envs.get(e).map_or("?".to_owned(), |r| r.label.to_string());
+        let env = |e: usize| {
+            s.envs
+                .get(e)
+                .map_or("?".to_owned(), |r| r.label.to_string())
+        };
         let place = |p: usize| {
             s.placements
                 .get(p)
@@ -1524,6 +1566,7 @@ impl Model {
         };
         match *a {
             Action::Message { member } => format!("member {member} composes a Message"),
+            Action::Receipt { member } => format!("member {member} composes a Receipt"),
             Action::Update {
                 member,
                 change,
@@ -1537,7 +1580,10 @@ impl Model {
                 }
             ),
             Action::Attest { server, env: e } => {
-                format!("honest server {server} attests {} at its next index", env(e))
+                format!(
+                    "honest server {server} attests {} at its next index",
+                    env(e)
+                )
             }
             Action::Deliver {
                 member,

@@ -24,7 +24,9 @@ fn found(bounds: &Bounds, property: Property) -> Trace {
     assert_eq!(v.property, property, "{v}");
     let replay = trace.replay().unwrap();
     assert_eq!(replay.no_ops, 0);
-    let (at, again) = replay.violation.expect("the trace replays to the violation");
+    let (at, again) = replay
+        .violation
+        .expect("the trace replays to the violation");
     assert_eq!(at, trace.actions.len());
     assert_eq!(again.property, property);
     trace
@@ -35,7 +37,11 @@ fn clean(bounds: &Bounds) -> Report {
     assert!(
         report.violation.is_none(),
         "{}",
-        report.violation.as_ref().map(|(v, t)| format!("{v}\n{t}")).unwrap_or_default()
+        report
+            .violation
+            .as_ref()
+            .map(|(v, t)| format!("{v}\n{t}"))
+            .unwrap_or_default()
     );
     assert!(report.complete, "the search must cover its bounds");
     report
@@ -63,7 +69,12 @@ fn join_path_holds_and_undoing_the_binding_lets_a_substituted_update_in() {
         Property::NoInjectedMember,
     );
     // The attack: the genuine Update's tags with the puppet's substitute.
-    assert!(trace.actions.iter().any(|a| matches!(a, Action::Substitute { .. })));
+    assert!(
+        trace
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Substitute { .. }))
+    );
     assert!(trace.actions.len() <= 5, "{trace}");
 }
 
@@ -91,7 +102,12 @@ fn admin_padding_is_refused_and_undoing_the_check_lets_the_router_add_itself() {
         }),
         Property::NoInjectedMember,
     );
-    assert!(trace.actions.iter().any(|a| matches!(a, Action::PaddingUpdate { .. })));
+    assert!(
+        trace
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::PaddingUpdate { .. }))
+    );
 }
 
 fn head_proof_bounds(weaken: Weaken) -> Bounds {
@@ -149,8 +165,20 @@ fn the_fork_trace_replays() {
             Action::Message { member: 0 },
             Action::Attest { server: 0, env: 1 },
             Action::Attest { server: 1, env: 2 },
-            Action::Deliver { member: 0, env: 1, tagged: 1, after: 0, previous: true },
-            Action::Deliver { member: 1, env: 2, tagged: 2, after: 0, previous: true },
+            Action::Deliver {
+                member: 0,
+                env: 1,
+                tagged: 1,
+                after: 0,
+                previous: true,
+            },
+            Action::Deliver {
+                member: 1,
+                env: 2,
+                tagged: 2,
+                after: 0,
+                previous: true,
+            },
         ],
         described: Vec::new(),
     };

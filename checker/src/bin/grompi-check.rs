@@ -29,6 +29,9 @@ struct Args {
     /// Honest Messages in total.
     #[arg(long, default_value_t = 1)]
     messages: usize,
+    /// Honest Receipts in total.
+    #[arg(long, default_value_t = 0)]
+    receipts: usize,
     /// The router's puppet account composes.
     #[arg(long)]
     puppet: bool,
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
         joiner: a.joiner,
         removal: a.removal,
         messages: a.messages,
+        receipts: a.receipts,
         puppet: a.puppet,
         admin_padding: a.admin_padding,
         head_proofs: a.head_proofs,
@@ -79,7 +83,13 @@ fn main() -> std::process::ExitCode {
         },
     };
     println!("{bounds:?}");
-    match grompi_checker::explore(&bounds, a.seed, a.max_states) {
+    let progress = |l: grompi_checker::explore::Level| {
+        eprintln!(
+            "depth {}: {} new states, {} in all, {:.1?}",
+            l.depth, l.new_states, l.states, l.elapsed
+        );
+    };
+    match grompi_checker::explore::explore_with(&bounds, a.seed, a.max_states, progress) {
         Ok(report) => {
             print!("{report}");
             if report.violation.is_some() {
