@@ -112,6 +112,7 @@ pub fn explore_with(
     while !frontier.is_empty() && depth < bounds.depth {
         depth += 1;
         let mut next = Vec::new();
+        let before = nodes.len();
         for (id, s) in frontier {
             for a in model.actions(&s) {
                 transitions += 1;
@@ -133,7 +134,10 @@ pub fn explore_with(
                     complete = false;
                     break;
                 }
-                next.push((tid, t));
+                // States at the last level are checked, never expanded.
+                if depth < bounds.depth {
+                    next.push((tid, t));
+                }
             }
             if !complete {
                 break;
@@ -144,7 +148,7 @@ pub fn explore_with(
         }
         progress(Level {
             depth,
-            new_states: next.len(),
+            new_states: nodes.len() - before,
             states: nodes.len(),
             elapsed: start.elapsed(),
         });
