@@ -5,7 +5,7 @@
 use crate::model::{Action, Bounds, Model, ModelError, State};
 use crate::props::{self, Violation};
 use crate::trace::Trace;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// What an exploration did and found.
@@ -26,6 +26,56 @@ pub struct Report {
     pub elapsed: Duration,
     /// The first violation found, with a shortest trace to it.
     pub violation: Option<(Violation, Trace)>,
+    /// How many visited states show each event (see [`coverage`]): what
+    /// the search reached, so that "nothing found" is not vacuous.
+    pub coverage: BTreeMap<&'static str, usize>,
+}
+
+/// The events a state shows, for [`Report::coverage`].
+pub fn coverage(s: &State) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let phase = |m: &crate::model::MemberState| m.conv.phase().clone();
+    if s.members
+        .iter()
+        .any(|m| m.conv.transcript().entries().len() >= 3)
+    {
+        out.push("a member accepted two indices after the Setup");
+    }
+    if s.members
+        .iter()
+        .any(|m| m.conv.transcript().first().0 > 0 && phase(m) == crate::cores::Phase::Active)
+    {
+        out.push("the joiner joined");
+    }
+    if s.members
+        .iter()
+        .any(|m| phase(m) == crate::cores::Phase::Removed)
+    {
+        out.push("a member was removed");
+    }
+    if s.members.iter().any(|m| m.rosters.len() >= 2) {
+        out.push("a member adopted a second roster");
+    }
+    if s.members.iter().any(|m| m.rosters.len() >= 3) {
+        out.push("a member adopted a third roster");
+    }
+    if s.members.iter().any(|m| !m.alerts.is_empty()) {
+        out.push("a member raised an alert");
+    }
+    if s.members.iter().any(|m| {
+        m.alerts
+            .iter()
+            .any(|a| a.contains("withheld") || a.contains("Withheld"))
+    }) {
+        out.push("a member reported withholding");
+    }
+    if s.members
+        .iter()
+        .any(|m| matches!(phase(m), crate::cores::Phase::Halted(_)))
+    {
+        out.push("a member halted");
+    }
+    out
 }
 
 impl std::fmt::Display for Report {
@@ -43,6 +93,9 @@ impl std::fmt::Display for Report {
                 ""
             }
         )?;
+        for (event, n) in &self.coverage {
+            writeln!(f, "  {n:>8} states where {event}")?;
+        }
         match &self.violation {
             None => writeln!(f, "no property violated"),
             Some((v, t)) => writeln!(f, "VIOLATED {v}\nshortest trace:\n{t}"),
@@ -91,6 +144,7 @@ pub fn explore_with(
     let mut seen = HashSet::new();
     seen.insert(init.fingerprint());
     let mut transitions = 0;
+    let mut coverage: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut depth = 0;
     let mut complete = true;
     let done = |nodes: &[Node], at: usize, v: Violation, transitions, depth, complete| {
@@ -103,6 +157,7 @@ pub fn explore_with(
             complete,
             elapsed: start.elapsed(),
             violation: Some((v, trace)),
+            coverage: BTreeMap::new(),
         }
     };
     if let Some(v) = props::check(&model, &init) {
@@ -127,6 +182,9 @@ pub fn explore_with(
                     action: Some(a),
                 });
                 let tid = nodes.len() - 1;
+                for event in self::coverage(&t) {
+                    *coverage.entry(event).or_default() += 1;
+                }
                 if let Some(v) = props::check(&model, &t) {
                     return Ok(done(&nodes, tid, v, transitions, depth, false));
                 }
@@ -162,6 +220,7 @@ pub fn explore_with(
         complete,
         elapsed: start.elapsed(),
         violation: None,
+        coverage,
     })
 }
 

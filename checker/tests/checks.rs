@@ -34,6 +34,7 @@ fn found(bounds: &Bounds, property: Property) -> Trace {
 
 fn clean(bounds: &Bounds) -> Report {
     let report = run(bounds);
+    assert!(report.states > 1, "{report}");
     assert!(
         report.violation.is_none(),
         "{}",
@@ -45,6 +46,11 @@ fn clean(bounds: &Bounds) -> Report {
     );
     assert!(report.complete, "the search must cover its bounds");
     report
+}
+
+fn joined(report: &Report) {
+    let n = report.coverage.get("the joiner joined").copied();
+    assert!(n.is_some_and(|n| n > 0), "{report}");
 }
 
 fn join_bounds(weaken: Weaken) -> Bounds {
@@ -60,7 +66,7 @@ fn join_bounds(weaken: Weaken) -> Bounds {
 
 #[test]
 fn join_path_holds_and_undoing_the_binding_lets_a_substituted_update_in() {
-    clean(&join_bounds(Weaken::default()));
+    joined(&clean(&join_bounds(Weaken::default())));
     let trace = found(
         &join_bounds(Weaken {
             join_binding: true,
@@ -94,7 +100,7 @@ fn admin_padding_bounds(weaken: Weaken) -> Bounds {
 
 #[test]
 fn admin_padding_is_refused_and_undoing_the_check_lets_the_router_add_itself() {
-    clean(&admin_padding_bounds(Weaken::default()));
+    joined(&clean(&admin_padding_bounds(Weaken::default())));
     let trace = found(
         &admin_padding_bounds(Weaken {
             admin_slots: true,
@@ -152,7 +158,12 @@ fn quorum_bounds(quorum: usize, equivocating: Vec<u32>) -> Bounds {
 #[test]
 fn the_quorum_bound_is_tight() {
     // t = 2 of 3: 2t - N = 1.
-    clean(&quorum_bounds(2, vec![]));
+    let report = clean(&quorum_bounds(2, vec![]));
+    let both = "a member accepted two indices after the Setup";
+    assert!(
+        report.coverage.get(both).is_some_and(|n| *n > 0),
+        "{report}"
+    );
     let trace = found(&quorum_bounds(2, vec![2]), Property::SameEnvelope);
     assert_eq!(trace.actions.len(), 6, "{trace}");
     // t = 3 of 3: 2t - N = 3; two colluding servers are not enough.
@@ -220,4 +231,16 @@ fn every_power_at_once_finds_nothing_with_the_fixes_in_place() {
         weaken: Weaken::default(),
     });
     assert!(report.states > 1_000, "{report}");
+    // Not vacuous: the search joined, removed, reported and halted.
+    for event in [
+        "the joiner joined",
+        "a member was removed",
+        "a member adopted a second roster",
+        "a member raised an alert",
+    ] {
+        assert!(
+            report.coverage.get(event).is_some_and(|n| *n > 0),
+            "{event}: {report}"
+        );
+    }
 }
