@@ -26,6 +26,6 @@ pub mod props;
 pub mod trace;
 
 pub use explore::{Report, explore};
-pub use model::{Action, Bounds, ChangeKind, Model};
+pub use model::{Action, Bounds, ChangeKind, Model, Previous};
 pub use props::{Property, Violation};
 pub use trace::Trace;

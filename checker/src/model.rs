@@ -162,8 +162,8 @@ pub enum Action {
         tagged: usize,
         /// The placement whose head is the previous head.
         after: usize,
-        /// Whether the previous head is supplied.
-        previous: bool,
+        /// The previous head the delivery names.
+        previous: Previous,
     },
     /// The puppet composes a substitute for an honest Update: the same
     /// header fields, the same change, the genuine next members plus
@@ -198,6 +198,18 @@ pub enum Action {
         /// Servers not answered.
         dropped: u32,
     },
+}
+
+/// The previous head a delivery names (only a joiner reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Previous {
+    /// The head of the placement the tags chain from.
+    Genuine,
+    /// None (emptied).
+    Omitted,
+    /// The head of another placement at the same index (rewritten to a
+    /// head seen elsewhere).
+    Other(usize),
 }
 
 /// An envelope the router has seen.
@@ -637,7 +649,7 @@ impl Model {
     /// `p`'s tags for m's slot (in the tagged envelope's epoch and, for an
     /// Update, the next), m's block, and optionally the previous head.
     fn cut(&self, rec: &EnvRec, p: &Placement, m: usize, previous: bool) -> Delivery {
-        self.cut_with(rec, p, None, m, previous)
+        self.cut_with(rec, p, None, m, previous.then_some(p.prev))
     }
 
     fn cut_with(
@@ -646,7 +658,7 @@ impl Model {
         p: &Placement,
         tagged: Option<&EnvRec>,
         m: usize,
-        previous: bool,
+        previous_head: Option<Head>,
     ) -> Delivery {
         let tagged = tagged.unwrap_or(rec);
         let env = &rec.env;
@@ -687,7 +699,7 @@ impl Model {
             block,
             block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
             attestations,
-            previous_head: previous.then_some(p.prev),
+            previous_head,
         }
     }
 
@@ -812,12 +824,19 @@ impl Model {
                         if e != t && !substitute {
                             continue;
                         }
-                        for previous in [true, false] {
-                            if !previous && !joining {
-                                continue;
+                        let mut choices = vec![Previous::Genuine];
+                        if joining {
+                            choices.push(Previous::Omitted);
+                            for (qi, q) in s.placements.iter().enumerate() {
+                                if q.index == after.index && q.head != after.head {
+                                    choices.push(Previous::Other(qi));
+                                }
                             }
+                        }
+                        for previous in choices {
                             let plabel = placement_label(tagged, index, after);
-                            let label = delivery_label(rec, &plabel, mask, previous);
+                            let label =
+                                delivery_label(rec, &plabel, mask, &previous_label(s, previous));
                             if ms.delivered.contains(label.as_str()) {
                                 continue;
                             }
@@ -1027,8 +1046,13 @@ impl Model {
                     .enumerate()
                     .filter(|(_, t)| t.is_some())
                     .fold(0, |x, (sv, _)| x | bit(sv));
-                let label = delivery_label(&rec, &p.label, mask, previous);
-                let d = self.cut_with(&rec, &p, Some(&tagged_rec), member, previous);
+                let label = delivery_label(&rec, &p.label, mask, &previous_label(&s, previous));
+                let previous_head = match previous {
+                    Previous::Genuine => Some(p.prev),
+                    Previous::Omitted => None,
+                    Previous::Other(q) => s.placements.get(q).map(|q| q.head),
+                };
+                let d = self.cut_with(&rec, &p, Some(&tagged_rec), member, previous_head);
                 let mut ms = (*s.members[member]).clone();
                 let mut secrets = secrets_of(&ms)?;
                 ms.conv.receive(d, &mut secrets);
@@ -1486,12 +1510,22 @@ fn placement_label(rec: &EnvRec, index: Index, after: &Placement) -> String {
     format!("({}@{}<{})", rec.label, index.0, after.label)
 }
 
-fn delivery_label(rec: &EnvRec, placement: &str, servers: u32, previous: bool) -> String {
+fn delivery_label(rec: &EnvRec, placement: &str, servers: u32, previous: &str) -> String {
     format!(
-        "{} with tags {placement} by {servers:#b}{}",
-        rec.label,
-        if previous { "" } else { " no-prev" }
+        "{} with tags {placement} by {servers:#b}{previous}",
+        rec.label
     )
+}
+
+fn previous_label(s: &State, previous: Previous) -> String {
+    match previous {
+        Previous::Genuine => String::new(),
+        Previous::Omitted => " and no previous head".to_owned(),
+        Previous::Other(q) => format!(
+            " and the previous head of {}",
+            s.placements.get(q).map_or("?", |q| &*q.label)
+        ),
+    }
 }
 
 impl State {
@@ -1601,11 +1635,7 @@ impl Model {
                 } else {
                     " (colluding servers' included)"
                 },
-                if previous {
-                    ""
-                } else {
-                    " and no previous head"
-                }
+                previous_label(s, previous)
             ),
             Action::Substitute { env: e, admin } => format!(
                 "puppet composes a substitute for {} listing itself as {}",

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use grompi_checker::cores::Weaken;
-use grompi_checker::{Action, Bounds, Property, Report, Trace, explore};
+use grompi_checker::{Action, Bounds, Previous, Property, Report, Trace, explore};
 
 const SEED: u64 = 7;
 const MAX_STATES: usize = 200_000;
@@ -188,14 +188,14 @@ fn the_fork_trace_replays() {
                 env: 1,
                 tagged: 1,
                 after: 0,
-                previous: true,
+                previous: Previous::Genuine,
             },
             Action::Deliver {
                 member: 1,
                 env: 2,
                 tagged: 2,
                 after: 0,
-                previous: true,
+                previous: Previous::Genuine,
             },
         ],
         described: Vec::new(),
