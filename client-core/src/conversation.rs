@@ -53,9 +53,10 @@ pub use persist::STATE_VERSION;
 /// checker (`checker/`) to show that it finds the attack the fix stops.
 ///
 /// Compiled only with the `model-check-switches` feature, which is off by
-/// default and never enabled in a release build; without it every check
-/// always runs. The setting is per thread (the checker explores on one
-/// thread) and starts with every fix in place.
+/// default; only the checker enables it, and the checker is not a default
+/// workspace member, so a release build of the programs never has it.
+/// Without it every check always runs. The setting is per thread (the
+/// checker explores on one thread) and starts with every fix in place.
 #[cfg(feature = "model-check-switches")]
 pub mod switches {
     use std::cell::Cell;
