@@ -244,3 +244,40 @@ fn every_power_at_once_finds_nothing_with_the_fixes_in_place() {
         );
     }
 }
+
+/// Deduplication merges the same actions in another order, and only
+/// those: a different action leads to a different fingerprint.
+#[test]
+fn fingerprints_ignore_order_but_not_content() {
+    use grompi_checker::Model;
+    let bounds = Bounds {
+        messages: 2,
+        ..Bounds::small()
+    };
+    let (model, init) = Model::new(bounds, SEED).unwrap();
+    let path = |actions: &[Action]| {
+        let mut s = init.clone();
+        for a in actions {
+            s = model
+                .step(&s, a)
+                .unwrap()
+                .expect("the action changes the state");
+        }
+        s.fingerprint()
+    };
+    let m0 = Action::Message { member: 0 };
+    let m1 = Action::Message { member: 1 };
+    let a0 = Action::Attest { server: 0, env: 1 };
+    let a1 = Action::Attest { server: 1, env: 1 };
+    assert_eq!(path(&[m0, m1]), path(&[m1, m0]));
+    assert_eq!(path(&[m0, a0, a1]), path(&[m0, a1, a0]));
+    assert_ne!(path(&[m0, a0]), path(&[m0, a1]));
+    assert_ne!(path(&[m0, m0]), path(&[m0, m1]));
+    // The real order server decides: the same envelope again at its next
+    // index is a replay (its sequence does not increase), refused, and
+    // the step changes nothing.
+    let s = [m0, a0]
+        .iter()
+        .fold(init.clone(), |s, a| model.step(&s, a).unwrap().unwrap());
+    assert!(model.step(&s, &a0).unwrap().is_none());
+}
