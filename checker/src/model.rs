@@ -66,6 +66,11 @@ pub struct Bounds {
     /// Members ask for head proofs and the router answers with any proof it
     /// holds (fresh, replayed from an earlier round, or none).
     pub head_proofs: bool,
+    /// Member 0 (the Admin) is compromised: besides its honest actions it
+    /// sends an Update its keys allow but the rules do not (one that adds
+    /// the joiner and also drops the last member). The properties are
+    /// checked over the other members.
+    pub compromised_admin: bool,
     /// Maximum number of actions on a path.
     pub depth: usize,
     /// Fixes undone (test-only switches of the client core).
@@ -88,6 +93,7 @@ impl Bounds {
             puppet: false,
             admin_padding: false,
             head_proofs: false,
+            compromised_admin: false,
             depth: 6,
             weaken: Weaken::default(),
         }
@@ -181,6 +187,13 @@ pub enum Action {
     PaddingUpdate {
         /// The Update whose next set has the padding slot.
         env: usize,
+    },
+    /// The compromised Admin sends an Update that adds the joiner and, in
+    /// the same next list, drops the last member (a list that is not the
+    /// current one with the change applied).
+    RogueUpdate {
+        /// The compromised Admin.
+        member: usize,
     },
     /// A member asks every order server for a head proof; honest servers
     /// answer the router at once.
@@ -337,6 +350,8 @@ pub struct Model {
     pub accounts: Vec<AccountId>,
     /// Each account's order keys, one per epoch (`keys[k][e]`).
     order_keys: Vec<Vec<SlotKey>>,
+    /// The compromised Admin's order key secrets, by public key.
+    admin_keys: Vec<(SlotKey, [u8; 32])>,
     seed: u64,
 }
 
@@ -435,6 +450,12 @@ impl Model {
         for s in &mut secrets {
             order_keys.push(s.order_keys.generate(&mut rng, 4));
         }
+        let admin_keys = secrets[0]
+            .order_keys
+            .export()
+            .iter()
+            .map(|b| (SlotSecret::from_bytes(**b).public_key(), **b))
+            .collect();
         let mut puppet = Pairwise::new();
         for i in 0..n {
             for j in 0..n {
@@ -460,6 +481,7 @@ impl Model {
             conversation,
             accounts,
             order_keys,
+            admin_keys,
             seed,
         };
         let state = model.initial(secrets, &puppet, &mut rng)?;
@@ -880,6 +902,25 @@ impl Model {
                 }
             }
         }
+        // The compromised Admin.
+        if b.compromised_admin
+            && active(0)
+            && b.members > 2
+            && let Some(j) = b.joiner_id()
+        {
+            let roster = s.members[0]
+                .conv
+                .membership()
+                .map(|ms| ms.members().clone())
+                .unwrap_or_default();
+            let done = s.envs.iter().any(|e| e.label.contains("rogue"));
+            if !done
+                && !roster.contains_key(&self.accounts[j])
+                && roster.contains_key(&self.accounts[b.members - 1])
+            {
+                out.push(Action::RogueUpdate { member: 0 });
+            }
+        }
         // Head proofs.
         if b.head_proofs {
             for (m, ms) in s.members.iter().enumerate() {
@@ -1155,6 +1196,11 @@ impl Model {
                     &mut rng,
                 )?;
             }
+            Action::RogueUpdate { member } => {
+                if !self.rogue_update(&mut s, member, &mut rng)? {
+                    return Ok(None);
+                }
+            }
             Action::ProofRequest { member } => {
                 let mut ms = (*s.members[member]).clone();
                 let nonce = ms.conv.head_proof_nonce(&mut rng);
@@ -1346,6 +1392,91 @@ impl Model {
         }
         s.placements[pi] = Rc::new(p);
         Ok(pi)
+    }
+
+    /// The compromised Admin composes, outside its conversation, an Update
+    /// adding the joiner whose next list also drops the last member; signed
+    /// with its real slot key and Olm sessions.
+    fn rogue_update(
+        &self,
+        s: &mut State,
+        member: usize,
+        rng: &mut StdRng,
+    ) -> Result<bool, ModelError> {
+        let ms = (*s.members[member]).clone();
+        let (Some(membership), Some(j)) = (ms.conv.membership(), self.bounds.joiner_id()) else {
+            return Ok(false);
+        };
+        let epoch = membership.epoch().0;
+        let slots = membership.slots().clone();
+        let my_slot = SlotIndex(member as u32);
+        let Some(my_key) = slots.get(my_slot).map(|e| e.key) else {
+            return Ok(false);
+        };
+        let Some((_, secret)) = self.admin_keys.iter().find(|(k, _)| *k == my_key) else {
+            return Ok(false);
+        };
+        let mut now = BTreeMap::new();
+        for (acc, role) in membership.members() {
+            if let Some(k) = self.accounts.iter().position(|a| a == acc) {
+                now.insert(k, *role);
+            }
+        }
+        let mut next = now.clone();
+        next.insert(j, SlotRole::Member);
+        next.remove(&(self.bounds.members - 1));
+        let (next_slots, next_members) = self.slot_set(epoch + 1, &next, false)?;
+        let content = Content::Update(UpdateContent {
+            change: Change::Add {
+                account: self.accounts[j],
+                role: SlotRole::Member,
+            },
+            next_slots: next_slots.clone(),
+            next_members,
+        });
+        let mut recipients = ms.conv.recipients();
+        recipients.push((SlotIndex(j as u32), self.accounts[j]));
+        let keys = SlotMacKeys::derive(&SlotSecret::from_bytes(*secret), &self.config.servers)
+            .or_else(err)?;
+        let mut secrets = secrets_of(&ms)?;
+        let composed = compose(
+            &Sending {
+                conversation: self.conversation,
+                epoch: Epoch(epoch),
+                sender: my_slot,
+                sequence: grompi_proto::Sequence(1000),
+                last_seen: ms.conv.transcript().last().map(|e| e.index),
+                recipients: &recipients,
+                mac_keys: &keys,
+            },
+            &content,
+            rng,
+            &mut secrets.pairwise,
+        )
+        .or_else(err)?;
+        let label = format!(
+            "X{member}rogue.e{epoch}.ls{}",
+            ms.conv
+                .transcript()
+                .last()
+                .map_or("-".to_owned(), |e| e.index.0.to_string())
+        );
+        s.envs.push(Rc::new(EnvRec {
+            label: label.into(),
+            env: composed.envelope,
+            sub_tags: composed.submission_tags,
+            slots,
+            next_slots: Some(next_slots),
+            now,
+            next,
+            change: None,
+            admin_pad: None,
+            by_puppet: false,
+        }));
+        let mut ms = ms;
+        self.settle(&mut ms, &secrets)?;
+        s.members[member] = Rc::new(ms);
+        Ok(true)
     }
 
     /// An honest member composes `content`; false when it refuses.
@@ -1649,6 +1780,9 @@ impl Model {
             Action::ProofRequest { member } => {
                 format!("member {member} asks for head proofs")
             }
+            Action::RogueUpdate { member } => format!(
+                "compromised member {member} sends an Update that adds the joiner and drops the last member"
+            ),
             Action::ProofAnswer {
                 member,
                 stale,

@@ -227,6 +227,7 @@ fn every_power_at_once_finds_nothing_with_the_fixes_in_place() {
         puppet: true,
         admin_padding: true,
         head_proofs: true,
+        compromised_admin: false,
         depth: 5,
         weaken: Weaken::default(),
     });
@@ -280,4 +281,41 @@ fn fingerprints_ignore_order_but_not_content() {
         .iter()
         .fold(init.clone(), |s, a| model.step(&s, a).unwrap().unwrap());
     assert!(model.step(&s, &a0).unwrap().is_none());
+}
+
+/// A compromised Admin can add a member and change something else at once:
+/// every current member refuses the Update while the joiner follows the
+/// list it was shown (PROTOCOL.md 7.5, a documented limitation). The
+/// checker finds exactly that split, and the honest member has an alert.
+#[test]
+fn a_compromised_admin_splits_only_a_joiner_and_is_reported() {
+    let bounds = Bounds {
+        members: 3,
+        joiner: true,
+        messages: 0,
+        compromised_admin: true,
+        depth: 6,
+        ..Bounds::small()
+    };
+    let trace = found(&bounds, Property::SameRoster);
+    assert!(
+        trace
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RogueUpdate { .. }))
+    );
+    let (model, mut s) = grompi_checker::Model::new(bounds.clone(), trace.seed).unwrap();
+    for a in &trace.actions {
+        s = model.step(&s, a).unwrap().unwrap();
+    }
+    let refused = s.members[1..bounds.members]
+        .iter()
+        .flat_map(|m| m.alerts.iter())
+        .any(|a| a.contains("not the current list with the change applied"));
+    assert!(refused, "{:?}", s.members[1].alerts);
+    // Without the compromised Admin, the same bounds hold.
+    clean(&Bounds {
+        compromised_admin: false,
+        ..bounds
+    });
 }

@@ -41,6 +41,9 @@ struct Args {
     /// Head-proof rounds.
     #[arg(long)]
     head_proofs: bool,
+    /// Member 0 (the Admin) is compromised.
+    #[arg(long)]
+    compromised_admin: bool,
     /// Maximum actions on a path.
     #[arg(long, default_value_t = 6)]
     depth: usize,
@@ -75,6 +78,7 @@ fn main() -> std::process::ExitCode {
         puppet: a.puppet,
         admin_padding: a.admin_padding,
         head_proofs: a.head_proofs,
+        compromised_admin: a.compromised_admin,
         depth: a.depth,
         weaken: Weaken {
             join_binding: a.weaken_join_binding,
