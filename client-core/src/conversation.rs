@@ -52,6 +52,65 @@ mod send;
 pub use group::MAX_PERIOD_LAG;
 pub use persist::STATE_VERSION;
 
+/// Test-only switches that undo one integrity fix each, for the model
+/// checker (`checker/`) to show that it finds the attack the fix stops.
+///
+/// Compiled only with the `model-check-switches` feature, which is off by
+/// default; only the checker enables it, and the checker is not a default
+/// workspace member, so a release build of the programs never has it.
+/// Without it every check always runs. The setting is per thread (the
+/// checker explores on one thread) and starts with every fix in place.
+#[cfg(feature = "model-check-switches")]
+pub mod switches {
+    use std::cell::Cell;
+
+    /// Which fixes are undone. `Weaken::default()` undoes none.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct Weaken {
+        /// A joiner no longer binds the Update it opened to the head a
+        /// quorum tagged for its next-epoch slot (nor requires the previous
+        /// head): any head with a quorum of `next_tags` is joined at.
+        pub join_binding: bool,
+        /// An Admin slot no longer needs an Admin holder (Setup, Update,
+        /// joining, and the sender's own check).
+        pub admin_slots: bool,
+        /// A head proof is no longer checked against the nonce it should
+        /// answer (a replayed proof counts).
+        pub head_proof_nonce: bool,
+    }
+
+    thread_local! {
+        static WEAKEN: Cell<Weaken> = Cell::new(Weaken::default());
+    }
+
+    /// Sets the switches for this thread.
+    pub fn set(w: Weaken) {
+        WEAKEN.with(|c| c.set(w));
+    }
+
+    /// The switches of this thread.
+    pub fn get() -> Weaken {
+        WEAKEN.with(Cell::get)
+    }
+}
+
+/// Without the feature every fix is in place.
+#[cfg(not(feature = "model-check-switches"))]
+pub(crate) mod switches {
+    /// Which fixes are undone: none.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub(crate) struct Weaken {
+        pub(crate) join_binding: bool,
+        pub(crate) admin_slots: bool,
+        pub(crate) head_proof_nonce: bool,
+    }
+
+    /// Every fix is in place.
+    pub(crate) fn get() -> Weaken {
+        Weaken::default()
+    }
+}
+
 use crate::alert::Alert;
 use crate::body::BlockPlaintext;
 use crate::compose::{self, Composed, Sending};

@@ -89,6 +89,9 @@ fn admin_slots_held(
     slots: &SlotSet,
     holders: &BTreeMap<SlotIndex, AccountId>,
 ) -> Result<(), &'static str> {
+    if crate::conversation::switches::get().admin_slots {
+        return Ok(());
+    }
     let unheld = slots.entries().iter().enumerate().any(|(i, e)| {
         e.role == SlotRole::Admin
             && u32::try_from(i).is_ok_and(|i| !holders.contains_key(&SlotIndex(i)))

@@ -61,7 +61,8 @@ impl Conversation {
                     }
                 }
                 let Some(j) = &c.join else { continue };
-                if c.previous_heads.is_empty() {
+                let unbound = super::switches::get().join_binding;
+                if c.previous_heads.is_empty() && !unbound {
                     // An Update that adds this member, delivered without the
                     // head before it: it cannot be bound to the chain.
                     if !c.flagged {
@@ -87,7 +88,18 @@ impl Conversation {
                     heads
                         .get(&head)
                         .filter(|s| s.count_ones() as usize >= quorum)
-                        .map(|s| (*prev, head, *s))
+                        .map(|s| (Some(*prev), head, *s))
+                });
+                // Undone fix (test-only switch): any head a quorum tagged.
+                let bound = bound.or_else(|| {
+                    unbound
+                        .then(|| {
+                            heads
+                                .iter()
+                                .find(|(_, s)| s.count_ones() as usize >= quorum)
+                                .map(|(h, s)| (None, *h, *s))
+                        })
+                        .flatten()
                 });
                 if let Some((prev, head, servers)) = bound {
                     joined = Some((pos, prev, head, servers, heads, bad));
@@ -164,8 +176,9 @@ impl Conversation {
     }
 
     /// Starts the transcript at the Update that added this member, anchored
-    /// at the previous head it was bound to.
-    fn join(&mut self, c: Candidate, head: Head, attested_by: u32, previous: Head) {
+    /// at the previous head it was bound to (unanchored only when the
+    /// test-only join-binding switch is on).
+    fn join(&mut self, c: Candidate, head: Head, attested_by: u32, previous: Option<Head>) {
         let Some(j) = c.join else { return };
         let index = c.received.delivery.index;
         let header = &c.received.delivery.header;
@@ -176,12 +189,18 @@ impl Conversation {
             head,
             attested_by,
         };
-        let mut transcript = Transcript::starting_at(self.id, index, previous);
-        if !transcript.append(entry) {
+        let transcript = match previous {
+            Some(previous) => {
+                let mut t = Transcript::starting_at(self.id, index, previous);
+                t.append(entry).then_some(t)
+            }
+            None => Some(Transcript::joined(self.id, entry)),
+        };
+        let Some(transcript) = transcript else {
             // Unreachable: the head was computed from `previous`.
             self.phase = Phase::Halted("internal: a joined index did not chain");
             return;
-        }
+        };
         self.transcript = transcript;
         // Everything buffered before the join is not ours to accept.
         self.pending = self.pending.split_off(&Index(index.0.saturating_add(1)));
