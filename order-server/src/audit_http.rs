@@ -272,7 +272,7 @@ mod tests {
                 for i in 0..3u8 {
                     crate::audit_store::append(&mut w, &[i]).unwrap();
                 }
-                w.into_log()
+                w.into_log().unwrap()
             };
             store.commit(txn, log).unwrap();
         }

@@ -219,7 +219,7 @@ fn measure_with(
             core.open(&mut tables, id, set)?
                 .map_err(|m| BenchError::Unexpected(m.to_string()))?;
         }
-        tables.into_log()
+        tables.into_log()?
     };
     store.commit(txn, log)?;
     let requests = w.requests.get(..items).unwrap_or(&w.requests);
@@ -233,7 +233,7 @@ fn measure_with(
                 core.attest(&mut tables, r)?
                     .map_err(|refusal| BenchError::Unexpected(refusal.to_string()))?;
             }
-            tables.into_log()
+            tables.into_log()?
         };
         store.commit(txn, log)?;
     }

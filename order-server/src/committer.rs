@@ -329,7 +329,7 @@ fn run_batch(
         }
         let after = w.evidence_total()?;
         evidence = (after != evidence_before).then_some(after);
-        w.into_log()
+        w.into_log()?
     };
     match store.commit(txn, log) {
         Ok(()) => Ok((answers, opened, evidence)),

@@ -34,7 +34,7 @@
 //! | `slot_sets` | conversation id, epoch (BE) | slot set layout |
 //! | `evidence` | number | encoded `AttestItem` of a refused equivocation |
 //! | `meta` | name | value (`evidence_total`, `server_public_key`) |
-//! | `audit_log` | entry index | the audit log entry ([`crate::audit_entry`]) and the stored node hashes its append computed ([`crate::audit_store::encode_record`]) |
+//! | `audit_log` | index of a transaction's first audit log entry | `u32(count)`, then per entry of the transaction the entry ([`crate::audit_entry`]) and the node hashes its append computed ([`crate::audit_store::encode_record`]) |
 //! | `wal` | `generation`, `chain_counter`, `anchored` | the log's generation, the commit chain's counter, whether a rollback anchor was made (owned by [`grompi_ops::logged_db`]) |
 //! | `wal_ids` | `database_id`, `chain_hash` | the id the log is bound to, the commit chain's hash (same owner) |
 //!
@@ -261,6 +261,10 @@ pub struct RedbWrite<'t> {
     /// index: the next appends read their left siblings from here rather
     /// than from the table.
     audit_hashes: std::collections::HashMap<u64, [u8; 32]>,
+    /// The audit log records appended in this transaction, written as one
+    /// row by [`RedbWrite::into_log`]: its first entry's index, the count,
+    /// the records.
+    audit_pending: Option<(u64, u32, Vec<u8>)>,
     log: KvBatch,
 }
 
@@ -276,6 +280,7 @@ impl<'t> RedbWrite<'t> {
             audit: txn.open_table(AUDIT_LOG).map_err(backend)?,
             audit_count: std::cell::Cell::new(None),
             audit_hashes: std::collections::HashMap::new(),
+            audit_pending: None,
             log: KvBatch::new(),
         })
     }
@@ -296,9 +301,34 @@ impl<'t> RedbWrite<'t> {
         self.audit_hashes.get(&index).copied()
     }
 
+    fn audit_record(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.pending_record(index)? {
+            Some(r) => Ok(Some(r)),
+            None => audit_table_record(&self.audit, index),
+        }
+    }
+
     /// Every change made, for [`RedbStore::commit`].
-    pub fn into_log(self) -> KvBatch {
-        self.log
+    pub fn into_log(mut self) -> Result<KvBatch, StoreError> {
+        if let Some((first, count, records)) = self.audit_pending.take() {
+            let mut row = Vec::with_capacity(4 + records.len());
+            row.extend_from_slice(&count.to_be_bytes());
+            row.extend_from_slice(&records);
+            self.audit.insert(first, row.as_slice()).map_err(backend)?;
+            self.log.put(T_AUDIT_LOG, &first.to_be_bytes(), &row);
+        }
+        Ok(self.log)
+    }
+
+    fn pending_record(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.audit_pending {
+            Some((first, count, records))
+                if (*first..first + u64::from(*count)).contains(&index) =>
+            {
+                audit_row_record(*first, records, index).map(|r| r.map(<[u8]>::to_vec))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn put_chain(&mut self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
@@ -352,6 +382,54 @@ impl<'t> RedbWrite<'t> {
     }
 }
 
+/// The record of entry `index` in a row of records starting at entry
+/// `first` (without the row's count).
+fn audit_row_record(
+    first: u64,
+    mut records: &[u8],
+    index: u64,
+) -> Result<Option<&[u8]>, StoreError> {
+    const BAD: StoreError = StoreError::Inconsistent("a stored audit log row is malformed");
+    let mut at = first;
+    while !records.is_empty() {
+        let (len, _) = records.split_at_checked(2).ok_or(BAD)?;
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        let nodes = at.saturating_add(1).trailing_zeros() as usize;
+        let size = 2 + len + 32 * nodes;
+        let (record, rest) = records.split_at_checked(size).ok_or(BAD)?;
+        if at == index {
+            return Ok(Some(record));
+        }
+        records = rest;
+        at += 1;
+    }
+    Ok(None)
+}
+
+/// The count and records of a stored row.
+fn audit_row(row: &[u8]) -> Result<(u32, &[u8]), StoreError> {
+    let (count, records) = row.split_at_checked(4).ok_or(StoreError::Inconsistent(
+        "a stored audit log row is malformed",
+    ))?;
+    Ok((
+        u32::from_be_bytes([count[0], count[1], count[2], count[3]]),
+        records,
+    ))
+}
+
+/// The record of entry `index` from a table of rows.
+fn audit_table_record<T: ReadableTable<u64, &'static [u8]>>(
+    t: &T,
+    index: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(found) = t.range(..=index).map_err(backend)?.next_back() else {
+        return Ok(None);
+    };
+    let (first, row) = found.map_err(backend)?;
+    let (_, records) = audit_row(row.value())?;
+    Ok(audit_row_record(first.value(), records, index)?.map(<[u8]>::to_vec))
+}
+
 /// The tables of one read snapshot, implementing [`StoreRead`].
 pub struct RedbRead {
     chain: ReadOnlyTable<&'static [u8], &'static [u8]>,
@@ -398,6 +476,13 @@ impl RedbRead {
 
     fn cached_audit_hash(&self, _: u64) -> Option<[u8; 32]> {
         None
+    }
+
+    fn audit_record(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.audit {
+            Some(t) => audit_table_record(t, index),
+            None => Ok(None),
+        }
     }
 }
 
@@ -482,10 +567,12 @@ macro_rules! impl_read {
                 let Some(t) = self.audit_table() else {
                     return Ok(0);
                 };
-                let n = t
-                    .last()
-                    .map_err(backend)?
-                    .map_or(0, |(k, _)| k.value().saturating_add(1));
+                let n = match t.last().map_err(backend)? {
+                    Some((first, row)) => first
+                        .value()
+                        .saturating_add(u64::from(audit_row(row.value())?.0)),
+                    None => 0,
+                };
                 self.cache_audit_count(n);
                 Ok(n)
             }
@@ -497,11 +584,8 @@ macro_rules! impl_read {
             }
 
             fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-                let Some(t) = self.audit_table() else {
-                    return Ok(None);
-                };
-                match t.get(index).map_err(backend)? {
-                    Some(g) => Ok(Some(crate::audit_store::record_entry(g.value())?)),
+                match self.audit_record(index)? {
+                    Some(r) => Ok(Some(crate::audit_store::record_entry(&r)?)),
                     None => Ok(None),
                 }
             }
@@ -510,13 +594,11 @@ macro_rules! impl_read {
                 if let Some(h) = self.cached_audit_hash(index) {
                     return Ok(Some(h));
                 }
-                let (Some(t), Some((entry, offset))) =
-                    (self.audit_table(), crate::audit_store::hash_location(index))
-                else {
+                let Some((entry, offset)) = crate::audit_store::hash_location(index) else {
                     return Ok(None);
                 };
-                match t.get(entry).map_err(backend)? {
-                    Some(g) => crate::audit_store::record_hash(g.value(), offset),
+                match self.audit_record(entry)? {
+                    Some(r) => crate::audit_store::record_hash(&r, offset),
                     None => Ok(None),
                 }
             }
@@ -595,10 +677,11 @@ impl StoreWrite for RedbWrite<'_> {
         let count = self.audit_entry_count()?;
         crate::audit_store::check_append(index, count, first_hash_index, hashes.len())?;
         let record = crate::audit_store::encode_record(entry, hashes)?;
-        self.audit
-            .insert(index, record.as_slice())
-            .map_err(backend)?;
-        self.log.put(T_AUDIT_LOG, &index.to_be_bytes(), &record);
+        let (_, n, records) = self.audit_pending.get_or_insert((index, 0, Vec::new()));
+        *n = n
+            .checked_add(1)
+            .ok_or_else(|| StoreError::AuditLog("too many entries in one transaction".into()))?;
+        records.extend_from_slice(&record);
         self.audit_count.set(Some(count.saturating_add(1)));
         for (at, h) in (first_hash_index..).zip(hashes) {
             self.audit_hashes.insert(at, *h);
@@ -644,7 +727,7 @@ mod tests {
                 w.put_evidence(0, b"e").unwrap();
                 w.set_evidence_total(1).unwrap();
                 assert_eq!(w.record(&c, Index(0)).unwrap(), Some(rec));
-                w.into_log()
+                w.into_log().unwrap()
             };
             store.commit(txn, log).unwrap();
             let txn = store.begin_write().unwrap();
@@ -685,7 +768,7 @@ mod tests {
             w.put_conversation(c, &state(c, next)).unwrap();
             w.put_evidence(next, b"e").unwrap();
             w.set_evidence_total(next).unwrap();
-            w.into_log()
+            w.into_log().unwrap()
         };
         store.commit(txn, log).unwrap();
     }
@@ -963,7 +1046,7 @@ mod tests {
                 let mut w = RedbWrite::open(&txn).unwrap();
                 w.put_conversation(&c, &state(&c, next)).unwrap();
                 w.put_evidence(next, &big).unwrap();
-                w.into_log()
+                w.into_log().unwrap()
             };
             store.commit(txn, log).unwrap();
             assert!(next < 64, "no checkpoint after {next} MiB of log");
@@ -990,7 +1073,7 @@ mod tests {
             w.put_conversation(&c, &state(&c, 1)).unwrap();
             w.put_evidence(0, &vec![1u8; grompi_ops::logged_db::CAPACITY as usize])
                 .unwrap();
-            w.into_log()
+            w.into_log().unwrap()
         };
         store.commit(txn, log).unwrap();
         assert_eq!(store.db.log_position().unwrap().0, before + 1);
@@ -1013,7 +1096,7 @@ mod tests {
                 for i in 0..n {
                     crate::audit_store::append(&mut w, &[i; 40]).unwrap();
                 }
-                w.into_log()
+                w.into_log().unwrap()
             };
             if commit {
                 store.commit(txn, log).unwrap();
@@ -1037,6 +1120,45 @@ mod tests {
         assert_eq!(reference.root().unwrap(), root);
         let image = crash_image(&path, &dir.path().join("crash"));
         assert_eq!(size(&RedbStore::open(&image).unwrap()), (13, root));
+    }
+
+    #[test]
+    fn audit_rows_of_any_size_hold_the_reference_log() {
+        use grompi_tlog::LogStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("order.redb")).unwrap();
+        let mut reference = grompi_tlog::Log::open(grompi_tlog::MemoryStorage::new()).unwrap();
+        let mut n = 0u32;
+        for batch in [1u32, 2, 3, 0, 5, 8, 13, 1, 300, 7] {
+            let txn = store.begin_write().unwrap();
+            let log = {
+                let mut w = RedbWrite::open(&txn).unwrap();
+                for _ in 0..batch {
+                    let e = n.to_be_bytes().repeat(1 + (n % 5) as usize);
+                    crate::audit_store::append(&mut w, &e).unwrap();
+                    reference.append(&e).unwrap();
+                    n += 1;
+                }
+                w.into_log().unwrap()
+            };
+            store.commit(txn, log).unwrap();
+        }
+        let r = RedbRead::open(&store.begin_read().unwrap()).unwrap();
+        let log = crate::audit_store::read(&r).unwrap();
+        assert_eq!(log.size(), u64::from(n));
+        let mem = reference.storage();
+        for i in 0..u64::from(n) {
+            assert_eq!(r.audit_entry(i).unwrap(), mem.read_entry(i).unwrap());
+        }
+        for i in 0..mem.hash_count().unwrap() {
+            assert_eq!(
+                r.audit_hash(i).unwrap(),
+                mem.read_hash(i).unwrap().map(|h| h.0),
+                "hash {i}"
+            );
+        }
+        assert_eq!(r.audit_entry(u64::from(n)).unwrap(), None);
+        assert_eq!(log.root().unwrap(), reference.root().unwrap());
     }
 
     #[test]

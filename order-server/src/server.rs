@@ -112,7 +112,7 @@ fn append_entry(store: &RedbStore, entry: &[u8]) -> Result<u64, StoreError> {
     let txn = store.begin_write()?;
     let (at, log) = {
         let mut w = RedbWrite::open(&txn)?;
-        (crate::audit_store::append(&mut w, entry)?, w.into_log())
+        (crate::audit_store::append(&mut w, entry)?, w.into_log()?)
     };
     store.commit(txn, log)?;
     Ok(at)
