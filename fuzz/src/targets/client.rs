@@ -705,8 +705,17 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
         c = c.count(0).u8(0).count(0).count(0).count(0).count(0).u64(1);
         c = c.count(0).count(0).count(0);
     }
-    // Counters, then (state version 2) no proved heads yet.
-    c.u64(0).u64(1).u64(2).u64(3).count(0).as_bytes().to_vec()
+    // Counters, then (state version 2) no proved heads yet, then (version
+    // 3) no RN1 of a sent envelope and no group keys (pairwise-keyed).
+    c.u64(0)
+        .u64(1)
+        .u64(2)
+        .u64(3)
+        .count(0)
+        .count(0)
+        .u8(0)
+        .as_bytes()
+        .to_vec()
 }
 
 fn conversation_state_seeds() -> Vec<(String, Vec<u8>)> {
