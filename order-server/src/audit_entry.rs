@@ -41,12 +41,13 @@ pub fn attestation(
     index: Index,
     head: &Head,
 ) -> [u8; ATTESTATION_LEN] {
-    let blinded = Canonical::new()
-        .fixed(conversation.as_bytes())
-        .u64(epoch.0)
-        .u64(index.0)
-        .fixed(head.as_bytes())
-        .hash(context::AUDIT_ENTRY);
+    // The canonical encoding of four fixed-size fields, laid out in place.
+    let mut input = [0u8; 80];
+    input[..32].copy_from_slice(conversation.as_bytes());
+    input[32..40].copy_from_slice(&epoch.0.to_be_bytes());
+    input[40..48].copy_from_slice(&index.0.to_be_bytes());
+    input[48..].copy_from_slice(head.as_bytes());
+    let blinded = blake3::derive_key(context::AUDIT_ENTRY, &input);
     let mut out = [0u8; ATTESTATION_LEN];
     out[0] = ATTESTATION;
     out[1..].copy_from_slice(&blinded);
@@ -231,6 +232,13 @@ mod tests {
         let e = attestation(&conv, Epoch(2), Index(17), &head);
         assert_eq!(e[0], ATTESTATION);
         assert_eq!(e[1..].to_vec(), v.output_bytes().unwrap());
+        // The input laid out in place is the canonical encoding.
+        let canonical = Canonical::new()
+            .fixed(conv.as_bytes())
+            .u64(2)
+            .u64(17)
+            .fixed(head.as_bytes());
+        assert_eq!(canonical.as_bytes().to_vec(), v.input_bytes().unwrap());
 
         let v = grompi_proto::vectors::find("audit_entry_refusal").unwrap();
         let conv = ConversationId::from_bytes(

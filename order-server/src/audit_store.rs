@@ -22,16 +22,25 @@ use std::cell::RefCell;
 /// its stored hashes after the first (`hashes[0]`, the leaf hash, is
 /// `SHA-256(0x00 || entry)` and is not stored).
 pub fn encode_record(entry: &[u8], hashes: &[[u8; 32]]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(2 + entry.len() + 32 * hashes.len());
+    encode_record_into(&mut out, entry, hashes)?;
+    Ok(out)
+}
+
+/// [`encode_record`], appended to `out`.
+pub fn encode_record_into(
+    out: &mut Vec<u8>,
+    entry: &[u8],
+    hashes: &[[u8; 32]],
+) -> Result<(), StoreError> {
     let len = u16::try_from(entry.len())
         .map_err(|_| StoreError::AuditLog(format!("an entry of {} bytes", entry.len())))?;
-    let nodes = hashes.get(1..).unwrap_or_default();
-    let mut out = Vec::with_capacity(2 + entry.len() + 32 * nodes.len());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(entry);
-    for h in nodes {
+    for h in hashes.get(1..).unwrap_or_default() {
         out.extend_from_slice(h);
     }
-    Ok(out)
+    Ok(())
 }
 
 const BAD_RECORD: StoreError = StoreError::Inconsistent("a stored audit log record is malformed");

@@ -676,12 +676,13 @@ impl StoreWrite for RedbWrite<'_> {
     ) -> Result<(), StoreError> {
         let count = self.audit_entry_count()?;
         crate::audit_store::check_append(index, count, first_hash_index, hashes.len())?;
-        let record = crate::audit_store::encode_record(entry, hashes)?;
-        let (_, n, records) = self.audit_pending.get_or_insert((index, 0, Vec::new()));
+        let (_, n, records) = self
+            .audit_pending
+            .get_or_insert_with(|| (index, 0, Vec::with_capacity(4096)));
+        crate::audit_store::encode_record_into(records, entry, hashes)?;
         *n = n
             .checked_add(1)
             .ok_or_else(|| StoreError::AuditLog("too many entries in one transaction".into()))?;
-        records.extend_from_slice(&record);
         self.audit_count.set(Some(count.saturating_add(1)));
         for (at, h) in (first_hash_index..).zip(hashes) {
             self.audit_hashes.insert(at, *h);
