@@ -13,6 +13,7 @@
 //! |---|---|
 //! | [`schedule`] | virtual time, the seeded random source, the event queue |
 //! | [`scenario`] | scenario files: network, adversary, script, expectation |
+//! | `scenario_tests.rs` (tests) | parsing and validating scenario files |
 //! | [`world`] | the network of real cores, the adversaries, one run |
 //! | `world/setup.rs` | one run's network: servers, router core, members registered, sessions |
 //! | `world/network.rs` | the event loop, message passing and ordered streams, the router's calls, commits and effects, crashes |
