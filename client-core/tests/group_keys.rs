@@ -44,6 +44,66 @@ fn group_world(seed: u64, members: usize, period: u64) -> World {
     w
 }
 
+/// The period key of the Message at `index`, mixed from the real shares
+/// of the servers its key id names: what the order servers know, and the
+/// router too (it unwraps the padding slots' shares).
+fn servers_period_key(w: &World, index: Index) -> PeriodKey {
+    let h = w.log[index.0 as usize].envelope.header();
+    let HeaderKey::Id(id) = h.key() else {
+        panic!("index {index} has no key id")
+    };
+    let shares: Vec<(u32, KeyShare)> = id
+        .servers
+        .servers()
+        .map(|s| {
+            let share =
+                w.servers[s as usize].key_share(&w.conversation, h.epoch(), KeyPeriod(id.period));
+            (s, share)
+        })
+        .collect();
+    let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
+    PeriodKey::mix(&w.conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap()
+}
+
+/// A real attempt to open the Message at `index` under the key a schedule
+/// started from `rn1` derives (chained once through a Rekey with the same
+/// RN1 when the key id names generation 1) with `pk`; `None` when the
+/// schedule yields no key for it.
+fn opens_with(w: &World, index: Index, rn1: &Rn1, pk: &PeriodKey) -> Option<bool> {
+    let o = &w.log[index.0 as usize];
+    let h = o.envelope.header();
+    let HeaderKey::Id(id) = h.key() else {
+        panic!("index {index} has no key id")
+    };
+    let mut keys = GroupKeys::start_epoch(w.conversation, h.epoch(), rn1, (0..16).map(SlotIndex));
+    if id.generation == 1 {
+        keys.rekey(
+            KeyGeneration(1),
+            rn1,
+            (0..16).map(|s| (SlotIndex(s), grompi_proto::Sequence(1))),
+        )
+        .ok()?;
+    }
+    let key = keys
+        .message_key(
+            KeyGeneration(id.generation),
+            KeyPeriod(id.period),
+            pk,
+            h.sender(),
+            h.sequence(),
+        )
+        .ok()?;
+    Some(
+        body::open(
+            &key,
+            &h.key_commitment(),
+            &BodyContext::of(h),
+            o.envelope.body(),
+        )
+        .is_ok(),
+    )
+}
+
 #[test]
 fn every_member_reads_every_message_from_one_body_without_blocks() {
     let mut w = group_world(1, 3, 2);
@@ -210,53 +270,22 @@ fn a_joiner_reads_from_its_join_and_a_removed_member_gets_no_rn1() {
 #[test]
 fn every_share_and_the_routers_store_open_no_body() {
     let mut w = group_world(5, 3, 2);
+    let mut sent = Vec::new();
     for i in 0..5 {
-        w.send(i % 3, msg(&format!("secret {i}")));
+        sent.push(w.send(i % 3, msg(&format!("secret {i}"))));
     }
-    let conversation = w.conversation;
-    for o in &w.log[1..] {
-        let h = o.envelope.header();
-        let HeaderKey::Id(id) = h.key() else { panic!() };
-        let shares: Vec<(u32, KeyShare)> = id
-            .servers
-            .servers()
-            .map(|s| {
-                (
-                    s,
-                    w.servers[s as usize].key_share(&conversation, h.epoch(), KeyPeriod(id.period)),
-                )
-            })
-            .collect();
-        let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
-        let pk = PeriodKey::mix(&conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap();
-        for guess in [
-            [0u8; 32],
-            [0xff; 32],
-            *o.envelope.header().key_commitment().as_bytes(),
-        ] {
-            let mut keys = GroupKeys::start_epoch(
-                conversation,
-                h.epoch(),
-                &Rn1::from_bytes(guess),
-                (0..16).map(SlotIndex),
-            );
-            let key = keys
-                .message_key(
-                    KeyGeneration(id.generation),
-                    KeyPeriod(id.period),
-                    &pk,
-                    h.sender(),
-                    h.sequence(),
-                )
-                .unwrap();
-            assert!(
-                body::open(
-                    &key,
-                    &h.key_commitment(),
-                    &BodyContext::of(h),
-                    o.envelope.body()
-                )
-                .is_err()
+    for index in sent {
+        let pk = servers_period_key(&w, index);
+        let commitment = *w.log[index.0 as usize]
+            .envelope
+            .header()
+            .key_commitment()
+            .as_bytes();
+        for guess in [[0u8; 32], [0xff; 32], commitment] {
+            assert_eq!(
+                opens_with(&w, index, &Rn1::from_bytes(guess), &pk),
+                Some(false),
+                "index {index}"
             );
         }
     }
@@ -589,7 +618,6 @@ fn a_removed_member_with_every_servers_shares_opens_nothing_after_its_removal() 
     }
     assert_eq!(learned.len(), 2, "the Setup's and the Rekey's RN1");
 
-    let conversation = w.conversation;
     // The control: with the RN1 a remaining member got in the removal's
     // block, the same attempt opens the first later message.
     let (mut kept, _) = w.replica(1);
@@ -605,91 +633,19 @@ fn a_removed_member_with_every_servers_shares_opens_nothing_after_its_removal() 
         let (_, plain) = kept.pairwise.decrypt_from(&block.ciphertext).unwrap();
         next_rn1 = BlockPlaintext::decode(&plain).unwrap().rn1;
     }
-    let first = &w.log[after[0].0 as usize];
-    let h = first.envelope.header();
-    let HeaderKey::Id(id) = h.key() else { panic!() };
-    let shares: Vec<(u32, KeyShare)> = id
-        .servers
-        .servers()
-        .map(|s| {
-            (
-                s,
-                w.servers[s as usize].key_share(&conversation, h.epoch(), KeyPeriod(id.period)),
-            )
-        })
-        .collect();
-    let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
-    let pk = PeriodKey::mix(&conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap();
-    let mut keys = GroupKeys::start_epoch(
-        conversation,
-        h.epoch(),
-        &next_rn1.expect("a remaining member gets the next epoch's RN1"),
-        (0..16).map(SlotIndex),
-    );
-    let key = keys
-        .message_key(
-            KeyGeneration(id.generation),
-            KeyPeriod(id.period),
-            &pk,
-            h.sender(),
-            h.sequence(),
-        )
-        .unwrap();
-    assert!(
-        body::open(
-            &key,
-            &h.key_commitment(),
-            &BodyContext::of(h),
-            first.envelope.body()
-        )
-        .is_ok(),
+    let control = servers_period_key(&w, after[0]);
+    let next_rn1 = next_rn1.expect("a remaining member gets the next epoch's RN1");
+    assert_eq!(
+        opens_with(&w, after[0], &next_rn1, &control),
+        Some(true),
         "the control must open: the attempt is real"
     );
-
     for index in after {
-        let o = &w.log[index.0 as usize];
-        let h = o.envelope.header();
-        let HeaderKey::Id(id) = h.key() else { panic!() };
-        let shares: Vec<(u32, KeyShare)> = id
-            .servers
-            .servers()
-            .map(|s| {
-                let share =
-                    w.servers[s as usize].key_share(&conversation, h.epoch(), KeyPeriod(id.period));
-                (s, share)
-            })
-            .collect();
-        let refs: Vec<(u32, &KeyShare)> = shares.iter().map(|(s, k)| (*s, k)).collect();
-        let pk = PeriodKey::mix(&conversation, h.epoch(), KeyPeriod(id.period), &refs).unwrap();
+        let pk = servers_period_key(&w, index);
         for (_, rn1) in &learned {
-            // Its RN1s under the new epoch, and chained through a Rekey.
-            let mut keys =
-                GroupKeys::start_epoch(conversation, h.epoch(), rn1, (0..16).map(SlotIndex));
-            if id.generation == 1 {
-                keys.rekey(
-                    KeyGeneration(1),
-                    rn1,
-                    (0..16).map(|s| (SlotIndex(s), grompi_proto::Sequence(1))),
-                )
-                .unwrap();
-            }
-            let Ok(key) = keys.message_key(
-                KeyGeneration(id.generation),
-                KeyPeriod(id.period),
-                &pk,
-                h.sender(),
-                h.sequence(),
-            ) else {
-                continue;
-            };
-            assert!(
-                body::open(
-                    &key,
-                    &h.key_commitment(),
-                    &BodyContext::of(h),
-                    o.envelope.body()
-                )
-                .is_err(),
+            assert_ne!(
+                opens_with(&w, index, rn1, &pk),
+                Some(true),
                 "index {index} opened with a removed member's RN1"
             );
         }
