@@ -718,15 +718,106 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
         .to_vec()
 }
 
+/// [`state_bytes`] of a group-keyed conversation: its version 3 tail holds
+/// one sent envelope's RN1 and group keys (one generation with one sender
+/// chain, one period's share, one share point, one parked Message).
+fn group_state_bytes() -> Vec<u8> {
+    let mut bytes = state_bytes(true);
+    // Drop the pairwise tail (no sent RN1, no group state: 9 bytes).
+    bytes.truncate(bytes.len().saturating_sub(9));
+    let conv = ConversationId::from_bytes([0x11; 32]);
+    let header = grompi_proto::EnvelopeHeader::new(grompi_proto::envelope::HeaderFields {
+        conversation: conv,
+        epoch: Epoch(0),
+        kind: EnvelopeKind::Message,
+        sender: SlotIndex(1),
+        sequence: grompi_proto::Sequence(2),
+        last_seen: Some(Index(1)),
+        body_hash: grompi_proto::BodyHash::from_bytes([0x61; 32]),
+        key_commitment: grompi_proto::KeyCommitment::from_bytes([0x62; 32]),
+        slot_set_hash: None,
+    })
+    .ok()
+    .and_then(|h| {
+        h.with_key(grompi_proto::HeaderKey::Id(grompi_proto::KeyId {
+            generation: 0,
+            period: 1,
+            servers: grompi_proto::ShareServers::new(0b11).ok()?,
+        }))
+        .ok()
+    });
+    let header = header
+        .map(|h| grompi_proto::wire::encode::<pb::EnvelopeHeader, _>(&h))
+        .unwrap_or_default();
+    let tail = Canonical::new()
+        .count(1)
+        .fixed(&[0x71; 32])
+        .fixed(&[0x72; 32])
+        .u8(1)
+        .u64(0)
+        .u64(100)
+        .u64(0)
+        // Group keys: conversation, epoch, one generation with one chain.
+        .u8(1)
+        .fixed(conv.as_bytes())
+        .u64(0)
+        .count(1)
+        .u64(0)
+        .fixed(&[0x73; 32])
+        .fixed(&[0x74; 32])
+        .count(1)
+        .u32(1)
+        .u64(3)
+        .fixed(&[0x75; 32])
+        // One share of period 1 from server 0, one share point.
+        .count(1)
+        .u64(1)
+        .u32(0)
+        .fixed(&[0x76; 32])
+        .count(1)
+        .u64(1)
+        .u64(0)
+        .u64(1)
+        // One parked Message: its header, body and chain key, no sender.
+        .count(1)
+        .u64(2)
+        .bytes(&header)
+        .bytes(b"a sealed body")
+        .fixed(&[0x77; 32])
+        .fixed(conv.as_bytes())
+        .u64(0)
+        .u64(0)
+        .u32(1)
+        .u64(2)
+        .u8(0);
+    bytes.extend_from_slice(tail.as_bytes());
+    bytes
+}
+
 fn conversation_state_seeds() -> Vec<(String, Vec<u8>)> {
     let full = state_bytes(true);
     vec![
         ("seed-fresh".into(), state_bytes(false)),
         ("seed-active-with-history".into(), full.clone()),
+        ("seed-group-keyed".into(), group_state_bytes()),
         (
             "edge-truncated".into(),
             full.get(..full.len() / 2).unwrap_or_default().to_vec(),
         ),
         ("edge-version-0".into(), vec![0; 80]),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group-keyed seed reaches past the decoder into the group state,
+    /// so the fuzzer starts inside the new code paths.
+    #[test]
+    fn the_group_keyed_state_seed_is_accepted() {
+        let c = Conversation::restore_state(&group_state_bytes(), config()).unwrap();
+        assert!(c.is_group_keyed());
+        assert!(conversation_state(&group_state_bytes()).is_ok());
+    }
 }
