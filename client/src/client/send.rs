@@ -5,7 +5,7 @@
 use super::store::{self, PendingSend};
 use super::{ApiError, Client, Progress, ResumeOutcome, Resumed, entries};
 use grompi_client_core::compose::Composed;
-use grompi_client_core::content::{Change, Content, UpdateContent};
+use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent};
 use grompi_client_core::conversation::{Conversation, Phase};
 use grompi_proto::pb;
 use grompi_proto::{AccountId, ConversationId, SlotRole, SlotSet};
@@ -33,8 +33,29 @@ fn random32() -> [u8; 32] {
     b
 }
 
-fn role_code(role: SlotRole) -> i32 {
-    i32::from(role.code())
+/// The member list a router request carries: each account and its role.
+fn member_specs(roster: &BTreeMap<AccountId, SlotRole>) -> Vec<pb::MemberSpec> {
+    roster
+        .iter()
+        .map(|(a, r)| pb::MemberSpec {
+            account: a.to_vec(),
+            role: i32::from(r.code()),
+        })
+        .collect()
+}
+
+/// The slot set and member entries a router answered with for `roster`
+/// (a new conversation's, or an Update's next epoch's), checked.
+fn assigned(
+    slots: Option<pb::SlotSet>,
+    assignments: &[pb::SlotAssignment],
+    roster: &BTreeMap<AccountId, SlotRole>,
+    what: &str,
+) -> Result<(SlotSet, Vec<MemberEntry>), ApiError> {
+    let slots =
+        SlotSet::try_from(slots.ok_or_else(|| ApiError::Malformed(format!("{what} (missing)")))?)?;
+    let members = entries(&slots, assignments, roster)?;
+    Ok((slots, members))
 }
 
 impl Client {
@@ -205,13 +226,7 @@ impl Client {
         let conn = self.signed()?;
         let req = conn.authed(pb::CreateConversationRequest {
             conversation_id: id.to_vec(),
-            members: roster
-                .iter()
-                .map(|(a, r)| pb::MemberSpec {
-                    account: a.to_vec(),
-                    role: role_code(*r),
-                })
-                .collect(),
+            members: member_specs(&roster),
         })?;
         let created = conn
             .raw()
@@ -219,12 +234,7 @@ impl Client {
             .await
             .map_err(|s| ApiError::router("CreateConversation", s))?
             .into_inner();
-        let slots = SlotSet::try_from(
-            created
-                .slots
-                .ok_or_else(|| ApiError::Malformed("slot set (missing)".into()))?,
-        )?;
-        let members = entries(&slots, &created.assignments, &roster)?;
+        let (slots, members) = assigned(created.slots, &created.assignments, &roster, "slot set")?;
         self.ensure_sessions(peers).await?;
         let composed = self.member.create_keyed_conversation(
             id,
@@ -343,13 +353,7 @@ impl Client {
         let conn = self.signed()?;
         let req = conn.authed(pb::PrepareUpdateRequest {
             conversation_id: id.to_vec(),
-            members: next
-                .iter()
-                .map(|(a, r)| pb::MemberSpec {
-                    account: a.to_vec(),
-                    role: role_code(*r),
-                })
-                .collect(),
+            members: member_specs(&next),
         })?;
         let prepared = conn
             .raw()
@@ -357,12 +361,12 @@ impl Client {
             .await
             .map_err(|s| ApiError::router("PrepareUpdate", s))?
             .into_inner();
-        let next_slots = SlotSet::try_from(
-            prepared
-                .slots
-                .ok_or_else(|| ApiError::Malformed("next slot set (missing)".into()))?,
+        let (next_slots, next_members) = assigned(
+            prepared.slots,
+            &prepared.assignments,
+            &next,
+            "next slot set",
         )?;
-        let next_members = entries(&next_slots, &prepared.assignments, &next)?;
         let content = Content::Update(UpdateContent {
             change,
             next_slots,
