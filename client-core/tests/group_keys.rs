@@ -651,3 +651,108 @@ fn a_removed_member_with_every_servers_shares_opens_nothing_after_its_removal() 
         }
     }
 }
+
+/// The router empties or rewrites the group key fields of a Message it
+/// relays: they are in the core hash, so the envelope no longer chains to
+/// the head the order servers tagged (`UnattestedEnvelope`), nothing is
+/// accepted, and the genuine envelope is accepted after.
+#[test]
+fn router_rewriting_the_key_id_is_not_accepted() {
+    use grompi_proto::{KeyId, ShareServers};
+    let cases: Vec<(&str, HeaderKey)> = vec![
+        ("emptied", HeaderKey::None),
+        (
+            "another period",
+            HeaderKey::Id(KeyId {
+                generation: 0,
+                period: 1,
+                servers: ShareServers::new(0b111).unwrap(),
+            }),
+        ),
+        (
+            "fewer servers",
+            HeaderKey::Id(KeyId {
+                generation: 0,
+                period: 0,
+                servers: ShareServers::new(0b001).unwrap(),
+            }),
+        ),
+    ];
+    for (case, key) in cases {
+        let mut w = group_world(12, 3, 100);
+        w.deliver_now[1] = false;
+        let index = w.send(0, msg("genuine"));
+        let genuine = w.delivery(index, 1, &[0, 1, 2]).unwrap();
+        let mut forged = genuine.clone();
+        forged.header = grompi_proto::EnvelopeHeader::new(forged.header.fields())
+            .unwrap()
+            .with_key(key)
+            .unwrap();
+        let conv = w.convs[1].as_mut().unwrap();
+        let before = conv.next_expected();
+        conv.receive(forged, &mut w.secrets[1]);
+        assert_eq!(conv.next_expected(), before, "{case}");
+        let raised = conv.drain_alerts();
+        assert!(
+            raised
+                .iter()
+                .any(|a| a.kind == Misbehaviour::UnattestedEnvelope { index }),
+            "{case}: {raised:?}"
+        );
+        conv.receive(genuine, &mut w.secrets[1]);
+        assert!(conv.drain_alerts().is_empty(), "{case}");
+        assert!(
+            read(conv)
+                .iter()
+                .any(|(i, t)| *i == index && t == b"genuine"),
+            "{case}"
+        );
+    }
+}
+
+/// The router moves a genuine share to an index where no key period
+/// starts: it is refused (`BadKeyShare` naming the server) and not kept.
+#[test]
+fn a_share_where_none_is_due_is_refused() {
+    let mut w = group_world(13, 3, 100);
+    w.deliver_now[1] = false;
+    let a = w.send(0, msg("one"));
+    let setup_share = w.delivery(Index(0), 1, &[2]).unwrap().attestations[0]
+        .key_shares
+        .clone();
+    assert_eq!(setup_share.len(), 1, "the Setup carries period 0's share");
+    let mut d = w.delivery(a, 1, &[0, 1, 2]).unwrap();
+    d.attestations[2].key_shares = setup_share;
+    w.receive(1, d);
+    let raised = alerts(&mut w, 1);
+    assert!(
+        raised
+            .iter()
+            .any(|x| x.kind == Misbehaviour::BadKeyShare { server: 2 } && x.index == Some(a)),
+        "{raised:?}"
+    );
+}
+
+/// A compromised Member sends a Rekey (servers that check only submission
+/// tags order it): every other member refuses to follow it
+/// (`UnauthorizedUpdate`) and stays at generation 0.
+#[test]
+fn a_members_rekey_is_not_followed() {
+    let mut w = World::new(14, 3, 3, 3);
+    w.group_period = Some(100);
+    w.lax_servers = true;
+    w.setup(0);
+    let index = w.send(1, Content::Rekey);
+    for m in [0, 2] {
+        let raised = alerts(&mut w, m);
+        assert!(
+            raised
+                .iter()
+                .any(|a| matches!(a.kind, Misbehaviour::UnauthorizedUpdate(_))
+                    && a.index == Some(index)),
+            "member {m}: {raised:?}"
+        );
+        let (_, generation, _, _) = w.convs[m].as_ref().unwrap().key_position().unwrap();
+        assert_eq!(generation, Some(KeyGeneration(0)), "member {m}");
+    }
+}

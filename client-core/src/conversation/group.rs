@@ -484,8 +484,7 @@ impl Conversation {
         };
         match g.period_key(&id, period, kid.servers) {
             Ok(pk) => open_body(header, body, &chain, period, &pk, sender).map(GroupOpen::Opened),
-            Err(missing) if g.parked.len() < MAX_PARKED => {
-                let _ = missing;
+            Err(_) if g.parked.len() < MAX_PARKED => {
                 g.parked.insert(
                     index,
                     Parked {
