@@ -1027,6 +1027,7 @@ impl Model {
                     change: ch,
                     next_slots,
                     next_members,
+                    history: Default::default(),
                 });
                 let pad = admin_padding.then_some(epoch + 1);
                 let extra = (roster, ch, pad);
@@ -1134,6 +1135,7 @@ impl Model {
                     change,
                     next_slots: next_slots.clone(),
                     next_members,
+                    history: Default::default(),
                 });
                 let h = rec.env.header();
                 let throwaway = SlotSecret::from_bytes([0x77; 32]);
@@ -1178,6 +1180,7 @@ impl Model {
                     },
                     next_slots: next_slots.clone(),
                     next_members,
+                    history: Default::default(),
                 });
                 let label = format!("PU~{}", rec.label);
                 self.compose_puppet(
@@ -1436,6 +1439,7 @@ impl Model {
             },
             next_slots: next_slots.clone(),
             next_members,
+            history: Default::default(),
         });
         let mut recipients = ms.conv.recipients();
         recipients.push((SlotIndex(j as u32), self.accounts[j]));

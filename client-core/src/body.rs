@@ -53,6 +53,11 @@ impl BodyKey {
         Self(bytes)
     }
 
+    /// The key's bytes, for a history capsule (`crate::history`).
+    pub(crate) fn expose(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The commitment that goes into the header.
     pub fn commitment(&self) -> KeyCommitment {
         KeyCommitment::to_key(&self.0)

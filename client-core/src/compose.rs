@@ -10,6 +10,7 @@ use crate::body::{self, BlockPlaintext, BodyContext, BodyKey};
 use crate::content::Content;
 use crate::errors::ClientError;
 use crate::group_key::Rn1;
+use crate::history::{Capsule, HistorySeal};
 use crate::keyring::SlotMacKeys;
 use crate::pairwise::{Pairwise, PairwiseError};
 use grompi_proto::envelope::HeaderFields;
@@ -97,6 +98,20 @@ pub fn compose_keyed(
     rng: &mut impl rand::CryptoRng,
     pairwise: &mut Pairwise,
 ) -> Result<Composed, ClientError> {
+    compose_with_history(sending, content, keying, None, rng, pairwise)
+}
+
+/// [`compose_keyed`] with, when `history` is given, a history block as the
+/// last block: the body key (and the link) sealed under the history key
+/// (`docs/PROTOCOL.md` section 4.6).
+pub fn compose_with_history(
+    sending: &Sending<'_>,
+    content: &Content,
+    keying: Keying<'_>,
+    history: Option<&HistorySeal>,
+    rng: &mut impl rand::CryptoRng,
+    pairwise: &mut Pairwise,
+) -> Result<Composed, ClientError> {
     let recipients: &[(SlotIndex, AccountId)] = match keying {
         Keying::Group { .. } => &[],
         _ => sending.recipients,
@@ -166,6 +181,13 @@ pub fn compose_keyed(
             recipient: *slot,
             ciphertext,
         });
+    }
+    if let Some(seal) = history {
+        let capsule = Capsule {
+            body_key: key.clone(),
+            link: seal.link.clone(),
+        };
+        blocks.push(capsule.seal(&seal.key, &header.core_hash()));
     }
     let envelope = Envelope::new(header, body, blocks)?;
     let hash = envelope.hash();

@@ -1,17 +1,24 @@
 //! What a decrypted body says, per envelope kind, and its strict encoding.
 //!
 //! ```text
-//! content  = version u8 (1) || kind code u8 || fields
-//! Setup    = creator account || slot set || members
-//! Update   = change || next slot set || next members
+//! content  = version u8 (1 or 2) || kind code u8 || fields
+//! Setup    = creator account || slot set || members [|| history]
+//! Update   = change || next slot set || next members [|| history]
 //! Message  = bytes
 //! Receipt  = through index || head || count || index...
 //! Noise, Rekey = (no fields)
 //! slot set = count || (key || role code)...
 //! members  = count || (account || role code || slot u32)...
 //! change   = 1 account role (add) | 2 account (remove) | 3 (leave)
-//!          | 4 account role (role change)
+//!          | 4 account role (role change) | 5 (history policy only)
+//! history  = 1 (joined) | 2 (shared)
 //! ```
+//!
+//! A Setup or Update whose history policy is `joined` and whose change is
+//! not 5 is encoded in version 1, without the history byte (the bytes of
+//! every content made before history policies existed); any other Setup or
+//! Update is version 2 and ends with the history byte. Other kinds are
+//! always version 1.
 //!
 //! Every member runs this same parser over the same plaintext (the key
 //! commitment guarantees it), so a malformed body is refused identically
@@ -23,8 +30,60 @@ use grompi_proto::{
     AccountId, EnvelopeKind, Head, Index, SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSet,
 };
 
-/// Version byte of the content format.
+/// Version byte of the content format (every kind; a Setup or Update
+/// stating a history policy other than the default uses
+/// [`CONTENT_VERSION_HISTORY`]).
 pub const CONTENT_VERSION: u8 = 1;
+/// Version byte of a Setup or Update content that ends with its history
+/// policy.
+pub const CONTENT_VERSION_HISTORY: u8 = 2;
+
+/// Who reads a conversation's history (`docs/PROTOCOL.md` section 4.6):
+/// stated by the Setup and by every Update for the epoch it starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Visibility {
+    /// Members added later read nothing sent before they joined (the
+    /// default, and the only policy of a pairwise-keyed conversation).
+    #[default]
+    Joined,
+    /// Members added later read what was sent while the policy was
+    /// `shared`, back to the last epoch that was `joined`: the epoch's
+    /// envelopes carry history blocks.
+    Shared,
+}
+
+impl Visibility {
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Joined => 1,
+            Self::Shared => 2,
+        }
+    }
+
+    /// The policy with this wire code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(Self::Joined),
+            2 => Some(Self::Shared),
+            _ => None,
+        }
+    }
+
+    /// The policy's name, as `grompi members` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Joined => "joined",
+            Self::Shared => "shared",
+        }
+    }
+}
+
+impl std::fmt::Display for Visibility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 /// Most indices one receipt lists as undecryptable.
 pub const MAX_RECEIPT_INDICES: usize = 1024;
 
@@ -48,6 +107,8 @@ pub struct SetupContent {
     pub slots: SlotSet,
     /// Every member and its slot.
     pub members: Vec<MemberEntry>,
+    /// The history policy of epoch 0.
+    pub history: Visibility,
 }
 
 /// One membership change, as an Update's sender requests it; the
@@ -77,6 +138,9 @@ pub enum Change {
         /// demoted.
         role: SlotRole,
     },
+    /// Changes only the history policy (the Update's `history`): the
+    /// member list stays as it is. Admins only.
+    SetHistory,
 }
 
 /// The body of an Update.
@@ -89,6 +153,8 @@ pub struct UpdateContent {
     pub next_slots: SlotSet,
     /// The next epoch's complete member list and slots.
     pub next_members: Vec<MemberEntry>,
+    /// The next epoch's history policy.
+    pub history: Visibility,
 }
 
 /// The body of a Receipt: "processed through `through` with head `head`,
@@ -139,7 +205,18 @@ impl Content {
     /// The canonical encoding (content version, kind, fields) that the
     /// body ciphertext encrypts.
     pub fn encode(&self) -> Vec<u8> {
-        let c = Canonical::new().u8(CONTENT_VERSION).u8(self.kind().code());
+        let history = match self {
+            Self::Setup(s) => Some(s.history).filter(|h| *h != Visibility::Joined),
+            Self::Update(u) => Some(u.history)
+                .filter(|h| *h != Visibility::Joined || u.change == Change::SetHistory),
+            _ => None,
+        };
+        let version = if history.is_some() {
+            CONTENT_VERSION_HISTORY
+        } else {
+            CONTENT_VERSION
+        };
+        let c = Canonical::new().u8(version).u8(self.kind().code());
         let c = match self {
             Self::Setup(s) => members(
                 slot_set(c.fixed(s.creator.as_bytes()), &s.slots),
@@ -156,6 +233,7 @@ impl Content {
                     Change::SetRole { account, role } => {
                         c.u8(4).fixed(account.as_bytes()).u8(role.code())
                     }
+                    Change::SetHistory => c.u8(5),
                 };
                 members(slot_set(c, &u.next_slots), &u.next_members)
             }
@@ -171,15 +249,33 @@ impl Content {
             }
             Self::Noise | Self::Rekey => c,
         };
+        let c = match history {
+            Some(h) => c.u8(h.code()),
+            None => c,
+        };
         c.as_bytes().to_vec()
     }
 
     /// Parses the encoding, which must be of `kind`.
     pub fn decode(kind: EnvelopeKind, bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new("content", bytes);
-        if r.u8()? != CONTENT_VERSION {
-            return Err(invalid("content.version", "unknown content version"));
-        }
+        let version = r.u8()?;
+        let with_history = match version {
+            CONTENT_VERSION => false,
+            CONTENT_VERSION_HISTORY
+                if matches!(kind, EnvelopeKind::Setup | EnvelopeKind::Update) =>
+            {
+                true
+            }
+            _ => return Err(invalid("content.version", "unknown content version")),
+        };
+        let read_history = |r: &mut Reader<'_>| -> Result<Visibility, DecodeError> {
+            if !with_history {
+                return Ok(Visibility::Joined);
+            }
+            Visibility::from_code(r.u8()?)
+                .ok_or(invalid("content.history", "unknown history policy code"))
+        };
         if r.u8()? != kind.code() {
             return Err(invalid(
                 "content.kind",
@@ -191,10 +287,18 @@ impl Content {
                 let creator = AccountId::from_bytes(r.fixed()?);
                 let slots = read_slot_set(&mut r)?;
                 let members = read_members(&mut r)?;
+                let history = read_history(&mut r)?;
+                if with_history && history == Visibility::Joined {
+                    return Err(invalid(
+                        "content.history",
+                        "a version 2 Setup must state a policy other than joined",
+                    ));
+                }
                 Self::Setup(SetupContent {
                     creator,
                     slots,
                     members,
+                    history,
                 })
             }
             EnvelopeKind::Message => {
@@ -214,14 +318,23 @@ impl Content {
                         account: AccountId::from_bytes(r.fixed()?),
                         role: read_role(&mut r)?,
                     },
+                    5 if with_history => Change::SetHistory,
                     _ => return Err(invalid("content.change", "unknown change code")),
                 };
                 let next_slots = read_slot_set(&mut r)?;
                 let next_members = read_members(&mut r)?;
+                let history = read_history(&mut r)?;
+                if with_history && history == Visibility::Joined && change != Change::SetHistory {
+                    return Err(invalid(
+                        "content.history",
+                        "a version 2 Update must change the policy or state one other than joined",
+                    ));
+                }
                 Self::Update(UpdateContent {
                     change,
                     next_slots,
                     next_members,
+                    history,
                 })
             }
             EnvelopeKind::Receipt => {
@@ -330,6 +443,7 @@ mod tests {
                 creator: AccountId::from_bytes([9; 32]),
                 slots: set(),
                 members: m.clone(),
+                history: Default::default(),
             }),
             Content::Message(b"hi".to_vec()),
             Content::Update(UpdateContent {
@@ -339,6 +453,7 @@ mod tests {
                 },
                 next_slots: set(),
                 next_members: m,
+                history: Default::default(),
             }),
             Content::Receipt(ReceiptContent {
                 through: Index(4),
@@ -411,7 +526,16 @@ mod tests {
     /// The content a published vector's fields describe.
     fn content_of(v: &grompi_proto::vectors::Vector) -> Content {
         let f = &v.fields;
-        assert_eq!(f["version"].as_u64(), Some(u64::from(CONTENT_VERSION)));
+        let version = f["version"].as_u64().unwrap();
+        assert!(
+            version == u64::from(CONTENT_VERSION) || version == u64::from(CONTENT_VERSION_HISTORY)
+        );
+        let history = f
+            .get("history")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(Visibility::Joined, |h| {
+                Visibility::from_code(u8::try_from(h).unwrap()).unwrap()
+            });
         let kind =
             EnvelopeKind::from_code(i32::try_from(f["kind"].as_u64().unwrap()).unwrap()).unwrap();
         match kind {
@@ -419,6 +543,7 @@ mod tests {
                 creator: AccountId::from_bytes(hex32(&f["creator"])),
                 slots: slots_of(&f["slots"]),
                 members: members_of(&f["members"]),
+                history,
             }),
             EnvelopeKind::Message => Content::Message(v.field_bytes("message").unwrap()),
             EnvelopeKind::Update => {
@@ -435,12 +560,14 @@ mod tests {
                         account: account(),
                         role: role_of(&c["role"]),
                     },
+                    5 => Change::SetHistory,
                     other => panic!("unknown change code {other}"),
                 };
                 Content::Update(UpdateContent {
                     change,
                     next_slots: slots_of(&f["next_slots"]),
                     next_members: members_of(&f["next_members"]),
+                    history,
                 })
             }
             EnvelopeKind::Receipt => Content::Receipt(ReceiptContent {
@@ -498,6 +625,45 @@ mod tests {
         let mut c = Canonical::new();
         c = slot_set(c, &s.slots);
         assert_eq!(c.as_bytes(), &hash.input_bytes().unwrap()[..]);
+    }
+
+    #[test]
+    fn history_policies_match_the_published_vectors() {
+        let Content::Setup(s) = check_vector("content_setup_shared") else {
+            panic!("not a Setup");
+        };
+        assert_eq!(s.history, Visibility::Shared);
+        let Content::Update(u) = check_vector("content_update_set_history") else {
+            panic!("not an Update");
+        };
+        assert_eq!(
+            (u.change, u.history),
+            (Change::SetHistory, Visibility::Joined)
+        );
+        // The version 1 layout stays `joined`; a version 2 content that
+        // states `joined` without changing the policy is not canonical.
+        let Content::Setup(v1) = check_vector("content_setup") else {
+            panic!("not a Setup");
+        };
+        assert_eq!(v1.history, Visibility::Joined);
+        let mut bytes = Content::Setup(SetupContent {
+            history: Visibility::Shared,
+            ..v1.clone()
+        })
+        .encode();
+        *bytes.last_mut().unwrap() = Visibility::Joined.code();
+        assert!(Content::decode(EnvelopeKind::Setup, &bytes).is_err());
+        *bytes.last_mut().unwrap() = 9;
+        assert!(Content::decode(EnvelopeKind::Setup, &bytes).is_err());
+        // Change 5 exists only in version 2; version 2 only for Setup and
+        // Update.
+        let mut bytes = Content::Update(u.clone()).encode();
+        bytes[0] = CONTENT_VERSION;
+        bytes.pop();
+        assert!(Content::decode(EnvelopeKind::Update, &bytes).is_err());
+        let mut m = Content::Message(b"x".to_vec()).encode();
+        m[0] = CONTENT_VERSION_HISTORY;
+        assert!(Content::decode(EnvelopeKind::Message, &m).is_err());
     }
 
     #[test]

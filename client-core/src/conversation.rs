@@ -38,6 +38,7 @@
 //! | `send` | composing envelopes, recipients, receipts |
 //! | `head_proofs` | asking for head proofs and checking the answers |
 //! | `group` | group keys: key generations from RN1, order servers' shares, the keys of group-keyed Messages and Receipts |
+//! | `shared_history` | the history policy, the history block of own envelopes, the anchor a verified history is read against |
 //! | `persist` | the state as bytes for the local store |
 
 mod accept;
@@ -48,6 +49,7 @@ mod open;
 mod persist;
 mod receive;
 mod send;
+mod shared_history;
 
 pub use group::MAX_PERIOD_LAG;
 pub use persist::STATE_VERSION;
@@ -114,7 +116,7 @@ pub(crate) mod switches {
 use crate::alert::Alert;
 use crate::body::BlockPlaintext;
 use crate::compose::{self, Composed, Sending};
-use crate::content::{Change, Content, MemberEntry, SetupContent};
+use crate::content::{Change, Content, MemberEntry, SetupContent, Visibility};
 use crate::delivery::Received;
 use crate::errors::ClientError;
 use crate::group_key::{KeyGeneration, Rn1};
@@ -322,6 +324,8 @@ struct Opened {
 struct SetupPrep {
     membership: Membership,
     keys: SlotMacKeys,
+    /// The Setup's history policy.
+    history: Visibility,
     /// The RN1 in this member's block (group-keyed conversations).
     rn1: Option<Rn1>,
 }
@@ -334,6 +338,8 @@ struct JoinPrep {
     keys: SlotMacKeys,
     /// The account that authenticated the Update's block.
     sender: AccountId,
+    /// The next epoch's history policy.
+    history: Visibility,
     /// The RN1 in this member's block (group-keyed conversations).
     rn1: Option<Rn1>,
 }
@@ -400,6 +406,13 @@ pub struct Conversation {
     sent_rn1: HashMap<CoreHash, Rn1>,
     /// The group key state (`None`: a pairwise-keyed conversation).
     group: Option<group::GroupState>,
+    /// The current epoch's history policy (`Joined` in a pairwise-keyed
+    /// conversation whatever its Setup or Update said).
+    history: Visibility,
+    /// The history key this member joined with, if the Update that added
+    /// it started a `shared` epoch: where its pre-join history is read
+    /// from even after the policy changed.
+    history_root: Option<crate::history::HistoryRoot>,
     early_blocks: HashMap<BlockDigest, (AccountId, BlockPlaintext)>,
     next_sequence: Sequence,
     last_sequences: BTreeMap<(Epoch, SlotIndex), Sequence>,
@@ -449,6 +462,8 @@ impl Conversation {
             outbox: HashMap::new(),
             sent_rn1: HashMap::new(),
             group: None,
+            history: Visibility::Joined,
+            history_root: None,
             early_blocks: HashMap::new(),
             next_sequence: Sequence(1),
             last_sequences: BTreeMap::new(),
@@ -498,11 +513,44 @@ impl Conversation {
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<(Self, Composed), ClientError> {
+        Self::create_with_history(
+            id,
+            config,
+            slots,
+            members,
+            period_length,
+            Visibility::Joined,
+            rng,
+            secrets,
+        )
+    }
+
+    /// [`Conversation::create_keyed`] with a history policy: `shared`
+    /// needs group keys (`period_length`), and makes every envelope carry
+    /// a history block so that members added later read the history
+    /// (`docs/PROTOCOL.md` section 4.6).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with_history(
+        id: ConversationId,
+        config: ConversationConfig,
+        slots: SlotSet,
+        members: Vec<MemberEntry>,
+        period_length: Option<u64>,
+        history: Visibility,
+        rng: &mut impl rand::CryptoRng,
+        secrets: &mut Secrets,
+    ) -> Result<(Self, Composed), ClientError> {
+        if history == Visibility::Shared && period_length.is_none() {
+            return Err(ClientError::NotActive(
+                "a shared history needs a group-keyed conversation",
+            ));
+        }
         let me = secrets.pairwise.account_id();
         let content = SetupContent {
             creator: me,
             slots: slots.clone(),
             members,
+            history,
         };
         let my_slot = content
             .members
@@ -544,7 +592,15 @@ impl Conversation {
             },
             None => compose::Keying::Pairwise,
         };
-        let composed = compose::compose_keyed(
+        let seal = match (&start, history) {
+            (Some((_, rn1)), Visibility::Shared) => {
+                let keys = crate::group_key::GroupKeys::start_epoch(id, Epoch(0), rn1, []);
+                crate::history::HistoryKey::of(&keys, KeyGeneration(0))
+                    .map(|key| crate::history::HistorySeal { key, link: None })
+            }
+            _ => None,
+        };
+        let composed = compose::compose_with_history(
             &Sending {
                 conversation: id,
                 epoch: Epoch(0),
@@ -556,6 +612,7 @@ impl Conversation {
             },
             &content,
             keying,
+            seal.as_ref(),
             rng,
             &mut secrets.pairwise,
         )?;

@@ -178,6 +178,7 @@ impl From<&Delivery> for pb::Delivery {
             block_position: d.block.as_ref().map_or(0, |(p, _)| *p),
             block_digests: d.block_digests.iter().map(BlockDigest::to_vec).collect(),
             attestations: d.attestations.iter().map(Into::into).collect(),
+            history_block: Vec::new(),
             previous_head: d.previous_head.map(|h| h.to_vec()).unwrap_or_default(),
         }
     }

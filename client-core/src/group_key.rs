@@ -530,8 +530,20 @@ impl GroupKeys {
             .last()
             .map(|g| g.exporter.0)
             .unwrap_or([0; 32]);
-        let encoded = grompi_proto::encoding::Canonical::new().bytes(label.as_bytes());
-        Zeroizing::new(*blake3::keyed_hash(&key, encoded.as_bytes()).as_bytes())
+        export_with(&key, label)
+    }
+
+    /// [`GroupKeys::export`] from a kept generation other than the newest;
+    /// `None` when the generation is not (or no longer) held.
+    pub fn export_generation(
+        &self,
+        generation: KeyGeneration,
+        label: &str,
+    ) -> Option<Zeroizing<[u8; 32]>> {
+        self.generations
+            .iter()
+            .find(|g| g.number == generation)
+            .map(|g| export_with(&g.exporter.0, label))
     }
 }
 
@@ -610,6 +622,12 @@ impl GroupKeys {
             generations,
         })
     }
+}
+
+/// `keyed_hash(exporter, bytes(label))`.
+fn export_with(exporter: &[u8; 32], label: &str) -> Zeroizing<[u8; 32]> {
+    let encoded = grompi_proto::encoding::Canonical::new().bytes(label.as_bytes());
+    Zeroizing::new(*blake3::keyed_hash(exporter, encoded.as_bytes()).as_bytes())
 }
 
 impl Generation {

@@ -52,6 +52,8 @@
 //! | [`body`] | key-committing body encryption and the block plaintext |
 //! | [`group_key`] | the group key schedule: generations, sender chains, period keys from order servers' shares, message keys, exporters |
 //! | `group_key_tests.rs` (tests) | the schedule's unit tests, vectors and a property test over random schedules |
+//! | [`history`] | shared history: history keys and their chain, history blocks, the verifier that reads stored envelopes from the genesis against the attested head |
+//! | `history_tests.rs` (tests) | the history's vectors, tampering and a property test |
 //! | [`pairwise`] | Olm sessions with peer accounts (vodozemac), prekey bundles |
 //! | [`keyring`] | single-use order keys and their cached MAC keys |
 //! | [`compose`] | building an envelope and its submission tags |
@@ -78,6 +80,7 @@ pub mod delivery;
 pub mod errors;
 pub mod group_key;
 pub mod head_proof;
+pub mod history;
 pub mod keyring;
 pub mod member;
 pub mod membership;

@@ -6,8 +6,8 @@
 //! * a Setup lists the creator as an Admin holding the sender slot, every
 //!   member once, each in a distinct slot of the slot set it carries (whose
 //!   hash is the header's), with the slot's role equal to the member's role;
-//! * only Admins send Updates: they add, remove, change roles, or leave
-//!   themselves (order servers attest Updates from Admin slots only, so a
+//! * only Admins send Updates: they add, remove, change roles, change the
+//!   history policy, or leave themselves (order servers attest Updates from Admin slots only, so a
 //!   Member cannot rekey the conversation; a Member who wants to go asks an
 //!   Admin to remove it);
 //! * no change may leave the conversation without an Admin, or empty;
@@ -311,6 +311,11 @@ impl Membership {
                     Some(r) => *r = role,
                 }
             }
+            Change::SetHistory => {
+                if !admin {
+                    return Err(rule("only an Admin may change the history policy"));
+                }
+            }
         }
         if next.is_empty() {
             return Err(rule("a conversation cannot become empty"));
@@ -449,6 +454,7 @@ mod tests {
             creator: acct(1),
             slots: slots.clone(),
             members,
+            history: Default::default(),
         };
         Membership::from_setup(Epoch(0), Some(slots.hash()), SlotIndex(0), acct(1), &c).unwrap()
     }
@@ -471,6 +477,7 @@ mod tests {
             change,
             next_slots,
             next_members,
+            history: Default::default(),
         }
     }
 
@@ -496,6 +503,7 @@ mod tests {
                     slot: SlotIndex(1),
                 },
             ],
+            history: Default::default(),
         };
         let h = Some(slots.hash());
         assert!(Membership::from_setup(Epoch(0), h, SlotIndex(0), acct(1), &good).is_ok());

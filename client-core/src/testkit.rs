@@ -100,6 +100,10 @@ pub struct World {
     /// Key periods of a group-keyed conversation, when [`World::setup`]
     /// should create one (`None`: pairwise-keyed, the default).
     pub group_period: Option<u64>,
+    /// The history policy [`World::setup`] creates the conversation with
+    /// and [`World::prepare_update`] states for the next epoch (`Joined`
+    /// by default; `Shared` needs `group_period`).
+    pub history: crate::content::Visibility,
     /// An order server whose tags (and key shares) the router's
     /// deliveries leave out, as if it were down: it still attests (the
     /// log stays whole), members just never hear from it.
@@ -168,6 +172,7 @@ impl World {
             deliver_now: vec![true; members],
             lax_servers: false,
             group_period: None,
+            history: crate::content::Visibility::Joined,
             down_server: None,
         }
     }
@@ -263,12 +268,13 @@ impl World {
             .collect();
         let (view, members) = self.assign(&roster, 1, SlotRole::Member, &[]);
         let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
-        let (conv, composed) = Conversation::create_keyed(
+        let (conv, composed) = Conversation::create_with_history(
             self.conversation,
             self.config.clone(),
             view.slots.clone(),
             members,
             self.group_period,
+            self.history,
             &mut rng,
             &mut self.secrets[creator],
         )
@@ -391,6 +397,7 @@ impl World {
             change,
             next_slots: view.slots.clone(),
             next_members: members,
+            history: self.history,
         };
         // The router prepares the next epoch before the Update is ordered.
         self.views.insert(Epoch(self.epoch.0 + 1), view);

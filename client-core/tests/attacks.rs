@@ -107,6 +107,7 @@ fn substitute_update(
         },
         next_slots,
         next_members,
+        history: Default::default(),
     });
     let dave_slot = view.holders[&3];
     puppet.compose(
@@ -294,6 +295,7 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
             creator: w.accounts[0],
             slots: slots.clone(),
             members,
+            history: Default::default(),
         });
         let keys = w.secrets[0]
             .order_keys
@@ -796,6 +798,7 @@ fn attack_6_a_forged_setup_neither_pins_a_wrong_key_nor_blames_honest_servers() 
                         slot: SlotIndex(1),
                     },
                 ],
+                history: Default::default(),
             });
             let env = puppet.compose(
                 &w.config.servers,
@@ -868,6 +871,7 @@ fn puppets_cannot_grow_an_invitees_sessions_without_bound() {
                 role: SlotRole::Admin,
                 slot: SlotIndex(0),
             }],
+            history: Default::default(),
         });
         let env = puppet.compose(
             &w.config.servers,
@@ -1372,6 +1376,7 @@ fn an_admin_refuses_next_slots_that_give_a_joiner_a_current_members_slot() {
         change,
         next_slots: SlotSet::new(entries).unwrap(),
         next_members,
+        history: Default::default(),
     };
     let mut alice = w.convs[0].clone().unwrap();
     let refused = alice.compose(Content::Update(bad), &mut rng, &mut w.secrets[0]);

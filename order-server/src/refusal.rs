@@ -60,7 +60,9 @@ pub fn reason_code(reason: &Misbehaviour) -> RefusalReason {
         | M::BadKeyShare { .. }
         | M::Rn1Mismatch
         | M::MissingKeyShare { .. }
-        | M::WrongKeyId(_) => RefusalReason::Unspecified,
+        | M::WrongKeyId(_)
+        | M::HistoryMismatch(_)
+        | M::BadHistoryBlock(_) => RefusalReason::Unspecified,
     }
 }
 

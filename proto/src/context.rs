@@ -98,6 +98,14 @@ pub const GROUP_PERIOD_KEY: &str = "grompi v1 group period key";
 pub const GROUP_MESSAGE_KEY: &str = "grompi v1 group message key";
 /// Exported secrets of a key generation (history, files, calls).
 pub const GROUP_EXPORTER: &str = "grompi v1 group exporter";
+/// The label a group key generation's exporter derives its history key
+/// under (`docs/PROTOCOL.md` section 4.6): `export(label)`.
+pub const HISTORY_KEY: &str = "grompi v1 history key";
+/// Key of one envelope's history capsule, from the history key and the
+/// envelope's core hash.
+pub const HISTORY_CAPSULE_KEY: &str = "grompi v1 history capsule key";
+/// Associated data of a history capsule (prefix).
+pub const HISTORY_CAPSULE_AAD: &str = "grompi v1 history capsule aad";
 /// Hash under which the router stores a session token.
 pub const ROUTER_SESSION_TOKEN: &str = "grompi v1 router session token";
 /// Checksum of a servers' write-ahead log record (torn-write detection),
@@ -159,6 +167,9 @@ pub const ALL: &[&str] = &[
     GROUP_PERIOD_KEY,
     GROUP_MESSAGE_KEY,
     GROUP_EXPORTER,
+    HISTORY_KEY,
+    HISTORY_CAPSULE_KEY,
+    HISTORY_CAPSULE_AAD,
     WAL_RECORD,
     COMMIT_CHAIN,
     ROLLBACK_ANCHOR,

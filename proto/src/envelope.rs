@@ -444,6 +444,11 @@ impl EnvelopeHash {
     }
 }
 
+/// The recipient slot of an envelope's *history block* (`docs/PROTOCOL.md`
+/// section 4.6): no member holds it, the block is not Olm-encrypted but
+/// sealed under a history key, and it is always the envelope's last block.
+pub const HISTORY_RECIPIENT: SlotIndex = SlotIndex(u32::MAX);
+
 /// One recipient's block: the body key and core hash, encrypted pairwise.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecipientBlock {
@@ -517,6 +522,17 @@ impl Envelope {
                 reason: "two blocks for the same recipient slot",
             });
         }
+        if blocks
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|b| b.recipient == HISTORY_RECIPIENT)
+        {
+            return Err(crate::WireError::Invalid {
+                field: "envelope.blocks",
+                reason: "the history block is not the last block",
+            });
+        }
         Ok(Self {
             header,
             body,
@@ -536,6 +552,15 @@ impl Envelope {
     /// envelope hash covers.
     pub fn blocks(&self) -> &[RecipientBlock] {
         &self.blocks
+    }
+
+    /// The history block's ciphertext, if the envelope has one (its last
+    /// block, addressed to [`HISTORY_RECIPIENT`]).
+    pub fn history_block(&self) -> Option<&[u8]> {
+        self.blocks
+            .last()
+            .filter(|b| b.recipient == HISTORY_RECIPIENT)
+            .map(|b| b.ciphertext.as_slice())
     }
 
     /// The header and block digests: all an order server sees, never the

@@ -323,6 +323,18 @@ pub enum Misbehaviour {
     /// started or long over.
     #[error("the envelope's key does not fit the conversation: {0}")]
     WrongKeyId(&'static str),
+    /// The history the router returned for a conversation is not the
+    /// attested one: an envelope is missing, altered, out of order or
+    /// added, so the head chain recomputed from the genesis does not reach
+    /// the head this member accepted (`docs/PROTOCOL.md` section 4.6).
+    /// Nothing of that history is shown.
+    #[error("the conversation's history does not match the attested chain: {0}")]
+    HistoryMismatch(&'static str),
+    /// An envelope of a conversation that shares its history has no history
+    /// block, or one that does not give the envelope's body key or the
+    /// history key it must link: members added later cannot read it.
+    #[error("the envelope's history block is missing or wrong: {0}")]
+    BadHistoryBlock(&'static str),
 }
 
 /// The kind of a [`Misbehaviour`], without its details: for metrics labels,
@@ -401,6 +413,10 @@ pub enum MisbehaviourKind {
     MissingKeyShare,
     /// See [`Misbehaviour::WrongKeyId`].
     WrongKeyId,
+    /// See [`Misbehaviour::HistoryMismatch`].
+    HistoryMismatch,
+    /// See [`Misbehaviour::BadHistoryBlock`].
+    BadHistoryBlock,
 }
 
 impl MisbehaviourKind {
@@ -442,6 +458,8 @@ impl MisbehaviourKind {
         Self::Rn1Mismatch,
         Self::MissingKeyShare,
         Self::WrongKeyId,
+        Self::HistoryMismatch,
+        Self::BadHistoryBlock,
     ];
 
     /// A stable snake_case name.
@@ -483,6 +501,8 @@ impl MisbehaviourKind {
             Self::Rn1Mismatch => "rn1_mismatch",
             Self::MissingKeyShare => "missing_key_share",
             Self::WrongKeyId => "wrong_key_id",
+            Self::HistoryMismatch => "history_mismatch",
+            Self::BadHistoryBlock => "bad_history_block",
         }
     }
 
@@ -538,6 +558,8 @@ impl Misbehaviour {
             Self::Rn1Mismatch => MisbehaviourKind::Rn1Mismatch,
             Self::MissingKeyShare { .. } => MisbehaviourKind::MissingKeyShare,
             Self::WrongKeyId(_) => MisbehaviourKind::WrongKeyId,
+            Self::HistoryMismatch(_) => MisbehaviourKind::HistoryMismatch,
+            Self::BadHistoryBlock(_) => MisbehaviourKind::BadHistoryBlock,
         }
     }
 }

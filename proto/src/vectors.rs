@@ -674,6 +674,39 @@ mod tests {
             &input,
             &input.hash(context::AUDIT_EVIDENCE),
         ));
+
+        // History policies (section 4.6): content_setup's Setup made
+        // `shared` (version 2, one more byte), and an Update that changes
+        // only the policy (change code 5) to `joined`.
+        let creator = AccountId::of_identity(&[0x77; 32], &[0x88; 32]);
+        let bob = AccountId::of_identity(&[0x01; 32], &[0x02; 32]);
+        let list = [(creator, SlotRole::Admin, 0), (bob, SlotRole::Member, 1)];
+        let v2 = |k: EnvelopeKind| Canonical::new().u8(2).u8(k.code());
+        v.push(plaintext_vector(
+            "content_setup_shared",
+            json!({"version": 2, "kind": EnvelopeKind::Setup.code(),
+                   "creator": creator.to_hex(), "slots": slots_json(&earlier.set),
+                   "members": members_json(&list), "history": 2}),
+            &members(
+                slot_set(
+                    v2(EnvelopeKind::Setup).fixed(creator.as_bytes()),
+                    &earlier.set,
+                ),
+                &list,
+            )
+            .u8(2),
+        ));
+        v.push(plaintext_vector(
+            "content_update_set_history",
+            json!({"version": 2, "kind": EnvelopeKind::Update.code(), "change": {"code": 5},
+                   "next_slots": slots_json(&earlier.set), "next_members": members_json(&list),
+                   "history": 1}),
+            &members(
+                slot_set(v2(EnvelopeKind::Update).u8(5), &earlier.set),
+                &list,
+            )
+            .u8(1),
+        ));
         v
     }
 
@@ -1363,6 +1396,66 @@ mod tests {
                 .fixed(&[0x66; 32])
                 .fixed(started.core_hash().as_bytes())
                 .fixed(&rn1),
+        ));
+        // Shared history (section 4.6): the history key exported from
+        // group_exporter_secret's generation, the capsule key and associated
+        // data for group_envelope_core (a Message) and
+        // group_envelope_core_rekey, and both capsule plaintexts.
+        let label = Canonical::new().bytes(context::HISTORY_KEY.as_bytes());
+        let history_key = *blake3::keyed_hash(&exporter, label.as_bytes()).as_bytes();
+        v.push(Vector {
+            name: "history_key".into(),
+            primitive: "keyed_hash".into(),
+            context: Some(context::HISTORY_KEY.into()),
+            key: Some(h(&exporter)),
+            fields: serde_json::from_value(json!({
+                "exporter": h(&exporter), "label": context::HISTORY_KEY,
+                "conversation_id": h(&conv), "epoch": epoch, "generation": 0, "rn1": h(&rn1)}))
+            .unwrap(),
+            input: h(label.as_bytes()),
+            output: h(&history_key),
+            encoding: None,
+            output_len: None,
+            display: None,
+        });
+        for (name, core) in [
+            ("history_capsule_key", keyed.core_hash()),
+            ("history_capsule_key_rekey", started.core_hash()),
+        ] {
+            let input = Canonical::new().fixed(&history_key).fixed(core.as_bytes());
+            v.push(derive(
+                name,
+                context::HISTORY_CAPSULE_KEY,
+                json!({"history_key": h(&history_key), "core_hash": core.to_hex()}),
+                &input,
+                &blake3::derive_key(context::HISTORY_CAPSULE_KEY, input.as_bytes()),
+            ));
+        }
+        let aad = Canonical::new()
+            .bytes(context::HISTORY_CAPSULE_AAD.as_bytes())
+            .fixed(keyed.core_hash().as_bytes());
+        v.push(bytes_vector(
+            "history_capsule_aad",
+            "aad",
+            context::HISTORY_CAPSULE_AAD,
+            json!({"core_hash": keyed.core_hash().to_hex()}),
+            None,
+            aad.as_bytes(),
+        ));
+        v.push(plaintext_vector(
+            "history_capsule",
+            json!({"version": 1, "body_key": h(&[0x67; 32])}),
+            &Canonical::new().u8(1).fixed(&[0x67; 32]),
+        ));
+        v.push(plaintext_vector(
+            "history_capsule_link",
+            json!({"version": 2, "body_key": h(&[0x66; 32]), "link_generation": 0,
+                   "link_key": h(&history_key)}),
+            &Canonical::new()
+                .u8(2)
+                .fixed(&[0x66; 32])
+                .u64(0)
+                .fixed(&history_key),
         ));
         v
     }

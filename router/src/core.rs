@@ -80,6 +80,16 @@ pub enum Call {
         /// Most deliveries (clamped to 1..=`limits.max_fetch`).
         limit: u32,
     },
+    /// Plan a history page.
+    FetchHistory {
+        /// The conversation to read; the caller must hold a slot in its
+        /// current epoch.
+        conversation: ConversationId,
+        /// First index to read.
+        from: Index,
+        /// Most envelopes (clamped to 1..=`limits.max_fetch`).
+        limit: u32,
+    },
     /// Start a live subscription.
     Subscribe,
     /// Plan a head-proof relay.
@@ -118,6 +128,23 @@ pub enum Command {
         /// Free bytes.
         free: u64,
     },
+}
+
+/// What the shell reads from storage to answer a FetchHistory: whole
+/// envelopes but for the members' blocks (`docs/PROTOCOL.md` section 4.6).
+#[derive(Debug, Clone)]
+pub struct HistoryPlan {
+    /// The caller, whose bytes in flight the page counts against.
+    pub account: AccountId,
+    /// The conversation to read (the caller holds a slot in its current
+    /// epoch).
+    pub conversation: ConversationId,
+    /// First index to read.
+    pub from: Index,
+    /// One past the last index to read.
+    pub to: Index,
+    /// How many indices the router has delivered in the conversation.
+    pub stored: Index,
 }
 
 /// What the shell reads from storage to answer a Fetch.
@@ -191,6 +218,8 @@ pub enum Response {
     Submitted(pb::SubmitResponse),
     /// Fetch: what to read.
     Fetch(FetchPlan),
+    /// FetchHistory: what to read.
+    History(HistoryPlan),
     /// Subscribe: the caller's account.
     Subscribed(AccountId),
     /// ProveHeads: what to relay.

@@ -104,6 +104,10 @@ impl<'a> Views<'a> {
                 .collect(),
             attestations: Vec::new(),
             previous_head: previous_head.to_vec(),
+            history_block: envelope
+                .history_block()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
         };
         Self { shared, envelope }
     }

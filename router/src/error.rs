@@ -530,7 +530,9 @@ fn inadmissible_code(m: &Misbehaviour) -> Code {
         | M::BadKeyShare { .. }
         | M::Rn1Mismatch
         | M::MissingKeyShare { .. }
-        | M::WrongKeyId(_) => Code::Internal,
+        | M::WrongKeyId(_)
+        | M::HistoryMismatch(_)
+        | M::BadHistoryBlock(_) => Code::Internal,
     }
 }
 

@@ -6,7 +6,7 @@
 //! (`max_fetch_bytes_in_flight`). A Fetch over either bound is refused at
 //! once with a typed error rather than queued.
 
-use crate::core::{FetchPlan, stored_view};
+use crate::core::{FetchPlan, HistoryPlan, stored_view};
 use crate::error::RouterError;
 use crate::limits::Limits;
 use crate::store::{EnvelopeReader, StoreError};
@@ -150,6 +150,48 @@ pub fn build_page(
     Ok(pb::FetchResponse {
         deliveries,
         next_index: next.0,
+    })
+}
+
+/// Builds the history page `plan` asks for: each stored envelope with its
+/// header, body, block digests and history block (never a member's
+/// block), within `max_bytes` as [`build_page`] does.
+pub fn build_history_page(
+    reader: &dyn EnvelopeReader,
+    plan: &HistoryPlan,
+    max_bytes: usize,
+) -> Result<pb::FetchHistoryResponse, StoreError> {
+    let mut envelopes = Vec::new();
+    let mut bytes = 0usize;
+    let mut next = plan.from;
+    'read: while next < plan.to {
+        let until = Index(next.0.saturating_add(READ_CHUNK).min(plan.to.0));
+        let rows = reader.read(&plan.conversation, next, until)?;
+        for (i, stored, _) in rows {
+            let e = &stored.envelope;
+            let item = pb::HistoryEnvelope {
+                index: i.0,
+                header: Some(e.header().into()),
+                body: e.body().to_vec(),
+                block_digests: e.blocks().iter().map(|b| b.digest().to_vec()).collect(),
+                history_block: e.history_block().map(<[u8]>::to_vec).unwrap_or_default(),
+            };
+            let size = item.encoded_len();
+            if !envelopes.is_empty() && bytes.saturating_add(size) > max_bytes {
+                next = i;
+                break 'read;
+            }
+            bytes += size;
+            envelopes.push(item);
+            next = Index(i.0.saturating_add(1)).max(next);
+        }
+        next = next.max(until);
+    }
+    metrics::histogram!("router_history_page_bytes").record(bytes as f64);
+    Ok(pb::FetchHistoryResponse {
+        envelopes,
+        next_index: next.0,
+        stored: plan.stored.0,
     })
 }
 

@@ -14,7 +14,7 @@
 use crate::core::{Call, Command, Response as CoreResponse, parse_members, parse_submit};
 use crate::directory::{parse_register_for, parse_sign_in_for, parse_upload};
 use crate::error::RouterError;
-use crate::fetch::{FetchBudget, build_page};
+use crate::fetch::{FetchBudget, build_history_page, build_page};
 use crate::limits::{Limits, PeerLimiter};
 use crate::runtime::{CoreMsg, Hub, now_ms};
 use crate::store::EnvelopeReader;
@@ -413,6 +413,41 @@ impl Router for RouterService {
         }
         .await;
         metered("Fetch", r)
+    }
+
+    async fn fetch_history(
+        &self,
+        req: Request<pb::FetchHistoryRequest>,
+    ) -> Result<Response<pb::FetchHistoryResponse>, Status> {
+        let r = async {
+            let r = req.get_ref();
+            let conversation = ConversationId::parse("conversation_id", &r.conversation_id)
+                .map_err(RouterError::from)?;
+            let call = Call::FetchHistory {
+                conversation,
+                from: Index(r.from_index),
+                limit: r.limit,
+            };
+            let CoreResponse::History(plan) = self.authed(&req, call).await? else {
+                return Err(unexpected());
+            };
+            // Pages of history share the Fetch bounds on bytes in flight.
+            let _reservation = self.fetches.reserve(plan.account).map_err(|e| {
+                e.count_cap();
+                Status::from(e)
+            })?;
+            let reader = self.reader.clone();
+            let max = self.fetches.page_bytes();
+            let page = tokio::task::spawn_blocking(move || {
+                build_history_page(reader.as_ref(), &plan, max)
+            })
+            .await
+            .map_err(|_| Status::internal("history task failed"))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(page))
+        }
+        .await;
+        metered("FetchHistory", r)
     }
 
     type SubscribeStream = ReceiverStream<Result<pb::Delivery, Status>>;

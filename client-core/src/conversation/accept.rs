@@ -334,6 +334,7 @@ impl Conversation {
             self.outbox.remove(&header.core_hash());
             self.sent_rn1.remove(&header.core_hash());
             self.start_group_epoch(index, &header, prep.rn1);
+            self.set_history(prep.history);
             self.event(Event::MembershipChanged {
                 index,
                 epoch: Epoch(0),
@@ -471,6 +472,9 @@ impl Conversation {
                 }
                 if self.phase == Phase::Active {
                     self.start_group_epoch(index, header, o.rn1);
+                    if authorized {
+                        self.set_history(u.history);
+                    }
                 }
             }
         }

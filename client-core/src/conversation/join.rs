@@ -171,6 +171,7 @@ impl Conversation {
             membership,
             keys,
             sender,
+            history: content.history,
             rn1: opened.rn1,
         })
     }
@@ -231,6 +232,8 @@ impl Conversation {
             });
         }
         self.start_group_epoch(index, header, j.rn1);
+        self.set_history(j.history);
+        self.history_root = self.history_root_at(index, head);
         self.event(Event::Accepted {
             index,
             kind: EnvelopeKind::Update,

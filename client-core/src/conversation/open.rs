@@ -75,6 +75,7 @@ impl Conversation {
         Ok(SetupPrep {
             membership,
             keys,
+            history: content.history,
             rn1: opened.rn1,
         })
     }

@@ -20,20 +20,24 @@
 //!         || last sequences || processed || undecryptable || counters
 //!         || proved heads (version 2 on)
 //!         || sent RN1s || optional group state (version 3 on)
+//!         || history policy u8 || optional history root (version 4 on)
 //! group state = epoch u64 || period length u64 || epoch start u64
 //!         || optional group keys || shares (period, server, share)
 //!         || share points (index, epoch, period)
+//! history root = index u64 || head || epoch u64 || generation u64 || key
 //! ```
 //!
-//! Version 1 (without proved heads) and 2 (without group keys) states are
-//! still read.
+//! Version 1 (without proved heads), 2 (without group keys) and 3
+//! (without history) states are still read.
 
 use super::{Conversation, ConversationConfig, Counters, Phase};
 use crate::body::BlockPlaintext;
 use crate::codec::{Canonical, DecodeError, Reader};
+use crate::content::Visibility;
 use crate::content::{self, Content};
-use crate::group_key::{ChainKey, GroupKeys, Rn1};
+use crate::group_key::{ChainKey, GroupKeys, KeyGeneration, Rn1};
 use crate::head_proof::ProvedHead;
+use crate::history::{HistoryKey, HistoryKeyId, HistoryRoot};
 use crate::keyring::SlotMacKeys;
 use crate::membership::Membership;
 use crate::transcript::{Entry, Transcript};
@@ -47,7 +51,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use zeroize::Zeroizing;
 
 /// Version byte of the saved state.
-pub const STATE_VERSION: u8 = 3;
+pub const STATE_VERSION: u8 = 4;
 /// Most items of any one list in a saved state.
 const MAX_ITEMS: usize = 1 << 24;
 
@@ -204,6 +208,17 @@ impl Conversation {
                 }
             }
         }
+        c = c.u8(self.history.code());
+        c = match &self.history_root {
+            None => c.u8(0),
+            Some(root) => c
+                .u8(1)
+                .u64(root.through.0)
+                .fixed(root.head.as_bytes())
+                .u64(root.id.epoch.0)
+                .u64(root.id.generation.0)
+                .fixed(root.key.expose()),
+        };
         Zeroizing::new(c.as_bytes().to_vec())
     }
 
@@ -411,6 +426,25 @@ impl Conversation {
                 _ => return Err(invalid("state.group", "optional marker")),
             };
         }
+        let mut history = Visibility::Joined;
+        let mut history_root = None;
+        if version >= 4 {
+            history = Visibility::from_code(r.u8()?)
+                .ok_or(invalid("state.history", "unknown history policy code"))?;
+            history_root = match r.u8()? {
+                0 => None,
+                1 => Some(HistoryRoot {
+                    through: Index(r.u64()?),
+                    head: Head::from_bytes(r.fixed()?),
+                    id: HistoryKeyId {
+                        epoch: Epoch(r.u64()?),
+                        generation: KeyGeneration(r.u64()?),
+                    },
+                    key: HistoryKey::from_bytes(r.fixed()?),
+                }),
+                _ => return Err(invalid("state.history_root", "optional marker")),
+            };
+        }
         r.finish()?;
         Ok(Self {
             id,
@@ -426,6 +460,8 @@ impl Conversation {
             outbox,
             sent_rn1,
             group,
+            history,
+            history_root,
             early_blocks,
             next_sequence,
             last_sequences,

@@ -130,9 +130,13 @@ impl Conversation {
             .as_ref()
             .map(|g| (g.period_length, g.keys.as_ref().map(GroupKeys::current)));
         let mut rn1 = None;
+        // The key generation the envelope uses (a Message's or Receipt's)
+        // or starts (a Rekey's), for its history block.
+        let mut generation_used = None;
         let keying = match (&content, group) {
             (Content::Message(_) | Content::Receipt(_), Some(_)) => {
                 let (id, key) = self.group_send_key(slot, sequence)?;
+                generation_used = Some(KeyGeneration(id.generation));
                 compose::Keying::Group { id, key }
             }
             (Content::Update(_), Some((period_length, _))) => {
@@ -156,6 +160,7 @@ impl Conversation {
                         .ok_or(ClientError::Overflow("key generation"))?,
                 );
                 let (start, r) = self.new_key_start(epoch, generation, period_length, rng)?;
+                generation_used = Some(generation);
                 compose::Keying::Start {
                     start,
                     rn1: rn1.insert(r),
@@ -165,7 +170,12 @@ impl Conversation {
             _ => compose::Keying::Pairwise,
         };
         let group_keyed = matches!(keying, compose::Keying::Group { .. });
-        let composed = compose::compose_keyed(
+        let started = match &keying {
+            compose::Keying::Start { rn1, .. } => Some(*rn1),
+            _ => None,
+        };
+        let seal = self.history_seal(&content, epoch, generation_used, started);
+        let composed = compose::compose_with_history(
             &Sending {
                 conversation: self.id,
                 epoch,
@@ -177,6 +187,7 @@ impl Conversation {
             },
             &content,
             keying,
+            seal.as_ref(),
             rng,
             &mut secrets.pairwise,
         );

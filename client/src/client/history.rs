@@ -85,6 +85,7 @@ pub fn describe_change(change: Option<&Change>, authorized: bool) -> String {
         Some(Change::SetRole { account, role }) => {
             format!("set role of {} to {role:?}", short(account))
         }
+        Some(Change::SetHistory) => "changed who reads the history".to_owned(),
     };
     if authorized {
         what

@@ -371,6 +371,7 @@ impl Client {
             change,
             next_slots,
             next_members,
+            history: Default::default(),
         });
         progress.extend(self.send_content(id, content, &added).await?);
         Ok(progress)

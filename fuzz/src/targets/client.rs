@@ -8,7 +8,7 @@ use grompi_client_core::Conversation;
 use grompi_client_core::body::{BlockPlaintext, BodyKey};
 use grompi_client_core::codec::{Canonical, DecodeError, Reader};
 use grompi_client_core::content::{
-    Change, Content, MemberEntry, ReceiptContent, SetupContent, UpdateContent,
+    Change, Content, MemberEntry, ReceiptContent, SetupContent, UpdateContent, Visibility,
 };
 use grompi_client_core::conversation::ConversationConfig;
 use grompi_client_core::delivery::{Delivery, Incoming};
@@ -414,6 +414,7 @@ fn sample_contents() -> Vec<Content> {
             change,
             next_slots: slots.clone(),
             next_members: members.clone(),
+            history: Visibility::Joined,
         })
     };
     vec![
@@ -421,6 +422,7 @@ fn sample_contents() -> Vec<Content> {
             creator: AccountId::from_bytes([0x51; 32]),
             slots: slots.clone(),
             members: members.clone(),
+            history: Visibility::Shared,
         }),
         Content::Message(b"hello, group".to_vec()),
         Content::Message(Vec::new()),

@@ -62,6 +62,11 @@ impl RouterCore {
                 from,
                 limit,
             } => self.fetch(account, conversation, from, limit),
+            Call::FetchHistory {
+                conversation,
+                from,
+                limit,
+            } => self.history_plan(account, conversation, from, limit),
             Call::Subscribe => Ok(Response::Subscribed(account)),
             Call::ProveHeads {
                 conversation,
@@ -342,6 +347,38 @@ impl RouterCore {
             from,
             to,
             slots_by_epoch: conv.epochs().iter().map(|e| e.slot_of(&account)).collect(),
+        }))
+    }
+
+    /// A history page's plan: only a member holding a slot in the current
+    /// epoch may read the conversation's stored envelopes.
+    fn history_plan(
+        &self,
+        account: AccountId,
+        id: ConversationId,
+        from: Index,
+        limit: u32,
+    ) -> Result<Response, RouterError> {
+        let conv = self.member_conv(&account, &id)?;
+        if conv
+            .tail_epoch()
+            .is_none_or(|e| e.slot_of(&account).is_none())
+        {
+            return Err(RouterError::NotAMember(id));
+        }
+        let limit = u64::from(limit.clamp(1, self.config.limits.max_fetch.max(1)));
+        let to = Index(
+            from.0
+                .saturating_add(limit)
+                .min(conv.delivered.0)
+                .max(from.0),
+        );
+        Ok(Response::History(HistoryPlan {
+            account,
+            conversation: id,
+            from,
+            to,
+            stored: conv.delivered,
         }))
     }
 

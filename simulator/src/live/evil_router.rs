@@ -643,6 +643,14 @@ impl Router for Front {
         Ok(r)
     }
 
+    async fn fetch_history(
+        &self,
+        req: Request<pb::FetchHistoryRequest>,
+    ) -> Result<Response<pb::FetchHistoryResponse>, Status> {
+        let a = self.0.account_of(&req);
+        self.0.backend(a).await?.fetch_history(req).await
+    }
+
     type SubscribeStream = ReceiverStream<Result<pb::Delivery, Status>>;
 
     async fn subscribe(

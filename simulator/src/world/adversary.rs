@@ -618,6 +618,7 @@ impl World {
                     .map(|a| grompi_router::delivery::member_attestation(a, member))
                     .collect(),
                 previous_head: previous_head.to_vec(),
+                history_block: d.history_block.clone(),
             };
             self.send(Event::Deliver { to, delivery });
         }

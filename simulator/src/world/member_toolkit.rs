@@ -454,6 +454,7 @@ impl World {
                                 .map_or(AccountId::from_bytes([0; 32]), |m| m.account),
                             slots: seat.slots.clone(),
                             members: seat.members.clone(),
+                            history: Default::default(),
                         }),
                     ),
                 };
@@ -505,6 +506,7 @@ impl World {
                                 ..*e
                             })
                             .collect(),
+                        history: Default::default(),
                     }
                 } else {
                     // A non-admin removes the first other member.
@@ -523,6 +525,7 @@ impl World {
                             .filter(|e| e.account != victim)
                             .copied()
                             .collect(),
+                        history: Default::default(),
                     }
                 };
                 next_slots = Some(pb::SlotSet::from(&update.next_slots));
@@ -666,6 +669,7 @@ mod tests {
                 entry(3, SlotRole::Member, 2),
                 entry(5, SlotRole::Member, 3),
             ],
+            history: Default::default(),
         };
         let actor = AccountId::from_bytes([1; 32]);
         // Ranked by account byte: 3 and 4 are the first two members.

@@ -318,6 +318,7 @@ pub fn substitute_update(
         },
         next_slots,
         next_members,
+        history: Default::default(),
     });
     let composed = puppet.compose(Stamp::of(&header), &content, &[(slot, joiner)], rng)?;
     let previous = if keep_previous_head {

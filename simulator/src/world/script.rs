@@ -141,6 +141,7 @@ impl World {
             Change::SetRole { account, role } => {
                 roster.insert(*account, *role);
             }
+            Change::SetHistory => {}
         }
         // In member order, not account-id order (see `effects`).
         let mut list: Vec<(AccountId, SlotRole)> = roster.into_iter().collect();
@@ -408,5 +409,6 @@ fn update_content(
         change,
         next_slots,
         next_members,
+        history: Default::default(),
     })
 }

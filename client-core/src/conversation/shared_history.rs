@@ -1,0 +1,131 @@
+//! Shared history in a conversation (`docs/PROTOCOL.md` section 4.6): the
+//! current policy, the history block of this member's own envelopes, and
+//! the anchor a verified history is read against.
+
+use super::Conversation;
+use crate::content::{Content, Visibility};
+use crate::group_key::{GroupKeys, KeyGeneration, Rn1};
+use crate::history::{HistoryAnchor, HistoryKey, HistoryKeyId, HistoryRoot, HistorySeal};
+use grompi_proto::{Epoch, Head, Index};
+
+impl Conversation {
+    /// The current epoch's history policy: `Shared` only in a group-keyed
+    /// conversation whose Setup or last Update said so.
+    pub fn history_visibility(&self) -> Visibility {
+        self.history
+    }
+
+    /// Sets the policy a Setup or an accepted Update states for the epoch
+    /// now current (`Joined` in a pairwise-keyed conversation).
+    pub(super) fn set_history(&mut self, history: Visibility) {
+        self.history = if self.group.is_some() {
+            history
+        } else {
+            Visibility::Joined
+        };
+    }
+
+    /// The root a member added at `index` (head `head`) reads its pre-join
+    /// history from: the history key of the epoch's generation 0, if the
+    /// epoch shares its history and this member holds its keys.
+    pub(super) fn history_root_at(&self, index: Index, head: Head) -> Option<HistoryRoot> {
+        if self.history != Visibility::Shared {
+            return None;
+        }
+        let g = self.group.as_ref()?;
+        let key = HistoryKey::of(g.keys.as_ref()?, KeyGeneration(0))?;
+        Some(HistoryRoot {
+            through: index,
+            head,
+            id: HistoryKeyId {
+                epoch: g.epoch,
+                generation: KeyGeneration(0),
+            },
+            key,
+        })
+    }
+
+    /// What this member reads its conversation's history against: the last
+    /// index it accepted, its head there, its first own index, and the
+    /// history keys it holds (those of the current epoch if it shares its
+    /// history, and the one it joined with). `None` before anything was
+    /// accepted.
+    pub fn history_anchor(&self) -> Option<HistoryAnchor> {
+        let last = self.transcript.last()?;
+        let mut keys = Vec::new();
+        if self.history == Visibility::Shared
+            && let Some(g) = self.group.as_ref()
+            && let Some(k) = g.keys.as_ref()
+        {
+            let current = k.current();
+            for generation in [current.0.checked_sub(1), Some(current.0)]
+                .into_iter()
+                .flatten()
+                .map(KeyGeneration)
+            {
+                if let Some(key) = HistoryKey::of(k, generation) {
+                    keys.push((
+                        HistoryKeyId {
+                            epoch: g.epoch,
+                            generation,
+                        },
+                        key,
+                    ));
+                }
+            }
+        }
+        if let Some(root) = &self.history_root {
+            keys.push((root.id, root.key.clone()));
+        }
+        Some(HistoryAnchor {
+            conversation: self.id,
+            through: last.index,
+            head: last.head,
+            first_own: self.transcript.first(),
+            keys,
+        })
+    }
+
+    /// The history block's key and link for an envelope this member sends
+    /// with `content` in `epoch`: a Message or Receipt under key generation
+    /// `generation`, or a Setup, Update or Rekey starting a generation with
+    /// `rn1`. `None` when the envelope carries no history block.
+    pub(super) fn history_seal(
+        &self,
+        content: &Content,
+        epoch: Epoch,
+        generation: Option<KeyGeneration>,
+        rn1: Option<&Rn1>,
+    ) -> Option<HistorySeal> {
+        let keys = self.group.as_ref()?.keys.as_ref();
+        let newest = keys.and_then(|k| {
+            let current = k.current();
+            HistoryKey::of(k, current).map(|key| (current, key))
+        });
+        match content {
+            Content::Message(_) | Content::Receipt(_) if self.history == Visibility::Shared => {
+                Some(HistorySeal {
+                    key: HistoryKey::of(keys?, generation?)?,
+                    link: None,
+                })
+            }
+            Content::Rekey if self.history == Visibility::Shared => {
+                let mut next = keys?.clone();
+                let generation = generation?;
+                next.rekey(generation, rn1?, []).ok()?;
+                Some(HistorySeal {
+                    key: HistoryKey::of(&next, generation)?,
+                    link: newest,
+                })
+            }
+            Content::Update(u) if u.history == Visibility::Shared => {
+                let next = GroupKeys::start_epoch(self.id, epoch.next()?, rn1?, []);
+                Some(HistorySeal {
+                    key: HistoryKey::of(&next, KeyGeneration(0))?,
+                    link: newest,
+                })
+            }
+            _ => None,
+        }
+    }
+}
