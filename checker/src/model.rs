@@ -724,6 +724,7 @@ impl Model {
             block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
             attestations,
             previous_head,
+            history_block: env.history_block().map(<[u8]>::to_vec),
         }
     }
 

@@ -43,6 +43,10 @@ pub struct Delivery {
     /// The head before this index, when the router supplies it (used only
     /// by a member who joins at this index; everyone else uses its own).
     pub previous_head: Option<Head>,
+    /// The envelope's history block (`docs/PROTOCOL.md` section 4.6), if
+    /// the router delivered one; [`Delivery::check`] requires it to be the
+    /// last digest's block.
+    pub history_block: Option<Vec<u8>>,
 }
 
 /// Tags that arrived after an index was delivered: a delivery with no
@@ -158,6 +162,17 @@ impl TryFrom<pb::Delivery> for Delivery {
                 .map(|b| BlockDigest::parse("delivery.block_digests", b))
                 .collect::<Result<_, _>>()?,
             attestations: attestations(d.attestations)?,
+            history_block: if d.history_block.is_empty() {
+                None
+            } else if d.history_block.len() > crate::history::HISTORY_BLOCK_LINK_LEN {
+                return Err(WireError::TooLarge {
+                    field: "delivery.history_block",
+                    max: crate::history::HISTORY_BLOCK_LINK_LEN,
+                    got: d.history_block.len(),
+                });
+            } else {
+                Some(d.history_block)
+            },
             previous_head: if d.previous_head.is_empty() {
                 None
             } else {
@@ -178,7 +193,7 @@ impl From<&Delivery> for pb::Delivery {
             block_position: d.block.as_ref().map_or(0, |(p, _)| *p),
             block_digests: d.block_digests.iter().map(BlockDigest::to_vec).collect(),
             attestations: d.attestations.iter().map(Into::into).collect(),
-            history_block: Vec::new(),
+            history_block: d.history_block.clone().unwrap_or_default(),
             previous_head: d.previous_head.map(|h| h.to_vec()).unwrap_or_default(),
         }
     }
@@ -210,6 +225,16 @@ impl Delivery {
                 .ok()
                 .and_then(|p| self.block_digests.get(p));
             if listed != Some(&block.digest()) {
+                return Err(Misbehaviour::BlockDigestMismatch);
+            }
+        }
+        if let Some(history) = &self.history_block {
+            let digest = RecipientBlock {
+                recipient: grompi_proto::envelope::HISTORY_RECIPIENT,
+                ciphertext: history.clone(),
+            }
+            .digest();
+            if self.block_digests.last() != Some(&digest) {
                 return Err(Misbehaviour::BlockDigestMismatch);
             }
         }
@@ -265,6 +290,7 @@ mod tests {
                 key_shares: Vec::new(),
             }],
             previous_head: None,
+            history_block: None,
         }
     }
 
@@ -318,6 +344,18 @@ mod tests {
         let mut d = sample();
         d.conversation = ConversationId::from_bytes([9; 32]);
         assert_eq!(d.check(), Err(Misbehaviour::WrongContext));
+        // A history block must be the last digest's block.
+        let mut d = sample();
+        d.history_block = Some(vec![7; 49]);
+        assert_eq!(d.check(), Err(Misbehaviour::BlockDigestMismatch));
+        let mut d = sample();
+        let history = RecipientBlock {
+            recipient: grompi_proto::envelope::HISTORY_RECIPIENT,
+            ciphertext: vec![7; 49],
+        };
+        d.block_digests.push(history.digest());
+        d.history_block = Some(history.ciphertext);
+        assert!(d.check().is_ok());
         // The envelope hash covers every digest, not only this member's.
         let a = sample().check().unwrap().envelope_hash;
         let mut d = sample();

@@ -271,6 +271,37 @@ pub(crate) struct HistoryRoot {
     pub(crate) key: HistoryKey,
 }
 
+/// How a compromised sender forges its history block (tests and the
+/// simulator's adversaries only: `Conversation::compose_forged_history`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForgedHistory {
+    /// No history block at all.
+    Omit,
+    /// Sealed under a key no member holds.
+    WrongKey,
+    /// An Update's or Rekey's link replaced by a key no member holds.
+    WrongLink,
+}
+
+impl ForgedHistory {
+    /// The seal an honest sender would use, forged.
+    pub fn apply(self, honest: Option<HistorySeal>) -> Option<HistorySeal> {
+        let junk = HistoryKey::from_bytes([0x5a; 32]);
+        let honest = honest?;
+        match self {
+            Self::Omit => None,
+            Self::WrongKey => Some(HistorySeal {
+                key: junk,
+                link: honest.link,
+            }),
+            Self::WrongLink => Some(HistorySeal {
+                key: honest.key,
+                link: honest.link.map(|(g, _)| (g, junk)),
+            }),
+        }
+    }
+}
+
 /// One stored envelope as the router returns it for history, well formed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryItem {

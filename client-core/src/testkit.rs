@@ -371,6 +371,24 @@ impl World {
         self.order_and_deliver(composed, next_slots)
     }
 
+    /// Member `m` sends `content` with a history block forged as `forged`
+    /// says (a compromised member); ordered and delivered like any other.
+    pub fn send_forged_history(
+        &mut self,
+        m: usize,
+        content: Content,
+        forged: crate::history::ForgedHistory,
+    ) -> Index {
+        self.catch_up(m);
+        let mut rng = StdRng::seed_from_u64(rand::Rng::next_u64(&mut self.rng));
+        let conv = self.convs[m].as_mut().unwrap();
+        let composed = conv
+            .compose_forged_history(content.clone(), forged, &mut rng, &mut self.secrets[m])
+            .unwrap();
+        self.sent[m].push((composed.envelope.header().core_hash(), content));
+        self.order_and_deliver(composed, None)
+    }
+
     /// Member `m` sends an Update whose next member list is `next` (which
     /// need not follow the rules).
     pub fn update(&mut self, m: usize, change: Change, next: BTreeMap<usize, SlotRole>) -> Index {
@@ -824,5 +842,6 @@ pub fn delivery_of(
         block_digests: env.blocks().iter().map(|b| b.digest()).collect(),
         attestations,
         previous_head,
+        history_block: env.history_block().map(<[u8]>::to_vec),
     }
 }

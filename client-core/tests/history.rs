@@ -10,7 +10,7 @@ use grompi_client_core::Conversation;
 use grompi_client_core::content::{Change, Content, Visibility};
 use grompi_client_core::conversation::Event;
 use grompi_client_core::history::{
-    Capsule, HistoryEntry, HistoryItem, HistoryKeyId, HistoryVerifier, Unread,
+    Capsule, ForgedHistory, HistoryEntry, HistoryItem, HistoryKeyId, HistoryVerifier, Unread,
 };
 use grompi_client_core::testkit::World;
 use grompi_proto::{AccountId, EnvelopeKind, Index, Misbehaviour, SlotRole};
@@ -339,6 +339,69 @@ fn a_removed_member_opens_nothing_sent_after_its_removal() {
     // its removal.
     let more = verify(gone, items(&w, Index(removal.0 + 3))).unwrap();
     assert_eq!(more.len() as u64, removal.0 + 1);
+}
+
+fn history_alerts(w: &mut World, m: usize) -> Vec<&'static str> {
+    w.convs[m]
+        .as_mut()
+        .unwrap()
+        .drain_alerts()
+        .into_iter()
+        .filter_map(|a| match a.kind {
+            Misbehaviour::BadHistoryBlock(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn honest_senders_raise_no_history_alert_and_forged_blocks_are_caught_live() {
+    let (mut w, _) = shared_world(7, Visibility::Shared);
+    for m in 0..3 {
+        let all = w.convs[m].as_mut().unwrap().drain_alerts();
+        assert!(all.is_empty(), "member {m}: {all:?}");
+    }
+    // Member 1 (an Admin since the role change) forges its blocks.
+    let check = |w: &mut World, how: ForgedHistory| {
+        for m in [0, 2] {
+            let alerts = history_alerts(w, m);
+            assert_eq!(alerts.len(), 1, "member {m}, {how:?}: {alerts:?}");
+        }
+        // The sender's own envelope is not checked against itself.
+        assert!(history_alerts(w, 1).is_empty());
+    };
+    let omitted = w.send_forged_history(1, msg("no block"), ForgedHistory::Omit);
+    check(&mut w, ForgedHistory::Omit);
+    let wrong = w.send_forged_history(1, msg("wrong key"), ForgedHistory::WrongKey);
+    check(&mut w, ForgedHistory::WrongKey);
+    let fine = w.send(0, msg("honest again"));
+    // Read from the genesis, the chain verifies; the forged indices do not
+    // read (and say why), the rest does.
+    let through = w.convs[0]
+        .as_ref()
+        .unwrap()
+        .transcript()
+        .last()
+        .unwrap()
+        .index;
+    let entries = verify(w.convs[0].as_ref().unwrap(), items(&w, through)).unwrap();
+    assert!(matches!(
+        entries[omitted.0 as usize].content,
+        Err(Unread::NotShared)
+    ));
+    assert!(matches!(
+        entries[wrong.0 as usize].content,
+        Err(Unread::Bad(_))
+    ));
+    assert!(
+        matches!(&entries[fine.0 as usize].content, Ok(Content::Message(m)) if m == b"honest again")
+    );
+    // A Rekey whose link or key is forged cuts the chain for later
+    // joiners; every other member sees it at once.
+    w.send_forged_history(1, Content::Rekey, ForgedHistory::WrongLink);
+    check(&mut w, ForgedHistory::WrongLink);
+    w.send_forged_history(1, Content::Rekey, ForgedHistory::WrongKey);
+    check(&mut w, ForgedHistory::WrongKey);
 }
 
 proptest! {

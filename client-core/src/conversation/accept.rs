@@ -322,6 +322,9 @@ impl Conversation {
             sender,
         });
         self.check_sequence(index, &header);
+        let history_block = c.received.delivery.history_block.clone();
+        let before = self.history_before();
+        let own = self.outbox.contains_key(&header.core_hash());
         if let Some(prep) = c.setup {
             // Checked free when the Setup won (`setup_winner`).
             secrets.order_keys.remove(&prep.keys.slot_key());
@@ -335,6 +338,9 @@ impl Conversation {
             self.sent_rn1.remove(&header.core_hash());
             self.start_group_epoch(index, &header, prep.rn1);
             self.set_history(prep.history);
+            if !own {
+                self.check_history_block(index, &header, history_block.as_deref(), before);
+            }
             self.event(Event::MembershipChanged {
                 index,
                 epoch: Epoch(0),
@@ -365,6 +371,7 @@ impl Conversation {
                     self.undecryptable.insert(index);
                 }
             }
+            self.check_history_block(index, &header, history_block.as_deref(), before);
             return;
         }
         let opened = self.open(&c.received, membership.as_ref(), secrets);
@@ -376,7 +383,12 @@ impl Conversation {
                     self.phase = Phase::Halted("an Update could not be opened");
                 }
             }
-            (Ok(o), _) => self.apply(index, &header, o, secrets),
+            (Ok(o), _) => {
+                self.apply(index, &header, o, secrets);
+                if !own && self.phase == Phase::Active {
+                    self.check_history_block(index, &header, history_block.as_deref(), before);
+                }
+            }
         }
     }
 

@@ -630,6 +630,6 @@ impl Conversation {
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<crate::compose::Composed, ClientError> {
-        self.build(crate::content::Content::Rekey, true, rng, secrets)
+        self.build(crate::content::Content::Rekey, true, None, rng, secrets)
     }
 }

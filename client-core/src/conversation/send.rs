@@ -34,7 +34,7 @@ impl Conversation {
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<Composed, ClientError> {
-        self.build(content, true, rng, secrets)
+        self.build(content, true, None, rng, secrets)
     }
 
     /// Like [`Conversation::compose`] without the sender's own membership
@@ -46,13 +46,28 @@ impl Conversation {
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<Composed, ClientError> {
-        self.build(content, false, rng, secrets)
+        self.build(content, false, None, rng, secrets)
+    }
+
+    /// Like [`Conversation::compose_unchecked`] with a history block the
+    /// sender forged (`forged` says how): what a compromised member sends
+    /// so that members added later cannot read it (tests only).
+    #[cfg(feature = "testkit")]
+    pub fn compose_forged_history(
+        &mut self,
+        content: Content,
+        forged: crate::history::ForgedHistory,
+        rng: &mut impl rand::CryptoRng,
+        secrets: &mut Secrets,
+    ) -> Result<Composed, ClientError> {
+        self.build(content, false, Some(forged), rng, secrets)
     }
 
     pub(super) fn build(
         &mut self,
         content: Content,
         check_rules: bool,
+        forged: Option<crate::history::ForgedHistory>,
         rng: &mut impl rand::CryptoRng,
         secrets: &mut Secrets,
     ) -> Result<Composed, ClientError> {
@@ -174,7 +189,10 @@ impl Conversation {
             compose::Keying::Start { rn1, .. } => Some(*rn1),
             _ => None,
         };
-        let seal = self.history_seal(&content, epoch, generation_used, started);
+        let mut seal = self.history_seal(&content, epoch, generation_used, started);
+        if let Some(f) = forged {
+            seal = f.apply(seal);
+        }
         let composed = compose::compose_with_history(
             &Sending {
                 conversation: self.id,

@@ -5,8 +5,17 @@
 use super::Conversation;
 use crate::content::{Content, Visibility};
 use crate::group_key::{GroupKeys, KeyGeneration, Rn1};
-use crate::history::{HistoryAnchor, HistoryKey, HistoryKeyId, HistoryRoot, HistorySeal};
-use grompi_proto::{Epoch, Head, Index};
+use crate::history::{Capsule, HistoryAnchor, HistoryKey, HistoryKeyId, HistoryRoot, HistorySeal};
+use grompi_proto::{EnvelopeHeader, EnvelopeKind, Epoch, Head, Index, Misbehaviour};
+
+/// What a member held before it applied an accepted envelope: the policy
+/// and the newest history key of the epoch then current, which an Update's
+/// or a Rekey's history block must link.
+pub(super) struct HistoryBefore {
+    visibility: Visibility,
+    epoch: Option<Epoch>,
+    newest: Option<(KeyGeneration, HistoryKey)>,
+}
 
 impl Conversation {
     /// The current epoch's history policy: `Shared` only in a group-keyed
@@ -126,6 +135,95 @@ impl Conversation {
                 })
             }
             _ => None,
+        }
+    }
+
+    /// The policy and newest history key before applying an envelope.
+    pub(super) fn history_before(&self) -> HistoryBefore {
+        let g = self.group.as_ref();
+        HistoryBefore {
+            visibility: self.history,
+            epoch: g.map(|g| g.epoch),
+            newest: g.and_then(|g| g.keys.as_ref()).and_then(|k| {
+                let current = k.current();
+                HistoryKey::of(k, current).map(|key| (current, key))
+            }),
+        }
+    }
+
+    /// Checks the history block of another member's accepted envelope at
+    /// `index` (`docs/PROTOCOL.md` section 4.6), after it was applied: in
+    /// an epoch that shares its history, it must be there, open under the
+    /// history key its header names, give the body key the header commits
+    /// to, and (an Update's or a Rekey's) link the newest history key
+    /// `before` held. Otherwise [`Misbehaviour::BadHistoryBlock`]: members
+    /// added later would not read it. A member that holds no key for the
+    /// block (a bad RN1, already reported) checks nothing.
+    pub(super) fn check_history_block(
+        &mut self,
+        index: Index,
+        header: &EnvelopeHeader,
+        block: Option<&[u8]>,
+        before: HistoryBefore,
+    ) {
+        let expected = match header.kind() {
+            EnvelopeKind::Noise => return,
+            EnvelopeKind::Message | EnvelopeKind::Receipt | EnvelopeKind::Rekey => {
+                before.visibility == Visibility::Shared
+            }
+            EnvelopeKind::Setup | EnvelopeKind::Update => self.history == Visibility::Shared,
+        };
+        if !expected {
+            return;
+        }
+        let Some(block) = block else {
+            self.alert(
+                Misbehaviour::BadHistoryBlock(
+                    "an envelope of an epoch that shares its history came without a history block",
+                ),
+                Some(index),
+                None,
+            );
+            return;
+        };
+        let Some(id) = HistoryKeyId::sealing(header) else {
+            return;
+        };
+        let key = self
+            .group
+            .as_ref()
+            .filter(|g| g.epoch == id.epoch)
+            .and_then(|g| g.keys.as_ref())
+            .and_then(|k| HistoryKey::of(k, id.generation));
+        let Some(key) = key else { return };
+        let verdict = match Capsule::open(&key, &header.core_hash(), block) {
+            Err(reason) => Err(reason),
+            Ok(c) if c.body_key.commitment() != header.key_commitment() => {
+                Err("its body key is not the one the header commits to")
+            }
+            Ok(c) => {
+                let wants_link =
+                    matches!(header.kind(), EnvelopeKind::Update | EnvelopeKind::Rekey)
+                        && before.epoch == Some(header.epoch());
+                match (c.link, wants_link, &before.newest) {
+                    (None, false, _) => Ok(()),
+                    (Some(_), false, _) => Err("a link where none belongs"),
+                    (None, true, None) => Ok(()),
+                    (None, true, Some(_)) => Err("no link to the history key before it"),
+                    (Some((g, k)), true, Some((want_g, want_k))) => {
+                        if g == *want_g && k.matches(want_k) {
+                            Ok(())
+                        } else {
+                            Err("a link to a history key that is not the one before it")
+                        }
+                    }
+                    // This member holds no key to compare with.
+                    (Some(_), true, None) => Ok(()),
+                }
+            }
+        };
+        if let Err(reason) = verdict {
+            self.alert(Misbehaviour::BadHistoryBlock(reason), Some(index), None);
         }
     }
 }

@@ -148,6 +148,7 @@ fn delivery_seeds() -> Vec<(String, Vec<u8>)> {
             block_digests: summary.block_digests.clone(),
             attestations: samples::attestation(5, false).into_iter().collect(),
             previous_head: (name == "update").then(|| Head::genesis(&samples::conversation())),
+            history_block: e.history_block().map(<[u8]>::to_vec),
         };
         out.push((
             format!("seed-{name}"),
