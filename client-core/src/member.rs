@@ -118,15 +118,37 @@ impl Member {
         period_length: Option<u64>,
         rng: &mut impl rand::CryptoRng,
     ) -> Result<Composed, ClientError> {
+        self.create_with_history(
+            id,
+            slots,
+            members,
+            period_length,
+            crate::content::Visibility::Joined,
+            rng,
+        )
+    }
+
+    /// [`Member::create_keyed_conversation`] with a history policy
+    /// ([`Conversation::create_with_history`]).
+    pub fn create_with_history(
+        &mut self,
+        id: ConversationId,
+        slots: SlotSet,
+        members: Vec<MemberEntry>,
+        period_length: Option<u64>,
+        history: crate::content::Visibility,
+        rng: &mut impl rand::CryptoRng,
+    ) -> Result<Composed, ClientError> {
         if self.conversations.contains_key(&id) {
             return Err(ClientError::NotActive("a conversation with this id exists"));
         }
-        let (conv, composed) = Conversation::create_keyed(
+        let (conv, composed) = Conversation::create_with_history(
             id,
             self.config.clone(),
             slots,
             members,
             period_length,
+            history,
             rng,
             &mut self.secrets,
         )?;

@@ -9,6 +9,8 @@
 //! client.sync(conv) / sync_all()           fetch and accept what arrived
 //! client.subscribe() + client.receive(d)   live deliveries
 //! client.update_members(conv, change)      an Update (add, remove, leave)
+//! client.set_history(conv, policy)         an Update changing who reads the history
+//! client.read_history(conv)                the whole history, verified from the genesis
 //! client.send_receipt(conv)                a Receipt
 //! client.prove_heads(conv)                 head proofs from every order server
 //! client.verify(contact)                   the safety number with a contact
@@ -31,6 +33,7 @@ pub mod network;
 mod open;
 pub mod router;
 mod send;
+mod shared_history;
 pub mod store;
 mod sync;
 
@@ -154,6 +157,8 @@ pub struct Summary {
     pub fully_attested: u64,
     /// How the conversation is keyed.
     pub keys: KeySummary,
+    /// Who reads the history sent in the current epoch.
+    pub history: grompi_client_core::content::Visibility,
 }
 
 /// How a conversation's messages are keyed (`docs/PROTOCOL.md` sections
@@ -364,6 +369,7 @@ impl Client {
                     period_length,
                 },
             },
+            history: c.history_visibility(),
         })
     }
 

@@ -11,7 +11,7 @@ mod secret;
 #[path = "grompi/show.rs"]
 mod show;
 
-use args::{Cli, Command, ContactsAction, MembersAction, NetworkAction};
+use args::{Cli, Command, ContactsAction, MembersAction, NetworkAction, Toggle};
 use clap::Parser;
 use grompi_client::client::{
     ApiError, Binding, Client, ForkBound, Progress, ResumeOutcome, Resumed,
@@ -128,12 +128,16 @@ fn own_message_index(client: &Client, p: &Progress) -> Option<(u64, Option<u64>)
 
 async fn run(cli: Cli) -> Outcome {
     match &cli.command {
-        Command::Init { network } => {
+        Command::Init { network, thin } => {
             let text = std::fs::read_to_string(network)
                 .map_err(|e| Failure(format!("read {}: {e}", network.display())))?;
             let secret = secret::load(cli.key_file.as_deref(), true)?;
             let home = home(&cli)?;
-            let client = Client::init(&home, &text, &secret, KdfParams::default())?;
+            let mut client = Client::init(&home, &text, &secret, KdfParams::default())?;
+            if *thin {
+                client.set_thin(true)?;
+                println!("thin terminal: no message text is kept on this device");
+            }
             println!("account: {}", client.account().to_hex());
             println!("home: {}", home.display());
             println!(
@@ -211,11 +215,25 @@ async fn run(cli: Cli) -> Outcome {
             }
             Ok(())
         }
+        Command::Thin { state } => {
+            let mut client = open(&cli)?;
+            client.set_thin(*state == Toggle::On)?;
+            println!(
+                "thin terminal: {}",
+                if client.thin() {
+                    "on (no message text is kept on this device)"
+                } else {
+                    "off"
+                }
+            );
+            Ok(())
+        }
         Command::Create {
             name,
             members,
             renew_every,
             pairwise,
+            history,
         } => {
             let mut client = open(&cli)?;
             let mut peers = Vec::new();
@@ -224,7 +242,7 @@ async fn run(cli: Cli) -> Outcome {
             }
             let period = (!*pairwise).then_some(*renew_every);
             let id = client
-                .create_keyed_conversation(name.as_deref(), &peers, period)
+                .create_conversation_with(name.as_deref(), &peers, period, (*history).into())
                 .await?;
             println!("created conversation {}", show::conv(&client, &id));
             println!("id: {}", id.to_hex());
@@ -336,7 +354,22 @@ async fn run(cli: Cli) -> Outcome {
                 client.sync(id).await?;
                 id
             };
-            let records = client.history(&id)?;
+            // A thin terminal keeps no text: it reads the whole history
+            // from the router, verified, every time. Otherwise what was
+            // shared before this member joined is read (and verified) once.
+            let records = if client.thin() {
+                if *offline {
+                    return Err(Failure(
+                        "a thin terminal keeps no messages; run without --offline".into(),
+                    ));
+                }
+                client.read_history(id).await?
+            } else {
+                if !*offline {
+                    client.load_history_before_join(id).await?;
+                }
+                client.history(&id)?
+            };
             if *json {
                 print!("{}", show::json(&records)?);
             } else {
@@ -380,6 +413,15 @@ async fn run(cli: Cli) -> Outcome {
                     account: client.resolve_account(contact)?,
                 },
                 Some(MembersAction::Leave) => Change::Leave,
+                Some(MembersAction::History { policy }) => {
+                    let p = client.set_history(id, (*policy).into()).await?;
+                    show::progress(&client, &p, Some(&id));
+                    let s = client
+                        .summary(&id)
+                        .ok_or_else(|| ApiError::UnknownConversation(c.clone()))?;
+                    show::members(&client, &s);
+                    return Ok(());
+                }
             };
             let p = client.update_members(id, change).await?;
             show::progress(&client, &p, Some(&id));

@@ -100,6 +100,10 @@ pub enum ApiError {
     /// The operation is not possible in the conversation's current state.
     #[error("{0}")]
     Refused(String),
+    /// The history the router returned is not the attested one; nothing of
+    /// it is shown.
+    #[error("{0}")]
+    History(grompi_proto::Misbehaviour),
 }
 
 impl ApiError {

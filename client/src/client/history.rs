@@ -16,6 +16,9 @@ pub enum Status {
     Quorum,
     /// Every order server attested it.
     Full,
+    /// Sent before this member joined, read from the router's store and
+    /// verified against the head chain this member accepted.
+    BeforeJoin,
 }
 
 impl From<AttestationStatus> for Status {
@@ -34,6 +37,7 @@ impl std::fmt::Display for Status {
             Self::Pending => "pending",
             Self::Quorum => "quorum",
             Self::Full => "fully attested",
+            Self::BeforeJoin => "before you joined, verified",
         })
     }
 }

@@ -5,7 +5,7 @@
 use super::store::{self, PendingSend};
 use super::{ApiError, Client, Progress, ResumeOutcome, Resumed, entries};
 use grompi_client_core::compose::Composed;
-use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent};
+use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent, Visibility};
 use grompi_client_core::conversation::{Conversation, Phase};
 use grompi_proto::pb;
 use grompi_proto::{AccountId, ConversationId, SlotRole, SlotSet};
@@ -200,6 +200,25 @@ impl Client {
         peers: &[AccountId],
         period_length: Option<u64>,
     ) -> Result<ConversationId, ApiError> {
+        self.create_conversation_with(name, peers, period_length, Visibility::Joined)
+            .await
+    }
+
+    /// [`Client::create_keyed_conversation`] with a history policy:
+    /// `Shared` (group-keyed conversations only) lets members added later
+    /// read what was sent before they joined.
+    pub async fn create_conversation_with(
+        &mut self,
+        name: Option<&str>,
+        peers: &[AccountId],
+        period_length: Option<u64>,
+        history: Visibility,
+    ) -> Result<ConversationId, ApiError> {
+        if history == Visibility::Shared && period_length.is_none() {
+            return Err(ApiError::Refused(
+                "a shared history needs a group-keyed conversation (not --pairwise)".into(),
+            ));
+        }
         if period_length == Some(0) {
             return Err(ApiError::Refused(
                 "a key period is at least one index long".into(),
@@ -236,11 +255,12 @@ impl Client {
             .into_inner();
         let (slots, members) = assigned(created.slots, &created.assignments, &roster, "slot set")?;
         self.ensure_sessions(peers).await?;
-        let composed = self.member.create_keyed_conversation(
+        let composed = self.member.create_with_history(
             id,
             slots,
             members,
             period_length,
+            history,
             &mut rand::rng(),
         )?;
         self.meta.entry(id).or_default().name = name.map(str::to_owned);
@@ -332,12 +352,30 @@ impl Client {
         id: ConversationId,
         change: Change,
     ) -> Result<Progress, ApiError> {
+        self.update_members_with(id, change, None).await
+    }
+
+    /// [`Client::update_members`] stating the next epoch's history policy
+    /// (`None`: the conversation's current one).
+    pub(super) async fn update_members_with(
+        &mut self,
+        id: ConversationId,
+        change: Change,
+        history: Option<Visibility>,
+    ) -> Result<Progress, ApiError> {
         let mut progress = self.sync(id).await?;
         let me = self.account();
         let conv = self
             .member
             .conversation(&id)
             .ok_or_else(|| ApiError::UnknownConversation(id.to_hex()))?;
+        let history = history.unwrap_or_else(|| conv.history_visibility());
+        if history == Visibility::Shared && !conv.is_group_keyed() {
+            return Err(ApiError::Refused(
+                "a pairwise-keyed conversation cannot share its history: it has no group key"
+                    .into(),
+            ));
+        }
         let membership = conv
             .membership()
             .ok_or_else(|| ApiError::Refused("the conversation is not established yet".into()))?;
@@ -371,7 +409,7 @@ impl Client {
             change,
             next_slots,
             next_members,
-            history: Default::default(),
+            history,
         });
         progress.extend(self.send_content(id, content, &added).await?);
         Ok(progress)

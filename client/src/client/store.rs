@@ -42,6 +42,10 @@ pub struct Profile {
     pub registered: bool,
     /// Next sequence number for alert records.
     pub next_alert: u64,
+    /// Thin terminal: no message text is kept in the store; history is
+    /// fetched from the router and verified whenever it is shown.
+    #[serde(default)]
+    pub thin: bool,
 }
 
 /// A conversation's local name.

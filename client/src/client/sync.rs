@@ -43,7 +43,12 @@ impl Client {
                 .ok()
                 .flatten()
             });
-            if let Some(r) = history::apply(existing, e) {
+            if let Some(mut r) = history::apply(existing, e) {
+                if self.profile.thin {
+                    // A thin terminal keeps no text: history is read from
+                    // the router when it is shown.
+                    r.text = None;
+                }
                 self.dirty_history.insert((*id, index), r);
             }
         }

@@ -233,7 +233,16 @@ impl World {
                 },
                 Ok(Response::Prepared(resp)),
             ) => {
-                let Some(mut update) = update_content(change, resp.slots, &resp.assignments) else {
+                // The next epoch keeps the conversation's history policy.
+                let history = self
+                    .members
+                    .get(to)
+                    .and_then(|m| m.conversation())
+                    .map(|c| c.history_visibility())
+                    .unwrap_or_default();
+                let Some(mut update) =
+                    update_content(change, resp.slots, &resp.assignments, history)
+                else {
                     self.notes.push(format!(
                         "step {step}: the router's next slot set is unusable"
                     ));
@@ -402,6 +411,7 @@ fn update_content(
     change: Change,
     slots: Option<pb::SlotSet>,
     assignments: &[pb::SlotAssignment],
+    history: grompi_client_core::content::Visibility,
 ) -> Option<UpdateContent> {
     let next_slots = SlotSet::try_from(slots?).ok()?;
     let next_members = member_entries(&next_slots, assignments)?;
@@ -409,6 +419,6 @@ fn update_content(
         change,
         next_slots,
         next_members,
-        history: Default::default(),
+        history,
     })
 }

@@ -6,6 +6,7 @@
 //! | [`order_server`] | one real order server: every rejection, crash safety under SIGKILL |
 //! | [`router`] | the real router and three order servers: delivery, catch-up, SIGKILL |
 //! | [`client_api`] | the client library: a member added after many fetch pages |
+//! | [`history`] | shared history: a later member reads it byte for byte; `joined` shows nothing earlier; a thin terminal keeps no text |
 //! | [`cli`] | four people using the `grompi` CLI; members added, removed, leaving |
 //! | [`devnet`] | `devnet` and the benchmark on a tiny grid |
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
@@ -43,6 +44,7 @@ mod client_api;
 mod devnet;
 mod exactly_once;
 mod faults;
+mod history;
 mod malicious;
 mod order_server;
 mod router;

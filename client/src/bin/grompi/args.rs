@@ -1,6 +1,6 @@
 //! The command line.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// grompi: group messaging where no single server can rewrite a
@@ -38,6 +38,20 @@ pub enum Command {
         /// The network descriptor (TOML): router, order servers, quorum.
         #[arg(long)]
         network: PathBuf,
+        /// A thin terminal: keep keys and state only, never message text;
+        /// `history` then fetches and verifies the conversation from the
+        /// router each time (see also `grompi thin`).
+        #[arg(long)]
+        thin: bool,
+    },
+    /// Turn the thin-terminal mode on or off: with it on, no message text
+    /// is written to this account's store (text already there is removed),
+    /// and `history` fetches and verifies the conversation from the router
+    /// each time it is shown. What the history keys do not reach cannot
+    /// be shown again.
+    Thin {
+        /// on or off.
+        state: Toggle,
     },
     /// The network this account trusts. Its descriptor (pinned order server
     /// keys, quorum, router) is kept inside the encrypted store since
@@ -91,6 +105,13 @@ pub enum Command {
         /// pairwise channel (the high-assurance mode).
         #[arg(long, conflicts_with = "renew_every")]
         pairwise: bool,
+        /// Who reads what was sent before they joined: `joined` (nobody;
+        /// the default) or `shared` (members added later read the history,
+        /// verified against the attested chain; needs the group key, so
+        /// not with --pairwise). Admins can change it later with
+        /// `grompi members CONV history POLICY`.
+        #[arg(long, value_enum, default_value_t = HistoryPolicy::Joined)]
+        history: HistoryPolicy,
         /// The other members (contact names or account ids).
         #[arg(required = true)]
         members: Vec<String>,
@@ -227,4 +248,39 @@ pub enum MembersAction {
     /// Leave the conversation (admins; a member asks an admin to remove it,
     /// since only admins may send Updates).
     Leave,
+    /// Change who reads the history from now on (admins only): `shared`
+    /// lets members added later read what is sent from now on (and what
+    /// was shared before, back to the last time it was `joined`);
+    /// `joined` closes everything sent so far to members added later.
+    History {
+        /// joined or shared.
+        policy: HistoryPolicy,
+    },
+}
+
+/// A conversation's history policy on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HistoryPolicy {
+    /// Members added later read nothing from before they joined.
+    Joined,
+    /// Members added later read the shared history, verified.
+    Shared,
+}
+
+impl From<HistoryPolicy> for grompi_client_core::content::Visibility {
+    fn from(p: HistoryPolicy) -> Self {
+        match p {
+            HistoryPolicy::Joined => Self::Joined,
+            HistoryPolicy::Shared => Self::Shared,
+        }
+    }
+}
+
+/// A switch on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// Turn it on.
+    On,
+    /// Turn it off.
+    Off,
 }

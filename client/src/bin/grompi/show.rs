@@ -136,6 +136,15 @@ pub fn members(client: &Client, s: &Summary) {
     }
     if let Some(e) = s.epoch {
         println!("epoch {e}; keys: {}", keys(&s.keys));
+        println!(
+            "history: {}",
+            match s.history {
+                grompi_client_core::content::Visibility::Shared =>
+                    "shared (members added later read it, verified)",
+                grompi_client_core::content::Visibility::Joined =>
+                    "joined (members added later read nothing from before they joined)",
+            }
+        );
     }
 }
 
