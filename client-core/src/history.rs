@@ -315,6 +315,10 @@ pub struct HistoryItem {
     pub block_digests: Vec<BlockDigest>,
     /// Its history block, if it has one (the last block).
     pub history_block: Option<Vec<u8>>,
+    /// The head before it as the router says, used only to start at the
+    /// first index the router still stores
+    /// ([`HistoryVerifier::router_keeps_from`]).
+    pub previous_head: Option<Head>,
 }
 
 impl TryFrom<pb::HistoryEnvelope> for HistoryItem {
@@ -356,6 +360,14 @@ impl TryFrom<pb::HistoryEnvelope> for HistoryItem {
                 .map(|d| BlockDigest::parse("history_envelope.block_digests", d))
                 .collect::<Result<_, _>>()?,
             history_block: (!e.history_block.is_empty()).then_some(e.history_block),
+            previous_head: if e.previous_head.is_empty() {
+                None
+            } else {
+                Some(Head::parse(
+                    "history_envelope.previous_head",
+                    &e.previous_head,
+                )?)
+            },
         })
     }
 }
@@ -368,6 +380,7 @@ impl From<&HistoryItem> for pb::HistoryEnvelope {
             body: i.body.clone(),
             block_digests: i.block_digests.iter().map(BlockDigest::to_vec).collect(),
             history_block: i.history_block.clone().unwrap_or_default(),
+            previous_head: i.previous_head.map(|h| h.to_vec()).unwrap_or_default(),
         }
     }
 }
@@ -434,6 +447,8 @@ pub struct HistoryVerifier {
     next: Index,
     head: Head,
     items: Vec<HistoryItem>,
+    /// The first index the router says it still stores, if above 0.
+    kept_from: Option<Index>,
 }
 
 fn mismatch(reason: &'static str) -> Misbehaviour {
@@ -449,7 +464,27 @@ impl HistoryVerifier {
             next: Index(0),
             head,
             items: Vec::new(),
+            kept_from: None,
         }
+    }
+
+    /// Accepts that the router no longer stores the indices below `first`
+    /// (its retention setting): the history then starts at `first`, from
+    /// the head the router gives as the one before it. That head is bound
+    /// like every envelope after it: the chain from it must still reach the
+    /// head this member accepted, so the envelopes shown are the attested
+    /// ones; what is lost is only what was removed. Taken only before the
+    /// first envelope, and never past the anchor.
+    pub fn router_keeps_from(&mut self, first: Index) {
+        if self.items.is_empty() && self.next == Index(0) && first <= self.anchor.through {
+            self.kept_from = Some(first).filter(|f| f.0 > 0);
+        }
+    }
+
+    /// The first index of the history read (above 0 when the router no
+    /// longer stores the oldest envelopes).
+    pub fn first_index(&self) -> Index {
+        self.kept_from.unwrap_or(Index(0))
     }
 
     /// The next index to ask the router for.
@@ -467,6 +502,17 @@ impl HistoryVerifier {
     pub fn push(&mut self, item: HistoryItem) -> Result<(), Misbehaviour> {
         if self.is_complete() {
             return Ok(());
+        }
+        if let Some(first) = self.kept_from.filter(|_| self.items.is_empty())
+            && item.index == first
+        {
+            let Some(previous) = item.previous_head else {
+                return Err(mismatch(
+                    "the first index the router keeps comes without the head before it",
+                ));
+            };
+            self.next = first;
+            self.head = previous;
         }
         if item.index != self.next {
             return Err(mismatch(

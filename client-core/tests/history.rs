@@ -30,6 +30,7 @@ fn items(w: &World, through: Index) -> Vec<HistoryItem> {
             body: o.envelope.body().to_vec(),
             block_digests: o.envelope.summary().block_digests,
             history_block: o.envelope.history_block().map(<[u8]>::to_vec),
+            previous_head: Some(o.prev),
         })
         .collect()
 }
@@ -289,6 +290,66 @@ fn every_tampering_with_the_stored_history_is_a_mismatch_and_shows_nothing() {
     }
     // Cut short.
     mismatch(honest[..honest.len() - 1].to_vec(), "cut short");
+}
+
+#[test]
+fn a_router_that_keeps_only_recent_envelopes_shows_the_rest_verified() {
+    let (w, join) = shared_world(8, Visibility::Shared);
+    let joiner = w.convs[2].as_ref().unwrap();
+    let all = items(&w, join);
+    let first = Index(5);
+    let kept: Vec<HistoryItem> = all[first.0 as usize..].to_vec();
+    let with_retention = |kept: Vec<HistoryItem>, declared: Option<Index>| {
+        let mut v = HistoryVerifier::new(joiner.history_anchor().unwrap());
+        if let Some(f) = declared {
+            v.router_keeps_from(f);
+        }
+        for i in kept {
+            v.push(i)?;
+        }
+        v.finish()
+    };
+    // Declared: the history starts there, every entry verified and read.
+    let entries = with_retention(kept.clone(), Some(first)).unwrap();
+    assert_eq!(entries.first().unwrap().index, first);
+    assert_eq!(entries.len() as u64, join.0 + 1 - first.0);
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e.kind == EnvelopeKind::Message)
+            .all(|e| e.content.is_ok())
+    );
+    // Not declared: a missing prefix is a mismatch, as before.
+    assert!(matches!(
+        with_retention(kept.clone(), None),
+        Err(Misbehaviour::HistoryMismatch(_))
+    ));
+    // The head the router gives for the start is bound by the chain.
+    let mut wrong = kept.clone();
+    wrong[0].previous_head = Some(grompi_proto::Head::from_bytes([7; 32]));
+    assert!(matches!(
+        with_retention(wrong, Some(first)),
+        Err(Misbehaviour::HistoryMismatch(_))
+    ));
+    let mut none = kept.clone();
+    none[0].previous_head = None;
+    assert!(matches!(
+        with_retention(none, Some(first)),
+        Err(Misbehaviour::HistoryMismatch(_))
+    ));
+    // And so is every envelope after it.
+    let mut altered = kept.clone();
+    altered[2].body[0] ^= 1;
+    assert!(matches!(
+        with_retention(altered, Some(first)),
+        Err(Misbehaviour::HistoryMismatch(_))
+    ));
+    let mut dropped = kept;
+    dropped.remove(3);
+    assert!(matches!(
+        with_retention(dropped, Some(first)),
+        Err(Misbehaviour::HistoryMismatch(_))
+    ));
 }
 
 #[test]

@@ -175,6 +175,7 @@ pub fn build_history_page(
                 body: e.body().to_vec(),
                 block_digests: e.blocks().iter().map(|b| b.digest().to_vec()).collect(),
                 history_block: e.history_block().map(<[u8]>::to_vec).unwrap_or_default(),
+                previous_head: stored.previous_head.to_vec(),
             };
             let size = item.encoded_len();
             if !envelopes.is_empty() && bytes.saturating_add(size) > max_bytes {
@@ -192,6 +193,7 @@ pub fn build_history_page(
         envelopes,
         next_index: next.0,
         stored: plan.stored.0,
+        first_stored: 0,
     })
 }
 

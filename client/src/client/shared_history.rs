@@ -88,6 +88,11 @@ impl Client {
                 .map_err(|s| ApiError::router("FetchHistory", s))?
                 .into_inner();
             pages += 1;
+            if from == Index(0) && page.first_stored > 0 {
+                // The router's retention removed the oldest envelopes: the
+                // history starts at the first it keeps, still verified.
+                verifier.router_keeps_from(Index(page.first_stored));
+            }
             let empty = page.envelopes.is_empty();
             for e in page.envelopes {
                 let item = HistoryItem::try_from(e)
