@@ -140,6 +140,29 @@ async fn a_member_added_later_reads_the_shared_history_byte_for_byte() {
             .iter()
             .any(|r| r.text.as_deref() == Some("welcome, carol"))
     );
+    // Every history block was delivered and checked live: nobody was
+    // warned of a bad one.
+    for (name, c) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        assert!(c.alerts().unwrap().is_empty(), "{name}: {:?}", c.alerts());
+    }
+    // Only a current member may read the stored history: once removed,
+    // Bob is refused by the router.
+    alice
+        .update_members(
+            id,
+            Change::Remove {
+                account: bob.account(),
+            },
+        )
+        .await
+        .unwrap();
+    bob.sync(id).await.unwrap();
+    assert_eq!(bob.conversation(&id).unwrap().phase(), &Phase::Removed);
+    let refused = bob.read_history(id).await;
+    assert!(
+        matches!(refused, Err(grompi_client::client::ApiError::Router { .. })),
+        "{refused:?}"
+    );
     drop(net);
 }
 
