@@ -68,8 +68,8 @@ pub enum LogCommand {
         #[arg(long)]
         key: String,
     },
-    /// Make the audit log key of a data directory made before the audit
-    /// log. Never replaces a key.
+    /// Make the audit log key and the witness key of a data directory made
+    /// before them, whichever is missing. Never replaces a key.
     InitKey {
         /// The server's data directory.
         #[arg(long)]
@@ -99,6 +99,9 @@ pub enum CliError {
     /// The verifier key is not one.
     #[error("--key: {0}")]
     Key(grompi_tlog::error::NoteError),
+    /// The witness key could not be made.
+    #[error(transparent)]
+    Witness(#[from] crate::witness::WitnessError),
 }
 
 fn with_log<T>(
@@ -158,15 +161,33 @@ pub fn run(command: LogCommand) -> Result<String, CliError> {
 
 fn init_key(data_dir: &Path, origin: Option<&str>) -> Result<String, CliError> {
     let secret = init::load_secret(data_dir)?;
-    let origin = origin
-        .map(str::to_owned)
-        .unwrap_or_else(|| audit_log::default_origin(&secret.public_key()));
     let path = data_dir.join(audit_log::LOG_KEY_FILE);
-    let verifier = audit_log::create_key(&path, &origin)?;
-    Ok(format!(
-        "# The audit log's verifier key (its checkpoints' signer):\nlog_key = \"{}\"\n",
-        verifier.vkey()
-    ))
+    let witness_path = data_dir.join(crate::witness::WITNESS_KEY_FILE);
+    if path.exists() && witness_path.exists() {
+        return Err(AuditError::KeyExists(path).into());
+    }
+    let mut out = String::new();
+    let origin = if path.exists() {
+        audit_log::load_key(&path, origin)?.name().to_owned()
+    } else {
+        let origin = origin
+            .map(str::to_owned)
+            .unwrap_or_else(|| audit_log::default_origin(&secret.public_key()));
+        let verifier = audit_log::create_key(&path, &origin)?;
+        out.push_str(&format!(
+            "# The audit log's verifier key (its checkpoints' signer):\nlog_key = \"{}\"\n",
+            verifier.vkey()
+        ));
+        origin
+    };
+    if !witness_path.exists() {
+        let w = crate::witness::create_key(&witness_path, &crate::witness::default_name(&origin))?;
+        out.push_str(&format!(
+            "# The witness's verifier key (its cosignatures' signer):\nwitness_key = \"{}\"\n",
+            w.vkey()
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -283,12 +304,17 @@ mod tests {
         let data = dir.path().join("data");
         init::init(&data, &[]).unwrap();
         std::fs::remove_file(data.join(audit_log::LOG_KEY_FILE)).unwrap();
+        std::fs::remove_file(data.join(crate::witness::WITNESS_KEY_FILE)).unwrap();
         let text = run(LogCommand::InitKey {
             data_dir: data.clone(),
             origin: Some("example.org/o".into()),
         })
         .unwrap();
         assert!(text.contains("log_key = \"example.org/o+"), "{text}");
+        assert!(
+            text.contains("witness_key = \"example.org/o/witness+"),
+            "{text}"
+        );
         let err = run(LogCommand::InitKey {
             data_dir: data,
             origin: None,
