@@ -34,6 +34,7 @@ use crate::service::OrderGrpc;
 use crate::store::StoreError;
 use crate::witness::{self, WitnessError, WitnessService};
 use crate::witness_submit::{Outcome, Plan, Submitter};
+use futures::FutureExt as _;
 use grompi_ops::conn_limit::{ConnectionLimit, ConnectionLimits, ConnectionMetrics};
 use grompi_ops::telemetry::MetricsError;
 use grompi_ops::tls::{self, TlsError, TlsIdentity};
@@ -212,7 +213,8 @@ fn consistency_proof(
 
 impl Witnesses {
     /// Submits the latest checkpoint to every witness that has not
-    /// cosigned it, retrying once after a `409`, and serves the
+    /// cosigned it, to all of them at once (an unreachable one delays no
+    /// other), once more to those that answered `409`, and serves the
     /// cosignatures collected.
     async fn submit(&mut self, store: &Arc<RedbStore>, latest: &LatestCheckpoint) {
         let Some(published) = latest
@@ -232,48 +234,66 @@ impl Witnesses {
                 return;
             }
         };
-        for (i, url) in self.urls.iter().enumerate() {
-            let Some(name) = self.submitter.peers.get(i).map(|p| p.name.clone()) else {
-                continue;
-            };
-            let alarm_before = self.submitter.peers.get(i).and_then(|p| p.alarm.clone());
-            for _ in 0..2 {
-                let old = match self.submitter.plan(i, &checkpoint) {
-                    Plan::UpToDate | Plan::Behind(_) => break,
-                    Plan::Submit { old } => old,
-                };
-                let size = checkpoint.size();
-                let s = Arc::clone(store);
-                let proof =
-                    match tokio::task::spawn_blocking(move || consistency_proof(&s, old, size))
-                        .await
-                    {
-                        Ok(Ok(p)) => p,
-                        Ok(Err(e)) => {
-                            tracing::error!(peer = name, error = %e, "no consistency proof");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(peer = name, error = %e, "the prover failed");
-                            break;
-                        }
-                    };
-                let body = AddCheckpointRequest {
-                    old_size: old,
-                    proof,
-                    checkpoint: published.note.clone().into_bytes(),
+        let size = checkpoint.size();
+        let alarms_before: Vec<_> = self
+            .submitter
+            .peers
+            .iter()
+            .map(|p| p.alarm.clone())
+            .collect();
+        let mut due: Vec<usize> = (0..self.urls.len()).collect();
+        for _round in 0..2 {
+            let mut sends = Vec::new();
+            for &i in &due {
+                if let Plan::Submit { old } = self.submitter.plan(i, &checkpoint) {
+                    sends.push((i, old));
                 }
-                .to_bytes();
-                let (status, answer) = match audit_http::post(url, "/add-checkpoint", &body).await {
+            }
+            if sends.is_empty() {
+                break;
+            }
+            let note = published.note.as_bytes();
+            let answers = futures::future::join_all(sends.into_iter().map(|(i, old)| {
+                let url = self.urls.get(i).cloned();
+                let store = Arc::clone(store);
+                async move {
+                    let url = url.ok_or_else(|| "no URL".to_owned())?;
+                    let proof =
+                        tokio::task::spawn_blocking(move || consistency_proof(&store, old, size))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| format!("no consistency proof: {e}"))?;
+                    let body = AddCheckpointRequest {
+                        old_size: old,
+                        proof,
+                        checkpoint: note.to_vec(),
+                    }
+                    .to_bytes();
+                    audit_http::post(&url, "/add-checkpoint", &body)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .map(move |r: Result<(u16, Vec<u8>), String>| (i, r))
+            }))
+            .await;
+            due.clear();
+            for (i, answer) in answers {
+                let name = self
+                    .submitter
+                    .peers
+                    .get(i)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                let (status, body) = match answer {
                     Ok(a) => a,
                     Err(e) => {
                         metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "unreachable")
                             .increment(1);
                         tracing::warn!(peer = name, error = %e, "witness unreachable");
-                        break;
+                        continue;
                     }
                 };
-                match self.submitter.answer(i, &checkpoint, status, &answer) {
+                match self.submitter.answer(i, &checkpoint, status, &body) {
                     Outcome::Cosigned(sig) => {
                         metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "cosigned")
                             .increment(1);
@@ -287,30 +307,29 @@ impl Witnesses {
                             p.cosignatures.retain(|c| c.name != sig.name);
                             p.cosignatures.push(sig);
                         }
-                        break;
                     }
-                    Outcome::Retry => continue,
+                    Outcome::Retry => due.push(i),
                     Outcome::Alarm(_) => {
                         metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "refused")
                             .increment(1);
-                        break;
                     }
                     Outcome::Failed { status, reason } => {
                         metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "failed")
                             .increment(1);
                         tracing::warn!(peer = name, status, reason, "witness did not cosign");
-                        break;
                     }
                 }
             }
-            let alarm = self.submitter.peers.get(i).and_then(|p| p.alarm.clone());
-            metrics::gauge!(WITNESS_ALARM, "peer" => name.clone()).set(if alarm.is_some() {
+        }
+        for (peer, before) in self.submitter.peers.iter().zip(alarms_before) {
+            let name = peer.name.clone();
+            metrics::gauge!(WITNESS_ALARM, "peer" => name.clone()).set(if peer.alarm.is_some() {
                 1.0
             } else {
                 0.0
             });
-            if alarm != alarm_before {
-                match &alarm {
+            if peer.alarm != before {
+                match &peer.alarm {
                     Some(a) => tracing::error!(
                         peer = name,
                         alarm = %a,

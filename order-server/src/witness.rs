@@ -327,6 +327,10 @@ impl Inner {
                 };
                 let path = state_file(&self.dir, &origin);
                 if let Err(e) = secret_file::write_secret(&path, &latest.note) {
+                    // Nothing is promised: the state goes back to what is on
+                    // disk (for a first checkpoint it stays ahead in memory
+                    // only, so it may refuse what the disk would take, never
+                    // cosign what the disk contradicts).
                     tracing::error!(error = %e, origin, "persisting a cosigned checkpoint failed");
                     if let Some(b) = before {
                         let _ = self.witness.restore(&origin, b);
