@@ -295,6 +295,58 @@ async fn trio() -> Vec<Member> {
     members
 }
 
+/// Runs `grompi audit` over a descriptor naming the trio's logs: whether
+/// it exited 0, and what it printed.
+fn grompi_audit(m: &[Member]) -> (bool, String) {
+    use grompi_proto::descriptor::{
+        AuditLogEntry, NetworkDescriptor, OrderServerEntry, RouterEntry,
+    };
+    let descriptor = NetworkDescriptor {
+        name: "witnessing".into(),
+        router: RouterEntry {
+            address: "https://localhost:1".into(),
+            tls_ca_pem: m[0].node.server_cert_pem.clone(),
+        },
+        order_servers: m
+            .iter()
+            .enumerate()
+            .map(|(i, x)| OrderServerEntry {
+                name: format!("order{i}"),
+                address: format!("https://localhost:{}", x.server().addrs.grpc.port()),
+                public_key: x.key.clone(),
+                tls_ca_pem: x.node.server_cert_pem.clone(),
+            })
+            .collect(),
+        quorum: 3,
+    };
+    let logs: Vec<Option<AuditLogEntry>> = m
+        .iter()
+        .map(|x| {
+            Some(AuditLogEntry {
+                origin: x.origin(),
+                log_key: x.log_key().vkey(),
+                log_url: Some(format!("http://{}", x.audit)),
+                witness_key: Some(x.witness.vkey()),
+            })
+        })
+        .collect();
+    let file = m[0].node.dir.path().join("audit-network.toml");
+    std::fs::write(&file, descriptor.to_toml_with_audit_logs(&logs)).unwrap();
+    let out = std::process::Command::new(grompi_tests::binary("grompi").unwrap())
+        .args(["audit", "--network"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 fn evidence(m: &Member, kind: &str) -> Vec<std::path::PathBuf> {
     let dir = m.node.data_dir.join("witness/evidence");
     let mut out: Vec<_> = std::fs::read_dir(dir)
@@ -341,6 +393,11 @@ async fn a_rolled_back_order_server_is_refused_by_every_witness() {
         },
     )
     .await;
+
+    // A member's audit finds every log cosigned by both peers.
+    let (ok, out) = grompi_audit(&m);
+    assert!(ok, "{out}");
+    assert_eq!(out.matches("ok     order").count(), 3, "{out}");
 
     // Restarted from the copy at T.
     m[0].stop();
@@ -389,6 +446,14 @@ async fn a_rolled_back_order_server_is_refused_by_every_witness() {
             .contains("ALERT: a witness refuses this server's audit log"),
     );
     assert_eq!(served(&m[0], &others).await.1, 0, "nobody cosigned it");
+    // And a member's audit raises the alert for it, only for it.
+    let (ok, out) = grompi_audit(&m);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("ALERT  order0: its checkpoint of 3 entries has 0 of the 2"),
+        "{out}"
+    );
+    assert_eq!(out.matches("ok     order").count(), 2, "{out}");
 
     // Grown to or past what was cosigned, from its other history: 422, as
     // a fork (a checkpoint signed at the cosigned size) or inconsistent.
