@@ -313,7 +313,7 @@ fn grompi_audit(m: &[Member]) -> (bool, String) {
             .map(|(i, x)| OrderServerEntry {
                 name: format!("order{i}"),
                 address: format!("https://localhost:{}", x.server().addrs.grpc.port()),
-                public_key: x.key.clone(),
+                public_key: x.key,
                 tls_ca_pem: x.node.server_cert_pem.clone(),
             })
             .collect(),
