@@ -543,6 +543,27 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Request heads and URLs from the network or a file never panic
+        /// the parsers, and a POST is only ever taken with a bounded length.
+        #[test]
+        fn request_and_url_parsing_is_total(
+            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            len in 0usize..200_000,
+            url in ".{0,40}",
+        ) {
+            if let Ok(r) = parse_request(&head) {
+                proptest::prop_assert!(r.content_length <= MAX_BODY);
+            }
+            let post = format!("POST /add-checkpoint HTTP/1.1\r\nContent-Length: {len}");
+            match parse_request(post.as_bytes()) {
+                Ok(r) => proptest::prop_assert_eq!(r.content_length, len),
+                Err(a) => proptest::prop_assert!(len > MAX_BODY && a.status == 413),
+            }
+            let _ = HttpUrl::parse(&url);
+        }
+    }
+
     #[tokio::test]
     async fn serves_the_checkpoint_and_tiles_over_http() {
         let dir = tempfile::tempdir().unwrap();
