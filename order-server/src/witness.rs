@@ -326,6 +326,14 @@ impl Inner {
                     return Answer::text(500, "the cosigned checkpoint was not recorded\n");
                 };
                 let path = state_file(&self.dir, &origin);
+                // The same tree again (a retry, or a replay): already on
+                // disk, so no write and no fsync for anyone who repeats it.
+                let unchanged = before
+                    .as_ref()
+                    .is_some_and(|b| (b.size, b.root) == (latest.size, latest.root));
+                if unchanged {
+                    return Answer::text(200, cosigned.body);
+                }
                 if let Err(e) = secret_file::write_secret(&path, &latest.note) {
                     // Nothing is promised: the state goes back to what is on
                     // disk (for a first checkpoint it stays ahead in memory
@@ -556,6 +564,17 @@ mod tests {
         log.append(b"d").unwrap();
         assert_eq!(w.add_checkpoint(&body(&log, 3), NOW).status, 200);
         assert!(w.evidence().unwrap().is_empty());
+        // The same checkpoint again is cosigned without a new write.
+        let file = state_file(dir.path(), ORIGIN);
+        let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(w.add_checkpoint(&body(&log, 4), NOW + 5).status, 200);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().modified().unwrap(),
+            written
+        );
+        drop(w);
+        assert_eq!(open(dir.path()).latest(ORIGIN).unwrap().size, 4);
     }
 
     #[test]
