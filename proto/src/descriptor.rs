@@ -772,6 +772,21 @@ mod tests {
         assert_eq!(base64_decode("AQ=="), Some(vec![1]));
     }
 
+    proptest::proptest! {
+        /// The base64 and verifier key checks never panic on file input,
+        /// and every byte string round-trips through base64.
+        #[test]
+        fn key_checks_are_total(
+            text in ".{0,80}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
+        ) {
+            let _ = base64_decode(&text);
+            let _ = check_vkey(&text, ALG_ED25519);
+            let _ = check_log_url(&text);
+            proptest::prop_assert_eq!(base64_decode(&b64(&bytes)), Some(bytes));
+        }
+    }
+
     #[test]
     fn audit_logs_are_read_checked_and_written_back() {
         let text = sample(3, None);
