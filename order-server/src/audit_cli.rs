@@ -68,8 +68,16 @@ pub enum LogCommand {
         #[arg(long)]
         key: String,
     },
-    /// Make the audit log key of a data directory made before the audit
-    /// log. Never replaces a key.
+    /// List the evidence this server's witness kept of peers' checkpoints
+    /// it refused (forks, inconsistent, behind), with both checkpoints.
+    /// Reads only files, so it also runs while the server runs.
+    WitnessEvidence {
+        /// The server's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Make the audit log key and the witness key of a data directory made
+    /// before them, whichever is missing. Never replaces a key.
     InitKey {
         /// The server's data directory.
         #[arg(long)]
@@ -99,6 +107,9 @@ pub enum CliError {
     /// The verifier key is not one.
     #[error("--key: {0}")]
     Key(grompi_tlog::error::NoteError),
+    /// The witness key could not be made.
+    #[error(transparent)]
+    Witness(#[from] crate::witness::WitnessError),
 }
 
 fn with_log<T>(
@@ -153,20 +164,66 @@ pub fn run(command: LogCommand) -> Result<String, CliError> {
             ))
         }
         LogCommand::InitKey { data_dir, origin } => init_key(&data_dir, origin.as_deref()),
+        LogCommand::WitnessEvidence { data_dir } => witness_evidence(&data_dir),
     }
+}
+
+fn witness_evidence(data_dir: &Path) -> Result<String, CliError> {
+    let dir = data_dir.join(crate::witness::WITNESS_DIR).join("evidence");
+    if !dir.exists() {
+        return Ok(format!(
+            "no evidence: {} does not exist (this server witnesses no log, or never has)\n",
+            dir.display()
+        ));
+    }
+    let records = crate::witness::read_evidence(&dir)?;
+    let mut out = format!(
+        "{} evidence record(s) in {}\n",
+        records.len(),
+        dir.display()
+    );
+    for r in records {
+        out.push_str(&format!(
+            "\n== {} ({})\n{}-- cosigned:\n{}-- submitted (add-checkpoint body):\n{}",
+            r.dir.display(),
+            r.kind.as_str(),
+            r.reason,
+            String::from_utf8_lossy(&r.cosigned),
+            String::from_utf8_lossy(&r.submitted)
+        ));
+    }
+    Ok(out)
 }
 
 fn init_key(data_dir: &Path, origin: Option<&str>) -> Result<String, CliError> {
     let secret = init::load_secret(data_dir)?;
-    let origin = origin
-        .map(str::to_owned)
-        .unwrap_or_else(|| audit_log::default_origin(&secret.public_key()));
     let path = data_dir.join(audit_log::LOG_KEY_FILE);
-    let verifier = audit_log::create_key(&path, &origin)?;
-    Ok(format!(
-        "# The audit log's verifier key (its checkpoints' signer):\nlog_key = \"{}\"\n",
-        verifier.vkey()
-    ))
+    let witness_path = data_dir.join(crate::witness::WITNESS_KEY_FILE);
+    if path.exists() && witness_path.exists() {
+        return Err(AuditError::KeyExists(path).into());
+    }
+    let mut out = String::new();
+    let origin = if path.exists() {
+        audit_log::load_key(&path, origin)?.name().to_owned()
+    } else {
+        let origin = origin
+            .map(str::to_owned)
+            .unwrap_or_else(|| audit_log::default_origin(&secret.public_key()));
+        let verifier = audit_log::create_key(&path, &origin)?;
+        out.push_str(&format!(
+            "# The audit log's verifier key (its checkpoints' signer):\nlog_key = \"{}\"\n",
+            verifier.vkey()
+        ));
+        origin
+    };
+    if !witness_path.exists() {
+        let w = crate::witness::create_key(&witness_path, &crate::witness::default_name(&origin))?;
+        out.push_str(&format!(
+            "# The witness's verifier key (its cosignatures' signer):\nwitness_key = \"{}\"\n",
+            w.vkey()
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -278,17 +335,76 @@ mod tests {
     }
 
     #[test]
+    fn witness_evidence_lists_the_records() {
+        use grompi_tlog::cosignature::CosignatureSigner;
+        use grompi_tlog::log::Log;
+        use grompi_tlog::note::Ed25519Signer;
+        use grompi_tlog::storage::MemoryStorage;
+        use grompi_tlog::witness::AddCheckpointRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let text = run(LogCommand::WitnessEvidence {
+            data_dir: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        assert!(text.starts_with("no evidence"), "{text}");
+        let key = Ed25519Signer::from_seed("example.org/o", &[1; 32]).unwrap();
+        let w = crate::witness::WitnessService::open(
+            &dir.path().join(crate::witness::WITNESS_DIR),
+            CosignatureSigner::from_seed("w", &[2; 32]).unwrap(),
+            &[("example.org/o".into(), key.verifier())],
+        )
+        .unwrap();
+        let body = |entries: &[&[u8]]| {
+            let mut log = Log::open(MemoryStorage::new()).unwrap();
+            for e in entries {
+                log.append(e).unwrap();
+            }
+            let note = log.checkpoint("example.org/o").unwrap().sign(&key).unwrap();
+            (log, note)
+        };
+        let (_, honest) = body(&[b"a"]);
+        let (_, fork) = body(&[b"b"]);
+        for (old, note, status) in [(0, &honest, 200), (1, &fork, 422)] {
+            let req = AddCheckpointRequest {
+                old_size: old,
+                proof: vec![],
+                checkpoint: note.clone().into_bytes(),
+            };
+            assert_eq!(
+                w.add_checkpoint(&req.to_bytes(), 1_800_000_000).status,
+                status
+            );
+        }
+        let text = run(LogCommand::WitnessEvidence {
+            data_dir: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        assert!(text.starts_with("1 evidence record(s)"), "{text}");
+        assert!(
+            text.contains("(fork)\nkind fork\norigin example.org/o\n"),
+            "{text}"
+        );
+        assert!(text.contains(&format!("-- cosigned:\n{honest}")), "{text}");
+        assert!(text.contains(&format!("old 1\n\n{fork}")), "{text}");
+    }
+
+    #[test]
     fn init_key_makes_a_key_once() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         init::init(&data, &[]).unwrap();
         std::fs::remove_file(data.join(audit_log::LOG_KEY_FILE)).unwrap();
+        std::fs::remove_file(data.join(crate::witness::WITNESS_KEY_FILE)).unwrap();
         let text = run(LogCommand::InitKey {
             data_dir: data.clone(),
             origin: Some("example.org/o".into()),
         })
         .unwrap();
         assert!(text.contains("log_key = \"example.org/o+"), "{text}");
+        assert!(
+            text.contains("witness_key = \"example.org/o/witness+"),
+            "{text}"
+        );
         let err = run(LogCommand::InitKey {
             data_dir: data,
             origin: None,

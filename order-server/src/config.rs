@@ -15,13 +15,26 @@
 //! audit_listen = "0.0.0.0:7480"
 //! audit_checkpoint_seconds = 10
 //!
+//! # Witnessing (docs/OPERATING.md): each peer either witnesses this
+//! # server's log (witness_key and url), or has its log witnessed here
+//! # (log_key), or both. A public witness is a peer with only a url and a
+//! # witness_key.
+//! [[peers]]
+//! name = "order1"
+//! url = "http://order1.example.org:7480"
+//! log_key = "order1.example.org/audit+1a2b3c4d+AR...="
+//! witness_key = "order1.example.org/audit/witness+5e6f7a8b+BB...="
+//!
 //! [limits]
 //! max_slots = 1024
 //! # Only the router connects; connections over this are closed at once.
 //! max_connections = 64
 //! ```
 
+use crate::audit_http::HttpUrl;
 use crate::limits::{LimitOutOfRange, Limits};
+use grompi_tlog::cosignature::CosignatureVerifier;
+use grompi_tlog::note::Ed25519Verifier;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -93,9 +106,96 @@ pub struct Config {
     /// signed only when the log has grown).
     #[serde(default = "default_checkpoint_seconds")]
     pub audit_checkpoint_seconds: u64,
+    /// The witness key file (made by `order-server init`, or `order-server
+    /// log init-key` for an older data directory). Default:
+    /// [`crate::witness::WITNESS_KEY_FILE`] in the data directory.
+    #[serde(default)]
+    pub audit_witness_key: Option<PathBuf>,
+    /// The peers this server witnesses and is witnessed by.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// A peer of the witnessing: another order server, or a public witness.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawPeer")]
+pub struct PeerConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Where its witness takes `add-checkpoint` (`<url>/add-checkpoint`):
+    /// its `audit_listen`, as `http://host:port`.
+    pub url: Option<HttpUrl>,
+    /// Its audit log's verifier key (`<origin>+<key id>+<base64>`): when
+    /// set, this server witnesses that log.
+    pub log_key: Option<Ed25519Verifier>,
+    /// Its witness's cosigner key (`<name>+<key id>+<base64>`, type
+    /// `0x04`): when set, this server submits its checkpoints to it.
+    pub witness_key: Option<CosignatureVerifier>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    name: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    log_key: Option<String>,
+    #[serde(default)]
+    witness_key: Option<String>,
+}
+
+impl TryFrom<RawPeer> for PeerConfig {
+    type Error = String;
+
+    fn try_from(raw: RawPeer) -> Result<Self, String> {
+        let name = raw.name;
+        let bad = |what: &str, why: String| format!("peer {name:?}: {what}: {why}");
+        if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "peer {name:?}: name must be 1 to 64 characters without control characters"
+            ));
+        }
+        let url = raw
+            .url
+            .as_deref()
+            .map(HttpUrl::parse)
+            .transpose()
+            .map_err(|e| bad("url", e))?;
+        let log_key = raw
+            .log_key
+            .as_deref()
+            .map(|k| Ed25519Verifier::from_vkey(k.trim()))
+            .transpose()
+            .map_err(|e| bad("log_key", e.to_string()))?;
+        let witness_key = raw
+            .witness_key
+            .as_deref()
+            .map(|k| CosignatureVerifier::from_vkey(k.trim()))
+            .transpose()
+            .map_err(|e| bad("witness_key", e.to_string()))?;
+        if log_key.is_none() && witness_key.is_none() {
+            return Err(format!(
+                "peer {name:?}: set log_key (to witness its log), witness_key (to be witnessed \
+                 by it), or both"
+            ));
+        }
+        if witness_key.is_some() && url.is_none() {
+            return Err(format!(
+                "peer {name:?}: witness_key is set but url is not: checkpoints are submitted to \
+                 <url>/add-checkpoint"
+            ));
+        }
+        Ok(Self {
+            name,
+            url,
+            log_key,
+            witness_key,
+        })
+    }
 }
 
 fn default_checkpoint_seconds() -> u64 {
@@ -148,6 +248,9 @@ pub enum ConfigError {
     /// A limit is out of range.
     #[error(transparent)]
     Limit(#[from] LimitOutOfRange),
+    /// The peers are not a usable set.
+    #[error("peers: {0}")]
+    Peer(String),
     /// A value is out of range.
     #[error("{key} = {value}: {reason}")]
     Invalid {
@@ -171,6 +274,30 @@ impl Config {
         c.rollback_anchor = c.rollback_anchor.map(|a| base.join(a));
         c.router_certificate = base.join(&c.router_certificate);
         c.audit_log_key = c.audit_log_key.map(|k| base.join(k));
+        c.audit_witness_key = c.audit_witness_key.map(|k| base.join(k));
+        let mut names = std::collections::HashSet::new();
+        let mut origins = std::collections::HashSet::new();
+        for p in &c.peers {
+            if !names.insert(p.name.clone()) {
+                return Err(ConfigError::Peer(format!(
+                    "peer name {:?} appears twice",
+                    p.name
+                )));
+            }
+            if let Some(k) = &p.log_key
+                && !origins.insert(grompi_tlog::note::NoteVerifier::name(k).to_owned())
+            {
+                return Err(ConfigError::Peer(format!(
+                    "peer {:?}: another peer's log_key has the same origin",
+                    p.name
+                )));
+            }
+        }
+        if c.audit_listen.is_none() && c.peers.iter().any(|p| p.log_key.is_some()) {
+            return Err(ConfigError::Peer(
+                "peers with log_key are witnessed here, over audit_listen, which is not set".into(),
+            ));
+        }
         if !(1..=3600).contains(&c.audit_checkpoint_seconds) {
             return Err(ConfigError::Invalid {
                 key: "audit_checkpoint_seconds",
@@ -208,6 +335,13 @@ impl Config {
         self.audit_log_key
             .clone()
             .unwrap_or_else(|| self.data_dir.join(DEFAULT_LOG_KEY_FILE))
+    }
+
+    /// Where the witness key is.
+    pub fn witness_key_path(&self) -> PathBuf {
+        self.audit_witness_key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::witness::WITNESS_KEY_FILE))
     }
 
     /// Reads and parses the configuration file at `path`.
@@ -262,6 +396,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.anchor_path(), PathBuf::from("/srv/order/../anchor/a"));
+    }
+
+    #[test]
+    fn peers_are_parsed_and_checked() {
+        use grompi_tlog::cosignature::CosignatureSigner;
+        use grompi_tlog::note::Ed25519Signer;
+        let log = Ed25519Signer::from_seed("o1.example/log", &[1; 32])
+            .unwrap()
+            .verifier()
+            .vkey();
+        let wit = CosignatureSigner::from_seed("o1.example/log/witness", &[2; 32])
+            .unwrap()
+            .verifier()
+            .vkey();
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\nrouter_certificate = \"r\"\n\
+                    audit_listen = \"127.0.0.1:0\"\n";
+        let peer = |body: &str| {
+            Config::parse(
+                &format!("{base}[[peers]]\nname = \"o1\"\n{body}"),
+                Path::new("/srv"),
+                Path::new("o.toml"),
+            )
+        };
+        let c = peer(&format!(
+            "url = \"http://127.0.0.1:7480/w\"\nlog_key = \"{log}\"\nwitness_key = \"{wit}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.peers.len(), 1);
+        assert_eq!(c.peers[0].url.as_ref().unwrap().authority, "127.0.0.1:7480");
+        assert_eq!(c.peers[0].log_key.as_ref().unwrap().vkey(), log);
+        assert_eq!(c.witness_key_path(), PathBuf::from("/srv/d/witness.key"));
+        for (body, says) in [
+            (String::new(), "set log_key"),
+            (format!("witness_key = \"{wit}\"\n"), "url is not"),
+            (format!("log_key = \"{wit}\"\n"), "log_key"),
+            (
+                format!("witness_key = \"{log}\"\nurl = \"http://a:1\"\n"),
+                "witness_key",
+            ),
+            (
+                format!("log_key = \"{log}\"\nurl = \"https://a:1\"\n"),
+                "url",
+            ),
+            (format!("log_key = \"{log}\"\nextra = 1\n"), "extra"),
+        ] {
+            let err = peer(&body).unwrap_err().to_string();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+        // Two peers of one name; a witnessed log without audit_listen.
+        let two = format!(
+            "{base}[[peers]]\nname = \"o1\"\nlog_key = \"{log}\"\n[[peers]]\nname = \"o1\"\n\
+             witness_key = \"{wit}\"\nurl = \"http://a:1\"\n"
+        );
+        let err = Config::parse(&two, Path::new("."), Path::new("o")).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+        let no_listen = format!("{base}[[peers]]\nname = \"o1\"\nlog_key = \"{log}\"\n")
+            .replace("audit_listen = \"127.0.0.1:0\"\n", "");
+        let err = Config::parse(&no_listen, Path::new("."), Path::new("o")).unwrap_err();
+        assert!(err.to_string().contains("audit_listen"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `order-server.key` | the X25519 secret key, hex, mode `0600` |
 //! | `audit-log.key` | the audit log's Ed25519 signer key ([`crate::audit_log`]), mode `0600` |
+//! | `witness.key` | the witness's Ed25519 cosigner key ([`crate::witness`]), mode `0600` |
 //! | `order.redb`, `order.wal` | the database (recording the key's public half) and its write-ahead log |
 //! | `tls.crt` | the self-signed TLS certificate the router pins |
 //! | `tls.key` | its private key, mode `0600` |
@@ -76,6 +77,9 @@ pub enum InitError {
     /// The audit log key could not be created.
     #[error("audit log key: {0}")]
     AuditKey(#[from] crate::audit_log::AuditError),
+    /// The witness key could not be created.
+    #[error("witness key: {0}")]
+    WitnessKey(#[from] crate::witness::WitnessError),
 }
 
 /// What `init` created.
@@ -87,6 +91,8 @@ pub struct Initialised {
     pub certificate: PathBuf,
     /// The audit log's verifier key, `<origin>+<key id>+<base64>`.
     pub log_key: String,
+    /// The witness's cosigner verifier key, `<name>+<key id>+<base64>`.
+    pub witness_key: String,
 }
 
 /// Creates `data_dir` (mode `0700`) with a fresh key from the operating
@@ -130,11 +136,21 @@ pub fn init_with_origin(
         .map(str::to_owned)
         .unwrap_or_else(|| crate::audit_log::default_origin(&secret.public_key()));
     let log_key = crate::audit_log::create_key(&log_key_path, &origin)?;
+    let witness_path = data_dir.join(crate::witness::WITNESS_KEY_FILE);
+    let witness_key = match crate::witness::load_key(&witness_path) {
+        // Left by an interrupted init: no cosignature of it was used yet.
+        Ok(k) => k.verifier(),
+        Err(_) => {
+            let _ = std::fs::remove_file(&witness_path);
+            crate::witness::create_key(&witness_path, &crate::witness::default_name(&origin))?
+        }
+    };
     secret_file::write_secret(&key_path, hex.as_bytes())?;
     Ok(Initialised {
         public_key: secret.public_key(),
         certificate: TlsIdentity::cert_path(data_dir, TLS_STEM),
         log_key: log_key.vkey(),
+        witness_key: witness_key.vkey(),
     })
 }
 
@@ -169,6 +185,9 @@ mod tests {
         let log_key =
             crate::audit_log::load_key(&d.join(crate::audit_log::LOG_KEY_FILE), None).unwrap();
         assert_eq!(log_key.verifier().vkey(), out.log_key);
+        let witness = crate::witness::load_key(&d.join(crate::witness::WITNESS_KEY_FILE)).unwrap();
+        assert_eq!(witness.verifier().vkey(), out.witness_key);
+        assert_eq!(witness.name(), format!("{}/witness", log_key.name()));
         assert_eq!(
             log_key.name(),
             crate::audit_log::default_origin(&out.public_key)

@@ -15,7 +15,9 @@
 //! | [`audit_entry`] | the audit log's entries: attestations, refusals, security events |
 //! | [`audit_store`] | the audit log kept in the store, in the attestations' transaction |
 //! | [`audit_log`] | the shell's audit log: key file, signed checkpoints, proofs, verifying a copy |
-//! | [`audit_http`] | the read-only HTTP endpoint serving `checkpoint` and `tile/...` |
+//! | [`audit_http`] | the HTTP endpoint serving `checkpoint` and `tile/...`, and taking `add-checkpoint` |
+//! | [`witness`] | this server as a witness of its peers' logs: key, state on disk, evidence |
+//! | [`witness_submit`] | submitting this server's checkpoints to its witnesses, sans-IO |
 //! | [`audit_cli`] | `order-server log ...`: checkpoint, proofs, export, verify, init-key |
 //! | [`request`] | an attestation request parsed from the wire |
 //! | [`refusal`] | why an item was refused, and its wire code |
@@ -58,3 +60,5 @@ pub mod service;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod witness;
+pub mod witness_submit;

@@ -16,9 +16,14 @@
 //! version, keys, position and limits) and signs a checkpoint; then it
 //! signs one every `audit_checkpoint_seconds` when the log has grown, and
 //! serves the latest with the tiles on `audit_listen`, if set.
+//!
+//! Witnessing: on the same timer it submits its latest checkpoint to each
+//! peer with a `witness_key` ([`crate::witness_submit`]) and serves the
+//! cosignatures with the checkpoint; with peers that have a `log_key` it
+//! witnesses their logs on `audit_listen` ([`crate::witness`]).
 
 use crate::audit_entry::SecurityEvent;
-use crate::audit_http::{self, LatestCheckpoint};
+use crate::audit_http::{self, HttpUrl, LatestCheckpoint, Published};
 use crate::audit_log::{self, AuditError};
 use crate::committer::Committer;
 use crate::config::Config;
@@ -27,10 +32,16 @@ use crate::init::{self, BOUND_ADDRS_FILE, DB_FILE, InitError, TLS_STEM};
 use crate::redb_store::{RedbRead, RedbStore, RedbWrite};
 use crate::service::OrderGrpc;
 use crate::store::StoreError;
+use crate::witness::{self, WitnessError, WitnessService};
+use crate::witness_submit::{Outcome, Plan, Submitter};
+use futures::FutureExt as _;
 use grompi_ops::conn_limit::{ConnectionLimit, ConnectionLimits, ConnectionMetrics};
 use grompi_ops::telemetry::MetricsError;
 use grompi_ops::tls::{self, TlsError, TlsIdentity};
 use grompi_proto::pb::order_service_server::{OrderService, OrderServiceServer};
+use grompi_tlog::checkpoint::Checkpoint;
+use grompi_tlog::note::Note;
+use grompi_tlog::witness::AddCheckpointRequest;
 use tonic_health::ServingStatus;
 
 /// The gRPC service name health reports on.
@@ -66,6 +77,16 @@ pub enum ServeError {
     /// The audit log key could not be loaded, or the log not written.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// The witness key is missing while peers' logs are to be witnessed.
+    #[error(
+        "witness key {0} is missing, and peers with log_key are to be witnessed. A data \
+         directory made before witnessing has none: run `order-server log init-key --data-dir \
+         DIR` once (it makes the keys that are missing, never replaces one)"
+    )]
+    NoWitnessKey(std::path::PathBuf),
+    /// The witness could not start.
+    #[error("witness: {0}")]
+    Witness(#[from] WitnessError),
     /// The metrics endpoint could not be started.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
@@ -136,18 +157,20 @@ fn sign_latest(
     let (note, size) = audit_log::sign_checkpoint(&read, key)?;
     *latest
         .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(note);
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Published::new(note));
     metrics::gauge!(crate::telemetry::AUDIT_LOG_SIZE).set(size as f64);
     Ok(size)
 }
 
-/// Signs checkpoints every `period` until aborted.
+/// Signs checkpoints every `period`, and submits each to the witnesses,
+/// until aborted.
 async fn sign_checkpoints(
     store: Arc<RedbStore>,
     key: Arc<grompi_tlog::note::Ed25519Signer>,
     latest: LatestCheckpoint,
     mut signed: u64,
     period: std::time::Duration,
+    mut witnesses: Witnesses,
 ) {
     let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -158,6 +181,163 @@ async fn sign_checkpoints(
             Ok(Ok(size)) => signed = size,
             Ok(Err(e)) => tracing::error!(error = %e, "signing an audit log checkpoint failed"),
             Err(e) => tracing::error!(error = %e, "the checkpoint signer failed"),
+        }
+        witnesses.submit(&store, &latest).await;
+    }
+}
+
+use crate::telemetry::{
+    LOG_COSIGNED_SIZE as COSIGNED_SIZE, LOG_SUBMISSIONS as SUBMISSIONS,
+    LOG_WITNESS_ALARM as WITNESS_ALARM,
+};
+
+/// The witnesses this server submits its checkpoints to, and where.
+struct Witnesses {
+    submitter: Submitter,
+    urls: Vec<HttpUrl>,
+}
+
+/// The consistency proof from `old` to `size` in the committed log.
+fn consistency_proof(
+    store: &RedbStore,
+    old: u64,
+    size: u64,
+) -> Result<Vec<grompi_tlog::Hash>, AuditError> {
+    if old == 0 || old == size {
+        return Ok(Vec::new());
+    }
+    let txn = store.begin_read()?;
+    let read = RedbRead::open(&txn)?;
+    Ok(audit_log::prove_consistency(&read, old, size)?.proof)
+}
+
+impl Witnesses {
+    /// Submits the latest checkpoint to every witness that has not
+    /// cosigned it, to all of them at once (an unreachable one delays no
+    /// other), once more to those that answered `409`, and serves the
+    /// cosignatures collected.
+    async fn submit(&mut self, store: &Arc<RedbStore>, latest: &LatestCheckpoint) {
+        let Some(published) = latest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        else {
+            return;
+        };
+        let checkpoint = match Note::parse(published.note.as_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|n| Checkpoint::from_text(n.text()).map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "the signed checkpoint does not parse");
+                return;
+            }
+        };
+        let size = checkpoint.size();
+        let alarms_before: Vec<_> = self
+            .submitter
+            .peers
+            .iter()
+            .map(|p| p.alarm.clone())
+            .collect();
+        let mut due: Vec<usize> = (0..self.urls.len()).collect();
+        for _round in 0..2 {
+            let mut sends = Vec::new();
+            for &i in &due {
+                if let Plan::Submit { old } = self.submitter.plan(i, &checkpoint) {
+                    sends.push((i, old));
+                }
+            }
+            if sends.is_empty() {
+                break;
+            }
+            let note = published.note.as_bytes();
+            let answers = futures::future::join_all(sends.into_iter().map(|(i, old)| {
+                let url = self.urls.get(i).cloned();
+                let store = Arc::clone(store);
+                async move {
+                    let url = url.ok_or_else(|| "no URL".to_owned())?;
+                    let proof =
+                        tokio::task::spawn_blocking(move || consistency_proof(&store, old, size))
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .map_err(|e| format!("no consistency proof: {e}"))?;
+                    let body = AddCheckpointRequest {
+                        old_size: old,
+                        proof,
+                        checkpoint: note.to_vec(),
+                    }
+                    .to_bytes();
+                    audit_http::post(&url, "/add-checkpoint", &body)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .map(move |r: Result<(u16, Vec<u8>), String>| (i, r))
+            }))
+            .await;
+            due.clear();
+            for (i, answer) in answers {
+                let name = self
+                    .submitter
+                    .peers
+                    .get(i)
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                let (status, body) = match answer {
+                    Ok(a) => a,
+                    Err(e) => {
+                        metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "unreachable")
+                            .increment(1);
+                        tracing::warn!(peer = name, error = %e, "witness unreachable");
+                        continue;
+                    }
+                };
+                match self.submitter.answer(i, &checkpoint, status, &body) {
+                    Outcome::Cosigned(sig) => {
+                        metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "cosigned")
+                            .increment(1);
+                        metrics::gauge!(COSIGNED_SIZE, "peer" => name.clone()).set(size as f64);
+                        let mut guard = latest
+                            .write()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if let Some(p) = guard.as_mut()
+                            && p.note == published.note
+                        {
+                            p.cosignatures.retain(|c| c.name != sig.name);
+                            p.cosignatures.push(sig);
+                        }
+                    }
+                    Outcome::Retry => due.push(i),
+                    Outcome::Alarm(_) => {
+                        metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "refused")
+                            .increment(1);
+                    }
+                    Outcome::Failed { status, reason } => {
+                        metrics::counter!(SUBMISSIONS, "peer" => name.clone(), "outcome" => "failed")
+                            .increment(1);
+                        tracing::warn!(peer = name, status, reason, "witness did not cosign");
+                    }
+                }
+            }
+        }
+        for (peer, before) in self.submitter.peers.iter().zip(alarms_before) {
+            let name = peer.name.clone();
+            metrics::gauge!(WITNESS_ALARM, "peer" => name.clone()).set(if peer.alarm.is_some() {
+                1.0
+            } else {
+                0.0
+            });
+            if peer.alarm != before {
+                match &peer.alarm {
+                    Some(a) => tracing::error!(
+                        peer = name,
+                        alarm = %a,
+                        "ALERT: a witness refuses this server's audit log"
+                    ),
+                    None => tracing::info!(peer = name, "the witness cosigns this log again"),
+                }
+            }
         }
     }
 }
@@ -258,6 +438,37 @@ where
         Some(l) => Some(l.local_addr().map_err(io("local address"))?),
         None => None,
     };
+    // Witnessing: this server's witness of its peers' logs, and its own
+    // witnesses.
+    let witnessed = witness::witnessed_logs(&config.peers);
+    let witness_service = if witnessed.is_empty() {
+        None
+    } else {
+        let path = config.witness_key_path();
+        if !path.exists() {
+            return Err(ServeError::NoWitnessKey(path));
+        }
+        let signer = witness::load_key(&path)?;
+        tracing::info!(witness_key = %signer.verifier().vkey(), logs = witnessed.len(), "witnessing peers' audit logs");
+        Some(Arc::new(WitnessService::open(
+            &data.join(witness::WITNESS_DIR),
+            signer,
+            &witnessed,
+        )?))
+    };
+    let mut submit_to = Vec::new();
+    let mut urls = Vec::new();
+    for p in &config.peers {
+        if let (Some(k), Some(u)) = (&p.witness_key, &p.url) {
+            submit_to.push((p.name.clone(), k.clone()));
+            urls.push(u.clone());
+        }
+    }
+    let witnesses = Witnesses {
+        submitter: Submitter::new(submit_to),
+        urls,
+    };
+
     write_bound_addrs(data, bound, metrics, audit_bound)?;
     let period = std::time::Duration::from_secs(config.audit_checkpoint_seconds);
     let mut audit_tasks = vec![tokio::spawn(sign_checkpoints(
@@ -266,6 +477,7 @@ where
         Arc::clone(&latest),
         signed,
         period,
+        witnesses,
     ))];
     if let Some(l) = audit_listener {
         tracing::info!(bound = ?audit_bound, "serving the audit log over HTTP");
@@ -273,6 +485,7 @@ where
             l,
             Arc::clone(&store),
             Arc::clone(&latest),
+            witness_service,
             std::future::pending(),
         )));
     }

@@ -10,6 +10,11 @@
 //! | `grompi_order_evidence_total` | gauge | refused equivocation attempts, ever |
 //! | `grompi_order_requests_rejected_total{rpc,code}` | counter | whole requests rejected with a gRPC status |
 //! | `grompi_order_audit_log_size` | gauge | entries in the audit log at its latest signed checkpoint |
+//! | `grompi_order_log_submissions_total{peer,outcome}` | counter | checkpoints submitted to a witness: `cosigned`, `refused` (rolled back or forked), `failed`, `unreachable` |
+//! | `grompi_order_log_witness_alarm{peer}` | gauge | 1 while that witness refuses this log as rolled back or forked |
+//! | `grompi_order_log_cosigned_size{peer}` | gauge | the size of this log that witness last cosigned |
+//! | `grompi_order_witness_answers_total{status}` | counter | `add-checkpoint` answers of this server's witness, by HTTP status |
+//! | `grompi_order_witness_misbehaviour_total{kind,origin}` | counter | peers' checkpoints refused as `fork`, `inconsistent` or `behind` (evidence kept) |
 
 /// Items attested.
 pub const ATTESTATIONS: &str = "grompi_order_attestations_total";
@@ -32,6 +37,17 @@ pub const REQUESTS_REJECTED: &str = "grompi_order_requests_rejected_total";
 
 /// Entries in the audit log at its latest signed checkpoint.
 pub const AUDIT_LOG_SIZE: &str = "grompi_order_audit_log_size";
+
+/// Checkpoints submitted to witnesses, by `peer` and `outcome`.
+pub const LOG_SUBMISSIONS: &str = "grompi_order_log_submissions_total";
+/// 1 while a witness refuses this log as rolled back or forked.
+pub const LOG_WITNESS_ALARM: &str = "grompi_order_log_witness_alarm";
+/// The size of this log a witness last cosigned.
+pub const LOG_COSIGNED_SIZE: &str = "grompi_order_log_cosigned_size";
+/// This server's witness's answers, by HTTP `status`.
+pub const WITNESS_ANSWERS: &str = "grompi_order_witness_answers_total";
+/// Peers' checkpoints refused as `fork`, `inconsistent` or `behind`.
+pub const WITNESS_MISBEHAVIOUR: &str = "grompi_order_witness_misbehaviour_total";
 
 /// Records a rejected request.
 pub fn rejected(rpc: &'static str, status: &tonic::Status) {

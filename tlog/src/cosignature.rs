@@ -11,7 +11,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use crate::error::{CosignatureError, NoteError};
-use crate::note::{NoteSignature, NoteVerifier, check_key_name, key_id};
+use crate::note::{NoteSignature, NoteVerifier, check_key_name, decode_key, key_id, split_key};
+use zeroize::Zeroizing;
 
 /// The signature type byte of timestamped Ed25519 cosignatures.
 pub const ALG_COSIGNATURE_V1: u8 = 0x04;
@@ -58,6 +59,45 @@ impl CosignatureSigner {
             key_id: key_id(name, ALG_COSIGNATURE_V1, key.verifying_key().as_bytes()),
             key,
         })
+    }
+
+    /// Parses a cosigner key string, `PRIVATE+KEY+<name>+<hex key
+    /// ID>+base64(0x04 || seed)` (the C2SP signer key format with this
+    /// signature type), checking the ID against the public key.
+    pub fn from_skey(skey: &str) -> Result<Self, CosignatureError> {
+        let rest = skey
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or(NoteError::SignerKey("does not start with PRIVATE+KEY+"))?;
+        let (name, id, b64) =
+            split_key(rest).ok_or(NoteError::SignerKey("not <name>+<8 hex digits>+<base64>"))?;
+        let (alg, seed) = decode_key(b64)
+            .map(|(a, s)| (a, Zeroizing::new(s)))
+            .ok_or(NoteError::SignerKey("the key is not base64 of 33 bytes"))?;
+        if alg != ALG_COSIGNATURE_V1 {
+            return Err(NoteError::UnsupportedAlgorithm(alg).into());
+        }
+        let s = Self::from_seed(name, &seed)?;
+        if s.key_id != id {
+            return Err(NoteError::KeyIdMismatch {
+                got: id,
+                expected: s.key_id,
+            }
+            .into());
+        }
+        Ok(s)
+    }
+
+    /// The cosigner key string, `PRIVATE+KEY+<name>+<hex key
+    /// ID>+base64(0x04 || seed)`. It holds the private key.
+    pub fn skey(&self) -> Zeroizing<String> {
+        let mut bytes = Zeroizing::new(vec![ALG_COSIGNATURE_V1]);
+        bytes.extend_from_slice(self.key.as_bytes());
+        Zeroizing::new(format!(
+            "PRIVATE+KEY+{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            BASE64.encode(&*bytes)
+        ))
     }
 
     /// The cosigner's name.
@@ -251,6 +291,26 @@ mod tests {
             wv.verify_cosignature(other.to_text().as_bytes(), &note.signatures()[1].signature)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn signer_keys_round_trip_and_are_checked() {
+        let w = CosignatureSigner::from_seed("witness.example/w1", &[2; 32]).unwrap();
+        let skey = w.skey();
+        assert!(skey.starts_with("PRIVATE+KEY+witness.example/w1+"));
+        let back = CosignatureSigner::from_skey(&skey).unwrap();
+        assert_eq!(back.verifier(), w.verifier());
+        // A note signer key (type 0x01) is not a cosigner key.
+        let note_key = Ed25519Signer::from_seed("witness.example/w1", &[2; 32]).unwrap();
+        assert!(matches!(
+            CosignatureSigner::from_skey(&note_key.skey()),
+            Err(CosignatureError::Note(NoteError::UnsupportedAlgorithm(1)))
+        ));
+        // A wrong key ID.
+        let bad = skey.replacen(&format!("+{:08x}+", w.key_id), "+00000000+", 1);
+        assert_ne!(bad, *skey);
+        assert!(CosignatureSigner::from_skey(&bad).is_err());
+        assert!(CosignatureSigner::from_skey("KEY+x+00000000+AAAA").is_err());
     }
 
     #[test]

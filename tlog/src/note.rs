@@ -278,7 +278,7 @@ impl Note {
 
 /// Splits a `<name>+<hex id>+<base64 key>` string, checking the name and
 /// the hex ID's form.
-fn split_key(s: &str) -> Option<(&str, u32, &str)> {
+pub(crate) fn split_key(s: &str) -> Option<(&str, u32, &str)> {
     let (name, rest) = s.split_once('+')?;
     let (hex_id, b64) = rest.split_once('+')?;
     if hex_id.len() != 8 || !hex_id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -289,7 +289,7 @@ fn split_key(s: &str) -> Option<(&str, u32, &str)> {
 }
 
 /// Decodes `base64(alg || 32-byte key)`.
-fn decode_key(b64: &str) -> Option<(u8, [u8; 32])> {
+pub(crate) fn decode_key(b64: &str) -> Option<(u8, [u8; 32])> {
     let bytes = BASE64.decode(b64).ok()?;
     let (alg, key) = bytes.split_first()?;
     Some((*alg, key.try_into().ok()?))

@@ -164,6 +164,10 @@ pub enum Refusal {
         old_size: u64,
         /// The size the witness last cosigned (0 if none).
         known_size: u64,
+        /// The submitted checkpoint's size: below `known_size`, the log
+        /// (or someone replaying its old checkpoints) is behind what was
+        /// cosigned.
+        size: u64,
     },
     /// A checkpoint of size 0 whose root is not the empty tree's (422).
     #[error("a checkpoint of size 0 must have the empty tree's root")]
@@ -327,6 +331,7 @@ impl Witness {
             return Err(Refusal::Conflict {
                 old_size: req.old_size,
                 known_size,
+                size,
             });
         }
         if size == 0 && *c.root() != merkle::empty_root() {
@@ -368,6 +373,15 @@ impl Witness {
             checkpoint: c,
         })
     }
+}
+
+/// The checkpoint an `add-checkpoint` body carries, parsed but not
+/// verified: for a shell to say which log and size a refusal was about
+/// (every refusal but 400, 403 and 404 comes after the signature check).
+pub fn submitted_checkpoint(body: &[u8]) -> Option<Checkpoint> {
+    let req = AddCheckpointRequest::parse(body).ok()?;
+    let note = Note::parse(&req.checkpoint).ok()?;
+    Checkpoint::from_text(note.text()).ok()
 }
 
 fn checkpoint_refusal(e: CheckpointError) -> Refusal {
@@ -493,6 +507,20 @@ CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\
         let err = w.add_checkpoint(&request(&log, 0, &key), NOW).unwrap_err();
         assert_eq!(err.status(), 409);
         assert_eq!(err.body(), "3\n");
+        assert!(matches!(
+            err,
+            Refusal::Conflict {
+                old_size: 0,
+                known_size: 3,
+                size: 3
+            }
+        ));
+        assert_eq!(
+            submitted_checkpoint(&request(&log, 0, &key))
+                .map(|c| (c.size(), c.origin().to_owned())),
+            Some((3, ORIGIN.to_owned()))
+        );
+        assert_eq!(submitted_checkpoint(b"old 0\n\nnot a note"), None);
 
         // Unknown origin: 404.
         let mut other = Witness::new(CosignatureSigner::from_seed("w2", &[3; 32]).unwrap());

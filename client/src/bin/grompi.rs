@@ -6,6 +6,8 @@
 
 #[path = "grompi/args.rs"]
 mod args;
+#[path = "grompi/audit.rs"]
+mod audit;
 #[path = "grompi/secret.rs"]
 mod secret;
 #[path = "grompi/show.rs"]
@@ -679,6 +681,9 @@ async fn before_deadline<F: std::future::Future>(
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "audit") {
+        return audit::main();
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

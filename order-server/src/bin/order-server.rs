@@ -106,6 +106,8 @@ fn main() -> ExitCode {
                 println!("certificate = \"{}\"", out.certificate.display());
                 println!("# The audit log's verifier key (its checkpoints' signer):");
                 println!("log_key = \"{}\"", out.log_key);
+                println!("# The witness's verifier key (for peers' [[peers]] witness_key):");
+                println!("witness_key = \"{}\"", out.witness_key);
                 ExitCode::SUCCESS
             }
             Err(e) => {

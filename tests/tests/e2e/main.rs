@@ -11,6 +11,7 @@
 //! | [`devnet`] | `devnet` and the benchmark on a tiny grid |
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
 //! | [`malicious`] | malicious order servers and routers over real gRPC against the real client; the live demo |
+//! | [`witness`] | three order servers witnessing each other's audit logs: a rolled-back server and a forked log refused |
 
 /// Accounts `names` in homes under `dir`, each with its own key-file store
 /// secret (`key_base` + position) and registered at the network whose
@@ -48,3 +49,4 @@ mod history;
 mod malicious;
 mod order_server;
 mod router;
+mod witness;
