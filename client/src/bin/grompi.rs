@@ -217,6 +217,16 @@ async fn run(cli: Cli) -> Outcome {
             }
             Ok(())
         }
+        Command::Audit {
+            network,
+            min_cosignatures,
+        } => match audit::run(network, *min_cosignatures).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Failure(
+                "an order server's audit log is not cosigned as it must be".into(),
+            )),
+            Err(e) => Err(Failure(e)),
+        },
         Command::Thin { state } => {
             let mut client = open(&cli)?;
             client.set_thin(*state == Toggle::On)?;
@@ -681,9 +691,6 @@ async fn before_deadline<F: std::future::Future>(
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "audit") {
-        return audit::main();
-    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -44,6 +44,21 @@ pub enum Command {
         #[arg(long)]
         thin: bool,
     },
+    /// Check every order server's audit log as the network descriptor names
+    /// it: each checkpoint must verify under the server's log key and carry
+    /// the other servers' witnesses' cosignatures. A server restored from
+    /// an old copy, or forking its log, is refused by its witnesses, and
+    /// this reports it (exit 1). Needs no account.
+    Audit {
+        /// The network descriptor (TOML), with the order servers' `log_key`,
+        /// `log_url` and `witness_key`.
+        #[arg(long)]
+        network: PathBuf,
+        /// Cosignatures each checkpoint needs from the other servers'
+        /// witnesses (default: all of them).
+        #[arg(long)]
+        min_cosignatures: Option<usize>,
+    },
     /// Turn the thin-terminal mode on or off: with it on, no message text
     /// is written to this account's store (text already there is removed),
     /// and `history` fetches and verifies the conversation from the router

@@ -14,35 +14,18 @@
 //! look for a conversation's own entries in the logs (that needs the
 //! conversation's heads from the account's store).
 //!
-//! The checks are [`check`] (no I/O); [`main`] reads, fetches and prints.
+//! The checks are [`check`] (no I/O); [`run`] reads, fetches and prints.
 
-use clap::Parser;
 use grompi_proto::descriptor::{AuditLogEntry, NetworkDescriptor};
 use grompi_tlog::checkpoint::Checkpoint;
 use grompi_tlog::cosignature::CosignatureVerifier;
 use grompi_tlog::note::{Ed25519Verifier, Note, NoteVerifier};
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest checkpoint read.
 const MAX_CHECKPOINT: usize = 64 * 1024;
-
-/// `grompi audit`: check the order servers' audit logs and their
-/// witnesses' cosignatures.
-#[derive(Parser, Debug)]
-#[command(name = "grompi audit")]
-struct AuditCli {
-    /// The network descriptor (TOML), with the order servers' `log_key`,
-    /// `log_url` and `witness_key`.
-    #[arg(long)]
-    network: PathBuf,
-    /// Cosignatures each checkpoint needs from the other servers'
-    /// witnesses (default: all of them).
-    #[arg(long)]
-    min_cosignatures: Option<usize>,
-}
 
 /// What the audit found about one order server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,59 +242,27 @@ async fn fetch_checkpoint(log_url: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Runs `grompi audit` with the process's arguments (after `grompi`).
-pub fn main() -> ExitCode {
-    let args = match AuditCli::try_parse_from(std::env::args_os().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    let text = match std::fs::read_to_string(&args.network) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: read {}: {e}", args.network.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    let (descriptor, logs) = match NetworkDescriptor::parse_with_audit_logs(&text) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {}: {e}", args.network.display());
-            return ExitCode::FAILURE;
-        }
-    };
+/// Runs the audit of the descriptor at `network`: prints one finding per
+/// order server; `Ok(true)` when any is an alert.
+pub async fn run(network: &Path, min_cosignatures: Option<usize>) -> Result<bool, String> {
+    let text = std::fs::read_to_string(network)
+        .map_err(|e| format!("read {}: {e}", network.display()))?;
+    let (descriptor, logs) = NetworkDescriptor::parse_with_audit_logs(&text)
+        .map_err(|e| format!("{}: {e}", network.display()))?;
     let servers: Vec<(String, Option<AuditLogEntry>)> = descriptor
         .order_servers
         .iter()
         .map(|s| s.name.clone())
         .zip(logs)
         .collect();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let fetched: Vec<Option<Result<Vec<u8>, String>>> = runtime.block_on(async {
-        let mut out = Vec::new();
-        for (_, a) in &servers {
-            out.push(match a.as_ref().and_then(|a| a.log_url.as_deref()) {
-                Some(url) => Some(fetch_checkpoint(url).await),
-                None => None,
-            });
-        }
-        out
-    });
-    let findings = check(&servers, &fetched, args.min_cosignatures);
+    let mut fetched = Vec::new();
+    for (_, a) in &servers {
+        fetched.push(match a.as_ref().and_then(|a| a.log_url.as_deref()) {
+            Some(url) => Some(fetch_checkpoint(url).await),
+            None => None,
+        });
+    }
+    let findings = check(&servers, &fetched, min_cosignatures);
     let mut alerts = 0;
     for f in &findings {
         println!("{f}");
@@ -321,10 +272,8 @@ pub fn main() -> ExitCode {
     }
     if alerts > 0 {
         println!("{alerts} alert(s)");
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     }
+    Ok(alerts > 0)
 }
 
 #[cfg(test)]
