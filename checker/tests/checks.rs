@@ -414,3 +414,50 @@ fn the_quorum_bound_is_tight_with_the_driver_forwarding() {
     let report = clean(&both(3, vec![1, 2]));
     covered(&report, "a member accepted what the router core delivered");
 }
+
+/// The driver in the model step by step: the Setup's fan-out is fully
+/// answered before the search starts; a Message makes one job per server;
+/// one server's tags are not a quorum at t = 2 of 2, both are, and then
+/// every member accepts the Message the core delivered. The replay is
+/// exact: the same path again reaches the same state.
+#[test]
+fn the_driver_steps_and_replays_exactly() {
+    use grompi_checker::Model;
+    let bounds = Bounds {
+        router: RouterMode::Driver,
+        ..Bounds::small()
+    };
+    let (model, init) = Model::new(bounds, SEED).unwrap();
+    assert!(init.router_jobs.is_empty());
+    let message = Action::Message { member: 0 };
+    let forward = |server| Action::Forward { server };
+    let path = |actions: &[Action]| {
+        actions
+            .iter()
+            .fold(init.clone(), |s, a| model.step(&s, a).unwrap().unwrap())
+    };
+    let sent = path(&[message]);
+    assert_eq!(*sent.router_jobs, vec![0, 1]);
+    let one = path(&[message, forward(0)]);
+    assert_eq!(*one.router_jobs, vec![1]);
+    assert!(one.members.iter().all(|m| m.from_router == 0));
+    let both = path(&[message, forward(0), forward(1)]);
+    assert!(both.router_jobs.is_empty());
+    assert!(both.members.iter().all(|m| m.from_router == 1));
+    assert!(
+        both.members
+            .iter()
+            .all(|m| m.conv.transcript().entries().len() == 2)
+    );
+    assert_eq!(
+        both.fingerprint(),
+        path(&[message, forward(0), forward(1)]).fingerprint()
+    );
+    // The other order is another router history.
+    assert_ne!(
+        both.fingerprint(),
+        path(&[message, forward(1), forward(0)]).fingerprint()
+    );
+    // No job in flight for server 0: answering one changes nothing.
+    assert!(model.step(&both, &forward(0)).unwrap().is_none());
+}
