@@ -114,16 +114,18 @@ pub enum Fed {
 /// The router's inputs on a path, oldest first, with a label for each (what
 /// it means, for state fingerprints: the order of submissions decides the
 /// router's indices, so it is part of what a state means).
+/// Entries are shared between the states of a path: appending copies
+/// only the list of pointers.
 #[derive(Clone, Default)]
 pub struct RouterLog {
-    entries: Rc<Vec<(Fed, Rc<str>)>>,
+    entries: Rc<Vec<Rc<(Fed, Rc<str>)>>>,
 }
 
 impl RouterLog {
     /// This log with `fed` appended.
     pub fn with(&self, fed: Fed, label: String) -> Self {
         let mut entries = (*self.entries).clone();
-        entries.push((fed, label.into()));
+        entries.push(Rc::new((fed, label.into())));
         Self {
             entries: Rc::new(entries),
         }
@@ -131,7 +133,7 @@ impl RouterLog {
 
     /// The labels of the inputs, in order.
     pub fn labels(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|(_, l)| &**l)
+        self.entries.iter().map(|e| &*e.1)
     }
 
     /// How many inputs the log holds.
@@ -178,9 +180,10 @@ fn store_err(e: impl fmt::Display) -> ModelError {
 }
 
 impl HonestRouter {
-    /// A router for `conversation` (whose record `record` holds the Setup's
-    /// slot set) with the order servers and quorum of `config`; `accounts`
-    /// are the members' account ids, each given a session.
+    /// A router for the conversation of `record` (which holds the Setup's
+    /// slot set), with the order servers `servers` and quorum `quorum`;
+    /// `accounts` are the members' account ids by number, each given a
+    /// session that never ends. `seed` seeds the router's random source.
     pub fn new(
         servers: Vec<grompi_proto::OrderServerKey>,
         quorum: usize,
@@ -258,8 +261,8 @@ impl HonestRouter {
         for fed in &self.base {
             run.feed(self, fed)?;
         }
-        for (fed, _) in log.entries.iter() {
-            run.feed(self, fed)?;
+        for entry in log.entries.iter() {
+            run.feed(self, &entry.0)?;
         }
         Ok(run)
     }
