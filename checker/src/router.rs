@@ -118,8 +118,11 @@ pub enum Fed {
 /// only the list of pointers.
 #[derive(Clone, Default)]
 pub struct RouterLog {
-    entries: Rc<Vec<Rc<(Fed, Rc<str>)>>>,
+    entries: Rc<Vec<Entry>>,
 }
+
+/// One input of a [`RouterLog`] with its label.
+type Entry = Rc<(Fed, Rc<str>)>;
 
 impl RouterLog {
     /// This log with `fed` appended.
