@@ -75,6 +75,15 @@ pub fn coverage(s: &State) -> Vec<&'static str> {
     {
         out.push("a member halted");
     }
+    if s.members.iter().any(|m| m.from_router > 0) {
+        out.push("a member accepted what the router core delivered");
+    }
+    if s.members.iter().all(|m| m.from_router > 0) {
+        out.push("every member accepted what the router core delivered");
+    }
+    if s.members.iter().any(|m| m.from_router >= 2) {
+        out.push("a member accepted two deliveries of the router core");
+    }
     out
 }
 

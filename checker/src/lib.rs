@@ -13,6 +13,12 @@
 //! holds, and answers head-proof requests with any proof it holds. Every
 //! acceptance is decided by the real client code (`Conversation`).
 //!
+//! The honest router's forwarding can also run through the router's own
+//! core and the driver `router serve` runs ([`router`], [`RouterMode`]):
+//! honest members submit to it, order servers answer its jobs, and members
+//! receive the deliveries it cuts, alone or interleaved with every move of
+//! the adversary.
+//!
 //! In every state it checks the properties of [`props::Property`]; the
 //! first violation comes with a shortest trace ([`trace::Trace`]) that
 //! replays step by step. `docs/MODEL-CHECKING.md` states the bounds, the
@@ -23,9 +29,11 @@ pub mod cores;
 pub mod explore;
 pub mod model;
 pub mod props;
+pub mod router;
 pub mod trace;
 
 pub use explore::{Report, explore};
 pub use model::{Action, Bounds, ChangeKind, Model, Previous};
 pub use props::{Property, Violation};
+pub use router::RouterMode;
 pub use trace::Trace;

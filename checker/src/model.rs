@@ -4,7 +4,10 @@
 //! Members are the real [`Conversation`] with their real secrets (Olm
 //! sessions pickled between steps); order servers are the real
 //! `OrderCore` over a `MemStore` per server; the router is the adversary
-//! itself (an honest router's behaviour is among its moves). Every value
+//! itself (an honest router's behaviour is among its moves) and, when the
+//! bounds say so ([`RouterMode`]), also the router's real core run by the
+//! shipping driver, which forwards honest submissions ([`crate::router`]).
+//! Every value
 //! the adversary uses is a real value it has seen: envelopes members or
 //! its puppet composed, attestations servers returned, heads, proofs. It
 //! never computes a MAC it has no key for, so the crypto is Dolev-Yao by
@@ -19,18 +22,24 @@
 
 use crate::cores::{
     Change, Composed, Content, Conversation, ConversationConfig, Delivery, HeadProofOutcome,
-    MemberEntry, OrderKeyring, Pairwise, PairwisePickle, Phase, Secrets, Sending, SlotMacKeys,
-    UpdateContent, Weaken, compose, switches,
+    Incoming, MemberEntry, OrderKeyring, Pairwise, PairwisePickle, Phase, Secrets, Sending,
+    SlotMacKeys, UpdateContent, Weaken, compose, switches,
 };
+use crate::router::{Cut, Fed, HonestRouter, RouterLog, RouterMode};
 use grompi_order_server::core::OrderCore;
 use grompi_order_server::limits::Limits;
 use grompi_order_server::mem_store::MemStore;
 use grompi_order_server::request::AttestRequest;
+use grompi_proto::envelope::EnvelopeSummary;
 use grompi_proto::mac::{Attestation, AttestationStatement, HeadProof, Tag};
 use grompi_proto::{
     AccountId, ConversationId, Envelope, EnvelopeKind, Epoch, Head, Index, OrderServerSecret,
-    SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet,
+    SlotEntry, SlotIndex, SlotKey, SlotRole, SlotSecret, SlotSet, pb,
 };
+use grompi_router::core::Submission;
+use grompi_router::fanout::{JobResult, OpenOutcome, ServerJob};
+use grompi_router::record::ConversationRecord;
+use grompi_router::slots::{EpochSlots, PaddingSecret};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -71,6 +80,9 @@ pub struct Bounds {
     /// the joiner and also drops the last member). The properties are
     /// checked over the other members.
     pub compromised_admin: bool,
+    /// Who forwards: the adversary's moves only, the shipping router
+    /// driver only, or both.
+    pub router: RouterMode,
     /// Maximum number of actions on a path.
     pub depth: usize,
     /// Fixes undone (test-only switches of the client core).
@@ -94,6 +106,7 @@ impl Bounds {
             admin_padding: false,
             head_proofs: false,
             compromised_admin: false,
+            router: RouterMode::Adversary,
             depth: 6,
             weaken: Weaken::default(),
         }
@@ -201,6 +214,14 @@ pub enum Action {
         /// The member.
         member: usize,
     },
+    /// The router's core has a job in flight for an order server: the
+    /// server answers the oldest (an honest server with its real core, a
+    /// colluding one by tagging what it is asked), and the core takes the
+    /// answer through the shipping driver, delivering what became quorate.
+    Forward {
+        /// The server.
+        server: u32,
+    },
     /// The router answers a member's head-proof request: per server the
     /// fresh proof, a proof of an earlier round for that member, or none.
     ProofAnswer {
@@ -307,6 +328,10 @@ pub struct MemberState {
     /// Set when a round read as consistent a server that had attested
     /// more than this member accepted (withholding not detected).
     pub silent: Option<String>,
+    /// Deliveries cut by the router's core after which this member had
+    /// accepted more indices than before (coverage only: not part of the
+    /// fingerprint).
+    pub from_router: usize,
 }
 
 /// A state of the whole system.
@@ -334,6 +359,11 @@ pub struct State {
     heads: BTreeMap<Head, Rc<str>>,
     /// Monotone counter for fresh randomness on a path.
     nonce: u64,
+    /// What the router's core received on this path (empty unless the
+    /// shipping driver runs in the model).
+    pub router: RouterLog,
+    /// The servers of the router core's jobs in flight, in the order sent.
+    pub router_jobs: Rc<Vec<u32>>,
 }
 
 /// What stays fixed for an exploration: keys, accounts, the cores.
@@ -352,6 +382,8 @@ pub struct Model {
     order_keys: Vec<Vec<SlotKey>>,
     /// The compromised Admin's order key secrets, by public key.
     admin_keys: Vec<(SlotKey, [u8; 32])>,
+    /// The honest router (the shipping driver), when the bounds run it.
+    honest: Option<HonestRouter>,
     seed: u64,
 }
 
@@ -398,11 +430,15 @@ fn keys_of(s: &Secrets) -> Rc<Vec<[u8; 32]>> {
 /// A padding slot's secret, held by the router: distinct per epoch,
 /// position and kind of set.
 fn padding_secret(epoch: u64, position: usize, admin: bool) -> SlotSecret {
+    SlotSecret::from_bytes(padding_bytes(epoch, position, admin))
+}
+
+fn padding_bytes(epoch: u64, position: usize, admin: bool) -> [u8; 32] {
     let mut b = [0x5au8; 32];
     b[0] = 0xa0 | u8::from(admin);
     b[1..9].copy_from_slice(&epoch.to_be_bytes());
     b[9] = position as u8;
-    SlotSecret::from_bytes(b)
+    b
 }
 
 /// The slot key the puppet holds in `epoch`.
@@ -473,7 +509,7 @@ impl Model {
         let mut cid = [0u8; 32];
         rand::Rng::fill_bytes(&mut rng, &mut cid);
         let conversation = ConversationId::from_bytes(cid);
-        let model = Self {
+        let mut model = Self {
             bounds,
             servers,
             cores,
@@ -482,10 +518,102 @@ impl Model {
             accounts,
             order_keys,
             admin_keys,
+            honest: None,
             seed,
         };
-        let state = model.initial(secrets, &puppet, &mut rng)?;
+        let mut state = model.initial(secrets, &puppet, &mut rng)?;
+        if model.bounds.router.driver() {
+            let (honest, jobs) = model.honest_router(&state)?;
+            model.honest = Some(honest);
+            state.router_jobs = Rc::new(jobs);
+        }
         Ok((model, state))
+    }
+
+    /// The honest router: starts from a session per member and the
+    /// conversation with the Setup's slot set, and replays the Setup's
+    /// submission by member 0 and its fan-out (every server answers with
+    /// its real core: the Setup is already attested, so each answers with
+    /// its stored attestation). Returns it and the servers of the jobs
+    /// still in flight.
+    fn honest_router(&self, init: &State) -> Result<(HonestRouter, Vec<u32>), ModelError> {
+        let roster = &init.envs[0].now;
+        let record = ConversationRecord {
+            id: self.conversation,
+            creator: self.accounts[0],
+            epochs: vec![self.epoch_slots(0, roster, false, Some(Index(0)))?],
+            prepared: Vec::new(),
+            opened: vec![true; self.bounds.servers],
+        };
+        let members = &self.accounts[..self.bounds.accounts()];
+        let mut router = HonestRouter::new(
+            self.config.servers.clone(),
+            self.bounds.quorum,
+            record,
+            members,
+            self.seed,
+        );
+        let mut run = router.start()?;
+        let mut base = vec![Fed::Submit {
+            account: 0,
+            submission: Box::new(Submission {
+                envelope: init.envs[0].env.clone(),
+                tags: init.envs[0].sub_tags.clone(),
+            }),
+        }];
+        run.feed(&router, &base[0])?;
+        let mut scratch = init.clone();
+        for _ in 0..64 {
+            let Some(job) = run.jobs.first().cloned() else {
+                break;
+            };
+            let (result, _) = self.answer_job(&mut scratch, &job, true)?;
+            let fed = Fed::JobDone(result);
+            run.feed(&router, &fed)?;
+            base.push(fed);
+        }
+        let delivered = run
+            .driver()
+            .core()
+            .conversation(&self.conversation)
+            .map(|c| c.delivered);
+        if delivered != Some(Index(1)) {
+            return err("the router core did not deliver the Setup");
+        }
+        router.set_base(base);
+        let jobs = run.jobs.iter().map(|j| j.server).collect();
+        Ok((router, jobs))
+    }
+
+    /// The router's record of the slot set [`Model::slot_set`] builds:
+    /// who holds each slot, and the padding slots' secrets.
+    fn epoch_slots(
+        &self,
+        epoch: u64,
+        roster: &BTreeMap<usize, SlotRole>,
+        padding_admin: bool,
+        first_index: Option<Index>,
+    ) -> Result<EpochSlots, ModelError> {
+        let (slots, _) = self.slot_set(epoch, roster, padding_admin)?;
+        let positions = 0..=self.bounds.puppet_id();
+        Ok(EpochSlots {
+            epoch: Epoch(epoch),
+            first_index,
+            slots,
+            holders: positions
+                .clone()
+                .map(|k| roster.contains_key(&k).then(|| self.accounts[k]))
+                .collect(),
+            padding: positions
+                .filter(|k| !roster.contains_key(k))
+                .map(|k| {
+                    (
+                        SlotIndex(k as u32),
+                        PaddingSecret::new(padding_bytes(epoch, k, padding_admin)),
+                    )
+                })
+                .collect(),
+        })
     }
 
     /// The seed the model was built from.
@@ -646,6 +774,7 @@ impl Model {
                 rounds: 0,
                 fresh: None,
                 silent: None,
+                from_router: 0,
             };
             record_roster(&mut m);
             members.push(Rc::new(m));
@@ -664,6 +793,8 @@ impl Model {
             receipts: 0,
             heads,
             nonce: 0,
+            router: RouterLog::default(),
+            router_jobs: Rc::new(Vec::new()),
         })
     }
 
@@ -791,6 +922,17 @@ impl Model {
                     });
                 }
             }
+        }
+        // The shipping driver: an order server answers its oldest job.
+        let mut forwarding: Vec<u32> = s.router_jobs.to_vec();
+        forwarding.sort_unstable();
+        forwarding.dedup();
+        for server in forwarding {
+            out.push(Action::Forward { server });
+        }
+        if !b.router.adversary() {
+            self.proof_actions(s, &mut out);
+            return out;
         }
         // Honest order servers: at their next index.
         for server in 0..b.servers as u32 {
@@ -924,7 +1066,13 @@ impl Model {
                 out.push(Action::RogueUpdate { member: 0 });
             }
         }
-        // Head proofs.
+        self.proof_actions(s, &mut out);
+        out
+    }
+
+    /// Head-proof requests and the router's answers.
+    fn proof_actions(&self, s: &State, out: &mut Vec<Action>) {
+        let b = &self.bounds;
         if b.head_proofs {
             for (m, ms) in s.members.iter().enumerate() {
                 if ms.conv.phase() != &Phase::Active {
@@ -960,7 +1108,6 @@ impl Model {
                 }
             }
         }
-        out
     }
 
     /// Applies `a` to `s`: `Ok(None)` when it changes nothing (a server or
@@ -978,6 +1125,7 @@ impl Model {
                     return Ok(None);
                 }
                 s.messages += 1;
+                self.submit_last(&mut s, member, None)?;
             }
             Action::Receipt { member } => {
                 let Some(content) = s.members[member].conv.receipt() else {
@@ -987,6 +1135,7 @@ impl Model {
                     return Ok(None);
                 }
                 s.receipts += 1;
+                self.submit_last(&mut s, member, None)?;
             }
             Action::Update {
                 member,
@@ -1031,10 +1180,16 @@ impl Model {
                     history: Default::default(),
                 });
                 let pad = admin_padding.then_some(epoch + 1);
+                let prepared = if self.honest.is_some() {
+                    Some(self.epoch_slots(epoch + 1, &roster, admin_padding, None)?)
+                } else {
+                    None
+                };
                 let extra = (roster, ch, pad);
                 if !self.compose_honest(&mut s, member, content, Some(extra), &mut rng)? {
                     return Ok(None);
                 }
+                self.submit_last(&mut s, member, prepared)?;
             }
             Action::Attest { server, env } => {
                 let tip = s.placements[s.tips[server as usize]].clone();
@@ -1207,6 +1362,21 @@ impl Model {
                     return Ok(None);
                 }
             }
+            Action::Forward { server } => {
+                let Some(honest) = &self.honest else {
+                    return Ok(None);
+                };
+                let mut run = honest.replay(&s.router)?;
+                let Some(job) = run.jobs.iter().find(|j| j.server == server).cloned() else {
+                    return Ok(None);
+                };
+                let (result, label) = self.answer_job(&mut s, &job, false)?;
+                let fed = Fed::JobDone(result);
+                let cut = run.feed(honest, &fed)?;
+                s.router = s.router.with(fed, label);
+                s.router_jobs = Rc::new(run.jobs.iter().map(|j| j.server).collect());
+                self.take_cut(&mut s, cut)?;
+            }
             Action::ProofRequest { member } => {
                 let mut ms = (*s.members[member]).clone();
                 let nonce = ms.conv.head_proof_nonce(&mut rng);
@@ -1285,6 +1455,199 @@ impl Model {
             }
         }
         Ok(Some(s))
+    }
+
+    /// With the shipping driver in the model: the router's core receives
+    /// the envelope `member` just composed (the last one seen) over the
+    /// member's session, after preparing `prepared` (an Update's next slot
+    /// set) and restarting from its store.
+    fn submit_last(
+        &self,
+        s: &mut State,
+        member: usize,
+        prepared: Option<EpochSlots>,
+    ) -> Result<(), ModelError> {
+        let (Some(honest), Some(rec)) = (&self.honest, s.envs.last().cloned()) else {
+            return Ok(());
+        };
+        let mut run = honest.replay(&s.router)?;
+        let mut cut = Vec::new();
+        if let Some(p) = prepared {
+            let fed = Fed::Prepare(p);
+            cut.extend(run.feed(honest, &fed)?);
+            s.router = s.router.with(fed, format!("prepare {}", rec.label));
+        }
+        let fed = Fed::Submit {
+            account: member,
+            submission: Box::new(Submission {
+                envelope: rec.env.clone(),
+                tags: rec.sub_tags.clone(),
+            }),
+        };
+        cut.extend(run.feed(honest, &fed)?);
+        s.router = s.router.with(fed, format!("submit {}", rec.label));
+        s.router_jobs = Rc::new(run.jobs.iter().map(|j| j.server).collect());
+        self.take_cut(s, cut)
+    }
+
+    /// An order server answers a job of the router's core: each item in
+    /// order, an honest server (or any server when `all_real`) with its
+    /// real core in one transaction of its store, a colluding one by
+    /// tagging what it is asked. Every attestation is recorded as the
+    /// model records the adversary's. Returns the job's result and a label
+    /// of what it says.
+    fn answer_job(
+        &self,
+        s: &mut State,
+        job: &ServerJob,
+        all_real: bool,
+    ) -> Result<(JobResult, String), ModelError> {
+        let sv = job.server as usize;
+        let colluding = !all_real && self.bounds.equivocating.contains(&job.server);
+        let mut label = format!("s{}:", job.server);
+        let mut results = Vec::new();
+        let mut store = (*s.servers[sv]).clone();
+        let mut txn = store.begin();
+        for item in &job.request.items {
+            let request = AttestRequest::try_from(item.clone()).or_else(err)?;
+            let hash = request.envelope.hash();
+            let Some(e) = s.envs.iter().position(|r| r.env.hash() == hash) else {
+                return err("the router sent an envelope the model has not seen");
+            };
+            let answer = if colluding {
+                let Some(after) = s.placements.iter().position(|p| {
+                    p.head == request.previous_head && p.index.0 + 1 == request.index.0
+                }) else {
+                    return err("the router asked a colluding server after an unknown head");
+                };
+                let pi = self.forge(s, job.server, e, after)?;
+                match s.placements[pi].tags[sv].clone() {
+                    Some(a) => Ok(a),
+                    None => return err("a forged placement without the server's tags"),
+                }
+            } else {
+                self.cores[sv].attest(&mut txn, &request).or_else(err)?
+            };
+            let outcome = match answer {
+                Ok(att) => {
+                    let epoch = request.envelope.header.epoch();
+                    let known = s
+                        .placements
+                        .iter()
+                        .position(|p| p.env == e && p.index == att.index && p.head == att.head);
+                    let pi = match known {
+                        // The Setup, attested before the router started.
+                        Some(pi) if att.index == Index(0) => pi,
+                        _ => {
+                            let Some(after) = s.placements.iter().position(|p| {
+                                p.index.0 + 1 == att.index.0
+                                    && p.head.next(&self.conversation, epoch, att.index, &hash)
+                                        == att.head
+                            }) else {
+                                return err(
+                                    "a server attested after a head the model has not seen",
+                                );
+                            };
+                            self.place(s, e, after, job.server, att.clone(), !colluding)?
+                        }
+                    };
+                    if !colluding && s.placements[s.tips[sv]].index.0 + 1 == att.index.0 {
+                        s.tips[sv] = pi;
+                    }
+                    label.push_str(&format!(" +{}", s.placements[pi].label));
+                    pb::attest_result::Outcome::Attested((&att).into())
+                }
+                Err(r) => {
+                    label.push_str(&format!(" -{}@{}", s.envs[e].label, request.index.0));
+                    pb::attest_result::Outcome::Refused(pb::Refusal::from(&r))
+                }
+            };
+            results.push(pb::AttestResult {
+                outcome: Some(outcome),
+                log_index: None,
+            });
+        }
+        txn.commit();
+        if !colluding {
+            s.servers[sv] = Rc::new(store);
+        }
+        Ok((
+            JobResult {
+                id: job.id,
+                server: job.server,
+                opens: job.opens.iter().map(|_| OpenOutcome::AlreadyOpen).collect(),
+                attest: Ok(results),
+            },
+            label,
+        ))
+    }
+
+    /// Members receive the deliveries the router's core cut (a delivery
+    /// identical to one a member already received is a repeat, and left
+    /// out as the adversary's are).
+    fn take_cut(&self, s: &mut State, cut: Vec<Cut>) -> Result<(), ModelError> {
+        for (account, wire) in cut {
+            let Some(m) = self.accounts[..s.members.len()]
+                .iter()
+                .position(|a| *a == account)
+            else {
+                continue;
+            };
+            let incoming = Incoming::try_from(wire).or_else(err)?;
+            let (env, index, attestations) = match &incoming {
+                Incoming::Envelope(d) => {
+                    let hash = EnvelopeSummary {
+                        header: d.header.clone(),
+                        block_digests: d.block_digests.clone(),
+                    }
+                    .hash();
+                    let Some(e) = s.envs.iter().position(|r| r.env.hash() == hash) else {
+                        return err("the router delivered an envelope the model has not seen");
+                    };
+                    (Some(e), d.index, &d.attestations)
+                }
+                Incoming::Tags(t) => (None, t.index, &t.attestations),
+            };
+            let Some(head) = attestations.first().map(|a| a.head) else {
+                return err("the router delivered without attestations");
+            };
+            let Some(p) = s
+                .placements
+                .iter()
+                .find(|p| env.is_none_or(|e| p.env == e) && p.index == index && p.head == head)
+                .cloned()
+            else {
+                return err("the router delivered a placement the model has not seen");
+            };
+            let mask = attestations
+                .iter()
+                .fold(0, |x, a| x | bit(a.server as usize));
+            let label = match &incoming {
+                Incoming::Envelope(d) => {
+                    let previous = match d.previous_head {
+                        Some(h) if h == p.prev => "",
+                        None => " and no previous head",
+                        Some(_) => " and another previous head",
+                    };
+                    delivery_label(&s.envs[p.env], &p.label, mask, previous)
+                }
+                Incoming::Tags(_) => format!("later tags {} by {mask:#b}", p.label),
+            };
+            let mut ms = (*s.members[m]).clone();
+            if ms.delivered.contains(label.as_str()) {
+                continue;
+            }
+            let before = ms.conv.next_expected();
+            let mut secrets = secrets_of(&ms)?;
+            ms.conv.receive_incoming(incoming, &mut secrets);
+            ms.delivered.insert(label.into());
+            if ms.conv.next_expected() > before {
+                ms.from_router += 1;
+            }
+            self.settle(&mut ms, &secrets)?;
+            s.members[m] = Rc::new(ms);
+        }
+        Ok(())
     }
 
     /// A colluding server tags `env` at the index after placement `after`
@@ -1710,6 +2073,11 @@ impl State {
         proofs.hash(&mut h);
         self.messages.hash(&mut h);
         self.receipts.hash(&mut h);
+        // The order of the router core's inputs decides its indices.
+        for l in self.router.labels() {
+            l.hash(&mut h);
+        }
+        self.router_jobs.hash(&mut h);
         h.finish()
     }
 }
@@ -1737,15 +2105,20 @@ impl Model {
                 .get(p)
                 .map_or("?".to_owned(), |r| r.label.to_string())
         };
+        let submits = if self.honest.is_some() {
+            " and submits it to the router core"
+        } else {
+            ""
+        };
         match *a {
-            Action::Message { member } => format!("member {member} composes a Message"),
-            Action::Receipt { member } => format!("member {member} composes a Receipt"),
+            Action::Message { member } => format!("member {member} composes a Message{submits}"),
+            Action::Receipt { member } => format!("member {member} composes a Receipt{submits}"),
             Action::Update {
                 member,
                 change,
                 admin_padding,
             } => format!(
-                "member {member} composes an Update to {change}{}",
+                "member {member} composes an Update to {change}{}{submits}",
                 if admin_padding {
                     " in a next slot set with Admin-role padding slots"
                 } else {
@@ -1788,6 +2161,14 @@ impl Model {
             Action::ProofRequest { member } => {
                 format!("member {member} asks for head proofs")
             }
+            Action::Forward { server } => format!(
+                "{} server {server} answers the router core's oldest job for it, and the core takes the answer",
+                if self.bounds.equivocating.contains(&server) {
+                    "colluding"
+                } else {
+                    "honest"
+                }
+            ),
             Action::RogueUpdate { member } => format!(
                 "compromised member {member} sends an Update that adds the joiner and drops the last member"
             ),

@@ -1,8 +1,8 @@
 //! Runs the model checker with bounds from the command line.
 
 use clap::Parser;
-use grompi_checker::Bounds;
 use grompi_checker::cores::Weaken;
+use grompi_checker::{Bounds, RouterMode};
 
 /// Bounded model checking of the integrity properties over the real cores.
 #[derive(Parser, Debug)]
@@ -44,6 +44,10 @@ struct Args {
     /// Member 0 (the Admin) is compromised.
     #[arg(long)]
     compromised_admin: bool,
+    /// Who forwards: `adversary` (its own moves only), `driver` (only the
+    /// shipping router driver) or `both`.
+    #[arg(long, default_value_t = RouterMode::Adversary)]
+    router: RouterMode,
     /// Maximum actions on a path.
     #[arg(long, default_value_t = 6)]
     depth: usize,
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
         admin_padding: a.admin_padding,
         head_proofs: a.head_proofs,
         compromised_admin: a.compromised_admin,
+        router: a.router,
         depth: a.depth,
         weaken: Weaken {
             join_binding: a.weaken_join_binding,
