@@ -68,6 +68,75 @@ fn reading_mismatches(expect: &crate::scenario::Expectation, views: &[MemberView
             }
         }
     }
+    for name in &expect.read_history_before_join {
+        let Some(h) = views
+            .iter()
+            .find(|v| &v.name == name)
+            .and_then(|v| v.history.as_ref())
+            .filter(|h| h.verified)
+        else {
+            out.push(format!("{name} holds no verified history"));
+            continue;
+        };
+        // What the honest members who were there read live before the join.
+        let mut live: BTreeMap<u64, (Option<String>, String)> = BTreeMap::new();
+        for v in views.iter().filter(|v| v.honest && &v.name != name) {
+            for e in &v.accepted {
+                if let (true, Some(text)) =
+                    (e.index < h.first_own && e.kind == "message", &e.plaintext)
+                {
+                    live.entry(e.index)
+                        .or_insert((e.sender.clone(), text.clone()));
+                }
+            }
+        }
+        let shown: BTreeMap<u64, (Option<String>, String)> = h
+            .messages_before_join()
+            .map(|l| {
+                (
+                    l.index,
+                    (l.sender.clone(), l.plaintext.clone().unwrap_or_default()),
+                )
+            })
+            .collect();
+        if live.is_empty() {
+            out.push(format!("nobody read a message before {name}'s join"));
+        } else if shown != live {
+            out.push(format!(
+                "{name}'s history shows {} messages before its join where the members there read {}, or not the same",
+                shown.len(),
+                live.len()
+            ));
+        }
+    }
+    for name in &expect.read_nothing_before_join {
+        match views
+            .iter()
+            .find(|v| &v.name == name)
+            .and_then(|v| v.history.as_ref())
+        {
+            Some(h) if h.verified => {
+                let sent_before = views
+                    .iter()
+                    .filter(|v| v.honest && &v.name != name)
+                    .any(|v| {
+                        v.accepted.iter().any(|e| {
+                            e.index < h.first_own && e.kind == "message" && e.plaintext.is_some()
+                        })
+                    });
+                if !sent_before {
+                    out.push(format!("nobody read a message before {name}'s join"));
+                }
+                if let Some(l) = h.messages_before_join().next() {
+                    out.push(format!(
+                        "{name} read index {} from before its join at index {}",
+                        l.index, h.first_own
+                    ));
+                }
+            }
+            _ => out.push(format!("{name} holds no verified history")),
+        }
+    }
     for name in &expect.read_nothing_after_removal {
         let removal = views
             .iter()
@@ -237,6 +306,7 @@ impl RunReport {
             ("no injection", &self.verdicts.no_injection),
             ("no puppet members", &self.verdicts.no_puppet_members),
             ("withholding detected", &self.verdicts.withholding_detected),
+            ("history matches", &self.verdicts.history_matches),
         ] {
             let _ = writeln!(out, "| {name} | {} |", describe(check));
         }
@@ -244,6 +314,42 @@ impl RunReport {
         out.push_str(&side_by_side(&self.views));
         for m in self.never_accepted() {
             let _ = writeln!(out, "- sent, but accepted by no member: {m}");
+        }
+        for v in &self.views {
+            let Some(h) = &v.history else {
+                continue;
+            };
+            if h.verified {
+                let before: Vec<String> = h
+                    .messages_before_join()
+                    .map(|l| {
+                        format!(
+                            "#{} {}: {}",
+                            l.index,
+                            l.sender.as_deref().unwrap_or("?"),
+                            l.plaintext.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "- {} read the history through index {}: verified; before its join (index {}) it shows {}",
+                    v.name,
+                    h.through,
+                    h.first_own,
+                    if before.is_empty() {
+                        "no message".to_owned()
+                    } else {
+                        before.join("; ").replace('\n', " ")
+                    }
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "- {} read the history through index {}: not verified, nothing shown",
+                    v.name, h.through
+                );
+            }
         }
         if !self.server_refusals.is_empty() {
             let _ = writeln!(out, "\n## What the order servers refused\n");
@@ -560,6 +666,7 @@ alerts = ["gap"]
                 alerts: vec![],
                 censored: 0,
                 listed_puppets: vec![],
+                history: None,
             },
             MemberView {
                 name: "b".into(),
@@ -570,6 +677,7 @@ alerts = ["gap"]
                 alerts: vec![],
                 censored: 0,
                 listed_puppets: vec![],
+                history: None,
             },
         ];
         let sent = vec![SentRecord {

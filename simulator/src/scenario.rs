@@ -147,6 +147,63 @@ pub enum RouterStrategy {
         /// The `previous_head` the substituted Update is delivered with.
         previous_head: PreviousHead,
     },
+    /// Delivers honestly, but tampers with the stored envelopes it returns
+    /// when a member reads the conversation's history (FetchHistory): at
+    /// the reader's first page it makes one copy of the whole stored
+    /// history changed as `tamper` says (among the envelopes before the
+    /// reader's join), and answers every page of that read from it.
+    TamperHistory {
+        /// What it does to the old envelopes.
+        tamper: HistoryTamper,
+    },
+}
+
+/// What a router tampering with history pages does to the stored envelopes
+/// it returns, at a seeded place before the reader's join. Each keeps the
+/// history looking whole: the indices stay dense from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryTamper {
+    /// Leaves one envelope out (a seeded one) and numbers the ones after it
+    /// down, so no index is missing.
+    Drop,
+    /// Flips one bit of one envelope's body (a seeded one).
+    AlterBody,
+    /// Flips one bit of one envelope's history block (a seeded one that has
+    /// one), and gives it the block digest of the altered block.
+    AlterHistoryBlock,
+    /// Swaps two neighbouring envelopes (a seeded pair), each keeping the
+    /// index of the place it is put at.
+    Reorder,
+    /// Adds a copy of one envelope next to it (a seeded one) and numbers
+    /// the ones after it up.
+    Inject,
+}
+
+impl HistoryTamper {
+    /// Every tampering, for the library's checks.
+    pub const ALL: [Self; 5] = [
+        Self::Drop,
+        Self::AlterBody,
+        Self::AlterHistoryBlock,
+        Self::Reorder,
+        Self::Inject,
+    ];
+
+    /// The misbehaviour kind a member reading the history raises.
+    pub fn caught_as(self) -> &'static str {
+        "history_mismatch"
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Drop => "tampered history (an envelope dropped)",
+            Self::AlterBody => "tampered history (a body altered)",
+            Self::AlterHistoryBlock => "tampered history (a history block altered)",
+            Self::Reorder => "tampered history (two envelopes swapped)",
+            Self::Inject => "tampered history (an envelope injected)",
+        }
+    }
 }
 
 /// What a router substituting an Update puts in the delivery's
@@ -403,6 +460,7 @@ fn strategy_name(s: &RouterStrategy) -> &'static str {
             PreviousHead::Empty => "substituted Update for a joiner (no previous head)",
             PreviousHead::Genuine => "substituted Update for a joiner (genuine previous head)",
         },
+        RouterStrategy::TamperHistory { tamper } => tamper.describe(),
     }
 }
 
@@ -441,6 +499,33 @@ pub struct Network {
     /// `create_keyed_conversation`. Absent: pairwise-keyed.
     #[serde(default)]
     pub group_period: Option<u64>,
+    /// The history policy the creator's Setup and every Update state
+    /// (`docs/PROTOCOL.md` 4.6): `joined` (the default) or `shared`, which
+    /// needs `group_period`.
+    #[serde(default)]
+    pub history: HistoryPolicy,
+}
+
+/// Who reads a conversation's history: the scenario file's form of the
+/// client's `Visibility`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryPolicy {
+    /// Members added later read nothing sent before they joined.
+    #[default]
+    Joined,
+    /// Members added later read what was sent before they joined.
+    Shared,
+}
+
+impl HistoryPolicy {
+    /// The client's policy.
+    pub fn visibility(self) -> grompi_client_core::content::Visibility {
+        match self {
+            Self::Joined => grompi_client_core::content::Visibility::Joined,
+            Self::Shared => grompi_client_core::content::Visibility::Shared,
+        }
+    }
 }
 
 /// Order server limits a deployment may configure below the protocol's.
@@ -518,6 +603,11 @@ pub enum Misbehave {
     /// (`rn1_mismatch`): nobody follows it, and everyone stays on the
     /// generation before.
     BadRn1,
+    /// A message in a conversation that shares its history whose history
+    /// block is sealed under a key no member holds (`bad_history_block`):
+    /// every other member reads the message and is warned that members
+    /// added later will not.
+    BadHistoryBlock,
     /// Straight to the order servers: an envelope stamped with the next
     /// epoch (`wrong_epoch`).
     WrongEpoch,
@@ -545,6 +635,7 @@ impl Misbehave {
                 | Self::SwapSlots
                 | Self::RemoveLastAdmin
                 | Self::BadRn1
+                | Self::BadHistoryBlock
         )
     }
 
@@ -557,6 +648,7 @@ impl Misbehave {
             Self::SwapSlots => "foreign_slot_key",
             Self::RemoveLastAdmin => "unauthorized_update",
             Self::BadRn1 => "rn1_mismatch",
+            Self::BadHistoryBlock => "bad_history_block",
             Self::WrongEpoch => "wrong_epoch",
             Self::UnknownSlot => "unknown_slot",
             Self::NonAdminUpdate => "not_authorized",
@@ -593,6 +685,11 @@ pub struct Step {
     /// The actor (an Admin of a group-keyed conversation) sends a Rekey.
     #[serde(default)]
     pub rekey: bool,
+    /// The actor reads the conversation's history from the router
+    /// (FetchHistory, page by page) and verifies it from the genesis
+    /// against the head it accepted last (`HistoryVerifier`).
+    #[serde(default)]
+    pub read_history: bool,
     /// The step runs at the same virtual time as the step before it, so
     /// both actors compose before either sees the other's envelope.
     #[serde(default)]
@@ -609,6 +706,7 @@ impl Step {
             + usize::from(self.prove_heads)
             + usize::from(self.misbehave.is_some())
             + usize::from(self.rekey)
+            + usize::from(self.read_history)
     }
 }
 
@@ -633,6 +731,15 @@ pub struct Expectation {
     /// the Update that removed them.
     #[serde(default)]
     pub read_nothing_after_removal: Vec<String>,
+    /// Members (honest, added by an Update) whose verified history shows
+    /// every message before their join exactly as the honest members who
+    /// were there read it (sender and text), and at least one.
+    #[serde(default)]
+    pub read_history_before_join: Vec<String>,
+    /// Members (honest, added by an Update) whose history verified but
+    /// shows no message before their join.
+    #[serde(default)]
+    pub read_nothing_before_join: Vec<String>,
 }
 
 /// A parsed, validated scenario.
@@ -724,6 +831,30 @@ impl Scenario {
                 );
             }
         }
+        if self.network.history == HistoryPolicy::Shared && self.network.group_period.is_none() {
+            return Err(
+                "a shared history needs a group-keyed conversation ([network] group_period)".into(),
+            );
+        }
+        for name in self
+            .expect
+            .read_history_before_join
+            .iter()
+            .chain(&self.expect.read_nothing_before_join)
+        {
+            if !self
+                .script
+                .iter()
+                .any(|s| s.read_history && &s.from == name)
+            {
+                return Err(format!("{name:?} never reads the history (read_history)"));
+            }
+        }
+        if matches!(self.adversary.router, RouterStrategy::TamperHistory { .. })
+            && !self.script.iter().any(|s| s.read_history)
+        {
+            return Err("tamper_history needs a script step that reads the history".into());
+        }
         if self.network.group_period == Some(0) {
             return Err("group_period must be at least 1".into());
         }
@@ -801,6 +932,15 @@ impl Scenario {
                 Misbehave::BadRn1 if !admin || self.network.group_period.is_none() => {
                     return Err(format!(
                         "script step {i}: bad_rn1 needs an admin in a group-keyed conversation"
+                    ));
+                }
+                Misbehave::BadHistoryBlock
+                    if self.network.group_period.is_none()
+                        || self.network.history != HistoryPolicy::Shared =>
+                {
+                    return Err(format!(
+                        "script step {i}: bad_history_block needs a group-keyed conversation \
+                         whose history is shared"
                     ));
                 }
                 Misbehave::NonAdminUpdate if admin => {

@@ -58,6 +58,7 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             prove_heads: false,
             misbehave: None,
             rekey: false,
+            read_history: false,
             with_previous: false,
         })
         .collect();
@@ -71,6 +72,7 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             admins: None,
             order_server_limits: None,
             group_period: None,
+            history: Default::default(),
         },
         adversary: Default::default(),
         script,
@@ -81,6 +83,8 @@ pub fn honest_network(n: usize, members: usize) -> Scenario {
             refusals: vec![],
             every_message_read: false,
             read_nothing_after_removal: vec![],
+            read_history_before_join: vec![],
+            read_nothing_before_join: vec![],
         },
     }
 }

@@ -8,12 +8,13 @@
 //! | no injection (P5) | every accepted, decrypted message from a named sender was really sent by that sender |
 //! | no puppet members | no honest member's member list ever held an account the router registered for itself |
 //! | withholding detected (P7) | when an honest member was denied indices others accepted, it raised an alert |
+//! | history matches | every history an honest member verified and shows covers every index from 0 to where it read, and shows at each the message (sender and text) the honest members who accepted it live read there |
 //!
 //! The outcome of an attack is *prevented* when honest members ended with
 //! identical, complete transcripts; *detected* when some honest member has
 //! less than the furthest honest member over the span it belonged to, or
-//! sent something no honest member accepted, and every such member raised
-//! an alert; *undetected* otherwise. An integrity violation is always reported,
+//! sent something no honest member accepted, or read a history that did not
+//! verify (so it shows none), and every such member raised an alert; *undetected* otherwise. An integrity violation is always reported,
 //! whatever the alerts say.
 
 use crate::view::{AcceptedEntry, MemberView, SentRecord};
@@ -81,6 +82,9 @@ pub struct Verdicts {
     pub no_puppet_members: Check,
     /// P7.
     pub withholding_detected: Check,
+    /// Every history an honest member verified shows what the honest
+    /// members read live (not applicable when nobody read one).
+    pub history_matches: Check,
     /// Whether all honest members ended with the same transcript.
     pub honest_views_agree: bool,
     /// The attack's outcome.
@@ -196,6 +200,46 @@ fn no_puppet_members(views: &[MemberView]) -> Check {
     }))
 }
 
+fn history_matches(views: &[MemberView]) -> Check {
+    let mut read = false;
+    for v in honest(views) {
+        let Some(h) = v.history.as_ref().filter(|h| h.verified) else {
+            continue;
+        };
+        read = true;
+        let dense = h.shown.iter().enumerate().all(|(i, l)| l.index == i as u64);
+        if !dense || h.shown.len() as u64 != h.through.saturating_add(1) {
+            return Check::Violated(format!(
+                "{} shows a history that does not cover indices 0 to {}",
+                v.name, h.through
+            ));
+        }
+        for line in &h.shown {
+            let Some(text) = &line.plaintext else {
+                continue;
+            };
+            let differs = honest(views).find(|o| {
+                o.accepted.iter().any(|e| {
+                    e.index == line.index
+                        && e.plaintext.is_some()
+                        && (e.plaintext.as_ref() != Some(text) || e.sender != line.sender)
+                })
+            });
+            if let Some(o) = differs {
+                return Check::Violated(format!(
+                    "{}'s history shows at index {} another message than {} read there",
+                    v.name, line.index, o.name
+                ));
+            }
+        }
+    }
+    if read {
+        Check::Holds
+    } else {
+        Check::NotApplicable
+    }
+}
+
 /// Alert kinds that tell a member it is being denied something.
 /// (`foreign_slot_key`: a Setup or Update gave this member a slot whose key
 /// is not its own, so it cannot follow the conversation from there on, and
@@ -209,6 +253,7 @@ pub const DENIAL_ALERTS: &[&str] = &[
     "bad_attestation",
     "rewritten_index",
     "foreign_slot_key",
+    "history_mismatch",
 ];
 
 /// Alert kinds that are evidence of a fork.
@@ -222,9 +267,10 @@ pub const FORK_ALERTS: &[&str] = &[
 /// Whether an honest member ended with less than it should have: fewer
 /// indices than the furthest honest member over the span it belonged to
 /// (from its first index, to its removal or the end), or an envelope of its
-/// own that no honest member accepted (it was censored).
+/// own that no honest member accepted (it was censored), or a history read
+/// that did not verify (it shows none).
 fn short(v: &MemberView, furthest: Option<u64>) -> bool {
-    if v.censored > 0 {
+    if v.censored > 0 || v.history.as_ref().is_some_and(|h| !h.verified) {
         return true;
     }
     // Every initial member should have at least the Setup (index 0).
@@ -250,6 +296,7 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
     let content_consistency = content_consistency(views);
     let no_injection = no_injection(views, sent);
     let no_puppet_members = no_puppet_members(views);
+    let history_matches = history_matches(views);
     let furthest = honest(views)
         .filter_map(|v| v.accepted.last().map(|e| e.index))
         .max();
@@ -276,7 +323,8 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
         && participant_consistency.ok()
         && content_consistency.ok()
         && no_injection.ok()
-        && no_puppet_members.ok();
+        && no_puppet_members.ok()
+        && history_matches.ok();
     let fork_known = |v: &MemberView| FORK_ALERTS.iter().any(|k| v.raised(k));
     let outcome = if !consistent {
         // Views diverged: detected only if every honest member holds
@@ -300,6 +348,7 @@ pub fn judge(views: &[MemberView], sent: &[SentRecord]) -> Verdicts {
         no_injection,
         no_puppet_members,
         withholding_detected,
+        history_matches,
         honest_views_agree,
         outcome,
     }
@@ -335,6 +384,7 @@ mod tests {
             alerts: vec![],
             censored: 0,
             listed_puppets: vec![],
+            history: None,
         }
     }
 

@@ -68,6 +68,51 @@ pub struct MemberView {
     /// list held at some point.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub listed_puppets: Vec<String>,
+    /// The conversation's history this member read from the router, if a
+    /// script step had it read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryView>,
+}
+
+/// A history a member read from the router (FetchHistory) and verified
+/// from the genesis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryView {
+    /// The member's first own index (0, or the Update that added it):
+    /// what comes before is shown as "before you joined".
+    pub first_own: u64,
+    /// The last index the read covers (the last one the member had
+    /// accepted when it started).
+    pub through: u64,
+    /// Whether the history verified against the attested chain. When it
+    /// did not, nothing of it is shown.
+    pub verified: bool,
+    /// What the member shows, one line per index from 0 (empty unless
+    /// verified).
+    pub shown: Vec<HistoryLine>,
+}
+
+impl HistoryView {
+    /// The lines before the member's join that read as a message.
+    pub fn messages_before_join(&self) -> impl Iterator<Item = &HistoryLine> {
+        self.shown.iter().filter(move |l| {
+            l.index < self.first_own && l.kind == "message" && l.plaintext.is_some()
+        })
+    }
+}
+
+/// One index of a verified history, as the member shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HistoryLine {
+    /// The index.
+    pub index: u64,
+    /// The envelope kind.
+    pub kind: String,
+    /// The sender's name, when the history read so far says who holds the
+    /// sender's slot.
+    pub sender: Option<String>,
+    /// A message's text, when the history key chain reached it.
+    pub plaintext: Option<String>,
 }
 
 impl MemberView {

@@ -141,6 +141,7 @@ fn fork_scenario(n: usize, t: usize, equivocators: usize) -> Scenario {
             admins: None,
             order_server_limits: None,
             group_period: None,
+            history: Default::default(),
         },
         adversary: Adversary {
             router: RouterStrategy::Fork {
@@ -173,6 +174,7 @@ fn fork_scenario(n: usize, t: usize, equivocators: usize) -> Scenario {
                 prove_heads: false,
                 misbehave: None,
                 rekey: false,
+                read_history: false,
                 with_previous: false,
             })
             .collect(),
@@ -183,6 +185,8 @@ fn fork_scenario(n: usize, t: usize, equivocators: usize) -> Scenario {
             refusals: vec![],
             every_message_read: false,
             read_nothing_after_removal: vec![],
+            read_history_before_join: vec![],
+            read_nothing_before_join: vec![],
         },
     }
 }
@@ -268,6 +272,7 @@ const EXERCISED: &[&str] = &[
     "gap",
     "head_mismatch",
     "head_proof_fork",
+    "history_mismatch",
     "index_mismatch",
     "key_commitment_mismatch",
     "limit_exceeded",
@@ -278,6 +283,7 @@ const EXERCISED: &[&str] = &[
     "receipt_mismatch",
     "rewritten_index",
     "rn1_mismatch",
+    "bad_history_block",
     "sequence_not_increasing",
     "slot_set_mismatch",
     "unattested_envelope",
@@ -390,6 +396,7 @@ fn every_malicious_strategy_has_a_scenario_expecting_its_detection() {
         Misbehave::NonAdminUpdate,
         Misbehave::SecondSetup,
         Misbehave::Oversize,
+        Misbehave::BadHistoryBlock,
         Misbehave::BadRn1,
     ] {
         let used = all.iter().any(|(_, s)| {
@@ -405,6 +412,15 @@ fn every_malicious_strategy_has_a_scenario_expecting_its_detection() {
             .iter()
             .any(|o| o.strategy == OrderServerStrategy::SkipSenderCheck)
     }));
+    // Every way of tampering with a history page: the reader names it.
+    use grompi_simulator::scenario::HistoryTamper;
+    for tamper in HistoryTamper::ALL {
+        let used = all.iter().any(|(_, s)| {
+            s.adversary.router == RouterStrategy::TamperHistory { tamper }
+                && s.expect.alerts == [tamper.caught_as()]
+        });
+        assert!(used, "no scenario ships tamper_history {tamper:?}");
+    }
     // Attack 1, both variants: the joiner names the substitute.
     use grompi_simulator::scenario::PreviousHead;
     for (previous_head, alert) in [
@@ -507,5 +523,88 @@ fn group_keyed_scenarios_show_what_they_claim() {
         let alice = r.views.iter().find(|v| v.name == "alice").unwrap();
         let last = mallory.accepted.last().unwrap().index;
         assert!(alice.accepted.iter().filter(|e| e.index > last).count() >= 4);
+    }
+}
+
+/// The shared-history scenarios show what they claim: with an honest router
+/// the joiner's verified history shows every message before its join as
+/// the original members read it and nobody raises anything; with a
+/// tampering router the joiner, and only the joiner, raises exactly
+/// `history_mismatch` and shows nothing, while every live view is intact;
+/// in a `joined` conversation the joiner verifies its history but reads
+/// nothing before its join.
+#[test]
+fn history_scenarios_show_what_they_claim() {
+    use grompi_simulator::scenario::HistoryTamper;
+    for seed in [1, 2] {
+        let r = run(&shipped_named("history-shared"), seed).unwrap();
+        assert!(r.as_expected, "seed {seed}: {:?}", r.mismatches);
+        assert!(
+            r.views.iter().all(|v| v.alerts.is_empty()),
+            "seed {seed}: {:?}",
+            r.views.iter().map(|v| &v.alerts).collect::<Vec<_>>()
+        );
+        let dave = r.views.iter().find(|v| v.name == "dave").unwrap();
+        let h = dave.history.as_ref().unwrap();
+        assert!(h.verified && h.first_own > 0, "seed {seed}: {h:?}");
+        let shown: Vec<(String, String)> = h
+            .messages_before_join()
+            .map(|l| (l.sender.clone().unwrap(), l.plaintext.clone().unwrap()))
+            .collect();
+        // Every message sent before the join, in the order sent (the
+        // script's messages before Alice adds Dave), by its real sender.
+        let sent: Vec<(String, String)> = r
+            .sent
+            .iter()
+            .take(4)
+            .map(|s| (s.from.clone(), s.plaintext.clone()))
+            .collect();
+        assert_eq!(shown, sent, "seed {seed}");
+        assert_eq!(
+            r.verdicts.history_matches,
+            grompi_simulator::verdict::Check::Holds
+        );
+
+        let r = run(&shipped_named("history-joined"), seed).unwrap();
+        assert!(r.as_expected, "seed {seed}: {:?}", r.mismatches);
+        let dave = r.views.iter().find(|v| v.name == "dave").unwrap();
+        let h = dave.history.as_ref().unwrap();
+        assert!(h.verified, "seed {seed}");
+        assert_eq!(h.messages_before_join().count(), 0, "seed {seed}");
+        assert!(h.shown.len() as u64 > h.first_own, "seed {seed}: {h:?}");
+
+        for tamper in HistoryTamper::ALL {
+            let (_, s) = shipped()
+                .into_iter()
+                .find(|(_, s)| s.adversary.router == RouterStrategy::TamperHistory { tamper })
+                .unwrap();
+            let r = run(&s, seed).unwrap();
+            assert!(r.as_expected, "{} seed {seed}: {:?}", s.name, r.mismatches);
+            assert!(
+                r.notes
+                    .iter()
+                    .any(|n| n.contains("the router tampers with the history")),
+                "{} seed {seed}: {:?}",
+                s.name,
+                r.notes
+            );
+            for v in &r.views {
+                let kinds: std::collections::BTreeSet<&str> =
+                    v.alerts.iter().map(|a| a.kind.as_str()).collect();
+                if v.name == "dave" {
+                    assert_eq!(kinds, ["history_mismatch"].into(), "{} seed {seed}", s.name);
+                    let h = v.history.as_ref().unwrap();
+                    assert!(!h.verified && h.shown.is_empty(), "{} seed {seed}", s.name);
+                } else {
+                    assert!(
+                        kinds.is_empty(),
+                        "{} seed {seed}: {}: {kinds:?}",
+                        s.name,
+                        v.name
+                    );
+                }
+            }
+            assert!(r.verdicts.integrity.ok() && r.verdicts.content_consistency.ok());
+        }
     }
 }

@@ -14,11 +14,13 @@ use super::member_node::MemberNode;
 use super::router_node::RouterNode;
 use super::router_puppet::{NextSet, Puppet, call_core, join_delivery, substitute_update};
 use super::{MS, SimError, World};
-use crate::scenario::{JobTamper, OrderServerStrategy, PreviousHead, RouterStrategy};
+use crate::scenario::{
+    HistoryTamper, JobTamper, OrderServerStrategy, PreviousHead, RouterStrategy,
+};
 use crate::schedule::Schedule;
 use grompi_proto::mac::Attestation;
 use grompi_proto::{BodyHash, SlotRole, SlotSet, pb};
-use grompi_router::core::{Call, ProvePlan};
+use grompi_router::core::{Call, HistoryPlan, ProvePlan};
 use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,6 +44,11 @@ pub struct RouterAdversary {
     substituted: BTreeSet<(usize, u64)>,
     /// Deliveries handed to a removed member it colludes with.
     handed_to_removed: u64,
+    /// Per reader, the tampered copy of the stored history a router
+    /// tampering with history pages answers from, and the number of
+    /// indices stored when it was made (pages past it are read from the
+    /// store as they are).
+    tampered_history: BTreeMap<usize, (u64, Vec<pb::HistoryEnvelope>)>,
 }
 
 impl RouterAdversary {
@@ -66,6 +73,7 @@ impl RouterAdversary {
             prepared: BTreeMap::new(),
             substituted: BTreeSet::new(),
             handed_to_removed: 0,
+            tampered_history: BTreeMap::new(),
         }
     }
 
@@ -147,7 +155,187 @@ pub(super) fn puppets(
     Ok(vec![puppet])
 }
 
+/// Tampers with the stored history's envelopes (from index 0, in order) as
+/// `tamper` says, at a seeded place among the old envelopes, those before
+/// index `before` (the reader's join); returns the index it tampered at,
+/// or `None` when there is nothing it could tamper with.
+pub(super) fn tamper_history(
+    envelopes: &mut Vec<pb::HistoryEnvelope>,
+    tamper: HistoryTamper,
+    before: u64,
+    rng: &mut rand::rngs::ChaCha20Rng,
+) -> Option<u64> {
+    let n = envelopes.iter().filter(|e| e.index < before).count();
+    let pick = |rng: &mut rand::rngs::ChaCha20Rng, candidates: Vec<usize>| -> Option<usize> {
+        if candidates.is_empty() {
+            None
+        } else {
+            candidates
+                .get(rng.random_range(0..candidates.len()))
+                .copied()
+        }
+    };
+    let flip = |rng: &mut rand::rngs::ChaCha20Rng, bytes: &mut [u8]| {
+        if bytes.is_empty() {
+            return;
+        }
+        let at = rng.random_range(0..bytes.len());
+        let bit = rng.random_range(0..8u32);
+        if let Some(b) = bytes.get_mut(at) {
+            *b ^= 1 << bit;
+        }
+    };
+    match tamper {
+        HistoryTamper::Drop => {
+            let k = pick(rng, (0..n).collect())?;
+            let gone = envelopes.remove(k);
+            for e in envelopes.iter_mut().skip(k) {
+                e.index = e.index.saturating_sub(1);
+            }
+            Some(gone.index)
+        }
+        HistoryTamper::AlterBody => {
+            let k = pick(
+                rng,
+                (0..n).filter(|&i| !envelopes[i].body.is_empty()).collect(),
+            )?;
+            let e = envelopes.get_mut(k)?;
+            flip(rng, &mut e.body);
+            Some(e.index)
+        }
+        HistoryTamper::AlterHistoryBlock => {
+            let k = pick(
+                rng,
+                (0..n)
+                    .filter(|&i| !envelopes[i].history_block.is_empty())
+                    .collect(),
+            )?;
+            let e = envelopes.get_mut(k)?;
+            flip(rng, &mut e.history_block);
+            // The digest follows the block, so the envelope looks whole.
+            let digest = grompi_proto::RecipientBlock {
+                recipient: grompi_proto::envelope::HISTORY_RECIPIENT,
+                ciphertext: e.history_block.clone(),
+            }
+            .digest();
+            if let Some(last) = e.block_digests.last_mut() {
+                *last = digest.to_vec();
+            }
+            Some(e.index)
+        }
+        HistoryTamper::Reorder => {
+            let k = pick(rng, (1..n).collect())?;
+            envelopes.swap(k - 1, k);
+            let (a, b) = (envelopes[k].index, envelopes[k - 1].index);
+            envelopes[k - 1].index = a;
+            envelopes[k].index = b;
+            Some(a)
+        }
+        HistoryTamper::Inject => {
+            let k = pick(rng, (0..n).collect())?;
+            let copy = envelopes.get(k)?.clone();
+            envelopes.insert(k + 1, copy);
+            for e in envelopes.iter_mut().skip(k + 1) {
+                e.index = e.index.saturating_add(1);
+            }
+            Some(envelopes.get(k + 1)?.index)
+        }
+    }
+}
+
 impl World {
+    /// The router's answer to a FetchHistory whose plan is `plan`, for
+    /// member `to`: the page read from the branch's store, as the
+    /// service's shell builds it. A tampering router answers from one
+    /// tampered copy of the whole stored history per reader, made at the
+    /// reader's first page (so a page asked for again, or the next one,
+    /// shows the same tampering: the reader cannot get around it by asking
+    /// again).
+    pub(super) fn answer_history(&mut self, branch: usize, to: usize, plan: &HistoryPlan) {
+        let max = grompi_router::limits::Limits::default().max_fetch_bytes;
+        let tamper = match self.adversary.strategy {
+            RouterStrategy::TamperHistory { tamper } => Some(tamper),
+            _ => None,
+        };
+        let whole = HistoryPlan {
+            from: grompi_proto::Index(0),
+            to: plan.stored,
+            ..plan.clone()
+        };
+        let fresh = plan.from.0 == 0 || !self.adversary.tampered_history.contains_key(&to);
+        let read = self.stored_history(branch, plan, max).and_then(|page| {
+            match tamper.filter(|_| fresh) {
+                Some(t) => Ok((
+                    page,
+                    Some((t, self.stored_history(branch, &whole, usize::MAX)?)),
+                )),
+                None => Ok((page, None)),
+            }
+        });
+        let (mut page, tampered) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                self.send(Event::Reply {
+                    to,
+                    purpose: super::events::Purpose::History,
+                    result: Err(e),
+                });
+                return;
+            }
+        };
+        if let Some((tamper, whole)) = tampered {
+            let mut envelopes = whole.envelopes;
+            // The router knows where it added the reader (it delivered the
+            // Update): it tampers with what came before.
+            let join = self
+                .members
+                .get(to)
+                .and_then(MemberNode::conversation)
+                .map_or(0, |c| c.transcript().first().0);
+            let name = self
+                .members
+                .get(to)
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            match tamper_history(&mut envelopes, tamper, join, self.sched.rng()) {
+                Some(at) => self.notes.push(format!(
+                    "the router tampers with the history it returns to {name} ({tamper:?}, at index {at})"
+                )),
+                None => self.notes.push(format!(
+                    "the router found nothing to tamper with in the history it returns to {name}"
+                )),
+            }
+            self.adversary
+                .tampered_history
+                .insert(to, (plan.stored.0, envelopes));
+        }
+        if let Some((end, envelopes)) = self.adversary.tampered_history.get(&to)
+            && plan.from.0 < *end
+        {
+            page.envelopes = envelopes
+                .iter()
+                .filter(|e| e.index >= plan.from.0 && e.index < plan.to.0)
+                .cloned()
+                .collect();
+        }
+        self.send(Event::HistoryPage { to, page });
+    }
+
+    /// A history page of `branch`'s committed store, as the service's shell
+    /// reads it (`build_history_page`), at most `max` bytes.
+    fn stored_history(
+        &self,
+        branch: usize,
+        plan: &HistoryPlan,
+        max: usize,
+    ) -> Result<pb::FetchHistoryResponse, String> {
+        let store = self
+            .router
+            .store(branch)
+            .ok_or("this history of the router keeps no store")?;
+        grompi_router::fetch::build_history_page(store, plan, max).map_err(|e| e.to_string())
+    }
+
     /// What the router does at the start of script step `k`: a forking
     /// router splits at the first step; crashes and outages due then.
     pub(super) fn adversary_step(&mut self, k: usize) -> Result<(), SimError> {
@@ -303,6 +491,7 @@ impl World {
             | RouterStrategy::Fork { .. }
             | RouterStrategy::ForgeHeadProofs
             | RouterStrategy::MalformedJobs { .. }
+            | RouterStrategy::TamperHistory { .. }
             | RouterStrategy::CrashRestart { .. } => self.send(Event::Deliver { to, delivery }),
             RouterStrategy::ColludeWithRemoved { member } => {
                 // The removed member gets a copy of everything, tags and

@@ -36,6 +36,8 @@ pub enum Purpose {
     },
     /// ProveHeads: the member asks for every order server's head proof.
     Prove,
+    /// FetchHistory: the member reads a page of the conversation's history.
+    History,
     /// The router was down: call again.
     Retry {
         /// The call to make again after `DOWNTIME`.
@@ -53,6 +55,7 @@ impl Purpose {
             Self::Prepare { .. } => "prepare update",
             Self::Submit { .. } => "submit",
             Self::Prove => "prove heads",
+            Self::History => "fetch history",
             Self::Retry { .. } => "retry",
         }
     }
@@ -115,6 +118,14 @@ pub enum Event {
         to: usize,
         /// What the router (or the adversary playing it) sent, possibly forged or reordered.
         delivery: pb::Delivery,
+    },
+    /// A page of the conversation's history reaches a member (the router's
+    /// answer to FetchHistory, as its strategy made it).
+    HistoryPage {
+        /// Index of the member that asked for it, in `World::members`.
+        to: usize,
+        /// The stored envelopes the router returned.
+        page: pb::FetchHistoryResponse,
     },
     /// Head proofs reach a member.
     Proofs {

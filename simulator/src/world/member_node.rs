@@ -3,10 +3,11 @@
 //! a record of what it accepted, read and raised, with virtual times.
 
 use grompi_client_core::compose::Composed;
-use grompi_client_core::content::{Change, Content, MemberEntry};
+use grompi_client_core::content::{Change, Content, MemberEntry, Visibility};
 use grompi_client_core::errors::ClientError;
+use grompi_client_core::history::{HistoryEntry, HistoryItem, HistoryVerifier};
 use grompi_client_core::{Alert, Conversation, ConversationConfig, Event, Member, Phase, Secrets};
-use grompi_proto::{AccountId, ConversationId, EnvelopeKind, SlotSet, pb};
+use grompi_proto::{AccountId, ConversationId, EnvelopeKind, Index, Misbehaviour, SlotSet, pb};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the member learnt about one accepted index.
@@ -22,6 +23,33 @@ pub struct IndexInfo {
     pub change: Option<Change>,
     /// When it was accepted (virtual microseconds).
     pub accepted_at: u64,
+}
+
+/// Where a member's reading of the conversation's history stands.
+#[derive(Debug)]
+pub enum HistoryRead {
+    /// Pages are being fetched from the router and fed to the verifier.
+    Reading(Box<HistoryVerifier>),
+    /// The history verified against the attested chain: what it shows.
+    Verified(Vec<HistoryEntry>),
+    /// The history did not verify (the alert says why): nothing is shown.
+    Refused,
+    /// The router refused the call (no alert: the client sees an error,
+    /// which the run's notes record).
+    Failed,
+}
+
+/// A member's reading of the conversation's history: where it started and
+/// where it stands.
+#[derive(Debug)]
+pub struct HistoryState {
+    /// The member's first own index (0, or the Update that added it).
+    pub first_own: u64,
+    /// The last index the read covers: the last one the member had
+    /// accepted when it started.
+    pub through: u64,
+    /// Where it stands.
+    pub read: HistoryRead,
 }
 
 /// A member and everything it saw.
@@ -51,6 +79,9 @@ pub struct MemberNode {
     /// Every account its member list ever held (checked after each
     /// delivery, head proof and audit).
     pub ever_listed: BTreeSet<AccountId>,
+    /// Its reading of the conversation's history, once a script step asked
+    /// for it.
+    pub history: Option<HistoryState>,
 }
 
 impl MemberNode {
@@ -78,6 +109,7 @@ impl MemberNode {
             initial_roster: None,
             stolen_order_keys: Vec::new(),
             ever_listed: BTreeSet::new(),
+            history: None,
         }
     }
 
@@ -127,10 +159,87 @@ impl MemberNode {
         slots: SlotSet,
         members: Vec<MemberEntry>,
         group_period: Option<u64>,
+        history: Visibility,
         rng: &mut impl rand::CryptoRng,
     ) -> Result<Composed, ClientError> {
         self.member
-            .create_keyed_conversation(self.id, slots, members, group_period, rng)
+            .create_with_history(self.id, slots, members, group_period, history, rng)
+    }
+
+    /// Starts reading the conversation's history up to the last index it
+    /// accepted; returns the first index to ask the router for, or `None`
+    /// when it has accepted nothing yet.
+    pub fn start_history(&mut self) -> Option<Index> {
+        let anchor = self.conversation()?.history_anchor()?;
+        let (first_own, through) = (anchor.first_own.0, anchor.through.0);
+        let verifier = HistoryVerifier::new(anchor);
+        let next = verifier.next_index();
+        self.history = Some(HistoryState {
+            first_own,
+            through,
+            read: HistoryRead::Reading(Box::new(verifier)),
+        });
+        Some(next)
+    }
+
+    /// Takes one page of history from the router at virtual time `now`;
+    /// returns the next index to ask for while the history is incomplete
+    /// and the page moved it on. A page that moves nothing on ends the
+    /// read (the verifier then says the history ends too early).
+    pub fn history_page(&mut self, page: pb::FetchHistoryResponse, now: u64) -> Option<Index> {
+        let state = self.history.as_mut()?;
+        let HistoryRead::Reading(verifier) = &mut state.read else {
+            return None;
+        };
+        let before = verifier.next_index();
+        let mut failed = None;
+        for e in page.envelopes {
+            let pushed = match HistoryItem::try_from(e) {
+                Ok(item) => verifier.push(item),
+                Err(_) => Err(Misbehaviour::HistoryMismatch(
+                    "an envelope of the history is malformed",
+                )),
+            };
+            if let Err(m) = pushed {
+                failed = Some(m);
+                break;
+            }
+        }
+        if failed.is_none() && !verifier.is_complete() && verifier.next_index() > before {
+            return Some(verifier.next_index());
+        }
+        let read = std::mem::replace(&mut state.read, HistoryRead::Refused);
+        let result = match (failed, read) {
+            (Some(m), _) => Err(m),
+            (None, HistoryRead::Reading(v)) => v.finish(),
+            (None, other) => {
+                state.read = other;
+                return None;
+            }
+        };
+        match result {
+            Ok(entries) => state.read = HistoryRead::Verified(entries),
+            Err(kind) => {
+                state.read = HistoryRead::Refused;
+                self.alerts.push((
+                    now,
+                    Alert {
+                        conversation: self.id,
+                        kind,
+                        index: None,
+                        server: None,
+                    },
+                ));
+            }
+        }
+        None
+    }
+
+    /// The router refused a history call: the read ends, unverified.
+    pub fn history_failed(&mut self) {
+        if let Some(state) = &mut self.history {
+            state.read = HistoryRead::Failed;
+        }
     }
 
     /// Builds an envelope for the conversation with its client (a Rekey

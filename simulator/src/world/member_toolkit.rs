@@ -127,9 +127,9 @@ impl World {
             Misbehave::RemoveLastAdmin => self.direct(actor, step, what),
             Misbehave::FalseReceipt => self.false_receipt(actor, step),
             Misbehave::BadRn1 => self.bad_rn1(actor, step),
-            Misbehave::BrokenKeyCommitment | Misbehave::Impersonate => {
-                self.through_router(actor, step, what)
-            }
+            Misbehave::BrokenKeyCommitment
+            | Misbehave::Impersonate
+            | Misbehave::BadHistoryBlock => self.through_router(actor, step, what),
             Misbehave::WrongEpoch
             | Misbehave::UnknownSlot
             | Misbehave::NonAdminUpdate
@@ -350,9 +350,15 @@ impl World {
             Misbehave::BrokenKeyCommitment => {
                 format!("{name}: only some of you can read this")
             }
+            Misbehave::BadHistoryBlock => {
+                format!("{name}: nobody added later will read this")
+            }
             _ => format!("{name}: this is not from {name}"),
         };
-        if what == Misbehave::BrokenKeyCommitment {
+        if matches!(
+            what,
+            Misbehave::BrokenKeyCommitment | Misbehave::BadHistoryBlock
+        ) {
             // Whoever reads it reads what the sender really sent.
             self.sent.push(SentRecord {
                 from: name.clone(),
@@ -362,6 +368,21 @@ impl World {
         let composed = self.compose_as(actor, Content::Message(text.into_bytes()))?;
         let (header, body, mut blocks) = composed.envelope.into_parts();
         match what {
+            Misbehave::BadHistoryBlock => {
+                // The history block (always last) sealed under a key no
+                // member holds: same length, so only its key is wrong.
+                if let Some(b) = blocks
+                    .last_mut()
+                    .filter(|b| b.recipient == grompi_proto::envelope::HISTORY_RECIPIENT)
+                {
+                    let junk = grompi_client_core::history::HistoryKey::from_bytes([0x5a; 32]);
+                    let capsule = grompi_client_core::history::Capsule {
+                        body_key: BodyKey::generate(self.sched.rng()),
+                        link: None,
+                    };
+                    *b = capsule.seal(&junk, &header.core_hash());
+                }
+            }
             Misbehave::BrokenKeyCommitment => {
                 let holders: Vec<(SlotIndex, AccountId)> =
                     seat.members.iter().map(|m| (m.slot, m.account)).collect();

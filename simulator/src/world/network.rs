@@ -225,6 +225,7 @@ impl World {
                     m.receive(delivery, now);
                 }
             }
+            Event::HistoryPage { to, page } => self.history_page(to, page),
             Event::Proofs { to, proofs } => {
                 let now = self.now();
                 if let Some(m) = self.members.get_mut(to) {
@@ -393,6 +394,11 @@ impl World {
                         self.adversary.prepared(p);
                     }
                     if let Some((to, purpose, _)) = self.tickets.remove(&ticket) {
+                        if let Ok(Response::History(plan)) = &r {
+                            // The shell reads the page from its store.
+                            self.answer_history(branch, to, plan);
+                            continue;
+                        }
                         self.send(Event::Reply {
                             to,
                             purpose,

@@ -2,12 +2,14 @@
 //! labels, members after each, alerts, censored envelopes, puppets
 //! listed), the property verdicts over them, and the run report.
 
+use super::member_node::HistoryRead;
 use super::member_node::MemberNode;
 use super::{MS, World};
 use crate::report::RunReport;
 use crate::verdict::judge;
-use crate::view::{AcceptedEntry, AlertRecord, MemberView};
+use crate::view::{AcceptedEntry, AlertRecord, HistoryLine, HistoryView, MemberView};
 use grompi_client_core::content::Change;
+use grompi_client_core::content::Content;
 use grompi_proto::AccountId;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,6 +187,34 @@ impl World {
                 .filter(|p| m.ever_listed.contains(&p.account))
                 .map(|p| p.name.clone())
                 .collect();
+            let history = m.history.as_ref().map(|h| {
+                let (verified, shown) = match &h.read {
+                    HistoryRead::Verified(entries) => (
+                        true,
+                        entries
+                            .iter()
+                            .map(|e| HistoryLine {
+                                index: e.index.0,
+                                kind: kind_name(e.kind).to_owned(),
+                                sender: e.sender.and_then(|a| names.get(&a).cloned()),
+                                plaintext: match &e.content {
+                                    Ok(Content::Message(text)) => {
+                                        Some(String::from_utf8_lossy(text).into_owned())
+                                    }
+                                    _ => None,
+                                },
+                            })
+                            .collect(),
+                    ),
+                    _ => (false, Vec::new()),
+                };
+                HistoryView {
+                    first_own: h.first_own,
+                    through: h.through,
+                    verified,
+                    shown,
+                }
+            });
             views.push(MemberView {
                 name: m.name.clone(),
                 honest: m.honest,
@@ -194,6 +224,7 @@ impl World {
                 alerts,
                 censored,
                 listed_puppets,
+                history,
             });
         }
         let accepted_indices: BTreeSet<(String, u64)> = views

@@ -297,6 +297,12 @@ impl RouterNode {
         Ok(())
     }
 
+    /// The committed store of `branch`, which a history page is read from
+    /// (branches after the first keep none).
+    pub fn store(&self, branch: usize) -> Option<&MemStore> {
+        self.branches.get(branch).and_then(|b| b.store.as_ref())
+    }
+
     /// Ends `branch`'s running commit and commits everything queued behind
     /// it at once; returns the effects they held back, in order.
     pub fn commit_now(&mut self, branch: usize) -> Vec<Effect> {

@@ -10,10 +10,14 @@ use super::{Composed, DOWNTIME, MS, STEP_RETRIES, SimError, World};
 use crate::scenario::Step;
 use crate::view::SentRecord;
 use grompi_client_core::Conversation;
-use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent};
+use grompi_client_core::content::{Change, Content, MemberEntry, UpdateContent, Visibility};
 use grompi_proto::pb;
 use grompi_proto::{AccountId, SlotIndex, SlotRole, SlotSet};
 use grompi_router::core::{Call, Response, Submission};
+
+/// Most envelopes a member asks for in one history page (the router
+/// clamps it to its `max_fetch`, and cuts pages at its byte bound).
+const HISTORY_PAGE: u32 = 64;
 
 impl World {
     pub(super) fn step(&mut self, k: usize) -> Result<(), SimError> {
@@ -41,6 +45,10 @@ impl World {
         }
         if let Some(what) = step.misbehave {
             self.misbehave(actor, k, what);
+            return Ok(());
+        }
+        if step.read_history {
+            self.read_history(actor, k);
             return Ok(());
         }
         if let Some(change) = self.change_of(actor, &step) {
@@ -239,7 +247,7 @@ impl World {
                     .get(to)
                     .and_then(|m| m.conversation())
                     .map(|c| c.history_visibility())
-                    .unwrap_or_default();
+                    .unwrap_or_else(|| self.scenario.network.history.visibility());
                 let Some(mut update) =
                     update_content(change, resp.slots, &resp.assignments, history)
                 else {
@@ -303,6 +311,15 @@ impl World {
                 }
             }
             (Purpose::Prove, Ok(Response::ProveHeads(plan))) => self.relay_head_proofs(to, &plan),
+            (Purpose::History, Err(e)) => {
+                self.notes.push(format!(
+                    "{}: reading the history failed: {e}",
+                    self.members[to].name
+                ));
+                if let Some(m) = self.members.get_mut(to) {
+                    m.history_failed();
+                }
+            }
             (purpose, Err(e)) => {
                 self.notes.push(format!(
                     "{}: {:?} failed: {e}",
@@ -340,13 +357,56 @@ impl World {
             return;
         };
         let period = self.scenario.network.group_period;
-        match m.create(slots, members, period, sched.rng()) {
+        let history = self.scenario.network.history.visibility();
+        match m.create(slots, members, period, history, sched.rng()) {
             Ok(composed) => {
                 self.submit_composed(creator, None, None, 0, composed, now);
             }
             Err(e) => self
                 .notes
                 .push(format!("creating the conversation failed: {e}")),
+        }
+    }
+
+    /// Script step `step`: `actor` starts reading the conversation's
+    /// history up to the last index it accepted.
+    fn read_history(&mut self, actor: usize, step: usize) {
+        match self
+            .members
+            .get_mut(actor)
+            .and_then(MemberNode::start_history)
+        {
+            Some(from) => self.fetch_history(actor, from),
+            None => self.notes.push(format!(
+                "step {step}: nothing accepted to read the history against"
+            )),
+        }
+    }
+
+    /// Asks the router for the page of history from index `from`.
+    pub(super) fn fetch_history(&mut self, actor: usize, from: grompi_proto::Index) {
+        let conversation = self.conversation;
+        self.send(Event::ToRouter {
+            from: actor,
+            call: Call::FetchHistory {
+                conversation,
+                from,
+                limit: HISTORY_PAGE,
+            },
+            purpose: Purpose::History,
+        });
+    }
+
+    /// A page of history reaches member `to`: it verifies it, and asks for
+    /// the next page while the history is incomplete.
+    pub(super) fn history_page(&mut self, to: usize, page: pb::FetchHistoryResponse) {
+        let now = self.now();
+        let next = self
+            .members
+            .get_mut(to)
+            .and_then(|m| m.history_page(page, now));
+        if let Some(from) = next {
+            self.fetch_history(to, from);
         }
     }
 
@@ -411,7 +471,7 @@ fn update_content(
     change: Change,
     slots: Option<pb::SlotSet>,
     assignments: &[pb::SlotAssignment],
-    history: grompi_client_core::content::Visibility,
+    history: Visibility,
 ) -> Option<UpdateContent> {
     let next_slots = SlotSet::try_from(slots?).ok()?;
     let next_members = member_entries(&next_slots, assignments)?;

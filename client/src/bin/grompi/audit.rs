@@ -245,8 +245,8 @@ async fn fetch_checkpoint(log_url: &str) -> Result<Vec<u8>, String> {
 /// Runs the audit of the descriptor at `network`: prints one finding per
 /// order server; `Ok(true)` when any is an alert.
 pub async fn run(network: &Path, min_cosignatures: Option<usize>) -> Result<bool, String> {
-    let text = std::fs::read_to_string(network)
-        .map_err(|e| format!("read {}: {e}", network.display()))?;
+    let text =
+        std::fs::read_to_string(network).map_err(|e| format!("read {}: {e}", network.display()))?;
     let (descriptor, logs) = NetworkDescriptor::parse_with_audit_logs(&text)
         .map_err(|e| format!("{}: {e}", network.display()))?;
     let servers: Vec<(String, Option<AuditLogEntry>)> = descriptor
