@@ -371,6 +371,23 @@ impl World {
         self.order_and_deliver(composed, next_slots)
     }
 
+    /// The stored envelopes from index 0 through `through`, as the router's
+    /// FetchHistory answers them (`docs/PROTOCOL.md` section 4.6).
+    pub fn history_items(&self, through: Index) -> Vec<crate::history::HistoryItem> {
+        self.log
+            .iter()
+            .take_while(|o| o.index <= through)
+            .map(|o| crate::history::HistoryItem {
+                index: o.index,
+                header: o.envelope.header().clone(),
+                body: o.envelope.body().to_vec(),
+                block_digests: o.envelope.summary().block_digests,
+                history_block: o.envelope.history_block().map(<[u8]>::to_vec),
+                previous_head: Some(o.prev),
+            })
+            .collect()
+    }
+
     /// Member `m` sends `content` with a history block forged as `forged`
     /// says (a compromised member); ordered and delivered like any other.
     pub fn send_forged_history(

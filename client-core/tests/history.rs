@@ -21,18 +21,7 @@ fn msg(s: &str) -> Content {
 }
 
 fn items(w: &World, through: Index) -> Vec<HistoryItem> {
-    w.log
-        .iter()
-        .take_while(|o| o.index <= through)
-        .map(|o| HistoryItem {
-            index: o.index,
-            header: o.envelope.header().clone(),
-            body: o.envelope.body().to_vec(),
-            block_digests: o.envelope.summary().block_digests,
-            history_block: o.envelope.history_block().map(<[u8]>::to_vec),
-            previous_head: Some(o.prev),
-        })
-        .collect()
+    w.history_items(through)
 }
 
 fn verify(conv: &Conversation, items: Vec<HistoryItem>) -> Result<Vec<HistoryEntry>, Misbehaviour> {
