@@ -373,6 +373,18 @@ impl Client {
         })
     }
 
+    /// The text of the network descriptor this account trusts, as kept in
+    /// its encrypted store (with the fields only some readers parse, such
+    /// as the order servers' audit logs).
+    pub fn descriptor_text(&self) -> Result<String, ApiError> {
+        let bytes = self
+            .store
+            .get(store::ACCOUNT, network::NETWORK_RECORD)?
+            .ok_or_else(|| ApiError::Corrupt("the trusted network descriptor is missing".into()))?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| ApiError::Corrupt("the trusted network descriptor is not UTF-8".into()))
+    }
+
     /// The readable transcript of a conversation, in index order.
     pub fn history(&self, id: &ConversationId) -> Result<Vec<Record>, ApiError> {
         let prefix = id.as_bytes();

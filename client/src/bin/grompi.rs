@@ -500,12 +500,35 @@ async fn run(cli: Cli) -> Outcome {
                 }
             }
             let alerts = client.alerts()?;
-            if alerts.is_empty() {
+            // The order servers' audit logs, when the trusted descriptor
+            // names them: a server restored from an old copy, or forking
+            // its log, is refused by its peers' witnesses.
+            let mut audit_alerts = Vec::new();
+            if !offline {
+                let text = client.descriptor_text()?;
+                let findings = audit::audit_text(&text, None).await?;
+                if findings
+                    .iter()
+                    .any(|f| !matches!(f, audit::Finding::NotListed { .. }))
+                {
+                    println!("audit logs:");
+                    for f in &findings {
+                        println!("  {f}");
+                        if let audit::Finding::Alert { name, reason } = f {
+                            audit_alerts.push(format!("order server {name}'s audit log: {reason}"));
+                        }
+                    }
+                }
+            }
+            if alerts.is_empty() && audit_alerts.is_empty() {
                 println!("alerts: none");
             } else {
-                println!("alerts: {}", alerts.len());
+                println!("alerts: {}", alerts.len() + audit_alerts.len());
                 for a in alerts {
                     println!("  ALERT: {}", a.text);
+                }
+                for a in audit_alerts {
+                    println!("  ALERT: {a}");
                 }
             }
             Ok(())

@@ -347,6 +347,36 @@ fn grompi_audit(m: &[Member]) -> (bool, String) {
     )
 }
 
+/// Runs `grompi status` for a fresh account that trusts the descriptor
+/// `grompi_audit` wrote (it has no conversations, so it needs no router):
+/// what it printed.
+fn grompi_status(m: &[Member]) -> String {
+    let file = m[0].node.dir.path().join("audit-network.toml");
+    let home = m[0].node.dir.path().join("member-home");
+    let key = m[0].node.dir.path().join("member.key");
+    let grompi = grompi_tests::binary("grompi").unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&grompi)
+            .arg("--home")
+            .arg(&home)
+            .arg("--key-file")
+            .arg(&key)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    if !home.exists() {
+        let init = run(&["init", "--network", &file.to_string_lossy()]);
+        assert!(init.status.success(), "{init:?}");
+    }
+    let out = run(&["status"]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn evidence(m: &Member, kind: &str) -> Vec<std::path::PathBuf> {
     let dir = m.node.data_dir.join("witness/evidence");
     let mut out: Vec<_> = std::fs::read_dir(dir)
@@ -398,6 +428,8 @@ async fn a_rolled_back_order_server_is_refused_by_every_witness() {
     let (ok, out) = grompi_audit(&m);
     assert!(ok, "{out}");
     assert_eq!(out.matches("ok     order").count(), 3, "{out}");
+    let status = grompi_status(&m);
+    assert!(status.contains("alerts: none"), "{status}");
 
     // Restarted from the copy at T.
     m[0].stop();
@@ -454,6 +486,12 @@ async fn a_rolled_back_order_server_is_refused_by_every_witness() {
         "{out}"
     );
     assert_eq!(out.matches("ok     order").count(), 2, "{out}");
+    // So does `grompi status`, for an account trusting that descriptor.
+    let status = grompi_status(&m);
+    assert!(
+        status.contains("ALERT: order server order0's audit log"),
+        "{status}"
+    );
 
     // Grown to or past what was cosigned, from its other history: 422, as
     // a fork (a checkpoint signed at the cosigned size) or inconsistent.

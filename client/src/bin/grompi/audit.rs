@@ -247,8 +247,30 @@ async fn fetch_checkpoint(log_url: &str) -> Result<Vec<u8>, String> {
 pub async fn run(network: &Path, min_cosignatures: Option<usize>) -> Result<bool, String> {
     let text =
         std::fs::read_to_string(network).map_err(|e| format!("read {}: {e}", network.display()))?;
-    let (descriptor, logs) = NetworkDescriptor::parse_with_audit_logs(&text)
+    let findings = audit_text(&text, min_cosignatures)
+        .await
         .map_err(|e| format!("{}: {e}", network.display()))?;
+    let mut alerts = 0;
+    for f in &findings {
+        println!("{f}");
+        if matches!(f, Finding::Alert { .. }) {
+            alerts += 1;
+        }
+    }
+    if alerts > 0 {
+        println!("{alerts} alert(s)");
+    }
+    Ok(alerts > 0)
+}
+
+/// The findings of the audit of the descriptor `text`: one per order
+/// server, after fetching every listed checkpoint.
+pub async fn audit_text(
+    text: &str,
+    min_cosignatures: Option<usize>,
+) -> Result<Vec<Finding>, String> {
+    let (descriptor, logs) =
+        NetworkDescriptor::parse_with_audit_logs(text).map_err(|e| e.to_string())?;
     let servers: Vec<(String, Option<AuditLogEntry>)> = descriptor
         .order_servers
         .iter()
@@ -262,18 +284,7 @@ pub async fn run(network: &Path, min_cosignatures: Option<usize>) -> Result<bool
             None => None,
         });
     }
-    let findings = check(&servers, &fetched, min_cosignatures);
-    let mut alerts = 0;
-    for f in &findings {
-        println!("{f}");
-        if matches!(f, Finding::Alert { .. }) {
-            alerts += 1;
-        }
-    }
-    if alerts > 0 {
-        println!("{alerts} alert(s)");
-    }
-    Ok(alerts > 0)
+    Ok(check(&servers, &fetched, min_cosignatures))
 }
 
 #[cfg(test)]
