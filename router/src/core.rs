@@ -289,9 +289,10 @@ impl Output {
     /// the same requests again and gets the same answers, as for early
     /// effects. So may the retention setting's removals made while
     /// applying answers ([`Record::is_retention`]): a router that loses
-    /// them still stores those rows and removes them again. Any other record (an envelope admitted or dropped, a tail
-    /// moved) makes the commit [`Durability::Now`], which also makes every
-    /// deferred commit before it durable.
+    /// them still stores those rows and removes them again. Any other
+    /// record (an envelope admitted or dropped, a tail moved) makes the
+    /// commit [`Durability::Now`], which also makes every deferred commit
+    /// before it durable.
     pub fn durability(&self) -> Durability {
         if self.records.len() > self.from_answers {
             Durability::Now

@@ -271,6 +271,37 @@ fn fetch_and_history_start_at_the_first_index_still_stored() {
 }
 
 #[test]
+fn removals_made_with_answers_do_not_make_their_commit_wait_for_the_disk() {
+    let (mut w, mut members, created) = world(3, 3, 16);
+    send(&mut w, &mut members, &created, 16);
+    let servers = w.config.servers.clone();
+    let id = ConversationId::from_bytes(ID);
+    let mut deferred_removals = 0;
+    for k in 0..4 {
+        let req = message(&mut members, &created, id, &servers, 1, true, &[k]);
+        submit(&mut w, &members[1], req);
+        for _ in 0..50 {
+            if w.jobs.is_empty() {
+                break;
+            }
+            w.run_job_uncommitted(0);
+            let removes = w.uncommitted().records.iter().any(Record::is_retention);
+            if removes {
+                assert_eq!(
+                    w.uncommitted().durability(),
+                    Durability::Deferred,
+                    "a removal with answers forced a sync"
+                );
+                deferred_removals += 1;
+            }
+            w.flush();
+        }
+    }
+    assert_eq!(deferred_removals, 4, "one removal per delivered index");
+    holds_exactly(&w, 21 - 16, 3);
+}
+
+#[test]
 fn keep_zero_keeps_every_envelope() {
     let (mut w, mut members, created) = world(3, 3, 0);
     send(&mut w, &mut members, &created, 30);
