@@ -37,6 +37,10 @@
 //! max_pending_bytes_per_conversation = 33554432
 //! max_fetch_bytes = 8388608
 //! disk_reserve_bytes = 1073741824
+//! # Retention: 0 keeps every envelope for ever (the default); N keeps the
+//! # last N delivered indices of each conversation (at least 16), removing
+//! # older ones once every order server has attested them.
+//! keep_envelopes = 0
 //! ```
 //!
 //! Relative paths are relative to the configuration file's directory.
@@ -315,6 +319,12 @@ impl Config {
                 l.max_connections_per_address, l.max_connections
             ));
         }
+        if l.keep_envelopes != 0 && l.keep_envelopes < MIN_KEEP_ENVELOPES {
+            return Err(format!(
+                "limits.keep_envelopes ({}) must be 0 (keep every envelope) or at least {MIN_KEEP_ENVELOPES}: a member more than that many indices behind can no longer catch up",
+                l.keep_envelopes
+            ));
+        }
         if c.max_batch == 0 || c.max_batch > grompi_proto::limits::MAX_ATTEST_BATCH {
             return Err(format!(
                 "max_batch must be between 1 and {}",
@@ -341,6 +351,10 @@ impl Config {
 
 /// The largest Fetch response a router may be configured to build.
 const MAX_FETCH_BYTES: usize = 32 * 1024 * 1024;
+
+/// The fewest indices per conversation a router may be configured to keep
+/// (`limits.keep_envelopes`), 0 apart (keep every envelope).
+pub const MIN_KEEP_ENVELOPES: u64 = 16;
 
 /// The shortest session lifetime a router may be configured with.
 const MIN_SESSION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
@@ -469,6 +483,45 @@ mod tests {
         assert_eq!(c.limits.max_sessions_per_account, 2);
         assert_eq!(c.limits.disk_reserve_bytes, 0);
         assert_eq!(c.limits.noise_idle_ms, 1000);
+    }
+
+    #[test]
+    fn retention_is_forever_by_default_and_checked() {
+        let base = "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\ndescriptor = \"n\"\n";
+        let c = Config::parse(base, Path::new("/")).unwrap();
+        assert_eq!(
+            c.limits.keep_envelopes, 0,
+            "every envelope is kept by default"
+        );
+        let c = Config::parse(
+            &format!("{base}[limits]\nkeep_envelopes = 1000\n"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.limits.keep_envelopes, 1000);
+        let c = Config::parse(
+            &format!("{base}[limits]\nkeep_envelopes = {MIN_KEEP_ENVELOPES}\n"),
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(c.limits.keep_envelopes, MIN_KEEP_ENVELOPES);
+        let e = Config::parse(
+            &format!("{base}[limits]\nkeep_envelopes = 3\n"),
+            Path::new("/"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("limits.keep_envelopes (3) must be 0 (keep every envelope) or at least 16"),
+            "{e}"
+        );
+        for bad in ["-1", "\"forever\"", "1.5"] {
+            let e = Config::parse(
+                &format!("{base}[limits]\nkeep_envelopes = {bad}\n"),
+                Path::new("/"),
+            )
+            .unwrap_err();
+            assert!(e.contains("keep_envelopes"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -264,6 +264,9 @@ pub struct Conversation {
     pub progress: Vec<Index>,
     /// How many indices have been delivered (reached the quorum).
     pub delivered: Index,
+    /// The first index whose envelope is still stored: the retention
+    /// setting removed every envelope below it (0: none removed).
+    first_stored: Index,
     /// Last sequence admitted per (epoch, slot): early replay refusal.
     last_seq: HashMap<(Epoch, SlotIndex), Sequence>,
     /// Envelopes admitted since start, by hash: resubmission is idempotent.
@@ -297,6 +300,7 @@ impl Conversation {
             counted_bytes: 0,
             progress: vec![Index(0); servers],
             delivered: Index(0),
+            first_stored: Index(0),
             last_seq: HashMap::new(),
             known: HashMap::new(),
             backoff: vec![Backoff::default(); servers],
@@ -334,6 +338,78 @@ impl Conversation {
     /// The head before [`Conversation::next`].
     pub fn head(&self) -> Head {
         self.head
+    }
+
+    /// The first index whose envelope is still stored (0 until the
+    /// retention setting removes one): Fetch and FetchHistory start there.
+    pub fn first_stored(&self) -> Index {
+        self.first_stored
+    }
+
+    /// Restores the first index still stored, from the store (after a
+    /// restart).
+    pub(crate) fn restore_first_stored(&mut self, first: Index) {
+        self.first_stored = first;
+    }
+
+    /// Where the retention setting may remove envelopes up to (exclusive)
+    /// when it keeps the last `keep` indices (0: every index, for ever):
+    /// `delivered - keep`, but never an index some order server has not
+    /// attested (its progress) nor one not delivered. With no order server
+    /// (relay-only) every delivered index is attested by all of them.
+    pub fn retention_bound(&self, keep: u64) -> Index {
+        if keep == 0 {
+            return Index(0);
+        }
+        let attested = self
+            .progress
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(self.delivered);
+        Index(
+            self.delivered
+                .0
+                .saturating_sub(keep)
+                .min(attested.0)
+                .min(self.delivered.0),
+        )
+    }
+
+    /// Removes, durably through `out`, the envelopes and their
+    /// attestations (one row per order server of `servers`) from the first
+    /// stored index up to [`Conversation::retention_bound`], at most
+    /// `budget` indices at a time, and records the new first stored index.
+    /// Returns how many indices it removed. Memory holds none of them: an
+    /// envelope leaves memory once every server has attested it, which the
+    /// bound requires.
+    pub fn prune(&mut self, keep: u64, servers: usize, budget: u64, out: &mut Vec<Record>) -> u64 {
+        let bound = self.retention_bound(keep);
+        let first = self.first_stored;
+        if bound <= first || budget == 0 {
+            return 0;
+        }
+        let until = Index(bound.0.min(first.0.saturating_add(budget)));
+        for i in first.0..until.0 {
+            let index = Index(i);
+            out.push(Record::EnvelopeRemoved {
+                conversation: self.id,
+                index,
+            });
+            for server in 0..servers {
+                out.push(Record::AttestationRemoved {
+                    conversation: self.id,
+                    index,
+                    server: u32::try_from(server).unwrap_or(u32::MAX),
+                });
+            }
+        }
+        out.push(Record::FirstStored {
+            conversation: self.id,
+            first: until,
+        });
+        self.first_stored = until;
+        until.0 - first.0
     }
 
     /// Bytes its envelopes waiting for order servers hold in memory.

@@ -145,6 +145,10 @@ pub struct HistoryPlan {
     pub to: Index,
     /// How many indices the router has delivered in the conversation.
     pub stored: Index,
+    /// The first index still stored when the plan was made (the retention
+    /// setting removed those below it; 0: none removed). `from` is at or
+    /// above it.
+    pub first_stored: Index,
 }
 
 /// What the shell reads from storage to answer a Fetch.
@@ -283,9 +287,12 @@ impl Output {
     /// conversation open: [`Record::restates_answers`]) may be committed
     /// [`Durability::Deferred`]: a router that loses them in a crash sends
     /// the same requests again and gets the same answers, as for early
-    /// effects. Any other record (an envelope admitted or dropped, a tail
-    /// moved) makes the commit [`Durability::Now`], which also makes every
-    /// deferred commit before it durable.
+    /// effects. So may the retention setting's removals made while
+    /// applying answers ([`Record::is_retention`]): a router that loses
+    /// them still stores those rows and removes them again. Any other
+    /// record (an envelope admitted or dropped, a tail moved) makes the
+    /// commit [`Durability::Now`], which also makes every deferred commit
+    /// before it durable.
     pub fn durability(&self) -> Durability {
         if self.records.len() > self.from_answers {
             Durability::Now
@@ -364,6 +371,11 @@ impl RouterCore {
             n,
             config.quorum,
         );
+        for (c, first) in snapshot.first_stored {
+            if let Some(conv) = conversations.get_mut(&c) {
+                conv.restore_first_stored(first);
+            }
+        }
         let active = conversations.keys().copied().collect();
         let mut created_by: HashMap<AccountId, usize> = HashMap::new();
         let mut held_bytes = 0;
@@ -610,6 +622,7 @@ impl RouterCore {
             metrics::gauge!("router_conversations").set(self.conversations.len() as f64);
             self.pending_per_account.retain(|_, w| w.count > 0);
             metrics::gauge!("router_held_bytes").set(self.held_bytes as f64);
+            self.prune_all(out);
             self.last_prune = now;
         }
         if let Some(interval) = self.config.noise_interval_ms
@@ -695,8 +708,14 @@ impl RouterCore {
         // Dropping an envelope every server refused re-admits the ones
         // after it at new indices: that changes the log, and jobs for the
         // new indices must not leave before it is on disk.
+        // Removing what the retention setting no longer keeps is redone
+        // after a crash that lost it, so it does not make the commit wait
+        // for the disk either.
         let pushed = out.records.get(records..).unwrap_or_default();
-        if pushed.iter().all(Record::restates_answers) {
+        if pushed
+            .iter()
+            .all(|r| r.restates_answers() || r.is_retention())
+        {
             out.from_answers += pushed.len();
         }
     }
@@ -771,9 +790,46 @@ impl RouterCore {
             conv.reweigh(i);
         }
         conv.forget_attested(n);
+        let removed = conv.prune(
+            self.config.limits.keep_envelopes,
+            n,
+            PRUNE_BATCH,
+            &mut out.records,
+        );
+        if removed > 0 {
+            metrics::counter!("router_envelopes_removed_total").increment(removed);
+        }
         self.recount(id);
     }
+
+    /// Removes what the retention setting no longer keeps in every
+    /// conversation, at most [`PRUNE_BATCH`] indices in all: after the
+    /// setting was lowered, or in a conversation no order server answer
+    /// touched since (deliveries remove as they go).
+    fn prune_all(&mut self, out: &mut Output) {
+        let keep = self.config.limits.keep_envelopes;
+        if keep == 0 {
+            return;
+        }
+        let n = self.config.servers.len();
+        let mut budget = PRUNE_BATCH;
+        for conv in self.conversations.values_mut() {
+            if budget == 0 {
+                break;
+            }
+            let removed = conv.prune(keep, n, budget, &mut out.records);
+            budget -= removed;
+            if removed > 0 {
+                metrics::counter!("router_envelopes_removed_total").increment(removed);
+            }
+        }
+    }
 }
+
+/// The most indices the retention setting removes in one pass (one
+/// conversation's advance, or the periodic pass over all of them), so that
+/// lowering the setting on a large store does not make one huge commit.
+pub const PRUNE_BATCH: u64 = 1024;
 
 mod calls;
 use calls::{created_response, submitted};

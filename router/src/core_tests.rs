@@ -2108,3 +2108,6 @@ fn envelopes_below_the_quorum_are_bounded_by_bytes_per_account_and_conversation(
     w.settle();
     assert!(matches!(w.reply(t), Some(Ok(Response::Submitted(_)))));
 }
+
+#[path = "retention_tests.rs"]
+mod retention;

@@ -154,20 +154,46 @@ pub fn build_page(
 }
 
 /// Builds the history page `plan` asks for: each stored envelope with its
-/// header, body, block digests and history block (never a member's
-/// block), within `max_bytes` as [`build_page`] does.
+/// header, body, block digests, history block (never a member's block) and
+/// the head before it, within `max_bytes` as [`build_page`] does, and
+/// `first_stored`, the first index still stored.
+///
+/// The retention setting removes envelopes from the bottom of a
+/// conversation only, and may do so while the page is read (after the plan
+/// was made, or between two reads). A missing index in the range therefore
+/// means that every index below it is gone too: the page starts again at
+/// the first index found after it, drops what it had read before, and says
+/// so in `first_stored`. A page thus always holds consecutive indices from
+/// its first, and its first is `first_stored` when the caller asked from
+/// below it, so a member starting from index 0 can start its verified
+/// history there (`docs/PROTOCOL.md` section 4.6).
 pub fn build_history_page(
     reader: &dyn EnvelopeReader,
     plan: &HistoryPlan,
     max_bytes: usize,
 ) -> Result<pb::FetchHistoryResponse, StoreError> {
-    let mut envelopes = Vec::new();
+    let mut envelopes: Vec<pb::HistoryEnvelope> = Vec::new();
     let mut bytes = 0usize;
+    let mut first_stored = plan.first_stored;
     let mut next = plan.from;
     'read: while next < plan.to {
         let until = Index(next.0.saturating_add(READ_CHUNK).min(plan.to.0));
         let rows = reader.read(&plan.conversation, next, until)?;
+        if rows.is_empty() {
+            // Removed since the plan was made: the first stored index is
+            // past this chunk.
+            envelopes.clear();
+            bytes = 0;
+            first_stored = first_stored.max(until);
+        }
         for (i, stored, _) in rows {
+            if i != next {
+                // `next` was removed since the plan was made, and with it
+                // everything below: start again at `i`.
+                envelopes.clear();
+                bytes = 0;
+                first_stored = first_stored.max(i);
+            }
             let e = &stored.envelope;
             let item = pb::HistoryEnvelope {
                 index: i.0,
@@ -184,7 +210,7 @@ pub fn build_history_page(
             }
             bytes += size;
             envelopes.push(item);
-            next = Index(i.0.saturating_add(1)).max(next);
+            next = Index(i.0.saturating_add(1));
         }
         next = next.max(until);
     }
@@ -193,7 +219,7 @@ pub fn build_history_page(
         envelopes,
         next_index: next.0,
         stored: plan.stored.0,
-        first_stored: 0,
+        first_stored: first_stored.0,
     })
 }
 
@@ -382,5 +408,130 @@ mod tests {
         assert_eq!(page.deliveries.len(), 4);
         drop((held, r));
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    fn history_plan(id: ConversationId, from: u64, to: u64, first: u64) -> HistoryPlan {
+        HistoryPlan {
+            account: AccountId::from_bytes([2; 32]),
+            conversation: id,
+            from: Index(from),
+            to: Index(to),
+            stored: Index(to),
+            first_stored: Index(first),
+        }
+    }
+
+    /// Removes indices `0..first` as the retention setting does.
+    fn remove_below(store: &mut MemStore, id: ConversationId, first: u64) {
+        let records: Vec<Record> = (0..first)
+            .map(|i| Record::EnvelopeRemoved {
+                conversation: id,
+                index: Index(i),
+            })
+            .chain([Record::FirstStored {
+                conversation: id,
+                first: Index(first),
+            }])
+            .collect();
+        store.commit(&records, Durability::Deferred).unwrap();
+    }
+
+    /// A reader that, before its `at`-th read, has the retention setting
+    /// remove `0..first`: a removal between two reads of one page.
+    struct RemovingReader {
+        store: Mutex<MemStore>,
+        reads: Mutex<usize>,
+        at: usize,
+        id: ConversationId,
+        first: u64,
+    }
+
+    impl EnvelopeReader for RemovingReader {
+        fn read(
+            &self,
+            c: &ConversationId,
+            from: Index,
+            to: Index,
+        ) -> Result<Vec<(Index, StoredEnvelope, Vec<grompi_proto::mac::Attestation>)>, StoreError>
+        {
+            let mut store = self.store.lock().unwrap();
+            let mut reads = self.reads.lock().unwrap();
+            *reads += 1;
+            if *reads == self.at {
+                remove_below(&mut store, self.id, self.first);
+            }
+            store.read(c, from, to)
+        }
+    }
+
+    fn indices(page: &pb::FetchHistoryResponse) -> Vec<u64> {
+        page.envelopes.iter().map(|e| e.index).collect()
+    }
+
+    #[test]
+    fn a_history_page_starts_at_the_first_index_still_stored_even_when_removed_while_read() {
+        let id = ConversationId::from_bytes([1; 32]);
+        let mut s = store(id, 40, 100);
+        // Removed before the plan: the plan starts at the first index.
+        remove_below(&mut s, id, 10);
+        let page = build_history_page(
+            s.reader().as_ref(),
+            &history_plan(id, 10, 30, 10),
+            KIB * KIB,
+        )
+        .unwrap();
+        assert_eq!(page.first_stored, 10);
+        assert_eq!(indices(&page), (10..30).collect::<Vec<_>>());
+        // Removed after the plan was made, before the first read.
+        remove_below(&mut s, id, 13);
+        let page = build_history_page(
+            s.reader().as_ref(),
+            &history_plan(id, 10, 30, 10),
+            KIB * KIB,
+        )
+        .unwrap();
+        assert_eq!(page.first_stored, 13);
+        assert_eq!(indices(&page), (13..30).collect::<Vec<_>>());
+        // Removed between two reads of the page: what was read before is
+        // dropped, and the page starts again at the first index kept.
+        for (at, first) in [(2, 22), (2, 18), (3, 27), (2, 16)] {
+            let reader = RemovingReader {
+                store: Mutex::new(store(id, 40, 100)),
+                reads: Mutex::new(0),
+                at,
+                id,
+                first,
+            };
+            let page = build_history_page(&reader, &history_plan(id, 0, 40, 0), KIB * KIB).unwrap();
+            assert_eq!(
+                page.first_stored, first,
+                "removed up to {first} at read {at}"
+            );
+            assert_eq!(indices(&page), (first..40).collect::<Vec<_>>());
+            assert_eq!(page.next_index, 40);
+        }
+        // Nothing removed: first_stored stays 0 and the page is whole.
+        let page = build_history_page(
+            store(id, 40, 100).reader().as_ref(),
+            &history_plan(id, 0, 40, 0),
+            KIB * KIB,
+        )
+        .unwrap();
+        assert_eq!(page.first_stored, 0);
+        assert_eq!(indices(&page), (0..40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_fetch_page_below_removed_indices_skips_them() {
+        let id = ConversationId::from_bytes([1; 32]);
+        let mut s = store(id, 40, 100);
+        remove_below(&mut s, id, 25);
+        let a = AccountId::from_bytes([2; 32]);
+        let page = build_page(s.reader().as_ref(), &plan(a, id, 20, 40), KIB * KIB).unwrap();
+        assert_eq!(
+            page.deliveries.iter().map(|d| d.index).collect::<Vec<_>>(),
+            (25..40).collect::<Vec<_>>()
+        );
+        assert_eq!(page.next_index, 40);
     }
 }

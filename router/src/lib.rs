@@ -23,12 +23,13 @@
 //! | [`core`] | the state machine: commands, outputs and effects, dispatch ([`core::RouterCore::handle`], [`core::RouterCore::poll`]), lifecycle |
 //! | `core/calls.rs` | the client calls the core answers: creating and listing conversations, Updates, submissions, fetch and head proof plans |
 //! | `core_tests.rs` (tests) | the core through the production driver against the real order server cores, with crashes |
+//! | `retention_tests.rs` (tests) | the retention setting: what is removed and never removed, restarts, Fetch and FetchHistory after removal |
 //! | [`driver`] | the loop around the core: batches, early effects, group commit, pipelining |
 //! | [`request`] | parsing client requests: registration, sign-in, key uploads, submissions, member lists |
 //! | [`directory`] | accounts, prekeys, order keys, challenges, sessions |
 //! | `directory_tests.rs` (tests) | registration, sign-in, challenges, prekeys and order keys |
 //! | [`keys`] | an account's identity keys and signed prekeys |
-//! | [`conversation`] | epochs, the per-conversation sequencer, noise envelopes, the per-account index of conversations, restoring conversations |
+//! | [`conversation`] | epochs, the per-conversation sequencer, noise envelopes, the per-account index of conversations, restoring conversations, retention (removing what the last N indices leave) |
 //! | [`slots`] | epoch slot sets: assignment, padding tiers and secrets, placement of joiners |
 //! | [`fanout`] | per-order-server links, jobs, refusal classes, and the fan-out engine: scheduling, job results, attestation checks |
 //! | [`backoff`] | retry backoff with times passed in |

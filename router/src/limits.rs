@@ -117,6 +117,13 @@ pub struct Limits {
     /// the router refuses new envelopes, conversations, accounts and keys
     /// (reads, sign-in and order servers' answers go on).
     pub disk_reserve_bytes: u64,
+    /// Retention of stored envelopes: 0 (the default) keeps every envelope
+    /// for ever; N keeps the last N delivered indices of each conversation
+    /// and removes, with their attestations, the envelopes below
+    /// `delivered - N` once every order server has attested them. Fetch
+    /// and FetchHistory then start at the first index still stored
+    /// (`docs/OPERATING.md`, "Retention").
+    pub keep_envelopes: u64,
 }
 
 impl Default for Limits {
@@ -157,6 +164,7 @@ impl Default for Limits {
             max_fetch_bytes_in_flight: 256 * MIB,
             noise_idle_ms: 60 * 60 * 1000,
             disk_reserve_bytes: 1024 * MIB as u64,
+            keep_envelopes: 0,
         }
     }
 }

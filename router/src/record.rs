@@ -56,11 +56,15 @@ pub enum Table {
     /// conversation id ++ epoch ++ slot -> sequence ++ index ++ envelope
     /// hash of the last envelope admitted from that slot
     SlotTails,
+    /// conversation id -> the first index whose envelope is still stored
+    /// (no row: 0, nothing removed); the retention setting removes the
+    /// envelopes below it
+    FirstStored,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Accounts,
         Table::OneTimePrekeys,
         Table::OrderKeys,
@@ -71,6 +75,7 @@ impl Table {
         Table::Attestations,
         Table::Progress,
         Table::SlotTails,
+        Table::FirstStored,
     ];
 
     /// The table's name in the store.
@@ -86,6 +91,7 @@ impl Table {
             Table::Attestations => "attestations",
             Table::Progress => "progress",
             Table::SlotTails => "slot_tails",
+            Table::FirstStored => "first_stored",
         }
     }
 }
@@ -219,6 +225,30 @@ pub enum Record {
         /// Its sequence, index and envelope hash, or `None` to delete.
         last: Option<SlotTail>,
     },
+    /// Retention: delete the envelope at an index below the conversation's
+    /// new first stored index (delivered, and attested by every server).
+    EnvelopeRemoved {
+        /// The conversation; with the index, the row key.
+        conversation: ConversationId,
+        /// The index removed.
+        index: Index,
+    },
+    /// Retention: delete one order server's attestation of a removed index.
+    AttestationRemoved {
+        /// The conversation; with the index and server, the row key.
+        conversation: ConversationId,
+        /// The index removed.
+        index: Index,
+        /// The server's position in the network descriptor.
+        server: u32,
+    },
+    /// Retention: put the first index whose envelope is still stored.
+    FirstStored {
+        /// The conversation, the row key.
+        conversation: ConversationId,
+        /// Every envelope below it has been removed.
+        first: Index,
+    },
 }
 
 /// The last envelope admitted from one slot in one epoch.
@@ -292,6 +322,21 @@ impl Record {
         matches!(
             self,
             Record::Attestation { .. } | Record::Progress { .. } | Record::Conversation(_)
+        )
+    }
+
+    /// Whether this record removes what the retention setting no longer
+    /// keeps (an envelope, an attestation, the first stored index moved
+    /// up). A router that loses such a record in a crash still holds the
+    /// rows and its first stored index as they were, consistently, and
+    /// removes them again: it may be committed deferred, like a record
+    /// that restates answers.
+    pub fn is_retention(&self) -> bool {
+        matches!(
+            self,
+            Record::EnvelopeRemoved { .. }
+                | Record::AttestationRemoved { .. }
+                | Record::FirstStored { .. }
         )
     }
 
@@ -395,6 +440,27 @@ impl Record {
                     v
                 }),
             ),
+            Record::EnvelopeRemoved {
+                conversation,
+                index,
+            } => (Table::Envelopes, envelope_key(conversation, *index), None),
+            Record::AttestationRemoved {
+                conversation,
+                index,
+                server,
+            } => (
+                Table::Attestations,
+                attestation_key(conversation, *index, *server),
+                None,
+            ),
+            Record::FirstStored {
+                conversation,
+                first,
+            } => (
+                Table::FirstStored,
+                conversation.to_vec(),
+                Some(first.0.to_be_bytes().to_vec()),
+            ),
         }
     }
 }
@@ -493,6 +559,19 @@ pub fn decode_progress(
     Ok((
         id32(T, c, ConversationId::from_bytes)?,
         u32::from_be_bytes(s),
+        Index(u64_be(T, value)?),
+    ))
+}
+
+/// Decodes a first stored index (key: conversation id; value: the index,
+/// 8 bytes big-endian).
+pub fn decode_first_stored(
+    key: &[u8],
+    value: &[u8],
+) -> Result<(ConversationId, Index), RecordError> {
+    const T: &str = "first_stored";
+    Ok((
+        id32(T, key, ConversationId::from_bytes)?,
         Index(u64_be(T, value)?),
     ))
 }
@@ -676,5 +755,119 @@ mod msg {
         pub submitter: Vec<u8>,
         #[prost(message, optional, tag = "6")]
         pub next_slots: Option<grompi_proto::pb::SlotSet>,
+    }
+}
+
+/// The bytes the router stores per message, as `docs/OPERATING.md`
+/// ("Retention", the size table) gives them: keys and values of the
+/// envelope row and of one attestation row per order server. A change of
+/// the storage encoding that moves a figure fails here: update the table.
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+    use grompi_proto::envelope::{HISTORY_RECIPIENT, HeaderFields};
+    use grompi_proto::{BodyHash, EnvelopeHeader, EnvelopeKind, KeyCommitment, RecipientBlock};
+
+    fn row_bytes(r: &Record) -> usize {
+        let (_, k, v) = r.to_kv();
+        k.len() + v.map_or(0, |v| v.len())
+    }
+
+    /// The envelope row of a Message with a `body`-byte body, `olm`
+    /// recipient blocks of 200 bytes and a history block if `shared`, from
+    /// a network of `servers` order servers.
+    fn envelope_row(body: usize, olm: u32, shared: bool, servers: usize) -> usize {
+        let c = ConversationId::from_bytes([1; 32]);
+        let body = vec![0xAB; body];
+        let header = EnvelopeHeader::new(HeaderFields {
+            conversation: c,
+            epoch: Epoch(3),
+            kind: EnvelopeKind::Message,
+            sender: SlotIndex(5),
+            sequence: Sequence(1_765_000_000_000),
+            last_seen: Some(Index(123_456)),
+            body_hash: BodyHash::of(&body),
+            key_commitment: KeyCommitment::from_bytes([7; 32]),
+            slot_set_hash: None,
+        })
+        .unwrap();
+        let mut blocks: Vec<RecipientBlock> = (0..olm)
+            .map(|s| RecipientBlock {
+                recipient: SlotIndex(s),
+                ciphertext: vec![1; 200],
+            })
+            .collect();
+        if shared {
+            blocks.push(RecipientBlock {
+                recipient: HISTORY_RECIPIENT,
+                ciphertext: vec![2; 49],
+            });
+        }
+        row_bytes(&Record::Envelope {
+            conversation: c,
+            index: Index(123_457),
+            stored: Some(Box::new(StoredEnvelope {
+                envelope: Envelope::new(header, body, blocks).unwrap(),
+                submission_tags: vec![Tag::from_bytes([3; 32]); servers],
+                previous_head: Head::from_bytes([4; 32]),
+                head: Head::from_bytes([5; 32]),
+                submitter: Some(AccountId::from_bytes([6; 32])),
+                next_slots: None,
+            })),
+        })
+    }
+
+    /// One order server's attestation row for an epoch of `slots` slots.
+    /// (Protobuf length prefixes grow with the value, so sums of the parts
+    /// below can be a few bytes off the measured rows.)
+    fn attestation_row(slots: usize) -> usize {
+        row_bytes(&Record::Attestation {
+            conversation: ConversationId::from_bytes([1; 32]),
+            attestation: Attestation {
+                server: 2,
+                index: Index(123_457),
+                head: Head::from_bytes([5; 32]),
+                tags: vec![Tag::from_bytes([8; 32]); slots],
+                next_tags: Vec::new(),
+                key_shares: Vec::new(),
+            },
+        })
+    }
+
+    #[test]
+    fn stored_bytes_per_message_are_those_operating_md_gives() {
+        // Fixed part of the envelope row (3 servers, empty body, no block).
+        let fixed = envelope_row(0, 0, false, 3);
+        // What each further byte of body, block and server adds.
+        let body = envelope_row(100, 0, false, 3) - fixed;
+        let history = envelope_row(0, 0, true, 3) - fixed;
+        let olm = envelope_row(0, 1, false, 3) - fixed;
+        let server = envelope_row(0, 0, false, 4) - fixed;
+        let att4 = attestation_row(4);
+        let per_slot = (attestation_row(8) - att4) / 4;
+        for (what, got, want) in [
+            ("envelope row, fixed", fixed, 367),
+            ("100 bytes of body", body, 103),
+            ("history block", history, 60),
+            ("one 200-byte Olm block", olm, 207),
+            ("one more order server (its submission tag)", server, 34),
+            ("attestation row, 4 slots", att4, 220),
+            ("one more slot in an attestation row", per_slot, 34),
+        ] {
+            assert_eq!(
+                got, want,
+                "{what}: {got} bytes, docs/OPERATING.md says {want}"
+            );
+        }
+        // The table's rows: a 100-byte body (a short text), 3 servers.
+        let row = |g_slots: usize, olm: u32, shared: bool| {
+            envelope_row(100, olm, shared, 3) + 3 * attestation_row(g_slots)
+        };
+        // Group-keyed and shared: 2 members (4 slots), 10 members (16).
+        assert_eq!(row(4, 0, true), 1189);
+        assert_eq!(row(16, 0, true), 2413);
+        // Pairwise-keyed: one Olm block per other member.
+        assert_eq!(row(4, 1, false), 1336);
+        assert_eq!(row(16, 9, false), 4224);
     }
 }

@@ -59,6 +59,9 @@ pub struct Snapshot {
     pub envelopes: Vec<(ConversationId, Index, StoredEnvelope, Vec<Attestation>)>,
     /// The last envelope admitted per conversation, epoch and sender slot.
     pub slot_tails: Vec<(ConversationId, Epoch, SlotIndex, record::SlotTail)>,
+    /// Per conversation whose oldest envelopes the retention setting
+    /// removed: the first index still stored (none listed: 0).
+    pub first_stored: Vec<(ConversationId, Index)>,
 }
 
 /// Raw `(key, value)` rows of a table.
@@ -174,8 +177,13 @@ pub fn load(kv: &impl KvRead) -> Result<Snapshot, StoreError> {
     for (k, v) in kv.scan(Table::SlotTails, &[], &[])? {
         s.slot_tails.push(record::decode_slot_tail(&k, &v)?);
     }
+    for (k, v) in kv.scan(Table::FirstStored, &[], &[])? {
+        s.first_stored.push(record::decode_first_stored(&k, &v)?);
+    }
     // Envelopes still needed in memory: from the lowest progress of any
-    // server (a server with no progress entry has attested nothing).
+    // server (a server with no progress entry has attested nothing). The
+    // retention setting removes only envelopes every server has attested,
+    // so none of these was removed.
     let servers_per_conv: HashMap<ConversationId, usize> = s
         .conversations
         .iter()
@@ -339,6 +347,7 @@ const fn table_number(t: Table) -> u8 {
         Table::Attestations => 7,
         Table::Progress => 8,
         Table::SlotTails => 9,
+        Table::FirstStored => 10,
     }
 }
 
@@ -565,6 +574,7 @@ mod tests {
             ("attestations", 7),
             ("progress", 8),
             ("slot_tails", 9),
+            ("first_stored", 10),
         ];
         assert_eq!(
             Table::ALL.len(),
@@ -580,7 +590,7 @@ mod tests {
             );
             assert_eq!(table_of(n), Some(t));
         }
-        assert_eq!(table_of(10), None);
+        assert_eq!(table_of(11), None);
     }
 
     #[test]
@@ -684,5 +694,159 @@ mod tests {
         let image = crash_image(&path, &dir.path().join("crash"));
         let reopened = RedbStore::open(&image).unwrap();
         assert_eq!(prekeys(&reopened).len(), commits as usize * 2000 + 1);
+    }
+
+    /// An envelope at `index` of conversation `c` with an attestation by
+    /// each of `servers`, as the core commits them.
+    fn envelope_rows(c: ConversationId, index: u64, servers: u32) -> Vec<Record> {
+        use grompi_proto::envelope::HeaderFields;
+        use grompi_proto::{
+            BodyHash, Envelope, EnvelopeHeader, EnvelopeKind, KeyCommitment, Sequence,
+        };
+        let body = vec![index as u8; 40];
+        let header = EnvelopeHeader::new(HeaderFields {
+            conversation: c,
+            epoch: Epoch(0),
+            kind: EnvelopeKind::Message,
+            sender: SlotIndex(0),
+            sequence: Sequence(index + 1),
+            last_seen: None,
+            body_hash: BodyHash::of(&body),
+            key_commitment: KeyCommitment::from_bytes([7; 32]),
+            slot_set_hash: None,
+        })
+        .unwrap();
+        let mut records = vec![Record::Envelope {
+            conversation: c,
+            index: Index(index),
+            stored: Some(Box::new(StoredEnvelope {
+                envelope: Envelope::new(header, body, Vec::new()).unwrap(),
+                submission_tags: Vec::new(),
+                previous_head: Head::genesis(&c),
+                head: Head::genesis(&c),
+                submitter: None,
+                next_slots: None,
+            })),
+        }];
+        for server in 0..servers {
+            records.push(Record::Attestation {
+                conversation: c,
+                attestation: Attestation {
+                    server,
+                    index: Index(index),
+                    head: Head::genesis(&c),
+                    tags: Vec::new(),
+                    next_tags: Vec::new(),
+                    key_shares: Vec::new(),
+                },
+            });
+        }
+        records
+    }
+
+    /// Removing rows below a first index, as the retention setting does.
+    fn removal(c: ConversationId, first: u64, servers: u32) -> Vec<Record> {
+        let mut records = Vec::new();
+        for i in 0..first {
+            records.push(Record::EnvelopeRemoved {
+                conversation: c,
+                index: Index(i),
+            });
+            for server in 0..servers {
+                records.push(Record::AttestationRemoved {
+                    conversation: c,
+                    index: Index(i),
+                    server,
+                });
+            }
+        }
+        records.push(Record::FirstStored {
+            conversation: c,
+            first: Index(first),
+        });
+        records
+    }
+
+    fn kept(store: &impl EnvelopeReader, c: &ConversationId) -> Vec<(u64, usize)> {
+        store
+            .read(c, Index(0), Index(100))
+            .unwrap()
+            .into_iter()
+            .map(|(i, _, atts)| (i.0, atts.len()))
+            .collect()
+    }
+
+    #[test]
+    fn removed_envelopes_and_attestations_stay_removed_across_a_crash_in_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        let c = ConversationId::from_bytes([4; 32]);
+        let other = ConversationId::from_bytes([5; 32]);
+        for i in 0..10 {
+            store
+                .commit(&envelope_rows(c, i, 2), Durability::Now)
+                .unwrap();
+            store
+                .commit(&envelope_rows(other, i, 2), Durability::Now)
+                .unwrap();
+        }
+        // Removal commits deferred, with answers: made durable by the next
+        // durable commit.
+        store
+            .commit(&removal(c, 6, 2), Durability::Deferred)
+            .unwrap();
+        assert_eq!(
+            kept(&store, &c),
+            (6..10).map(|i| (i, 2)).collect::<Vec<_>>()
+        );
+        store
+            .commit(&[prekey(1, 1, true)], Durability::Now)
+            .unwrap();
+        let image = crash_image(&path, &dir.path().join("crash"));
+        let reopened = RedbStore::open(&image).unwrap();
+        assert_eq!(
+            kept(&reopened, &c),
+            (6..10).map(|i| (i, 2)).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            reopened
+                .scan(
+                    Table::Attestations,
+                    &record::envelope_key(&c, Index(0)),
+                    &record::envelope_key(&c, Index(6))
+                )
+                .unwrap()
+                .len(),
+            0,
+            "attestation rows of removed indices are left"
+        );
+        assert_eq!(
+            kept(&reopened, &other).len(),
+            10,
+            "another conversation lost rows"
+        );
+        let snapshot = reopened.load().unwrap();
+        assert_eq!(snapshot.first_stored, vec![(c, Index(6))]);
+    }
+
+    #[test]
+    fn a_crash_loses_a_deferred_removal_whole_in_memory() {
+        let mut store = MemStore::new();
+        let c = ConversationId::from_bytes([4; 32]);
+        for i in 0..8 {
+            store
+                .commit(&envelope_rows(c, i, 3), Durability::Now)
+                .unwrap();
+        }
+        store.commit(&removal(c, 3, 3), Durability::Now).unwrap();
+        store
+            .commit(&removal(c, 5, 3), Durability::Deferred)
+            .unwrap();
+        assert_eq!(store.load().unwrap().first_stored, vec![(c, Index(5))]);
+        store.lose_deferred().unwrap();
+        // The lost removal is lost whole: rows and first index agree.
+        assert_eq!(store.load().unwrap().first_stored, vec![(c, Index(3))]);
+        assert_eq!(kept(&store, &c), (3..8).map(|i| (i, 3)).collect::<Vec<_>>());
     }
 }

@@ -41,6 +41,9 @@ enum Cmd {
     /// Serves clients until SIGTERM or Ctrl-C, then shuts down gracefully.
     Serve {
         /// The TOML configuration file (see the crate docs for every key).
+        /// Retention of stored envelopes is `[limits] keep_envelopes`: 0
+        /// (the default) keeps every envelope for ever, N keeps the last N
+        /// indices of each conversation (docs/OPERATING.md, "Retention").
         #[arg(long)]
         config: PathBuf,
     },

@@ -332,6 +332,9 @@ impl RouterCore {
         limit: u32,
     ) -> Result<Response, RouterError> {
         let conv = self.member_conv(&account, &id)?;
+        // Below the first index still stored (the retention setting removed
+        // the rest) the range starts there; `next_index` says where it ended.
+        let from = from.max(conv.first_stored());
         // (A configuration never holds 0; `max(1)` keeps `clamp` from
         // panicking should a test or a future path build one.)
         let limit = u64::from(limit.clamp(1, self.config.limits.max_fetch.max(1)));
@@ -366,6 +369,9 @@ impl RouterCore {
         {
             return Err(RouterError::NotAMember(id));
         }
+        // The page starts at the first index still stored at the latest.
+        let first_stored = conv.first_stored();
+        let from = from.max(first_stored);
         let limit = u64::from(limit.clamp(1, self.config.limits.max_fetch.max(1)));
         let to = Index(
             from.0
@@ -379,6 +385,7 @@ impl RouterCore {
             from,
             to,
             stored: conv.delivered,
+            first_stored,
         }))
     }
 

@@ -7,6 +7,7 @@
 //! | [`router`] | the real router and three order servers: delivery, catch-up, SIGKILL |
 //! | [`client_api`] | the client library: a member added after many fetch pages |
 //! | [`history`] | shared history: a later member reads it byte for byte; `joined` shows nothing earlier; a thin terminal keeps no text |
+//! | [`retention`] | a router keeping the last 16 indices: a later member reads the kept suffix of the shared history, verified |
 //! | [`cli`] | four people using the `grompi` CLI; members added, removed, leaving |
 //! | [`devnet`] | `devnet` and the benchmark on a tiny grid |
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
@@ -48,5 +49,6 @@ mod faults;
 mod history;
 mod malicious;
 mod order_server;
+mod retention;
 mod router;
 mod witness;
