@@ -80,6 +80,32 @@ fn session<T>(req: &Request<T>) -> Vec<u8> {
 }
 
 impl RouterService {
+    /// Builds a Fetch or FetchHistory page from storage off the async
+    /// threads. Its bytes are reserved against `account`'s and the total
+    /// bound on pages in flight until it is built; over a bound the call is
+    /// refused at once rather than queued.
+    async fn read_page<P, T>(
+        &self,
+        account: grompi_proto::AccountId,
+        plan: P,
+        build: fn(&dyn EnvelopeReader, &P, usize) -> Result<T, crate::store::StoreError>,
+    ) -> Result<T, Status>
+    where
+        P: Send + 'static,
+        T: Send + 'static,
+    {
+        let _reservation = self.fetches.reserve(account).map_err(|e| {
+            e.count_cap();
+            Status::from(e)
+        })?;
+        let reader = self.reader.clone();
+        let max = self.fetches.page_bytes();
+        tokio::task::spawn_blocking(move || build(reader.as_ref(), &plan, max))
+            .await
+            .map_err(|_| Status::internal("the page task failed"))?
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// A service over a running core.
     pub fn new(
         core: mpsc::Sender<CoreMsg>,
@@ -397,19 +423,10 @@ impl Router for RouterService {
             let CoreResponse::Fetch(plan) = self.authed(&req, call).await? else {
                 return Err(unexpected());
             };
-            // The page's bytes are reserved until it is built and handed
-            // to the transport; over a bound the call is refused at once.
-            let _reservation = self.fetches.reserve(plan.account).map_err(|e| {
-                e.count_cap();
-                Status::from(e)
-            })?;
-            let reader = self.reader.clone();
-            let max = self.fetches.page_bytes();
-            let page = tokio::task::spawn_blocking(move || build_page(reader.as_ref(), &plan, max))
-                .await
-                .map_err(|_| Status::internal("fetch task failed"))?
-                .map_err(|e| Status::internal(e.to_string()))?;
-            Ok(Response::new(page))
+            let account = plan.account;
+            Ok(Response::new(
+                self.read_page(account, plan, build_page).await?,
+            ))
         }
         .await;
         metered("Fetch", r)
@@ -432,19 +449,10 @@ impl Router for RouterService {
                 return Err(unexpected());
             };
             // Pages of history share the Fetch bounds on bytes in flight.
-            let _reservation = self.fetches.reserve(plan.account).map_err(|e| {
-                e.count_cap();
-                Status::from(e)
-            })?;
-            let reader = self.reader.clone();
-            let max = self.fetches.page_bytes();
-            let page = tokio::task::spawn_blocking(move || {
-                build_history_page(reader.as_ref(), &plan, max)
-            })
-            .await
-            .map_err(|_| Status::internal("history task failed"))?
-            .map_err(|e| Status::internal(e.to_string()))?;
-            Ok(Response::new(page))
+            let account = plan.account;
+            Ok(Response::new(
+                self.read_page(account, plan, build_history_page).await?,
+            ))
         }
         .await;
         metered("FetchHistory", r)

@@ -332,8 +332,22 @@ impl RouterCore {
         limit: u32,
     ) -> Result<Response, RouterError> {
         let conv = self.member_conv(&account, &id)?;
-        // Below the first index still stored (the retention setting removed
-        // the rest) the range starts there; `next_index` says where it ended.
+        let (from, to) = self.page_range(conv, from, limit);
+        Ok(Response::Fetch(FetchPlan {
+            account,
+            conversation: id,
+            from,
+            to,
+            slots_by_epoch: conv.epochs().iter().map(|e| e.slot_of(&account)).collect(),
+        }))
+    }
+
+    /// The range `[from, to)` a Fetch or FetchHistory page covers: from
+    /// `from`, or the first index still stored when the retention setting
+    /// removed the ones before it (`next_index` says where it ended), for
+    /// at most `limit` clamped to `1..=max_fetch` indices, never past what
+    /// was delivered.
+    fn page_range(&self, conv: &Conversation, from: Index, limit: u32) -> (Index, Index) {
         let from = from.max(conv.first_stored());
         // (A configuration never holds 0; `max(1)` keeps `clamp` from
         // panicking should a test or a future path build one.)
@@ -344,13 +358,7 @@ impl RouterCore {
                 .min(conv.delivered.0)
                 .max(from.0),
         );
-        Ok(Response::Fetch(FetchPlan {
-            account,
-            conversation: id,
-            from,
-            to,
-            slots_by_epoch: conv.epochs().iter().map(|e| e.slot_of(&account)).collect(),
-        }))
+        (from, to)
     }
 
     /// A history page's plan: only a member holding a slot in the current
@@ -369,16 +377,8 @@ impl RouterCore {
         {
             return Err(RouterError::NotAMember(id));
         }
-        // The page starts at the first index still stored at the latest.
         let first_stored = conv.first_stored();
-        let from = from.max(first_stored);
-        let limit = u64::from(limit.clamp(1, self.config.limits.max_fetch.max(1)));
-        let to = Index(
-            from.0
-                .saturating_add(limit)
-                .min(conv.delivered.0)
-                .max(from.0),
-        );
+        let (from, to) = self.page_range(conv, from, limit);
         Ok(Response::History(HistoryPlan {
             account,
             conversation: id,
