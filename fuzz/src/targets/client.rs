@@ -709,13 +709,16 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
         c = c.count(0).count(0).count(0);
     }
     // Counters, then (state version 2) no proved heads yet, then (version
-    // 3) no RN1 of a sent envelope and no group keys (pairwise-keyed).
+    // 3) no RN1 of a sent envelope and no group keys (pairwise-keyed),
+    // then (version 4) the history policy `joined` and no history root.
     c.u64(0)
         .u64(1)
         .u64(2)
         .u64(3)
         .count(0)
         .count(0)
+        .u8(0)
+        .u8(1)
         .u8(0)
         .as_bytes()
         .to_vec()
@@ -726,8 +729,9 @@ fn state_bytes(with_history: bool) -> Vec<u8> {
 /// chain, one period's share, one share point, one parked Message).
 fn group_state_bytes() -> Vec<u8> {
     let mut bytes = state_bytes(true);
-    // Drop the pairwise tail (no sent RN1, no group state: 9 bytes).
-    bytes.truncate(bytes.len().saturating_sub(9));
+    // Drop the pairwise tail (no sent RN1, no group state, the history
+    // policy and no history root: 11 bytes).
+    bytes.truncate(bytes.len().saturating_sub(11));
     let conv = ConversationId::from_bytes([0x11; 32]);
     let header = grompi_proto::EnvelopeHeader::new(grompi_proto::envelope::HeaderFields {
         conversation: conv,
@@ -792,7 +796,15 @@ fn group_state_bytes() -> Vec<u8> {
         .u64(0)
         .u32(1)
         .u64(2)
-        .u8(0);
+        .u8(0)
+        // History: shared, with the root this member joined with.
+        .u8(2)
+        .u8(1)
+        .u64(1)
+        .fixed(&[0x78; 32])
+        .u64(0)
+        .u64(0)
+        .fixed(&[0x79; 32]);
     bytes.extend_from_slice(tail.as_bytes());
     bytes
 }
@@ -821,6 +833,13 @@ mod tests {
     fn the_group_keyed_state_seed_is_accepted() {
         let c = Conversation::restore_state(&group_state_bytes(), config()).unwrap();
         assert!(c.is_group_keyed());
+        assert_eq!(
+            c.history_visibility(),
+            grompi_client_core::content::Visibility::Shared
+        );
         assert!(conversation_state(&group_state_bytes()).is_ok());
+        // The pairwise-keyed seed it is built from parses too.
+        let pairwise = Conversation::restore_state(&state_bytes(true), config()).unwrap();
+        assert!(!pairwise.is_group_keyed());
     }
 }
