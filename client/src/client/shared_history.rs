@@ -143,10 +143,12 @@ impl Client {
         if first == Index(0) || self.thin() || !shares {
             return Ok(0);
         }
+        // Loaded before when the index just before the join is stored
+        // (index 0 may be gone from a router that keeps only recent ones).
         let stored = store::get_json::<Record>(
             &self.store,
             store::HISTORY,
-            &store::history_key(id.as_bytes(), 0),
+            &store::history_key(id.as_bytes(), first.0.saturating_sub(1)),
         )?;
         if stored.is_some() {
             return Ok(0);

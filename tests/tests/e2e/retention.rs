@@ -105,6 +105,8 @@ async fn a_later_member_reads_the_kept_suffix_of_the_history_verified() {
     // Loading it into Carol's transcript keeps the same suffix.
     let added = carol.load_history_before_join(id).await.unwrap();
     assert_eq!(added as u64, join - first);
+    // Once: loading again fetches nothing more.
+    assert_eq!(carol.load_history_before_join(id).await.unwrap(), 0);
     let carols = carol.history(&id).unwrap();
     assert!(carols.iter().all(|r| r.index >= first));
     assert_eq!(messages(&carols, first, join), expected);
