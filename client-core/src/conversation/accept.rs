@@ -323,7 +323,7 @@ impl Conversation {
         });
         self.check_sequence(index, &header);
         let history_block = c.received.delivery.history_block.clone();
-        let before = self.history_before();
+        let before = self.history_before(header.kind());
         let own = self.outbox.contains_key(&header.core_hash());
         if let Some(prep) = c.setup {
             // Checked free when the Setup won (`setup_winner`).

@@ -17,6 +17,13 @@ pub(super) struct HistoryBefore {
     newest: Option<(KeyGeneration, HistoryKey)>,
 }
 
+/// The newest generation of `keys` and its history key.
+fn newest_history_key(keys: Option<&GroupKeys>) -> Option<(KeyGeneration, HistoryKey)> {
+    let k = keys?;
+    let current = k.current();
+    HistoryKey::of(k, current).map(|key| (current, key))
+}
+
 impl Conversation {
     /// The current epoch's history policy: `Shared` only in a group-keyed
     /// conversation whose Setup or last Update said so.
@@ -107,10 +114,7 @@ impl Conversation {
         rn1: Option<&Rn1>,
     ) -> Option<HistorySeal> {
         let keys = self.group.as_ref()?.keys.as_ref();
-        let newest = keys.and_then(|k| {
-            let current = k.current();
-            HistoryKey::of(k, current).map(|key| (current, key))
-        });
+        let newest = newest_history_key(keys);
         match content {
             Content::Message(_) | Content::Receipt(_) if self.history == Visibility::Shared => {
                 Some(HistorySeal {
@@ -138,16 +142,17 @@ impl Conversation {
         }
     }
 
-    /// The policy and newest history key before applying an envelope.
-    pub(super) fn history_before(&self) -> HistoryBefore {
+    /// The policy and, before an envelope of `kind` that must link it (an
+    /// Update or a Rekey), the newest history key, before applying it.
+    pub(super) fn history_before(&self, kind: EnvelopeKind) -> HistoryBefore {
         let g = self.group.as_ref();
+        let links = matches!(kind, EnvelopeKind::Update | EnvelopeKind::Rekey);
         HistoryBefore {
             visibility: self.history,
             epoch: g.map(|g| g.epoch),
-            newest: g.and_then(|g| g.keys.as_ref()).and_then(|k| {
-                let current = k.current();
-                HistoryKey::of(k, current).map(|key| (current, key))
-            }),
+            newest: g
+                .filter(|_| links)
+                .and_then(|g| newest_history_key(g.keys.as_ref())),
         }
     }
 

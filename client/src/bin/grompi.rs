@@ -386,6 +386,16 @@ async fn run(cli: Cli) -> Outcome {
                 print!("{}", show::json(&records)?);
             } else {
                 println!("== {}", show::conv(&client, &id));
+                // A history read from the router starts at the first index
+                // it still stores (its retention setting): say what is gone.
+                if let Some(first) = records
+                    .iter()
+                    .find(|r| r.status == grompi_client::client::Status::BeforeJoin)
+                    .map(|r| r.index)
+                    .filter(|i| *i > 0)
+                {
+                    println!("(#0 to #{}: no longer kept by the router)", first - 1);
+                }
                 for r in &records {
                     println!("{}", show::record(&client, r));
                 }

@@ -9,7 +9,7 @@
 //! fails with [`ApiError::History`].
 
 use super::history::{Record, Status, describe_change, kind_name};
-use super::store::{self, AlertRecord};
+use super::store;
 use super::{ApiError, Client, Progress};
 use grompi_client_core::alert::Alert;
 use grompi_client_core::content::{Change, Content, Visibility};
@@ -173,19 +173,12 @@ impl Client {
 
     /// Records a history mismatch as an alert and turns it into the error.
     fn history_failed(&mut self, id: ConversationId, m: Misbehaviour) -> ApiError {
-        let alert = Alert {
+        self.record_alert(&Alert {
             conversation: id,
             kind: m.clone(),
             index: None,
             server: None,
-        };
-        self.new_alerts.push(AlertRecord {
-            conversation: id.to_hex(),
-            index: None,
-            server: None,
-            text: alert.to_string(),
         });
-        self.profile.next_alert = self.profile.next_alert.saturating_add(1);
         if let Err(e) = self.save() {
             return e;
         }

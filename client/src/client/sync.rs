@@ -61,19 +61,24 @@ impl Client {
             }
         }
         for a in &alerts {
-            self.new_alerts.push(AlertRecord {
-                conversation: a.conversation.to_hex(),
-                index: a.index.map(|i| i.0),
-                server: a.server,
-                text: a.to_string(),
-            });
-            self.profile.next_alert = self.profile.next_alert.saturating_add(1);
+            self.record_alert(a);
         }
         Progress {
             events,
             alerts,
             resumed: Vec::new(),
         }
+    }
+
+    /// Queues `a` to be stored as an alert record with the next save.
+    pub(super) fn record_alert(&mut self, a: &grompi_client_core::alert::Alert) {
+        self.new_alerts.push(AlertRecord {
+            conversation: a.conversation.to_hex(),
+            index: a.index.map(|i| i.0),
+            server: a.server,
+            text: a.to_string(),
+        });
+        self.profile.next_alert = self.profile.next_alert.saturating_add(1);
     }
 
     /// Where to fetch a conversation from: its next index, or with
