@@ -844,6 +844,7 @@ impl Model {
                 },
                 // The model's conversations are pairwise-keyed: no shares.
                 key_shares: Vec::new(),
+                log_index: None,
             })
             .collect();
         Delivery {
@@ -1705,6 +1706,7 @@ impl Model {
             tags,
             next_tags,
             key_shares: Vec::new(),
+            log_index: None,
         };
         self.place(s, env, after, server, att, false)
     }

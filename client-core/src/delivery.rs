@@ -288,6 +288,7 @@ mod tests {
                 tags: vec![grompi_proto::Tag::from_bytes([6; 32])],
                 next_tags: vec![],
                 key_shares: Vec::new(),
+                log_index: None,
             }],
             previous_head: None,
             history_block: None,

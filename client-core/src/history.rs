@@ -381,6 +381,8 @@ impl From<&HistoryItem> for pb::HistoryEnvelope {
             block_digests: i.block_digests.iter().map(BlockDigest::to_vec).collect(),
             history_block: i.history_block.clone().unwrap_or_default(),
             previous_head: i.previous_head.map(|h| h.to_vec()).unwrap_or_default(),
+            // Audit log positions are no part of the verified history.
+            log_positions: Vec::new(),
         }
     }
 }

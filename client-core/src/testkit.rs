@@ -586,6 +586,7 @@ impl World {
             tags: vec![tag],
             next_tags: vec![],
             key_shares: Vec::new(),
+            log_index: None,
         })
     }
 
@@ -624,6 +625,7 @@ impl World {
                     .and_then(|(i, _)| a.key_shares.get(i.0 as usize).copied())
                     .into_iter()
                     .collect(),
+                    log_index: a.log_index,
                 }
             })
             .collect();
@@ -681,6 +683,7 @@ impl World {
                 tags: vec![],
                 next_tags: vec![],
                 key_shares: Vec::new(),
+                log_index: None,
             };
             let statement = AttestationStatement {
                 conversation: self.conversation,

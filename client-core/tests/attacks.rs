@@ -337,6 +337,7 @@ fn attack_2_an_admin_padding_slot_is_refused_by_creator_receivers_and_update_sen
                     tags: vec![tag],
                     next_tags: vec![],
                     key_shares: Vec::new(),
+                    log_index: None,
                 }
             })
             .collect();
@@ -1261,6 +1262,7 @@ fn a_setup_slot_key_the_member_never_uploaded_leaves_out_only_that_member() {
                     ],
                     next_tags: vec![],
                     key_shares: Vec::new(),
+                    log_index: None,
                 })
                 .collect();
             let d = delivery_of(

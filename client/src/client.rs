@@ -25,6 +25,7 @@
 //! only moves bytes, keeps state and shows what the core decided.
 
 mod account;
+pub mod audit;
 pub mod contacts;
 pub mod error;
 mod heads;

@@ -24,6 +24,8 @@
 //! | [`client::network`] | the network descriptor as trust anchor, what the quorum tolerates |
 //! | [`client::error`] | errors of the client API |
 //! | [`local_store`] | local state encrypted at rest (passphrase or key file) |
+//! | [`log_audit`] | a conversation's audit: are its accepted indices in the order servers' audit logs |
+//! | `log_audit_tests.rs` (tests) | in-memory logs: found, searched, missing, waiting, tampered |
 //! | `local_store_tests.rs` (tests) | the store's secrets, records, tampering, vectors, locking |
 //!
 //! The `grompi` command-line program is `bin/grompi.rs`, with
@@ -34,5 +36,6 @@
 
 pub mod client;
 pub mod local_store;
+pub mod log_audit;
 
 pub use client::{ApiError, Client};

@@ -18,41 +18,22 @@
 use crate::limits::Limits;
 use grompi_proto::context;
 use grompi_proto::encoding::Canonical;
-use grompi_proto::{ConversationId, Epoch, Head, Index};
+use grompi_proto::{ConversationId, Index};
 use serde::Serialize;
 
-/// Type byte of an attested index's entry.
-pub const ATTESTATION: u8 = 0x01;
+pub use grompi_proto::audit::{ATTESTATION, ATTESTATION_LEN};
 /// Type byte of a refused equivocation attempt's entry.
 pub const REFUSAL: u8 = 0x02;
 /// Type byte of a security event's entry.
 pub const SECURITY_EVENT: u8 = 0x03;
 
-/// Length of an attestation's entry.
-pub const ATTESTATION_LEN: usize = 33;
 /// Length of a refusal's entry.
 pub const REFUSAL_LEN: usize = 73;
 
 /// The entry of `index` of `conversation`, attested in `epoch` with the
-/// chain head `head` after it.
-pub fn attestation(
-    conversation: &ConversationId,
-    epoch: Epoch,
-    index: Index,
-    head: &Head,
-) -> [u8; ATTESTATION_LEN] {
-    // The canonical encoding of four fixed-size fields, laid out in place.
-    let mut input = [0u8; 80];
-    input[..32].copy_from_slice(conversation.as_bytes());
-    input[32..40].copy_from_slice(&epoch.0.to_be_bytes());
-    input[40..48].copy_from_slice(&index.0.to_be_bytes());
-    input[48..].copy_from_slice(head.as_bytes());
-    let blinded = blake3::derive_key(context::AUDIT_ENTRY, &input);
-    let mut out = [0u8; ATTESTATION_LEN];
-    out[0] = ATTESTATION;
-    out[1..].copy_from_slice(&blinded);
-    out
-}
+/// chain head `head` after it (defined in [`grompi_proto::audit`], where
+/// members recompute it).
+pub use grompi_proto::audit::attestation_entry as attestation;
 
 /// The entry of a refused attempt to attest another envelope at `index` of
 /// `conversation`, kept (or counted) as evidence number `number`;
@@ -217,6 +198,7 @@ impl std::fmt::Display for Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use grompi_proto::{Epoch, Head};
     use proptest::prelude::*;
 
     #[test]

@@ -446,6 +446,7 @@ impl OrderCore {
                 .map(|n| n.iter().map(|k| k.attest(&statement)).collect())
                 .unwrap_or_default(),
             key_shares,
+            log_index: None,
         })
     }
 

@@ -20,6 +20,7 @@
 //! | module | concept |
 //! |---|---|
 //! | [`admission`] | the rules an envelope must meet to take an index, each written once |
+//! | [`audit`] | the audit log entry of an attested index, which members recompute |
 //! | [`context`] | every context string, versioned |
 //! | [`encoding`] | the canonical byte encoding that is hashed and MACed |
 //! | [`ids`] | conversation ids, epochs, indices, slots, sequence numbers |
@@ -38,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod audit;
 pub mod chain;
 pub mod context;
 pub mod descriptor;

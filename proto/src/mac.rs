@@ -208,6 +208,11 @@ pub struct Attestation {
     /// server's key share sealed for each slot (one per slot, in slot
     /// order; only the member's own on delivery). Empty otherwise.
     pub key_shares: Vec<crate::key_share::WrappedShare>,
+    /// From a server that keeps an audit log: where it logged this
+    /// attestation's entry, as it said. Not covered by the tags: only a
+    /// hint for finding the entry, which an auditor recomputes and proves
+    /// against a cosigned checkpoint.
+    pub log_index: Option<u64>,
 }
 
 /// An order server's head proof.

@@ -298,6 +298,7 @@ impl TryFrom<pb::Attestation> for Attestation {
             tags: tags("attestation.tags", &a.tags)?,
             next_tags: tags("attestation.next_tags", &a.next_tags)?,
             key_shares: key_shares("attestation.key_shares", &a.key_shares)?,
+            log_index: a.log_index,
         })
     }
 }
@@ -311,6 +312,7 @@ impl From<&Attestation> for pb::Attestation {
             tags: a.tags.iter().map(Tag::to_vec).collect(),
             next_tags: a.next_tags.iter().map(Tag::to_vec).collect(),
             key_shares: a.key_shares.iter().map(|s| s.0.to_vec()).collect(),
+            log_index: a.log_index,
         }
     }
 }

@@ -117,6 +117,7 @@ fn attestation() -> impl Strategy<Value = Attestation> {
             tags: tags.into_iter().map(Tag::from_bytes).collect(),
             next_tags: next.into_iter().map(Tag::from_bytes).collect(),
             key_shares: Vec::new(),
+            log_index: None,
         })
 }
 

@@ -59,6 +59,7 @@ pub fn member_attestation(a: &Attestation, member: MemberSlots) -> pb::Attestati
         .and_then(|s| a.key_shares.get(s.0 as usize))
         .map(|k| vec![k.0.to_vec()])
         .unwrap_or_default(),
+        log_index: a.log_index,
     }
 }
 
@@ -251,6 +252,7 @@ mod tests {
                 tags: (0..slots).map(|i| Tag::from_bytes([(s as u8) * 16 + i as u8; 32])).collect(),
                 next_tags: vec![],
                 key_shares: Vec::new(),
+                log_index: None,
             }).collect();
             let member = MemberSlots { slot: Some(SlotIndex(me)), next_slot: None };
             let d = view(&ConversationId::from_bytes([1; 32]), Index(3), &e, &Head::from_bytes([8; 32]), member, &atts);
@@ -286,6 +288,7 @@ mod tests {
             tags: vec![Tag::from_bytes([1; 32]), Tag::from_bytes([2; 32])],
             next_tags: vec![Tag::from_bytes([3; 32])],
             key_shares: Vec::new(),
+            log_index: None,
         };
         let m = MemberSlots {
             slot: Some(SlotIndex(1)),
@@ -316,6 +319,7 @@ mod tests {
             tags: vec![Tag::from_bytes([1; 32]); 3],
             next_tags: Vec::new(),
             key_shares: shares.clone(),
+            log_index: Some(77),
         };
         let m = MemberSlots {
             slot: Some(SlotIndex(1)),
@@ -331,5 +335,10 @@ mod tests {
         assert_eq!(member_attestation(&a, joiner).key_shares, vec![vec![1; 48]]);
         a.next_tags.clear();
         assert!(member_attestation(&a, joiner).key_shares.is_empty());
+        assert_eq!(
+            member_attestation(&a, joiner).log_index,
+            Some(77),
+            "the audit log position is relayed"
+        );
     }
 }

@@ -512,6 +512,10 @@ impl Fanout {
                     .map_err(|e| e.to_string())
                     .and_then(|mut a| {
                         a.server = u32::try_from(s).unwrap_or(u32::MAX);
+                        // Where the server logged it (its answer, not the
+                        // attestation, carries it): relayed to members and
+                        // in history pages for `grompi audit`.
+                        a.log_index = result.log_index;
                         check_attestation(&a, p, conv.epochs(), item.index)?;
                         Ok(a)
                     });

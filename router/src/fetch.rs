@@ -186,7 +186,7 @@ pub fn build_history_page(
             bytes = 0;
             first_stored = first_stored.max(until);
         }
-        for (i, stored, _) in rows {
+        for (i, stored, attestations) in rows {
             if i != next {
                 // `next` was removed since the plan was made, and with it
                 // everything below: start again at `i`.
@@ -202,6 +202,15 @@ pub fn build_history_page(
                 block_digests: e.blocks().iter().map(|b| b.digest().to_vec()).collect(),
                 history_block: e.history_block().map(<[u8]>::to_vec).unwrap_or_default(),
                 previous_head: stored.previous_head.to_vec(),
+                log_positions: attestations
+                    .iter()
+                    .filter_map(|a| {
+                        a.log_index.map(|log_index| pb::LogPosition {
+                            server: a.server,
+                            log_index,
+                        })
+                    })
+                    .collect(),
             };
             let size = item.encoded_len();
             if !envelopes.is_empty() && bytes.saturating_add(size) > max_bytes {

@@ -830,6 +830,7 @@ mod size_tests {
                 tags: vec![Tag::from_bytes([8; 32]); slots],
                 next_tags: Vec::new(),
                 key_shares: Vec::new(),
+                log_index: None,
             },
         })
     }

@@ -738,6 +738,7 @@ mod tests {
                     tags: Vec::new(),
                     next_tags: Vec::new(),
                     key_shares: Vec::new(),
+                    log_index: None,
                 },
             });
         }

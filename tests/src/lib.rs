@@ -308,7 +308,39 @@ pub struct Network {
 /// Starts `servers` order servers and a router with quorum `quorum`, and
 /// writes `client-network.toml` for clients.
 pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, HarnessError> {
-    use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
+    start_network_with(servers, quorum, false).await
+}
+
+/// [`start_network`] with every order server keeping an audit log (a
+/// checkpoint every second, served on a port of its own) and the client
+/// descriptor naming each log's key and URL (no witnesses).
+pub async fn start_network_with_audit_logs(
+    servers: usize,
+    quorum: usize,
+) -> Result<Network, HarnessError> {
+    start_network_with(servers, quorum, true).await
+}
+
+/// The address `audit_listen` bound, from an order server's
+/// `bound-addrs.toml`.
+pub fn audit_addr(data_dir: &Path) -> Result<std::net::SocketAddr, HarnessError> {
+    let text = std::fs::read_to_string(data_dir.join(grompi_ops::bound_addrs::BOUND_ADDRS_FILE))
+        .map_err(io("read bound-addrs.toml"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("audit = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| HarnessError::Output(format!("no audit address in {text:?}")))
+}
+
+async fn start_network_with(
+    servers: usize,
+    quorum: usize,
+    audit_logs: bool,
+) -> Result<Network, HarnessError> {
+    use grompi_proto::descriptor::{
+        AuditLogEntry, NetworkDescriptor, OrderServerEntry, RouterEntry,
+    };
     tls::install_crypto_provider();
     let dir = tempfile::tempdir().map_err(io("tempdir"))?;
     let router_data = dir.path().join("router");
@@ -318,8 +350,13 @@ pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, Har
     let mut nodes = Vec::new();
     let mut running = Vec::new();
     let mut entries = Vec::new();
+    let mut logs = Vec::new();
     for i in 0..servers {
-        let node = OrderServerNode::init("")?;
+        let node = OrderServerNode::init(if audit_logs {
+            "audit_listen = \"127.0.0.1:0\"\naudit_checkpoint_seconds = 1\n"
+        } else {
+            ""
+        })?;
         std::fs::write(node.dir.path().join("router.crt"), &router_cert)
             .map_err(io("write router.crt"))?;
         let server = node.start().await?;
@@ -343,6 +380,20 @@ pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, Har
             public_key,
             tls_ca_pem: node.server_cert_pem.clone(),
         });
+        if audit_logs {
+            let key = std::fs::read_to_string(node.data_dir.join("audit-log.key"))
+                .map_err(io("read audit-log.key"))?;
+            let signer = grompi_tlog::note::Ed25519Signer::from_skey(key.trim())
+                .map_err(|e| HarnessError::Output(format!("audit-log.key: {e}")))?;
+            logs.push(Some(AuditLogEntry {
+                origin: signer.name().to_owned(),
+                log_key: signer.verifier().vkey(),
+                log_url: Some(format!("http://{}", audit_addr(&node.data_dir)?)),
+                witness_key: None,
+            }));
+        } else {
+            logs.push(None);
+        }
         nodes.push(node);
         running.push(server);
     }
@@ -377,8 +428,11 @@ pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, Har
     wait_healthy(&channel, "grompi.v1.Router", Duration::from_secs(30)).await?;
     descriptor.router.address = format!("https://localhost:{}", router_addrs.grpc.port());
     let client_descriptor = dir.path().join("client-network.toml");
-    std::fs::write(&client_descriptor, descriptor.to_toml())
-        .map_err(io("write client-network.toml"))?;
+    std::fs::write(
+        &client_descriptor,
+        descriptor.to_toml_with_audit_logs(&logs),
+    )
+    .map_err(io("write client-network.toml"))?;
     Ok(Network {
         dir,
         nodes,

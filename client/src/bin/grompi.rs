@@ -218,15 +218,36 @@ async fn run(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Audit {
+            conversation: c,
             network,
             min_cosignatures,
-        } => match audit::run(network, *min_cosignatures).await {
-            Ok(false) => Ok(()),
-            Ok(true) => Err(Failure(
-                "an order server's audit log is not cosigned as it must be".into(),
-            )),
-            Err(e) => Err(Failure(e)),
-        },
+        } => {
+            let alarming = match (c, network) {
+                (None, Some(network)) => audit::run(network, *min_cosignatures).await?,
+                (c, network) => {
+                    let mut client = open(&cli)?;
+                    let text = match network {
+                        Some(n) => std::fs::read_to_string(n)
+                            .map_err(|e| Failure(format!("read {}: {e}", n.display())))?,
+                        None => client.descriptor_text()?,
+                    };
+                    let id = match c {
+                        Some(c) => Some(conversation(&mut client, c).await?),
+                        None => None,
+                    };
+                    audit::run_account(&mut client, &text, id, *min_cosignatures).await?
+                }
+            };
+            if alarming {
+                Err(Failure(
+                    "the audit found alerts: an order server's log is not cosigned as it \
+                     must be, or misses an index it attested"
+                        .into(),
+                ))
+            } else {
+                Ok(())
+            }
+        }
         Command::Thin { state } => {
             let mut client = open(&cli)?;
             client.set_thin(*state == Toggle::On)?;

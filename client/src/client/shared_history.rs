@@ -14,7 +14,7 @@ use super::{ApiError, Client, Progress};
 use grompi_client_core::alert::Alert;
 use grompi_client_core::content::{Change, Content, Visibility};
 use grompi_client_core::history::{HistoryEntry, HistoryItem, HistoryVerifier, Unread};
-use grompi_proto::{ConversationId, Index, Misbehaviour, pb};
+use grompi_proto::{ConversationId, Index, Misbehaviour};
 
 /// Envelopes asked for per history page.
 pub const HISTORY_PAGE: u32 = 256;
@@ -74,19 +74,7 @@ impl Client {
         let mut pages = 0u64;
         while !verifier.is_complete() {
             let from = verifier.next_index();
-            self.ensure_signed_in().await?;
-            let conn = self.signed()?;
-            let req = conn.authed(pb::FetchHistoryRequest {
-                conversation_id: id.to_vec(),
-                from_index: from.0,
-                limit: HISTORY_PAGE,
-            })?;
-            let page = conn
-                .raw()
-                .fetch_history(req)
-                .await
-                .map_err(|s| ApiError::router("FetchHistory", s))?
-                .into_inner();
+            let page = self.history_page(id, from).await?;
             pages += 1;
             if from == Index(0) && page.first_stored > 0 {
                 // The router's retention removed the oldest envelopes: the

@@ -116,6 +116,7 @@ pub fn attestation(index: u64, next_tags: bool) -> Option<Attestation> {
         next_tags: if next_tags { tags.clone() } else { Vec::new() },
         tags,
         key_shares: Vec::new(),
+        log_index: None,
     })
 }
 

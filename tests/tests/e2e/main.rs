@@ -12,6 +12,7 @@
 //! | [`devnet`] | `devnet` and the benchmark on a tiny grid |
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
 //! | [`malicious`] | malicious order servers and routers over real gRPC against the real client; the live demo |
+//! | [`member_audit`] | three order servers keeping audit logs: `grompi audit CONVERSATION` finds every accepted index in every log, proved |
 //! | [`witness`] | three order servers witnessing each other's audit logs: a rolled-back server and a forked log refused |
 
 /// Accounts `names` in homes under `dir`, each with its own key-file store
@@ -48,6 +49,7 @@ mod exactly_once;
 mod faults;
 mod history;
 mod malicious;
+mod member_audit;
 mod order_server;
 mod retention;
 mod router;

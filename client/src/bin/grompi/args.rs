@@ -44,16 +44,25 @@ pub enum Command {
         #[arg(long)]
         thin: bool,
     },
-    /// Check every order server's audit log as the network descriptor names
-    /// it: each checkpoint must verify under the server's log key and carry
-    /// the other servers' witnesses' cosignatures. A server restored from
-    /// an old copy, or forking its log, is refused by its witnesses, and
-    /// this reports it (exit 1). Needs no account.
+    /// Check the order servers' audit logs. Every server's checkpoint must
+    /// verify under its log key and carry the other servers' witnesses'
+    /// cosignatures: a server restored from an old copy, or forking its
+    /// log, is refused by its witnesses, and this reports it. With a
+    /// CONVERSATION, also check that every index this account accepted in
+    /// it is in each server's log: its entry is recomputed from this
+    /// account's own transcript, found (where the server said it logged it,
+    /// or by reading the log) and proved included in the cosigned
+    /// checkpoint; an index a server attested but did not log is an alert,
+    /// the newest indices wait for the next checkpoint. Exit status 1 on
+    /// any alert. With --network FILE and no CONVERSATION it needs no
+    /// account; otherwise it uses the account's trusted descriptor.
     Audit {
-        /// The network descriptor (TOML), with the order servers' `log_key`,
-        /// `log_url` and `witness_key`.
+        /// The conversation to audit (name, or id in hex).
+        conversation: Option<String>,
+        /// A network descriptor (TOML) to check instead of the account's,
+        /// with the order servers' `log_key`, `log_url` and `witness_key`.
         #[arg(long)]
-        network: PathBuf,
+        network: Option<PathBuf>,
         /// Cosignatures each checkpoint needs from the other servers'
         /// witnesses (default: all of them).
         #[arg(long)]

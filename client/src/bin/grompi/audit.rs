@@ -10,19 +10,23 @@
 //! forked its log, and its peers refuse to cosign it. Exit status 0 when
 //! nothing is alarming, 1 otherwise, 2 on a usage error.
 //!
-//! It needs no account: it reads only the descriptor file. It does not yet
-//! look for a conversation's own entries in the logs (that needs the
-//! conversation's heads from the account's store).
+//! With `--network` and no conversation it needs no account: it reads only
+//! the descriptor file. `grompi audit CONVERSATION` ([`run_account`]) then
+//! checks every index the account accepted in the conversation against
+//! each cosigned log ([`grompi_client::log_audit`]).
 //!
-//! The checks are [`check`] (no I/O); [`run`] reads, fetches and prints.
+//! The checks are [`check`] and [`grompi_client::log_audit::audit_server`]
+//! (no I/O); [`run`] and [`run_account`] read, fetch and print.
 
+use grompi_client::Client;
+use grompi_client::log_audit::{self, HttpLog, ServerAudit};
+use grompi_proto::ConversationId;
 use grompi_proto::descriptor::{AuditLogEntry, NetworkDescriptor};
 use grompi_tlog::checkpoint::Checkpoint;
 use grompi_tlog::cosignature::CosignatureVerifier;
+use grompi_tlog::merkle::Hash;
 use grompi_tlog::note::{Ed25519Verifier, Note, NoteVerifier};
 use std::path::Path;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Largest checkpoint read.
 const MAX_CHECKPOINT: usize = 64 * 1024;
@@ -36,6 +40,8 @@ pub enum Finding {
         name: String,
         /// The checkpoint's size.
         size: u64,
+        /// The checkpoint's root.
+        root: Hash,
         /// The witnesses whose cosignature verified.
         cosigners: Vec<String>,
     },
@@ -61,6 +67,7 @@ impl std::fmt::Display for Finding {
                 name,
                 size,
                 cosigners,
+                ..
             } => write!(
                 f,
                 "ok     {name}: {size} entries, cosigned by {}",
@@ -186,6 +193,7 @@ pub fn check(
         out.push(Finding::Cosigned {
             name,
             size: checkpoint.size(),
+            root: *checkpoint.root(),
             cosigners,
         });
     }
@@ -194,54 +202,12 @@ pub fn check(
 
 /// GETs `<log_url>/checkpoint` (plain `http://` only), within 10 s.
 async fn fetch_checkpoint(log_url: &str) -> Result<Vec<u8>, String> {
-    let rest = log_url
-        .strip_prefix("http://")
-        .ok_or("only http:// log URLs are fetched by this version")?;
-    let (authority, prefix) = match rest.find('/') {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    let authority = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let prefix = prefix.trim_end_matches('/');
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(&authority)
-            .await
-            .map_err(|e| format!("connect {authority}: {e}"))?;
-        s.write_all(
-            format!(
-                "GET {prefix}/checkpoint HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
+    let log = HttpLog::new(log_url)?;
+    tokio::task::spawn_blocking(move || log.get("checkpoint", MAX_CHECKPOINT))
         .await
-        .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        (&mut s)
-            .take((MAX_CHECKPOINT + 8192) as u64)
-            .read_to_end(&mut out)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(out)
-    };
-    let out = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| "no answer within 10 s".to_owned())??;
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("not an HTTP response")?;
-    let status = out.get(9..12).and_then(|s| std::str::from_utf8(s).ok());
-    if status != Some("200") {
-        return Err(format!("HTTP status {}", status.unwrap_or("unreadable")));
-    }
-    Ok(out.get(end + 4..).unwrap_or_default().to_vec())
+        .map_err(|e| e.to_string())?
 }
 
-/// Runs `grompi audit` with the process's arguments (after `grompi`).
 /// Runs the audit of the descriptor at `network`: prints one finding per
 /// order server; `Ok(true)` when any is an alert.
 pub async fn run(network: &Path, min_cosignatures: Option<usize>) -> Result<bool, String> {
@@ -287,12 +253,126 @@ pub async fn audit_text(
     Ok(check(&servers, &fetched, min_cosignatures))
 }
 
+/// Runs the audit of the account's descriptor `text` and, with a
+/// conversation, of every index the account accepted in it against each
+/// cosigned log: prints one finding per order server; `Ok(true)` when any
+/// is an alert.
+pub async fn run_account(
+    client: &mut Client,
+    text: &str,
+    conversation: Option<ConversationId>,
+    min_cosignatures: Option<usize>,
+) -> Result<bool, String> {
+    let findings = audit_text(text, min_cosignatures).await?;
+    let mut alerts = 0usize;
+    println!("checkpoints:");
+    for f in &findings {
+        println!("  {f}");
+        if matches!(f, Finding::Alert { .. }) {
+            alerts += 1;
+        }
+    }
+    if let Some(id) = conversation {
+        let (_, logs) =
+            NetworkDescriptor::parse_with_audit_logs(text).map_err(|e| e.to_string())?;
+        let input = client.audit_input(id).await.map_err(|e| e.to_string())?;
+        println!(
+            "conversation {}: {} accepted indices",
+            id.to_hex(),
+            input.accepted.len()
+        );
+        if let Some(e) = &input.positions_error {
+            println!("  note: the router gave no log positions ({e}); the logs are searched");
+        }
+        for (i, f) in findings.iter().enumerate() {
+            let (name, size, root) = match f {
+                Finding::Cosigned {
+                    name, size, root, ..
+                } => (name.clone(), *size, *root),
+                Finding::NotListed { name } => {
+                    println!("  --     {name}: no audit log to check");
+                    continue;
+                }
+                Finding::Alert { name, .. } => {
+                    println!("  --     {name}: not checked (its checkpoint is an alert above)");
+                    continue;
+                }
+            };
+            let Some(url) = logs
+                .get(i)
+                .and_then(Option::as_ref)
+                .and_then(|a| a.log_url.clone())
+            else {
+                continue;
+            };
+            let positions = input.positions.get(i).cloned().unwrap_or_default();
+            let expected =
+                log_audit::expected_entries(&id, input.accepted.iter().copied(), &positions);
+            let audited = tokio::task::spawn_blocking(move || {
+                HttpLog::new(&url).map(|log| log_audit::audit_server(&expected, size, root, &log))
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            alerts += print_server(&name, size, audited);
+        }
+    }
+    if alerts > 0 {
+        println!("{alerts} alert(s)");
+    }
+    Ok(alerts > 0)
+}
+
+/// Prints one server's conversation audit; returns its number of alerts.
+fn print_server(name: &str, size: u64, audited: Result<ServerAudit, String>) -> usize {
+    let a = match audited {
+        Ok(a) => a,
+        Err(e) => {
+            println!("  ALERT  {name}: cannot read its log: {e}");
+            return 1;
+        }
+    };
+    let alerts = a.alerts();
+    let waiting = a.waiting();
+    let mut line = format!(
+        "{} of {} indices logged in its cosigned checkpoint of {size} entries",
+        a.logged(),
+        a.verdicts.len()
+    );
+    if let (Some(first), Some(last)) = (waiting.first(), waiting.last()) {
+        line.push_str(&format!(
+            ", {} waiting for its next checkpoint (indices {}..={})",
+            waiting.len(),
+            first.0,
+            last.0
+        ));
+    }
+    if a.searched > 0 {
+        line.push_str(&format!(
+            "; {} found only by reading the log (the position given was missing or wrong)",
+            a.searched
+        ));
+    }
+    let mut count = alerts.len();
+    if alerts.is_empty() && a.incomplete.is_none() {
+        println!("  ok     {name}: {line}");
+    } else {
+        println!("  ALERT  {name}: {line}");
+        for alert in &alerts {
+            println!("           {alert}");
+        }
+        if let Some(why) = &a.incomplete {
+            println!("           its log could not be read in full: {why}");
+            count += 1;
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
     use super::*;
     use grompi_tlog::cosignature::CosignatureSigner;
-    use grompi_tlog::merkle::Hash;
     use grompi_tlog::note::Ed25519Signer;
 
     struct Server {
@@ -349,6 +429,7 @@ mod tests {
             Finding::Cosigned {
                 name: "order0".into(),
                 size: 7,
+                root: Hash([7; 32]),
                 cosigners: vec![
                     "o2.example/log/witness".into(),
                     "o3.example/log/witness".into()
