@@ -161,8 +161,28 @@ async fn bench_measures_every_cell_against_the_relay() {
             "{c:?}"
         );
     }
+    // Every attested cell has its probes (target 1's decomposition), and
+    // the decomposition table a row for it.
+    for c in report.cells.iter().filter(|c| c.mode == "attested") {
+        let p = c
+            .probes
+            .as_ref()
+            .unwrap_or_else(|| panic!("no probes: {c:?}"));
+        assert!(p.order_commits > 0 && p.router_fanouts > 0, "{p:?}");
+        assert!(
+            p.order_commit_p50_ms.is_some()
+                && p.order_request_p50_ms.is_some()
+                && p.round_trip_p50_ms.is_some()
+                && p.router_commit_p50_ms.is_some(),
+            "{p:?}"
+        );
+    }
     let md = report.to_markdown();
     assert!(md.contains("| 3 | 3 |"), "{md}");
+    let table = report.decomposition();
+    for n in [1, 3] {
+        assert!(table.contains(&format!("\n| {n} | 3 | ")), "{table}");
+    }
     // Where the system tells CPU times, every cell has them, in a table.
     if cfg!(target_os = "linux") {
         for c in &report.cells {
@@ -187,4 +207,137 @@ async fn bench_measures_every_cell_against_the_relay() {
     } else {
         assert!(md.contains("NOT durable"), "{md}");
     }
+}
+
+/// The open-loop mode on a tiny load: both arms, two steps each, every
+/// step measured (arrivals sent, every message accepted by every member,
+/// CPU columns, and the attested arm's commit and round-trip probes). The
+/// limits are set so that no step can fail on time: nothing here asserts
+/// a figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_measures_every_step_of_both_arms() {
+    use grompi_simulator::live::open_loop::{OpenLoopOptions, run};
+    let bins = grompi_tests::binary("router")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let options = OpenLoopOptions {
+        dir: dir.path().to_path_buf(),
+        binaries: bins,
+        servers: vec![1],
+        conversations: 3,
+        group: 3,
+        rates: vec![20.0, 40.0],
+        step_seconds: 1.0,
+        p99_limit_ms: 1e9,
+        rate_margin: 1.0,
+        submit_connections: 2,
+        body_bytes: 64,
+        block_bytes: 32,
+        seed: 7,
+        majority: false,
+    };
+    let mut lines = Vec::new();
+    let report = run(&options, |s| lines.push(s.to_owned())).await.unwrap();
+    assert_eq!(report.arms.len(), 2, "{lines:?}");
+    assert_eq!(report.arms[0].mode, "relay");
+    assert_eq!(report.arms[1].mode, "attested");
+    assert_eq!(report.ratios.len(), 1);
+    for arm in &report.arms {
+        assert_eq!(arm.steps.len(), 2, "{arm:?}");
+        for step in &arm.steps {
+            assert!(step.sent > 0, "{step:?}");
+            assert_eq!(step.completed, step.sent, "{step:?}");
+            assert_eq!(step.failed + step.incomplete, 0, "{step:?}");
+            assert!(step.sustained, "{step:?}");
+            assert!(step.latency_p50_ms > 0.0, "{step:?}");
+            if cfg!(target_os = "linux") {
+                assert!(step.cpu_per_message.is_some(), "{step:?}");
+            }
+            match arm.mode.as_str() {
+                "relay" => assert!(step.probes.is_none()),
+                _ => {
+                    let p = step.probes.as_ref().unwrap();
+                    assert!(p.order_commits > 0 && p.router_fanouts > 0, "{p:?}");
+                    assert!(p.order_commit_p50_ms.is_some(), "{p:?}");
+                    assert!(p.round_trip_p50_ms.is_some(), "{p:?}");
+                }
+            }
+        }
+        assert!(arm.sustained_offered_per_s > 0.0, "{arm:?}");
+    }
+    let md = report.to_markdown();
+    assert!(md.contains("| attested | 1 | 40 |"), "{md}");
+    assert!(md.contains("| relay | 0 | 20 |"), "{md}");
+    assert_eq!(report.plot().matches("<polyline").count(), 4);
+}
+
+/// The scale command on a tiny state: every point measured (memory of a
+/// running and of a restarted router and order server, restart time,
+/// data on disk), in the planned order. Nothing here asserts a figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_measures_every_point() {
+    use grompi_simulator::live::scale::{ScaleOptions, run};
+    let bins = grompi_tests::binary("router")
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let dir = tempfile::tempdir().unwrap();
+    let options = ScaleOptions {
+        dir: dir.path().to_path_buf(),
+        binaries: bins,
+        servers: 1,
+        group: 2,
+        accounts: vec![4, 6],
+        conversations: vec![2, 3],
+        envelopes: 4,
+        body_bytes: 64,
+        block_bytes: 32,
+        settle_ms: 50,
+    };
+    let report = run(&options, |_| {}).await.unwrap();
+    let shape: Vec<(&str, usize, usize, usize, usize)> = report
+        .points
+        .iter()
+        .map(|p| {
+            (
+                p.stage.as_str(),
+                p.accounts,
+                p.conversations,
+                p.envelopes,
+                p.attested_indices,
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("start", 4, 2, 0, 0),
+            ("envelopes", 4, 2, 1, 3),
+            ("envelopes", 4, 2, 2, 4),
+            ("envelopes", 4, 2, 4, 6),
+            ("accounts", 6, 2, 4, 6),
+            ("conversations", 6, 3, 4, 6),
+        ]
+    );
+    for p in &report.points {
+        for s in [&p.router, &p.order_server] {
+            assert!(s.restart_ms > 0.0, "{p:?}");
+            assert!(s.data_bytes > 0, "{p:?}");
+            if cfg!(target_os = "linux") {
+                assert!(
+                    s.rss_running_bytes > 0 && s.rss_restarted_bytes > 0,
+                    "{p:?}"
+                );
+            }
+        }
+    }
+    assert!(report.growth.router_per_account.is_some());
+    assert!(report.growth.router_per_conversation.is_some());
+    assert!(report.growth.order_per_index.is_some());
+    let md = report.to_markdown();
+    assert_eq!(md.matches("\n| conversations | 6 | 3 |").count(), 1, "{md}");
 }
