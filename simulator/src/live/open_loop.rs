@@ -362,7 +362,6 @@ async fn set_up(
         let pool = pool.clone();
         in_parallel(accounts_n, SETUP_CONCURRENCY, move |i| {
             let mut client = pool[i % pool.len()].clone();
-            let network = network.clone();
             async move {
                 BenchAccount::register(&mut client, &network, 1_000_000 + i as u64, 2)
                     .await

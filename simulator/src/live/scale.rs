@@ -236,13 +236,16 @@ fn order_keys_needed(o: &ScaleOptions) -> Vec<usize> {
     need
 }
 
+/// A written conversation: per member, its slot and last sequence.
+type Writer = Arc<Mutex<Vec<(MemberSlot, u64)>>>;
+
 /// The state the client keeps while growing the network.
 struct Grower {
     accounts: Vec<Arc<BenchAccount>>,
     /// Per conversation: its creation answer.
     created: Vec<Arc<pb::CreateConversationResponse>>,
     /// Per written conversation: per member, its slot and last sequence.
-    writers: Vec<Arc<Mutex<Vec<(MemberSlot, u64)>>>>,
+    writers: Vec<Writer>,
     envelopes: usize,
     attested_indices: usize,
 }
@@ -441,7 +444,6 @@ async fn register(
         in_parallel(target - from, CONCURRENCY, move |k| {
             let i = from + k;
             let mut client = pool[i % pool.len()].clone();
-            let network = network.clone();
             let slots = slots.clone();
             let order_keys = keys.get(i).copied().unwrap_or(1);
             async move {
