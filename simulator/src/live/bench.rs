@@ -19,7 +19,7 @@
 
 use super::LiveError;
 use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
-use super::devnet::{Devnet, DevnetOptions};
+use super::devnet::{Devnet, DevnetOptions, Launcher};
 use super::probes::{Probes, scrape_all};
 use super::process;
 use grompi_proto::pb::{self, router_client::RouterClient};
@@ -39,7 +39,9 @@ pub struct BenchOptions {
     /// of the report).
     #[serde(skip)]
     pub dir: PathBuf,
-    /// Directory with the `router` and `order-server` binaries.
+    /// Directory with the `router` and `order-server` binaries, or this
+    /// `grompi-sim` executable, which then runs every server itself
+    /// (self-hosted: the same library code; what the crate's tests use).
     #[serde(skip)]
     pub binaries: PathBuf,
     /// N of the attested cells; each N is measured at every group size.
@@ -101,6 +103,16 @@ impl CpuPerMessage {
     /// All processes together.
     pub fn total_us(&self) -> f64 {
         self.router_us + self.order_servers_us + self.client_us
+    }
+}
+
+/// The servers of a bench devnet: the binaries in `binaries`, or, when it
+/// names a file (a `grompi-sim` executable), every server from it.
+pub(crate) fn launcher(binaries: &std::path::Path) -> Launcher {
+    if binaries.is_file() {
+        Launcher::SelfHosted(binaries.to_path_buf())
+    } else {
+        Launcher::Binaries(binaries.to_path_buf())
     }
 }
 
@@ -353,7 +365,13 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
         ),
         evil: std::collections::BTreeMap::new(),
     };
-    let net = tokio::task::block_in_place(|| Devnet::start(&devnet_options))?;
+    let net = tokio::task::block_in_place(|| {
+        Devnet::start_with(
+            &devnet_options,
+            &super::bench::launcher(&devnet_options.binaries),
+            None,
+        )
+    })?;
     let result = measure(options, &net, g, relay).await;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);

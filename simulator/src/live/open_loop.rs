@@ -56,7 +56,9 @@ pub struct OpenLoopOptions {
     /// Scratch directory for the devnets (removed arm by arm).
     #[serde(skip)]
     pub dir: PathBuf,
-    /// Directory with the `router` and `order-server` binaries.
+    /// Directory with the `router` and `order-server` binaries, or this
+    /// `grompi-sim` executable, which then runs every server itself
+    /// (self-hosted: the same library code; what the crate's tests use).
     #[serde(skip)]
     pub binaries: PathBuf,
     /// N of each attested arm (one arm per N, plus the relay).
@@ -595,7 +597,13 @@ async fn arm(
         options.conversations,
         options.group
     ));
-    let net = tokio::task::block_in_place(|| Devnet::start(&devnet_options))?;
+    let net = tokio::task::block_in_place(|| {
+        Devnet::start_with(
+            &devnet_options,
+            &super::bench::launcher(&devnet_options.binaries),
+            None,
+        )
+    })?;
     let result = measure_arm(options, &net, relay, progress).await;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);

@@ -47,7 +47,9 @@ pub struct ScaleOptions {
     /// Scratch directory for the devnet.
     #[serde(skip)]
     pub dir: PathBuf,
-    /// Directory with the `router` and `order-server` binaries.
+    /// Directory with the `router` and `order-server` binaries, or this
+    /// `grompi-sim` executable, which then runs every server itself
+    /// (self-hosted: the same library code; what the crate's tests use).
     #[serde(skip)]
     pub binaries: PathBuf,
     /// N.
@@ -289,7 +291,13 @@ pub async fn run(
         router_extra: router_extra(false),
         evil: std::collections::BTreeMap::new(),
     };
-    let mut net = tokio::task::block_in_place(|| Devnet::start(&devnet_options))?;
+    let mut net = tokio::task::block_in_place(|| {
+        Devnet::start_with(
+            &devnet_options,
+            &super::bench::launcher(&devnet_options.binaries),
+            None,
+        )
+    })?;
     let result = grow_and_measure(options, &mut net, &keys, &mut progress).await;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
