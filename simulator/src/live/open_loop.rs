@@ -14,7 +14,9 @@
 //! since the router requires its sequence numbers in order: a message that
 //! arrives while the member's previous one is unacknowledged waits, and
 //! that wait is part of its latency). The latency of a message runs from its
-//! dispatch to the moment the last member of its conversation accepted it
+//! scheduled arrival (so a load generator that falls behind on a busy
+//! machine counts against the step instead of hiding the queue) to the
+//! moment the last member of its conversation accepted it
 //! (the head chain and a quorum of its own attestation tags checked, the
 //! [`Acceptor`] of the closed-loop benchmark).
 //!
@@ -105,7 +107,7 @@ pub struct Step {
     /// Acceptances by every member that happened within the step's window,
     /// per second: the rate the network kept up with.
     pub achieved_per_s: f64,
-    /// Median latency (dispatch to accepted by every member), ms.
+    /// Median latency (scheduled arrival to accepted by every member), ms.
     pub latency_p50_ms: f64,
     /// 99th percentile, ms; messages never completed count as the time
     /// until the drain gave up (a lower bound).
@@ -775,8 +777,10 @@ async fn run_step(
         let body = input.body.clone();
         let step = input.index;
         let block_bytes = options.block_bytes;
+        // Latency runs from the arrival as scheduled: a load generator
+        // that falls behind counts against the step, never hides it.
+        let scheduled = at.into_std();
         tasks.push(tokio::spawn(async move {
-            let dispatched = Instant::now();
             let mut s = sender.lock().await;
             s.sequence += 1;
             let Ok((req, hash)) =
@@ -786,7 +790,7 @@ async fn run_step(
                 tracker.broken("could not build an envelope".into());
                 return;
             };
-            tracker.expect(hash, step, dispatched, g);
+            tracker.expect(hash, step, scheduled, g);
             if client.submit(s.account.authed(req)).await.is_err() {
                 tracker.failed(&hash, step);
             }
@@ -815,34 +819,39 @@ async fn run_step(
         None => None,
     };
 
-    let (mut latencies, in_window, failed, incomplete) = {
+    let sent = arrivals.len() as u64;
+    let end_std = end.into_std();
+    let (mut latencies, in_window, completed, failed) = {
         let mut inner = input.tracker.lock();
-        let end_std = end.into_std();
         let mut latencies = Vec::new();
         let mut in_window = 0u64;
+        let mut completed = 0u64;
         for (step, dispatched, done) in &inner.done {
             if *step == input.index {
+                completed += 1;
                 latencies.push(done.saturating_duration_since(*dispatched));
             }
             if *done >= start_std && *done <= end_std {
                 in_window += 1;
             }
         }
-        let mut incomplete = 0u64;
         for (step, dispatched, _) in inner.pending.values() {
             if *step == input.index {
-                incomplete += 1;
                 latencies.push(drained.saturating_duration_since(*dispatched));
             }
         }
         inner.pending.retain(|_, p| p.0 != input.index);
         inner.done.retain(|d| d.0 != input.index);
         let failed = inner.failed.get(&input.index).copied().unwrap_or(0);
-        (latencies, in_window, failed, incomplete)
+        (latencies, in_window, completed, failed)
     };
+    // Messages whose task never got as far as submitting (a client that
+    // fell far behind) count from the step's end, a lower bound.
+    let incomplete = sent.saturating_sub(completed + failed);
+    while (latencies.len() as u64) < sent.saturating_sub(failed) {
+        latencies.push(drained.saturating_duration_since(end_std));
+    }
     latencies.sort_unstable();
-    let sent = arrivals.len() as u64;
-    let completed = sent.saturating_sub(failed + incomplete);
     let secs = duration.as_secs_f64();
     let arrivals_per_s = sent as f64 / secs;
     let achieved_per_s = in_window as f64 / secs;
