@@ -468,7 +468,6 @@ pub fn bench_scale(args: &BenchArgs) -> Result<String, LiveError> {
         settle_ms: args.scale_settle_ms,
     };
     let report = runtime()?.block_on(super::scale::run(&options, |s| eprintln!("{s}")))?;
-    let _ = std::fs::remove_dir_all(&options.dir);
     write(
         &args.out.join("scale.json"),
         &serde_json::to_string_pretty(&report)

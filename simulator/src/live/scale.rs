@@ -40,6 +40,8 @@ use tonic::transport::Channel;
 
 /// Calls in flight while growing the state.
 const CONCURRENCY: usize = 128;
+/// How long a restarted server may take to load its state.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// What to measure.
 #[derive(Debug, Clone, Serialize)]
@@ -300,8 +302,18 @@ pub async fn run(
     })?;
     let result = grow_and_measure(options, &mut net, &keys, &mut progress).await;
     drop(net);
+    let points = match result {
+        Ok(points) => points,
+        Err(e) => {
+            // Kept for its servers' logs.
+            progress(&format!(
+                "failed; the devnet (logs: */server.log) is kept in {}",
+                dir.display()
+            ));
+            return Err(e);
+        }
+    };
     let _ = std::fs::remove_dir_all(&dir);
-    let points = result?;
     let growth = growth(&points);
     Ok(ScaleReport {
         machine: machine(),
@@ -605,48 +617,58 @@ async fn submit_all(
     let block_bytes = options.block_bytes;
     let g = options.group;
     let pool = pool.to_vec();
-    let total = count.unwrap_or(writers.len());
-    // One worker per conversation at a time: a conversation's envelopes go
-    // one after the other (members' sequences stay in order).
-    let workers = CONCURRENCY.min(writers.len());
+    let conversations = writers.len();
+    let total = count.unwrap_or(conversations);
+    // Message k goes to conversation k mod C. Each conversation belongs
+    // to one worker, which sends its envelopes one after the other (a
+    // member's sequence numbers must reach the router in order).
+    let workers = CONCURRENCY.min(conversations);
+    let share = move |c: usize| total / conversations + usize::from(c < total % conversations);
     in_parallel(workers, workers, move |w| {
         let writers = writers.clone();
         let accounts = accounts.clone();
         let body = body.clone();
         let mut client = pool[w % pool.len()].clone();
+        let mine: Vec<usize> = (w..conversations).step_by(workers).collect();
+        let rounds = mine.iter().map(|c| share(*c)).max().unwrap_or(0);
         async move {
-            let mut k = w;
-            while k < total {
-                let c = k % writers.len();
-                let round = k / writers.len();
-                let member = if count.is_none() { 0 } else { round % g };
-                let (req, account) = {
-                    let mut slots = writers[c]
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let (slot, seq) = slots
-                        .get_mut(member)
-                        .ok_or_else(|| LiveError::Setup("no such member".into()))?;
-                    *seq += 1;
-                    let kind = if count.is_none() {
-                        EnvelopeKind::Setup
-                    } else {
-                        EnvelopeKind::Message
+            for round in 0..rounds {
+                for &c in mine.iter().filter(|c| round < share(**c)) {
+                    let (req, account) = {
+                        let mut slots = writers[c]
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        // Members take turns, the Setup from the creator.
+                        let member = match count {
+                            None => 0,
+                            Some(_) => (slots.iter().map(|s| s.1).sum::<u64>() % g as u64) as usize,
+                        };
+                        let (slot, seq) = slots
+                            .get_mut(member)
+                            .ok_or_else(|| LiveError::Setup("no such member".into()))?;
+                        *seq += 1;
+                        let kind = if count.is_none() {
+                            EnvelopeKind::Setup
+                        } else {
+                            EnvelopeKind::Message
+                        };
+                        let (req, _) = slot.envelope(kind, *seq, &body, block_bytes)?;
+                        let m = members(c, g, accounts_at_start)
+                            .get(member)
+                            .copied()
+                            .unwrap_or(0);
+                        (req, accounts.get(m).cloned())
                     };
-                    let (req, _) = slot.envelope(kind, *seq, &body, block_bytes)?;
-                    let m = members(c, g, accounts_at_start)[member];
-                    (req, accounts.get(m).cloned())
-                };
-                let account = account
-                    .ok_or_else(|| LiveError::Setup("a member was not registered".into()))?;
-                match client.submit(account.authed(req)).await {
-                    // Unavailable: the router holds the envelope and has it
-                    // attested later (its answer only timed out).
-                    Ok(_) => {}
-                    Err(s) if s.code() == tonic::Code::Unavailable => {}
-                    Err(s) => return Err(rpc("submit")(s)),
+                    let account = account
+                        .ok_or_else(|| LiveError::Setup("a member was not registered".into()))?;
+                    match client.submit(account.authed(req)).await {
+                        // Unavailable: the router holds the envelope and has
+                        // it attested later (its answer only timed out).
+                        Ok(_) => {}
+                        Err(s) if s.code() == tonic::Code::Unavailable => {}
+                        Err(s) => return Err(rpc("submit")(s)),
+                    }
                 }
-                k += workers;
             }
             Ok(())
         }
@@ -686,7 +708,7 @@ async fn measure_router(net: &mut Devnet, settle: Duration) -> Result<ServerFigu
             |n| {
                 // Stopped before the clock starts: only the start is timed.
                 n.router.process.stop(Duration::from_secs(30));
-                n.restart_router()
+                n.restart_router_within(RESTART_TIMEOUT)
             },
         )
     });
@@ -708,7 +730,7 @@ fn measure_order_server(net: &mut Devnet, settle: Duration) -> Result<ServerFigu
             net,
             |n| {
                 n.stop_order_server(0)?;
-                n.restart_order_server(0)
+                n.restart_order_server_within(0, RESTART_TIMEOUT)
             },
         )
     })
