@@ -200,3 +200,83 @@ async fn scale_measures_every_point() {
     let md = report.to_markdown();
     assert_eq!(md.matches("\n| conversations | 6 | 3 |").count(), 1, "{md}");
 }
+
+/// The commands themselves, as an operator types them, at a tiny size:
+/// each writes its JSON (every step and point present), Markdown and, for
+/// the open loop, its plot.
+#[test]
+fn the_commands_write_their_reports() {
+    let out = Scratch::new("commands");
+    let exe = self_hosted();
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new(&exe)
+            .arg("bench")
+            .args(args)
+            .arg("--binaries")
+            .arg(&exe)
+            .arg("--out")
+            .arg(out.path())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "grompi-sim bench {args:?}: {status}");
+    };
+    run(&[
+        "--open-loop",
+        "--servers",
+        "1",
+        "--groups",
+        "2",
+        "--conversations",
+        "2",
+        "--rates",
+        "10,20",
+        "--step-seconds",
+        "0.5",
+        "--p99-limit-ms",
+        "1000000000",
+        "--rate-margin",
+        "1",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("open-loop.json")).unwrap())
+            .unwrap();
+    let arms = json["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 2);
+    for arm in arms {
+        let steps = arm["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2, "{arm}");
+        for s in steps {
+            assert!(s["sent"].as_u64().unwrap() > 0, "{s}");
+            assert_eq!(s["sent"], s["completed"], "{s}");
+        }
+    }
+    for f in ["open-loop.md", "open-loop.svg"] {
+        assert!(out.path().join(f).is_file(), "{f}");
+    }
+    run(&[
+        "--scale",
+        "--servers",
+        "1",
+        "--scale-accounts",
+        "2,3",
+        "--scale-conversations",
+        "1,2",
+        "--scale-envelopes",
+        "2",
+        "--scale-settle-ms",
+        "10",
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("scale.json")).unwrap())
+            .unwrap();
+    let points = json["points"].as_array().unwrap();
+    assert_eq!(points.len(), 5, "{json}");
+    for p in points {
+        for server in ["router", "order_server"] {
+            assert!(p[server]["restart_ms"].as_f64().unwrap() > 0.0, "{p}");
+            assert!(p[server]["data_bytes"].as_u64().unwrap() > 0, "{p}");
+        }
+    }
+    assert!(out.path().join("scale.md").is_file());
+}

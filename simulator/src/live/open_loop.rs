@@ -182,6 +182,9 @@ struct TrackerInner {
     done: Vec<(usize, Instant, Instant)>,
     /// Failed submissions per step.
     failed: HashMap<usize, u64>,
+    /// Messages dispatched whose task has not yet built and registered
+    /// its envelope, per step.
+    unregistered: HashMap<usize, usize>,
     /// A subscription that ended or a delivery a member refused.
     broken: Option<String>,
 }
@@ -196,8 +199,17 @@ impl Tracker {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A message of `step` is on its way (its envelope not yet built).
+    fn dispatched(&self, step: usize) {
+        *self.lock().unregistered.entry(step).or_default() += 1;
+    }
+
     fn expect(&self, hash: EnvelopeHash, step: usize, start: Instant, members: usize) {
-        self.lock().pending.insert(hash, (step, start, members));
+        let mut inner = self.lock();
+        inner.pending.insert(hash, (step, start, members));
+        if let Some(n) = inner.unregistered.get_mut(&step) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     fn accepted(&self, hash: &EnvelopeHash) {
@@ -237,7 +249,9 @@ impl Tracker {
     }
 
     fn outstanding(&self, step: usize) -> usize {
-        self.lock().pending.values().filter(|p| p.0 == step).count()
+        let inner = self.lock();
+        inner.pending.values().filter(|p| p.0 == step).count()
+            + inner.unregistered.get(&step).copied().unwrap_or(0)
     }
 
     /// Waits until no message of `step` is outstanding or `deadline`.
@@ -780,6 +794,7 @@ async fn run_step(
         // Latency runs from the arrival as scheduled: a load generator
         // that falls behind counts against the step, never hides it.
         let scheduled = at.into_std();
+        input.tracker.dispatched(step);
         tasks.push(tokio::spawn(async move {
             let mut s = sender.lock().await;
             s.sequence += 1;
