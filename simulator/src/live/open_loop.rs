@@ -944,15 +944,29 @@ impl OpenLoopReport {
             o.block_bytes,
         );
         s.push_str(
-            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order commit p50 ms | holds |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | holds |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for a in &self.arms {
             for st in &a.steps {
                 let cpu = st.cpu_per_message;
                 let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+                // Target 3: each order server attests every message once.
+                let per_attestation = cpu
+                    .filter(|_| a.servers > 0)
+                    .map(|c| c.order_servers_us / a.servers as f64);
+                // The router's extra CPU against the relay at the same offered rate.
+                let over_relay = cpu.filter(|_| a.mode == "attested").and_then(|c| {
+                    self.arms
+                        .iter()
+                        .filter(|r| r.mode == "relay")
+                        .flat_map(|r| &r.steps)
+                        .find(|r| r.offered_per_s == st.offered_per_s)
+                        .and_then(|r| r.cpu_per_message)
+                        .map(|r| c.router_us - r.router_us)
+                });
                 s.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
                     a.mode,
                     a.servers,
                     st.offered_per_s,
@@ -967,6 +981,8 @@ impl OpenLoopReport {
                     f(cpu.map(|c| c.router_us)),
                     f(cpu.map(|c| c.order_servers_us)),
                     f(cpu.map(|c| c.client_us)),
+                    f(per_attestation),
+                    f(over_relay),
                     st.probes
                         .as_ref()
                         .and_then(|p| p.order_commit_p50_ms)
