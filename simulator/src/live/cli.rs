@@ -253,7 +253,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 96)]
     pub block_bytes: usize,
     /// Directory with the `router` and `order-server` binaries (default:
-    /// next to this executable; build them with `cargo build --release --bins`).
+    /// next to this executable; build them with `cargo build --release --bins`),
+    /// or a `grompi-sim` executable, which then runs every server itself.
     #[arg(long)]
     pub binaries: Option<PathBuf>,
     /// Use the smallest majority quorum (t = N/2 + 1) instead of t = N:
