@@ -50,8 +50,8 @@ pub fn prometheus_handle() -> Result<PrometheusHandle, MetricsError> {
     }
     // Fine steps from 25 us to 10 ms, where commits and round trips on
     // one host fall: `grompi-sim bench` reads medians from these buckets
-    // (interpolated within one), so a step is at most about a third of its
-    // lower edge there.
+    // (interpolated within one). A step is at most a third of its lower
+    // edge from 300 us to 5 ms, at most half from 50 us to 10 ms.
     let handle = PrometheusBuilder::new()
         .set_buckets(&[
             0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4, 0.000_5,

@@ -6,8 +6,8 @@
 //!
 //! Medians come from the cumulative buckets, interpolated linearly within
 //! the bucket that holds the middle observation (the buckets are
-//! `grompi_ops::telemetry`'s: steps of at most a third between 25 us and
-//! 10 ms).
+//! `grompi_ops::telemetry`'s: steps of at most a third of their lower edge
+//! from 300 us to 5 ms, at most half from 50 us to 10 ms).
 
 use super::LiveError;
 use serde::Serialize;
