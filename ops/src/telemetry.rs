@@ -48,10 +48,15 @@ pub fn prometheus_handle() -> Result<PrometheusHandle, MetricsError> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
+    // Fine steps from 25 us to 10 ms, where commits and round trips on
+    // one host fall: `grompi-sim bench` reads medians from these buckets
+    // (interpolated within one). A step is at most a third of its lower
+    // edge from 300 us to 5 ms, at most half from 50 us to 10 ms.
     let handle = PrometheusBuilder::new()
         .set_buckets(&[
-            0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-            0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, 1000.0, 4096.0,
+            0.000_025, 0.000_05, 0.000_075, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_4, 0.000_5,
+            0.000_65, 0.000_8, 0.001, 0.001_25, 0.001_5, 0.002, 0.002_5, 0.003, 0.004, 0.005,
+            0.007_5, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 100.0, 1000.0, 4096.0,
         ])
         .map_err(|e| MetricsError::Recorder(e.to_string()))?
         .install_recorder()

@@ -26,6 +26,7 @@ use grompi_proto::{
 };
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -240,7 +241,8 @@ impl OrderService for OrderGrpc {
         // the connection that sends the answer). The queue is bounded: a
         // caller that sends faster than the server commits waits (HTTP/2
         // flow control). The stream ends after the first error.
-        let (queued_tx, queued_rx) = mpsc::channel::<Result<Queued, Status>>(STREAM_PIPELINE);
+        let (queued_tx, queued_rx) =
+            mpsc::channel::<(Instant, Result<Queued, Status>)>(STREAM_PIPELINE);
         tokio::spawn(async move {
             loop {
                 let request = match incoming.message().await {
@@ -251,6 +253,7 @@ impl OrderService for OrderGrpc {
                         break;
                     }
                 };
+                let received = Instant::now();
                 let queued = match parse_attest(RPC, &core, request) {
                     Ok(items) => committer
                         .queue_attest(items)
@@ -259,7 +262,7 @@ impl OrderService for OrderGrpc {
                     Err(s) => Err(s),
                 };
                 let end = queued.is_err();
-                if queued_tx.send(queued).await.is_err() || end {
+                if queued_tx.send((received, queued)).await.is_err() || end {
                     break;
                 }
             }
@@ -268,7 +271,8 @@ impl OrderService for OrderGrpc {
             if ended {
                 return None;
             }
-            let answer = match rx.recv().await? {
+            let (received, queued) = rx.recv().await?;
+            let answer = match queued {
                 Ok(q) => q
                     .answer()
                     .await
@@ -276,6 +280,8 @@ impl OrderService for OrderGrpc {
                     .map_err(|e| commit_status(RPC, &e)),
                 Err(s) => Err(s),
             };
+            metrics::histogram!(telemetry::ATTEST_REQUEST_SECONDS)
+                .record(received.elapsed().as_secs_f64());
             let end = answer.is_err();
             Some((answer, (rx, end)))
         });

@@ -6,6 +6,7 @@
 //! | `grompi_order_refusals_total{reason}` | counter | items refused, by reason label |
 //! | `grompi_order_commit_seconds` | histogram | duration of one group commit (run + fsync) |
 //! | `grompi_order_commit_batch_items` | histogram | items and opens per group commit |
+//! | `grompi_order_attest_request_seconds` | histogram | one `AttestStream` request, from its arrival to its answer handed to the response stream (parse, queue, commit) |
 //! | `grompi_order_open_conversations` | gauge | conversations ever opened (never deleted) |
 //! | `grompi_order_evidence_total` | gauge | refused equivocation attempts, ever |
 //! | `grompi_order_requests_rejected_total{rpc,code}` | counter | whole requests rejected with a gRPC status |
@@ -22,6 +23,9 @@ pub const ATTESTATIONS: &str = "grompi_order_attestations_total";
 pub const REFUSALS: &str = "grompi_order_refusals_total";
 /// Group commit duration in seconds.
 pub const COMMIT_SECONDS: &str = "grompi_order_commit_seconds";
+/// One `AttestStream` request from its arrival to its answer: what the
+/// server adds to the router's round trip (`router_fanout_seconds`).
+pub const ATTEST_REQUEST_SECONDS: &str = "grompi_order_attest_request_seconds";
 /// Items (and opens) per group commit.
 pub const COMMIT_BATCH_ITEMS: &str = "grompi_order_commit_batch_items";
 /// Conversations opened.

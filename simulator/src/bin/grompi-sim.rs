@@ -113,6 +113,18 @@ fn main() -> ExitCode {
         Command::Devnet(args) => live::cli::devnet(&args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| e.to_string()),
+        Command::Bench(args) if args.open_loop => live::cli::bench_open_loop(&args)
+            .map(|md| {
+                print!("{md}");
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
+        Command::Bench(args) if args.scale => live::cli::bench_scale(&args)
+            .map(|md| {
+                print!("{md}");
+                ExitCode::SUCCESS
+            })
+            .map_err(|e| e.to_string()),
         Command::Bench(args) => live::cli::bench(&args)
             .map(|report| {
                 print!("{}", report.to_markdown());

@@ -19,7 +19,8 @@
 
 use super::LiveError;
 use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
-use super::devnet::{Devnet, DevnetOptions};
+use super::devnet::{Devnet, DevnetOptions, Launcher};
+use super::probes::{Probes, scrape_all};
 use super::process;
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind};
@@ -38,7 +39,9 @@ pub struct BenchOptions {
     /// of the report).
     #[serde(skip)]
     pub dir: PathBuf,
-    /// Directory with the `router` and `order-server` binaries.
+    /// Directory with the `router` and `order-server` binaries, or this
+    /// `grompi-sim` executable, which then runs every server itself
+    /// (self-hosted: the same library code; what the crate's tests use).
     #[serde(skip)]
     pub binaries: PathBuf,
     /// N of the attested cells; each N is measured at every group size.
@@ -78,6 +81,9 @@ pub struct Cell {
     /// CPU time per message in the throughput phase, per process (where
     /// the system tells: Linux).
     pub cpu_per_message: Option<CpuPerMessage>,
+    /// Attested cells: the servers' own histograms over the latency phase
+    /// (order-server commit, router↔order-server round trip).
+    pub probes: Option<Probes>,
 }
 
 /// CPU time (user and system) per message accepted in the throughput
@@ -100,9 +106,19 @@ impl CpuPerMessage {
     }
 }
 
+/// The servers of a bench devnet: the binaries in `binaries`, or, when it
+/// names a file (a `grompi-sim` executable), every server from it.
+pub(crate) fn launcher(binaries: &std::path::Path) -> Launcher {
+    if binaries.is_file() {
+        Launcher::SelfHosted(binaries.to_path_buf())
+    } else {
+        Launcher::Binaries(binaries.to_path_buf())
+    }
+}
+
 /// CPU time used so far by the router, the order servers (together) and
 /// this process.
-fn cpu_times(net: &Devnet) -> Option<[Duration; 3]> {
+pub(crate) fn cpu_times(net: &Devnet) -> Option<[Duration; 3]> {
     let router = net.router.process.cpu_time()?;
     let mut order = Duration::ZERO;
     for s in &net.order_servers {
@@ -184,7 +200,7 @@ impl Storage {
 }
 
 /// The machine, as `/proc/cpuinfo` names it.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = info
         .lines()
@@ -195,7 +211,7 @@ fn machine() -> String {
     format!("{model}, {cpus} CPUs available")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -349,11 +365,17 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
         ),
         evil: std::collections::BTreeMap::new(),
     };
-    let net = tokio::task::block_in_place(|| Devnet::start(&devnet_options))?;
+    let net = tokio::task::block_in_place(|| {
+        Devnet::start_with(
+            &devnet_options,
+            &super::bench::launcher(&devnet_options.binaries),
+            None,
+        )
+    })?;
     let result = measure(options, &net, g, relay).await;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
-    let (latencies, throughput, cpu_per_message) = result?;
+    let (latencies, throughput, cpu_per_message, probes) = result?;
     let mut sorted = latencies;
     sorted.sort_unstable();
     Ok(Cell {
@@ -371,7 +393,21 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
         latency_p99_ms: percentile(&sorted, 0.99),
         throughput_per_s: throughput,
         cpu_per_message,
+        probes,
     })
+}
+
+/// Scrapes of the router's and the order servers' metrics endpoints.
+type Scrapes = (Vec<super::probes::Scrape>, Vec<super::probes::Scrape>);
+
+fn scrape_servers(net: &Devnet) -> Result<Scrapes, LiveError> {
+    let router: Vec<_> = net.router.addrs.metrics.into_iter().collect();
+    let order: Vec<_> = net
+        .order_servers
+        .iter()
+        .filter_map(|s| s.addrs.metrics)
+        .collect();
+    tokio::task::block_in_place(|| Ok((scrape_all(&router)?, scrape_all(&order)?)))
 }
 
 async fn measure(
@@ -379,7 +415,7 @@ async fn measure(
     net: &Devnet,
     g: usize,
     relay: bool,
-) -> Result<(Vec<Duration>, f64, Option<CpuPerMessage>), LiveError> {
+) -> Result<(Vec<Duration>, f64, Option<CpuPerMessage>, Option<Probes>), LiveError> {
     let mut client = connect_router(&net.descriptor).await?;
     let servers: Vec<_> = if relay {
         Vec::new()
@@ -457,7 +493,13 @@ async fn measure(
         .wait(&mut errors, timeout, |c| c.done_at(&hash).is_some())
         .await?;
 
-    // Latency: one message at a time, members taking turns.
+    // Latency: one message at a time, members taking turns; the servers'
+    // histograms read around it.
+    let probes_before = if relay {
+        None
+    } else {
+        Some(scrape_servers(net)?)
+    };
     let mut latencies = Vec::with_capacity(options.latency_messages);
     for k in 0..options.latency_messages {
         let m = k % g;
@@ -477,6 +519,19 @@ async fn measure(
             latencies.push(at.duration_since(start));
         }
     }
+
+    let probes = match probes_before {
+        Some((router, order)) => {
+            let (router_after, order_after) = scrape_servers(net)?;
+            Some(Probes::between(
+                &router,
+                &router_after,
+                &order,
+                &order_after,
+            ))
+        }
+        None => None,
+    };
 
     // Throughput: every member sends at once.
     let before = completions.done_count();
@@ -522,6 +577,7 @@ async fn measure(
         latencies,
         total as f64 / elapsed.max(f64::MIN_POSITIVE),
         cpu_per_message,
+        probes,
     ))
 }
 
@@ -614,6 +670,57 @@ impl BenchReport {
                     || "-".to_owned(),
                     |r| format!("{:.2}x", cpu.total_us() / r.max(f64::MIN_POSITIVE))
                 ),
+            ));
+        }
+        s.push_str(&self.decomposition());
+        s
+    }
+
+    /// Target 1's table: per attested cell, the gap to the relay's p50
+    /// next to one order-server durable append plus one router↔order-server
+    /// round trip, both medians from the servers' own histograms over the
+    /// same latency phase.
+    pub fn decomposition(&self) -> String {
+        let mut s = String::from(
+            "\nWhere the gap goes (latency phase; medians from the servers' histograms, \
+             interpolated within buckets). Round trip: the router's attest job from sent to \
+             answered, less the order server's handling of the request (arrival to answer).\n\n\
+             | N | g | attested p50 ms | relay p50 ms | gap ms | order commit p50 ms | router attest job p50 ms | order handling p50 ms | round trip p50 ms | commit + round trip ms | gap within it | router commit p50 ms |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        );
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        for r in &self.ratios {
+            let attested = self
+                .cells
+                .iter()
+                .find(|c| c.mode == "attested" && c.servers == r.servers && c.group == r.group);
+            let base = self
+                .cells
+                .iter()
+                .find(|c| c.mode == "relay" && c.group == r.group);
+            let (Some(a), Some(b)) = (attested, base) else {
+                continue;
+            };
+            let p = a.probes.clone().unwrap_or_default();
+            let gap = a.latency_p50_ms - b.latency_p50_ms;
+            let bound = p
+                .order_commit_p50_ms
+                .zip(p.round_trip_p50_ms)
+                .map(|(c, t)| c + t);
+            s.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |\n",
+                r.servers,
+                r.group,
+                a.latency_p50_ms,
+                b.latency_p50_ms,
+                gap,
+                f(p.order_commit_p50_ms),
+                f(p.router_fanout_p50_ms),
+                f(p.order_request_p50_ms),
+                f(p.round_trip_p50_ms),
+                f(bound),
+                bound.map_or("-", |b| if gap <= b { "yes" } else { "no" }),
+                f(p.router_commit_p50_ms),
             ));
         }
         s

@@ -6,6 +6,8 @@ use super::bench::{BenchOptions, BenchReport, run};
 use super::devnet::{Devnet, DevnetOptions, Launcher, default_binaries};
 use super::evil_order::EvilStrategy;
 use super::evil_router::RouterStrategy;
+use super::open_loop::OpenLoopOptions;
+use super::scale::ScaleOptions;
 use crate::plot::{Series, line_chart};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -230,12 +232,14 @@ pub struct BenchArgs {
     /// Where to write bench.json, bench.md and the plots.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
-    /// Numbers of order servers, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,3,5")]
-    pub servers: Vec<usize>,
-    /// Group sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "2,8,32")]
-    pub groups: Vec<usize>,
+    /// Numbers of order servers, comma separated (default 1,3,5; with
+    /// --open-loop 3; with --scale 3).
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Option<Vec<usize>>,
+    /// Group sizes, comma separated (default 2,8,32; with --open-loop one
+    /// size, default 8; with --scale one size, default 2).
+    #[arg(long, value_delimiter = ',')]
+    pub groups: Option<Vec<usize>>,
     /// Messages sent one at a time per cell (latency).
     #[arg(long, default_value_t = 200)]
     pub latency_messages: usize,
@@ -249,7 +253,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 96)]
     pub block_bytes: usize,
     /// Directory with the `router` and `order-server` binaries (default:
-    /// next to this executable; build them with `cargo build --release --bins`).
+    /// next to this executable; build them with `cargo build --release --bins`),
+    /// or a `grompi-sim` executable, which then runs every server itself.
     #[arg(long)]
     pub binaries: Option<PathBuf>,
     /// Use the smallest majority quorum (t = N/2 + 1) instead of t = N:
@@ -263,6 +268,57 @@ pub struct BenchArgs {
     /// not durable and says so).
     #[arg(long)]
     pub scratch: Option<PathBuf>,
+    /// Open-loop capacity instead of the grid: many conversations at once,
+    /// Poisson arrivals stepped up through --rates until p99 passes
+    /// --p99-limit-ms, against the relay (writes open-loop.json, .md, .svg).
+    #[arg(long, conflicts_with = "scale")]
+    pub open_loop: bool,
+    /// --open-loop: conversations, all active at once.
+    #[arg(long, default_value_t = 1000)]
+    pub conversations: usize,
+    /// --open-loop: offered rates in messages per second, comma separated,
+    /// in order; stepping stops at the first that does not hold.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "250,500,750,1000,1500,2000,2500,3000,4000,5000,6000,8000"
+    )]
+    pub rates: Vec<f64>,
+    /// --open-loop: seconds per step.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_seconds: f64,
+    /// --open-loop: a step holds while its p99 is at most this (ms).
+    #[arg(long, default_value_t = 50.0)]
+    pub p99_limit_ms: f64,
+    /// --open-loop: ... and while at least (1 - margin) of its arrivals per
+    /// second are accepted by every member within the step.
+    #[arg(long, default_value_t = 0.05)]
+    pub rate_margin: f64,
+    /// --open-loop: TLS connections for submissions (subscriptions get one
+    /// per 200 accounts).
+    #[arg(long, default_value_t = 4)]
+    pub submit_connections: usize,
+    /// --open-loop: seed of the arrivals and of the choice of senders.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Router and order-server memory and restart time as the state grows
+    /// (writes scale.json, scale.md): see --scale-accounts,
+    /// --scale-conversations, --scale-envelopes.
+    #[arg(long)]
+    pub scale: bool,
+    /// --scale: account counts, ascending, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub scale_accounts: Vec<usize>,
+    /// --scale: conversation counts, ascending, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub scale_conversations: Vec<usize>,
+    /// --scale: stored envelopes (Messages) to reach, spread over the first
+    /// conversations; memory is also measured at a quarter and half of it.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_envelopes: usize,
+    /// --scale: how long a restarted server runs before its memory is read, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub scale_settle_ms: u64,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, LiveError> {
@@ -324,28 +380,121 @@ pub fn devnet(args: &DevnetArgs) -> Result<(), LiveError> {
     result
 }
 
+fn scratch(args: &BenchArgs) -> PathBuf {
+    args.scratch.as_ref().map_or_else(
+        || args.out.join("scratch"),
+        |s| s.join("grompi-bench-scratch"),
+    )
+}
+
+fn binaries(args: &BenchArgs) -> Result<PathBuf, LiveError> {
+    match &args.binaries {
+        Some(b) => Ok(b.clone()),
+        None => default_binaries(),
+    }
+}
+
+/// Runs `bench --open-loop` and writes open-loop.json, open-loop.md and
+/// open-loop.svg; returns the Markdown.
+pub fn bench_open_loop(args: &BenchArgs) -> Result<String, LiveError> {
+    std::fs::create_dir_all(&args.out)
+        .map_err(LiveError::io(format!("create {}", args.out.display())))?;
+    let group = match args.groups.as_deref() {
+        None => 8,
+        Some([g]) => *g,
+        Some(_) => {
+            return Err(LiveError::Setup(
+                "--open-loop takes one group size (--groups 8)".into(),
+            ));
+        }
+    };
+    let options = OpenLoopOptions {
+        dir: scratch(args),
+        binaries: binaries(args)?,
+        servers: args.servers.clone().unwrap_or_else(|| vec![3]),
+        conversations: args.conversations,
+        group,
+        rates: args.rates.clone(),
+        step_seconds: args.step_seconds,
+        p99_limit_ms: args.p99_limit_ms,
+        rate_margin: args.rate_margin,
+        submit_connections: args.submit_connections,
+        body_bytes: args.body_bytes,
+        block_bytes: args.block_bytes,
+        seed: args.seed,
+        majority: args.majority,
+    };
+    let report = runtime()?.block_on(super::open_loop::run(&options, |s| eprintln!("{s}")))?;
+    let _ = std::fs::remove_dir_all(&options.dir);
+    write(
+        &args.out.join("open-loop.json"),
+        &serde_json::to_string_pretty(&report)
+            .map_err(|e| LiveError::Setup(format!("encode the report: {e}")))?,
+    )?;
+    let md = report.to_markdown();
+    write(&args.out.join("open-loop.md"), &md)?;
+    write(&args.out.join("open-loop.svg"), &report.plot())?;
+    Ok(md)
+}
+
+/// Runs `bench --scale` and writes scale.json and scale.md; returns the
+/// Markdown.
+pub fn bench_scale(args: &BenchArgs) -> Result<String, LiveError> {
+    std::fs::create_dir_all(&args.out)
+        .map_err(LiveError::io(format!("create {}", args.out.display())))?;
+    let group = match args.groups.as_deref() {
+        None => 2,
+        Some([g]) => *g,
+        Some(_) => {
+            return Err(LiveError::Setup(
+                "--scale takes one group size (--groups 2)".into(),
+            ));
+        }
+    };
+    let servers = match args.servers.as_deref() {
+        None => 3,
+        Some([n]) => *n,
+        Some(_) => return Err(LiveError::Setup("--scale takes one N (--servers 3)".into())),
+    };
+    let options = ScaleOptions {
+        dir: scratch(args),
+        binaries: binaries(args)?,
+        servers,
+        group,
+        accounts: args.scale_accounts.clone(),
+        conversations: args.scale_conversations.clone(),
+        envelopes: args.scale_envelopes,
+        body_bytes: args.body_bytes,
+        block_bytes: args.block_bytes,
+        settle_ms: args.scale_settle_ms,
+    };
+    let report = runtime()?.block_on(super::scale::run(&options, |s| eprintln!("{s}")))?;
+    write(
+        &args.out.join("scale.json"),
+        &serde_json::to_string_pretty(&report)
+            .map_err(|e| LiveError::Setup(format!("encode the report: {e}")))?,
+    )?;
+    let md = report.to_markdown();
+    write(&args.out.join("scale.md"), &md)?;
+    Ok(md)
+}
+
 /// Runs the benchmark and writes its JSON, Markdown and plots.
 pub fn bench(args: &BenchArgs) -> Result<BenchReport, LiveError> {
     std::fs::create_dir_all(&args.out)
         .map_err(LiveError::io(format!("create {}", args.out.display())))?;
     let options = BenchOptions {
-        dir: args.scratch.as_ref().map_or_else(
-            || args.out.join("scratch"),
-            |s| s.join("grompi-bench-scratch"),
-        ),
-        binaries: match &args.binaries {
-            Some(b) => b.clone(),
-            None => default_binaries()?,
-        },
-        servers: args.servers.clone(),
-        groups: args.groups.clone(),
+        dir: scratch(args),
+        binaries: binaries(args)?,
+        servers: args.servers.clone().unwrap_or_else(|| vec![1, 3, 5]),
+        groups: args.groups.clone().unwrap_or_else(|| vec![2, 8, 32]),
         latency_messages: args.latency_messages,
         throughput_messages: args.throughput_messages,
         body_bytes: args.body_bytes,
         block_bytes: args.block_bytes,
         majority: args.majority,
     };
-    let cells = args.servers.len() * args.groups.len() + args.groups.len();
+    let cells = options.servers.len() * options.groups.len() + options.groups.len();
     let mut step = 0;
     let report = runtime()?.block_on(run(&options, |s| {
         step += 1;

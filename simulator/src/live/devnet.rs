@@ -252,13 +252,23 @@ fn start_node(
     config: &Path,
     data_dir: &Path,
 ) -> Result<Node, LiveError> {
+    start_node_within(name, command, config, data_dir, START_TIMEOUT)
+}
+
+fn start_node_within(
+    name: &str,
+    command: (PathBuf, Vec<String>),
+    config: &Path,
+    data_dir: &Path,
+    timeout: Duration,
+) -> Result<Node, LiveError> {
     clear_bound_addrs(data_dir);
     let log = config.with_file_name("server.log");
     let mut args: Vec<&str> = command.1.iter().map(String::as_str).collect();
     let config_arg = config.to_string_lossy().into_owned();
     args.extend(["--config", &config_arg]);
     let mut process = ServerProcess::spawn(name, &command.0, &args, &log)?;
-    let addrs = wait_for_bound_addrs(data_dir, &mut process, START_TIMEOUT)?;
+    let addrs = wait_for_bound_addrs(data_dir, &mut process, timeout)?;
     Ok(Node {
         process,
         addrs,
@@ -276,14 +286,15 @@ const RESTART_PORT_WAIT: Duration = Duration::from_secs(15);
 /// ports come from the same range as the port 0 it first got), and then the
 /// bind fails until that connection closes: retried, only when the server
 /// said its address is in use, for up to [`RESTART_PORT_WAIT`].
-fn restart_node(node: &Node) -> Result<Node, LiveError> {
+fn restart_node(node: &Node, timeout: Duration) -> Result<Node, LiveError> {
     let deadline = Instant::now() + RESTART_PORT_WAIT;
     loop {
-        match start_node(
+        match start_node_within(
             node.process.name(),
             node.command.clone(),
             &node.config,
             &node.data_dir,
+            timeout,
         ) {
             Err(LiveError::Exited { log_tail, .. })
                 if log_tail.contains("Address already in use") && Instant::now() < deadline =>
@@ -526,7 +537,23 @@ impl Devnet {
             .get_mut(i)
             .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
         node.process.stop(STOP_GRACE);
-        *node = restart_node(node)?;
+        *node = restart_node(node, START_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// [`Devnet::restart_order_server`], allowing the server up to
+    /// `timeout` to load its state and bind its listeners.
+    pub fn restart_order_server_within(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> Result<(), LiveError> {
+        let node = self
+            .order_servers
+            .get_mut(i)
+            .ok_or_else(|| LiveError::Setup(format!("no order server {i}")))?;
+        node.process.stop(STOP_GRACE);
+        *node = restart_node(node, timeout)?;
         Ok(())
     }
 
@@ -547,8 +574,14 @@ impl Devnet {
 
     /// Starts the router again on its data directory and port.
     pub fn restart_router(&mut self) -> Result<(), LiveError> {
+        self.restart_router_within(START_TIMEOUT)
+    }
+
+    /// [`Devnet::restart_router`], allowing the router up to `timeout` to
+    /// load its state and bind its listeners.
+    pub fn restart_router_within(&mut self, timeout: Duration) -> Result<(), LiveError> {
         self.router.process.stop(STOP_GRACE);
-        self.router = restart_node(&self.router)?;
+        self.router = restart_node(&self.router, timeout)?;
         Ok(())
     }
 

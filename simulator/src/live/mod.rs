@@ -10,6 +10,9 @@
 //! | [`protest`] | the demo's protest conversation played by four real clients |
 //! | [`bench_client`] | the benchmark's protocol client: submit, check, accept |
 //! | [`bench`](mod@bench) | end-to-end latency and throughput against the relay baseline |
+//! | [`open_loop`] | `bench --open-loop`: Poisson load over many conversations, rate stepped up to a p99 limit |
+//! | [`scale`] | `bench --scale`: server memory and restart time as accounts, conversations and envelopes grow |
+//! | [`probes`] | the servers' Prometheus histograms read around a phase (commit, round trip) |
 //! | [`cli`] | the `devnet`, `attack`, `bench` and hidden server subcommands |
 
 pub mod bench;
@@ -19,8 +22,11 @@ pub mod control;
 pub mod devnet;
 pub mod evil_order;
 pub mod evil_router;
+pub mod open_loop;
+pub mod probes;
 pub mod process;
 pub mod protest;
+pub mod scale;
 
 /// Why a live network could not be started or run.
 #[derive(Debug, thiserror::Error)]

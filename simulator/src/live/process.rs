@@ -96,6 +96,14 @@ impl ServerProcess {
             .and_then(|c| cpu_time(&c.id().to_string()))
     }
 
+    /// Resident memory of the process now, in bytes (`VmRSS`), where the
+    /// system tells (Linux); `None` once it exited.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.child
+            .as_ref()
+            .and_then(|c| rss_bytes(&c.id().to_string()))
+    }
+
     /// The name given at spawn.
     pub fn name(&self) -> &str {
         &self.name
@@ -278,6 +286,21 @@ pub fn cpu_time(pid: &str) -> Option<Duration> {
     ))
 }
 
+/// Resident memory (`VmRSS`) of process `pid` (`self` for this one), in
+/// bytes, from `/proc/<pid>/status`; `None` where there is no such file.
+pub fn rss_bytes(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +324,14 @@ mod tests {
             "{before:?} -> {after:?}"
         );
         assert_eq!(cpu_time("0"), None);
+    }
+
+    #[test]
+    fn rss_is_read_for_this_process() {
+        if cpu_time("self").is_none() {
+            return;
+        }
+        assert!(rss_bytes("self").unwrap_or_default() > 0);
+        assert_eq!(rss_bytes("0"), None);
     }
 }

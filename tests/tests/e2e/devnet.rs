@@ -161,8 +161,28 @@ async fn bench_measures_every_cell_against_the_relay() {
             "{c:?}"
         );
     }
+    // Every attested cell has its probes (target 1's decomposition), and
+    // the decomposition table a row for it.
+    for c in report.cells.iter().filter(|c| c.mode == "attested") {
+        let p = c
+            .probes
+            .as_ref()
+            .unwrap_or_else(|| panic!("no probes: {c:?}"));
+        assert!(p.order_commits > 0 && p.router_fanouts > 0, "{p:?}");
+        assert!(
+            p.order_commit_p50_ms.is_some()
+                && p.order_request_p50_ms.is_some()
+                && p.round_trip_p50_ms.is_some()
+                && p.router_commit_p50_ms.is_some(),
+            "{p:?}"
+        );
+    }
     let md = report.to_markdown();
     assert!(md.contains("| 3 | 3 |"), "{md}");
+    let table = report.decomposition();
+    for n in [1, 3] {
+        assert!(table.contains(&format!("\n| {n} | 3 | ")), "{table}");
+    }
     // Where the system tells CPU times, every cell has them, in a table.
     if cfg!(target_os = "linux") {
         for c in &report.cells {
