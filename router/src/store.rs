@@ -11,12 +11,12 @@
 //! memory and, for crash tests, forgets everything not committed.
 
 use crate::record::{
-    self, AccountRecord, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
+    self, AccountRecord, Admitted, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
 };
 use grompi_ops::logged_db::{LogMetrics, LoggedDatabase, LoggedDbError};
 use grompi_ops::wal::{KvBatch, KvOp};
 use grompi_proto::mac::Attestation;
-use grompi_proto::{AccountId, ConversationId, Epoch, Head, Index, SlotIndex};
+use grompi_proto::{AccountId, ConversationId, Epoch, Head, Index, Sequence, SlotIndex};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -106,6 +106,64 @@ pub trait EnvelopeReader: Send + Sync {
         from: Index,
         to: Index,
     ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError>;
+
+    /// Where the envelope a member sent from `slot` of `epoch` with
+    /// `sequence` was admitted, while it is stored
+    /// ([`Record::SlotSequence`]).
+    fn admitted(
+        &self,
+        conversation: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<Option<Admitted>, StoreError>;
+}
+
+/// The slot sequence row of one key, from raw tables.
+fn read_admitted(
+    kv: &impl KvRead,
+    c: &ConversationId,
+    epoch: Epoch,
+    slot: SlotIndex,
+    sequence: Sequence,
+) -> Result<Option<Admitted>, StoreError> {
+    let key = record::slot_sequence_key(c, epoch, slot, sequence);
+    // The smallest key after `key`: the range holds `key` alone.
+    let mut end = key.clone();
+    end.push(0);
+    kv.scan(Table::SlotSequences, &key, &end)?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| record::decode_admitted(&v))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
+/// The row that goes with an envelope row the retention setting removes
+/// (`record`, whose removed value was `removed`): its slot sequence row
+/// ([`record::removed_with_envelope`]). A removed value that does not
+/// decode leaves its slot sequence row behind, which is logged: the row
+/// then only takes space (it still names the envelope admitted there).
+fn removed_with(record: &Record, removed: &[u8]) -> Option<(Table, Vec<u8>)> {
+    let Record::EnvelopeRemoved {
+        conversation,
+        index,
+    } = record
+    else {
+        return None;
+    };
+    match record::removed_with_envelope(conversation, removed) {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::error!(
+                conversation = %conversation,
+                index = index.0,
+                error = %e,
+                "a removed envelope row does not decode: its slot sequence row stays"
+            );
+            None
+        }
+    }
 }
 
 fn read_range(
@@ -219,7 +277,10 @@ fn apply(tables: &mut Tables, records: &[Record]) {
                 table.insert(k, v);
             }
             None => {
-                table.remove(&k);
+                let removed = table.remove(&k);
+                if let Some((t, k)) = removed.and_then(|old| removed_with(r, &old)) {
+                    tables.entry(t).or_default().remove(&k);
+                }
             }
         }
     }
@@ -290,6 +351,16 @@ impl EnvelopeReader for MemStore {
     ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
         read_range(self, c, from, to)
     }
+
+    fn admitted(
+        &self,
+        c: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<Option<Admitted>, StoreError> {
+        read_admitted(self, c, epoch, slot, sequence)
+    }
 }
 
 impl Store for MemStore {
@@ -348,6 +419,7 @@ const fn table_number(t: Table) -> u8 {
         Table::Progress => 8,
         Table::SlotTails => 9,
         Table::FirstStored => 10,
+        Table::SlotSequences => 11,
     }
 }
 
@@ -435,6 +507,16 @@ impl EnvelopeReader for RedbStore {
     ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
         read_range(self, c, from, to)
     }
+
+    fn admitted(
+        &self,
+        c: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<Option<Admitted>, StoreError> {
+        read_admitted(self, c, epoch, slot, sequence)
+    }
 }
 
 impl Store for RedbStore {
@@ -449,6 +531,7 @@ impl Store for RedbStore {
                 HashMap::new();
             for r in records {
                 let (t, k, v) = r.to_kv();
+                let mut with = None;
                 let table = match open.entry(t) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
@@ -461,9 +544,25 @@ impl Store for RedbStore {
                         log.put(table_number(t), &k, &v);
                     }
                     None => {
-                        table.remove(k.as_slice()).map_err(backend)?;
+                        let removed = table
+                            .remove(k.as_slice())
+                            .map_err(backend)?
+                            .map(|old| old.value().to_vec());
                         log.delete(table_number(t), &k);
+                        with = removed.and_then(|old| removed_with(r, &old));
                     }
+                }
+                // A row that goes with the one removed goes in the same
+                // commit, and in the log as a delete of its own.
+                if let Some((t, k)) = with {
+                    let table = match open.entry(t) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(tx.open_table(definition(t)).map_err(backend)?)
+                        }
+                    };
+                    table.remove(k.as_slice()).map_err(backend)?;
+                    log.delete(table_number(t), &k);
                 }
             }
         }
@@ -575,6 +674,7 @@ mod tests {
             ("progress", 8),
             ("slot_tails", 9),
             ("first_stored", 10),
+            ("slot_sequences", 11),
         ];
         assert_eq!(
             Table::ALL.len(),
@@ -590,7 +690,7 @@ mod tests {
             );
             assert_eq!(table_of(n), Some(t));
         }
-        assert_eq!(table_of(11), None);
+        assert_eq!(table_of(12), None);
     }
 
     #[test]
