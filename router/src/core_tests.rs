@@ -1129,6 +1129,101 @@ fn attested_deliveries_leave_before_the_commit_and_survive_a_crash() {
     assert!(w.servers.iter().all(|s| s.violations.is_empty()));
 }
 
+/// What a Fetch from 0 shows `m`: the plan's range and each index's
+/// delivery as read from the store.
+fn fetched(w: &mut World, m: &Member, id: ConversationId) -> (Index, Vec<pb::Delivery>) {
+    let t = w.authed(
+        m,
+        Call::Fetch {
+            conversation: id,
+            from: Index(0),
+            limit: 1000,
+        },
+    );
+    let Some(Ok(Response::Fetch(plan))) = w.reply(t).cloned() else {
+        panic!("no fetch plan: {:?}", w.reply(t))
+    };
+    let rows = w.store.read(&id, plan.from, plan.to).unwrap();
+    let views = rows
+        .iter()
+        .map(|(i, stored, atts)| stored_view(&id, *i, stored, plan.member(&stored.envelope), atts))
+        .collect();
+    (plan.to, views)
+}
+
+/// `delivered` after a crash. Deliveries of attested indices leave before
+/// the deferred commit of the tags and progress that make them
+/// deliverable; a crash that loses those records restarts the router with
+/// a lower `delivered` (recomputed from the durable progress), so Fetch
+/// briefly ends earlier than what members were shown. Once the order
+/// servers answer the repeated requests (identically), `delivered` is back
+/// where it was and Fetch returns the same envelopes with the same tags:
+/// nothing acknowledged stays hidden.
+#[test]
+fn delivered_catches_up_after_a_crash_that_lost_the_deferred_tags() {
+    let mut w = World::new(3, 2, 14);
+    let mut members = vec![w.register(1, 4), w.register(2, 4), w.register(3, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let mut tickets = Vec::new();
+    for k in 0..5 {
+        let body = format!("message {k}");
+        let req = message(
+            &mut members,
+            &created,
+            id,
+            &servers,
+            1,
+            true,
+            body.as_bytes(),
+        );
+        tickets.push(submit(&mut w, &members[1], req));
+    }
+    // The order servers answer; their tags and progress are committed
+    // deferred, after the deliveries and acknowledgements left.
+    w.settle();
+    for t in &tickets {
+        submitted_hash(w.reply(*t));
+    }
+    let delivered = w.core().conversations[&id].delivered;
+    assert_eq!(delivered, Index(6));
+    let shown: Vec<u64> = w
+        .deliveries
+        .iter()
+        .filter(|(a, d)| *a == members[2].account && d.header.is_some())
+        .map(|(_, d)| d.index)
+        .collect();
+    assert_eq!(shown, (0..6).collect::<Vec<_>>(), "members were shown 0..6");
+    let (to, before) = fetched(&mut w, &members[2], id);
+    assert_eq!(to, delivered);
+    assert!(before.iter().all(|d| d.attestations.len() == 3));
+
+    // A crash loses every deferred commit since the last synced one.
+    w.crash();
+    let after_crash = w.core().conversations[&id].delivered;
+    assert!(
+        after_crash < delivered,
+        "the test needs the crash to lose tags: delivered {} after it",
+        after_crash.0
+    );
+    let (to, _) = fetched(&mut w, &members[2], id);
+    assert_eq!(to, after_crash, "until the servers answer again");
+
+    // The servers answer the repeated requests with the same tags.
+    w.now += 1000;
+    w.settle();
+    assert!(w.core().conversations[&id].delivered >= delivered);
+    let (to, after) = fetched(&mut w, &members[2], id);
+    assert!(to >= delivered);
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the same envelopes with the same tags"
+    );
+    assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+}
+
 /// The envelope hash a Submit was answered with.
 fn submitted_hash(r: Option<&Result<Response, RouterError>>) -> Vec<u8> {
     match r {
