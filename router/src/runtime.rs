@@ -3,7 +3,9 @@
 //! batches queued behind a running commit into one durable commit (group
 //! commit) before performing their effects, one worker task per order
 //! server that keeps up to [`PIPELINE_DEPTH`] jobs in flight over an ordered
-//! stream, a ticker, and the hub of live subscribers ([`crate::hub`]). The loop's logic is
+//! stream, a ticker, and the hub of live subscribers ([`crate::hub`]).
+//! Resubmissions the core answers from storage ([`Effect::Lookup`]) are
+//! read on tokio's blocking pool after their batch's commit. The loop's logic is
 //! the driver's ([`crate::driver`]); this module only moves its inputs and
 //! outputs between threads, channels and sockets.
 
@@ -88,7 +90,7 @@ fn ready(effects: Vec<Effect>, waiting: &mut HashMap<Ticket, Reply>) -> Vec<Read
 /// lookups, which run on the blocking pool of the tokio runtime the core
 /// was started in (in place, without one).
 struct Performer {
-    jobs: Arc<Vec<mpsc::UnboundedSender<ServerJob>>>,
+    jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
     hub: Arc<Hub>,
     reader: Arc<dyn EnvelopeReader>,
     blocking: Option<tokio::runtime::Handle>,
@@ -152,7 +154,7 @@ pub fn start_core(
 ) {
     let (tx, rx) = mpsc::channel::<CoreMsg>(queue.max(16));
     let performer = Performer {
-        jobs: Arc::new(jobs),
+        jobs,
         hub,
         reader: store.reader(),
         blocking: tokio::runtime::Handle::try_current().ok(),
@@ -527,6 +529,77 @@ pub async fn ticker(core: mpsc::Sender<CoreMsg>, every: Duration) {
         interval.tick().await;
         if core.send(CoreMsg::Tick).await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use crate::record::{Admitted, Record};
+    use crate::store::MemStore;
+    use grompi_proto::{ConversationId, EnvelopeHash, Epoch, Index, Sequence, SlotIndex};
+
+    /// A resubmission the core could not answer from memory is answered
+    /// from storage on the blocking pool: the same envelope as a success
+    /// with its hash, another one or none stored as a replay.
+    #[tokio::test]
+    async fn a_lookup_is_answered_from_storage_off_the_async_threads() {
+        let mut store = MemStore::new();
+        let c = ConversationId::from_bytes([3; 32]);
+        let hash = EnvelopeHash::from_bytes([4; 32]);
+        store
+            .commit(
+                &[Record::SlotSequence {
+                    conversation: c,
+                    epoch: Epoch(0),
+                    slot: SlotIndex(1),
+                    sequence: Sequence(2),
+                    admitted: Some(Admitted {
+                        index: Index(5),
+                        hash,
+                    }),
+                }],
+                Durability::Now,
+            )
+            .unwrap();
+        let performer = Performer {
+            jobs: Vec::new(),
+            hub: Arc::new(Hub::new(crate::hub::HubLimits::of(
+                &crate::limits::Limits::default(),
+            ))),
+            reader: store.reader(),
+            blocking: Some(tokio::runtime::Handle::current()),
+        };
+        let ask = |sequence: u64, hash: EnvelopeHash| {
+            let (tx, rx) = oneshot::channel();
+            let lookup = SequenceLookup {
+                conversation: c,
+                epoch: Epoch(0),
+                slot: SlotIndex(1),
+                sequence: Sequence(sequence),
+                last: Sequence(3),
+                hash,
+            };
+            performer.perform(vec![Ready::Lookup(tx, lookup)]);
+            rx
+        };
+        let same = ask(2, hash).await.unwrap();
+        assert!(
+            matches!(&same, Ok(Response::Submitted(s)) if s.envelope_hash == hash.to_vec()),
+            "{same:?}"
+        );
+        for (sequence, other) in [(2, EnvelopeHash::from_bytes([5; 32])), (1, hash)] {
+            let refused = ask(sequence, other).await.unwrap();
+            assert!(
+                matches!(
+                    &refused,
+                    Err(RouterError::Inadmissible(
+                        grompi_proto::Misbehaviour::SequenceNotIncreasing { last, got, .. }
+                    )) if *last == Sequence(3) && *got == Sequence(sequence)
+                ),
+                "{refused:?}"
+            );
         }
     }
 }
