@@ -1165,6 +1165,70 @@ mod tests {
         assert_eq!(snapshot.first_stored, vec![(c, Index(6))]);
     }
 
+    /// The retention setting removes a member's envelope and, in the same
+    /// commit and log record, the slot sequence row the store derives from
+    /// the removed value; a crash image replays both.
+    #[test]
+    fn removing_a_member_envelope_removes_its_slot_sequence_row_in_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        let c = ConversationId::from_bytes([4; 32]);
+        for i in 0..4 {
+            let mut rows = envelope_rows(c, i, 1);
+            let mut sequence = None;
+            if let Some(Record::Envelope {
+                stored: Some(s), ..
+            }) = rows.first_mut()
+            {
+                s.submitter = Some(AccountId::from_bytes([6; 32]));
+                let h = s.envelope.header();
+                sequence = Some(Record::SlotSequence {
+                    conversation: c,
+                    epoch: h.epoch(),
+                    slot: h.sender(),
+                    sequence: h.sequence(),
+                    admitted: Some(Admitted {
+                        index: Index(i),
+                        hash: s.envelope.hash(),
+                    }),
+                });
+            }
+            rows.extend(sequence);
+            store.commit(&rows, Durability::Now).unwrap();
+        }
+        let sequences = |s: &RedbStore| -> Vec<u64> {
+            (1..=4)
+                .filter(|q| {
+                    s.admitted(&c, Epoch(0), SlotIndex(0), Sequence(*q))
+                        .unwrap()
+                        .is_some()
+                })
+                .collect()
+        };
+        assert_eq!(sequences(&store), vec![1, 2, 3, 4]);
+        assert_eq!(
+            store
+                .admitted(&c, Epoch(0), SlotIndex(0), Sequence(3))
+                .unwrap()
+                .map(|a| a.index),
+            Some(Index(2))
+        );
+        // Indices 0 and 1 (sequences 1 and 2) go, deferred, made durable
+        // by the next synced commit.
+        store
+            .commit(&removal(c, 2, 1), Durability::Deferred)
+            .unwrap();
+        assert_eq!(sequences(&store), vec![3, 4]);
+        store
+            .commit(&[prekey(1, 1, true)], Durability::Now)
+            .unwrap();
+        let image = crash_image(&path, &dir.path().join("crash"));
+        let reopened = RedbStore::open(&image).unwrap();
+        assert_eq!(sequences(&reopened), vec![3, 4]);
+        assert_eq!(kept(&reopened, &c), vec![(2, 1), (3, 1)]);
+    }
+
     #[test]
     fn a_crash_loses_a_deferred_removal_whole_in_memory() {
         let mut store = MemStore::new();
