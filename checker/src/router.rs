@@ -319,7 +319,7 @@ impl RouterRun {
                 match e {
                     Effect::Job(j) => jobs.push(j),
                     Effect::Deliver { account, delivery } => cut.push((account, *delivery)),
-                    Effect::Reply(..) => {}
+                    Effect::Reply(..) | Effect::Lookup(..) => {}
                 }
             }
         };

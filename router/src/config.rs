@@ -6,6 +6,9 @@
 //! listen = "127.0.0.1:7000"
 //! # Database and TLS identity (router.crt / router.key from `router init`).
 //! data_dir = "/var/lib/grompi-router"
+//! # The rollback anchor (default: router.anchor in data_dir). Never backed
+//! # up with the database; best on other storage.
+//! rollback_anchor = "/var/lib/grompi-anchor/router.anchor"
 //! # The network descriptor: order servers, their keys, TLS roots, quorum.
 //! descriptor = "/etc/grompi/network.toml"
 //! # Prometheus endpoint (optional).
@@ -79,6 +82,10 @@ pub enum ConfigError {
     },
 }
 
+/// The rollback anchor's file name in the data directory, unless
+/// `rollback_anchor` names another path.
+pub const DEFAULT_ANCHOR_FILE: &str = "router.anchor";
+
 /// The router's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +94,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory: database, TLS identity, bound addresses.
     pub data_dir: PathBuf,
+    /// The rollback anchor file ([`grompi_ops::anchor`]): how far the
+    /// database has come, so that an older copy of it, or a database
+    /// missing where one was anchored, is refused. Default:
+    /// [`DEFAULT_ANCHOR_FILE`] in the data directory. Keep it out of the
+    /// database's backups, ideally on other storage.
+    #[serde(default)]
+    pub rollback_anchor: Option<PathBuf>,
     /// Network descriptor file.
     pub descriptor: PathBuf,
     /// Prometheus metrics address.
@@ -186,6 +200,7 @@ impl Config {
         if c.descriptor.is_relative() {
             c.descriptor = base.join(&c.descriptor);
         }
+        c.rollback_anchor = c.rollback_anchor.map(|a| base.join(a));
         if c.padding_tiers.is_empty()
             || c.padding_tiers
                 .iter()
@@ -342,6 +357,13 @@ impl Config {
         self.data_dir.join("router.redb")
     }
 
+    /// Where the rollback anchor is.
+    pub fn anchor_path(&self) -> PathBuf {
+        self.rollback_anchor
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(DEFAULT_ANCHOR_FILE))
+    }
+
     /// Where the bound addresses are written.
     pub fn bound_path(&self) -> PathBuf {
         self.data_dir
@@ -372,6 +394,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/data"));
         assert_eq!(c.descriptor, PathBuf::from("/etc/n.toml"));
+        assert_eq!(c.anchor_path(), PathBuf::from("/srv/data/router.anchor"));
         assert_eq!(c.padding_tiers, default_tiers());
         assert_eq!(c.limits, Limits::default());
         assert!(
@@ -385,6 +408,13 @@ mod tests {
         )
         .unwrap();
         assert!(on.accept_unbound_sign_in);
+        let elsewhere = Config::parse(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"d\"\ndescriptor = \"n\"\n\
+             rollback_anchor = \"../anchor/r\"\n",
+            Path::new("/srv"),
+        )
+        .unwrap();
+        assert_eq!(elsewhere.anchor_path(), PathBuf::from("/srv/../anchor/r"));
     }
 
     #[test]

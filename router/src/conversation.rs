@@ -13,7 +13,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::RouterError;
-use crate::record::{ConversationRecord, Record, SlotTail, StoredEnvelope};
+use crate::record::{Admitted, ConversationRecord, Record, SlotTail, StoredEnvelope};
 pub use crate::slots::{EpochSlots, PaddingSecret, Placement, assign_slots, padded_size};
 use crate::{Millis, Ticket};
 use grompi_proto::envelope::EnvelopeSummary;
@@ -267,9 +267,14 @@ pub struct Conversation {
     /// The first index whose envelope is still stored: the retention
     /// setting removed every envelope below it (0: none removed).
     first_stored: Index,
-    /// Last sequence admitted per (epoch, slot): early replay refusal.
-    last_seq: HashMap<(Epoch, SlotIndex), Sequence>,
-    /// Envelopes admitted since start, by hash: resubmission is idempotent.
+    /// The last envelope admitted per (epoch, slot): its sequence (early
+    /// replay refusal), index and hash (its resubmission is recognised).
+    /// One entry per slot that ever sent.
+    last_seq: HashMap<(Epoch, SlotIndex), SlotTail>,
+    /// The envelopes in `pending`, by hash: a resubmission of one is
+    /// idempotent. An entry goes when its envelope leaves memory, so this
+    /// holds no more than `pending`; older envelopes are recognised from
+    /// storage ([`Conversation::sent_before`]).
     known: HashMap<EnvelopeHash, Index>,
     /// Per order server: retry state for this conversation.
     pub backoff: Vec<Backoff>,
@@ -473,23 +478,51 @@ impl Conversation {
     }
 
     /// Forgets the delivered envelopes that all `servers` order servers
-    /// have attested.
+    /// have attested, and their hashes.
     pub fn forget_attested(&mut self, servers: usize) {
         let delivered = self.delivered;
         let mut freed = 0;
+        let known = &mut self.known;
         self.pending.retain(|i, p| {
             let keep = !(*i < delivered && p.attested() == servers);
             if !keep {
                 freed += p.weight;
+                known.remove(&p.hash);
             }
             keep
         });
         self.held_bytes = self.held_bytes.saturating_sub(freed);
     }
 
-    /// The index of an envelope admitted since start.
+    /// The index of an envelope still in memory (in `pending`).
     pub fn index_of(&self, hash: &EnvelopeHash) -> Option<Index> {
         self.known.get(hash).copied()
+    }
+
+    /// How many envelope hashes the conversation remembers (tests: no
+    /// more than it holds in `pending`).
+    #[cfg(test)]
+    pub(crate) fn known_len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether `envelope`, not in memory, may be one `account` sent
+    /// before: `account` holds its sender slot in its epoch and its
+    /// sequence is not above the last one admitted from that slot. Returns
+    /// that slot's last envelope, which decides at once when the sequence
+    /// is the last one; an older sequence is looked up in storage
+    /// ([`Record::SlotSequence`]). `None`: the envelope is checked as a new
+    /// one.
+    pub fn sent_before(&self, account: &AccountId, envelope: &Envelope) -> Option<SlotTail> {
+        let h = envelope.header();
+        let holder = self.epoch(h.epoch()).and_then(|e| e.holder(h.sender()));
+        if holder != Some(*account) {
+            return None;
+        }
+        self.last_seq
+            .get(&(h.epoch(), h.sender()))
+            .copied()
+            .filter(|last| h.sequence() <= last.sequence)
     }
 
     /// Keeps a slot set prepared for the next epoch, with a few
@@ -563,7 +596,10 @@ impl Conversation {
             }
             _ => {}
         }
-        let last = self.last_seq.get(&(h.epoch(), h.sender())).copied();
+        let last = self
+            .last_seq
+            .get(&(h.epoch(), h.sender()))
+            .map(|t| t.sequence);
         admission::kind_at(h, self.next)
             .and_then(|()| admission::sequence(h, last))
             // Hashing the set is only needed for a Setup (the rule passes
@@ -614,19 +650,28 @@ impl Conversation {
             self.prepared.clear();
             out.push(Record::Conversation(Box::new(self.record())));
         }
+        let tail = SlotTail {
+            sequence: h.sequence(),
+            index,
+            hash,
+        };
         if a.submitter.is_some() {
-            // Outlives the envelope's time in memory: a resubmission after
-            // every server attested it and the router restarted is still
-            // recognised (and a different envelope with its sequence refused).
+            // Outlive the envelope's time in memory: a resubmission after
+            // every server attested it and it left memory (or the router
+            // restarted) is still recognised, and a different envelope
+            // with its sequence refused.
             out.push(Record::SlotTail {
                 conversation: self.id,
                 epoch: h.epoch(),
                 slot: h.sender(),
-                last: Some(SlotTail {
-                    sequence: h.sequence(),
-                    index,
-                    hash,
-                }),
+                last: Some(tail),
+            });
+            out.push(Record::SlotSequence {
+                conversation: self.id,
+                epoch: h.epoch(),
+                slot: h.sender(),
+                sequence: h.sequence(),
+                admitted: Some(Admitted { index, hash }),
             });
         }
         let stored = StoredEnvelope {
@@ -651,7 +696,7 @@ impl Conversation {
             index,
             Pending::new(stored.into(), hash, vec![None; servers]),
         );
-        self.last_seq.insert((h.epoch(), h.sender()), h.sequence());
+        self.last_seq.insert((h.epoch(), h.sender()), tail);
         self.known.insert(hash, index);
         self.next = next;
         self.head = head;
@@ -706,7 +751,20 @@ impl Conversation {
             });
             self.known.remove(&p.hash);
             let h = p.stored.envelope.header();
-            if self.last_seq.get(&(h.epoch(), h.sender())) == Some(&h.sequence()) {
+            if p.stored.submitter.is_some() {
+                out.push(Record::SlotSequence {
+                    conversation: self.id,
+                    epoch: h.epoch(),
+                    slot: h.sender(),
+                    sequence: h.sequence(),
+                    admitted: None,
+                });
+            }
+            if self
+                .last_seq
+                .get(&(h.epoch(), h.sender()))
+                .is_some_and(|t| t.sequence == h.sequence())
+            {
                 self.last_seq.remove(&(h.epoch(), h.sender()));
                 out.push(Record::SlotTail {
                     conversation: self.id,
@@ -864,17 +922,35 @@ pub(crate) fn restore_all(
         }
         let hash = stored.envelope.hash();
         let h = stored.envelope.header();
-        conv.last_seq.insert((h.epoch(), h.sender()), h.sequence());
+        let tail = SlotTail {
+            sequence: h.sequence(),
+            index,
+            hash,
+        };
+        conv.last_seq
+            .entry((h.epoch(), h.sender()))
+            .and_modify(|t| {
+                if tail.sequence > t.sequence {
+                    *t = tail;
+                }
+            })
+            .or_insert(tail);
         conv.known.insert(hash, index);
         conv.insert_pending(index, Pending::new(stored.into(), hash, attestations));
     }
     // The last envelope of every sender slot, also once it left memory:
-    // its resubmission is answered, not admitted again.
+    // its resubmission is answered, not admitted again (older ones are
+    // looked up in storage).
     for (c, epoch, slot, tail) in slot_tails {
         if let Some(conv) = conversations.get_mut(&c) {
-            let last = conv.last_seq.entry((epoch, slot)).or_insert(tail.sequence);
-            *last = (*last).max(tail.sequence);
-            conv.known.insert(tail.hash, tail.index);
+            conv.last_seq
+                .entry((epoch, slot))
+                .and_modify(|t| {
+                    if tail.sequence > t.sequence {
+                        *t = tail;
+                    }
+                })
+                .or_insert(tail);
         }
     }
     for conv in conversations.values_mut() {
@@ -914,7 +990,10 @@ pub(crate) fn noise_envelope(
     }
     let pick = rng.random_range(0..tail.padding.len());
     let (slot, secret) = tail.padding.get(pick)?;
-    let last = conv.last_seq.get(&(tail.epoch, *slot)).map_or(0, |s| s.0);
+    let last = conv
+        .last_seq
+        .get(&(tail.epoch, *slot))
+        .map_or(0, |t| t.sequence.0);
     // Time-based sequences stay increasing across restarts.
     let sequence = Sequence(last.saturating_add(1).max(now));
     let mut commitment = [0u8; 32];

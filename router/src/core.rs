@@ -28,7 +28,7 @@ use grompi_proto::mac::Attestation;
 use grompi_proto::pb;
 use grompi_proto::{
     AccountId, ConversationId, Envelope, EnvelopeHash, EnvelopeKind, Epoch, Index, OrderServerKey,
-    ProofNonce, SlotIndex, SlotRole,
+    ProofNonce, Sequence, SlotIndex, SlotRole,
 };
 use rand::CryptoRng;
 use std::collections::{BTreeSet, HashMap};
@@ -186,6 +186,56 @@ impl FetchPlan {
     }
 }
 
+/// What the shell reads from storage to answer a resubmission of an
+/// envelope no longer in memory: whether the envelope a member sent from
+/// `slot` of `epoch` with `sequence` (below that slot's last one) is the
+/// one with `hash` ([`crate::store::EnvelopeReader::admitted`]). The shell
+/// reads it after the batch's commit, off the core and the async threads,
+/// and replies with [`SequenceLookup::answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceLookup {
+    /// The conversation.
+    pub conversation: ConversationId,
+    /// The envelope's epoch.
+    pub epoch: Epoch,
+    /// Its sender slot, which the caller holds in `epoch`.
+    pub slot: SlotIndex,
+    /// Its sequence, below the last one admitted from the slot.
+    pub sequence: Sequence,
+    /// The last sequence admitted from the slot (for the refusal).
+    pub last: Sequence,
+    /// The hash of the envelope submitted.
+    pub hash: EnvelopeHash,
+}
+
+impl SequenceLookup {
+    /// The reply, given what storage holds for the key: the same success
+    /// as any idempotent resubmission when the envelope admitted with this
+    /// sequence is the one submitted; otherwise the refusal of a sequence
+    /// that is not above the slot's last (nothing stored under it: never
+    /// admitted, or removed by the retention setting; another envelope: a
+    /// replay).
+    pub fn answer(
+        &self,
+        stored: Result<Option<crate::record::Admitted>, crate::store::StoreError>,
+    ) -> Result<Response, RouterError> {
+        match stored {
+            Ok(Some(a)) if a.hash == self.hash => Ok(submitted(&self.hash)),
+            Ok(_) => Err(RouterError::Inadmissible(
+                grompi_proto::Misbehaviour::SequenceNotIncreasing {
+                    slot: self.slot,
+                    last: self.last,
+                    got: self.sequence,
+                },
+            )),
+            Err(e) => Err(RouterError::Storage(format!(
+                "reading which envelope was admitted with sequence {} from slot {} of epoch {}: {e}",
+                self.sequence.0, self.slot.0, self.epoch.0
+            ))),
+        }
+    }
+}
+
 /// What the shell relays for ProveHeads.
 #[derive(Debug, Clone)]
 pub struct ProvePlan {
@@ -237,6 +287,10 @@ pub enum Effect {
     Reply(Ticket, Result<Response, RouterError>),
     /// Send a job to an order server.
     Job(ServerJob),
+    /// Read storage as the lookup says, then answer the waiting request
+    /// with [`SequenceLookup::answer`]. Never early: it waits for the
+    /// batch's commit like a reply.
+    Lookup(Ticket, SequenceLookup),
     /// Deliver to one account's live subscribers.
     Deliver {
         /// Recipient.

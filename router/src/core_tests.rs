@@ -64,6 +64,8 @@ struct World {
     queued: Vec<CommitBatch>,
     /// Each server's ordered stream, as the router's worker keeps it.
     streams: Vec<crate::fanout::StreamOrder>,
+    /// Resubmissions answered from storage ([`Effect::Lookup`]).
+    lookups: usize,
 }
 
 fn config(n: usize, quorum: usize) -> (CoreConfig, Vec<OrderServer>) {
@@ -111,6 +113,7 @@ impl World {
             group_commit: false,
             queued: Vec::new(),
             streams: vec![crate::fanout::StreamOrder::default(); n],
+            lookups: 0,
         }
     }
 
@@ -176,6 +179,14 @@ impl World {
                     self.replies.insert(t, r);
                 }
                 Effect::Job(j) => self.jobs.push(j),
+                Effect::Lookup(t, l) => {
+                    // The shell's storage read, then the answer.
+                    self.lookups += 1;
+                    let stored = self
+                        .store
+                        .admitted(&l.conversation, l.epoch, l.slot, l.sequence);
+                    self.replies.insert(t, l.answer(stored));
+                }
                 Effect::Deliver { account, delivery } => self.deliveries.push((account, *delivery)),
             }
         }
@@ -1118,6 +1129,101 @@ fn attested_deliveries_leave_before_the_commit_and_survive_a_crash() {
     assert!(w.servers.iter().all(|s| s.violations.is_empty()));
 }
 
+/// What a Fetch from 0 shows `m`: the plan's range and each index's
+/// delivery as read from the store.
+fn fetched(w: &mut World, m: &Member, id: ConversationId) -> (Index, Vec<pb::Delivery>) {
+    let t = w.authed(
+        m,
+        Call::Fetch {
+            conversation: id,
+            from: Index(0),
+            limit: 1000,
+        },
+    );
+    let Some(Ok(Response::Fetch(plan))) = w.reply(t).cloned() else {
+        panic!("no fetch plan: {:?}", w.reply(t))
+    };
+    let rows = w.store.read(&id, plan.from, plan.to).unwrap();
+    let views = rows
+        .iter()
+        .map(|(i, stored, atts)| stored_view(&id, *i, stored, plan.member(&stored.envelope), atts))
+        .collect();
+    (plan.to, views)
+}
+
+/// `delivered` after a crash. Deliveries of attested indices leave before
+/// the deferred commit of the tags and progress that make them
+/// deliverable; a crash that loses those records restarts the router with
+/// a lower `delivered` (recomputed from the durable progress), so Fetch
+/// briefly ends earlier than what members were shown. Once the order
+/// servers answer the repeated requests (identically), `delivered` is back
+/// where it was and Fetch returns the same envelopes with the same tags:
+/// nothing acknowledged stays hidden.
+#[test]
+fn delivered_catches_up_after_a_crash_that_lost_the_deferred_tags() {
+    let mut w = World::new(3, 2, 14);
+    let mut members = vec![w.register(1, 4), w.register(2, 4), w.register(3, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let mut tickets = Vec::new();
+    for k in 0..5 {
+        let body = format!("message {k}");
+        let req = message(
+            &mut members,
+            &created,
+            id,
+            &servers,
+            1,
+            true,
+            body.as_bytes(),
+        );
+        tickets.push(submit(&mut w, &members[1], req));
+    }
+    // The order servers answer; their tags and progress are committed
+    // deferred, after the deliveries and acknowledgements left.
+    w.settle();
+    for t in &tickets {
+        submitted_hash(w.reply(*t));
+    }
+    let delivered = w.core().conversations[&id].delivered;
+    assert_eq!(delivered, Index(6));
+    let shown: Vec<u64> = w
+        .deliveries
+        .iter()
+        .filter(|(a, d)| *a == members[2].account && d.header.is_some())
+        .map(|(_, d)| d.index)
+        .collect();
+    assert_eq!(shown, (0..6).collect::<Vec<_>>(), "members were shown 0..6");
+    let (to, before) = fetched(&mut w, &members[2], id);
+    assert_eq!(to, delivered);
+    assert!(before.iter().all(|d| d.attestations.len() == 3));
+
+    // A crash loses every deferred commit since the last synced one.
+    w.crash();
+    let after_crash = w.core().conversations[&id].delivered;
+    assert!(
+        after_crash < delivered,
+        "the test needs the crash to lose tags: delivered {} after it",
+        after_crash.0
+    );
+    let (to, _) = fetched(&mut w, &members[2], id);
+    assert_eq!(to, after_crash, "until the servers answer again");
+
+    // The servers answer the repeated requests with the same tags.
+    w.now += 1000;
+    w.settle();
+    assert!(w.core().conversations[&id].delivered >= delivered);
+    let (to, after) = fetched(&mut w, &members[2], id);
+    assert!(to >= delivered);
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the same envelopes with the same tags"
+    );
+    assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+}
+
 /// The envelope hash a Submit was answered with.
 fn submitted_hash(r: Option<&Result<Response, RouterError>>) -> Vec<u8> {
     match r {
@@ -1208,6 +1314,184 @@ fn resubmitting_an_identical_envelope_is_idempotent_also_after_a_restart() {
     assert_ne!(submitted_hash(w.reply(t)), hash);
     assert_eq!(w.core().conversations[&id].next(), Index(3));
     assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+}
+
+/// Older envelopes of a slot, not only its last, stay recognisable after
+/// they left memory: a member sends sequences 1, 2 and 3, every server
+/// attests them, the router restarts; resubmitting 1 and 2 is answered
+/// from storage with their original hashes, nothing is admitted, attested
+/// or delivered again, and a different envelope with sequence 2 (or 1) is
+/// refused.
+#[test]
+fn resubmitting_older_envelopes_after_a_restart_is_answered_from_storage() {
+    let mut w = World::new(3, 2, 12);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let slot = slot_of(&created, &members[1]).0;
+    let mut sent = Vec::new();
+    for body in [&b"one"[..], b"two", b"three"] {
+        let req = message(&mut members, &created, id, &servers, 1, true, body);
+        let t = submit(&mut w, &members[1], req.clone());
+        w.settle();
+        sent.push((req, submitted_hash(w.reply(t))));
+    }
+    assert_eq!(members[1].sequence, 3, "sequences 1, 2 and 3");
+    assert_eq!(w.core().conversations[&id].next(), Index(4));
+    // Each admission stored where its sequence went.
+    for (k, (_, hash)) in sent.iter().enumerate() {
+        let row = w
+            .store
+            .admitted(&id, Epoch(0), slot, Sequence(k as u64 + 1))
+            .unwrap();
+        assert_eq!(
+            row,
+            Some(crate::record::Admitted {
+                index: Index(k as u64 + 1),
+                hash: EnvelopeHash::from_bytes(hash.as_slice().try_into().unwrap()),
+            })
+        );
+    }
+
+    // A later durable commit carries every server's progress; after the
+    // restart none of the three is in memory.
+    w.store.commit(&[], Durability::Now).unwrap();
+    w.crash();
+    w.settle();
+    let conv = &w.core().conversations[&id];
+    assert!(
+        (1..4).all(|i| !conv.pending.contains_key(&Index(i))),
+        "the test needs indices 1 to 3 out of memory"
+    );
+    assert_eq!(conv.known_len(), conv.pending.len());
+    let delivered_before = w.deliveries.len();
+    let lookups_before = w.lookups;
+    for (req, hash) in &sent[..2] {
+        let t = submit(&mut w, &members[1], req.clone());
+        w.settle();
+        assert_eq!(
+            submitted_hash(w.reply(t)),
+            *hash,
+            "an older envelope resubmitted after a restart"
+        );
+    }
+    assert_eq!(
+        w.lookups,
+        lookups_before + 2,
+        "both were answered from storage"
+    );
+    // The slot's last one is answered from memory, as before.
+    let t = submit(&mut w, &members[1], sent[2].0.clone());
+    w.settle();
+    assert_eq!(submitted_hash(w.reply(t)), sent[2].1);
+    assert_eq!(w.lookups, lookups_before + 2);
+    assert_eq!(
+        w.core().conversations[&id].next(),
+        Index(4),
+        "nothing admitted again"
+    );
+    assert_eq!(
+        w.deliveries.len(),
+        delivered_before,
+        "nothing delivered again"
+    );
+    for s in &w.servers {
+        assert_eq!(s.convs[&id].chain.len(), 4, "nothing attested again");
+    }
+
+    // Different envelopes with sequence 2 and 1: refused, from storage.
+    for sequence in [2u64, 1] {
+        members[1].sequence = sequence - 1;
+        let other = message(&mut members, &created, id, &servers, 1, true, b"another");
+        let t = submit(&mut w, &members[1], other);
+        w.settle();
+        assert!(
+            matches!(
+                w.reply(t),
+                Some(Err(RouterError::Inadmissible(
+                    grompi_proto::Misbehaviour::SequenceNotIncreasing { last, got, .. }
+                ))) if *last == Sequence(3) && *got == Sequence(sequence)
+            ),
+            "sequence {sequence}: {:?}",
+            w.reply(t)
+        );
+    }
+    assert_eq!(w.lookups, lookups_before + 4);
+    // Another member cannot have them answered: the slot is not its own.
+    let t = submit(&mut w, &members[0], sent[0].0.clone());
+    w.settle();
+    assert!(
+        matches!(w.reply(t), Some(Err(RouterError::NotTheSlotHolder { .. }))),
+        "{:?}",
+        w.reply(t)
+    );
+    assert_eq!(w.lookups, lookups_before + 4);
+    assert_eq!(w.core().conversations[&id].next(), Index(4));
+    assert!(w.servers.iter().all(|s| s.violations.is_empty()));
+}
+
+/// The hashes kept for idempotent resubmission are those of the envelopes
+/// in memory only: after 500 messages delivered and attested by every
+/// server the map is empty again, and while a server lags it holds
+/// exactly what waits for it.
+#[test]
+fn the_known_envelopes_are_only_those_in_memory() {
+    let mut w = World::new(3, 2, 13);
+    let mut members = vec![w.register(1, 4), w.register(2, 4)];
+    let id = ConversationId::from_bytes([9; 32]);
+    let created = setup(&mut w, &mut members, id);
+    let servers = w.config.servers.clone();
+    let mut most = 0;
+    for k in 0..500 {
+        let body = format!("message {k}");
+        let req = message(
+            &mut members,
+            &created,
+            id,
+            &servers,
+            1,
+            true,
+            body.as_bytes(),
+        );
+        let t = submit(&mut w, &members[1], req);
+        w.settle();
+        submitted_hash(w.reply(t));
+        let conv = &w.core().conversations[&id];
+        assert_eq!(conv.known_len(), conv.pending.len(), "after message {k}");
+        most = most.max(conv.known_len());
+    }
+    let conv = &w.core().conversations[&id];
+    assert_eq!(conv.delivered, Index(501));
+    assert_eq!(
+        conv.known_len(),
+        0,
+        "every message attested by every server"
+    );
+    assert!(most <= 1, "at most the message in flight: {most}");
+    // A lagging server: what waits for it, and nothing else.
+    w.down[2] = true;
+    for k in 0..20 {
+        let body = format!("late {k}");
+        let req = message(
+            &mut members,
+            &created,
+            id,
+            &servers,
+            1,
+            true,
+            body.as_bytes(),
+        );
+        submit(&mut w, &members[1], req);
+        w.settle();
+    }
+    let conv = &w.core().conversations[&id];
+    assert_eq!(conv.pending.len(), 20);
+    assert_eq!(conv.known_len(), 20);
+    w.down[2] = false;
+    w.now += 10_000;
+    w.settle();
+    assert_eq!(w.core().conversations[&id].known_len(), 0);
 }
 
 #[test]

@@ -471,6 +471,19 @@ mod tests {
             }
             store.read(c, from, to)
         }
+
+        fn admitted(
+            &self,
+            c: &ConversationId,
+            epoch: grompi_proto::Epoch,
+            slot: grompi_proto::SlotIndex,
+            sequence: grompi_proto::Sequence,
+        ) -> Result<Option<crate::record::Admitted>, StoreError> {
+            self.store
+                .lock()
+                .unwrap()
+                .admitted(c, epoch, slot, sequence)
+        }
     }
 
     fn indices(page: &pb::FetchHistoryResponse) -> Vec<u64> {

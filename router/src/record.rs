@@ -60,11 +60,16 @@ pub enum Table {
     /// (no row: 0, nothing removed); the retention setting removes the
     /// envelopes below it
     FirstStored,
+    /// conversation id ++ epoch ++ slot ++ sequence -> index ++ envelope
+    /// hash of every envelope a member submitted that is still stored
+    /// (removed with its envelope): a resubmission of an older envelope,
+    /// no longer in memory, is recognised
+    SlotSequences,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Accounts,
         Table::OneTimePrekeys,
         Table::OrderKeys,
@@ -76,6 +81,7 @@ impl Table {
         Table::Progress,
         Table::SlotTails,
         Table::FirstStored,
+        Table::SlotSequences,
     ];
 
     /// The table's name in the store.
@@ -92,6 +98,7 @@ impl Table {
             Table::Progress => "progress",
             Table::SlotTails => "slot_tails",
             Table::FirstStored => "first_stored",
+            Table::SlotSequences => "slot_sequences",
         }
     }
 }
@@ -225,6 +232,23 @@ pub enum Record {
         /// Its sequence, index and envelope hash, or `None` to delete.
         last: Option<SlotTail>,
     },
+    /// Put (`Some`) or delete where a member's envelope was admitted, by
+    /// its epoch, sender slot and sequence: written with the admission, so
+    /// that a resubmission of it is recognised after it left memory.
+    /// Retention removes the row together with the envelope
+    /// ([`removed_with_envelope`]).
+    SlotSequence {
+        /// The conversation; with the epoch, slot and sequence, the row key.
+        conversation: ConversationId,
+        /// The envelope's epoch.
+        epoch: Epoch,
+        /// Its sender slot.
+        slot: SlotIndex,
+        /// Its sequence number.
+        sequence: Sequence,
+        /// Its index and hash, or `None` to delete.
+        admitted: Option<Admitted>,
+    },
     /// Retention: delete the envelope at an index below the conversation's
     /// new first stored index (delivered, and attested by every server).
     EnvelopeRemoved {
@@ -260,6 +284,65 @@ pub struct SlotTail {
     pub index: Index,
     /// Its envelope hash.
     pub hash: EnvelopeHash,
+}
+
+/// Where a member's envelope was admitted: a row of
+/// [`Table::SlotSequences`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The index it was admitted at.
+    pub index: Index,
+    /// Its envelope hash.
+    pub hash: EnvelopeHash,
+}
+
+/// Key of a slot sequence row: conversation id, epoch (8 bytes), slot (4
+/// bytes), sequence (8 bytes), big-endian.
+pub fn slot_sequence_key(
+    c: &ConversationId,
+    epoch: Epoch,
+    slot: SlotIndex,
+    sequence: Sequence,
+) -> Vec<u8> {
+    let mut k = slot_tail_key(c, epoch, slot);
+    k.extend_from_slice(&sequence.0.to_be_bytes());
+    k
+}
+
+/// Decodes a slot sequence value (index, 8 bytes big-endian, then the
+/// envelope hash).
+pub fn decode_admitted(value: &[u8]) -> Result<Admitted, RecordError> {
+    const T: &str = "slot_sequences";
+    if value.len() != 40 {
+        return Err(corrupt(
+            T,
+            format!("value is {} bytes, expected 40", value.len()),
+        ));
+    }
+    Ok(Admitted {
+        index: Index(u64_be(T, &value[..8])?),
+        hash: id32(T, &value[8..40], EnvelopeHash::from_bytes)?,
+    })
+}
+
+/// The other row that goes when the retention setting removes an envelope
+/// row whose stored value was `removed`: the slot sequence row of a
+/// member's envelope (`None` for noise, which has none). The core does not
+/// hold removed envelopes, so the store derives this row from the value it
+/// removes, in the same commit.
+pub fn removed_with_envelope(
+    conversation: &ConversationId,
+    removed: &[u8],
+) -> Result<Option<(Table, Vec<u8>)>, RecordError> {
+    let stored = decode_envelope(removed)?;
+    if stored.submitter.is_none() {
+        return Ok(None);
+    }
+    let h = stored.envelope.header();
+    Ok(Some((
+        Table::SlotSequences,
+        slot_sequence_key(conversation, h.epoch(), h.sender(), h.sequence()),
+    )))
 }
 
 /// Key of a slot tail: conversation id, epoch (8 bytes), slot (4 bytes), big-endian.
@@ -437,6 +520,21 @@ impl Record {
                     let mut v = t.sequence.0.to_be_bytes().to_vec();
                     v.extend_from_slice(&t.index.0.to_be_bytes());
                     v.extend_from_slice(t.hash.as_bytes());
+                    v
+                }),
+            ),
+            Record::SlotSequence {
+                conversation,
+                epoch,
+                slot,
+                sequence,
+                admitted,
+            } => (
+                Table::SlotSequences,
+                slot_sequence_key(conversation, *epoch, *slot, *sequence),
+                admitted.map(|a| {
+                    let mut v = a.index.0.to_be_bytes().to_vec();
+                    v.extend_from_slice(a.hash.as_bytes());
                     v
                 }),
             ),
@@ -835,6 +933,20 @@ mod size_tests {
         })
     }
 
+    /// The slot sequence row of a member's envelope.
+    fn slot_sequence_row() -> usize {
+        row_bytes(&Record::SlotSequence {
+            conversation: ConversationId::from_bytes([1; 32]),
+            epoch: Epoch(3),
+            slot: SlotIndex(5),
+            sequence: Sequence(1_765_000_000_000),
+            admitted: Some(Admitted {
+                index: Index(123_457),
+                hash: EnvelopeHash::from_bytes([9; 32]),
+            }),
+        })
+    }
+
     #[test]
     fn stored_bytes_per_message_are_those_operating_md_gives() {
         // Fixed part of the envelope row (3 servers, empty body, no block).
@@ -854,6 +966,7 @@ mod size_tests {
             ("one more order server (its submission tag)", server, 34),
             ("attestation row, 4 slots", att4, 220),
             ("one more slot in an attestation row", per_slot, 34),
+            ("slot sequence row", slot_sequence_row(), 92),
         ] {
             assert_eq!(
                 got, want,
@@ -862,13 +975,13 @@ mod size_tests {
         }
         // The table's rows: a 100-byte body (a short text), 3 servers.
         let row = |g_slots: usize, olm: u32, shared: bool| {
-            envelope_row(100, olm, shared, 3) + 3 * attestation_row(g_slots)
+            envelope_row(100, olm, shared, 3) + 3 * attestation_row(g_slots) + slot_sequence_row()
         };
         // Group-keyed and shared: 2 members (4 slots), 10 members (16).
-        assert_eq!(row(4, 0, true), 1189);
-        assert_eq!(row(16, 0, true), 2413);
+        assert_eq!(row(4, 0, true), 1281);
+        assert_eq!(row(16, 0, true), 2505);
         // Pairwise-keyed: one Olm block per other member.
-        assert_eq!(row(4, 1, false), 1336);
-        assert_eq!(row(16, 9, false), 4224);
+        assert_eq!(row(4, 1, false), 1428);
+        assert_eq!(row(16, 9, false), 4316);
     }
 }

@@ -103,6 +103,20 @@ fn holds_exactly(w: &World, first: u64, servers: u32) {
         );
     }
     assert_eq!(conv(w).first_stored(), Index(first));
+    // Where each member's envelope was admitted goes with the envelope.
+    let mut admitted: Vec<u64> = w
+        .store
+        .scan(Table::SlotSequences, &[], &[])
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&ID))
+        .map(|(_, v)| crate::record::decode_admitted(&v).unwrap().index.0)
+        .collect();
+    admitted.sort_unstable();
+    assert_eq!(
+        admitted, indices,
+        "slot sequence rows of other indices than those stored"
+    );
 }
 
 fn fetch_plan(w: &mut World, m: &Member, from: u64) -> FetchPlan {

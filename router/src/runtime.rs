@@ -3,15 +3,17 @@
 //! batches queued behind a running commit into one durable commit (group
 //! commit) before performing their effects, one worker task per order
 //! server that keeps up to [`PIPELINE_DEPTH`] jobs in flight over an ordered
-//! stream, a ticker, and the hub of live subscribers ([`crate::hub`]). The loop's logic is
+//! stream, a ticker, and the hub of live subscribers ([`crate::hub`]).
+//! Resubmissions the core answers from storage ([`Effect::Lookup`]) are
+//! read on tokio's blocking pool after their batch's commit. The loop's logic is
 //! the driver's ([`crate::driver`]); this module only moves its inputs and
 //! outputs between threads, channels and sockets.
 
-use crate::core::{Command, Effect, Response, RouterCore};
+use crate::core::{Command, Effect, Response, RouterCore, SequenceLookup};
 use crate::driver::{CommitBatch, Driver, DriverConfig, Input, fold};
 use crate::error::RouterError;
 use crate::fanout::{JobResult, OpenOutcome, ServerJob, StreamOrder};
-use crate::store::{Durability, Store};
+use crate::store::{Durability, EnvelopeReader, Store};
 
 pub use crate::driver::PIPELINE_DEPTH;
 pub use crate::hub::Hub;
@@ -52,6 +54,7 @@ pub enum CoreMsg {
 enum Ready {
     Reply(Reply, Result<Response, RouterError>),
     Job(ServerJob),
+    Lookup(Reply, SequenceLookup),
     Deliver {
         account: AccountId,
         delivery: Box<pb::Delivery>,
@@ -70,6 +73,7 @@ fn ready_one(effect: Effect, waiting: &mut HashMap<Ticket, Reply>) -> Option<Rea
     match effect {
         Effect::Reply(t, r) => waiting.remove(&t).map(|tx| Ready::Reply(tx, r)),
         Effect::Job(job) => Some(Ready::Job(job)),
+        Effect::Lookup(t, l) => waiting.remove(&t).map(|tx| Ready::Lookup(tx, l)),
         Effect::Deliver { account, delivery } => Some(Ready::Deliver { account, delivery }),
     }
 }
@@ -82,18 +86,50 @@ fn ready(effects: Vec<Effect>, waiting: &mut HashMap<Ticket, Reply>) -> Vec<Read
         .collect()
 }
 
-fn perform(effects: Vec<Ready>, jobs: &[mpsc::UnboundedSender<ServerJob>], hub: &Hub) {
-    for effect in effects {
-        match effect {
-            Ready::Reply(tx, r) => {
-                let _ = tx.send(r);
-            }
-            Ready::Job(job) => {
-                if let Some(tx) = jobs.get(job.server as usize) {
-                    let _ = tx.send(job);
+/// Where effects go: the order server workers, the hub, and storage for
+/// lookups, which run on the blocking pool of the tokio runtime the core
+/// was started in (in place, without one).
+struct Performer {
+    jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
+    hub: Arc<Hub>,
+    reader: Arc<dyn EnvelopeReader>,
+    blocking: Option<tokio::runtime::Handle>,
+}
+
+impl Performer {
+    fn perform(&self, effects: Vec<Ready>) {
+        for effect in effects {
+            match effect {
+                Ready::Reply(tx, r) => {
+                    let _ = tx.send(r);
                 }
+                Ready::Job(job) => {
+                    if let Some(tx) = self.jobs.get(job.server as usize) {
+                        let _ = tx.send(job);
+                    }
+                }
+                Ready::Lookup(tx, lookup) => self.look_up(tx, lookup),
+                Ready::Deliver { account, delivery } => self.hub.deliver(&account, *delivery),
             }
-            Ready::Deliver { account, delivery } => hub.deliver(&account, *delivery),
+        }
+    }
+
+    /// Reads what `lookup` needs off the core and committer threads (and
+    /// off the async ones), then answers.
+    fn look_up(&self, tx: Reply, lookup: SequenceLookup) {
+        let reader = self.reader.clone();
+        let answer = move || {
+            let stored = reader.admitted(
+                &lookup.conversation,
+                lookup.epoch,
+                lookup.slot,
+                lookup.sequence,
+            );
+            let _ = tx.send(lookup.answer(stored));
+        };
+        match &self.blocking {
+            Some(handle) => drop(handle.spawn_blocking(answer)),
+            None => answer(),
         }
     }
 }
@@ -117,9 +153,15 @@ pub fn start_core(
     std::thread::JoinHandle<Result<(), RouterError>>,
 ) {
     let (tx, rx) = mpsc::channel::<CoreMsg>(queue.max(16));
+    let performer = Performer {
+        jobs,
+        hub,
+        reader: store.reader(),
+        blocking: tokio::runtime::Handle::try_current().ok(),
+    };
     let handle = std::thread::Builder::new()
         .name("router-core".into())
-        .spawn(move || run_core(core, store, jobs, hub, rx));
+        .spawn(move || run_core(core, store, performer, rx));
     let handle = match handle {
         Ok(h) => h,
         Err(e) => std::thread::spawn(move || {
@@ -135,18 +177,16 @@ pub fn start_core(
 fn run_core(
     core: RouterCore,
     store: Box<dyn Store>,
-    jobs: Vec<mpsc::UnboundedSender<ServerJob>>,
-    hub: Arc<Hub>,
+    performer: Performer,
     mut rx: mpsc::Receiver<CoreMsg>,
 ) -> Result<(), RouterError> {
-    let jobs = Arc::new(jobs);
+    let performer = Arc::new(performer);
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel::<Batch>(COMMIT_QUEUE);
     let committer = {
-        let jobs = jobs.clone();
-        let hub = hub.clone();
+        let performer = performer.clone();
         std::thread::Builder::new()
             .name("router-commit".into())
-            .spawn(move || run_committer(store, commit_rx, &jobs, &hub))
+            .spawn(move || run_committer(store, commit_rx, &performer))
             .map_err(|e| RouterError::ThreadStart {
                 thread: "committer",
                 reason: e.to_string(),
@@ -183,7 +223,7 @@ fn run_core(
             }
         }
         let step = driver.finish(now, &mut rng);
-        perform(ready(step.early, &mut waiting), &jobs, &hub);
+        performer.perform(ready(step.early, &mut waiting));
         let batch = step
             .commit
             .filter_map_effects(|effect| ready_one(effect, &mut waiting));
@@ -224,8 +264,7 @@ fn run_core(
 fn run_committer(
     mut store: Box<dyn Store>,
     rx: std::sync::mpsc::Receiver<Batch>,
-    jobs: &[mpsc::UnboundedSender<ServerJob>],
-    hub: &Hub,
+    performer: &Performer,
 ) -> Result<(), RouterError> {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
@@ -238,7 +277,7 @@ fn run_committer(
             tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
             let fail = |effects: Vec<Ready>| {
                 for effect in effects {
-                    if let Ready::Reply(tx, _) = effect {
+                    if let Ready::Reply(tx, _) | Ready::Lookup(tx, _) = effect {
                         let _ = tx.send(Err(RouterError::StorageFailed));
                     }
                 }
@@ -258,7 +297,7 @@ fn run_committer(
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("router_commit_batch_commands").record(batch.inputs as f64);
         }
-        perform(batch.effects, jobs, hub);
+        performer.perform(batch.effects);
     }
     Ok(())
 }
@@ -490,6 +529,77 @@ pub async fn ticker(core: mpsc::Sender<CoreMsg>, every: Duration) {
         interval.tick().await;
         if core.send(CoreMsg::Tick).await.is_err() {
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod lookup_tests {
+    use super::*;
+    use crate::record::{Admitted, Record};
+    use crate::store::MemStore;
+    use grompi_proto::{ConversationId, EnvelopeHash, Epoch, Index, Sequence, SlotIndex};
+
+    /// A resubmission the core could not answer from memory is answered
+    /// from storage on the blocking pool: the same envelope as a success
+    /// with its hash, another one or none stored as a replay.
+    #[tokio::test]
+    async fn a_lookup_is_answered_from_storage_off_the_async_threads() {
+        let mut store = MemStore::new();
+        let c = ConversationId::from_bytes([3; 32]);
+        let hash = EnvelopeHash::from_bytes([4; 32]);
+        store
+            .commit(
+                &[Record::SlotSequence {
+                    conversation: c,
+                    epoch: Epoch(0),
+                    slot: SlotIndex(1),
+                    sequence: Sequence(2),
+                    admitted: Some(Admitted {
+                        index: Index(5),
+                        hash,
+                    }),
+                }],
+                Durability::Now,
+            )
+            .unwrap();
+        let performer = Performer {
+            jobs: Vec::new(),
+            hub: Arc::new(Hub::new(crate::hub::HubLimits::of(
+                &crate::limits::Limits::default(),
+            ))),
+            reader: store.reader(),
+            blocking: Some(tokio::runtime::Handle::current()),
+        };
+        let ask = |sequence: u64, hash: EnvelopeHash| {
+            let (tx, rx) = oneshot::channel();
+            let lookup = SequenceLookup {
+                conversation: c,
+                epoch: Epoch(0),
+                slot: SlotIndex(1),
+                sequence: Sequence(sequence),
+                last: Sequence(3),
+                hash,
+            };
+            performer.perform(vec![Ready::Lookup(tx, lookup)]);
+            rx
+        };
+        let same = ask(2, hash).await.unwrap();
+        assert!(
+            matches!(&same, Ok(Response::Submitted(s)) if s.envelope_hash == hash.to_vec()),
+            "{same:?}"
+        );
+        for (sequence, other) in [(2, EnvelopeHash::from_bytes([5; 32])), (1, hash)] {
+            let refused = ask(sequence, other).await.unwrap();
+            assert!(
+                matches!(
+                    &refused,
+                    Err(RouterError::Inadmissible(
+                        grompi_proto::Misbehaviour::SequenceNotIncreasing { last, got, .. }
+                    )) if *last == Sequence(3) && *got == Sequence(sequence)
+                ),
+                "{refused:?}"
+            );
         }
     }
 }

@@ -288,8 +288,10 @@ pub async fn serve(
     })?;
     let metrics_addr =
         grompi_ops::telemetry::install_metrics(config.metrics_listen).map_err(setup)?;
-    let store =
-        RedbStore::open(&config.database_path()).map_err(|e| ServeError::Storage(e.to_string()))?;
+    // Refuses a database behind its rollback anchor, or missing where the
+    // anchor exists (docs/OPERATING.md, router, rollback anchor).
+    let store = RedbStore::open_anchored(&config.database_path(), &config.anchor_path())
+        .map_err(|e| ServeError::Storage(e.to_string()))?;
     if config.relay_only {
         tracing::warn!(
             "relay_only is set: no order server is contacted and nothing is attested; \

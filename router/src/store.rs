@@ -11,14 +11,15 @@
 //! memory and, for crash tests, forgets everything not committed.
 
 use crate::record::{
-    self, AccountRecord, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
+    self, AccountRecord, Admitted, ConversationRecord, Record, RecordError, StoredEnvelope, Table,
 };
+use grompi_ops::anchor::AnchorError;
 use grompi_ops::logged_db::{LogMetrics, LoggedDatabase, LoggedDbError};
 use grompi_ops::wal::{KvBatch, KvOp};
 use grompi_proto::mac::Attestation;
-use grompi_proto::{AccountId, ConversationId, Epoch, Head, Index, SlotIndex};
+use grompi_proto::{AccountId, ConversationId, Epoch, Head, Index, Sequence, SlotIndex};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Why the store failed.
@@ -30,6 +31,70 @@ pub enum StoreError {
     /// A stored value is corrupt.
     #[error(transparent)]
     Corrupt(#[from] RecordError),
+    /// The database or its log failed, or refused to open.
+    #[error("storage failed: {0}")]
+    Database(#[from] LoggedDbError),
+    /// The database is an older copy than its rollback anchor recorded.
+    #[error(
+        "the router database {database} is behind its rollback anchor {anchor}: it has \
+         {commits} commits, the anchor recorded {anchored}. It is an older copy (restored \
+         from a backup, an old disk image or snapshot?): starting from it would forget \
+         acknowledged messages, accounts and sessions, and give new envelopes indices the \
+         order servers have attested for others. Put the latest router.redb back with its \
+         router.wal; see docs/OPERATING.md (router, rollback anchor)"
+    )]
+    BehindAnchor {
+        /// The database file.
+        database: PathBuf,
+        /// The anchor file.
+        anchor: PathBuf,
+        /// The database's commit count.
+        commits: u64,
+        /// The anchor's commit count.
+        anchored: u64,
+    },
+    /// The database has as many commits as the anchor recorded, other ones.
+    #[error(
+        "the router database {database} and its rollback anchor {anchor} both record \
+         {commits} commits, but different ones: this database is not the history the anchor \
+         recorded. Put the latest router.redb back with its router.wal; see docs/OPERATING.md \
+         (router, rollback anchor)"
+    )]
+    DivergedFromAnchor {
+        /// The database file.
+        database: PathBuf,
+        /// The anchor file.
+        anchor: PathBuf,
+        /// The commit count both record.
+        commits: u64,
+    },
+    /// The database was anchored before and its anchor is gone.
+    #[error(
+        "the router database {database} was anchored before, but its rollback anchor \
+         {anchor} is missing: whether this is the latest database cannot be checked. If the \
+         anchor moved, set rollback_anchor to it; see docs/OPERATING.md (router, rollback \
+         anchor)"
+    )]
+    AnchorMissing {
+        /// The database file.
+        database: PathBuf,
+        /// Where the anchor should be.
+        anchor: PathBuf,
+    },
+    /// The anchor exists but the database (and its log) do not.
+    #[error(
+        "the router database {database} does not exist, but its rollback anchor {anchor} \
+         does: the database and its log were lost or moved, and a new one would forget every \
+         account, conversation and message, and give new envelopes indices the order servers \
+         have attested for others. Put router.redb and router.wal back; see docs/OPERATING.md \
+         (router, rollback anchor)"
+    )]
+    DatabaseMissing {
+        /// The database file.
+        database: PathBuf,
+        /// The anchor file.
+        anchor: PathBuf,
+    },
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -106,6 +171,64 @@ pub trait EnvelopeReader: Send + Sync {
         from: Index,
         to: Index,
     ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError>;
+
+    /// Where the envelope a member sent from `slot` of `epoch` with
+    /// `sequence` was admitted, while it is stored
+    /// ([`Record::SlotSequence`]).
+    fn admitted(
+        &self,
+        conversation: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<Option<Admitted>, StoreError>;
+}
+
+/// The slot sequence row of one key, from raw tables.
+fn read_admitted(
+    kv: &impl KvRead,
+    c: &ConversationId,
+    epoch: Epoch,
+    slot: SlotIndex,
+    sequence: Sequence,
+) -> Result<Option<Admitted>, StoreError> {
+    let key = record::slot_sequence_key(c, epoch, slot, sequence);
+    // The smallest key after `key`: the range holds `key` alone.
+    let mut end = key.clone();
+    end.push(0);
+    kv.scan(Table::SlotSequences, &key, &end)?
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| record::decode_admitted(&v))
+        .transpose()
+        .map_err(StoreError::from)
+}
+
+/// The row that goes with an envelope row the retention setting removes
+/// (`record`, whose removed value was `removed`): its slot sequence row
+/// ([`record::removed_with_envelope`]). A removed value that does not
+/// decode leaves its slot sequence row behind, which is logged: the row
+/// then only takes space (it still names the envelope admitted there).
+fn removed_with(record: &Record, removed: &[u8]) -> Option<(Table, Vec<u8>)> {
+    let Record::EnvelopeRemoved {
+        conversation,
+        index,
+    } = record
+    else {
+        return None;
+    };
+    match record::removed_with_envelope(conversation, removed) {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::error!(
+                conversation = %conversation,
+                index = index.0,
+                error = %e,
+                "a removed envelope row does not decode: its slot sequence row stays"
+            );
+            None
+        }
+    }
 }
 
 fn read_range(
@@ -219,7 +342,10 @@ fn apply(tables: &mut Tables, records: &[Record]) {
                 table.insert(k, v);
             }
             None => {
-                table.remove(&k);
+                let removed = table.remove(&k);
+                if let Some((t, k)) = removed.and_then(|old| removed_with(r, &old)) {
+                    tables.entry(t).or_default().remove(&k);
+                }
             }
         }
     }
@@ -290,6 +416,16 @@ impl EnvelopeReader for MemStore {
     ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
         read_range(self, c, from, to)
     }
+
+    fn admitted(
+        &self,
+        c: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<Option<Admitted>, StoreError> {
+        read_admitted(self, c, epoch, slot, sequence)
+    }
 }
 
 impl Store for MemStore {
@@ -322,11 +458,67 @@ fn definition(t: Table) -> RawTable {
     redb::TableDefinition::new(t.name())
 }
 
-impl From<LoggedDbError> for StoreError {
-    fn from(e: LoggedDbError) -> Self {
-        backend(e)
+/// Names an anchor's refusal as the router's: what it means for a router
+/// and what to do.
+fn anchor_refusal(e: StoreError, database: &Path, anchor: &Path) -> StoreError {
+    let (database, anchor) = (database.to_path_buf(), anchor.to_path_buf());
+    match e {
+        StoreError::Database(LoggedDbError::Anchor(AnchorError::Behind {
+            database: commits,
+            anchor: anchored,
+            ..
+        })) => StoreError::BehindAnchor {
+            database,
+            anchor,
+            commits,
+            anchored,
+        },
+        StoreError::Database(LoggedDbError::Anchor(AnchorError::Diverged { counter, .. })) => {
+            StoreError::DivergedFromAnchor {
+                database,
+                anchor,
+                commits: counter,
+            }
+        }
+        StoreError::Database(LoggedDbError::Anchor(AnchorError::Missing { .. })) => {
+            StoreError::AnchorMissing { database, anchor }
+        }
+        other => other,
     }
 }
+
+/// Opens every table (creating those a new version added) and applies the
+/// log's changes in order.
+fn replay(tx: &redb::WriteTransaction, ops: Vec<KvOp>) -> Result<(), StoreError> {
+    let mut tables = HashMap::new();
+    for t in Table::ALL {
+        tables.insert(t, tx.open_table(definition(t)).map_err(backend)?);
+    }
+    for op in ops {
+        let (n, key, value) = match op {
+            KvOp::Put { table, key, value } => (table, key, Some(value)),
+            KvOp::Delete { table, key } => (table, key, None),
+        };
+        let table = table_of(n)
+            .and_then(|t| tables.get_mut(&t))
+            .ok_or_else(|| {
+                StoreError::Backend(format!(
+                    "a write-ahead log record names table {n}, which does not exist"
+                ))
+            })?;
+        match value {
+            Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
+            None => table.remove(key.as_slice()).map(drop),
+        }
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+const METRICS: LogMetrics = LogMetrics {
+    bytes: "router_wal_bytes",
+    checkpoints: "router_wal_checkpoints_total",
+};
 
 pub use grompi_ops::wal::path_for as wal_path;
 
@@ -348,6 +540,7 @@ const fn table_number(t: Table) -> u8 {
         Table::Progress => 8,
         Table::SlotTails => 9,
         Table::FirstStored => 10,
+        Table::SlotSequences => 11,
     }
 }
 
@@ -373,36 +566,38 @@ impl RedbStore {
     /// Opens (or creates) the database file, its tables and its
     /// write-ahead log, replays the log over the last durable commit and
     /// checkpoints.
+    /// No rollback anchor: for tests and tools; `router serve` opens with
+    /// [`RedbStore::open_anchored`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let metrics = LogMetrics {
-            bytes: "router_wal_bytes",
-            checkpoints: "router_wal_checkpoints_total",
-        };
-        let db = LoggedDatabase::open(path, metrics, |tx, ops| {
-            let mut tables = HashMap::new();
-            for t in Table::ALL {
-                tables.insert(t, tx.open_table(definition(t)).map_err(backend)?);
+        let db = LoggedDatabase::open(path, METRICS, replay)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Opens the database as [`RedbStore::open`] does, checked against
+    /// the rollback anchor at `anchor` ([`grompi_ops::anchor`]), which
+    /// records after each synced commit how far the database has come.
+    /// Refuses a database behind the anchor (an older copy) or on another
+    /// history, an anchored database whose anchor is missing, and a
+    /// missing database (with its log) where the anchor exists. A new
+    /// database is created only where neither it, its log nor the anchor
+    /// exists; its first open creates the anchor.
+    pub fn open_anchored(path: &Path, anchor: &Path) -> Result<Self, StoreError> {
+        if !path.exists() && !wal_path(path).exists() {
+            if anchor.exists() {
+                return Err(StoreError::DatabaseMissing {
+                    database: path.to_path_buf(),
+                    anchor: anchor.to_path_buf(),
+                });
             }
-            for op in ops {
-                let (n, key, value) = match op {
-                    KvOp::Put { table, key, value } => (table, key, Some(value)),
-                    KvOp::Delete { table, key } => (table, key, None),
-                };
-                let table = table_of(n)
-                    .and_then(|t| tables.get_mut(&t))
-                    .ok_or_else(|| {
-                        StoreError::Backend(format!(
-                            "a write-ahead log record names table {n}, which does not exist"
-                        ))
-                    })?;
-                match value {
-                    Some(v) => table.insert(key.as_slice(), v.as_slice()).map(drop),
-                    None => table.remove(key.as_slice()).map(drop),
-                }
-                .map_err(backend)?;
-            }
-            Ok::<_, StoreError>(())
-        })?;
+            // Created, closed, and opened against the anchor below, which
+            // that first anchored open creates. A crash in between leaves
+            // a database without an anchor, which the next start anchors.
+            drop(LoggedDatabase::create(path, METRICS, |tx| {
+                replay(tx, Vec::new())
+            })?);
+        }
+        let db = LoggedDatabase::open_existing(path, METRICS, Some(anchor), replay)
+            .map_err(|e| anchor_refusal(e, path, anchor))?;
         Ok(Self { db: Arc::new(db) })
     }
 }
@@ -435,6 +630,16 @@ impl EnvelopeReader for RedbStore {
     ) -> Result<Vec<(Index, StoredEnvelope, Vec<Attestation>)>, StoreError> {
         read_range(self, c, from, to)
     }
+
+    fn admitted(
+        &self,
+        c: &ConversationId,
+        epoch: Epoch,
+        slot: SlotIndex,
+        sequence: Sequence,
+    ) -> Result<Option<Admitted>, StoreError> {
+        read_admitted(self, c, epoch, slot, sequence)
+    }
 }
 
 impl Store for RedbStore {
@@ -449,6 +654,7 @@ impl Store for RedbStore {
                 HashMap::new();
             for r in records {
                 let (t, k, v) = r.to_kv();
+                let mut with = None;
                 let table = match open.entry(t) {
                     std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                     std::collections::hash_map::Entry::Vacant(e) => {
@@ -461,9 +667,25 @@ impl Store for RedbStore {
                         log.put(table_number(t), &k, &v);
                     }
                     None => {
-                        table.remove(k.as_slice()).map_err(backend)?;
+                        let removed = table
+                            .remove(k.as_slice())
+                            .map_err(backend)?
+                            .map(|old| old.value().to_vec());
                         log.delete(table_number(t), &k);
+                        with = removed.and_then(|old| removed_with(r, &old));
                     }
+                }
+                // A row that goes with the one removed goes in the same
+                // commit, and in the log as a delete of its own.
+                if let Some((t, k)) = with {
+                    let table = match open.entry(t) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(tx.open_table(definition(t)).map_err(backend)?)
+                        }
+                    };
+                    table.remove(k.as_slice()).map_err(backend)?;
+                    log.delete(table_number(t), &k);
                 }
             }
         }
@@ -575,6 +797,7 @@ mod tests {
             ("progress", 8),
             ("slot_tails", 9),
             ("first_stored", 10),
+            ("slot_sequences", 11),
         ];
         assert_eq!(
             Table::ALL.len(),
@@ -590,7 +813,7 @@ mod tests {
             );
             assert_eq!(table_of(n), Some(t));
         }
-        assert_eq!(table_of(11), None);
+        assert_eq!(table_of(12), None);
     }
 
     #[test]
@@ -629,6 +852,118 @@ mod tests {
         std::fs::write(wal_path(&image), &log).unwrap();
         let err = RedbStore::open(&image).err().unwrap();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    #[test]
+    fn a_router_database_restarts_against_its_rollback_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let anchor = dir.path().join("elsewhere").join("router.anchor");
+        std::fs::create_dir_all(anchor.parent().unwrap()).unwrap();
+        // The first start creates the database and the anchor.
+        let mut store = RedbStore::open_anchored(&path, &anchor).unwrap();
+        assert!(anchor.exists(), "the first start made no anchor");
+        for k in 0..5 {
+            store
+                .commit(&[prekey(1, k, true)], Durability::Now)
+                .unwrap();
+        }
+        drop(store);
+        // A normal restart: everything is there, and it goes on.
+        let mut store = RedbStore::open_anchored(&path, &anchor).unwrap();
+        assert_eq!(prekeys(&store).len(), 5);
+        store
+            .commit(&[prekey(1, 5, true)], Durability::Now)
+            .unwrap();
+        drop(store);
+        let store = RedbStore::open_anchored(&path, &anchor).unwrap();
+        assert_eq!(prekeys(&store).len(), 6);
+    }
+
+    #[test]
+    fn an_older_copy_of_the_router_database_is_refused_by_its_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let anchor = dir.path().join("router.anchor");
+        let backup = dir.path().join("backup");
+        std::fs::create_dir_all(&backup).unwrap();
+        let copy = backup.join("router.redb");
+        {
+            let mut store = RedbStore::open_anchored(&path, &anchor).unwrap();
+            for k in 0..3 {
+                store
+                    .commit(&[prekey(1, k, true)], Durability::Now)
+                    .unwrap();
+            }
+        }
+        // A backup of the database and its log (not of the anchor).
+        grompi_ops::wal::copy_database(&path, &copy).unwrap();
+        {
+            let mut store = RedbStore::open_anchored(&path, &anchor).unwrap();
+            for k in 3..6 {
+                store
+                    .commit(&[prekey(1, k, true)], Durability::Now)
+                    .unwrap();
+            }
+        }
+        // The backup comes back in place of the database: refused.
+        grompi_ops::wal::copy_database(&copy, &path).unwrap();
+        let err = RedbStore::open_anchored(&path, &anchor).err().unwrap();
+        assert!(
+            matches!(err, StoreError::BehindAnchor { commits, anchored, .. } if commits < anchored),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("behind its rollback anchor")
+                && text.contains(&anchor.display().to_string())
+                && text.contains("older copy"),
+            "{text}"
+        );
+        // It is the anchor that refuses: the copy itself opens.
+        assert_eq!(prekeys(&RedbStore::open(&copy).unwrap()).len(), 3);
+        // An anchored database whose anchor is gone is refused too.
+        let moved = dir.path().join("moved.anchor");
+        std::fs::rename(&anchor, &moved).unwrap();
+        let err = RedbStore::open_anchored(&path, &anchor).err().unwrap();
+        assert!(matches!(err, StoreError::AnchorMissing { .. }), "{err}");
+        assert!(err.to_string().contains("is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_router_database_with_an_existing_anchor_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let anchor = dir.path().join("router.anchor");
+        {
+            let mut store = RedbStore::open_anchored(&path, &anchor).unwrap();
+            store
+                .commit(&[prekey(1, 1, true)], Durability::Now)
+                .unwrap();
+        }
+        // The database and its log are lost; the anchor is not.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(wal_path(&path)).unwrap();
+        let err = RedbStore::open_anchored(&path, &anchor).err().unwrap();
+        assert!(matches!(err, StoreError::DatabaseMissing { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not exist, but its rollback anchor")
+                && text.contains(&path.display().to_string()),
+            "{text}"
+        );
+        assert!(!path.exists(), "a refused start created a database");
+        // The database alone lost (its log left): refused as well.
+        {
+            let other = dir.path().join("other.redb");
+            let other_anchor = dir.path().join("other.anchor");
+            drop(RedbStore::open_anchored(&other, &other_anchor).unwrap());
+            std::fs::remove_file(&other).unwrap();
+            let err = RedbStore::open_anchored(&other, &other_anchor)
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains("exists but its database"), "{err}");
+        }
     }
 
     fn mem_prekeys(store: &MemStore) -> Vec<(AccountId, [u8; 32])> {
@@ -829,6 +1164,70 @@ mod tests {
         );
         let snapshot = reopened.load().unwrap();
         assert_eq!(snapshot.first_stored, vec![(c, Index(6))]);
+    }
+
+    /// The retention setting removes a member's envelope and, in the same
+    /// commit and log record, the slot sequence row the store derives from
+    /// the removed value; a crash image replays both.
+    #[test]
+    fn removing_a_member_envelope_removes_its_slot_sequence_row_in_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        let c = ConversationId::from_bytes([4; 32]);
+        for i in 0..4 {
+            let mut rows = envelope_rows(c, i, 1);
+            let mut sequence = None;
+            if let Some(Record::Envelope {
+                stored: Some(s), ..
+            }) = rows.first_mut()
+            {
+                s.submitter = Some(AccountId::from_bytes([6; 32]));
+                let h = s.envelope.header();
+                sequence = Some(Record::SlotSequence {
+                    conversation: c,
+                    epoch: h.epoch(),
+                    slot: h.sender(),
+                    sequence: h.sequence(),
+                    admitted: Some(Admitted {
+                        index: Index(i),
+                        hash: s.envelope.hash(),
+                    }),
+                });
+            }
+            rows.extend(sequence);
+            store.commit(&rows, Durability::Now).unwrap();
+        }
+        let sequences = |s: &RedbStore| -> Vec<u64> {
+            (1..=4)
+                .filter(|q| {
+                    s.admitted(&c, Epoch(0), SlotIndex(0), Sequence(*q))
+                        .unwrap()
+                        .is_some()
+                })
+                .collect()
+        };
+        assert_eq!(sequences(&store), vec![1, 2, 3, 4]);
+        assert_eq!(
+            store
+                .admitted(&c, Epoch(0), SlotIndex(0), Sequence(3))
+                .unwrap()
+                .map(|a| a.index),
+            Some(Index(2))
+        );
+        // Indices 0 and 1 (sequences 1 and 2) go, deferred, made durable
+        // by the next synced commit.
+        store
+            .commit(&removal(c, 2, 1), Durability::Deferred)
+            .unwrap();
+        assert_eq!(sequences(&store), vec![3, 4]);
+        store
+            .commit(&[prekey(1, 1, true)], Durability::Now)
+            .unwrap();
+        let image = crash_image(&path, &dir.path().join("crash"));
+        let reopened = RedbStore::open(&image).unwrap();
+        assert_eq!(sequences(&reopened), vec![3, 4]);
+        assert_eq!(kept(&reopened, &c), vec![(2, 1), (3, 1)]);
     }
 
     #[test]

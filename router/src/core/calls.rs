@@ -52,8 +52,12 @@ impl RouterCore {
             Call::Submit(s) => {
                 let id = s.envelope.header().conversation();
                 match self.submit(ticket, account, s, now, out) {
-                    Ok(None) => return self.advance_relay(&id, out),
-                    Ok(Some(r)) => Ok(r),
+                    Ok(Submitting::Waits) => return self.advance_relay(&id, out),
+                    Ok(Submitting::Answer(r)) => Ok(r),
+                    Ok(Submitting::Lookup(l)) => {
+                        out.effects.push(Effect::Lookup(ticket, l));
+                        return;
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -229,7 +233,8 @@ impl RouterCore {
         Ok(response)
     }
 
-    /// Admits a submission; `Ok(None)` means the reply comes later.
+    /// Admits a submission, or answers a resubmission of an envelope
+    /// already admitted.
     fn submit(
         &mut self,
         ticket: Ticket,
@@ -237,7 +242,7 @@ impl RouterCore {
         s: Submission,
         now: Millis,
         out: &mut Output,
-    ) -> Result<Option<Response>, RouterError> {
+    ) -> Result<Submitting, RouterError> {
         let id = s.envelope.header().conversation();
         let n = self.config.servers.len();
         let conv = self
@@ -246,14 +251,40 @@ impl RouterCore {
             .ok_or(RouterError::UnknownConversation(id))?;
         let hash = s.envelope.hash();
         if let Some(index) = conv.index_of(&hash) {
-            // A resubmission of an envelope already admitted: idempotent.
+            // A resubmission of an envelope still in memory: idempotent.
             match conv.pending.get_mut(&index) {
                 Some(p) if !p.delivered => {
                     p.tickets.push(ticket);
-                    return Ok(None);
+                    return Ok(Submitting::Waits);
                 }
-                _ => return Ok(Some(submitted(&hash))),
+                _ => return Ok(Submitting::Answer(submitted(&hash))),
             }
+        }
+        if let Some(last) = conv.sent_before(&account, &s.envelope) {
+            // The caller's slot sent this sequence before, and the
+            // envelope left memory: the slot's last envelope is known
+            // here, an older one is looked up in storage.
+            let h = s.envelope.header();
+            if h.sequence() < last.sequence {
+                return Ok(Submitting::Lookup(SequenceLookup {
+                    conversation: id,
+                    epoch: h.epoch(),
+                    slot: h.sender(),
+                    sequence: h.sequence(),
+                    last: last.sequence,
+                    hash,
+                }));
+            }
+            if last.hash == hash {
+                return Ok(Submitting::Answer(submitted(&hash)));
+            }
+            return Err(RouterError::Inadmissible(
+                grompi_proto::Misbehaviour::SequenceNotIncreasing {
+                    slot: h.sender(),
+                    last: last.sequence,
+                    got: h.sequence(),
+                },
+            ));
         }
         if let Some(free) = self.disk_low {
             return Err(RouterError::DiskLow {
@@ -321,7 +352,7 @@ impl RouterCore {
         self.recount(&id);
         self.active.insert(id);
         metrics::counter!("router_submissions_total").increment(1);
-        Ok(None)
+        Ok(Submitting::Waits)
     }
 
     fn fetch(
@@ -411,6 +442,18 @@ impl RouterCore {
             nonce,
         }))
     }
+}
+
+/// What a submission comes to.
+pub(super) enum Submitting {
+    /// Admitted, or a resubmission of an envelope waiting for its quorum:
+    /// the reply comes with the quorum.
+    Waits,
+    /// Answered now.
+    Answer(Response),
+    /// A resubmission of an older envelope no longer in memory: the shell
+    /// looks it up in storage ([`Effect::Lookup`]).
+    Lookup(SequenceLookup),
 }
 
 pub(super) fn submitted(hash: &EnvelopeHash) -> Response {

@@ -406,6 +406,26 @@ impl World {
                         });
                     }
                 }
+                Effect::Lookup(ticket, lookup) => {
+                    // The shell reads its store, then answers.
+                    if let Some((to, purpose, _)) = self.tickets.remove(&ticket) {
+                        let stored = match self.router.store(branch) {
+                            Some(store) => grompi_router::store::EnvelopeReader::admitted(
+                                store,
+                                &lookup.conversation,
+                                lookup.epoch,
+                                lookup.slot,
+                                lookup.sequence,
+                            ),
+                            None => Ok(None),
+                        };
+                        self.send(Event::Reply {
+                            to,
+                            purpose,
+                            result: lookup.answer(stored).map_err(|e| e.to_string()),
+                        });
+                    }
+                }
                 Effect::Job(job) => {
                     let serves = self
                         .router
