@@ -21,7 +21,7 @@ use std::cell::RefCell;
 /// The record a store keeps for one entry: `u16(len(entry)) || entry ||`
 /// its stored hashes after the first (`hashes[0]`, the leaf hash, is
 /// `SHA-256(0x00 || entry)` and is not stored).
-pub fn encode_record(entry: &[u8], hashes: &[[u8; 32]]) -> Result<Vec<u8>, StoreError> {
+pub fn encode_record(entry: &[u8], hashes: &[Hash]) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(2 + entry.len() + 32 * hashes.len());
     encode_record_into(&mut out, entry, hashes)?;
     Ok(out)
@@ -31,14 +31,14 @@ pub fn encode_record(entry: &[u8], hashes: &[[u8; 32]]) -> Result<Vec<u8>, Store
 pub fn encode_record_into(
     out: &mut Vec<u8>,
     entry: &[u8],
-    hashes: &[[u8; 32]],
+    hashes: &[Hash],
 ) -> Result<(), StoreError> {
     let len = u16::try_from(entry.len())
         .map_err(|_| StoreError::AuditLog(format!("an entry of {} bytes", entry.len())))?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(entry);
     for h in hashes.get(1..).unwrap_or_default() {
-        out.extend_from_slice(h);
+        out.extend_from_slice(h.as_bytes());
     }
     Ok(())
 }
@@ -167,10 +167,9 @@ impl<S: StoreWrite> LogStorage for WriteAudit<'_, S> {
         first_hash_index: u64,
         hashes: &[Hash],
     ) -> Result<(), StorageError> {
-        let raw: Vec<[u8; 32]> = hashes.iter().map(|h| h.0).collect();
         let r = self
             .store
-            .append_audit(index, entry, first_hash_index, &raw);
+            .append_audit(index, entry, first_hash_index, hashes);
         self.failure.keep(r)
     }
 }
@@ -268,11 +267,11 @@ mod tests {
                 );
             }
         }
-        let leaf = merkle::leaf_hash(b"abc").0;
-        let r = encode_record(b"abc", &[leaf, [2; 32]]).unwrap();
+        let leaf = merkle::leaf_hash(b"abc");
+        let r = encode_record(b"abc", &[leaf, Hash([2; 32])]).unwrap();
         assert_eq!(r.len(), 2 + 3 + 32, "the leaf hash is not stored");
         assert_eq!(record_entry(&r).unwrap(), b"abc");
-        assert_eq!(record_hash(&r, 0).unwrap(), Some(leaf));
+        assert_eq!(record_hash(&r, 0).unwrap(), Some(leaf.0));
         assert_eq!(record_hash(&r, 1).unwrap(), Some([2; 32]));
         assert_eq!(record_hash(&r, 2).unwrap(), None);
         assert!(record_entry(&r[..4]).is_err());

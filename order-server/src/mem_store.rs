@@ -268,7 +268,7 @@ impl StoreWrite for MemTxn<'_> {
         index: u64,
         entry: &[u8],
         first_hash_index: u64,
-        hashes: &[[u8; 32]],
+        hashes: &[grompi_tlog::Hash],
     ) -> Result<(), StoreError> {
         let count = self.audit_entry_count()?;
         audit_store::check_append(index, count, first_hash_index, hashes.len())?;

@@ -672,7 +672,7 @@ impl StoreWrite for RedbWrite<'_> {
         index: u64,
         entry: &[u8],
         first_hash_index: u64,
-        hashes: &[[u8; 32]],
+        hashes: &[grompi_tlog::Hash],
     ) -> Result<(), StoreError> {
         let count = self.audit_entry_count()?;
         crate::audit_store::check_append(index, count, first_hash_index, hashes.len())?;
@@ -685,7 +685,7 @@ impl StoreWrite for RedbWrite<'_> {
             .ok_or_else(|| StoreError::AuditLog("too many entries in one transaction".into()))?;
         self.audit_count.set(Some(count.saturating_add(1)));
         for (at, h) in (first_hash_index..).zip(hashes) {
-            self.audit_hashes.insert(at, *h);
+            self.audit_hashes.insert(at, h.0);
         }
         Ok(())
     }

@@ -118,6 +118,6 @@ pub trait StoreWrite: StoreRead {
         index: u64,
         entry: &[u8],
         first_hash_index: u64,
-        hashes: &[[u8; 32]],
+        hashes: &[grompi_tlog::Hash],
     ) -> Result<(), StoreError>;
 }

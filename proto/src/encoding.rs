@@ -22,8 +22,13 @@ pub struct Canonical {
 
 impl Canonical {
     /// An empty encoding, to which fields are appended in protocol order.
+    /// Room for 256 bytes is reserved at once: most encodings (statements,
+    /// headers, heads) fit, so building one allocates once instead of
+    /// growing field by field.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            bytes: Vec::with_capacity(256),
+        }
     }
 
     /// Appends a `u8`.
