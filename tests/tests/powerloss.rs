@@ -20,8 +20,11 @@
 //!   directory on the layer) with three order servers on ordinary disk,
 //!   under three concurrent senders, is cut [`ROUTER_CUTS`] times. After
 //!   every cut, every envelope whose Submit was acknowledged is at exactly
-//!   one index when fetched, at the index it was seen at before, and
-//!   resubmitting it is answered with its hash without adding an index.
+//!   one index when fetched, at the index it was seen at before; resuming
+//!   a submission the cut left unanswered, or resubmitting a sender's newest
+//!   acknowledged envelope, is answered with its hash; and no resubmission
+//!   adds an index (an older envelope that left the router's memory is
+//!   refused as a replay, by design: only each slot's last one is kept).
 //!
 //! Both need `/dev/fuse`, root (to mount), Debian's `python3-fusepy` and
 //! the server binaries built, so `cargo test --workspace` lists them as
@@ -50,7 +53,7 @@ const SEED: u64 = 0x0b1a_c0u64 << 8;
 /// Power cuts of the order server.
 const ORDER_CUTS: usize = 20;
 /// Power cuts of the router.
-const ROUTER_CUTS: usize = 8;
+const ROUTER_CUTS: usize = 20;
 /// The order server's log checkpoints past this many bytes
 /// (`grompi_ops::logged_db::CHECKPOINT_BYTES`).
 const CHECKPOINT_BYTES: u64 = grompi_ops::logged_db::CHECKPOINT_BYTES;
@@ -1195,6 +1198,18 @@ async fn router_power_cuts_lose_no_acknowledged_submission() {
             sent.push(t.await.unwrap());
         }
         (router, c) = net.start().await;
+        // Each sender first resumes the submission the cut left without an
+        // answer (what a client does): it is answered with its hash, whether
+        // the router had committed it or not.
+        for (s, m) in sent.iter_mut().zip(&members) {
+            if let Some((req, hash)) = s.unanswered.take() {
+                let r = c.submit(authed(m, req.clone())).await.unwrap_or_else(|e| {
+                    panic!("after cut {cut}: resuming an unanswered submission: {e:?}")
+                });
+                assert_eq!(&r.into_inner().envelope_hash, &hash.to_vec());
+                s.acked.push((req, hash));
+            }
+        }
         // Every acknowledged envelope is delivered once the servers have
         // attested what the router had committed (it re-sends after a start).
         let mut acked: Vec<grompi_proto::EnvelopeHash> = vec![setup_hash];
@@ -1239,22 +1254,31 @@ async fn router_power_cuts_lose_no_acknowledged_submission() {
         for h in &acked {
             seen.insert(*h, at[h]);
         }
-        // Resubmitting acknowledged envelopes (the newest of each sender
-        // and a few older ones) is answered and adds no index.
+        // Resubmitting a sender's newest acknowledged envelope is answered
+        // with its hash (the router keeps each slot's last envelope across
+        // restarts). An older one is answered too while the router still
+        // holds it, and otherwise refused as a replay of an old sequence;
+        // neither adds an index.
         for (s, m) in sent.iter().zip(&members) {
             let n = s.acked.len();
-            let mut picks: Vec<usize> = (n.saturating_sub(3)..n).collect();
-            for _ in 0..3 {
-                if n > 0 {
-                    picks.push(rng.random_range(0..n));
+            let mut picks: Vec<usize> = (n.saturating_sub(1)..n).collect();
+            for _ in 0..4 {
+                if n > 1 {
+                    picks.push(rng.random_range(0..n - 1));
                 }
             }
             for i in picks {
                 let (req, hash) = &s.acked[i];
-                let r = c.submit(authed(m, req.clone())).await.unwrap_or_else(|e| {
-                    panic!("after cut {cut}: resubmitting an acknowledged envelope: {e:?}")
-                });
-                assert_eq!(&r.into_inner().envelope_hash, &hash.to_vec());
+                match c.submit(authed(m, req.clone())).await {
+                    Ok(r) => assert_eq!(&r.into_inner().envelope_hash, &hash.to_vec()),
+                    Err(e) => assert!(
+                        i + 1 < n
+                            && e.code() == tonic::Code::FailedPrecondition
+                            && e.message().contains("is not above the last accepted"),
+                        "after cut {cut}: resubmitting acknowledged envelope {i} of {n} of a \
+                         sender: {e:?}"
+                    ),
+                }
             }
         }
         let again = fetch_all(&mut c, &members[0], &id).await;
