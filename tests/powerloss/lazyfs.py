@@ -38,8 +38,14 @@ What is modelled (strictly, more strictly than ext4 in practice):
 BACKING holds `manifest.json` (the durable directory entries) and
 `data/<inode>` (each inode's durable contents). BACKING itself is never
 fsynced: the machine under test does not lose power, only this file system
-pretends to. mmap works through the kernel's page cache (writes through a
-shared mapping reach this process on msync or writeback, like any write).
+pretends to.
+
+What the servers do, and all of it is covered: redb (4.x) and the
+write-ahead log use pread/pwrite at offsets, set_len (truncate), fsync and
+fdatasync, and byte-range and flock locks; secret files are written to a
+temporary name, fsynced, renamed and the directory fsynced. Neither uses
+mmap (a shared writable mapping would reach this layer only at writeback,
+like any write, and become durable only with an fsync).
 
 --ready FILE: created once the file system is mounted and answering, so
 that a caller can wait for it.
