@@ -4,7 +4,9 @@
 //! A write goes to a temporary file in the same directory, which is fsynced
 //! and then renamed over the target; the directory is fsynced after the
 //! rename. A crash at any point leaves either the old file or the new one,
-//! never a torn one.
+//! never a torn one. Public files that must survive a power loss as much
+//! (certificates) are written the same way ([`write_public`]), and data
+//! directories are created durably ([`create_dir_durably`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -64,6 +66,45 @@ fn io_err<'a>(
 /// Writes `contents` to `path` atomically with mode `0600`: temporary file,
 /// fsync, rename, fsync of the directory.
 pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), SecretFileError> {
+    write_durably(path, contents, 0o600)
+}
+
+/// Writes a public file (a certificate) the way [`write_secret`] writes a
+/// secret one, with mode `0644`: durable once this returns, never torn.
+pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), SecretFileError> {
+    write_durably(path, contents, 0o644)
+}
+
+/// Creates the directory `dir` (and missing parents) with mode `mode`
+/// (less the umask), and makes each new entry durable: the directory that
+/// holds it is fsynced, so that a power loss right after cannot lose a
+/// directory whose files were made durable inside it.
+pub fn create_dir_durably(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut created = Vec::new();
+    let mut p = dir;
+    while !p.exists() {
+        created.push(p.to_path_buf());
+        match p.parent() {
+            Some(q) if !q.as_os_str().is_empty() => p = q,
+            _ => break,
+        }
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
+    for d in created.iter().rev() {
+        let parent = match d.parent() {
+            Some(q) if !q.as_os_str().is_empty() => q,
+            _ => Path::new("."),
+        };
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn write_durably(path: &Path, contents: &[u8], mode: u32) -> Result<(), SecretFileError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -78,12 +119,12 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> Result<(), SecretFileError>
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
         // The mode given to open is filtered by the umask only towards fewer
         // permissions, but an existing temporary file keeps its mode: set it.
-        f.set_permissions(fs::Permissions::from_mode(0o600))
+        f.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(io_err("chmod", &tmp))?;
         f.write_all(contents).map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
@@ -138,6 +179,21 @@ mod tests {
         assert_eq!(mode, 0o600);
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn public_files_and_directories_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a/b");
+        create_dir_durably(&d, 0o700).unwrap();
+        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        create_dir_durably(&d, 0o700).unwrap(); // already there: fine
+        let p = d.join("cert");
+        write_public(&p, b"pem").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"pem");
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644);
     }
 
     #[test]

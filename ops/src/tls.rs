@@ -36,7 +36,8 @@ pub enum TlsError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The private key file could not be written or read.
+    /// The private key file could not be written or read, or the
+    /// certificate could not be written.
     #[error(transparent)]
     Secret(#[from] SecretFileError),
     /// A file's contents are not what they should be.
@@ -98,12 +99,10 @@ impl TlsIdentity {
     /// Writes `<stem>.crt` and `<stem>.key` (mode `0600`) into `dir`.
     pub fn write_to(&self, dir: &Path, stem: &str) -> Result<(), TlsError> {
         secret_file::write_secret(&Self::key_path(dir, stem), self.key_pem.as_bytes())?;
-        let cert = Self::cert_path(dir, stem);
-        std::fs::write(&cert, self.cert_pem.as_bytes()).map_err(|source| TlsError::Io {
-            action: "write",
-            path: cert.clone(),
-            source,
-        })
+        // Durably too: a server whose certificate a power loss emptied
+        // could not start, and the router pins this one.
+        secret_file::write_public(&Self::cert_path(dir, stem), self.cert_pem.as_bytes())?;
+        Ok(())
     }
 
     /// Reads `<stem>.crt` and `<stem>.key` from `dir`, checking that both

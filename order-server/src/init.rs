@@ -122,7 +122,9 @@ pub fn init_with_origin(
     if db_path.exists() || grompi_ops::wal::path_for(&db_path).exists() || log_key_path.exists() {
         return Err(InitError::DatabaseExists(db_path));
     }
-    std::fs::create_dir_all(data_dir).map_err(mkdir)?;
+    // Durably: the files below are synced inside it, and a power loss
+    // must not take the directory (and with it the key) away.
+    secret_file::create_dir_durably(data_dir, 0o700).map_err(mkdir)?;
     std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(mkdir)?;
     let mut bytes = Zeroizing::new([0u8; 32]);
     rand::fill(&mut bytes[..]);

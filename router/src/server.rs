@@ -51,7 +51,8 @@ fn setup(e: impl std::fmt::Display) -> ServeError {
 /// certificate serves clients and authenticates the router to order
 /// servers). Returns instructions for the operator.
 pub fn init(data_dir: &Path, names: &[String]) -> Result<String, ServeError> {
-    std::fs::create_dir_all(data_dir)
+    // Durably, like everything written in it.
+    grompi_ops::secret_file::create_dir_durably(data_dir, 0o777)
         .map_err(|e| setup(format!("create {}: {e}", data_dir.display())))?;
     if TlsIdentity::cert_path(data_dir, Config::TLS_STEM).exists() {
         return Err(setup(format!(
