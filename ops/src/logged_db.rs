@@ -66,6 +66,12 @@ pub const CAPACITY: u64 = 64 << 20;
 /// so that a batch almost never finds the log full.
 pub const CHECKPOINT_BYTES: u64 = CAPACITY / 2;
 
+/// The database's page cache. redb's default is 1 GiB, so a process's
+/// resident memory would grow with the pages it reads and writes (every
+/// envelope fetched, every record replayed) up to that; this bounds it.
+/// Reads beyond it go to the operating system's page cache.
+pub const PAGE_CACHE_BYTES: usize = 64 << 20;
+
 const WAL_TABLE: redb::TableDefinition<'static, &'static str, u64> =
     redb::TableDefinition::new("wal");
 const WAL_IDS: redb::TableDefinition<'static, &'static str, &'static [u8]> =
@@ -299,7 +305,10 @@ impl LoggedDatabase {
         let database_id = crate::wal::new_database_id().map_err(|e| {
             LoggedDbError::Database(format!("cannot read the random generator: {e}"))
         })?;
-        let database = Database::create(path).map_err(db)?;
+        let database = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(path)
+            .map_err(db)?;
         // The log first: a database that records an id always has its log.
         let wal = Wal::create(&log_path, &database_id, FIRST_GENERATION, CAPACITY)
             .map_err(LoggedDbError::from)?;
@@ -368,7 +377,10 @@ impl LoggedDatabase {
             }
             .into());
         }
-        let database = Database::open(path).map_err(db)?;
+        let database = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .open(path)
+            .map_err(db)?;
         let mut txn = database.begin_write().map_err(db)?;
         let recorded = read_recorded(&txn, path)?;
         let generation = recorded.generation;
