@@ -18,8 +18,12 @@
 //!
 //! # Layout
 //!
-//! Everything is in this one module; each helper is small.
+//! Everything is in this one module, each helper small, but
+//! [`order_conv`]: a conversation as a test drives an order server
+//! directly (valid attest items, the chain).
 #![forbid(unsafe_code)]
+
+pub mod order_conv;
 
 use grompi_ops::tls::{self, TlsIdentity};
 use grompi_simulator::live::LiveError;

@@ -36,10 +36,10 @@ use grompi_proto::envelope::HeaderFields;
 use grompi_proto::pb::{self, RefusalReason, order_service_client::OrderServiceClient};
 use grompi_proto::{
     BlockDigest, BodyHash, ConversationId, EnvelopeHeader, EnvelopeKind, EnvelopeSummary, Epoch,
-    Head, Index, KeyCommitment, MacKeys, OrderServerKey, Sequence, SlotEntry, SlotIndex, SlotRole,
-    SlotSecret, SlotSet,
+    KeyCommitment, OrderServerKey, Sequence, SlotIndex, SlotSecret, SlotSet,
 };
 use grompi_simulator::live::process::{clear_bound_addrs, find_binary, init_order_server};
+use grompi_tests::order_conv::Conv;
 use grompi_tests::{BoundAddrs, Process};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
@@ -216,114 +216,9 @@ async fn metrics(addr: std::net::SocketAddr, names: &[&str]) -> Option<Vec<f64>>
     )
 }
 
-// ---- an order server's conversations (as in e2e/order_server.rs) ----------------
+// ---- an order server's conversations (grompi_tests::order_conv) ---------------
 
 type OrderClient = OrderServiceClient<Channel>;
-
-/// A conversation as its members see it: slot secrets, the chain so far.
-#[derive(Clone)]
-struct Conv {
-    id: ConversationId,
-    secrets: Vec<[u8; 32]>,
-    keys: Vec<MacKeys>,
-    next: u64,
-    head: Head,
-    seq: u64,
-}
-
-impl Conv {
-    fn new(server: &OrderServerKey, tag: u8, n: usize) -> Self {
-        let secrets: Vec<[u8; 32]> = (0..n)
-            .map(|i| [tag.wrapping_mul(17).wrapping_add(i as u8 + 1); 32])
-            .collect();
-        let keys = secrets
-            .iter()
-            .map(|s| SlotSecret::from_bytes(*s).mac_keys(server).unwrap())
-            .collect();
-        let id = ConversationId::from_bytes([tag; 32]);
-        Self {
-            id,
-            secrets,
-            keys,
-            next: 0,
-            head: Head::genesis(&id),
-            seq: 0,
-        }
-    }
-
-    fn slot_set(&self) -> SlotSet {
-        SlotSet::new(
-            self.secrets
-                .iter()
-                .enumerate()
-                .map(|(i, s)| SlotEntry {
-                    key: SlotSecret::from_bytes(*s).public_key(),
-                    role: if i == 0 {
-                        SlotRole::Admin
-                    } else {
-                        SlotRole::Member
-                    },
-                })
-                .collect(),
-        )
-        .unwrap()
-    }
-
-    fn open_request(&self) -> pb::OpenConversationRequest {
-        pb::OpenConversationRequest {
-            conversation_id: self.id.to_vec(),
-            slots: Some((&self.slot_set()).into()),
-        }
-    }
-
-    /// The next valid item from `sender` (a Setup at index 0).
-    fn item(&mut self, sender: u32, body: u64) -> (pb::AttestItem, EnvelopeSummary) {
-        self.seq += 1;
-        let (kind, set_hash) = if self.next == 0 {
-            (EnvelopeKind::Setup, Some(self.slot_set().hash()))
-        } else {
-            (EnvelopeKind::Message, None)
-        };
-        let mut b = [0u8; 32];
-        b[..8].copy_from_slice(&body.to_be_bytes());
-        let summary = EnvelopeSummary {
-            header: EnvelopeHeader::new(HeaderFields {
-                conversation: self.id,
-                epoch: Epoch(0),
-                kind,
-                sender: SlotIndex(sender),
-                sequence: Sequence(self.seq),
-                last_seen: None,
-                body_hash: BodyHash::from_bytes(b),
-                key_commitment: KeyCommitment::from_bytes([5; 32]),
-                slot_set_hash: set_hash,
-            })
-            .unwrap(),
-            block_digests: vec![
-                BlockDigest::from_bytes([1; 32]),
-                BlockDigest::from_bytes([2; 32]),
-            ],
-        };
-        let item = pb::AttestItem {
-            envelope: Some((&summary).into()),
-            submission_tag: self.keys[sender as usize]
-                .submit(&summary.hash(), Sequence(self.seq))
-                .to_vec(),
-            index: self.next,
-            previous_head: self.head.to_vec(),
-            next_slots: None,
-        };
-        (item, summary)
-    }
-
-    /// Advances the chain after `summary` was attested.
-    fn accept(&mut self, summary: &EnvelopeSummary) {
-        self.head = self
-            .head
-            .next(&self.id, Epoch(0), Index(self.next), &summary.hash());
-        self.next += 1;
-    }
-}
 
 /// Every attestation answered: the item sent and the attestation got, per
 /// (conversation, index).
