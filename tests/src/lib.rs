@@ -20,10 +20,12 @@
 //!
 //! Everything is in this one module, each helper small, but
 //! [`order_conv`]: a conversation as a test drives an order server
-//! directly (valid attest items, the chain).
+//! directly (valid attest items, the chain), and [`router_member`]: an
+//! account as a test drives the router directly.
 #![forbid(unsafe_code)]
 
 pub mod order_conv;
+pub mod router_member;
 
 use grompi_ops::tls::{self, TlsIdentity};
 use grompi_simulator::live::LiveError;

@@ -35,11 +35,12 @@
 use grompi_proto::envelope::HeaderFields;
 use grompi_proto::pb::{self, RefusalReason, order_service_client::OrderServiceClient};
 use grompi_proto::{
-    BlockDigest, BodyHash, ConversationId, EnvelopeHeader, EnvelopeKind, EnvelopeSummary, Epoch,
-    KeyCommitment, OrderServerKey, Sequence, SlotIndex, SlotSecret, SlotSet,
+    BodyHash, ConversationId, EnvelopeHeader, EnvelopeKind, EnvelopeSummary, Epoch, KeyCommitment,
+    OrderServerKey, Sequence, SlotIndex, SlotSet,
 };
 use grompi_simulator::live::process::{clear_bound_addrs, find_binary, init_order_server};
 use grompi_tests::order_conv::Conv;
+use grompi_tests::router_member::{Member, authed, fetch_all, hash_of, register};
 use grompi_tests::{BoundAddrs, Process};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use std::collections::BTreeMap;
@@ -799,72 +800,6 @@ impl RouterOnDisk {
     }
 }
 
-#[derive(Clone)]
-struct Member {
-    account: Vec<u8>,
-    token: String,
-    secrets: Arc<std::collections::HashMap<grompi_proto::SlotKey, SlotSecret>>,
-}
-
-fn authed<T>(m: &Member, body: T) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(body);
-    r.metadata_mut()
-        .insert(grompi_proto::SESSION_METADATA, m.token.parse().unwrap());
-    r
-}
-
-async fn register(
-    c: &mut RouterClient,
-    network: &grompi_proto::ids::NetworkBinding,
-    seed: u8,
-) -> Member {
-    use ed25519_dalek::{Signer, SigningKey};
-    let challenge = c
-        .get_challenge(pb::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge;
-    let ch = grompi_proto::Challenge::parse("c", &challenge).unwrap();
-    let signing = SigningKey::from_bytes(&[seed; 32]);
-    let secrets: std::collections::HashMap<_, _> = (0..4u8)
-        .map(|i| {
-            let s = SlotSecret::from_bytes([seed.wrapping_mul(13).wrapping_add(i + 1); 32]);
-            (s.public_key(), s)
-        })
-        .collect();
-    let prekey = [seed; 32];
-    let r = c
-        .register(pb::RegisterRequest {
-            identity: Some(pb::IdentityKeys {
-                signing_key: signing.verifying_key().to_bytes().to_vec(),
-                session_key: vec![seed; 32],
-            }),
-            challenge,
-            signature: signing
-                .sign(&ch.network_signing_message(network))
-                .to_bytes()
-                .to_vec(),
-            fallback_prekey: Some(pb::SignedPrekey {
-                key: prekey.to_vec(),
-                signature: signing
-                    .sign(&grompi_proto::ids::prekey_signing_message(&prekey))
-                    .to_bytes()
-                    .to_vec(),
-            }),
-            one_time_prekeys: vec![],
-            order_keys: secrets.keys().map(|k| k.to_vec()).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    Member {
-        account: r.account,
-        token: hex::encode(r.session_token),
-        secrets: Arc::new(secrets),
-    }
-}
-
 /// A submission of `m`'s envelope number `sequence` and its hash.
 fn submission(
     keys: &[OrderServerKey],
@@ -923,39 +858,6 @@ fn submission(
         },
         hash,
     )
-}
-
-fn hash_of(d: &pb::Delivery) -> grompi_proto::EnvelopeHash {
-    let h = EnvelopeHeader::try_from(d.header.clone().unwrap()).unwrap();
-    let digests: Vec<BlockDigest> = d
-        .block_digests
-        .iter()
-        .map(|b| BlockDigest::parse("d", b).unwrap())
-        .collect();
-    grompi_proto::EnvelopeHash::compute(&h.core_hash(), &digests)
-}
-
-async fn fetch_all(c: &mut RouterClient, m: &Member, id: &[u8]) -> Vec<pb::Delivery> {
-    let mut all: Vec<pb::Delivery> = Vec::new();
-    loop {
-        let next = c
-            .fetch(authed(
-                m,
-                pb::FetchRequest {
-                    conversation_id: id.to_vec(),
-                    from_index: all.len() as u64,
-                    limit: 256,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if next.is_empty() {
-            return all;
-        }
-        all.extend(next);
-    }
 }
 
 /// What one sender got acknowledged, and the submission it sent last

@@ -4,27 +4,23 @@
 //! full tags after catch-up), and a router killed with SIGKILL under load.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failed step fails the test
 
-use ed25519_dalek::{Signer, SigningKey};
 use grompi_proto::descriptor::{NetworkDescriptor, OrderServerEntry, RouterEntry};
 use grompi_proto::envelope::HeaderFields;
-use grompi_proto::ids::{NetworkBinding, prekey_signing_message};
+use grompi_proto::ids::NetworkBinding;
 use grompi_proto::mac::AttestationStatement;
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{
-    BlockDigest, BodyHash, Challenge, ConversationId, Envelope, EnvelopeHash, EnvelopeHeader,
-    EnvelopeKind, Epoch, Head, Index, KeyCommitment, OrderServerKey, RecipientBlock, Sequence,
-    SlotIndex, SlotKey, SlotSecret, SlotSet, Tag,
+    BodyHash, ConversationId, Envelope, EnvelopeHash, EnvelopeHeader, EnvelopeKind, Epoch, Head,
+    Index, KeyCommitment, OrderServerKey, RecipientBlock, Sequence, SlotIndex, SlotKey, SlotSet,
+    Tag,
 };
+use grompi_tests::router_member::{Client, Member, authed, fetch_all, hash_of, register};
 use grompi_tests::{OrderServerNode, Process, RunningOrderServer};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
-use tonic::{Code, Request};
-
-type Client = RouterClient<Channel>;
+use tonic::Code;
 
 /// The router, its data and the order servers it talks to.
 /// The name of the test network, in its descriptor.
@@ -179,69 +175,6 @@ impl Net {
     }
 }
 
-#[derive(Clone)]
-struct Member {
-    signing: SigningKey,
-    account: Vec<u8>,
-    token: String,
-    secrets: Arc<HashMap<SlotKey, SlotSecret>>,
-}
-
-fn authed<T>(m: &Member, body: T) -> Request<T> {
-    let mut r = Request::new(body);
-    r.metadata_mut()
-        .insert(grompi_proto::SESSION_METADATA, m.token.parse().unwrap());
-    r
-}
-
-async fn register(c: &mut Client, network: &NetworkBinding, seed: u8) -> Member {
-    let challenge = c
-        .get_challenge(pb::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge;
-    let ch = Challenge::parse("c", &challenge).unwrap();
-    let signing = SigningKey::from_bytes(&[seed; 32]);
-    let secrets: HashMap<SlotKey, SlotSecret> = (0..4u8)
-        .map(|i| {
-            let s = SlotSecret::from_bytes([seed.wrapping_mul(13).wrapping_add(i + 1); 32]);
-            (s.public_key(), s)
-        })
-        .collect();
-    let prekey = [seed; 32];
-    let r = c
-        .register(pb::RegisterRequest {
-            identity: Some(pb::IdentityKeys {
-                signing_key: signing.verifying_key().to_bytes().to_vec(),
-                session_key: vec![seed; 32],
-            }),
-            challenge,
-            signature: signing
-                .sign(&ch.network_signing_message(network))
-                .to_bytes()
-                .to_vec(),
-            fallback_prekey: Some(pb::SignedPrekey {
-                key: prekey.to_vec(),
-                signature: signing
-                    .sign(&prekey_signing_message(&prekey))
-                    .to_bytes()
-                    .to_vec(),
-            }),
-            one_time_prekeys: vec![],
-            order_keys: secrets.keys().map(|k| k.to_vec()).collect(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    Member {
-        signing,
-        account: r.account,
-        token: hex::encode(r.session_token),
-        secrets: Arc::new(secrets),
-    }
-}
-
 fn slot(created: &pb::CreateConversationResponse, m: &Member) -> (SlotIndex, SlotKey) {
     let a = created
         .assignments
@@ -377,39 +310,6 @@ fn verify(
     d.attestations.len()
 }
 
-fn hash_of(d: &pb::Delivery) -> EnvelopeHash {
-    let h = EnvelopeHeader::try_from(d.header.clone().unwrap()).unwrap();
-    let digests: Vec<BlockDigest> = d
-        .block_digests
-        .iter()
-        .map(|b| BlockDigest::parse("d", b).unwrap())
-        .collect();
-    EnvelopeHash::compute(&h.core_hash(), &digests)
-}
-
-async fn fetch_all(c: &mut Client, m: &Member, id: ConversationId) -> Vec<pb::Delivery> {
-    let mut all: Vec<pb::Delivery> = Vec::new();
-    loop {
-        let next = c
-            .fetch(authed(
-                m,
-                pb::FetchRequest {
-                    conversation_id: id.to_vec(),
-                    from_index: all.len() as u64,
-                    limit: 256,
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .deliveries;
-        if next.is_empty() {
-            return all;
-        }
-        all.extend(next);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_concurrent_senders_and_an_offline_member_catching_up() {
     let net = Net::start(3, "").await;
@@ -455,7 +355,7 @@ async fn setup_concurrent_senders_and_an_offline_member_catching_up() {
     assert_eq!(seen, (0..21).collect::<Vec<u64>>());
     // The offline member catches up with Fetch.
     let mut c3 = net.client().await;
-    let all = fetch_all(&mut c3, &members[2], id).await;
+    let all = fetch_all(&mut c3, &members[2], id.as_bytes()).await;
     assert_eq!(all.len(), 21);
     for (i, d) in all.iter().enumerate() {
         assert_eq!(d.index, i as u64);
@@ -605,11 +505,11 @@ async fn a_router_killed_under_load_loses_no_acknowledged_envelope() {
     assert!(!acked.is_empty());
     net.start_router().await;
     let mut c = net.client().await;
-    let mut all = fetch_all(&mut c, &members[0], id).await;
+    let mut all = fetch_all(&mut c, &members[0], id.as_bytes()).await;
     // Envelopes committed but not yet attested at the kill are re-sent and
     // complete after the restart.
     for _ in 0..100 {
-        let more = fetch_all(&mut c, &members[0], id).await;
+        let more = fetch_all(&mut c, &members[0], id.as_bytes()).await;
         if more.len() == all.len() {
             break;
         }
