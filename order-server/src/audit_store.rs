@@ -12,9 +12,20 @@
 //! completed; the leaf hash is recomputed from the entry), so an append is
 //! one write, and a stored hash is found in the record of the entry that
 //! completed it ([`hash_location`]).
+//!
+//! A write transaction appends through a [`Frontier`]: the hashes of the
+//! complete subtrees on the tree's right edge, which are exactly the left
+//! siblings the next appends combine with. It belongs to the transaction
+//! (created empty with it, dropped with it), is filled from the store the
+//! first time a level is needed and from each append after that, so a
+//! batch's node hashes are computed in one pass over its entries without
+//! reading back what the batch itself wrote, and an aborted transaction
+//! takes its frontier with it: nothing held in memory outlives the
+//! transaction it was computed in.
 
 use crate::store::{StoreError, StoreRead, StoreWrite};
 use grompi_tlog::error::{LogError, StorageError};
+use grompi_tlog::merkle::MAX_TREE_SIZE;
 use grompi_tlog::{Hash, Log, LogStorage, merkle};
 use std::cell::RefCell;
 
@@ -33,14 +44,113 @@ pub fn encode_record_into(
     entry: &[u8],
     hashes: &[Hash],
 ) -> Result<(), StoreError> {
-    let len = u16::try_from(entry.len())
-        .map_err(|_| StoreError::AuditLog(format!("an entry of {} bytes", entry.len())))?;
+    let len = entry_len(entry)?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(entry);
     for h in hashes.get(1..).unwrap_or_default() {
         out.extend_from_slice(h.as_bytes());
     }
     Ok(())
+}
+
+/// An entry's length as its record states it, if it fits.
+fn entry_len(entry: &[u8]) -> Result<u16, StoreError> {
+    u16::try_from(entry.len()).map_err(|_| {
+        StoreError::AuditLog(format!(
+            "an entry of {} bytes is longer than the log's limit of {} bytes",
+            entry.len(),
+            u16::MAX
+        ))
+    })
+}
+
+/// The right edge of the log's tree in one write transaction: for each
+/// level `l` whose bit is set in the log's size, the hash of the complete
+/// subtree of `2^l` entries that ends the tree there, where known. An
+/// append combines its leaf hash with these (its left siblings) and
+/// replaces them with the subtree it completes.
+///
+/// A level is read from the store the first time it is needed and never
+/// again in the transaction; so the frontier must be created with the
+/// transaction and dropped with it (it is only ever right for the store
+/// state of the transaction it appended in).
+#[derive(Debug, Clone)]
+pub struct Frontier {
+    /// The log's size the frontier is for, once known.
+    size: Option<u64>,
+    /// `levels[l]`: the hash of the right-edge subtree of level `l`,
+    /// meaningful only while bit `l` of `size` is set.
+    levels: [Option<Hash>; 64],
+}
+
+impl Default for Frontier {
+    fn default() -> Self {
+        Self {
+            size: None,
+            levels: [None; 64],
+        }
+    }
+}
+
+impl Frontier {
+    /// An empty frontier, for a new transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `entry` as the log's next entry, whose index is `count`
+    /// (the log's size in this transaction): writes its record
+    /// ([`encode_record`]) to the end of `out`, and returns the number of
+    /// node hashes in it. `read` reads a stored hash (numbered as
+    /// [`merkle::stored_hash_index`]) from what the store held before this
+    /// frontier's first append. On an error, `out` and the frontier are as
+    /// they were.
+    pub fn append(
+        &mut self,
+        count: u64,
+        entry: &[u8],
+        out: &mut Vec<u8>,
+        read: impl Fn(u64) -> Result<Option<[u8; 32]>, StoreError>,
+    ) -> Result<usize, StoreError> {
+        let len = entry_len(entry)?;
+        if count >= MAX_TREE_SIZE {
+            return Err(StoreError::AuditLog(LogError::Full.to_string()));
+        }
+        if self.size.is_some_and(|s| s != count) {
+            return Err(StoreError::AuditLog(format!(
+                "entry {count} appended to a log of {} entries",
+                self.size.unwrap_or_default()
+            )));
+        }
+        // Left siblings first: a failed read leaves everything unchanged.
+        let closes = count.trailing_ones() as usize;
+        let mut siblings = [Hash([0; 32]); 64];
+        for (level, slot) in siblings.iter_mut().enumerate().take(closes) {
+            *slot = match self.levels[level] {
+                Some(h) => h,
+                None => {
+                    let n = (count >> level) - 1;
+                    let at = merkle::stored_hash_index(level as u32, n);
+                    let h = read(at)?.map(Hash).ok_or(StoreError::Inconsistent(
+                        "an audit log hash on the tree's right edge is missing",
+                    ))?;
+                    self.levels[level] = Some(h);
+                    h
+                }
+            };
+        }
+        out.reserve(2 + entry.len() + 32 * closes);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(entry);
+        let mut h = merkle::leaf_hash(entry);
+        for sibling in &siblings[..closes] {
+            h = merkle::node_hash(sibling, &h);
+            out.extend_from_slice(h.as_bytes());
+        }
+        self.levels[closes] = Some(h);
+        self.size = Some(count + 1);
+        Ok(closes)
+    }
 }
 
 const BAD_RECORD: StoreError = StoreError::Inconsistent("a stored audit log record is malformed");
@@ -81,26 +191,6 @@ pub fn hash_location(index: u64) -> Option<(u64, usize)> {
     Some((entry, usize::try_from(level).ok()?))
 }
 
-/// Checks that an append continues the log: entry `index` is the next,
-/// its hashes start at the hash count, and they are as many as its append
-/// computes.
-pub fn check_append(
-    index: u64,
-    count: u64,
-    first_hash_index: u64,
-    hashes: usize,
-) -> Result<(), StoreError> {
-    let expected = 1 + (index.saturating_add(1)).trailing_zeros() as usize;
-    if index != count || first_hash_index != merkle::stored_hash_count(count) || hashes != expected
-    {
-        return Err(StoreError::AuditLog(format!(
-            "entry {index} with {hashes} hashes from hash {first_hash_index} appended out of \
-             order (the log holds {count} entries)"
-        )));
-    }
-    Ok(())
-}
-
 /// Keeps the first store error a [`LogStorage`] call met, so that it comes
 /// back typed rather than as the log's text.
 #[derive(Debug, Default)]
@@ -114,20 +204,6 @@ impl Failure {
             StorageError(text)
         })
     }
-
-    /// The store's own error if one caused `e`, else the log's refusal.
-    fn into_error(self, e: LogError) -> StoreError {
-        self.0
-            .into_inner()
-            .unwrap_or_else(|| StoreError::AuditLog(e.to_string()))
-    }
-}
-
-/// The audit log's storage inside a write transaction.
-#[derive(Debug)]
-pub struct WriteAudit<'a, S> {
-    store: &'a mut S,
-    failure: Failure,
 }
 
 /// The audit log's storage in a read snapshot (appends are refused).
@@ -137,45 +213,22 @@ pub struct ReadAudit<'a, S> {
     failure: Failure,
 }
 
-macro_rules! reads {
-    () => {
-        fn entry_count(&self) -> Result<u64, StorageError> {
-            self.failure.keep(self.store.audit_entry_count())
-        }
-
-        fn hash_count(&self) -> Result<u64, StorageError> {
-            self.failure.keep(self.store.audit_hash_count())
-        }
-
-        fn read_hash(&self, index: u64) -> Result<Option<Hash>, StorageError> {
-            Ok(self.failure.keep(self.store.audit_hash(index))?.map(Hash))
-        }
-
-        fn read_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
-            self.failure.keep(self.store.audit_entry(index))
-        }
-    };
-}
-
-impl<S: StoreWrite> LogStorage for WriteAudit<'_, S> {
-    reads!();
-
-    fn append(
-        &mut self,
-        index: u64,
-        entry: &[u8],
-        first_hash_index: u64,
-        hashes: &[Hash],
-    ) -> Result<(), StorageError> {
-        let r = self
-            .store
-            .append_audit(index, entry, first_hash_index, hashes);
-        self.failure.keep(r)
-    }
-}
-
 impl<S: StoreRead> LogStorage for ReadAudit<'_, S> {
-    reads!();
+    fn entry_count(&self) -> Result<u64, StorageError> {
+        self.failure.keep(self.store.audit_entry_count())
+    }
+
+    fn hash_count(&self) -> Result<u64, StorageError> {
+        self.failure.keep(self.store.audit_hash_count())
+    }
+
+    fn read_hash(&self, index: u64) -> Result<Option<Hash>, StorageError> {
+        Ok(self.failure.keep(self.store.audit_hash(index))?.map(Hash))
+    }
+
+    fn read_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        self.failure.keep(self.store.audit_entry(index))
+    }
 
     fn append(&mut self, index: u64, _: &[u8], _: u64, _: &[Hash]) -> Result<(), StorageError> {
         Err(StorageError(format!(
@@ -187,15 +240,7 @@ impl<S: StoreRead> LogStorage for ReadAudit<'_, S> {
 /// Appends `entry` to the audit log in `store`'s open transaction and
 /// returns its index.
 pub fn append(store: &mut impl StoreWrite, entry: &[u8]) -> Result<u64, StoreError> {
-    let mut log = Log::open(WriteAudit {
-        store,
-        failure: Failure::default(),
-    })
-    .map_err(|e| StoreError::AuditLog(e.to_string()))?;
-    match log.append(entry) {
-        Ok(index) => Ok(index),
-        Err(e) => Err(log.into_storage().failure.into_error(e)),
-    }
+    store.append_audit_entry(entry)
 }
 
 /// The audit log as it stands in `store` (a read snapshot or a
@@ -214,6 +259,7 @@ mod tests {
     use crate::mem_store::MemStore;
     use grompi_tlog::{MemoryStorage, merkle};
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
 
     proptest! {
         /// The log kept in the order server's store has the same roots and
@@ -283,13 +329,106 @@ mod tests {
         let mut store = MemStore::new();
         let mut txn = store.begin();
         assert_eq!(append(&mut txn, b"a").unwrap(), 0);
-        let err = txn.append_audit(5, b"b", 1, &[]).unwrap_err();
-        assert!(err.to_string().contains("out of order"), "{err}");
         let err = append(&mut txn, &vec![0; 70_000]).unwrap_err();
         assert!(matches!(err, StoreError::AuditLog(_)), "{err}");
         assert!(err.to_string().contains("65535"), "{err}");
+        // The refused entry left no trace: the next one is entry 1.
+        assert_eq!(append(&mut txn, b"b").unwrap(), 1);
         // A snapshot refuses appends.
         let mut log = read(&txn).unwrap();
         assert!(log.append(b"c").is_err());
+        // A frontier continues only the log it was appended to.
+        let mut f = Frontier::new();
+        let mut out = Vec::new();
+        f.append(0, b"a", &mut out, |_| Ok(None)).unwrap();
+        let err = f.append(5, b"b", &mut out, |_| Ok(None)).unwrap_err();
+        assert!(err.to_string().contains("log of 1 entries"), "{err}");
+        let err = Frontier::new()
+            .append(MAX_TREE_SIZE, b"a", &mut out, |_| Ok(None))
+            .unwrap_err();
+        assert!(err.to_string().contains("at most 2^48 entries"), "{err}");
+    }
+
+    /// The reference log of `n` entries `i.to_be_bytes()`.
+    fn reference_log(n: u64) -> Log<MemoryStorage> {
+        let mut log = Log::open(MemoryStorage::new()).unwrap();
+        for i in 0..n {
+            log.append(&i.to_be_bytes()).unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn a_failed_read_leaves_the_frontier_and_the_row_unchanged() {
+        // Entry 7 closes three subtrees: it needs leaf 6, (4..6) and (0..4).
+        let mut reference = reference_log(7);
+        let stored = |at| Ok(reference.storage().read_hash(at).unwrap().map(|h| h.0));
+        let mut f = Frontier::new();
+        let mut out = b"row".to_vec();
+        let err = f
+            .append(7, &7u64.to_be_bytes(), &mut out, |at| {
+                if at == merkle::stored_hash_index(2, 0) {
+                    Err(StoreError::Backend("disk on fire".into()))
+                } else {
+                    stored(at)
+                }
+            })
+            .unwrap_err();
+        assert_eq!(err, StoreError::Backend("disk on fire".into()));
+        assert_eq!(out, b"row");
+        // A missing hash is an inconsistency, not a default.
+        let err = Frontier::new()
+            .append(7, &7u64.to_be_bytes(), &mut out, |_| Ok(None))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Inconsistent(_)), "{err}");
+        assert_eq!(out, b"row");
+        // The same frontier then appends as if nothing had failed.
+        assert_eq!(
+            f.append(7, &7u64.to_be_bytes(), &mut out, stored).unwrap(),
+            3
+        );
+        reference.append(&7u64.to_be_bytes()).unwrap();
+        let mut expected = b"row".to_vec();
+        let hashes: Vec<Hash> = (merkle::stored_hash_index(0, 7)..merkle::stored_hash_count(8))
+            .map(|i| reference.storage().read_hash(i).unwrap().unwrap())
+            .collect();
+        encode_record_into(&mut expected, &7u64.to_be_bytes(), &hashes).unwrap();
+        assert_eq!(out, expected);
+    }
+
+    proptest! {
+        /// A frontier started at any size over any number of appends
+        /// writes exactly the records (the entry and the node hashes) that
+        /// appending the entries one by one to the reference log stores,
+        /// reading each earlier hash at most once.
+        #[test]
+        fn a_frontier_appends_as_the_reference_log_does(start in 0u64..1500, n in 0u64..600) {
+            let mut reference = reference_log(start);
+            let before = reference.storage().clone();
+            let reads = RefCell::new(std::collections::HashSet::new());
+            let mut f = Frontier::new();
+            let mut out = Vec::new();
+            for i in start..start + n {
+                let e = i.to_be_bytes();
+                f.append(i, &e, &mut out, |at| {
+                    if !reads.borrow_mut().insert(at) {
+                        return Err(StoreError::Backend(format!("hash {at} read twice")));
+                    }
+                    Ok(before.read_hash(at).unwrap().map(|h| h.0))
+                })
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                reference.append(&e).unwrap();
+            }
+            let mut expected = Vec::new();
+            for i in start..start + n {
+                let first = merkle::stored_hash_index(0, i);
+                let hashes: Vec<Hash> = (first..=first + u64::from((i + 1).trailing_zeros()))
+                    .map(|h| reference.storage().read_hash(h).unwrap().unwrap())
+                    .collect();
+                encode_record_into(&mut expected, &i.to_be_bytes(), &hashes).unwrap();
+            }
+            prop_assert_eq!(out, expected);
+            prop_assert!(reads.borrow().len() as u32 <= 64);
+        }
     }
 }

@@ -20,14 +20,41 @@ struct Tables {
     records: BTreeMap<(ConversationId, Index), IndexRecord>,
     evidence: BTreeMap<u64, Vec<u8>>,
     evidence_total: Option<u64>,
-    /// Audit log records ([`crate::audit_store::encode_record`]).
-    audit: BTreeMap<u64, Vec<u8>>,
+    /// Audit log records ([`crate::audit_store::encode_record`]): in the
+    /// committed tables from entry 0, in a transaction's overlay from the
+    /// committed entry count.
+    audit: AuditRecords,
 }
 
-/// The number of keys `0..n` in a map that holds exactly those: its last
-/// key plus one.
-fn count<V>(map: &BTreeMap<u64, V>) -> u64 {
-    map.last_key_value().map_or(0, |(k, _)| k.saturating_add(1))
+/// Consecutive audit log records, end to end in one buffer.
+#[derive(Clone, Debug, Default)]
+struct AuditRecords {
+    bytes: Vec<u8>,
+    /// Where each record ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl AuditRecords {
+    fn len(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    /// Record number `at` (from this buffer's first).
+    fn get(&self, at: u64) -> Option<&[u8]> {
+        let at = usize::try_from(at).ok()?;
+        let end = *self.ends.get(at)?;
+        let start = match at.checked_sub(1) {
+            Some(before) => *self.ends.get(before)?,
+            None => 0,
+        };
+        self.bytes.get(start..end)
+    }
+
+    fn extend(&mut self, o: AuditRecords) {
+        let base = self.bytes.len();
+        self.bytes.extend_from_slice(&o.bytes);
+        self.ends.extend(o.ends.into_iter().map(|e| e + base));
+    }
 }
 
 impl Tables {
@@ -41,6 +68,15 @@ impl Tables {
             self.evidence_total = o.evidence_total;
         }
         self.audit.extend(o.audit);
+    }
+
+    /// Audit log record `index`, from an overlay whose records start at
+    /// `first` or from the committed `base`.
+    fn audit_record<'a>(&'a self, first: u64, base: &'a Tables, index: u64) -> Option<&'a [u8]> {
+        match index.checked_sub(first) {
+            Some(at) => self.audit.get(at),
+            None => base.audit.get(index),
+        }
     }
 }
 
@@ -63,6 +99,7 @@ impl MemStore {
         MemTxn {
             base: self,
             overlay: Tables::default(),
+            frontier: audit_store::Frontier::new(),
         }
     }
 
@@ -76,9 +113,16 @@ impl MemStore {
 pub struct MemTxn<'a> {
     base: &'a mut MemStore,
     overlay: Tables,
+    /// The audit log's right edge in this transaction (dropped with it).
+    frontier: audit_store::Frontier,
 }
 
 impl MemTxn<'_> {
+    fn audit_record(&self, index: u64) -> Option<&[u8]> {
+        self.overlay
+            .audit_record(self.base.committed.audit.len(), &self.base.committed, index)
+    }
+
     /// Makes every write of this transaction part of the committed state.
     pub fn commit(self) {
         let overlay = self.overlay;
@@ -120,7 +164,7 @@ impl StoreRead for MemStore {
         Ok(self.committed.evidence.get(&number).cloned())
     }
     fn audit_entry_count(&self) -> Result<u64, StoreError> {
-        Ok(count(&self.committed.audit))
+        Ok(self.committed.audit.len())
     }
     fn audit_hash_count(&self) -> Result<u64, StoreError> {
         Ok(merkle::stored_hash_count(self.audit_entry_count()?))
@@ -128,15 +172,15 @@ impl StoreRead for MemStore {
     fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.committed
             .audit
-            .get(&index)
-            .map(|r| audit_store::record_entry(r))
+            .get(index)
+            .map(audit_store::record_entry)
             .transpose()
     }
     fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let Some((entry, offset)) = audit_store::hash_location(index) else {
             return Ok(None);
         };
-        match self.committed.audit.get(&entry) {
+        match self.committed.audit.get(entry) {
             Some(r) => audit_store::record_hash(r, offset),
             None => Ok(None),
         }
@@ -197,21 +241,21 @@ impl StoreRead for MemTxn<'_> {
         .cloned())
     }
     fn audit_entry_count(&self) -> Result<u64, StoreError> {
-        Ok(count(&self.overlay.audit).max(count(&self.base.committed.audit)))
+        Ok(self.base.committed.audit.len() + self.overlay.audit.len())
     }
     fn audit_hash_count(&self) -> Result<u64, StoreError> {
         Ok(merkle::stored_hash_count(self.audit_entry_count()?))
     }
     fn audit_entry(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        read(&self.overlay.audit, &self.base.committed.audit, &index)
-            .map(|r| audit_store::record_entry(r))
+        self.audit_record(index)
+            .map(audit_store::record_entry)
             .transpose()
     }
     fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
         let Some((entry, offset)) = audit_store::hash_location(index) else {
             return Ok(None);
         };
-        match read(&self.overlay.audit, &self.base.committed.audit, &entry) {
+        match self.audit_record(entry) {
             Some(r) => audit_store::record_hash(r, offset),
             None => Ok(None),
         }
@@ -263,17 +307,20 @@ impl StoreWrite for MemTxn<'_> {
         self.overlay.evidence_total = Some(total);
         Ok(())
     }
-    fn append_audit(
-        &mut self,
-        index: u64,
-        entry: &[u8],
-        first_hash_index: u64,
-        hashes: &[grompi_tlog::Hash],
-    ) -> Result<(), StoreError> {
+    fn append_audit_entry(&mut self, entry: &[u8]) -> Result<u64, StoreError> {
         let count = self.audit_entry_count()?;
-        audit_store::check_append(index, count, first_hash_index, hashes.len())?;
-        let record = audit_store::encode_record(entry, hashes)?;
-        self.overlay.audit.insert(index, record);
-        Ok(())
+        let committed = &self.base.committed;
+        let audit = &mut self.overlay.audit;
+        self.frontier.append(count, entry, &mut audit.bytes, |at| {
+            let Some((entry, offset)) = audit_store::hash_location(at) else {
+                return Ok(None);
+            };
+            match committed.audit.get(entry) {
+                Some(r) => audit_store::record_hash(r, offset),
+                None => Ok(None),
+            }
+        })?;
+        audit.ends.push(audit.bytes.len());
+        Ok(count)
     }
 }

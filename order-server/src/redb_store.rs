@@ -257,13 +257,14 @@ pub struct RedbWrite<'t> {
     /// The audit log's entry count, once read (this transaction is its
     /// only writer).
     audit_count: std::cell::Cell<Option<u64>>,
-    /// The stored hashes appended in this transaction, by stored-hash
-    /// index: the next appends read their left siblings from here rather
-    /// than from the table.
-    audit_hashes: std::collections::HashMap<u64, [u8; 32]>,
+    /// The tree's right edge as this transaction's appends left it: each
+    /// append reads its left siblings from here (from the table only the
+    /// first time a level is needed in the transaction). Dropped with the
+    /// transaction, committed or not.
+    audit_frontier: crate::audit_store::Frontier,
     /// The audit log records appended in this transaction, written as one
     /// row by [`RedbWrite::into_log`]: its first entry's index, the count,
-    /// the records.
+    /// and the row (four bytes for the count, then the records).
     audit_pending: Option<(u64, u32, Vec<u8>)>,
     log: KvBatch,
 }
@@ -279,7 +280,7 @@ impl<'t> RedbWrite<'t> {
             meta: txn.open_table(META).map_err(backend)?,
             audit: txn.open_table(AUDIT_LOG).map_err(backend)?,
             audit_count: std::cell::Cell::new(None),
-            audit_hashes: std::collections::HashMap::new(),
+            audit_frontier: crate::audit_store::Frontier::new(),
             audit_pending: None,
             log: KvBatch::new(),
         })
@@ -297,10 +298,6 @@ impl<'t> RedbWrite<'t> {
         self.audit_count.set(Some(count));
     }
 
-    fn cached_audit_hash(&self, index: u64) -> Option<[u8; 32]> {
-        self.audit_hashes.get(&index).copied()
-    }
-
     fn audit_record(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match self.pending_record(index)? {
             Some(r) => Ok(Some(r)),
@@ -310,10 +307,12 @@ impl<'t> RedbWrite<'t> {
 
     /// Every change made, for [`RedbStore::commit`].
     pub fn into_log(mut self) -> Result<KvBatch, StoreError> {
-        if let Some((first, count, records)) = self.audit_pending.take() {
-            let mut row = Vec::with_capacity(4 + records.len());
-            row.extend_from_slice(&count.to_be_bytes());
-            row.extend_from_slice(&records);
+        if let Some((first, count, mut row)) = self.audit_pending.take()
+            && count > 0
+        {
+            row.get_mut(..4)
+                .ok_or(StoreError::Inconsistent("an audit log row lost its count"))?
+                .copy_from_slice(&count.to_be_bytes());
             self.audit.insert(first, row.as_slice()).map_err(backend)?;
             self.log.put(T_AUDIT_LOG, &first.to_be_bytes(), &row);
         }
@@ -322,9 +321,8 @@ impl<'t> RedbWrite<'t> {
 
     fn pending_record(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.audit_pending {
-            Some((first, count, records))
-                if (*first..first + u64::from(*count)).contains(&index) =>
-            {
+            Some((first, count, row)) if (*first..first + u64::from(*count)).contains(&index) => {
+                let (_, records) = audit_row(row)?;
                 audit_row_record(*first, records, index).map(|r| r.map(<[u8]>::to_vec))
             }
             _ => Ok(None),
@@ -430,6 +428,20 @@ fn audit_table_record<T: ReadableTable<u64, &'static [u8]>>(
     Ok(audit_row_record(first.value(), records, index)?.map(<[u8]>::to_vec))
 }
 
+/// Stored hash `index` from a table of rows.
+fn table_audit_hash<T: ReadableTable<u64, &'static [u8]>>(
+    t: &T,
+    index: u64,
+) -> Result<Option<[u8; 32]>, StoreError> {
+    let Some((entry, offset)) = crate::audit_store::hash_location(index) else {
+        return Ok(None);
+    };
+    match audit_table_record(t, entry)? {
+        Some(r) => crate::audit_store::record_hash(&r, offset),
+        None => Ok(None),
+    }
+}
+
 /// The tables of one read snapshot, implementing [`StoreRead`].
 pub struct RedbRead {
     chain: ReadOnlyTable<&'static [u8], &'static [u8]>,
@@ -473,10 +485,6 @@ impl RedbRead {
     }
 
     fn cache_audit_count(&self, _: u64) {}
-
-    fn cached_audit_hash(&self, _: u64) -> Option<[u8; 32]> {
-        None
-    }
 
     fn audit_record(&self, index: u64) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.audit {
@@ -591,9 +599,6 @@ macro_rules! impl_read {
             }
 
             fn audit_hash(&self, index: u64) -> Result<Option<[u8; 32]>, StoreError> {
-                if let Some(h) = self.cached_audit_hash(index) {
-                    return Ok(Some(h));
-                }
                 let Some((entry, offset)) = crate::audit_store::hash_location(index) else {
                     return Ok(None);
                 };
@@ -667,27 +672,29 @@ impl StoreWrite for RedbWrite<'_> {
         self.put_meta(EVIDENCE_TOTAL, &total.to_be_bytes())
     }
 
-    fn append_audit(
-        &mut self,
-        index: u64,
-        entry: &[u8],
-        first_hash_index: u64,
-        hashes: &[grompi_tlog::Hash],
-    ) -> Result<(), StoreError> {
+    fn append_audit_entry(&mut self, entry: &[u8]) -> Result<u64, StoreError> {
         let count = self.audit_entry_count()?;
-        crate::audit_store::check_append(index, count, first_hash_index, hashes.len())?;
-        let (_, n, records) = self
-            .audit_pending
-            .get_or_insert_with(|| (index, 0, Vec::with_capacity(4096)));
-        crate::audit_store::encode_record_into(records, entry, hashes)?;
-        *n = n
+        let (first, n, row) = self.audit_pending.get_or_insert_with(|| {
+            let mut row = Vec::with_capacity(1 << 16);
+            row.extend_from_slice(&[0; 4]);
+            (count, 0, row)
+        });
+        if *first + u64::from(*n) != count {
+            return Err(StoreError::AuditLog(format!(
+                "entry {count} appended to a transaction's row of entries {first}.. with {n} entries"
+            )));
+        }
+        let next = n
             .checked_add(1)
             .ok_or_else(|| StoreError::AuditLog("too many entries in one transaction".into()))?;
-        self.audit_count.set(Some(count.saturating_add(1)));
-        for (at, h) in (first_hash_index..).zip(hashes) {
-            self.audit_hashes.insert(at, h.0);
-        }
-        Ok(())
+        // Left siblings this transaction has not computed were committed
+        // before it: read them from the table.
+        let table = &self.audit;
+        self.audit_frontier
+            .append(count, entry, row, |at| table_audit_hash(table, at))?;
+        *n = next;
+        self.audit_count.set(Some(count + 1));
+        Ok(count)
     }
 }
 

@@ -110,14 +110,9 @@ pub trait StoreWrite: StoreRead {
     fn put_evidence(&mut self, number: u64, evidence: &[u8]) -> Result<(), StoreError>;
     /// Sets the count of refused equivocation attempts.
     fn set_evidence_total(&mut self, total: u64) -> Result<(), StoreError>;
-    /// Appends audit log entry `index` (the entry count) and its stored
-    /// hashes from `first_hash_index` (the hash count), in this
-    /// transaction: they become durable with the rest of it, or not at all.
-    fn append_audit(
-        &mut self,
-        index: u64,
-        entry: &[u8],
-        first_hash_index: u64,
-        hashes: &[grompi_tlog::Hash],
-    ) -> Result<(), StoreError>;
+    /// Appends `entry` as the audit log's next entry, with the stored
+    /// hashes its append completes, in this transaction, and returns its
+    /// index: they become durable with the rest of the transaction, or not
+    /// at all. Refuses an entry longer than 65535 bytes and a full log.
+    fn append_audit_entry(&mut self, entry: &[u8]) -> Result<u64, StoreError>;
 }
