@@ -1169,6 +1169,119 @@ mod tests {
         assert_eq!(log.root().unwrap(), reference.root().unwrap());
     }
 
+    /// The log's size, root and every stored hash, as a read snapshot of
+    /// `store` has them.
+    fn audit_state(store: &RedbStore) -> (u64, grompi_tlog::Hash, Vec<Option<[u8; 32]>>) {
+        let r = RedbRead::open(&store.begin_read().unwrap()).unwrap();
+        let log = crate::audit_store::read(&r).unwrap();
+        let hashes = (0..r.audit_hash_count().unwrap())
+            .map(|i| r.audit_hash(i).unwrap())
+            .collect();
+        (log.size(), log.root().unwrap(), hashes)
+    }
+
+    #[test]
+    fn a_failed_batch_then_a_good_one_give_the_tree_a_reopen_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("order.redb");
+        let store = RedbStore::open(&path).unwrap();
+        let mut reference = grompi_tlog::Log::open(grompi_tlog::MemoryStorage::new()).unwrap();
+        let mut n = 0u32;
+        let mut batch = |len: u32, fail: bool, reference: &mut grompi_tlog::Log<_>| {
+            let txn = store.begin_write().unwrap();
+            let mut w = RedbWrite::open(&txn).unwrap();
+            let mut entries = Vec::new();
+            for i in 0..len {
+                let e = (n + i).to_be_bytes();
+                crate::audit_store::append(&mut w, &e).unwrap();
+                entries.push(e);
+            }
+            if fail {
+                // The batch fails after its appends (here: its last
+                // entry is refused) and is dropped, as the committer
+                // drops a batch that met a store error.
+                assert!(crate::audit_store::append(&mut w, &[0; 70_000]).is_err());
+                return;
+            }
+            let log = w.into_log().unwrap();
+            store.commit(txn, log).unwrap();
+            for e in &entries {
+                reference.append(e).unwrap();
+            }
+            n += len;
+        };
+        // Sizes that leave and cross subtree boundaries: 5 then 11 entries
+        // fail (their appends completed subtrees of up to 16 entries), then
+        // 27 good ones must combine with the committed right edge only.
+        batch(5, false, &mut reference);
+        batch(11, true, &mut reference);
+        batch(27, false, &mut reference);
+        batch(64, true, &mut reference);
+        batch(1, false, &mut reference);
+        let (size, root, hashes) = audit_state(&store);
+        assert_eq!(size, 33);
+        assert_eq!(root, reference.root().unwrap());
+        let mem = reference.storage();
+        use grompi_tlog::LogStorage;
+        let expected: Vec<_> = (0..mem.hash_count().unwrap())
+            .map(|i| mem.read_hash(i).unwrap().map(|h| h.0))
+            .collect();
+        assert_eq!(hashes, expected);
+        let image = crash_image(&path, &dir.path().join("crash"));
+        assert_eq!(
+            audit_state(&RedbStore::open(&image).unwrap()),
+            (size, root, hashes)
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Batched appends in transactions of random sizes, some aborted,
+        /// store the same hashes and root as appending the committed
+        /// entries one by one to the reference log (RFC 6962), and a
+        /// reopened database holds the same.
+        #[test]
+        fn batched_appends_equal_one_by_one_appends(
+            batches in proptest::collection::vec((0u32..300, proptest::prelude::any::<bool>()), 1..10)
+        ) {
+            use grompi_tlog::LogStorage;
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("order.redb");
+            let store = RedbStore::open(&path).unwrap();
+            let mut reference = grompi_tlog::Log::open(grompi_tlog::MemoryStorage::new()).unwrap();
+            let mut n = 0u32;
+            for (len, commit) in batches {
+                let txn = store.begin_write().unwrap();
+                let log = {
+                    let mut w = RedbWrite::open(&txn).unwrap();
+                    for i in 0..len {
+                        let at = crate::audit_store::append(&mut w, &(n + i).to_be_bytes()).unwrap();
+                        proptest::prop_assert_eq!(at, u64::from(n + i));
+                    }
+                    w.into_log().unwrap()
+                };
+                if commit {
+                    store.commit(txn, log).unwrap();
+                    for i in 0..len {
+                        reference.append(&(n + i).to_be_bytes()).unwrap();
+                    }
+                    n += len;
+                }
+            }
+            let (size, root, hashes) = audit_state(&store);
+            proptest::prop_assert_eq!(size, u64::from(n));
+            proptest::prop_assert_eq!(root, reference.root().unwrap());
+            let mem = reference.storage();
+            let expected: Vec<_> = (0..mem.hash_count().unwrap())
+                .map(|i| mem.read_hash(i).unwrap().map(|h| h.0))
+                .collect();
+            proptest::prop_assert_eq!(&hashes, &expected);
+            drop(store);
+            let reopened = RedbStore::open(&path).unwrap();
+            proptest::prop_assert_eq!(audit_state(&reopened), (size, root, hashes));
+        }
+    }
+
     #[test]
     fn a_different_server_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
