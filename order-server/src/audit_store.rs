@@ -103,8 +103,8 @@ impl Frontier {
     /// ([`encode_record`]) to the end of `out`, and returns the number of
     /// node hashes in it. `read` reads a stored hash (numbered as
     /// [`merkle::stored_hash_index`]) from what the store held before this
-    /// frontier's first append. On an error, `out` and the frontier are as
-    /// they were.
+    /// frontier's first append. On an error, `out` is as it was and the
+    /// frontier still describes the log of `count` entries.
     pub fn append(
         &mut self,
         count: u64,
@@ -122,28 +122,28 @@ impl Frontier {
                 self.size.unwrap_or_default()
             )));
         }
-        // Left siblings first: a failed read leaves everything unchanged.
+        // Left siblings first, so that a failed read writes nothing. A level
+        // read here describes the log of `count` entries whether or not
+        // this append then succeeds.
+        self.size = Some(count);
         let closes = count.trailing_ones() as usize;
-        let mut siblings = [Hash([0; 32]); 64];
-        for (level, slot) in siblings.iter_mut().enumerate().take(closes) {
-            *slot = match self.levels[level] {
-                Some(h) => h,
-                None => {
-                    let n = (count >> level) - 1;
-                    let at = merkle::stored_hash_index(level as u32, n);
-                    let h = read(at)?.map(Hash).ok_or(StoreError::Inconsistent(
-                        "an audit log hash on the tree's right edge is missing",
-                    ))?;
-                    self.levels[level] = Some(h);
-                    h
-                }
-            };
+        for (level, slot) in self.levels.iter_mut().enumerate().take(closes) {
+            if slot.is_none() {
+                let n = (count >> level) - 1;
+                let at = merkle::stored_hash_index(level as u32, n);
+                *slot = Some(read(at)?.map(Hash).ok_or(MISSING_EDGE)?);
+            }
         }
+        let mark = out.len();
         out.reserve(2 + entry.len() + 32 * closes);
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(entry);
         let mut h = merkle::leaf_hash(entry);
-        for sibling in &siblings[..closes] {
+        for level in &self.levels[..closes] {
+            let Some(sibling) = level else {
+                out.truncate(mark);
+                return Err(MISSING_EDGE);
+            };
             h = merkle::node_hash(sibling, &h);
             out.extend_from_slice(h.as_bytes());
         }
@@ -152,6 +152,9 @@ impl Frontier {
         Ok(closes)
     }
 }
+
+const MISSING_EDGE: StoreError =
+    StoreError::Inconsistent("an audit log hash on the tree's right edge is missing");
 
 const BAD_RECORD: StoreError = StoreError::Inconsistent("a stored audit log record is malformed");
 
