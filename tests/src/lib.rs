@@ -20,10 +20,12 @@
 //!
 //! Everything is in this one module, each helper small, but
 //! [`order_conv`]: a conversation as a test drives an order server
-//! directly (valid attest items, the chain), and [`router_member`]: an
-//! account as a test drives the router directly.
+//! directly (valid attest items, the chain), [`router_member`]: an
+//! account as a test drives the router directly, and [`audit_log`]: the
+//! order servers' audit logs and witnesses as a test reads them.
 #![forbid(unsafe_code)]
 
+pub mod audit_log;
 pub mod order_conv;
 pub mod router_member;
 
@@ -281,6 +283,23 @@ impl OrderServerNode {
         Ok(RunningOrderServer { process, addrs })
     }
 
+    /// [`OrderServerNode::start`], retried for a few seconds while a port
+    /// its configuration fixes (after a stop) is still taken.
+    pub async fn start_again(&self) -> Result<RunningOrderServer, HarnessError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.start().await {
+                Err(e)
+                    if Instant::now() < deadline
+                        && e.to_string().contains("Address already in use") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// A channel to `server` presenting the pinned router identity, once the
     /// server reports healthy.
     pub async fn channel(
@@ -314,7 +333,15 @@ pub struct Network {
 /// Starts `servers` order servers and a router with quorum `quorum`, and
 /// writes `client-network.toml` for clients.
 pub async fn start_network(servers: usize, quorum: usize) -> Result<Network, HarnessError> {
-    start_network_with(servers, quorum, false).await
+    start_network_with(servers, quorum, Logs::None, "").await
+}
+
+/// Whether the order servers keep audit logs, and witness each other's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Logs {
+    None,
+    Kept,
+    Witnessed,
 }
 
 /// [`start_network`] with every order server keeping an audit log (a
@@ -324,7 +351,23 @@ pub async fn start_network_with_audit_logs(
     servers: usize,
     quorum: usize,
 ) -> Result<Network, HarnessError> {
-    start_network_with(servers, quorum, true).await
+    start_network_with(servers, quorum, Logs::Kept, "").await
+}
+
+/// [`start_network_with_audit_logs`] with every order server also a
+/// witness of every other server's log (`[[peers]]`), the client
+/// descriptor naming each witness's key, and `router_extra` appended to
+/// the router's configuration (top-level keys such as
+/// `submit_timeout_ms`). Returns once every server's checkpoint is
+/// cosigned by every peer. Each server's ports (gRPC and audit) are fixed
+/// in its configuration, so a restarted server ([`OrderServerNode::start_again`])
+/// comes back where the descriptor and its peers look for it.
+pub async fn start_network_with_witnessing(
+    servers: usize,
+    quorum: usize,
+    router_extra: &str,
+) -> Result<Network, HarnessError> {
+    start_network_with(servers, quorum, Logs::Witnessed, router_extra).await
 }
 
 /// The address `audit_listen` bound, from an order server's
@@ -342,8 +385,10 @@ pub fn audit_addr(data_dir: &Path) -> Result<std::net::SocketAddr, HarnessError>
 async fn start_network_with(
     servers: usize,
     quorum: usize,
-    audit_logs: bool,
+    kind: Logs,
+    router_extra: &str,
 ) -> Result<Network, HarnessError> {
+    let audit_logs = kind != Logs::None;
     use grompi_proto::descriptor::{
         AuditLogEntry, NetworkDescriptor, OrderServerEntry, RouterEntry,
     };
@@ -366,17 +411,21 @@ async fn start_network_with(
         std::fs::write(node.dir.path().join("router.crt"), &router_cert)
             .map_err(io("write router.crt"))?;
         let server = node.start().await?;
-        // A restart must come back on the port the descriptor names.
-        let config = std::fs::read_to_string(&node.config).map_err(io("read order.toml"))?;
-        std::fs::write(
-            &node.config,
-            config.replacen(
-                "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"{}\"", server.addrs.grpc),
+        // A restart must come back on the ports the descriptor names.
+        let mut config = std::fs::read_to_string(&node.config).map_err(io("read order.toml"))?;
+        config = config.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", server.addrs.grpc),
+            1,
+        );
+        if audit_logs {
+            config = config.replacen(
+                "audit_listen = \"127.0.0.1:0\"",
+                &format!("audit_listen = \"{}\"", audit_addr(&node.data_dir)?),
                 1,
-            ),
-        )
-        .map_err(io("write order.toml"))?;
+            );
+        }
+        std::fs::write(&node.config, config).map_err(io("write order.toml"))?;
         let key_bytes = hex_decode(&node.public_key_hex)?;
         let public_key = grompi_proto::OrderServerKey::parse("public_key", &key_bytes)
             .map_err(|e| HarnessError::Output(e.to_string()))?;
@@ -395,13 +444,17 @@ async fn start_network_with(
                 origin: signer.name().to_owned(),
                 log_key: signer.verifier().vkey(),
                 log_url: Some(format!("http://{}", audit_addr(&node.data_dir)?)),
-                witness_key: None,
+                witness_key: (kind == Logs::Witnessed)
+                    .then(|| audit_log::witness_verifier(&node.data_dir).vkey()),
             }));
         } else {
             logs.push(None);
         }
         nodes.push(node);
         running.push(server);
+    }
+    if kind == Logs::Witnessed {
+        witness_each_other(&nodes, &mut running, &logs).await?;
     }
     let mut descriptor = NetworkDescriptor {
         name: "e2e".into(),
@@ -417,8 +470,10 @@ async fn start_network_with(
     let router_config = dir.path().join("router.toml");
     std::fs::write(
         &router_config,
-        "listen = \"127.0.0.1:0\"\ndata_dir = \"router\"\ndescriptor = \"network.toml\"\n\
-         backoff_base_ms = 20\nbackoff_max_ms = 300\n",
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"router\"\ndescriptor = \"network.toml\"\n\
+             backoff_base_ms = 20\nbackoff_max_ms = 300\n{router_extra}"
+        ),
     )
     .map_err(io("write router.toml"))?;
     let config = router_config.to_string_lossy().into_owned();
@@ -447,6 +502,60 @@ async fn start_network_with(
         router_addrs,
         client_descriptor,
     })
+}
+
+/// Makes every order server of `nodes` a witness of every other's log
+/// (`[[peers]]`, from the audit log entries `logs`), restarting each, and
+/// waits until every server's checkpoint is cosigned by every peer.
+async fn witness_each_other(
+    nodes: &[OrderServerNode],
+    running: &mut [RunningOrderServer],
+    logs: &[Option<grompi_proto::descriptor::AuditLogEntry>],
+) -> Result<(), HarnessError> {
+    for (i, node) in nodes.iter().enumerate() {
+        let mut peers = String::new();
+        for (j, log) in logs.iter().enumerate() {
+            let Some(log) = log.as_ref().filter(|_| j != i) else {
+                continue;
+            };
+            let (Some(url), Some(witness_key)) = (&log.log_url, &log.witness_key) else {
+                return Err(HarnessError::Output(format!(
+                    "order{j} has no log url or witness"
+                )));
+            };
+            peers.push_str(&format!(
+                "\n[[peers]]\nname = \"order{j}\"\nurl = \"{url}\"\nlog_key = \"{}\"\n\
+                 witness_key = \"{witness_key}\"\n",
+                log.log_key
+            ));
+        }
+        let config = std::fs::read_to_string(&node.config).map_err(io("read order.toml"))?;
+        std::fs::write(&node.config, format!("{config}{peers}")).map_err(io("write order.toml"))?;
+        running[i].process.stop(Duration::from_secs(15));
+        running[i] = node.start_again().await?;
+    }
+    let witnesses: Vec<_> = nodes
+        .iter()
+        .map(|n| audit_log::witness_verifier(&n.data_dir))
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let log = audit_log::log_verifier(&node.data_dir);
+        let others: Vec<_> = (0..nodes.len())
+            .filter(|&j| j != i)
+            .map(|j| &witnesses[j])
+            .collect();
+        let audit = audit_addr(&node.data_dir)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while audit_log::served(audit, &log, &others).await.1 < others.len() {
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout(format!(
+                    "order{i}'s checkpoint cosigned by every peer"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, HarnessError> {

@@ -13,6 +13,7 @@
 //! | [`faults`] | random kills of every server under load; nothing acknowledged lost |
 //! | [`malicious`] | malicious order servers and routers over real gRPC against the real client; the live demo |
 //! | [`member_audit`] | three order servers keeping audit logs: `grompi audit CONVERSATION` finds every accepted index in every log, proved |
+//! | [`member_rollback`] | a rolled-back order server among three witnessing ones, with members: refused by every witness, `grompi audit` and `status` alert, no member accepts two envelopes at one index |
 //! | [`witness`] | three order servers witnessing each other's audit logs: a rolled-back server and a forked log refused |
 
 /// Accounts `names` in homes under `dir`, each with its own key-file store
@@ -50,6 +51,7 @@ mod faults;
 mod history;
 mod malicious;
 mod member_audit;
+mod member_rollback;
 mod order_server;
 mod retention;
 mod router;

@@ -21,16 +21,15 @@ use grompi_proto::{
     Head, KeyCommitment, OrderServerKey, Sequence, SlotEntry, SlotIndex, SlotRole, SlotSecret,
     SlotSet,
 };
-use grompi_tests::{OrderServerNode, RunningOrderServer};
+use grompi_tests::audit_log::{self, copy_dir, eventually, http, metric, metrics_text};
+use grompi_tests::{OrderServerNode, RunningOrderServer, audit_addr};
 use grompi_tlog::checkpoint::Checkpoint;
-use grompi_tlog::cosignature::{CosignatureSigner, CosignatureVerifier};
+use grompi_tlog::cosignature::CosignatureVerifier;
 use grompi_tlog::merkle;
-use grompi_tlog::note::{Ed25519Signer, Ed25519Verifier, Note, NoteVerifier};
+use grompi_tlog::note::{Ed25519Signer, Ed25519Verifier, NoteVerifier};
 use grompi_tlog::witness::AddCheckpointRequest;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
 
 /// One order server of the witnessing trio.
 struct Member {
@@ -61,103 +60,20 @@ impl Member {
         }
     }
 
-    /// Starts the server; retries a few times if its fixed audit port is
-    /// still (or briefly) taken by another process on the machine.
+    /// Starts the server (again, on its fixed ports).
     async fn start(&mut self) {
-        let mut tries = 0;
-        loop {
-            match self.node.start().await {
-                Ok(s) => {
-                    self.server = Some(s);
-                    return;
-                }
-                Err(e) if tries < 10 && e.to_string().contains("Address already in use") => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        self.server = Some(self.node.start_again().await.unwrap());
     }
-}
-
-fn read_key(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap().trim().to_owned()
-}
-
-/// The `audit` address a server wrote to its bound addresses file.
-fn audit_addr(data_dir: &Path) -> SocketAddr {
-    let text = std::fs::read_to_string(data_dir.join("bound-addrs.toml")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("audit = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!(
-            "{method} /{path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    s.write_all(body).await.unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.unwrap();
-    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status = std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap();
-    (status, out[end + 4..].to_vec())
 }
 
 /// The Prometheus text a server exports.
 async fn metrics(m: &Member) -> String {
-    let addr = m.server().addrs.metrics.unwrap();
-    let (_, body) = http(addr, "GET", "metrics", b"").await;
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-/// The sum of the values of metric `name` over the series whose labels
-/// include every one of `labels` (such as `kind="behind"`).
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| {
-            let set = l.split('}').next().unwrap_or_default();
-            labels.iter().all(|want| set.contains(want))
-        })
-        .filter_map(|l| l.rsplit(' ').next())
-        .filter_map(|v| v.parse::<f64>().ok())
-        .sum()
+    metrics_text(m.server().addrs.metrics.unwrap()).await
 }
 
 /// The checkpoint `m` serves, and which of `witnesses` cosigned it.
 async fn served(m: &Member, witnesses: &[&CosignatureVerifier]) -> (Checkpoint, usize) {
-    let (status, body) = http(m.audit, "GET", "checkpoint", b"").await;
-    assert_eq!(status, 200);
-    let log = m.log_key();
-    let mut known: Vec<&dyn NoteVerifier> = vec![&log];
-    known.extend(witnesses.iter().map(|w| *w as &dyn NoteVerifier));
-    let opened = Note::open(&body, &known).unwrap();
-    let c = Checkpoint::from_text(opened.note.text()).unwrap();
-    (c, opened.verified_by.len() - 1)
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    audit_log::served(m.audit, &m.log_key(), witnesses).await
 }
 
 /// Opens conversation `tag` on `m` and attests its Setup: one log entry.
@@ -219,19 +135,6 @@ async fn attest_setup(m: &Member, tag: u8) {
     );
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 /// Three order servers, each witnessing the other two and submitting its
 /// checkpoints to them, once every server's checkpoint is cosigned by both.
 async fn trio() -> Vec<Member> {
@@ -241,12 +144,9 @@ async fn trio() -> Vec<Member> {
             OrderServerNode::init("audit_listen = \"127.0.0.1:0\"\naudit_checkpoint_seconds = 1\n")
                 .unwrap();
         let server = node.start().await.unwrap();
-        let audit = audit_addr(&node.data_dir);
-        let log_signer =
-            Ed25519Signer::from_skey(&read_key(&node.data_dir.join("audit-log.key"))).unwrap();
-        let witness = CosignatureSigner::from_skey(&read_key(&node.data_dir.join("witness.key")))
-            .unwrap()
-            .verifier();
+        let audit = audit_addr(&node.data_dir).unwrap();
+        let log_signer = audit_log::log_signer(&node.data_dir);
+        let witness = audit_log::witness_verifier(&node.data_dir);
         let key =
             OrderServerKey::parse("key", &hex::decode(&node.public_key_hex).unwrap()).unwrap();
         members.push(Member {
@@ -378,23 +278,7 @@ fn grompi_status(m: &[Member]) -> String {
 }
 
 fn evidence(m: &Member, kind: &str) -> Vec<std::path::PathBuf> {
-    let dir = m.node.data_dir.join("witness/evidence");
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    // Not a record still being written (`.tmp-...`).
-                    p.file_name().is_some_and(|n| {
-                        let n = n.to_string_lossy();
-                        !n.starts_with('.') && n.ends_with(&format!("-{kind}"))
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    audit_log::evidence(&m.node.data_dir, kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
