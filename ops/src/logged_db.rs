@@ -718,6 +718,30 @@ impl LoggedDatabase {
         Ok(())
     }
 
+    /// Checkpoints now if the log holds anything since the last
+    /// checkpoint: a durable commit of everything, after which the log
+    /// starts again empty. For a graceful stop, so that the next open has
+    /// nothing to replay. Refused, like a commit, once the database
+    /// stopped.
+    pub fn checkpoint_now(&self) -> Result<(), LoggedDbError> {
+        let mut guard = self.log()?;
+        let log = &mut *guard;
+        if log.stopped {
+            return Err(LoggedDbError::Stopped);
+        }
+        if log.wal.used() == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let used = log.wal.used();
+        if let Err(e) = self.checkpoint(log, None) {
+            log.stopped = true;
+            return Err(e);
+        }
+        tracing::info!(ms = ms(started), log_bytes = used, "checkpointed");
+        Ok(())
+    }
+
     /// The log's generation and the bytes written since its last restart.
     pub fn log_position(&self) -> Result<(u64, u64), LoggedDbError> {
         let log = self.log()?;
@@ -1005,6 +1029,32 @@ mod tests {
         let d = open(&path);
         assert!(!d.open_report().repaired, "{:?}", d.open_report());
         assert_eq!(get(&d, 99), Some(99));
+    }
+
+    #[test]
+    fn a_checkpoint_now_leaves_nothing_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        d.checkpoint_now().unwrap(); // nothing to do
+        let (generation, _) = d.log_position().unwrap();
+        for k in 0..10 {
+            put(&d, k, 0).unwrap();
+        }
+        put_with(&d, 10, 0, false).unwrap();
+        d.checkpoint_now().unwrap();
+        assert_eq!(d.log_position().unwrap(), (generation + 1, 0));
+        // Copied now (a crash right after), and closed: neither replays.
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(&image).unwrap();
+        crate::wal::copy_database(&path, &image.join("db.redb")).unwrap();
+        drop(d);
+        for p in [path, image.join("db.redb")] {
+            let d = open(&p);
+            assert_eq!(d.open_report().log_records, 0, "{}", p.display());
+            assert!(!d.open_report().repaired);
+            assert_eq!(keys(&d), (0..=10).collect::<Vec<_>>());
+        }
     }
 
     #[test]
