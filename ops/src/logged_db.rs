@@ -53,12 +53,28 @@
 //! (evidence), so that is not a risk to take to save one `fsync` every
 //! [`CHECKPOINT_BYTES`] of log. The per-batch commits are
 //! `Durability::None` and sync nothing; the log is what makes them durable.
+//!
+//! # Allocator state (bounded opening)
+//!
+//! Every durable commit here also records redb's allocator state (redb's
+//! "quick repair"). redb needs that state to open a file: a file closed
+//! cleanly records it at close; otherwise redb rebuilds it by walking every
+//! tree of the file ("repair"), which takes time in proportion to the file
+//! (seconds to over a minute at a gigabyte) and is what a router killed,
+//! crashed, or stopped with commits since its last checkpoint paid at every
+//! start. With the state recorded at each checkpoint, opening after a crash
+//! loads it like a clean open, and the write-ahead log (at most
+//! [`CAPACITY`]) replays the commits since: opening is bounded by the log,
+//! not by the database. [`OpenReport::repaired`] says whether an open
+//! repaired. The record costs a few pages per checkpoint.
 
 use crate::anchor::{Anchor, AnchorError, ChainPosition};
 use crate::wal::{DatabaseId, KvBatch, KvOp, SYNCED, Wal, WalError};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// The largest a log grows to (64 MiB).
 pub const CAPACITY: u64 = 64 << 20;
@@ -200,6 +216,36 @@ pub struct LoggedDatabase {
     db: Database,
     log: Mutex<Log>,
     metrics: LogMetrics,
+    opened: OpenReport,
+}
+
+/// What [`LoggedDatabase::open_existing`] did, phase by phase (all zero
+/// for a database just created). Also logged (`tracing`, info).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenReport {
+    /// Whether redb repaired the file while opening it: a walk of every
+    /// tree, which it does when the file was not closed cleanly and its
+    /// last durable commit recorded no allocator state.
+    pub repaired: bool,
+    /// redb's open, milliseconds (with the repair, if any).
+    pub open_ms: f64,
+    /// Reading and checking the write-ahead log, milliseconds.
+    pub read_log_ms: f64,
+    /// Records in the log since the last checkpoint.
+    pub log_records: u64,
+    /// Their payload bytes.
+    pub log_bytes: u64,
+    /// Possible records after them whose checksum was computed
+    /// ([`crate::wal::Replay::tail_checks`]).
+    pub log_tail_checks: u64,
+    /// Applying them to the database, milliseconds.
+    pub replay_ms: f64,
+    /// The durable commit after the replay, milliseconds.
+    pub checkpoint_ms: f64,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 impl std::fmt::Debug for LoggedDatabase {
@@ -208,10 +254,12 @@ impl std::fmt::Debug for LoggedDatabase {
     }
 }
 
-/// A durable commit: immediate, two-phase (see the module doc).
+/// A durable commit: immediate, two-phase, recording the allocator state
+/// (see the module doc).
 fn make_durable(txn: &mut WriteTransaction) -> Result<(), LoggedDbError> {
     txn.set_durability(Durability::Immediate).map_err(db)?;
     txn.set_two_phase_commit(true);
+    txn.set_quick_repair(true);
     Ok(())
 }
 
@@ -333,6 +381,7 @@ impl LoggedDatabase {
                 fail_checkpoint: false,
             }),
             metrics,
+            opened: OpenReport::default(),
         })
     }
 
@@ -377,15 +426,56 @@ impl LoggedDatabase {
             }
             .into());
         }
-        let database = Database::builder()
-            .set_cache_size(PAGE_CACHE_BYTES)
-            .open(path)
-            .map_err(db)?;
+        let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        tracing::info!(path = %path.display(), file_bytes, "opening the database");
+        let started = Instant::now();
+        // redb calls this when the file needs a repair (it was not closed
+        // cleanly and its last durable commit recorded no allocator state):
+        // a walk of every tree in the file.
+        let repair_seen = Arc::new(AtomicBool::new(false));
+        let database = {
+            let seen = repair_seen.clone();
+            Database::builder()
+                .set_cache_size(PAGE_CACHE_BYTES)
+                .set_repair_callback(move |_| seen.store(true, Ordering::Relaxed))
+                .open(path)
+                .map_err(db)?
+        };
+        let mut report = OpenReport {
+            repaired: repair_seen.load(Ordering::Relaxed),
+            open_ms: ms(started),
+            ..OpenReport::default()
+        };
+        tracing::info!(
+            ms = report.open_ms,
+            repaired = report.repaired,
+            "opened the database{}",
+            if report.repaired {
+                " (repaired: it was not closed cleanly and records no allocator state)"
+            } else {
+                ""
+            }
+        );
+        let phase = Instant::now();
         let mut txn = database.begin_write().map_err(db)?;
         let recorded = read_recorded(&txn, path)?;
         let generation = recorded.generation;
         let (mut wal, read) = Wal::open(&log_path, &recorded.database, generation, CAPACITY)
             .map_err(LoggedDbError::from)?;
+        report.log_records = read.payloads.len() as u64;
+        report.log_bytes = read.payloads.iter().map(|p| p.len() as u64).sum();
+        report.log_tail_checks = read.tail_checks;
+        report.read_log_ms = ms(phase);
+        tracing::info!(
+            ms = report.read_log_ms,
+            records = report.log_records,
+            bytes = report.log_bytes,
+            tail_checks = report.log_tail_checks,
+            tail_check_bytes = read.tail_check_bytes,
+            generation,
+            "read the write-ahead log"
+        );
+        let phase = Instant::now();
         let mut ops = Vec::new();
         let mut chain = recorded.chain;
         for (sequence, (payload, sum)) in read.payloads.iter().zip(&read.checksums).enumerate() {
@@ -420,13 +510,16 @@ impl LoggedDatabase {
                 ),
             },
         };
+        let changes = ops.len();
         replay(&txn, ops)?;
-        if !read.payloads.is_empty() {
-            tracing::info!(
-                records = read.payloads.len(),
-                "replayed the write-ahead log over the last checkpoint"
-            );
-        }
+        report.replay_ms = ms(phase);
+        tracing::info!(
+            ms = report.replay_ms,
+            records = read.payloads.len(),
+            changes,
+            "replayed the write-ahead log over the last checkpoint"
+        );
+        let phase = Instant::now();
         let next = generation + 1;
         write_position(&txn, next, &chain)?;
         if anchor.is_some() {
@@ -441,6 +534,16 @@ impl LoggedDatabase {
         if let Some(a) = &mut anchor {
             a.record_synced(&chain).map_err(LoggedDbError::from)?;
         }
+        report.checkpoint_ms = ms(phase);
+        tracing::info!(ms = report.checkpoint_ms, generation = next, "checkpointed");
+        tracing::info!(
+            ms = ms(started),
+            open_ms = report.open_ms,
+            read_log_ms = report.read_log_ms,
+            replay_ms = report.replay_ms,
+            checkpoint_ms = report.checkpoint_ms,
+            "database ready"
+        );
         Ok(Self {
             db: database,
             log: Mutex::new(Log {
@@ -452,7 +555,14 @@ impl LoggedDatabase {
                 fail_checkpoint: false,
             }),
             metrics,
+            opened: report,
         })
+    }
+
+    /// What opening this database did: whether redb repaired the file,
+    /// and how long each phase took.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.opened
     }
 
     /// The database, for reads and for writes that must be durable on
@@ -605,6 +715,30 @@ impl LoggedDatabase {
         if let Some(anchor) = &mut log.anchor {
             anchor.record_synced(&log.chain)?;
         }
+        Ok(())
+    }
+
+    /// Checkpoints now if the log holds anything since the last
+    /// checkpoint: a durable commit of everything, after which the log
+    /// starts again empty. For a graceful stop, so that the next open has
+    /// nothing to replay. Refused, like a commit, once the database
+    /// stopped.
+    pub fn checkpoint_now(&self) -> Result<(), LoggedDbError> {
+        let mut guard = self.log()?;
+        let log = &mut *guard;
+        if log.stopped {
+            return Err(LoggedDbError::Stopped);
+        }
+        if log.wal.used() == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let used = log.wal.used();
+        if let Err(e) = self.checkpoint(log, None) {
+            log.stopped = true;
+            return Err(e);
+        }
+        tracing::info!(ms = ms(started), log_bytes = used, "checkpointed");
         Ok(())
     }
 
@@ -880,6 +1014,95 @@ mod tests {
         let err = put(&d, 4, CAPACITY as usize).unwrap_err();
         assert!(!err.batch_committed(), "{err}");
         assert_eq!(get(&d, 4), None);
+    }
+
+    #[test]
+    fn a_database_closed_cleanly_opens_without_a_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        assert!(!d.open_report().repaired, "a new database needs no repair");
+        for k in 0..100 {
+            put(&d, k, 0).unwrap();
+        }
+        drop(d);
+        let d = open(&path);
+        assert!(!d.open_report().repaired, "{:?}", d.open_report());
+        assert_eq!(get(&d, 99), Some(99));
+    }
+
+    #[test]
+    fn a_checkpoint_now_leaves_nothing_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        d.checkpoint_now().unwrap(); // nothing to do
+        let (generation, _) = d.log_position().unwrap();
+        for k in 0..10 {
+            put(&d, k, 0).unwrap();
+        }
+        put_with(&d, 10, 0, false).unwrap();
+        d.checkpoint_now().unwrap();
+        assert_eq!(d.log_position().unwrap(), (generation + 1, 0));
+        // Copied now (a crash right after), and closed: neither replays.
+        let image = dir.path().join("image");
+        std::fs::create_dir_all(&image).unwrap();
+        crate::wal::copy_database(&path, &image.join("db.redb")).unwrap();
+        drop(d);
+        for p in [path, image.join("db.redb")] {
+            let d = open(&p);
+            assert_eq!(d.open_report().log_records, 0, "{}", p.display());
+            assert!(!d.open_report().repaired);
+            assert_eq!(keys(&d), (0..=10).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_crash_image_opens_without_a_repair_and_replays_the_log() {
+        // A crash image (the files copied while the database is open) taken
+        // at any point: right after opening, between checkpoints, and after
+        // a checkpoint made by a batch too large for the log. Every durable
+        // commit records redb's allocator state, so opening the image loads
+        // it instead of walking every tree of the file, and the log brings
+        // back the commits since.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        drop(open(&path));
+        let d = open(&path);
+        let mut images = Vec::new();
+        let mut image = |d: &LoggedDatabase, k: u64| {
+            let to = dir.path().join(format!("image{k}"));
+            std::fs::create_dir_all(&to).unwrap();
+            crate::wal::copy_database(&path, &to.join("db.redb")).unwrap();
+            images.push((to.join("db.redb"), k, d.log_position().unwrap()));
+        };
+        image(&d, 0);
+        for k in 1..=50 {
+            put(&d, k, 0).unwrap();
+        }
+        image(&d, 50);
+        put(&d, 51, CHECKPOINT_BYTES as usize).unwrap(); // a checkpoint after it
+        put(&d, 52, CAPACITY as usize).unwrap(); // its own checkpoint
+        for k in 53..=60 {
+            put(&d, k, 0).unwrap();
+        }
+        image(&d, 60);
+        drop(d);
+        for (copy, last, (generation, used)) in images {
+            let opened = open(&copy);
+            let report = opened.open_report().clone();
+            assert!(!report.repaired, "image at {last}: {report:?}");
+            assert_eq!(
+                report.log_records > 0,
+                used > 0,
+                "image at {last} (generation {generation}, {used} bytes of log): {report:?}"
+            );
+            assert_eq!(
+                keys(&opened),
+                (1..=last).collect::<Vec<_>>(),
+                "image at {last}"
+            );
+        }
     }
 
     #[test]

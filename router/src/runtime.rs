@@ -299,6 +299,12 @@ fn run_committer(
         }
         performer.perform(batch.effects);
     }
+    // A graceful stop: the core sent its last batch. Checkpointing now
+    // leaves the next start no log to replay.
+    if let Err(e) = store.close() {
+        tracing::error!(error = %e, "the checkpoint at shutdown failed; the next start replays the log");
+        return Err(RouterError::Storage(e.to_string()));
+    }
     Ok(())
 }
 
@@ -601,6 +607,66 @@ mod lookup_tests {
                 "{refused:?}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod shutdown_tests {
+    use super::*;
+    use crate::core::CoreConfig;
+    use crate::record::Record;
+    use crate::store::{RedbStore, Snapshot};
+    use grompi_proto::AccountId;
+
+    /// A graceful stop checkpoints the store: the next open has no log
+    /// to replay (and needs no repair).
+    #[tokio::test]
+    async fn a_graceful_stop_leaves_no_log_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router.redb");
+        let mut store = RedbStore::open(&path).unwrap();
+        for key in 0..20u8 {
+            store
+                .commit(
+                    &[Record::OneTimePrekey {
+                        account: AccountId::from_bytes([1; 32]),
+                        key: [key; 32],
+                        present: true,
+                    }],
+                    Durability::Now,
+                )
+                .unwrap();
+        }
+        let core = RouterCore::restore(
+            CoreConfig {
+                servers: Vec::new(),
+                quorum: 0,
+                limits: crate::limits::Limits::default(),
+                padding_tiers: vec![4],
+                noise_interval_ms: None,
+                max_batch: 4,
+                backoff_base_ms: 10,
+                backoff_max_ms: 100,
+            },
+            Snapshot::default(),
+        )
+        .unwrap();
+        let hub = Arc::new(Hub::new(crate::hub::HubLimits::of(
+            &crate::limits::Limits::default(),
+        )));
+        let (tx, thread) = start_core(core, Box::new(store), Vec::new(), hub, 16);
+        tx.send(CoreMsg::Shutdown).await.unwrap();
+        drop(tx);
+        tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let reopened = RedbStore::open(&path).unwrap();
+        let report = reopened.open_report();
+        assert_eq!(report.log_records, 0, "{report:?}");
+        assert!(!report.repaired, "{report:?}");
+        assert_eq!(reopened.load().unwrap().one_time_prekeys.len(), 20);
     }
 }
 

@@ -16,7 +16,7 @@ use grompi_proto::pb::router_server::RouterServer;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
@@ -147,9 +147,18 @@ impl Backend {
         identity: &TlsIdentity,
         store: RedbStore,
     ) -> Result<Self, ServeError> {
+        let phase = Instant::now();
         let snapshot = store
             .load()
             .map_err(|e| ServeError::Storage(e.to_string()))?;
+        tracing::info!(
+            ms = ms(phase),
+            accounts = snapshot.accounts.len(),
+            sessions = snapshot.sessions.len(),
+            conversations = snapshot.conversations.len(),
+            unattested_envelopes = snapshot.envelopes.len(),
+            "loaded the state"
+        );
         let (n, quorum) = if config.relay_only {
             (0, 0)
         } else {
@@ -173,8 +182,10 @@ impl Backend {
         // The workers carry each server's jobs over one ordered AttestStream,
         // which is what lets `start_core` pipeline them
         // (`DriverConfig::PRODUCTION`).
+        let phase = Instant::now();
         let core = RouterCore::restore(core_config, snapshot)
             .map_err(|e| ServeError::Storage(e.to_string()))?;
+        tracing::info!(ms = ms(phase), "restored the core");
         let pending = core.pending_count();
         let server_timeout = Duration::from_millis(config.order_server_timeout_ms);
         let mut clients = order_clients(descriptor, identity, server_timeout)?;
@@ -276,6 +287,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let started = Instant::now();
     grompi_ops::tls::install_crypto_provider();
     let text = std::fs::read_to_string(&config.descriptor)
         .map_err(|e| setup(format!("read {}: {e}", config.descriptor.display())))?;
@@ -291,15 +303,19 @@ pub async fn serve(
         grompi_ops::telemetry::install_metrics(config.metrics_listen).map_err(setup)?;
     // Refuses a database behind its rollback anchor, or missing where the
     // anchor exists (docs/OPERATING.md, router, rollback anchor).
+    let phase = Instant::now();
     let store = RedbStore::open_anchored(&config.database_path(), &config.anchor_path())
         .map_err(|e| ServeError::Storage(e.to_string()))?;
+    tracing::info!(ms = ms(phase), "opened the store");
     if config.relay_only {
         tracing::warn!(
             "relay_only is set: no order server is contacted and nothing is attested; \
              this is the benchmark baseline, not a usable network"
         );
     }
+    let phase = Instant::now();
     let backend = Backend::start(&config, &descriptor, &identity, store)?;
+    tracing::info!(ms = ms(phase), "started the core and workers");
     let (n, quorum, pending) = (backend.servers, backend.quorum, backend.pending);
     let Backend {
         service,
@@ -312,12 +328,15 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RouterServer<RouterService>>().await;
 
+    let phase = Instant::now();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| setup(format!("listen on {}: {e}", config.listen)))?;
     let bound: SocketAddr = listener.local_addr().map_err(setup)?;
     write_bound(&config, bound, metrics_addr)?;
+    tracing::info!(ms = ms(phase), "bound the listener");
     tracing::info!(
+        startup_ms = ms(started),
         address = %bound,
         metrics = ?metrics_addr,
         order_servers = n,
@@ -388,6 +407,10 @@ pub async fn serve(
     }
     tracing::info!("router stopped");
     served
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 fn write_bound(

@@ -160,6 +160,12 @@ pub trait Store: Send {
     fn load(&self) -> Result<Snapshot, StoreError>;
     /// A reader for Fetch that may be used from other threads.
     fn reader(&self) -> Arc<dyn EnvelopeReader>;
+    /// Called once at a graceful stop, after the last commit: makes
+    /// everything durable in a way the next start is quickest to load
+    /// (the redb store checkpoints, so that there is no log to replay).
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Reads stored envelopes and attestations.
@@ -602,6 +608,13 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    /// What opening the database did ([`grompi_ops::logged_db::OpenReport`]).
+    pub fn open_report(&self) -> &grompi_ops::logged_db::OpenReport {
+        self.db.open_report()
+    }
+}
+
 impl KvRead for RedbStore {
     fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
         use redb::ReadableDatabase;
@@ -643,6 +656,10 @@ impl EnvelopeReader for RedbStore {
 }
 
 impl Store for RedbStore {
+    fn close(&mut self) -> Result<(), StoreError> {
+        Ok(self.db.checkpoint_now()?)
+    }
+
     fn commit(&mut self, records: &[Record], durability: Durability) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
