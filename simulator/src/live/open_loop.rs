@@ -31,7 +31,7 @@ use super::LiveError;
 use super::bench::{CpuPerMessage, Storage, cpu_times, machine, percentile};
 use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
 use super::devnet::{Devnet, DevnetOptions};
-use super::probes::{Probes, Scrape, scrape_all};
+use super::probes::{Histogram, ORDER_COMMIT, Probes, ROUTER_COMMIT, Scrape, between, scrape_all};
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind, OrderServerKey};
 use rand::rngs::ChaCha20Rng;
@@ -119,11 +119,73 @@ pub struct Step {
     pub cpu_per_message: Option<CpuPerMessage>,
     /// Order-server commit and router round-trip probes (attested arms).
     pub probes: Option<Probes>,
+    /// The slowest commits of the step and its drain (a checkpoint, a
+    /// stalled disk): what a p99 tail waits behind.
+    pub commit_tail: CommitTail,
     /// Whether the step held: p99 within the limit, the achieved rate
     /// within the margin of the arrivals, nothing failed or left over.
     pub sustained: bool,
     /// Why not, when it did not.
     pub note: String,
+}
+
+/// The slowest commits of one step, from the servers' commit histograms:
+/// the router's (synced and deferred) and every order server's.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CommitTail {
+    /// The router's slowest commit, ms: the upper edge of the highest
+    /// histogram bucket that gained an observation (none without commits).
+    pub router_max_ms: Option<f64>,
+    /// The router's commits that took more than 10 ms.
+    pub router_over_10ms: u64,
+    /// The slowest commit of any order server, ms (as above).
+    pub order_max_ms: Option<f64>,
+    /// Order-server commits, all servers, that took more than 10 ms.
+    pub order_over_10ms: u64,
+}
+
+/// The upper edge of the highest bucket holding an observation, ms (the
+/// lower edge for the `+Inf` bucket).
+fn max_ms(h: &Histogram) -> Option<f64> {
+    if h.count <= 0.0 {
+        return None;
+    }
+    let mut lower = 0.0;
+    for (le, cumulative) in &h.buckets {
+        if *cumulative >= h.count {
+            return Some(if le.0.is_finite() { le.0 } else { lower } * 1000.0);
+        }
+        lower = le.0;
+    }
+    Some(lower * 1000.0)
+}
+
+/// Observations above `seconds` (a bucket edge).
+fn over(h: &Histogram, seconds: f64) -> u64 {
+    let within = h
+        .buckets
+        .iter()
+        .find(|(le, _)| (le.0 - seconds).abs() < 1e-12)
+        .map_or(0.0, |(_, c)| *c);
+    (h.count - within).max(0.0) as u64
+}
+
+impl CommitTail {
+    fn between(
+        router_before: &[Scrape],
+        router_after: &[Scrape],
+        order_before: &[Scrape],
+        order_after: &[Scrape],
+    ) -> CommitTail {
+        let router = between(router_before, router_after, ROUTER_COMMIT, "");
+        let order = between(order_before, order_after, ORDER_COMMIT, "");
+        CommitTail {
+            router_max_ms: max_ms(&router),
+            router_over_10ms: over(&router, 0.01),
+            order_max_ms: max_ms(&order),
+            order_over_10ms: over(&order, 0.01),
+        }
+    }
 }
 
 /// One arm: the relay, or the attested network with N order servers.
@@ -779,11 +841,8 @@ async fn run_step(
         let sender = rng.random_range(0..input.senders.len());
         arrivals.push((Duration::from_secs_f64(t), sender));
     }
-    let probes_before = if input.relay {
-        None
-    } else {
-        Some((scrape(input.router_metrics)?, scrape(input.order_metrics)?))
-    };
+    let router_before = scrape(input.router_metrics)?;
+    let order_before = scrape(input.order_metrics)?;
     let cpu_before = cpu_times(net);
     let start = tokio::time::Instant::now();
     let start_std = start.into_std();
@@ -832,15 +891,11 @@ async fn run_step(
         t.abort();
     }
     let cpu_after = cpu_times(net);
-    let probes = match probes_before {
-        Some((router_before, order_before)) => Some(Probes::between(
-            &router_before,
-            &scrape(input.router_metrics)?,
-            &order_before,
-            &scrape(input.order_metrics)?,
-        )),
-        None => None,
-    };
+    let (router_after, order_after) = (scrape(input.router_metrics)?, scrape(input.order_metrics)?);
+    let probes = (!input.relay)
+        .then(|| Probes::between(&router_before, &router_after, &order_before, &order_after));
+    let commit_tail =
+        CommitTail::between(&router_before, &router_after, &order_before, &order_after);
 
     let sent = arrivals.len() as u64;
     let end_std = end.into_std();
@@ -921,6 +976,7 @@ async fn run_step(
         dispatch_lag_max_ms: lag_max.as_secs_f64() * 1000.0,
         cpu_per_message,
         probes,
+        commit_tail,
         sustained: notes.is_empty(),
         note: notes.join("; "),
     })
@@ -952,13 +1008,16 @@ impl OpenLoopReport {
             o.block_bytes,
         );
         s.push_str(
-            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | holds |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | router commit max ms (> 10 ms) | order commit max ms (> 10 ms) | holds |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for a in &self.arms {
             for st in &a.steps {
                 let cpu = st.cpu_per_message;
                 let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+                let tail = |max: Option<f64>, slow: u64| {
+                    max.map_or_else(|| "-".to_owned(), |m| format!("{m:.1} ({slow})"))
+                };
                 // Target 3: each order server attests every message once.
                 let per_attestation = cpu
                     .filter(|_| a.servers > 0)
@@ -974,7 +1033,7 @@ impl OpenLoopReport {
                         .map(|r| c.router_us - r.router_us)
                 });
                 s.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     a.mode,
                     a.servers,
                     st.offered_per_s,
@@ -995,6 +1054,8 @@ impl OpenLoopReport {
                         .as_ref()
                         .and_then(|p| p.order_commit_p50_ms)
                         .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+                    tail(st.commit_tail.router_max_ms, st.commit_tail.router_over_10ms),
+                    tail(st.commit_tail.order_max_ms, st.commit_tail.order_over_10ms),
                     if st.sustained {
                         "yes".to_owned()
                     } else {
@@ -1054,5 +1115,55 @@ impl OpenLoopReport {
             "ms",
             &series,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BEFORE: &str = "router_commit_seconds_bucket{durability=\"synced\",le=\"0.001\"} 5\n\
+        router_commit_seconds_bucket{durability=\"synced\",le=\"0.01\"} 5\n\
+        router_commit_seconds_bucket{durability=\"synced\",le=\"0.1\"} 6\n\
+        router_commit_seconds_bucket{durability=\"synced\",le=\"+Inf\"} 6\n\
+        router_commit_seconds_count{durability=\"synced\"} 6\n";
+    const AFTER: &str = "router_commit_seconds_bucket{durability=\"synced\",le=\"0.001\"} 9\n\
+        router_commit_seconds_bucket{durability=\"synced\",le=\"0.01\"} 10\n\
+        router_commit_seconds_bucket{durability=\"synced\",le=\"0.1\"} 12\n\
+        router_commit_seconds_bucket{durability=\"synced\",le=\"+Inf\"} 12\n\
+        router_commit_seconds_count{durability=\"synced\"} 12\n\
+        router_commit_seconds_bucket{durability=\"deferred\",le=\"0.001\"} 3\n\
+        router_commit_seconds_bucket{durability=\"deferred\",le=\"0.01\"} 3\n\
+        router_commit_seconds_bucket{durability=\"deferred\",le=\"0.1\"} 3\n\
+        router_commit_seconds_bucket{durability=\"deferred\",le=\"+Inf\"} 4\n\
+        router_commit_seconds_count{durability=\"deferred\"} 4\n";
+
+    /// The tail covers only the commits between the scrapes, every label
+    /// set merged: one synced commit over 10 ms (the one before the step
+    /// does not count) and one deferred commit past the last finite bucket.
+    #[test]
+    fn the_commit_tail_counts_only_the_step_s_slow_commits() {
+        let before = [Scrape::parse(BEFORE)];
+        let after = [Scrape::parse(AFTER)];
+        let synced_only = [Scrape::parse(
+            &AFTER
+                .lines()
+                .filter(|l| l.contains("synced"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )];
+        let tail = CommitTail::between(&before, &synced_only, &[], &[]);
+        assert_eq!(tail.router_max_ms, Some(100.0));
+        assert_eq!(tail.router_over_10ms, 1);
+        assert_eq!(tail.order_max_ms, None);
+        assert_eq!(tail.order_over_10ms, 0);
+        // The deferred commit in the +Inf bucket: its lower edge, 100 ms.
+        let tail = CommitTail::between(&before, &after, &[], &[]);
+        assert_eq!(tail.router_max_ms, Some(100.0));
+        assert_eq!(tail.router_over_10ms, 2);
+        // Nothing slow between two equal scrapes.
+        let tail = CommitTail::between(&after, &after, &after, &after);
+        assert_eq!(tail.router_max_ms, None);
+        assert_eq!(tail.router_over_10ms, 0);
     }
 }
