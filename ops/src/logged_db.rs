@@ -10,7 +10,8 @@
 //!   changes the owner can obtain again: they become durable with the next
 //!   synced commit (the log is sequential, so a sync covers every record
 //!   before it), and a crash before that loses a suffix of them.
-//! * When the log passes [`CHECKPOINT_BYTES`], a durable commit
+//! * When the log passes [`CHECKPOINT_BYTES`], or after
+//!   [`CHECKPOINT_COMMITS`] commits, a durable commit
 //!   (`Durability::Immediate`) records the next log generation and the log
 //!   starts again from its beginning. A batch that does not fit in what is
 //!   left of the log is committed durably itself, which is also a
@@ -50,8 +51,8 @@
 //! (non-cryptographic) checksum is valid, and redb documents that a writer
 //! who controls transaction contents and crash timing could make a partial
 //! commit look valid. Order servers store request bytes chosen by others
-//! (evidence), so that is not a risk to take to save one `fsync` every
-//! [`CHECKPOINT_BYTES`] of log. The per-batch commits are
+//! (evidence), so that is not a risk to take to save one `fsync` per
+//! checkpoint. The per-batch commits are
 //! `Durability::None` and sync nothing; the log is what makes them durable.
 //!
 //! # Allocator state (bounded opening)
@@ -78,9 +79,24 @@ use std::time::Instant;
 
 /// The largest a log grows to (64 MiB).
 pub const CAPACITY: u64 = 64 << 20;
-/// Log bytes after which a checkpoint restarts the log: half the capacity,
-/// so that a batch almost never finds the log full.
-pub const CHECKPOINT_BYTES: u64 = CAPACITY / 2;
+/// Log bytes after which a checkpoint restarts the log (4 MiB), far below
+/// the capacity, so that a batch almost never finds the log full.
+///
+/// A checkpoint is a durable redb commit: it writes every page the
+/// commits since the last one changed and waits for the disk, while the
+/// commit thread (and every request behind it) waits for it. Its time
+/// grows with what changed since the last one: measured here, 7 ms after
+/// 100 commits of three scattered 1 KB rows, 44 ms after 1,000, 230 ms
+/// after 10,000 (docs/PERFORMANCE.md, "Checkpoint stalls"). So checkpoints
+/// come often and short, by bytes and by commits
+/// ([`CHECKPOINT_COMMITS`]), whichever comes first; the pages redb frees
+/// are also reused only after a durable commit, so the file grows less.
+pub const CHECKPOINT_BYTES: u64 = 4 << 20;
+
+/// Commits after which a checkpoint is made even if the log is below
+/// [`CHECKPOINT_BYTES`]: each commit changes at least a few pages, however
+/// small it is.
+pub const CHECKPOINT_COMMITS: u32 = 256;
 
 /// The database's page cache. redb's default is 1 GiB, so a process's
 /// resident memory would grow with the pages it reads and writes (every
@@ -206,6 +222,8 @@ struct Log {
     anchor: Option<Anchor>,
     /// A checkpoint or anchor update failed after a commit.
     stopped: bool,
+    /// Commits since the last checkpoint.
+    commits: u32,
     /// Makes the next checkpoint fail (tests of the failure path).
     #[cfg(test)]
     fail_checkpoint: bool,
@@ -377,6 +395,7 @@ impl LoggedDatabase {
                 chain,
                 anchor: None,
                 stopped: false,
+                commits: 0,
                 #[cfg(test)]
                 fail_checkpoint: false,
             }),
@@ -551,6 +570,7 @@ impl LoggedDatabase {
                 chain,
                 anchor,
                 stopped: false,
+                commits: 0,
                 #[cfg(test)]
                 fail_checkpoint: false,
             }),
@@ -647,7 +667,8 @@ impl LoggedDatabase {
                     return Err(LoggedDbError::AnchorAfterCommit(e));
                 }
             }
-            if log.wal.used() < CHECKPOINT_BYTES {
+            log.commits = log.commits.saturating_add(1);
+            if log.wal.used() < CHECKPOINT_BYTES && log.commits < CHECKPOINT_COMMITS {
                 metrics::gauge!(self.metrics.bytes).set(log.wal.used() as f64);
                 return Ok(());
             }
@@ -709,6 +730,7 @@ impl LoggedDatabase {
         make_durable(&mut txn)?;
         txn.commit().map_err(db)?;
         log.wal.restart(next);
+        log.commits = 0;
         metrics::counter!(self.metrics.checkpoints).increment(1);
         metrics::gauge!(self.metrics.bytes).set(0.0);
         tracing::debug!(generation = next, "checkpoint");
@@ -1121,5 +1143,36 @@ mod tests {
         let d = open(&path);
         assert_eq!(d.chain_position().unwrap(), before);
         assert_eq!(get(&d, 3), Some(3));
+    }
+
+    #[test]
+    fn small_commits_checkpoint_by_count_and_big_ones_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        let (first, _) = d.log_position().unwrap();
+        // Small commits: the log stays far below its byte threshold, and
+        // the checkpoint comes after CHECKPOINT_COMMITS of them.
+        for k in 0..u64::from(CHECKPOINT_COMMITS) - 1 {
+            put(&d, k, 0).unwrap();
+        }
+        let (g, used) = d.log_position().unwrap();
+        assert_eq!(g, first, "no checkpoint yet");
+        assert!(used > 0 && used < CHECKPOINT_BYTES / 16, "{used}");
+        put(&d, 1_000, 0).unwrap();
+        assert_eq!(d.log_position().unwrap(), (first + 1, 0));
+        // A few large commits: by bytes, well before the count.
+        let pad = usize::try_from(CHECKPOINT_BYTES / 4).unwrap();
+        for k in 0..3 {
+            put(&d, 2_000 + k, pad).unwrap();
+        }
+        assert_eq!(d.log_position().unwrap().0, first + 1);
+        put(&d, 3_000, pad).unwrap();
+        assert_eq!(d.log_position().unwrap(), (first + 2, 0));
+        // Both checkpoints kept everything; so does reopening.
+        drop(d);
+        let d = open(&path);
+        assert_eq!(get(&d, 1_000), Some(1_000));
+        assert_eq!(get(&d, 3_000), Some(3_000));
     }
 }
