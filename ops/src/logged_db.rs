@@ -1176,3 +1176,71 @@ mod tests {
         assert_eq!(get(&d, 3_000), Some(3_000));
     }
 }
+
+/// What a checkpoint costs against the commits since the last one: a
+/// measurement, not a test (it asserts nothing about time). Run it on the
+/// disk to measure, in release:
+/// `cargo test --release -p grompi-ops --lib checkpoint_cost -- --ignored --nocapture`
+/// (the database goes in a temporary directory under the crate's own).
+#[cfg(test)]
+mod checkpoint_cost {
+    use super::*;
+
+    const ROWS: redb::TableDefinition<'static, &[u8], &[u8]> = redb::TableDefinition::new("rows");
+
+    /// `total` commits without an fsync (as the log's batches are), each
+    /// of three rows of 900 bytes under scattered 32-byte keys (as the
+    /// router's and the order server's are), and a checkpoint's durable
+    /// commit after every `every` of them; prints the durable commit's
+    /// median and largest time, its time per commit, and the file's size.
+    fn run(every: usize, total: usize) {
+        let dir = tempfile::tempdir_in(".").unwrap();
+        let path = dir.path().join("cost.redb");
+        let d = Database::builder()
+            .set_cache_size(PAGE_CACHE_BYTES)
+            .create(&path)
+            .unwrap();
+        let mut times = Vec::new();
+        for i in 0..total {
+            let mut txn = d.begin_write().unwrap();
+            txn.set_durability(Durability::None).unwrap();
+            let mut t = txn.open_table(ROWS).unwrap();
+            for r in 0..3u64 {
+                let key = blake3::hash(&(i as u64 * 3 + r).to_le_bytes());
+                t.insert(key.as_bytes().as_slice(), [7u8; 900].as_slice())
+                    .unwrap();
+            }
+            drop(t);
+            txn.commit().unwrap();
+            if (i + 1) % every == 0 {
+                let start = std::time::Instant::now();
+                let mut txn = d.begin_write().unwrap();
+                make_durable(&mut txn).unwrap();
+                txn.open_table(WAL_TABLE)
+                    .unwrap()
+                    .insert(GENERATION, i as u64)
+                    .unwrap();
+                txn.commit().unwrap();
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "durable commit every {every} commits: {} of them, median {:.1} ms, largest {:.1} ms, \
+             {:.1} us per commit; file {} MiB",
+            times.len(),
+            times[times.len() / 2],
+            times[times.len() - 1],
+            times.iter().sum::<f64>() * 1e3 / total as f64,
+            std::fs::metadata(&path).unwrap().len() >> 20
+        );
+    }
+
+    #[test]
+    #[ignore = "a measurement; run it on purpose (see the module doc)"]
+    fn checkpoint_cost() {
+        for every in [100, 256, 1_000, 10_000] {
+            run(every, 20_000);
+        }
+    }
+}
