@@ -19,7 +19,8 @@
 //!
 //! Witnessing: on the same timer it submits its latest checkpoint to each
 //! peer with a `witness_key` ([`crate::witness_submit`]) and serves the
-//! cosignatures with the checkpoint; with peers that have a `log_key` it
+//! cosignatures with the checkpoint (a new checkpoint is served once its
+//! round of submissions has ended); with peers that have a `log_key` it
 //! witnesses their logs on `audit_listen` ([`crate::witness`]).
 
 use crate::audit_entry::SecurityEvent;
@@ -164,6 +165,14 @@ fn sign_latest(
 
 /// Signs checkpoints every `period`, and submits each to the witnesses,
 /// until aborted.
+///
+/// A new checkpoint is served (`latest`) only once its round of
+/// submissions has ended, with the cosignatures it collected: a member
+/// auditing in between gets the previous checkpoint, cosigned, rather
+/// than the new one without cosignatures, which would look like a log
+/// its witnesses refuse. A checkpoint the witnesses do refuse is served
+/// after its round all the same, without their cosignatures, so the
+/// refusal shows.
 async fn sign_checkpoints(
     store: Arc<RedbStore>,
     key: Arc<grompi_tlog::note::Ed25519Signer>,
@@ -172,17 +181,38 @@ async fn sign_checkpoints(
     period: std::time::Duration,
     mut witnesses: Witnesses,
 ) {
+    let pending: LatestCheckpoint = Arc::new(std::sync::RwLock::new(
+        latest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+    ));
     let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         timer.tick().await;
-        let (s, k, l) = (Arc::clone(&store), Arc::clone(&key), Arc::clone(&latest));
-        match tokio::task::spawn_blocking(move || sign_latest(&s, &k, &l, Some(signed))).await {
+        let (s, k, p) = (Arc::clone(&store), Arc::clone(&key), Arc::clone(&pending));
+        match tokio::task::spawn_blocking(move || sign_latest(&s, &k, &p, Some(signed))).await {
             Ok(Ok(size)) => signed = size,
             Ok(Err(e)) => tracing::error!(error = %e, "signing an audit log checkpoint failed"),
             Err(e) => tracing::error!(error = %e, "the checkpoint signer failed"),
         }
-        witnesses.submit(&store, &latest).await;
+        witnesses.submit(&store, &pending).await;
+        publish(&pending, &latest);
+    }
+}
+
+/// Serves what `pending` holds (the checkpoint and the cosignatures its
+/// submissions collected).
+fn publish(pending: &LatestCheckpoint, latest: &LatestCheckpoint) {
+    let ready = pending
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    if ready.is_some() {
+        *latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ready;
     }
 }
 

@@ -506,3 +506,44 @@ async fn a_forked_log_is_refused_with_422_and_the_evidence_is_kept() {
         x.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_log_serves_each_new_checkpoint_with_its_cosignatures() {
+    // A new checkpoint is served only once its round of submissions has
+    // ended: a member auditing at any moment sees every checkpoint of a
+    // healthy log cosigned by both peers, never a new one that has none
+    // yet (which would read as a log its witnesses refuse).
+    let mut m = trio().await;
+    let others = [m[1].witness.clone(), m[2].witness.clone()];
+    let others = [&others[0], &others[1]];
+    let (first, n) = served(&m[0], &others).await;
+    assert_eq!(n, 2);
+    let mut sizes = std::collections::BTreeSet::from([first.size()]);
+    let mut reads = 0u32;
+    for tag in 60..66 {
+        attest_setup(&m[0], tag).await;
+        // Read the checkpoint as fast as it answers for a little over one
+        // signing period (1 s): across the moment a new one is signed and
+        // submitted.
+        let until = std::time::Instant::now() + Duration::from_millis(1_200);
+        while std::time::Instant::now() < until {
+            let (c, n) = served(&m[0], &others).await;
+            reads += 1;
+            assert_eq!(
+                n,
+                2,
+                "checkpoint of {} entries served with {n} of 2 cosignatures (read {reads})",
+                c.size()
+            );
+            sizes.insert(c.size());
+        }
+    }
+    assert!(
+        sizes.len() >= 4,
+        "only checkpoints of sizes {sizes:?} were served in {reads} reads: the log did not grow \
+         through new checkpoints"
+    );
+    for x in &mut m {
+        x.stop();
+    }
+}
