@@ -144,3 +144,29 @@ pub fn evidence(data_dir: &Path, kind: &str) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Waits (at most 30 s) until the order server whose metrics are at
+/// `metrics` raises its witness alarm for every one of `peers`, then
+/// checks that its log (`server_log`) says so.
+pub async fn await_witness_alarm(metrics: SocketAddr, server_log: &Path, peers: &[&str]) {
+    eventually(
+        "the alarm on the rolled-back server",
+        Duration::from_secs(30),
+        || async {
+            let text = metrics_text(metrics).await;
+            peers.iter().all(|p| {
+                metric(
+                    &text,
+                    "grompi_order_log_witness_alarm",
+                    &[&format!("peer=\"{p}\"")],
+                ) == 1.0
+            })
+        },
+    )
+    .await;
+    assert!(
+        std::fs::read_to_string(server_log)
+            .unwrap()
+            .contains("ALERT: a witness refuses this server's audit log"),
+    );
+}

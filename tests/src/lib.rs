@@ -571,3 +571,16 @@ fn hex_decode(s: &str) -> Result<Vec<u8>, HarnessError> {
         })
         .collect()
 }
+
+/// Whether a finished command succeeded, and what it printed (stdout,
+/// then stderr).
+pub fn exit_and_text(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}

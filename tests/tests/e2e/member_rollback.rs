@@ -33,7 +33,8 @@ use grompi_client::local_store::StoreSecret;
 use grompi_client_core::head_proof::HeadProofOutcome;
 use grompi_proto::{ConversationId, EnvelopeHash, Epoch, Head, Index, Misbehaviour};
 use grompi_tests::audit_log::{
-    copy_dir, eventually, evidence, log_verifier, metric, metrics_text, served, witness_verifier,
+    await_witness_alarm, copy_dir, eventually, evidence, log_verifier, metric, metrics_text,
+    served, witness_verifier,
 };
 use grompi_tests::{Network, audit_addr};
 use std::path::{Path, PathBuf};
@@ -83,14 +84,7 @@ fn grompi(homes: &Path, i: usize, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    grompi_tests::exit_and_text(&out)
 }
 
 /// The envelope and head at each index (the attestation bits may grow
@@ -364,27 +358,12 @@ async fn a_rolled_back_order_server_is_caught_and_members_never_accept_two_envel
             "{text}"
         );
     }
-    let metrics0 = net.servers[0].addrs.metrics.unwrap();
-    eventually(
-        "the alarm on the rolled-back server",
-        Duration::from_secs(30),
-        || async {
-            let text = metrics_text(metrics0).await;
-            ["order1", "order2"].iter().all(|p| {
-                metric(
-                    &text,
-                    "grompi_order_log_witness_alarm",
-                    &[&format!("peer=\"{p}\"")],
-                ) == 1.0
-            })
-        },
+    await_witness_alarm(
+        net.servers[0].addrs.metrics.unwrap(),
+        net.servers[0].process.log(),
+        &["order1", "order2"],
     )
     .await;
-    assert!(
-        std::fs::read_to_string(net.servers[0].process.log())
-            .unwrap()
-            .contains("ALERT: a witness refuses this server's audit log"),
-    );
     assert_eq!(
         served(audit0, &logs[0], &[&witnesses[1], &witnesses[2]])
             .await

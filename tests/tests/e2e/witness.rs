@@ -237,14 +237,7 @@ fn grompi_audit(m: &[Member]) -> (bool, String) {
         .arg(&file)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    grompi_tests::exit_and_text(&out)
 }
 
 /// Runs `grompi status` for a fresh account that trusts the descriptor
@@ -269,12 +262,7 @@ fn grompi_status(m: &[Member]) -> String {
         let init = run(&["init", "--network", &file.to_string_lossy()]);
         assert!(init.status.success(), "{init:?}");
     }
-    let out = run(&["status"]);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    grompi_tests::exit_and_text(&run(&["status"])).1
 }
 
 fn evidence(m: &Member, kind: &str) -> Vec<std::path::PathBuf> {
@@ -340,27 +328,12 @@ async fn a_rolled_back_order_server_is_refused_by_every_witness() {
             "{text}"
         );
     }
-    let victim = &m[0];
-    eventually(
-        "the alarm on the rolled-back server",
-        Duration::from_secs(30),
-        || async {
-            let text = metrics(victim).await;
-            ["order1", "order2"].iter().all(|p| {
-                metric(
-                    &text,
-                    "grompi_order_log_witness_alarm",
-                    &[&format!("peer=\"{p}\"")],
-                ) == 1.0
-            })
-        },
+    audit_log::await_witness_alarm(
+        m[0].server().addrs.metrics.unwrap(),
+        m[0].server().process.log(),
+        &["order1", "order2"],
     )
     .await;
-    assert!(
-        std::fs::read_to_string(m[0].server().process.log())
-            .unwrap()
-            .contains("ALERT: a witness refuses this server's audit log"),
-    );
     assert_eq!(served(&m[0], &others).await.1, 0, "nobody cosigned it");
     // And a member's audit raises the alert for it, only for it.
     let (ok, out) = grompi_audit(&m);
