@@ -95,8 +95,10 @@ pub const CHECKPOINT_BYTES: u64 = 4 << 20;
 
 /// Commits after which a checkpoint is made even if the log is below
 /// [`CHECKPOINT_BYTES`]: each commit changes at least a few pages, however
-/// small it is.
-pub const CHECKPOINT_COMMITS: u32 = 256;
+/// small it is. Of 64, 128, 256 and 512, 64 gave the lowest open-loop p99
+/// at every rate, at the same CPU per message (docs/PERFORMANCE.md,
+/// "Checkpoint stalls").
+pub const CHECKPOINT_COMMITS: u32 = 64;
 
 /// The database's page cache. redb's default is 1 GiB, so a process's
 /// resident memory would grow with the pages it reads and writes (every
@@ -1239,7 +1241,7 @@ mod checkpoint_cost {
     #[test]
     #[ignore = "a measurement; run it on purpose (see the module doc)"]
     fn checkpoint_cost() {
-        for every in [100, 256, 1_000, 10_000] {
+        for every in [64, 100, 256, 1_000, 10_000] {
             run(every, 20_000);
         }
     }

@@ -568,7 +568,7 @@ async fn order_server_power_cuts_never_lose_or_change_an_attestation() {
     let (mut checkpoints, mut near_checkpoint) = (0u64, 0usize);
     for cut in 1..=ORDER_CUTS {
         // Every third cut fills the log up to or past a checkpoint (that
-        // takes 4 MiB of evidence, or 256 commits, and the database keeps
+        // takes 4 MiB of evidence, or 64 commits, and the database keeps
         // the evidence, so not more often); the others come after a few answers.
         let plan = match cut % 6 {
             0 => CutAt::AfterCheckpoint(Duration::from_millis(rng.random_range(0..400))),
