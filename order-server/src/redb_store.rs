@@ -920,15 +920,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("order.redb");
         let c = ConversationId::from_bytes([8; 32]);
+        // As many commits as the log holds before a checkpoint restarts it.
+        let commits = u64::from(grompi_ops::logged_db::CHECKPOINT_COMMITS) - 1;
         {
             let store = RedbStore::open(&path).unwrap();
-            for next in 1..=100 {
+            for next in 1..=commits {
                 write_state(&store, &c, next);
             }
         }
         let mut log = std::fs::read(wal_path(&path)).unwrap();
         let offsets = record_offsets(&log);
-        assert_eq!(offsets.len(), 100);
+        assert_eq!(offsets.len() as u64, commits);
         // Record 40 (the 41st, numbered from 0), a byte of its payload.
         log[offsets[40] + 28 + 5] ^= 0xff;
         std::fs::write(wal_path(&path), &log).unwrap();
@@ -942,11 +944,11 @@ mod tests {
             "{text}"
         );
         // Nothing was replayed or checkpointed: the repaired log still
-        // brings back all 100 commits.
+        // brings back every commit.
         log[offsets[40] + 28 + 5] ^= 0xff;
         std::fs::write(wal_path(&path), &log).unwrap();
         let store = RedbStore::open_existing(&path, None).unwrap();
-        assert_eq!(next_index(&store, &c), Some(100));
+        assert_eq!(next_index(&store, &c), Some(commits));
     }
 
     #[test]
