@@ -11,13 +11,18 @@
 //!   synced commit (the log is sequential, so a sync covers every record
 //!   before it), and a crash before that loses a suffix of them.
 //! * When the log passes [`CHECKPOINT_BYTES`], or after
-//!   [`CHECKPOINT_COMMITS`] commits, a durable commit
-//!   (`Durability::Immediate`) records the next log generation and the log
-//!   starts again from its beginning. A batch that does not fit in what is
-//!   left of the log is committed durably itself, which is also a
-//!   checkpoint. A checkpoint that fails after its batch was committed says
-//!   so ([`LoggedDbError::CheckpointFailed`]); the database then refuses
-//!   further commits until it is opened again (which replays the log).
+//!   [`CHECKPOINT_COMMITS`] commits, a checkpoint is *due*: a durable
+//!   commit (`Durability::Immediate`) that records the next log generation,
+//!   after which the log starts again from its beginning. The owner makes
+//!   it with [`LoggedDatabase::checkpoint_if_due`] after the commit's
+//!   effects are out (its answers sent: they are on disk through the log
+//!   already, and need not wait for the database's own sync); if it does
+//!   not, its next batch is committed durably, which is the checkpoint. A
+//!   batch that does not fit in what is left of the log is committed
+//!   durably itself, which is also a checkpoint. A checkpoint that fails
+//!   says so ([`LoggedDbError::CheckpointFailed`]: the commits before it
+//!   are on disk through the log); the database then refuses further
+//!   commits until it is opened again (which replays the log).
 //! * [`LoggedDatabase::create`] makes a new database and its log, bound by
 //!   a random *database id* that the log's header and every record's
 //!   checksum carry. [`LoggedDatabase::open_existing`] opens only an
@@ -83,8 +88,9 @@ pub const CAPACITY: u64 = 64 << 20;
 /// the capacity, so that a batch almost never finds the log full.
 ///
 /// A checkpoint is a durable redb commit: it writes every page the
-/// commits since the last one changed and waits for the disk, while the
-/// commit thread (and every request behind it) waits for it. Its time
+/// commits since the last one changed and waits for the disk, while
+/// every request queued behind it waits (the batch that made it due is
+/// answered first: [`LoggedDatabase::checkpoint_if_due`]). Its time
 /// grows with what changed since the last one: measured here, 7 ms after
 /// 100 commits of three scattered 1 KB rows, 44 ms after 1,000, 230 ms
 /// after 10,000 (docs/PERFORMANCE.md, "Checkpoint stalls"). So checkpoints
@@ -96,8 +102,9 @@ pub const CHECKPOINT_BYTES: u64 = 4 << 20;
 /// Commits after which a checkpoint is made even if the log is below
 /// [`CHECKPOINT_BYTES`]: each commit changes at least a few pages, however
 /// small it is. Of 64, 128, 256 and 512, 64 gave the lowest open-loop p99
-/// at every rate, at the same CPU per message (docs/PERFORMANCE.md,
-/// "Checkpoint stalls").
+/// at every rate, at the same CPU per message; with answers sent before
+/// the checkpoint, 256 was no better (docs/PERFORMANCE.md, "Checkpoint
+/// stalls" and "answers before the checkpoint").
 pub const CHECKPOINT_COMMITS: u32 = 64;
 
 /// The database's page cache. redb's default is 1 GiB, so a process's
@@ -166,13 +173,13 @@ pub enum LoggedDbError {
         /// What is wrong, and what to do.
         what: &'static str,
     },
-    /// The batch was committed and is on disk (its log record is synced),
-    /// but the checkpoint after it failed. Answer the batch; the database
-    /// refuses further commits until it is opened again.
+    /// A checkpoint ([`LoggedDatabase::checkpoint_if_due`]) failed; every
+    /// batch committed before it is on disk (its log record is synced).
+    /// The database refuses further commits until it is opened again.
     #[error(
-        "the batch was committed (its log record is synced), but the checkpoint after it \
-         failed: {reason}. No further commits are accepted; restart (opening replays the \
-         log)"
+        "the batches before it were committed (their log records are synced), but the \
+         checkpoint after them failed: {reason}. No further commits are accepted; restart \
+         (opening replays the log)"
     )]
     CheckpointFailed {
         /// What failed.
@@ -215,6 +222,9 @@ pub struct LogMetrics {
     pub bytes: &'static str,
     /// Counter: checkpoints.
     pub checkpoints: &'static str,
+    /// Histogram: a checkpoint's seconds (its durable commit, the log's
+    /// restart and the anchor's sync), during which nothing commits.
+    pub checkpoint_seconds: &'static str,
 }
 
 /// The log and what moves with it, under one lock.
@@ -226,6 +236,10 @@ struct Log {
     stopped: bool,
     /// Commits since the last checkpoint.
     commits: u32,
+    /// The log passed a checkpoint threshold: the owner checkpoints with
+    /// [`LoggedDatabase::checkpoint_if_due`] once the batch's effects are
+    /// out, or the next commit is itself the checkpoint.
+    due: bool,
     /// Makes the next checkpoint fail (tests of the failure path).
     #[cfg(test)]
     fail_checkpoint: bool,
@@ -398,6 +412,7 @@ impl LoggedDatabase {
                 anchor: None,
                 stopped: false,
                 commits: 0,
+                due: false,
                 #[cfg(test)]
                 fail_checkpoint: false,
             }),
@@ -573,6 +588,7 @@ impl LoggedDatabase {
                 anchor,
                 stopped: false,
                 commits: 0,
+                due: false,
                 #[cfg(test)]
                 fail_checkpoint: false,
             }),
@@ -642,7 +658,10 @@ impl LoggedDatabase {
         if batch.is_empty() {
             return txn.commit().map_err(db);
         }
-        let pending = if log.wal.fits(batch.as_bytes().len()) {
+        // A checkpoint still due (the owner did not make it), or a batch
+        // too large for what is left of the log: the batch is committed
+        // durably, which is the checkpoint (below).
+        if !log.due && log.wal.fits(batch.as_bytes().len()) {
             let appended = if synced {
                 log.wal.append(batch.as_bytes())
             } else {
@@ -670,42 +689,62 @@ impl LoggedDatabase {
                 }
             }
             log.commits = log.commits.saturating_add(1);
-            if log.wal.used() < CHECKPOINT_BYTES && log.commits < CHECKPOINT_COMMITS {
-                metrics::gauge!(self.metrics.bytes).set(log.wal.used() as f64);
-                return Ok(());
+            metrics::gauge!(self.metrics.bytes).set(log.wal.used() as f64);
+            if log.wal.used() >= CHECKPOINT_BYTES || log.commits >= CHECKPOINT_COMMITS {
+                // The batch is on disk (its record is synced, or becomes
+                // so with the next synced one): its answers need not wait
+                // for the checkpoint.
+                log.due = true;
             }
-            None
-        } else {
-            // Too large for the log: a step of the chain all the same, as
-            // if it had been the next record.
-            let wal = &log.wal;
-            let sum = crate::wal::checksum(
-                wal.database(),
-                wal.generation(),
-                u64::MAX,
-                SYNCED,
-                batch.as_bytes(),
-            );
-            log.chain = log.chain.step(&sum);
-            Some(txn)
-        };
-        // A checkpoint: either after the commit above, or this batch itself
-        // when it does not fit in what is left of the log.
-        let committed = pending.is_none();
-        match self.checkpoint(log, pending) {
+            return Ok(());
+        }
+        // Not in the log, but a step of the chain all the same, as if it
+        // had been the next record.
+        let wal = &log.wal;
+        let sum = crate::wal::checksum(
+            wal.database(),
+            wal.generation(),
+            u64::MAX,
+            SYNCED,
+            batch.as_bytes(),
+        );
+        log.chain = log.chain.step(&sum);
+        match self.checkpoint(log, Some(txn)) {
             Ok(()) => Ok(()),
             Err(e) => {
                 // Whether or not redb kept the checkpoint, opening again
                 // finds a consistent pair: the old generation with its
                 // records, or the new one holding everything.
                 log.stopped = true;
-                if committed {
-                    Err(LoggedDbError::CheckpointFailed {
-                        reason: e.to_string(),
-                    })
-                } else {
-                    Err(e)
-                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Makes the checkpoint that the commits since the last one have made
+    /// due ([`CHECKPOINT_BYTES`], [`CHECKPOINT_COMMITS`]), if any; returns
+    /// whether it did. The owner calls this after a commit's effects are
+    /// out (answers sent), so that they do not wait for the checkpoint's
+    /// durable commit; what they promise is already on disk through the
+    /// log. If the owner does not, its next commit is the checkpoint. A
+    /// failure stops the database ([`LoggedDbError::CheckpointFailed`]:
+    /// every commit before it stays on disk through the log).
+    pub fn checkpoint_if_due(&self) -> Result<bool, LoggedDbError> {
+        let mut guard = self.log()?;
+        let log = &mut *guard;
+        if log.stopped {
+            return Err(LoggedDbError::Stopped);
+        }
+        if !log.due {
+            return Ok(false);
+        }
+        match self.checkpoint(log, None) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                log.stopped = true;
+                Err(LoggedDbError::CheckpointFailed {
+                    reason: e.to_string(),
+                })
             }
         }
     }
@@ -717,6 +756,7 @@ impl LoggedDatabase {
         log: &mut Log,
         txn: Option<WriteTransaction>,
     ) -> Result<(), LoggedDbError> {
+        let started = Instant::now();
         let mut txn = match txn {
             Some(t) => t,
             None => self.db.begin_write().map_err(db)?,
@@ -733,12 +773,15 @@ impl LoggedDatabase {
         txn.commit().map_err(db)?;
         log.wal.restart(next);
         log.commits = 0;
+        log.due = false;
         metrics::counter!(self.metrics.checkpoints).increment(1);
         metrics::gauge!(self.metrics.bytes).set(0.0);
         tracing::debug!(generation = next, "checkpoint");
         if let Some(anchor) = &mut log.anchor {
             anchor.record_synced(&log.chain)?;
         }
+        metrics::histogram!(self.metrics.checkpoint_seconds)
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -786,6 +829,7 @@ mod tests {
     const METRICS: LogMetrics = LogMetrics {
         bytes: "test_wal_bytes",
         checkpoints: "test_wal_checkpoints_total",
+        checkpoint_seconds: "test_wal_checkpoint_seconds",
     };
 
     fn open(path: &Path) -> LoggedDatabase {
@@ -829,10 +873,12 @@ mod tests {
             batch.put(1, b"pad", &vec![0; pad]);
         }
         if synced {
-            d.commit(txn, &batch)
+            d.commit(txn, &batch)?;
         } else {
-            d.commit_deferred(txn, &batch)
+            d.commit_deferred(txn, &batch)?;
         }
+        // As the servers do, once the commit's effects are out.
+        d.checkpoint_if_due().map(|_| ())
     }
 
     fn keys(d: &LoggedDatabase) -> Vec<u64> {
@@ -1019,7 +1065,11 @@ mod tests {
             "{err}"
         );
         assert!(err.batch_committed());
-        assert!(err.to_string().contains("the batch was committed"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the batches before it were committed"),
+            "{err}"
+        );
         assert_eq!(get(&d, 2), Some(2));
         let err = put(&d, 3, 0).unwrap_err();
         assert!(matches!(err, LoggedDbError::Stopped), "{err}");
@@ -1145,6 +1195,58 @@ mod tests {
         let d = open(&path);
         assert_eq!(d.chain_position().unwrap(), before);
         assert_eq!(get(&d, 3), Some(3));
+    }
+
+    /// A checkpoint made due by a commit waits for the owner's
+    /// `checkpoint_if_due`, after the commit returned; an owner that does
+    /// not call it gets it with its next commit instead. Either way nothing
+    /// is lost, through a reopen or a crash image.
+    #[test]
+    fn a_due_checkpoint_waits_for_the_owner_or_is_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let d = open(&path);
+        let (first, _) = d.log_position().unwrap();
+        let commit_only = |d: &LoggedDatabase, k: u64| {
+            let txn = d.begin_write().unwrap();
+            let mut batch = KvBatch::new();
+            txn.open_table(T).unwrap().insert(k, k).unwrap();
+            batch.put(0, &k.to_be_bytes(), &k.to_be_bytes());
+            d.commit(txn, &batch).unwrap();
+        };
+        for k in 0..u64::from(CHECKPOINT_COMMITS) {
+            commit_only(&d, k);
+        }
+        // Due, not made: the last commit returned with its record in the
+        // log and the generation unchanged.
+        let (g, used) = d.log_position().unwrap();
+        assert_eq!(g, first);
+        assert!(used > 0);
+        assert!(d.checkpoint_if_due().unwrap(), "a checkpoint was due");
+        assert_eq!(d.log_position().unwrap(), (first + 1, 0));
+        assert!(!d.checkpoint_if_due().unwrap(), "nothing due after it");
+        // Due again, and the owner commits instead: that commit is the
+        // checkpoint (committed durably, not logged).
+        for k in 100..100 + u64::from(CHECKPOINT_COMMITS) {
+            commit_only(&d, k);
+        }
+        assert_eq!(d.log_position().unwrap().0, first + 1);
+        commit_only(&d, 1_000);
+        assert_eq!(d.log_position().unwrap(), (first + 2, 0));
+        assert!(!d.checkpoint_if_due().unwrap());
+        commit_only(&d, 1_001);
+        let image = dir.path().join("image").join("db.redb");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        crate::wal::copy_database(&path, &image).unwrap();
+        let chain = d.chain_position().unwrap();
+        drop(d);
+        for p in [&path, &image] {
+            let d = open(p);
+            assert_eq!(d.chain_position().unwrap(), chain);
+            let all = keys(&d);
+            assert_eq!(all.len(), 2 * CHECKPOINT_COMMITS as usize + 2, "{p:?}");
+            assert!(all.contains(&1_000) && all.contains(&1_001), "{p:?}");
+        }
     }
 
     #[test]

@@ -9,9 +9,17 @@
 //! the batch is committed, and the writer stops (fail-stop): later jobs get
 //! [`CommitError::Stopped`]. Serving on after a storage failure could
 //! forget attestations. One failure comes after the batch is on disk: the
-//! checkpoint after a commit, or the rollback anchor's update
-//! ([`StoreError::CommittedThenFailed`]). Then the batch's answers are sent
-//! (what they promise is durable) and the writer stops all the same.
+//! rollback anchor's update ([`StoreError::CommittedThenFailed`]). Then the
+//! batch's answers are sent (what they promise is durable) and the writer
+//! stops all the same.
+//!
+//! A checkpoint (the database's own durable commit, which restarts the
+//! write-ahead log) that a commit made due is made *after* the batch's
+//! answers are sent: they are on disk through the log already. Jobs queued
+//! meanwhile wait for it; if it fails, the writer stops as above.
+//!
+//! When commits queue, the writer may wait a short gathering window before
+//! the next one ([`Gather`]), so that one log sync carries more jobs.
 
 use crate::core::{Attested, OrderCore};
 use crate::redb_store::{RedbStore, RedbWrite};
@@ -21,6 +29,7 @@ use crate::store::{StoreError, StoreRead};
 use crate::telemetry;
 use grompi_proto::{ConversationId, Head, Misbehaviour, SlotSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -77,9 +86,15 @@ pub struct Committer {
 /// The writer thread; join it after dropping every [`Committer`].
 pub struct Writer {
     thread: std::thread::JoinHandle<()>,
+    gathered: Arc<AtomicU64>,
 }
 
 impl Writer {
+    /// Commits so far whose writer waited its gathering window.
+    pub fn gathered(&self) -> u64 {
+        self.gathered.load(Ordering::Relaxed)
+    }
+
     /// Waits for the writer to finish the queued jobs and exit.
     pub fn join(self) {
         if self.thread.join().is_err() {
@@ -95,16 +110,19 @@ impl Committer {
         core: Arc<OrderCore>,
         store: Arc<RedbStore>,
         queue: usize,
+        gather: Gather,
     ) -> std::io::Result<(Committer, Writer)> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let max_items = core.limits().max_commit_items;
         if let Ok(n) = store.conversation_count() {
             metrics::gauge!(telemetry::OPEN_CONVERSATIONS).set(n as f64);
         }
+        let gathered = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&gathered);
         let thread = std::thread::Builder::new()
             .name("order-writer".into())
-            .spawn(move || run(&core, &store, rx, max_items))?;
-        Ok((Committer { jobs: tx }, Writer { thread }))
+            .spawn(move || run(&core, &store, rx, max_items, gather, &count))?;
+        Ok((Committer { jobs: tx }, Writer { thread, gathered }))
     }
 
     /// Opens a conversation; answers after the commit.
@@ -170,21 +188,76 @@ enum Answer {
     Attest(AttestAnswer),
 }
 
-fn run(core: &OrderCore, store: &RedbStore, mut rx: mpsc::Receiver<Job>, max_items: usize) {
+/// The writer's gathering window: when commits queue, how long it waits
+/// for more jobs before it commits, so that one commit (one log sync)
+/// carries more of them.
+///
+/// The window opens only when the last commit carried more than one job
+/// (requests came while it ran: the server is busy) and while the batch
+/// holds fewer than [`Gather::items`] items; one job at a time (an idle
+/// server, one conversation's closed loop) commits at once. Every answer
+/// still leaves only after the commit that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gather {
+    /// How long to wait; zero turns the window off.
+    pub window: std::time::Duration,
+    /// Items in the batch at which the writer stops waiting.
+    pub items: usize,
+}
+
+impl Gather {
+    /// No window: every commit starts as soon as the writer is free.
+    pub const OFF: Gather = Gather {
+        window: std::time::Duration::ZERO,
+        items: 0,
+    };
+}
+
+/// Moves what is queued into `batch` while it weighs less than
+/// `max_items` and holds no stop; returns whether a stop came.
+fn drain(
+    rx: &mut mpsc::Receiver<Job>,
+    batch: &mut Vec<Job>,
+    weight: &mut usize,
+    max_items: usize,
+) -> bool {
+    let mut stop = batch.iter().any(|j| matches!(j, Job::Stop(_)));
+    while *weight < max_items && !stop {
+        match rx.try_recv() {
+            Ok(job) => {
+                *weight += job.weight();
+                stop = matches!(job, Job::Stop(_));
+                batch.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    stop
+}
+
+fn run(
+    core: &OrderCore,
+    store: &RedbStore,
+    mut rx: mpsc::Receiver<Job>,
+    max_items: usize,
+    gather: Gather,
+    gathered: &AtomicU64,
+) {
+    let mut busy = false;
     while let Some(first) = rx.blocking_recv() {
         let mut weight = first.weight();
-        let mut stop = matches!(first, Job::Stop(_));
         let mut batch = vec![first];
-        while weight < max_items && !stop {
-            match rx.try_recv() {
-                Ok(job) => {
-                    weight += job.weight();
-                    stop = matches!(job, Job::Stop(_));
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
+        let mut stop = drain(&mut rx, &mut batch, &mut weight, max_items);
+        let limit = gather.items.min(max_items);
+        if busy && !stop && !gather.window.is_zero() && weight < limit {
+            // Jobs that arrive while the writer sleeps wake nobody: the
+            // senders find no waiting receiver to unpark.
+            std::thread::sleep(gather.window);
+            stop = drain(&mut rx, &mut batch, &mut weight, max_items);
+            metrics::counter!(telemetry::COMMIT_GATHERED).increment(1);
+            gathered.fetch_add(1, Ordering::Relaxed);
         }
+        busy = batch.len() > 1;
         let mut stoppers = Vec::new();
         batch.retain_mut(|j| match j {
             Job::Stop(reply) => {
@@ -230,6 +303,9 @@ fn run(core: &OrderCore, store: &RedbStore, mut rx: mpsc::Receiver<Job>, max_ite
                 }
             }
         }
+        // The batch's answers are out (on disk through the log); a
+        // checkpoint the commit made due comes now, not before them.
+        let failure = failure.or_else(|| store.checkpoint_if_due().err());
         if let Some(e) = failure {
             tracing::error!(error = %e, "storage failure: refusing all further writes");
             for job in batch {
@@ -240,6 +316,19 @@ fn run(core: &OrderCore, store: &RedbStore, mut rx: mpsc::Receiver<Job>, max_ite
                 fail(job, CommitError::Stopped);
             }
             return;
+        }
+    }
+    // Stopped gracefully, everything answered: a checkpoint leaves the
+    // next start no log to replay. Failing here loses nothing (the log
+    // holds every commit), so it is only reported.
+    let started = Instant::now();
+    match store.checkpoint_now() {
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "checkpointed at stop"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the checkpoint at stop failed; the next start replays the log")
         }
     }
 }
@@ -383,12 +472,25 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_jobs_are_committed_and_answered_then_stop_refuses_more() {
+        concurrent_jobs(Gather::OFF).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_gathering_window_every_answer_still_follows_its_commit() {
+        concurrent_jobs(Gather {
+            window: std::time::Duration::from_millis(2),
+            items: 16,
+        })
+        .await;
+    }
+
+    async fn concurrent_jobs(gather: Gather) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
         let secret = OrderServerSecret::from_bytes([3; 32]);
         let server_key = secret.public_key();
         let core = Arc::new(OrderCore::new(secret, 0, Limits::default()));
-        let (committer, writer) = Committer::start(core, Arc::clone(&store), 64).unwrap();
+        let (committer, writer) = Committer::start(core, Arc::clone(&store), 64, gather).unwrap();
         let slot = SlotSecret::from_bytes([4; 32]);
         let keys = slot.mac_keys(&server_key).unwrap();
         let slots = SlotSet::new(vec![SlotEntry {
@@ -416,6 +518,11 @@ mod tests {
         for t in tasks {
             heads.push(t.await.unwrap());
         }
+        // The files as a crash now would leave them (every job answered,
+        // the writer idle, before the checkpoint a stop makes).
+        let image = dir.path().join("crash").join("db");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        grompi_ops::wal::copy_database(&dir.path().join("db"), &image).unwrap();
         committer.stop().await;
         let after = committer.attest(vec![]).await;
         assert_eq!(after.unwrap_err(), CommitError::Stopped);
@@ -453,10 +560,83 @@ mod tests {
             }
         };
         check(&read);
-        let image = dir.path().join("crash").join("db");
-        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
-        grompi_ops::wal::copy_database(&dir.path().join("db"), &image).unwrap();
         let reopened = RedbStore::open(&image).unwrap();
         check(&RedbRead::open(&reopened.begin_read().unwrap()).unwrap());
+    }
+
+    /// The window opens after a commit that carried several jobs, and only
+    /// then: a lone job after a lone job commits at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_window_opens_only_after_a_busy_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
+        let secret = OrderServerSecret::from_bytes([3; 32]);
+        let server_key = secret.public_key();
+        let core = Arc::new(OrderCore::new(secret, 0, Limits::default()));
+        let gather = Gather {
+            window: std::time::Duration::from_millis(5),
+            items: 1000,
+        };
+        let (committer, writer) = Committer::start(core, Arc::clone(&store), 256, gather).unwrap();
+        let slot = SlotSecret::from_bytes([4; 32]);
+        let keys = slot.mac_keys(&server_key).unwrap();
+        let slots = SlotSet::new(vec![SlotEntry {
+            key: slot.public_key(),
+            role: SlotRole::Admin,
+        }])
+        .unwrap();
+        let conv = |c: u8| ConversationId::from_bytes([c; 32]);
+        // One job at a time: each commit carries one, so none waits.
+        for c in 0..60u8 {
+            committer
+                .open(conv(c), slots.clone())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(writer.gathered(), 0, "lone jobs waited for a window");
+        // Bursts: jobs queued while a commit runs make a busy commit, and
+        // the commit after a busy one waits.
+        for burst in 0..3u8 {
+            let mut queued = Vec::new();
+            for c in 0..20u8 {
+                let c = burst * 20 + c;
+                let item = setup_item(conv(c), &slots, &keys);
+                queued.push(committer.queue_attest(vec![Ok(item)]).await.unwrap());
+            }
+            for q in queued {
+                let answer = q.answer().await.unwrap();
+                assert!(answer[0].is_ok(), "{answer:?}");
+            }
+        }
+        let after_bursts = writer.gathered();
+        assert!(after_bursts > 0, "no commit waited after a busy one");
+        // Two lone jobs: the first may follow a busy commit and wait; the
+        // second follows a commit of one job and must not.
+        for c in 60..62u8 {
+            let before = writer.gathered();
+            committer
+                .open(conv(c), slots.clone())
+                .await
+                .unwrap()
+                .unwrap();
+            if c == 61 {
+                assert_eq!(
+                    writer.gathered(),
+                    before,
+                    "a lone job after a lone one waited"
+                );
+            }
+        }
+        committer.stop().await;
+        drop(committer);
+        writer.join();
+        assert_eq!(store.conversation_count().unwrap(), 62);
+        // The writer checkpointed as it stopped: the log is empty.
+        drop(store);
+        let reopened = RedbStore::open(&dir.path().join("db")).unwrap();
+        let report = reopened.open_report();
+        assert_eq!(report.log_records, 0, "{report:?}");
+        assert_eq!(reopened.conversation_count().unwrap(), 62);
     }
 }

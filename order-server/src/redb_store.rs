@@ -138,6 +138,7 @@ fn metrics() -> LogMetrics {
     LogMetrics {
         bytes: crate::telemetry::WAL_BYTES,
         checkpoints: crate::telemetry::WAL_CHECKPOINTS,
+        checkpoint_seconds: crate::telemetry::WAL_CHECKPOINT_SECONDS,
     }
 }
 
@@ -238,6 +239,25 @@ impl RedbStore {
     /// [`RedbWrite::into_log`]); when this returns `Ok`, they are on disk.
     pub fn commit(&self, txn: WriteTransaction, log: KvBatch) -> Result<(), StoreError> {
         Ok(self.db.commit(txn, &log)?)
+    }
+
+    /// Makes the checkpoint the commits since the last one made due, if
+    /// any ([`LoggedDatabase::checkpoint_if_due`]): call it after a
+    /// commit's answers are sent.
+    pub fn checkpoint_if_due(&self) -> Result<bool, StoreError> {
+        Ok(self.db.checkpoint_if_due()?)
+    }
+
+    /// Makes everything committed durable in the database itself and
+    /// empties the write-ahead log, so that the next open replays nothing
+    /// (a graceful stop).
+    pub fn checkpoint_now(&self) -> Result<(), StoreError> {
+        Ok(self.db.checkpoint_now()?)
+    }
+
+    /// What opening found: the log records replayed, whether redb repaired.
+    pub fn open_report(&self) -> &grompi_ops::logged_db::OpenReport {
+        self.db.open_report()
     }
 
     /// Begins a read snapshot of the last commit.

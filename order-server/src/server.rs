@@ -520,8 +520,13 @@ where
         )));
     }
 
-    let (committer, writer) = Committer::start(Arc::clone(&core), Arc::clone(&store), config.queue)
-        .map_err(io("start the writer thread"))?;
+    let (committer, writer) = Committer::start(
+        Arc::clone(&core),
+        Arc::clone(&store),
+        config.queue,
+        config.gather(),
+    )
+    .map_err(io("start the writer thread"))?;
     let stopper = committer.clone();
     let service = OrderServiceServer::new(wrap(OrderGrpc::new(
         core,

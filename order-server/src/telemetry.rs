@@ -28,6 +28,9 @@ pub const COMMIT_SECONDS: &str = "grompi_order_commit_seconds";
 pub const ATTEST_REQUEST_SECONDS: &str = "grompi_order_attest_request_seconds";
 /// Items (and opens) per group commit.
 pub const COMMIT_BATCH_ITEMS: &str = "grompi_order_commit_batch_items";
+/// Commits whose writer waited its gathering window (`commit_gather_us`)
+/// for more jobs before committing.
+pub const COMMIT_GATHERED: &str = "grompi_order_commit_gathered_total";
 /// Conversations opened.
 pub const OPEN_CONVERSATIONS: &str = "grompi_order_open_conversations";
 /// Refused equivocation attempts.
@@ -36,6 +39,8 @@ pub const EVIDENCE_TOTAL: &str = "grompi_order_evidence_total";
 pub const WAL_BYTES: &str = "grompi_order_wal_bytes";
 /// Checkpoints: durable database commits that restart the write-ahead log.
 pub const WAL_CHECKPOINTS: &str = "grompi_order_wal_checkpoints_total";
+/// A checkpoint's duration in seconds (the writer commits nothing meanwhile).
+pub const WAL_CHECKPOINT_SECONDS: &str = "grompi_order_wal_checkpoint_seconds";
 /// Whole requests rejected, labelled by `rpc` and `code`.
 pub const REQUESTS_REJECTED: &str = "grompi_order_requests_rejected_total";
 

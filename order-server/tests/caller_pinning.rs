@@ -51,7 +51,13 @@ async fn fixture() -> Fixture {
         0,
         Limits::default(),
     ));
-    let (committer, writer) = Committer::start(Arc::clone(&core), Arc::clone(&store), 16).unwrap();
+    let (committer, writer) = Committer::start(
+        Arc::clone(&core),
+        Arc::clone(&store),
+        16,
+        grompi_order_server::committer::Gather::OFF,
+    )
+    .unwrap();
     let server_id = TlsIdentity::generate(&[]).unwrap();
     let router = TlsIdentity::generate(&[]).unwrap();
     let stranger = TlsIdentity::generate(&[]).unwrap();

@@ -258,6 +258,16 @@ fn run_core(
     }
 }
 
+/// Answers every request among `effects` with a storage failure (their
+/// batch was not committed).
+fn fail_effects(effects: Vec<Ready>) {
+    for effect in effects {
+        if let Ready::Reply(tx, _) | Ready::Lookup(tx, _) = effect {
+            let _ = tx.send(Err(RouterError::StorageFailed));
+        }
+    }
+}
+
 /// Commits batches in order, folding all that are queued into one commit
 /// ([`fold`]), then performs their effects. On a storage failure it stops,
 /// failing every queued request, so a restart reloads the committed state.
@@ -275,16 +285,9 @@ fn run_committer(
         let started = Instant::now();
         if let Err(e) = batch.commit_to(store.as_mut()) {
             tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
-            let fail = |effects: Vec<Ready>| {
-                for effect in effects {
-                    if let Ready::Reply(tx, _) | Ready::Lookup(tx, _) = effect {
-                        let _ = tx.send(Err(RouterError::StorageFailed));
-                    }
-                }
-            };
-            fail(batch.effects);
+            fail_effects(batch.effects);
             while let Ok(b) = rx.try_recv() {
-                fail(b.effects);
+                fail_effects(b.effects);
             }
             return Err(RouterError::Storage(e.to_string()));
         }
@@ -298,6 +301,15 @@ fn run_committer(
             metrics::histogram!("router_commit_batch_commands").record(batch.inputs as f64);
         }
         performer.perform(batch.effects);
+        // The effects are out (what they promise is on disk through the
+        // log); a checkpoint the commit made due comes now, not before.
+        if let Err(e) = store.checkpoint_if_due() {
+            tracing::error!(error = %e, "checkpoint failed; stopping so a restart replays the log");
+            while let Ok(b) = rx.try_recv() {
+                fail_effects(b.effects);
+            }
+            return Err(RouterError::Storage(e.to_string()));
+        }
     }
     // A graceful stop: the core sent its last batch. Checkpointing now
     // leaves the next start no log to replay.
@@ -615,7 +627,7 @@ mod shutdown_tests {
     use super::*;
     use crate::core::CoreConfig;
     use crate::record::Record;
-    use crate::store::{RedbStore, Snapshot};
+    use crate::store::{RedbStore, Snapshot, StoreError};
     use grompi_proto::AccountId;
 
     /// A graceful stop checkpoints the store: the next open has no log
@@ -667,6 +679,78 @@ mod shutdown_tests {
         assert_eq!(report.log_records, 0, "{report:?}");
         assert!(!report.repaired, "{report:?}");
         assert_eq!(reopened.load().unwrap().one_time_prekeys.len(), 20);
+    }
+
+    /// Where the test's reply arrives.
+    type ReplySlot =
+        Arc<std::sync::Mutex<Option<oneshot::Receiver<Result<Response, RouterError>>>>>;
+
+    /// A store that records, at each `checkpoint_if_due`, whether the
+    /// reply of the batch just committed had already been sent.
+    struct Watching {
+        inner: crate::store::MemStore,
+        reply: ReplySlot,
+        seen: Arc<std::sync::Mutex<Vec<bool>>>,
+    }
+
+    impl Store for Watching {
+        fn commit(&mut self, records: &[Record], durability: Durability) -> Result<(), StoreError> {
+            self.inner.commit(records, durability)
+        }
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            self.inner.load()
+        }
+        fn reader(&self) -> Arc<dyn EnvelopeReader> {
+            self.inner.reader()
+        }
+        fn checkpoint_if_due(&mut self) -> Result<(), StoreError> {
+            let mut reply = self.reply.lock().unwrap();
+            let sent = reply.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
+            self.seen.lock().unwrap().push(sent);
+            Ok(())
+        }
+    }
+
+    /// The committer performs a batch's effects (its replies sent) before
+    /// it lets the store make a checkpoint the commit made due: those
+    /// replies never wait for the database's own durable commit.
+    #[tokio::test]
+    async fn a_batch_is_answered_before_its_checkpoint() {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let reply = Arc::new(std::sync::Mutex::new(Some(reply_rx)));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = Watching {
+            inner: crate::store::MemStore::default(),
+            reply: Arc::clone(&reply),
+            seen: Arc::clone(&seen),
+        };
+        let performer = Performer {
+            jobs: Vec::new(),
+            hub: Arc::new(Hub::new(crate::hub::HubLimits::of(
+                &crate::limits::Limits::default(),
+            ))),
+            reader: store.reader(),
+            blocking: None,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(CommitBatch {
+            records: vec![Record::OneTimePrekey {
+                account: AccountId::from_bytes([1; 32]),
+                key: [2; 32],
+                present: true,
+            }],
+            durability: Durability::Now,
+            effects: vec![Ready::Reply(reply_tx, Err(RouterError::Stopping))],
+            inputs: 1,
+        })
+        .unwrap();
+        drop(tx);
+        run_committer(Box::new(store), rx, &performer).unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![true],
+            "the reply was not out before the checkpoint"
+        );
     }
 }
 

@@ -166,6 +166,7 @@ pub fn run_live_half(
         binaries: PathBuf::new(),
         // A message a group cannot get a quorum for is refused soon.
         router_extra: "submit_timeout_ms = 3000\n".into(),
+        order_extra: String::new(),
         evil,
     };
     progress(if forked {

@@ -101,9 +101,17 @@ async fn open_loop_measures_every_step_of_both_arms() {
         block_bytes: 32,
         seed: 7,
         majority: false,
+        // Passed to the order servers' configuration, which must accept it.
+        order_gather_us: Some(500),
     };
     let mut lines = Vec::new();
     let report = run(&options, |s| lines.push(s.to_owned())).await.unwrap();
+    assert!(
+        report
+            .to_markdown()
+            .contains("gathering window (`commit_gather_us`): 500 us"),
+        "the report does not say which window it ran with"
+    );
     assert_eq!(report.arms.len(), 2, "{lines:?}");
     assert_eq!(report.arms[0].mode, "relay");
     assert_eq!(report.arms[1].mode, "attested");

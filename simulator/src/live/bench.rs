@@ -363,6 +363,7 @@ async fn cell(options: &BenchOptions, n: usize, g: usize, relay: bool) -> Result
              requests_per_second = 1000000\nrequest_burst = 1000000\n",
             if relay { "relay_only = true\n" } else { "" }
         ),
+        order_extra: String::new(),
         evil: std::collections::BTreeMap::new(),
     };
     let net = tokio::task::block_in_place(|| {

@@ -261,6 +261,11 @@ pub struct BenchArgs {
     /// members accept once the fastest t order servers have attested.
     #[arg(long)]
     pub majority: bool,
+    /// --open-loop: the order servers' gathering window, `commit_gather_us`
+    /// in their configuration (default: the configuration's default). 0
+    /// turns it off.
+    #[arg(long)]
+    pub order_gather_us: Option<u64>,
     /// Where the servers' data directories go while measuring (default:
     /// `<out>/scratch`). The report names the filesystem. Put it on the
     /// disk you want to measure; a tmpfs such as `/dev/shm` measures
@@ -340,6 +345,7 @@ pub fn devnet(args: &DevnetArgs) -> Result<(), LiveError> {
             None => default_binaries()?,
         },
         router_extra: String::new(),
+        order_extra: String::new(),
         evil: args.malicious.iter().copied().collect(),
     };
     let launcher = if args.self_hosted {
@@ -423,6 +429,7 @@ pub fn bench_open_loop(args: &BenchArgs) -> Result<String, LiveError> {
         block_bytes: args.block_bytes,
         seed: args.seed,
         majority: args.majority,
+        order_gather_us: args.order_gather_us,
     };
     let report = runtime()?.block_on(super::open_loop::run(&options, |s| eprintln!("{s}")))?;
     let _ = std::fs::remove_dir_all(&options.dir);

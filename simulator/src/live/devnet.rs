@@ -154,6 +154,9 @@ pub struct DevnetOptions {
     pub binaries: PathBuf,
     /// Extra TOML appended to the router configuration on first start.
     pub router_extra: String,
+    /// Extra top-level TOML for every order server's configuration on
+    /// first start.
+    pub order_extra: String,
     /// Order servers (by position) started as malicious variants.
     pub evil: BTreeMap<usize, EvilStrategy>,
 }
@@ -376,7 +379,8 @@ impl Devnet {
                     &config,
                     &format!(
                         "listen = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n\
-                         data_dir = \"data\"\nrouter_certificate = \"router.crt\"\nposition = {i}\n"
+                         data_dir = \"data\"\nrouter_certificate = \"router.crt\"\nposition = {i}\n{}",
+                        options.order_extra
                     ),
                 )?;
             }

@@ -87,6 +87,9 @@ pub struct OpenLoopOptions {
     pub seed: u64,
     /// Smallest majority quorum instead of t = N.
     pub majority: bool,
+    /// The order servers' `commit_gather_us` (their configuration's
+    /// default when `None`).
+    pub order_gather_us: Option<u64>,
 }
 
 /// One step of one arm.
@@ -671,6 +674,10 @@ async fn arm(
             .then(|| grompi_proto::descriptor::min_quorum(n)),
         binaries: options.binaries.clone(),
         router_extra: router_extra(relay),
+        order_extra: options
+            .order_gather_us
+            .map(|us| format!("commit_gather_us = {us}\n"))
+            .unwrap_or_default(),
         evil: std::collections::BTreeMap::new(),
     };
     progress(&format!(
@@ -1007,6 +1014,11 @@ impl OpenLoopReport {
             o.body_bytes,
             o.block_bytes,
         );
+        if let Some(us) = o.order_gather_us {
+            s.push_str(&format!(
+                "Order servers' gathering window (`commit_gather_us`): {us} us.\n\n"
+            ));
+        }
         s.push_str(
             "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | router commit max ms (> 10 ms) | order commit max ms (> 10 ms) | holds |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",

@@ -291,6 +291,7 @@ pub async fn run(
         quorum: None,
         binaries: options.binaries.clone(),
         router_extra: router_extra(false),
+        order_extra: String::new(),
         evil: std::collections::BTreeMap::new(),
     };
     let mut net = tokio::task::block_in_place(|| {

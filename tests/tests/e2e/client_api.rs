@@ -24,6 +24,7 @@ async fn a_member_added_after_many_pages_joins_and_reads_only_what_follows() {
         quorum: None,
         binaries: bins,
         router_extra: "[limits]\nmax_fetch = 4\n".into(),
+        order_extra: String::new(),
         evil: Default::default(),
     })
     .unwrap();

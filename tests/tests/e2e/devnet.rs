@@ -49,6 +49,7 @@ async fn devnet_starts_restarts_and_keeps_its_keys() {
         quorum: Some(2),
         binaries: bins,
         router_extra: String::new(),
+        order_extra: String::new(),
         evil: Default::default(),
     };
     let mut net = Devnet::start(&options).unwrap();
@@ -120,6 +121,7 @@ fn devnet_refuses_a_quorum_that_is_not_a_majority() {
         quorum: Some(2),
         binaries: dir.path().to_path_buf(),
         router_extra: String::new(),
+        order_extra: String::new(),
         evil: Default::default(),
     })
     .unwrap_err();

@@ -104,6 +104,7 @@ async fn router_kills_between_commit_and_reply_deliver_every_send_exactly_once()
         quorum: Some(2),
         binaries: bins,
         router_extra: String::new(),
+        order_extra: String::new(),
         evil: Default::default(),
     })
     .unwrap();

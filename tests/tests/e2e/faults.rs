@@ -70,6 +70,7 @@ async fn kills_and_restarts_under_load_lose_nothing_acknowledged() {
         quorum: Some(2),
         binaries: bins,
         router_extra: "submit_timeout_ms = 5000\n".into(),
+        order_extra: String::new(),
         evil: Default::default(),
     })
     .unwrap();

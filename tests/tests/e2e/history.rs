@@ -29,6 +29,7 @@ fn start(dir: &Path) -> Devnet {
         quorum: None,
         binaries: bins,
         router_extra: "[limits]\nmax_fetch = 16\n".into(),
+        order_extra: String::new(),
         evil: Default::default(),
     })
     .unwrap()

@@ -38,6 +38,7 @@ async fn network(
         quorum: Some(quorum),
         binaries: bins,
         router_extra: "submit_timeout_ms = 3000\n".into(),
+        order_extra: String::new(),
         evil: [(evil, strategy)].into(),
     })
     .unwrap();
@@ -188,6 +189,7 @@ fn evil_network(
             quorum: Some(quorum),
             binaries: bins.clone(),
             router_extra: "submit_timeout_ms = 3000\n".into(),
+            order_extra: String::new(),
             evil: evil.iter().copied().collect(),
         },
         &Launcher::Binaries(bins),

@@ -40,6 +40,7 @@ async fn a_later_member_reads_the_kept_suffix_of_the_history_verified() {
         quorum: None,
         binaries: bins,
         router_extra: format!("[limits]\nmax_fetch = 8\nkeep_envelopes = {KEEP}\n"),
+        order_extra: String::new(),
         evil: Default::default(),
     })
     .unwrap();
