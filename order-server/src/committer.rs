@@ -441,6 +441,43 @@ mod tests {
         OrderServerSecret, Sequence, SlotEntry, SlotIndex, SlotRole, SlotSecret,
     };
 
+    /// A writer over a new database, and one admin slot's keys.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        store: Arc<RedbStore>,
+        committer: Committer,
+        writer: Writer,
+        slots: SlotSet,
+        keys: grompi_proto::MacKeys,
+    }
+
+    impl Fixture {
+        fn start(queue: usize, gather: Gather) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
+            let secret = OrderServerSecret::from_bytes([3; 32]);
+            let server_key = secret.public_key();
+            let core = Arc::new(OrderCore::new(secret, 0, Limits::default()));
+            let (committer, writer) =
+                Committer::start(core, Arc::clone(&store), queue, gather).unwrap();
+            let slot = SlotSecret::from_bytes([4; 32]);
+            let keys = slot.mac_keys(&server_key).unwrap();
+            let slots = SlotSet::new(vec![SlotEntry {
+                key: slot.public_key(),
+                role: SlotRole::Admin,
+            }])
+            .unwrap();
+            Fixture {
+                dir,
+                store,
+                committer,
+                writer,
+                slots,
+                keys,
+            }
+        }
+    }
+
     fn setup_item(
         conv: ConversationId,
         slots: &SlotSet,
@@ -485,19 +522,14 @@ mod tests {
     }
 
     async fn concurrent_jobs(gather: Gather) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
-        let secret = OrderServerSecret::from_bytes([3; 32]);
-        let server_key = secret.public_key();
-        let core = Arc::new(OrderCore::new(secret, 0, Limits::default()));
-        let (committer, writer) = Committer::start(core, Arc::clone(&store), 64, gather).unwrap();
-        let slot = SlotSecret::from_bytes([4; 32]);
-        let keys = slot.mac_keys(&server_key).unwrap();
-        let slots = SlotSet::new(vec![SlotEntry {
-            key: slot.public_key(),
-            role: SlotRole::Admin,
-        }])
-        .unwrap();
+        let Fixture {
+            dir,
+            store,
+            committer,
+            writer,
+            slots,
+            keys,
+        } = Fixture::start(64, gather);
         let mut tasks = Vec::new();
         for c in 0..100u8 {
             let committer = committer.clone();
@@ -568,23 +600,18 @@ mod tests {
     /// then: a lone job after a lone job commits at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_window_opens_only_after_a_busy_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(RedbStore::open(&dir.path().join("db")).unwrap());
-        let secret = OrderServerSecret::from_bytes([3; 32]);
-        let server_key = secret.public_key();
-        let core = Arc::new(OrderCore::new(secret, 0, Limits::default()));
         let gather = Gather {
             window: std::time::Duration::from_millis(5),
             items: 1000,
         };
-        let (committer, writer) = Committer::start(core, Arc::clone(&store), 256, gather).unwrap();
-        let slot = SlotSecret::from_bytes([4; 32]);
-        let keys = slot.mac_keys(&server_key).unwrap();
-        let slots = SlotSet::new(vec![SlotEntry {
-            key: slot.public_key(),
-            role: SlotRole::Admin,
-        }])
-        .unwrap();
+        let Fixture {
+            dir,
+            store,
+            committer,
+            writer,
+            slots,
+            keys,
+        } = Fixture::start(256, gather);
         let conv = |c: u8| ConversationId::from_bytes([c; 32]);
         // One job at a time: each commit carries one, so none waits.
         for c in 0..60u8 {
