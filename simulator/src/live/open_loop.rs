@@ -31,7 +31,10 @@ use super::LiveError;
 use super::bench::{CpuPerMessage, Storage, cpu_times, machine, percentile};
 use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
 use super::devnet::{Devnet, DevnetOptions};
-use super::probes::{Histogram, ORDER_COMMIT, Probes, ROUTER_COMMIT, Scrape, between, scrape_all};
+use super::probes::{
+    Histogram, ORDER_CHECKPOINT, ORDER_COMMIT, Probes, ROUTER_CHECKPOINT, ROUTER_COMMIT, Scrape,
+    between, scrape_all,
+};
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind, OrderServerKey};
 use rand::rngs::ChaCha20Rng;
@@ -145,6 +148,14 @@ pub struct CommitTail {
     pub order_max_ms: Option<f64>,
     /// Order-server commits, all servers, that took more than 10 ms.
     pub order_over_10ms: u64,
+    /// The router's checkpoints (which its commit thread waits for).
+    pub router_checkpoints: u64,
+    /// Their total duration, ms.
+    pub router_checkpoint_ms: f64,
+    /// Checkpoints of every order server together.
+    pub order_checkpoints: u64,
+    /// Their total duration, ms, summed over the servers.
+    pub order_checkpoint_ms: f64,
 }
 
 /// The upper edge of the highest bucket holding an observation, ms (the
@@ -182,11 +193,17 @@ impl CommitTail {
     ) -> CommitTail {
         let router = between(router_before, router_after, ROUTER_COMMIT, "");
         let order = between(order_before, order_after, ORDER_COMMIT, "");
+        let router_checkpoints = between(router_before, router_after, ROUTER_CHECKPOINT, "");
+        let order_checkpoints = between(order_before, order_after, ORDER_CHECKPOINT, "");
         CommitTail {
             router_max_ms: max_ms(&router),
             router_over_10ms: over(&router, 0.01),
             order_max_ms: max_ms(&order),
             order_over_10ms: over(&order, 0.01),
+            router_checkpoints: router_checkpoints.count.max(0.0) as u64,
+            router_checkpoint_ms: router_checkpoints.sum.max(0.0) * 1000.0,
+            order_checkpoints: order_checkpoints.count.max(0.0) as u64,
+            order_checkpoint_ms: order_checkpoints.sum.max(0.0) * 1000.0,
         }
     }
 }
@@ -1020,8 +1037,8 @@ impl OpenLoopReport {
             ));
         }
         s.push_str(
-            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | router commit max ms (> 10 ms) | order commit max ms (> 10 ms) | holds |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | router commit max ms (> 10 ms) | order commit max ms (> 10 ms) | router checkpoints (ms in all) | order checkpoints (ms in all) | holds |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
         for a in &self.arms {
             for st in &a.steps {
@@ -1044,8 +1061,16 @@ impl OpenLoopReport {
                         .and_then(|r| r.cpu_per_message)
                         .map(|r| c.router_us - r.router_us)
                 });
+                let t = &st.commit_tail;
+                let router_checkpoints =
+                    format!("{} ({:.0})", t.router_checkpoints, t.router_checkpoint_ms);
+                let order_checkpoints = if a.servers > 0 {
+                    format!("{} ({:.0})", t.order_checkpoints, t.order_checkpoint_ms)
+                } else {
+                    "-".to_owned()
+                };
                 s.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     a.mode,
                     a.servers,
                     st.offered_per_s,
@@ -1068,6 +1093,8 @@ impl OpenLoopReport {
                         .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
                     tail(st.commit_tail.router_max_ms, st.commit_tail.router_over_10ms),
                     tail(st.commit_tail.order_max_ms, st.commit_tail.order_over_10ms),
+                    router_checkpoints,
+                    order_checkpoints,
                     if st.sustained {
                         "yes".to_owned()
                     } else {
@@ -1177,5 +1204,36 @@ mod tests {
         let tail = CommitTail::between(&after, &after, &after, &after);
         assert_eq!(tail.router_max_ms, None);
         assert_eq!(tail.router_over_10ms, 0);
+        assert_eq!((tail.router_checkpoints, tail.order_checkpoints), (0, 0));
+    }
+
+    /// Checkpoints between the scrapes: their count and total time, the
+    /// order servers' summed.
+    #[test]
+    fn the_commit_tail_counts_the_step_s_checkpoints() {
+        let router = |n: u32, sum: f64| {
+            Scrape::parse(&format!(
+                "router_wal_checkpoint_seconds_bucket{{le=\"+Inf\"}} {n}\n\
+                 router_wal_checkpoint_seconds_sum {sum}\n\
+                 router_wal_checkpoint_seconds_count {n}\n"
+            ))
+        };
+        let order = |n: u32, sum: f64| {
+            Scrape::parse(&format!(
+                "grompi_order_wal_checkpoint_seconds_bucket{{le=\"+Inf\"}} {n}\n\
+                 grompi_order_wal_checkpoint_seconds_sum {sum}\n\
+                 grompi_order_wal_checkpoint_seconds_count {n}\n"
+            ))
+        };
+        let tail = CommitTail::between(
+            &[router(3, 0.020)],
+            &[router(5, 0.036)],
+            &[order(1, 0.010), order(0, 0.0)],
+            &[order(2, 0.018), order(3, 0.030)],
+        );
+        assert_eq!(tail.router_checkpoints, 2);
+        assert!((tail.router_checkpoint_ms - 16.0).abs() < 1e-6, "{tail:?}");
+        assert_eq!(tail.order_checkpoints, 4);
+        assert!((tail.order_checkpoint_ms - 38.0).abs() < 1e-6, "{tail:?}");
     }
 }

@@ -25,6 +25,11 @@ pub const ORDER_ATTEST_REQUEST: &str = "grompi_order_attest_request_seconds";
 pub const ROUTER_FANOUT: &str = "router_fanout_seconds";
 /// The router's own commits (label `durability`).
 pub const ROUTER_COMMIT: &str = "router_commit_seconds";
+/// The router's checkpoints (durable database commits; nothing commits
+/// meanwhile).
+pub const ROUTER_CHECKPOINT: &str = "router_wal_checkpoint_seconds";
+/// An order server's checkpoints (as above).
+pub const ORDER_CHECKPOINT: &str = "grompi_order_wal_checkpoint_seconds";
 
 /// One histogram, every label set merged: upper bounds and cumulative counts.
 #[derive(Debug, Clone, Default, PartialEq)]
