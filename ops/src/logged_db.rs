@@ -236,10 +236,6 @@ struct Log {
     stopped: bool,
     /// Commits since the last checkpoint.
     commits: u32,
-    /// The log passed a checkpoint threshold: the owner checkpoints with
-    /// [`LoggedDatabase::checkpoint_if_due`] once the batch's effects are
-    /// out, or the next commit is itself the checkpoint.
-    due: bool,
     /// Makes the next checkpoint fail (tests of the failure path).
     #[cfg(test)]
     fail_checkpoint: bool,
@@ -251,6 +247,16 @@ pub struct LoggedDatabase {
     log: Mutex<Log>,
     metrics: LogMetrics,
     opened: OpenReport,
+}
+
+impl Log {
+    /// Whether the log passed a checkpoint threshold: the owner
+    /// checkpoints with [`LoggedDatabase::checkpoint_if_due`] once the
+    /// batch's effects are out, or the next commit is itself the
+    /// checkpoint.
+    fn due(&self) -> bool {
+        self.wal.used() >= CHECKPOINT_BYTES || self.commits >= CHECKPOINT_COMMITS
+    }
 }
 
 /// What [`LoggedDatabase::open_existing`] did, phase by phase (all zero
@@ -412,7 +418,6 @@ impl LoggedDatabase {
                 anchor: None,
                 stopped: false,
                 commits: 0,
-                due: false,
                 #[cfg(test)]
                 fail_checkpoint: false,
             }),
@@ -588,7 +593,6 @@ impl LoggedDatabase {
                 anchor,
                 stopped: false,
                 commits: 0,
-                due: false,
                 #[cfg(test)]
                 fail_checkpoint: false,
             }),
@@ -661,7 +665,7 @@ impl LoggedDatabase {
         // A checkpoint still due (the owner did not make it), or a batch
         // too large for what is left of the log: the batch is committed
         // durably, which is the checkpoint (below).
-        if !log.due && log.wal.fits(batch.as_bytes().len()) {
+        if !log.due() && log.wal.fits(batch.as_bytes().len()) {
             let appended = if synced {
                 log.wal.append(batch.as_bytes())
             } else {
@@ -690,12 +694,9 @@ impl LoggedDatabase {
             }
             log.commits = log.commits.saturating_add(1);
             metrics::gauge!(self.metrics.bytes).set(log.wal.used() as f64);
-            if log.wal.used() >= CHECKPOINT_BYTES || log.commits >= CHECKPOINT_COMMITS {
-                // The batch is on disk (its record is synced, or becomes
-                // so with the next synced one): its answers need not wait
-                // for the checkpoint.
-                log.due = true;
-            }
+            // A checkpoint this made due waits for the owner: the batch is
+            // on disk (its record is synced, or becomes so with the next
+            // synced one), so its answers need not wait for it.
             return Ok(());
         }
         // Not in the log, but a step of the chain all the same, as if it
@@ -730,12 +731,19 @@ impl LoggedDatabase {
     /// failure stops the database ([`LoggedDbError::CheckpointFailed`]:
     /// every commit before it stays on disk through the log).
     pub fn checkpoint_if_due(&self) -> Result<bool, LoggedDbError> {
+        self.checkpoint_when(Log::due)
+    }
+
+    /// Checkpoints (a new transaction) when `wanted` says so; returns
+    /// whether it did. Refused once the database stopped; a failure stops
+    /// it ([`LoggedDbError::CheckpointFailed`]).
+    fn checkpoint_when(&self, wanted: fn(&Log) -> bool) -> Result<bool, LoggedDbError> {
         let mut guard = self.log()?;
         let log = &mut *guard;
         if log.stopped {
             return Err(LoggedDbError::Stopped);
         }
-        if !log.due {
+        if !wanted(log) {
             return Ok(false);
         }
         match self.checkpoint(log, None) {
@@ -773,7 +781,6 @@ impl LoggedDatabase {
         txn.commit().map_err(db)?;
         log.wal.restart(next);
         log.commits = 0;
-        log.due = false;
         metrics::counter!(self.metrics.checkpoints).increment(1);
         metrics::gauge!(self.metrics.bytes).set(0.0);
         tracing::debug!(generation = next, "checkpoint");
@@ -791,21 +798,10 @@ impl LoggedDatabase {
     /// nothing to replay. Refused, like a commit, once the database
     /// stopped.
     pub fn checkpoint_now(&self) -> Result<(), LoggedDbError> {
-        let mut guard = self.log()?;
-        let log = &mut *guard;
-        if log.stopped {
-            return Err(LoggedDbError::Stopped);
-        }
-        if log.wal.used() == 0 {
-            return Ok(());
-        }
         let started = Instant::now();
-        let used = log.wal.used();
-        if let Err(e) = self.checkpoint(log, None) {
-            log.stopped = true;
-            return Err(e);
+        if self.checkpoint_when(|log| log.wal.used() > 0)? {
+            tracing::info!(ms = ms(started), "checkpointed");
         }
-        tracing::info!(ms = ms(started), log_bytes = used, "checkpointed");
         Ok(())
     }
 
