@@ -186,7 +186,7 @@ fn run_core(
         let performer = performer.clone();
         std::thread::Builder::new()
             .name("router-commit".into())
-            .spawn(move || run_committer(store, commit_rx, &performer))
+            .spawn(move || run_committer(store, commit_rx, &performer, DEFERRED_HOLD))
             .map_err(|e| RouterError::ThreadStart {
                 thread: "committer",
                 reason: e.to_string(),
@@ -268,20 +268,68 @@ fn fail_effects(effects: Vec<Ready>) {
     }
 }
 
+/// How long the committer keeps a batch that holds only records restating
+/// order servers' answers ([`Durability::Deferred`]) and no effects,
+/// waiting for the next batch to fold it into: the answers' effects left
+/// before the commit already, and the records are not synced anyway, so
+/// a commit of their own would cost a database commit for nothing that
+/// waits on it. A batch with effects, or this much time since the first
+/// batch held, commits whatever is held.
+pub(crate) const DEFERRED_HOLD: Duration = Duration::from_millis(5);
+/// At most this many records are held ([`DEFERRED_HOLD`]).
+pub(crate) const DEFERRED_HOLD_RECORDS: usize = 1024;
+
+/// Whether `batch` may wait for the next one ([`DEFERRED_HOLD`]): deferred
+/// records only, nothing performed after its commit.
+fn may_hold(batch: &Batch) -> bool {
+    batch.durability == Durability::Deferred
+        && batch.effects.is_empty()
+        && !batch.records.is_empty()
+        && batch.records.len() < DEFERRED_HOLD_RECORDS
+}
+
 /// Commits batches in order, folding all that are queued into one commit
-/// ([`fold`]), then performs their effects. On a storage failure it stops,
-/// failing every queued request, so a restart reloads the committed state.
+/// ([`fold`]), then performs their effects. A batch of deferred records
+/// without effects waits up to `hold` ([`DEFERRED_HOLD`] in production)
+/// to be folded into the next batch; every effect is still performed
+/// only after the records of every batch before it are committed. On a
+/// storage failure it stops, failing every queued request, so a restart
+/// reloads the committed state.
 fn run_committer(
     mut store: Box<dyn Store>,
     rx: std::sync::mpsc::Receiver<Batch>,
     performer: &Performer,
+    hold: Duration,
 ) -> Result<(), RouterError> {
-    while let Ok(first) = rx.recv() {
-        let mut batches = vec![first];
+    // A batch waiting for the next, and since when.
+    let mut held: Option<(Batch, Instant)> = None;
+    loop {
+        let (next, stopping) = match &held {
+            None => match rx.recv() {
+                Ok(b) => (Some(b), false),
+                Err(_) => break,
+            },
+            Some((_, since)) => {
+                let left = hold.saturating_sub(since.elapsed());
+                match rx.recv_timeout(left) {
+                    Ok(b) => (Some(b), false),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => (None, false),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => (None, true),
+                }
+            }
+        };
+        let since = held.as_ref().map_or_else(Instant::now, |(_, t)| *t);
+        let mut batches: Vec<Batch> = held.take().map(|(b, _)| b).into_iter().collect();
+        let waited_enough = next.is_none();
+        batches.extend(next);
         while let Ok(b) = rx.try_recv() {
             batches.push(b);
         }
         let batch = fold(batches);
+        if !waited_enough && may_hold(&batch) {
+            held = Some((batch, since));
+            continue;
+        }
         let started = Instant::now();
         if let Err(e) = batch.commit_to(store.as_mut()) {
             tracing::error!(error = %e, "commit failed; stopping so a restart reloads the committed state");
@@ -310,9 +358,13 @@ fn run_committer(
             }
             return Err(RouterError::Storage(e.to_string()));
         }
+        if stopping {
+            break;
+        }
     }
-    // A graceful stop: the core sent its last batch. Checkpointing now
-    // leaves the next start no log to replay.
+    // A graceful stop: the core sent its last batch (anything held was
+    // committed above). Checkpointing now leaves the next start no log to
+    // replay.
     if let Err(e) = store.close() {
         tracing::error!(error = %e, "the checkpoint at shutdown failed; the next start replays the log");
         return Err(RouterError::Storage(e.to_string()));
@@ -685,6 +737,18 @@ mod shutdown_tests {
     type ReplySlot =
         Arc<std::sync::Mutex<Option<oneshot::Receiver<Result<Response, RouterError>>>>>;
 
+    /// A performer with no order servers, over `reader`.
+    fn performer(reader: Arc<dyn EnvelopeReader>) -> Performer {
+        Performer {
+            jobs: Vec::new(),
+            hub: Arc::new(Hub::new(crate::hub::HubLimits::of(
+                &crate::limits::Limits::default(),
+            ))),
+            reader,
+            blocking: None,
+        }
+    }
+
     /// A store that records, at each `checkpoint_if_due`, whether the
     /// reply of the batch just committed had already been sent.
     struct Watching {
@@ -724,14 +788,7 @@ mod shutdown_tests {
             reply: Arc::clone(&reply),
             seen: Arc::clone(&seen),
         };
-        let performer = Performer {
-            jobs: Vec::new(),
-            hub: Arc::new(Hub::new(crate::hub::HubLimits::of(
-                &crate::limits::Limits::default(),
-            ))),
-            reader: store.reader(),
-            blocking: None,
-        };
+        let performer = performer(store.reader());
         let (tx, rx) = std::sync::mpsc::channel();
         tx.send(CommitBatch {
             records: vec![Record::OneTimePrekey {
@@ -745,11 +802,156 @@ mod shutdown_tests {
         })
         .unwrap();
         drop(tx);
-        run_committer(Box::new(store), rx, &performer).unwrap();
+        run_committer(Box::new(store), rx, &performer, DEFERRED_HOLD).unwrap();
         assert_eq!(
             *seen.lock().unwrap(),
             vec![true],
             "the reply was not out before the checkpoint"
+        );
+    }
+
+    /// Every commit a store was asked for: its records' keys and how
+    /// durable.
+    type Commits = Arc<std::sync::Mutex<Vec<(Vec<u8>, Durability)>>>;
+
+    /// A store that records its commits.
+    struct Recording {
+        inner: crate::store::MemStore,
+        commits: Commits,
+    }
+
+    impl Store for Recording {
+        fn commit(&mut self, records: &[Record], durability: Durability) -> Result<(), StoreError> {
+            let keys = records
+                .iter()
+                .map(|r| match r {
+                    Record::OneTimePrekey { key, .. } => key[0],
+                    _ => 0,
+                })
+                .collect();
+            self.commits.lock().unwrap().push((keys, durability));
+            self.inner.commit(records, durability)
+        }
+        fn load(&self) -> Result<Snapshot, StoreError> {
+            self.inner.load()
+        }
+        fn reader(&self) -> Arc<dyn EnvelopeReader> {
+            self.inner.reader()
+        }
+    }
+
+    fn prekey(key: u8) -> Record {
+        Record::OneTimePrekey {
+            account: AccountId::from_bytes([1; 32]),
+            key: [key; 32],
+            present: true,
+        }
+    }
+
+    fn batch(key: u8, durability: Durability, effects: Vec<Ready>) -> Batch {
+        CommitBatch {
+            records: vec![prekey(key)],
+            durability,
+            effects,
+            inputs: 1,
+        }
+    }
+
+    /// Runs the committer on its own thread with `hold`, over a
+    /// recording store.
+    fn committer(
+        hold: Duration,
+    ) -> (
+        std::sync::mpsc::SyncSender<Batch>,
+        Commits,
+        std::thread::JoinHandle<Result<(), RouterError>>,
+    ) {
+        let commits: Commits = Arc::default();
+        let store = Recording {
+            inner: crate::store::MemStore::default(),
+            commits: Arc::clone(&commits),
+        };
+        let performer = performer(store.reader());
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let thread =
+            std::thread::spawn(move || run_committer(Box::new(store), rx, &performer, hold));
+        (tx, commits, thread)
+    }
+
+    /// A batch of deferred records without effects waits for the next
+    /// batch and is committed with it, before that batch's reply leaves
+    /// (with a hold far longer than the test, so nothing but the next
+    /// batch can end the wait).
+    #[test]
+    fn deferred_records_without_effects_wait_for_the_next_batch() {
+        let (tx, commits, thread) = committer(Duration::from_secs(60));
+        tx.send(batch(1, Durability::Deferred, Vec::new())).unwrap();
+        tx.send(batch(2, Durability::Deferred, Vec::new())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(commits.lock().unwrap().is_empty(), "committed while held");
+        let (reply_tx, mut reply_rx) = oneshot::channel();
+        tx.send(batch(
+            3,
+            Durability::Now,
+            vec![Ready::Reply(reply_tx, Err(RouterError::Stopping))],
+        ))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reply_rx.try_recv().is_err() {
+            assert!(Instant::now() < deadline, "no reply");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            *commits.lock().unwrap(),
+            vec![(vec![1, 2, 3], Durability::Now)],
+            "the held records were not committed with the next batch, before its reply"
+        );
+        drop(tx);
+        thread.join().unwrap().unwrap();
+    }
+
+    /// What is held is committed once the hold has passed, with nothing
+    /// else arriving, and at a graceful stop; a batch with effects is
+    /// never held.
+    #[test]
+    fn held_records_are_committed_after_the_hold_and_at_a_stop() {
+        let (tx, commits, thread) = committer(Duration::from_millis(20));
+        tx.send(batch(1, Durability::Deferred, Vec::new())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while commits.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "never committed");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            *commits.lock().unwrap(),
+            vec![(vec![1], Durability::Deferred)]
+        );
+        drop(tx);
+        thread.join().unwrap().unwrap();
+
+        let (tx, commits, thread) = committer(Duration::from_secs(60));
+        let (reply_tx, _reply_rx) = oneshot::channel();
+        tx.send(batch(
+            2,
+            Durability::Deferred,
+            vec![Ready::Reply(reply_tx, Err(RouterError::Stopping))],
+        ))
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while commits.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "a batch with effects was held");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tx.send(batch(3, Durability::Deferred, Vec::new())).unwrap();
+        drop(tx);
+        thread.join().unwrap().unwrap();
+        assert_eq!(
+            *commits.lock().unwrap(),
+            vec![
+                (vec![2], Durability::Deferred),
+                (vec![3], Durability::Deferred)
+            ],
+            "the batch held at the stop was not committed"
         );
     }
 }
