@@ -102,7 +102,8 @@ async fn open_loop_measures_every_step_of_both_arms() {
         seed: 7,
         majority: false,
         // Passed to the order servers' configuration, which must accept it.
-        order_gather_us: Some(500),
+        order_gather_us: vec![500],
+        rounds: 2,
     };
     let mut lines = Vec::new();
     let report = run(&options, |s| lines.push(s.to_owned())).await.unwrap();
@@ -112,10 +113,26 @@ async fn open_loop_measures_every_step_of_both_arms() {
             .contains("gathering window (`commit_gather_us`): 500 us"),
         "the report does not say which window it ran with"
     );
-    assert_eq!(report.arms.len(), 2, "{lines:?}");
-    assert_eq!(report.arms[0].mode, "relay");
-    assert_eq!(report.arms[1].mode, "attested");
-    assert_eq!(report.ratios.len(), 1);
+    // Two rounds: the relay and then the attested arm, then the reverse.
+    assert_eq!(report.arms.len(), 4, "{lines:?}");
+    let order: Vec<(usize, &str)> = report
+        .arms
+        .iter()
+        .map(|a| (a.round, a.mode.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [(0, "relay"), (0, "attested"), (1, "attested"), (1, "relay")]
+    );
+    for arm in &report.arms {
+        let window = (arm.mode == "attested").then_some(500);
+        assert_eq!(arm.order_gather_us, window, "{arm:?}");
+    }
+    assert_eq!(report.ratios.len(), 2);
+    assert_eq!(report.summary.len(), 1);
+    let summary = &report.summary[0];
+    assert_eq!(summary.ratios.len(), 2, "{summary:?}");
+    assert!(summary.median_ratio > 0.0, "{summary:?}");
     for arm in &report.arms {
         assert_eq!(arm.steps.len(), 2, "{arm:?}");
         for step in &arm.steps {
@@ -124,6 +141,13 @@ async fn open_loop_measures_every_step_of_both_arms() {
             assert_eq!(step.failed + step.incomplete, 0, "{step:?}");
             assert!(step.sustained, "{step:?}");
             assert!(step.latency_p50_ms > 0.0, "{step:?}");
+            // Where the latency goes: the client's view of Submit and the
+            // router's, in both arms.
+            let split = &step.split;
+            assert!(split.reply_p50_ms.is_some_and(|v| v > 0.0), "{split:?}");
+            assert!(split.reply_p99_ms.is_some(), "{split:?}");
+            assert!(split.router_submit_p50_ms.is_some(), "{split:?}");
+            assert!(split.outside_router_p50_ms.is_some(), "{split:?}");
             if cfg!(target_os = "linux") {
                 assert!(step.cpu_per_message.is_some(), "{step:?}");
             }
@@ -140,9 +164,10 @@ async fn open_loop_measures_every_step_of_both_arms() {
         assert!(arm.sustained_offered_per_s > 0.0, "{arm:?}");
     }
     let md = report.to_markdown();
-    assert!(md.contains("| attested | 1 | 40 |"), "{md}");
-    assert!(md.contains("| relay | 0 | 20 |"), "{md}");
-    assert_eq!(report.plot().matches("<polyline").count(), 4);
+    assert!(md.contains("| 1 | attested | 1 | 500 | 40 |"), "{md}");
+    assert!(md.contains("| 0 | relay | 0 | - | 20 |"), "{md}");
+    assert!(md.contains("| 1 | 500 | 2 |"), "the summary row: {md}");
+    assert_eq!(report.plot().matches("<polyline").count(), 8);
 }
 
 /// The scale command on a tiny state: every point measured (memory of a

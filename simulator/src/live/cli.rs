@@ -262,10 +262,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub majority: bool,
     /// --open-loop: the order servers' gathering window, `commit_gather_us`
-    /// in their configuration (default: the configuration's default). 0
-    /// turns it off.
-    #[arg(long)]
-    pub order_gather_us: Option<u64>,
+    /// in their configuration, in microseconds; comma separated for one
+    /// attested arm per window, compared in the same round (default: the
+    /// configuration's default). 0 turns it off.
+    #[arg(long, value_delimiter = ',')]
+    pub order_gather_us: Vec<u64>,
+    /// --open-loop: run every arm this many times, round by round (the
+    /// relay, then each attested arm, odd rounds in the reverse order,
+    /// seed + round), and report each
+    /// attested arm's median ratio. Single runs of one setting differ by
+    /// more than a rate step on a busy machine.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Where the servers' data directories go while measuring (default:
     /// `<out>/scratch`). The report names the filesystem. Put it on the
     /// disk you want to measure; a tmpfs such as `/dev/shm` measures
@@ -429,7 +437,8 @@ pub fn bench_open_loop(args: &BenchArgs) -> Result<String, LiveError> {
         block_bytes: args.block_bytes,
         seed: args.seed,
         majority: args.majority,
-        order_gather_us: args.order_gather_us,
+        order_gather_us: args.order_gather_us.clone(),
+        rounds: args.rounds.max(1),
     };
     let report = runtime()?.block_on(super::open_loop::run(&options, |s| eprintln!("{s}")))?;
     let _ = std::fs::remove_dir_all(&options.dir);

@@ -32,8 +32,8 @@ use super::bench::{CpuPerMessage, Storage, cpu_times, machine, percentile};
 use super::bench_client::{Acceptor, BenchAccount, MemberSlot, NotAccepted, connect_router};
 use super::devnet::{Devnet, DevnetOptions};
 use super::probes::{
-    Histogram, ORDER_CHECKPOINT, ORDER_COMMIT, Probes, ROUTER_CHECKPOINT, ROUTER_COMMIT, Scrape,
-    between, scrape_all,
+    Histogram, ORDER_CHECKPOINT, ORDER_COMMIT, Probes, ROUTER_CHECKPOINT, ROUTER_COMMIT,
+    ROUTER_SUBMIT, Scrape, between, scrape_all,
 };
 use grompi_proto::pb::{self, router_client::RouterClient};
 use grompi_proto::{ConversationId, EnvelopeHash, EnvelopeKind, OrderServerKey};
@@ -90,9 +90,16 @@ pub struct OpenLoopOptions {
     pub seed: u64,
     /// Smallest majority quorum instead of t = N.
     pub majority: bool,
-    /// The order servers' `commit_gather_us` (their configuration's
-    /// default when `None`).
-    pub order_gather_us: Option<u64>,
+    /// The order servers' `commit_gather_us`: one attested arm per N and
+    /// per value, in this order (empty: one arm per N, at the
+    /// configuration's default).
+    pub order_gather_us: Vec<u64>,
+    /// How many times every arm runs (at least 1). Round r runs the relay,
+    /// then every attested arm (odd rounds in the reverse order), with the
+    /// seed `seed + r`, so that arms compared within a round saw the
+    /// machine at the same time; the summary gives each attested arm's
+    /// median ratio over the rounds.
+    pub rounds: usize,
 }
 
 /// One step of one arm.
@@ -125,6 +132,8 @@ pub struct Step {
     pub cpu_per_message: Option<CpuPerMessage>,
     /// Order-server commit and router round-trip probes (attested arms).
     pub probes: Option<Probes>,
+    /// Where the latency goes, both arms.
+    pub split: LatencySplit,
     /// The slowest commits of the step and its drain (a checkpoint, a
     /// stalled disk): what a p99 tail waits behind.
     pub commit_tail: CommitTail,
@@ -133,6 +142,49 @@ pub struct Step {
     pub sustained: bool,
     /// Why not, when it did not.
     pub note: String,
+}
+
+/// Where a step's latency goes, both arms: from the scheduled arrival to
+/// the Submit reply at the client (which the router sends once the
+/// envelope is committed, for the relay, or attested by a quorum), the
+/// part of it the router spent inside Submit, and what follows the reply
+/// until the last member accepted.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LatencySplit {
+    /// Scheduled arrival to the Submit reply at the client, p50, ms.
+    pub reply_p50_ms: Option<f64>,
+    /// ... p99, ms.
+    pub reply_p99_ms: Option<f64>,
+    /// The router's Submit handling (`router_quorum_wait_seconds`: the
+    /// call's arrival to its reply), p50, ms.
+    pub router_submit_p50_ms: Option<f64>,
+    /// ... p99, ms.
+    pub router_submit_p99_ms: Option<f64>,
+    /// The client's part before the router's: arrival to the call reaching
+    /// the router and the reply back (building the envelope, waiting for
+    /// the sender's previous message, the connections, the client's and
+    /// the router's queues for a core): `reply_p50_ms -
+    /// router_submit_p50_ms`.
+    pub outside_router_p50_ms: Option<f64>,
+}
+
+impl LatencySplit {
+    fn of(replies: &mut [Duration], router_before: &[Scrape], router_after: &[Scrape]) -> Self {
+        replies.sort_unstable();
+        let reply = |q| (!replies.is_empty()).then(|| percentile(replies, q));
+        let submit = between(router_before, router_after, ROUTER_SUBMIT, "");
+        let reply_p50_ms = reply(0.5);
+        let router_submit_p50_ms = submit.quantile_ms(0.5);
+        LatencySplit {
+            reply_p50_ms,
+            reply_p99_ms: reply(0.99),
+            router_submit_p50_ms,
+            router_submit_p99_ms: submit.quantile_ms(0.99),
+            outside_router_p50_ms: reply_p50_ms
+                .zip(router_submit_p50_ms)
+                .map(|(c, r)| (c - r).max(0.0)),
+        }
+    }
 }
 
 /// The slowest commits of one step, from the servers' commit histograms:
@@ -211,10 +263,14 @@ impl CommitTail {
 /// One arm: the relay, or the attested network with N order servers.
 #[derive(Debug, Clone, Serialize)]
 pub struct Arm {
+    /// The round it ran in (0 first).
+    pub round: usize,
     /// `attested` or `relay`.
     pub mode: String,
     /// Order servers (0 for the relay).
     pub servers: usize,
+    /// The order servers' gathering window, when the run set one.
+    pub order_gather_us: Option<u64>,
     /// Tags a member requires (0 for the relay).
     pub quorum: usize,
     /// Seconds to register every account.
@@ -243,20 +299,113 @@ pub struct OpenLoopReport {
     pub storage: Storage,
     /// What was asked.
     pub options: OpenLoopOptions,
-    /// The relay first, then one arm per N.
+    /// Round by round, in the order run: the relay, then one arm per N
+    /// (and window); odd rounds in the reverse order.
     pub arms: Vec<Arm>,
-    /// Per attested arm: its sustained achieved rate over the relay's.
+    /// Per attested arm: its sustained achieved rate over the relay's of
+    /// the same round.
     pub ratios: Vec<CapacityRatio>,
+    /// Per attested arm (N and window): the ratios of every round and
+    /// their median.
+    pub summary: Vec<CapacitySummary>,
 }
 
 /// An attested arm's capacity next to the relay's.
 #[derive(Debug, Clone, Serialize)]
 pub struct CapacityRatio {
+    /// The round of both arms.
+    pub round: usize,
     /// N of the attested arm.
     pub servers: usize,
+    /// Its order servers' gathering window, when the run set one.
+    pub order_gather_us: Option<u64>,
     /// Its highest sustained achieved rate over the relay's (target 2:
     /// at least 0.6).
     pub ratio: f64,
+}
+
+/// One attested arm over every round.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacitySummary {
+    /// N.
+    pub servers: usize,
+    /// The order servers' gathering window, when the run set one.
+    pub order_gather_us: Option<u64>,
+    /// The relay's sustained achieved rate, round by round.
+    pub relay_per_s: Vec<f64>,
+    /// This arm's, round by round.
+    pub attested_per_s: Vec<f64>,
+    /// Their ratios, round by round.
+    pub ratios: Vec<f64>,
+    /// The median of the ratios (of the middle two for an even count).
+    pub median_ratio: f64,
+    /// The median of the relay's rates.
+    pub median_relay_per_s: f64,
+    /// The median of this arm's rates.
+    pub median_attested_per_s: f64,
+}
+
+/// The median of `values` (the mean of the middle two for an even count;
+/// 0 for none).
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl CapacitySummary {
+    /// One summary per attested arm (N and window, in the order first
+    /// run), over the rounds of `ratios` and `arms`.
+    fn of(arms: &[Arm], ratios: &[CapacityRatio]) -> Vec<CapacitySummary> {
+        let rate = |round: usize, mode: &str, servers: usize, window: Option<u64>| {
+            arms.iter()
+                .find(|a| {
+                    a.round == round
+                        && a.mode == mode
+                        && (mode == "relay"
+                            || (a.servers == servers && a.order_gather_us == window))
+                })
+                .map_or(0.0, |a| a.sustained_achieved_per_s)
+        };
+        let mut kinds: Vec<(usize, Option<u64>)> = Vec::new();
+        for r in ratios {
+            if !kinds.contains(&(r.servers, r.order_gather_us)) {
+                kinds.push((r.servers, r.order_gather_us));
+            }
+        }
+        kinds
+            .into_iter()
+            .map(|(servers, window)| {
+                let rounds: Vec<&CapacityRatio> = ratios
+                    .iter()
+                    .filter(|r| r.servers == servers && r.order_gather_us == window)
+                    .collect();
+                let relay_per_s: Vec<f64> = rounds
+                    .iter()
+                    .map(|r| rate(r.round, "relay", 0, None))
+                    .collect();
+                let attested_per_s: Vec<f64> = rounds
+                    .iter()
+                    .map(|r| rate(r.round, "attested", servers, window))
+                    .collect();
+                let ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+                CapacitySummary {
+                    servers,
+                    order_gather_us: window,
+                    median_ratio: median(&ratios),
+                    median_relay_per_s: median(&relay_per_s),
+                    median_attested_per_s: median(&attested_per_s),
+                    relay_per_s,
+                    attested_per_s,
+                    ratios,
+                }
+            })
+            .collect()
+    }
 }
 
 /// What the client knows of every message in flight.
@@ -274,6 +423,8 @@ struct TrackerInner {
     done: Vec<(usize, Instant, Instant)>,
     /// Failed submissions per step.
     failed: HashMap<usize, u64>,
+    /// Per step, each successful Submit's reply: time since its arrival.
+    replies: HashMap<usize, Vec<Duration>>,
     /// Messages dispatched whose task has not yet built and registered
     /// its envelope, per step.
     unregistered: HashMap<usize, usize>,
@@ -325,6 +476,14 @@ impl Tracker {
         if finished {
             self.notify.notify_waiters();
         }
+    }
+
+    fn replied(&self, step: usize, since_arrival: Duration) {
+        self.lock()
+            .replies
+            .entry(step)
+            .or_default()
+            .push(since_arrival);
     }
 
     fn failed(&self, hash: &EnvelopeHash, step: usize) {
@@ -650,36 +809,95 @@ pub async fn run(
     std::fs::create_dir_all(&options.dir)
         .map_err(LiveError::io(format!("create {}", options.dir.display())))?;
     let storage = Storage::of(&options.dir);
-    let mut arms = vec![arm(options, 1, true, &mut progress).await?];
-    for &n in &options.servers {
-        arms.push(arm(options, n, false, &mut progress).await?);
+    let windows: Vec<Option<u64>> = if options.order_gather_us.is_empty() {
+        vec![None]
+    } else {
+        options.order_gather_us.iter().copied().map(Some).collect()
+    };
+    let mut arms = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 0..options.rounds.max(1) {
+        let mut specs: Vec<ArmSpec> = options
+            .servers
+            .iter()
+            .flat_map(|&servers| {
+                windows.iter().map(move |&order_gather_us| ArmSpec {
+                    round,
+                    servers,
+                    relay: false,
+                    order_gather_us,
+                })
+            })
+            .collect();
+        // Odd rounds run their arms in the reverse order, so that no arm
+        // always follows another (the previous arm's data removed, a disk
+        // still busy with it).
+        specs.insert(0, ArmSpec::relay(round));
+        if round % 2 == 1 {
+            specs.reverse();
+        }
+        let mut round_arms = Vec::with_capacity(specs.len());
+        for spec in specs {
+            round_arms.push(arm(options, spec, &mut progress).await?);
+        }
+        let relay_rate = round_arms
+            .iter()
+            .find(|a| a.mode == "relay")
+            .map_or(0.0, |a| a.sustained_achieved_per_s);
+        for a in round_arms.iter().filter(|a| a.mode == "attested") {
+            ratios.push(CapacityRatio {
+                round,
+                servers: a.servers,
+                order_gather_us: a.order_gather_us,
+                ratio: a.sustained_achieved_per_s / relay_rate.max(f64::MIN_POSITIVE),
+            });
+        }
+        arms.extend(round_arms);
     }
-    let relay = arms
-        .first()
-        .map_or(0.0, |a: &Arm| a.sustained_achieved_per_s);
-    let ratios = arms
-        .iter()
-        .filter(|a| a.mode == "attested")
-        .map(|a| CapacityRatio {
-            servers: a.servers,
-            ratio: a.sustained_achieved_per_s / relay.max(f64::MIN_POSITIVE),
-        })
-        .collect();
+    let summary = CapacitySummary::of(&arms, &ratios);
     Ok(OpenLoopReport {
         machine: machine(),
         storage,
         options: options.clone(),
         arms,
         ratios,
+        summary,
     })
+}
+
+/// Which arm to run.
+#[derive(Debug, Clone, Copy)]
+struct ArmSpec {
+    round: usize,
+    /// N (1 for the relay's devnet, which has one order server it never
+    /// uses).
+    servers: usize,
+    relay: bool,
+    order_gather_us: Option<u64>,
+}
+
+impl ArmSpec {
+    fn relay(round: usize) -> Self {
+        ArmSpec {
+            round,
+            servers: 1,
+            relay: true,
+            order_gather_us: None,
+        }
+    }
 }
 
 async fn arm(
     options: &OpenLoopOptions,
-    n: usize,
-    relay: bool,
+    spec: ArmSpec,
     progress: &mut impl FnMut(&str),
 ) -> Result<Arm, LiveError> {
+    let ArmSpec {
+        round,
+        servers: n,
+        relay,
+        order_gather_us,
+    } = spec;
     let mode = if relay { "relay" } else { "attested" };
     let dir = options.dir.join(format!("open-loop-{mode}-n{n}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -691,19 +909,19 @@ async fn arm(
             .then(|| grompi_proto::descriptor::min_quorum(n)),
         binaries: options.binaries.clone(),
         router_extra: router_extra(relay),
-        order_extra: options
-            .order_gather_us
+        order_extra: order_gather_us
             .map(|us| format!("commit_gather_us = {us}\n"))
             .unwrap_or_default(),
         evil: std::collections::BTreeMap::new(),
     };
     progress(&format!(
-        "{mode}{}: setting up {} conversations of {}",
+        "round {round}, {mode}{}{}: setting up {} conversations of {}",
         if relay {
             String::new()
         } else {
             format!(", N = {n}")
         },
+        order_gather_us.map_or_else(String::new, |us| format!(", window {us} us")),
         options.conversations,
         options.group
     ));
@@ -714,7 +932,8 @@ async fn arm(
             None,
         )
     })?;
-    let result = measure_arm(options, &net, relay, progress).await;
+    let seed = options.seed.wrapping_add(round as u64);
+    let result = measure_arm(options, &net, relay, seed, progress).await;
     drop(net);
     let _ = std::fs::remove_dir_all(&dir);
     let (setup, steps) = result?;
@@ -724,8 +943,10 @@ async fn arm(
             .then(a.achieved_per_s.total_cmp(&b.achieved_per_s))
     });
     Ok(Arm {
+        round,
         mode: mode.into(),
         servers: if relay { 0 } else { n },
+        order_gather_us,
         quorum: if relay {
             0
         } else if options.majority {
@@ -759,6 +980,7 @@ async fn measure_arm(
     options: &OpenLoopOptions,
     net: &Devnet,
     relay: bool,
+    seed: u64,
     progress: &mut impl FnMut(&str),
 ) -> Result<(SetupTimes, Vec<Step>), LiveError> {
     let tracker = Arc::new(Tracker::default());
@@ -778,7 +1000,7 @@ async fn measure_arm(
         times.3
     ));
     let pool = connections(net, options.submit_connections.max(1)).await?;
-    let mut rng = ChaCha20Rng::seed_from_u64(options.seed);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let body = Arc::new(vec![0xa5u8; options.body_bytes]);
     let (router_metrics, order_metrics) = metrics_addrs(net);
     let mut steps = Vec::new();
@@ -897,8 +1119,9 @@ async fn run_step(
                 return;
             };
             tracker.expect(hash, step, scheduled, g);
-            if client.submit(s.account.authed(req)).await.is_err() {
-                tracker.failed(&hash, step);
+            match client.submit(s.account.authed(req)).await {
+                Ok(_) => tracker.replied(step, scheduled.elapsed()),
+                Err(_) => tracker.failed(&hash, step),
             }
         }));
     }
@@ -923,8 +1146,9 @@ async fn run_step(
 
     let sent = arrivals.len() as u64;
     let end_std = end.into_std();
-    let (mut latencies, in_window, completed, failed) = {
+    let (mut latencies, in_window, completed, failed, mut replies) = {
         let mut inner = input.tracker.lock();
+        let replies = inner.replies.remove(&input.index).unwrap_or_default();
         let mut latencies = Vec::new();
         let mut in_window = 0u64;
         let mut completed = 0u64;
@@ -945,8 +1169,10 @@ async fn run_step(
         inner.pending.retain(|_, p| p.0 != input.index);
         inner.done.retain(|d| d.0 != input.index);
         let failed = inner.failed.get(&input.index).copied().unwrap_or(0);
-        (latencies, in_window, completed, failed)
+        (latencies, in_window, completed, failed, replies)
     };
+    let split = LatencySplit::of(&mut replies, &router_before, &router_after);
+
     // Messages whose task never got as far as submitting (a client that
     // fell far behind) count from the step's end, a lower bound.
     let incomplete = sent.saturating_sub(completed + failed);
@@ -1000,6 +1226,7 @@ async fn run_step(
         dispatch_lag_max_ms: lag_max.as_secs_f64() * 1000.0,
         cpu_per_message,
         probes,
+        split,
         commit_tail,
         sustained: notes.is_empty(),
         note: notes.join("; "),
@@ -1031,15 +1258,28 @@ impl OpenLoopReport {
             o.body_bytes,
             o.block_bytes,
         );
-        if let Some(us) = o.order_gather_us {
+        if !o.order_gather_us.is_empty() {
+            let list: Vec<String> = o.order_gather_us.iter().map(u64::to_string).collect();
             s.push_str(&format!(
-                "Order servers' gathering window (`commit_gather_us`): {us} us.\n\n"
+                "Order servers' gathering window (`commit_gather_us`): {} us, one attested arm each.\n\n",
+                list.join(", ")
+            ));
+        }
+        if o.rounds > 1 {
+            s.push_str(&format!(
+                "{} rounds, each running the relay and then every attested arm (odd rounds in the reverse order), with seeds {} to {}.\n\n",
+                o.rounds,
+                o.seed,
+                o.seed.wrapping_add(o.rounds as u64 - 1)
             ));
         }
         s.push_str(
-            "| mode | N | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | router commit max ms (> 10 ms) | order commit max ms (> 10 ms) | router checkpoints (ms in all) | order checkpoints (ms in all) | holds |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| round | mode | N | window us | offered/s | arrivals/s | achieved/s | p50 ms | p99 ms | sent | failed | incomplete | lag max ms | CPU router us | CPU order servers us | CPU client us | order CPU per attestation us | router CPU over the relay us | order commit p50 ms | Submit reply p50/p99 ms | router's Submit p50/p99 ms | outside the router p50 ms | router commit max ms (> 10 ms) | order commit max ms (> 10 ms) | router checkpoints (ms in all) | order checkpoints (ms in all) | holds |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         );
+        let window = |w: Option<u64>| w.map_or_else(|| "-".to_owned(), |w| w.to_string());
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        let pair = |a: Option<f64>, b: Option<f64>| format!("{}/{}", ms(a), ms(b));
         for a in &self.arms {
             for st in &a.steps {
                 let cpu = st.cpu_per_message;
@@ -1055,7 +1295,7 @@ impl OpenLoopReport {
                 let over_relay = cpu.filter(|_| a.mode == "attested").and_then(|c| {
                     self.arms
                         .iter()
-                        .filter(|r| r.mode == "relay")
+                        .filter(|r| r.mode == "relay" && r.round == a.round)
                         .flat_map(|r| &r.steps)
                         .find(|r| r.offered_per_s == st.offered_per_s)
                         .and_then(|r| r.cpu_per_message)
@@ -1070,9 +1310,11 @@ impl OpenLoopReport {
                     "-".to_owned()
                 };
                 s.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    a.round,
                     a.mode,
                     a.servers,
+                    window(a.order_gather_us),
                     st.offered_per_s,
                     st.arrivals_per_s,
                     st.achieved_per_s,
@@ -1091,6 +1333,9 @@ impl OpenLoopReport {
                         .as_ref()
                         .and_then(|p| p.order_commit_p50_ms)
                         .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}")),
+                    pair(st.split.reply_p50_ms, st.split.reply_p99_ms),
+                    pair(st.split.router_submit_p50_ms, st.split.router_submit_p99_ms),
+                    ms(st.split.outside_router_p50_ms),
                     tail(st.commit_tail.router_max_ms, st.commit_tail.router_over_10ms),
                     tail(st.commit_tail.order_max_ms, st.commit_tail.order_over_10ms),
                     router_checkpoints,
@@ -1104,19 +1349,26 @@ impl OpenLoopReport {
             }
         }
         s.push_str(
-            "\n| mode | N | set-up s (register, create, subscribe, Setups) | highest rate held, offered/s | achieved/s | vs relay |\n\
-             |---|---|---|---|---|---|\n",
+            "\n| round | mode | N | window us | set-up s (register, create, subscribe, Setups) | highest rate held, offered/s | achieved/s | vs relay |\n\
+             |---|---|---|---|---|---|---|---|\n",
         );
         for a in &self.arms {
             let ratio = self
                 .ratios
                 .iter()
-                .find(|r| a.mode == "attested" && r.servers == a.servers)
+                .find(|r| {
+                    a.mode == "attested"
+                        && r.round == a.round
+                        && r.servers == a.servers
+                        && r.order_gather_us == a.order_gather_us
+                })
                 .map_or_else(|| "1.00x".to_owned(), |r| format!("{:.2}x", r.ratio));
             s.push_str(&format!(
-                "| {} | {} | {:.1}, {:.1}, {:.1}, {:.1} | {:.0} | {:.0} | {} |\n",
+                "| {} | {} | {} | {} | {:.1}, {:.1}, {:.1}, {:.1} | {:.0} | {:.0} | {} |\n",
+                a.round,
                 a.mode,
                 a.servers,
+                window(a.order_gather_us),
                 a.register_seconds,
                 a.create_seconds,
                 a.subscribe_seconds,
@@ -1126,6 +1378,30 @@ impl OpenLoopReport {
                 ratio
             ));
         }
+        s.push_str(
+            "\n| N | window us | rounds | relay achieved/s, round by round | attested achieved/s | ratios | median relay/s | median attested/s | median ratio |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        let list = |v: &[f64], decimals: usize| {
+            v.iter()
+                .map(|x| format!("{x:.decimals$}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for m in &self.summary {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | **{:.2}x** |\n",
+                m.servers,
+                window(m.order_gather_us),
+                m.ratios.len(),
+                list(&m.relay_per_s, 0),
+                list(&m.attested_per_s, 0),
+                list(&m.ratios, 2),
+                m.median_relay_per_s,
+                m.median_attested_per_s,
+                m.median_ratio,
+            ));
+        }
         s
     }
 
@@ -1133,11 +1409,17 @@ impl OpenLoopReport {
     pub fn plot(&self) -> String {
         let mut series = Vec::new();
         for a in &self.arms {
-            let name = if a.mode == "relay" {
+            let mut name = if a.mode == "relay" {
                 "relay".to_owned()
             } else {
                 format!("N = {}", a.servers)
             };
+            if let Some(w) = a.order_gather_us {
+                name.push_str(&format!(", window {w} us"));
+            }
+            if self.options.rounds > 1 {
+                name.push_str(&format!(", round {}", a.round));
+            }
             for (q, f) in [
                 ("p50", (|s: &Step| s.latency_p50_ms) as fn(&Step) -> f64),
                 ("p99", |s: &Step| s.latency_p99_ms),
@@ -1235,5 +1517,64 @@ mod tests {
         assert!((tail.router_checkpoint_ms - 16.0).abs() < 1e-6, "{tail:?}");
         assert_eq!(tail.order_checkpoints, 4);
         assert!((tail.order_checkpoint_ms - 38.0).abs() < 1e-6, "{tail:?}");
+    }
+
+    fn arm(round: usize, servers: usize, window: Option<u64>, rate: f64) -> Arm {
+        Arm {
+            round,
+            mode: if servers == 0 { "relay" } else { "attested" }.into(),
+            servers,
+            order_gather_us: window,
+            quorum: servers,
+            register_seconds: 0.0,
+            create_seconds: 0.0,
+            subscribe_seconds: 0.0,
+            setup_seconds: 0.0,
+            steps: Vec::new(),
+            sustained_offered_per_s: rate,
+            sustained_achieved_per_s: rate,
+        }
+    }
+
+    #[test]
+    fn the_median_of_odd_even_and_no_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    /// Each attested arm (N and window) is summarized over its rounds,
+    /// each round's rate against that round's relay, never another's.
+    #[test]
+    fn the_summary_pairs_each_round_with_its_own_relay() {
+        let mut arms = Vec::new();
+        let mut ratios = Vec::new();
+        let relay = [2000.0, 1500.0, 2000.0];
+        let plain = [1250.0, 750.0, 1000.0];
+        let windowed = [1500.0, 1000.0, 1000.0];
+        for round in 0..3 {
+            arms.push(arm(round, 0, None, relay[round]));
+            for (window, rate) in [(None, plain[round]), (Some(3000), windowed[round])] {
+                arms.push(arm(round, 3, window, rate));
+                ratios.push(CapacityRatio {
+                    round,
+                    servers: 3,
+                    order_gather_us: window,
+                    ratio: rate / relay[round],
+                });
+            }
+        }
+        let summary = CapacitySummary::of(&arms, &ratios);
+        assert_eq!(summary.len(), 2, "{summary:?}");
+        let (a, b) = (&summary[0], &summary[1]);
+        assert_eq!((a.order_gather_us, b.order_gather_us), (None, Some(3000)));
+        assert_eq!(a.relay_per_s, relay);
+        assert_eq!(a.attested_per_s, plain);
+        assert_eq!(b.attested_per_s, windowed);
+        assert_eq!(a.ratios, vec![0.625, 0.5, 0.5]);
+        assert_eq!(a.median_ratio, 0.5);
+        assert_eq!(b.median_ratio, 2.0 / 3.0);
+        assert_eq!(b.median_attested_per_s, 1000.0);
+        assert_eq!(a.median_relay_per_s, 2000.0);
     }
 }

@@ -23,6 +23,9 @@ pub const ORDER_COMMIT: &str = "grompi_order_commit_seconds";
 pub const ORDER_ATTEST_REQUEST: &str = "grompi_order_attest_request_seconds";
 /// The router's attest job, sent to answered, per order server.
 pub const ROUTER_FANOUT: &str = "router_fanout_seconds";
+/// The router's handling of one Submit, arrival to reply (committed for
+/// the relay, attested by a quorum otherwise).
+pub const ROUTER_SUBMIT: &str = "router_quorum_wait_seconds";
 /// The router's own commits (label `durability`).
 pub const ROUTER_COMMIT: &str = "router_commit_seconds";
 /// The router's checkpoints (durable database commits; nothing commits
