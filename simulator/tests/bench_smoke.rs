@@ -64,16 +64,26 @@ async fn closed_loop_reports_the_probes_of_the_gap() {
         p.order_commit_p50_ms.is_some()
             && p.order_request_p50_ms.is_some()
             && p.round_trip_p50_ms.is_some()
-            && p.router_commit_p50_ms.is_some(),
+            && p.router_commit_p50_ms.is_some()
+            && p.router_submit_p50_ms.is_some(),
         "{p:?}"
     );
+    // The relay's cell has the router's probes only.
     let relay = report.cells.iter().find(|c| c.mode == "relay").unwrap();
-    assert!(relay.probes.is_none());
+    let r = relay.probes.as_ref().unwrap();
+    assert!(r.router_submit_p50_ms.is_some(), "{r:?}");
     assert!(
-        report.decomposition().contains("\n| 1 | 2 | "),
-        "{}",
-        report.to_markdown()
+        r.order_commits == 0 && r.order_commit_p50_ms.is_none(),
+        "{r:?}"
     );
+    let table = report.decomposition();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| 1 | 2 | "))
+        .unwrap_or_else(|| panic!("{}", report.to_markdown()));
+    // Every cell of the row measured, the router's part of the gap too.
+    assert!(!row.contains("| - |") && !row.contains(" - /"), "{table}");
+    assert_eq!(row.matches('|').count(), 17, "{table}");
 }
 
 /// The open-loop mode on a tiny load: both arms, two steps each, every

@@ -290,6 +290,40 @@ pub struct Arm {
     pub sustained_achieved_per_s: f64,
 }
 
+impl Arm {
+    /// Whether the arm measured steps and none of them held: its capacity
+    /// is below the lowest rate offered (reported as 0).
+    pub fn held_nothing(&self) -> bool {
+        !self.steps.is_empty() && self.steps.iter().all(|s| !s.sustained)
+    }
+
+    /// The highest offered rate held, for the report: "none (below R)"
+    /// when the first step, at R, did not hold.
+    fn highest_held(&self) -> String {
+        match (self.held_nothing(), self.steps.first()) {
+            (true, Some(first)) => format!("none (below {:.0})", first.offered_per_s),
+            _ => format!("{:.0}", self.sustained_offered_per_s),
+        }
+    }
+}
+
+/// The report's note on arms that held none of the rates offered (empty
+/// when every arm held one): their 0 is "below the first step", not zero.
+fn held_nothing_note(arms: &[Arm]) -> String {
+    arms.iter()
+        .filter(|a| a.held_nothing())
+        .filter_map(|a| a.steps.first())
+        .map(|st| st.offered_per_s)
+        .reduce(f64::min)
+        .map_or_else(String::new, |lowest| {
+            format!(
+                "\nA rate of 0 (ratio 0.00x) is an arm that held none of the rates offered: \
+                 its capacity is below its first step (down to {lowest:.0}/s), not zero. \
+                 Run it again with lower `--rates` to measure it.\n"
+            )
+        })
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpenLoopReport {
@@ -1363,8 +1397,9 @@ impl OpenLoopReport {
                         && r.order_gather_us == a.order_gather_us
                 })
                 .map_or_else(|| "1.00x".to_owned(), |r| format!("{:.2}x", r.ratio));
+            let held = a.highest_held();
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.1}, {:.1}, {:.1}, {:.1} | {:.0} | {:.0} | {} |\n",
+                "| {} | {} | {} | {} | {:.1}, {:.1}, {:.1}, {:.1} | {} | {:.0} | {} |\n",
                 a.round,
                 a.mode,
                 a.servers,
@@ -1373,7 +1408,7 @@ impl OpenLoopReport {
                 a.create_seconds,
                 a.subscribe_seconds,
                 a.setup_seconds,
-                a.sustained_offered_per_s,
+                held,
                 a.sustained_achieved_per_s,
                 ratio
             ));
@@ -1402,6 +1437,7 @@ impl OpenLoopReport {
                 m.median_ratio,
             ));
         }
+        s.push_str(&held_nothing_note(&self.arms));
         s
     }
 
@@ -1534,6 +1570,50 @@ mod tests {
             sustained_offered_per_s: rate,
             sustained_achieved_per_s: rate,
         }
+    }
+
+    fn step(offered: f64, sustained: bool) -> Step {
+        Step {
+            offered_per_s: offered,
+            arrivals_per_s: offered,
+            sent: 0,
+            completed: 0,
+            failed: 0,
+            incomplete: 0,
+            achieved_per_s: offered,
+            latency_p50_ms: 1.0,
+            latency_p99_ms: 1.0,
+            dispatch_lag_max_ms: 0.0,
+            cpu_per_message: None,
+            probes: None,
+            split: LatencySplit::default(),
+            commit_tail: CommitTail::default(),
+            sustained,
+            note: String::new(),
+        }
+    }
+
+    /// An arm whose first step failed is reported as below that step, and
+    /// the report says what its 0 means; an arm that held a step, or
+    /// measured none, is not.
+    #[test]
+    fn an_arm_that_held_no_step_is_reported_below_its_first() {
+        let mut failed = arm(0, 3, None, 0.0);
+        failed.steps = vec![step(750.0, false)];
+        assert!(failed.held_nothing());
+        assert_eq!(failed.highest_held(), "none (below 750)");
+        let mut held = arm(0, 0, None, 1000.0);
+        held.steps = vec![step(750.0, true), step(1000.0, true), step(1250.0, false)];
+        assert!(!held.held_nothing());
+        assert_eq!(held.highest_held(), "1000");
+        let empty = arm(0, 3, None, 0.0);
+        assert!(!empty.held_nothing());
+        assert_eq!(held_nothing_note(&[held.clone(), empty]), "");
+        let note = held_nothing_note(&[held, failed]);
+        assert!(
+            note.contains("below its first step (down to 750/s)"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -246,6 +246,10 @@ pub struct Probes {
     pub round_trip_p50_ms: Option<f64>,
     /// The router's synced commits, p50.
     pub router_commit_p50_ms: Option<f64>,
+    /// The router's handling of one Submit, arrival to reply, p50: the
+    /// admission's commit and, attested, the wait for the quorum and the
+    /// tags' application (the relay's cells have it too).
+    pub router_submit_p50_ms: Option<f64>,
 }
 
 impl Probes {
@@ -278,6 +282,8 @@ impl Probes {
                 .zip(order_request_p50_ms)
                 .map(|(f, r)| (f - r).max(0.0)),
             router_commit_p50_ms: router_commit.quantile_ms(0.5),
+            router_submit_p50_ms: between(router_before, router_after, ROUTER_SUBMIT, "")
+                .quantile_ms(0.5),
         }
     }
 }
@@ -298,6 +304,27 @@ mod tests {
         x_seconds_sum{server=\"b\"} 0\n\
         x_seconds_count{server=\"b\"} 0\n\
         other_total 5\n";
+
+    /// The router's Submit is read from its own histogram, and the order
+    /// servers' probes stay empty without order servers (the relay).
+    #[test]
+    fn the_routers_submit_is_probed_without_order_servers() {
+        let before = Scrape::parse(&format!(
+            "{ROUTER_SUBMIT}_bucket{{le=\"0.001\"}} 1\n{ROUTER_SUBMIT}_bucket{{le=\"0.002\"}} 1\n\
+             {ROUTER_SUBMIT}_bucket{{le=\"+Inf\"}} 1\n{ROUTER_SUBMIT}_count 1\n"
+        ));
+        let after = Scrape::parse(&format!(
+            "{ROUTER_SUBMIT}_bucket{{le=\"0.001\"}} 1\n{ROUTER_SUBMIT}_bucket{{le=\"0.002\"}} 5\n\
+             {ROUTER_SUBMIT}_bucket{{le=\"+Inf\"}} 5\n{ROUTER_SUBMIT}_count 5\n"
+        ));
+        let p = Probes::between(&[before], &[after], &[], &[]);
+        // Four observations in (1, 2] ms: the median is halfway.
+        let submit = p.router_submit_p50_ms.unwrap_or_default();
+        assert!((submit - 1.5).abs() < 1e-9, "{p:?}");
+        assert_eq!(p.order_commits, 0);
+        assert_eq!(p.order_commit_p50_ms, None);
+        assert_eq!(p.round_trip_p50_ms, None);
+    }
 
     #[test]
     fn histograms_parse_merge_and_give_interpolated_medians() {
