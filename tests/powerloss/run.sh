@@ -30,5 +30,9 @@ if ! command -v fusermount3 >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import fus
 fi
 /usr/bin/python3 -c 'import fusepy' || { echo "python3-fusepy is still not importable" >&2; exit 1; }
 
-cargo build --bins -p grompi-order-server -p grompi-router
-cargo test -p grompi-tests --test powerloss -- --ignored --test-threads 1
+# `--workspace` (and `--tests` for the binaries, as the test harness
+# builds them) resolves features as `cargo test --workspace` does, so after
+# it nothing is compiled again; `-p` alone would resolve them for those
+# packages only and rebuild their dependencies.
+cargo build --workspace --bins --tests
+cargo test --workspace --test powerloss -- --ignored --test-threads 1

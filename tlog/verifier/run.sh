@@ -8,4 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash tlog/verifier/install-go.sh
-cargo test -p grompi-tlog --test independent_verifier -- --ignored
+# `--workspace` resolves features as `cargo test --workspace` does, so its
+# build is reused rather than done again for this package alone.
+cargo test --workspace --test independent_verifier -- --ignored
