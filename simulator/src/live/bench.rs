@@ -498,7 +498,7 @@ async fn measure(
     // histograms read around it.
     // (The relay's cell has no order servers: its probes are the
     // router's.)
-    let probes_before = Some(scrape_servers(net)?);
+    let (router_before, order_before) = scrape_servers(net)?;
     let mut latencies = Vec::with_capacity(options.latency_messages);
     for k in 0..options.latency_messages {
         let m = k % g;
@@ -519,18 +519,13 @@ async fn measure(
         }
     }
 
-    let probes = match probes_before {
-        Some((router, order)) => {
-            let (router_after, order_after) = scrape_servers(net)?;
-            Some(Probes::between(
-                &router,
-                &router_after,
-                &order,
-                &order_after,
-            ))
-        }
-        None => None,
-    };
+    let (router_after, order_after) = scrape_servers(net)?;
+    let probes = Some(Probes::between(
+        &router_before,
+        &router_after,
+        &order_before,
+        &order_after,
+    ));
 
     // Throughput: every member sends at once.
     let before = completions.done_count();

@@ -353,9 +353,34 @@ pub struct CapacityRatio {
     pub servers: usize,
     /// Its order servers' gathering window, when the run set one.
     pub order_gather_us: Option<u64>,
+    /// The relay's highest sustained achieved rate in that round.
+    pub relay_per_s: f64,
+    /// This arm's.
+    pub attested_per_s: f64,
     /// Its highest sustained achieved rate over the relay's (target 2:
     /// at least 0.6).
     pub ratio: f64,
+}
+
+impl CapacityRatio {
+    /// Each attested arm of one round's `arms` against that round's relay.
+    fn of_round(round: usize, arms: &[Arm]) -> Vec<CapacityRatio> {
+        let relay_per_s = arms
+            .iter()
+            .find(|a| a.mode == "relay")
+            .map_or(0.0, |a| a.sustained_achieved_per_s);
+        arms.iter()
+            .filter(|a| a.mode == "attested")
+            .map(|a| CapacityRatio {
+                round,
+                servers: a.servers,
+                order_gather_us: a.order_gather_us,
+                relay_per_s,
+                attested_per_s: a.sustained_achieved_per_s,
+                ratio: a.sustained_achieved_per_s / relay_per_s.max(f64::MIN_POSITIVE),
+            })
+            .collect()
+    }
 }
 
 /// One attested arm over every round.
@@ -393,18 +418,8 @@ fn median(values: &[f64]) -> f64 {
 
 impl CapacitySummary {
     /// One summary per attested arm (N and window, in the order first
-    /// run), over the rounds of `ratios` and `arms`.
-    fn of(arms: &[Arm], ratios: &[CapacityRatio]) -> Vec<CapacitySummary> {
-        let rate = |round: usize, mode: &str, servers: usize, window: Option<u64>| {
-            arms.iter()
-                .find(|a| {
-                    a.round == round
-                        && a.mode == mode
-                        && (mode == "relay"
-                            || (a.servers == servers && a.order_gather_us == window))
-                })
-                .map_or(0.0, |a| a.sustained_achieved_per_s)
-        };
+    /// run), over the rounds of `ratios`.
+    fn of(ratios: &[CapacityRatio]) -> Vec<CapacitySummary> {
         let mut kinds: Vec<(usize, Option<u64>)> = Vec::new();
         for r in ratios {
             if !kinds.contains(&(r.servers, r.order_gather_us)) {
@@ -418,14 +433,8 @@ impl CapacitySummary {
                     .iter()
                     .filter(|r| r.servers == servers && r.order_gather_us == window)
                     .collect();
-                let relay_per_s: Vec<f64> = rounds
-                    .iter()
-                    .map(|r| rate(r.round, "relay", 0, None))
-                    .collect();
-                let attested_per_s: Vec<f64> = rounds
-                    .iter()
-                    .map(|r| rate(r.round, "attested", servers, window))
-                    .collect();
+                let relay_per_s: Vec<f64> = rounds.iter().map(|r| r.relay_per_s).collect();
+                let attested_per_s: Vec<f64> = rounds.iter().map(|r| r.attested_per_s).collect();
                 let ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
                 CapacitySummary {
                     servers,
@@ -874,21 +883,10 @@ pub async fn run(
         for spec in specs {
             round_arms.push(arm(options, spec, &mut progress).await?);
         }
-        let relay_rate = round_arms
-            .iter()
-            .find(|a| a.mode == "relay")
-            .map_or(0.0, |a| a.sustained_achieved_per_s);
-        for a in round_arms.iter().filter(|a| a.mode == "attested") {
-            ratios.push(CapacityRatio {
-                round,
-                servers: a.servers,
-                order_gather_us: a.order_gather_us,
-                ratio: a.sustained_achieved_per_s / relay_rate.max(f64::MIN_POSITIVE),
-            });
-        }
+        ratios.extend(CapacityRatio::of_round(round, &round_arms));
         arms.extend(round_arms);
     }
-    let summary = CapacitySummary::of(&arms, &ratios);
+    let summary = CapacitySummary::of(&ratios);
     Ok(OpenLoopReport {
         machine: machine(),
         storage,
@@ -1627,24 +1625,24 @@ mod tests {
     /// each round's rate against that round's relay, never another's.
     #[test]
     fn the_summary_pairs_each_round_with_its_own_relay() {
-        let mut arms = Vec::new();
         let mut ratios = Vec::new();
         let relay = [2000.0, 1500.0, 2000.0];
         let plain = [1250.0, 750.0, 1000.0];
         let windowed = [1500.0, 1000.0, 1000.0];
         for round in 0..3 {
-            arms.push(arm(round, 0, None, relay[round]));
-            for (window, rate) in [(None, plain[round]), (Some(3000), windowed[round])] {
-                arms.push(arm(round, 3, window, rate));
-                ratios.push(CapacityRatio {
-                    round,
-                    servers: 3,
-                    order_gather_us: window,
-                    ratio: rate / relay[round],
-                });
+            // Odd rounds run the relay last.
+            let mut round_arms = vec![
+                arm(round, 0, None, relay[round]),
+                arm(round, 3, None, plain[round]),
+                arm(round, 3, Some(3000), windowed[round]),
+            ];
+            if round % 2 == 1 {
+                round_arms.rotate_left(1);
             }
+            ratios.extend(CapacityRatio::of_round(round, &round_arms));
         }
-        let summary = CapacitySummary::of(&arms, &ratios);
+        assert_eq!(ratios.len(), 6, "{ratios:?}");
+        let summary = CapacitySummary::of(&ratios);
         assert_eq!(summary.len(), 2, "{summary:?}");
         let (a, b) = (&summary[0], &summary[1]);
         assert_eq!((a.order_gather_us, b.order_gather_us), (None, Some(3000)));
