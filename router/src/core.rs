@@ -190,7 +190,7 @@ impl FetchPlan {
 /// envelope no longer in memory: whether the envelope a member sent from
 /// `slot` of `epoch` with `sequence` (below that slot's last one) is the
 /// one with `hash` ([`crate::store::EnvelopeReader::admitted`]). The shell
-/// reads it after the batch's commit, off the core and the async threads,
+/// reads it after the batch's commit, off the core task and the async threads,
 /// and replies with [`SequenceLookup::answer`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SequenceLookup {

@@ -38,7 +38,7 @@
 //! | [`record`] | what is persisted, and its encoding |
 //! | [`store`] | the storage trait, the redb store, the in-memory store |
 //! | [`config`] | the TOML configuration file |
-//! | [`runtime`] | the core thread with group commit, order server workers, the ticker and the disk check |
+//! | [`runtime`] | the core task with group commit, order server workers, the ticker and the disk check |
 //! | [`hub`] | live subscribers: queues bounded by count and bytes, streams per account |
 //! | [`service`] | the client-facing gRPC service |
 //! | [`fetch`] | Fetch pages bounded by bytes, and the bytes of pages being built per account and in total |

@@ -1,4 +1,4 @@
-//! The shell around the core: one core thread that runs the
+//! The shell around the core: one core task that runs the
 //! [`Driver`] over batches of requests, a committer thread that folds the
 //! batches queued behind a running commit into one durable commit (group
 //! commit) before performing their effects, one worker task per order
@@ -39,7 +39,7 @@ pub fn now_ms() -> Millis {
 /// A reply channel.
 pub type Reply = oneshot::Sender<Result<Response, RouterError>>;
 
-/// A message to the core thread.
+/// A message to the core task.
 #[derive(Debug)]
 pub enum CoreMsg {
     /// A command, with the channel for its answer (none for job results).
@@ -61,11 +61,11 @@ enum Ready {
     },
 }
 
-/// What the core thread hands the committer: one batch's records and the
+/// What the core task hands the committer: one batch's records and the
 /// effects that wait for them.
 type Batch = CommitBatch<Ready>;
 
-/// Most batches queued for the committer before the core thread waits.
+/// Most batches queued for the committer before the core task waits.
 const COMMIT_QUEUE: usize = 64;
 
 /// Matches an effect to its reply channel (none when the waiter is gone).
@@ -114,8 +114,8 @@ impl Performer {
         }
     }
 
-    /// Reads what `lookup` needs off the core and committer threads (and
-    /// off the async ones), then answers.
+    /// Reads what `lookup` needs on the blocking pool (off the core task,
+    /// the committer thread and the async workers), then answers.
     fn look_up(&self, tx: Reply, lookup: SequenceLookup) {
         let reader = self.reader.clone();
         let answer = move || {
@@ -134,14 +134,22 @@ impl Performer {
     }
 }
 
-/// Starts the core thread and its committer, running `core` as
-/// [`DriverConfig::PRODUCTION`] says. The core thread runs the [`Driver`]
+/// Starts the core task and its committer thread, running `core` as
+/// [`DriverConfig::PRODUCTION`] says. The core task runs the [`Driver`]
 /// over batches of requests and never waits for the disk: it performs a
 /// batch's early effects at once (see [`crate::core::Output`]) and hands
 /// the [`CommitBatch`] to the committer, which [`fold`]s every batch queued
-/// behind the running commit into the next one (group commit), commits it,
+/// behind the running commit into one (group commit), commits it,
 /// and only then performs their effects, in order. Returns the core's
 /// sender and a handle that yields the result (an error if storage failed).
+///
+/// The core runs as a task on the calling tokio runtime rather than on a
+/// thread of its own: an order server's answer then reaches it, and its
+/// reply reaches the waiting call, as a wake-up of a task on the same
+/// runtime (tokio runs a task woken by the running one next on the same
+/// worker), not as a wake-up of another thread. Its steps are short (a
+/// batch of commands on in-memory state); the disk is the committer's.
+/// Must be called from within a tokio runtime.
 pub fn start_core(
     core: RouterCore,
     store: Box<dyn Store>,
@@ -150,7 +158,7 @@ pub fn start_core(
     queue: usize,
 ) -> (
     mpsc::Sender<CoreMsg>,
-    std::thread::JoinHandle<Result<(), RouterError>>,
+    tokio::task::JoinHandle<Result<(), RouterError>>,
 ) {
     let (tx, rx) = mpsc::channel::<CoreMsg>(queue.max(16));
     let performer = Performer {
@@ -159,22 +167,29 @@ pub fn start_core(
         reader: store.reader(),
         blocking: tokio::runtime::Handle::try_current().ok(),
     };
-    let handle = std::thread::Builder::new()
-        .name("router-core".into())
-        .spawn(move || run_core(core, store, performer, rx));
-    let handle = match handle {
-        Ok(h) => h,
-        Err(e) => std::thread::spawn(move || {
-            Err(RouterError::ThreadStart {
-                thread: "core thread",
-                reason: e.to_string(),
-            })
-        }),
-    };
+    let handle = tokio::spawn(run_core(core, store, performer, rx));
     (tx, handle)
 }
 
-fn run_core(
+/// Hands `batch` to the committer; false if the committer stopped. When
+/// [`COMMIT_QUEUE`] batches are already waiting for it, the core waits
+/// (without holding its worker thread) until one is taken.
+async fn hand_to_committer(tx: &std::sync::mpsc::SyncSender<Batch>, mut batch: Batch) -> bool {
+    let mut wait = Duration::from_micros(100);
+    loop {
+        match tx.try_send(batch) {
+            Ok(()) => return true,
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            Err(std::sync::mpsc::TrySendError::Full(b)) => {
+                batch = b;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+async fn run_core(
     core: RouterCore,
     store: Box<dyn Store>,
     performer: Performer,
@@ -193,12 +208,11 @@ fn run_core(
             })?
     };
     let mut driver = Driver::new(core, DriverConfig::PRODUCTION);
-    let mut rng = rand::rng();
     let mut waiting: HashMap<Ticket, Reply> = HashMap::new();
     let mut next_ticket = 0u64;
     let mut last_gauges = Instant::now();
     let mut committer_alive = true;
-    while let Some(first) = rx.blocking_recv() {
+    while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -208,26 +222,31 @@ fn run_core(
         }
         let now = now_ms();
         let mut stop = false;
-        for m in batch {
-            match m {
-                CoreMsg::Request(cmd, reply) => {
-                    next_ticket += 1;
-                    let t = Ticket(next_ticket);
-                    if let Some(r) = reply {
-                        waiting.insert(t, r);
+        // The worker thread's generator, taken for this step only (the task
+        // may resume on another worker after the next wait).
+        let step = {
+            let mut rng = rand::rng();
+            for m in batch {
+                match m {
+                    CoreMsg::Request(cmd, reply) => {
+                        next_ticket += 1;
+                        let t = Ticket(next_ticket);
+                        if let Some(r) = reply {
+                            waiting.insert(t, r);
+                        }
+                        driver.input(Input::Command(t, cmd), now, &mut rng);
                     }
-                    driver.input(Input::Command(t, cmd), now, &mut rng);
+                    CoreMsg::Tick => driver.input(Input::Tick, now, &mut rng),
+                    CoreMsg::Shutdown => stop = true,
                 }
-                CoreMsg::Tick => driver.input(Input::Tick, now, &mut rng),
-                CoreMsg::Shutdown => stop = true,
             }
-        }
-        let step = driver.finish(now, &mut rng);
+            driver.finish(now, &mut rng)
+        };
         performer.perform(ready(step.early, &mut waiting));
         let batch = step
             .commit
             .filter_map_effects(|effect| ready_one(effect, &mut waiting));
-        if commit_tx.send(batch).is_err() {
+        if !hand_to_committer(&commit_tx, batch).await {
             // The committer stopped: storage failed. Its result says why.
             committer_alive = false;
             break;
@@ -248,8 +267,9 @@ fn run_core(
     for (_, r) in waiting.drain() {
         let _ = r.send(Err(RouterError::Stopping));
     }
-    let committed = committer
-        .join()
+    let committed = tokio::task::spawn_blocking(move || committer.join())
+        .await
+        .map_err(|_| RouterError::CommitterPanicked)?
         .map_err(|_| RouterError::CommitterPanicked)?;
     if committer_alive {
         committed
@@ -718,14 +738,10 @@ mod shutdown_tests {
         let hub = Arc::new(Hub::new(crate::hub::HubLimits::of(
             &crate::limits::Limits::default(),
         )));
-        let (tx, thread) = start_core(core, Box::new(store), Vec::new(), hub, 16);
+        let (tx, core_task) = start_core(core, Box::new(store), Vec::new(), hub, 16);
         tx.send(CoreMsg::Shutdown).await.unwrap();
         drop(tx);
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        core_task.await.unwrap().unwrap();
         let reopened = RedbStore::open(&path).unwrap();
         let report = reopened.open_report();
         assert_eq!(report.log_records, 0, "{report:?}");
@@ -876,6 +892,39 @@ mod shutdown_tests {
         let thread =
             std::thread::spawn(move || run_committer(Box::new(store), rx, &performer, hold));
         (tx, commits, thread)
+    }
+
+    /// The key of the one record of a test batch.
+    fn key_of(batch: &Batch) -> Option<u8> {
+        match batch.records.as_slice() {
+            [Record::OneTimePrekey { key, .. }] => Some(key[0]),
+            _ => None,
+        }
+    }
+
+    /// When the committer's queue is full the core task waits for room
+    /// without holding its thread: on a runtime with one thread (this
+    /// test's), a core that blocked would stop every other task, the
+    /// timer below included. The batch goes in once a slot frees, after
+    /// the one before it.
+    #[tokio::test]
+    async fn a_full_commit_queue_makes_the_core_wait_without_holding_its_thread() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(1);
+        tx.try_send(batch(1, Durability::Now, Vec::new())).unwrap();
+        let handing = tokio::spawn(async move {
+            let handed = hand_to_committer(&tx, batch(2, Durability::Now, Vec::new())).await;
+            (handed, tx)
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!handing.is_finished(), "the queue is still full");
+        let first = rx.recv().unwrap();
+        let (handed, tx) = handing.await.unwrap();
+        assert!(handed);
+        let second = rx.try_recv().unwrap();
+        assert_eq!((key_of(&first), key_of(&second)), (Some(1), Some(2)));
+        // A committer that stopped is reported, not waited for.
+        drop(rx);
+        assert!(!hand_to_committer(&tx, batch(3, Durability::Now, Vec::new())).await);
     }
 
     /// A batch of deferred records without effects waits for the next

@@ -1,5 +1,5 @@
 //! Wiring: `router init` (TLS identity) and `router serve` (store, core
-//! thread, order server workers over mutual TLS, the gRPC service with
+//! task and committer thread, order server workers over mutual TLS, the gRPC service with
 //! health, metrics, bound addresses, graceful shutdown).
 
 use crate::config::Config;
@@ -112,8 +112,8 @@ pub fn order_clients(
         .collect()
 }
 
-/// The router's running pieces behind its gRPC service: the core and
-/// committer threads over the store, one worker per order server, the
+/// The router's running pieces behind its gRPC service: the core task and
+/// the committer thread over the store, one worker per order server, the
 /// ticker, the hub of live subscribers and the service itself (served by
 /// [`serve`], or called directly by a program that fronts it, like the
 /// simulator's malicious router). Must be started inside a tokio runtime.
@@ -122,8 +122,8 @@ pub struct Backend {
     pub service: RouterService,
     /// The core's command channel.
     pub core: mpsc::Sender<CoreMsg>,
-    /// The core thread; yields an error if storage failed.
-    pub thread: std::thread::JoinHandle<Result<(), RouterError>>,
+    /// The core task; yields an error if storage failed.
+    pub core_task: tokio::task::JoinHandle<Result<(), RouterError>>,
     /// The order-server workers and the ticker.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Live subscribers.
@@ -199,7 +199,7 @@ impl Backend {
             job_txs.push(tx);
             job_rxs.push(rx);
         }
-        let (core_tx, thread) =
+        let (core_tx, core_task) =
             runtime::start_core(core, Box::new(store), job_txs, hub.clone(), 65_536);
         let mut tasks = Vec::with_capacity(n + 1);
         for (i, (rx, client)) in job_rxs.into_iter().zip(clients.iter().cloned()).enumerate() {
@@ -242,7 +242,7 @@ impl Backend {
         Ok(Self {
             service,
             core: core_tx,
-            thread,
+            core_task,
             tasks,
             hub,
             servers: n,
@@ -258,7 +258,7 @@ impl Backend {
         let Backend {
             service,
             core,
-            thread,
+            core_task,
             tasks,
             hub,
             ..
@@ -273,11 +273,10 @@ impl Backend {
         }
         let _ = core.send(CoreMsg::Shutdown).await;
         drop(core);
-        match tokio::task::spawn_blocking(move || thread.join()).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(ServeError::Storage(e.to_string())),
-            Ok(Err(_)) => Err(ServeError::Storage("the core thread panicked".into())),
-            Err(e) => Err(ServeError::Storage(e.to_string())),
+        match core_task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ServeError::Storage(e.to_string())),
+            Err(e) => Err(ServeError::Storage(format!("the core task failed: {e}"))),
         }
     }
 }
@@ -320,7 +319,7 @@ pub async fn serve(
     let Backend {
         service,
         core: core_tx,
-        thread: core_thread,
+        core_task,
         tasks: _,
         hub,
         ..
@@ -397,13 +396,10 @@ pub async fn serve(
         .map_err(|e| ServeError::Transport(e.to_string()));
     let _ = core_tx.send(CoreMsg::Shutdown).await;
     drop(core_tx);
-    let core_result = tokio::task::spawn_blocking(move || core_thread.join())
-        .await
-        .map_err(|e| ServeError::Storage(e.to_string()))?;
-    match core_result {
+    match core_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(ServeError::Storage(e.to_string())),
-        Err(_) => return Err(ServeError::Storage("the core thread panicked".into())),
+        Err(e) => return Err(ServeError::Storage(format!("the core task failed: {e}"))),
     }
     tracing::info!("router stopped");
     served

@@ -1,5 +1,5 @@
 //! The client-facing gRPC service. Each handler parses and bounds its
-//! request (signatures included), hands a command to the core thread, and
+//! request (signatures included), hands a command to the core task, and
 //! turns the answer into a response; Fetch reads storage, ProveHeads calls
 //! the order servers. Authenticated calls carry the session token as
 //! metadata [`SESSION_METADATA`] (`x-grompi-session`, 64 hex digits).
