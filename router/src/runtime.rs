@@ -114,6 +114,31 @@ impl Performer {
         }
     }
 
+    /// Performs a step's early effects on the core task: the deliveries
+    /// first, and the replies in a task of their own, queued behind the
+    /// members' delivery tasks. (The task woken last runs first on the
+    /// core's worker: a reply sent last would be handled before the
+    /// deliveries it follows.)
+    fn perform_early(&self, effects: Vec<Ready>) {
+        let delivers = effects.iter().any(|e| matches!(e, Ready::Deliver { .. }));
+        if !delivers {
+            return self.perform(effects);
+        }
+        let (replies, rest): (Vec<Ready>, Vec<Ready>) = effects
+            .into_iter()
+            .partition(|e| matches!(e, Ready::Reply(..)));
+        self.perform(rest);
+        if !replies.is_empty() {
+            tokio::spawn(async move {
+                for r in replies {
+                    if let Ready::Reply(tx, r) = r {
+                        let _ = tx.send(r);
+                    }
+                }
+            });
+        }
+    }
+
     /// Reads what `lookup` needs on the blocking pool (off the core task,
     /// the committer thread and the async workers), then answers.
     fn look_up(&self, tx: Reply, lookup: SequenceLookup) {
@@ -242,7 +267,7 @@ async fn run_core(
             }
             driver.finish(now, &mut rng)
         };
-        performer.perform(ready(step.early, &mut waiting));
+        performer.perform_early(ready(step.early, &mut waiting));
         let batch = step
             .commit
             .filter_map_effects(|effect| ready_one(effect, &mut waiting));
@@ -892,6 +917,37 @@ mod shutdown_tests {
         let thread =
             std::thread::spawn(move || run_committer(Box::new(store), rx, &performer, hold));
         (tx, commits, thread)
+    }
+
+    /// A step's replies leave after its deliveries (in a task of their
+    /// own, so the members' delivery tasks are queued before the
+    /// reply's); a step without deliveries replies at once.
+    #[tokio::test]
+    async fn a_steps_replies_leave_after_its_deliveries() {
+        let performer = performer(crate::store::MemStore::default().reader());
+        let account = AccountId::from_bytes([7; 32]);
+        let subscription = performer.hub.subscribe(account).unwrap();
+        let (tx, mut rx) = oneshot::channel();
+        performer.perform_early(vec![
+            Ready::Deliver {
+                account,
+                delivery: Box::new(pb::Delivery {
+                    index: 5,
+                    ..Default::default()
+                }),
+            },
+            Ready::Reply(tx, Ok(Response::Uploaded)),
+        ]);
+        assert!(
+            matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)),
+            "the reply waits for its own task"
+        );
+        assert_eq!(subscription.next_delivery().await.map(|d| d.index), Some(5));
+        assert!(matches!(rx.await, Ok(Ok(Response::Uploaded))));
+
+        let (tx, mut rx) = oneshot::channel();
+        performer.perform_early(vec![Ready::Reply(tx, Ok(Response::Uploaded))]);
+        assert!(matches!(rx.try_recv(), Ok(Ok(Response::Uploaded))));
     }
 
     /// The key of the one record of a test batch.
