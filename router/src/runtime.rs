@@ -124,16 +124,19 @@ impl Performer {
         if !delivers {
             return self.perform(effects);
         }
-        let (replies, rest): (Vec<Ready>, Vec<Ready>) = effects
-            .into_iter()
-            .partition(|e| matches!(e, Ready::Reply(..)));
+        let mut replies = Vec::new();
+        let mut rest = Vec::with_capacity(effects.len());
+        for effect in effects {
+            match effect {
+                Ready::Reply(tx, r) => replies.push((tx, r)),
+                other => rest.push(other),
+            }
+        }
         self.perform(rest);
         if !replies.is_empty() {
             tokio::spawn(async move {
-                for r in replies {
-                    if let Ready::Reply(tx, r) = r {
-                        let _ = tx.send(r);
-                    }
+                for (tx, r) in replies {
+                    let _ = tx.send(r);
                 }
             });
         }

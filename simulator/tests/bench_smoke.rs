@@ -58,7 +58,7 @@ async fn closed_loop_reports_the_probes_of_the_gap() {
     let report = run(&options, |_| {}).await.unwrap();
     assert_eq!(report.cells.len(), 2);
     let attested = report.cells.iter().find(|c| c.mode == "attested").unwrap();
-    let p = attested.probes.as_ref().unwrap();
+    let p = &attested.probes;
     assert!(p.order_commits > 0 && p.router_fanouts > 0, "{p:?}");
     assert!(
         p.order_commit_p50_ms.is_some()
@@ -70,7 +70,7 @@ async fn closed_loop_reports_the_probes_of_the_gap() {
     );
     // The relay's cell has the router's probes only.
     let relay = report.cells.iter().find(|c| c.mode == "relay").unwrap();
-    let r = relay.probes.as_ref().unwrap();
+    let r = &relay.probes;
     assert!(r.router_submit_p50_ms.is_some(), "{r:?}");
     assert!(
         r.order_commits == 0 && r.order_commit_p50_ms.is_none(),

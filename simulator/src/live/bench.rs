@@ -81,9 +81,10 @@ pub struct Cell {
     /// CPU time per message in the throughput phase, per process (where
     /// the system tells: Linux).
     pub cpu_per_message: Option<CpuPerMessage>,
-    /// Attested cells: the servers' own histograms over the latency phase
-    /// (order-server commit, router↔order-server round trip).
-    pub probes: Option<Probes>,
+    /// The servers' own histograms over the latency phase (order-server
+    /// commit, router↔order-server round trip, the router's Submit; the
+    /// relay's cell has the router's only).
+    pub probes: Probes,
 }
 
 /// CPU time (user and system) per message accepted in the throughput
@@ -416,7 +417,7 @@ async fn measure(
     net: &Devnet,
     g: usize,
     relay: bool,
-) -> Result<(Vec<Duration>, f64, Option<CpuPerMessage>, Option<Probes>), LiveError> {
+) -> Result<(Vec<Duration>, f64, Option<CpuPerMessage>, Probes), LiveError> {
     let mut client = connect_router(&net.descriptor).await?;
     let servers: Vec<_> = if relay {
         Vec::new()
@@ -520,12 +521,7 @@ async fn measure(
     }
 
     let (router_after, order_after) = scrape_servers(net)?;
-    let probes = Some(Probes::between(
-        &router_before,
-        &router_after,
-        &order_before,
-        &order_after,
-    ));
+    let probes = Probes::between(&router_before, &router_after, &order_before, &order_after);
 
     // Throughput: every member sends at once.
     let before = completions.done_count();
@@ -699,13 +695,13 @@ impl BenchReport {
             let (Some(a), Some(b)) = (attested, base) else {
                 continue;
             };
-            let p = a.probes.clone().unwrap_or_default();
+            let p = &a.probes;
             let gap = a.latency_p50_ms - b.latency_p50_ms;
             let bound = p
                 .order_commit_p50_ms
                 .zip(p.round_trip_p50_ms)
                 .map(|(c, t)| c + t);
-            let relay_submit = b.probes.as_ref().and_then(|q| q.router_submit_p50_ms);
+            let relay_submit = b.probes.router_submit_p50_ms;
             let in_router = p.router_submit_p50_ms.zip(relay_submit).map(|(a, r)| a - r);
             let beyond_job = in_router.zip(p.router_fanout_p50_ms).map(|(g, j)| g - j);
             s.push_str(&format!(

@@ -166,10 +166,7 @@ async fn bench_measures_every_cell_against_the_relay() {
     // Every attested cell has its probes (target 1's decomposition), and
     // the decomposition table a row for it.
     for c in report.cells.iter().filter(|c| c.mode == "attested") {
-        let p = c
-            .probes
-            .as_ref()
-            .unwrap_or_else(|| panic!("no probes: {c:?}"));
+        let p = &c.probes;
         assert!(p.order_commits > 0 && p.router_fanouts > 0, "{p:?}");
         assert!(
             p.order_commit_p50_ms.is_some()
