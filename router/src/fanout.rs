@@ -541,14 +541,13 @@ impl Fanout {
                         if let Some(b) = conv.backoff.get_mut(s) {
                             b.succeed();
                         }
+                        // The row is the server's progress too: it is
+                        // stored only for the index at its progress, so a
+                        // restart reads progress from the rows
+                        // (`store::load`).
                         work.records.push(Record::Attestation {
                             conversation: conv_id,
                             attestation: a.clone(),
-                        });
-                        work.records.push(Record::Progress {
-                            conversation: conv_id,
-                            server: a.server,
-                            next: Index(item.index.0 + 1),
                         });
                         if let Some(pr) = conv.progress.get_mut(s) {
                             *pr = Index(item.index.0 + 1);

@@ -210,7 +210,10 @@ pub enum Record {
         /// The attestation (its `server` is the descriptor position).
         attestation: Attestation,
     },
-    /// Put how many indices an order server has attested.
+    /// Put how many indices an order server has attested. Not written any
+    /// more: a restart derives progress from the attestation rows
+    /// ([`crate::store::load`]). Rows of older stores are still read, and
+    /// count where they are higher.
     Progress {
         /// The conversation; with the server, the row key.
         conversation: ConversationId,
@@ -387,6 +390,20 @@ pub fn attestation_key(c: &ConversationId, i: Index, server: u32) -> Vec<u8> {
     let mut k = envelope_key(c, i);
     k.extend_from_slice(&server.to_be_bytes());
     k
+}
+
+/// The index and server position of an [`attestation_key`].
+pub fn attestation_key_parts(key: &[u8]) -> Result<(Index, u32), RecordError> {
+    const T: &str = "attestations";
+    let rest = key
+        .get(32..)
+        .filter(|r| r.len() == 12)
+        .ok_or_else(|| corrupt(T, "key is not 44 bytes"))?;
+    let (index, server) = rest.split_at(8);
+    Ok((
+        Index(u64_be(T, index)?),
+        u32::from_be_bytes(<[u8; 4]>::try_from(server).map_err(|_| corrupt(T, "server position"))?),
+    ))
 }
 
 fn pair_key(a: &[u8; 32], b: &[u8]) -> Vec<u8> {

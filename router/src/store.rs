@@ -284,6 +284,72 @@ fn read_range(
         .collect()
 }
 
+/// Each order server's progress in each conversation (how many indices it
+/// has attested), from the attestation rows: one past the server's
+/// highest row, or the first index still stored if that is higher, or a
+/// progress row of an older store (`rows`) if that is higher still.
+///
+/// The router writes no progress rows: it stores a server's attestation
+/// of index i only once that server has attested every index before it,
+/// so the row implies progress i + 1. The retention setting removes rows
+/// only below every server's progress, and records the first index it
+/// kept ([`Record::FirstStored`]), so a server whose rows were all removed
+/// has attested at least that far. Rows are read from the conversation's
+/// tail downwards, in windows that double, until every server's highest
+/// row or the first index still stored is reached: about as many rows as
+/// the indices some server has not attested, which [`load`] reads anyway.
+fn derive_progress(
+    kv: &impl KvRead,
+    s: &Snapshot,
+    rows: Vec<(ConversationId, u32, Index)>,
+) -> Result<Vec<(ConversationId, u32, Index)>, StoreError> {
+    let servers: HashMap<ConversationId, usize> = s
+        .conversations
+        .iter()
+        .map(|c| (c.id, c.opened.len()))
+        .collect();
+    let first: HashMap<ConversationId, Index> = s.first_stored.iter().copied().collect();
+    let mut progress: BTreeMap<(ConversationId, u32), Index> = BTreeMap::new();
+    for (c, server, next) in rows {
+        let e = progress.entry((c, server)).or_insert(next);
+        *e = (*e).max(next);
+    }
+    for (c, next, _) in &s.tails {
+        let n = servers.get(c).copied().unwrap_or(0);
+        let first = first.get(c).copied().unwrap_or(Index(0));
+        let mut highest: Vec<Option<Index>> = vec![None; n];
+        let mut hi = *next;
+        let mut width: u64 = 8;
+        while hi > first && highest.iter().any(Option::is_none) {
+            let lo = Index(hi.0.saturating_sub(width).max(first.0));
+            for (k, _) in kv.scan(
+                Table::Attestations,
+                &record::envelope_key(c, lo),
+                &record::envelope_key(c, hi),
+            )? {
+                let (index, server) = record::attestation_key_parts(&k)?;
+                if let Some(h) = highest.get_mut(server as usize)
+                    && h.is_none_or(|h| index > h)
+                {
+                    *h = Some(index);
+                }
+            }
+            hi = lo;
+            width = width.saturating_mul(2);
+        }
+        for (server, h) in (0u32..).zip(highest) {
+            let derived = h.map_or(first, |i| Index(i.0.saturating_add(1)).max(first));
+            let e = progress.entry((*c, server)).or_insert(derived);
+            *e = (*e).max(derived);
+        }
+    }
+    Ok(progress
+        .into_iter()
+        .filter(|(_, next)| *next > Index(0))
+        .map(|((c, server), next)| (c, server, next))
+        .collect())
+}
+
 /// Loads a snapshot from raw tables.
 pub fn load(kv: &impl KvRead) -> Result<Snapshot, StoreError> {
     let mut s = Snapshot::default();
@@ -315,6 +381,8 @@ pub fn load(kv: &impl KvRead) -> Result<Snapshot, StoreError> {
     for (k, v) in kv.scan(Table::FirstStored, &[], &[])? {
         s.first_stored.push(record::decode_first_stored(&k, &v)?);
     }
+    let rows = std::mem::take(&mut s.progress);
+    s.progress = derive_progress(kv, &s, rows)?;
     // Envelopes still needed in memory: from the lowest progress of any
     // server (a server with no progress entry has attested nothing). The
     // retention setting removes only envelopes every server has attested,
@@ -1257,6 +1325,112 @@ mod tests {
         let reopened = RedbStore::open(&image).unwrap();
         assert_eq!(sequences(&reopened), vec![3, 4]);
         assert_eq!(kept(&reopened, &c), vec![(2, 1), (3, 1)]);
+    }
+
+    /// A conversation with `servers` order servers and `next` as its tail.
+    fn conversation_rows(c: ConversationId, servers: usize, next: u64) -> Vec<Record> {
+        vec![
+            Record::Conversation(Box::new(ConversationRecord {
+                id: c,
+                creator: AccountId::from_bytes([1; 32]),
+                epochs: Vec::new(),
+                prepared: Vec::new(),
+                opened: vec![true; servers],
+            })),
+            Record::Tail {
+                conversation: c,
+                next: Index(next),
+                head: Head::genesis(&c),
+            },
+        ]
+    }
+
+    /// `server`'s attestation rows of `indices` in `c`.
+    fn attestation_rows(
+        c: ConversationId,
+        server: u32,
+        indices: std::ops::Range<u64>,
+    ) -> Vec<Record> {
+        indices
+            .map(|i| Record::Attestation {
+                conversation: c,
+                attestation: Attestation {
+                    server,
+                    index: Index(i),
+                    head: Head::genesis(&c),
+                    tags: Vec::new(),
+                    next_tags: Vec::new(),
+                    key_shares: Vec::new(),
+                    log_index: None,
+                },
+            })
+            .collect()
+    }
+
+    /// Progress is derived from the attestation rows: one past each
+    /// server's highest row however far below the tail it is, the first
+    /// index kept once the retention setting removed the rows, and the
+    /// higher of that and a progress row an older store wrote.
+    #[test]
+    fn a_restart_derives_each_servers_progress_from_its_attestation_rows() {
+        let mut store = MemStore::new();
+        let c = ConversationId::from_bytes([4; 32]);
+        let mut records = conversation_rows(c, 3, 40);
+        for i in 0..40 {
+            records.extend(envelope_rows(c, i, 0));
+        }
+        // Server 0 attested everything, server 1 the first 13 (27 below
+        // the tail: the windows of 8 and 16 miss it), server 2 nothing.
+        records.extend(attestation_rows(c, 0, 0..40));
+        records.extend(attestation_rows(c, 1, 0..13));
+        // Rows an older store wrote: one as high as the rows imply, one
+        // stale (a row is never above what the rows imply).
+        records.push(Record::Progress {
+            conversation: c,
+            server: 0,
+            next: Index(40),
+        });
+        records.push(Record::Progress {
+            conversation: c,
+            server: 1,
+            next: Index(9),
+        });
+        // Everything attested by every server, then removed by retention
+        // (no row left); and all attested with only the oldest removed.
+        let gone = ConversationId::from_bytes([5; 32]);
+        let some = ConversationId::from_bytes([6; 32]);
+        for d in [gone, some] {
+            records.extend(conversation_rows(d, 3, 10));
+            for i in 0..10 {
+                records.extend(envelope_rows(d, i, 3));
+            }
+        }
+        store.commit(&records, Durability::Now).unwrap();
+        store
+            .commit(&removal(gone, 10, 3), Durability::Now)
+            .unwrap();
+        store.commit(&removal(some, 4, 3), Durability::Now).unwrap();
+        let mut progress = store.load().unwrap().progress;
+        progress.sort();
+        let mut want = vec![(c, 0, Index(40)), (c, 1, Index(13))];
+        for d in [gone, some] {
+            want.extend((0..3).map(|s| (d, s, Index(10))));
+        }
+        want.sort();
+        assert_eq!(progress, want);
+        // Server 2 has attested nothing (no entry above). A row an older
+        // store wrote for it counts where it is higher than the rows.
+        store
+            .commit(
+                &[Record::Progress {
+                    conversation: c,
+                    server: 2,
+                    next: Index(2),
+                }],
+                Durability::Now,
+            )
+            .unwrap();
+        assert!(store.load().unwrap().progress.contains(&(c, 2, Index(2))));
     }
 
     #[test]
