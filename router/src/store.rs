@@ -694,18 +694,40 @@ impl KvRead for RedbStore {
     fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
         use redb::ReadableDatabase;
         let tx = self.db.database().begin_read().map_err(backend)?;
-        let t = tx.open_table(definition(table)).map_err(backend)?;
-        let range = if to.is_empty() {
-            t.range::<&[u8]>(from..).map_err(backend)?
-        } else {
-            t.range::<&[u8]>(from..to).map_err(backend)?
-        };
-        range
-            .map(|e| {
-                e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(backend)
-            })
-            .collect()
+        scan_in(&tx, table, from, to)
+    }
+}
+
+/// The rows of `table` from `from` (inclusive) to `to` (exclusive; empty:
+/// to the end), read in `tx`.
+fn scan_in(
+    tx: &redb::ReadTransaction,
+    table: Table,
+    from: &[u8],
+    to: &[u8],
+) -> Result<KvRows, StoreError> {
+    let t = tx.open_table(definition(table)).map_err(backend)?;
+    let range = if to.is_empty() {
+        t.range::<&[u8]>(from..).map_err(backend)?
+    } else {
+        t.range::<&[u8]>(from..to).map_err(backend)?
+    };
+    range
+        .map(|e| {
+            e.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(backend)
+        })
+        .collect()
+}
+
+/// One read transaction for a whole load: the snapshot is read from one
+/// state of the database, and the load, which scans a few ranges per
+/// conversation, does not begin a transaction for each.
+struct LoadReader(redb::ReadTransaction);
+
+impl KvRead for LoadReader {
+    fn scan(&self, table: Table, from: &[u8], to: &[u8]) -> Result<KvRows, StoreError> {
+        scan_in(&self.0, table, from, to)
     }
 }
 
@@ -794,7 +816,9 @@ impl Store for RedbStore {
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {
-        load(self)
+        use redb::ReadableDatabase;
+        let tx = self.db.database().begin_read().map_err(backend)?;
+        load(&LoadReader(tx))
     }
 
     fn reader(&self) -> Arc<dyn EnvelopeReader> {
